@@ -1,0 +1,179 @@
+/* The op-level backend interface: one training loop, two implementations (CPU, CUDA).
+ * All tensors are float32 NCHW (batch, channels, height, width), row-major, in the
+ * backend's memory (host for CPU, device for CUDA). Backend state (plans, cuDNN descriptors,
+ * chosen algorithms, workspaces) hides behind `void *`.
+ *
+ * Shapes used here:
+ *   conv weights  (out_channels, in_channels, kernel, kernel), bias (out_channels);
+ *                 "same" padding (kernel/2 each side), stride 1.
+ *   max-pool      2x2 window, stride 2; output (height/2, width/2), floor.
+ *   dense weights (in, out) row-major so that y = x W + b; bias (out).
+ * Every op overwrites its outputs (gradients are not accumulated across calls), except
+ * softmax_xent's `stats`, which is a running sum. */
+#ifndef DIGITS_BACKEND_H
+#define DIGITS_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "digits/data.h"
+#include "digits/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct dg_backend;
+
+struct dg_conv_shape {
+    int batch;
+    int in_channels;
+    int out_channels;
+    int height; /* input = output height ("same") */
+    int width;
+    int kernel; /* odd */
+};
+
+struct dg_pool_shape {
+    int batch;
+    int channels;
+    int height; /* input height; output is height / 2 */
+    int width;
+};
+
+/* Which dropout mask: layer is the dropout layer's ordinal (0, 1, 2). */
+struct dg_dropout_key {
+    uint64_t seed;
+    uint32_t layer;
+    uint32_t epoch;
+    uint32_t step;
+};
+
+/* Which augmentation draws, and their ranges (rotation in degrees, shift as a fraction of the
+ * side, zoom as the half-width of the range around 1). */
+struct dg_augment_key {
+    uint64_t seed;
+    uint32_t epoch;
+    uint32_t step;
+    float rotation_deg;
+    float shift;
+    float zoom;
+};
+
+/* ---- the vtable ---- */
+
+struct dg_backend_ops {
+    void (*destroy)(struct dg_backend *be);
+
+    /* memory: alloc returns zeroed memory of the backend */
+    enum dg_status (*alloc)(struct dg_backend *be, size_t bytes, void **ptr);
+    void (*free)(struct dg_backend *be, void *ptr);
+    enum dg_status (*upload)(struct dg_backend *be, void *dst, const void *src, size_t bytes);
+    enum dg_status (*download)(struct dg_backend *be, void *dst, const void *src, size_t bytes);
+    enum dg_status (*sync)(struct dg_backend *be);
+
+    /* data: a host image store made visible to the backend (uploaded when it fits) */
+    enum dg_status (*dataset_attach)(struct dg_backend *be, const struct dg_dataset *dataset,
+                                     void **handle);
+    void (*dataset_detach)(struct dg_backend *be, void *handle);
+    /* x (n, 1, 28, 28) <- images rows[0..n) / 255, warped when `augment` is not NULL (image i
+     * of the batch uses the draws of index i); labels (n) <- their labels (if the dataset has
+     * labels and `labels` is not NULL). `rows` is a host array. */
+    enum dg_status (*batch_assemble)(struct dg_backend *be, void *handle, const uint32_t *rows,
+                                     int n, const struct dg_augment_key *augment, float *x,
+                                     uint8_t *labels);
+
+    /* convolution */
+    enum dg_status (*conv_plan_create)(struct dg_backend *be, const struct dg_conv_shape *shape,
+                                       void **plan);
+    void (*conv_plan_free)(struct dg_backend *be, void *plan);
+    /* y = conv(x, w) + bias, then ReLU when relu != 0 */
+    enum dg_status (*conv_fwd)(struct dg_backend *be, void *plan, const float *x, const float *w,
+                               const float *bias, float *y, int relu);
+    enum dg_status (*conv_bwd_data)(struct dg_backend *be, void *plan, const float *dy,
+                                    const float *w, float *dx);
+    /* dw = dL/dw, db = dL/dbias (sum of dy over batch, height, width) */
+    enum dg_status (*conv_bwd_filter)(struct dg_backend *be, void *plan, const float *x,
+                                      const float *dy, float *dw, float *db);
+
+    /* dy *= (y > 0), in place: the ReLU backward given the ReLU output y */
+    enum dg_status (*relu_bwd)(struct dg_backend *be, size_t n, const float *y, float *dy);
+
+    /* max-pool; backward routes each dy to the first maximum of its window (row-major) */
+    enum dg_status (*maxpool_fwd)(struct dg_backend *be, const struct dg_pool_shape *shape,
+                                  const float *x, float *y);
+    enum dg_status (*maxpool_bwd)(struct dg_backend *be, const struct dg_pool_shape *shape,
+                                  const float *x, const float *y, const float *dy, float *dx);
+
+    /* inverted dropout with Philox masks (kernels/dropout.cuh); element index = flat index */
+    enum dg_status (*dropout_fwd)(struct dg_backend *be, size_t n, float rate,
+                                  const struct dg_dropout_key *key, const float *x, float *y);
+    enum dg_status (*dropout_bwd)(struct dg_backend *be, size_t n, float rate,
+                                  const struct dg_dropout_key *key, const float *dy, float *dx);
+
+    /* dense: y (batch, out) = x (batch, in) w (in, out) + b, then ReLU when relu != 0 */
+    enum dg_status (*dense_fwd)(struct dg_backend *be, int batch, int in, int out, const float *x,
+                                const float *w, const float *b, float *y, int relu);
+    /* dx (may be NULL) = dy w^T; dw = x^T dy; db = column sums of dy */
+    enum dg_status (*dense_bwd)(struct dg_backend *be, int batch, int in, int out, const float *x,
+                                const float *w, const float *dy, float *dx, float *dw, float *db);
+
+    /* softmax of logits (batch, 10) into probs; when labels != NULL also the gradient of the
+     * batch-mean cross-entropy into dlogits (may be NULL) and stats[0] += sum of losses,
+     * stats[1] += number of rows whose first argmax equals the label (stats: 2 doubles). */
+    enum dg_status (*softmax_xent)(struct dg_backend *be, int batch, const float *logits,
+                                   const uint8_t *labels, float *probs, float *dlogits,
+                                   double *stats);
+
+    /* RMSprop over n parameters (kernels/rmsprop.cuh) */
+    enum dg_status (*rmsprop)(struct dg_backend *be, size_t n, float *w, const float *g,
+                              float *acc, float lr, float rho, float eps);
+};
+
+struct dg_backend {
+    const struct dg_backend_ops *ops;
+    void *impl;
+    /* host memory for image stores: malloc on the CPU, pinned (cudaHostAlloc) on CUDA */
+    struct dg_allocator host_allocator;
+    char name[16];         /* "cpu", "cuda" */
+    char description[256]; /* e.g. "cpu: 2 threads, OpenBLAS 0.3.21" */
+};
+
+/* ---- constructors ---- */
+
+/* threads <= 0: all cores. */
+enum dg_status dg_backend_cpu_create(int threads, struct dg_backend **out);
+
+enum dg_cuda_math {
+    DG_CUDA_MATH_FP32, /* CUDNN_FMA_MATH, no TF32 anywhere */
+    DG_CUDA_MATH_TF32, /* tensor-op math allowed (opt-in, training speed) */
+};
+
+struct dg_cuda_options {
+    int device;                  /* CUDA device ordinal */
+    enum dg_cuda_math math;
+    int deterministic;           /* deterministic algorithms: bit-identical reruns */
+    size_t dataset_budget_bytes; /* upload the store when it fits (default 1 GiB) */
+};
+
+/* DG_ERR_DEVICE with the reason when CUDA is not built in or no device is usable. */
+enum dg_status dg_backend_cuda_create(const struct dg_cuda_options *options,
+                                      struct dg_backend **out);
+
+/* 1 when this build has the CUDA backend. */
+int dg_cuda_built(void);
+
+/* Why CUDA is unusable right now ("" when a device is usable); for --device auto. */
+enum dg_status dg_cuda_probe(char *reason, size_t reason_size);
+
+/* Writes a human-readable description of the CUDA runtime, cuDNN, cuBLAS and each device
+ * to `out` (for `digits info`). */
+void dg_cuda_describe(void (*print_line)(const char *line, void *ctx), void *ctx);
+
+void dg_backend_destroy(struct dg_backend *be);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,75 @@
+/* `digits <command> [options]`: dispatch to the commands of src/cli/cmd_*.c. */
+#include "cli/cli.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+};
+
+static const struct command commands[] = {
+    {"train", dg_cmd_train, "train the network on a labelled file, write a model"},
+    {"predict", dg_cmd_predict, "score a file with a model, write a Kaggle submission"},
+    {"eval", dg_cmd_eval, "accuracy, per-class precision/recall and confusion matrix"},
+    {"check-data", dg_cmd_check_data, "validate and summarise a dataset"},
+    {"compare", dg_cmd_compare, "run the same batch through CPU and CUDA, layer by layer"},
+    {"bench", dg_cmd_bench, "measure parse speed, training and inference throughput"},
+    {"info", dg_cmd_info, "version, build options, BLAS, CUDA devices, the model table"},
+};
+
+static void print_usage(FILE *out)
+{
+    fprintf(out, "usage: digits <command> [options]\n\n"
+                 "Trains and runs the Kaggle digit-recognizer (MNIST) convolutional network\n"
+                 "on the CPU or an NVIDIA GPU.\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-11s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n`digits <command> --help` describes a command's options.\n"
+                 "options: --help, --version\n"
+                 "exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad input\n");
+}
+
+int dg_cli_fail(enum dg_status status)
+{
+    const char *message = dg_error_message();
+    fprintf(stderr, "digits: %s\n", message[0] ? message : dg_status_name(status));
+    return dg_status_exit_code(status);
+}
+
+int dg_cli_usage_error(const char *command, const char *fmt, ...)
+{
+    va_list args;
+    fprintf(stderr, "digits: %s: ", command);
+    va_start(args, fmt);
+    vfprintf(stderr, fmt, args);
+    va_end(args);
+    fprintf(stderr, "\n(see `digits %s --help`)\n", command);
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        print_usage(stderr);
+        return 2;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
+        print_usage(stdout);
+        return 0;
+    }
+    if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0) {
+        printf("digits %s\n", DIGITS_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(name, commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "digits: unknown command '%s'\n\n", name);
+    print_usage(stderr);
+    return 2;
+}

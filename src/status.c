@@ -1,0 +1,76 @@
+/* Thread-local error message behind enum dg_status. */
+#include "digits/status.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define DG_ERROR_CAPACITY 1024
+
+static _Thread_local char error_message[DG_ERROR_CAPACITY];
+
+enum dg_status dg_error(enum dg_status status, const char *fmt, ...)
+{
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(error_message, sizeof error_message, fmt, args);
+    va_end(args);
+    return status;
+}
+
+enum dg_status dg_error_prefix(enum dg_status status, const char *fmt, ...)
+{
+    char prefix[DG_ERROR_CAPACITY];
+    char previous[DG_ERROR_CAPACITY];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, args);
+    va_end(args);
+    memcpy(previous, error_message, sizeof previous);
+    snprintf(error_message, sizeof error_message, "%s: %s", prefix, previous);
+    return status;
+}
+
+const char *dg_error_message(void)
+{
+    return error_message;
+}
+
+void dg_error_clear(void)
+{
+    error_message[0] = '\0';
+}
+
+int dg_status_exit_code(enum dg_status status)
+{
+    switch (status) {
+    case DG_OK:
+        return 0;
+    case DG_ERR_USAGE:
+    case DG_ERR_INPUT:
+        return 2;
+    default:
+        return 1;
+    }
+}
+
+const char *dg_status_name(enum dg_status status)
+{
+    switch (status) {
+    case DG_OK:
+        return "ok";
+    case DG_ERR_USAGE:
+        return "usage error";
+    case DG_ERR_INPUT:
+        return "input error";
+    case DG_ERR_IO:
+        return "i/o error";
+    case DG_ERR_NOMEM:
+        return "out of memory";
+    case DG_ERR_DEVICE:
+        return "device error";
+    case DG_ERR_RUNTIME:
+        return "runtime error";
+    }
+    return "unknown error";
+}
