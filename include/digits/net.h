@@ -1,0 +1,80 @@
+/* A model instantiated on a backend: parameters, gradients, RMSprop accumulators and
+ * per-layer activation buffers in the backend's memory, and forward / backward / update
+ * over the layer table. Backend-agnostic: used by train, predict, eval, compare and bench.
+ *
+ * Buffers (backend memory, NCHW):
+ *   act[0]           input (max_batch, 1, 28, 28)
+ *   act[i + 1]       output of layer i (max_batch, out_c, out_h, out_w)
+ *   dact[i]          dL/d act[i] (same shape; dact[0] is not computed)
+ *   probs, dlogits   (max_batch, 10)
+ *   params, grads, rms_acc   param_count floats, same layout as dg_model.params
+ *   labels           (max_batch) uint8, stats 2 doubles (loss sum, correct count) */
+#ifndef DIGITS_NET_H
+#define DIGITS_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "digits/backend.h"
+#include "digits/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Training mode draws dropout masks from (seed, dropout ordinal, epoch, step). */
+struct dg_net_mode {
+    int training;
+    uint64_t seed;
+    uint32_t epoch;
+    uint32_t step;
+};
+
+struct dg_net {
+    struct dg_backend *be;
+    const struct dg_model *model;
+    int max_batch;
+    float *params;
+    float *grads;
+    float *rms_acc;
+    float *act[DG_MAX_LAYERS + 1];
+    float *dact[DG_MAX_LAYERS + 1];
+    float *probs;
+    float *dlogits;
+    uint8_t *labels;
+    double *stats;
+    void *plans[DG_MAX_LAYERS]; /* conv plans for plan_batch images */
+    int plan_batch;
+    void *plans_alt[DG_MAX_LAYERS]; /* conv plans for the last other batch size */
+    int plan_alt_batch;
+};
+
+enum dg_status dg_net_create(struct dg_backend *be, const struct dg_model *model, int max_batch,
+                             struct dg_net **out);
+void dg_net_free(struct dg_net *net);
+
+/* Copies model->params to the backend (and zeroes the RMSprop accumulators when reset_rms). */
+enum dg_status dg_net_upload_params(struct dg_net *net, const float *host_params, int reset_rms);
+enum dg_status dg_net_download_params(struct dg_net *net, float *host_params);
+
+/* Forward of n <= max_batch images in act[0]; leaves logits in act[layer_count] and the
+ * softmax in probs. When labels != NULL (backend memory, n entries) also computes dlogits
+ * and adds loss sum / correct count to stats. */
+enum dg_status dg_net_forward(struct dg_net *net, int n, const struct dg_net_mode *mode,
+                              const uint8_t *labels);
+
+/* Backward from dlogits through every layer: fills grads and dact. */
+enum dg_status dg_net_backward(struct dg_net *net, int n, const struct dg_net_mode *mode);
+
+/* One RMSprop step over all parameters. */
+enum dg_status dg_net_update(struct dg_net *net, float lr, float rho, float eps);
+
+/* Zeroes stats; reads them back (loss sum, correct count). */
+enum dg_status dg_net_stats_reset(struct dg_net *net);
+enum dg_status dg_net_stats_read(struct dg_net *net, double *loss_sum, double *correct);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
