@@ -27,7 +27,17 @@ enum dg_status dg_error_prefix(enum dg_status status, const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, args);
     va_end(args);
     memcpy(previous, error_message, sizeof previous);
-    snprintf(error_message, sizeof error_message, "%s: %s", prefix, previous);
+    size_t used = strlen(prefix);
+    if (used > sizeof error_message - 3)
+        used = sizeof error_message - 3;
+    memcpy(error_message, prefix, used);
+    memcpy(error_message + used, ": ", 2);
+    size_t room = sizeof error_message - used - 2;
+    size_t rest = strlen(previous);
+    if (rest > room - 1)
+        rest = room - 1;
+    memcpy(error_message + used + 2, previous, rest);
+    error_message[used + 2 + rest] = '\0';
     return status;
 }
 
