@@ -35,7 +35,7 @@ struct dg_layer_spec {
 
 struct dg_layer {
     struct dg_layer_spec spec;
-    char name[16];           /* "conv1", "pool1", "dropout1", "flatten", "dense1" */
+    char name[24];           /* "conv1", "pool1", "dropout1", "flatten", "dense1" */
     int in_c, in_h, in_w;    /* input shape (per image) */
     int out_c, out_h, out_w; /* output shape (per image); dense/flatten use out_c only */
     size_t weight_offset;    /* into the parameter vector */

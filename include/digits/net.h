@@ -39,6 +39,13 @@ struct dg_net {
     float *rms_acc;
     float *act[DG_MAX_LAYERS + 1];
     float *dact[DG_MAX_LAYERS + 1];
+    /* What the last forward/backward actually used: out[i] is the input of layer i (out[0] =
+     * act[0]), out[layer_count] the logits. Flatten, and dropout outside training, pass their
+     * input through, so out[i + 1] == out[i] there; dout[i] likewise for gradients, with
+     * dout[layer_count] == dlogits. After backward, dout[i + 1] of a ReLU layer holds the
+     * gradient with respect to its pre-activation (relu_bwd works in place). */
+    float *out[DG_MAX_LAYERS + 1];
+    float *dout[DG_MAX_LAYERS + 1];
     float *probs;
     float *dlogits;
     uint8_t *labels;
@@ -57,9 +64,9 @@ void dg_net_free(struct dg_net *net);
 enum dg_status dg_net_upload_params(struct dg_net *net, const float *host_params, int reset_rms);
 enum dg_status dg_net_download_params(struct dg_net *net, float *host_params);
 
-/* Forward of n <= max_batch images in act[0]; leaves logits in act[layer_count] and the
- * softmax in probs. When labels != NULL (backend memory, n entries) also computes dlogits
- * and adds loss sum / correct count to stats. */
+/* Forward of n <= max_batch images in act[0]; leaves logits in out[layer_count] and the
+ * softmax in probs. When labels != NULL (backend memory, n entries) adds the loss sum and
+ * correct count to stats, and in training mode also computes dlogits. */
 enum dg_status dg_net_forward(struct dg_net *net, int n, const struct dg_net_mode *mode,
                               const uint8_t *labels);
 

@@ -1,0 +1,240 @@
+/* The model file (format in include/digits/io.h): built in memory, written atomically, and
+ * read back with every field checked. All integers and floats little-endian. */
+#define _POSIX_C_SOURCE 200809L
+#include "digits/io.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#define HEADER_BYTES 16 /* magic + version + layer count */
+#define LAYER_BYTES 20
+#define MAX_SETTINGS (1u << 20)
+
+struct buffer {
+    unsigned char *data;
+    size_t size, capacity;
+};
+
+static int buffer_put(struct buffer *b, const void *src, size_t n)
+{
+    if (b->size + n > b->capacity) {
+        size_t capacity = b->capacity ? b->capacity : 4096;
+        while (capacity < b->size + n)
+            capacity *= 2;
+        unsigned char *data = realloc(b->data, capacity);
+        if (!data)
+            return -1;
+        b->data = data;
+        b->capacity = capacity;
+    }
+    memcpy(b->data + b->size, src, n);
+    b->size += n;
+    return 0;
+}
+
+static int put_u32(struct buffer *b, uint32_t v)
+{
+    unsigned char bytes[4] = {(unsigned char)v, (unsigned char)(v >> 8),
+                              (unsigned char)(v >> 16), (unsigned char)(v >> 24)};
+    return buffer_put(b, bytes, 4);
+}
+
+static int put_f32(struct buffer *b, float f)
+{
+    uint32_t v;
+    memcpy(&v, &f, 4);
+    return put_u32(b, v);
+}
+
+static uint32_t get_u32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static float get_f32(const unsigned char *p)
+{
+    uint32_t v = get_u32(p);
+    float f;
+    memcpy(&f, &v, 4);
+    return f;
+}
+
+enum dg_status dg_model_save(const char *path, const struct dg_model *model, const char *settings)
+{
+    struct buffer b = {NULL, 0, 0};
+    size_t settings_len = settings ? strlen(settings) : 0;
+    int failed = buffer_put(&b, DG_MODEL_MAGIC, 8) || put_u32(&b, DG_MODEL_VERSION) ||
+                 put_u32(&b, (uint32_t)model->layer_count);
+    for (int i = 0; i < model->layer_count && !failed; i++) {
+        const struct dg_layer_spec *spec = &model->layers[i].spec;
+        failed = put_u32(&b, (uint32_t)spec->kind) || put_u32(&b, (uint32_t)spec->units) ||
+                 put_u32(&b, (uint32_t)spec->kernel) || put_u32(&b, (uint32_t)spec->relu) ||
+                 put_f32(&b, spec->rate);
+    }
+    uint64_t count = model->param_count;
+    failed = failed || put_u32(&b, (uint32_t)count) || put_u32(&b, (uint32_t)(count >> 32)) ||
+             put_u32(&b, (uint32_t)settings_len) ||
+             (settings_len && buffer_put(&b, settings, settings_len));
+    for (size_t i = 0; i < model->param_count && !failed; i++)
+        failed = put_f32(&b, model->params[i]);
+    if (!failed)
+        failed = put_u32(&b, (uint32_t)crc32(0L, b.data, (uInt)b.size));
+    if (failed) {
+        free(b.data);
+        return dg_error(DG_ERR_NOMEM, "%s: out of memory while writing the model", path);
+    }
+    struct dg_atomic_file file;
+    enum dg_status status = dg_atomic_open(&file, path);
+    if (status == DG_OK) {
+        if (fwrite(b.data, 1, b.size, file.fp) != b.size) {
+            status = dg_error(DG_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+            dg_atomic_abort(&file);
+        } else {
+            status = dg_atomic_commit(&file);
+        }
+    }
+    free(b.data);
+    return status;
+}
+
+static enum dg_status read_whole(const char *path, unsigned char **data, size_t *size)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return dg_error(DG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct buffer b = {NULL, 0, 0};
+    unsigned char chunk[65536];
+    size_t got;
+    while ((got = fread(chunk, 1, sizeof chunk, fp)) > 0) {
+        if (buffer_put(&b, chunk, got)) {
+            fclose(fp);
+            free(b.data);
+            return dg_error(DG_ERR_NOMEM, "%s: out of memory", path);
+        }
+        if (b.size > (size_t)1 << 31) {
+            fclose(fp);
+            free(b.data);
+            return dg_error(DG_ERR_INPUT, "%s: not a digits model file (larger than 2 GiB)",
+                            path);
+        }
+    }
+    int error = ferror(fp);
+    fclose(fp);
+    if (error) {
+        free(b.data);
+        return dg_error(DG_ERR_IO, "%s: read failed", path);
+    }
+    *data = b.data;
+    *size = b.size;
+    return DG_OK;
+}
+
+enum dg_status dg_model_load(const char *path, struct dg_model *model, char *settings,
+                             size_t settings_size)
+{
+    unsigned char *data = NULL;
+    size_t size = 0;
+    memset(model, 0, sizeof *model);
+    enum dg_status status = read_whole(path, &data, &size);
+    if (status != DG_OK)
+        return status;
+    if (size < 8 || memcmp(data, DG_MODEL_MAGIC, 8) != 0) {
+        status = dg_error(DG_ERR_INPUT, "%s: not a digits model file (no %s magic)", path,
+                          DG_MODEL_MAGIC);
+        goto done;
+    }
+    if (size < HEADER_BYTES) {
+        status = dg_error(DG_ERR_INPUT, "%s: truncated model file (%zu bytes)", path, size);
+        goto done;
+    }
+    uint32_t version = get_u32(data + 8);
+    if (version != DG_MODEL_VERSION) {
+        status = dg_error(DG_ERR_INPUT, "%s: model format version %u, this digits reads "
+                                        "version %u",
+                          path, version, DG_MODEL_VERSION);
+        goto done;
+    }
+    uint32_t layer_count = get_u32(data + 12);
+    if (layer_count < 1 || layer_count > DG_MAX_LAYERS) {
+        status = dg_error(DG_ERR_INPUT, "%s: corrupted model file (%u layers)", path,
+                          layer_count);
+        goto done;
+    }
+    size_t fixed = HEADER_BYTES + (size_t)layer_count * LAYER_BYTES + 12;
+    if (size < fixed + 4) {
+        status = dg_error(DG_ERR_INPUT, "%s: truncated model file (%zu bytes)", path, size);
+        goto done;
+    }
+    const unsigned char *p = data + HEADER_BYTES + (size_t)layer_count * LAYER_BYTES;
+    uint64_t param_count = (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+    uint32_t settings_len = get_u32(p + 8);
+    if (settings_len > MAX_SETTINGS || param_count > ((uint64_t)1 << 28)) {
+        status = dg_error(DG_ERR_INPUT, "%s: corrupted model file (bad header sizes)", path);
+        goto done;
+    }
+    size_t expected = fixed + settings_len + (size_t)param_count * 4 + 4;
+    if (size < expected) {
+        status = dg_error(DG_ERR_INPUT, "%s: truncated model file (%zu bytes, expected %zu)",
+                          path, size, expected);
+        goto done;
+    }
+    if (size > expected) {
+        status = dg_error(DG_ERR_INPUT, "%s: corrupted model file (%zu bytes, expected %zu)",
+                          path, size, expected);
+        goto done;
+    }
+    uint32_t stored_crc = get_u32(data + size - 4);
+    uint32_t actual_crc = (uint32_t)crc32(0L, data, (uInt)(size - 4));
+    if (stored_crc != actual_crc) {
+        status = dg_error(DG_ERR_INPUT, "%s: corrupted model file (CRC32 %08x, expected %08x)",
+                          path, actual_crc, stored_crc);
+        goto done;
+    }
+    int ref_count;
+    const struct dg_layer_spec *ref = dg_arch_reference(&ref_count);
+    struct dg_layer_spec specs[DG_MAX_LAYERS];
+    for (uint32_t i = 0; i < layer_count; i++) {
+        const unsigned char *q = data + HEADER_BYTES + (size_t)i * LAYER_BYTES;
+        specs[i].kind = (enum dg_layer_kind)get_u32(q);
+        specs[i].units = (int)get_u32(q + 4);
+        specs[i].kernel = (int)get_u32(q + 8);
+        specs[i].relu = (int)get_u32(q + 12);
+        specs[i].rate = get_f32(q + 16);
+    }
+    int same = (int)layer_count == ref_count;
+    for (uint32_t i = 0; same && i < layer_count; i++)
+        same = specs[i].kind == ref[i].kind && specs[i].units == ref[i].units &&
+               specs[i].kernel == ref[i].kernel && specs[i].relu == ref[i].relu &&
+               specs[i].rate == ref[i].rate;
+    if (!same) {
+        status = dg_error(DG_ERR_INPUT, "%s: another architecture (%u layers) than the one this "
+                                        "digits trains (the reference network, %d layers)",
+                          path, layer_count, ref_count);
+        goto done;
+    }
+    if ((status = dg_model_build(model, specs, (int)layer_count)) != DG_OK) {
+        dg_error_prefix(DG_ERR_INPUT, "%s", path);
+        goto done;
+    }
+    if (model->param_count != param_count) {
+        dg_model_free(model);
+        status = dg_error(DG_ERR_INPUT, "%s: corrupted model file (%llu parameters, the "
+                                        "architecture has %zu)",
+                          path, (unsigned long long)param_count, model->param_count);
+        goto done;
+    }
+    const unsigned char *params = p + 12 + settings_len;
+    for (size_t i = 0; i < model->param_count; i++)
+        model->params[i] = get_f32(params + 4 * i);
+    if (settings && settings_size) {
+        size_t n = settings_len < settings_size - 1 ? settings_len : settings_size - 1;
+        memcpy(settings, p + 12, n);
+        settings[n] = '\0';
+    }
+done:
+    free(data);
+    return status;
+}

@@ -1,0 +1,191 @@
+/* The layer table of the network, its shapes and parameter offsets, Glorot initialisation.
+ * Parameters: one float vector; per layer weights then bias (conv w (out_c, in_c, k, k),
+ * dense w (in, out) row-major). Inputs 1x28x28, NCHW. */
+#include "digits/model.h"
+
+#include "digits/data.h"
+#include "philox.cuh"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct dg_layer_spec reference_arch[] = {
+    {DG_LAYER_CONV, 32, 5, 1, 0.0f},   {DG_LAYER_CONV, 32, 5, 1, 0.0f},
+    {DG_LAYER_MAXPOOL, 0, 0, 0, 0.0f}, {DG_LAYER_DROPOUT, 0, 0, 0, 0.25f},
+    {DG_LAYER_CONV, 64, 3, 1, 0.0f},   {DG_LAYER_CONV, 64, 3, 1, 0.0f},
+    {DG_LAYER_MAXPOOL, 0, 0, 0, 0.0f}, {DG_LAYER_DROPOUT, 0, 0, 0, 0.25f},
+    {DG_LAYER_FLATTEN, 0, 0, 0, 0.0f}, {DG_LAYER_DENSE, 256, 0, 1, 0.0f},
+    {DG_LAYER_DROPOUT, 0, 0, 0, 0.5f}, {DG_LAYER_DENSE, 10, 0, 0, 0.0f},
+};
+
+const struct dg_layer_spec *dg_arch_reference(int *layer_count)
+{
+    *layer_count = (int)(sizeof reference_arch / sizeof reference_arch[0]);
+    return reference_arch;
+}
+
+static const char *kind_name(enum dg_layer_kind kind)
+{
+    switch (kind) {
+    case DG_LAYER_CONV:
+        return "conv";
+    case DG_LAYER_MAXPOOL:
+        return "pool";
+    case DG_LAYER_DROPOUT:
+        return "dropout";
+    case DG_LAYER_FLATTEN:
+        return "flatten";
+    case DG_LAYER_DENSE:
+        return "dense";
+    }
+    return "?";
+}
+
+enum dg_status dg_model_build(struct dg_model *model, const struct dg_layer_spec *specs,
+                              int layer_count)
+{
+    memset(model, 0, sizeof *model);
+    if (layer_count < 1 || layer_count > DG_MAX_LAYERS)
+        return dg_error(DG_ERR_INPUT, "architecture: %d layers (1..%d allowed)", layer_count,
+                        DG_MAX_LAYERS);
+    int c = 1, h = 28, w = 28, flat = 0, dropouts = 0;
+    int ordinal[6] = {0};
+    size_t offset = 0;
+    for (int i = 0; i < layer_count; i++) {
+        struct dg_layer *layer = &model->layers[i];
+        layer->spec = specs[i];
+        layer->in_c = c;
+        layer->in_h = h;
+        layer->in_w = w;
+        layer->dropout_ordinal = -1;
+        int kind = specs[i].kind;
+        if (kind < DG_LAYER_CONV || kind > DG_LAYER_DENSE)
+            return dg_error(DG_ERR_INPUT, "architecture: layer %d has unknown kind %d", i + 1,
+                            kind);
+        snprintf(layer->name, sizeof layer->name, "%s%d", kind_name(specs[i].kind),
+                 ++ordinal[kind]);
+        switch (specs[i].kind) {
+        case DG_LAYER_CONV:
+            if (flat || specs[i].units < 1 || specs[i].kernel < 1 || specs[i].kernel % 2 == 0)
+                return dg_error(DG_ERR_INPUT, "architecture: %s: bad convolution", layer->name);
+            layer->weight_count = (size_t)specs[i].units * c * specs[i].kernel * specs[i].kernel;
+            layer->bias_count = (size_t)specs[i].units;
+            c = specs[i].units;
+            break;
+        case DG_LAYER_MAXPOOL:
+            if (flat || h < 2 || w < 2)
+                return dg_error(DG_ERR_INPUT, "architecture: %s: bad pooling", layer->name);
+            h /= 2;
+            w /= 2;
+            break;
+        case DG_LAYER_DROPOUT:
+            if (!(specs[i].rate >= 0.0f && specs[i].rate < 1.0f))
+                return dg_error(DG_ERR_INPUT, "architecture: %s: rate %g outside [0, 1)",
+                                layer->name, specs[i].rate);
+            layer->dropout_ordinal = dropouts++;
+            break;
+        case DG_LAYER_FLATTEN:
+            if (flat)
+                return dg_error(DG_ERR_INPUT, "architecture: %s: already flat", layer->name);
+            c = c * h * w;
+            h = w = 1;
+            flat = 1;
+            break;
+        case DG_LAYER_DENSE:
+            if (!flat || specs[i].units < 1)
+                return dg_error(DG_ERR_INPUT, "architecture: %s: bad dense layer", layer->name);
+            layer->weight_count = (size_t)c * specs[i].units;
+            layer->bias_count = (size_t)specs[i].units;
+            c = specs[i].units;
+            break;
+        }
+        layer->weight_offset = offset;
+        offset += layer->weight_count;
+        layer->bias_offset = offset;
+        offset += layer->bias_count;
+        layer->out_c = c;
+        layer->out_h = h;
+        layer->out_w = w;
+    }
+    const struct dg_layer *last = &model->layers[layer_count - 1];
+    if (last->spec.kind != DG_LAYER_DENSE || last->out_c != DG_CLASSES || last->spec.relu)
+        return dg_error(DG_ERR_INPUT, "architecture: the last layer must be a dense layer of %d "
+                                      "units without ReLU (it feeds softmax)",
+                        DG_CLASSES);
+    model->layer_count = layer_count;
+    model->param_count = offset;
+    model->params = calloc(offset, sizeof(float));
+    if (!model->params)
+        return dg_error(DG_ERR_NOMEM, "model: cannot allocate %zu parameters", offset);
+    return DG_OK;
+}
+
+void dg_model_init_glorot(struct dg_model *model, uint64_t seed)
+{
+    for (int i = 0; i < model->layer_count; i++) {
+        const struct dg_layer *layer = &model->layers[i];
+        if (layer->weight_count == 0)
+            continue;
+        double fan_in, fan_out;
+        if (layer->spec.kind == DG_LAYER_CONV) {
+            double area = (double)layer->spec.kernel * layer->spec.kernel;
+            fan_in = layer->in_c * area;
+            fan_out = layer->out_c * area;
+        } else {
+            fan_in = layer->in_c;
+            fan_out = layer->out_c;
+        }
+        float limit = (float)sqrt(6.0 / (fan_in + fan_out));
+        float *w = model->params + layer->weight_offset;
+        for (size_t k = 0; k < layer->weight_count; k++) {
+            float u = dg_rng_uniform(seed, DG_RNG_INIT, (uint32_t)i, 0, k);
+            w[k] = (2.0f * u - 1.0f) * limit;
+        }
+        memset(model->params + layer->bias_offset, 0, layer->bias_count * sizeof(float));
+    }
+}
+
+void dg_model_free(struct dg_model *model)
+{
+    free(model->params);
+    model->params = NULL;
+}
+
+void dg_model_print_summary(const struct dg_model *model, void (*print_line)(const char *, void *),
+                            void *ctx)
+{
+    char line[128];
+    print_line("layer       output shape     parameters", ctx);
+    snprintf(line, sizeof line, "%-11s %-16s %10d", "input", "(1, 28, 28)", 0);
+    print_line(line, ctx);
+    for (int i = 0; i < model->layer_count; i++) {
+        const struct dg_layer *layer = &model->layers[i];
+        char shape[32];
+        if (layer->out_h == 1 && layer->out_w == 1 && (layer->spec.kind == DG_LAYER_DENSE ||
+                                                       layer->spec.kind == DG_LAYER_FLATTEN ||
+                                                       layer->in_h == 1))
+            snprintf(shape, sizeof shape, "(%d)", layer->out_c);
+        else
+            snprintf(shape, sizeof shape, "(%d, %d, %d)", layer->out_c, layer->out_h,
+                     layer->out_w);
+        snprintf(line, sizeof line, "%-11s %-16s %10zu", layer->name, shape,
+                 layer->weight_count + layer->bias_count);
+        print_line(line, ctx);
+    }
+    snprintf(line, sizeof line, "total parameters: %zu", model->param_count);
+    print_line(line, ctx);
+}
+
+size_t dg_model_max_activation(const struct dg_model *model)
+{
+    size_t best = DG_PIXELS;
+    for (int i = 0; i < model->layer_count; i++) {
+        const struct dg_layer *layer = &model->layers[i];
+        size_t size = (size_t)layer->out_c * layer->out_h * layer->out_w;
+        if (size > best)
+            best = size;
+    }
+    return best;
+}

@@ -1,0 +1,296 @@
+/* A model on a backend: buffers in backend memory and forward / backward / update over the
+ * layer table, calling only the backend vtable (no backend-specific code here).
+ * Activations NCHW (batch, c, h, w); flatten keeps that order. */
+#include "digits/net.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static size_t layer_out_size(const struct dg_layer *layer)
+{
+    return (size_t)layer->out_c * layer->out_h * layer->out_w;
+}
+
+static enum dg_status alloc_floats(struct dg_net *net, size_t count, float **ptr)
+{
+    void *mem = NULL;
+    enum dg_status status = net->be->ops->alloc(net->be, count * sizeof(float), &mem);
+    *ptr = mem;
+    return status;
+}
+
+static void free_plans(struct dg_net *net, void **plans)
+{
+    for (int i = 0; i < net->model->layer_count; i++) {
+        if (plans[i])
+            net->be->ops->conv_plan_free(net->be, plans[i]);
+        plans[i] = NULL;
+    }
+}
+
+static enum dg_status create_plans(struct dg_net *net, int batch, void **plans)
+{
+    for (int i = 0; i < net->model->layer_count; i++) {
+        const struct dg_layer *layer = &net->model->layers[i];
+        if (layer->spec.kind != DG_LAYER_CONV)
+            continue;
+        struct dg_conv_shape shape = {batch,         layer->in_c, layer->out_c,
+                                      layer->in_h,   layer->in_w, layer->spec.kernel};
+        enum dg_status status = net->be->ops->conv_plan_create(net->be, &shape, &plans[i]);
+        if (status != DG_OK) {
+            free_plans(net, plans);
+            return status;
+        }
+    }
+    return DG_OK;
+}
+
+/* The conv plans for a batch of n images (the full batch, or the epoch's last partial one). */
+static enum dg_status plans_for(struct dg_net *net, int n, void ***plans)
+{
+    if (n == net->plan_batch) {
+        *plans = net->plans;
+        return DG_OK;
+    }
+    if (n != net->plan_alt_batch) {
+        free_plans(net, net->plans_alt);
+        net->plan_alt_batch = 0;
+        enum dg_status status = create_plans(net, n, net->plans_alt);
+        if (status != DG_OK)
+            return status;
+        net->plan_alt_batch = n;
+    }
+    *plans = net->plans_alt;
+    return DG_OK;
+}
+
+enum dg_status dg_net_create(struct dg_backend *be, const struct dg_model *model, int max_batch,
+                             struct dg_net **out)
+{
+    enum dg_status status;
+    *out = NULL;
+    if (max_batch < 1)
+        return dg_error(DG_ERR_USAGE, "batch size must be at least 1 (got %d)", max_batch);
+    struct dg_net *net = calloc(1, sizeof *net);
+    if (!net)
+        return dg_error(DG_ERR_NOMEM, "net: out of memory");
+    net->be = be;
+    net->model = model;
+    net->max_batch = max_batch;
+    size_t batch = (size_t)max_batch;
+    if ((status = alloc_floats(net, model->param_count, &net->params)) != DG_OK ||
+        (status = alloc_floats(net, model->param_count, &net->grads)) != DG_OK ||
+        (status = alloc_floats(net, model->param_count, &net->rms_acc)) != DG_OK ||
+        (status = alloc_floats(net, batch * DG_PIXELS, &net->act[0])) != DG_OK ||
+        (status = alloc_floats(net, batch * DG_CLASSES, &net->probs)) != DG_OK ||
+        (status = alloc_floats(net, batch * DG_CLASSES, &net->dlogits)) != DG_OK)
+        goto fail;
+    for (int i = 0; i < model->layer_count; i++) {
+        const struct dg_layer *layer = &model->layers[i];
+        size_t size = batch * layer_out_size(layer);
+        if ((status = alloc_floats(net, size, &net->act[i + 1])) != DG_OK)
+            goto fail;
+        if (i + 1 < model->layer_count &&
+            (status = alloc_floats(net, size, &net->dact[i + 1])) != DG_OK)
+            goto fail;
+    }
+    void *mem = NULL;
+    if ((status = be->ops->alloc(be, batch, &mem)) != DG_OK)
+        goto fail;
+    net->labels = mem;
+    if ((status = be->ops->alloc(be, 2 * sizeof(double), &mem)) != DG_OK)
+        goto fail;
+    net->stats = mem;
+    if ((status = create_plans(net, max_batch, net->plans)) != DG_OK)
+        goto fail;
+    net->plan_batch = max_batch;
+    *out = net;
+    return DG_OK;
+fail:
+    dg_net_free(net);
+    return status;
+}
+
+void dg_net_free(struct dg_net *net)
+{
+    if (!net)
+        return;
+    struct dg_backend *be = net->be;
+    free_plans(net, net->plans);
+    free_plans(net, net->plans_alt);
+    float *buffers[] = {net->params, net->grads, net->rms_acc, net->probs, net->dlogits};
+    for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++)
+        if (buffers[i])
+            be->ops->free(be, buffers[i]);
+    for (int i = 0; i <= DG_MAX_LAYERS; i++) {
+        if (net->act[i])
+            be->ops->free(be, net->act[i]);
+        if (net->dact[i])
+            be->ops->free(be, net->dact[i]);
+    }
+    if (net->labels)
+        be->ops->free(be, net->labels);
+    if (net->stats)
+        be->ops->free(be, net->stats);
+    free(net);
+}
+
+enum dg_status dg_net_upload_params(struct dg_net *net, const float *host_params, int reset_rms)
+{
+    size_t bytes = net->model->param_count * sizeof(float);
+    enum dg_status status = net->be->ops->upload(net->be, net->params, host_params, bytes);
+    if (status != DG_OK || !reset_rms)
+        return status;
+    float *zeros = calloc(net->model->param_count, sizeof(float));
+    if (!zeros)
+        return dg_error(DG_ERR_NOMEM, "net: out of memory");
+    status = net->be->ops->upload(net->be, net->rms_acc, zeros, bytes);
+    free(zeros);
+    return status;
+}
+
+enum dg_status dg_net_download_params(struct dg_net *net, float *host_params)
+{
+    return net->be->ops->download(net->be, host_params, net->params,
+                                  net->model->param_count * sizeof(float));
+}
+
+enum dg_status dg_net_forward(struct dg_net *net, int n, const struct dg_net_mode *mode,
+                              const uint8_t *labels)
+{
+    struct dg_backend *be = net->be;
+    const struct dg_model *model = net->model;
+    enum dg_status status;
+    void **plans;
+    if (n < 1 || n > net->max_batch)
+        return dg_error(DG_ERR_RUNTIME, "net: batch of %d outside 1..%d", n, net->max_batch);
+    if ((status = plans_for(net, n, &plans)) != DG_OK)
+        return status;
+    net->out[0] = net->act[0];
+    for (int i = 0; i < model->layer_count; i++) {
+        const struct dg_layer *layer = &model->layers[i];
+        const float *x = net->out[i];
+        float *y = net->act[i + 1];
+        const float *w = net->params + layer->weight_offset;
+        const float *b = net->params + layer->bias_offset;
+        switch (layer->spec.kind) {
+        case DG_LAYER_CONV:
+            status = be->ops->conv_fwd(be, plans[i], x, w, b, y, layer->spec.relu);
+            break;
+        case DG_LAYER_MAXPOOL: {
+            struct dg_pool_shape shape = {n, layer->in_c, layer->in_h, layer->in_w};
+            status = be->ops->maxpool_fwd(be, &shape, x, y);
+            break;
+        }
+        case DG_LAYER_DROPOUT:
+            if (mode->training && layer->spec.rate > 0.0f) {
+                struct dg_dropout_key key = {mode->seed, (uint32_t)layer->dropout_ordinal,
+                                             mode->epoch, mode->step};
+                status = be->ops->dropout_fwd(be, (size_t)n * layer_out_size(layer),
+                                              layer->spec.rate, &key, x, y);
+            } else {
+                y = (float *)x;
+            }
+            break;
+        case DG_LAYER_FLATTEN:
+            y = (float *)x;
+            break;
+        case DG_LAYER_DENSE:
+            status = be->ops->dense_fwd(be, n, layer->in_c, layer->out_c, x, w, b, y,
+                                        layer->spec.relu);
+            break;
+        }
+        if (status != DG_OK)
+            return dg_error_prefix(status, "%s forward", layer->name);
+        net->out[i + 1] = y;
+    }
+    status = be->ops->softmax_xent(be, n, net->out[model->layer_count], labels, net->probs,
+                                   labels && mode->training ? net->dlogits : NULL,
+                                   labels ? net->stats : NULL);
+    if (status != DG_OK)
+        return dg_error_prefix(status, "softmax forward");
+    return DG_OK;
+}
+
+enum dg_status dg_net_backward(struct dg_net *net, int n, const struct dg_net_mode *mode)
+{
+    struct dg_backend *be = net->be;
+    const struct dg_model *model = net->model;
+    enum dg_status status = DG_OK;
+    void **plans;
+    if ((status = plans_for(net, n, &plans)) != DG_OK)
+        return status;
+    net->dout[model->layer_count] = net->dlogits;
+    for (int i = model->layer_count - 1; i >= 0; i--) {
+        const struct dg_layer *layer = &model->layers[i];
+        const float *x = net->out[i];
+        const float *y = net->out[i + 1];
+        float *dy = net->dout[i + 1];
+        float *dx = i > 0 ? net->dact[i] : NULL;
+        const float *w = net->params + layer->weight_offset;
+        float *dw = net->grads + layer->weight_offset;
+        float *db = net->grads + layer->bias_offset;
+        size_t out_count = (size_t)n * layer_out_size(layer);
+        switch (layer->spec.kind) {
+        case DG_LAYER_CONV:
+            if (layer->spec.relu && (status = be->ops->relu_bwd(be, out_count, y, dy)) != DG_OK)
+                break;
+            if ((status = be->ops->conv_bwd_filter(be, plans[i], x, dy, dw, db)) != DG_OK)
+                break;
+            if (dx)
+                status = be->ops->conv_bwd_data(be, plans[i], dy, w, dx);
+            break;
+        case DG_LAYER_MAXPOOL: {
+            struct dg_pool_shape shape = {n, layer->in_c, layer->in_h, layer->in_w};
+            if (dx)
+                status = be->ops->maxpool_bwd(be, &shape, x, y, dy, dx);
+            break;
+        }
+        case DG_LAYER_DROPOUT:
+            if (mode->training && layer->spec.rate > 0.0f) {
+                struct dg_dropout_key key = {mode->seed, (uint32_t)layer->dropout_ordinal,
+                                             mode->epoch, mode->step};
+                if (dx)
+                    status = be->ops->dropout_bwd(be, out_count, layer->spec.rate, &key, dy, dx);
+            } else {
+                dx = dy;
+            }
+            break;
+        case DG_LAYER_FLATTEN:
+            dx = dy;
+            break;
+        case DG_LAYER_DENSE:
+            if (layer->spec.relu && (status = be->ops->relu_bwd(be, out_count, y, dy)) != DG_OK)
+                break;
+            status = be->ops->dense_bwd(be, n, layer->in_c, layer->out_c, x, w, dy, dx, dw, db);
+            break;
+        }
+        if (status != DG_OK)
+            return dg_error_prefix(status, "%s backward", layer->name);
+        net->dout[i] = dx;
+    }
+    return DG_OK;
+}
+
+enum dg_status dg_net_update(struct dg_net *net, float lr, float rho, float eps)
+{
+    return net->be->ops->rmsprop(net->be, net->model->param_count, net->params, net->grads,
+                                 net->rms_acc, lr, rho, eps);
+}
+
+enum dg_status dg_net_stats_reset(struct dg_net *net)
+{
+    const double zeros[2] = {0.0, 0.0};
+    return net->be->ops->upload(net->be, net->stats, zeros, sizeof zeros);
+}
+
+enum dg_status dg_net_stats_read(struct dg_net *net, double *loss_sum, double *correct)
+{
+    double values[2];
+    enum dg_status status = net->be->ops->download(net->be, values, net->stats, sizeof values);
+    if (status != DG_OK)
+        return status;
+    *loss_sum = values[0];
+    *correct = values[1];
+    return DG_OK;
+}
