@@ -2,6 +2,7 @@
  * by the backend, forward / backward / RMSprop, validation, ReduceLROnPlateau. It calls the
  * backend only through include/digits/net.h and the vtable, so it runs unchanged on CPU and
  * CUDA. Images are rows of the dataset's uint8 store (N x 784). */
+#define _POSIX_C_SOURCE 200809L
 #include "digits/train.h"
 
 #include "philox.cuh"
