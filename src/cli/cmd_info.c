@@ -1,12 +1,87 @@
-/* digits info (being written). */
+/* digits info: version, build options, BLAS, the CUDA runtime / cuDNN / cuBLAS and devices;
+ * with --model the layer table of the network (of a model file when one is given). */
 #include "cli/cli.h"
 
+#include "digits/backend.h"
+#include "digits/io.h"
+#include "digits/model.h"
+
+#include <cblas.h>
+#include <getopt.h>
 #include <stdio.h>
+#include <string.h>
+
+static const char *usage_text = "usage: digits info [--model[=FILE]]\n"
+                                "\n"
+                                "Prints the version, build options, the BLAS library, the CUDA\n"
+                                "runtime, cuDNN and cuBLAS versions and the CUDA devices found.\n"
+                                "\n"
+                                "options:\n"
+                                "      --model[=FILE]  the layer table of the network (of FILE)\n"
+                                "  -h, --help          this text\n";
+
+static void print_line(const char *line, void *ctx)
+{
+    (void)ctx;
+    printf("%s\n", line);
+}
 
 int dg_cmd_info(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "digits: info: not available in this build yet\n");
-    return 1;
+    static const struct option long_options[] = {
+        {"model", optional_argument, NULL, 'm'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int show_model = 0;
+    const char *model_path = NULL;
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
+        switch (opt) {
+        case 'm':
+            show_model = 1;
+            model_path = optarg;
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            return 0;
+        default:
+            fputs("(see `digits info --help`)\n", stderr);
+            return 2;
+        }
+    }
+    if (optind != argc)
+        return dg_cli_usage_error("info", "unexpected argument '%s'", argv[optind]);
+    if (show_model) {
+        struct dg_model model;
+        enum dg_status status;
+        if (model_path) {
+            char settings[4096];
+            status = dg_model_load(model_path, &model, settings, sizeof settings);
+            if (status == DG_OK)
+                printf("model file: %s\n%s\n", model_path, settings);
+        } else {
+            int count;
+            const struct dg_layer_spec *specs = dg_arch_reference(&count);
+            status = dg_model_build(&model, specs, count);
+        }
+        if (status != DG_OK)
+            return dg_cli_fail(status);
+        dg_model_print_summary(&model, print_line, NULL);
+        dg_model_free(&model);
+        return 0;
+    }
+    printf("digits %s\n", DIGITS_VERSION);
+    printf("build: %s, C11, %s, CUDA backend %s\n", DIGITS_BUILD_TYPE,
+#ifdef __VERSION__
+           "gcc " __VERSION__,
+#else
+           "unknown compiler",
+#endif
+           dg_cuda_built() ? "built" : "not built");
+    printf("BLAS: OpenBLAS (%s), %d threads\n", openblas_get_config(),
+           openblas_get_num_threads());
+    dg_cuda_describe(print_line, NULL);
+    return 0;
 }

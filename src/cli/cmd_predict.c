@@ -1,12 +1,122 @@
-/* digits predict (being written). */
+/* digits predict: score a file with a model and write a Kaggle submission (ImageId,Label,
+ * ImageId from 1) and optionally the ten class probabilities per image. */
 #include "cli/cli.h"
+#include "cli/scoring.h"
 
+#include "digits/io.h"
+
+#include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
+#include <string.h>
+
+static const char *usage_text =
+    "usage: digits predict -m model.dgt TEST [-o submission.csv] [--probs FILE]\n"
+    "\n"
+    "Writes the Kaggle submission (ImageId,Label; ImageId from 1) for every image of TEST\n"
+    "(Kaggle test.csv[.gz]; a labelled file works too, its labels are ignored; MNIST IDX).\n"
+    "\n"
+    "options:\n"
+    "  -m, --model FILE     model file (required)\n"
+    "  -o, --output FILE    submission to write (default: standard output)\n"
+    "      --probs FILE     also write ImageId,p0..p9 (class probabilities)\n"
+    "      --labels FILE    IDX label file (accepted for symmetry, ignored)\n"
+    "      --batch N        images per forward pass (256)\n"
+    "      --threads N      CPU threads (all cores)\n"
+    "      --device D       auto, cpu, cuda or cuda:N (auto)\n"
+    "  -h, --help           this text\n";
+
+static enum dg_status write_csv(const char *path, const struct dg_scoring *s, int probs)
+{
+    struct dg_atomic_file file;
+    enum dg_status status = dg_atomic_open(&file, path);
+    if (status != DG_OK)
+        return status;
+    if (probs)
+        fputs("ImageId,p0,p1,p2,p3,p4,p5,p6,p7,p8,p9\n", file.fp);
+    else
+        fputs("ImageId,Label\n", file.fp);
+    for (size_t i = 0; i < s->dataset.count; i++) {
+        if (probs) {
+            const float *p = s->probs + i * DG_CLASSES;
+            fprintf(file.fp, "%zu", i + 1);
+            for (int k = 0; k < DG_CLASSES; k++)
+                fprintf(file.fp, ",%.6g", p[k]);
+            fputc('\n', file.fp);
+        } else {
+            fprintf(file.fp, "%zu,%d\n", i + 1, s->predicted[i]);
+        }
+    }
+    if (ferror(file.fp)) {
+        int saved = errno;
+        dg_atomic_abort(&file);
+        return dg_error(DG_ERR_IO, "%s: write failed: %s", path, strerror(saved));
+    }
+    return dg_atomic_commit(&file);
+}
 
 int dg_cmd_predict(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "digits: predict: not available in this build yet\n");
-    return 1;
+    static const struct option long_options[] = {
+        {"model", required_argument, NULL, 'm'},  {"output", required_argument, NULL, 'o'},
+        {"probs", required_argument, NULL, 'p'},  {"labels", required_argument, NULL, 'L'},
+        {"batch", required_argument, NULL, 'b'},  {"threads", required_argument, NULL, 't'},
+        {"device", required_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *model_path = NULL, *output = "-", *probs_path = NULL, *labels = NULL;
+    struct dg_cli_device device = {"auto", 0, DG_CUDA_MATH_FP32, 0, 0};
+    long batch = 256, value;
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "m:o:h", long_options, NULL)) != -1) {
+        switch (opt) {
+        case 'm':
+            model_path = optarg;
+            break;
+        case 'o':
+            output = optarg;
+            break;
+        case 'p':
+            probs_path = optarg;
+            break;
+        case 'L':
+            labels = optarg;
+            break;
+        case 'b':
+            if (!dg_cli_parse_int("predict", "--batch", optarg, 1, 65536, &batch))
+                return 2;
+            break;
+        case 't':
+            if (!dg_cli_parse_int("predict", "--threads", optarg, 1, 1024, &value))
+                return 2;
+            device.threads = (int)value;
+            break;
+        case 'd':
+            device.spec = optarg;
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            return 0;
+        default:
+            fputs("(see `digits predict --help`)\n", stderr);
+            return 2;
+        }
+    }
+    if (!model_path)
+        return dg_cli_usage_error("predict", "missing -m MODEL");
+    if (optind != argc - 1)
+        return dg_cli_usage_error("predict", optind >= argc ? "missing the TEST file"
+                                                            : "expects one TEST file");
+    struct dg_scoring scoring;
+    enum dg_status status =
+        dg_scoring_run(&scoring, model_path, argv[optind], labels, &device, (int)batch);
+    if (status == DG_OK && probs_path)
+        status = write_csv(probs_path, &scoring, 1);
+    if (status == DG_OK)
+        status = write_csv(output, &scoring, 0);
+    if (status == DG_OK && strcmp(output, "-") != 0)
+        fprintf(stderr, "digits: wrote %zu predictions to %s\n", scoring.dataset.count, output);
+    dg_scoring_free(&scoring);
+    return status == DG_OK ? 0 : dg_cli_fail(status);
 }
