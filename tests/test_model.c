@@ -1,0 +1,328 @@
+/* The layer table (shapes, the 887,530 parameters), Glorot initialisation, and the model
+ * file: round trip and every refusal (truncated, corrupted, other version, other
+ * architecture, not a model). */
+#define _POSIX_C_SOURCE 200809L
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "digits/io.h"
+#include "digits/model.h"
+
+static char tmpdir[256];
+
+static void make_tmpdir(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/digits-test-model-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+
+static void build_reference(struct dg_model *model)
+{
+    int count;
+    const struct dg_layer_spec *specs = dg_arch_reference(&count);
+    ck_assert_int_eq(dg_model_build(model, specs, count), DG_OK);
+}
+
+START_TEST(reference_shapes_and_count)
+{
+    struct dg_model model;
+    build_reference(&model);
+    ck_assert_uint_eq(model.param_count, 887530);
+    ck_assert_int_eq(model.layer_count, 12);
+    static const struct {
+        const char *name;
+        int c, h, w;
+        size_t params;
+    } expected[] = {
+        {"conv1", 32, 28, 28, 832},     {"conv2", 32, 28, 28, 25632},
+        {"pool1", 32, 14, 14, 0},       {"dropout1", 32, 14, 14, 0},
+        {"conv3", 64, 14, 14, 18496},   {"conv4", 64, 14, 14, 36928},
+        {"pool2", 64, 7, 7, 0},         {"dropout2", 64, 7, 7, 0},
+        {"flatten1", 3136, 1, 1, 0},    {"dense1", 256, 1, 1, 803072},
+        {"dropout3", 256, 1, 1, 0},     {"dense2", 10, 1, 1, 2570},
+    };
+    for (int i = 0; i < 12; i++) {
+        const struct dg_layer *layer = &model.layers[i];
+        ck_assert_str_eq(layer->name, expected[i].name);
+        ck_assert_int_eq(layer->out_c, expected[i].c);
+        ck_assert_int_eq(layer->out_h, expected[i].h);
+        ck_assert_int_eq(layer->out_w, expected[i].w);
+        ck_assert_uint_eq(layer->weight_count + layer->bias_count, expected[i].params);
+    }
+    ck_assert_int_eq(model.layers[3].dropout_ordinal, 0);
+    ck_assert_int_eq(model.layers[7].dropout_ordinal, 1);
+    ck_assert_int_eq(model.layers[10].dropout_ordinal, 2);
+    ck_assert_uint_eq(dg_model_max_activation(&model), 32 * 28 * 28);
+    dg_model_free(&model);
+}
+END_TEST
+
+START_TEST(bad_architectures_refused)
+{
+    struct dg_model model;
+    struct dg_layer_spec dense_first[] = {{DG_LAYER_DENSE, 10, 0, 0, 0.0f}};
+    ck_assert_int_eq(dg_model_build(&model, dense_first, 1), DG_ERR_INPUT);
+    struct dg_layer_spec even_kernel[] = {{DG_LAYER_CONV, 8, 4, 1, 0.0f},
+                                          {DG_LAYER_FLATTEN, 0, 0, 0, 0.0f},
+                                          {DG_LAYER_DENSE, 10, 0, 0, 0.0f}};
+    ck_assert_int_eq(dg_model_build(&model, even_kernel, 3), DG_ERR_INPUT);
+    struct dg_layer_spec wrong_classes[] = {{DG_LAYER_FLATTEN, 0, 0, 0, 0.0f},
+                                            {DG_LAYER_DENSE, 9, 0, 0, 0.0f}};
+    ck_assert_int_eq(dg_model_build(&model, wrong_classes, 2), DG_ERR_INPUT);
+    struct dg_layer_spec bad_rate[] = {{DG_LAYER_FLATTEN, 0, 0, 0, 0.0f},
+                                       {DG_LAYER_DROPOUT, 0, 0, 0, 1.0f},
+                                       {DG_LAYER_DENSE, 10, 0, 0, 0.0f}};
+    ck_assert_int_eq(dg_model_build(&model, bad_rate, 3), DG_ERR_INPUT);
+}
+END_TEST
+
+START_TEST(glorot_limits_zero_bias_and_determinism)
+{
+    struct dg_model a, b;
+    build_reference(&a);
+    build_reference(&b);
+    dg_model_init_glorot(&a, 7);
+    dg_model_init_glorot(&b, 7);
+    ck_assert_int_eq(memcmp(a.params, b.params, a.param_count * sizeof(float)), 0);
+    dg_model_init_glorot(&b, 8);
+    ck_assert_int_ne(memcmp(a.params, b.params, a.param_count * sizeof(float)), 0);
+    /* conv2: fan_in = 32*25, fan_out = 32*25 -> limit sqrt(6/1600) */
+    const struct dg_layer *conv2 = &a.layers[1];
+    double limit = sqrt(6.0 / 1600.0), max_abs = 0.0, sum = 0.0;
+    for (size_t k = 0; k < conv2->weight_count; k++) {
+        double w = a.params[conv2->weight_offset + k];
+        ck_assert(fabs(w) <= limit);
+        max_abs = fmax(max_abs, fabs(w));
+        sum += w;
+    }
+    ck_assert(max_abs > 0.99 * limit);
+    ck_assert(fabs(sum / (double)conv2->weight_count) < 0.02 * limit);
+    for (size_t k = 0; k < conv2->bias_count; k++)
+        ck_assert(a.params[conv2->bias_offset + k] == 0.0f);
+    /* dense1: fan_in 3136, fan_out 256 */
+    const struct dg_layer *dense1 = &a.layers[9];
+    double dense_limit = sqrt(6.0 / (3136.0 + 256.0));
+    for (size_t k = 0; k < dense1->weight_count; k++)
+        ck_assert(fabs(a.params[dense1->weight_offset + k]) <= dense_limit);
+    dg_model_free(&a);
+    dg_model_free(&b);
+}
+END_TEST
+
+static char *path_in_tmp(const char *name)
+{
+    static char path[512];
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    return path;
+}
+
+static unsigned char *read_file(const char *path, size_t *size)
+{
+    FILE *fp = fopen(path, "rb");
+    ck_assert_ptr_nonnull(fp);
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    unsigned char *data = malloc((size_t)n);
+    ck_assert_uint_eq(fread(data, 1, (size_t)n, fp), (size_t)n);
+    fclose(fp);
+    *size = (size_t)n;
+    return data;
+}
+
+static void write_file(const char *path, const unsigned char *data, size_t size)
+{
+    FILE *fp = fopen(path, "wb");
+    ck_assert_ptr_nonnull(fp);
+    ck_assert_uint_eq(fwrite(data, 1, size, fp), size);
+    fclose(fp);
+}
+
+START_TEST(model_file_round_trip)
+{
+    make_tmpdir();
+    struct dg_model model, loaded;
+    build_reference(&model);
+    dg_model_init_glorot(&model, 3);
+    model.params[model.param_count - 1] = 0.125f;
+    const char *path = path_in_tmp("m.dgt");
+    ck_assert_int_eq(dg_model_save(path, &model, "epochs=2\nseed=3\n"), DG_OK);
+    char settings[256];
+    ck_assert_int_eq(dg_model_load(path, &loaded, settings, sizeof settings), DG_OK);
+    ck_assert_str_eq(settings, "epochs=2\nseed=3\n");
+    ck_assert_uint_eq(loaded.param_count, model.param_count);
+    ck_assert_int_eq(memcmp(loaded.params, model.params, model.param_count * sizeof(float)), 0);
+    size_t size;
+    unsigned char *data = read_file(path, &size);
+    ck_assert_uint_eq(size, 8 + 4 + 4 + 12 * 20 + 12 + strlen("epochs=2\nseed=3\n") +
+                                887530 * 4 + 4);
+    ck_assert_int_eq(memcmp(data, "DGTMODEL", 8), 0);
+    free(data);
+    /* nothing but the model itself is left in the directory */
+    char command[600];
+    snprintf(command, sizeof command, "test $(ls -A %s | wc -l) -eq 1", tmpdir);
+    ck_assert_int_eq(system(command), 0);
+    dg_model_free(&model);
+    dg_model_free(&loaded);
+}
+END_TEST
+
+/* Saves a reference model, applies `mutate` to its bytes and expects a refusal whose message
+ * contains `needle`. */
+static void expect_refusal(void (*mutate)(unsigned char *data, size_t *size),
+                           const char *needle)
+{
+    make_tmpdir();
+    struct dg_model model, loaded;
+    build_reference(&model);
+    dg_model_init_glorot(&model, 1);
+    const char *path = path_in_tmp("m.dgt");
+    ck_assert_int_eq(dg_model_save(path, &model, "a=1\n"), DG_OK);
+    size_t size;
+    unsigned char *data = read_file(path, &size);
+    mutate(data, &size);
+    write_file(path, data, size);
+    ck_assert_int_eq(dg_model_load(path, &loaded, NULL, 0), DG_ERR_INPUT);
+    if (!strstr(dg_error_message(), needle))
+        ck_abort_msg("message '%s' lacks '%s'", dg_error_message(), needle);
+    ck_assert_ptr_null(loaded.params);
+    free(data);
+    dg_model_free(&model);
+}
+
+static void truncate_tail(unsigned char *data, size_t *size)
+{
+    (void)data;
+    *size -= 1000;
+}
+static void truncate_header(unsigned char *data, size_t *size)
+{
+    (void)data;
+    *size = 30;
+}
+static void flip_param_bit(unsigned char *data, size_t *size)
+{
+    data[*size / 2] ^= 0x10;
+}
+static void bump_version(unsigned char *data, size_t *size)
+{
+    (void)size;
+    data[8] = 2;
+}
+static void bad_magic(unsigned char *data, size_t *size)
+{
+    (void)size;
+    memcpy(data, "NOTMODEL", 8);
+}
+static void extra_bytes(unsigned char *data, size_t *size)
+{
+    data[*size] = 0;
+    *size += 1;
+}
+
+START_TEST(refuses_truncated)
+{
+    expect_refusal(truncate_tail, "truncated model file");
+    expect_refusal(truncate_header, "truncated model file");
+}
+END_TEST
+
+START_TEST(refuses_corrupted)
+{
+    expect_refusal(flip_param_bit, "corrupted model file (CRC32");
+}
+END_TEST
+
+START_TEST(refuses_other_version)
+{
+    expect_refusal(bump_version, "model format version 2, this digits reads version 1");
+}
+END_TEST
+
+START_TEST(refuses_not_a_model)
+{
+    expect_refusal(bad_magic, "not a digits model file");
+}
+END_TEST
+
+START_TEST(refuses_trailing_bytes)
+{
+    make_tmpdir();
+    struct dg_model model, loaded;
+    build_reference(&model);
+    const char *path = path_in_tmp("m.dgt");
+    ck_assert_int_eq(dg_model_save(path, &model, ""), DG_OK);
+    size_t size;
+    unsigned char *data = read_file(path, &size);
+    data = realloc(data, size + 1);
+    extra_bytes(data, &size);
+    write_file(path, data, size);
+    ck_assert_int_eq(dg_model_load(path, &loaded, NULL, 0), DG_ERR_INPUT);
+    ck_assert_ptr_nonnull(strstr(dg_error_message(), "corrupted model file"));
+    free(data);
+    dg_model_free(&model);
+}
+END_TEST
+
+START_TEST(refuses_other_architecture)
+{
+    make_tmpdir();
+    struct dg_layer_spec small[] = {{DG_LAYER_CONV, 4, 3, 1, 0.0f},
+                                    {DG_LAYER_MAXPOOL, 0, 0, 0, 0.0f},
+                                    {DG_LAYER_FLATTEN, 0, 0, 0, 0.0f},
+                                    {DG_LAYER_DENSE, 10, 0, 0, 0.0f}};
+    struct dg_model model, loaded;
+    ck_assert_int_eq(dg_model_build(&model, small, 4), DG_OK);
+    const char *path = path_in_tmp("small.dgt");
+    ck_assert_int_eq(dg_model_save(path, &model, ""), DG_OK);
+    ck_assert_int_eq(dg_model_load(path, &loaded, NULL, 0), DG_ERR_INPUT);
+    ck_assert_ptr_nonnull(strstr(dg_error_message(), "another architecture"));
+    dg_model_free(&model);
+}
+END_TEST
+
+START_TEST(missing_file_is_io_error)
+{
+    struct dg_model loaded;
+    ck_assert_int_eq(dg_model_load("/nonexistent/m.dgt", &loaded, NULL, 0), DG_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(dg_error_message(), "/nonexistent/m.dgt: cannot open"));
+}
+END_TEST
+
+START_TEST(save_into_missing_directory_fails_cleanly)
+{
+    struct dg_model model;
+    build_reference(&model);
+    ck_assert_int_eq(dg_model_save("/nonexistent/dir/m.dgt", &model, ""), DG_ERR_IO);
+    dg_model_free(&model);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *suite = suite_create("model");
+    TCase *tc = tcase_create("model");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, reference_shapes_and_count);
+    tcase_add_test(tc, bad_architectures_refused);
+    tcase_add_test(tc, glorot_limits_zero_bias_and_determinism);
+    tcase_add_test(tc, model_file_round_trip);
+    tcase_add_test(tc, refuses_truncated);
+    tcase_add_test(tc, refuses_corrupted);
+    tcase_add_test(tc, refuses_other_version);
+    tcase_add_test(tc, refuses_not_a_model);
+    tcase_add_test(tc, refuses_trailing_bytes);
+    tcase_add_test(tc, refuses_other_architecture);
+    tcase_add_test(tc, missing_file_is_io_error);
+    tcase_add_test(tc, save_into_missing_directory_fails_cleanly);
+    suite_add_tcase(suite, tc);
+    SRunner *runner = srunner_create(suite);
+    srunner_run_all(runner, CK_NORMAL);
+    int failed = srunner_ntests_failed(runner);
+    srunner_free(runner);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
