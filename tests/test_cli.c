@@ -1,0 +1,270 @@
+/* The digits command line end to end: help and version, train -> predict -> eval on the
+ * bundled sample, the submission format, exit codes of usage and input errors, and that a
+ * failing command leaves no partial output. */
+#define _POSIX_C_SOURCE 200809L
+#include <check.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "digits/backend.h"
+
+static char tmpdir[256];
+static char out_path[512], err_path[512];
+
+static const char *bin(void)
+{
+    const char *path = getenv("DIGITS_BIN");
+    return path ? path : "digits";
+}
+
+static const char *source_dir(void)
+{
+    const char *dir = getenv("DIGITS_SOURCE_DIR");
+    return dir ? dir : ".";
+}
+
+/* Runs `digits ARGS` with stdout and stderr captured; returns the exit code. */
+static int run(const char *fmt, ...)
+{
+    char args[2048], command[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(out_path, sizeof out_path, "%s/stdout", tmpdir);
+    snprintf(err_path, sizeof err_path, "%s/stderr", tmpdir);
+    snprintf(command, sizeof command, "cd %s && '%s' %s >'%s' 2>'%s'", tmpdir, bin(), args,
+             out_path, err_path);
+    int status = system(command);
+    ck_assert(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return NULL;
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    char *text = malloc((size_t)n + 1);
+    size_t got = fread(text, 1, (size_t)n, fp);
+    text[got] = '\0';
+    fclose(fp);
+    return text;
+}
+
+static void expect_in(const char *path, const char *needle)
+{
+    char *text = slurp(path);
+    ck_assert_ptr_nonnull(text);
+    if (!strstr(text, needle))
+        ck_abort_msg("'%s' not found in:\n%s", needle, text);
+    free(text);
+}
+
+static int exists(const char *name)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    return access(path, F_OK) == 0;
+}
+
+static void setup(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/digits-test-cli-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+
+START_TEST(help_version_and_unknown_command)
+{
+    ck_assert_int_eq(run("--help"), 0);
+    expect_in(out_path, "usage: digits <command>");
+    ck_assert_int_eq(run("--version"), 0);
+    expect_in(out_path, "digits " DIGITS_VERSION);
+    ck_assert_int_eq(run("frobnicate"), 2);
+    expect_in(err_path, "unknown command 'frobnicate'");
+    ck_assert_int_eq(run(""), 2);
+    const char *commands[] = {"train", "predict", "eval", "check-data", "info"};
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        ck_assert_int_eq(run("%s --help", commands[i]), 0);
+        expect_in(out_path, "usage: digits");
+    }
+}
+END_TEST
+
+START_TEST(info_prints_the_model_table)
+{
+    ck_assert_int_eq(run("info --model"), 0);
+    expect_in(out_path, "total parameters: 887530");
+    expect_in(out_path, "conv2       (32, 28, 28)          25632");
+    expect_in(out_path, "dense1      (256)                803072");
+    ck_assert_int_eq(run("info"), 0);
+    expect_in(out_path, "BLAS: OpenBLAS");
+    expect_in(out_path, "CUDA");
+}
+END_TEST
+
+START_TEST(train_predict_eval_on_the_sample)
+{
+    ck_assert_int_eq(run("train %s/data/sample/train.csv.gz --limit 600 --epochs 1 --device cpu "
+                         "--log hist.csv -o m.dgt",
+                         source_dir()),
+                     0);
+    expect_in(err_path, "epoch 1/1: loss");
+    expect_in(err_path, "wrote m.dgt");
+    ck_assert(exists("m.dgt"));
+    char path[600];
+    snprintf(path, sizeof path, "%s/hist.csv", tmpdir);
+    expect_in(path, "epoch,loss,accuracy,val_loss,val_accuracy,lr,images_per_second,seconds\n1,");
+
+    ck_assert_int_eq(run("predict -m m.dgt %s/data/sample/test.csv.gz -o sub.csv --probs p.csv "
+                         "--device cpu",
+                         source_dir()),
+                     0);
+    snprintf(path, sizeof path, "%s/sub.csv", tmpdir);
+    FILE *fp = fopen(path, "r");
+    ck_assert_ptr_nonnull(fp);
+    char line[256];
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, fp));
+    ck_assert_str_eq(line, "ImageId,Label\n");
+    int rows = 0, id, label;
+    while (fgets(line, sizeof line, fp)) {
+        ck_assert_int_eq(sscanf(line, "%d,%d", &id, &label), 2);
+        ck_assert_int_eq(id, ++rows);
+        ck_assert(label >= 0 && label <= 9);
+    }
+    fclose(fp);
+    ck_assert_int_eq(rows, 1000);
+    snprintf(path, sizeof path, "%s/p.csv", tmpdir);
+    expect_in(path, "ImageId,p0,p1,p2,p3,p4,p5,p6,p7,p8,p9\n1,");
+
+    /* to standard output by default; a labelled file is accepted */
+    ck_assert_int_eq(run("predict -m m.dgt %s/data/sample/train.csv.gz --device cpu",
+                         source_dir()),
+                     0);
+    expect_in(out_path, "ImageId,Label\n1,");
+    expect_in(out_path, "\n5000,");
+
+    ck_assert_int_eq(run("eval -m m.dgt %s/data/sample/train.csv.gz --device cpu", source_dir()),
+                     0);
+    expect_in(out_path, "images: 5000\naccuracy: 0.");
+    expect_in(out_path, "class  precision  recall  support");
+    expect_in(out_path, "confusion matrix (rows: true label, columns: predicted)");
+    ck_assert_int_eq(run("eval -m m.dgt %s/data/sample/test.csv.gz --device cpu", source_dir()),
+                     2);
+    expect_in(err_path, "has no labels");
+
+    ck_assert_int_eq(run("info --model=m.dgt"), 0);
+    expect_in(out_path, "epochs=1");
+    expect_in(out_path, "total parameters: 887530");
+}
+END_TEST
+
+START_TEST(usage_errors_exit_2)
+{
+    const char *sample = "data/sample/train.csv.gz";
+    const struct {
+        const char *args;
+        const char *message;
+    } cases[] = {
+        {"train", "missing the TRAIN file"},
+        {"train %s/%s --epochs 0", "--epochs expects an integer in 1..100000, got '0'"},
+        {"train %s/%s --lr abc", "--lr expects a number"},
+        {"train %s/%s --val-split 1.5", "--val-split expects a number"},
+        {"train %s/%s --batch 12x", "--batch expects an integer"},
+        {"train %s/%s --seed -3", "--seed expects a non-negative integer"},
+        {"train %s/%s --device tpu", "--device expects auto, cpu, cuda or cuda:N, got 'tpu'"},
+        {"train %s/%s --math fp16", "--math expects fp32 or tf32"},
+        {"train %s/%s --bogus", "see `digits train --help`"},
+        {"predict %s/%s", "missing -m MODEL"},
+        {"eval %s/%s", "missing -m MODEL"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ck_assert_int_eq(run(cases[i].args, source_dir(), sample), 2);
+        expect_in(err_path, cases[i].message);
+    }
+    ck_assert(!exists("model.dgt"));
+}
+END_TEST
+
+START_TEST(bad_inputs_leave_no_output)
+{
+    /* a test-layout file cannot be trained on */
+    ck_assert_int_eq(run("train %s/data/sample/test.csv.gz --device cpu -o m.dgt", source_dir()),
+                     2);
+    expect_in(err_path, "has no labels");
+    ck_assert(!exists("m.dgt"));
+    /* a corrupted model: exit 2, and no submission appears */
+    char path[600];
+    snprintf(path, sizeof path, "%s/bad.dgt", tmpdir);
+    FILE *fp = fopen(path, "wb");
+    fputs("DGTMODEL garbage", fp);
+    fclose(fp);
+    ck_assert_int_eq(run("predict -m bad.dgt %s/data/sample/test.csv.gz -o sub.csv --device cpu",
+                         source_dir()),
+                     2);
+    expect_in(err_path, "bad.dgt: ");
+    ck_assert(!exists("sub.csv"));
+    /* a model that cannot be written is reported before any training */
+    ck_assert_int_eq(run("train %s/data/sample/train.csv.gz --device cpu -o /nonexistent/m.dgt",
+                         source_dir()),
+                     1);
+    expect_in(err_path, "/nonexistent/m.dgt: cannot create");
+    /* a missing data file */
+    ck_assert_int_eq(run("train missing.csv --device cpu -o m.dgt"), 1);
+    expect_in(err_path, "missing.csv");
+    /* only the files this test wrote are in the directory */
+    ck_assert_int_eq(run("--version"), 0);
+    char command[700];
+    snprintf(command, sizeof command, "test $(ls -A %s | wc -l) -eq 3", tmpdir);
+    ck_assert_int_eq(system(command), 0);
+}
+END_TEST
+
+START_TEST(cuda_device_without_gpu_fails_cleanly)
+{
+    char reason[256];
+    if (dg_cuda_probe(reason, sizeof reason) == DG_OK) {
+        printf("a CUDA device is usable here: the no-GPU behaviour is not exercised\n");
+        return;
+    }
+    ck_assert_int_eq(run("train %s/data/sample/train.csv.gz --limit 100 --epochs 1 --device cuda "
+                         "-o m.dgt",
+                         source_dir()),
+                     1);
+    expect_in(err_path, "digits: ");
+    ck_assert(!exists("m.dgt"));
+    /* auto falls back to the CPU after one line saying why */
+    ck_assert_int_eq(run("train %s/data/sample/train.csv.gz --limit 200 --epochs 1 --no-augment "
+                         "-o m.dgt",
+                         source_dir()),
+                     0);
+    expect_in(err_path, "running on the CPU");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *suite = suite_create("cli");
+    TCase *tc = tcase_create("cli");
+    tcase_add_checked_fixture(tc, setup, NULL);
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, help_version_and_unknown_command);
+    tcase_add_test(tc, info_prints_the_model_table);
+    tcase_add_test(tc, train_predict_eval_on_the_sample);
+    tcase_add_test(tc, usage_errors_exit_2);
+    tcase_add_test(tc, bad_inputs_leave_no_output);
+    tcase_add_test(tc, cuda_device_without_gpu_fails_cleanly);
+    suite_add_tcase(suite, tc);
+    SRunner *runner = srunner_create(suite);
+    srunner_run_all(runner, CK_NORMAL);
+    int failed = srunner_ntests_failed(runner);
+    srunner_free(runner);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
