@@ -315,12 +315,14 @@ int dg_cmd_compare(int argc, char **argv)
     }
     size_t val_count;
     dg_train_split(seed, dataset.count, 0.0f, rows, &val_count);
-    if ((status = side_open(&ref, ref_be, &model, &dataset, n)) != DG_OK)
-        goto fail;
+    status = side_open(&ref, ref_be, &model, &dataset, n);
     ref_be = NULL;
-    if ((status = side_open(&cand, cand_be, &model, &dataset, n)) != DG_OK)
+    if (status != DG_OK)
         goto fail;
+    status = side_open(&cand, cand_be, &model, &dataset, n);
     cand_be = NULL;
+    if (status != DG_OK)
+        goto fail;
     printf("reference: %s\ncandidate: %s\nbatch %d of %s, %s weights, augmentation %s\n\n",
            ref.be->description, cand.be->description, n, data_path ? data_path : "synthetic",
            model_path ? model_path : "Glorot", augment ? "on" : "off");
