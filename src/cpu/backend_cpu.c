@@ -1,0 +1,534 @@
+/* The CPU backend: the vtable over host memory (malloc), with the element loops run on the
+ * backend's thread pool and dense layers as OpenBLAS sgemm (single-threaded calls, one per
+ * pool thread, so that one set of threads does all the work). Tensors are float32 NCHW,
+ * row-major; dense weights (in, out). Convolutions are in conv.c. */
+#include "cpu/cpu_internal.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "augment.cuh"
+#include "dropout.cuh"
+#include "rmsprop.cuh"
+#include "softmax_xent.cuh"
+
+int dg_cpu_has_avx512(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+#else
+    return 0;
+#endif
+}
+
+/* ---- memory ---- */
+
+static void *host_alloc(size_t bytes, void *ctx)
+{
+    (void)ctx;
+    return malloc(bytes ? bytes : 1);
+}
+
+static void host_free(void *ptr, void *ctx)
+{
+    (void)ctx;
+    free(ptr);
+}
+
+static void cpu_destroy(struct dg_backend *be)
+{
+    struct dg_cpu *cpu = be->impl;
+    if (cpu) {
+        dg_cpu_pool_destroy(cpu->pool);
+        free(cpu);
+    }
+    free(be);
+}
+
+static enum dg_status cpu_alloc(struct dg_backend *be, size_t bytes, void **ptr)
+{
+    (void)be;
+    *ptr = calloc(1, bytes ? bytes : 1);
+    if (!*ptr)
+        return dg_error(DG_ERR_NOMEM, "cpu backend: cannot allocate %zu bytes", bytes);
+    return DG_OK;
+}
+
+static void cpu_free(struct dg_backend *be, void *ptr)
+{
+    (void)be;
+    free(ptr);
+}
+
+static enum dg_status cpu_copy(struct dg_backend *be, void *dst, const void *src, size_t bytes)
+{
+    (void)be;
+    if (bytes)
+        memmove(dst, src, bytes);
+    return DG_OK;
+}
+
+static enum dg_status cpu_sync(struct dg_backend *be)
+{
+    (void)be;
+    return DG_OK;
+}
+
+/* ---- data ---- */
+
+static enum dg_status cpu_dataset_attach(struct dg_backend *be, const struct dg_dataset *dataset,
+                                         void **handle)
+{
+    (void)be;
+    *handle = (void *)dataset;
+    return DG_OK;
+}
+
+static void cpu_dataset_detach(struct dg_backend *be, void *handle)
+{
+    (void)be;
+    (void)handle;
+}
+
+struct assemble_job {
+    const struct dg_dataset *dataset;
+    const uint32_t *rows;
+    int n;
+    const struct dg_augment_key *augment;
+    float *x;
+};
+
+static void assemble_task(void *ctx, int thread, int threads)
+{
+    const struct assemble_job *job = ctx;
+    size_t i0, i1;
+    dg_cpu_split((size_t)job->n, 1, thread, threads, &i0, &i1);
+    for (size_t i = i0; i < i1; i++) {
+        const uint8_t *image = job->dataset->images + (size_t)job->rows[i] * DG_PIXELS;
+        float *out = job->x + i * DG_PIXELS;
+        if (!job->augment) {
+            for (int k = 0; k < DG_PIXELS; k++)
+                out[k] = dg_pixel_to_float(image[k]);
+            continue;
+        }
+        const struct dg_augment_key *key = job->augment;
+        struct dg_augment_ranges ranges = {key->rotation_deg, key->shift, key->zoom};
+        struct dg_affine affine = dg_augment_affine(
+            dg_augment_draw(ranges, key->seed, key->epoch, key->step, (uint32_t)i));
+        for (int row = 0; row < DG_IMAGE_SIDE; row++)
+            for (int col = 0; col < DG_IMAGE_SIDE; col++)
+                out[row * DG_IMAGE_SIDE + col] = dg_augment_pixel(image, affine, row, col);
+    }
+}
+
+static enum dg_status cpu_batch_assemble(struct dg_backend *be, void *handle, const uint32_t *rows,
+                                         int n, const struct dg_augment_key *augment, float *x,
+                                         uint8_t *labels)
+{
+    struct dg_cpu *cpu = be->impl;
+    const struct dg_dataset *dataset = handle;
+    if (n < 0)
+        return dg_error(DG_ERR_RUNTIME, "cpu batch: negative batch size %d", n);
+    for (int i = 0; i < n; i++)
+        if (rows[i] >= dataset->count)
+            return dg_error(DG_ERR_RUNTIME, "cpu batch: row %u outside the dataset of %zu images",
+                            rows[i], dataset->count);
+    struct assemble_job job = {dataset, rows, n, augment, x};
+    dg_cpu_pool_run(cpu->pool, assemble_task, &job);
+    if (labels && dataset->labels)
+        for (int i = 0; i < n; i++)
+            labels[i] = dataset->labels[rows[i]];
+    return DG_OK;
+}
+
+/* ---- element ops ---- */
+
+struct relu_job {
+    size_t n;
+    const float *y;
+    float *dy;
+};
+
+static void relu_bwd_task(void *ctx, int thread, int threads)
+{
+    const struct relu_job *job = ctx;
+    size_t i0, i1;
+    dg_cpu_split(job->n, 1024, thread, threads, &i0, &i1);
+    for (size_t i = i0; i < i1; i++)
+        job->dy[i] = job->y[i] > 0.0f ? job->dy[i] : 0.0f;
+}
+
+static enum dg_status cpu_relu_bwd(struct dg_backend *be, size_t n, const float *y, float *dy)
+{
+    struct dg_cpu *cpu = be->impl;
+    struct relu_job job = {n, y, dy};
+    dg_cpu_pool_run(cpu->pool, relu_bwd_task, &job);
+    return DG_OK;
+}
+
+struct pool_job {
+    struct dg_pool_shape s;
+    const float *x, *dy;
+    float *y, *dx;
+};
+
+static void maxpool_fwd_task(void *ctx, int thread, int threads)
+{
+    const struct pool_job *job = ctx;
+    int h = job->s.height, w = job->s.width, oh = h / 2, ow = w / 2;
+    size_t p0, p1;
+    dg_cpu_split((size_t)job->s.batch * job->s.channels, 1, thread, threads, &p0, &p1);
+    for (size_t plane = p0; plane < p1; plane++) {
+        const float *x = job->x + plane * h * w;
+        float *y = job->y + plane * oh * ow;
+        for (int r = 0; r < oh; r++)
+            for (int c = 0; c < ow; c++) {
+                const float *win = x + (size_t)(2 * r) * w + 2 * c;
+                float m = win[0];
+                m = win[1] > m ? win[1] : m;
+                m = win[w] > m ? win[w] : m;
+                m = win[w + 1] > m ? win[w + 1] : m;
+                y[r * ow + c] = m;
+            }
+    }
+}
+
+static void maxpool_bwd_task(void *ctx, int thread, int threads)
+{
+    const struct pool_job *job = ctx;
+    int h = job->s.height, w = job->s.width, oh = h / 2, ow = w / 2;
+    size_t p0, p1;
+    dg_cpu_split((size_t)job->s.batch * job->s.channels, 1, thread, threads, &p0, &p1);
+    for (size_t plane = p0; plane < p1; plane++) {
+        const float *x = job->x + plane * h * w;
+        const float *dy = job->dy + plane * oh * ow;
+        float *dx = job->dx + plane * h * w;
+        memset(dx, 0, sizeof(float) * (size_t)h * w);
+        for (int r = 0; r < oh; r++)
+            for (int c = 0; c < ow; c++) {
+                size_t base = (size_t)(2 * r) * w + 2 * c;
+                const size_t offsets[4] = {0, 1, (size_t)w, (size_t)w + 1};
+                size_t best = base;
+                for (int k = 1; k < 4; k++)
+                    if (x[base + offsets[k]] > x[best])
+                        best = base + offsets[k];
+                dx[best] = dy[r * ow + c];
+            }
+    }
+}
+
+static enum dg_status cpu_maxpool_fwd(struct dg_backend *be, const struct dg_pool_shape *shape,
+                                      const float *x, float *y)
+{
+    struct dg_cpu *cpu = be->impl;
+    struct pool_job job = {*shape, x, NULL, y, NULL};
+    dg_cpu_pool_run(cpu->pool, maxpool_fwd_task, &job);
+    return DG_OK;
+}
+
+static enum dg_status cpu_maxpool_bwd(struct dg_backend *be, const struct dg_pool_shape *shape,
+                                      const float *x, const float *y, const float *dy, float *dx)
+{
+    struct dg_cpu *cpu = be->impl;
+    (void)y;
+    struct pool_job job = {*shape, x, dy, NULL, dx};
+    dg_cpu_pool_run(cpu->pool, maxpool_bwd_task, &job);
+    return DG_OK;
+}
+
+struct dropout_job {
+    size_t n;
+    float rate;
+    struct dg_dropout_key key;
+    const float *in;
+    float *out;
+};
+
+/* out[i] = in[i] * dg_dropout_scale(i): one Philox block gives the draws of four consecutive
+ * indices (the lanes of dg_rng_bits), so it is computed once per four elements. */
+static void dropout_task(void *ctx, int thread, int threads)
+{
+    const struct dropout_job *job = ctx;
+    const float keep_scale = 1.0f / (1.0f - job->rate);
+    const uint32_t purpose = DG_RNG_DROPOUT + job->key.layer;
+    size_t i0, i1;
+    dg_cpu_split(job->n, 256, thread, threads, &i0, &i1);
+    for (size_t i = i0; i < i1; i += 4) {
+        struct dg_philox_ctr ctr;
+        ctr.v[0] = (uint32_t)(i >> 2);
+        ctr.v[1] = job->key.step;
+        ctr.v[2] = job->key.epoch;
+        ctr.v[3] = purpose | ((uint32_t)((uint64_t)i >> 34) << 8);
+        struct dg_philox_ctr bits =
+            dg_philox4x32_10(ctr, (uint32_t)job->key.seed, (uint32_t)(job->key.seed >> 32));
+        size_t lanes = i1 - i < 4 ? i1 - i : 4;
+        for (size_t l = 0; l < lanes; l++) {
+            float u = (float)(bits.v[l] >> 8) * (1.0f / 16777216.0f);
+            float scale = u >= job->rate ? keep_scale : 0.0f;
+            job->out[i + l] = job->in[i + l] * scale;
+        }
+    }
+}
+
+static enum dg_status run_dropout(struct dg_backend *be, size_t n, float rate,
+                                  const struct dg_dropout_key *key, const float *in, float *out)
+{
+    struct dg_cpu *cpu = be->impl;
+    if (!(rate >= 0.0f && rate < 1.0f))
+        return dg_error(DG_ERR_RUNTIME, "cpu dropout: rate %g outside [0, 1)", (double)rate);
+    struct dropout_job job = {n, rate, *key, in, out};
+    dg_cpu_pool_run(cpu->pool, dropout_task, &job);
+    return DG_OK;
+}
+
+static enum dg_status cpu_dropout_fwd(struct dg_backend *be, size_t n, float rate,
+                                      const struct dg_dropout_key *key, const float *x, float *y)
+{
+    return run_dropout(be, n, rate, key, x, y);
+}
+
+static enum dg_status cpu_dropout_bwd(struct dg_backend *be, size_t n, float rate,
+                                      const struct dg_dropout_key *key, const float *dy,
+                                      float *dx)
+{
+    return run_dropout(be, n, rate, key, dy, dx);
+}
+
+/* ---- dense ---- */
+
+struct dense_job {
+    int batch, in, out, relu;
+    const float *x, *w, *b, *dy;
+    float *y, *dx, *dw, *db;
+};
+
+/* y = x w + b: rows of the batch split across threads, or columns when the batch is small. */
+static void dense_fwd_task(void *ctx, int thread, int threads)
+{
+    const struct dense_job *job = ctx;
+    size_t r0 = 0, r1 = (size_t)job->batch, c0 = 0, c1 = (size_t)job->out;
+    if (job->batch >= 8 * threads)
+        dg_cpu_split((size_t)job->batch, 1, thread, threads, &r0, &r1);
+    else
+        dg_cpu_split((size_t)job->out, 16, thread, threads, &c0, &c1);
+    if (r1 <= r0 || c1 <= c0)
+        return;
+    for (size_t r = r0; r < r1; r++)
+        memcpy(job->y + r * job->out + c0, job->b + c0, sizeof(float) * (c1 - c0));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)(c1 - c0),
+                job->in, 1.0f, job->x + r0 * job->in, job->in, job->w + c0, job->out, 1.0f,
+                job->y + r0 * job->out + c0, job->out);
+    if (job->relu)
+        for (size_t r = r0; r < r1; r++)
+            for (size_t c = c0; c < c1; c++) {
+                float *v = job->y + r * job->out + c;
+                *v = *v > 0.0f ? *v : 0.0f;
+            }
+}
+
+static enum dg_status cpu_dense_fwd(struct dg_backend *be, int batch, int in, int out,
+                                    const float *x, const float *w, const float *b, float *y,
+                                    int relu)
+{
+    struct dg_cpu *cpu = be->impl;
+    if (batch < 1 || in < 1 || out < 1)
+        return dg_error(DG_ERR_RUNTIME, "cpu dense: bad shape %d x %d -> %d", batch, in, out);
+    struct dense_job job = {batch, in, out, relu != 0, x, w, b, NULL, y, NULL, NULL, NULL};
+    dg_cpu_pool_run(cpu->pool, dense_fwd_task, &job);
+    return DG_OK;
+}
+
+/* dx = dy w^T (rows of the batch split), dw = x^T dy (rows of dw split), db = column sums. */
+static void dense_bwd_task(void *ctx, int thread, int threads)
+{
+    const struct dense_job *job = ctx;
+    size_t i0, i1;
+    dg_cpu_split((size_t)job->in, 16, thread, threads, &i0, &i1);
+    if (i1 > i0) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(i1 - i0), job->out, job->batch,
+                    1.0f, job->x + i0, job->in, job->dy, job->out, 0.0f, job->dw + i0 * job->out,
+                    job->out);
+        if (job->dx)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, job->batch, (int)(i1 - i0),
+                        job->out, 1.0f, job->dy, job->out, job->w + i0 * job->out, job->out, 0.0f,
+                        job->dx + i0, job->in);
+    }
+    size_t c0, c1;
+    dg_cpu_split((size_t)job->out, 16, thread, threads, &c0, &c1);
+    for (size_t c = c0; c < c1; c++) {
+        float sum = 0.0f;
+        for (int r = 0; r < job->batch; r++)
+            sum += job->dy[(size_t)r * job->out + c];
+        job->db[c] = sum;
+    }
+}
+
+static enum dg_status cpu_dense_bwd(struct dg_backend *be, int batch, int in, int out,
+                                    const float *x, const float *w, const float *dy, float *dx,
+                                    float *dw, float *db)
+{
+    struct dg_cpu *cpu = be->impl;
+    if (batch < 1 || in < 1 || out < 1)
+        return dg_error(DG_ERR_RUNTIME, "cpu dense: bad shape %d x %d -> %d", batch, in, out);
+    struct dense_job job = {batch, in, out, 0, x, w, NULL, dy, NULL, dx, dw, db};
+    dg_cpu_pool_run(cpu->pool, dense_bwd_task, &job);
+    return DG_OK;
+}
+
+/* ---- softmax + cross-entropy, RMSprop ---- */
+
+static enum dg_status cpu_softmax_xent(struct dg_backend *be, int batch, const float *logits,
+                                       const uint8_t *labels, float *probs, float *dlogits,
+                                       double *stats)
+{
+    (void)be;
+    if (batch < 1)
+        return dg_error(DG_ERR_RUNTIME, "cpu softmax: batch of %d", batch);
+    if (!labels) {
+        for (int r = 0; r < batch; r++)
+            dg_softmax_row(logits + (size_t)r * DG_CLASSES, probs + (size_t)r * DG_CLASSES,
+                           DG_CLASSES);
+        return DG_OK;
+    }
+    for (int r = 0; r < batch; r++)
+        if (labels[r] >= DG_CLASSES)
+            return dg_error(DG_ERR_RUNTIME, "cpu softmax: label %d of row %d is not a class",
+                            labels[r], r);
+    const float inv_batch = 1.0f / (float)batch;
+    double loss_sum = 0.0, correct_sum = 0.0;
+    for (int r = 0; r < batch; r++) {
+        int correct;
+        float loss = dg_softmax_xent_row(
+            logits + (size_t)r * DG_CLASSES, probs + (size_t)r * DG_CLASSES,
+            dlogits ? dlogits + (size_t)r * DG_CLASSES : NULL, DG_CLASSES, labels[r], inv_batch,
+            &correct);
+        loss_sum += (double)loss;
+        correct_sum += correct;
+    }
+    if (stats) {
+        stats[0] += loss_sum;
+        stats[1] += correct_sum;
+    }
+    return DG_OK;
+}
+
+struct rmsprop_job {
+    size_t n;
+    float *w, *acc;
+    const float *g;
+    float lr, rho, eps;
+    int avx512;
+};
+
+static void rmsprop_task(void *ctx, int thread, int threads)
+{
+    const struct rmsprop_job *job = ctx;
+    size_t i0, i1;
+    dg_cpu_split(job->n, 4096, thread, threads, &i0, &i1);
+    if (job->avx512) {
+        dg_cpu_avx512_rmsprop(i1 - i0, job->w + i0, job->g + i0, job->acc + i0, job->lr,
+                              job->rho, job->eps);
+        return;
+    }
+    for (size_t i = i0; i < i1; i++)
+        dg_rmsprop_element(&job->w[i], &job->acc[i], job->g[i], job->lr, job->rho, job->eps);
+}
+
+static enum dg_status cpu_rmsprop(struct dg_backend *be, size_t n, float *w, const float *g,
+                                  float *acc, float lr, float rho, float eps)
+{
+    struct dg_cpu *cpu = be->impl;
+    struct rmsprop_job job = {n, w, acc, g, lr, rho, eps, dg_cpu_use_avx512(cpu)};
+    dg_cpu_pool_run(cpu->pool, rmsprop_task, &job);
+    return DG_OK;
+}
+
+/* ---- construction ---- */
+
+static const struct dg_backend_ops cpu_ops = {
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .sync = cpu_sync,
+    .dataset_attach = cpu_dataset_attach,
+    .dataset_detach = cpu_dataset_detach,
+    .batch_assemble = cpu_batch_assemble,
+    .conv_plan_create = dg_cpu_conv_plan_create,
+    .conv_plan_free = dg_cpu_conv_plan_free,
+    .conv_fwd = dg_cpu_conv_fwd,
+    .conv_bwd_data = dg_cpu_conv_bwd_data,
+    .conv_bwd_filter = dg_cpu_conv_bwd_filter,
+    .relu_bwd = cpu_relu_bwd,
+    .maxpool_fwd = cpu_maxpool_fwd,
+    .maxpool_bwd = cpu_maxpool_bwd,
+    .dropout_fwd = cpu_dropout_fwd,
+    .dropout_bwd = cpu_dropout_bwd,
+    .dense_fwd = cpu_dense_fwd,
+    .dense_bwd = cpu_dense_bwd,
+    .softmax_xent = cpu_softmax_xent,
+    .rmsprop = cpu_rmsprop,
+};
+
+static void describe(struct dg_backend *be)
+{
+    struct dg_cpu *cpu = be->impl;
+    const char *config = openblas_get_config();
+    snprintf(be->description, sizeof be->description, "cpu: %d thread%s, %s kernels, %s",
+             cpu->threads, cpu->threads == 1 ? "" : "s",
+             dg_cpu_use_avx512(cpu) ? "AVX-512 direct-convolution" : "im2col + sgemm",
+             config ? config : "OpenBLAS");
+}
+
+enum dg_status dg_backend_cpu_create(int threads, struct dg_backend **out)
+{
+    *out = NULL;
+    if (threads <= 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = cores > 0 ? (int)cores : 1;
+    }
+    struct dg_backend *be = calloc(1, sizeof *be);
+    struct dg_cpu *cpu = calloc(1, sizeof *cpu);
+    enum dg_status status;
+    if (!be || !cpu) {
+        status = dg_error(DG_ERR_NOMEM, "cpu backend: out of memory");
+        goto fail;
+    }
+    cpu->threads = threads;
+    cpu->avx512_available = dg_cpu_has_avx512();
+    cpu->kernels = DG_CPU_KERNELS_AUTO;
+    if ((status = dg_cpu_pool_create(threads, &cpu->pool)) != DG_OK)
+        goto fail;
+    openblas_set_num_threads(1);
+    be->ops = &cpu_ops;
+    be->impl = cpu;
+    be->host_allocator.alloc = host_alloc;
+    be->host_allocator.free = host_free;
+    be->host_allocator.ctx = NULL;
+    snprintf(be->name, sizeof be->name, "cpu");
+    describe(be);
+    *out = be;
+    return DG_OK;
+fail:
+    free(cpu);
+    free(be);
+    return status;
+}
+
+enum dg_status dg_backend_cpu_set_kernels(struct dg_backend *be, enum dg_cpu_kernels kernels)
+{
+    if (!be || be->ops != &cpu_ops)
+        return dg_error(DG_ERR_RUNTIME, "not a cpu backend");
+    struct dg_cpu *cpu = be->impl;
+    if (kernels == DG_CPU_KERNELS_AVX512 && !cpu->avx512_available)
+        return dg_error(DG_ERR_DEVICE, "cpu backend: this machine has no AVX-512F");
+    cpu->kernels = kernels;
+    describe(be);
+    return DG_OK;
+}

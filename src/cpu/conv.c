@@ -1,0 +1,573 @@
+/* "Same" convolution (stride 1, odd kernel) on the CPU, NCHW float32 at the interface.
+ * Two kernel families behind one plan:
+ *   generic  per image im2col (cin*k*k, h*w) + OpenBLAS sgemm, images split across threads;
+ *   avx512   the batch is first copied into padded NHWC (batch, h+k-1, w+k-1, c); a direct
+ *            register-blocked kernel then computes 14 pixels x 32 channels at a time
+ *            (conv_avx512.c). Backward data is the same kernel on the padded gradient with
+ *            the weights transposed and flipped; the weight gradient is tiled over
+ *            (ky, kx*cin + ci) x cout, its tiles split across threads, every tile summing the
+ *            images in order (the result does not depend on the thread count).
+ * Buffers are sized once per plan (per family, on first use) and reused across calls. */
+#include "cpu/cpu_internal.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DG_TILE_PIXELS 14
+#define DG_TILE_ROWS 14
+
+struct conv_plan {
+    struct dg_conv_shape s;
+    int pad;
+    int hp, wp; /* padded height, width */
+    int threads;
+    /* generic */
+    float *col;     /* per thread (cin*k*k, h*w) */
+    float *dw_part; /* per thread (cout, cin*k*k) */
+    /* avx512 */
+    float *xpad;    /* (batch, hp, wp, cin) */
+    float *gpad;    /* (batch, hp, wp, cout): padded dy (backward data) or (batch, h, w, cout) */
+    float *wpack;   /* (k, k, cin, cout) forward or (k, k, cout, cin) backward data */
+    float *tiles;   /* per thread: forward output tiles (14, 32); filter accumulators */
+    size_t tiles_per_thread; /* floats */
+};
+
+static size_t conv_kdim(const struct dg_conv_shape *s)
+{
+    return (size_t)s->in_channels * s->kernel * s->kernel;
+}
+
+/* Filter-gradient tiles of the avx512 family: (ky, first row of the k*cin slice, first cout). */
+static size_t filter_tile_count(const struct dg_conv_shape *s)
+{
+    size_t span = (size_t)s->kernel * s->in_channels;
+    size_t row_tiles = (span + DG_TILE_ROWS - 1) / DG_TILE_ROWS;
+    size_t cout_tiles = ((size_t)s->out_channels + 31) / 32;
+    return (size_t)s->kernel * row_tiles * cout_tiles;
+}
+
+static void filter_tile_at(const struct dg_conv_shape *s, size_t t, int *ky, int *row0, int *rows,
+                           int *cout0, int *couts)
+{
+    int span = s->kernel * s->in_channels;
+    int row_tiles = (span + DG_TILE_ROWS - 1) / DG_TILE_ROWS;
+    int cout_tiles = (s->out_channels + 31) / 32;
+    int c = (int)(t % (size_t)cout_tiles);
+    int r = (int)(t / (size_t)cout_tiles % (size_t)row_tiles);
+    *ky = (int)(t / ((size_t)cout_tiles * row_tiles));
+    *row0 = r * DG_TILE_ROWS;
+    *rows = span - *row0 < DG_TILE_ROWS ? span - *row0 : DG_TILE_ROWS;
+    *cout0 = c * 32;
+    *couts = s->out_channels - *cout0 < 32 ? s->out_channels - *cout0 : 32;
+}
+
+static void *alloc_floats(size_t count)
+{
+    return calloc(count ? count : 1, sizeof(float));
+}
+
+static enum dg_status ensure_generic(struct conv_plan *p)
+{
+    if (p->col)
+        return DG_OK;
+    const struct dg_conv_shape *s = &p->s;
+    size_t hw = (size_t)s->height * s->width;
+    p->col = alloc_floats(conv_kdim(s) * hw * (size_t)p->threads);
+    p->dw_part = alloc_floats((size_t)s->out_channels * conv_kdim(s) * (size_t)p->threads);
+    if (!p->col || !p->dw_part) {
+        free(p->col);
+        free(p->dw_part);
+        p->col = p->dw_part = NULL;
+        return dg_error(DG_ERR_NOMEM, "cpu conv: out of memory for the im2col workspace");
+    }
+    return DG_OK;
+}
+
+static enum dg_status ensure_avx512(struct conv_plan *p)
+{
+    if (p->xpad)
+        return DG_OK;
+    const struct dg_conv_shape *s = &p->s;
+    size_t padded = (size_t)s->batch * p->hp * p->wp;
+    size_t channels = (size_t)(s->in_channels > s->out_channels ? s->in_channels
+                                                                : s->out_channels);
+    size_t tile_floats = (size_t)DG_TILE_PIXELS * 32;
+    size_t acc_floats = filter_tile_count(s) * DG_TILE_ROWS * 32;
+    p->tiles_per_thread = acc_floats > tile_floats ? acc_floats : tile_floats;
+    p->xpad = alloc_floats(padded * (size_t)s->in_channels);
+    p->gpad = alloc_floats(padded * (size_t)s->out_channels);
+    p->wpack = alloc_floats(conv_kdim(s) * channels);
+    p->tiles = alloc_floats(p->tiles_per_thread * (size_t)p->threads);
+    if (!p->xpad || !p->gpad || !p->wpack || !p->tiles) {
+        free(p->xpad);
+        free(p->gpad);
+        free(p->wpack);
+        free(p->tiles);
+        p->xpad = p->gpad = p->wpack = p->tiles = NULL;
+        return dg_error(DG_ERR_NOMEM, "cpu conv: out of memory for the packed batch");
+    }
+    return DG_OK;
+}
+
+static int avx512_fits(int couts)
+{
+    return couts % 16 == 0;
+}
+
+enum dg_status dg_cpu_conv_plan_create(struct dg_backend *be, const struct dg_conv_shape *shape,
+                                       void **plan)
+{
+    struct dg_cpu *cpu = be->impl;
+    *plan = NULL;
+    if (shape->batch < 1 || shape->in_channels < 1 || shape->out_channels < 1 ||
+        shape->height < 1 || shape->width < 1 || shape->kernel < 1 || shape->kernel % 2 == 0)
+        return dg_error(DG_ERR_RUNTIME,
+                        "cpu conv: bad shape batch %d, channels %d -> %d, %dx%d, kernel %d",
+                        shape->batch, shape->in_channels, shape->out_channels, shape->height,
+                        shape->width, shape->kernel);
+    struct conv_plan *p = calloc(1, sizeof *p);
+    if (!p)
+        return dg_error(DG_ERR_NOMEM, "cpu conv: out of memory for a plan");
+    p->s = *shape;
+    p->pad = shape->kernel / 2;
+    p->hp = shape->height + 2 * p->pad;
+    p->wp = shape->width + 2 * p->pad;
+    p->threads = cpu->threads;
+    enum dg_status status = dg_cpu_use_avx512(cpu) ? ensure_avx512(p) : ensure_generic(p);
+    if (status != DG_OK) {
+        free(p);
+        return status;
+    }
+    *plan = p;
+    return DG_OK;
+}
+
+void dg_cpu_conv_plan_free(struct dg_backend *be, void *plan)
+{
+    (void)be;
+    struct conv_plan *p = plan;
+    if (!p)
+        return;
+    free(p->col);
+    free(p->dw_part);
+    free(p->xpad);
+    free(p->gpad);
+    free(p->wpack);
+    free(p->tiles);
+    free(p);
+}
+
+/* ---- shared pieces ---- */
+
+/* db[c] = sum over images and pixels of dy[n][c]: per (n, c) plane a sum in 8 interleaved
+ * partial sums, planes added in image order. */
+struct bias_grad_job {
+    const float *dy;
+    float *db;
+    int batch, channels;
+    size_t plane;
+};
+
+static void bias_grad_task(void *ctx, int thread, int threads)
+{
+    const struct bias_grad_job *job = ctx;
+    size_t c0, c1;
+    dg_cpu_split((size_t)job->channels, 1, thread, threads, &c0, &c1);
+    for (size_t c = c0; c < c1; c++) {
+        float total = 0.0f;
+        for (int n = 0; n < job->batch; n++) {
+            const float *v = job->dy + ((size_t)n * job->channels + c) * job->plane;
+            float part[8] = {0};
+            size_t i = 0;
+            for (; i + 8 <= job->plane; i += 8)
+                for (int l = 0; l < 8; l++)
+                    part[l] += v[i + l];
+            for (; i < job->plane; i++)
+                part[0] += v[i];
+            total += ((part[0] + part[1]) + (part[2] + part[3])) +
+                     ((part[4] + part[5]) + (part[6] + part[7]));
+        }
+        job->db[c] = total;
+    }
+}
+
+static void bias_grad(struct dg_cpu *cpu, const struct conv_plan *p, const float *dy, float *db)
+{
+    struct bias_grad_job job = {dy, db, p->s.batch, p->s.out_channels,
+                                (size_t)p->s.height * p->s.width};
+    dg_cpu_pool_run(cpu->pool, bias_grad_task, &job);
+}
+
+/* ---- generic family: im2col + sgemm ---- */
+
+static void im2col(const struct conv_plan *p, const float *x, float *col)
+{
+    const struct dg_conv_shape *s = &p->s;
+    int k = s->kernel, h = s->height, w = s->width;
+    for (int ci = 0; ci < s->in_channels; ci++)
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                float *out = col + ((size_t)(ci * k + ky) * k + kx) * h * w;
+                const float *plane = x + (size_t)ci * h * w;
+                for (int y = 0; y < h; y++) {
+                    int sy = y + ky - p->pad;
+                    float *row = out + (size_t)y * w;
+                    if (sy < 0 || sy >= h) {
+                        memset(row, 0, sizeof(float) * (size_t)w);
+                        continue;
+                    }
+                    for (int xx = 0; xx < w; xx++) {
+                        int sx = xx + kx - p->pad;
+                        row[xx] = sx >= 0 && sx < w ? plane[(size_t)sy * w + sx] : 0.0f;
+                    }
+                }
+            }
+}
+
+static void col2im(const struct conv_plan *p, const float *col, float *x)
+{
+    const struct dg_conv_shape *s = &p->s;
+    int k = s->kernel, h = s->height, w = s->width;
+    memset(x, 0, sizeof(float) * (size_t)s->in_channels * h * w);
+    for (int ci = 0; ci < s->in_channels; ci++)
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                const float *in = col + ((size_t)(ci * k + ky) * k + kx) * h * w;
+                float *plane = x + (size_t)ci * h * w;
+                for (int y = 0; y < h; y++) {
+                    int sy = y + ky - p->pad;
+                    if (sy < 0 || sy >= h)
+                        continue;
+                    for (int xx = 0; xx < w; xx++) {
+                        int sx = xx + kx - p->pad;
+                        if (sx >= 0 && sx < w)
+                            plane[(size_t)sy * w + sx] += in[(size_t)y * w + xx];
+                    }
+                }
+            }
+}
+
+struct conv_job {
+    struct conv_plan *p;
+    const float *x, *w, *bias, *dy;
+    float *y, *dx, *dw;
+    int relu;
+};
+
+static void generic_fwd_task(void *ctx, int thread, int threads)
+{
+    const struct conv_job *job = ctx;
+    const struct conv_plan *p = job->p;
+    const struct dg_conv_shape *s = &p->s;
+    size_t hw = (size_t)s->height * s->width, kdim = conv_kdim(s);
+    float *col = p->col + kdim * hw * (size_t)thread;
+    size_t n0, n1;
+    dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
+    for (size_t n = n0; n < n1; n++) {
+        float *y = job->y + n * s->out_channels * hw;
+        im2col(p, job->x + n * s->in_channels * hw, col);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->out_channels, (int)hw,
+                    (int)kdim, 1.0f, job->w, (int)kdim, col, (int)hw, 0.0f, y, (int)hw);
+        for (int c = 0; c < s->out_channels; c++) {
+            float *plane = y + (size_t)c * hw;
+            float b = job->bias[c];
+            for (size_t i = 0; i < hw; i++) {
+                float v = plane[i] + b;
+                plane[i] = job->relu && !(v > 0.0f) ? 0.0f : v;
+            }
+        }
+    }
+}
+
+static void generic_bwd_data_task(void *ctx, int thread, int threads)
+{
+    const struct conv_job *job = ctx;
+    const struct conv_plan *p = job->p;
+    const struct dg_conv_shape *s = &p->s;
+    size_t hw = (size_t)s->height * s->width, kdim = conv_kdim(s);
+    float *col = p->col + kdim * hw * (size_t)thread;
+    size_t n0, n1;
+    dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
+    for (size_t n = n0; n < n1; n++) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kdim, (int)hw, s->out_channels,
+                    1.0f, job->w, (int)kdim, job->dy + n * s->out_channels * hw, (int)hw, 0.0f,
+                    col, (int)hw);
+        col2im(p, col, job->dx + n * s->in_channels * hw);
+    }
+}
+
+static void generic_bwd_filter_task(void *ctx, int thread, int threads)
+{
+    const struct conv_job *job = ctx;
+    const struct conv_plan *p = job->p;
+    const struct dg_conv_shape *s = &p->s;
+    size_t hw = (size_t)s->height * s->width, kdim = conv_kdim(s);
+    float *col = p->col + kdim * hw * (size_t)thread;
+    float *part = p->dw_part + (size_t)s->out_channels * kdim * (size_t)thread;
+    size_t n0, n1;
+    dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
+    memset(part, 0, sizeof(float) * (size_t)s->out_channels * kdim);
+    for (size_t n = n0; n < n1; n++) {
+        im2col(p, job->x + n * s->in_channels * hw, col);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->out_channels, (int)kdim, (int)hw,
+                    1.0f, job->dy + n * s->out_channels * hw, (int)hw, col, (int)hw, 1.0f, part,
+                    (int)kdim);
+    }
+}
+
+/* dw = sum of the per-thread partial gradients, in thread order. */
+static void generic_reduce_task(void *ctx, int thread, int threads)
+{
+    const struct conv_job *job = ctx;
+    const struct conv_plan *p = job->p;
+    size_t count = (size_t)p->s.out_channels * conv_kdim(&p->s);
+    size_t i0, i1;
+    dg_cpu_split(count, 64, thread, threads, &i0, &i1);
+    for (size_t i = i0; i < i1; i++) {
+        float sum = p->dw_part[i];
+        for (int t = 1; t < p->threads; t++)
+            sum += p->dw_part[(size_t)t * count + i];
+        job->dw[i] = sum;
+    }
+}
+
+/* ---- avx512 family ---- */
+
+/* dst (hp, wp, c) padded NHWC <- src (c, h, w), borders zero. */
+static void pack_padded(const float *src, int c, int h, int w, int pad, float *dst)
+{
+    int wp = w + 2 * pad;
+    size_t row = (size_t)wp * c;
+    memset(dst, 0, sizeof(float) * row * pad);
+    memset(dst + row * (size_t)(pad + h), 0, sizeof(float) * row * pad);
+    for (int y = 0; y < h; y++) {
+        float *out = dst + row * (size_t)(y + pad);
+        memset(out, 0, sizeof(float) * (size_t)pad * c);
+        memset(out + (size_t)(pad + w) * c, 0, sizeof(float) * (size_t)pad * c);
+        out += (size_t)pad * c;
+        for (int ch = 0; ch < c; ch++) {
+            const float *in = src + ((size_t)ch * h + y) * w;
+            for (int x = 0; x < w; x++)
+                out[(size_t)x * c + ch] = in[x];
+        }
+    }
+}
+
+/* dst (h, w, c) NHWC <- src (c, h, w). */
+static void pack_nhwc(const float *src, int c, int h, int w, float *dst)
+{
+    size_t hw = (size_t)h * w;
+    for (int ch = 0; ch < c; ch++) {
+        const float *in = src + (size_t)ch * hw;
+        for (size_t i = 0; i < hw; i++)
+            dst[i * c + ch] = in[i];
+    }
+}
+
+enum pack_what { PACK_X, PACK_DY_PADDED, PACK_X_AND_DY };
+
+struct pack_job {
+    struct conv_plan *p;
+    const float *x, *dy;
+    enum pack_what what;
+};
+
+static void pack_task(void *ctx, int thread, int threads)
+{
+    const struct pack_job *job = ctx;
+    const struct conv_plan *p = job->p;
+    const struct dg_conv_shape *s = &p->s;
+    size_t hw = (size_t)s->height * s->width, padded = (size_t)p->hp * p->wp;
+    size_t n0, n1;
+    dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
+    for (size_t n = n0; n < n1; n++) {
+        if (job->what == PACK_X || job->what == PACK_X_AND_DY)
+            pack_padded(job->x + n * s->in_channels * hw, s->in_channels, s->height, s->width,
+                        p->pad, p->xpad + n * padded * s->in_channels);
+        if (job->what == PACK_DY_PADDED)
+            pack_padded(job->dy + n * s->out_channels * hw, s->out_channels, s->height, s->width,
+                        p->pad, p->gpad + n * padded * s->out_channels);
+        if (job->what == PACK_X_AND_DY)
+            pack_nhwc(job->dy + n * s->out_channels * hw, s->out_channels, s->height, s->width,
+                      p->gpad + n * hw * s->out_channels);
+    }
+}
+
+static void pack_batch(struct dg_cpu *cpu, struct conv_plan *p, const float *x, const float *dy,
+                       enum pack_what what)
+{
+    struct pack_job job = {p, x, dy, what};
+    dg_cpu_pool_run(cpu->pool, pack_task, &job);
+}
+
+/* Rows (image, y) of a direct convolution from a padded NHWC batch `in` (cin channels) with
+ * packed weights (k, k, cin, cout) into NCHW `out`. */
+struct direct_job {
+    const struct conv_plan *p;
+    const float *in;
+    const float *wpack;
+    const float *bias;
+    float *out;
+    int cin, cout, relu;
+};
+
+static void direct_task(void *ctx, int thread, int threads)
+{
+    const struct direct_job *job = ctx;
+    const struct conv_plan *p = job->p;
+    const struct dg_conv_shape *s = &p->s;
+    int k = s->kernel, h = s->height, w = s->width;
+    size_t row_stride = (size_t)p->wp * job->cin;
+    size_t image_stride = (size_t)p->hp * row_stride;
+    size_t hw = (size_t)h * w;
+    float *tile = p->tiles + p->tiles_per_thread * (size_t)thread;
+    size_t r0, r1;
+    dg_cpu_split((size_t)s->batch * h, 1, thread, threads, &r0, &r1);
+    for (size_t unit = r0; unit < r1; unit++) {
+        size_t n = unit / (size_t)h;
+        int y = (int)(unit % (size_t)h);
+        const float *row = job->in + n * image_stride + (size_t)y * row_stride;
+        float *out_image = job->out + n * job->cout * hw + (size_t)y * w;
+        for (int c0 = 0; c0 < job->cout; c0 += 32) {
+            int couts = job->cout - c0 < 32 ? job->cout - c0 : 32;
+            for (int x0 = 0; x0 < w; x0 += DG_TILE_PIXELS) {
+                int pixels = w - x0 < DG_TILE_PIXELS ? w - x0 : DG_TILE_PIXELS;
+                dg_cpu_avx512_conv_row(row + (size_t)x0 * job->cin, row_stride, job->cin, k,
+                                       job->wpack + c0, job->cout, couts, pixels,
+                                       job->bias ? job->bias + c0 : NULL, job->relu, tile);
+                for (int c = 0; c < couts; c++) {
+                    float *dst = out_image + (size_t)(c0 + c) * hw + x0;
+                    for (int b = 0; b < pixels; b++)
+                        dst[b] = tile[b * couts + c];
+                }
+            }
+        }
+    }
+}
+
+struct filter_job {
+    const struct conv_plan *p;
+    float *dw;
+};
+
+static void filter_task(void *ctx, int thread, int threads)
+{
+    const struct filter_job *job = ctx;
+    const struct conv_plan *p = job->p;
+    const struct dg_conv_shape *s = &p->s;
+    int k = s->kernel, cin = s->in_channels, cout = s->out_channels;
+    size_t row_stride = (size_t)p->wp * cin;
+    size_t image_stride = (size_t)p->hp * row_stride;
+    size_t hw = (size_t)s->height * s->width;
+    float *acc = p->tiles + p->tiles_per_thread * (size_t)thread;
+    size_t t0, t1;
+    dg_cpu_split(filter_tile_count(s), 1, thread, threads, &t0, &t1);
+    memset(acc, 0, sizeof(float) * (t1 - t0) * DG_TILE_ROWS * 32);
+    for (int n = 0; n < s->batch; n++) {
+        const float *xp = p->xpad + (size_t)n * image_stride;
+        const float *g = p->gpad + (size_t)n * hw * cout;
+        for (size_t t = t0; t < t1; t++) {
+            int ky, row0, rows, cout0, couts;
+            filter_tile_at(s, t, &ky, &row0, &rows, &cout0, &couts);
+            dg_cpu_avx512_filter_tile(xp + (size_t)ky * row_stride + row0, row_stride, cin,
+                                      g + cout0, cout, s->height, s->width, rows, couts,
+                                      acc + (t - t0) * DG_TILE_ROWS * 32);
+        }
+    }
+    for (size_t t = t0; t < t1; t++) {
+        int ky, row0, rows, cout0, couts;
+        filter_tile_at(s, t, &ky, &row0, &rows, &cout0, &couts);
+        const float *tile = acc + (t - t0) * DG_TILE_ROWS * 32;
+        for (int r = 0; r < rows; r++) {
+            int kx = (row0 + r) / cin, ci = (row0 + r) % cin;
+            for (int c = 0; c < couts; c++)
+                job->dw[(((size_t)(cout0 + c) * cin + ci) * k + ky) * k + kx] =
+                    tile[r * couts + c];
+        }
+    }
+}
+
+/* ---- the ops ---- */
+
+enum dg_status dg_cpu_conv_fwd(struct dg_backend *be, void *plan, const float *x, const float *w,
+                               const float *bias, float *y, int relu)
+{
+    struct dg_cpu *cpu = be->impl;
+    struct conv_plan *p = plan;
+    const struct dg_conv_shape *s = &p->s;
+    enum dg_status status;
+    if (dg_cpu_use_avx512(cpu) && avx512_fits(s->out_channels)) {
+        if ((status = ensure_avx512(p)) != DG_OK)
+            return status;
+        int k = s->kernel, cin = s->in_channels, cout = s->out_channels;
+        for (int co = 0; co < cout; co++)
+            for (int ci = 0; ci < cin; ci++)
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++)
+                        p->wpack[((size_t)(ky * k + kx) * cin + ci) * cout + co] =
+                            w[(((size_t)co * cin + ci) * k + ky) * k + kx];
+        pack_batch(cpu, p, x, NULL, PACK_X);
+        struct direct_job job = {p, p->xpad, p->wpack, bias, y, cin, cout, relu != 0};
+        dg_cpu_pool_run(cpu->pool, direct_task, &job);
+        return DG_OK;
+    }
+    if ((status = ensure_generic(p)) != DG_OK)
+        return status;
+    struct conv_job job = {p, x, w, bias, NULL, y, NULL, NULL, relu != 0};
+    dg_cpu_pool_run(cpu->pool, generic_fwd_task, &job);
+    return DG_OK;
+}
+
+enum dg_status dg_cpu_conv_bwd_data(struct dg_backend *be, void *plan, const float *dy,
+                                    const float *w, float *dx)
+{
+    struct dg_cpu *cpu = be->impl;
+    struct conv_plan *p = plan;
+    const struct dg_conv_shape *s = &p->s;
+    enum dg_status status;
+    if (dg_cpu_use_avx512(cpu) && avx512_fits(s->in_channels)) {
+        if ((status = ensure_avx512(p)) != DG_OK)
+            return status;
+        int k = s->kernel, cin = s->in_channels, cout = s->out_channels;
+        for (int co = 0; co < cout; co++)
+            for (int ci = 0; ci < cin; ci++)
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++)
+                        p->wpack[((size_t)((k - 1 - ky) * k + (k - 1 - kx)) * cout + co) * cin +
+                                 ci] = w[(((size_t)co * cin + ci) * k + ky) * k + kx];
+        pack_batch(cpu, p, NULL, dy, PACK_DY_PADDED);
+        struct direct_job job = {p, p->gpad, p->wpack, NULL, dx, cout, cin, 0};
+        dg_cpu_pool_run(cpu->pool, direct_task, &job);
+        return DG_OK;
+    }
+    if ((status = ensure_generic(p)) != DG_OK)
+        return status;
+    struct conv_job job = {p, NULL, w, NULL, dy, NULL, dx, NULL, 0};
+    dg_cpu_pool_run(cpu->pool, generic_bwd_data_task, &job);
+    return DG_OK;
+}
+
+enum dg_status dg_cpu_conv_bwd_filter(struct dg_backend *be, void *plan, const float *x,
+                                      const float *dy, float *dw, float *db)
+{
+    struct dg_cpu *cpu = be->impl;
+    struct conv_plan *p = plan;
+    const struct dg_conv_shape *s = &p->s;
+    enum dg_status status;
+    if (dg_cpu_use_avx512(cpu) && avx512_fits(s->out_channels)) {
+        if ((status = ensure_avx512(p)) != DG_OK)
+            return status;
+        pack_batch(cpu, p, x, dy, PACK_X_AND_DY);
+        struct filter_job job = {p, dw};
+        dg_cpu_pool_run(cpu->pool, filter_task, &job);
+    } else {
+        if ((status = ensure_generic(p)) != DG_OK)
+            return status;
+        struct conv_job job = {p, x, NULL, NULL, dy, NULL, NULL, dw, 0};
+        dg_cpu_pool_run(cpu->pool, generic_bwd_filter_task, &job);
+        dg_cpu_pool_run(cpu->pool, generic_reduce_task, &job);
+    }
+    bias_grad(cpu, p, dy, db);
+    return DG_OK;
+}

@@ -1,0 +1,233 @@
+/* AVX-512F kernels of the CPU backend: a register-blocked direct convolution over padded NHWC
+ * input (up to 14 output pixels x 32 output channels in 28 zmm accumulators), the matching
+ * weight-gradient tile, and RMSprop. Compiled for any x86-64 with target attributes; callers
+ * check __builtin_cpu_supports("avx512f") first. Layouts are described in cpu_internal.h. */
+#include "cpu/cpu_internal.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+
+#include <immintrin.h>
+
+#include "rmsprop.cuh"
+
+#define DG_AVX512 __attribute__((target("avx512f")))
+#define DG_AVX512_INLINE __attribute__((target("avx512f"), always_inline)) static inline
+
+/* acc[b][v] = sum over (ky, j) of xrow[ky*row_stride + b*cin + j] * wp[(ky*k*cin + j)*ldw + 16v]
+ * for B pixels and V vectors of 16 channels; B and V are compile-time constants at each call. */
+DG_AVX512_INLINE void conv_row_tile(const float *xrow, size_t row_stride, int cin, int k,
+                                    const float *wp, int ldw, const int B, const int V,
+                                    const float *bias, int relu, float *out)
+{
+    __m512 acc[14][2];
+#pragma GCC unroll 16
+    for (int b = 0; b < B; b++)
+#pragma GCC unroll 2
+        for (int v = 0; v < V; v++)
+            acc[b][v] = _mm512_setzero_ps();
+    const int span = k * cin;
+    for (int ky = 0; ky < k; ky++) {
+        const float *in = xrow + (size_t)ky * row_stride;
+        const float *wk = wp + (size_t)ky * span * ldw;
+        for (int j = 0; j < span; j++) {
+            __m512 w0 = _mm512_loadu_ps(wk + (size_t)j * ldw);
+            __m512 w1 = V > 1 ? _mm512_loadu_ps(wk + (size_t)j * ldw + 16) : w0;
+#pragma GCC unroll 16
+            for (int b = 0; b < B; b++) {
+                __m512 s = _mm512_set1_ps(in[b * cin + j]);
+                acc[b][0] = _mm512_fmadd_ps(s, w0, acc[b][0]);
+                if (V > 1)
+                    acc[b][1] = _mm512_fmadd_ps(s, w1, acc[b][1]);
+            }
+        }
+    }
+    __m512 bias0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
+    __m512 bias1 = bias && V > 1 ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
+    __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int b = 0; b < B; b++) {
+        __m512 r0 = _mm512_add_ps(acc[b][0], bias0);
+        if (relu)
+            r0 = _mm512_max_ps(r0, zero);
+        _mm512_storeu_ps(out + b * 16 * V, r0);
+        if (V > 1) {
+            __m512 r1 = _mm512_add_ps(acc[b][1], bias1);
+            if (relu)
+                r1 = _mm512_max_ps(r1, zero);
+            _mm512_storeu_ps(out + b * 32 + 16, r1);
+        }
+    }
+}
+
+typedef void (*conv_row_fn)(const float *, size_t, int, int, const float *, int, const float *,
+                            int, float *);
+
+#define DG_CONV_ROW(B, V)                                                                          \
+    DG_AVX512 static void conv_row_##B##_##V(const float *xrow, size_t row_stride, int cin, int k, \
+                                             const float *wp, int ldw, const float *bias,          \
+                                             int relu, float *out)                                 \
+    {                                                                                              \
+        conv_row_tile(xrow, row_stride, cin, k, wp, ldw, B, V, bias, relu, out);                   \
+    }
+#define DG_CONV_ROWS(V)                                                                            \
+    DG_CONV_ROW(1, V)                                                                              \
+    DG_CONV_ROW(2, V)                                                                              \
+    DG_CONV_ROW(3, V)                                                                              \
+    DG_CONV_ROW(4, V)                                                                              \
+    DG_CONV_ROW(5, V)                                                                              \
+    DG_CONV_ROW(6, V)                                                                              \
+    DG_CONV_ROW(7, V)                                                                              \
+    DG_CONV_ROW(8, V)                                                                              \
+    DG_CONV_ROW(9, V)                                                                              \
+    DG_CONV_ROW(10, V)                                                                             \
+    DG_CONV_ROW(11, V)                                                                             \
+    DG_CONV_ROW(12, V)                                                                             \
+    DG_CONV_ROW(13, V)                                                                             \
+    DG_CONV_ROW(14, V)
+DG_CONV_ROWS(1)
+DG_CONV_ROWS(2)
+
+#define DG_ROW_TABLE(V)                                                                            \
+    {                                                                                              \
+        conv_row_1_##V, conv_row_2_##V, conv_row_3_##V, conv_row_4_##V, conv_row_5_##V,            \
+            conv_row_6_##V, conv_row_7_##V, conv_row_8_##V, conv_row_9_##V, conv_row_10_##V,       \
+            conv_row_11_##V, conv_row_12_##V, conv_row_13_##V, conv_row_14_##V                     \
+    }
+static const conv_row_fn conv_row_v1[14] = DG_ROW_TABLE(1);
+static const conv_row_fn conv_row_v2[14] = DG_ROW_TABLE(2);
+
+void dg_cpu_avx512_conv_row(const float *xrow, size_t row_stride, int cin, int k, const float *wp,
+                            int cout_total, int couts, int pixels, const float *bias, int relu,
+                            float *out)
+{
+    const conv_row_fn *table = couts == 32 ? conv_row_v2 : conv_row_v1;
+    table[pixels - 1](xrow, row_stride, cin, k, wp, cout_total, bias, relu, out);
+}
+
+/* acc[r][v] += sum over pixels of a[r] * g[16v..], R rows and V vectors constant per call. */
+DG_AVX512_INLINE void filter_tile(const float *xp, size_t row_stride, int cin, const float *dyh,
+                                  int ldg, int height, int width, const int R, const int V,
+                                  float *acc_out)
+{
+    __m512 acc[14][2];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+        for (int v = 0; v < V; v++)
+            acc[r][v] = _mm512_setzero_ps();
+    for (int y = 0; y < height; y++) {
+        const float *a = xp + (size_t)y * row_stride;
+        const float *g = dyh + (size_t)y * width * ldg;
+        for (int x = 0; x < width; x++) {
+            __m512 g0 = _mm512_loadu_ps(g);
+            __m512 g1 = V > 1 ? _mm512_loadu_ps(g + 16) : g0;
+#pragma GCC unroll 16
+            for (int r = 0; r < R; r++) {
+                __m512 s = _mm512_set1_ps(a[r]);
+                acc[r][0] = _mm512_fmadd_ps(s, g0, acc[r][0]);
+                if (V > 1)
+                    acc[r][1] = _mm512_fmadd_ps(s, g1, acc[r][1]);
+            }
+            a += cin;
+            g += ldg;
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; r++) {
+        float *o = acc_out + r * 16 * V;
+        _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), acc[r][0]));
+        if (V > 1)
+            _mm512_storeu_ps(o + 16, _mm512_add_ps(_mm512_loadu_ps(o + 16), acc[r][1]));
+    }
+}
+
+typedef void (*filter_tile_fn)(const float *, size_t, int, const float *, int, int, int, float *);
+
+#define DG_FILTER_TILE(R, V)                                                                       \
+    DG_AVX512 static void filter_tile_##R##_##V(const float *xp, size_t row_stride, int cin,       \
+                                                const float *dyh, int ldg, int height, int width,  \
+                                                float *acc)                                        \
+    {                                                                                              \
+        filter_tile(xp, row_stride, cin, dyh, ldg, height, width, R, V, acc);                      \
+    }
+#define DG_FILTER_TILES(V)                                                                         \
+    DG_FILTER_TILE(1, V)                                                                           \
+    DG_FILTER_TILE(2, V)                                                                           \
+    DG_FILTER_TILE(3, V)                                                                           \
+    DG_FILTER_TILE(4, V)                                                                           \
+    DG_FILTER_TILE(5, V)                                                                           \
+    DG_FILTER_TILE(6, V)                                                                           \
+    DG_FILTER_TILE(7, V)                                                                           \
+    DG_FILTER_TILE(8, V)                                                                           \
+    DG_FILTER_TILE(9, V)                                                                           \
+    DG_FILTER_TILE(10, V)                                                                          \
+    DG_FILTER_TILE(11, V)                                                                          \
+    DG_FILTER_TILE(12, V)                                                                          \
+    DG_FILTER_TILE(13, V)                                                                          \
+    DG_FILTER_TILE(14, V)
+DG_FILTER_TILES(1)
+DG_FILTER_TILES(2)
+
+#define DG_TILE_TABLE(V)                                                                           \
+    {                                                                                              \
+        filter_tile_1_##V, filter_tile_2_##V, filter_tile_3_##V, filter_tile_4_##V,                \
+            filter_tile_5_##V, filter_tile_6_##V, filter_tile_7_##V, filter_tile_8_##V,            \
+            filter_tile_9_##V, filter_tile_10_##V, filter_tile_11_##V, filter_tile_12_##V,         \
+            filter_tile_13_##V, filter_tile_14_##V                                                 \
+    }
+static const filter_tile_fn filter_tile_v1[14] = DG_TILE_TABLE(1);
+static const filter_tile_fn filter_tile_v2[14] = DG_TILE_TABLE(2);
+
+void dg_cpu_avx512_filter_tile(const float *xp, size_t row_stride, int cin, const float *dyh,
+                               int cout_total, int height, int width, int rows, int couts,
+                               float *acc)
+{
+    const filter_tile_fn *table = couts == 32 ? filter_tile_v2 : filter_tile_v1;
+    table[rows - 1](xp, row_stride, cin, dyh, cout_total, height, width, acc);
+}
+
+DG_AVX512 void dg_cpu_avx512_rmsprop(size_t n, float *w, const float *g, float *acc, float lr,
+                                     float rho, float eps)
+{
+    const __m512 vrho = _mm512_set1_ps(rho);
+    const __m512 vone_minus_rho = _mm512_set1_ps(1.0f - rho);
+    const __m512 vlr = _mm512_set1_ps(lr);
+    const __m512 veps = _mm512_set1_ps(eps);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 gv = _mm512_loadu_ps(g + i);
+        __m512 a = _mm512_add_ps(_mm512_mul_ps(vrho, _mm512_loadu_ps(acc + i)),
+                                 _mm512_mul_ps(_mm512_mul_ps(vone_minus_rho, gv), gv));
+        _mm512_storeu_ps(acc + i, a);
+        __m512 step = _mm512_div_ps(_mm512_mul_ps(vlr, gv), _mm512_add_ps(_mm512_sqrt_ps(a), veps));
+        _mm512_storeu_ps(w + i, _mm512_sub_ps(_mm512_loadu_ps(w + i), step));
+    }
+    for (; i < n; i++)
+        dg_rmsprop_element(&w[i], &acc[i], g[i], lr, rho, eps);
+}
+
+#else
+
+void dg_cpu_avx512_conv_row(const float *xrow, size_t row_stride, int cin, int k, const float *wp,
+                            int cout_total, int couts, int pixels, const float *bias, int relu,
+                            float *out)
+{
+    (void)xrow, (void)row_stride, (void)cin, (void)k, (void)wp, (void)cout_total, (void)couts;
+    (void)pixels, (void)bias, (void)relu, (void)out;
+}
+
+void dg_cpu_avx512_filter_tile(const float *xp, size_t row_stride, int cin, const float *dyh,
+                               int cout_total, int height, int width, int rows, int couts,
+                               float *acc)
+{
+    (void)xp, (void)row_stride, (void)cin, (void)dyh, (void)cout_total, (void)height;
+    (void)width, (void)rows, (void)couts, (void)acc;
+}
+
+void dg_cpu_avx512_rmsprop(size_t n, float *w, const float *g, float *acc, float lr, float rho,
+                           float eps)
+{
+    (void)n, (void)w, (void)g, (void)acc, (void)lr, (void)rho, (void)eps;
+}
+
+#endif

@@ -1,0 +1,21 @@
+/* CPU backend controls beyond the vtable, for tests and benchmarks: which kernel family runs
+ * the convolutions and element loops. Tensors are float32 NCHW, row-major. */
+#ifndef DIGITS_CPU_H
+#define DIGITS_CPU_H
+
+#include "digits/backend.h"
+
+enum dg_cpu_kernels {
+    DG_CPU_KERNELS_AUTO,    /* AVX-512 when the machine has it, else generic */
+    DG_CPU_KERNELS_GENERIC, /* im2col + OpenBLAS sgemm, portable C loops */
+    DG_CPU_KERNELS_AVX512,  /* direct convolution and vector loops with AVX-512F */
+};
+
+/* Chooses the kernels of a CPU backend. DG_ERR_DEVICE when AVX-512 is asked for on a machine
+ * without it, DG_ERR_RUNTIME when `be` is not a CPU backend. */
+enum dg_status dg_backend_cpu_set_kernels(struct dg_backend *be, enum dg_cpu_kernels kernels);
+
+/* 1 when this machine can run the AVX-512 kernels. */
+int dg_cpu_has_avx512(void);
+
+#endif

@@ -1,0 +1,53 @@
+/* The naive double-precision reference of every backend op (tests only): plain loops in
+ * double, written from the definitions in include/digits/backend.h, the judge of the fast
+ * CPU path. Tensors NCHW, row-major; conv weights (out, in, k, k); dense weights (in, out).
+ * Randomness (dropout masks, augmentation) comes from the shared element math. */
+#ifndef DIGITS_REF_OPS_H
+#define DIGITS_REF_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "digits/backend.h"
+
+/* y = conv(x, w) + b ("same", stride 1), ReLU when relu != 0. */
+void dg_ref_conv_fwd(const struct dg_conv_shape *s, const double *x, const double *w,
+                     const double *b, double *y, int relu);
+void dg_ref_conv_bwd_data(const struct dg_conv_shape *s, const double *dy, const double *w,
+                          double *dx);
+void dg_ref_conv_bwd_filter(const struct dg_conv_shape *s, const double *x, const double *dy,
+                            double *dw, double *db);
+
+/* dy *= (y > 0). */
+void dg_ref_relu_bwd(size_t n, const double *y, double *dy);
+
+void dg_ref_maxpool_fwd(const struct dg_pool_shape *s, const double *x, double *y);
+/* Each dy to the first maximum (row-major) of its window; the rest of dx is zero. */
+void dg_ref_maxpool_bwd(const struct dg_pool_shape *s, const double *x, const double *dy,
+                        double *dx);
+
+/* out = in * dg_dropout_scale(rate, key, index) (forward and backward alike). */
+void dg_ref_dropout(size_t n, float rate, const struct dg_dropout_key *key, const double *in,
+                    double *out);
+
+void dg_ref_dense_fwd(int batch, int in, int out, const double *x, const double *w,
+                      const double *b, double *y, int relu);
+/* dx may be NULL. */
+void dg_ref_dense_bwd(int batch, int in, int out, const double *x, const double *w,
+                      const double *dy, double *dx, double *dw, double *db);
+
+/* Softmax of (batch, 10) logits; with labels also dlogits (may be NULL) of the batch-mean
+ * cross-entropy, *loss_sum (sum of row losses) and *correct (rows whose first argmax is the
+ * label). */
+void dg_ref_softmax_xent(int batch, const double *logits, const uint8_t *labels, double *probs,
+                         double *dlogits, double *loss_sum, double *correct);
+
+/* a = rho*a + (1-rho)*g^2; w -= lr*g / (sqrt(a) + eps). */
+void dg_ref_rmsprop(size_t n, double *w, const double *g, double *acc, double lr, double rho,
+                    double eps);
+
+/* The batch as the element math defines it: pixel / 255, or the augmented warp. */
+void dg_ref_batch_assemble(const struct dg_dataset *dataset, const uint32_t *rows, int n,
+                           const struct dg_augment_key *augment, float *x, uint8_t *labels);
+
+#endif

@@ -1,0 +1,132 @@
+/* Test helpers: seeded test data, comparisons with tolerances, CPU backend construction.
+ * Arrays are flat (NCHW / row-major). */
+#include "test_util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+uint64_t dg_test_next(struct dg_test_rng *rng)
+{
+    uint64_t z = (rng->state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+double dg_test_uniform(struct dg_test_rng *rng)
+{
+    return (double)(dg_test_next(rng) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+uint32_t dg_test_below(struct dg_test_rng *rng, uint32_t bound)
+{
+    return (uint32_t)(dg_test_uniform(rng) * bound);
+}
+
+void dg_test_fill(struct dg_test_rng *rng, float *x, size_t n, float lo, float hi)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)(lo + (hi - lo) * dg_test_uniform(rng));
+}
+
+void *dg_test_bytes(size_t n)
+{
+    void *p = calloc(n ? n : 1, 1);
+    if (!p) {
+        fprintf(stderr, "test: out of memory (%zu bytes)\n", n);
+        abort();
+    }
+    return p;
+}
+
+float *dg_test_floats(size_t n)
+{
+    return dg_test_bytes(n * sizeof(float));
+}
+
+double *dg_test_doubles(size_t n)
+{
+    return dg_test_bytes(n * sizeof(double));
+}
+
+double *dg_test_to_double(const float *x, size_t n)
+{
+    double *d = dg_test_doubles(n);
+    for (size_t i = 0; i < n; i++)
+        d[i] = x[i];
+    return d;
+}
+
+int dg_test_close(const char *what, const float *got, const double *ref, size_t n, double atol,
+                  double rtol)
+{
+    size_t worst = 0;
+    double worst_ratio = -1.0;
+    for (size_t i = 0; i < n && !isnan(worst_ratio); i++) {
+        double err = fabs((double)got[i] - ref[i]);
+        double ratio = err / (atol + rtol * fabs(ref[i]));
+        if (!(ratio <= worst_ratio)) {
+            worst_ratio = ratio;
+            worst = i;
+        }
+    }
+    int ok = n == 0 || worst_ratio <= 1.0;
+    printf("%s %s: %zu values, worst [%zu] got %.9g ref %.9g (%.3g of atol %g + rtol %g)\n",
+           ok ? "ok  " : "FAIL", what, n, worst, n ? (double)got[worst] : 0.0,
+           n ? ref[worst] : 0.0, worst_ratio, atol, rtol);
+    return ok;
+}
+
+int dg_test_close_max(const char *what, const float *got, const double *ref, size_t n,
+                      double rtol)
+{
+    double scale = 0.0, worst_err = -1.0;
+    size_t worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        scale = fabs(ref[i]) > scale ? fabs(ref[i]) : scale;
+        double err = fabs((double)got[i] - ref[i]);
+        if (!isnan(worst_err) && !(err <= worst_err)) {
+            worst_err = err;
+            worst = i;
+        }
+    }
+    int ok = n == 0 || worst_err <= rtol * scale;
+    printf("%s %s: %zu values, worst [%zu] got %.9g ref %.9g, error %.3g of max |ref| %.6g "
+           "(limit rtol %g)\n",
+           ok ? "ok  " : "FAIL", what, n, worst, n ? (double)got[worst] : 0.0,
+           n ? ref[worst] : 0.0, scale > 0.0 ? worst_err / scale : worst_err, scale, rtol);
+    return ok;
+}
+
+int dg_test_equal(const char *what, const float *got, const float *want, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&got[i], &want[i], sizeof(float)) != 0) {
+            printf("FAIL %s: [%zu] got %.9g want %.9g (not bit-identical)\n", what, i,
+                   (double)got[i], (double)want[i]);
+            return 0;
+        }
+    printf("ok   %s: %zu values bit-identical\n", what, n);
+    return 1;
+}
+
+struct dg_backend *dg_test_cpu_backend(int threads, enum dg_cpu_kernels kernels)
+{
+    if (kernels == DG_CPU_KERNELS_AVX512 && !dg_cpu_has_avx512()) {
+        printf("skip: no AVX-512 on this machine\n");
+        return NULL;
+    }
+    struct dg_backend *be = NULL;
+    if (dg_backend_cpu_create(threads, &be) != DG_OK) {
+        printf("cpu backend: %s\n", dg_error_message());
+        abort();
+    }
+    if (dg_backend_cpu_set_kernels(be, kernels) != DG_OK) {
+        printf("cpu backend: %s\n", dg_error_message());
+        dg_backend_destroy(be);
+        abort();
+    }
+    return be;
+}

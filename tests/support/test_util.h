@@ -1,0 +1,55 @@
+/* Test helpers: a seeded generator for test data, float/double conversions, comparisons with
+ * stated tolerances that print the worst index, and CPU backend construction.
+ * Tensors are plain arrays in NCHW / row-major order, as everywhere in Digits. */
+#ifndef DIGITS_TEST_UTIL_H
+#define DIGITS_TEST_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cpu/cpu.h"
+#include "digits/backend.h"
+
+/* splitmix64: test data only (the product's randomness is Philox). */
+struct dg_test_rng {
+    uint64_t state;
+};
+
+uint64_t dg_test_next(struct dg_test_rng *rng);
+/* Uniform double in [0, 1). */
+double dg_test_uniform(struct dg_test_rng *rng);
+/* Uniform integer in [0, bound). */
+uint32_t dg_test_below(struct dg_test_rng *rng, uint32_t bound);
+/* x[i] ~ U(lo, hi). */
+void dg_test_fill(struct dg_test_rng *rng, float *x, size_t n, float lo, float hi);
+
+/* calloc that aborts the test on failure. */
+float *dg_test_floats(size_t n);
+double *dg_test_doubles(size_t n);
+void *dg_test_bytes(size_t n);
+double *dg_test_to_double(const float *x, size_t n);
+
+/* Elementwise |got - ref| <= atol + rtol * |ref| (the forward tolerance). Prints the worst
+ * element (index, got, ref) and returns 1 when all pass. */
+int dg_test_close(const char *what, const float *got, const double *ref, size_t n, double atol,
+                  double rtol);
+
+/* max |got - ref| <= rtol * max |ref| (the backward tolerance: relative to the largest
+ * reference magnitude). Prints the worst element and returns 1 when it holds. */
+int dg_test_close_max(const char *what, const float *got, const double *ref, size_t n,
+                      double rtol);
+
+/* Bit-for-bit equality; prints the first difference and returns 1 when equal. */
+int dg_test_equal(const char *what, const float *got, const float *want, size_t n);
+
+/* A CPU backend with `threads` threads and the given kernels; NULL (with a printed reason)
+ * when those kernels cannot run here. */
+struct dg_backend *dg_test_cpu_backend(int threads, enum dg_cpu_kernels kernels);
+
+/* Standard tolerances (docs/DESIGN): forward atol + rtol, backward rtol, loss rtol. */
+#define DG_TEST_FWD_ATOL 1e-5
+#define DG_TEST_FWD_RTOL 1e-4
+#define DG_TEST_BWD_RTOL 1e-3
+#define DG_TEST_LOSS_RTOL 1e-5
+
+#endif

@@ -1,0 +1,1101 @@
+/* Every op of the CPU backend, called through the vtable, against the naive double-precision
+ * reference (tests/support/ref_ops.c), for both kernel families (generic im2col + sgemm and
+ * AVX-512 direct, the latter where the machine has it), odd batch sizes included; plus
+ * finite-difference gradient checks of the reference (double) and of the fast path (float).
+ * Tensors NCHW, row-major.
+ *
+ * Tolerances (docs/DESIGN): forward |got - ref| <= 1e-5 + 1e-4 |ref| per element; backward
+ * max |got - ref| <= 1e-3 max |ref| over the tensor; loss sums rtol 1e-5; finite differences
+ * max |fd - analytic| <= 1e-2 max |analytic| with a float forward, 1e-6 with the double one.
+ * Data movement (pooling routes, dropout masks, ReLU masks, batch assembly) is exact. */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "augment.cuh"
+#include "dropout.cuh"
+#include "ref_ops.h"
+#include "rmsprop.cuh"
+#include "test_util.h"
+
+#define FAMILIES 2
+static const enum dg_cpu_kernels families[FAMILIES] = {DG_CPU_KERNELS_GENERIC,
+                                                       DG_CPU_KERNELS_AVX512};
+static const char *const family_names[FAMILIES] = {"generic", "avx512"};
+
+/* Fill with NaN so that an op that leaves an output element unwritten fails its comparison. */
+static void poison(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = NAN;
+}
+
+static float *to_float(const double *x, size_t n)
+{
+    float *f = dg_test_floats(n);
+    for (size_t i = 0; i < n; i++)
+        f[i] = (float)x[i];
+    return f;
+}
+
+static void check_ok(enum dg_status status)
+{
+    ck_assert_msg(status == DG_OK, "backend op failed: %s", dg_error_message());
+}
+
+/* ---- convolution ---- */
+
+struct conv_case {
+    int batch, cin, cout, h, w, k;
+};
+
+static const struct conv_case conv_cases[] = {
+    {1, 1, 32, 28, 28, 5},   /* conv1 */
+    {3, 1, 32, 28, 28, 5},   {7, 32, 32, 28, 28, 5}, /* conv2 */
+    {86, 32, 32, 28, 28, 5}, {86, 32, 64, 14, 14, 3}, /* conv3 */
+    {3, 64, 64, 14, 14, 3},  /* conv4 */
+    {86, 1, 32, 28, 28, 5},  {1, 64, 64, 14, 14, 3},
+    {2, 16, 48, 9, 11, 3},   /* 32 + 16 output channels, short rows */
+    {3, 3, 5, 6, 7, 1},      /* channels off the vector width: generic everywhere */
+    {1, 2, 16, 4, 4, 7},     /* kernel wider than the image */
+    {1, 5, 16, 30, 31, 3},   /* rows of 14 + 14 + 3 pixels */
+};
+
+START_TEST(conv_vs_reference)
+{
+    const struct conv_case *c = &conv_cases[_i];
+    struct dg_conv_shape shape = {c->batch, c->cin, c->cout, c->h, c->w, c->k};
+    size_t hw = (size_t)c->h * c->w;
+    size_t nx = (size_t)c->batch * c->cin * hw, ny = (size_t)c->batch * c->cout * hw;
+    size_t nw = (size_t)c->cout * c->cin * c->k * c->k;
+    struct dg_test_rng rng = {1000 + (uint64_t)_i};
+    float *x = dg_test_floats(nx), *w = dg_test_floats(nw), *b = dg_test_floats(c->cout);
+    float *dy = dg_test_floats(ny);
+    float scale = 1.0f / sqrtf((float)(c->cin * c->k * c->k));
+    dg_test_fill(&rng, x, nx, -1.0f, 1.0f);
+    dg_test_fill(&rng, w, nw, -scale, scale);
+    dg_test_fill(&rng, b, (size_t)c->cout, -0.5f, 0.5f);
+    dg_test_fill(&rng, dy, ny, -1.0f, 1.0f);
+    double *xd = dg_test_to_double(x, nx), *wd = dg_test_to_double(w, nw);
+    double *bd = dg_test_to_double(b, (size_t)c->cout), *dyd = dg_test_to_double(dy, ny);
+    double *y_ref = dg_test_doubles(ny), *y_relu_ref = dg_test_doubles(ny);
+    double *dx_ref = dg_test_doubles(nx), *dw_ref = dg_test_doubles(nw);
+    double *db_ref = dg_test_doubles((size_t)c->cout);
+    dg_ref_conv_fwd(&shape, xd, wd, bd, y_ref, 0);
+    for (size_t i = 0; i < ny; i++)
+        y_relu_ref[i] = y_ref[i] > 0.0 ? y_ref[i] : 0.0;
+    dg_ref_conv_bwd_data(&shape, dyd, wd, dx_ref);
+    dg_ref_conv_bwd_filter(&shape, xd, dyd, dw_ref, db_ref);
+
+    float *y = dg_test_floats(ny), *dx = dg_test_floats(nx), *dw = dg_test_floats(nw);
+    float *db = dg_test_floats((size_t)c->cout);
+    for (int f = 0; f < FAMILIES; f++) {
+        struct dg_backend *be = dg_test_cpu_backend(3, families[f]);
+        if (!be)
+            continue;
+        printf("conv %d x %d -> %d, %dx%d, k %d, %s (%s)\n", c->batch, c->cin, c->cout, c->h,
+               c->w, c->k, family_names[f], be->description);
+        void *plan = NULL;
+        check_ok(be->ops->conv_plan_create(be, &shape, &plan));
+        for (int repeat = 0; repeat < 2; repeat++) {
+            poison(y, ny);
+            check_ok(be->ops->conv_fwd(be, plan, x, w, b, y, 0));
+            ck_assert(dg_test_close("conv fwd", y, y_ref, ny, DG_TEST_FWD_ATOL, DG_TEST_FWD_RTOL));
+            poison(y, ny);
+            check_ok(be->ops->conv_fwd(be, plan, x, w, b, y, 1));
+            ck_assert(dg_test_close("conv fwd relu", y, y_relu_ref, ny, DG_TEST_FWD_ATOL,
+                                    DG_TEST_FWD_RTOL));
+            poison(dx, nx);
+            check_ok(be->ops->conv_bwd_data(be, plan, dy, w, dx));
+            ck_assert(dg_test_close_max("conv bwd data", dx, dx_ref, nx, DG_TEST_BWD_RTOL));
+            poison(dw, nw);
+            poison(db, (size_t)c->cout);
+            check_ok(be->ops->conv_bwd_filter(be, plan, x, dy, dw, db));
+            ck_assert(dg_test_close_max("conv bwd filter dw", dw, dw_ref, nw, DG_TEST_BWD_RTOL));
+            ck_assert(dg_test_close_max("conv bwd filter db", db, db_ref, (size_t)c->cout,
+                                        DG_TEST_BWD_RTOL));
+        }
+        be->ops->conv_plan_free(be, plan);
+        dg_backend_destroy(be);
+    }
+    free(x), free(w), free(b), free(dy), free(xd), free(wd), free(bd), free(dyd);
+    free(y_ref), free(y_relu_ref), free(dx_ref), free(dw_ref), free(db_ref);
+    free(y), free(dx), free(dw), free(db);
+}
+END_TEST
+
+/* The same convolution with 1 and 2 threads: the AVX-512 kernels give bit-identical results
+ * whatever the thread count (every output is summed in one fixed order). */
+START_TEST(conv_thread_count_invariant)
+{
+    struct dg_conv_shape shape = {5, 32, 64, 14, 14, 3};
+    size_t nx = 5 * 32 * 196, ny = 5 * 64 * 196, nw = 64 * 32 * 9;
+    struct dg_test_rng rng = {77};
+    float *x = dg_test_floats(nx), *w = dg_test_floats(nw), *b = dg_test_floats(64);
+    float *dy = dg_test_floats(ny);
+    dg_test_fill(&rng, x, nx, -1, 1);
+    dg_test_fill(&rng, w, nw, -0.1f, 0.1f);
+    dg_test_fill(&rng, b, 64, -1, 1);
+    dg_test_fill(&rng, dy, ny, -1, 1);
+    float *out[2][4];
+    for (int t = 0; t < 2; t++) {
+        struct dg_backend *be = dg_test_cpu_backend(t + 1, DG_CPU_KERNELS_AVX512);
+        if (!be)
+            return;
+        void *plan;
+        out[t][0] = dg_test_floats(ny), out[t][1] = dg_test_floats(nx);
+        out[t][2] = dg_test_floats(nw), out[t][3] = dg_test_floats(64);
+        check_ok(be->ops->conv_plan_create(be, &shape, &plan));
+        check_ok(be->ops->conv_fwd(be, plan, x, w, b, out[t][0], 1));
+        check_ok(be->ops->conv_bwd_data(be, plan, dy, w, out[t][1]));
+        check_ok(be->ops->conv_bwd_filter(be, plan, x, dy, out[t][2], out[t][3]));
+        be->ops->conv_plan_free(be, plan);
+        dg_backend_destroy(be);
+    }
+    ck_assert(dg_test_equal("fwd 1 vs 2 threads", out[0][0], out[1][0], ny));
+    ck_assert(dg_test_equal("bwd data 1 vs 2 threads", out[0][1], out[1][1], nx));
+    ck_assert(dg_test_equal("bwd filter 1 vs 2 threads", out[0][2], out[1][2], nw));
+    ck_assert(dg_test_equal("bias grad 1 vs 2 threads", out[0][3], out[1][3], 64));
+    for (int t = 0; t < 2; t++)
+        for (int k = 0; k < 4; k++)
+            free(out[t][k]);
+    free(x), free(w), free(b), free(dy);
+}
+END_TEST
+
+/* A 3x3 image through a 3x3 kernel, worked by hand. Output channel c uses (c+1) times the
+ * kernel, so 1 channel runs the generic path and 16 channels the vector path.
+ *   x = 1 2 3    w = 0 1 0     y(r,c) = x(r-1,c) + 2 x(r,c+1) - x(r+1,c-1)  (+ bias 0.5)
+ *       4 5 6        0 0 2
+ *       7 8 9       -1 0 0 */
+START_TEST(conv_by_hand)
+{
+    static const float image[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    static const float kernel[9] = {0, 1, 0, 0, 0, 2, -1, 0, 0};
+    static const float expect[9] = {4, 2, -5, 11, 7, -5, 20, 23, 6};
+    static const int couts[2] = {1, 16};
+    for (int f = 0; f < FAMILIES; f++) {
+        struct dg_backend *be = dg_test_cpu_backend(2, families[f]);
+        if (!be)
+            continue;
+        for (int cc = 0; cc < 2; cc++) {
+            int cout = couts[cc];
+            struct dg_conv_shape shape = {1, 1, cout, 3, 3, 3};
+            float w[16 * 9], bias[16], y[16 * 9];
+            for (int c = 0; c < cout; c++) {
+                bias[c] = 0.5f;
+                for (int k = 0; k < 9; k++)
+                    w[c * 9 + k] = kernel[k] * (float)(c + 1);
+            }
+            void *plan;
+            check_ok(be->ops->conv_plan_create(be, &shape, &plan));
+            for (int relu = 0; relu < 2; relu++) {
+                poison(y, (size_t)cout * 9);
+                check_ok(be->ops->conv_fwd(be, plan, image, w, bias, y, relu));
+                for (int c = 0; c < cout; c++)
+                    for (int k = 0; k < 9; k++) {
+                        float want = expect[k] * (float)(c + 1) + 0.5f;
+                        if (relu && want < 0.0f)
+                            want = 0.0f;
+                        ck_assert_msg(y[c * 9 + k] == want, "%s cout %d relu %d: y[%d][%d] = %g, "
+                                      "want %g", family_names[f], cout, relu, c, k,
+                                      (double)y[c * 9 + k], (double)want);
+                    }
+            }
+            be->ops->conv_plan_free(be, plan);
+        }
+        dg_backend_destroy(be);
+    }
+}
+END_TEST
+
+/* ---- ReLU, pooling, dropout ---- */
+
+START_TEST(relu_bwd_exact)
+{
+    const size_t n = 86 * 6272 + 5;
+    struct dg_test_rng rng = {5};
+    float *y = dg_test_floats(n), *dy = dg_test_floats(n), *dy0 = dg_test_floats(n);
+    dg_test_fill(&rng, y, n, -1, 1);
+    for (size_t i = 0; i < n; i += 7)
+        y[i] = 0.0f;
+    dg_test_fill(&rng, dy0, n, -1, 1);
+    double *yd = dg_test_to_double(y, n), *ref = dg_test_to_double(dy0, n);
+    dg_ref_relu_bwd(n, yd, ref);
+    float *want = to_float(ref, n);
+    for (int f = 0; f < FAMILIES; f++) {
+        struct dg_backend *be = dg_test_cpu_backend(2, families[f]);
+        if (!be)
+            continue;
+        memcpy(dy, dy0, n * sizeof(float));
+        check_ok(be->ops->relu_bwd(be, n, y, dy));
+        ck_assert(dg_test_equal("relu bwd", dy, want, n));
+        dg_backend_destroy(be);
+    }
+    free(y), free(dy), free(dy0), free(yd), free(ref), free(want);
+}
+END_TEST
+
+static const struct dg_pool_shape pool_cases[] = {
+    {1, 1, 4, 4}, {3, 32, 28, 28}, {7, 64, 14, 14}, {86, 32, 28, 28}, {2, 3, 7, 9}, {1, 2, 1, 5},
+};
+
+START_TEST(maxpool_vs_reference)
+{
+    const struct dg_pool_shape *s = &pool_cases[_i];
+    size_t nx = (size_t)s->batch * s->channels * s->height * s->width;
+    size_t ny = (size_t)s->batch * s->channels * (s->height / 2) * (s->width / 2);
+    struct dg_test_rng rng = {300 + (uint64_t)_i};
+    float *x = dg_test_floats(nx), *dy = dg_test_floats(ny), *y = dg_test_floats(ny + 1);
+    float *dx = dg_test_floats(nx);
+    /* values from {0, 1, 2, 3}: most windows have ties */
+    for (size_t i = 0; i < nx; i++)
+        x[i] = (float)dg_test_below(&rng, 4);
+    dg_test_fill(&rng, dy, ny, -1, 1);
+    double *xd = dg_test_to_double(x, nx), *dyd = dg_test_to_double(dy, ny);
+    double *y_ref = dg_test_doubles(ny + 1), *dx_ref = dg_test_doubles(nx);
+    dg_ref_maxpool_fwd(s, xd, y_ref);
+    dg_ref_maxpool_bwd(s, xd, dyd, dx_ref);
+    float *y_want = to_float(y_ref, ny), *dx_want = to_float(dx_ref, nx);
+    for (int f = 0; f < FAMILIES; f++) {
+        struct dg_backend *be = dg_test_cpu_backend(2, families[f]);
+        if (!be)
+            continue;
+        poison(y, ny);
+        check_ok(be->ops->maxpool_fwd(be, s, x, y));
+        ck_assert(dg_test_equal("maxpool fwd", y, y_want, ny));
+        poison(dx, nx);
+        check_ok(be->ops->maxpool_bwd(be, s, x, y, dy, dx));
+        ck_assert(dg_test_equal("maxpool bwd (first maximum)", dx, dx_want, nx));
+        dg_backend_destroy(be);
+    }
+    free(x), free(dy), free(y), free(dx), free(xd), free(dyd), free(y_ref), free(dx_ref);
+    free(y_want), free(dx_want);
+}
+END_TEST
+
+/* Ties resolved by hand: window (a b / c d) routes to the first maximum in row-major order. */
+START_TEST(maxpool_ties_by_hand)
+{
+    const struct dg_pool_shape s = {1, 1, 2, 8};
+    const float x[16] = {1, 1, 0, 2, 5, 3, 0, 0, /* row 0 */
+                         1, 0, 2, 2, 5, 5, 0, 0 /* row 1 */};
+    const float dy[4] = {10, 20, 30, 40};
+    const float want[16] = {10, 0, 0, 20, 30, 0, 40, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    for (int f = 0; f < FAMILIES; f++) {
+        struct dg_backend *be = dg_test_cpu_backend(1, families[f]);
+        if (!be)
+            continue;
+        float y[4], dx[16];
+        check_ok(be->ops->maxpool_fwd(be, &s, x, y));
+        ck_assert(y[0] == 1 && y[1] == 2 && y[2] == 5 && y[3] == 0);
+        check_ok(be->ops->maxpool_bwd(be, &s, x, y, dy, dx));
+        ck_assert(dg_test_equal("maxpool ties", dx, want, 16));
+        dg_backend_destroy(be);
+    }
+}
+END_TEST
+
+START_TEST(dropout_masks)
+{
+    const size_t sizes[] = {1, 5, 1003, 86 * 6272 + 3};
+    const float rates[] = {0.25f, 0.5f};
+    struct dg_dropout_key key = {0x1234567890ull, 1, 3, 41};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
+        for (size_t ri = 0; ri < 2; ri++) {
+            size_t n = sizes[si];
+            float rate = rates[ri];
+            struct dg_test_rng rng = {n};
+            float *x = dg_test_floats(n), *y = dg_test_floats(n), *want = dg_test_floats(n);
+            dg_test_fill(&rng, x, n, -2, 2);
+            for (size_t i = 0; i < n; i++)
+                want[i] = x[i] * dg_dropout_scale(rate, key.seed, key.layer, key.epoch, key.step, i);
+            double *xd = dg_test_to_double(x, n), *ref = dg_test_doubles(n);
+            dg_ref_dropout(n, rate, &key, xd, ref);
+            for (int f = 0; f < FAMILIES; f++) {
+                struct dg_backend *be = dg_test_cpu_backend(2, families[f]);
+                if (!be)
+                    continue;
+                poison(y, n);
+                check_ok(be->ops->dropout_fwd(be, n, rate, &key, x, y));
+                ck_assert(dg_test_equal("dropout fwd = element math", y, want, n));
+                ck_assert(dg_test_close("dropout fwd", y, ref, n, DG_TEST_FWD_ATOL,
+                                        DG_TEST_FWD_RTOL));
+                poison(y, n);
+                check_ok(be->ops->dropout_bwd(be, n, rate, &key, x, y));
+                ck_assert(dg_test_equal("dropout bwd = element math", y, want, n));
+                /* in place */
+                memcpy(y, x, n * sizeof(float));
+                check_ok(be->ops->dropout_fwd(be, n, rate, &key, y, y));
+                ck_assert(dg_test_equal("dropout in place", y, want, n));
+                dg_backend_destroy(be);
+            }
+            free(x), free(y), free(want), free(xd), free(ref);
+        }
+}
+END_TEST
+
+/* ---- dense ---- */
+
+struct dense_case {
+    int batch, in, out, relu;
+};
+
+static const struct dense_case dense_cases[] = {
+    {1, 3136, 256, 1}, {3, 5, 7, 0},  {7, 256, 10, 0}, {86, 3136, 256, 1},
+    {86, 256, 10, 0},  {2, 1, 1, 1},  {13, 40, 33, 0},
+};
+
+START_TEST(dense_vs_reference)
+{
+    const struct dense_case *c = &dense_cases[_i];
+    size_t nx = (size_t)c->batch * c->in, ny = (size_t)c->batch * c->out;
+    size_t nw = (size_t)c->in * c->out;
+    struct dg_test_rng rng = {500 + (uint64_t)_i};
+    float *x = dg_test_floats(nx), *w = dg_test_floats(nw), *b = dg_test_floats(c->out);
+    float *dy = dg_test_floats(ny);
+    float scale = 1.0f / sqrtf((float)c->in);
+    dg_test_fill(&rng, x, nx, -1, 1);
+    dg_test_fill(&rng, w, nw, -scale, scale);
+    dg_test_fill(&rng, b, (size_t)c->out, -0.5f, 0.5f);
+    dg_test_fill(&rng, dy, ny, -1, 1);
+    double *xd = dg_test_to_double(x, nx), *wd = dg_test_to_double(w, nw);
+    double *bd = dg_test_to_double(b, (size_t)c->out), *dyd = dg_test_to_double(dy, ny);
+    double *y_ref = dg_test_doubles(ny), *dx_ref = dg_test_doubles(nx);
+    double *dw_ref = dg_test_doubles(nw), *db_ref = dg_test_doubles((size_t)c->out);
+    dg_ref_dense_fwd(c->batch, c->in, c->out, xd, wd, bd, y_ref, c->relu);
+    dg_ref_dense_bwd(c->batch, c->in, c->out, xd, wd, dyd, dx_ref, dw_ref, db_ref);
+    float *y = dg_test_floats(ny), *dx = dg_test_floats(nx), *dw = dg_test_floats(nw);
+    float *db = dg_test_floats((size_t)c->out);
+    for (int f = 0; f < FAMILIES; f++) {
+        struct dg_backend *be = dg_test_cpu_backend(3, families[f]);
+        if (!be)
+            continue;
+        printf("dense %d x %d -> %d relu %d, %s\n", c->batch, c->in, c->out, c->relu,
+               family_names[f]);
+        poison(y, ny);
+        check_ok(be->ops->dense_fwd(be, c->batch, c->in, c->out, x, w, b, y, c->relu));
+        ck_assert(dg_test_close("dense fwd", y, y_ref, ny, DG_TEST_FWD_ATOL, DG_TEST_FWD_RTOL));
+        poison(dx, nx);
+        poison(dw, nw);
+        poison(db, (size_t)c->out);
+        check_ok(be->ops->dense_bwd(be, c->batch, c->in, c->out, x, w, dy, dx, dw, db));
+        ck_assert(dg_test_close_max("dense dx", dx, dx_ref, nx, DG_TEST_BWD_RTOL));
+        ck_assert(dg_test_close_max("dense dw", dw, dw_ref, nw, DG_TEST_BWD_RTOL));
+        ck_assert(dg_test_close_max("dense db", db, db_ref, (size_t)c->out, DG_TEST_BWD_RTOL));
+        poison(dw, nw);
+        poison(db, (size_t)c->out);
+        check_ok(be->ops->dense_bwd(be, c->batch, c->in, c->out, x, w, dy, NULL, dw, db));
+        ck_assert(dg_test_close_max("dense dw (dx NULL)", dw, dw_ref, nw, DG_TEST_BWD_RTOL));
+        ck_assert(dg_test_close_max("dense db (dx NULL)", db, db_ref, (size_t)c->out,
+                                    DG_TEST_BWD_RTOL));
+        dg_backend_destroy(be);
+    }
+    free(x), free(w), free(b), free(dy), free(xd), free(wd), free(bd), free(dyd);
+    free(y_ref), free(dx_ref), free(dw_ref), free(db_ref), free(y), free(dx), free(dw), free(db);
+}
+END_TEST
+
+/* ---- softmax + cross-entropy, RMSprop ---- */
+
+static const int softmax_batches[] = {1, 3, 7, 86};
+
+START_TEST(softmax_xent_vs_reference)
+{
+    int batch = softmax_batches[_i];
+    size_t n = (size_t)batch * DG_CLASSES;
+    struct dg_test_rng rng = {700 + (uint64_t)_i};
+    float *logits = dg_test_floats(n), *probs = dg_test_floats(n), *grad = dg_test_floats(n);
+    uint8_t *labels = dg_test_bytes((size_t)batch);
+    dg_test_fill(&rng, logits, n, -6, 6);
+    for (int r = 0; r < batch; r++)
+        labels[r] = (uint8_t)dg_test_below(&rng, DG_CLASSES);
+    /* a row with a tie for the maximum: the first one is the prediction */
+    logits[3] = logits[7] = 50.0f;
+    labels[0] = 7;
+    double *ld = dg_test_to_double(logits, n), *p_ref = dg_test_doubles(n);
+    double *g_ref = dg_test_doubles(n), loss_ref = 0.0, correct_ref = 0.0;
+    dg_ref_softmax_xent(batch, ld, labels, p_ref, g_ref, &loss_ref, &correct_ref);
+    for (int f = 0; f < FAMILIES; f++) {
+        struct dg_backend *be = dg_test_cpu_backend(2, families[f]);
+        if (!be)
+            continue;
+        double stats[2] = {1.5, 2.0};
+        poison(probs, n);
+        poison(grad, n);
+        check_ok(be->ops->softmax_xent(be, batch, logits, labels, probs, grad, stats));
+        ck_assert(dg_test_close("softmax probs", probs, p_ref, n, DG_TEST_FWD_ATOL,
+                                DG_TEST_FWD_RTOL));
+        ck_assert(dg_test_close("xent dlogits", grad, g_ref, n, DG_TEST_FWD_ATOL,
+                                DG_TEST_FWD_RTOL));
+        ck_assert_double_le(fabs(stats[0] - 1.5 - loss_ref), DG_TEST_LOSS_RTOL * fabs(loss_ref));
+        ck_assert_double_eq(stats[1], 2.0 + correct_ref);
+        /* inference: probabilities only, the gradient and the stats left alone */
+        poison(probs, n);
+        poison(grad, n);
+        double before[2] = {stats[0], stats[1]};
+        check_ok(be->ops->softmax_xent(be, batch, logits, NULL, probs, grad, stats));
+        ck_assert(dg_test_close("softmax probs (no labels)", probs, p_ref, n, DG_TEST_FWD_ATOL,
+                                DG_TEST_FWD_RTOL));
+        ck_assert(isnan(grad[0]) && isnan(grad[n - 1]));
+        ck_assert(stats[0] == before[0] && stats[1] == before[1]);
+        /* labels without a gradient buffer */
+        check_ok(be->ops->softmax_xent(be, batch, logits, labels, probs, NULL, stats));
+        ck_assert_double_eq(stats[1], 2.0 + 2.0 * correct_ref);
+        dg_backend_destroy(be);
+    }
+    free(logits), free(probs), free(grad), free(labels), free(ld), free(p_ref), free(g_ref);
+}
+END_TEST
+
+START_TEST(rmsprop_vs_element_math)
+{
+    const size_t n = 100003;
+    const float lr = 0.001f, rho = 0.9f, eps = 1e-7f;
+    struct dg_test_rng rng = {9};
+    float *w0 = dg_test_floats(n), *g = dg_test_floats(n), *a0 = dg_test_floats(n);
+    dg_test_fill(&rng, w0, n, -1, 1);
+    dg_test_fill(&rng, g, n, -0.1f, 0.1f);
+    dg_test_fill(&rng, a0, n, 0, 0.01f);
+    for (size_t i = 0; i < n; i += 101)
+        g[i] = 0.0f;
+    float *w_want = dg_test_floats(n), *a_want = dg_test_floats(n);
+    memcpy(w_want, w0, n * sizeof(float));
+    memcpy(a_want, a0, n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        dg_rmsprop_element(&w_want[i], &a_want[i], g[i], lr, rho, eps);
+    double *w_ref = dg_test_to_double(w0, n), *a_ref = dg_test_to_double(a0, n);
+    double *gd = dg_test_to_double(g, n);
+    dg_ref_rmsprop(n, w_ref, gd, a_ref, lr, rho, eps);
+    float *w = dg_test_floats(n), *a = dg_test_floats(n);
+    for (int f = 0; f < FAMILIES; f++) {
+        struct dg_backend *be = dg_test_cpu_backend(3, families[f]);
+        if (!be)
+            continue;
+        memcpy(w, w0, n * sizeof(float));
+        memcpy(a, a0, n * sizeof(float));
+        check_ok(be->ops->rmsprop(be, n, w, g, a, lr, rho, eps));
+        ck_assert(dg_test_equal("rmsprop w = element math", w, w_want, n));
+        ck_assert(dg_test_equal("rmsprop acc = element math", a, a_want, n));
+        ck_assert(dg_test_close("rmsprop w", w, w_ref, n, DG_TEST_FWD_ATOL, DG_TEST_FWD_RTOL));
+        ck_assert(dg_test_close("rmsprop acc", a, a_ref, n, 1e-9, DG_TEST_FWD_RTOL));
+        dg_backend_destroy(be);
+    }
+    free(w0), free(g), free(a0), free(w_want), free(a_want), free(w_ref), free(a_ref), free(gd);
+    free(w), free(a);
+}
+END_TEST
+
+/* ---- data ---- */
+
+START_TEST(batch_assemble_vs_element_math)
+{
+    const int counts[] = {1, 3, 7, 86};
+    const size_t images = 50;
+    struct dg_test_rng rng = {11};
+    uint8_t *store = dg_test_bytes(images * DG_PIXELS), *store_labels = dg_test_bytes(images);
+    for (size_t i = 0; i < images * DG_PIXELS; i++)
+        store[i] = (uint8_t)dg_test_below(&rng, 256);
+    for (size_t i = 0; i < images; i++)
+        store_labels[i] = (uint8_t)dg_test_below(&rng, 10);
+    struct dg_dataset dataset = {0};
+    dataset.count = images;
+    dataset.images = store;
+    dataset.labels = store_labels;
+    struct dg_dataset unlabelled = dataset;
+    unlabelled.labels = NULL;
+    const struct dg_augment_key augment = {0xfeedull, 2, 5, 10.0f, 0.1f, 0.1f};
+    for (int f = 0; f < FAMILIES; f++) {
+        struct dg_backend *be = dg_test_cpu_backend(2, families[f]);
+        if (!be)
+            continue;
+        void *handle = NULL, *handle_unlabelled = NULL;
+        check_ok(be->ops->dataset_attach(be, &dataset, &handle));
+        check_ok(be->ops->dataset_attach(be, &unlabelled, &handle_unlabelled));
+        for (size_t ci = 0; ci < sizeof counts / sizeof counts[0]; ci++) {
+            int n = counts[ci];
+            uint32_t *rows = dg_test_bytes((size_t)n * sizeof(uint32_t));
+            for (int i = 0; i < n; i++)
+                rows[i] = dg_test_below(&rng, (uint32_t)images);
+            float *x = dg_test_floats((size_t)n * DG_PIXELS);
+            float *want = dg_test_floats((size_t)n * DG_PIXELS);
+            uint8_t *labels = dg_test_bytes((size_t)n), *want_labels = dg_test_bytes((size_t)n);
+            for (int aug = 0; aug < 2; aug++) {
+                const struct dg_augment_key *key = aug ? &augment : NULL;
+                dg_ref_batch_assemble(&dataset, rows, n, key, want, want_labels);
+                poison(x, (size_t)n * DG_PIXELS);
+                memset(labels, 0xee, (size_t)n);
+                check_ok(be->ops->batch_assemble(be, handle, rows, n, key, x, labels));
+                ck_assert(dg_test_equal(aug ? "augmented batch" : "plain batch", x, want,
+                                        (size_t)n * DG_PIXELS));
+                ck_assert_mem_eq(labels, want_labels, (size_t)n);
+                /* no labels in the dataset: the label buffer is left alone */
+                memset(labels, 0xee, (size_t)n);
+                check_ok(be->ops->batch_assemble(be, handle_unlabelled, rows, n, key, x, labels));
+                ck_assert(dg_test_equal("unlabelled batch", x, want, (size_t)n * DG_PIXELS));
+                for (int i = 0; i < n; i++)
+                    ck_assert_uint_eq(labels[i], 0xee);
+                check_ok(be->ops->batch_assemble(be, handle, rows, n, key, x, NULL));
+            }
+            /* the warp really moves pixels */
+            int moved = 0;
+            for (size_t i = 0; i < (size_t)n * DG_PIXELS; i++)
+                moved += want[i] != dg_pixel_to_float(store[(size_t)rows[i / DG_PIXELS] *
+                                                                 DG_PIXELS + i % DG_PIXELS]);
+            ck_assert_int_gt(moved, n * 100);
+            free(rows), free(x), free(want), free(labels), free(want_labels);
+        }
+        uint32_t bad_row = (uint32_t)images;
+        float x[DG_PIXELS];
+        ck_assert_int_ne(be->ops->batch_assemble(be, handle, &bad_row, 1, NULL, x, NULL), DG_OK);
+        be->ops->dataset_detach(be, handle);
+        be->ops->dataset_detach(be, handle_unlabelled);
+        dg_backend_destroy(be);
+    }
+    free(store), free(store_labels);
+}
+END_TEST
+
+/* ---- backend basics ---- */
+
+START_TEST(backend_identity_and_memory)
+{
+    struct dg_backend *be = NULL;
+    ck_assert_int_eq(dg_backend_cpu_create(0, &be), DG_OK);
+    ck_assert_str_eq(be->name, "cpu");
+    ck_assert_ptr_nonnull(strstr(be->description, "cpu: "));
+    ck_assert_ptr_nonnull(strstr(be->description, "OpenBLAS"));
+    printf("%s\n", be->description);
+    void *p = NULL;
+    check_ok(be->ops->alloc(be, 1000, &p));
+    for (int i = 0; i < 1000; i++)
+        ck_assert_uint_eq(((unsigned char *)p)[i], 0);
+    const char text[] = "digits";
+    char back[sizeof text];
+    check_ok(be->ops->upload(be, p, text, sizeof text));
+    check_ok(be->ops->download(be, back, p, sizeof text));
+    check_ok(be->ops->sync(be));
+    ck_assert_str_eq(back, text);
+    be->ops->free(be, p);
+    void *host = be->host_allocator.alloc(64, be->host_allocator.ctx);
+    ck_assert_ptr_nonnull(host);
+    be->host_allocator.free(host, be->host_allocator.ctx);
+    if (!dg_cpu_has_avx512())
+        ck_assert_int_eq(dg_backend_cpu_set_kernels(be, DG_CPU_KERNELS_AVX512), DG_ERR_DEVICE);
+    dg_backend_destroy(be);
+    dg_backend_destroy(NULL);
+}
+END_TEST
+
+/* ---- finite differences ---- */
+
+/* A scalar loss of a layer, L = sum(f(theta) * r); evaluated with the current parameters. */
+typedef double (*loss_fn)(void *ctx);
+
+/* Central differences on `samples` random elements of `param` (all when fewer) against the
+ * analytic `grad`: max |fd - grad| <= rtol * max |grad| (over the whole tensor). */
+static int fd_check_double(const char *what, loss_fn loss, void *ctx, double *param, size_t n,
+                           const double *grad, double h, double rtol, int samples,
+                           struct dg_test_rng *rng)
+{
+    double scale = 0.0, worst = -1.0;
+    for (size_t i = 0; i < n; i++)
+        scale = fabs(grad[i]) > scale ? fabs(grad[i]) : scale;
+    size_t worst_i = 0;
+    double worst_fd = 0.0;
+    for (int s = 0; s < samples && (size_t)s < n * 4; s++) {
+        size_t i = n <= (size_t)samples ? (size_t)s % n : dg_test_below(rng, (uint32_t)n);
+        double saved = param[i];
+        param[i] = saved + h;
+        double up = loss(ctx);
+        param[i] = saved - h;
+        double down = loss(ctx);
+        param[i] = saved;
+        double fd = (up - down) / (2.0 * h);
+        if (fabs(fd - grad[i]) > worst || isnan(fd)) {
+            worst = isnan(fd) ? INFINITY : fabs(fd - grad[i]);
+            worst_i = i;
+            worst_fd = fd;
+        }
+    }
+    int ok = worst <= rtol * scale;
+    printf("%s fd %s: worst [%zu] fd %.9g analytic %.9g, error %.3g of max %.6g (limit %g)\n",
+           ok ? "ok  " : "FAIL", what, worst_i, worst_fd, grad[worst_i],
+           scale > 0 ? worst / scale : worst, scale, rtol);
+    return ok && scale > 0.0;
+}
+
+static int fd_check_float(const char *what, loss_fn loss, void *ctx, float *param, size_t n,
+                          const float *grad, float h, double rtol, int samples,
+                          struct dg_test_rng *rng)
+{
+    double scale = 0.0, worst = -1.0;
+    for (size_t i = 0; i < n; i++)
+        scale = fabs(grad[i]) > scale ? fabs(grad[i]) : scale;
+    size_t worst_i = 0;
+    double worst_fd = 0.0;
+    for (int s = 0; s < samples && (size_t)s < n * 4; s++) {
+        size_t i = n <= (size_t)samples ? (size_t)s % n : dg_test_below(rng, (uint32_t)n);
+        float saved = param[i];
+        float up_value = saved + h, down_value = saved - h;
+        param[i] = up_value;
+        double up = loss(ctx);
+        param[i] = down_value;
+        double down = loss(ctx);
+        param[i] = saved;
+        double fd = (up - down) / ((double)up_value - (double)down_value);
+        if (fabs(fd - grad[i]) > worst || isnan(fd)) {
+            worst = isnan(fd) ? INFINITY : fabs(fd - grad[i]);
+            worst_i = i;
+            worst_fd = fd;
+        }
+    }
+    int ok = worst <= rtol * scale;
+    printf("%s fd %s: worst [%zu] fd %.9g analytic %.9g, error %.3g of max %.6g (limit %g)\n",
+           ok ? "ok  " : "FAIL", what, worst_i, worst_fd, (double)grad[worst_i],
+           scale > 0 ? worst / scale : worst, scale, rtol);
+    return ok && scale > 0.0;
+}
+
+#define FD_SAMPLES 40
+#define FD_DOUBLE_H 1e-5
+#define FD_DOUBLE_RTOL 1e-6
+#define FD_FLOAT_H 1e-2f
+#define FD_FLOAT_RTOL 1e-2
+
+static double dot_double(const double *a, const double *r, size_t n)
+{
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++)
+        sum += a[i] * r[i];
+    return sum;
+}
+
+static double dot_float(const float *a, const float *r, size_t n)
+{
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++)
+        sum += (double)a[i] * (double)r[i];
+    return sum;
+}
+
+/* -- the double reference -- */
+
+struct ref_conv_ctx {
+    struct dg_conv_shape s;
+    double *x, *w, *b, *r, *y;
+    int relu;
+};
+
+static double ref_conv_loss(void *opaque)
+{
+    struct ref_conv_ctx *c = opaque;
+    dg_ref_conv_fwd(&c->s, c->x, c->w, c->b, c->y, c->relu);
+    return dot_double(c->y, c->r, (size_t)c->s.batch * c->s.out_channels * c->s.height *
+                                      c->s.width);
+}
+
+START_TEST(fd_reference_conv)
+{
+    struct dg_test_rng rng = {21};
+    for (int relu = 0; relu < 2; relu++) {
+        struct ref_conv_ctx c = {{2, 3, 4, 5, 6, 3}, 0, 0, 0, 0, 0, relu};
+        size_t nx = 2 * 3 * 30, ny = 2 * 4 * 30, nw = 4 * 3 * 9;
+        c.x = dg_test_doubles(nx), c.w = dg_test_doubles(nw), c.b = dg_test_doubles(4);
+        c.r = dg_test_doubles(ny), c.y = dg_test_doubles(ny);
+        for (size_t i = 0; i < nx; i++)
+            c.x[i] = dg_test_uniform(&rng) * 2 - 1;
+        for (size_t i = 0; i < nw; i++)
+            c.w[i] = dg_test_uniform(&rng) - 0.5;
+        for (size_t i = 0; i < 4; i++)
+            c.b[i] = dg_test_uniform(&rng) - 0.5;
+        for (size_t i = 0; i < ny; i++)
+            c.r[i] = dg_test_uniform(&rng) * 2 - 1;
+        double *g = dg_test_doubles(ny), *dx = dg_test_doubles(nx), *dw = dg_test_doubles(nw);
+        double *db = dg_test_doubles(4);
+        ref_conv_loss(&c);
+        memcpy(g, c.r, ny * sizeof(double));
+        if (relu)
+            dg_ref_relu_bwd(ny, c.y, g);
+        dg_ref_conv_bwd_data(&c.s, g, c.w, dx);
+        dg_ref_conv_bwd_filter(&c.s, c.x, g, dw, db);
+        ck_assert(fd_check_double("ref conv x", ref_conv_loss, &c, c.x, nx, dx, FD_DOUBLE_H,
+                                  FD_DOUBLE_RTOL, FD_SAMPLES, &rng));
+        ck_assert(fd_check_double("ref conv w", ref_conv_loss, &c, c.w, nw, dw, FD_DOUBLE_H,
+                                  FD_DOUBLE_RTOL, FD_SAMPLES, &rng));
+        ck_assert(fd_check_double("ref conv b", ref_conv_loss, &c, c.b, 4, db, FD_DOUBLE_H,
+                                  FD_DOUBLE_RTOL, FD_SAMPLES, &rng));
+        free(c.x), free(c.w), free(c.b), free(c.r), free(c.y), free(g), free(dx), free(dw),
+            free(db);
+    }
+}
+END_TEST
+
+struct ref_dense_ctx {
+    int batch, in, out, relu;
+    double *x, *w, *b, *r, *y;
+};
+
+static double ref_dense_loss(void *opaque)
+{
+    struct ref_dense_ctx *c = opaque;
+    dg_ref_dense_fwd(c->batch, c->in, c->out, c->x, c->w, c->b, c->y, c->relu);
+    return dot_double(c->y, c->r, (size_t)c->batch * c->out);
+}
+
+START_TEST(fd_reference_dense)
+{
+    struct dg_test_rng rng = {22};
+    for (int relu = 0; relu < 2; relu++) {
+        struct ref_dense_ctx c = {3, 11, 7, relu, 0, 0, 0, 0, 0};
+        size_t nx = 33, ny = 21, nw = 77;
+        c.x = dg_test_doubles(nx), c.w = dg_test_doubles(nw), c.b = dg_test_doubles(7);
+        c.r = dg_test_doubles(ny), c.y = dg_test_doubles(ny);
+        for (size_t i = 0; i < nx; i++)
+            c.x[i] = dg_test_uniform(&rng) * 2 - 1;
+        for (size_t i = 0; i < nw; i++)
+            c.w[i] = dg_test_uniform(&rng) - 0.5;
+        for (size_t i = 0; i < 7; i++)
+            c.b[i] = dg_test_uniform(&rng) - 0.5;
+        for (size_t i = 0; i < ny; i++)
+            c.r[i] = dg_test_uniform(&rng) * 2 - 1;
+        double *g = dg_test_doubles(ny), *dx = dg_test_doubles(nx), *dw = dg_test_doubles(nw);
+        double *db = dg_test_doubles(7);
+        ref_dense_loss(&c);
+        memcpy(g, c.r, ny * sizeof(double));
+        if (relu)
+            dg_ref_relu_bwd(ny, c.y, g);
+        dg_ref_dense_bwd(c.batch, c.in, c.out, c.x, c.w, g, dx, dw, db);
+        ck_assert(fd_check_double("ref dense x", ref_dense_loss, &c, c.x, nx, dx, FD_DOUBLE_H,
+                                  FD_DOUBLE_RTOL, FD_SAMPLES, &rng));
+        ck_assert(fd_check_double("ref dense w", ref_dense_loss, &c, c.w, nw, dw, FD_DOUBLE_H,
+                                  FD_DOUBLE_RTOL, FD_SAMPLES, &rng));
+        ck_assert(fd_check_double("ref dense b", ref_dense_loss, &c, c.b, 7, db, FD_DOUBLE_H,
+                                  FD_DOUBLE_RTOL, FD_SAMPLES, &rng));
+        free(c.x), free(c.w), free(c.b), free(c.r), free(c.y), free(g), free(dx), free(dw),
+            free(db);
+    }
+}
+END_TEST
+
+struct ref_elementwise_ctx {
+    struct dg_pool_shape pool;
+    struct dg_dropout_key key;
+    float rate;
+    int batch;
+    uint8_t *labels;
+    double *x, *r, *y;
+    size_t n;
+};
+
+static double ref_pool_loss(void *opaque)
+{
+    struct ref_elementwise_ctx *c = opaque;
+    dg_ref_maxpool_fwd(&c->pool, c->x, c->y);
+    return dot_double(c->y, c->r, c->n / 4);
+}
+
+static double ref_dropout_loss(void *opaque)
+{
+    struct ref_elementwise_ctx *c = opaque;
+    dg_ref_dropout(c->n, c->rate, &c->key, c->x, c->y);
+    return dot_double(c->y, c->r, c->n);
+}
+
+static double ref_xent_loss(void *opaque)
+{
+    struct ref_elementwise_ctx *c = opaque;
+    double loss = 0.0, correct = 0.0;
+    dg_ref_softmax_xent(c->batch, c->x, c->labels, c->y, NULL, &loss, &correct);
+    return loss / c->batch;
+}
+
+/* Distinct values at least 0.05 apart (a shuffled ramp): no perturbation changes a maximum. */
+static void fill_separated(struct dg_test_rng *rng, double *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = 0.05 * (double)i - 0.025 * (double)n;
+    for (size_t i = n - 1; i > 0; i--) {
+        size_t j = dg_test_below(rng, (uint32_t)(i + 1));
+        double t = x[i];
+        x[i] = x[j];
+        x[j] = t;
+    }
+}
+
+START_TEST(fd_reference_pool_dropout_xent)
+{
+    struct dg_test_rng rng = {23};
+    struct ref_elementwise_ctx c = {{2, 3, 6, 4}, {5, 0, 1, 2}, 0.5f, 0, NULL, 0, 0, 0, 144};
+    c.x = dg_test_doubles(c.n), c.r = dg_test_doubles(c.n), c.y = dg_test_doubles(c.n);
+    double *dx = dg_test_doubles(c.n);
+    fill_separated(&rng, c.x, c.n);
+    for (size_t i = 0; i < c.n; i++)
+        c.r[i] = dg_test_uniform(&rng) * 2 - 1;
+    dg_ref_maxpool_bwd(&c.pool, c.x, c.r, dx);
+    ck_assert(fd_check_double("ref maxpool x", ref_pool_loss, &c, c.x, c.n, dx, FD_DOUBLE_H,
+                              FD_DOUBLE_RTOL, FD_SAMPLES, &rng));
+    dg_ref_dropout(c.n, c.rate, &c.key, c.r, dx);
+    ck_assert(fd_check_double("ref dropout x", ref_dropout_loss, &c, c.x, c.n, dx, FD_DOUBLE_H,
+                              FD_DOUBLE_RTOL, FD_SAMPLES, &rng));
+    c.batch = 5;
+    c.n = 50;
+    uint8_t labels[5] = {3, 0, 9, 9, 4};
+    c.labels = labels;
+    for (size_t i = 0; i < c.n; i++)
+        c.x[i] = dg_test_uniform(&rng) * 6 - 3;
+    double loss = 0.0, correct = 0.0;
+    dg_ref_softmax_xent(c.batch, c.x, labels, c.y, dx, &loss, &correct);
+    ck_assert(fd_check_double("ref softmax-xent logits", ref_xent_loss, &c, c.x, c.n, dx,
+                              FD_DOUBLE_H, FD_DOUBLE_RTOL, FD_SAMPLES, &rng));
+    free(c.x), free(c.r), free(c.y), free(dx);
+}
+END_TEST
+
+/* -- the float fast path, through the vtable -- */
+
+struct fast_ctx {
+    struct dg_backend *be;
+    void *plan;
+    struct dg_conv_shape conv;
+    struct dg_pool_shape pool;
+    struct dg_dropout_key key;
+    float rate;
+    int batch, in, out, relu;
+    uint8_t *labels;
+    float *x, *w, *b, *r, *y;
+    size_t ny;
+};
+
+static double fast_conv_loss(void *opaque)
+{
+    struct fast_ctx *c = opaque;
+    check_ok(c->be->ops->conv_fwd(c->be, c->plan, c->x, c->w, c->b, c->y, c->relu));
+    return dot_float(c->y, c->r, c->ny);
+}
+
+static double fast_dense_loss(void *opaque)
+{
+    struct fast_ctx *c = opaque;
+    check_ok(c->be->ops->dense_fwd(c->be, c->batch, c->in, c->out, c->x, c->w, c->b, c->y,
+                                   c->relu));
+    return dot_float(c->y, c->r, c->ny);
+}
+
+static double fast_pool_loss(void *opaque)
+{
+    struct fast_ctx *c = opaque;
+    check_ok(c->be->ops->maxpool_fwd(c->be, &c->pool, c->x, c->y));
+    return dot_float(c->y, c->r, c->ny);
+}
+
+static double fast_dropout_loss(void *opaque)
+{
+    struct fast_ctx *c = opaque;
+    check_ok(c->be->ops->dropout_fwd(c->be, c->ny, c->rate, &c->key, c->x, c->y));
+    return dot_float(c->y, c->r, c->ny);
+}
+
+static double fast_xent_loss(void *opaque)
+{
+    struct fast_ctx *c = opaque;
+    double stats[2] = {0, 0};
+    check_ok(c->be->ops->softmax_xent(c->be, c->batch, c->x, c->labels, c->y, NULL, stats));
+    return stats[0] / c->batch;
+}
+
+static const struct dg_conv_shape fd_conv_shapes[] = {
+    {2, 4, 16, 8, 9, 3}, {2, 3, 32, 6, 5, 5}, {1, 16, 3, 7, 7, 3},
+};
+
+START_TEST(fd_fast_conv)
+{
+    struct dg_test_rng rng = {31 + (uint64_t)_i};
+    struct fast_ctx c = {0};
+    c.conv = fd_conv_shapes[_i];
+    const struct dg_conv_shape *s = &c.conv;
+    size_t hw = (size_t)s->height * s->width, nx = (size_t)s->batch * s->in_channels * hw;
+    size_t nw = (size_t)s->out_channels * s->in_channels * s->kernel * s->kernel;
+    c.ny = (size_t)s->batch * s->out_channels * hw;
+    c.x = dg_test_floats(nx), c.w = dg_test_floats(nw), c.b = dg_test_floats(s->out_channels);
+    c.r = dg_test_floats(c.ny), c.y = dg_test_floats(c.ny);
+    float *dx = dg_test_floats(nx), *dw = dg_test_floats(nw), *db = dg_test_floats(s->out_channels);
+    dg_test_fill(&rng, c.x, nx, -1, 1);
+    dg_test_fill(&rng, c.w, nw, -0.5f, 0.5f);
+    dg_test_fill(&rng, c.b, (size_t)s->out_channels, -0.5f, 0.5f);
+    dg_test_fill(&rng, c.r, c.ny, -1, 1);
+    for (int f = 0; f < FAMILIES; f++) {
+        if (!(c.be = dg_test_cpu_backend(2, families[f])))
+            continue;
+        printf("fd conv %s\n", family_names[f]);
+        check_ok(c.be->ops->conv_plan_create(c.be, s, &c.plan));
+        check_ok(c.be->ops->conv_bwd_data(c.be, c.plan, c.r, c.w, dx));
+        check_ok(c.be->ops->conv_bwd_filter(c.be, c.plan, c.x, c.r, dw, db));
+        ck_assert(fd_check_float("conv x", fast_conv_loss, &c, c.x, nx, dx, FD_FLOAT_H,
+                                 FD_FLOAT_RTOL, FD_SAMPLES, &rng));
+        ck_assert(fd_check_float("conv w", fast_conv_loss, &c, c.w, nw, dw, FD_FLOAT_H,
+                                 FD_FLOAT_RTOL, FD_SAMPLES, &rng));
+        ck_assert(fd_check_float("conv b", fast_conv_loss, &c, c.b, (size_t)s->out_channels, db,
+                                 FD_FLOAT_H, FD_FLOAT_RTOL, FD_SAMPLES, &rng));
+        c.be->ops->conv_plan_free(c.be, c.plan);
+        dg_backend_destroy(c.be);
+    }
+    free(c.x), free(c.w), free(c.b), free(c.r), free(c.y), free(dx), free(dw), free(db);
+}
+END_TEST
+
+/* ReLU through the fused convolution epilogue: an identity 1x1 convolution of inputs at
+ * least 0.1 away from zero, so that no perturbation crosses the kink. */
+START_TEST(fd_fast_relu)
+{
+    struct dg_test_rng rng = {41};
+    struct fast_ctx c = {0};
+    c.conv = (struct dg_conv_shape){2, 16, 16, 5, 6, 1};
+    c.relu = 1;
+    size_t n = 2 * 16 * 30;
+    c.ny = n;
+    c.x = dg_test_floats(n), c.w = dg_test_floats(256), c.b = dg_test_floats(16);
+    c.r = dg_test_floats(n), c.y = dg_test_floats(n);
+    float *g = dg_test_floats(n), *dx = dg_test_floats(n);
+    for (size_t i = 0; i < n; i++) {
+        float magnitude = 0.1f + 0.9f * (float)dg_test_uniform(&rng);
+        c.x[i] = dg_test_uniform(&rng) < 0.5 ? -magnitude : magnitude;
+    }
+    for (int i = 0; i < 16; i++)
+        c.w[i * 16 + i] = 1.0f;
+    dg_test_fill(&rng, c.r, n, -1, 1);
+    for (int f = 0; f < FAMILIES; f++) {
+        if (!(c.be = dg_test_cpu_backend(2, families[f])))
+            continue;
+        check_ok(c.be->ops->conv_plan_create(c.be, &c.conv, &c.plan));
+        fast_conv_loss(&c);
+        memcpy(g, c.r, n * sizeof(float));
+        check_ok(c.be->ops->relu_bwd(c.be, n, c.y, g));
+        check_ok(c.be->ops->conv_bwd_data(c.be, c.plan, g, c.w, dx));
+        ck_assert(fd_check_float("relu x", fast_conv_loss, &c, c.x, n, dx, FD_FLOAT_H,
+                                 FD_FLOAT_RTOL, FD_SAMPLES, &rng));
+        c.be->ops->conv_plan_free(c.be, c.plan);
+        dg_backend_destroy(c.be);
+    }
+    free(c.x), free(c.w), free(c.b), free(c.r), free(c.y), free(g), free(dx);
+}
+END_TEST
+
+START_TEST(fd_fast_dense)
+{
+    struct dg_test_rng rng = {51};
+    struct fast_ctx c = {0};
+    c.batch = 3, c.in = 37, c.out = 13;
+    size_t nx = 3 * 37, nw = 37 * 13;
+    c.ny = 3 * 13;
+    c.x = dg_test_floats(nx), c.w = dg_test_floats(nw), c.b = dg_test_floats(13);
+    c.r = dg_test_floats(c.ny), c.y = dg_test_floats(c.ny);
+    float *dx = dg_test_floats(nx), *dw = dg_test_floats(nw), *db = dg_test_floats(13);
+    dg_test_fill(&rng, c.x, nx, -1, 1);
+    dg_test_fill(&rng, c.w, nw, -0.3f, 0.3f);
+    dg_test_fill(&rng, c.b, 13, -0.5f, 0.5f);
+    dg_test_fill(&rng, c.r, c.ny, -1, 1);
+    for (int f = 0; f < FAMILIES; f++) {
+        if (!(c.be = dg_test_cpu_backend(2, families[f])))
+            continue;
+        check_ok(c.be->ops->dense_bwd(c.be, c.batch, c.in, c.out, c.x, c.w, c.r, dx, dw, db));
+        ck_assert(fd_check_float("dense x", fast_dense_loss, &c, c.x, nx, dx, FD_FLOAT_H,
+                                 FD_FLOAT_RTOL, FD_SAMPLES, &rng));
+        ck_assert(fd_check_float("dense w", fast_dense_loss, &c, c.w, nw, dw, FD_FLOAT_H,
+                                 FD_FLOAT_RTOL, FD_SAMPLES, &rng));
+        ck_assert(fd_check_float("dense b", fast_dense_loss, &c, c.b, 13, db, FD_FLOAT_H,
+                                 FD_FLOAT_RTOL, FD_SAMPLES, &rng));
+        dg_backend_destroy(c.be);
+    }
+    free(c.x), free(c.w), free(c.b), free(c.r), free(c.y), free(dx), free(dw), free(db);
+}
+END_TEST
+
+START_TEST(fd_fast_pool_dropout_xent)
+{
+    struct dg_test_rng rng = {61};
+    struct fast_ctx c = {0};
+    c.pool = (struct dg_pool_shape){2, 3, 6, 8};
+    size_t n = 2 * 3 * 6 * 8;
+    c.x = dg_test_floats(n), c.r = dg_test_floats(n), c.y = dg_test_floats(n);
+    float *dx = dg_test_floats(n);
+    double *separated = dg_test_doubles(n);
+    fill_separated(&rng, separated, n);
+    for (size_t i = 0; i < n; i++)
+        c.x[i] = (float)separated[i];
+    dg_test_fill(&rng, c.r, n, -1, 1);
+    uint8_t labels[5] = {1, 8, 2, 2, 0};
+    for (int f = 0; f < FAMILIES; f++) {
+        if (!(c.be = dg_test_cpu_backend(2, families[f])))
+            continue;
+        c.ny = n / 4;
+        check_ok(c.be->ops->maxpool_fwd(c.be, &c.pool, c.x, c.y));
+        check_ok(c.be->ops->maxpool_bwd(c.be, &c.pool, c.x, c.y, c.r, dx));
+        ck_assert(fd_check_float("maxpool x", fast_pool_loss, &c, c.x, n, dx, FD_FLOAT_H,
+                                 FD_FLOAT_RTOL, FD_SAMPLES, &rng));
+        c.ny = n;
+        c.rate = 0.25f;
+        c.key = (struct dg_dropout_key){8, 2, 0, 3};
+        check_ok(c.be->ops->dropout_bwd(c.be, n, c.rate, &c.key, c.r, dx));
+        ck_assert(fd_check_float("dropout x", fast_dropout_loss, &c, c.x, n, dx, FD_FLOAT_H,
+                                 FD_FLOAT_RTOL, FD_SAMPLES, &rng));
+        c.batch = 5;
+        c.labels = labels;
+        float logits[50], grad[50], probs[50];
+        dg_test_fill(&rng, logits, 50, -3, 3);
+        float *saved_x = c.x;
+        c.x = logits;
+        check_ok(c.be->ops->softmax_xent(c.be, 5, logits, labels, probs, grad, NULL));
+        ck_assert(fd_check_float("softmax-xent logits", fast_xent_loss, &c, logits, 50, grad,
+                                 FD_FLOAT_H, FD_FLOAT_RTOL, FD_SAMPLES, &rng));
+        c.x = saved_x;
+        dg_backend_destroy(c.be);
+    }
+    free(c.x), free(c.r), free(c.y), free(dx), free(separated);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *suite = suite_create("ops");
+    TCase *conv = tcase_create("conv");
+    tcase_set_timeout(conv, 300);
+    tcase_add_loop_test(conv, conv_vs_reference, 0,
+                        (int)(sizeof conv_cases / sizeof conv_cases[0]));
+    tcase_add_test(conv, conv_thread_count_invariant);
+    tcase_add_test(conv, conv_by_hand);
+    suite_add_tcase(suite, conv);
+    TCase *elementwise = tcase_create("elementwise");
+    tcase_set_timeout(elementwise, 120);
+    tcase_add_test(elementwise, relu_bwd_exact);
+    tcase_add_loop_test(elementwise, maxpool_vs_reference, 0,
+                        (int)(sizeof pool_cases / sizeof pool_cases[0]));
+    tcase_add_test(elementwise, maxpool_ties_by_hand);
+    tcase_add_test(elementwise, dropout_masks);
+    tcase_add_loop_test(elementwise, dense_vs_reference, 0,
+                        (int)(sizeof dense_cases / sizeof dense_cases[0]));
+    tcase_add_loop_test(elementwise, softmax_xent_vs_reference, 0,
+                        (int)(sizeof softmax_batches / sizeof softmax_batches[0]));
+    tcase_add_test(elementwise, rmsprop_vs_element_math);
+    tcase_add_test(elementwise, batch_assemble_vs_element_math);
+    tcase_add_test(elementwise, backend_identity_and_memory);
+    suite_add_tcase(suite, elementwise);
+    TCase *fd = tcase_create("finite differences");
+    tcase_set_timeout(fd, 120);
+    tcase_add_test(fd, fd_reference_conv);
+    tcase_add_test(fd, fd_reference_dense);
+    tcase_add_test(fd, fd_reference_pool_dropout_xent);
+    tcase_add_loop_test(fd, fd_fast_conv, 0,
+                        (int)(sizeof fd_conv_shapes / sizeof fd_conv_shapes[0]));
+    tcase_add_test(fd, fd_fast_relu);
+    tcase_add_test(fd, fd_fast_dense);
+    tcase_add_test(fd, fd_fast_pool_dropout_xent);
+    suite_add_tcase(suite, fd);
+    SRunner *runner = srunner_create(suite);
+    srunner_run_all(runner, CK_NORMAL);
+    int failed = srunner_ntests_failed(runner);
+    srunner_free(runner);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
