@@ -1,6 +1,7 @@
 /* Every op of the CPU backend, called through the vtable, against the naive double-precision
- * reference (tests/support/ref_ops.c), for both kernel families (generic im2col + sgemm and
- * AVX-512 direct, the latter where the machine has it), odd batch sizes included; plus
+ * reference (tests/support/ref_ops.c), for every kernel family (generic im2col + sgemm,
+ * AVX-512 direct, AVX-512 Winograd; the last two where the machine has AVX-512), odd batch
+ * sizes included; plus
  * finite-difference gradient checks of the reference (double) and of the fast path (float).
  * Tensors NCHW, row-major.
  *
@@ -20,10 +21,10 @@
 #include "rmsprop.cuh"
 #include "test_util.h"
 
-#define FAMILIES 2
-static const enum dg_cpu_kernels families[FAMILIES] = {DG_CPU_KERNELS_GENERIC,
-                                                       DG_CPU_KERNELS_AVX512};
-static const char *const family_names[FAMILIES] = {"generic", "avx512"};
+#define FAMILIES 3
+static const enum dg_cpu_kernels families[FAMILIES] = {
+    DG_CPU_KERNELS_GENERIC, DG_CPU_KERNELS_AVX512, DG_CPU_KERNELS_WINOGRAD};
+static const char *const family_names[FAMILIES] = {"generic", "avx512", "winograd"};
 
 /* Fill with NaN so that an op that leaves an output element unwritten fails its comparison. */
 static void poison(float *x, size_t n)

@@ -482,7 +482,9 @@ static void describe(struct dg_backend *be)
     const char *config = openblas_get_config();
     snprintf(be->description, sizeof be->description, "cpu: %d thread%s, %s kernels, %s",
              cpu->threads, cpu->threads == 1 ? "" : "s",
-             dg_cpu_use_avx512(cpu) ? "AVX-512 direct-convolution" : "im2col + sgemm",
+             dg_cpu_use_winograd(cpu)  ? "AVX-512 Winograd + direct convolution"
+             : dg_cpu_use_avx512(cpu) ? "AVX-512 direct convolution"
+                                      : "im2col + sgemm",
              config ? config : "OpenBLAS");
 }
 
@@ -526,7 +528,8 @@ enum dg_status dg_backend_cpu_set_kernels(struct dg_backend *be, enum dg_cpu_ker
     if (!be || be->ops != &cpu_ops)
         return dg_error(DG_ERR_RUNTIME, "not a cpu backend");
     struct dg_cpu *cpu = be->impl;
-    if (kernels == DG_CPU_KERNELS_AVX512 && !cpu->avx512_available)
+    if ((kernels == DG_CPU_KERNELS_AVX512 || kernels == DG_CPU_KERNELS_WINOGRAD) &&
+        !cpu->avx512_available)
         return dg_error(DG_ERR_DEVICE, "cpu backend: this machine has no AVX-512F");
     cpu->kernels = kernels;
     describe(be);

@@ -1,12 +1,19 @@
 /* "Same" convolution (stride 1, odd kernel) on the CPU, NCHW float32 at the interface.
- * Two kernel families behind one plan:
- *   generic  per image im2col (cin*k*k, h*w) + OpenBLAS sgemm, images split across threads;
- *   avx512   the batch is first copied into padded NHWC (batch, h+k-1, w+k-1, c); a direct
- *            register-blocked kernel then computes 14 pixels x 32 channels at a time
- *            (conv_avx512.c). Backward data is the same kernel on the padded gradient with
- *            the weights transposed and flipped; the weight gradient is tiled over
- *            (ky, kx*cin + ci) x cout, its tiles split across threads, every tile summing the
- *            images in order (the result does not depend on the thread count).
+ * Three kernel families behind one plan:
+ *   generic   per image im2col (cin*k*k, h*w) + OpenBLAS sgemm, images split across threads;
+ *   avx512    the batch is first copied into padded NHWC (batch, hp, wp, c); a direct
+ *             register-blocked kernel then computes 14 pixels x 32 channels at a time
+ *             (conv_avx512.c). Backward data is the same kernel on the padded gradient with
+ *             the weights transposed and flipped; the weight gradient is tiled over
+ *             (ky, kx*cin + ci) x cout, its tiles split across threads, every tile summing the
+ *             images in order (the result does not depend on the thread count);
+ *   winograd  for 3x3 and 5x5 kernels, alpha = 6 (points 0, 1, -1, 2, -2, inf): F(4x4, 3x3)
+ *             and F(2x2, 5x5) for forward and backward data, F(3x3, 4x4) and F(5x5, 2x2) for
+ *             the weight gradient. Tiles of the batch are processed 14 (28) at a time: input
+ *             transform (36, tiles, c), one small GEMM per transformed position with the
+ *             register-blocked kernel, output transform. Weight transforms and the final
+ *             weight-gradient transform are done in double. The weight gradient sums per
+ *             thread, then across threads in thread order.
  * Buffers are sized once per plan (per family, on first use) and reused across calls. */
 #include "cpu/cpu_internal.h"
 
@@ -16,12 +23,16 @@
 
 #define DG_TILE_PIXELS 14
 #define DG_TILE_ROWS 14
+#define DG_WINO_XI 36          /* alpha * alpha */
+#define DG_WINO_FILTER_CHUNK 28 /* tiles per weight-gradient chunk */
 
 struct conv_plan {
     struct dg_conv_shape s;
     int pad;
-    int hp, wp; /* padded height, width */
+    int hp, wp; /* padded height, width: (tile rows) * m + k - 1 with Winograd tiles */
     int threads;
+    int wm;     /* Winograd tile side m (k = 3: 4, k = 5: 2), 0 for other kernels */
+    int th, tw; /* Winograd tiles per column, per row */
     /* generic */
     float *col;     /* per thread (cin*k*k, h*w) */
     float *dw_part; /* per thread (cout, cin*k*k) */
@@ -31,6 +42,13 @@ struct conv_plan {
     float *wpack;   /* (k, k, cin, cout) forward or (k, k, cout, cin) backward data */
     float *tiles;   /* per thread: forward output tiles (14, 32); filter accumulators */
     size_t tiles_per_thread; /* floats */
+    /* winograd */
+    float *u;       /* (36, cin, cout) forward or (36, cout, cin) backward data */
+    float *wv;      /* per thread (36, tiles, max channels): transformed inputs */
+    float *wz;      /* per thread (36, tiles, max channels): products or gradient tiles */
+    float *ws;      /* per thread (36, cout / 32, cin, 32): weight-gradient sums */
+    float *wout;    /* per thread (m, m, 16): one output tile */
+    size_t wv_floats, ws_floats;
 };
 
 static size_t conv_kdim(const struct dg_conv_shape *s)
@@ -115,6 +133,40 @@ static int avx512_fits(int couts)
     return couts % 16 == 0;
 }
 
+/* Winograd applies to 3x3 and 5x5 kernels with vector-wide input and 32-wide output channels. */
+static int winograd_fits(const struct conv_plan *p, int in_channels, int out_channels)
+{
+    return p->wm > 0 && in_channels % 16 == 0 && out_channels % 32 == 0;
+}
+
+static enum dg_status ensure_winograd(struct conv_plan *p)
+{
+    enum dg_status status = ensure_avx512(p);
+    if (status != DG_OK || p->u)
+        return status;
+    const struct dg_conv_shape *s = &p->s;
+    size_t channels = (size_t)(s->in_channels > s->out_channels ? s->in_channels
+                                                                : s->out_channels);
+    size_t t = (size_t)p->threads;
+    p->wv_floats = (size_t)DG_WINO_XI * DG_WINO_FILTER_CHUNK * channels;
+    p->ws_floats = (size_t)DG_WINO_XI * s->in_channels * s->out_channels;
+    p->u = alloc_floats(p->ws_floats);
+    p->wv = alloc_floats(p->wv_floats * t);
+    p->wz = alloc_floats(p->wv_floats * t);
+    p->ws = alloc_floats(p->ws_floats * t);
+    p->wout = alloc_floats((size_t)16 * 16 * t);
+    if (!p->u || !p->wv || !p->wz || !p->ws || !p->wout) {
+        free(p->u);
+        free(p->wv);
+        free(p->wz);
+        free(p->ws);
+        free(p->wout);
+        p->u = p->wv = p->wz = p->ws = p->wout = NULL;
+        return dg_error(DG_ERR_NOMEM, "cpu conv: out of memory for the Winograd workspace");
+    }
+    return DG_OK;
+}
+
 enum dg_status dg_cpu_conv_plan_create(struct dg_backend *be, const struct dg_conv_shape *shape,
                                        void **plan)
 {
@@ -131,10 +183,20 @@ enum dg_status dg_cpu_conv_plan_create(struct dg_backend *be, const struct dg_co
         return dg_error(DG_ERR_NOMEM, "cpu conv: out of memory for a plan");
     p->s = *shape;
     p->pad = shape->kernel / 2;
-    p->hp = shape->height + 2 * p->pad;
-    p->wp = shape->width + 2 * p->pad;
     p->threads = cpu->threads;
-    enum dg_status status = dg_cpu_use_avx512(cpu) ? ensure_avx512(p) : ensure_generic(p);
+    p->wm = shape->kernel == 3 ? 4 : shape->kernel == 5 ? 2 : 0;
+    if (p->wm) {
+        p->th = (shape->height + p->wm - 1) / p->wm;
+        p->tw = (shape->width + p->wm - 1) / p->wm;
+        p->hp = p->th * p->wm + shape->kernel - 1;
+        p->wp = p->tw * p->wm + shape->kernel - 1;
+    } else {
+        p->hp = shape->height + 2 * p->pad;
+        p->wp = shape->width + 2 * p->pad;
+    }
+    enum dg_status status = dg_cpu_use_winograd(cpu) ? ensure_winograd(p)
+                            : dg_cpu_use_avx512(cpu) ? ensure_avx512(p)
+                                                     : ensure_generic(p);
     if (status != DG_OK) {
         free(p);
         return status;
@@ -155,6 +217,11 @@ void dg_cpu_conv_plan_free(struct dg_backend *be, void *plan)
     free(p->gpad);
     free(p->wpack);
     free(p->tiles);
+    free(p->u);
+    free(p->wv);
+    free(p->wz);
+    free(p->ws);
+    free(p->wout);
     free(p);
 }
 
@@ -334,20 +401,27 @@ static void generic_reduce_task(void *ctx, int thread, int threads)
 
 /* ---- avx512 family ---- */
 
-/* dst (hp, wp, c) padded NHWC <- src (c, h, w), borders zero. */
-static void pack_padded(const float *src, int c, int h, int w, int pad, float *dst)
+/* dst (hp, wp, c) NHWC <- src (c, h, w) placed at row `pad`, column `pad`; the rest zero.
+ * Packing only happens on the AVX-512 paths; channels that are a multiple of 16 go through
+ * the vector transpose. */
+static void pack_padded(const float *src, int c, int h, int w, int pad, int hp, int wp,
+                        float *dst)
 {
-    int wp = w + 2 * pad;
     size_t row = (size_t)wp * c;
+    size_t plane = (size_t)h * w;
     memset(dst, 0, sizeof(float) * row * pad);
-    memset(dst + row * (size_t)(pad + h), 0, sizeof(float) * row * pad);
+    memset(dst + row * (size_t)(pad + h), 0, sizeof(float) * row * (size_t)(hp - pad - h));
     for (int y = 0; y < h; y++) {
         float *out = dst + row * (size_t)(y + pad);
         memset(out, 0, sizeof(float) * (size_t)pad * c);
-        memset(out + (size_t)(pad + w) * c, 0, sizeof(float) * (size_t)pad * c);
+        memset(out + (size_t)(pad + w) * c, 0, sizeof(float) * (size_t)(wp - pad - w) * c);
         out += (size_t)pad * c;
+        if (c % 16 == 0) {
+            dg_cpu_avx512_to_nhwc(src + (size_t)y * w, plane, c, w, out);
+            continue;
+        }
         for (int ch = 0; ch < c; ch++) {
-            const float *in = src + ((size_t)ch * h + y) * w;
+            const float *in = src + ch * plane + (size_t)y * w;
             for (int x = 0; x < w; x++)
                 out[(size_t)x * c + ch] = in[x];
         }
@@ -357,15 +431,15 @@ static void pack_padded(const float *src, int c, int h, int w, int pad, float *d
 /* dst (h, w, c) NHWC <- src (c, h, w). */
 static void pack_nhwc(const float *src, int c, int h, int w, float *dst)
 {
-    size_t hw = (size_t)h * w;
-    for (int ch = 0; ch < c; ch++) {
-        const float *in = src + (size_t)ch * hw;
-        for (size_t i = 0; i < hw; i++)
-            dst[i * c + ch] = in[i];
-    }
+    pack_padded(src, c, h, w, 0, h, w, dst);
 }
 
-enum pack_what { PACK_X, PACK_DY_PADDED, PACK_X_AND_DY };
+enum pack_what {
+    PACK_X,          /* xpad <- x */
+    PACK_DY_PADDED,  /* gpad <- dy padded like an input */
+    PACK_X_AND_DY,   /* xpad <- x, gpad <- dy (batch, h, w, cout) */
+    PACK_X_AND_TILED /* xpad <- x, gpad <- dy (batch, th*m, tw*m, cout), zero beyond h, w */
+};
 
 struct pack_job {
     struct conv_plan *p;
@@ -379,18 +453,22 @@ static void pack_task(void *ctx, int thread, int threads)
     const struct conv_plan *p = job->p;
     const struct dg_conv_shape *s = &p->s;
     size_t hw = (size_t)s->height * s->width, padded = (size_t)p->hp * p->wp;
+    size_t tiled = (size_t)p->th * p->wm * p->tw * p->wm;
     size_t n0, n1;
     dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
     for (size_t n = n0; n < n1; n++) {
-        if (job->what == PACK_X || job->what == PACK_X_AND_DY)
+        if (job->what != PACK_DY_PADDED)
             pack_padded(job->x + n * s->in_channels * hw, s->in_channels, s->height, s->width,
-                        p->pad, p->xpad + n * padded * s->in_channels);
+                        p->pad, p->hp, p->wp, p->xpad + n * padded * s->in_channels);
         if (job->what == PACK_DY_PADDED)
             pack_padded(job->dy + n * s->out_channels * hw, s->out_channels, s->height, s->width,
-                        p->pad, p->gpad + n * padded * s->out_channels);
+                        p->pad, p->hp, p->wp, p->gpad + n * padded * s->out_channels);
         if (job->what == PACK_X_AND_DY)
             pack_nhwc(job->dy + n * s->out_channels * hw, s->out_channels, s->height, s->width,
                       p->gpad + n * hw * s->out_channels);
+        if (job->what == PACK_X_AND_TILED)
+            pack_padded(job->dy + n * s->out_channels * hw, s->out_channels, s->height, s->width,
+                        0, p->th * p->wm, p->tw * p->wm, p->gpad + n * tiled * s->out_channels);
     }
 }
 
@@ -488,6 +566,231 @@ static void filter_task(void *ctx, int thread, int threads)
     }
 }
 
+/* ---- winograd family ---- */
+
+/* E_n[j][k]: row j of the evaluation of a degree < n polynomial at the points 0, 1, -1, 2, -2
+ * (coefficient k times p_j^k) and at infinity (its last coefficient). */
+static double wino_eval(int j, int k, int n)
+{
+    static const double points[5] = {0.0, 1.0, -1.0, 2.0, -2.0};
+    if (j == 5)
+        return k == n - 1 ? 1.0 : 0.0;
+    double v = 1.0;
+    for (int i = 0; i < k; i++)
+        v *= points[j];
+    return v;
+}
+
+/* Row scales of G = diag(scale) E_k that keep B^T integral (1 / prod of point differences). */
+static const double wino_scale[6] = {1.0 / 4, 1.0 / 6, 1.0 / 6, 1.0 / 24, 1.0 / 24, 1.0};
+
+struct wino_weights_job {
+    const struct conv_plan *p;
+    const float *w;
+    int flip; /* backward data: U[xi][co][ci] of the flipped kernel */
+};
+
+/* U[xi][row][col] = (G g G^T)[xi] in double, g the kernel of (row, col): forward rows are
+ * input channels, columns output channels; backward data the other way round, flipped. */
+static void wino_weights_task(void *ctx, int thread, int threads)
+{
+    const struct wino_weights_job *job = ctx;
+    const struct conv_plan *p = job->p;
+    const struct dg_conv_shape *s = &p->s;
+    int k = s->kernel, cin = s->in_channels, cout = s->out_channels;
+    int rows = job->flip ? cout : cin, cols = job->flip ? cin : cout;
+    double g[6][5];
+    for (int i = 0; i < 6; i++)
+        for (int a = 0; a < k; a++)
+            g[i][a] = wino_scale[i] * wino_eval(i, a, k);
+    size_t r0, r1;
+    dg_cpu_split((size_t)rows, 1, thread, threads, &r0, &r1);
+    for (size_t row = r0; row < r1; row++)
+        for (int col = 0; col < cols; col++) {
+            int co = job->flip ? (int)row : col, ci = job->flip ? col : (int)row;
+            const float *kernel = job->w + ((size_t)co * cin + ci) * k * k;
+            double t[6][5]; /* G kernel */
+            for (int i = 0; i < 6; i++)
+                for (int b = 0; b < k; b++) {
+                    double sum = 0.0;
+                    for (int a = 0; a < k; a++) {
+                        int ka = job->flip ? k - 1 - a : a, kb = job->flip ? k - 1 - b : b;
+                        sum += g[i][a] * kernel[ka * k + kb];
+                    }
+                    t[i][b] = sum;
+                }
+            for (int i = 0; i < 6; i++)
+                for (int j = 0; j < 6; j++) {
+                    double sum = 0.0;
+                    for (int b = 0; b < k; b++)
+                        sum += t[i][b] * g[j][b];
+                    p->u[((size_t)(i * 6 + j) * rows + row) * cols + col] = (float)sum;
+                }
+        }
+}
+
+static void wino_weights(struct dg_cpu *cpu, const struct conv_plan *p, const float *w, int flip)
+{
+    struct wino_weights_job job = {p, w, flip};
+    dg_cpu_pool_run(cpu->pool, wino_weights_task, &job);
+}
+
+/* Tile q of the batch: image, tile row, tile column. */
+static void wino_tile(const struct conv_plan *p, size_t q, size_t *n, int *tr, int *tc)
+{
+    size_t per_image = (size_t)p->th * p->tw;
+    *n = q / per_image;
+    *tr = (int)(q % per_image / (size_t)p->tw);
+    *tc = (int)(q % (size_t)p->tw);
+}
+
+/* Forward (or backward data) over tiles: in = padded NHWC (batch, hp, wp, cin), U from
+ * wino_weights, out NCHW (batch, cout, h, w). Uses direct_job's fields. */
+static void wino_conv_task(void *ctx, int thread, int threads)
+{
+    const struct direct_job *job = ctx;
+    const struct conv_plan *p = job->p;
+    const struct dg_conv_shape *s = &p->s;
+    int m = p->wm, cin = job->cin, cout = job->cout, h = s->height, w = s->width;
+    size_t row_stride = (size_t)p->wp * cin, image_stride = (size_t)p->hp * row_stride;
+    size_t hw = (size_t)h * w;
+    size_t xi_v = (size_t)DG_TILE_PIXELS * cin, xi_m = (size_t)DG_TILE_PIXELS * cout;
+    float *v = p->wv + p->wv_floats * (size_t)thread;
+    float *prod = p->wz + p->wv_floats * (size_t)thread;
+    float *tile = p->wout + (size_t)256 * thread;
+    size_t total = (size_t)s->batch * p->th * p->tw;
+    size_t c0, c1;
+    dg_cpu_split((total + DG_TILE_PIXELS - 1) / DG_TILE_PIXELS, 1, thread, threads, &c0, &c1);
+    for (size_t chunk = c0; chunk < c1; chunk++) {
+        size_t q0 = chunk * DG_TILE_PIXELS;
+        int count = total - q0 < DG_TILE_PIXELS ? (int)(total - q0) : DG_TILE_PIXELS;
+        for (int t = 0; t < count; t++) {
+            size_t n;
+            int tr, tc;
+            wino_tile(p, q0 + (size_t)t, &n, &tr, &tc);
+            dg_cpu_avx512_wino_input(job->in + n * image_stride + (size_t)tr * m * row_stride +
+                                         (size_t)tc * m * cin,
+                                     row_stride, cin, v + (size_t)t * cin, xi_v);
+        }
+        for (int xi = 0; xi < DG_WINO_XI; xi++)
+            for (int co = 0; co < cout; co += 32)
+                dg_cpu_avx512_conv_row(v + xi * xi_v, 0, cin, 1,
+                                       job->wpack + (size_t)xi * cin * cout + co, cout, 32, count,
+                                       NULL, 0, prod + xi * xi_m + (size_t)co * DG_TILE_PIXELS);
+        for (int t = 0; t < count; t++) {
+            size_t n;
+            int tr, tc;
+            wino_tile(p, q0 + (size_t)t, &n, &tr, &tc);
+            int rows = h - tr * m < m ? h - tr * m : m, cols = w - tc * m < m ? w - tc * m : m;
+            for (int co = 0; co < cout; co += 16) {
+                int block = co / 32, half = co % 32;
+                dg_cpu_avx512_wino_output(
+                    m, prod + (size_t)block * 32 * DG_TILE_PIXELS + (size_t)t * 32 + half, xi_m,
+                    job->bias ? job->bias + co : NULL, job->relu, tile);
+                float *dst = job->out + (n * cout + co) * hw + (size_t)tr * m * w + (size_t)tc * m;
+                for (int c = 0; c < 16; c++)
+                    for (int i = 0; i < rows; i++)
+                        for (int j = 0; j < cols; j++)
+                            dst[(size_t)c * hw + (size_t)i * w + j] = tile[(i * m + j) * 16 + c];
+            }
+        }
+    }
+}
+
+/* Split of `total` rows into blocks of at most DG_TILE_ROWS, as even as possible. */
+static void row_block(int total, int block, int *first, int *rows)
+{
+    int blocks = (total + DG_TILE_ROWS - 1) / DG_TILE_ROWS;
+    *first = total * block / blocks;
+    *rows = total * (block + 1) / blocks - *first;
+}
+
+/* Per-thread sums S[xi][co/32][ci][32] += sum over tiles of V[xi][t][ci] Z[xi][t][co]. */
+static void wino_filter_task(void *ctx, int thread, int threads)
+{
+    const struct filter_job *job = ctx;
+    const struct conv_plan *p = job->p;
+    const struct dg_conv_shape *s = &p->s;
+    int m = p->wm, cin = s->in_channels, cout = s->out_channels;
+    size_t row_stride = (size_t)p->wp * cin, image_stride = (size_t)p->hp * row_stride;
+    size_t grow = (size_t)p->tw * m * cout, gimage = (size_t)p->th * m * grow;
+    size_t xi_v = (size_t)DG_WINO_FILTER_CHUNK * cin, xi_z = (size_t)DG_WINO_FILTER_CHUNK * cout;
+    float *v = p->wv + p->wv_floats * (size_t)thread;
+    float *z = p->wz + p->wv_floats * (size_t)thread;
+    float *sums = p->ws + p->ws_floats * (size_t)thread;
+    memset(sums, 0, sizeof(float) * p->ws_floats);
+    int ci_blocks = (cin + DG_TILE_ROWS - 1) / DG_TILE_ROWS;
+    size_t total = (size_t)s->batch * p->th * p->tw;
+    size_t c0, c1;
+    dg_cpu_split((total + DG_WINO_FILTER_CHUNK - 1) / DG_WINO_FILTER_CHUNK, 1, thread, threads,
+                 &c0, &c1);
+    for (size_t chunk = c0; chunk < c1; chunk++) {
+        size_t q0 = chunk * DG_WINO_FILTER_CHUNK;
+        int count = total - q0 < DG_WINO_FILTER_CHUNK ? (int)(total - q0) : DG_WINO_FILTER_CHUNK;
+        for (int t = 0; t < count; t++) {
+            size_t n;
+            int tr, tc;
+            wino_tile(p, q0 + (size_t)t, &n, &tr, &tc);
+            dg_cpu_avx512_wino_input(p->xpad + n * image_stride + (size_t)tr * m * row_stride +
+                                         (size_t)tc * m * cin,
+                                     row_stride, cin, v + (size_t)t * cin, xi_v);
+            dg_cpu_avx512_wino_grad(m, p->gpad + n * gimage + (size_t)tr * m * grow +
+                                           (size_t)tc * m * cout,
+                                    grow, cout, z + (size_t)t * cout, xi_z);
+        }
+        for (int xi = 0; xi < DG_WINO_XI; xi++)
+            for (int co = 0; co < cout; co += 32)
+                for (int b = 0; b < ci_blocks; b++) {
+                    int ci0, rows;
+                    row_block(cin, b, &ci0, &rows);
+                    dg_cpu_avx512_filter_tile(
+                        v + xi * xi_v + ci0, 0, cin, z + xi * xi_z + co, cout, 1, count, rows, 32,
+                        sums + (size_t)xi * cin * cout + (size_t)co * cin + (size_t)ci0 * 32);
+                }
+    }
+}
+
+/* dw[co][ci] = A^T (scale scale^T .* sum over threads of S) A, in double. */
+static void wino_filter_out_task(void *ctx, int thread, int threads)
+{
+    const struct filter_job *job = ctx;
+    const struct conv_plan *p = job->p;
+    const struct dg_conv_shape *s = &p->s;
+    int k = s->kernel, cin = s->in_channels, cout = s->out_channels;
+    double at[5][6];
+    for (int y = 0; y < k; y++)
+        for (int i = 0; i < 6; i++)
+            at[y][i] = wino_eval(i, y, k);
+    size_t r0, r1;
+    dg_cpu_split((size_t)cout * cin, 1, thread, threads, &r0, &r1);
+    for (size_t pair = r0; pair < r1; pair++) {
+        int co = (int)(pair / (size_t)cin), ci = (int)(pair % (size_t)cin);
+        size_t offset = (size_t)(co / 32) * 32 * cin + (size_t)ci * 32 + (size_t)(co % 32);
+        double sum[36], half[5][6];
+        for (int xi = 0; xi < DG_WINO_XI; xi++) {
+            double total = 0.0;
+            for (int t = 0; t < p->threads; t++)
+                total += p->ws[p->ws_floats * (size_t)t + (size_t)xi * cin * cout + offset];
+            sum[xi] = total * wino_scale[xi / 6] * wino_scale[xi % 6];
+        }
+        for (int y = 0; y < k; y++)
+            for (int j = 0; j < 6; j++) {
+                double acc = 0.0;
+                for (int i = 0; i < 6; i++)
+                    acc += at[y][i] * sum[i * 6 + j];
+                half[y][j] = acc;
+            }
+        float *out = job->dw + pair * k * k;
+        for (int y = 0; y < k; y++)
+            for (int x = 0; x < k; x++) {
+                double acc = 0.0;
+                for (int j = 0; j < 6; j++)
+                    acc += half[y][j] * at[x][j];
+                out[y * k + x] = (float)acc;
+            }
+    }
+}
+
 /* ---- the ops ---- */
 
 enum dg_status dg_cpu_conv_fwd(struct dg_backend *be, void *plan, const float *x, const float *w,
@@ -497,6 +800,16 @@ enum dg_status dg_cpu_conv_fwd(struct dg_backend *be, void *plan, const float *x
     struct conv_plan *p = plan;
     const struct dg_conv_shape *s = &p->s;
     enum dg_status status;
+    if (dg_cpu_use_winograd(cpu) && winograd_fits(p, s->in_channels, s->out_channels)) {
+        if ((status = ensure_winograd(p)) != DG_OK)
+            return status;
+        wino_weights(cpu, p, w, 0);
+        pack_batch(cpu, p, x, NULL, PACK_X);
+        struct direct_job job = {p,    p->xpad,          p->u,           bias,
+                                 y,    s->in_channels,   s->out_channels, relu != 0};
+        dg_cpu_pool_run(cpu->pool, wino_conv_task, &job);
+        return DG_OK;
+    }
     if (dg_cpu_use_avx512(cpu) && avx512_fits(s->out_channels)) {
         if ((status = ensure_avx512(p)) != DG_OK)
             return status;
@@ -526,6 +839,15 @@ enum dg_status dg_cpu_conv_bwd_data(struct dg_backend *be, void *plan, const flo
     struct conv_plan *p = plan;
     const struct dg_conv_shape *s = &p->s;
     enum dg_status status;
+    if (dg_cpu_use_winograd(cpu) && winograd_fits(p, s->out_channels, s->in_channels)) {
+        if ((status = ensure_winograd(p)) != DG_OK)
+            return status;
+        wino_weights(cpu, p, w, 1);
+        pack_batch(cpu, p, NULL, dy, PACK_DY_PADDED);
+        struct direct_job job = {p, p->gpad, p->u, NULL, dx, s->out_channels, s->in_channels, 0};
+        dg_cpu_pool_run(cpu->pool, wino_conv_task, &job);
+        return DG_OK;
+    }
     if (dg_cpu_use_avx512(cpu) && avx512_fits(s->in_channels)) {
         if ((status = ensure_avx512(p)) != DG_OK)
             return status;
@@ -555,7 +877,14 @@ enum dg_status dg_cpu_conv_bwd_filter(struct dg_backend *be, void *plan, const f
     struct conv_plan *p = plan;
     const struct dg_conv_shape *s = &p->s;
     enum dg_status status;
-    if (dg_cpu_use_avx512(cpu) && avx512_fits(s->out_channels)) {
+    if (dg_cpu_use_winograd(cpu) && winograd_fits(p, s->in_channels, s->out_channels)) {
+        if ((status = ensure_winograd(p)) != DG_OK)
+            return status;
+        pack_batch(cpu, p, x, dy, PACK_X_AND_TILED);
+        struct filter_job job = {p, dw};
+        dg_cpu_pool_run(cpu->pool, wino_filter_task, &job);
+        dg_cpu_pool_run(cpu->pool, wino_filter_out_task, &job);
+    } else if (dg_cpu_use_avx512(cpu) && avx512_fits(s->out_channels)) {
         if ((status = ensure_avx512(p)) != DG_OK)
             return status;
         pack_batch(cpu, p, x, dy, PACK_X_AND_DY);

@@ -186,6 +186,50 @@ void dg_cpu_avx512_filter_tile(const float *xp, size_t row_stride, int cin, cons
     table[rows - 1](xp, row_stride, cin, dyh, cout_total, height, width, acc);
 }
 
+/* In-register transpose of 16 vectors: r[i][j] -> r[j][i]. */
+DG_AVX512_INLINE void transpose16(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int k = 0; k < 4; k++) {
+        __m512 a = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88);
+        __m512 b = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);
+        __m512 c = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88);
+        __m512 d = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
+        t[k] = _mm512_shuffle_f32x4(a, c, 0x88);
+        t[k + 8] = _mm512_shuffle_f32x4(a, c, 0xDD);
+        t[k + 4] = _mm512_shuffle_f32x4(b, d, 0x88);
+        t[k + 12] = _mm512_shuffle_f32x4(b, d, 0xDD);
+    }
+    for (int i = 0; i < 16; i++)
+        r[i] = t[i];
+}
+
+DG_AVX512 void dg_cpu_avx512_to_nhwc(const float *src, size_t plane_stride, int channels,
+                                     int width, float *dst)
+{
+    for (int c0 = 0; c0 < channels; c0 += 16)
+        for (int x0 = 0; x0 < width; x0 += 16) {
+            int count = width - x0 < 16 ? width - x0 : 16;
+            __mmask16 mask = (__mmask16)((1u << count) - 1u);
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = _mm512_maskz_loadu_ps(mask, src + (size_t)(c0 + i) * plane_stride + x0);
+            transpose16(r);
+            for (int j = 0; j < count; j++)
+                _mm512_storeu_ps(dst + (size_t)(x0 + j) * channels + c0, r[j]);
+        }
+}
+
 DG_AVX512 void dg_cpu_avx512_rmsprop(size_t n, float *w, const float *g, float *acc, float lr,
                                      float rho, float eps)
 {
@@ -207,6 +251,12 @@ DG_AVX512 void dg_cpu_avx512_rmsprop(size_t n, float *w, const float *g, float *
 }
 
 #else
+
+void dg_cpu_avx512_to_nhwc(const float *src, size_t plane_stride, int channels, int width,
+                           float *dst)
+{
+    (void)src, (void)plane_stride, (void)channels, (void)width, (void)dst;
+}
 
 void dg_cpu_avx512_conv_row(const float *xrow, size_t row_stride, int cin, int k, const float *wp,
                             int cout_total, int couts, int pixels, const float *bias, int relu,

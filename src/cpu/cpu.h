@@ -6,13 +6,15 @@
 #include "digits/backend.h"
 
 enum dg_cpu_kernels {
-    DG_CPU_KERNELS_AUTO,    /* AVX-512 when the machine has it, else generic */
-    DG_CPU_KERNELS_GENERIC, /* im2col + OpenBLAS sgemm, portable C loops */
-    DG_CPU_KERNELS_AVX512,  /* direct convolution and vector loops with AVX-512F */
+    DG_CPU_KERNELS_AUTO,     /* Winograd when the machine has AVX-512, else generic */
+    DG_CPU_KERNELS_GENERIC,  /* im2col + OpenBLAS sgemm, portable C loops */
+    DG_CPU_KERNELS_AVX512,   /* direct convolution and vector loops with AVX-512F */
+    DG_CPU_KERNELS_WINOGRAD, /* AVX-512F Winograd F(2x2,5x5) / F(4x4,3x3) where the shape
+                                allows it (channels multiples of 16 and 32), else direct */
 };
 
-/* Chooses the kernels of a CPU backend. DG_ERR_DEVICE when AVX-512 is asked for on a machine
- * without it, DG_ERR_RUNTIME when `be` is not a CPU backend. */
+/* Chooses the kernels of a CPU backend. DG_ERR_DEVICE when AVX-512 (or Winograd) is asked for
+ * on a machine without AVX-512F, DG_ERR_RUNTIME when `be` is not a CPU backend. */
 enum dg_status dg_backend_cpu_set_kernels(struct dg_backend *be, enum dg_cpu_kernels kernels);
 
 /* 1 when this machine can run the AVX-512 kernels. */

@@ -34,10 +34,17 @@ struct dg_cpu {
     enum dg_cpu_kernels kernels;
 };
 
-/* 1 when the direct AVX-512 kernels are to be used. */
+/* 1 when the AVX-512 kernels (direct convolution, vector loops) are to be used. */
 static inline int dg_cpu_use_avx512(const struct dg_cpu *cpu)
 {
-    return cpu->kernels == DG_CPU_KERNELS_AVX512 ||
+    return cpu->kernels == DG_CPU_KERNELS_AVX512 || cpu->kernels == DG_CPU_KERNELS_WINOGRAD ||
+           (cpu->kernels == DG_CPU_KERNELS_AUTO && cpu->avx512_available);
+}
+
+/* 1 when the Winograd convolutions are to be used where the shape allows. */
+static inline int dg_cpu_use_winograd(const struct dg_cpu *cpu)
+{
+    return cpu->kernels == DG_CPU_KERNELS_WINOGRAD ||
            (cpu->kernels == DG_CPU_KERNELS_AUTO && cpu->avx512_available);
 }
 
@@ -72,6 +79,25 @@ void dg_cpu_avx512_conv_row(const float *xrow, size_t row_stride, int cin, int k
 void dg_cpu_avx512_filter_tile(const float *xp, size_t row_stride, int cin, const float *dyh,
                                int cout_total, int height, int width, int rows, int couts,
                                float *acc);
+
+/* Winograd tile transforms, alpha = 6 (winograd_avx512.c); xi = i*6 + j indexes the 6x6
+ * transformed tile, `xi_stride` floats apart; 16 channels per vector, channels % 16 == 0.
+ *   input   V[xi] <- (B^T d B)[xi] for the 6x6 patch d (rows row_stride floats apart, pixels
+ *           `channels` floats apart)
+ *   output  out (m, m, 16) <- A^T M A (+ bias, ReLU) for 16 channels, m = 2 or 4
+ *   grad    Z[xi] <- (E g E^T)[xi] for an m x m gradient tile g, E = the evaluation at the
+ *           points (rows 1, p, p^2, ...; inf: the last coefficient) */
+void dg_cpu_avx512_wino_input(const float *patch, size_t row_stride, int channels, float *v,
+                              size_t xi_stride);
+void dg_cpu_avx512_wino_output(int m, const float *mm, size_t xi_stride, const float *bias,
+                               int relu, float *out);
+void dg_cpu_avx512_wino_grad(int m, const float *tile, size_t row_stride, int channels,
+                             float *z, size_t xi_stride);
+
+/* One row of an NCHW tensor to NHWC: dst[x*channels + c] = src[c*plane_stride + x] for
+ * x < width, c < channels (a multiple of 16). */
+void dg_cpu_avx512_to_nhwc(const float *src, size_t plane_stride, int channels, int width,
+                           float *dst);
 
 /* w -= lr*g / (sqrt(a) + eps) with a = rho*a + (1-rho)*g^2, in the operation order of
  * kernels/rmsprop.cuh (bit-identical to it). */
