@@ -1,16 +1,17 @@
 /* "Same" convolution (stride 1, odd kernel) on the CPU, NCHW float32 at the interface.
  * Three kernel families behind one plan:
  *   generic   per image im2col (cin*k*k, h*w) + OpenBLAS sgemm, images split across threads;
- *   avx512    the batch is first copied into padded NHWC (batch, hp, wp, c); a direct
- *             register-blocked kernel then computes 14 pixels x 32 channels at a time
- *             (conv_avx512.c). Backward data is the same kernel on the padded gradient with
- *             the weights transposed and flipped; the weight gradient is tiled over
- *             (ky, kx*cin + ci) x cout, its tiles split across threads, every tile summing the
- *             images in order (the result does not depend on the thread count);
+ *   avx512    each thread copies the images it works on into a private padded NHWC buffer
+ *             (hp, wp, c); a direct register-blocked kernel computes 14 pixels x 32 channels
+ *             at a time (conv_avx512.c). Backward data is the same kernel on the padded
+ *             gradient with the weights transposed and flipped. The weight gradient copies the
+ *             batch into NHWC once, is tiled over (ky, kx*cin + ci) x cout, its tiles split
+ *             across threads, every tile summing the images in order (the result does not
+ *             depend on the thread count);
  *   winograd  for 3x3 and 5x5 kernels, alpha = 6 (points 0, 1, -1, 2, -2, inf): F(4x4, 3x3)
  *             and F(2x2, 5x5) for forward and backward data, F(3x3, 4x4) and F(5x5, 2x2) for
- *             the weight gradient. Tiles of the batch are processed 14 (28) at a time: input
- *             transform (36, tiles, c), one small GEMM per transformed position with the
+ *             the weight gradient. Tiles of one image are processed up to 14 (28) at a time:
+ *             input transform (36, tiles, c), one small GEMM per transformed position with the
  *             register-blocked kernel, output transform. Weight transforms and the final
  *             weight-gradient transform are done in double. The weight gradient sums per
  *             thread, then across threads in thread order.
@@ -37,8 +38,12 @@ struct conv_plan {
     float *col;     /* per thread (cin*k*k, h*w) */
     float *dw_part; /* per thread (cout, cin*k*k) */
     /* avx512 */
-    float *xpad;    /* (batch, hp, wp, cin) */
-    float *gpad;    /* (batch, hp, wp, cout): padded dy (backward data) or (batch, h, w, cout) */
+    float *xpad;    /* weight gradient: (batch, hp, wp, cin) */
+    float *gpad;    /* weight gradient: (batch, h, w, cout) */
+    float *xpriv;   /* per thread (hp, wp, max channels): one padded NHWC image */
+    float *gpriv;   /* per thread (hp, wp, cout): one gradient image (weight gradient) */
+    float *db_part; /* (batch, cout): per-image bias-gradient sums (Winograd weight gradient) */
+    size_t priv_floats;
     float *wpack;   /* (k, k, cin, cout) forward or (k, k, cout, cin) backward data */
     float *tiles;   /* per thread: forward output tiles (14, 32); filter accumulators */
     size_t tiles_per_thread; /* floats */
@@ -47,8 +52,8 @@ struct conv_plan {
     float *wv;      /* per thread (36, tiles, max channels): transformed inputs */
     float *wz;      /* per thread (36, tiles, max channels): products or gradient tiles */
     float *ws;      /* per thread (36, cout / 32, cin, 32): weight-gradient sums */
-    float *wout;    /* per thread (m, m, 16): one output tile */
-    size_t wv_floats, ws_floats;
+    float *wout;    /* per thread (14 * m * m, max channels): output rows of one unit */
+    size_t wv_floats, ws_floats, wout_floats;
 };
 
 static size_t conv_kdim(const struct dg_conv_shape *s)
@@ -113,16 +118,24 @@ static enum dg_status ensure_avx512(struct conv_plan *p)
     size_t tile_floats = (size_t)DG_TILE_PIXELS * 32;
     size_t acc_floats = filter_tile_count(s) * DG_TILE_ROWS * 32;
     p->tiles_per_thread = acc_floats > tile_floats ? acc_floats : tile_floats;
+    p->priv_floats = (size_t)p->hp * p->wp * channels;
     p->xpad = alloc_floats(padded * (size_t)s->in_channels);
-    p->gpad = alloc_floats(padded * (size_t)s->out_channels);
+    p->gpad = alloc_floats((size_t)s->batch * s->height * s->width * s->out_channels);
+    p->xpriv = alloc_floats(p->priv_floats * (size_t)p->threads);
+    p->gpriv = alloc_floats(p->priv_floats * (size_t)p->threads);
+    p->db_part = alloc_floats((size_t)s->batch * s->out_channels);
     p->wpack = alloc_floats(conv_kdim(s) * channels);
     p->tiles = alloc_floats(p->tiles_per_thread * (size_t)p->threads);
-    if (!p->xpad || !p->gpad || !p->wpack || !p->tiles) {
+    if (!p->xpad || !p->gpad || !p->xpriv || !p->gpriv || !p->db_part || !p->wpack ||
+        !p->tiles) {
         free(p->xpad);
         free(p->gpad);
+        free(p->xpriv);
+        free(p->gpriv);
+        free(p->db_part);
         free(p->wpack);
         free(p->tiles);
-        p->xpad = p->gpad = p->wpack = p->tiles = NULL;
+        p->xpad = p->gpad = p->xpriv = p->gpriv = p->db_part = p->wpack = p->tiles = NULL;
         return dg_error(DG_ERR_NOMEM, "cpu conv: out of memory for the packed batch");
     }
     return DG_OK;
@@ -154,7 +167,8 @@ static enum dg_status ensure_winograd(struct conv_plan *p)
     p->wv = alloc_floats(p->wv_floats * t);
     p->wz = alloc_floats(p->wv_floats * t);
     p->ws = alloc_floats(p->ws_floats * t);
-    p->wout = alloc_floats((size_t)16 * 16 * t);
+    p->wout_floats = (size_t)DG_TILE_PIXELS * p->wm * p->wm * channels;
+    p->wout = alloc_floats(p->wout_floats * t);
     if (!p->u || !p->wv || !p->wz || !p->ws || !p->wout) {
         free(p->u);
         free(p->wv);
@@ -215,6 +229,9 @@ void dg_cpu_conv_plan_free(struct dg_backend *be, void *plan)
     free(p->dw_part);
     free(p->xpad);
     free(p->gpad);
+    free(p->xpriv);
+    free(p->gpriv);
+    free(p->db_part);
     free(p->wpack);
     free(p->tiles);
     free(p->u);
@@ -434,17 +451,10 @@ static void pack_nhwc(const float *src, int c, int h, int w, float *dst)
     pack_padded(src, c, h, w, 0, h, w, dst);
 }
 
-enum pack_what {
-    PACK_X,          /* xpad <- x */
-    PACK_DY_PADDED,  /* gpad <- dy padded like an input */
-    PACK_X_AND_DY,   /* xpad <- x, gpad <- dy (batch, h, w, cout) */
-    PACK_X_AND_TILED /* xpad <- x, gpad <- dy (batch, th*m, tw*m, cout), zero beyond h, w */
-};
-
+/* The weight gradient's batch copies: xpad <- x padded, gpad <- dy in NHWC. */
 struct pack_job {
     struct conv_plan *p;
     const float *x, *dy;
-    enum pack_what what;
 };
 
 static void pack_task(void *ctx, int thread, int threads)
@@ -453,34 +463,19 @@ static void pack_task(void *ctx, int thread, int threads)
     const struct conv_plan *p = job->p;
     const struct dg_conv_shape *s = &p->s;
     size_t hw = (size_t)s->height * s->width, padded = (size_t)p->hp * p->wp;
-    size_t tiled = (size_t)p->th * p->wm * p->tw * p->wm;
     size_t n0, n1;
     dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
     for (size_t n = n0; n < n1; n++) {
-        if (job->what != PACK_DY_PADDED)
-            pack_padded(job->x + n * s->in_channels * hw, s->in_channels, s->height, s->width,
-                        p->pad, p->hp, p->wp, p->xpad + n * padded * s->in_channels);
-        if (job->what == PACK_DY_PADDED)
-            pack_padded(job->dy + n * s->out_channels * hw, s->out_channels, s->height, s->width,
-                        p->pad, p->hp, p->wp, p->gpad + n * padded * s->out_channels);
-        if (job->what == PACK_X_AND_DY)
-            pack_nhwc(job->dy + n * s->out_channels * hw, s->out_channels, s->height, s->width,
-                      p->gpad + n * hw * s->out_channels);
-        if (job->what == PACK_X_AND_TILED)
-            pack_padded(job->dy + n * s->out_channels * hw, s->out_channels, s->height, s->width,
-                        0, p->th * p->wm, p->tw * p->wm, p->gpad + n * tiled * s->out_channels);
+        pack_padded(job->x + n * s->in_channels * hw, s->in_channels, s->height, s->width,
+                    p->pad, p->hp, p->wp, p->xpad + n * padded * s->in_channels);
+        pack_nhwc(job->dy + n * s->out_channels * hw, s->out_channels, s->height, s->width,
+                  p->gpad + n * hw * s->out_channels);
     }
 }
 
-static void pack_batch(struct dg_cpu *cpu, struct conv_plan *p, const float *x, const float *dy,
-                       enum pack_what what)
-{
-    struct pack_job job = {p, x, dy, what};
-    dg_cpu_pool_run(cpu->pool, pack_task, &job);
-}
-
-/* Rows (image, y) of a direct convolution from a padded NHWC batch `in` (cin channels) with
- * packed weights (k, k, cin, cout) into NCHW `out`. */
+/* Rows (image, y) of a direct convolution of the NCHW batch `in` (cin channels), copied image
+ * by image into the thread's padded buffer, with packed weights (k, k, cin, cout) into NCHW
+ * `out`. */
 struct direct_job {
     const struct conv_plan *p;
     const float *in;
@@ -497,15 +492,20 @@ static void direct_task(void *ctx, int thread, int threads)
     const struct dg_conv_shape *s = &p->s;
     int k = s->kernel, h = s->height, w = s->width;
     size_t row_stride = (size_t)p->wp * job->cin;
-    size_t image_stride = (size_t)p->hp * row_stride;
     size_t hw = (size_t)h * w;
     float *tile = p->tiles + p->tiles_per_thread * (size_t)thread;
+    float *image = p->xpriv + p->priv_floats * (size_t)thread;
+    size_t packed = (size_t)-1;
     size_t r0, r1;
     dg_cpu_split((size_t)s->batch * h, 1, thread, threads, &r0, &r1);
     for (size_t unit = r0; unit < r1; unit++) {
         size_t n = unit / (size_t)h;
         int y = (int)(unit % (size_t)h);
-        const float *row = job->in + n * image_stride + (size_t)y * row_stride;
+        if (n != packed) {
+            pack_padded(job->in + n * job->cin * hw, job->cin, h, w, p->pad, p->hp, p->wp, image);
+            packed = n;
+        }
+        const float *row = image + (size_t)y * row_stride;
         float *out_image = job->out + n * job->cout * hw + (size_t)y * w;
         for (int c0 = 0; c0 < job->cout; c0 += 32) {
             int couts = job->cout - c0 < 32 ? job->cout - c0 : 32;
@@ -514,11 +514,8 @@ static void direct_task(void *ctx, int thread, int threads)
                 dg_cpu_avx512_conv_row(row + (size_t)x0 * job->cin, row_stride, job->cin, k,
                                        job->wpack + c0, job->cout, couts, pixels,
                                        job->bias ? job->bias + c0 : NULL, job->relu, tile);
-                for (int c = 0; c < couts; c++) {
-                    float *dst = out_image + (size_t)(c0 + c) * hw + x0;
-                    for (int b = 0; b < pixels; b++)
-                        dst[b] = tile[b * couts + c];
-                }
+                dg_cpu_avx512_from_nhwc(tile, couts, pixels, out_image + (size_t)c0 * hw + x0,
+                                        hw);
             }
         }
     }
@@ -526,7 +523,8 @@ static void direct_task(void *ctx, int thread, int threads)
 
 struct filter_job {
     const struct conv_plan *p;
-    float *dw;
+    const float *x, *dy;
+    float *dw, *db;
 };
 
 static void filter_task(void *ctx, int thread, int threads)
@@ -635,41 +633,62 @@ static void wino_weights(struct dg_cpu *cpu, const struct conv_plan *p, const fl
     dg_cpu_pool_run(cpu->pool, wino_weights_task, &job);
 }
 
-/* Tile q of the batch: image, tile row, tile column. */
-static void wino_tile(const struct conv_plan *p, size_t q, size_t *n, int *tr, int *tc)
+/* Work units of the Winograd forward pass: whole tile rows of one image (as many as fit in 14
+ * tiles, spread evenly), or segments of at most 14 tiles of one tile row. */
+struct wino_units {
+    int rows;     /* tile rows per unit */
+    int groups;   /* row groups per image */
+    int segments; /* column segments per tile row */
+};
+
+static struct wino_units wino_units_of(const struct conv_plan *p)
 {
-    size_t per_image = (size_t)p->th * p->tw;
-    *n = q / per_image;
-    *tr = (int)(q % per_image / (size_t)p->tw);
-    *tc = (int)(q % (size_t)p->tw);
+    struct wino_units u;
+    int most = p->tw >= DG_TILE_PIXELS ? 1 : DG_TILE_PIXELS / p->tw;
+    u.groups = (p->th + most - 1) / most;
+    u.rows = (p->th + u.groups - 1) / u.groups;
+    u.segments = (p->tw + DG_TILE_PIXELS - 1) / DG_TILE_PIXELS;
+    return u;
 }
 
-/* Forward (or backward data) over tiles: in = padded NHWC (batch, hp, wp, cin), U from
- * wino_weights, out NCHW (batch, cout, h, w). Uses direct_job's fields. */
+/* Forward (or backward data) over tiles: in NCHW (batch, cin, h, w), copied image by image
+ * into the thread's padded NHWC buffer; U from wino_weights; out NCHW (batch, cout, h, w).
+ * Uses direct_job's fields. Per unit: input
+ * transforms V (36, tiles, cin), products M (36, cout / 32, 14, 32), output tiles gathered
+ * into NHWC rows (rows*m, cols*m, cout), then transposed into NCHW. */
 static void wino_conv_task(void *ctx, int thread, int threads)
 {
     const struct direct_job *job = ctx;
     const struct conv_plan *p = job->p;
     const struct dg_conv_shape *s = &p->s;
     int m = p->wm, cin = job->cin, cout = job->cout, h = s->height, w = s->width;
-    size_t row_stride = (size_t)p->wp * cin, image_stride = (size_t)p->hp * row_stride;
+    size_t row_stride = (size_t)p->wp * cin;
     size_t hw = (size_t)h * w;
     size_t xi_v = (size_t)DG_TILE_PIXELS * cin, xi_m = (size_t)DG_TILE_PIXELS * cout;
     float *v = p->wv + p->wv_floats * (size_t)thread;
     float *prod = p->wz + p->wv_floats * (size_t)thread;
-    float *tile = p->wout + (size_t)256 * thread;
-    size_t total = (size_t)s->batch * p->th * p->tw;
-    size_t c0, c1;
-    dg_cpu_split((total + DG_TILE_PIXELS - 1) / DG_TILE_PIXELS, 1, thread, threads, &c0, &c1);
-    for (size_t chunk = c0; chunk < c1; chunk++) {
-        size_t q0 = chunk * DG_TILE_PIXELS;
-        int count = total - q0 < DG_TILE_PIXELS ? (int)(total - q0) : DG_TILE_PIXELS;
+    float *rows_out = p->wout + p->wout_floats * (size_t)thread;
+    float *image = p->xpriv + p->priv_floats * (size_t)thread;
+    size_t packed = (size_t)-1;
+    struct wino_units units = wino_units_of(p);
+    size_t per_image = (size_t)units.groups * units.segments;
+    size_t u0, u1;
+    dg_cpu_split((size_t)s->batch * per_image, 1, thread, threads, &u0, &u1);
+    for (size_t unit = u0; unit < u1; unit++) {
+        size_t n = unit / per_image;
+        int group = (int)(unit % per_image / (size_t)units.segments);
+        int segment = (int)(unit % (size_t)units.segments);
+        int tr0 = group * units.rows, tc0 = segment * DG_TILE_PIXELS;
+        int rows = p->th - tr0 < units.rows ? p->th - tr0 : units.rows;
+        int cols = p->tw - tc0 < DG_TILE_PIXELS ? p->tw - tc0 : DG_TILE_PIXELS;
+        int count = rows * cols;
+        if (n != packed) {
+            pack_padded(job->in + n * cin * hw, cin, h, w, p->pad, p->hp, p->wp, image);
+            packed = n;
+        }
         for (int t = 0; t < count; t++) {
-            size_t n;
-            int tr, tc;
-            wino_tile(p, q0 + (size_t)t, &n, &tr, &tc);
-            dg_cpu_avx512_wino_input(job->in + n * image_stride + (size_t)tr * m * row_stride +
-                                         (size_t)tc * m * cin,
+            int tr = tr0 + t / cols, tc = tc0 + t % cols;
+            dg_cpu_avx512_wino_input(image + (size_t)tr * m * row_stride + (size_t)tc * m * cin,
                                      row_stride, cin, v + (size_t)t * cin, xi_v);
         }
         for (int xi = 0; xi < DG_WINO_XI; xi++)
@@ -677,23 +696,20 @@ static void wino_conv_task(void *ctx, int thread, int threads)
                 dg_cpu_avx512_conv_row(v + xi * xi_v, 0, cin, 1,
                                        job->wpack + (size_t)xi * cin * cout + co, cout, 32, count,
                                        NULL, 0, prod + xi * xi_m + (size_t)co * DG_TILE_PIXELS);
+        size_t out_row = (size_t)cols * m * cout;
         for (int t = 0; t < count; t++) {
-            size_t n;
-            int tr, tc;
-            wino_tile(p, q0 + (size_t)t, &n, &tr, &tc);
-            int rows = h - tr * m < m ? h - tr * m : m, cols = w - tc * m < m ? w - tc * m : m;
-            for (int co = 0; co < cout; co += 16) {
-                int block = co / 32, half = co % 32;
+            float *dst = rows_out + (size_t)(t / cols) * m * out_row + (size_t)(t % cols) * m * cout;
+            for (int co = 0; co < cout; co += 16)
                 dg_cpu_avx512_wino_output(
-                    m, prod + (size_t)block * 32 * DG_TILE_PIXELS + (size_t)t * 32 + half, xi_m,
-                    job->bias ? job->bias + co : NULL, job->relu, tile);
-                float *dst = job->out + (n * cout + co) * hw + (size_t)tr * m * w + (size_t)tc * m;
-                for (int c = 0; c < 16; c++)
-                    for (int i = 0; i < rows; i++)
-                        for (int j = 0; j < cols; j++)
-                            dst[(size_t)c * hw + (size_t)i * w + j] = tile[(i * m + j) * 16 + c];
-            }
+                    m, prod + (size_t)(co / 32) * 32 * DG_TILE_PIXELS + (size_t)t * 32 + co % 32,
+                    xi_m, job->bias ? job->bias + co : NULL, job->relu, dst + co, out_row,
+                    (size_t)cout);
         }
+        int y0 = tr0 * m, x0 = tc0 * m;
+        int valid_cols = w - x0 < cols * m ? w - x0 : cols * m;
+        for (int y = y0; y < y0 + rows * m && y < h; y++)
+            dg_cpu_avx512_from_nhwc(rows_out + (size_t)(y - y0) * out_row, cout, valid_cols,
+                                    job->out + n * cout * hw + (size_t)y * w + x0, hw);
     }
 }
 
@@ -705,38 +721,49 @@ static void row_block(int total, int block, int *first, int *rows)
     *rows = total * (block + 1) / blocks - *first;
 }
 
-/* Per-thread sums S[xi][co/32][ci][32] += sum over tiles of V[xi][t][ci] Z[xi][t][co]. */
+/* Per-thread sums S[xi][co/32][ci][32] += sum over tiles of V[xi][t][ci] Z[xi][t][co].
+ * Units are chunks of up to 28 tiles of one image; the thread that handles an image's first
+ * chunk also sums its gradient per channel into db_part[n]. */
 static void wino_filter_task(void *ctx, int thread, int threads)
 {
     const struct filter_job *job = ctx;
     const struct conv_plan *p = job->p;
     const struct dg_conv_shape *s = &p->s;
-    int m = p->wm, cin = s->in_channels, cout = s->out_channels;
-    size_t row_stride = (size_t)p->wp * cin, image_stride = (size_t)p->hp * row_stride;
-    size_t grow = (size_t)p->tw * m * cout, gimage = (size_t)p->th * m * grow;
+    int m = p->wm, cin = s->in_channels, cout = s->out_channels, h = s->height, w = s->width;
+    size_t hw = (size_t)h * w;
+    size_t row_stride = (size_t)p->wp * cin;
+    size_t grow = (size_t)p->tw * m * cout;
     size_t xi_v = (size_t)DG_WINO_FILTER_CHUNK * cin, xi_z = (size_t)DG_WINO_FILTER_CHUNK * cout;
     float *v = p->wv + p->wv_floats * (size_t)thread;
     float *z = p->wz + p->wv_floats * (size_t)thread;
     float *sums = p->ws + p->ws_floats * (size_t)thread;
+    float *image = p->xpriv + p->priv_floats * (size_t)thread;
+    float *grad = p->gpriv + p->priv_floats * (size_t)thread;
     memset(sums, 0, sizeof(float) * p->ws_floats);
     int ci_blocks = (cin + DG_TILE_ROWS - 1) / DG_TILE_ROWS;
-    size_t total = (size_t)s->batch * p->th * p->tw;
-    size_t c0, c1;
-    dg_cpu_split((total + DG_WINO_FILTER_CHUNK - 1) / DG_WINO_FILTER_CHUNK, 1, thread, threads,
-                 &c0, &c1);
-    for (size_t chunk = c0; chunk < c1; chunk++) {
-        size_t q0 = chunk * DG_WINO_FILTER_CHUNK;
-        int count = total - q0 < DG_WINO_FILTER_CHUNK ? (int)(total - q0) : DG_WINO_FILTER_CHUNK;
+    size_t tiles = (size_t)p->th * p->tw;
+    size_t chunks = (tiles + DG_WINO_FILTER_CHUNK - 1) / DG_WINO_FILTER_CHUNK;
+    size_t packed = (size_t)-1;
+    size_t u0, u1;
+    dg_cpu_split((size_t)s->batch * chunks, 1, thread, threads, &u0, &u1);
+    for (size_t unit = u0; unit < u1; unit++) {
+        size_t n = unit / chunks, q0 = unit % chunks * DG_WINO_FILTER_CHUNK;
+        int count = tiles - q0 < DG_WINO_FILTER_CHUNK ? (int)(tiles - q0) : DG_WINO_FILTER_CHUNK;
+        if (n != packed) {
+            pack_padded(job->x + n * cin * hw, cin, h, w, p->pad, p->hp, p->wp, image);
+            pack_padded(job->dy + n * cout * hw, cout, h, w, 0, p->th * m, p->tw * m, grad);
+            packed = n;
+            if (q0 == 0)
+                dg_cpu_avx512_channel_sums(grad, (size_t)p->th * m * p->tw * m, cout,
+                                           p->db_part + n * cout);
+        }
         for (int t = 0; t < count; t++) {
-            size_t n;
-            int tr, tc;
-            wino_tile(p, q0 + (size_t)t, &n, &tr, &tc);
-            dg_cpu_avx512_wino_input(p->xpad + n * image_stride + (size_t)tr * m * row_stride +
-                                         (size_t)tc * m * cin,
+            int tr = (int)((q0 + (size_t)t) / (size_t)p->tw);
+            int tc = (int)((q0 + (size_t)t) % (size_t)p->tw);
+            dg_cpu_avx512_wino_input(image + (size_t)tr * m * row_stride + (size_t)tc * m * cin,
                                      row_stride, cin, v + (size_t)t * cin, xi_v);
-            dg_cpu_avx512_wino_grad(m, p->gpad + n * gimage + (size_t)tr * m * grow +
-                                           (size_t)tc * m * cout,
-                                    grow, cout, z + (size_t)t * cout, xi_z);
+            dg_cpu_avx512_wino_grad(m, grad + (size_t)tr * m * grow + (size_t)tc * m * cout, grow,
+                                    cout, z + (size_t)t * cout, xi_z);
         }
         for (int xi = 0; xi < DG_WINO_XI; xi++)
             for (int co = 0; co < cout; co += 32)
@@ -747,6 +774,21 @@ static void wino_filter_task(void *ctx, int thread, int threads)
                         v + xi * xi_v + ci0, 0, cin, z + xi * xi_z + co, cout, 1, count, rows, 32,
                         sums + (size_t)xi * cin * cout + (size_t)co * cin + (size_t)ci0 * 32);
                 }
+    }
+}
+
+/* db[co] = sum over images of db_part[n][co], in image order. */
+static void wino_bias_task(void *ctx, int thread, int threads)
+{
+    const struct filter_job *job = ctx;
+    const struct conv_plan *p = job->p;
+    size_t c0, c1;
+    dg_cpu_split((size_t)p->s.out_channels, 1, thread, threads, &c0, &c1);
+    for (size_t c = c0; c < c1; c++) {
+        float sum = 0.0f;
+        for (int n = 0; n < p->s.batch; n++)
+            sum += p->db_part[(size_t)n * p->s.out_channels + c];
+        job->db[c] = sum;
     }
 }
 
@@ -804,9 +846,7 @@ enum dg_status dg_cpu_conv_fwd(struct dg_backend *be, void *plan, const float *x
         if ((status = ensure_winograd(p)) != DG_OK)
             return status;
         wino_weights(cpu, p, w, 0);
-        pack_batch(cpu, p, x, NULL, PACK_X);
-        struct direct_job job = {p,    p->xpad,          p->u,           bias,
-                                 y,    s->in_channels,   s->out_channels, relu != 0};
+        struct direct_job job = {p, x, p->u, bias, y, s->in_channels, s->out_channels, relu != 0};
         dg_cpu_pool_run(cpu->pool, wino_conv_task, &job);
         return DG_OK;
     }
@@ -820,8 +860,7 @@ enum dg_status dg_cpu_conv_fwd(struct dg_backend *be, void *plan, const float *x
                     for (int kx = 0; kx < k; kx++)
                         p->wpack[((size_t)(ky * k + kx) * cin + ci) * cout + co] =
                             w[(((size_t)co * cin + ci) * k + ky) * k + kx];
-        pack_batch(cpu, p, x, NULL, PACK_X);
-        struct direct_job job = {p, p->xpad, p->wpack, bias, y, cin, cout, relu != 0};
+        struct direct_job job = {p, x, p->wpack, bias, y, cin, cout, relu != 0};
         dg_cpu_pool_run(cpu->pool, direct_task, &job);
         return DG_OK;
     }
@@ -843,8 +882,7 @@ enum dg_status dg_cpu_conv_bwd_data(struct dg_backend *be, void *plan, const flo
         if ((status = ensure_winograd(p)) != DG_OK)
             return status;
         wino_weights(cpu, p, w, 1);
-        pack_batch(cpu, p, NULL, dy, PACK_DY_PADDED);
-        struct direct_job job = {p, p->gpad, p->u, NULL, dx, s->out_channels, s->in_channels, 0};
+        struct direct_job job = {p, dy, p->u, NULL, dx, s->out_channels, s->in_channels, 0};
         dg_cpu_pool_run(cpu->pool, wino_conv_task, &job);
         return DG_OK;
     }
@@ -858,8 +896,7 @@ enum dg_status dg_cpu_conv_bwd_data(struct dg_backend *be, void *plan, const flo
                     for (int kx = 0; kx < k; kx++)
                         p->wpack[((size_t)((k - 1 - ky) * k + (k - 1 - kx)) * cout + co) * cin +
                                  ci] = w[(((size_t)co * cin + ci) * k + ky) * k + kx];
-        pack_batch(cpu, p, NULL, dy, PACK_DY_PADDED);
-        struct direct_job job = {p, p->gpad, p->wpack, NULL, dx, cout, cin, 0};
+        struct direct_job job = {p, dy, p->wpack, NULL, dx, cout, cin, 0};
         dg_cpu_pool_run(cpu->pool, direct_task, &job);
         return DG_OK;
     }
@@ -880,15 +917,18 @@ enum dg_status dg_cpu_conv_bwd_filter(struct dg_backend *be, void *plan, const f
     if (dg_cpu_use_winograd(cpu) && winograd_fits(p, s->in_channels, s->out_channels)) {
         if ((status = ensure_winograd(p)) != DG_OK)
             return status;
-        pack_batch(cpu, p, x, dy, PACK_X_AND_TILED);
-        struct filter_job job = {p, dw};
+        struct filter_job job = {p, x, dy, dw, db};
         dg_cpu_pool_run(cpu->pool, wino_filter_task, &job);
         dg_cpu_pool_run(cpu->pool, wino_filter_out_task, &job);
-    } else if (dg_cpu_use_avx512(cpu) && avx512_fits(s->out_channels)) {
+        dg_cpu_pool_run(cpu->pool, wino_bias_task, &job);
+        return DG_OK;
+    }
+    if (dg_cpu_use_avx512(cpu) && avx512_fits(s->out_channels)) {
         if ((status = ensure_avx512(p)) != DG_OK)
             return status;
-        pack_batch(cpu, p, x, dy, PACK_X_AND_DY);
-        struct filter_job job = {p, dw};
+        struct pack_job pack = {p, x, dy};
+        dg_cpu_pool_run(cpu->pool, pack_task, &pack);
+        struct filter_job job = {p, x, dy, dw, db};
         dg_cpu_pool_run(cpu->pool, filter_task, &job);
     } else {
         if ((status = ensure_generic(p)) != DG_OK)

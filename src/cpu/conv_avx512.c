@@ -230,6 +230,40 @@ DG_AVX512 void dg_cpu_avx512_to_nhwc(const float *src, size_t plane_stride, int 
         }
 }
 
+DG_AVX512 void dg_cpu_avx512_from_nhwc(const float *src, int channels, int count, float *dst,
+                                       size_t plane_stride)
+{
+    for (int c0 = 0; c0 < channels; c0 += 16)
+        for (int x0 = 0; x0 < count; x0 += 16) {
+            int pixels = count - x0 < 16 ? count - x0 : 16;
+            __mmask16 mask = (__mmask16)((1u << pixels) - 1u);
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = i < pixels ? _mm512_loadu_ps(src + (size_t)(x0 + i) * channels + c0)
+                                  : _mm512_setzero_ps();
+            transpose16(r);
+            for (int j = 0; j < 16; j++)
+                _mm512_mask_storeu_ps(dst + (size_t)(c0 + j) * plane_stride + x0, mask, r[j]);
+        }
+}
+
+DG_AVX512 void dg_cpu_avx512_channel_sums(const float *src, size_t pixels, int channels,
+                                          float *sums)
+{
+    for (int c = 0; c < channels; c += 16) {
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                         _mm512_setzero_ps()};
+        size_t i = 0;
+        for (; i + 4 <= pixels; i += 4)
+            for (int l = 0; l < 4; l++)
+                acc[l] = _mm512_add_ps(acc[l], _mm512_loadu_ps(src + (i + l) * channels + c));
+        for (; i < pixels; i++)
+            acc[0] = _mm512_add_ps(acc[0], _mm512_loadu_ps(src + i * channels + c));
+        _mm512_storeu_ps(sums + c, _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]),
+                                                 _mm512_add_ps(acc[2], acc[3])));
+    }
+}
+
 DG_AVX512 void dg_cpu_avx512_rmsprop(size_t n, float *w, const float *g, float *acc, float lr,
                                      float rho, float eps)
 {
@@ -251,6 +285,17 @@ DG_AVX512 void dg_cpu_avx512_rmsprop(size_t n, float *w, const float *g, float *
 }
 
 #else
+
+void dg_cpu_avx512_channel_sums(const float *src, size_t pixels, int channels, float *sums)
+{
+    (void)src, (void)pixels, (void)channels, (void)sums;
+}
+
+void dg_cpu_avx512_from_nhwc(const float *src, int channels, int count, float *dst,
+                             size_t plane_stride)
+{
+    (void)src, (void)channels, (void)count, (void)dst, (void)plane_stride;
+}
 
 void dg_cpu_avx512_to_nhwc(const float *src, size_t plane_stride, int channels, int width,
                            float *dst)

@@ -84,13 +84,14 @@ void dg_cpu_avx512_filter_tile(const float *xp, size_t row_stride, int cin, cons
  * transformed tile, `xi_stride` floats apart; 16 channels per vector, channels % 16 == 0.
  *   input   V[xi] <- (B^T d B)[xi] for the 6x6 patch d (rows row_stride floats apart, pixels
  *           `channels` floats apart)
- *   output  out (m, m, 16) <- A^T M A (+ bias, ReLU) for 16 channels, m = 2 or 4
+ *   output  out[i*row_stride + j*pixel_stride + c] <- (A^T M A)[i][j] (+ bias, ReLU) for
+ *           i, j < m (2 or 4) and 16 channels c
  *   grad    Z[xi] <- (E g E^T)[xi] for an m x m gradient tile g, E = the evaluation at the
  *           points (rows 1, p, p^2, ...; inf: the last coefficient) */
 void dg_cpu_avx512_wino_input(const float *patch, size_t row_stride, int channels, float *v,
                               size_t xi_stride);
 void dg_cpu_avx512_wino_output(int m, const float *mm, size_t xi_stride, const float *bias,
-                               int relu, float *out);
+                               int relu, float *out, size_t row_stride, size_t pixel_stride);
 void dg_cpu_avx512_wino_grad(int m, const float *tile, size_t row_stride, int channels,
                              float *z, size_t xi_stride);
 
@@ -98,6 +99,14 @@ void dg_cpu_avx512_wino_grad(int m, const float *tile, size_t row_stride, int ch
  * x < width, c < channels (a multiple of 16). */
 void dg_cpu_avx512_to_nhwc(const float *src, size_t plane_stride, int channels, int width,
                            float *dst);
+
+/* The inverse: dst[c*plane_stride + x] = src[x*channels + c] for x < count, c < channels
+ * (a multiple of 16). */
+void dg_cpu_avx512_from_nhwc(const float *src, int channels, int count, float *dst,
+                             size_t plane_stride);
+
+/* sums[c] = sum over pixels of src[pixel*channels + c], channels a multiple of 16. */
+void dg_cpu_avx512_channel_sums(const float *src, size_t pixels, int channels, float *sums);
 
 /* w -= lr*g / (sqrt(a) + eps) with a = rho*a + (1-rho)*g^2, in the operation order of
  * kernels/rmsprop.cuh (bit-identical to it). */

@@ -77,7 +77,8 @@ DG_AVX512_INLINE void at4(const __m512 m[6], __m512 y[4])
 }
 
 DG_AVX512_INLINE void output_tile(const int m, const float *mm, size_t xi_stride,
-                                  const float *bias, int relu, float *out)
+                                  const float *bias, int relu, float *out, size_t row_stride,
+                                  size_t pixel_stride)
 {
     __m512 cols[6][4]; /* [j][i]: column j after A^T */
     for (int j = 0; j < 6; j++) {
@@ -103,18 +104,19 @@ DG_AVX512_INLINE void output_tile(const int m, const float *mm, size_t xi_stride
             __m512 r = _mm512_add_ps(y[j], b);
             if (relu)
                 r = _mm512_max_ps(r, zero);
-            _mm512_storeu_ps(out + (size_t)(i * m + j) * 16, r);
+            _mm512_storeu_ps(out + (size_t)i * row_stride + (size_t)j * pixel_stride, r);
         }
     }
 }
 
 DG_AVX512 void dg_cpu_avx512_wino_output(int m, const float *mm, size_t xi_stride,
-                                         const float *bias, int relu, float *out)
+                                         const float *bias, int relu, float *out,
+                                         size_t row_stride, size_t pixel_stride)
 {
     if (m == 2)
-        output_tile(2, mm, xi_stride, bias, relu, out);
+        output_tile(2, mm, xi_stride, bias, relu, out, row_stride, pixel_stride);
     else
-        output_tile(4, mm, xi_stride, bias, relu, out);
+        output_tile(4, mm, xi_stride, bias, relu, out, row_stride, pixel_stride);
 }
 
 /* E for m = 2: rows [1 0; 1 1; 1 -1; 1 2; 1 -2; 0 1] */
@@ -191,9 +193,10 @@ void dg_cpu_avx512_wino_input(const float *patch, size_t row_stride, int channel
 }
 
 void dg_cpu_avx512_wino_output(int m, const float *mm, size_t xi_stride, const float *bias,
-                               int relu, float *out)
+                               int relu, float *out, size_t row_stride, size_t pixel_stride)
 {
-    (void)m, (void)mm, (void)xi_stride, (void)bias, (void)relu, (void)out;
+    (void)m, (void)mm, (void)xi_stride, (void)bias, (void)relu, (void)out, (void)row_stride;
+    (void)pixel_stride;
 }
 
 void dg_cpu_avx512_wino_grad(int m, const float *tile, size_t row_stride, int channels,
