@@ -198,6 +198,8 @@ static void maxpool_fwd_task(void *ctx, int thread, int threads)
     }
 }
 
+/* Each window writes all four of its dx entries (dy at the first maximum, zero elsewhere);
+ * a last odd row or column, outside every window, is zeroed. */
 static void maxpool_bwd_task(void *ctx, int thread, int threads)
 {
     const struct pool_job *job = ctx;
@@ -208,17 +210,33 @@ static void maxpool_bwd_task(void *ctx, int thread, int threads)
         const float *x = job->x + plane * h * w;
         const float *dy = job->dy + plane * oh * ow;
         float *dx = job->dx + plane * h * w;
-        memset(dx, 0, sizeof(float) * (size_t)h * w);
-        for (int r = 0; r < oh; r++)
+        for (int r = 0; r < oh; r++) {
+            const float *top = x + (size_t)(2 * r) * w, *bottom = top + w;
+            float *dtop = dx + (size_t)(2 * r) * w, *dbottom = dtop + w;
             for (int c = 0; c < ow; c++) {
-                size_t base = (size_t)(2 * r) * w + 2 * c;
-                const size_t offsets[4] = {0, 1, (size_t)w, (size_t)w + 1};
-                size_t best = base;
-                for (int k = 1; k < 4; k++)
-                    if (x[base + offsets[k]] > x[best])
-                        best = base + offsets[k];
-                dx[best] = dy[r * ow + c];
+                float v0 = top[2 * c], v1 = top[2 * c + 1], v2 = bottom[2 * c];
+                float v3 = bottom[2 * c + 1];
+                int best = 0;
+                float m = v0;
+                if (v1 > m)
+                    best = 1, m = v1;
+                if (v2 > m)
+                    best = 2, m = v2;
+                if (v3 > m)
+                    best = 3;
+                float g = dy[r * ow + c];
+                dtop[2 * c] = best == 0 ? g : 0.0f;
+                dtop[2 * c + 1] = best == 1 ? g : 0.0f;
+                dbottom[2 * c] = best == 2 ? g : 0.0f;
+                dbottom[2 * c + 1] = best == 3 ? g : 0.0f;
             }
+            if (w % 2) {
+                dtop[w - 1] = 0.0f;
+                dbottom[w - 1] = 0.0f;
+            }
+        }
+        if (h % 2)
+            memset(dx + (size_t)(h - 1) * w, 0, sizeof(float) * (size_t)w);
     }
 }
 
@@ -247,6 +265,7 @@ struct dropout_job {
     struct dg_dropout_key key;
     const float *in;
     float *out;
+    int avx512;
 };
 
 /* out[i] = in[i] * dg_dropout_scale(i): one Philox block gives the draws of four consecutive
@@ -258,6 +277,10 @@ static void dropout_task(void *ctx, int thread, int threads)
     const uint32_t purpose = DG_RNG_DROPOUT + job->key.layer;
     size_t i0, i1;
     dg_cpu_split(job->n, 256, thread, threads, &i0, &i1);
+    if (job->avx512) {
+        dg_cpu_avx512_dropout(i0, i1, job->rate, &job->key, job->in, job->out);
+        return;
+    }
     for (size_t i = i0; i < i1; i += 4) {
         struct dg_philox_ctr ctr;
         ctr.v[0] = (uint32_t)(i >> 2);
@@ -281,7 +304,7 @@ static enum dg_status run_dropout(struct dg_backend *be, size_t n, float rate,
     struct dg_cpu *cpu = be->impl;
     if (!(rate >= 0.0f && rate < 1.0f))
         return dg_error(DG_ERR_RUNTIME, "cpu dropout: rate %g outside [0, 1)", (double)rate);
-    struct dropout_job job = {n, rate, *key, in, out};
+    struct dropout_job job = {n, rate, *key, in, out, dg_cpu_use_avx512(cpu)};
     dg_cpu_pool_run(cpu->pool, dropout_task, &job);
     return DG_OK;
 }

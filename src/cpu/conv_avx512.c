@@ -1,13 +1,15 @@
 /* AVX-512F kernels of the CPU backend: a register-blocked direct convolution over padded NHWC
  * input (up to 14 output pixels x 32 output channels in 28 zmm accumulators), the matching
- * weight-gradient tile, and RMSprop. Compiled for any x86-64 with target attributes; callers
- * check __builtin_cpu_supports("avx512f") first. Layouts are described in cpu_internal.h. */
+ * weight-gradient tile, NCHW <-> NHWC transposes, channel sums, dropout (Philox for 16
+ * blocks at once) and RMSprop. Compiled for any x86-64 with target attributes; callers check
+ * __builtin_cpu_supports("avx512f") first. Layouts are described in cpu_internal.h. */
 #include "cpu/cpu_internal.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 
 #include <immintrin.h>
 
+#include "dropout.cuh"
 #include "rmsprop.cuh"
 
 #define DG_AVX512 __attribute__((target("avx512f")))
@@ -264,6 +266,69 @@ DG_AVX512 void dg_cpu_avx512_channel_sums(const float *src, size_t pixels, int c
     }
 }
 
+/* lo and hi halves of a * b for 16 lanes of 32 bits. */
+DG_AVX512_INLINE void mulhilo16(__m512i a, __m512i b, __m512i *lo, __m512i *hi)
+{
+    __m512i even = _mm512_mul_epu32(a, b);
+    __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), b);
+    *lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+    *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+}
+
+DG_AVX512 void dg_cpu_avx512_dropout(size_t begin, size_t end, float rate,
+                                     const struct dg_dropout_key *key, const float *in,
+                                     float *out)
+{
+    const __m512i m0 = _mm512_set1_epi64(0xD2511F53), m1 = _mm512_set1_epi64(0xCD9E8D57);
+    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512 keep = _mm512_set1_ps(1.0f / (1.0f - rate));
+    const __m512 vrate = _mm512_set1_ps(rate);
+    const __m512 unit = _mm512_set1_ps(1.0f / 16777216.0f);
+    const uint32_t purpose = DG_RNG_DROPOUT + key->layer;
+    size_t i = begin;
+    /* 64 elements = 16 Philox blocks whose counters share the high word */
+    for (; i + 64 <= end && (i >> 34) == ((i + 63) >> 34); i += 64) {
+        __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)(i >> 2)), lanes);
+        __m512i c1 = _mm512_set1_epi32((int)key->step);
+        __m512i c2 = _mm512_set1_epi32((int)key->epoch);
+        __m512i c3 = _mm512_set1_epi32((int)(purpose | ((uint32_t)(i >> 34) << 8)));
+        uint32_t k0 = (uint32_t)key->seed, k1 = (uint32_t)(key->seed >> 32);
+        for (int round = 0; round < 10; round++) {
+            __m512i lo0, hi0, lo1, hi1;
+            mulhilo16(c0, m0, &lo0, &hi0);
+            mulhilo16(c2, m1, &lo1, &hi1);
+            c0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), _mm512_set1_epi32((int)k0));
+            c1 = lo1;
+            c2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), _mm512_set1_epi32((int)k1));
+            c3 = lo0;
+            k0 += 0x9E3779B9u;
+            k1 += 0xBB67AE85u;
+        }
+        __m512 scale[4];
+        __m512i lane_bits[4] = {c0, c1, c2, c3};
+        for (int l = 0; l < 4; l++) {
+            __m512 u = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(lane_bits[l], 8)), unit);
+            scale[l] = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, vrate, _CMP_GE_OQ), keep);
+        }
+        /* element 4b + l is lane l of block b: interleave into element order */
+        __m512 a = _mm512_unpacklo_ps(scale[0], scale[1]), b = _mm512_unpackhi_ps(scale[0], scale[1]);
+        __m512 c = _mm512_unpacklo_ps(scale[2], scale[3]), d = _mm512_unpackhi_ps(scale[2], scale[3]);
+        __m512 e0 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(c)));
+        __m512 e1 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(c)));
+        __m512 e2 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(b), _mm512_castps_pd(d)));
+        __m512 e3 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(b), _mm512_castps_pd(d)));
+        __m512 t0 = _mm512_shuffle_f32x4(e0, e1, 0x88), t1 = _mm512_shuffle_f32x4(e0, e1, 0xDD);
+        __m512 t2 = _mm512_shuffle_f32x4(e2, e3, 0x88), t3 = _mm512_shuffle_f32x4(e2, e3, 0xDD);
+        __m512 ordered[4] = {_mm512_shuffle_f32x4(t0, t2, 0x88), _mm512_shuffle_f32x4(t1, t3, 0x88),
+                             _mm512_shuffle_f32x4(t0, t2, 0xDD), _mm512_shuffle_f32x4(t1, t3, 0xDD)};
+        for (int v = 0; v < 4; v++)
+            _mm512_storeu_ps(out + i + 16 * v,
+                             _mm512_mul_ps(_mm512_loadu_ps(in + i + 16 * v), ordered[v]));
+    }
+    for (; i < end; i++)
+        out[i] = in[i] * dg_dropout_scale(rate, key->seed, key->layer, key->epoch, key->step, i);
+}
+
 DG_AVX512 void dg_cpu_avx512_rmsprop(size_t n, float *w, const float *g, float *acc, float lr,
                                      float rho, float eps)
 {
@@ -285,6 +350,12 @@ DG_AVX512 void dg_cpu_avx512_rmsprop(size_t n, float *w, const float *g, float *
 }
 
 #else
+
+void dg_cpu_avx512_dropout(size_t begin, size_t end, float rate, const struct dg_dropout_key *key,
+                           const float *in, float *out)
+{
+    (void)begin, (void)end, (void)rate, (void)key, (void)in, (void)out;
+}
 
 void dg_cpu_avx512_channel_sums(const float *src, size_t pixels, int channels, float *sums)
 {

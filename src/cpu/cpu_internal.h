@@ -108,6 +108,11 @@ void dg_cpu_avx512_from_nhwc(const float *src, int channels, int count, float *d
 /* sums[c] = sum over pixels of src[pixel*channels + c], channels a multiple of 16. */
 void dg_cpu_avx512_channel_sums(const float *src, size_t pixels, int channels, float *sums);
 
+/* out[i] = in[i] * dg_dropout_scale(rate, key, i) for i in [begin, end), bit-identical to
+ * the element math. */
+void dg_cpu_avx512_dropout(size_t begin, size_t end, float rate, const struct dg_dropout_key *key,
+                           const float *in, float *out);
+
 /* w -= lr*g / (sqrt(a) + eps) with a = rho*a + (1-rho)*g^2, in the operation order of
  * kernels/rmsprop.cuh (bit-identical to it). */
 void dg_cpu_avx512_rmsprop(size_t n, float *w, const float *g, float *acc, float lr, float rho,
