@@ -1,0 +1,27 @@
+/* Inverted dropout on the device: the mask of element i is recomputed from Philox
+ * (kernels/dropout.cuh), so it is the CPU's mask bit for bit. Flat float32 arrays. */
+#include "dropout.cuh"
+#include "launchers.h"
+
+#define DG_BLOCK 256
+#define DG_MAX_BLOCKS 65535
+
+__global__ void dropout_kernel(size_t count, float rate, struct dg_dropout_key key,
+                               const float *in, float *out)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count;
+         i += (size_t)gridDim.x * blockDim.x)
+        out[i] = in[i] * dg_dropout_scale(rate, key.seed, key.layer, key.epoch, key.step, i);
+}
+
+extern "C" cudaError_t dg_launch_dropout(size_t count, float rate, struct dg_dropout_key key,
+                                         const float *in, float *out, cudaStream_t stream)
+{
+    if (count == 0)
+        return cudaSuccess;
+    size_t blocks = (count + DG_BLOCK - 1) / DG_BLOCK;
+    if (blocks > DG_MAX_BLOCKS)
+        blocks = DG_MAX_BLOCKS;
+    dropout_kernel<<<(unsigned)blocks, DG_BLOCK, 0, stream>>>(count, rate, key, in, out);
+    return cudaGetLastError();
+}

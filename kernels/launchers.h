@@ -1,0 +1,75 @@
+/* Launchers of the custom CUDA kernels (the .cu files in kernels/), callable from C
+ * (src/backend_cuda.c).
+ * Every pointer is device memory unless said otherwise; tensors are float32 NCHW, row-major.
+ * Each launcher enqueues its kernel on `stream` and returns cudaGetLastError() (the launch
+ * status; execution errors surface at the next synchronising call). */
+#ifndef DG_LAUNCHERS_H
+#define DG_LAUNCHERS_H
+
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "digits/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- layers (kernels/layers.cu) ---- */
+
+/* y (n, c, hw) += bias (c) (bias may be NULL), then ReLU when relu != 0. Dense layers use
+ * hw = 1: y (batch, out). */
+cudaError_t dg_launch_bias_act(float *y, const float *bias, int n, int c, int hw, int relu,
+                               cudaStream_t stream);
+
+/* dy (count) *= (y > 0). */
+cudaError_t dg_launch_relu_bwd(size_t count, const float *y, float *dy, cudaStream_t stream);
+
+/* sum (c) = sum over n and hw of x (n, c, hw), in a fixed order (deterministic): the conv
+ * bias gradient, and with hw = 1 the column sums of a (batch, out) dense gradient. */
+cudaError_t dg_launch_channel_sum(const float *x, int n, int c, int hw, float *sum,
+                                  cudaStream_t stream);
+
+/* Max-pool 2x2 stride 2 backward: dx (n, c, h, w) gets dy (n, c, h/2, w/2) at the first
+ * maximum (row-major) of each window of x, 0 elsewhere (rows / columns outside every window
+ * included). */
+cudaError_t dg_launch_maxpool_bwd(const float *x, const float *dy, float *dx, int n, int c, int h,
+                                  int w, cudaStream_t stream);
+
+/* ---- dropout (kernels/dropout.cu) ---- */
+
+/* out (count) = in * dg_dropout_scale(rate, key, flat index): forward (x -> y) and backward
+ * (dy -> dx) are the same map. `in` may equal `out`. */
+cudaError_t dg_launch_dropout(size_t count, float rate, struct dg_dropout_key key, const float *in,
+                              float *out, cudaStream_t stream);
+
+/* ---- softmax + cross-entropy (kernels/softmax_xent.cu) ---- */
+
+/* probs (batch, 10) = softmax(logits). When labels != NULL: dlogits (may be NULL) = gradient of
+ * the batch-mean loss, stats[0] += loss sum, stats[1] += correct count (stats: 2 doubles,
+ * summed in a fixed order). */
+cudaError_t dg_launch_softmax_xent(int batch, const float *logits, const uint8_t *labels,
+                                   float *probs, float *dlogits, double *stats,
+                                   cudaStream_t stream);
+
+/* ---- RMSprop (kernels/rmsprop.cu) ---- */
+
+cudaError_t dg_launch_rmsprop(size_t count, float *w, const float *g, float *acc, float lr,
+                              float rho, float eps, cudaStream_t stream);
+
+/* ---- batch assembly (kernels/assemble.cu) ---- */
+
+/* x (n, 1, 28, 28) <- images[rows[i]] / 255 (rows == NULL: image i), warped with the draws of
+ * batch index i when augment != NULL (a host pointer, passed by value to the kernel);
+ * labels_out[i] <- labels_in[rows[i]] (or labels_in[i]) when both label pointers are set.
+ * images (count, 784) uint8; rows (n) uint32, device. */
+cudaError_t dg_launch_assemble(const uint8_t *images, const uint8_t *labels_in,
+                               const uint32_t *rows, int n, const struct dg_augment_key *augment,
+                               float *x, uint8_t *labels_out, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,27 @@
+/* RMSprop on the device: one thread per parameter over kernels/rmsprop.cuh (flat float32
+ * arrays w, g, acc of the same layout). */
+#include "launchers.h"
+#include "rmsprop.cuh"
+
+#define DG_BLOCK 256
+#define DG_MAX_BLOCKS 65535
+
+__global__ void rmsprop_kernel(size_t count, float *w, const float *g, float *acc, float lr,
+                               float rho, float eps)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count;
+         i += (size_t)gridDim.x * blockDim.x)
+        dg_rmsprop_element(&w[i], &acc[i], g[i], lr, rho, eps);
+}
+
+extern "C" cudaError_t dg_launch_rmsprop(size_t count, float *w, const float *g, float *acc,
+                                         float lr, float rho, float eps, cudaStream_t stream)
+{
+    if (count == 0)
+        return cudaSuccess;
+    size_t blocks = (count + DG_BLOCK - 1) / DG_BLOCK;
+    if (blocks > DG_MAX_BLOCKS)
+        blocks = DG_MAX_BLOCKS;
+    rmsprop_kernel<<<(unsigned)blocks, DG_BLOCK, 0, stream>>>(count, w, g, acc, lr, rho, eps);
+    return cudaGetLastError();
+}
