@@ -9,6 +9,7 @@
  * max |got - ref| <= 1e-3 max |ref| over the tensor; loss sums rtol 1e-5; finite differences
  * max |fd - analytic| <= 1e-2 max |analytic| with a float forward, 1e-6 with the double one.
  * Data movement (pooling routes, dropout masks, ReLU masks, batch assembly) is exact. */
+#define _POSIX_C_SOURCE 200809L
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -590,6 +591,30 @@ START_TEST(backend_identity_and_memory)
 }
 END_TEST
 
+START_TEST(kernels_from_environment)
+{
+    struct dg_backend *be = NULL;
+    setenv("DIGITS_CPU_KERNELS", "fastest", 1);
+    ck_assert_int_eq(dg_backend_cpu_create(1, &be), DG_ERR_USAGE);
+    ck_assert_ptr_null(be);
+    ck_assert_ptr_nonnull(strstr(dg_error_message(), "DIGITS_CPU_KERNELS=fastest"));
+    setenv("DIGITS_CPU_KERNELS", "generic", 1);
+    ck_assert_int_eq(dg_backend_cpu_create(1, &be), DG_OK);
+    ck_assert_ptr_nonnull(strstr(be->description, "im2col + sgemm"));
+    dg_backend_destroy(be);
+    setenv("DIGITS_CPU_KERNELS", "direct", 1);
+    enum dg_status status = dg_backend_cpu_create(1, &be);
+    if (dg_cpu_has_avx512()) {
+        ck_assert_int_eq(status, DG_OK);
+        ck_assert_ptr_nonnull(strstr(be->description, "AVX-512 direct"));
+        dg_backend_destroy(be);
+    } else {
+        ck_assert_int_eq(status, DG_ERR_USAGE);
+    }
+    unsetenv("DIGITS_CPU_KERNELS");
+}
+END_TEST
+
 /* ---- finite differences ---- */
 
 /* A scalar loss of a layer, L = sum(f(theta) * r); evaluated with the current parameters. */
@@ -1082,6 +1107,7 @@ int main(void)
     tcase_add_test(elementwise, rmsprop_vs_element_math);
     tcase_add_test(elementwise, batch_assemble_vs_element_math);
     tcase_add_test(elementwise, backend_identity_and_memory);
+    tcase_add_test(elementwise, kernels_from_environment);
     suite_add_tcase(suite, elementwise);
     TCase *fd = tcase_create("finite differences");
     tcase_set_timeout(fd, 120);

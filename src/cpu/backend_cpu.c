@@ -499,6 +499,34 @@ static const struct dg_backend_ops cpu_ops = {
     .rmsprop = cpu_rmsprop,
 };
 
+/* DIGITS_CPU_KERNELS=auto|generic|direct|winograd overrides the automatic choice. */
+static enum dg_status kernels_from_env(struct dg_cpu *cpu)
+{
+    static const struct {
+        const char *name;
+        enum dg_cpu_kernels kernels;
+    } names[] = {{"auto", DG_CPU_KERNELS_AUTO},
+                 {"generic", DG_CPU_KERNELS_GENERIC},
+                 {"direct", DG_CPU_KERNELS_AVX512},
+                 {"winograd", DG_CPU_KERNELS_WINOGRAD}};
+    const char *value = getenv("DIGITS_CPU_KERNELS");
+    cpu->kernels = DG_CPU_KERNELS_AUTO;
+    if (!value || !*value)
+        return DG_OK;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(value, names[i].name) == 0) {
+            cpu->kernels = names[i].kernels;
+            if (cpu->kernels != DG_CPU_KERNELS_AUTO && cpu->kernels != DG_CPU_KERNELS_GENERIC &&
+                !cpu->avx512_available)
+                return dg_error(DG_ERR_USAGE,
+                                "DIGITS_CPU_KERNELS=%s needs AVX-512F, which this CPU lacks",
+                                value);
+            return DG_OK;
+        }
+    return dg_error(DG_ERR_USAGE,
+                    "DIGITS_CPU_KERNELS=%s: expected auto, generic, direct or winograd", value);
+}
+
 static void describe(struct dg_backend *be)
 {
     struct dg_cpu *cpu = be->impl;
@@ -527,7 +555,8 @@ enum dg_status dg_backend_cpu_create(int threads, struct dg_backend **out)
     }
     cpu->threads = threads;
     cpu->avx512_available = dg_cpu_has_avx512();
-    cpu->kernels = DG_CPU_KERNELS_AUTO;
+    if ((status = kernels_from_env(cpu)) != DG_OK)
+        goto fail;
     if ((status = dg_cpu_pool_create(threads, &cpu->pool)) != DG_OK)
         goto fail;
     openblas_set_num_threads(1);

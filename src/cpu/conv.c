@@ -109,33 +109,45 @@ static enum dg_status ensure_generic(struct conv_plan *p)
 
 static enum dg_status ensure_avx512(struct conv_plan *p)
 {
-    if (p->xpad)
+    if (p->xpriv)
         return DG_OK;
     const struct dg_conv_shape *s = &p->s;
-    size_t padded = (size_t)s->batch * p->hp * p->wp;
     size_t channels = (size_t)(s->in_channels > s->out_channels ? s->in_channels
                                                                 : s->out_channels);
     size_t tile_floats = (size_t)DG_TILE_PIXELS * 32;
     size_t acc_floats = filter_tile_count(s) * DG_TILE_ROWS * 32;
     p->tiles_per_thread = acc_floats > tile_floats ? acc_floats : tile_floats;
     p->priv_floats = (size_t)p->hp * p->wp * channels;
-    p->xpad = alloc_floats(padded * (size_t)s->in_channels);
-    p->gpad = alloc_floats((size_t)s->batch * s->height * s->width * s->out_channels);
     p->xpriv = alloc_floats(p->priv_floats * (size_t)p->threads);
     p->gpriv = alloc_floats(p->priv_floats * (size_t)p->threads);
     p->db_part = alloc_floats((size_t)s->batch * s->out_channels);
     p->wpack = alloc_floats(conv_kdim(s) * channels);
     p->tiles = alloc_floats(p->tiles_per_thread * (size_t)p->threads);
-    if (!p->xpad || !p->gpad || !p->xpriv || !p->gpriv || !p->db_part || !p->wpack ||
-        !p->tiles) {
-        free(p->xpad);
-        free(p->gpad);
+    if (!p->xpriv || !p->gpriv || !p->db_part || !p->wpack || !p->tiles) {
         free(p->xpriv);
         free(p->gpriv);
         free(p->db_part);
         free(p->wpack);
         free(p->tiles);
-        p->xpad = p->gpad = p->xpriv = p->gpriv = p->db_part = p->wpack = p->tiles = NULL;
+        p->xpriv = p->gpriv = p->db_part = p->wpack = p->tiles = NULL;
+        return dg_error(DG_ERR_NOMEM, "cpu conv: out of memory for the packed images");
+    }
+    return DG_OK;
+}
+
+/* The direct weight gradient's NHWC copies of the whole batch. */
+static enum dg_status ensure_direct_filter(struct conv_plan *p)
+{
+    enum dg_status status = ensure_avx512(p);
+    if (status != DG_OK || p->xpad)
+        return status;
+    const struct dg_conv_shape *s = &p->s;
+    p->xpad = alloc_floats((size_t)s->batch * p->hp * p->wp * s->in_channels);
+    p->gpad = alloc_floats((size_t)s->batch * s->height * s->width * s->out_channels);
+    if (!p->xpad || !p->gpad) {
+        free(p->xpad);
+        free(p->gpad);
+        p->xpad = p->gpad = NULL;
         return dg_error(DG_ERR_NOMEM, "cpu conv: out of memory for the packed batch");
     }
     return DG_OK;
@@ -924,7 +936,7 @@ enum dg_status dg_cpu_conv_bwd_filter(struct dg_backend *be, void *plan, const f
         return DG_OK;
     }
     if (dg_cpu_use_avx512(cpu) && avx512_fits(s->out_channels)) {
-        if ((status = ensure_avx512(p)) != DG_OK)
+        if ((status = ensure_direct_filter(p)) != DG_OK)
             return status;
         struct pack_job pack = {p, x, dy};
         dg_cpu_pool_run(cpu->pool, pack_task, &pack);
