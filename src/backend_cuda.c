@@ -16,7 +16,19 @@
 /* The most workspace one convolution algorithm may use (and the scratch for the search). */
 #define DG_CUDA_WORKSPACE_LIMIT ((size_t)256 << 20)
 #define DG_CUDA_MAX_ALGOS 16
+#define DG_CUDA_CHOICE_CACHE 32
 #define DG_MIB (1024.0 * 1024.0)
+
+/* The algorithm and math type chosen for each direction of one convolution shape: a plan
+ * created again for a shape seen before (the net recreates plans for partial batches) reuses
+ * them instead of searching again. Index 0 forward, 1 backward-data, 2 backward-filter. */
+enum conv_direction { CONV_FWD, CONV_BWD_DATA, CONV_BWD_FILTER };
+
+struct conv_choice {
+    struct dg_conv_shape shape;
+    int algo[3];
+    cudnnMathType_t math[3];
+};
 
 struct cuda_backend {
     struct dg_backend base;
@@ -30,24 +42,22 @@ struct cuda_backend {
     cudnnTensorDescriptor_t pool_out_desc;
     void *workspace; /* shared by every conv plan: the largest workspace any plan chose */
     size_t workspace_bytes;
+    struct conv_choice choices[DG_CUDA_CHOICE_CACHE]; /* algorithms already chosen, by shape */
+    int choice_count;
+    int choice_next; /* the entry replaced when the cache is full */
 };
 
-/* One convolution shape: descriptors and the algorithms chosen for it (with the workspace
- * each needs), one convolution descriptor per direction so each carries its math type. */
+/* One convolution shape: descriptors and the algorithms chosen for it with the workspace each
+ * needs; one convolution descriptor per direction (enum conv_direction) so that each carries
+ * the math type its algorithm runs with. */
 struct cuda_conv_plan {
     struct dg_conv_shape shape;
     cudnnTensorDescriptor_t x_desc; /* (batch, in_channels, height, width) */
     cudnnTensorDescriptor_t y_desc; /* (batch, out_channels, height, width) */
     cudnnFilterDescriptor_t w_desc; /* (out_channels, in_channels, kernel, kernel) */
-    cudnnConvolutionDescriptor_t fwd_desc;
-    cudnnConvolutionDescriptor_t bwd_data_desc;
-    cudnnConvolutionDescriptor_t bwd_filter_desc;
-    cudnnConvolutionFwdAlgo_t fwd_algo;
-    cudnnConvolutionBwdDataAlgo_t bwd_data_algo;
-    cudnnConvolutionBwdFilterAlgo_t bwd_filter_algo;
-    size_t fwd_workspace;
-    size_t bwd_data_workspace;
-    size_t bwd_filter_workspace;
+    cudnnConvolutionDescriptor_t desc[3];
+    int algo[3];
+    size_t workspace[3];
 };
 
 /* A batch staging slot: pinned host bytes -> device bytes on the copy stream. */
@@ -356,8 +366,6 @@ struct algo_candidate {
     cudnnMathType_t math;
 };
 
-enum conv_direction { CONV_FWD, CONV_BWD_DATA, CONV_BWD_FILTER };
-
 static const char *direction_name(enum conv_direction direction)
 {
     return direction == CONV_FWD ? "forward"
@@ -365,29 +373,23 @@ static const char *direction_name(enum conv_direction direction)
                                         : "backward-filter";
 }
 
-static cudnnConvolutionDescriptor_t plan_desc(struct cuda_conv_plan *plan,
-                                              enum conv_direction direction)
-{
-    return direction == CONV_FWD ? plan->fwd_desc
-           : direction == CONV_BWD_DATA ? plan->bwd_data_desc
-                                        : plan->bwd_filter_desc;
-}
-
 static cudnnStatus_t workspace_size(struct cuda_backend *cb, struct cuda_conv_plan *plan,
                                     enum conv_direction direction, int algo, size_t *bytes)
 {
+    cudnnConvolutionDescriptor_t desc = plan->desc[direction];
     switch (direction) {
     case CONV_FWD:
         return cudnnGetConvolutionForwardWorkspaceSize(cb->cudnn, plan->x_desc, plan->w_desc,
-                                                       plan->fwd_desc, plan->y_desc,
+                                                       desc, plan->y_desc,
                                                        (cudnnConvolutionFwdAlgo_t)algo, bytes);
     case CONV_BWD_DATA:
-        return cudnnGetConvolutionBackwardDataWorkspaceSize(
-            cb->cudnn, plan->w_desc, plan->y_desc, plan->bwd_data_desc, plan->x_desc,
-            (cudnnConvolutionBwdDataAlgo_t)algo, bytes);
+        return cudnnGetConvolutionBackwardDataWorkspaceSize(cb->cudnn, plan->w_desc, plan->y_desc,
+                                                            desc, plan->x_desc,
+                                                            (cudnnConvolutionBwdDataAlgo_t)algo,
+                                                            bytes);
     default:
         return cudnnGetConvolutionBackwardFilterWorkspaceSize(
-            cb->cudnn, plan->x_desc, plan->y_desc, plan->bwd_filter_desc, plan->w_desc,
+            cb->cudnn, plan->x_desc, plan->y_desc, desc, plan->w_desc,
             (cudnnConvolutionBwdFilterAlgo_t)algo, bytes);
     }
 }
@@ -407,11 +409,11 @@ static enum dg_status conv_candidates(struct cuda_backend *cb, struct cuda_conv_
         cudnnConvolutionFwdAlgoPerf_t perf[DG_CUDA_MAX_ALGOS];
         if (measure)
             DG_TRY(cudnnFindConvolutionForwardAlgorithmEx(
-                cb->cudnn, plan->x_desc, x, plan->w_desc, w, plan->fwd_desc, plan->y_desc, y,
+                cb->cudnn, plan->x_desc, x, plan->w_desc, w, plan->desc[CONV_FWD], plan->y_desc, y,
                 DG_CUDA_MAX_ALGOS, &returned, perf, scratch, scratch_bytes));
         else
             DG_TRY(cudnnGetConvolutionForwardAlgorithm_v7(cb->cudnn, plan->x_desc, plan->w_desc,
-                                                          plan->fwd_desc, plan->y_desc,
+                                                          plan->desc[CONV_FWD], plan->y_desc,
                                                           DG_CUDA_MAX_ALGOS, &returned, perf));
         for (int i = 0; i < returned; i++)
             out[i] = (struct algo_candidate){(int)perf[i].algo, perf[i].status,
@@ -420,11 +422,11 @@ static enum dg_status conv_candidates(struct cuda_backend *cb, struct cuda_conv_
         cudnnConvolutionBwdDataAlgoPerf_t perf[DG_CUDA_MAX_ALGOS];
         if (measure)
             DG_TRY(cudnnFindConvolutionBackwardDataAlgorithmEx(
-                cb->cudnn, plan->w_desc, w, plan->y_desc, y, plan->bwd_data_desc, plan->x_desc, x,
+                cb->cudnn, plan->w_desc, w, plan->y_desc, y, plan->desc[CONV_BWD_DATA], plan->x_desc, x,
                 DG_CUDA_MAX_ALGOS, &returned, perf, scratch, scratch_bytes));
         else
             DG_TRY(cudnnGetConvolutionBackwardDataAlgorithm_v7(
-                cb->cudnn, plan->w_desc, plan->y_desc, plan->bwd_data_desc, plan->x_desc,
+                cb->cudnn, plan->w_desc, plan->y_desc, plan->desc[CONV_BWD_DATA], plan->x_desc,
                 DG_CUDA_MAX_ALGOS, &returned, perf));
         for (int i = 0; i < returned; i++)
             out[i] = (struct algo_candidate){(int)perf[i].algo, perf[i].status,
@@ -433,11 +435,11 @@ static enum dg_status conv_candidates(struct cuda_backend *cb, struct cuda_conv_
         cudnnConvolutionBwdFilterAlgoPerf_t perf[DG_CUDA_MAX_ALGOS];
         if (measure)
             DG_TRY(cudnnFindConvolutionBackwardFilterAlgorithmEx(
-                cb->cudnn, plan->x_desc, x, plan->y_desc, y, plan->bwd_filter_desc, plan->w_desc,
+                cb->cudnn, plan->x_desc, x, plan->y_desc, y, plan->desc[CONV_BWD_FILTER], plan->w_desc,
                 w, DG_CUDA_MAX_ALGOS, &returned, perf, scratch, scratch_bytes));
         else
             DG_TRY(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-                cb->cudnn, plan->x_desc, plan->y_desc, plan->bwd_filter_desc, plan->w_desc,
+                cb->cudnn, plan->x_desc, plan->y_desc, plan->desc[CONV_BWD_FILTER], plan->w_desc,
                 DG_CUDA_MAX_ALGOS, &returned, perf));
         for (int i = 0; i < returned; i++)
             out[i] = (struct algo_candidate){(int)perf[i].algo, perf[i].status,
@@ -449,22 +451,43 @@ fail:
     return status;
 }
 
+/* Sets the math type of a direction's descriptor and the algorithm it runs, with the workspace
+ * that algorithm needs. DG_ERR_DEVICE when cuDNN cannot size it or it is over the limit. */
+static enum dg_status plan_apply(struct cuda_backend *cb, struct cuda_conv_plan *plan,
+                                 enum conv_direction direction, int algo, cudnnMathType_t math)
+{
+    enum dg_status status = DG_OK;
+    size_t bytes = 0;
+    DG_TRY(cudnnSetConvolutionMathType(plan->desc[direction], math));
+    DG_TRY(workspace_size(cb, plan, direction, algo, &bytes));
+    if (bytes > DG_CUDA_WORKSPACE_LIMIT)
+        return dg_error(DG_ERR_DEVICE, "cuda: %s convolution algorithm %d needs %zu MiB of "
+                                       "workspace (limit %zu MiB)",
+                        direction_name(direction), algo, bytes >> 20,
+                        DG_CUDA_WORKSPACE_LIMIT >> 20);
+    plan->algo[direction] = algo;
+    plan->workspace[direction] = bytes;
+    return DG_OK;
+fail:
+    return status;
+}
+
 /* Picks the first usable candidate: supported, within the workspace limit, deterministic when
- * the options ask for it or for FP32, and without tensor-op math in FP32 mode. Sets the
- * direction's descriptor to the math type it will run with. */
+ * the options ask for it or for FP32, and without tensor-op math in FP32 mode (which then runs
+ * with CUDNN_FMA_MATH); applies it to the plan and reports the choice. */
 static enum dg_status conv_choose(struct cuda_backend *cb, struct cuda_conv_plan *plan,
                                   enum conv_direction direction, int measure, float *x, float *y,
-                                  float *w, void *scratch, size_t scratch_bytes, int *algo,
-                                  size_t *workspace)
+                                  float *w, void *scratch, size_t scratch_bytes,
+                                  struct conv_choice *choice)
 {
     enum dg_status status = DG_OK;
     int fp32 = cb->options.math == DG_CUDA_MATH_FP32;
     int need_deterministic = fp32 || cb->options.deterministic;
-    cudnnConvolutionDescriptor_t desc = plan_desc(plan, direction);
     struct algo_candidate candidates[DG_CUDA_MAX_ALGOS];
     int count = 0;
 
-    DG_TRY(cudnnSetConvolutionMathType(desc, fp32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH));
+    DG_TRY(cudnnSetConvolutionMathType(plan->desc[direction],
+                                       fp32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH));
     if ((status = conv_candidates(cb, plan, direction, measure, x, y, w, scratch, scratch_bytes,
                                   candidates, &count)) != DG_OK)
         return status;
@@ -476,13 +499,12 @@ static enum dg_status conv_choose(struct cuda_backend *cb, struct cuda_conv_plan
             continue;
         if (fp32 && c->math != CUDNN_FMA_MATH && c->math != CUDNN_DEFAULT_MATH)
             continue;
-        DG_TRY(cudnnSetConvolutionMathType(desc, fp32 ? CUDNN_FMA_MATH : c->math));
-        size_t bytes = 0;
-        if (workspace_size(cb, plan, direction, c->algo, &bytes) != CUDNN_STATUS_SUCCESS ||
-            bytes > DG_CUDA_WORKSPACE_LIMIT)
+        cudnnMathType_t math = fp32 ? CUDNN_FMA_MATH : c->math;
+        if (plan_apply(cb, plan, direction, c->algo, math) != DG_OK)
             continue;
-        *algo = c->algo;
-        *workspace = bytes;
+        choice->algo[direction] = c->algo;
+        choice->math[direction] = math;
+        dg_error_clear();
         return DG_OK;
     }
     return dg_error(DG_ERR_DEVICE,
@@ -494,6 +516,72 @@ static enum dg_status conv_choose(struct cuda_backend *cb, struct cuda_conv_plan
                     plan->shape.out_channels, plan->shape.height, plan->shape.width,
                     plan->shape.kernel);
 fail:
+    return status;
+}
+
+static const struct conv_choice *choice_find(const struct cuda_backend *cb,
+                                             const struct dg_conv_shape *shape)
+{
+    for (int i = 0; i < cb->choice_count; i++) {
+        const struct dg_conv_shape *c = &cb->choices[i].shape;
+        if (c->batch == shape->batch && c->in_channels == shape->in_channels &&
+            c->out_channels == shape->out_channels && c->height == shape->height &&
+            c->width == shape->width && c->kernel == shape->kernel)
+            return &cb->choices[i];
+    }
+    return NULL;
+}
+
+static void choice_store(struct cuda_backend *cb, const struct conv_choice *choice)
+{
+    if (cb->choice_count < DG_CUDA_CHOICE_CACHE) {
+        cb->choices[cb->choice_count++] = *choice;
+        return;
+    }
+    cb->choices[cb->choice_next] = *choice;
+    cb->choice_next = (cb->choice_next + 1) % DG_CUDA_CHOICE_CACHE;
+}
+
+/* Chooses the three algorithms of a new shape: measured on zeroed scratch tensors unless the
+ * options ask for deterministic (reproducible) choices. */
+static enum dg_status plan_search(struct cuda_backend *cb, struct cuda_conv_plan *plan,
+                                  struct conv_choice *choice)
+{
+    const struct dg_conv_shape *shape = &plan->shape;
+    struct dg_backend *be = &cb->base;
+    enum dg_status status = DG_OK;
+    float *x = NULL, *y = NULL, *w = NULL;
+    void *scratch = NULL;
+    size_t scratch_bytes = 0;
+    int measure = !cb->options.deterministic;
+    if (measure) {
+        size_t x_count = (size_t)shape->batch * shape->in_channels * shape->height * shape->width;
+        size_t y_count = (size_t)shape->batch * shape->out_channels * shape->height * shape->width;
+        size_t w_count = (size_t)shape->out_channels * shape->in_channels * shape->kernel *
+                         shape->kernel;
+        size_t free_bytes = 0, total_bytes = 0;
+        DG_TRY(cudaMemGetInfo(&free_bytes, &total_bytes));
+        scratch_bytes = free_bytes / 4 < DG_CUDA_WORKSPACE_LIMIT ? free_bytes / 4
+                                                                 : DG_CUDA_WORKSPACE_LIMIT;
+        if ((status = cuda_alloc(be, x_count * sizeof(float), (void **)&x)) != DG_OK ||
+            (status = cuda_alloc(be, y_count * sizeof(float), (void **)&y)) != DG_OK ||
+            (status = cuda_alloc(be, w_count * sizeof(float), (void **)&w)) != DG_OK ||
+            (status = cuda_alloc(be, scratch_bytes, &scratch)) != DG_OK) {
+            status = dg_error_prefix(status, "scratch for the convolution algorithm search");
+            goto fail;
+        }
+        DG_TRY(cudaStreamSynchronize(cb->stream));
+    }
+    choice->shape = *shape;
+    for (int d = CONV_FWD; d <= CONV_BWD_FILTER; d++)
+        if ((status = conv_choose(cb, plan, (enum conv_direction)d, measure, x, y, w, scratch,
+                                  scratch_bytes, choice)) != DG_OK)
+            goto fail;
+fail:
+    cuda_free(be, x);
+    cuda_free(be, y);
+    cuda_free(be, w);
+    cuda_free(be, scratch);
     return status;
 }
 
@@ -509,12 +597,9 @@ static void cuda_conv_plan_free(struct dg_backend *be, void *handle)
         cudnnDestroyTensorDescriptor(plan->y_desc);
     if (plan->w_desc)
         cudnnDestroyFilterDescriptor(plan->w_desc);
-    if (plan->fwd_desc)
-        cudnnDestroyConvolutionDescriptor(plan->fwd_desc);
-    if (plan->bwd_data_desc)
-        cudnnDestroyConvolutionDescriptor(plan->bwd_data_desc);
-    if (plan->bwd_filter_desc)
-        cudnnDestroyConvolutionDescriptor(plan->bwd_filter_desc);
+    for (int d = 0; d < 3; d++)
+        if (plan->desc[d])
+            cudnnDestroyConvolutionDescriptor(plan->desc[d]);
     free(plan);
 }
 
@@ -523,9 +608,6 @@ static enum dg_status cuda_conv_plan_create(struct dg_backend *be,
 {
     struct cuda_backend *cb = cuda_of(be);
     enum dg_status status = DG_OK;
-    float *x = NULL, *y = NULL, *w = NULL;
-    void *scratch = NULL;
-    size_t scratch_bytes = 0;
     *out = NULL;
     if (shape->batch <= 0 || shape->in_channels <= 0 || shape->out_channels <= 0 ||
         shape->height <= 0 || shape->width <= 0 || shape->kernel <= 0 || shape->kernel % 2 == 0)
@@ -551,16 +633,14 @@ static enum dg_status cuda_conv_plan_create(struct dg_backend *be,
     DG_TRY(cudnnSetFilter4dDescriptor(plan->w_desc, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
                                       shape->out_channels, shape->in_channels, shape->kernel,
                                       shape->kernel));
-    cudnnConvolutionDescriptor_t *descs[3] = {&plan->fwd_desc, &plan->bwd_data_desc,
-                                              &plan->bwd_filter_desc};
     for (int d = 0; d < 3; d++) {
-        DG_TRY(cudnnCreateConvolutionDescriptor(descs[d]));
-        DG_TRY(cudnnSetConvolution2dDescriptor(*descs[d], pad, pad, 1, 1, 1, 1,
+        DG_TRY(cudnnCreateConvolutionDescriptor(&plan->desc[d]));
+        DG_TRY(cudnnSetConvolution2dDescriptor(plan->desc[d], pad, pad, 1, 1, 1, 1,
                                                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     }
     int out_n = 0, out_c = 0, out_h = 0, out_w = 0;
-    DG_TRY(cudnnGetConvolution2dForwardOutputDim(plan->fwd_desc, plan->x_desc, plan->w_desc,
-                                                 &out_n, &out_c, &out_h, &out_w));
+    DG_TRY(cudnnGetConvolution2dForwardOutputDim(plan->desc[CONV_FWD], plan->x_desc,
+                                                 plan->w_desc, &out_n, &out_c, &out_h, &out_w));
     if (out_n != shape->batch || out_c != shape->out_channels || out_h != shape->height ||
         out_w != shape->width) {
         status = dg_error(DG_ERR_RUNTIME, "cuda: cuDNN convolution output %dx%dx%dx%d is not "
@@ -570,59 +650,27 @@ static enum dg_status cuda_conv_plan_create(struct dg_backend *be,
         goto fail;
     }
 
-    int measure = !cb->options.deterministic;
-    if (measure) {
-        size_t x_count = (size_t)shape->batch * shape->in_channels * shape->height * shape->width;
-        size_t y_count = (size_t)shape->batch * shape->out_channels * shape->height * shape->width;
-        size_t w_count = (size_t)shape->out_channels * shape->in_channels * shape->kernel *
-                         shape->kernel;
-        size_t free_bytes = 0, total_bytes = 0;
-        DG_TRY(cudaMemGetInfo(&free_bytes, &total_bytes));
-        scratch_bytes = free_bytes / 4 < DG_CUDA_WORKSPACE_LIMIT ? free_bytes / 4
-                                                                 : DG_CUDA_WORKSPACE_LIMIT;
-        if ((status = cuda_alloc(be, x_count * sizeof(float), (void **)&x)) != DG_OK ||
-            (status = cuda_alloc(be, y_count * sizeof(float), (void **)&y)) != DG_OK ||
-            (status = cuda_alloc(be, w_count * sizeof(float), (void **)&w)) != DG_OK ||
-            (status = cuda_alloc(be, scratch_bytes, &scratch)) != DG_OK) {
-            status = dg_error_prefix(status, "scratch for the convolution algorithm search");
+    const struct conv_choice *known = choice_find(cb, shape);
+    if (known) {
+        for (int d = CONV_FWD; d <= CONV_BWD_FILTER; d++)
+            if ((status = plan_apply(cb, plan, (enum conv_direction)d, known->algo[d],
+                                     known->math[d])) != DG_OK)
+                goto fail;
+    } else {
+        struct conv_choice choice;
+        memset(&choice, 0, sizeof choice);
+        if ((status = plan_search(cb, plan, &choice)) != DG_OK)
             goto fail;
-        }
-        DG_TRY(cudaStreamSynchronize(cb->stream));
+        choice_store(cb, &choice);
     }
-    int algo = 0;
-    if ((status = conv_choose(cb, plan, CONV_FWD, measure, x, y, w, scratch, scratch_bytes, &algo,
-                              &plan->fwd_workspace)) != DG_OK)
-        goto fail;
-    plan->fwd_algo = (cudnnConvolutionFwdAlgo_t)algo;
-    if ((status = conv_choose(cb, plan, CONV_BWD_DATA, measure, x, y, w, scratch, scratch_bytes,
-                              &algo, &plan->bwd_data_workspace)) != DG_OK)
-        goto fail;
-    plan->bwd_data_algo = (cudnnConvolutionBwdDataAlgo_t)algo;
-    if ((status = conv_choose(cb, plan, CONV_BWD_FILTER, measure, x, y, w, scratch,
-                              scratch_bytes, &algo, &plan->bwd_filter_workspace)) != DG_OK)
-        goto fail;
-    plan->bwd_filter_algo = (cudnnConvolutionBwdFilterAlgo_t)algo;
-
-    cuda_free(be, x);
-    cuda_free(be, y);
-    cuda_free(be, w);
-    cuda_free(be, scratch);
-    x = y = w = NULL;
-    scratch = NULL;
-    size_t need = plan->fwd_workspace;
-    if (plan->bwd_data_workspace > need)
-        need = plan->bwd_data_workspace;
-    if (plan->bwd_filter_workspace > need)
-        need = plan->bwd_filter_workspace;
+    size_t need = 0;
+    for (int d = 0; d < 3; d++)
+        need = plan->workspace[d] > need ? plan->workspace[d] : need;
     if ((status = workspace_reserve(cb, need)) != DG_OK)
         goto fail;
     *out = plan;
     return DG_OK;
 fail:
-    cuda_free(be, x);
-    cuda_free(be, y);
-    cuda_free(be, w);
-    cuda_free(be, scratch);
     cuda_conv_plan_free(be, plan);
     return status;
 }
@@ -638,8 +686,9 @@ static enum dg_status cuda_conv_fwd(struct dg_backend *be, void *handle, const f
     const struct dg_conv_shape *s = &plan->shape;
     enum dg_status status = DG_OK;
     DG_TRY(cudnnConvolutionForward(cb->cudnn, &one, plan->x_desc, x, plan->w_desc, w,
-                                   plan->fwd_desc, plan->fwd_algo, cb->workspace,
-                                   plan->fwd_workspace, &zero, plan->y_desc, y));
+                                   plan->desc[CONV_FWD],
+                                   (cudnnConvolutionFwdAlgo_t)plan->algo[CONV_FWD], cb->workspace,
+                                   plan->workspace[CONV_FWD], &zero, plan->y_desc, y));
     DG_TRY(dg_launch_bias_act(y, bias, s->batch, s->out_channels, s->height * s->width, relu,
                               cb->stream));
     return DG_OK;
@@ -654,8 +703,10 @@ static enum dg_status cuda_conv_bwd_data(struct dg_backend *be, void *handle, co
     struct cuda_conv_plan *plan = handle;
     enum dg_status status = DG_OK;
     DG_TRY(cudnnConvolutionBackwardData(cb->cudnn, &one, plan->w_desc, w, plan->y_desc, dy,
-                                        plan->bwd_data_desc, plan->bwd_data_algo, cb->workspace,
-                                        plan->bwd_data_workspace, &zero, plan->x_desc, dx));
+                                        plan->desc[CONV_BWD_DATA],
+                                        (cudnnConvolutionBwdDataAlgo_t)plan->algo[CONV_BWD_DATA],
+                                        cb->workspace, plan->workspace[CONV_BWD_DATA], &zero,
+                                        plan->x_desc, dx));
     return DG_OK;
 fail:
     return status;
@@ -669,8 +720,10 @@ static enum dg_status cuda_conv_bwd_filter(struct dg_backend *be, void *handle, 
     const struct dg_conv_shape *s = &plan->shape;
     enum dg_status status = DG_OK;
     DG_TRY(cudnnConvolutionBackwardFilter(cb->cudnn, &one, plan->x_desc, x, plan->y_desc, dy,
-                                          plan->bwd_filter_desc, plan->bwd_filter_algo,
-                                          cb->workspace, plan->bwd_filter_workspace, &zero,
+                                          plan->desc[CONV_BWD_FILTER],
+                                          (cudnnConvolutionBwdFilterAlgo_t)
+                                              plan->algo[CONV_BWD_FILTER],
+                                          cb->workspace, plan->workspace[CONV_BWD_FILTER], &zero,
                                           plan->w_desc, dw));
     if (db)
         DG_TRY(dg_launch_channel_sum(dy, s->batch, s->out_channels, s->height * s->width, db,

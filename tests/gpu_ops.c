@@ -1,0 +1,669 @@
+/* Every op of the CUDA backend against the CPU backend (the fast path, itself checked against
+ * the double reference by test_ops) on the same inputs: odd batch sizes, sizes that are not
+ * multiples of the block size, pooling windows full of ties. Tensors NCHW, row-major; conv
+ * weights (out, in, k, k); dense weights (in, out).
+ *
+ * Tolerances (include/digits/compare.h): forward |gpu - cpu| <= 1e-5 + 1e-4 |cpu| per
+ * element; backward max |gpu - cpu| <= 1e-3 max |cpu|; loss sums rtol 1e-5. Exact (bit for
+ * bit): ReLU backward, max-pool forward and backward, dropout, RMSprop (the same element math
+ * under --fmad=false / -ffp-contract=off), batch assembly with and without augmentation, and
+ * reruns of the deterministic backend. TF32 convolutions use a normwise 1e-2 bound.
+ *
+ * Exits 77 (skipped) when no CUDA device is usable. Runs without fork (a CUDA context does
+ * not survive fork()). The first pairs of each comparison are printed as (gpu, cpu). */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "digits/backend.h"
+#include "digits/compare.h"
+#include "test_util.h"
+
+static struct dg_backend *cpu;
+static struct dg_backend *gpu;          /* FP32, algorithms measured (cudnnFind) */
+static struct dg_backend *gpu_det;      /* FP32, deterministic: heuristic algorithm order */
+static struct dg_backend *gpu_tf32;     /* TF32 allowed */
+static struct dg_backend *gpu_streamed; /* dataset budget of 1 byte: batches stream from host */
+
+static const struct dg_tolerance tol_tf32 = {DG_TOL_NORMWISE, 0.0, 1e-2};
+
+static void check_ok(enum dg_status status)
+{
+    ck_assert_msg(status == DG_OK, "backend op failed: %s", dg_error_message());
+}
+
+static void poison(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = NAN;
+}
+
+/* Device copy of `host` (n floats); NaN-filled when host is NULL, so that an op that leaves an
+ * output element unwritten fails its comparison. */
+static float *dev_floats(struct dg_backend *be, const float *host, size_t n)
+{
+    void *p = NULL;
+    check_ok(be->ops->alloc(be, n * sizeof(float), &p));
+    if (host) {
+        check_ok(be->ops->upload(be, p, host, n * sizeof(float)));
+    } else {
+        float *nan_fill = dg_test_floats(n);
+        poison(nan_fill, n);
+        check_ok(be->ops->upload(be, p, nan_fill, n * sizeof(float)));
+        free(nan_fill);
+    }
+    return p;
+}
+
+static void *dev_bytes(struct dg_backend *be, const void *host, size_t bytes)
+{
+    void *p = NULL;
+    check_ok(be->ops->alloc(be, bytes, &p));
+    check_ok(be->ops->upload(be, p, host, bytes));
+    return p;
+}
+
+static float *fetch(struct dg_backend *be, const float *dev, size_t n)
+{
+    float *host = dg_test_floats(n);
+    check_ok(be->ops->download(be, host, dev, n * sizeof(float)));
+    return host;
+}
+
+/* Compares gpu (candidate) with cpu (reference), prints the first pairs and the worst. */
+static int agree(const char *what, const float *gpu_values, const float *cpu_values, size_t n,
+                 const struct dg_tolerance *tol)
+{
+    struct dg_diff diff;
+    dg_diff_compute(gpu_values, cpu_values, n, tol, &diff);
+    printf("  %-28s n=%-8zu max_abs %.3g max_rel %.3g worst [%zu] (gpu %.9g, cpu %.9g) %s\n",
+           what, n, diff.max_abs, diff.max_rel, diff.worst, (double)gpu_values[diff.worst],
+           (double)cpu_values[diff.worst], diff.pass ? "pass" : "FAIL");
+    printf("    first (gpu, cpu):");
+    for (size_t i = 0; i < n && i < 3; i++)
+        printf(" (%.9g, %.9g)", (double)gpu_values[i], (double)cpu_values[i]);
+    printf("\n");
+    return diff.pass;
+}
+
+/* Fetches a device tensor and compares it with the CPU's. */
+static int agree_dev(const char *what, struct dg_backend *be, const float *dev,
+                     const float *cpu_values, size_t n, const struct dg_tolerance *tol)
+{
+    float *host = fetch(be, dev, n);
+    int pass = agree(what, host, cpu_values, n, tol);
+    free(host);
+    return pass;
+}
+
+/* ---- convolution ---- */
+
+struct conv_case {
+    int batch, cin, cout, h, w, k;
+};
+
+static const struct conv_case conv_cases[] = {
+    {1, 1, 32, 28, 28, 5},  {3, 1, 32, 28, 28, 5},   {7, 32, 32, 28, 28, 5},
+    {86, 32, 64, 14, 14, 3}, {3, 64, 64, 14, 14, 3}, {5, 3, 7, 13, 11, 3},
+    {2, 2, 16, 4, 4, 7},    {1, 5, 16, 30, 31, 3},
+};
+
+/* Runs one conv case on `be` and compares every output with the CPU backend. */
+static void conv_compare(struct dg_backend *be, const struct conv_case *c,
+                         const struct dg_tolerance *fwd_tol, const struct dg_tolerance *bwd_tol,
+                         uint64_t seed)
+{
+    struct dg_conv_shape shape = {c->batch, c->cin, c->cout, c->h, c->w, c->k};
+    size_t hw = (size_t)c->h * c->w;
+    size_t nx = (size_t)c->batch * c->cin * hw, ny = (size_t)c->batch * c->cout * hw;
+    size_t nw = (size_t)c->cout * c->cin * c->k * c->k, nb = (size_t)c->cout;
+    struct dg_test_rng rng = {seed};
+    float *x = dg_test_floats(nx), *w = dg_test_floats(nw), *b = dg_test_floats(nb);
+    float *dy = dg_test_floats(ny);
+    float scale = 1.0f / sqrtf((float)(c->cin * c->k * c->k));
+    dg_test_fill(&rng, x, nx, -1.0f, 1.0f);
+    dg_test_fill(&rng, w, nw, -scale, scale);
+    dg_test_fill(&rng, b, nb, -0.5f, 0.5f);
+    dg_test_fill(&rng, dy, ny, -1.0f, 1.0f);
+    printf("conv %d x %d -> %d, %dx%d, k %d on %s\n", c->batch, c->cin, c->cout, c->h, c->w, c->k,
+           be->description);
+
+    float *y = dg_test_floats(ny), *y_relu = dg_test_floats(ny), *dx = dg_test_floats(nx);
+    float *dw = dg_test_floats(nw), *db = dg_test_floats(nb);
+    void *cpu_plan = NULL;
+    check_ok(cpu->ops->conv_plan_create(cpu, &shape, &cpu_plan));
+    check_ok(cpu->ops->conv_fwd(cpu, cpu_plan, x, w, b, y, 0));
+    check_ok(cpu->ops->conv_fwd(cpu, cpu_plan, x, w, b, y_relu, 1));
+    check_ok(cpu->ops->conv_bwd_data(cpu, cpu_plan, dy, w, dx));
+    check_ok(cpu->ops->conv_bwd_filter(cpu, cpu_plan, x, dy, dw, db));
+    cpu->ops->conv_plan_free(cpu, cpu_plan);
+
+    float *d_x = dev_floats(be, x, nx), *d_w = dev_floats(be, w, nw), *d_b = dev_floats(be, b, nb);
+    float *d_dy = dev_floats(be, dy, ny), *d_y = dev_floats(be, NULL, ny);
+    float *d_dx = dev_floats(be, NULL, nx), *d_dw = dev_floats(be, NULL, nw);
+    float *d_db = dev_floats(be, NULL, nb);
+    void *plan = NULL;
+    check_ok(be->ops->conv_plan_create(be, &shape, &plan));
+    check_ok(be->ops->conv_fwd(be, plan, d_x, d_w, d_b, d_y, 0));
+    ck_assert(agree_dev("conv fwd", be, d_y, y, ny, fwd_tol));
+    check_ok(be->ops->conv_fwd(be, plan, d_x, d_w, d_b, d_y, 1));
+    ck_assert(agree_dev("conv fwd relu", be, d_y, y_relu, ny, fwd_tol));
+    check_ok(be->ops->conv_bwd_data(be, plan, d_dy, d_w, d_dx));
+    ck_assert(agree_dev("conv bwd data", be, d_dx, dx, nx, bwd_tol));
+    check_ok(be->ops->conv_bwd_filter(be, plan, d_x, d_dy, d_dw, d_db));
+    ck_assert(agree_dev("conv bwd filter dw", be, d_dw, dw, nw, bwd_tol));
+    ck_assert(agree_dev("conv bwd filter db", be, d_db, db, nb, bwd_tol));
+    be->ops->conv_plan_free(be, plan);
+
+    float *bufs[] = {d_x, d_w, d_b, d_dy, d_y, d_dx, d_dw, d_db};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        be->ops->free(be, bufs[i]);
+    free(x), free(w), free(b), free(dy), free(y), free(y_relu), free(dx), free(dw), free(db);
+}
+
+START_TEST(conv_fp32_measured)
+{
+    conv_compare(gpu, &conv_cases[_i], &dg_tol_forward, &dg_tol_backward, 100 + (uint64_t)_i);
+}
+END_TEST
+
+START_TEST(conv_fp32_deterministic)
+{
+    conv_compare(gpu_det, &conv_cases[_i], &dg_tol_forward, &dg_tol_backward,
+                 200 + (uint64_t)_i);
+}
+END_TEST
+
+START_TEST(conv_tf32)
+{
+    conv_compare(gpu_tf32, &conv_cases[_i], &tol_tf32, &tol_tf32, 300 + (uint64_t)_i);
+}
+END_TEST
+
+/* The deterministic backend gives the same bits on a rerun, with a new plan, and on a second
+ * backend instance (as a new process would). */
+START_TEST(conv_deterministic_reruns)
+{
+    struct dg_conv_shape shape = {86, 32, 32, 28, 28, 5};
+    size_t nx = (size_t)86 * 32 * 784, nw = (size_t)32 * 32 * 25;
+    struct dg_test_rng rng = {400};
+    float *x = dg_test_floats(nx), *dy = dg_test_floats(nx), *w = dg_test_floats(nw);
+    dg_test_fill(&rng, x, nx, -1.0f, 1.0f);
+    dg_test_fill(&rng, dy, nx, -1.0f, 1.0f);
+    dg_test_fill(&rng, w, nw, -0.05f, 0.05f);
+    struct dg_cuda_options options = {0, DG_CUDA_MATH_FP32, 1, 0};
+    struct dg_backend *second = NULL;
+    check_ok(dg_backend_cuda_create(&options, &second));
+    struct dg_backend *runs[3] = {gpu_det, gpu_det, second};
+    float *dw[3], *dx[3];
+    for (int r = 0; r < 3; r++) {
+        struct dg_backend *be = runs[r];
+        float *d_x = dev_floats(be, x, nx), *d_dy = dev_floats(be, dy, nx);
+        float *d_w = dev_floats(be, w, nw), *d_dw = dev_floats(be, NULL, nw);
+        float *d_dx = dev_floats(be, NULL, nx), *d_db = dev_floats(be, NULL, 32);
+        void *plan = NULL;
+        check_ok(be->ops->conv_plan_create(be, &shape, &plan));
+        check_ok(be->ops->conv_bwd_filter(be, plan, d_x, d_dy, d_dw, d_db));
+        check_ok(be->ops->conv_bwd_data(be, plan, d_dy, d_w, d_dx));
+        dw[r] = fetch(be, d_dw, nw);
+        dx[r] = fetch(be, d_dx, nx);
+        be->ops->conv_plan_free(be, plan);
+        float *bufs[] = {d_x, d_dy, d_w, d_dw, d_dx, d_db};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            be->ops->free(be, bufs[i]);
+    }
+    for (int r = 1; r < 3; r++) {
+        ck_assert(dg_test_equal("deterministic dw rerun", dw[r], dw[0], nw));
+        ck_assert(dg_test_equal("deterministic dx rerun", dx[r], dx[0], nx));
+    }
+    printf("deterministic reruns: dw[0..2] %.9g %.9g %.9g identical in 3 runs\n", (double)dw[0][0],
+           (double)dw[0][1], (double)dw[0][2]);
+    for (int r = 0; r < 3; r++)
+        free(dw[r]), free(dx[r]);
+    dg_backend_destroy(second);
+    free(x), free(dy), free(w);
+}
+END_TEST
+
+/* ---- element-wise ops and pooling ---- */
+
+START_TEST(relu_bwd_exact)
+{
+    const size_t sizes[] = {1, 1037, (size_t)86 * 32 * 784};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        size_t n = sizes[s];
+        struct dg_test_rng rng = {500 + s};
+        float *y = dg_test_floats(n), *dy = dg_test_floats(n);
+        dg_test_fill(&rng, y, n, -1.0f, 1.0f);
+        for (size_t i = 0; i < n; i += 3)
+            y[i] = 0.0f;
+        dg_test_fill(&rng, dy, n, -1.0f, 1.0f);
+        float *d_y = dev_floats(gpu, y, n), *d_dy = dev_floats(gpu, dy, n);
+        check_ok(cpu->ops->relu_bwd(cpu, n, y, dy));
+        check_ok(gpu->ops->relu_bwd(gpu, n, d_y, d_dy));
+        ck_assert(agree_dev("relu bwd", gpu, d_dy, dy, n, &dg_tol_exact));
+        gpu->ops->free(gpu, d_y), gpu->ops->free(gpu, d_dy);
+        free(y), free(dy);
+    }
+}
+END_TEST
+
+static const struct dg_pool_shape pool_cases[] = {
+    {3, 5, 7, 7}, {86, 32, 28, 28}, {2, 3, 13, 9}, {1, 1, 2, 2}, {7, 64, 14, 14},
+};
+
+/* Continuous inputs (_i even) and small integers (_i odd: windows full of ties, like the zeros
+ * after a ReLU): both directions bit-identical to the CPU, first maximum included. */
+START_TEST(maxpool_exact)
+{
+    const struct dg_pool_shape *s = &pool_cases[_i / 2];
+    int ties = _i % 2;
+    size_t nx = (size_t)s->batch * s->channels * s->height * s->width;
+    size_t ny = (size_t)s->batch * s->channels * (s->height / 2) * (s->width / 2);
+    struct dg_test_rng rng = {600 + (uint64_t)_i};
+    float *x = dg_test_floats(nx), *y = dg_test_floats(ny), *dy = dg_test_floats(ny);
+    float *dx = dg_test_floats(nx);
+    if (ties)
+        for (size_t i = 0; i < nx; i++)
+            x[i] = (float)dg_test_below(&rng, 3);
+    else
+        dg_test_fill(&rng, x, nx, -1.0f, 1.0f);
+    dg_test_fill(&rng, dy, ny, -1.0f, 1.0f);
+    printf("maxpool %d x %d x %dx%d%s\n", s->batch, s->channels, s->height, s->width,
+           ties ? " (ties)" : "");
+    check_ok(cpu->ops->maxpool_fwd(cpu, s, x, y));
+    check_ok(cpu->ops->maxpool_bwd(cpu, s, x, y, dy, dx));
+    float *d_x = dev_floats(gpu, x, nx), *d_y = dev_floats(gpu, NULL, ny);
+    float *d_dy = dev_floats(gpu, dy, ny), *d_dx = dev_floats(gpu, NULL, nx);
+    check_ok(gpu->ops->maxpool_fwd(gpu, s, d_x, d_y));
+    ck_assert(agree_dev("maxpool fwd", gpu, d_y, y, ny, &dg_tol_exact));
+    check_ok(gpu->ops->maxpool_bwd(gpu, s, d_x, d_y, d_dy, d_dx));
+    ck_assert(agree_dev("maxpool bwd", gpu, d_dx, dx, nx, &dg_tol_exact));
+    float *bufs[] = {d_x, d_y, d_dy, d_dx};
+    for (size_t i = 0; i < 4; i++)
+        gpu->ops->free(gpu, bufs[i]);
+    free(x), free(y), free(dy), free(dx);
+}
+END_TEST
+
+START_TEST(dropout_exact)
+{
+    const size_t sizes[] = {1, 1037, (size_t)86 * 64 * 49};
+    const float rates[] = {0.25f, 0.5f};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        for (int r = 0; r < 2; r++) {
+            size_t n = sizes[s];
+            struct dg_dropout_key key = {0x5eed0000ull + s, (uint32_t)r, 3, 17 + (uint32_t)s};
+            struct dg_test_rng rng = {700 + s};
+            float *x = dg_test_floats(n), *y = dg_test_floats(n), *dx = dg_test_floats(n);
+            dg_test_fill(&rng, x, n, -1.0f, 1.0f);
+            check_ok(cpu->ops->dropout_fwd(cpu, n, rates[r], &key, x, y));
+            check_ok(cpu->ops->dropout_bwd(cpu, n, rates[r], &key, x, dx));
+            float *d_x = dev_floats(gpu, x, n), *d_y = dev_floats(gpu, NULL, n);
+            check_ok(gpu->ops->dropout_fwd(gpu, n, rates[r], &key, d_x, d_y));
+            ck_assert(agree_dev("dropout fwd", gpu, d_y, y, n, &dg_tol_exact));
+            check_ok(gpu->ops->dropout_bwd(gpu, n, rates[r], &key, d_x, d_y));
+            ck_assert(agree_dev("dropout bwd", gpu, d_y, dx, n, &dg_tol_exact));
+            size_t dropped = 0;
+            for (size_t i = 0; i < n; i++)
+                dropped += y[i] == 0.0f;
+            if (n > 1000)
+                ck_assert_msg(fabs((double)dropped / (double)n - rates[r]) < 0.02,
+                              "dropped %zu of %zu at rate %g", dropped, n, (double)rates[r]);
+            gpu->ops->free(gpu, d_x), gpu->ops->free(gpu, d_y);
+            free(x), free(y), free(dx);
+        }
+    }
+}
+END_TEST
+
+/* ---- dense ---- */
+
+struct dense_case {
+    int batch, in, out;
+};
+
+static const struct dense_case dense_cases[] = {
+    {37, 3136, 256}, {86, 256, 10}, {1, 129, 7}, {5, 7, 300}, {86, 3136, 256},
+};
+
+START_TEST(dense_vs_cpu)
+{
+    const struct dense_case *c = &dense_cases[_i];
+    size_t nx = (size_t)c->batch * c->in, ny = (size_t)c->batch * c->out;
+    size_t nw = (size_t)c->in * c->out;
+    struct dg_test_rng rng = {800 + (uint64_t)_i};
+    float *x = dg_test_floats(nx), *w = dg_test_floats(nw), *b = dg_test_floats((size_t)c->out);
+    float *dy = dg_test_floats(ny);
+    float scale = 1.0f / sqrtf((float)c->in);
+    dg_test_fill(&rng, x, nx, -1.0f, 1.0f);
+    dg_test_fill(&rng, w, nw, -scale, scale);
+    dg_test_fill(&rng, b, (size_t)c->out, -0.5f, 0.5f);
+    dg_test_fill(&rng, dy, ny, -1.0f, 1.0f);
+    printf("dense %d x %d -> %d\n", c->batch, c->in, c->out);
+    float *y = dg_test_floats(ny), *y_relu = dg_test_floats(ny), *dx = dg_test_floats(nx);
+    float *dw = dg_test_floats(nw), *db = dg_test_floats((size_t)c->out);
+    check_ok(cpu->ops->dense_fwd(cpu, c->batch, c->in, c->out, x, w, b, y, 0));
+    check_ok(cpu->ops->dense_fwd(cpu, c->batch, c->in, c->out, x, w, b, y_relu, 1));
+    check_ok(cpu->ops->dense_bwd(cpu, c->batch, c->in, c->out, x, w, dy, dx, dw, db));
+
+    float *d_x = dev_floats(gpu, x, nx), *d_w = dev_floats(gpu, w, nw);
+    float *d_b = dev_floats(gpu, b, (size_t)c->out), *d_dy = dev_floats(gpu, dy, ny);
+    float *d_y = dev_floats(gpu, NULL, ny), *d_dx = dev_floats(gpu, NULL, nx);
+    float *d_dw = dev_floats(gpu, NULL, nw), *d_db = dev_floats(gpu, NULL, (size_t)c->out);
+    check_ok(gpu->ops->dense_fwd(gpu, c->batch, c->in, c->out, d_x, d_w, d_b, d_y, 0));
+    ck_assert(agree_dev("dense fwd", gpu, d_y, y, ny, &dg_tol_forward));
+    check_ok(gpu->ops->dense_fwd(gpu, c->batch, c->in, c->out, d_x, d_w, d_b, d_y, 1));
+    ck_assert(agree_dev("dense fwd relu", gpu, d_y, y_relu, ny, &dg_tol_forward));
+    check_ok(gpu->ops->dense_bwd(gpu, c->batch, c->in, c->out, d_x, d_w, d_dy, d_dx, d_dw, d_db));
+    ck_assert(agree_dev("dense bwd dx", gpu, d_dx, dx, nx, &dg_tol_backward));
+    ck_assert(agree_dev("dense bwd dw", gpu, d_dw, dw, nw, &dg_tol_backward));
+    ck_assert(agree_dev("dense bwd db", gpu, d_db, db, (size_t)c->out, &dg_tol_backward));
+    /* dx = NULL: only the parameter gradients */
+    float *d_dw2 = dev_floats(gpu, NULL, nw);
+    check_ok(gpu->ops->dense_bwd(gpu, c->batch, c->in, c->out, d_x, d_w, d_dy, NULL, d_dw2, d_db));
+    ck_assert(agree_dev("dense bwd dw (no dx)", gpu, d_dw2, dw, nw, &dg_tol_backward));
+    float *bufs[] = {d_x, d_w, d_b, d_dy, d_y, d_dx, d_dw, d_db, d_dw2};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        gpu->ops->free(gpu, bufs[i]);
+    free(x), free(w), free(b), free(dy), free(y), free(y_relu), free(dx), free(dw), free(db);
+}
+END_TEST
+
+/* ---- softmax + cross-entropy ---- */
+
+START_TEST(softmax_xent_vs_cpu)
+{
+    const int batches[] = {1, 37, 86, 300};
+    int batch = batches[_i];
+    size_t n = (size_t)batch * DG_CLASSES;
+    struct dg_test_rng rng = {900 + (uint64_t)_i};
+    float *logits = dg_test_floats(n), *probs = dg_test_floats(n), *dlogits = dg_test_floats(n);
+    uint8_t *labels = dg_test_bytes((size_t)batch);
+    dg_test_fill(&rng, logits, n, -8.0f, 8.0f);
+    logits[0] += 80.0f; /* a large logit: the row maximum must be subtracted */
+    for (int i = 0; i < batch; i++)
+        labels[i] = (uint8_t)dg_test_below(&rng, DG_CLASSES);
+    labels[0] = 0; /* a sure hit, so that the count is never trivially zero */
+    double cpu_stats[2] = {0.5, 2.0}, gpu_stats[2] = {0.5, 2.0};
+    printf("softmax-xent batch %d\n", batch);
+    check_ok(cpu->ops->softmax_xent(cpu, batch, logits, labels, probs, dlogits, cpu_stats));
+    check_ok(cpu->ops->softmax_xent(cpu, batch, logits, labels, probs, dlogits, cpu_stats));
+
+    float *d_logits = dev_floats(gpu, logits, n), *d_probs = dev_floats(gpu, NULL, n);
+    float *d_dlogits = dev_floats(gpu, NULL, n);
+    uint8_t *d_labels = dev_bytes(gpu, labels, (size_t)batch);
+    double *d_stats = dev_bytes(gpu, gpu_stats, sizeof gpu_stats);
+    check_ok(gpu->ops->softmax_xent(gpu, batch, d_logits, d_labels, d_probs, d_dlogits, d_stats));
+    check_ok(gpu->ops->softmax_xent(gpu, batch, d_logits, d_labels, d_probs, d_dlogits, d_stats));
+    ck_assert(agree_dev("softmax probs", gpu, d_probs, probs, n, &dg_tol_forward));
+    ck_assert(agree_dev("softmax dlogits", gpu, d_dlogits, dlogits, n, &dg_tol_backward));
+    check_ok(gpu->ops->download(gpu, gpu_stats, d_stats, sizeof gpu_stats));
+    printf("  stats (gpu, cpu): loss sum (%.12g, %.12g) correct (%g, %g)\n", gpu_stats[0],
+           cpu_stats[0], gpu_stats[1], cpu_stats[1]);
+    ck_assert(fabs(gpu_stats[0] - cpu_stats[0]) <= DG_TEST_LOSS_RTOL * fabs(cpu_stats[0]));
+    ck_assert(gpu_stats[1] == cpu_stats[1]);
+    ck_assert(cpu_stats[1] >= 4.0);
+
+    /* inference: probabilities only, dlogits and stats untouched */
+    float *d_probs2 = dev_floats(gpu, NULL, n);
+    check_ok(gpu->ops->softmax_xent(gpu, batch, d_logits, NULL, d_probs2, NULL, NULL));
+    ck_assert(agree_dev("softmax probs (no labels)", gpu, d_probs2, probs, n, &dg_tol_forward));
+    double after[2];
+    check_ok(gpu->ops->download(gpu, after, d_stats, sizeof after));
+    ck_assert(after[0] == gpu_stats[0] && after[1] == gpu_stats[1]);
+
+    gpu->ops->free(gpu, d_logits), gpu->ops->free(gpu, d_probs), gpu->ops->free(gpu, d_dlogits);
+    gpu->ops->free(gpu, d_labels), gpu->ops->free(gpu, d_stats), gpu->ops->free(gpu, d_probs2);
+    free(logits), free(probs), free(dlogits), free(labels);
+}
+END_TEST
+
+START_TEST(rmsprop_exact)
+{
+    const size_t n = 10007;
+    struct dg_test_rng rng = {1000};
+    float *w = dg_test_floats(n), *g = dg_test_floats(n), *acc = dg_test_floats(n);
+    dg_test_fill(&rng, w, n, -0.1f, 0.1f);
+    float *d_w = dev_floats(gpu, w, n), *d_acc = dev_floats(gpu, acc, n);
+    float *d_g = dev_floats(gpu, NULL, n);
+    for (int step = 0; step < 3; step++) {
+        dg_test_fill(&rng, g, n, -1.0f, 1.0f);
+        check_ok(gpu->ops->upload(gpu, d_g, g, n * sizeof(float)));
+        check_ok(cpu->ops->rmsprop(cpu, n, w, g, acc, 1e-3f, 0.9f, 1e-8f));
+        check_ok(gpu->ops->rmsprop(gpu, n, d_w, d_g, d_acc, 1e-3f, 0.9f, 1e-8f));
+    }
+    ck_assert(agree_dev("rmsprop w", gpu, d_w, w, n, &dg_tol_exact));
+    ck_assert(agree_dev("rmsprop acc", gpu, d_acc, acc, n, &dg_tol_exact));
+    gpu->ops->free(gpu, d_w), gpu->ops->free(gpu, d_acc), gpu->ops->free(gpu, d_g);
+    free(w), free(g), free(acc);
+}
+END_TEST
+
+/* ---- data ---- */
+
+/* Batches of odd sizes, plain and augmented, queued back to back before any download (so the
+ * two staging slots are reused while earlier batches may still be in flight), on the resident
+ * store (_i == 0) and the streamed one (_i == 1): bit-identical to the CPU. */
+START_TEST(batch_assemble_exact)
+{
+    struct dg_backend *be = _i == 0 ? gpu : gpu_streamed;
+    const int counts[] = {1, 3, 7, 86, 13, 86};
+    enum { BATCHES = 6 };
+    const size_t images = 211;
+    struct dg_test_rng rng = {1100};
+    uint8_t *store = dg_test_bytes(images * DG_PIXELS), *store_labels = dg_test_bytes(images);
+    for (size_t i = 0; i < images * DG_PIXELS; i++)
+        store[i] = (uint8_t)dg_test_below(&rng, 256);
+    for (size_t i = 0; i < images; i++)
+        store_labels[i] = (uint8_t)dg_test_below(&rng, 10);
+    struct dg_dataset dataset = {0};
+    dataset.count = images;
+    dataset.images = store;
+    dataset.labels = store_labels;
+    struct dg_dataset unlabelled = dataset;
+    unlabelled.labels = NULL;
+    printf("batch assembly on %s store\n", _i == 0 ? "a resident" : "a streamed");
+
+    void *handle = NULL, *cpu_handle = NULL, *handle_unlabelled = NULL;
+    check_ok(be->ops->dataset_attach(be, &dataset, &handle));
+    check_ok(be->ops->dataset_attach(be, &unlabelled, &handle_unlabelled));
+    check_ok(cpu->ops->dataset_attach(cpu, &dataset, &cpu_handle));
+    for (int aug = 0; aug < 2; aug++) {
+        uint32_t *rows[BATCHES];
+        float *d_x[BATCHES];
+        uint8_t *d_labels[BATCHES];
+        struct dg_augment_key keys[BATCHES];
+        const uint8_t label_fill[86] = {0};
+        for (int b = 0; b < BATCHES; b++) {
+            int n = counts[b];
+            rows[b] = dg_test_bytes((size_t)n * sizeof(uint32_t));
+            for (int i = 0; i < n; i++)
+                rows[b][i] = dg_test_below(&rng, (uint32_t)images);
+            rows[b][n - 1] = (uint32_t)images - 1;
+            keys[b] = (struct dg_augment_key){0xfeedull, 2, (uint32_t)b, 10.0f, 0.1f, 0.1f};
+            d_x[b] = dev_floats(be, NULL, (size_t)n * DG_PIXELS);
+            d_labels[b] = dev_bytes(be, label_fill, (size_t)n);
+            check_ok(be->ops->batch_assemble(be, handle, rows[b], n, aug ? &keys[b] : NULL, d_x[b],
+                                             d_labels[b]));
+        }
+        for (int b = 0; b < BATCHES; b++) {
+            int n = counts[b];
+            size_t count = (size_t)n * DG_PIXELS;
+            float *want = dg_test_floats(count);
+            uint8_t *want_labels = dg_test_bytes((size_t)n), *labels = dg_test_bytes((size_t)n);
+            check_ok(cpu->ops->batch_assemble(cpu, cpu_handle, rows[b], n, aug ? &keys[b] : NULL,
+                                              want, want_labels));
+            char what[64];
+            snprintf(what, sizeof what, "%s batch of %d", aug ? "augmented" : "plain", n);
+            ck_assert(agree_dev(what, be, d_x[b], want, count, &dg_tol_exact));
+            check_ok(be->ops->download(be, labels, d_labels[b], (size_t)n));
+            ck_assert_mem_eq(labels, want_labels, (size_t)n);
+            free(want), free(want_labels), free(labels);
+        }
+        /* an unlabelled store leaves the label buffer alone */
+        uint8_t marks[7];
+        memset(marks, 0xee, sizeof marks);
+        uint8_t *d_marks = dev_bytes(be, marks, sizeof marks);
+        check_ok(be->ops->batch_assemble(be, handle_unlabelled, rows[2], 7, aug ? &keys[2] : NULL,
+                                         d_x[2], d_marks));
+        check_ok(be->ops->download(be, marks, d_marks, sizeof marks));
+        for (int i = 0; i < 7; i++)
+            ck_assert_uint_eq(marks[i], 0xee);
+        be->ops->free(be, d_marks);
+        for (int b = 0; b < BATCHES; b++) {
+            be->ops->free(be, d_x[b]);
+            be->ops->free(be, d_labels[b]);
+            free(rows[b]);
+        }
+    }
+    uint32_t bad_row = (uint32_t)images;
+    float *d_one = dev_floats(be, NULL, DG_PIXELS);
+    ck_assert_int_ne(be->ops->batch_assemble(be, handle, &bad_row, 1, NULL, d_one, NULL), DG_OK);
+    printf("  row out of range: %s\n", dg_error_message());
+    be->ops->free(be, d_one);
+    be->ops->dataset_detach(be, handle);
+    be->ops->dataset_detach(be, handle_unlabelled);
+    cpu->ops->dataset_detach(cpu, cpu_handle);
+    free(store), free(store_labels);
+}
+END_TEST
+
+/* ---- backend basics ---- */
+
+static void count_lines(const char *line, void *ctx)
+{
+    printf("  describe: %s\n", line);
+    if (strncmp(line, "CUDA device 0: ", 15) == 0)
+        (*(int *)ctx)++;
+}
+
+START_TEST(identity_memory_errors)
+{
+    ck_assert_int_eq(dg_cuda_built(), 1);
+    ck_assert_str_eq(gpu->name, "cuda");
+    ck_assert_ptr_nonnull(strstr(gpu->description, "cuda: "));
+    ck_assert_ptr_nonnull(strstr(gpu->description, "FP32 math"));
+    ck_assert_ptr_nonnull(strstr(gpu_tf32->description, "TF32 math"));
+    ck_assert_ptr_nonnull(strstr(gpu_det->description, "deterministic"));
+    printf("%s\n%s\n", gpu->description, gpu_tf32->description);
+    int devices = 0;
+    dg_cuda_describe(count_lines, &devices);
+    ck_assert_int_eq(devices, 1);
+
+    unsigned char *p = NULL;
+    check_ok(gpu->ops->alloc(gpu, 100003, (void **)&p));
+    unsigned char *back = dg_test_bytes(100003);
+    memset(back, 0xab, 100003);
+    check_ok(gpu->ops->download(gpu, back, p, 100003));
+    for (size_t i = 0; i < 100003; i++)
+        ck_assert_uint_eq(back[i], 0);
+    const char text[] = "digits";
+    check_ok(gpu->ops->upload(gpu, p + 5, text, sizeof text));
+    check_ok(gpu->ops->download(gpu, back, p + 5, sizeof text));
+    check_ok(gpu->ops->sync(gpu));
+    ck_assert_str_eq((char *)back, text);
+    gpu->ops->free(gpu, p);
+    gpu->ops->free(gpu, NULL);
+    free(back);
+
+    void *host = gpu->host_allocator.alloc(1 << 20, gpu->host_allocator.ctx);
+    ck_assert_ptr_nonnull(host);
+    memset(host, 1, 1 << 20);
+    gpu->host_allocator.free(host, gpu->host_allocator.ctx);
+
+    /* far more than any device has: a clean DG_ERR_DEVICE that says what was asked and free */
+    void *huge = NULL;
+    ck_assert_int_eq(gpu->ops->alloc(gpu, (size_t)1 << 50, &huge), DG_ERR_DEVICE);
+    ck_assert_ptr_null(huge);
+    printf("  huge alloc: %s\n", dg_error_message());
+    ck_assert_ptr_nonnull(strstr(dg_error_message(), "asked for"));
+    ck_assert_ptr_nonnull(strstr(dg_error_message(), "free"));
+    /* the backend still works afterwards (the error was not sticky) */
+    float *q = dev_floats(gpu, NULL, 1037);
+    check_ok(gpu->ops->relu_bwd(gpu, 1037, q, q));
+    check_ok(gpu->ops->sync(gpu));
+    gpu->ops->free(gpu, q);
+
+    struct dg_cuda_options bad = {999, DG_CUDA_MATH_FP32, 0, 0};
+    struct dg_backend *none = NULL;
+    ck_assert_int_eq(dg_backend_cuda_create(&bad, &none), DG_ERR_DEVICE);
+    ck_assert_ptr_null(none);
+    printf("  device 999: %s\n", dg_error_message());
+}
+END_TEST
+
+static Suite *gpu_ops_suite(void)
+{
+    Suite *suite = suite_create("gpu_ops");
+    TCase *conv = tcase_create("conv");
+    int conv_count = (int)(sizeof conv_cases / sizeof conv_cases[0]);
+    tcase_add_loop_test(conv, conv_fp32_measured, 0, conv_count);
+    tcase_add_loop_test(conv, conv_fp32_deterministic, 0, conv_count);
+    tcase_add_loop_test(conv, conv_tf32, 0, conv_count);
+    tcase_add_test(conv, conv_deterministic_reruns);
+    tcase_set_timeout(conv, 300);
+    suite_add_tcase(suite, conv);
+
+    TCase *elementwise = tcase_create("elementwise");
+    tcase_add_test(elementwise, relu_bwd_exact);
+    tcase_add_loop_test(elementwise, maxpool_exact, 0,
+                        2 * (int)(sizeof pool_cases / sizeof pool_cases[0]));
+    tcase_add_test(elementwise, dropout_exact);
+    tcase_add_loop_test(elementwise, dense_vs_cpu, 0,
+                        (int)(sizeof dense_cases / sizeof dense_cases[0]));
+    tcase_add_loop_test(elementwise, softmax_xent_vs_cpu, 0, 4);
+    tcase_add_test(elementwise, rmsprop_exact);
+    tcase_set_timeout(elementwise, 300);
+    suite_add_tcase(suite, elementwise);
+
+    TCase *data = tcase_create("data");
+    tcase_add_loop_test(data, batch_assemble_exact, 0, 2);
+    tcase_add_test(data, identity_memory_errors);
+    tcase_set_timeout(data, 300);
+    suite_add_tcase(suite, data);
+    return suite;
+}
+
+static struct dg_backend *cuda_or_die(int math, int deterministic, size_t budget)
+{
+    struct dg_cuda_options options = {0, (enum dg_cuda_math)math, deterministic, budget};
+    struct dg_backend *be = NULL;
+    if (dg_backend_cuda_create(&options, &be) != DG_OK) {
+        fprintf(stderr, "gpu_ops: %s\n", dg_error_message());
+        exit(EXIT_FAILURE);
+    }
+    return be;
+}
+
+int main(void)
+{
+    char reason[256];
+    if (dg_cuda_probe(reason, sizeof reason) != DG_OK) {
+        printf("gpu_ops: skipped: %s\n", reason);
+        return 77;
+    }
+    if (dg_backend_cpu_create(0, &cpu) != DG_OK) {
+        fprintf(stderr, "gpu_ops: %s\n", dg_error_message());
+        return EXIT_FAILURE;
+    }
+    gpu = cuda_or_die(DG_CUDA_MATH_FP32, 0, 0);
+    gpu_det = cuda_or_die(DG_CUDA_MATH_FP32, 1, 0);
+    gpu_tf32 = cuda_or_die(DG_CUDA_MATH_TF32, 0, 0);
+    gpu_streamed = cuda_or_die(DG_CUDA_MATH_FP32, 0, 1);
+    printf("reference: %s\ncandidate: %s\n", cpu->description, gpu->description);
+
+    SRunner *runner = srunner_create(gpu_ops_suite());
+    srunner_set_fork_status(runner, CK_NOFORK);
+    srunner_run_all(runner, CK_NORMAL);
+    int failed = srunner_ntests_failed(runner);
+    srunner_free(runner);
+    dg_backend_destroy(gpu_streamed);
+    dg_backend_destroy(gpu_tf32);
+    dg_backend_destroy(gpu_det);
+    dg_backend_destroy(gpu);
+    dg_backend_destroy(cpu);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
