@@ -15,8 +15,8 @@
 
 /* ---- Philox4x32-10: the known-answer vectors of the Random123 distribution (kat_vectors) ---- */
 
-static void check_kat(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0,
-                      uint32_t k1, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3)
+static void check_kat(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1,
+                      uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3)
 {
     struct dg_philox_ctr ctr = {{c0, c1, c2, c3}};
     struct dg_philox_ctr out = dg_philox4x32_10(ctr, k0, k1);

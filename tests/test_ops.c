@@ -54,15 +54,15 @@ struct conv_case {
 };
 
 static const struct conv_case conv_cases[] = {
-    {1, 1, 32, 28, 28, 5},   /* conv1 */
-    {3, 1, 32, 28, 28, 5},   {7, 32, 32, 28, 28, 5}, /* conv2 */
+    {1, 1, 32, 28, 28, 5},                            /* conv1 */
+    {3, 1, 32, 28, 28, 5},   {7, 32, 32, 28, 28, 5},  /* conv2 */
     {86, 32, 32, 28, 28, 5}, {86, 32, 64, 14, 14, 3}, /* conv3 */
-    {3, 64, 64, 14, 14, 3},  /* conv4 */
+    {3, 64, 64, 14, 14, 3},                           /* conv4 */
     {86, 1, 32, 28, 28, 5},  {1, 64, 64, 14, 14, 3},
-    {2, 16, 48, 9, 11, 3},   /* 32 + 16 output channels, short rows */
-    {3, 3, 5, 6, 7, 1},      /* channels off the vector width: generic everywhere */
-    {1, 2, 16, 4, 4, 7},     /* kernel wider than the image */
-    {1, 5, 16, 30, 31, 3},   /* rows of 14 + 14 + 3 pixels */
+    {2, 16, 48, 9, 11, 3}, /* 32 + 16 output channels, short rows */
+    {3, 3, 5, 6, 7, 1},    /* channels off the vector width: generic everywhere */
+    {1, 2, 16, 4, 4, 7},   /* kernel wider than the image */
+    {1, 5, 16, 30, 31, 3}, /* rows of 14 + 14 + 3 pixels */
 };
 
 START_TEST(conv_vs_reference)
@@ -97,8 +97,8 @@ START_TEST(conv_vs_reference)
         struct dg_backend *be = dg_test_cpu_backend(3, families[f]);
         if (!be)
             continue;
-        printf("conv %d x %d -> %d, %dx%d, k %d, %s (%s)\n", c->batch, c->cin, c->cout, c->h,
-               c->w, c->k, family_names[f], be->description);
+        printf("conv %d x %d -> %d, %dx%d, k %d, %s (%s)\n", c->batch, c->cin, c->cout, c->h, c->w,
+               c->k, family_names[f], be->description);
         void *plan = NULL;
         check_ok(be->ops->conv_plan_create(be, &shape, &plan));
         for (int repeat = 0; repeat < 2; repeat++) {
@@ -201,9 +201,11 @@ START_TEST(conv_by_hand)
                         float want = expect[k] * (float)(c + 1) + 0.5f;
                         if (relu && want < 0.0f)
                             want = 0.0f;
-                        ck_assert_msg(y[c * 9 + k] == want, "%s cout %d relu %d: y[%d][%d] = %g, "
-                                      "want %g", family_names[f], cout, relu, c, k,
-                                      (double)y[c * 9 + k], (double)want);
+                        ck_assert_msg(y[c * 9 + k] == want,
+                                      "%s cout %d relu %d: y[%d][%d] = %g, "
+                                      "want %g",
+                                      family_names[f], cout, relu, c, k, (double)y[c * 9 + k],
+                                      (double)want);
                     }
             }
             be->ops->conv_plan_free(be, plan);
@@ -313,7 +315,8 @@ START_TEST(dropout_masks)
             float *x = dg_test_floats(n), *y = dg_test_floats(n), *want = dg_test_floats(n);
             dg_test_fill(&rng, x, n, -2, 2);
             for (size_t i = 0; i < n; i++)
-                want[i] = x[i] * dg_dropout_scale(rate, key.seed, key.layer, key.epoch, key.step, i);
+                want[i] =
+                    x[i] * dg_dropout_scale(rate, key.seed, key.layer, key.epoch, key.step, i);
             double *xd = dg_test_to_double(x, n), *ref = dg_test_doubles(n);
             dg_ref_dropout(n, rate, &key, xd, ref);
             for (int f = 0; f < FAMILIES; f++) {
@@ -323,8 +326,8 @@ START_TEST(dropout_masks)
                 poison(y, n);
                 check_ok(be->ops->dropout_fwd(be, n, rate, &key, x, y));
                 ck_assert(dg_test_equal("dropout fwd = element math", y, want, n));
-                ck_assert(dg_test_close("dropout fwd", y, ref, n, DG_TEST_FWD_ATOL,
-                                        DG_TEST_FWD_RTOL));
+                ck_assert(
+                    dg_test_close("dropout fwd", y, ref, n, DG_TEST_FWD_ATOL, DG_TEST_FWD_RTOL));
                 poison(y, n);
                 check_ok(be->ops->dropout_bwd(be, n, rate, &key, x, y));
                 ck_assert(dg_test_equal("dropout bwd = element math", y, want, n));
@@ -346,8 +349,8 @@ struct dense_case {
 };
 
 static const struct dense_case dense_cases[] = {
-    {1, 3136, 256, 1}, {3, 5, 7, 0},  {7, 256, 10, 0}, {86, 3136, 256, 1},
-    {86, 256, 10, 0},  {2, 1, 1, 1},  {13, 40, 33, 0},
+    {1, 3136, 256, 1}, {3, 5, 7, 0}, {7, 256, 10, 0}, {86, 3136, 256, 1},
+    {86, 256, 10, 0},  {2, 1, 1, 1}, {13, 40, 33, 0},
 };
 
 START_TEST(dense_vs_reference)
@@ -391,8 +394,8 @@ START_TEST(dense_vs_reference)
         poison(db, (size_t)c->out);
         check_ok(be->ops->dense_bwd(be, c->batch, c->in, c->out, x, w, dy, NULL, dw, db));
         ck_assert(dg_test_close_max("dense dw (dx NULL)", dw, dw_ref, nw, DG_TEST_BWD_RTOL));
-        ck_assert(dg_test_close_max("dense db (dx NULL)", db, db_ref, (size_t)c->out,
-                                    DG_TEST_BWD_RTOL));
+        ck_assert(
+            dg_test_close_max("dense db (dx NULL)", db, db_ref, (size_t)c->out, DG_TEST_BWD_RTOL));
         dg_backend_destroy(be);
     }
     free(x), free(w), free(b), free(dy), free(xd), free(wd), free(bd), free(dyd);
@@ -428,10 +431,10 @@ START_TEST(softmax_xent_vs_reference)
         poison(probs, n);
         poison(grad, n);
         check_ok(be->ops->softmax_xent(be, batch, logits, labels, probs, grad, stats));
-        ck_assert(dg_test_close("softmax probs", probs, p_ref, n, DG_TEST_FWD_ATOL,
-                                DG_TEST_FWD_RTOL));
-        ck_assert(dg_test_close("xent dlogits", grad, g_ref, n, DG_TEST_FWD_ATOL,
-                                DG_TEST_FWD_RTOL));
+        ck_assert(
+            dg_test_close("softmax probs", probs, p_ref, n, DG_TEST_FWD_ATOL, DG_TEST_FWD_RTOL));
+        ck_assert(
+            dg_test_close("xent dlogits", grad, g_ref, n, DG_TEST_FWD_ATOL, DG_TEST_FWD_RTOL));
         ck_assert_double_le(fabs(stats[0] - 1.5 - loss_ref), DG_TEST_LOSS_RTOL * fabs(loss_ref));
         ck_assert_double_eq(stats[1], 2.0 + correct_ref);
         /* inference: probabilities only, the gradient and the stats left alone */
@@ -544,8 +547,9 @@ START_TEST(batch_assemble_vs_element_math)
             /* the warp really moves pixels */
             int moved = 0;
             for (size_t i = 0; i < (size_t)n * DG_PIXELS; i++)
-                moved += want[i] != dg_pixel_to_float(store[(size_t)rows[i / DG_PIXELS] *
-                                                                 DG_PIXELS + i % DG_PIXELS]);
+                moved +=
+                    want[i] != dg_pixel_to_float(
+                                   store[(size_t)rows[i / DG_PIXELS] * DG_PIXELS + i % DG_PIXELS]);
             ck_assert_int_gt(moved, n * 100);
             free(rows), free(x), free(want), free(labels), free(want_labels);
         }
@@ -719,8 +723,8 @@ static double ref_conv_loss(void *opaque)
 {
     struct ref_conv_ctx *c = opaque;
     dg_ref_conv_fwd(&c->s, c->x, c->w, c->b, c->y, c->relu);
-    return dot_double(c->y, c->r, (size_t)c->s.batch * c->s.out_channels * c->s.height *
-                                      c->s.width);
+    return dot_double(c->y, c->r,
+                      (size_t)c->s.batch * c->s.out_channels * c->s.height * c->s.width);
 }
 
 START_TEST(fd_reference_conv)
@@ -905,8 +909,8 @@ static double fast_conv_loss(void *opaque)
 static double fast_dense_loss(void *opaque)
 {
     struct fast_ctx *c = opaque;
-    check_ok(c->be->ops->dense_fwd(c->be, c->batch, c->in, c->out, c->x, c->w, c->b, c->y,
-                                   c->relu));
+    check_ok(
+        c->be->ops->dense_fwd(c->be, c->batch, c->in, c->out, c->x, c->w, c->b, c->y, c->relu));
     return dot_float(c->y, c->r, c->ny);
 }
 
@@ -933,7 +937,9 @@ static double fast_xent_loss(void *opaque)
 }
 
 static const struct dg_conv_shape fd_conv_shapes[] = {
-    {2, 4, 16, 8, 9, 3}, {2, 3, 32, 6, 5, 5}, {1, 16, 3, 7, 7, 3},
+    {2, 4, 16, 8, 9, 3},
+    {2, 3, 32, 6, 5, 5},
+    {1, 16, 3, 7, 7, 3},
 };
 
 START_TEST(fd_fast_conv)

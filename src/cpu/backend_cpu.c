@@ -316,8 +316,7 @@ static enum dg_status cpu_dropout_fwd(struct dg_backend *be, size_t n, float rat
 }
 
 static enum dg_status cpu_dropout_bwd(struct dg_backend *be, size_t n, float rate,
-                                      const struct dg_dropout_key *key, const float *dy,
-                                      float *dx)
+                                      const struct dg_dropout_key *key, const float *dy, float *dx)
 {
     return run_dropout(be, n, rate, key, dy, dx);
 }
@@ -343,8 +342,8 @@ static void dense_fwd_task(void *ctx, int thread, int threads)
         return;
     for (size_t r = r0; r < r1; r++)
         memcpy(job->y + r * job->out + c0, job->b + c0, sizeof(float) * (c1 - c0));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)(c1 - c0),
-                job->in, 1.0f, job->x + r0 * job->in, job->in, job->w + c0, job->out, 1.0f,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)(c1 - c0), job->in,
+                1.0f, job->x + r0 * job->in, job->in, job->w + c0, job->out, 1.0f,
                 job->y + r0 * job->out + c0, job->out);
     if (job->relu)
         for (size_t r = r0; r < r1; r++)
@@ -426,10 +425,10 @@ static enum dg_status cpu_softmax_xent(struct dg_backend *be, int batch, const f
     double loss_sum = 0.0, correct_sum = 0.0;
     for (int r = 0; r < batch; r++) {
         int correct;
-        float loss = dg_softmax_xent_row(
-            logits + (size_t)r * DG_CLASSES, probs + (size_t)r * DG_CLASSES,
-            dlogits ? dlogits + (size_t)r * DG_CLASSES : NULL, DG_CLASSES, labels[r], inv_batch,
-            &correct);
+        float loss =
+            dg_softmax_xent_row(logits + (size_t)r * DG_CLASSES, probs + (size_t)r * DG_CLASSES,
+                                dlogits ? dlogits + (size_t)r * DG_CLASSES : NULL, DG_CLASSES,
+                                labels[r], inv_batch, &correct);
         loss_sum += (double)loss;
         correct_sum += correct;
     }
@@ -454,8 +453,8 @@ static void rmsprop_task(void *ctx, int thread, int threads)
     size_t i0, i1;
     dg_cpu_split(job->n, 4096, thread, threads, &i0, &i1);
     if (job->avx512) {
-        dg_cpu_avx512_rmsprop(i1 - i0, job->w + i0, job->g + i0, job->acc + i0, job->lr,
-                              job->rho, job->eps);
+        dg_cpu_avx512_rmsprop(i1 - i0, job->w + i0, job->g + i0, job->acc + i0, job->lr, job->rho,
+                              job->eps);
         return;
     }
     for (size_t i = i0; i < i1; i++)
@@ -533,7 +532,7 @@ static void describe(struct dg_backend *be)
     const char *config = openblas_get_config();
     snprintf(be->description, sizeof be->description, "cpu: %d thread%s, %s kernels, %s",
              cpu->threads, cpu->threads == 1 ? "" : "s",
-             dg_cpu_use_winograd(cpu)  ? "AVX-512 Winograd + direct convolution"
+             dg_cpu_use_winograd(cpu) ? "AVX-512 Winograd + direct convolution"
              : dg_cpu_use_avx512(cpu) ? "AVX-512 direct convolution"
                                       : "im2col + sgemm",
              config ? config : "OpenBLAS");

@@ -24,7 +24,7 @@
 
 #define DG_TILE_PIXELS 14
 #define DG_TILE_ROWS 14
-#define DG_WINO_XI 36          /* alpha * alpha */
+#define DG_WINO_XI 36           /* alpha * alpha */
 #define DG_WINO_FILTER_CHUNK 28 /* tiles per weight-gradient chunk */
 
 struct conv_plan {
@@ -44,15 +44,15 @@ struct conv_plan {
     float *gpriv;   /* per thread (hp, wp, cout): one gradient image (weight gradient) */
     float *db_part; /* (batch, cout): per-image bias-gradient sums (Winograd weight gradient) */
     size_t priv_floats;
-    float *wpack;   /* (k, k, cin, cout) forward or (k, k, cout, cin) backward data */
-    float *tiles;   /* per thread: forward output tiles (14, 32); filter accumulators */
+    float *wpack;            /* (k, k, cin, cout) forward or (k, k, cout, cin) backward data */
+    float *tiles;            /* per thread: forward output tiles (14, 32); filter accumulators */
     size_t tiles_per_thread; /* floats */
     /* winograd */
-    float *u;       /* (36, cin, cout) forward or (36, cout, cin) backward data */
-    float *wv;      /* per thread (36, tiles, max channels): transformed inputs */
-    float *wz;      /* per thread (36, tiles, max channels): products or gradient tiles */
-    float *ws;      /* per thread (36, cout / 32, cin, 32): weight-gradient sums */
-    float *wout;    /* per thread (14 * m * m, max channels): output rows of one unit */
+    float *u;    /* (36, cin, cout) forward or (36, cout, cin) backward data */
+    float *wv;   /* per thread (36, tiles, max channels): transformed inputs */
+    float *wz;   /* per thread (36, tiles, max channels): products or gradient tiles */
+    float *ws;   /* per thread (36, cout / 32, cin, 32): weight-gradient sums */
+    float *wout; /* per thread (14 * m * m, max channels): output rows of one unit */
     size_t wv_floats, ws_floats, wout_floats;
 };
 
@@ -112,8 +112,7 @@ static enum dg_status ensure_avx512(struct conv_plan *p)
     if (p->xpriv)
         return DG_OK;
     const struct dg_conv_shape *s = &p->s;
-    size_t channels = (size_t)(s->in_channels > s->out_channels ? s->in_channels
-                                                                : s->out_channels);
+    size_t channels = (size_t)(s->in_channels > s->out_channels ? s->in_channels : s->out_channels);
     size_t tile_floats = (size_t)DG_TILE_PIXELS * 32;
     size_t acc_floats = filter_tile_count(s) * DG_TILE_ROWS * 32;
     p->tiles_per_thread = acc_floats > tile_floats ? acc_floats : tile_floats;
@@ -170,8 +169,7 @@ static enum dg_status ensure_winograd(struct conv_plan *p)
     if (status != DG_OK || p->u)
         return status;
     const struct dg_conv_shape *s = &p->s;
-    size_t channels = (size_t)(s->in_channels > s->out_channels ? s->in_channels
-                                                                : s->out_channels);
+    size_t channels = (size_t)(s->in_channels > s->out_channels ? s->in_channels : s->out_channels);
     size_t t = (size_t)p->threads;
     p->wv_floats = (size_t)DG_WINO_XI * DG_WINO_FILTER_CHUNK * channels;
     p->ws_floats = (size_t)DG_WINO_XI * s->in_channels * s->out_channels;
@@ -363,8 +361,8 @@ static void generic_fwd_task(void *ctx, int thread, int threads)
     for (size_t n = n0; n < n1; n++) {
         float *y = job->y + n * s->out_channels * hw;
         im2col(p, job->x + n * s->in_channels * hw, col);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->out_channels, (int)hw,
-                    (int)kdim, 1.0f, job->w, (int)kdim, col, (int)hw, 0.0f, y, (int)hw);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->out_channels, (int)hw, (int)kdim,
+                    1.0f, job->w, (int)kdim, col, (int)hw, 0.0f, y, (int)hw);
         for (int c = 0; c < s->out_channels; c++) {
             float *plane = y + (size_t)c * hw;
             float b = job->bias[c];
@@ -387,8 +385,8 @@ static void generic_bwd_data_task(void *ctx, int thread, int threads)
     dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
     for (size_t n = n0; n < n1; n++) {
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kdim, (int)hw, s->out_channels,
-                    1.0f, job->w, (int)kdim, job->dy + n * s->out_channels * hw, (int)hw, 0.0f,
-                    col, (int)hw);
+                    1.0f, job->w, (int)kdim, job->dy + n * s->out_channels * hw, (int)hw, 0.0f, col,
+                    (int)hw);
         col2im(p, col, job->dx + n * s->in_channels * hw);
     }
 }
@@ -433,8 +431,7 @@ static void generic_reduce_task(void *ctx, int thread, int threads)
 /* dst (hp, wp, c) NHWC <- src (c, h, w) placed at row `pad`, column `pad`; the rest zero.
  * Packing only happens on the AVX-512 paths; channels that are a multiple of 16 go through
  * the vector transpose. */
-static void pack_padded(const float *src, int c, int h, int w, int pad, int hp, int wp,
-                        float *dst)
+static void pack_padded(const float *src, int c, int h, int w, int pad, int hp, int wp, float *dst)
 {
     size_t row = (size_t)wp * c;
     size_t plane = (size_t)h * w;
@@ -478,8 +475,8 @@ static void pack_task(void *ctx, int thread, int threads)
     size_t n0, n1;
     dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
     for (size_t n = n0; n < n1; n++) {
-        pack_padded(job->x + n * s->in_channels * hw, s->in_channels, s->height, s->width,
-                    p->pad, p->hp, p->wp, p->xpad + n * padded * s->in_channels);
+        pack_padded(job->x + n * s->in_channels * hw, s->in_channels, s->height, s->width, p->pad,
+                    p->hp, p->wp, p->xpad + n * padded * s->in_channels);
         pack_nhwc(job->dy + n * s->out_channels * hw, s->out_channels, s->height, s->width,
                   p->gpad + n * hw * s->out_channels);
     }
@@ -526,8 +523,7 @@ static void direct_task(void *ctx, int thread, int threads)
                 dg_cpu_avx512_conv_row(row + (size_t)x0 * job->cin, row_stride, job->cin, k,
                                        job->wpack + c0, job->cout, couts, pixels,
                                        job->bias ? job->bias + c0 : NULL, job->relu, tile);
-                dg_cpu_avx512_from_nhwc(tile, couts, pixels, out_image + (size_t)c0 * hw + x0,
-                                        hw);
+                dg_cpu_avx512_from_nhwc(tile, couts, pixels, out_image + (size_t)c0 * hw + x0, hw);
             }
         }
     }
@@ -570,8 +566,7 @@ static void filter_task(void *ctx, int thread, int threads)
         for (int r = 0; r < rows; r++) {
             int kx = (row0 + r) / cin, ci = (row0 + r) % cin;
             for (int c = 0; c < couts; c++)
-                job->dw[(((size_t)(cout0 + c) * cin + ci) * k + ky) * k + kx] =
-                    tile[r * couts + c];
+                job->dw[(((size_t)(cout0 + c) * cin + ci) * k + ky) * k + kx] = tile[r * couts + c];
         }
     }
 }
@@ -665,9 +660,9 @@ static struct wino_units wino_units_of(const struct conv_plan *p)
 
 /* Forward (or backward data) over tiles: in NCHW (batch, cin, h, w), copied image by image
  * into the thread's padded NHWC buffer; U from wino_weights; out NCHW (batch, cout, h, w).
- * Uses direct_job's fields. Per unit: input
- * transforms V (36, tiles, cin), products M (36, cout / 32, 14, 32), output tiles gathered
- * into NHWC rows (rows*m, cols*m, cout), then transposed into NCHW. */
+ * Uses direct_job's fields. Per unit: input transforms V (36, tiles, cin), products
+ * M (36, cout / 32, 14, 32), output tiles gathered into NHWC rows (rows*m, cols*m, cout), then
+ * transposed into NCHW. */
 static void wino_conv_task(void *ctx, int thread, int threads)
 {
     const struct direct_job *job = ctx;
@@ -710,7 +705,8 @@ static void wino_conv_task(void *ctx, int thread, int threads)
                                        NULL, 0, prod + xi * xi_m + (size_t)co * DG_TILE_PIXELS);
         size_t out_row = (size_t)cols * m * cout;
         for (int t = 0; t < count; t++) {
-            float *dst = rows_out + (size_t)(t / cols) * m * out_row + (size_t)(t % cols) * m * cout;
+            float *dst =
+                rows_out + (size_t)(t / cols) * m * out_row + (size_t)(t % cols) * m * cout;
             for (int co = 0; co < cout; co += 16)
                 dg_cpu_avx512_wino_output(
                     m, prod + (size_t)(co / 32) * 32 * DG_TILE_PIXELS + (size_t)t * 32 + co % 32,

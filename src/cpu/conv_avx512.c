@@ -61,8 +61,8 @@ DG_AVX512_INLINE void conv_row_tile(const float *xrow, size_t row_stride, int ci
     }
 }
 
-typedef void (*conv_row_fn)(const float *, size_t, int, int, const float *, int, const float *,
-                            int, float *);
+typedef void (*conv_row_fn)(const float *, size_t, int, int, const float *, int, const float *, int,
+                            float *);
 
 #define DG_CONV_ROW(B, V)                                                                          \
     DG_AVX512 static void conv_row_##B##_##V(const float *xrow, size_t row_stride, int cin, int k, \
@@ -216,8 +216,8 @@ DG_AVX512_INLINE void transpose16(__m512 r[16])
         r[i] = t[i];
 }
 
-DG_AVX512 void dg_cpu_avx512_to_nhwc(const float *src, size_t plane_stride, int channels,
-                                     int width, float *dst)
+DG_AVX512 void dg_cpu_avx512_to_nhwc(const float *src, size_t plane_stride, int channels, int width,
+                                     float *dst)
 {
     for (int c0 = 0; c0 < channels; c0 += 16)
         for (int x0 = 0; x0 < width; x0 += 16) {
@@ -261,8 +261,8 @@ DG_AVX512 void dg_cpu_avx512_channel_sums(const float *src, size_t pixels, int c
                 acc[l] = _mm512_add_ps(acc[l], _mm512_loadu_ps(src + (i + l) * channels + c));
         for (; i < pixels; i++)
             acc[0] = _mm512_add_ps(acc[0], _mm512_loadu_ps(src + i * channels + c));
-        _mm512_storeu_ps(sums + c, _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]),
-                                                 _mm512_add_ps(acc[2], acc[3])));
+        _mm512_storeu_ps(
+            sums + c, _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
     }
 }
 
@@ -276,8 +276,7 @@ DG_AVX512_INLINE void mulhilo16(__m512i a, __m512i b, __m512i *lo, __m512i *hi)
 }
 
 DG_AVX512 void dg_cpu_avx512_dropout(size_t begin, size_t end, float rate,
-                                     const struct dg_dropout_key *key, const float *in,
-                                     float *out)
+                                     const struct dg_dropout_key *key, const float *in, float *out)
 {
     const __m512i m0 = _mm512_set1_epi64(0xD2511F53), m1 = _mm512_set1_epi64(0xCD9E8D57);
     const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -311,8 +310,10 @@ DG_AVX512 void dg_cpu_avx512_dropout(size_t begin, size_t end, float rate,
             scale[l] = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, vrate, _CMP_GE_OQ), keep);
         }
         /* element 4b + l is lane l of block b: interleave into element order */
-        __m512 a = _mm512_unpacklo_ps(scale[0], scale[1]), b = _mm512_unpackhi_ps(scale[0], scale[1]);
-        __m512 c = _mm512_unpacklo_ps(scale[2], scale[3]), d = _mm512_unpackhi_ps(scale[2], scale[3]);
+        __m512 a = _mm512_unpacklo_ps(scale[0], scale[1]),
+               b = _mm512_unpackhi_ps(scale[0], scale[1]);
+        __m512 c = _mm512_unpacklo_ps(scale[2], scale[3]),
+               d = _mm512_unpackhi_ps(scale[2], scale[3]);
         __m512 e0 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(c)));
         __m512 e1 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(c)));
         __m512 e2 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(b), _mm512_castps_pd(d)));
@@ -320,7 +321,8 @@ DG_AVX512 void dg_cpu_avx512_dropout(size_t begin, size_t end, float rate,
         __m512 t0 = _mm512_shuffle_f32x4(e0, e1, 0x88), t1 = _mm512_shuffle_f32x4(e0, e1, 0xDD);
         __m512 t2 = _mm512_shuffle_f32x4(e2, e3, 0x88), t3 = _mm512_shuffle_f32x4(e2, e3, 0xDD);
         __m512 ordered[4] = {_mm512_shuffle_f32x4(t0, t2, 0x88), _mm512_shuffle_f32x4(t1, t3, 0x88),
-                             _mm512_shuffle_f32x4(t0, t2, 0xDD), _mm512_shuffle_f32x4(t1, t3, 0xDD)};
+                             _mm512_shuffle_f32x4(t0, t2, 0xDD),
+                             _mm512_shuffle_f32x4(t1, t3, 0xDD)};
         for (int v = 0; v < 4; v++)
             _mm512_storeu_ps(out + i + 16 * v,
                              _mm512_mul_ps(_mm512_loadu_ps(in + i + 16 * v), ordered[v]));

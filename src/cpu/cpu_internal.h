@@ -22,8 +22,7 @@ int dg_cpu_pool_threads(const struct dg_cpu_pool *pool);
 void dg_cpu_pool_run(struct dg_cpu_pool *pool, dg_cpu_task task, void *ctx);
 
 /* [begin, end) of thread `thread`'s share of `count` items, in blocks of `grain`. */
-void dg_cpu_split(size_t count, size_t grain, int thread, int threads, size_t *begin,
-                  size_t *end);
+void dg_cpu_split(size_t count, size_t grain, int thread, int threads, size_t *begin, size_t *end);
 
 /* ---- backend state ---- */
 
@@ -92,8 +91,8 @@ void dg_cpu_avx512_wino_input(const float *patch, size_t row_stride, int channel
                               size_t xi_stride);
 void dg_cpu_avx512_wino_output(int m, const float *mm, size_t xi_stride, const float *bias,
                                int relu, float *out, size_t row_stride, size_t pixel_stride);
-void dg_cpu_avx512_wino_grad(int m, const float *tile, size_t row_stride, int channels,
-                             float *z, size_t xi_stride);
+void dg_cpu_avx512_wino_grad(int m, const float *tile, size_t row_stride, int channels, float *z,
+                             size_t xi_stride);
 
 /* One row of an NCHW tensor to NHWC: dst[x*channels + c] = src[c*plane_stride + x] for
  * x < width, c < channels (a multiple of 16). */

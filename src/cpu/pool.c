@@ -150,8 +150,7 @@ void dg_cpu_pool_run(struct dg_cpu_pool *pool, dg_cpu_task task, void *ctx)
     }
 }
 
-void dg_cpu_split(size_t count, size_t grain, int thread, int threads, size_t *begin,
-                  size_t *end)
+void dg_cpu_split(size_t count, size_t grain, int thread, int threads, size_t *begin, size_t *end)
 {
     if (grain < 1)
         grain = 1;

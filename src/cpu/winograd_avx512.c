@@ -76,9 +76,8 @@ DG_AVX512_INLINE void at4(const __m512 m[6], __m512 y[4])
     y[3] = _mm512_add_ps(_mm512_fmadd_ps(eight, d34, d12), m[5]);
 }
 
-DG_AVX512_INLINE void output_tile(const int m, const float *mm, size_t xi_stride,
-                                  const float *bias, int relu, float *out, size_t row_stride,
-                                  size_t pixel_stride)
+DG_AVX512_INLINE void output_tile(const int m, const float *mm, size_t xi_stride, const float *bias,
+                                  int relu, float *out, size_t row_stride, size_t pixel_stride)
 {
     __m512 cols[6][4]; /* [j][i]: column j after A^T */
     for (int j = 0; j < 6; j++) {
@@ -110,8 +109,8 @@ DG_AVX512_INLINE void output_tile(const int m, const float *mm, size_t xi_stride
 }
 
 DG_AVX512 void dg_cpu_avx512_wino_output(int m, const float *mm, size_t xi_stride,
-                                         const float *bias, int relu, float *out,
-                                         size_t row_stride, size_t pixel_stride)
+                                         const float *bias, int relu, float *out, size_t row_stride,
+                                         size_t pixel_stride)
 {
     if (m == 2)
         output_tile(2, mm, xi_stride, bias, relu, out, row_stride, pixel_stride);
@@ -199,8 +198,8 @@ void dg_cpu_avx512_wino_output(int m, const float *mm, size_t xi_stride, const f
     (void)pixel_stride;
 }
 
-void dg_cpu_avx512_wino_grad(int m, const float *tile, size_t row_stride, int channels,
-                             float *z, size_t xi_stride)
+void dg_cpu_avx512_wino_grad(int m, const float *tile, size_t row_stride, int channels, float *z,
+                             size_t xi_stride)
 {
     (void)m, (void)tile, (void)row_stride, (void)channels, (void)z, (void)xi_stride;
 }

@@ -139,7 +139,8 @@ void dg_ref_maxpool_bwd(const struct dg_pool_shape *s, const double *x, const do
         const double *plane = x + p * h * w;
         for (int r = 0; r < oh; r++)
             for (int c = 0; c < ow; c++)
-                dx[p * h * w + window_argmax(plane, w, r, c)] += dy[p * oh * ow + (size_t)r * ow + c];
+                dx[p * h * w + window_argmax(plane, w, r, c)] +=
+                    dy[p * oh * ow + (size_t)r * ow + c];
     }
 }
 
@@ -147,12 +148,12 @@ void dg_ref_dropout(size_t n, float rate, const struct dg_dropout_key *key, cons
                     double *out)
 {
     for (size_t i = 0; i < n; i++)
-        out[i] = in[i] *
-                 (double)dg_dropout_scale(rate, key->seed, key->layer, key->epoch, key->step, i);
+        out[i] =
+            in[i] * (double)dg_dropout_scale(rate, key->seed, key->layer, key->epoch, key->step, i);
 }
 
-void dg_ref_dense_fwd(int batch, int in, int out, const double *x, const double *w,
-                      const double *b, double *y, int relu)
+void dg_ref_dense_fwd(int batch, int in, int out, const double *x, const double *w, const double *b,
+                      double *y, int relu)
 {
     for (int r = 0; r < batch; r++)
         for (int o = 0; o < out; o++) {

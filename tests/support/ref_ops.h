@@ -30,8 +30,8 @@ void dg_ref_maxpool_bwd(const struct dg_pool_shape *s, const double *x, const do
 void dg_ref_dropout(size_t n, float rate, const struct dg_dropout_key *key, const double *in,
                     double *out);
 
-void dg_ref_dense_fwd(int batch, int in, int out, const double *x, const double *w,
-                      const double *b, double *y, int relu);
+void dg_ref_dense_fwd(int batch, int in, int out, const double *x, const double *w, const double *b,
+                      double *y, int relu);
 /* dx may be NULL. */
 void dg_ref_dense_bwd(int batch, int in, int out, const double *x, const double *w,
                       const double *dy, double *dx, double *dw, double *db);

@@ -74,13 +74,12 @@ int dg_test_close(const char *what, const float *got, const double *ref, size_t 
     }
     int ok = n == 0 || worst_ratio <= 1.0;
     printf("%s %s: %zu values, worst [%zu] got %.9g ref %.9g (%.3g of atol %g + rtol %g)\n",
-           ok ? "ok  " : "FAIL", what, n, worst, n ? (double)got[worst] : 0.0,
-           n ? ref[worst] : 0.0, worst_ratio, atol, rtol);
+           ok ? "ok  " : "FAIL", what, n, worst, n ? (double)got[worst] : 0.0, n ? ref[worst] : 0.0,
+           worst_ratio, atol, rtol);
     return ok;
 }
 
-int dg_test_close_max(const char *what, const float *got, const double *ref, size_t n,
-                      double rtol)
+int dg_test_close_max(const char *what, const float *got, const double *ref, size_t n, double rtol)
 {
     double scale = 0.0, worst_err = -1.0;
     size_t worst = 0;
@@ -95,8 +94,8 @@ int dg_test_close_max(const char *what, const float *got, const double *ref, siz
     int ok = n == 0 || worst_err <= rtol * scale;
     printf("%s %s: %zu values, worst [%zu] got %.9g ref %.9g, error %.3g of max |ref| %.6g "
            "(limit rtol %g)\n",
-           ok ? "ok  " : "FAIL", what, n, worst, n ? (double)got[worst] : 0.0,
-           n ? ref[worst] : 0.0, scale > 0.0 ? worst_err / scale : worst_err, scale, rtol);
+           ok ? "ok  " : "FAIL", what, n, worst, n ? (double)got[worst] : 0.0, n ? ref[worst] : 0.0,
+           scale > 0.0 ? worst_err / scale : worst_err, scale, rtol);
     return ok;
 }
 

@@ -36,8 +36,7 @@ int dg_test_close(const char *what, const float *got, const double *ref, size_t 
 
 /* max |got - ref| <= rtol * max |ref| (the backward tolerance: relative to the largest
  * reference magnitude). Prints the worst element and returns 1 when it holds. */
-int dg_test_close_max(const char *what, const float *got, const double *ref, size_t n,
-                      double rtol);
+int dg_test_close_max(const char *what, const float *got, const double *ref, size_t n, double rtol);
 
 /* Bit-for-bit equality; prints the first difference and returns 1 when equal. */
 int dg_test_equal(const char *what, const float *got, const float *want, size_t n);
