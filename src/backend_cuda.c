@@ -921,18 +921,32 @@ int dg_cuda_built(void)
     return 1;
 }
 
-enum dg_status dg_cuda_probe(char *reason, size_t reason_size)
+/* The number of CUDA devices, or 0 with the reason there is none usable. */
+static int device_count(char *reason, size_t reason_size)
 {
     int count = 0;
     cudaError_t result = cudaGetDeviceCount(&count);
     if (result != cudaSuccess) {
         cudaGetLastError();
-        snprintf(reason, reason_size, "no usable CUDA device: %s", cudaGetErrorString(result));
-        return dg_error(DG_ERR_DEVICE, "%s", reason);
+        int driver = 0;
+        cudaDriverGetVersion(&driver);
+        if (driver == 0)
+            snprintf(reason, reason_size, "no NVIDIA driver is loaded");
+        else
+            snprintf(reason, reason_size, "%s", cudaGetErrorString(result));
+        return 0;
     }
-    if (count == 0) {
-        snprintf(reason, reason_size, "no CUDA device found");
-        return dg_error(DG_ERR_DEVICE, "%s", reason);
+    if (count == 0)
+        snprintf(reason, reason_size, "the driver reports no CUDA device");
+    return count;
+}
+
+enum dg_status dg_cuda_probe(char *reason, size_t reason_size)
+{
+    char why[200];
+    if (device_count(why, sizeof why) == 0) {
+        snprintf(reason, reason_size, "no usable CUDA device: %s", why);
+        return dg_error(DG_ERR_DEVICE, "no usable CUDA device: %s", why);
     }
     if (reason_size)
         reason[0] = '\0';
@@ -975,21 +989,16 @@ void dg_cuda_describe(void (*print_line)(const char *line, void *ctx), void *ctx
     snprintf(line, sizeof line, "cuBLAS %d.%d.%d", major, minor, patch);
     print_line(line, ctx);
 
-    int count = 0;
-    cudaError_t result = cudaGetDeviceCount(&count);
-    if (result != cudaSuccess) {
-        cudaGetLastError();
-        snprintf(line, sizeof line, "CUDA devices: none (%s)", cudaGetErrorString(result));
-        print_line(line, ctx);
-        return;
-    }
+    char why[200];
+    int count = device_count(why, sizeof why);
     if (count == 0) {
-        print_line("CUDA devices: none", ctx);
+        snprintf(line, sizeof line, "CUDA devices: none (%s)", why);
+        print_line(line, ctx);
         return;
     }
     for (int d = 0; d < count; d++) {
         struct cudaDeviceProp prop;
-        result = cudaGetDeviceProperties(&prop, d);
+        cudaError_t result = cudaGetDeviceProperties(&prop, d);
         if (result != cudaSuccess) {
             cudaGetLastError();
             snprintf(line, sizeof line, "CUDA device %d: unavailable (%s)", d,
