@@ -47,7 +47,7 @@ extern "C" cudaError_t dg_launch_assemble(const uint8_t *images, const uint8_t *
     struct dg_augment_key key = {0, 0, 0, 0.0f, 0.0f, 0.0f};
     if (augment)
         key = *augment;
-    assemble_kernel<<<(unsigned)n, DG_BLOCK, 0, stream>>>(images, labels_in, rows,
-                                                          augment != NULL, key, x, labels_out);
+    assemble_kernel<<<(unsigned)n, DG_BLOCK, 0, stream>>>(images, labels_in, rows, augment != NULL,
+                                                          key, x, labels_out);
     return cudaGetLastError();
 }

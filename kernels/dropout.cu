@@ -6,8 +6,8 @@
 #define DG_BLOCK 256
 #define DG_MAX_BLOCKS 65535
 
-__global__ void dropout_kernel(size_t count, float rate, struct dg_dropout_key key,
-                               const float *in, float *out)
+__global__ void dropout_kernel(size_t count, float rate, struct dg_dropout_key key, const float *in,
+                               float *out)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count;
          i += (size_t)gridDim.x * blockDim.x)

@@ -14,8 +14,7 @@ static unsigned grid_for(size_t count)
     return (unsigned)(blocks < DG_MAX_BLOCKS ? blocks : DG_MAX_BLOCKS);
 }
 
-__global__ void bias_act_kernel(float *y, const float *bias, size_t count, int c, int hw,
-                                int relu)
+__global__ void bias_act_kernel(float *y, const float *bias, size_t count, int c, int hw, int relu)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count;
          i += (size_t)gridDim.x * blockDim.x) {
@@ -89,8 +88,8 @@ extern "C" cudaError_t dg_launch_channel_sum(const float *x, int n, int c, int h
 
 /* One thread per input element: it receives the window's gradient when it is the window's
  * first maximum in row-major order (strict > scan), else 0. */
-__global__ void maxpool_bwd_kernel(const float *x, const float *dy, float *dx, size_t count,
-                                   int h, int w)
+__global__ void maxpool_bwd_kernel(const float *x, const float *dy, float *dx, size_t count, int h,
+                                   int w)
 {
     int out_h = h / 2;
     int out_w = w / 2;
@@ -105,8 +104,8 @@ __global__ void maxpool_bwd_kernel(const float *x, const float *dy, float *dx, s
             dx[i] = 0.0f;
             continue;
         }
-        const float *window = x + plane * (size_t)h * (size_t)w + (size_t)(2 * out_row) * w +
-                              2 * out_col;
+        const float *window =
+            x + plane * (size_t)h * (size_t)w + (size_t)(2 * out_row) * w + 2 * out_col;
         float best = window[0];
         int best_at = 0;
         if (window[1] > best) {

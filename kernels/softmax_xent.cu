@@ -46,9 +46,9 @@ __global__ void softmax_xent_kernel(int batch, const float *logits, const uint8_
     }
 }
 
-extern "C" cudaError_t dg_launch_softmax_xent(int batch, const float *logits,
-                                              const uint8_t *labels, float *probs,
-                                              float *dlogits, double *stats, cudaStream_t stream)
+extern "C" cudaError_t dg_launch_softmax_xent(int batch, const float *logits, const uint8_t *labels,
+                                              float *probs, float *dlogits, double *stats,
+                                              cudaStream_t stream)
 {
     if (batch <= 0)
         return cudaSuccess;

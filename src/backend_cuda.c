@@ -136,8 +136,7 @@ fail:
     return status;
 }
 
-static enum dg_status cuda_download(struct dg_backend *be, void *dst, const void *src,
-                                    size_t bytes)
+static enum dg_status cuda_download(struct dg_backend *be, void *dst, const void *src, size_t bytes)
 {
     struct cuda_backend *cb = cuda_of(be);
     enum dg_status status = DG_OK;
@@ -257,11 +256,11 @@ static enum dg_status cuda_dataset_attach(struct dg_backend *be, const struct dg
             goto fail;
         }
         if (image_bytes)
-            DG_TRY(cudaMemcpyAsync(cd->images, dataset->images, image_bytes,
-                                   cudaMemcpyHostToDevice, cb->stream));
+            DG_TRY(cudaMemcpyAsync(cd->images, dataset->images, image_bytes, cudaMemcpyHostToDevice,
+                                   cb->stream));
         if (label_bytes)
-            DG_TRY(cudaMemcpyAsync(cd->labels, dataset->labels, label_bytes,
-                                   cudaMemcpyHostToDevice, cb->stream));
+            DG_TRY(cudaMemcpyAsync(cd->labels, dataset->labels, label_bytes, cudaMemcpyHostToDevice,
+                                   cb->stream));
         DG_TRY(cudaStreamSynchronize(cb->stream));
     }
     *handle = cd;
@@ -298,9 +297,8 @@ fail:
  * Streamed store: the rows are gathered on the host into pinned memory and go up as one copy.
  * Either way the copy runs on the copy stream into one of two slots, so the upload of this
  * batch overlaps the compute still queued for the previous one. */
-static enum dg_status cuda_batch_assemble(struct dg_backend *be, void *handle,
-                                          const uint32_t *rows, int n,
-                                          const struct dg_augment_key *augment, float *x,
+static enum dg_status cuda_batch_assemble(struct dg_backend *be, void *handle, const uint32_t *rows,
+                                          int n, const struct dg_augment_key *augment, float *x,
                                           uint8_t *labels)
 {
     struct cuda_backend *cb = cuda_of(be);
@@ -313,8 +311,9 @@ static enum dg_status cuda_batch_assemble(struct dg_backend *be, void *handle,
         return DG_OK;
     for (int i = 0; i < n; i++)
         if (rows[i] >= dataset->count)
-            return dg_error(DG_ERR_RUNTIME, "cuda: batch row %u is outside the dataset (%zu images)",
-                            rows[i], dataset->count);
+            return dg_error(DG_ERR_RUNTIME,
+                            "cuda: batch row %u is outside the dataset (%zu images)", rows[i],
+                            dataset->count);
 
     struct cuda_slot *slot = &cd->slots[cd->next_slot];
     cd->next_slot ^= 1;
@@ -337,8 +336,8 @@ static enum dg_status cuda_batch_assemble(struct dg_backend *be, void *handle,
     }
     if (slot->used)
         DG_TRY(cudaStreamWaitEvent(cb->copy_stream, slot->consumed, 0));
-    DG_TRY(cudaMemcpyAsync(slot->device, slot->host, bytes, cudaMemcpyHostToDevice,
-                           cb->copy_stream));
+    DG_TRY(
+        cudaMemcpyAsync(slot->device, slot->host, bytes, cudaMemcpyHostToDevice, cb->copy_stream));
     DG_TRY(cudaEventRecord(slot->copied, cb->copy_stream));
     DG_TRY(cudaStreamWaitEvent(cb->stream, slot->copied, 0));
 
@@ -347,8 +346,8 @@ static enum dg_status cuda_batch_assemble(struct dg_backend *be, void *handle,
         DG_TRY(dg_launch_assemble(cd->images, cd->labels, (const uint32_t *)slot->device, n,
                                   augment, x, labels_out, cb->stream));
     else
-        DG_TRY(dg_launch_assemble(slot->device, slot->device + count * DG_PIXELS, NULL, n,
-                                  augment, x, labels_out, cb->stream));
+        DG_TRY(dg_launch_assemble(slot->device, slot->device + count * DG_PIXELS, NULL, n, augment,
+                                  x, labels_out, cb->stream));
     DG_TRY(cudaEventRecord(slot->consumed, cb->stream));
     slot->used = 1;
     return DG_OK;
@@ -368,7 +367,7 @@ struct algo_candidate {
 
 static const char *direction_name(enum conv_direction direction)
 {
-    return direction == CONV_FWD ? "forward"
+    return direction == CONV_FWD        ? "forward"
            : direction == CONV_BWD_DATA ? "backward-data"
                                         : "backward-filter";
 }
@@ -379,14 +378,13 @@ static cudnnStatus_t workspace_size(struct cuda_backend *cb, struct cuda_conv_pl
     cudnnConvolutionDescriptor_t desc = plan->desc[direction];
     switch (direction) {
     case CONV_FWD:
-        return cudnnGetConvolutionForwardWorkspaceSize(cb->cudnn, plan->x_desc, plan->w_desc,
-                                                       desc, plan->y_desc,
+        return cudnnGetConvolutionForwardWorkspaceSize(cb->cudnn, plan->x_desc, plan->w_desc, desc,
+                                                       plan->y_desc,
                                                        (cudnnConvolutionFwdAlgo_t)algo, bytes);
     case CONV_BWD_DATA:
-        return cudnnGetConvolutionBackwardDataWorkspaceSize(cb->cudnn, plan->w_desc, plan->y_desc,
-                                                            desc, plan->x_desc,
-                                                            (cudnnConvolutionBwdDataAlgo_t)algo,
-                                                            bytes);
+        return cudnnGetConvolutionBackwardDataWorkspaceSize(
+            cb->cudnn, plan->w_desc, plan->y_desc, desc, plan->x_desc,
+            (cudnnConvolutionBwdDataAlgo_t)algo, bytes);
     default:
         return cudnnGetConvolutionBackwardFilterWorkspaceSize(
             cb->cudnn, plan->x_desc, plan->y_desc, desc, plan->w_desc,
@@ -416,34 +414,34 @@ static enum dg_status conv_candidates(struct cuda_backend *cb, struct cuda_conv_
                                                           plan->desc[CONV_FWD], plan->y_desc,
                                                           DG_CUDA_MAX_ALGOS, &returned, perf));
         for (int i = 0; i < returned; i++)
-            out[i] = (struct algo_candidate){(int)perf[i].algo, perf[i].status,
-                                             perf[i].determinism, perf[i].mathType};
+            out[i] = (struct algo_candidate){(int)perf[i].algo, perf[i].status, perf[i].determinism,
+                                             perf[i].mathType};
     } else if (direction == CONV_BWD_DATA) {
         cudnnConvolutionBwdDataAlgoPerf_t perf[DG_CUDA_MAX_ALGOS];
         if (measure)
             DG_TRY(cudnnFindConvolutionBackwardDataAlgorithmEx(
-                cb->cudnn, plan->w_desc, w, plan->y_desc, y, plan->desc[CONV_BWD_DATA], plan->x_desc, x,
-                DG_CUDA_MAX_ALGOS, &returned, perf, scratch, scratch_bytes));
+                cb->cudnn, plan->w_desc, w, plan->y_desc, y, plan->desc[CONV_BWD_DATA],
+                plan->x_desc, x, DG_CUDA_MAX_ALGOS, &returned, perf, scratch, scratch_bytes));
         else
             DG_TRY(cudnnGetConvolutionBackwardDataAlgorithm_v7(
                 cb->cudnn, plan->w_desc, plan->y_desc, plan->desc[CONV_BWD_DATA], plan->x_desc,
                 DG_CUDA_MAX_ALGOS, &returned, perf));
         for (int i = 0; i < returned; i++)
-            out[i] = (struct algo_candidate){(int)perf[i].algo, perf[i].status,
-                                             perf[i].determinism, perf[i].mathType};
+            out[i] = (struct algo_candidate){(int)perf[i].algo, perf[i].status, perf[i].determinism,
+                                             perf[i].mathType};
     } else {
         cudnnConvolutionBwdFilterAlgoPerf_t perf[DG_CUDA_MAX_ALGOS];
         if (measure)
             DG_TRY(cudnnFindConvolutionBackwardFilterAlgorithmEx(
-                cb->cudnn, plan->x_desc, x, plan->y_desc, y, plan->desc[CONV_BWD_FILTER], plan->w_desc,
-                w, DG_CUDA_MAX_ALGOS, &returned, perf, scratch, scratch_bytes));
+                cb->cudnn, plan->x_desc, x, plan->y_desc, y, plan->desc[CONV_BWD_FILTER],
+                plan->w_desc, w, DG_CUDA_MAX_ALGOS, &returned, perf, scratch, scratch_bytes));
         else
             DG_TRY(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
                 cb->cudnn, plan->x_desc, plan->y_desc, plan->desc[CONV_BWD_FILTER], plan->w_desc,
                 DG_CUDA_MAX_ALGOS, &returned, perf));
         for (int i = 0; i < returned; i++)
-            out[i] = (struct algo_candidate){(int)perf[i].algo, perf[i].status,
-                                             perf[i].determinism, perf[i].mathType};
+            out[i] = (struct algo_candidate){(int)perf[i].algo, perf[i].status, perf[i].determinism,
+                                             perf[i].mathType};
     }
     *count = returned;
     return DG_OK;
@@ -461,8 +459,9 @@ static enum dg_status plan_apply(struct cuda_backend *cb, struct cuda_conv_plan 
     DG_TRY(cudnnSetConvolutionMathType(plan->desc[direction], math));
     DG_TRY(workspace_size(cb, plan, direction, algo, &bytes));
     if (bytes > DG_CUDA_WORKSPACE_LIMIT)
-        return dg_error(DG_ERR_DEVICE, "cuda: %s convolution algorithm %d needs %zu MiB of "
-                                       "workspace (limit %zu MiB)",
+        return dg_error(DG_ERR_DEVICE,
+                        "cuda: %s convolution algorithm %d needs %zu MiB of "
+                        "workspace (limit %zu MiB)",
                         direction_name(direction), algo, bytes >> 20,
                         DG_CUDA_WORKSPACE_LIMIT >> 20);
     plan->algo[direction] = algo;
@@ -511,10 +510,9 @@ static enum dg_status conv_choose(struct cuda_backend *cb, struct cuda_conv_plan
                     "cuDNN offers no usable %s convolution algorithm (%s%s, workspace <= %zu MiB) "
                     "for batch %d, %d -> %d channels, %dx%d, kernel %d",
                     direction_name(direction), fp32 ? "FP32 FMA math" : "TF32 allowed",
-                    need_deterministic ? ", deterministic" : "",
-                    DG_CUDA_WORKSPACE_LIMIT >> 20, plan->shape.batch, plan->shape.in_channels,
-                    plan->shape.out_channels, plan->shape.height, plan->shape.width,
-                    plan->shape.kernel);
+                    need_deterministic ? ", deterministic" : "", DG_CUDA_WORKSPACE_LIMIT >> 20,
+                    plan->shape.batch, plan->shape.in_channels, plan->shape.out_channels,
+                    plan->shape.height, plan->shape.width, plan->shape.kernel);
 fail:
     return status;
 }
@@ -557,12 +555,12 @@ static enum dg_status plan_search(struct cuda_backend *cb, struct cuda_conv_plan
     if (measure) {
         size_t x_count = (size_t)shape->batch * shape->in_channels * shape->height * shape->width;
         size_t y_count = (size_t)shape->batch * shape->out_channels * shape->height * shape->width;
-        size_t w_count = (size_t)shape->out_channels * shape->in_channels * shape->kernel *
-                         shape->kernel;
+        size_t w_count =
+            (size_t)shape->out_channels * shape->in_channels * shape->kernel * shape->kernel;
         size_t free_bytes = 0, total_bytes = 0;
         DG_TRY(cudaMemGetInfo(&free_bytes, &total_bytes));
-        scratch_bytes = free_bytes / 4 < DG_CUDA_WORKSPACE_LIMIT ? free_bytes / 4
-                                                                 : DG_CUDA_WORKSPACE_LIMIT;
+        scratch_bytes =
+            free_bytes / 4 < DG_CUDA_WORKSPACE_LIMIT ? free_bytes / 4 : DG_CUDA_WORKSPACE_LIMIT;
         if ((status = cuda_alloc(be, x_count * sizeof(float), (void **)&x)) != DG_OK ||
             (status = cuda_alloc(be, y_count * sizeof(float), (void **)&y)) != DG_OK ||
             (status = cuda_alloc(be, w_count * sizeof(float), (void **)&w)) != DG_OK ||
@@ -639,12 +637,13 @@ static enum dg_status cuda_conv_plan_create(struct dg_backend *be,
                                                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     }
     int out_n = 0, out_c = 0, out_h = 0, out_w = 0;
-    DG_TRY(cudnnGetConvolution2dForwardOutputDim(plan->desc[CONV_FWD], plan->x_desc,
-                                                 plan->w_desc, &out_n, &out_c, &out_h, &out_w));
+    DG_TRY(cudnnGetConvolution2dForwardOutputDim(plan->desc[CONV_FWD], plan->x_desc, plan->w_desc,
+                                                 &out_n, &out_c, &out_h, &out_w));
     if (out_n != shape->batch || out_c != shape->out_channels || out_h != shape->height ||
         out_w != shape->width) {
-        status = dg_error(DG_ERR_RUNTIME, "cuda: cuDNN convolution output %dx%dx%dx%d is not "
-                                          "the \"same\" shape %dx%dx%dx%d",
+        status = dg_error(DG_ERR_RUNTIME,
+                          "cuda: cuDNN convolution output %dx%dx%dx%d is not "
+                          "the \"same\" shape %dx%dx%dx%d",
                           out_n, out_c, out_h, out_w, shape->batch, shape->out_channels,
                           shape->height, shape->width);
         goto fail;
@@ -702,11 +701,10 @@ static enum dg_status cuda_conv_bwd_data(struct dg_backend *be, void *handle, co
     struct cuda_backend *cb = cuda_of(be);
     struct cuda_conv_plan *plan = handle;
     enum dg_status status = DG_OK;
-    DG_TRY(cudnnConvolutionBackwardData(cb->cudnn, &one, plan->w_desc, w, plan->y_desc, dy,
-                                        plan->desc[CONV_BWD_DATA],
-                                        (cudnnConvolutionBwdDataAlgo_t)plan->algo[CONV_BWD_DATA],
-                                        cb->workspace, plan->workspace[CONV_BWD_DATA], &zero,
-                                        plan->x_desc, dx));
+    DG_TRY(cudnnConvolutionBackwardData(
+        cb->cudnn, &one, plan->w_desc, w, plan->y_desc, dy, plan->desc[CONV_BWD_DATA],
+        (cudnnConvolutionBwdDataAlgo_t)plan->algo[CONV_BWD_DATA], cb->workspace,
+        plan->workspace[CONV_BWD_DATA], &zero, plan->x_desc, dx));
     return DG_OK;
 fail:
     return status;
@@ -719,12 +717,10 @@ static enum dg_status cuda_conv_bwd_filter(struct dg_backend *be, void *handle, 
     struct cuda_conv_plan *plan = handle;
     const struct dg_conv_shape *s = &plan->shape;
     enum dg_status status = DG_OK;
-    DG_TRY(cudnnConvolutionBackwardFilter(cb->cudnn, &one, plan->x_desc, x, plan->y_desc, dy,
-                                          plan->desc[CONV_BWD_FILTER],
-                                          (cudnnConvolutionBwdFilterAlgo_t)
-                                              plan->algo[CONV_BWD_FILTER],
-                                          cb->workspace, plan->workspace[CONV_BWD_FILTER], &zero,
-                                          plan->w_desc, dw));
+    DG_TRY(cudnnConvolutionBackwardFilter(
+        cb->cudnn, &one, plan->x_desc, x, plan->y_desc, dy, plan->desc[CONV_BWD_FILTER],
+        (cudnnConvolutionBwdFilterAlgo_t)plan->algo[CONV_BWD_FILTER], cb->workspace,
+        plan->workspace[CONV_BWD_FILTER], &zero, plan->w_desc, dw));
     if (db)
         DG_TRY(dg_launch_channel_sum(dy, s->batch, s->out_channels, s->height * s->width, db,
                                      cb->stream));
@@ -753,8 +749,7 @@ static enum dg_status cuda_maxpool_fwd(struct dg_backend *be, const struct dg_po
         return dg_error(DG_ERR_RUNTIME, "cuda: max-pool input %dx%d is smaller than its window",
                         shape->height, shape->width);
     DG_TRY(cudnnSetTensor4dDescriptor(cb->pool_in_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
-                                      shape->batch, shape->channels, shape->height,
-                                      shape->width));
+                                      shape->batch, shape->channels, shape->height, shape->width));
     DG_TRY(cudnnSetTensor4dDescriptor(cb->pool_out_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
                                       shape->batch, shape->channels, shape->height / 2,
                                       shape->width / 2));
@@ -791,8 +786,7 @@ fail:
 }
 
 static enum dg_status cuda_dropout_bwd(struct dg_backend *be, size_t n, float rate,
-                                       const struct dg_dropout_key *key, const float *dy,
-                                       float *dx)
+                                       const struct dg_dropout_key *key, const float *dy, float *dx)
 {
     enum dg_status status = DG_OK;
     DG_TRY(dg_launch_dropout(n, rate, *key, dy, dx, cuda_of(be)->stream));
@@ -843,8 +837,8 @@ static enum dg_status cuda_softmax_xent(struct dg_backend *be, int batch, const 
                                         double *stats)
 {
     enum dg_status status = DG_OK;
-    DG_TRY(dg_launch_softmax_xent(batch, logits, labels, probs, dlogits, stats,
-                                  cuda_of(be)->stream));
+    DG_TRY(
+        dg_launch_softmax_xent(batch, logits, labels, probs, dlogits, stats, cuda_of(be)->stream));
     return DG_OK;
 fail:
     return status;
@@ -1004,11 +998,10 @@ void dg_cuda_describe(void (*print_line)(const char *line, void *ctx), void *ctx
             snprintf(line, sizeof line, "CUDA device %d: unavailable (%s)", d,
                      cudaGetErrorString(result));
         } else {
-            snprintf(line, sizeof line,
-                     "CUDA device %d: %s, compute capability %d.%d, %.1f GiB, %d SMs", d,
-                     prop.name, prop.major, prop.minor,
-                     (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0),
-                     prop.multiProcessorCount);
+            snprintf(
+                line, sizeof line, "CUDA device %d: %s, compute capability %d.%d, %.1f GiB, %d SMs",
+                d, prop.name, prop.major, prop.minor,
+                (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0), prop.multiProcessorCount);
         }
         print_line(line, ctx);
     }

@@ -59,17 +59,19 @@ static inline enum dg_status dg_check_cublas(cublasStatus_t result, const char *
 }
 
 /* The controlling expression of _Generic is not evaluated: `call` runs once. */
-#define DG_CHECK_RESULT(call)                                                                  \
-    _Generic((call), cudaError_t: dg_check_runtime, cudnnStatus_t: dg_check_cudnn,             \
+/* clang-format off */
+#define DG_CHECK_RESULT(call)                                                                      \
+    _Generic((call), cudaError_t: dg_check_runtime, cudnnStatus_t: dg_check_cudnn,                 \
              cublasStatus_t: dg_check_cublas)((call), __FILE__, __LINE__, #call)
+/* clang-format on */
 
-#define DG_TRY(call)                                                                           \
-    do {                                                                                       \
-        enum dg_status dg_try_status_ = DG_CHECK_RESULT(call);                                 \
-        if (dg_try_status_ != DG_OK) {                                                         \
-            status = dg_try_status_;                                                           \
-            goto fail;                                                                         \
-        }                                                                                      \
+#define DG_TRY(call)                                                                               \
+    do {                                                                                           \
+        enum dg_status dg_try_status_ = DG_CHECK_RESULT(call);                                     \
+        if (dg_try_status_ != DG_OK) {                                                             \
+            status = dg_try_status_;                                                               \
+            goto fail;                                                                             \
+        }                                                                                          \
     } while (0)
 
 #endif

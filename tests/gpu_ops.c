@@ -78,8 +78,8 @@ static int agree(const char *what, const float *gpu_values, const float *cpu_val
 {
     struct dg_diff diff;
     dg_diff_compute(gpu_values, cpu_values, n, tol, &diff);
-    printf("  %-28s n=%-8zu max_abs %.3g max_rel %.3g worst [%zu] (gpu %.9g, cpu %.9g) %s\n",
-           what, n, diff.max_abs, diff.max_rel, diff.worst, (double)gpu_values[diff.worst],
+    printf("  %-28s n=%-8zu max_abs %.3g max_rel %.3g worst [%zu] (gpu %.9g, cpu %.9g) %s\n", what,
+           n, diff.max_abs, diff.max_rel, diff.worst, (double)gpu_values[diff.worst],
            (double)cpu_values[diff.worst], diff.pass ? "pass" : "FAIL");
     printf("    first (gpu, cpu):");
     for (size_t i = 0; i < n && i < 3; i++)
@@ -105,9 +105,8 @@ struct conv_case {
 };
 
 static const struct conv_case conv_cases[] = {
-    {1, 1, 32, 28, 28, 5},  {3, 1, 32, 28, 28, 5},   {7, 32, 32, 28, 28, 5},
-    {86, 32, 64, 14, 14, 3}, {3, 64, 64, 14, 14, 3}, {5, 3, 7, 13, 11, 3},
-    {2, 2, 16, 4, 4, 7},    {1, 5, 16, 30, 31, 3},
+    {1, 1, 32, 28, 28, 5},  {3, 1, 32, 28, 28, 5}, {7, 32, 32, 28, 28, 5}, {86, 32, 64, 14, 14, 3},
+    {3, 64, 64, 14, 14, 3}, {5, 3, 7, 13, 11, 3},  {2, 2, 16, 4, 4, 7},    {1, 5, 16, 30, 31, 3},
 };
 
 /* Runs one conv case on `be` and compares every output with the CPU backend. */
@@ -171,8 +170,7 @@ END_TEST
 
 START_TEST(conv_fp32_deterministic)
 {
-    conv_compare(gpu_det, &conv_cases[_i], &dg_tol_forward, &dg_tol_backward,
-                 200 + (uint64_t)_i);
+    conv_compare(gpu_det, &conv_cases[_i], &dg_tol_forward, &dg_tol_backward, 200 + (uint64_t)_i);
 }
 END_TEST
 

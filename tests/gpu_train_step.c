@@ -195,8 +195,8 @@ START_TEST(one_training_step)
     for (int i = 0; i < model.layer_count; i++) {
         const struct dg_layer *layer = &model.layers[i];
         if (c.net->out[i + 1] != c.net->out[i])
-            ck_assert(compare(layer->name, "output", &g, g.net->out[i + 1], &c,
-                              c.net->out[i + 1], layer_out_count(layer, n), &dg_tol_forward));
+            ck_assert(compare(layer->name, "output", &g, g.net->out[i + 1], &c, c.net->out[i + 1],
+                              layer_out_count(layer, n), &dg_tol_forward));
     }
     ck_assert(compare("softmax", "probs", &g, g.net->probs, &c, c.net->probs,
                       (size_t)n * DG_CLASSES, &dg_tol_forward));
@@ -359,7 +359,8 @@ int main(void)
     struct dg_cuda_options options = {0, DG_CUDA_MATH_FP32, 0, 0};
     int layer_count = 0;
     const struct dg_layer_spec *specs = dg_arch_reference(&layer_count);
-    if (dg_backend_cpu_create(0, &cpu) != DG_OK || dg_backend_cuda_create(&options, &gpu) != DG_OK ||
+    if (dg_backend_cpu_create(0, &cpu) != DG_OK ||
+        dg_backend_cuda_create(&options, &gpu) != DG_OK ||
         dg_model_build(&model, specs, layer_count) != DG_OK) {
         fprintf(stderr, "gpu_train_step: %s\n", dg_error_message());
         return EXIT_FAILURE;
