@@ -128,42 +128,55 @@ START_TEST(conv_vs_reference)
 }
 END_TEST
 
-/* The same convolution with 1 and 2 threads: the AVX-512 kernels give bit-identical results
- * whatever the thread count (every output is summed in one fixed order). */
-START_TEST(conv_thread_count_invariant)
+/* The same convolution with 1 thread, 2 threads and 2 threads again. Every output of the
+ * direct kernels, and the forward, backward-data and bias-gradient outputs of Winograd, are
+ * summed in one fixed order whatever the thread count: bit-identical. The Winograd weight
+ * gradient sums per thread, so it is only bit-identical between runs with the same count. */
+START_TEST(conv_deterministic)
 {
-    struct dg_conv_shape shape = {5, 32, 64, 14, 14, 3};
-    size_t nx = 5 * 32 * 196, ny = 5 * 64 * 196, nw = 64 * 32 * 9;
-    struct dg_test_rng rng = {77};
-    float *x = dg_test_floats(nx), *w = dg_test_floats(nw), *b = dg_test_floats(64);
-    float *dy = dg_test_floats(ny);
-    dg_test_fill(&rng, x, nx, -1, 1);
-    dg_test_fill(&rng, w, nw, -0.1f, 0.1f);
-    dg_test_fill(&rng, b, 64, -1, 1);
-    dg_test_fill(&rng, dy, ny, -1, 1);
-    float *out[2][4];
-    for (int t = 0; t < 2; t++) {
-        struct dg_backend *be = dg_test_cpu_backend(t + 1, DG_CPU_KERNELS_AVX512);
-        if (!be)
-            return;
-        void *plan;
-        out[t][0] = dg_test_floats(ny), out[t][1] = dg_test_floats(nx);
-        out[t][2] = dg_test_floats(nw), out[t][3] = dg_test_floats(64);
-        check_ok(be->ops->conv_plan_create(be, &shape, &plan));
-        check_ok(be->ops->conv_fwd(be, plan, x, w, b, out[t][0], 1));
-        check_ok(be->ops->conv_bwd_data(be, plan, dy, w, out[t][1]));
-        check_ok(be->ops->conv_bwd_filter(be, plan, x, dy, out[t][2], out[t][3]));
-        be->ops->conv_plan_free(be, plan);
-        dg_backend_destroy(be);
+    const enum dg_cpu_kernels kernels = _i == 0 ? DG_CPU_KERNELS_AVX512 : DG_CPU_KERNELS_WINOGRAD;
+    const struct dg_conv_shape shapes[2] = {{5, 32, 64, 14, 14, 3}, {3, 32, 32, 28, 28, 5}};
+    for (int si = 0; si < 2; si++) {
+        const struct dg_conv_shape *s = &shapes[si];
+        size_t hw = (size_t)s->height * s->width;
+        size_t nx = (size_t)s->batch * s->in_channels * hw;
+        size_t ny = (size_t)s->batch * s->out_channels * hw;
+        size_t nw = (size_t)s->out_channels * s->in_channels * s->kernel * s->kernel;
+        size_t nb = (size_t)s->out_channels;
+        struct dg_test_rng rng = {77};
+        float *x = dg_test_floats(nx), *w = dg_test_floats(nw), *b = dg_test_floats(nb);
+        float *dy = dg_test_floats(ny);
+        dg_test_fill(&rng, x, nx, -1, 1);
+        dg_test_fill(&rng, w, nw, -0.1f, 0.1f);
+        dg_test_fill(&rng, b, nb, -1, 1);
+        dg_test_fill(&rng, dy, ny, -1, 1);
+        float *out[3][4];
+        for (int run = 0; run < 3; run++) {
+            struct dg_backend *be = dg_test_cpu_backend(run == 0 ? 1 : 2, kernels);
+            if (!be)
+                return;
+            void *plan;
+            out[run][0] = dg_test_floats(ny), out[run][1] = dg_test_floats(nx);
+            out[run][2] = dg_test_floats(nw), out[run][3] = dg_test_floats(nb);
+            check_ok(be->ops->conv_plan_create(be, s, &plan));
+            check_ok(be->ops->conv_fwd(be, plan, x, w, b, out[run][0], 1));
+            check_ok(be->ops->conv_bwd_data(be, plan, dy, w, out[run][1]));
+            check_ok(be->ops->conv_bwd_filter(be, plan, x, dy, out[run][2], out[run][3]));
+            be->ops->conv_plan_free(be, plan);
+            dg_backend_destroy(be);
+        }
+        printf("%s, k %d:\n", family_names[_i + 1], s->kernel);
+        ck_assert(dg_test_equal("fwd 1 vs 2 threads", out[0][0], out[1][0], ny));
+        ck_assert(dg_test_equal("bwd data 1 vs 2 threads", out[0][1], out[1][1], nx));
+        ck_assert(dg_test_equal("bias grad 1 vs 2 threads", out[0][3], out[1][3], nb));
+        if (kernels == DG_CPU_KERNELS_AVX512)
+            ck_assert(dg_test_equal("bwd filter 1 vs 2 threads", out[0][2], out[1][2], nw));
+        ck_assert(dg_test_equal("bwd filter rerun", out[1][2], out[2][2], nw));
+        for (int run = 0; run < 3; run++)
+            for (int k = 0; k < 4; k++)
+                free(out[run][k]);
+        free(x), free(w), free(b), free(dy);
     }
-    ck_assert(dg_test_equal("fwd 1 vs 2 threads", out[0][0], out[1][0], ny));
-    ck_assert(dg_test_equal("bwd data 1 vs 2 threads", out[0][1], out[1][1], nx));
-    ck_assert(dg_test_equal("bwd filter 1 vs 2 threads", out[0][2], out[1][2], nw));
-    ck_assert(dg_test_equal("bias grad 1 vs 2 threads", out[0][3], out[1][3], 64));
-    for (int t = 0; t < 2; t++)
-        for (int k = 0; k < 4; k++)
-            free(out[t][k]);
-    free(x), free(w), free(b), free(dy);
 }
 END_TEST
 
@@ -1096,7 +1109,7 @@ int main(void)
     tcase_set_timeout(conv, 300);
     tcase_add_loop_test(conv, conv_vs_reference, 0,
                         (int)(sizeof conv_cases / sizeof conv_cases[0]));
-    tcase_add_test(conv, conv_thread_count_invariant);
+    tcase_add_loop_test(conv, conv_deterministic, 0, 2);
     tcase_add_test(conv, conv_by_hand);
     suite_add_tcase(suite, conv);
     TCase *elementwise = tcase_create("elementwise");
