@@ -596,7 +596,8 @@ struct wino_weights_job {
 };
 
 /* U[xi][row][col] = (G g G^T)[xi] in double, g the kernel of (row, col): forward rows are
- * input channels, columns output channels; backward data the other way round, flipped. */
+ * input channels, columns output channels; backward data the other way round, flipped. The
+ * kernels of one row are gathered (k, k, cols) into the thread's tile buffer first. */
 static void wino_weights_task(void *ctx, int thread, int threads)
 {
     const struct wino_weights_job *job = ctx;
@@ -604,34 +605,25 @@ static void wino_weights_task(void *ctx, int thread, int threads)
     const struct dg_conv_shape *s = &p->s;
     int k = s->kernel, cin = s->in_channels, cout = s->out_channels;
     int rows = job->flip ? cout : cin, cols = job->flip ? cin : cout;
-    double g[6][5];
+    double g[6 * 5];
     for (int i = 0; i < 6; i++)
         for (int a = 0; a < k; a++)
-            g[i][a] = wino_scale[i] * wino_eval(i, a, k);
+            g[i * k + a] = wino_scale[i] * wino_eval(i, a, k);
+    float *gathered = p->wout + p->wout_floats * (size_t)thread;
     size_t r0, r1;
     dg_cpu_split((size_t)rows, 1, thread, threads, &r0, &r1);
-    for (size_t row = r0; row < r1; row++)
+    for (size_t row = r0; row < r1; row++) {
         for (int col = 0; col < cols; col++) {
             int co = job->flip ? (int)row : col, ci = job->flip ? col : (int)row;
             const float *kernel = job->w + ((size_t)co * cin + ci) * k * k;
-            double t[6][5]; /* G kernel */
-            for (int i = 0; i < 6; i++)
+            for (int a = 0; a < k; a++)
                 for (int b = 0; b < k; b++) {
-                    double sum = 0.0;
-                    for (int a = 0; a < k; a++) {
-                        int ka = job->flip ? k - 1 - a : a, kb = job->flip ? k - 1 - b : b;
-                        sum += g[i][a] * kernel[ka * k + kb];
-                    }
-                    t[i][b] = sum;
-                }
-            for (int i = 0; i < 6; i++)
-                for (int j = 0; j < 6; j++) {
-                    double sum = 0.0;
-                    for (int b = 0; b < k; b++)
-                        sum += t[i][b] * g[j][b];
-                    p->u[((size_t)(i * 6 + j) * rows + row) * cols + col] = (float)sum;
+                    int from = job->flip ? (k - 1 - a) * k + (k - 1 - b) : a * k + b;
+                    gathered[(size_t)(a * k + b) * cols + col] = kernel[from];
                 }
         }
+        dg_cpu_avx512_wino_weights(g, k, gathered, cols, p->u + row * cols, (size_t)rows * cols);
+    }
 }
 
 static void wino_weights(struct dg_cpu *cpu, const struct conv_plan *p, const float *w, int flip)

@@ -87,6 +87,10 @@ void dg_cpu_avx512_filter_tile(const float *xp, size_t row_stride, int cin, cons
  *           i, j < m (2 or 4) and 16 channels c
  *   grad    Z[xi] <- (E g E^T)[xi] for an m x m gradient tile g, E = the evaluation at the
  *           points (rows 1, p, p^2, ...; inf: the last coefficient) */
+/* One row of transformed weights: u[xi*xi_stride + c] = (G K_c G^T)[xi] in double for the
+ * k x k kernels K_c, c < cols, stored kernels[(a*k + b)*cols + c]; g is G (6, k) row-major. */
+void dg_cpu_avx512_wino_weights(const double *g, int k, const float *kernels, int cols, float *u,
+                                size_t xi_stride);
 void dg_cpu_avx512_wino_input(const float *patch, size_t row_stride, int channels, float *v,
                               size_t xi_stride);
 void dg_cpu_avx512_wino_output(int m, const float *mm, size_t xi_stride, const float *bias,

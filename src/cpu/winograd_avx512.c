@@ -53,6 +53,36 @@ DG_AVX512 void dg_cpu_avx512_wino_input(const float *patch, size_t row_stride, i
     }
 }
 
+DG_AVX512 void dg_cpu_avx512_wino_weights(const double *g, int k, const float *kernels, int cols,
+                                          float *u, size_t xi_stride)
+{
+    for (int c = 0; c < cols; c += 8) {
+        __mmask16 mask = (__mmask16)(cols - c < 8 ? (1u << (cols - c)) - 1u : 0xFFu);
+        __m512d kv[5][5], t[6][5];
+        for (int a = 0; a < k; a++)
+            for (int b = 0; b < k; b++)
+                kv[a][b] = _mm512_cvtps_pd(_mm512_castps512_ps256(
+                    _mm512_maskz_loadu_ps(mask, kernels + (size_t)(a * k + b) * cols + c)));
+        for (int i = 0; i < 6; i++)
+            for (int b = 0; b < k; b++) {
+                __m512d sum = _mm512_setzero_pd();
+                for (int a = 0; a < k; a++)
+                    if (g[i * k + a] != 0.0)
+                        sum = _mm512_fmadd_pd(_mm512_set1_pd(g[i * k + a]), kv[a][b], sum);
+                t[i][b] = sum;
+            }
+        for (int i = 0; i < 6; i++)
+            for (int j = 0; j < 6; j++) {
+                __m512d sum = _mm512_setzero_pd();
+                for (int b = 0; b < k; b++)
+                    if (g[j * k + b] != 0.0)
+                        sum = _mm512_fmadd_pd(_mm512_set1_pd(g[j * k + b]), t[i][b], sum);
+                _mm512_mask_storeu_ps(u + (size_t)(i * 6 + j) * xi_stride + c, mask,
+                                      _mm512_castps256_ps512(_mm512_cvtpd_ps(sum)));
+            }
+    }
+}
+
 /* A^T for m = 2: [1 1 1 1 1 0; 0 1 -1 2 -2 1] */
 DG_AVX512_INLINE void at2(const __m512 m[6], __m512 y[2])
 {
@@ -184,6 +214,12 @@ DG_AVX512 void dg_cpu_avx512_wino_grad(int m, const float *tile, size_t row_stri
 }
 
 #else
+
+void dg_cpu_avx512_wino_weights(const double *g, int k, const float *kernels, int cols, float *u,
+                                size_t xi_stride)
+{
+    (void)g, (void)k, (void)kernels, (void)cols, (void)u, (void)xi_stride;
+}
 
 void dg_cpu_avx512_wino_input(const float *patch, size_t row_stride, int channels, float *v,
                               size_t xi_stride)
