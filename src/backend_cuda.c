@@ -250,11 +250,18 @@ static enum dg_status cuda_dataset_attach(struct dg_backend *be, const struct dg
     size_t label_bytes = dataset->labels ? dataset->count : 0;
     if (image_bytes + label_bytes <= budget) {
         cd->resident = 1;
-        if ((status = cuda_alloc(be, image_bytes, (void **)&cd->images)) != DG_OK ||
-            (status = cuda_alloc(be, label_bytes, (void **)&cd->labels)) != DG_OK) {
-            status = dg_error_prefix(status, "uploading the image store");
-            goto fail;
+        if (cuda_alloc(be, image_bytes, (void **)&cd->images) != DG_OK ||
+            cuda_alloc(be, label_bytes, (void **)&cd->labels) != DG_OK) {
+            /* within the budget but not in the free memory: stream it instead */
+            cuda_free(be, cd->images);
+            cuda_free(be, cd->labels);
+            cd->images = NULL;
+            cd->labels = NULL;
+            cd->resident = 0;
+            dg_error_clear();
         }
+    }
+    if (cd->resident) {
         if (image_bytes)
             DG_TRY(cudaMemcpyAsync(cd->images, dataset->images, image_bytes, cudaMemcpyHostToDevice,
                                    cb->stream));
