@@ -175,6 +175,7 @@ struct pool_job {
     struct dg_pool_shape s;
     const float *x, *dy;
     float *y, *dx;
+    int avx512;
 };
 
 static void maxpool_fwd_task(void *ctx, int thread, int threads)
@@ -186,6 +187,10 @@ static void maxpool_fwd_task(void *ctx, int thread, int threads)
     for (size_t plane = p0; plane < p1; plane++) {
         const float *x = job->x + plane * h * w;
         float *y = job->y + plane * oh * ow;
+        if (job->avx512) {
+            dg_cpu_avx512_maxpool_fwd(x, h, w, y);
+            continue;
+        }
         for (int r = 0; r < oh; r++)
             for (int c = 0; c < ow; c++) {
                 const float *win = x + (size_t)(2 * r) * w + 2 * c;
@@ -210,6 +215,10 @@ static void maxpool_bwd_task(void *ctx, int thread, int threads)
         const float *x = job->x + plane * h * w;
         const float *dy = job->dy + plane * oh * ow;
         float *dx = job->dx + plane * h * w;
+        if (job->avx512) {
+            dg_cpu_avx512_maxpool_bwd(x, dy, h, w, dx);
+            continue;
+        }
         for (int r = 0; r < oh; r++) {
             const float *top = x + (size_t)(2 * r) * w, *bottom = top + w;
             float *dtop = dx + (size_t)(2 * r) * w, *dbottom = dtop + w;
@@ -244,7 +253,7 @@ static enum dg_status cpu_maxpool_fwd(struct dg_backend *be, const struct dg_poo
                                       const float *x, float *y)
 {
     struct dg_cpu *cpu = be->impl;
-    struct pool_job job = {*shape, x, NULL, y, NULL};
+    struct pool_job job = {*shape, x, NULL, y, NULL, dg_cpu_use_avx512(cpu)};
     dg_cpu_pool_run(cpu->pool, maxpool_fwd_task, &job);
     return DG_OK;
 }
@@ -254,7 +263,7 @@ static enum dg_status cpu_maxpool_bwd(struct dg_backend *be, const struct dg_poo
 {
     struct dg_cpu *cpu = be->impl;
     (void)y;
-    struct pool_job job = {*shape, x, dy, NULL, dx};
+    struct pool_job job = {*shape, x, dy, NULL, dx, dg_cpu_use_avx512(cpu)};
     dg_cpu_pool_run(cpu->pool, maxpool_bwd_task, &job);
     return DG_OK;
 }

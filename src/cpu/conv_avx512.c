@@ -331,6 +331,87 @@ DG_AVX512 void dg_cpu_avx512_dropout(size_t begin, size_t end, float rate,
         out[i] = in[i] * dg_dropout_scale(rate, key->seed, key->layer, key->epoch, key->step, i);
 }
 
+/* The four values of 16 consecutive 2x2 windows of a row pair, and which is the first
+ * maximum (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right) as masks. */
+struct pool16 {
+    __m512 best;
+    __mmask16 is1, is2, is3; /* the maximum is value 1, 2, 3 (else 0) */
+};
+
+DG_AVX512_INLINE struct pool16 pool_windows(const float *top, const float *bottom, int count)
+{
+    const __m512i even =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    __mmask16 lo_mask = (__mmask16)(count >= 8 ? 0xFFFFu : (1u << (2 * count)) - 1u);
+    __mmask16 hi_mask = (__mmask16)(count <= 8 ? 0u : (1u << (2 * (count - 8))) - 1u);
+    __m512 t0 = _mm512_maskz_loadu_ps(lo_mask, top), t1 = _mm512_maskz_loadu_ps(hi_mask, top + 16);
+    __m512 b0 = _mm512_maskz_loadu_ps(lo_mask, bottom);
+    __m512 b1 = _mm512_maskz_loadu_ps(hi_mask, bottom + 16);
+    __m512 v[4] = {_mm512_permutex2var_ps(t0, even, t1), _mm512_permutex2var_ps(t0, odd, t1),
+                   _mm512_permutex2var_ps(b0, even, b1), _mm512_permutex2var_ps(b0, odd, b1)};
+    struct pool16 r;
+    r.best = v[0];
+    __mmask16 gt1 = _mm512_cmp_ps_mask(v[1], r.best, _CMP_GT_OQ);
+    r.best = _mm512_mask_mov_ps(r.best, gt1, v[1]);
+    __mmask16 gt2 = _mm512_cmp_ps_mask(v[2], r.best, _CMP_GT_OQ);
+    r.best = _mm512_mask_mov_ps(r.best, gt2, v[2]);
+    __mmask16 gt3 = _mm512_cmp_ps_mask(v[3], r.best, _CMP_GT_OQ);
+    r.best = _mm512_mask_mov_ps(r.best, gt3, v[3]);
+    r.is3 = gt3;
+    r.is2 = (__mmask16)(gt2 & ~gt3);
+    r.is1 = (__mmask16)(gt1 & ~gt2 & ~gt3);
+    return r;
+}
+
+DG_AVX512 void dg_cpu_avx512_maxpool_fwd(const float *x, int h, int w, float *y)
+{
+    int oh = h / 2, ow = w / 2;
+    for (int r = 0; r < oh; r++) {
+        const float *top = x + (size_t)(2 * r) * w;
+        for (int c = 0; c < ow; c += 16) {
+            int count = ow - c < 16 ? ow - c : 16;
+            struct pool16 p = pool_windows(top + 2 * c, top + w + 2 * c, count);
+            _mm512_mask_storeu_ps(y + (size_t)r * ow + c, (__mmask16)((1u << count) - 1u), p.best);
+        }
+    }
+}
+
+DG_AVX512 void dg_cpu_avx512_maxpool_bwd(const float *x, const float *dy, int h, int w, float *dx)
+{
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    int oh = h / 2, ow = w / 2;
+    for (int r = 0; r < oh; r++) {
+        const float *top = x + (size_t)(2 * r) * w;
+        float *dtop = dx + (size_t)(2 * r) * w;
+        for (int c = 0; c < ow; c += 16) {
+            int count = ow - c < 16 ? ow - c : 16;
+            __mmask16 valid = (__mmask16)((1u << count) - 1u);
+            struct pool16 p = pool_windows(top + 2 * c, top + w + 2 * c, count);
+            __m512 g = _mm512_maskz_loadu_ps(valid, dy + (size_t)r * ow + c);
+            __mmask16 is0 = (__mmask16) ~(p.is1 | p.is2 | p.is3);
+            __m512 d[4] = {_mm512_maskz_mov_ps(is0, g), _mm512_maskz_mov_ps(p.is1, g),
+                           _mm512_maskz_mov_ps(p.is2, g), _mm512_maskz_mov_ps(p.is3, g)};
+            __mmask16 lo_mask = (__mmask16)(count >= 8 ? 0xFFFFu : (1u << (2 * count)) - 1u);
+            __mmask16 hi_mask = (__mmask16)(count <= 8 ? 0u : (1u << (2 * (count - 8))) - 1u);
+            for (int row = 0; row < 2; row++) {
+                float *out = dtop + (size_t)row * w + 2 * c;
+                __m512 a = d[2 * row], b = d[2 * row + 1];
+                _mm512_mask_storeu_ps(out, lo_mask, _mm512_permutex2var_ps(a, lo, b));
+                _mm512_mask_storeu_ps(out + 16, hi_mask, _mm512_permutex2var_ps(a, hi, b));
+            }
+        }
+        if (w % 2) {
+            dtop[w - 1] = 0.0f;
+            dtop[w + w - 1] = 0.0f;
+        }
+    }
+    if (h % 2)
+        for (int c = 0; c < w; c++)
+            dx[(size_t)(h - 1) * w + c] = 0.0f;
+}
+
 DG_AVX512 void dg_cpu_avx512_rmsprop(size_t n, float *w, const float *g, float *acc, float lr,
                                      float rho, float eps)
 {
@@ -352,6 +433,16 @@ DG_AVX512 void dg_cpu_avx512_rmsprop(size_t n, float *w, const float *g, float *
 }
 
 #else
+
+void dg_cpu_avx512_maxpool_fwd(const float *x, int h, int w, float *y)
+{
+    (void)x, (void)h, (void)w, (void)y;
+}
+
+void dg_cpu_avx512_maxpool_bwd(const float *x, const float *dy, int h, int w, float *dx)
+{
+    (void)x, (void)dy, (void)h, (void)w, (void)dx;
+}
 
 void dg_cpu_avx512_dropout(size_t begin, size_t end, float rate, const struct dg_dropout_key *key,
                            const float *in, float *out)

@@ -116,6 +116,12 @@ void dg_cpu_avx512_channel_sums(const float *src, size_t pixels, int channels, f
 void dg_cpu_avx512_dropout(size_t begin, size_t end, float rate, const struct dg_dropout_key *key,
                            const float *in, float *out);
 
+/* 2x2 max-pool of one (h, w) plane into (h/2, w/2), and its backward: dy to the first
+ * maximum of each window (row-major, strict >), zero elsewhere, including an odd last row or
+ * column. Bit-identical to the scalar loops. */
+void dg_cpu_avx512_maxpool_fwd(const float *x, int h, int w, float *y);
+void dg_cpu_avx512_maxpool_bwd(const float *x, const float *dy, int h, int w, float *dx);
+
 /* w -= lr*g / (sqrt(a) + eps) with a = rho*a + (1-rho)*g^2, in the operation order of
  * kernels/rmsprop.cuh (bit-identical to it). */
 void dg_cpu_avx512_rmsprop(size_t n, float *w, const float *g, float *acc, float lr, float rho,
