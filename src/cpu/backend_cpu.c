@@ -1,7 +1,9 @@
 /* The CPU backend: the vtable over host memory (malloc), with the element loops run on the
- * backend's thread pool and dense layers as OpenBLAS sgemm (single-threaded calls, one per
- * pool thread, so that one set of threads does all the work). Tensors are float32 NCHW,
- * row-major; dense weights (in, out). Convolutions are in conv.c. */
+ * backend's thread pool (AVX-512 versions of dropout, pooling and RMSprop when available,
+ * bit-identical to the shared element math) and dense layers as OpenBLAS sgemm
+ * (single-threaded calls, one per pool thread, so that one set of threads does all the
+ * work). Tensors are float32 NCHW, row-major; dense weights (in, out). Convolutions are in
+ * conv.c. */
 #include "cpu/cpu_internal.h"
 
 #include <cblas.h>
