@@ -90,8 +90,13 @@ START_TEST(whole_network_gradient_check)
     ck_assert_int_eq(dg_net_upload_params(net, model.params, 1), DG_OK);
     float images[N * DG_PIXELS];
     uint8_t labels[N] = {3, 7, 1};
-    for (int i = 0; i < N * DG_PIXELS; i++)
-        images[i] = (float)((i * 7919) % 256) / 255.0f;
+    /* smooth blobs (few ReLU / max-pool switches near the evaluation point) */
+    for (int n = 0; n < N; n++)
+        for (int r = 0; r < 28; r++)
+            for (int c = 0; c < 28; c++) {
+                double dr = r - (10.0 + 4 * n), dc = c - (16.0 - 3 * n);
+                images[n * DG_PIXELS + r * 28 + c] = (float)exp(-(dr * dr + dc * dc) / 30.0);
+            }
     ck_assert_int_eq(be->ops->upload(be, net->act[0], images, sizeof images), DG_OK);
     ck_assert_int_eq(be->ops->upload(be, net->labels, labels, sizeof labels), DG_OK);
     struct dg_net_mode mode = {1, 99, 0, 0};
@@ -130,21 +135,30 @@ START_TEST(whole_network_gradient_check)
             }
         for (int p = 0; p < 4; p++) {
             size_t index = picks[p];
-            const float h = 1e-2f;
-            float saved = params[index];
-            params[index] = saved + h;
-            ck_assert_int_eq(dg_net_upload_params(net, params, 0), DG_OK);
-            double up = batch_loss(net, N, &mode);
-            params[index] = saved - h;
-            ck_assert_int_eq(dg_net_upload_params(net, params, 0), DG_OK);
-            double down = batch_loss(net, N, &mode);
-            params[index] = saved;
-            double numeric = (up - down) / (2.0 * (double)h);
-            double analytic = grads[index];
-            double scale = fmax(fabs(numeric), fabs(analytic));
-            if (fabs(numeric - analytic) > 1e-2 * scale + 1e-5)
-                ck_abort_msg("%s param %zu: analytic %.6g numeric %.6g", layer->name, index,
-                             analytic, numeric);
+            /* ReLU and max-pool switches make the loss piecewise smooth: a kink inside
+             * [w - h, w + h] spoils one step size, so the best of three is taken */
+            static const float steps[3] = {1e-3f, 3e-4f, 1e-4f};
+            double analytic = grads[index], best_error = INFINITY, best_numeric = 0.0;
+            for (int s = 0; s < 3; s++) {
+                float h = steps[s];
+                float saved = params[index];
+                params[index] = saved + h;
+                ck_assert_int_eq(dg_net_upload_params(net, params, 0), DG_OK);
+                double up = batch_loss(net, N, &mode);
+                params[index] = saved - h;
+                ck_assert_int_eq(dg_net_upload_params(net, params, 0), DG_OK);
+                double down = batch_loss(net, N, &mode);
+                params[index] = saved;
+                double numeric = (up - down) / (2.0 * (double)h);
+                double error = fabs(numeric - analytic) / fmax(fabs(numeric), fabs(analytic));
+                if (error < best_error) {
+                    best_error = error;
+                    best_numeric = numeric;
+                }
+            }
+            if (best_error > 1e-2)
+                ck_abort_msg("%s param %zu: analytic %.6g numeric %.6g (relative error %.3g)",
+                             layer->name, index, analytic, best_numeric, best_error);
             checked++;
         }
     }
