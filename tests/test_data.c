@@ -698,6 +698,35 @@ START_TEST(shared_csv_equals_shared_idx)
 }
 END_TEST
 
+/* scripts/get-data --from: a file with the wrong checksum is refused; on the shared MNIST
+ * files it writes CSVs byte-identical to the shared Kaggle-layout ones. */
+START_TEST(get_data_script)
+{
+    const char *root = getenv("DIGITS_SOURCE_DIR");
+    char command[4096];
+    const char *fake = write_file("train-images-idx3-ubyte.gz", "not mnist", 9);
+    (void)fake;
+    snprintf(command, sizeof command, "'%s/scripts/get-data' --from '%s' --out '%s/out' >'%s/log' 2>&1",
+             root ? root : ".", tmpdir, tmpdir, tmpdir);
+    int status = system(command);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+    snprintf(command, sizeof command, "grep -q 'train-images-idx3-ubyte.gz: MD5' '%s/log'", tmpdir);
+    ck_assert_int_eq(system(command), 0);
+    const char *csv_path = shared("train.csv.gz");
+    const char *dir = getenv("DIGITS_SHARED_DATA");
+    if (!csv_path || getenv("DIGITS_TEST_SANITIZED")) {
+        printf("skipped: the shared MNIST data is not here (or a sanitizer run)\n");
+        return;
+    }
+    snprintf(command, sizeof command,
+             "'%s/scripts/get-data' --from '%s' --out '%s/out' >/dev/null && "
+             "zcat '%s/train.csv.gz' | cmp -s - '%s/out/train.csv' && "
+             "zcat '%s/test.csv.gz' | cmp -s - '%s/out/test.csv'",
+             root ? root : ".", dir, tmpdir, dir, tmpdir, dir, tmpdir);
+    ck_assert_int_eq(system(command), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("data");
@@ -722,6 +751,7 @@ int main(void)
     tcase_add_test(tc, missing_file_is_io_error);
     tcase_add_test(tc, check_data_command);
     tcase_add_test(tc, shared_csv_equals_shared_idx);
+    tcase_add_test(tc, get_data_script);
     suite_add_tcase(suite, tc);
     SRunner *runner = srunner_create(suite);
     srunner_run_all(runner, CK_NORMAL);
