@@ -373,11 +373,11 @@ int dg_cmd_compare(int argc, char **argv)
                 ((status = compare_tensor(&ref, &cand, layer->name, "weights",
                                           ref.net->params + layer->weight_offset,
                                           cand.net->params + layer->weight_offset,
-                                          layer->weight_count, &dg_tol_backward)) != DG_OK ||
+                                          layer->weight_count, &dg_tol_weights)) != DG_OK ||
                  (status = compare_tensor(&ref, &cand, layer->name, "bias",
                                           ref.net->params + layer->bias_offset,
                                           cand.net->params + layer->bias_offset,
-                                          layer->bias_count, &dg_tol_backward)) != DG_OK))
+                                          layer->bias_count, &dg_tol_weights)) != DG_OK))
                 goto fail;
         }
     }

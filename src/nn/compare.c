@@ -7,6 +7,7 @@
 const struct dg_tolerance dg_tol_forward = {DG_TOL_ELEMENTWISE, 1e-5, 1e-4};
 const struct dg_tolerance dg_tol_backward = {DG_TOL_NORMWISE, 0.0, 1e-3};
 const struct dg_tolerance dg_tol_exact = {DG_TOL_ELEMENTWISE, 0.0, 0.0};
+const struct dg_tolerance dg_tol_weights = {DG_TOL_NMSE, 0.0, 1e-6};
 
 void dg_diff_compute(const float *a, const float *b, size_t n, const struct dg_tolerance *tol,
                      struct dg_diff *out)
@@ -42,9 +43,12 @@ void dg_diff_compute(const float *a, const float *b, size_t n, const struct dg_t
             if (fabs((double)a[i] - (double)b[i]) > bound)
                 failures++;
     }
+    double nmse = ref_sq > 0.0 ? err_sq / ref_sq : (err_sq > 0.0 ? INFINITY : 0.0);
+    if (tol->kind == DG_TOL_NMSE && !(nmse <= tol->rtol))
+        failures = n;
     out->max_abs = max_abs;
     out->max_rel = max_rel;
-    out->nmse = ref_sq > 0.0 ? err_sq / ref_sq : (err_sq > 0.0 ? INFINITY : 0.0);
+    out->nmse = nmse;
     out->worst = worst;
     out->failures = failures;
     out->nonfinite = nonfinite;
