@@ -30,17 +30,6 @@ int dg_cpu_has_avx512(void)
 
 /* ---- memory ---- */
 
-static void *host_alloc(size_t bytes, void *ctx)
-{
-    (void)ctx;
-    return malloc(bytes ? bytes : 1);
-}
-
-static void host_free(void *ptr, void *ctx)
-{
-    (void)ctx;
-    free(ptr);
-}
 
 static void cpu_destroy(struct dg_backend *be)
 {
@@ -572,9 +561,7 @@ enum dg_status dg_backend_cpu_create(int threads, struct dg_backend **out)
     openblas_set_num_threads(1);
     be->ops = &cpu_ops;
     be->impl = cpu;
-    be->host_allocator.alloc = host_alloc;
-    be->host_allocator.free = host_free;
-    be->host_allocator.ctx = NULL;
+    be->host_allocator = *dg_allocator_default();
     snprintf(be->name, sizeof be->name, "cpu");
     describe(be);
     *out = be;

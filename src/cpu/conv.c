@@ -13,8 +13,9 @@
  *             the weight gradient. Tiles of one image are processed up to 14 (28) at a time:
  *             input transform (36, tiles, c), one small GEMM per transformed position with the
  *             register-blocked kernel, output transform. Weight transforms and the final
- *             weight-gradient transform are done in double. The weight gradient sums per
- *             thread, then across threads in thread order.
+ *             weight-gradient transform are done in double. The weight gradient sums the
+ *             batch in 12 fixed slots of images, then the slots in order: like every other
+ *             output, it does not depend on the thread count.
  * Buffers are sized once per plan (per family, on first use) and reused across calls. */
 #include "cpu/cpu_internal.h"
 
@@ -26,6 +27,7 @@
 #define DG_TILE_ROWS 14
 #define DG_WINO_XI 36           /* alpha * alpha */
 #define DG_WINO_FILTER_CHUNK 28 /* tiles per weight-gradient chunk */
+#define DG_WINO_SLOTS 12        /* weight-gradient partial sums (divisible by 2, 3, 4, 6) */
 
 struct conv_plan {
     struct dg_conv_shape s;
@@ -51,10 +53,18 @@ struct conv_plan {
     float *u;    /* (36, cin, cout) forward or (36, cout, cin) backward data */
     float *wv;   /* per thread (36, tiles, max channels): transformed inputs */
     float *wz;   /* per thread (36, tiles, max channels): products or gradient tiles */
-    float *ws;   /* per thread (36, cout / 32, cin, 32): weight-gradient sums */
+    float *ws;   /* per slot (36, cout / 32, cin, 32): weight-gradient sums */
     float *wout; /* per thread (14 * m * m, max channels): output rows of one unit */
     size_t wv_floats, ws_floats, wout_floats;
 };
+
+/* Image slots of the Winograd weight gradient: slot j sums the images
+ * [j*batch/slots, (j+1)*batch/slots) into its own S, whole slots go to threads, and the slots
+ * are added in order at the end, so the result does not depend on the thread count. */
+static int wino_slots(const struct conv_plan *p)
+{
+    return p->s.batch < DG_WINO_SLOTS ? p->s.batch : DG_WINO_SLOTS;
+}
 
 static size_t conv_kdim(const struct dg_conv_shape *s)
 {
@@ -176,7 +186,7 @@ static enum dg_status ensure_winograd(struct conv_plan *p)
     p->u = alloc_floats(p->ws_floats);
     p->wv = alloc_floats(p->wv_floats * t);
     p->wz = alloc_floats(p->wv_floats * t);
-    p->ws = alloc_floats(p->ws_floats * t);
+    p->ws = alloc_floats(p->ws_floats * (size_t)wino_slots(p));
     p->wout_floats = (size_t)DG_TILE_PIXELS * p->wm * p->wm * channels;
     p->wout = alloc_floats(p->wout_floats * t);
     if (!p->u || !p->wv || !p->wz || !p->ws || !p->wout) {
@@ -721,9 +731,9 @@ static void row_block(int total, int block, int *first, int *rows)
     *rows = total * (block + 1) / blocks - *first;
 }
 
-/* Per-thread sums S[xi][co/32][ci][32] += sum over tiles of V[xi][t][ci] Z[xi][t][co].
- * Units are chunks of up to 28 tiles of one image; the thread that handles an image's first
- * chunk also sums its gradient per channel into db_part[n]. */
+/* S[slot][xi][co/32][ci][32] = sum over the slot's tiles of V[xi][t][ci] Z[xi][t][co], tiles
+ * taken up to 28 at a time from one image. The thread that handles an image also sums its
+ * gradient per channel into db_part[n]. */
 static void wino_filter_task(void *ctx, int thread, int threads)
 {
     const struct filter_job *job = ctx;
@@ -736,44 +746,47 @@ static void wino_filter_task(void *ctx, int thread, int threads)
     size_t xi_v = (size_t)DG_WINO_FILTER_CHUNK * cin, xi_z = (size_t)DG_WINO_FILTER_CHUNK * cout;
     float *v = p->wv + p->wv_floats * (size_t)thread;
     float *z = p->wz + p->wv_floats * (size_t)thread;
-    float *sums = p->ws + p->ws_floats * (size_t)thread;
     float *image = p->xpriv + p->priv_floats * (size_t)thread;
     float *grad = p->gpriv + p->priv_floats * (size_t)thread;
-    memset(sums, 0, sizeof(float) * p->ws_floats);
     int ci_blocks = (cin + DG_TILE_ROWS - 1) / DG_TILE_ROWS;
     size_t tiles = (size_t)p->th * p->tw;
-    size_t chunks = (tiles + DG_WINO_FILTER_CHUNK - 1) / DG_WINO_FILTER_CHUNK;
-    size_t packed = (size_t)-1;
-    size_t u0, u1;
-    dg_cpu_split((size_t)s->batch * chunks, 1, thread, threads, &u0, &u1);
-    for (size_t unit = u0; unit < u1; unit++) {
-        size_t n = unit / chunks, q0 = unit % chunks * DG_WINO_FILTER_CHUNK;
-        int count = tiles - q0 < DG_WINO_FILTER_CHUNK ? (int)(tiles - q0) : DG_WINO_FILTER_CHUNK;
-        if (n != packed) {
+    int slots = wino_slots(p);
+    size_t j0, j1;
+    dg_cpu_split((size_t)slots, 1, thread, threads, &j0, &j1);
+    for (size_t slot = j0; slot < j1; slot++) {
+        float *sums = p->ws + p->ws_floats * slot;
+        memset(sums, 0, sizeof(float) * p->ws_floats);
+        size_t n0 = slot * (size_t)s->batch / (size_t)slots;
+        size_t n1 = (slot + 1) * (size_t)s->batch / (size_t)slots;
+        for (size_t n = n0; n < n1; n++) {
             pack_padded(job->x + n * cin * hw, cin, h, w, p->pad, p->hp, p->wp, image);
             pack_padded(job->dy + n * cout * hw, cout, h, w, 0, p->th * m, p->tw * m, grad);
-            packed = n;
-            if (q0 == 0)
-                dg_cpu_avx512_channel_sums(grad, (size_t)p->th * m * p->tw * m, cout,
-                                           p->db_part + n * cout);
-        }
-        for (int t = 0; t < count; t++) {
-            int tr = (int)((q0 + (size_t)t) / (size_t)p->tw);
-            int tc = (int)((q0 + (size_t)t) % (size_t)p->tw);
-            dg_cpu_avx512_wino_input(image + (size_t)tr * m * row_stride + (size_t)tc * m * cin,
-                                     row_stride, cin, v + (size_t)t * cin, xi_v);
-            dg_cpu_avx512_wino_grad(m, grad + (size_t)tr * m * grow + (size_t)tc * m * cout, grow,
-                                    cout, z + (size_t)t * cout, xi_z);
-        }
-        for (int xi = 0; xi < DG_WINO_XI; xi++)
-            for (int co = 0; co < cout; co += 32)
-                for (int b = 0; b < ci_blocks; b++) {
-                    int ci0, rows;
-                    row_block(cin, b, &ci0, &rows);
-                    dg_cpu_avx512_filter_tile(
-                        v + xi * xi_v + ci0, 0, cin, z + xi * xi_z + co, cout, 1, count, rows, 32,
-                        sums + (size_t)xi * cin * cout + (size_t)co * cin + (size_t)ci0 * 32);
+            dg_cpu_avx512_channel_sums(grad, (size_t)p->th * m * p->tw * m, cout,
+                                       p->db_part + n * cout);
+            for (size_t q0 = 0; q0 < tiles; q0 += DG_WINO_FILTER_CHUNK) {
+                int count =
+                    tiles - q0 < DG_WINO_FILTER_CHUNK ? (int)(tiles - q0) : DG_WINO_FILTER_CHUNK;
+                for (int t = 0; t < count; t++) {
+                    int tr = (int)((q0 + (size_t)t) / (size_t)p->tw);
+                    int tc = (int)((q0 + (size_t)t) % (size_t)p->tw);
+                    dg_cpu_avx512_wino_input(image + (size_t)tr * m * row_stride +
+                                                 (size_t)tc * m * cin,
+                                             row_stride, cin, v + (size_t)t * cin, xi_v);
+                    dg_cpu_avx512_wino_grad(m, grad + (size_t)tr * m * grow + (size_t)tc * m * cout,
+                                            grow, cout, z + (size_t)t * cout, xi_z);
                 }
+                for (int xi = 0; xi < DG_WINO_XI; xi++)
+                    for (int co = 0; co < cout; co += 32)
+                        for (int b = 0; b < ci_blocks; b++) {
+                            int ci0, rows;
+                            row_block(cin, b, &ci0, &rows);
+                            dg_cpu_avx512_filter_tile(v + xi * xi_v + ci0, 0, cin,
+                                                      z + xi * xi_z + co, cout, 1, count, rows, 32,
+                                                      sums + (size_t)xi * cin * cout +
+                                                          (size_t)co * cin + (size_t)ci0 * 32);
+                        }
+            }
+        }
     }
 }
 
@@ -792,7 +805,7 @@ static void wino_bias_task(void *ctx, int thread, int threads)
     }
 }
 
-/* dw[co][ci] = A^T (scale scale^T .* sum over threads of S) A, in double. */
+/* dw[co][ci] = A^T (scale scale^T .* sum over slots of S) A, in double. */
 static void wino_filter_out_task(void *ctx, int thread, int threads)
 {
     const struct filter_job *job = ctx;
@@ -811,8 +824,8 @@ static void wino_filter_out_task(void *ctx, int thread, int threads)
         double sum[36], half[5][6];
         for (int xi = 0; xi < DG_WINO_XI; xi++) {
             double total = 0.0;
-            for (int t = 0; t < p->threads; t++)
-                total += p->ws[p->ws_floats * (size_t)t + (size_t)xi * cin * cout + offset];
+            for (int slot = 0; slot < wino_slots(p); slot++)
+                total += p->ws[p->ws_floats * (size_t)slot + (size_t)xi * cin * cout + offset];
             sum[xi] = total * wino_scale[xi / 6] * wino_scale[xi % 6];
         }
         for (int y = 0; y < k; y++)
