@@ -653,7 +653,9 @@ START_TEST(bench_quick_json_has_the_expected_keys)
     int sanitized = getenv("DIGITS_TEST_SANITIZED") != NULL;
     /* --quick as a user runs it (the sanitized build with smaller batches: it is slower) */
     ck_assert_int_eq(run("bench --quick --json --data %s --device cpu %s", csv_path,
-                         sanitized ? "--batch 8,16 --infer-batch 16 --layer-batch 8" : ""),
+                         sanitized ? "--batch 8,16 --infer-batch 16 --layer-batch 8 --steps 2 "
+                                     "--infer-steps 2"
+                                   : ""),
                      0);
     struct json value = read_json_output();
     ck_assert_str_eq(string_of(member(&value, "digits_version")), DIGITS_VERSION);
