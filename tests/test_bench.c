@@ -661,6 +661,7 @@ START_TEST(bench_quick_json_has_the_expected_keys)
     ck_assert_str_eq(string_of(member(&value, "digits_version")), DIGITS_VERSION);
     ck_assert_ptr_nonnull(string_of(member(member(&value, "machine"), "cpu")));
     ck_assert((int)number_of(member(member(&value, "machine"), "logical_cpus")) >= 1);
+    ck_assert_ptr_nonnull(string_of(member(member(&value, "machine"), "load_average")));
     const struct json *settings = member(&value, "settings");
     ck_assert_int_eq((int)number_of(member(settings, "reps")), 3);
     ck_assert_int_eq((int)number_of(member(settings, "warmup")), 1);

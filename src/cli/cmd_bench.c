@@ -566,6 +566,19 @@ static void cpu_model(char *out, size_t size)
     fclose(fp);
 }
 
+/* "1-min 5-min 15-min" from /proc/loadavg, or "unknown": other work on a shared machine. */
+static void load_average(char *out, size_t size)
+{
+    double one, five, fifteen;
+    FILE *fp = fopen("/proc/loadavg", "r");
+    if (fp && fscanf(fp, "%lf %lf %lf", &one, &five, &fifteen) == 3)
+        snprintf(out, size, "%.2f %.2f %.2f", one, five, fifteen);
+    else
+        snprintf(out, size, "unknown");
+    if (fp)
+        fclose(fp);
+}
+
 static void json_string(FILE *out, const char *text)
 {
     fputc('"', out);
@@ -636,7 +649,12 @@ static void print_json(FILE *out, const struct settings *s, const struct report 
     json_string(out, DIGITS_BUILD_TYPE);
     fputs(",\n  \"machine\": {\"cpu\": ", out);
     json_string(out, cpu);
-    fprintf(out, ", \"logical_cpus\": %ld, \"memory_gib\": %.1f},\n", cpus, memory_gib);
+    char load[64];
+    load_average(load, sizeof load);
+    fprintf(out, ", \"logical_cpus\": %ld, \"memory_gib\": %.1f, \"load_average\": ", cpus,
+            memory_gib);
+    json_string(out, load);
+    fputs("},\n", out);
     fprintf(out,
             "  \"settings\": {\"reps\": %d, \"warmup\": %d, \"quick\": %s, \"augment\": %s, "
             "\"threads\": %d, \"device\": ",
@@ -763,8 +781,10 @@ static void print_table(FILE *out, const struct settings *s, const struct report
             "median (min..max) of %d repetitions after %d warm-up%s; training %s "
             "augmentation\n",
             s->reps, s->warmup, s->warmup == 1 ? "" : "s", s->augment ? "with" : "without");
-    fprintf(out, "images: %s%s (%zu)\n\n", r->data_source, r->synthetic ? " (synthetic)" : "",
-            r->image_count);
+    char load[64];
+    load_average(load, sizeof load);
+    fprintf(out, "images: %s%s (%zu); load average at the end: %s\n\n", r->data_source,
+            r->synthetic ? " (synthetic)" : "", r->image_count, load);
     if (r->parse_count) {
         fprintf(out, "CSV parse (dg_dataset_load; MB = 1e6 bytes of uncompressed text)\n");
         print_parse_rows(out, r->parse, r->parse_count);
