@@ -11,6 +11,7 @@
 #include <zlib.h>
 
 #include "digits/data.h"
+#include "test_util.h"
 
 static char tmpdir[256];
 
@@ -41,6 +42,7 @@ static void put(struct text *t, const char *s, size_t n)
     if (t->size + n + 1 > t->capacity) {
         t->capacity = (t->size + n + 1) * 2;
         t->data = realloc(t->data, t->capacity);
+        ck_assert_ptr_nonnull(t->data);
     }
     memcpy(t->data + t->size, s, n);
     t->size += n;
@@ -188,8 +190,7 @@ START_TEST(large_file_spans_many_buffers)
 {
     struct text t = csv(1, 2500, "\n"); /* about 5 MB: several 1 MiB chunks */
     struct dg_dataset d;
-    ck_assert_int_eq(dg_dataset_load(write_file("big.csv", t.data, t.size), NULL, NULL, &d),
-                     DG_OK);
+    ck_assert_int_eq(dg_dataset_load(write_file("big.csv", t.data, t.size), NULL, NULL, &d), DG_OK);
     check_pattern(&d, 2500, 1);
     dg_dataset_free(&d);
     ck_assert_int_eq(dg_dataset_load(write_gz("big.csv.gz", t.data, t.size), NULL, NULL, &d),
@@ -371,9 +372,7 @@ static void expect_field_refusal(int line, int field, const char *value, const c
 
 START_TEST(refuses_empty_and_header_only)
 {
-    struct text t = {0};
-    put(&t, "", 0);
-    t.data = calloc(1, 1);
+    struct text t = {calloc(1, 1), 0, 1};
     expect_refusal(&t, "1:1: empty file");
     free(t.data);
     t = (struct text){0};
@@ -472,8 +471,9 @@ START_TEST(refuses_nul_and_binary)
     garbage[0] = 'Q';
     struct text g = {0};
     put(&g, (const char *)garbage, sizeof garbage);
-    snprintf(message, sizeof message, "1:2: byte 0x%02x: binary data, not a Kaggle CSV or MNIST "
-                                      "IDX file",
+    snprintf(message, sizeof message,
+             "1:2: byte 0x%02x: binary data, not a Kaggle CSV or MNIST "
+             "IDX file",
              garbage[1]);
     if (garbage[1] >= 0x20 && garbage[1] < 0x7f)
         ck_abort_msg("fixture: second byte should not be printable");
@@ -516,8 +516,7 @@ START_TEST(refuses_truncated_and_corrupt_gzip)
     buf[n / 2 + 1] ^= 0x5a;
     const char *bad = write_file("bad.gz", buf, n);
     ck_assert_int_eq(dg_dataset_load(bad, NULL, NULL, &d), DG_ERR_INPUT);
-    if (!strstr(dg_error_message(), "corrupt gzip data") &&
-        !strstr(dg_error_message(), "bad.gz:"))
+    if (!strstr(dg_error_message(), "corrupt gzip data") && !strstr(dg_error_message(), "bad.gz:"))
         ck_abort_msg("unexpected message %s", dg_error_message());
     free(t.data);
 }
@@ -534,8 +533,9 @@ START_TEST(refuses_bad_idx)
 
     const char *short_body = write_file("short.idx", images, isize - 100);
     ck_assert_int_eq(dg_dataset_load(short_body, lp, NULL, &d), DG_ERR_INPUT);
-    snprintf(expected, sizeof expected, "%s: byte %zu: body shorter than its header says (3920 "
-                                        "bytes of images declared, 3820 present)",
+    snprintf(expected, sizeof expected,
+             "%s: byte %zu: body shorter than its header says (3920 "
+             "bytes of images declared, 3820 present)",
              short_body, isize - 100);
     ck_assert_str_eq(dg_error_message(), expected);
 
@@ -607,13 +607,353 @@ START_TEST(missing_file_is_io_error)
 }
 END_TEST
 
+/* ---- more refusals and corner cases ---- */
+
+START_TEST(leading_zeros_and_crlf_refusal)
+{
+    /* "007" and "000" are decimal integers 0..255 (the careful path takes them) */
+    struct text t = with_field(3, 9, "007");
+    struct dg_dataset d;
+    ck_assert_int_eq(dg_dataset_load(write_file("lz.csv", t.data, t.size), NULL, NULL, &d), DG_OK);
+    ck_assert_int_eq(d.images[DG_PIXELS + 8], 7);
+    ck_assert_int_eq(d.images[DG_PIXELS + 9], pixel(1, 9));
+    dg_dataset_free(&d);
+    free(t.data);
+    t = with_field(3, 0, "000");
+    ck_assert_int_eq(dg_dataset_load(write_file("lz0.csv", t.data, t.size), NULL, NULL, &d), DG_OK);
+    ck_assert_int_eq(d.labels[1], 0);
+    dg_dataset_free(&d);
+    free(t.data);
+    /* CRLF rows: the column counts bytes of the line, the '\r' is not part of a field */
+    t = (struct text){0};
+    header(&t, 0, "\r\n");
+    row(&t, 0, 0, "\r\n");
+    size_t line_start = t.size;
+    row(&t, 0, 1, "");
+    size_t col = t.size - line_start + 1;
+    puts_text(&t, ",\r\n");
+    char message[128];
+    snprintf(message, sizeof message, "3:%zu: too many fields (expected 784)", col + 1);
+    expect_refusal(&t, message);
+    free(t.data);
+}
+END_TEST
+
+START_TEST(refuses_bad_last_field_without_final_newline)
+{
+    struct text t = with_field(4, DG_PIXELS, "256");
+    t.size--; /* drop the final newline */
+    t.data[t.size] = '\0';
+    char message[128];
+    snprintf(message, sizeof message, "4:%zu: pixel value '256' out of range 0..255",
+             column_of(&t, 4, DG_PIXELS));
+    expect_refusal(&t, message);
+    free(t.data);
+    t = with_field(4, DG_PIXELS, "");
+    t.size--;
+    t.data[t.size] = '\0';
+    snprintf(message, sizeof message, "4:%zu: empty field (expected a pixel value 0..255)",
+             column_of(&t, 4, DG_PIXELS));
+    expect_refusal(&t, message);
+    free(t.data);
+}
+END_TEST
+
+START_TEST(refuses_other_idx_kinds)
+{
+    size_t isize;
+    unsigned char *images = idx_images(3, &isize);
+    struct dg_dataset d;
+    char expected[512];
+    be32(images, 0x00000d03); /* IDX of floats */
+    const char *floats = write_file("floats.idx", images, isize);
+    ck_assert_int_eq(dg_dataset_load(floats, NULL, NULL, &d), DG_ERR_INPUT);
+    snprintf(expected, sizeof expected,
+             "%s: byte 0: IDX magic 0x00000d03 is not an image file (expected 0x00000803: "
+             "28x28 unsigned bytes)",
+             floats);
+    ck_assert_str_eq(dg_error_message(), expected);
+    be32(images, 2051);
+    const char *header_only = write_file("hdr.idx", images, 10);
+    ck_assert_int_eq(dg_dataset_load(header_only, NULL, NULL, &d), DG_ERR_INPUT);
+    snprintf(expected, sizeof expected, "%s: byte 10: truncated IDX header (16 bytes expected)",
+             header_only);
+    ck_assert_str_eq(dg_error_message(), expected);
+    /* a count no file of this size can hold: refused before any store is allocated */
+    struct dg_allocator hook = {counting_alloc, counting_free, &alloc_calls};
+    be32(images + 4, 4000000000u);
+    const char *huge = write_file("huge.idx", images, isize);
+    alloc_calls = 0;
+    ck_assert_int_eq(dg_dataset_load(huge, NULL, &hook, &d), DG_ERR_INPUT);
+    ck_assert_int_eq(alloc_calls, 0);
+    snprintf(expected, sizeof expected,
+             "%s: byte %zu: body shorter than its header says (3136000000000 bytes of images "
+             "declared, %zu present)",
+             huge, isize, isize - 16);
+    ck_assert_str_eq(dg_error_message(), expected);
+    const char *huge_gz = write_gz("huge.idx.gz", images, isize);
+    ck_assert_int_eq(dg_dataset_load(huge_gz, NULL, &hook, &d), DG_ERR_INPUT);
+    ck_assert_int_eq(alloc_calls, 0);
+    snprintf(expected, sizeof expected,
+             "%s: byte %zu: body shorter than its header says (3136000000000 bytes of images "
+             "declared, %zu present)",
+             huge_gz, isize, isize - 16);
+    ck_assert_str_eq(dg_error_message(), expected);
+    /* a gzip body shorter than declared, found while reading */
+    be32(images + 4, 4);
+    const char *short_gz = write_gz("short.idx.gz", images, isize);
+    ck_assert_int_eq(dg_dataset_load(short_gz, NULL, NULL, &d), DG_ERR_INPUT);
+    snprintf(expected, sizeof expected,
+             "%s: byte %zu: body shorter than its header says (3136 bytes of images declared, "
+             "2352 present)",
+             short_gz, isize);
+    ck_assert_str_eq(dg_error_message(), expected);
+    free(images);
+}
+END_TEST
+
+/* Concatenated gzip members: the size in the trailer describes only the last one, so the store
+ * starts too small and grows (alloc new, copy, free old) through the allocator. */
+START_TEST(store_grows_through_the_allocator)
+{
+    struct text t = csv(1, 3000, "\n");
+    size_t split = 0;
+    for (int l = 0; l < 2990 + 1; l++)
+        split += (size_t)(strchr(t.data + split, '\n') - (t.data + split)) + 1;
+    const char *first = write_gz("m1.gz", t.data, split);
+    const char *second = write_gz("m2.gz", t.data + split, t.size - split);
+    char command[2048];
+    snprintf(command, sizeof command, "cat '%s' '%s' > '%s/multi.gz'", first, second, tmpdir);
+    ck_assert_int_eq(system(command), 0);
+    struct dg_allocator hook = {counting_alloc, counting_free, &alloc_calls};
+    struct dg_dataset d;
+    alloc_calls = free_calls = 0;
+    ck_assert_int_eq(dg_dataset_load(tmp_path("multi.gz"), NULL, &hook, &d), DG_OK);
+    ck_assert_uint_eq(d.bytes_parsed, t.size);
+    check_pattern(&d, 3000, 1);
+    /* sized from the last member's size (at least 2 bytes a pixel), then doubled until 3000
+     * rows fit; images and labels each time, every old pair freed */
+    size_t capacity = (t.size - split) / (2 * DG_PIXELS) + 1;
+    int stores = 1;
+    for (; capacity < 3000; capacity *= 2)
+        stores++;
+    ck_assert_int_ge(stores, 3);
+    ck_assert_int_eq(alloc_calls, 2 * stores);
+    ck_assert_int_eq(free_calls, 2 * (stores - 1));
+    dg_dataset_free(&d);
+    ck_assert_int_eq(free_calls, alloc_calls);
+    free(t.data);
+}
+END_TEST
+
+/* ---- a differential test against a plain reference parser ---- */
+
+/* What the loader must do with a train-layout text whose header is valid: 0 and the values
+ * when every data row is 785 decimal integers (label 0..9, pixels 0..255; LF or CRLF, a
+ * missing final newline or one trailing empty line), otherwise the 1-based line of the first
+ * bad row. */
+static int reference_parse(const char *text, size_t size, uint8_t *images, uint8_t *labels,
+                           int *rows)
+{
+    size_t pos = (size_t)(strchr(text, '\n') - text) + 1;
+    int line = 2;
+    *rows = 0;
+    while (pos < size) {
+        const char *start = text + pos;
+        const char *nl = memchr(start, '\n', size - pos);
+        size_t len = nl ? (size_t)(nl - start) : size - pos;
+        pos += len + 1;
+        if (len > 0 && start[len - 1] == '\r')
+            len--;
+        if (len == 0) {
+            if (pos >= size)
+                return 0; /* one trailing empty line */
+            return line;
+        }
+        int field = 0;
+        size_t i = 0;
+        for (;;) {
+            size_t field_start = i;
+            unsigned long value = 0;
+            while (i < len && start[i] >= '0' && start[i] <= '9') {
+                if (value < 100000)
+                    value = value * 10 + (unsigned long)(start[i] - '0');
+                i++;
+            }
+            if (i == field_start || value > (field == 0 ? 9u : 255u) || field > DG_PIXELS)
+                return line;
+            if (field == 0)
+                labels[*rows] = (uint8_t)value;
+            else
+                images[(size_t)*rows * DG_PIXELS + (size_t)field - 1] = (uint8_t)value;
+            field++;
+            if (i == len)
+                break;
+            if (start[i] != ',')
+                return line;
+            i++;
+        }
+        if (field != DG_PIXELS + 1)
+            return line;
+        (*rows)++;
+        line++;
+    }
+    return *rows ? 0 : 2;
+}
+
+/* A value as MNIST has them: mostly 0, sometimes 1..3 digits. */
+static void random_value(struct dg_test_rng *rng, char *out)
+{
+    uint32_t kind = dg_test_below(rng, 10);
+    unsigned value = kind < 7    ? 0
+                     : kind == 7 ? dg_test_below(rng, 10)
+                     : kind == 8 ? 10 + dg_test_below(rng, 90)
+                                 : 100 + dg_test_below(rng, 156);
+    snprintf(out, 8, "%u", value);
+}
+
+static void differential_round(int generic)
+{
+    static const char noise[] = ",,,0123456789 x-+.\r\t\0\xff\n";
+    struct dg_test_rng rng = {generic ? 7 : 11};
+    int bad_files = 0;
+    if (generic)
+        setenv("DIGITS_DATA_GENERIC", "1", 1);
+    for (int round = 0; round < 600; round++) {
+        int rows = 1 + (int)dg_test_below(&rng, 4);
+        const char *eol = dg_test_below(&rng, 4) == 0 ? "\r\n" : "\n";
+        struct text t = {0};
+        header(&t, 1, eol);
+        size_t *row_start = malloc(sizeof *row_start * (size_t)rows);
+        for (int r = 0; r < rows; r++) {
+            char field[8];
+            row_start[r] = t.size;
+            snprintf(field, sizeof field, "%u", dg_test_below(&rng, 10));
+            puts_text(&t, field);
+            for (int k = 0; k < DG_PIXELS; k++) {
+                random_value(&rng, field);
+                puts_text(&t, ",");
+                puts_text(&t, field);
+            }
+            puts_text(&t, eol);
+        }
+        /* most files get one to three changes: a byte replaced, inserted or deleted, a field
+         * rewritten with up to five digits, or the line ending changed */
+        int changes = round % 5 == 0 ? 0 : 1 + (int)dg_test_below(&rng, 3);
+        for (int m = 0; m < changes; m++) {
+            int r = (int)dg_test_below(&rng, (uint32_t)rows);
+            size_t row_end = r + 1 < rows ? row_start[r + 1] : t.size;
+            size_t at = row_start[r] + dg_test_below(&rng, (uint32_t)(row_end - row_start[r]));
+            char byte = noise[dg_test_below(&rng, sizeof noise - 1)];
+            switch (dg_test_below(&rng, 5)) {
+            case 0:
+                t.data[at] = byte;
+                break;
+            case 1:
+                put(&t, " ", 1);
+                memmove(t.data + at + 1, t.data + at, t.size - at - 1);
+                t.data[at] = byte;
+                for (int s = r + 1; s < rows; s++)
+                    row_start[s]++;
+                break;
+            case 2:
+                memmove(t.data + at, t.data + at + 1, t.size - at - 1);
+                t.size--;
+                for (int s = r + 1; s < rows; s++)
+                    row_start[s]--;
+                break;
+            case 3: {
+                while (at > row_start[r] && t.data[at - 1] != ',')
+                    at--;
+                size_t len = 0;
+                while (at + len < t.size && t.data[at + len] >= '0' && t.data[at + len] <= '9')
+                    len++;
+                char digits[6];
+                size_t n = 1 + dg_test_below(&rng, 5);
+                for (size_t i = 0; i < n; i++)
+                    digits[i] = (char)('0' + dg_test_below(&rng, i == 0 ? 3 : 10));
+                size_t rest = t.size - at - len;
+                char *joined = malloc(at + n + rest + 1);
+                ck_assert_ptr_nonnull(joined);
+                memcpy(joined, t.data, at);
+                memcpy(joined + at, digits, n);
+                memcpy(joined + at + n, t.data + at + len, rest);
+                free(t.data);
+                t.data = joined;
+                t.size = t.capacity = at + n + rest;
+                t.capacity++;
+                for (int s = r + 1; s < rows; s++)
+                    row_start[s] = row_start[s] + n - len;
+                break;
+            }
+            default:
+                if (t.size > 0 && t.data[t.size - 1] == '\n') {
+                    t.size--; /* no final newline */
+                } else {
+                    puts_text(&t, "\n");
+                }
+                break;
+            }
+            t.data[t.size] = '\0';
+        }
+        uint8_t *images = calloc((size_t)rows + 1, DG_PIXELS);
+        uint8_t *labels = calloc((size_t)rows + 1, 1);
+        int expected_rows;
+        int bad_line = reference_parse(t.data, t.size, images, labels, &expected_rows);
+        const char *path = write_file("diff.csv", t.data, t.size);
+        struct dg_dataset d;
+        enum dg_status status = dg_dataset_load(path, NULL, NULL, &d);
+        if (bad_line == 0) {
+            if (status != DG_OK)
+                ck_abort_msg("round %d: refused a valid file: %s", round, dg_error_message());
+            ck_assert_int_eq((int)d.count, expected_rows);
+            ck_assert_int_eq(memcmp(d.images, images, d.count * DG_PIXELS), 0);
+            ck_assert_int_eq(memcmp(d.labels, labels, d.count), 0);
+            dg_dataset_free(&d);
+        } else {
+            bad_files++;
+            if (status != DG_ERR_INPUT)
+                ck_abort_msg("round %d: accepted a file bad at line %d", round, bad_line);
+            const char *message = dg_error_message() + strlen(path);
+            int line = 0, column = 0;
+            if (sscanf(message, ":%d:%d:", &line, &column) != 2 || line != bad_line || column < 1)
+                ck_abort_msg("round %d: expected line %d, got '%s'", round, bad_line,
+                             dg_error_message());
+        }
+        free(images);
+        free(labels);
+        free(row_start);
+        free(t.data);
+    }
+    /* the mix must hold both kinds in numbers */
+    ck_assert_int_gt(bad_files, 200);
+    ck_assert_int_lt(bad_files, 550);
+    unsetenv("DIGITS_DATA_GENERIC");
+}
+
+START_TEST(matches_a_reference_parser)
+{
+    differential_round(0);
+}
+END_TEST
+
+START_TEST(matches_a_reference_parser_portable_path)
+{
+    differential_round(1);
+}
+END_TEST
+
 /* ---- the command ---- */
 
-static int run(const char *args, char *out, size_t out_size)
+static const char *digits_bin(void)
 {
-    char command[2048];
     const char *bin = getenv("DIGITS_BIN");
-    snprintf(command, sizeof command, "'%s' check-data %s 2>&1", bin ? bin : "digits", args);
+    return bin ? bin : "digits";
+}
+
+/* Runs a shell command; returns its exit code with its output in out. */
+static int run_command(const char *command, char *out, size_t out_size)
+{
     FILE *p = popen(command, "r");
     ck_assert_ptr_nonnull(p);
     size_t n = fread(out, 1, out_size - 1, p);
@@ -621,6 +961,14 @@ static int run(const char *args, char *out, size_t out_size)
     int status = pclose(p);
     ck_assert(WIFEXITED(status));
     return WEXITSTATUS(status);
+}
+
+/* `digits check-data ARGS` with stderr in the output. */
+static int run(const char *args, char *out, size_t out_size)
+{
+    char command[8192];
+    snprintf(command, sizeof command, "'%s' check-data %s 2>&1", digits_bin(), args);
+    return run_command(command, out, out_size);
 }
 
 START_TEST(check_data_command)
@@ -645,7 +993,22 @@ START_TEST(check_data_command)
              args, column_of(&t, 3, 7));
     ck_assert_str_eq(out, expected);
     free(t.data);
+    /* a pipe: no size to go by (the store grows), gzip told by the bytes read */
+    struct text big = csv(1, 2500, "\n");
+    const char *files[2] = {write_file("pipe.csv", big.data, big.size),
+                            write_gz("pipe.csv.gz", big.data, big.size)};
+    for (int i = 0; i < 2; i++) {
+        char command[2048];
+        snprintf(command, sizeof command, "cat '%s' | '%s' check-data /dev/stdin 2>&1", files[i],
+                 digits_bin());
+        ck_assert_int_eq(run_command(command, out, sizeof out), 0);
+        ck_assert_ptr_nonnull(
+            strstr(out, i ? "format: csv (train layout), gzip\n" : "format: csv (train layout)\n"));
+        ck_assert_ptr_nonnull(strstr(out, "rows: 2500\n"));
+    }
+    free(big.data);
     ck_assert_int_eq(run("/nonexistent.csv", out, sizeof out), 1);
+    ck_assert_str_eq(out, "digits: /nonexistent.csv: cannot open: No such file or directory\n");
     ck_assert_int_eq(run("", out, sizeof out), 2);
     ck_assert_int_eq(run("--bogus x", out, sizeof out), 2);
 }
@@ -679,8 +1042,7 @@ START_TEST(shared_csv_equals_shared_idx)
     ck_assert_uint_eq(b.count, 60000);
     ck_assert_int_eq(memcmp(a.images, b.images, 60000 * DG_PIXELS), 0);
     ck_assert_int_eq(memcmp(a.labels, b.labels, 60000), 0);
-    static const size_t expected[10] = {5923, 6742, 5958, 6131, 5842,
-                                        5421, 5918, 6265, 5851, 5949};
+    static const size_t expected[10] = {5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949};
     size_t histogram[10] = {0};
     for (size_t i = 0; i < a.count; i++)
         histogram[a.labels[i]]++;
@@ -695,6 +1057,23 @@ START_TEST(shared_csv_equals_shared_idx)
         ck_assert_ptr_null(a.labels);
         dg_dataset_free(&a);
     }
+    /* the same through the command */
+    char out[8192], args[4096];
+    snprintf(args, sizeof args, "'%s' --labels '%s'", images, labels);
+    ck_assert_int_eq(run(args, out, sizeof out), 0);
+    ck_assert_ptr_nonnull(strstr(out, "format: idx, gzip\nlayout: idx (images + labels)\n"
+                                      "rows: 60000\nlabels: 0:5923 1:6742 2:5958 3:6131 "
+                                      "4:5842 5:5421 6:5918 7:6265 8:5851 9:5949\n"));
+    snprintf(args, sizeof args, "'%s'", csv_path);
+    ck_assert_int_eq(run(args, out, sizeof out), 0);
+    ck_assert_ptr_nonnull(strstr(out, "layout: train\nrows: 60000\nlabels: 0:5923 1:6742 "
+                                      "2:5958 3:6131 4:5842 5:5421 6:5918 7:6265 8:5851 "
+                                      "9:5949\npixel mean: 33.3184 (of 0..255)\n"));
+    if (test_path) {
+        snprintf(args, sizeof args, "'%s'", test_path);
+        ck_assert_int_eq(run(args, out, sizeof out), 0);
+        ck_assert_ptr_nonnull(strstr(out, "layout: test\nrows: 10000\n"));
+    }
 }
 END_TEST
 
@@ -706,8 +1085,9 @@ START_TEST(get_data_script)
     char command[4096];
     const char *fake = write_file("train-images-idx3-ubyte.gz", "not mnist", 9);
     (void)fake;
-    snprintf(command, sizeof command, "'%s/scripts/get-data' --from '%s' --out '%s/out' >'%s/log' 2>&1",
-             root ? root : ".", tmpdir, tmpdir, tmpdir);
+    snprintf(command, sizeof command,
+             "'%s/scripts/get-data' --from '%s' --out '%s/out' >'%s/log' 2>&1", root ? root : ".",
+             tmpdir, tmpdir, tmpdir);
     int status = system(command);
     ck_assert(WIFEXITED(status) && WEXITSTATUS(status) != 0);
     snprintf(command, sizeof command, "grep -q 'train-images-idx3-ubyte.gz: MD5' '%s/log'", tmpdir);
@@ -749,6 +1129,12 @@ int main(void)
     tcase_add_test(tc, refuses_truncated_and_corrupt_gzip);
     tcase_add_test(tc, refuses_bad_idx);
     tcase_add_test(tc, missing_file_is_io_error);
+    tcase_add_test(tc, leading_zeros_and_crlf_refusal);
+    tcase_add_test(tc, refuses_bad_last_field_without_final_newline);
+    tcase_add_test(tc, refuses_other_idx_kinds);
+    tcase_add_test(tc, store_grows_through_the_allocator);
+    tcase_add_test(tc, matches_a_reference_parser);
+    tcase_add_test(tc, matches_a_reference_parser_portable_path);
     tcase_add_test(tc, check_data_command);
     tcase_add_test(tc, shared_csv_equals_shared_idx);
     tcase_add_test(tc, get_data_script);

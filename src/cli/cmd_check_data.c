@@ -60,7 +60,8 @@ int dg_cmd_check_data(int argc, char **argv)
     clock_gettime(CLOCK_MONOTONIC, &end);
     if (status != DG_OK)
         return dg_cli_fail(status);
-    double seconds = (double)(end.tv_sec - start.tv_sec) + (double)(end.tv_nsec - start.tv_nsec) * 1e-9;
+    double seconds =
+        (double)(end.tv_sec - start.tv_sec) + (double)(end.tv_nsec - start.tv_nsec) * 1e-9;
     size_t histogram[DG_CLASSES] = {0};
     if (dataset.labels)
         for (size_t i = 0; i < dataset.count; i++)

@@ -1,8 +1,11 @@
 /* The data layer: Kaggle CSV (train / test layouts) and MNIST IDX, plain or gzip, told apart
- * by content. Streams the file through one bounded buffer (no whole-file copy, no per-row
- * allocation) into one uint8 image store (N x 784, row-major, pixel k = row*28 + col) and a
- * label array, both from the caller's allocator. Every malformed input is refused with
- * "FILE:LINE:COL: message" (text) or "FILE: byte OFFSET: message" (binary). */
+ * by content. Streams the file through one bounded buffer (1 MiB plus padding; no whole-file
+ * copy, no per-row allocation) into one uint8 image store (N x 784, row-major, pixel k =
+ * row*28 + col) and a label array, both from the caller's allocator, sized once from the
+ * (uncompressed) file size or grown geometrically. CSV rows take a branch-free block path
+ * (bitmasks of separators, 64 bytes at a time); anything unusual goes to a careful parser that
+ * names the problem: "FILE:LINE:COL: message" (text) or "FILE: byte OFFSET: message" (binary). */
+#define _DEFAULT_SOURCE /* madvise */
 #define _POSIX_C_SOURCE 200809L
 #include "digits/data.h"
 
@@ -11,21 +14,41 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
-#define CHUNK_BYTES (1u << 20)    /* the bounded read buffer */
-#define GZ_IN_BYTES (256u << 10)  /* compressed input buffer */
+#define CHUNK_BYTES (1u << 20)        /* the bounded read buffer */
+#define CHUNK_PAD 128                 /* readable bytes past the data (word-at-a-time parsing) */
+#define GZ_IN_BYTES (256u << 10)      /* compressed input buffer */
 #define MIN_ROW_BYTES (2 * DG_PIXELS) /* "0,0,...,0\n": bounds the row count from the size */
+#define MAX_DEFLATE_RATIO 1032u       /* deflate expands at most about 1032:1 */
+#define HUGE_PAGE_BYTES ((size_t)2 << 20)
+#define HUGE_STORE_BYTES ((size_t)8 << 20)
 #define IDX_IMAGES_MAGIC 0x00000803u
 #define IDX_LABELS_MAGIC 0x00000801u
 
 /* ---- allocator ---- */
 
+/* Large stores are 2 MiB aligned and marked for transparent huge pages: the image store is
+ * written once front to back, and 4 KiB page faults would cost as much as parsing it. */
 static void *malloc_hook(size_t bytes, void *ctx)
 {
     (void)ctx;
+#ifdef MADV_HUGEPAGE
+    if (bytes >= HUGE_STORE_BYTES) {
+        size_t rounded = (bytes + HUGE_PAGE_BYTES - 1) & ~(size_t)(HUGE_PAGE_BYTES - 1);
+        void *ptr;
+        if (posix_memalign(&ptr, HUGE_PAGE_BYTES, rounded) != 0)
+            return NULL;
+        madvise(ptr, rounded, MADV_HUGEPAGE);
+        return ptr;
+    }
+#endif
     return malloc(bytes ? bytes : 1);
 }
 
@@ -61,15 +84,34 @@ struct source {
     const char *path;
     int fd;
     int gzipped;
-    int gz_done;         /* the last gzip member ended and no input follows */
+    int gz_done; /* the last gzip member ended and no input follows */
     z_stream z;
     int z_ready;
-    unsigned char *in;   /* compressed input (gzip only) */
-    size_t in_offset;    /* compressed bytes consumed so far, for messages */
+    unsigned char *in; /* compressed input (gzip only) */
+    size_t in_offset;  /* compressed bytes consumed so far, for messages */
     size_t disk_bytes;
-    size_t produced;     /* uncompressed bytes delivered */
-    size_t size_hint;    /* expected uncompressed size (0: unknown) */
+    size_t produced;       /* uncompressed bytes delivered */
+    size_t size_hint;      /* expected uncompressed size (0: unknown) */
+    unsigned char peek[2]; /* the first bytes of a plain file, read to tell gzip apart */
+    size_t peek_len;
 };
+
+/* read() until cap bytes or the end; -1 on an error (errno set). */
+static ssize_t read_fully(int fd, unsigned char *buf, size_t cap)
+{
+    size_t got = 0;
+    while (got < cap) {
+        ssize_t n = read(fd, buf + got, cap - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break;
+        got += (size_t)n;
+    }
+    return (ssize_t)got;
+}
 
 static enum dg_status source_open(struct source *s, const char *path)
 {
@@ -82,9 +124,12 @@ static enum dg_status source_open(struct source *s, const char *path)
     if (fstat(s->fd, &st) == 0 && S_ISDIR(st.st_mode))
         return dg_error(DG_ERR_IO, "%s: cannot read: Is a directory", path);
     s->disk_bytes = fstat(s->fd, &st) == 0 && S_ISREG(st.st_mode) ? (size_t)st.st_size : 0;
-    unsigned char magic[2];
-    ssize_t got = pread(s->fd, magic, 2, 0);
-    if (got == 2 && magic[0] == 0x1f && magic[1] == 0x8b) {
+    /* read, not pread: pipes and other streams are told apart the same way */
+    ssize_t got = read_fully(s->fd, s->peek, 2);
+    if (got < 0)
+        return dg_error(DG_ERR_IO, "%s: read failed: %s", path, strerror(errno));
+    s->peek_len = (size_t)got;
+    if (got == 2 && s->peek[0] == 0x1f && s->peek[1] == 0x8b) {
         s->gzipped = 1;
         s->in = malloc(GZ_IN_BYTES);
         if (!s->in)
@@ -92,10 +137,16 @@ static enum dg_status source_open(struct source *s, const char *path)
         if (inflateInit2(&s->z, 15 + 16) != Z_OK)
             return dg_error(DG_ERR_NOMEM, "%s: cannot start zlib", path);
         s->z_ready = 1;
+        memcpy(s->in, s->peek, 2);
+        s->z.next_in = s->in;
+        s->z.avail_in = 2;
+        s->peek_len = 0;
         unsigned char tail[4];
         if (s->disk_bytes >= 18 && pread(s->fd, tail, 4, (off_t)s->disk_bytes - 4) == 4)
             s->size_hint = (size_t)tail[0] | (size_t)tail[1] << 8 | (size_t)tail[2] << 16 |
                            (size_t)tail[3] << 24;
+        if (s->size_hint / MAX_DEFLATE_RATIO > s->disk_bytes)
+            s->size_hint = 0;
     } else {
         s->size_hint = s->disk_bytes;
     }
@@ -119,17 +170,14 @@ static enum dg_status source_read(struct source *s, unsigned char *buf, size_t c
 {
     *got = 0;
     if (!s->gzipped) {
-        while (*got < cap) {
-            ssize_t n = read(s->fd, buf + *got, cap - *got);
-            if (n < 0) {
-                if (errno == EINTR)
-                    continue;
-                return dg_error(DG_ERR_IO, "%s: read failed: %s", s->path, strerror(errno));
-            }
-            if (n == 0)
-                break;
-            *got += (size_t)n;
-        }
+        size_t peeked = s->peek_len < cap ? s->peek_len : cap;
+        memcpy(buf, s->peek, peeked);
+        memmove(s->peek, s->peek + peeked, s->peek_len - peeked);
+        s->peek_len -= peeked;
+        ssize_t n = read_fully(s->fd, buf + peeked, cap - peeked);
+        if (n < 0)
+            return dg_error(DG_ERR_IO, "%s: read failed: %s", s->path, strerror(errno));
+        *got = peeked + (size_t)n;
         s->produced += *got;
         return DG_OK;
     }
@@ -144,8 +192,9 @@ static enum dg_status source_read(struct source *s, unsigned char *buf, size_t c
             if (n < 0)
                 return dg_error(DG_ERR_IO, "%s: read failed: %s", s->path, strerror(errno));
             if (n == 0)
-                return dg_error(DG_ERR_INPUT, "%s: byte %zu: truncated gzip stream (the "
-                                              "compressed data ends early)",
+                return dg_error(DG_ERR_INPUT,
+                                "%s: byte %zu: truncated gzip stream (the "
+                                "compressed data ends early)",
                                 s->path, s->in_offset);
             s->z.next_in = s->in;
             s->z.avail_in = (uInt)n;
@@ -161,20 +210,19 @@ static enum dg_status source_read(struct source *s, unsigned char *buf, size_t c
                     n = read(s->fd, s->in, GZ_IN_BYTES);
                 while (n < 0 && errno == EINTR);
                 if (n < 0)
-                    return dg_error(DG_ERR_IO, "%s: read failed: %s", s->path,
-                                    strerror(errno));
+                    return dg_error(DG_ERR_IO, "%s: read failed: %s", s->path, strerror(errno));
                 s->z.next_in = s->in;
                 s->z.avail_in = (uInt)n;
             }
             if (s->z.avail_in == 0) {
                 s->gz_done = 1;
-            } else if (s->z.avail_in >= 2 && s->z.next_in[0] == 0x1f &&
-                       s->z.next_in[1] == 0x8b) {
+            } else if (s->z.avail_in >= 2 && s->z.next_in[0] == 0x1f && s->z.next_in[1] == 0x8b) {
                 inflateReset(&s->z);
                 s->size_hint = 0;
             } else {
-                return dg_error(DG_ERR_INPUT, "%s: byte %zu: trailing garbage after the gzip "
-                                              "stream",
+                return dg_error(DG_ERR_INPUT,
+                                "%s: byte %zu: trailing garbage after the gzip "
+                                "stream",
                                 s->path, s->in_offset);
             }
         } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
@@ -197,11 +245,12 @@ struct store {
     int labelled;
 };
 
+/* Room for at least `rows` images: exactly that many at first, at least double after. */
 static enum dg_status store_reserve(struct store *st, size_t rows, const char *path)
 {
     if (rows <= st->capacity)
         return DG_OK;
-    size_t capacity = st->capacity ? st->capacity * 2 : 1024;
+    size_t capacity = st->capacity * 2;
     if (capacity < rows)
         capacity = rows;
     uint8_t *images = st->alloc.alloc(capacity * DG_PIXELS, st->alloc.ctx);
@@ -242,9 +291,10 @@ static void store_release(struct store *st)
 
 struct csv {
     const char *path;
-    size_t line;    /* 1-based line number of the row being parsed */
-    int labelled;   /* train layout */
-    int fields;     /* 785 or 784 */
+    size_t line;  /* 1-based line number of the row being parsed */
+    int labelled; /* train layout */
+    int fields;   /* 785 or 784 */
+    int (*block_pixels)(const unsigned char *p0, const unsigned char *end, uint8_t *image);
 };
 
 /* Describes a field for a message: at most 24 printable characters. */
@@ -266,9 +316,8 @@ static void field_text(const unsigned char *p, const unsigned char *end, char *o
 /* The careful path for one field starting at p (inside a complete line ending at `eol`, which
  * points at '\n' or the end of the data): parses it or produces the exact error. */
 static enum dg_status csv_slow_field(const struct csv *c, const unsigned char *line,
-                                     const unsigned char *p, const unsigned char *eol,
-                                     int is_label, int field_index, unsigned *value,
-                                     const unsigned char **next)
+                                     const unsigned char *p, const unsigned char *eol, int is_label,
+                                     unsigned *value, const unsigned char **next)
 {
     size_t col = (size_t)(p - line) + 1;
     const char *what = is_label ? "label" : "pixel value";
@@ -276,22 +325,17 @@ static enum dg_status csv_slow_field(const struct csv *c, const unsigned char *l
     const unsigned char *content_end = eol;
     if (content_end > line && content_end[-1] == '\r')
         content_end--;
-    if (q == content_end || *q == ',') {
-        if (q == content_end && field_index > 0)
-            return dg_error(DG_ERR_INPUT, "%s:%zu:%zu: too few fields: %d, expected %d", c->path,
-                            c->line, col, field_index, c->fields);
-        return dg_error(DG_ERR_INPUT, "%s:%zu:%zu: empty field (expected a %s)", c->path,
-                        c->line, col, is_label ? "label 0..9" : "pixel value 0..255");
-    }
+    if (q == content_end || *q == ',')
+        return dg_error(DG_ERR_INPUT, "%s:%zu:%zu: empty field (expected a %s)", c->path, c->line,
+                        col, is_label ? "label 0..9" : "pixel value 0..255");
     unsigned long long v = 0;
-    int digits = 0, overflow = 0;
+    int overflow = 0;
     while (q < content_end && *q >= '0' && *q <= '9') {
         if (v > 1000000ull)
             overflow = 1;
         else
             v = v * 10 + (unsigned)(*q - '0');
         q++;
-        digits++;
     }
     if (q < content_end && *q != ',') {
         char text[32];
@@ -315,14 +359,100 @@ static enum dg_status csv_slow_field(const struct csv *c, const unsigned char *l
         return dg_error(DG_ERR_INPUT, "%s:%zu:%zu: %s '%s' out of range 0..%u", c->path, c->line,
                         col, what, text, limit);
     }
-    (void)digits;
     *value = (unsigned)v;
     *next = q;
     return DG_OK;
 }
 
-/* Parses one complete data line [line, eol) (eol at '\n' or the end of data) into image (and
- * label). Fast path: runs of "0,0,0,0," 8 bytes at a time, then 1-3 digit fields. */
+/* ---- the fast path: fields decoded from 8-byte little-endian words ---- */
+
+#define BYTES_OF(x) (0x0101010101010101ull * (uint64_t)(x))
+
+static uint64_t load_le64(const unsigned char *p)
+{
+    uint64_t word;
+    memcpy(&word, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    word = __builtin_bswap64(word);
+#endif
+    return word;
+}
+
+/* The digits at p (8 bytes readable): returns the index of the first non-digit (0..7), sets
+ * *value to the number its first three digits spell and *word to the 8 bytes. No branches. */
+static inline unsigned leading_digits(const unsigned char *p, uint64_t *word, unsigned *value)
+{
+    uint64_t w = load_le64(p);
+    uint64_t low7 = w & BYTES_OF(0x7f);
+    uint64_t nondigit = ((low7 + BYTES_OF(0x46)) | ~(low7 + BYTES_OF(0x50)) | w) & BYTES_OF(0x80);
+    unsigned len = (unsigned)__builtin_ctzll(nondigit | 1ull << 63) >> 3;
+    /* a digit byte never borrows, so the bytes before the first non-digit are exact */
+    uint64_t digits = (w - BYTES_OF(0x30)) & 0x0f0f0f;
+    uint64_t aligned = (digits << (8 * ((3 - len) & 3))) & 0x0f0f0f;
+    *value = (unsigned)(aligned & 0xff) * 100 + (unsigned)((aligned >> 8) & 0xff) * 10 +
+             (unsigned)(aligned >> 16);
+    *word = w;
+    return len;
+}
+
+/* "d,", "dd," or "ddd," with a value 0..255 at p: returns its length with the comma, or 0 for
+ * anything else (the careful path decides). */
+static inline size_t fast_field(const unsigned char *p, unsigned *value)
+{
+    uint64_t word;
+    unsigned len = leading_digits(p, &word, value);
+    unsigned separator = (unsigned)(word >> (8 * len)) & 0xff;
+    return (len - 1u < 3u) & (separator == ',') & (*value <= 255) ? len + 1 : 0;
+}
+
+/* How many "0," fields start at p (0..8; 16 bytes readable). */
+static inline unsigned zero_fields(const unsigned char *p)
+{
+#ifdef __SSE2__
+    __m128i bytes = _mm_loadu_si128((const __m128i *)(const void *)p);
+    unsigned match = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(bytes, _mm_set1_epi16(0x2c30)));
+    return (unsigned)__builtin_ctz(~match) >> 1;
+#else
+    uint64_t diff = load_le64(p) ^ BYTES_OF(0x30) ^ 0x1c001c001c001c00ull;
+    unsigned lo = diff ? (unsigned)__builtin_ctzll(diff) >> 4 : 4;
+    if (lo < 4)
+        return lo;
+    diff = load_le64(p + 8) ^ BYTES_OF(0x30) ^ 0x1c001c001c001c00ull;
+    return 4 + (diff ? (unsigned)__builtin_ctzll(diff) >> 4 : 4);
+#endif
+}
+
+/* The careful path for pixel k (the label when k < 0) at p, in a line whose content ends at
+ * `end`: the exact error, or the value of an unusual but valid field (leading zeros); *next is
+ * set past the field's comma (to `end` for the last pixel). */
+static enum dg_status careful_field(const struct csv *c, const unsigned char *line,
+                                    const unsigned char *p, const unsigned char *end,
+                                    const unsigned char *eol, int k, unsigned *value,
+                                    const unsigned char **next)
+{
+    int field = k + c->labelled;
+    const unsigned char *q = p;
+    enum dg_status status = csv_slow_field(c, line, p, eol, k < 0, value, &q);
+    if (status != DG_OK)
+        return status;
+    if (k < DG_PIXELS - 1) {
+        if (q == end)
+            return dg_error(DG_ERR_INPUT, "%s:%zu:%zu: too few fields: %d, expected %d", c->path,
+                            c->line, (size_t)(q - line) + 1, field + 1, c->fields);
+        *next = q + 1;
+    } else {
+        if (q != end)
+            return dg_error(DG_ERR_INPUT, "%s:%zu:%zu: too many fields (expected %d)", c->path,
+                            c->line, (size_t)(q - line) + 2, c->fields);
+        *next = q;
+    }
+    return DG_OK;
+}
+
+/* The serial row parser, the block path's fallback: parses one complete data line [line, eol)
+ * into image (and label), or names the exact error. *eol is '\n' (a sentinel at the end of
+ * the data) and 16 bytes past it are readable. Runs of "0," are skipped 8 at a time; other
+ * fields go through fast_field, and the careful path only on a surprise. */
 static enum dg_status csv_parse_row(const struct csv *c, const unsigned char *line,
                                     const unsigned char *eol, uint8_t *image, uint8_t *label)
 {
@@ -330,87 +460,222 @@ static enum dg_status csv_parse_row(const struct csv *c, const unsigned char *li
     const unsigned char *end = eol;
     if (end > line && end[-1] == '\r')
         end--;
-    int field = 0;
     enum dg_status status;
+    unsigned value;
+    size_t len;
     if (c->labelled) {
-        unsigned v;
-        if (p + 1 < end && p[0] >= '0' && p[0] <= '9' && p[1] == ',') {
-            v = (unsigned)(p[0] - '0');
-            p += 1;
-        } else {
-            const unsigned char *next;
-            if ((status = csv_slow_field(c, line, p, eol, 1, 0, &v, &next)) != DG_OK)
-                return status;
-            p = next;
-        }
-        *label = (uint8_t)v;
-        field = 1;
-        if (p == end)
-            return dg_error(DG_ERR_INPUT, "%s:%zu:%zu: too few fields: 1, expected %d", c->path,
-                            c->line, (size_t)(p - line) + 1, c->fields);
-        p++; /* the comma */
+        if (fast_field(p, &value) == 2 && value <= 9)
+            p += 2;
+        else if ((status = careful_field(c, line, p, end, eol, -1, &value, &p)) != DG_OK)
+            return status;
+        *label = (uint8_t)value;
     }
-    static const unsigned char zeros4[8] = {'0', ',', '0', ',', '0', ',', '0', ','};
-    uint64_t zeros_word;
-    memcpy(&zeros_word, zeros4, 8);
     int k = 0;
-    while (k < DG_PIXELS) {
-        /* four "0," at once while at least five fields remain (the last one ends the line) */
-        while (k + 4 < DG_PIXELS && end - p >= 8) {
-            uint64_t word;
-            memcpy(&word, p, 8);
-            if (word != zeros_word)
-                break;
-            memset(image + k, 0, 4);
-            k += 4;
-            p += 8;
-        }
-        unsigned v;
-        const unsigned char *q = p;
-        if (q < end && (unsigned)(*q - '0') <= 9u) {
-            v = (unsigned)(*q++ - '0');
-            if (q < end && (unsigned)(*q - '0') <= 9u) {
-                v = v * 10 + (unsigned)(*q++ - '0');
-                if (q < end && (unsigned)(*q - '0') <= 9u) {
-                    v = v * 10 + (unsigned)(*q++ - '0');
-                    if (v > 255 || (q < end && (unsigned)(*q - '0') <= 9u))
-                        q = NULL;
-                }
-            }
-            if (q && q < end && *q != ',')
-                q = NULL;
-        } else {
-            q = NULL;
-        }
-        if (!q) {
-            const unsigned char *next;
-            if ((status = csv_slow_field(c, line, p, eol, 0, field + k, &v, &next)) != DG_OK)
-                return status;
-            q = next;
-        }
-        image[k++] = (uint8_t)v;
-        if (k < DG_PIXELS) {
-            if (q == end)
-                return dg_error(DG_ERR_INPUT, "%s:%zu:%zu: too few fields: %d, expected %d",
-                                c->path, c->line, (size_t)(q - line) + 1, field + k, c->fields);
-            p = q + 1;
-        } else {
-            p = q;
-        }
+    while (k < DG_PIXELS - 9) {
+        unsigned zeros = zero_fields(p);
+        memset(image + k, 0, 8);
+        k += (int)zeros;
+        p += 2 * zeros;
+        if (zeros == 8)
+            continue;
+        if ((len = fast_field(p, &value)) != 0)
+            p += len;
+        else if ((status = careful_field(c, line, p, end, eol, k, &value, &p)) != DG_OK)
+            return status;
+        image[k++] = (uint8_t)value;
     }
-    if (p != end) {
-        if (*p == ',')
-            return dg_error(DG_ERR_INPUT, "%s:%zu:%zu: too many fields (expected %d)", c->path,
-                            c->line, (size_t)(p - line) + 2, c->fields);
-        return dg_error(DG_ERR_INPUT, "%s:%zu:%zu: unexpected byte 0x%02x", c->path, c->line,
-                        (size_t)(p - line) + 1, *p);
+    while (k < DG_PIXELS - 1) {
+        if ((len = fast_field(p, &value)) != 0)
+            p += len;
+        else if ((status = careful_field(c, line, p, end, eol, k, &value, &p)) != DG_OK)
+            return status;
+        image[k++] = (uint8_t)value;
     }
+    uint64_t word;
+    len = leading_digits(p, &word, &value);
+    if (!((len - 1u < 3u) & (p + len == end) & (value <= 255)) &&
+        (status = careful_field(c, line, p, end, eol, k, &value, &p)) != DG_OK)
+        return status;
+    image[k] = (uint8_t)value;
     return DG_OK;
 }
 
+/* ---- the block path: a whole row from bitmasks ----
+ * A row's pixel fields are found from 64-byte masks of ',', '0' and digits: every byte must be
+ * a digit or a separator, fields start after separators and are 1..3 bytes long, "0" fields
+ * (most of MNIST) are left to the row's memset, and only the other fields are decoded, each
+ * independently of the others (no serial chain through a read position). Any surprise sends
+ * the row to csv_parse_row, which finds the exact error. */
+
+#define ROW_BLOCKS (4 * DG_PIXELS / 64 + 1) /* "ddd," x 784 at most */
+
+struct row_masks {
+    uint64_t commas, zeros, digits;
+};
+
+typedef struct row_masks (*block_masks_fn)(const unsigned char *p);
+
+static struct row_masks block_masks_generic(const unsigned char *p)
+{
+    struct row_masks m = {0, 0, 0};
+#ifdef __SSE2__
+    const __m128i comma = _mm_set1_epi8(','), zero = _mm_set1_epi8('0'), nine = _mm_set1_epi8(9);
+    for (int i = 0; i < 4; i++) {
+        __m128i bytes = _mm_loadu_si128((const __m128i *)(const void *)(p + 16 * i));
+        __m128i digit = _mm_sub_epi8(bytes, zero);
+        m.commas |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(bytes, comma)) << (16 * i);
+        m.zeros |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(bytes, zero)) << (16 * i);
+        m.digits |=
+            (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(digit, nine), digit))
+            << (16 * i);
+    }
+#else
+    for (int i = 0; i < 64; i++) {
+        m.commas |= (uint64_t)(p[i] == ',') << i;
+        m.zeros |= (uint64_t)(p[i] == '0') << i;
+        m.digits |= (uint64_t)(p[i] >= '0' && p[i] <= '9') << i;
+    }
+#endif
+    return m;
+}
+
+/* The pixels of one row, [p0, end) with *end the line end: 1 when all 784 are plain fields
+ * (1..3 digits, 0..255) and stored in image, 0 when the row needs the careful path. 64 bytes
+ * past end must be readable. */
+__attribute__((always_inline)) static inline int block_pixels(const unsigned char *p0,
+                                                              const unsigned char *end,
+                                                              uint8_t *image,
+                                                              block_masks_fn block_masks)
+{
+    size_t n = (size_t)(end - p0) + 1; /* the line end counts as the last separator */
+    if (n < 2 * DG_PIXELS || n > 4 * DG_PIXELS)
+        return 0;
+    size_t blocks = (n + 63) / 64;
+    unsigned tail = (unsigned)(n - 64 * (blocks - 1));
+    uint64_t last_valid = tail == 64 ? ~0ull : (1ull << tail) - 1;
+    uint64_t separators[ROW_BLOCKS + 1], zeros[ROW_BLOCKS];
+    uint64_t bad = 0;
+    unsigned separator_count = 0;
+    for (size_t b = 0; b < blocks; b++) {
+        struct row_masks m = block_masks(p0 + 64 * b);
+        uint64_t valid = b + 1 < blocks ? ~0ull : last_valid;
+        uint64_t seps = b + 1 < blocks ? m.commas : (m.commas & valid) | 1ull << (tail - 1);
+        bad |= valid & ~(m.digits | seps);
+        separators[b] = seps;
+        zeros[b] = m.zeros;
+        separator_count += (unsigned)__builtin_popcountll(seps);
+    }
+    separators[blocks] = 0;
+    if (bad || separator_count != DG_PIXELS)
+        return 0;
+    memset(image, 0, DG_PIXELS);
+    unsigned k_base = 0, too_big = 0;
+    uint64_t carry = 1; /* a field starts at p0 */
+    for (size_t b = 0; b < blocks; b++) {
+        uint64_t seps = separators[b], next = separators[b + 1];
+        uint64_t starts = seps << 1 | carry;
+        carry = seps >> 63;
+        if (b + 1 == blocks)
+            starts &= last_valid;
+        uint64_t after1 = seps >> 1 | next << 63; /* a separator 1, 2, 3 bytes on */
+        uint64_t after2 = seps >> 2 | next << 62;
+        uint64_t after3 = seps >> 3 | next << 61;
+        uint64_t long2 = starts & ~after1; /* fields of 2 or 3 digits */
+        uint64_t long3 = long2 & ~after2;  /* fields of 3 digits */
+        bad |= (starts & seps) | (long3 & ~after3);
+        uint64_t others = starts & ~(after1 & zeros[b]);
+        while (others) {
+            unsigned pos = (unsigned)__builtin_ctzll(others);
+            unsigned k = k_base + (unsigned)__builtin_popcountll(starts & ((1ull << pos) - 1));
+            uint64_t digits = (load_le64(p0 + 64 * b + pos) - 0x303030) & 0x0f0f0f;
+            unsigned shift = 16 - 8 * (unsigned)(((long2 >> pos) & 1) + ((long3 >> pos) & 1));
+            uint64_t aligned = (digits << shift) & 0x0f0f0f; /* 0 0 d, 0 d d or d d d */
+            unsigned value = (unsigned)(aligned & 0xff) * 100 +
+                             (unsigned)((aligned >> 8) & 0xff) * 10 + (unsigned)(aligned >> 16);
+            too_big |= value;
+            image[k] = (uint8_t)value;
+            others &= others - 1;
+        }
+        k_base += (unsigned)__builtin_popcountll(starts);
+    }
+    return !bad && too_big <= 255;
+}
+
+static int block_pixels_generic(const unsigned char *p0, const unsigned char *end, uint8_t *image)
+{
+    return block_pixels(p0, end, image, block_masks_generic);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define DATA_AVX2 __attribute__((target("avx2,bmi,bmi2,popcnt")))
+
+DATA_AVX2 static inline struct row_masks block_masks_avx2(const unsigned char *p)
+{
+    const __m256i comma = _mm256_set1_epi8(','), zero = _mm256_set1_epi8('0');
+    const __m256i nine = _mm256_set1_epi8(9);
+    struct row_masks m = {0, 0, 0};
+    for (int i = 0; i < 2; i++) {
+        __m256i bytes = _mm256_loadu_si256((const __m256i *)(const void *)(p + 32 * i));
+        __m256i digit = _mm256_sub_epi8(bytes, zero);
+        m.commas |= (uint64_t)(unsigned)_mm256_movemask_epi8(_mm256_cmpeq_epi8(bytes, comma))
+                    << (32 * i);
+        m.zeros |= (uint64_t)(unsigned)_mm256_movemask_epi8(_mm256_cmpeq_epi8(bytes, zero))
+                   << (32 * i);
+        m.digits |= (uint64_t)(unsigned)_mm256_movemask_epi8(
+                        _mm256_cmpeq_epi8(_mm256_min_epu8(digit, nine), digit))
+                    << (32 * i);
+    }
+    return m;
+}
+
+DATA_AVX2 static int block_pixels_avx2(const unsigned char *p0, const unsigned char *end,
+                                       uint8_t *image)
+{
+    return block_pixels(p0, end, image, block_masks_avx2);
+}
+#endif
+
+typedef int (*block_pixels_fn)(const unsigned char *p0, const unsigned char *end, uint8_t *image);
+
+/* AVX2 where the CPU has it; DIGITS_DATA_GENERIC=1 forces the portable masks (the tests run
+ * both). */
+static block_pixels_fn choose_block_pixels(void)
+{
+    const char *generic = getenv("DIGITS_DATA_GENERIC");
+    if (generic && generic[0] == '1')
+        return block_pixels_generic;
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2") &&
+        __builtin_cpu_supports("popcnt"))
+        return block_pixels_avx2;
+#endif
+    return block_pixels_generic;
+}
+
+/* One data row: the block path, or csv_parse_row when the row is anything but plain. */
+static enum dg_status csv_row(const struct csv *c, const unsigned char *line,
+                              const unsigned char *eol, uint8_t *image, uint8_t *label)
+{
+    const unsigned char *end = eol;
+    if (end > line && end[-1] == '\r')
+        end--;
+    const unsigned char *pixels = line;
+    if (c->labelled) {
+        unsigned value;
+        if (fast_field(line, &value) != 2 || value > 9)
+            return csv_parse_row(c, line, eol, image, label);
+        *label = (uint8_t)value;
+        pixels += 2;
+    }
+    if (c->block_pixels(pixels, end, image))
+        return DG_OK;
+    return csv_parse_row(c, line, eol, image, label);
+}
+
 /* Checks the header line [line, eol) and sets the layout. */
-static enum dg_status csv_header(struct csv *c, const unsigned char *line,
-                                 const unsigned char *eol)
+static enum dg_status csv_header(struct csv *c, const unsigned char *line, const unsigned char *eol)
 {
     const unsigned char *end = eol;
     if (end > line && end[-1] == '\r')
@@ -430,12 +695,14 @@ static enum dg_status csv_header(struct csv *c, const unsigned char *line,
         if (match < (size_t)n) {
             for (const unsigned char *q = line; q < end; q++)
                 if (*q >= 0x80 || (*q < 0x20 && *q != '\t'))
-                    return dg_error(DG_ERR_INPUT, "%s:1:%zu: byte 0x%02x: binary data, not a "
-                                                  "Kaggle CSV or MNIST IDX file",
+                    return dg_error(DG_ERR_INPUT,
+                                    "%s:1:%zu: byte 0x%02x: binary data, not a "
+                                    "Kaggle CSV or MNIST IDX file",
                                     c->path, (size_t)(q - line) + 1, *q);
-            return dg_error(DG_ERR_INPUT, "%s:1:%zu: wrong header (expected "
-                                          "'label,pixel0,...,pixel783' for the train layout or "
-                                          "'pixel0,...,pixel783' for the test layout)",
+            return dg_error(DG_ERR_INPUT,
+                            "%s:1:%zu: wrong header (expected "
+                            "'label,pixel0,...,pixel783' for the train layout or "
+                            "'pixel0,...,pixel783' for the test layout)",
                             c->path, (size_t)(p + match - line) + 1);
         }
         p += n;
@@ -450,7 +717,7 @@ static enum dg_status csv_header(struct csv *c, const unsigned char *line,
 static enum dg_status load_csv(struct source *src, unsigned char *buf, size_t have,
                                struct store *st, enum dg_data_format *format)
 {
-    struct csv c = {src->path, 1, 0, 0};
+    struct csv c = {src->path, 1, 0, 0, choose_block_pixels()};
     enum dg_status status;
     int header_done = 0;
     int eof = 0;
@@ -461,6 +728,7 @@ static enum dg_status load_csv(struct source *src, unsigned char *buf, size_t ha
     for (;;) {
         unsigned char *p = buf;
         unsigned char *data_end = buf + have;
+        *data_end = '\n'; /* ends a last line that has no newline */
         for (;;) {
             unsigned char *nl = memchr(p, '\n', (size_t)(data_end - p));
             unsigned char *eol;
@@ -485,16 +753,18 @@ static enum dg_status load_csv(struct source *src, unsigned char *buf, size_t ha
                 header_done = 1;
                 st->labelled = c.labelled;
                 *format = c.labelled ? DG_FORMAT_CSV_TRAIN : DG_FORMAT_CSV_TEST;
+                /* sized once from the (uncompressed) size when known; a wrong gzip size
+                 * hint that cannot be met leaves the store to grow instead */
                 size_t bound = src->size_hint ? src->size_hint / MIN_ROW_BYTES + 1 : 0;
-                if (bound && (status = store_reserve(st, bound, src->path)) != DG_OK)
-                    return status;
+                if (bound && store_reserve(st, bound, src->path) != DG_OK)
+                    dg_error_clear();
             } else {
                 if (st->count == st->capacity &&
-                    (status = store_reserve(st, st->count + 1, src->path)) != DG_OK)
+                    (status = store_reserve(st, st->capacity ? st->count + 1 : 1024, src->path)) !=
+                        DG_OK)
                     return status;
-                if ((status = csv_parse_row(&c, p, eol, st->images + st->count * DG_PIXELS,
-                                            st->labelled ? st->labels + st->count : NULL)) !=
-                    DG_OK)
+                if ((status = csv_row(&c, p, eol, st->images + st->count * DG_PIXELS,
+                                      st->labelled ? st->labels + st->count : NULL)) != DG_OK)
                     return status;
                 st->count++;
             }
@@ -505,8 +775,9 @@ static enum dg_status load_csv(struct source *src, unsigned char *buf, size_t ha
         if (eof)
             break;
         if (rest == CHUNK_BYTES)
-            return dg_error(DG_ERR_INPUT, "%s:%zu:1: line longer than %u bytes (not a digits "
-                                          "CSV row)",
+            return dg_error(DG_ERR_INPUT,
+                            "%s:%zu:1: line longer than %u bytes (not a digits "
+                            "CSV row)",
                             src->path, c.line, CHUNK_BYTES);
         memmove(buf, p, rest);
         size_t got;
@@ -530,26 +801,38 @@ static uint32_t be32(const unsigned char *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
 
+static enum dg_status idx_short(const struct source *src, size_t header, size_t declared,
+                                size_t present, const char *what)
+{
+    return dg_error(DG_ERR_INPUT,
+                    "%s: byte %zu: body shorter than its header says (%zu bytes of "
+                    "%s declared, %zu present)",
+                    src->path, header + present, declared, what, present);
+}
+
+static enum dg_status idx_trailing(const struct source *src, size_t header, size_t declared,
+                                   const char *what)
+{
+    return dg_error(DG_ERR_INPUT, "%s: byte %zu: trailing bytes after the %s the header declares",
+                    src->path, header + declared, what);
+}
+
 /* Copies exactly `bytes` from the source (buf holds `have` already-read bytes starting at
  * offset `offset` of the stream) to dst; refuses a short body or trailing bytes. */
-static enum dg_status idx_body(struct source *src, unsigned char *buf, size_t have,
-                               size_t header, uint8_t *dst, size_t bytes, const char *what)
+static enum dg_status idx_body(struct source *src, unsigned char *buf, size_t have, size_t header,
+                               uint8_t *dst, size_t bytes, const char *what)
 {
     enum dg_status status;
     size_t copied = have > header ? have - header : 0;
     if (copied > bytes)
-        return dg_error(DG_ERR_INPUT, "%s: byte %zu: trailing bytes after the %s the header "
-                                      "declares",
-                        src->path, header + bytes, what);
+        return idx_trailing(src, header, bytes, what);
     memcpy(dst, buf + header, copied);
     while (copied < bytes) {
         size_t got;
         if ((status = source_read(src, dst + copied, bytes - copied, &got)) != DG_OK)
             return status;
         if (got == 0)
-            return dg_error(DG_ERR_INPUT, "%s: byte %zu: body shorter than its header says (%zu "
-                                          "bytes of %s declared, %zu present)",
-                            src->path, header + copied, bytes, what, copied);
+            return idx_short(src, header, bytes, copied, what);
         copied += got;
     }
     size_t extra;
@@ -557,9 +840,7 @@ static enum dg_status idx_body(struct source *src, unsigned char *buf, size_t ha
     if ((status = source_read(src, probe, 1, &extra)) != DG_OK)
         return status;
     if (extra)
-        return dg_error(DG_ERR_INPUT, "%s: byte %zu: trailing bytes after the %s the header "
-                                      "declares",
-                        src->path, header + bytes, what);
+        return idx_trailing(src, header, bytes, what);
     return DG_OK;
 }
 
@@ -575,11 +856,29 @@ static enum dg_status load_idx_images(struct source *src, unsigned char *buf, si
                         rows, cols);
     if (count == 0)
         return dg_error(DG_ERR_INPUT, "%s: byte 4: the IDX file holds no images", src->path);
-    enum dg_status status = store_reserve(st, count, src->path);
+    size_t body = (size_t)count * DG_PIXELS;
+    enum dg_status status;
+    /* a body that cannot be there is refused before the store is allocated */
+    if (!src->gzipped && src->disk_bytes) {
+        if (src->disk_bytes < 16 + body)
+            return idx_short(src, 16, body, src->disk_bytes - 16, "images");
+        if (src->disk_bytes > 16 + body)
+            return idx_trailing(src, 16, body, "images");
+    }
+    if (src->gzipped && (16 + body) / MAX_DEFLATE_RATIO > src->disk_bytes) {
+        size_t present = have - 16, got;
+        do {
+            if ((status = source_read(src, buf, CHUNK_BYTES, &got)) != DG_OK)
+                return status;
+            present += got;
+        } while (got);
+        return idx_short(src, 16, body, present, "images");
+    }
+    status = store_reserve(st, count, src->path);
     if (status != DG_OK)
         return status;
-    if ((status = idx_body(src, buf, have, 16, st->images, (size_t)count * DG_PIXELS,
-                           "images")) != DG_OK)
+    if ((status = idx_body(src, buf, have, 16, st->images, (size_t)count * DG_PIXELS, "images")) !=
+        DG_OK)
         return status;
     st->count = count;
     return DG_OK;
@@ -608,15 +907,16 @@ static enum dg_status load_idx_labels(const char *path, struct store *st)
     }
     uint32_t magic = be32(buf);
     if (magic != IDX_LABELS_MAGIC) {
-        status = dg_error(DG_ERR_INPUT, "%s: byte 0: not an IDX label file (magic 0x%08x, "
-                                        "expected 0x%08x)",
+        status = dg_error(DG_ERR_INPUT,
+                          "%s: byte 0: not an IDX label file (magic 0x%08x, "
+                          "expected 0x%08x)",
                           path, magic, IDX_LABELS_MAGIC);
         goto done;
     }
     uint32_t count = be32(buf + 4);
     if (count != st->count) {
-        status = dg_error(DG_ERR_INPUT, "%s: byte 4: %u labels for %zu images", path, count,
-                          st->count);
+        status =
+            dg_error(DG_ERR_INPUT, "%s: byte 4: %u labels for %zu images", path, count, st->count);
         goto done;
     }
     st->labels = st->alloc.alloc(count, st->alloc.ctx);
@@ -654,7 +954,7 @@ enum dg_status dg_dataset_load(const char *path, const char *labels_path,
     enum dg_status status = source_open(&src, path);
     if (status != DG_OK)
         goto fail;
-    buf = malloc(CHUNK_BYTES);
+    buf = calloc(1, CHUNK_BYTES + CHUNK_PAD);
     if (!buf) {
         status = dg_error(DG_ERR_NOMEM, "%s: out of memory", path);
         goto fail;
@@ -668,16 +968,26 @@ enum dg_status dg_dataset_load(const char *path, const char *labels_path,
             goto fail;
         if (labels_path && (status = load_idx_labels(labels_path, &st)) != DG_OK)
             goto fail;
-    } else if (have >= 4 && buf[0] == 0 && buf[1] == 0 && buf[2] == 8) {
-        status = dg_error(DG_ERR_INPUT, "%s: byte 0: IDX magic 0x%08x is not an image file "
-                                        "(expected 0x%08x%s)",
-                          path, be32(buf), IDX_IMAGES_MAGIC,
-                          be32(buf) == IDX_LABELS_MAGIC ? "; label files go with --labels" : "");
+    } else if (have >= 2 && buf[0] == 0 && buf[1] == 0) {
+        /* no text starts with NUL bytes: an IDX file of another kind, or a broken one */
+        if (have < 4)
+            status = dg_error(DG_ERR_INPUT,
+                              "%s: byte %zu: truncated IDX header (16 bytes "
+                              "expected)",
+                              path, have);
+        else
+            status =
+                dg_error(DG_ERR_INPUT,
+                         "%s: byte 0: IDX magic 0x%08x is not an image file "
+                         "(expected 0x%08x: 28x28 unsigned bytes%s)",
+                         path, be32(buf), IDX_IMAGES_MAGIC,
+                         be32(buf) == IDX_LABELS_MAGIC ? "; label files go with --labels" : "");
         goto fail;
     } else {
         if (labels_path) {
-            status = dg_error(DG_ERR_USAGE, "%s: --labels is for MNIST IDX images, but this is "
-                                            "a CSV file (its labels are its first column)",
+            status = dg_error(DG_ERR_USAGE,
+                              "%s: --labels is for MNIST IDX images, but this is "
+                              "a CSV file (its labels are its first column)",
                               path);
             goto fail;
         }
