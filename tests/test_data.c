@@ -389,6 +389,14 @@ START_TEST(refuses_wrong_header)
     expect_refusal(&t, "1:16: wrong header (expected 'label,pixel0,...,pixel783' for the train "
                        "layout or 'pixel0,...,pixel783' for the test layout)");
     free(t.data);
+    t = csv(0, 1, "\n");
+    struct text bom = {0};
+    puts_text(&bom, "\xef\xbb\xbf");
+    put(&bom, t.data, t.size);
+    expect_refusal(&bom, "1:1: a UTF-8 byte order mark before the header (expected plain ASCII "
+                         "'label,pixel0,...' or 'pixel0,...')");
+    free(bom.data);
+    free(t.data);
     t = (struct text){0};
     puts_text(&t, "id,value\n1,2\n");
     expect_refusal(&t, "1:1: wrong header (expected 'label,pixel0,...,pixel783' for the train "

@@ -681,6 +681,11 @@ static enum dg_status csv_header(struct csv *c, const unsigned char *line, const
     if (end > line && end[-1] == '\r')
         end--;
     const unsigned char *p = line;
+    if ((size_t)(end - p) >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
+        return dg_error(DG_ERR_INPUT,
+                        "%s:1:1: a UTF-8 byte order mark before the header "
+                        "(expected plain ASCII 'label,pixel0,...' or 'pixel0,...')",
+                        c->path);
     c->labelled = (size_t)(end - p) >= 6 && memcmp(p, "label,", 6) == 0;
     c->fields = c->labelled ? DG_PIXELS + 1 : DG_PIXELS;
     if (c->labelled)
