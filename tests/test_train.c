@@ -192,13 +192,13 @@ START_TEST(short_training_on_sample_learns)
     ck_assert_int_eq(dg_backend_cpu_create(0, &be), DG_OK);
     struct dg_dataset dataset;
     ck_assert_int_eq(dg_dataset_load(sample_path(), NULL, NULL, &dataset), DG_OK);
-    dg_dataset_truncate(&dataset, sanitized() ? 1200 : 3000);
+    dg_dataset_truncate(&dataset, sanitized() ? 2000 : 3000);
     struct dg_model model;
     build_reference(&model, 42);
     struct dg_train_options options;
     dg_train_options_default(&options);
-    options.epochs = sanitized() ? 2 : 3;
-    options.val_split = sanitized() ? 0.25f : 0.2f;
+    options.epochs = 3;
+    options.val_split = 0.2f;
     struct history history = {0};
     options.on_epoch = record_epoch;
     options.ctx = &history;
