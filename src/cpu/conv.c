@@ -50,11 +50,12 @@ struct conv_plan {
     float *tiles;            /* per thread: forward output tiles (14, 32); filter accumulators */
     size_t tiles_per_thread; /* floats */
     /* winograd */
-    float *u;    /* (36, cin, cout) forward or (36, cout, cin) backward data */
-    float *wv;   /* per thread (36, tiles, max channels): transformed inputs */
-    float *wz;   /* per thread (36, tiles, max channels): products or gradient tiles */
-    float *ws;   /* per slot (36, cout / 32, cin, 32): weight-gradient sums */
-    float *wout; /* per thread (14 * m * m, max channels): output rows of one unit */
+    float *u;     /* (36, cin, cout) forward or (36, cout, cin) backward data */
+    float *wv;    /* per thread (36, tiles, max channels): transformed inputs */
+    float *wz;    /* per thread (36, tiles, max channels): products or gradient tiles */
+    float *ws;    /* per slot (36, cout / 32, cin, 32): weight-gradient sums */
+    double *wsum; /* (36, cout / 32, cin, 32): the slots' total */
+    float *wout;  /* per thread (14 * m * m, max channels): output rows of one unit */
     size_t wv_floats, ws_floats, wout_floats;
 };
 
@@ -187,15 +188,18 @@ static enum dg_status ensure_winograd(struct conv_plan *p)
     p->wv = alloc_floats(p->wv_floats * t);
     p->wz = alloc_floats(p->wv_floats * t);
     p->ws = alloc_floats(p->ws_floats * (size_t)wino_slots(p));
+    p->wsum = calloc(p->ws_floats, sizeof(double));
     p->wout_floats = (size_t)DG_TILE_PIXELS * p->wm * p->wm * channels;
     p->wout = alloc_floats(p->wout_floats * t);
-    if (!p->u || !p->wv || !p->wz || !p->ws || !p->wout) {
+    if (!p->u || !p->wv || !p->wz || !p->ws || !p->wsum || !p->wout) {
         free(p->u);
         free(p->wv);
         free(p->wz);
         free(p->ws);
+        free(p->wsum);
         free(p->wout);
         p->u = p->wv = p->wz = p->ws = p->wout = NULL;
+        p->wsum = NULL;
         return dg_error(DG_ERR_NOMEM, "cpu conv: out of memory for the Winograd workspace");
     }
     return DG_OK;
@@ -258,6 +262,7 @@ void dg_cpu_conv_plan_free(struct dg_backend *be, void *plan)
     free(p->wv);
     free(p->wz);
     free(p->ws);
+    free(p->wsum);
     free(p->wout);
     free(p);
 }
@@ -805,7 +810,25 @@ static void wino_bias_task(void *ctx, int thread, int threads)
     }
 }
 
-/* dw[co][ci] = A^T (scale scale^T .* sum over slots of S) A, in double. */
+/* wsum = the sum of the slots' S in slot order, in double (one streaming pass, so that the
+ * transform below reads one L2-sized buffer instead of every slot). */
+static void wino_slot_sum_task(void *ctx, int thread, int threads)
+{
+    const struct filter_job *job = ctx;
+    const struct conv_plan *p = job->p;
+    int slots = wino_slots(p);
+    size_t i0, i1;
+    dg_cpu_split(p->ws_floats, 64, thread, threads, &i0, &i1);
+    for (size_t i = i0; i < i1; i++)
+        p->wsum[i] = p->ws[i];
+    for (int slot = 1; slot < slots; slot++) {
+        const float *part = p->ws + p->ws_floats * (size_t)slot;
+        for (size_t i = i0; i < i1; i++)
+            p->wsum[i] += part[i];
+    }
+}
+
+/* dw[co][ci] = A^T (scale scale^T .* wsum) A, in double. */
 static void wino_filter_out_task(void *ctx, int thread, int threads)
 {
     const struct filter_job *job = ctx;
@@ -822,12 +845,9 @@ static void wino_filter_out_task(void *ctx, int thread, int threads)
         int co = (int)(pair / (size_t)cin), ci = (int)(pair % (size_t)cin);
         size_t offset = (size_t)(co / 32) * 32 * cin + (size_t)ci * 32 + (size_t)(co % 32);
         double sum[36], half[5][6];
-        for (int xi = 0; xi < DG_WINO_XI; xi++) {
-            double total = 0.0;
-            for (int slot = 0; slot < wino_slots(p); slot++)
-                total += p->ws[p->ws_floats * (size_t)slot + (size_t)xi * cin * cout + offset];
-            sum[xi] = total * wino_scale[xi / 6] * wino_scale[xi % 6];
-        }
+        for (int xi = 0; xi < DG_WINO_XI; xi++)
+            sum[xi] =
+                p->wsum[(size_t)xi * cin * cout + offset] * wino_scale[xi / 6] * wino_scale[xi % 6];
         for (int y = 0; y < k; y++)
             for (int j = 0; j < 6; j++) {
                 double acc = 0.0;
@@ -932,6 +952,7 @@ enum dg_status dg_cpu_conv_bwd_filter(struct dg_backend *be, void *plan, const f
             return status;
         struct filter_job job = {p, x, dy, dw, db};
         dg_cpu_pool_run(cpu->pool, wino_filter_task, &job);
+        dg_cpu_pool_run(cpu->pool, wino_slot_sum_task, &job);
         dg_cpu_pool_run(cpu->pool, wino_filter_out_task, &job);
         dg_cpu_pool_run(cpu->pool, wino_bias_task, &job);
         return DG_OK;
