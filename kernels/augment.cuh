@@ -10,6 +10,8 @@
 
 #include "philox.cuh"
 
+#include <math.h>
+
 #define DG_IMAGE_SIDE 28
 #define DG_IMAGE_PIXELS 784
 
