@@ -53,9 +53,9 @@ struct dg_bench_op_times {
 };
 
 /* One training step of n = net->max_batch images (rows: host indices into the attached
- * store): assemble, forward, softmax-xent, backward, RMSprop, issuing exactly the calls of
- * dg_net_forward / dg_net_backward / dg_net_update (so the parameters end up bit-identical to
- * that path) and timing each. augment may be NULL. Fills net->out, net->dout like net.c. */
+ * store): assemble, then dg_net_forward / dg_net_backward / dg_net_update themselves (so the
+ * parameters end up bit-identical to a training step), each layer timed through the net's
+ * layer hook. augment may be NULL. */
 enum dg_status dg_bench_timed_step(struct dg_net *net, void *data_handle, const uint32_t *rows,
                                    int n, const struct dg_net_mode *mode,
                                    const struct dg_augment_key *augment, float lr, float rho,

@@ -54,6 +54,12 @@ struct dg_net {
     int plan_batch;
     void *plans_alt[DG_MAX_LAYERS]; /* conv plans for the last other batch size */
     int plan_alt_batch;
+    /* Optional observer (benchmarks): called with end = 0 before and end = 1 after the ops of
+     * layer `layer` (layer_count: softmax-xent) in forward (backward = 0) or backward
+     * (backward = 1), after out / dout of the layer are set. A status other than DG_OK stops
+     * the pass and is returned. */
+    enum dg_status (*layer_hook)(void *ctx, int layer, int backward, int end);
+    void *layer_hook_ctx;
 };
 
 enum dg_status dg_net_create(struct dg_backend *be, const struct dg_model *model, int max_batch,

@@ -6,6 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+static enum dg_status hook(struct dg_net *net, int layer, int backward, int end)
+{
+    return net->layer_hook ? net->layer_hook(net->layer_hook_ctx, layer, backward, end) : DG_OK;
+}
+
 static size_t layer_out_size(const struct dg_layer *layer)
 {
     return (size_t)layer->out_c * layer->out_h * layer->out_w;
@@ -173,6 +178,8 @@ enum dg_status dg_net_forward(struct dg_net *net, int n, const struct dg_net_mod
         float *y = net->act[i + 1];
         const float *w = net->params + layer->weight_offset;
         const float *b = net->params + layer->bias_offset;
+        if ((status = hook(net, i, 0, 0)) != DG_OK)
+            return status;
         switch (layer->spec.kind) {
         case DG_LAYER_CONV:
             status = be->ops->conv_fwd(be, plans[i], x, w, b, y, layer->spec.relu);
@@ -203,13 +210,17 @@ enum dg_status dg_net_forward(struct dg_net *net, int n, const struct dg_net_mod
         if (status != DG_OK)
             return dg_error_prefix(status, "%s forward", layer->name);
         net->out[i + 1] = y;
+        if ((status = hook(net, i, 0, 1)) != DG_OK)
+            return status;
     }
+    if ((status = hook(net, model->layer_count, 0, 0)) != DG_OK)
+        return status;
     status = be->ops->softmax_xent(be, n, net->out[model->layer_count], labels, net->probs,
                                    labels && mode->training ? net->dlogits : NULL,
                                    labels ? net->stats : NULL);
     if (status != DG_OK)
         return dg_error_prefix(status, "softmax forward");
-    return DG_OK;
+    return hook(net, model->layer_count, 0, 1);
 }
 
 enum dg_status dg_net_backward(struct dg_net *net, int n, const struct dg_net_mode *mode)
@@ -231,6 +242,8 @@ enum dg_status dg_net_backward(struct dg_net *net, int n, const struct dg_net_mo
         float *dw = net->grads + layer->weight_offset;
         float *db = net->grads + layer->bias_offset;
         size_t out_count = (size_t)n * layer_out_size(layer);
+        if ((status = hook(net, i, 1, 0)) != DG_OK)
+            return status;
         switch (layer->spec.kind) {
         case DG_LAYER_CONV:
             if (layer->spec.relu && (status = be->ops->relu_bwd(be, out_count, y, dy)) != DG_OK)
@@ -268,6 +281,8 @@ enum dg_status dg_net_backward(struct dg_net *net, int n, const struct dg_net_mo
         if (status != DG_OK)
             return dg_error_prefix(status, "%s backward", layer->name);
         net->dout[i] = dx;
+        if ((status = hook(net, i, 1, 1)) != DG_OK)
+            return status;
     }
     return DG_OK;
 }
