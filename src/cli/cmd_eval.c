@@ -59,52 +59,33 @@ static void print_report(const struct dg_scoring *s)
 int dg_cmd_eval(int argc, char **argv)
 {
     static const struct option long_options[] = {
-        {"model", required_argument, NULL, 'm'},   {"labels", required_argument, NULL, 'L'},
-        {"batch", required_argument, NULL, 'b'},   {"threads", required_argument, NULL, 't'},
-        {"device", required_argument, NULL, 'd'},  {"help", no_argument, NULL, 'h'},
+        DG_SCORING_LONG_OPTIONS,
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *model_path = NULL, *labels = NULL;
-    struct dg_cli_device device = {"auto", 0, DG_CUDA_MATH_FP32, 0, 0};
-    long batch = 256, value;
-    int opt;
+    struct dg_scoring_args args;
+    dg_scoring_args_default(&args);
+    int opt, taken;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "m:h", long_options, NULL)) != -1) {
-        switch (opt) {
-        case 'm':
-            model_path = optarg;
-            break;
-        case 'L':
-            labels = optarg;
-            break;
-        case 'b':
-            if (!dg_cli_parse_int("eval", "--batch", optarg, 1, 65536, &batch))
+        if ((taken = dg_scoring_option("eval", opt, optarg, &args)) != 0) {
+            if (taken < 0)
                 return 2;
-            break;
-        case 't':
-            if (!dg_cli_parse_int("eval", "--threads", optarg, 1, 1024, &value))
-                return 2;
-            device.threads = (int)value;
-            break;
-        case 'd':
-            device.spec = optarg;
-            break;
-        case 'h':
+            continue;
+        }
+        if (opt == 'h') {
             fputs(usage_text, stdout);
             return 0;
-        default:
-            fputs("(see `digits eval --help`)\n", stderr);
-            return 2;
         }
+        fputs("(see `digits eval --help`)\n", stderr);
+        return 2;
     }
-    if (!model_path)
-        return dg_cli_usage_error("eval", "missing -m MODEL");
-    if (optind != argc - 1)
-        return dg_cli_usage_error("eval", optind >= argc ? "missing the LABELLED file"
-                                                         : "expects one LABELLED file");
+    int code = dg_scoring_check_operands("eval", "LABELLED", argc, &args);
+    if (code)
+        return code;
     struct dg_scoring scoring;
     enum dg_status status =
-        dg_scoring_run(&scoring, model_path, argv[optind], labels, &device, (int)batch);
+        dg_scoring_run(&scoring, &args, argv[optind]);
     if (status == DG_OK && !scoring.dataset.labels)
         status = dg_error(DG_ERR_INPUT, "%s: has no labels (test layout); eval needs the train "
                                         "layout or --labels",

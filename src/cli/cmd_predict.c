@@ -58,42 +58,29 @@ static enum dg_status write_csv(const char *path, const struct dg_scoring *s, in
 int dg_cmd_predict(int argc, char **argv)
 {
     static const struct option long_options[] = {
-        {"model", required_argument, NULL, 'm'},  {"output", required_argument, NULL, 'o'},
-        {"probs", required_argument, NULL, 'p'},  {"labels", required_argument, NULL, 'L'},
-        {"batch", required_argument, NULL, 'b'},  {"threads", required_argument, NULL, 't'},
-        {"device", required_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'},
+        DG_SCORING_LONG_OPTIONS,
+        {"output", required_argument, NULL, 'o'},
+        {"probs", required_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *model_path = NULL, *output = "-", *probs_path = NULL, *labels = NULL;
-    struct dg_cli_device device = {"auto", 0, DG_CUDA_MATH_FP32, 0, 0};
-    long batch = 256, value;
-    int opt;
+    struct dg_scoring_args args;
+    dg_scoring_args_default(&args);
+    const char *output = "-", *probs_path = NULL;
+    int opt, taken;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "m:o:h", long_options, NULL)) != -1) {
+        if ((taken = dg_scoring_option("predict", opt, optarg, &args)) != 0) {
+            if (taken < 0)
+                return 2;
+            continue;
+        }
         switch (opt) {
-        case 'm':
-            model_path = optarg;
-            break;
         case 'o':
             output = optarg;
             break;
         case 'p':
             probs_path = optarg;
-            break;
-        case 'L':
-            labels = optarg;
-            break;
-        case 'b':
-            if (!dg_cli_parse_int("predict", "--batch", optarg, 1, 65536, &batch))
-                return 2;
-            break;
-        case 't':
-            if (!dg_cli_parse_int("predict", "--threads", optarg, 1, 1024, &value))
-                return 2;
-            device.threads = (int)value;
-            break;
-        case 'd':
-            device.spec = optarg;
             break;
         case 'h':
             fputs(usage_text, stdout);
@@ -103,14 +90,12 @@ int dg_cmd_predict(int argc, char **argv)
             return 2;
         }
     }
-    if (!model_path)
-        return dg_cli_usage_error("predict", "missing -m MODEL");
-    if (optind != argc - 1)
-        return dg_cli_usage_error("predict", optind >= argc ? "missing the TEST file"
-                                                            : "expects one TEST file");
+    int code = dg_scoring_check_operands("predict", "TEST", argc, &args);
+    if (code)
+        return code;
     struct dg_scoring scoring;
     enum dg_status status =
-        dg_scoring_run(&scoring, model_path, argv[optind], labels, &device, (int)batch);
+        dg_scoring_run(&scoring, &args, argv[optind]);
     if (status == DG_OK && probs_path)
         status = write_csv(probs_path, &scoring, 1);
     if (status == DG_OK)
