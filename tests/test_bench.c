@@ -19,6 +19,7 @@
 #include "digits/data.h"
 #include "digits/model.h"
 #include "digits/net.h"
+#include "cli_util.h"
 #include "test_util.h"
 
 /* ---- a small JSON reader for checking the command's output ---- */
@@ -534,48 +535,13 @@ END_TEST
 
 static char out_path[512], err_path[512], csv_path[512];
 
-static const char *bin(void)
-{
-    const char *path = getenv("DIGITS_BIN");
-    return path ? path : "digits";
-}
-
 static int run(const char *fmt, ...)
 {
-    char args[2048], command[4096];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
+    int code = dg_test_run_digits_v(tmpdir, out_path, err_path, fmt, ap);
     va_end(ap);
-    snprintf(out_path, sizeof out_path, "%s/stdout", tmpdir);
-    snprintf(err_path, sizeof err_path, "%s/stderr", tmpdir);
-    snprintf(command, sizeof command, "cd %s && TMPDIR=%s '%s' %s >'%s' 2>'%s'", tmpdir, tmpdir,
-             bin(), args, out_path, err_path);
-    int status = system(command);
-    ck_assert(WIFEXITED(status));
-    return WEXITSTATUS(status);
-}
-
-static char *slurp(const char *path)
-{
-    FILE *fp = fopen(path, "rb");
-    ck_assert_ptr_nonnull(fp);
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *text = malloc((size_t)n + 1);
-    size_t got = fread(text, 1, (size_t)n, fp);
-    text[got] = '\0';
-    fclose(fp);
-    return text;
-}
-
-static void expect_in(const char *path, const char *needle)
-{
-    char *text = slurp(path);
-    if (!strstr(text, needle))
-        ck_abort_msg("'%s' not found in:\n%s", needle, text);
-    free(text);
+    return code;
 }
 
 /* A 20-row train-layout CSV written by hand; returns its size in bytes. */
@@ -601,7 +567,7 @@ static long write_small_csv(void)
 
 static struct json read_json_output(void)
 {
-    char *text = slurp(out_path);
+    char *text = dg_test_slurp(out_path);
     struct json value;
     if (!json_parse(text, &value))
         ck_abort_msg("not valid JSON:\n%s", text);
@@ -734,15 +700,15 @@ START_TEST(bench_options_steps_and_scaling)
                          "--infer-batch 4 --infer-steps 1 --layer-batch 4",
                          csv_path),
                      0);
-    expect_in(out_path, "CSV parse (dg_dataset_load");
-    expect_in(out_path, "small.csv");
-    expect_in(out_path, "training, batch 4");
-    expect_in(out_path, "inference, batch 4");
-    expect_in(out_path, "one training step, batch 4, op by op");
-    expect_in(out_path, "conv2");
-    expect_in(out_path, "rmsprop");
-    expect_in(out_path, "peak host memory (RSS)");
-    expect_in(err_path, "bench: cpu: training, batch 4, 1 steps x 1 reps");
+    dg_test_expect_in(out_path, "CSV parse (dg_dataset_load");
+    dg_test_expect_in(out_path, "small.csv");
+    dg_test_expect_in(out_path, "training, batch 4");
+    dg_test_expect_in(out_path, "inference, batch 4");
+    dg_test_expect_in(out_path, "one training step, batch 4, op by op");
+    dg_test_expect_in(out_path, "conv2");
+    dg_test_expect_in(out_path, "rmsprop");
+    dg_test_expect_in(out_path, "peak host memory (RSS)");
+    dg_test_expect_in(err_path, "bench: cpu: training, batch 4, 1 steps x 1 reps");
 
     /* no data file anywhere: synthetic images, no parse rows */
     ck_assert_int_eq(run("bench --json -q --device cpu --reps 1 --warmup 0 --batch 2 --steps 1 "
@@ -763,25 +729,25 @@ START_TEST(bench_usage_and_input_errors)
 {
     make_tmpdir();
     ck_assert_int_eq(run("bench --help"), 0);
-    expect_in(out_path, "usage: digits bench");
+    dg_test_expect_in(out_path, "usage: digits bench");
     ck_assert_int_eq(run("bench --batch 0"), 2);
-    expect_in(err_path, "--batch");
+    dg_test_expect_in(err_path, "--batch");
     ck_assert_int_eq(run("bench --batch 8,x"), 2);
-    expect_in(err_path, "--batch");
+    dg_test_expect_in(err_path, "--batch");
     ck_assert_int_eq(run("bench --reps 0"), 2);
-    expect_in(err_path, "--reps");
+    dg_test_expect_in(err_path, "--reps");
     ck_assert_int_eq(run("bench --device gpu"), 2);
-    expect_in(err_path, "--device");
+    dg_test_expect_in(err_path, "--device");
     ck_assert_int_eq(run("bench --frobnicate"), 2);
     ck_assert_int_eq(run("bench extra"), 2);
-    expect_in(err_path, "unexpected argument 'extra'");
+    dg_test_expect_in(err_path, "unexpected argument 'extra'");
     ck_assert_int_eq(run("bench --data %s/missing.csv --device cpu", tmpdir), 1);
-    expect_in(err_path, "missing.csv");
+    dg_test_expect_in(err_path, "missing.csv");
     char reason[256];
     if (dg_cuda_probe(reason, sizeof reason) != DG_OK) {
         write_small_csv();
         ck_assert_int_eq(run("bench --data %s --device cuda --reps 1", csv_path), 1);
-        expect_in(err_path, "digits: ");
+        dg_test_expect_in(err_path, "digits: ");
     }
 }
 END_TEST
@@ -802,9 +768,5 @@ int main(void)
     tcase_add_test(tc, bench_options_steps_and_scaling);
     tcase_add_test(tc, bench_usage_and_input_errors);
     suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed ? 1 : 0;
+    return dg_test_run_suite(suite);
 }

@@ -10,16 +10,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli_util.h"
 #include "digits/backend.h"
 
 static char tmpdir[256];
 static char out_path[512], err_path[512];
-
-static const char *bin(void)
-{
-    const char *path = getenv("DIGITS_BIN");
-    return path ? path : "digits";
-}
 
 static const char *source_dir(void)
 {
@@ -27,45 +22,14 @@ static const char *source_dir(void)
     return dir ? dir : ".";
 }
 
-/* Runs `digits ARGS` with stdout and stderr captured; returns the exit code. */
+/* Runs `digits ARGS` in tmpdir with stdout and stderr captured; returns the exit code. */
 static int run(const char *fmt, ...)
 {
-    char args[2048], command[4096];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
+    int code = dg_test_run_digits_v(tmpdir, out_path, err_path, fmt, ap);
     va_end(ap);
-    snprintf(out_path, sizeof out_path, "%s/stdout", tmpdir);
-    snprintf(err_path, sizeof err_path, "%s/stderr", tmpdir);
-    snprintf(command, sizeof command, "cd %s && '%s' %s >'%s' 2>'%s'", tmpdir, bin(), args,
-             out_path, err_path);
-    int status = system(command);
-    ck_assert(WIFEXITED(status));
-    return WEXITSTATUS(status);
-}
-
-static char *slurp(const char *path)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return NULL;
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *text = malloc((size_t)n + 1);
-    size_t got = fread(text, 1, (size_t)n, fp);
-    text[got] = '\0';
-    fclose(fp);
-    return text;
-}
-
-static void expect_in(const char *path, const char *needle)
-{
-    char *text = slurp(path);
-    ck_assert_ptr_nonnull(text);
-    if (!strstr(text, needle))
-        ck_abort_msg("'%s' not found in:\n%s", needle, text);
-    free(text);
+    return code;
 }
 
 static int exists(const char *name)
@@ -84,16 +48,16 @@ static void setup(void)
 START_TEST(help_version_and_unknown_command)
 {
     ck_assert_int_eq(run("--help"), 0);
-    expect_in(out_path, "usage: digits <command>");
+    dg_test_expect_in(out_path, "usage: digits <command>");
     ck_assert_int_eq(run("--version"), 0);
-    expect_in(out_path, "digits " DIGITS_VERSION);
+    dg_test_expect_in(out_path, "digits " DIGITS_VERSION);
     ck_assert_int_eq(run("frobnicate"), 2);
-    expect_in(err_path, "unknown command 'frobnicate'");
+    dg_test_expect_in(err_path, "unknown command 'frobnicate'");
     ck_assert_int_eq(run(""), 2);
     const char *commands[] = {"train", "predict", "eval", "check-data", "info"};
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         ck_assert_int_eq(run("%s --help", commands[i]), 0);
-        expect_in(out_path, "usage: digits");
+        dg_test_expect_in(out_path, "usage: digits");
     }
 }
 END_TEST
@@ -101,12 +65,12 @@ END_TEST
 START_TEST(info_prints_the_model_table)
 {
     ck_assert_int_eq(run("info --model"), 0);
-    expect_in(out_path, "total parameters: 887530");
-    expect_in(out_path, "conv2       (32, 28, 28)          25632");
-    expect_in(out_path, "dense1      (256)                803072");
+    dg_test_expect_in(out_path, "total parameters: 887530");
+    dg_test_expect_in(out_path, "conv2       (32, 28, 28)          25632");
+    dg_test_expect_in(out_path, "dense1      (256)                803072");
     ck_assert_int_eq(run("info"), 0);
-    expect_in(out_path, "BLAS: OpenBLAS");
-    expect_in(out_path, "CUDA");
+    dg_test_expect_in(out_path, "BLAS: OpenBLAS");
+    dg_test_expect_in(out_path, "CUDA");
 }
 END_TEST
 
@@ -116,12 +80,12 @@ START_TEST(train_predict_eval_on_the_sample)
                          "--log hist.csv -o m.dgt",
                          source_dir()),
                      0);
-    expect_in(err_path, "epoch 1/1: loss");
-    expect_in(err_path, "wrote m.dgt");
+    dg_test_expect_in(err_path, "epoch 1/1: loss");
+    dg_test_expect_in(err_path, "wrote m.dgt");
     ck_assert(exists("m.dgt"));
     char path[600];
     snprintf(path, sizeof path, "%s/hist.csv", tmpdir);
-    expect_in(path, "epoch,loss,accuracy,val_loss,val_accuracy,lr,images_per_second,seconds\n1,");
+    dg_test_expect_in(path, "epoch,loss,accuracy,val_loss,val_accuracy,lr,images_per_second,seconds\n1,");
 
     ck_assert_int_eq(run("predict -m m.dgt %s/data/sample/test.csv.gz -o sub.csv --probs p.csv "
                          "--device cpu",
@@ -142,27 +106,27 @@ START_TEST(train_predict_eval_on_the_sample)
     fclose(fp);
     ck_assert_int_eq(rows, 1000);
     snprintf(path, sizeof path, "%s/p.csv", tmpdir);
-    expect_in(path, "ImageId,p0,p1,p2,p3,p4,p5,p6,p7,p8,p9\n1,");
+    dg_test_expect_in(path, "ImageId,p0,p1,p2,p3,p4,p5,p6,p7,p8,p9\n1,");
 
     /* to standard output by default; a labelled file is accepted */
     ck_assert_int_eq(run("predict -m m.dgt %s/data/sample/train.csv.gz --device cpu",
                          source_dir()),
                      0);
-    expect_in(out_path, "ImageId,Label\n1,");
-    expect_in(out_path, "\n5000,");
+    dg_test_expect_in(out_path, "ImageId,Label\n1,");
+    dg_test_expect_in(out_path, "\n5000,");
 
     ck_assert_int_eq(run("eval -m m.dgt %s/data/sample/train.csv.gz --device cpu", source_dir()),
                      0);
-    expect_in(out_path, "images: 5000\naccuracy: 0.");
-    expect_in(out_path, "class  precision  recall  support");
-    expect_in(out_path, "confusion matrix (rows: true label, columns: predicted)");
+    dg_test_expect_in(out_path, "images: 5000\naccuracy: 0.");
+    dg_test_expect_in(out_path, "class  precision  recall  support");
+    dg_test_expect_in(out_path, "confusion matrix (rows: true label, columns: predicted)");
     ck_assert_int_eq(run("eval -m m.dgt %s/data/sample/test.csv.gz --device cpu", source_dir()),
                      2);
-    expect_in(err_path, "has no labels");
+    dg_test_expect_in(err_path, "has no labels");
 
     ck_assert_int_eq(run("info --model=m.dgt"), 0);
-    expect_in(out_path, "epochs=1");
-    expect_in(out_path, "total parameters: 887530");
+    dg_test_expect_in(out_path, "epochs=1");
+    dg_test_expect_in(out_path, "total parameters: 887530");
 }
 END_TEST
 
@@ -187,7 +151,7 @@ START_TEST(usage_errors_exit_2)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ck_assert_int_eq(run(cases[i].args, source_dir(), sample), 2);
-        expect_in(err_path, cases[i].message);
+        dg_test_expect_in(err_path, cases[i].message);
     }
     ck_assert(!exists("model.dgt"));
 }
@@ -198,7 +162,7 @@ START_TEST(bad_inputs_leave_no_output)
     /* a test-layout file cannot be trained on */
     ck_assert_int_eq(run("train %s/data/sample/test.csv.gz --device cpu -o m.dgt", source_dir()),
                      2);
-    expect_in(err_path, "has no labels");
+    dg_test_expect_in(err_path, "has no labels");
     ck_assert(!exists("m.dgt"));
     /* a corrupted model: exit 2, and no submission appears */
     char path[600];
@@ -209,16 +173,16 @@ START_TEST(bad_inputs_leave_no_output)
     ck_assert_int_eq(run("predict -m bad.dgt %s/data/sample/test.csv.gz -o sub.csv --device cpu",
                          source_dir()),
                      2);
-    expect_in(err_path, "bad.dgt: ");
+    dg_test_expect_in(err_path, "bad.dgt: ");
     ck_assert(!exists("sub.csv"));
     /* a model that cannot be written is reported before any training */
     ck_assert_int_eq(run("train %s/data/sample/train.csv.gz --device cpu -o /nonexistent/m.dgt",
                          source_dir()),
                      1);
-    expect_in(err_path, "/nonexistent/m.dgt: cannot create");
+    dg_test_expect_in(err_path, "/nonexistent/m.dgt: cannot create");
     /* a missing data file */
     ck_assert_int_eq(run("train missing.csv --device cpu -o m.dgt"), 1);
-    expect_in(err_path, "missing.csv");
+    dg_test_expect_in(err_path, "missing.csv");
     /* only the files this test wrote are in the directory */
     ck_assert_int_eq(run("--version"), 0);
     char command[700];
@@ -238,14 +202,14 @@ START_TEST(cuda_device_without_gpu_fails_cleanly)
                          "-o m.dgt",
                          source_dir()),
                      1);
-    expect_in(err_path, "digits: ");
+    dg_test_expect_in(err_path, "digits: ");
     ck_assert(!exists("m.dgt"));
     /* auto falls back to the CPU after one line saying why */
     ck_assert_int_eq(run("train %s/data/sample/train.csv.gz --limit 200 --epochs 1 --no-augment "
                          "-o m.dgt",
                          source_dir()),
                      0);
-    expect_in(err_path, "running on the CPU");
+    dg_test_expect_in(err_path, "running on the CPU");
 }
 END_TEST
 
@@ -262,9 +226,5 @@ int main(void)
     tcase_add_test(tc, bad_inputs_leave_no_output);
     tcase_add_test(tc, cuda_device_without_gpu_fails_cleanly);
     suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return dg_test_run_suite(suite);
 }

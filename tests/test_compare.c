@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "cli_util.h"
 #include "digits/compare.h"
 
 START_TEST(elementwise_tolerance)
@@ -57,28 +58,6 @@ START_TEST(normwise_tolerance_and_nonfinite)
 }
 END_TEST
 
-static int run_compare(const char *args, const char *out_path)
-{
-    char command[2048];
-    const char *bin = getenv("DIGITS_BIN");
-    snprintf(command, sizeof command, "'%s' compare %s >'%s' 2>&1", bin ? bin : "digits", args,
-             out_path);
-    int status = system(command);
-    ck_assert(WIFEXITED(status));
-    return WEXITSTATUS(status);
-}
-
-static char *slurp(const char *path)
-{
-    FILE *fp = fopen(path, "rb");
-    ck_assert_ptr_nonnull(fp);
-    static char text[1 << 16];
-    size_t n = fread(text, 1, sizeof text - 1, fp);
-    text[n] = '\0';
-    fclose(fp);
-    return text;
-}
-
 /* The last lines of a long output (Check limits the size of a failure message). */
 static const char *tail_of(const char *text)
 {
@@ -86,35 +65,40 @@ static const char *tail_of(const char *text)
     return n > 2000 ? text + n - 2000 : text;
 }
 
+static void expect_success(int code, const char *out_path, const char *err_path)
+{
+    if (code == 0)
+        return;
+    char *out = dg_test_slurp(out_path);
+    char *err = dg_test_slurp(err_path);
+    ck_abort_msg("compare exited %d; stderr: %s; its output ends:\n%s", code, err, tail_of(out));
+}
+
 START_TEST(cpu_against_itself_passes)
 {
-    char out[] = "/tmp/digits-compare-XXXXXX";
-    int fd = mkstemp(out);
-    ck_assert_int_ge(fd, 0);
-    char args[1024];
+    char dir[] = "/tmp/digits-compare-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char out[512], err[512];
     const char *root = getenv("DIGITS_SOURCE_DIR");
-    snprintf(args, sizeof args,
-             "--device cpu --candidate-threads 1 --batch 7 --steps 3 --data "
-             "%s/data/sample/train.csv.gz",
-             root ? root : ".");
-    int code = run_compare(args, out);
-    char *text = slurp(out);
-    if (code != 0)
-        ck_abort_msg("compare exited %d; its output ends:\n%s", code, tail_of(text));
-    ck_assert_ptr_nonnull(strstr(text, "conv2      output"));
-    ck_assert_ptr_nonnull(strstr(text, "conv1      grad_w"));
-    ck_assert_ptr_nonnull(strstr(text, "dense2     grad_b"));
-    ck_assert_ptr_nonnull(strstr(text, "final weights after 3 steps"));
-    ck_assert_ptr_nonnull(strstr(text, "PASS: 0 comparisons outside tolerance"));
+    int code = dg_test_run_digits(dir, out, err,
+                                  "compare --device cpu --candidate-threads 1 --batch 7 "
+                                  "--steps 3 --data %s/data/sample/train.csv.gz",
+                                  root ? root : ".");
+    expect_success(code, out, err);
+    dg_test_expect_in(out, "conv2      output");
+    dg_test_expect_in(out, "conv1      grad_w");
+    dg_test_expect_in(out, "dense2     grad_b");
+    dg_test_expect_in(out, "final weights after 3 steps");
+    dg_test_expect_in(out, "PASS: 0 comparisons outside tolerance");
+    char *text = dg_test_slurp(out);
     ck_assert_ptr_null(strstr(text, "FAIL"));
+    free(text);
     /* synthetic data and no augmentation also work */
-    code = run_compare("--device cpu --batch 5 --no-augment", out);
-    text = slurp(out);
-    if (code != 0)
-        ck_abort_msg("compare exited %d; its output ends:\n%s", code, tail_of(text));
-    ck_assert_ptr_nonnull(strstr(text, "synthetic"));
-    ck_assert_int_eq(run_compare("--steps -1", out), 2);
-    remove(out);
+    code = dg_test_run_digits(dir, out, err, "compare --device cpu --batch 5 --no-augment");
+    expect_success(code, out, err);
+    dg_test_expect_in(out, "synthetic");
+    ck_assert_int_eq(dg_test_run_digits(dir, out, err, "compare --steps -1"), 2);
+    dg_test_expect_in(err, "--steps expects an integer");
 }
 END_TEST
 
@@ -127,9 +111,5 @@ int main(void)
     tcase_add_test(tc, normwise_tolerance_and_nonfinite);
     tcase_add_test(tc, cpu_against_itself_passes);
     suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return dg_test_run_suite(suite);
 }

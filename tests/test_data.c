@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "cli_util.h"
 #include "digits/data.h"
 #include "test_util.h"
 
@@ -1147,9 +1148,5 @@ int main(void)
     tcase_add_test(tc, shared_csv_equals_shared_idx);
     tcase_add_test(tc, get_data_script);
     suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return dg_test_run_suite(suite);
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_util.h"
 #include "augment.cuh"
 #include "dropout.cuh"
 #include "philox.cuh"
@@ -285,9 +286,5 @@ int main(void)
     tcase_add_test(augment, augment_quarter_turn);
     tcase_add_test(augment, augment_draws_in_range);
     suite_add_tcase(suite, augment);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return dg_test_run_suite(suite);
 }

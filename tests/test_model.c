@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli_util.h"
 #include "digits/io.h"
 #include "digits/model.h"
 
@@ -320,9 +321,5 @@ int main(void)
     tcase_add_test(tc, missing_file_is_io_error);
     tcase_add_test(tc, save_into_missing_directory_fails_cleanly);
     suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return dg_test_run_suite(suite);
 }

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_util.h"
 #include "augment.cuh"
 #include "dropout.cuh"
 #include "ref_ops.h"
@@ -1139,9 +1140,5 @@ int main(void)
     tcase_add_test(fd, fd_fast_dense);
     tcase_add_test(fd, fd_fast_pool_dropout_xent);
     suite_add_tcase(suite, fd);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return dg_test_run_suite(suite);
 }

@@ -2,6 +2,7 @@
 #include <check.h>
 #include <stdlib.h>
 
+#include "cli_util.h"
 #include "digits/status.h"
 
 START_TEST(status_exit_codes)
@@ -23,9 +24,5 @@ int main(void)
     TCase *tc = tcase_create("status");
     tcase_add_test(tc, status_exit_codes);
     suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return dg_test_run_suite(suite);
 }

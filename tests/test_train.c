@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_util.h"
 #include "digits/backend.h"
 #include "digits/data.h"
 #include "digits/model.h"
@@ -298,9 +299,5 @@ int main(void)
     tcase_add_test(tc, same_seed_gives_bit_identical_weights);
     tcase_add_test(tc, training_refuses_unlabelled_data);
     suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return dg_test_run_suite(suite);
 }
