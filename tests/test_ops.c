@@ -1,7 +1,10 @@
 /* Every op of the CPU backend, called through the vtable, against the naive double-precision
- * reference (tests/support/ref_ops.c), for every kernel family (generic im2col + sgemm,
- * AVX-512 direct, AVX-512 Winograd; the last two where the machine has AVX-512), odd batch
- * sizes included; plus
+ * reference (tests/support/ref_ops.c), for every kernel family: each instruction set this
+ * machine runs (portable C always; AVX2+FMA and AVX-512 on x86-64 CPUs that have them, NEON on
+ * aarch64) times each convolution algorithm (im2col + sgemm, direct, Winograd), odd batch
+ * sizes included. A family the machine cannot run prints a SKIP line (a failure when
+ * DIGITS_REQUIRE_ISA names its ISA). DIGITS_TEST_REDUCED=1 (emulators) shrinks the largest
+ * batches. Plus
  * finite-difference gradient checks of the reference (double) and of the fast path (float).
  * Tensors NCHW, row-major.
  *
@@ -17,16 +20,59 @@
 #include <string.h>
 
 #include "cli_util.h"
+#include "digits/model.h"
+#include "digits/net.h"
 #include "augment.cuh"
 #include "dropout.cuh"
 #include "ref_ops.h"
 #include "rmsprop.cuh"
 #include "test_util.h"
 
-#define FAMILIES 3
-static const enum dg_cpu_kernels families[FAMILIES] = {
-    DG_CPU_KERNELS_GENERIC, DG_CPU_KERNELS_AVX512, DG_CPU_KERNELS_WINOGRAD};
-static const char *const family_names[FAMILIES] = {"generic", "avx512", "winograd"};
+struct family {
+    enum dg_cpu_isa isa;
+    enum dg_cpu_kernels kernels;
+    const char *name;
+};
+
+static const struct family families[] = {
+    {DG_CPU_ISA_SCALAR, DG_CPU_KERNELS_GENERIC, "scalar im2col+sgemm"},
+    {DG_CPU_ISA_SCALAR, DG_CPU_KERNELS_DIRECT, "scalar direct"},
+    {DG_CPU_ISA_SCALAR, DG_CPU_KERNELS_WINOGRAD, "scalar Winograd"},
+    {DG_CPU_ISA_NEON, DG_CPU_KERNELS_GENERIC, "NEON im2col+sgemm"},
+    {DG_CPU_ISA_NEON, DG_CPU_KERNELS_DIRECT, "NEON direct"},
+    {DG_CPU_ISA_NEON, DG_CPU_KERNELS_WINOGRAD, "NEON Winograd"},
+    {DG_CPU_ISA_AVX2, DG_CPU_KERNELS_GENERIC, "AVX2 im2col+sgemm"},
+    {DG_CPU_ISA_AVX2, DG_CPU_KERNELS_DIRECT, "AVX2 direct"},
+    {DG_CPU_ISA_AVX2, DG_CPU_KERNELS_WINOGRAD, "AVX2 Winograd"},
+    {DG_CPU_ISA_AVX512, DG_CPU_KERNELS_GENERIC, "AVX-512 im2col+sgemm"},
+    {DG_CPU_ISA_AVX512, DG_CPU_KERNELS_DIRECT, "AVX-512 direct"},
+    {DG_CPU_ISA_AVX512, DG_CPU_KERNELS_WINOGRAD, "AVX-512 Winograd"},
+};
+#define FAMILIES ((int)(sizeof families / sizeof families[0]))
+/* Families whose convolutions sum in an order that does not depend on the thread count (all
+ * but im2col + sgemm, whose weight gradient adds per-thread partial sums). */
+#define DETERMINISTIC_FAMILIES (FAMILIES * 2 / 3)
+
+/* The backend of family f, or NULL (after a SKIP line) when its ISA cannot run here. */
+static struct dg_backend *family_backend(int f, int threads)
+{
+    struct dg_backend *be = dg_test_cpu_backend_isa(threads, families[f].isa, families[f].kernels);
+    if (be)
+        printf("-- %s, %d thread%s\n", families[f].name, threads, threads == 1 ? "" : "s");
+    return be;
+}
+
+/* Element ops do not depend on the convolution algorithm: one family per ISA runs them. */
+static int element_family(int f)
+{
+    return families[f].kernels == DG_CPU_KERNELS_WINOGRAD;
+}
+
+static int reduced(void)
+{
+    const char *v = getenv("DIGITS_TEST_REDUCED");
+    return v && *v && strcmp(v, "0") != 0;
+}
 
 /* Fill with NaN so that an op that leaves an output element unwritten fails its comparison. */
 static void poison(float *x, size_t n)
@@ -68,7 +114,10 @@ static const struct conv_case conv_cases[] = {
 
 START_TEST(conv_vs_reference)
 {
-    const struct conv_case *c = &conv_cases[_i];
+    struct conv_case reduced_case = conv_cases[_i];
+    if (reduced() && reduced_case.batch > 7)
+        reduced_case.batch = 7;
+    const struct conv_case *c = &reduced_case;
     struct dg_conv_shape shape = {c->batch, c->cin, c->cout, c->h, c->w, c->k};
     size_t hw = (size_t)c->h * c->w;
     size_t nx = (size_t)c->batch * c->cin * hw, ny = (size_t)c->batch * c->cout * hw;
@@ -95,11 +144,11 @@ START_TEST(conv_vs_reference)
     float *y = dg_test_floats(ny), *dx = dg_test_floats(nx), *dw = dg_test_floats(nw);
     float *db = dg_test_floats((size_t)c->cout);
     for (int f = 0; f < FAMILIES; f++) {
-        struct dg_backend *be = dg_test_cpu_backend(3, families[f]);
+        struct dg_backend *be = family_backend(f, 3);
         if (!be)
             continue;
         printf("conv %d x %d -> %d, %dx%d, k %d, %s (%s)\n", c->batch, c->cin, c->cout, c->h, c->w,
-               c->k, family_names[f], be->description);
+               c->k, families[f].name, be->description);
         void *plan = NULL;
         check_ok(be->ops->conv_plan_create(be, &shape, &plan));
         for (int repeat = 0; repeat < 2; repeat++) {
@@ -134,8 +183,10 @@ END_TEST
  * bit-identical. */
 START_TEST(conv_deterministic)
 {
-    const enum dg_cpu_kernels kernels = _i == 0 ? DG_CPU_KERNELS_AVX512 : DG_CPU_KERNELS_WINOGRAD;
-    const struct dg_conv_shape shapes[2] = {{29, 32, 64, 14, 14, 3}, {3, 32, 32, 28, 28, 5}};
+    /* _i counts the direct and Winograd families: family 3 * (_i / 2) + 1 + _i % 2 */
+    const int f = 3 * (_i / 2) + 1 + _i % 2;
+    const struct dg_conv_shape shapes[2] = {{reduced() ? 5 : 29, 32, 64, 14, 14, 3},
+                                            {3, 32, 32, 28, 28, 5}};
     for (int si = 0; si < 2; si++) {
         const struct dg_conv_shape *s = &shapes[si];
         size_t hw = (size_t)s->height * s->width;
@@ -152,7 +203,7 @@ START_TEST(conv_deterministic)
         dg_test_fill(&rng, dy, ny, -1, 1);
         float *out[3][4];
         for (int run = 0; run < 3; run++) {
-            struct dg_backend *be = dg_test_cpu_backend(run + 1, kernels);
+            struct dg_backend *be = family_backend(f, run + 1);
             if (!be)
                 return;
             void *plan;
@@ -165,7 +216,7 @@ START_TEST(conv_deterministic)
             be->ops->conv_plan_free(be, plan);
             dg_backend_destroy(be);
         }
-        printf("%s, k %d:\n", family_names[_i + 1], s->kernel);
+        printf("%s, k %d:\n", families[f].name, s->kernel);
         ck_assert(dg_test_equal("fwd 1 vs 2 threads", out[0][0], out[1][0], ny));
         ck_assert(dg_test_equal("bwd data 1 vs 2 threads", out[0][1], out[1][1], nx));
         ck_assert(dg_test_equal("bias grad 1 vs 2 threads", out[0][3], out[1][3], nb));
@@ -193,7 +244,7 @@ START_TEST(conv_by_hand)
     static const float expect[9] = {4, 2, -5, 11, 7, -5, 20, 23, 6};
     static const int couts[2] = {1, 16};
     for (int f = 0; f < FAMILIES; f++) {
-        struct dg_backend *be = dg_test_cpu_backend(2, families[f]);
+        struct dg_backend *be = family_backend(f, 2);
         if (!be)
             continue;
         for (int cc = 0; cc < 2; cc++) {
@@ -218,7 +269,7 @@ START_TEST(conv_by_hand)
                         ck_assert_msg(y[c * 9 + k] == want,
                                       "%s cout %d relu %d: y[%d][%d] = %g, "
                                       "want %g",
-                                      family_names[f], cout, relu, c, k, (double)y[c * 9 + k],
+                                      families[f].name, cout, relu, c, k, (double)y[c * 9 + k],
                                       (double)want);
                     }
             }
@@ -244,7 +295,9 @@ START_TEST(relu_bwd_exact)
     dg_ref_relu_bwd(n, yd, ref);
     float *want = to_float(ref, n);
     for (int f = 0; f < FAMILIES; f++) {
-        struct dg_backend *be = dg_test_cpu_backend(2, families[f]);
+        if (!element_family(f))
+            continue;
+        struct dg_backend *be = family_backend(f, 2);
         if (!be)
             continue;
         memcpy(dy, dy0, n * sizeof(float));
@@ -278,7 +331,9 @@ START_TEST(maxpool_vs_reference)
     dg_ref_maxpool_bwd(s, xd, dyd, dx_ref);
     float *y_want = to_float(y_ref, ny), *dx_want = to_float(dx_ref, nx);
     for (int f = 0; f < FAMILIES; f++) {
-        struct dg_backend *be = dg_test_cpu_backend(2, families[f]);
+        if (!element_family(f))
+            continue;
+        struct dg_backend *be = family_backend(f, 2);
         if (!be)
             continue;
         poison(y, ny);
@@ -303,7 +358,9 @@ START_TEST(maxpool_ties_by_hand)
     const float dy[4] = {10, 20, 30, 40};
     const float want[16] = {10, 0, 0, 20, 30, 0, 40, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     for (int f = 0; f < FAMILIES; f++) {
-        struct dg_backend *be = dg_test_cpu_backend(1, families[f]);
+        if (!element_family(f))
+            continue;
+        struct dg_backend *be = family_backend(f, 1);
         if (!be)
             continue;
         float y[4], dx[16];
@@ -334,7 +391,9 @@ START_TEST(dropout_masks)
             double *xd = dg_test_to_double(x, n), *ref = dg_test_doubles(n);
             dg_ref_dropout(n, rate, &key, xd, ref);
             for (int f = 0; f < FAMILIES; f++) {
-                struct dg_backend *be = dg_test_cpu_backend(2, families[f]);
+                if (!element_family(f))
+                    continue;
+                struct dg_backend *be = family_backend(f, 2);
                 if (!be)
                     continue;
                 poison(y, n);
@@ -389,11 +448,13 @@ START_TEST(dense_vs_reference)
     float *y = dg_test_floats(ny), *dx = dg_test_floats(nx), *dw = dg_test_floats(nw);
     float *db = dg_test_floats((size_t)c->out);
     for (int f = 0; f < FAMILIES; f++) {
-        struct dg_backend *be = dg_test_cpu_backend(3, families[f]);
+        if (!element_family(f))
+            continue;
+        struct dg_backend *be = family_backend(f, 3);
         if (!be)
             continue;
         printf("dense %d x %d -> %d relu %d, %s\n", c->batch, c->in, c->out, c->relu,
-               family_names[f]);
+               dg_cpu_isa_label(families[f].isa));
         poison(y, ny);
         check_ok(be->ops->dense_fwd(be, c->batch, c->in, c->out, x, w, b, y, c->relu));
         ck_assert(dg_test_close("dense fwd", y, y_ref, ny, DG_TEST_FWD_ATOL, DG_TEST_FWD_RTOL));
@@ -438,7 +499,9 @@ START_TEST(softmax_xent_vs_reference)
     double *g_ref = dg_test_doubles(n), loss_ref = 0.0, correct_ref = 0.0;
     dg_ref_softmax_xent(batch, ld, labels, p_ref, g_ref, &loss_ref, &correct_ref);
     for (int f = 0; f < FAMILIES; f++) {
-        struct dg_backend *be = dg_test_cpu_backend(2, families[f]);
+        if (!element_family(f))
+            continue;
+        struct dg_backend *be = family_backend(f, 2);
         if (!be)
             continue;
         double stats[2] = {1.5, 2.0};
@@ -490,7 +553,9 @@ START_TEST(rmsprop_vs_element_math)
     dg_ref_rmsprop(n, w_ref, gd, a_ref, lr, rho, eps);
     float *w = dg_test_floats(n), *a = dg_test_floats(n);
     for (int f = 0; f < FAMILIES; f++) {
-        struct dg_backend *be = dg_test_cpu_backend(3, families[f]);
+        if (!element_family(f))
+            continue;
+        struct dg_backend *be = family_backend(f, 3);
         if (!be)
             continue;
         memcpy(w, w0, n * sizeof(float));
@@ -527,7 +592,9 @@ START_TEST(batch_assemble_vs_element_math)
     unlabelled.labels = NULL;
     const struct dg_augment_key augment = {0xfeedull, 2, 5, 10.0f, 0.1f, 0.1f};
     for (int f = 0; f < FAMILIES; f++) {
-        struct dg_backend *be = dg_test_cpu_backend(2, families[f]);
+        if (!element_family(f))
+            continue;
+        struct dg_backend *be = family_backend(f, 2);
         if (!be)
             continue;
         void *handle = NULL, *handle_unlabelled = NULL;
@@ -602,8 +669,21 @@ START_TEST(backend_identity_and_memory)
     void *host = be->host_allocator.alloc(64, be->host_allocator.ctx);
     ck_assert_ptr_nonnull(host);
     be->host_allocator.free(host, be->host_allocator.ctx);
-    if (!dg_cpu_has_avx512())
-        ck_assert_int_eq(dg_backend_cpu_set_kernels(be, DG_CPU_KERNELS_AVX512), DG_ERR_DEVICE);
+    ck_assert_int_eq(dg_backend_cpu_isa(be), dg_cpu_isa_best());
+    ck_assert_ptr_nonnull(strstr(be->description, dg_cpu_isa_label(dg_cpu_isa_best())));
+    for (int isa = 0; isa < DG_CPU_ISA_COUNT; isa++)
+        if (!dg_cpu_isa_supported((enum dg_cpu_isa)isa)) {
+            ck_assert_int_eq(dg_backend_cpu_set_isa(be, (enum dg_cpu_isa)isa), DG_ERR_DEVICE);
+            ck_assert_int_eq(dg_backend_cpu_isa(be), dg_cpu_isa_best());
+        }
+    ck_assert_int_eq(dg_backend_cpu_set_isa(be, DG_CPU_ISA_COUNT), DG_ERR_DEVICE);
+    ck_assert(dg_cpu_isa_supported(DG_CPU_ISA_SCALAR));
+#if defined(__x86_64__)
+    ck_assert(!dg_cpu_isa_supported(DG_CPU_ISA_NEON));
+#elif defined(__aarch64__)
+    ck_assert(dg_cpu_isa_supported(DG_CPU_ISA_NEON));
+    ck_assert(!dg_cpu_isa_supported(DG_CPU_ISA_AVX2) && !dg_cpu_isa_supported(DG_CPU_ISA_AVX512));
+#endif
     dg_backend_destroy(be);
     dg_backend_destroy(NULL);
 }
@@ -618,18 +698,83 @@ START_TEST(kernels_from_environment)
     ck_assert_ptr_nonnull(strstr(dg_error_message(), "DIGITS_CPU_KERNELS=fastest"));
     setenv("DIGITS_CPU_KERNELS", "generic", 1);
     ck_assert_int_eq(dg_backend_cpu_create(1, &be), DG_OK);
-    ck_assert_ptr_nonnull(strstr(be->description, "im2col + sgemm"));
+    ck_assert_ptr_nonnull(strstr(be->description, "im2col+sgemm only"));
     dg_backend_destroy(be);
     setenv("DIGITS_CPU_KERNELS", "direct", 1);
-    enum dg_status status = dg_backend_cpu_create(1, &be);
-    if (dg_cpu_has_avx512()) {
-        ck_assert_int_eq(status, DG_OK);
-        ck_assert_ptr_nonnull(strstr(be->description, "AVX-512 direct"));
-        dg_backend_destroy(be);
-    } else {
-        ck_assert_int_eq(status, DG_ERR_USAGE);
-    }
+    ck_assert_int_eq(dg_backend_cpu_create(1, &be), DG_OK);
+    ck_assert_ptr_nonnull(strstr(be->description, "direct kernels"));
+    dg_backend_destroy(be);
     unsetenv("DIGITS_CPU_KERNELS");
+}
+END_TEST
+
+/* DIGITS_CPU_ISA caps the instruction set; a name this machine cannot run is refused with a
+ * message naming it (never a crash, never a silent fallback). */
+START_TEST(isa_from_environment)
+{
+    struct dg_backend *be = NULL;
+    for (int isa = 0; isa < DG_CPU_ISA_COUNT; isa++) {
+        const char *name = dg_cpu_isa_name((enum dg_cpu_isa)isa);
+        setenv("DIGITS_CPU_ISA", name, 1);
+        enum dg_status status = dg_backend_cpu_create(1, &be);
+        if (dg_cpu_isa_supported((enum dg_cpu_isa)isa)) {
+            ck_assert_int_eq(status, DG_OK);
+            ck_assert_int_eq(dg_backend_cpu_isa(be), isa);
+            ck_assert_ptr_nonnull(strstr(be->description, dg_cpu_isa_label((enum dg_cpu_isa)isa)));
+            printf("DIGITS_CPU_ISA=%s: %s\n", name, be->description);
+            dg_backend_destroy(be);
+        } else {
+            ck_assert_int_eq(status, DG_ERR_USAGE);
+            ck_assert_ptr_null(be);
+            printf("DIGITS_CPU_ISA=%s: %s\n", name, dg_error_message());
+            char want[64];
+            snprintf(want, sizeof want, "DIGITS_CPU_ISA=%s: ", name);
+            ck_assert_ptr_nonnull(strstr(dg_error_message(), want));
+            ck_assert_ptr_nonnull(strstr(dg_error_message(), "can use: "));
+        }
+    }
+    setenv("DIGITS_CPU_ISA", "sse9", 1);
+    ck_assert_int_eq(dg_backend_cpu_create(1, &be), DG_ERR_USAGE);
+    ck_assert_ptr_nonnull(strstr(dg_error_message(), "expected avx512, avx2, neon or scalar"));
+    setenv("DIGITS_CPU_ISA", "", 1);
+    ck_assert_int_eq(dg_backend_cpu_create(1, &be), DG_OK);
+    ck_assert_int_eq(dg_backend_cpu_isa(be), dg_cpu_isa_best());
+    dg_backend_destroy(be);
+    unsetenv("DIGITS_CPU_ISA");
+}
+END_TEST
+
+/* The reference network names its convolution algorithms per layer: Winograd where the
+ * channels allow it (conv2-4), direct for conv1 (one input channel), im2col everywhere when
+ * asked. */
+START_TEST(net_describes_algorithms)
+{
+    int count;
+    const struct dg_layer_spec *specs = dg_arch_reference(&count);
+    struct dg_model model;
+    check_ok(dg_model_build(&model, specs, count));
+    static const struct {
+        enum dg_cpu_kernels kernels;
+        const char *want;
+    } cases[] = {
+        {DG_CPU_KERNELS_AUTO, "; direct conv1, Winograd conv2-4"},
+        {DG_CPU_KERNELS_DIRECT, "; direct conv1-4"},
+        {DG_CPU_KERNELS_GENERIC, "; im2col+sgemm conv1-4"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct dg_backend *be = dg_test_cpu_backend(1, cases[i].kernels);
+        struct dg_net *net = NULL;
+        check_ok(dg_net_create(be, &model, 4, &net));
+        char text[512];
+        dg_net_describe(net, text, sizeof text);
+        printf("%s\n", text);
+        ck_assert_ptr_nonnull(strstr(text, be->description));
+        const char *tail = text + strlen(text) - strlen(cases[i].want);
+        ck_assert_str_eq(tail, cases[i].want);
+        dg_net_free(net);
+        dg_backend_destroy(be);
+    }
+    dg_model_free(&model);
 }
 END_TEST
 
@@ -973,9 +1118,9 @@ START_TEST(fd_fast_conv)
     dg_test_fill(&rng, c.b, (size_t)s->out_channels, -0.5f, 0.5f);
     dg_test_fill(&rng, c.r, c.ny, -1, 1);
     for (int f = 0; f < FAMILIES; f++) {
-        if (!(c.be = dg_test_cpu_backend(2, families[f])))
+        if (!(c.be = family_backend(f, 2)))
             continue;
-        printf("fd conv %s\n", family_names[f]);
+        printf("fd conv %s\n", families[f].name);
         check_ok(c.be->ops->conv_plan_create(c.be, s, &c.plan));
         check_ok(c.be->ops->conv_bwd_data(c.be, c.plan, c.r, c.w, dx));
         check_ok(c.be->ops->conv_bwd_filter(c.be, c.plan, c.x, c.r, dw, db));
@@ -1013,7 +1158,7 @@ START_TEST(fd_fast_relu)
         c.w[i * 16 + i] = 1.0f;
     dg_test_fill(&rng, c.r, n, -1, 1);
     for (int f = 0; f < FAMILIES; f++) {
-        if (!(c.be = dg_test_cpu_backend(2, families[f])))
+        if (!(c.be = family_backend(f, 2)))
             continue;
         check_ok(c.be->ops->conv_plan_create(c.be, &c.conv, &c.plan));
         fast_conv_loss(&c);
@@ -1044,7 +1189,7 @@ START_TEST(fd_fast_dense)
     dg_test_fill(&rng, c.b, 13, -0.5f, 0.5f);
     dg_test_fill(&rng, c.r, c.ny, -1, 1);
     for (int f = 0; f < FAMILIES; f++) {
-        if (!(c.be = dg_test_cpu_backend(2, families[f])))
+        if (!element_family(f) || !(c.be = family_backend(f, 2)))
             continue;
         check_ok(c.be->ops->dense_bwd(c.be, c.batch, c.in, c.out, c.x, c.w, c.r, dx, dw, db));
         ck_assert(fd_check_float("dense x", fast_dense_loss, &c, c.x, nx, dx, FD_FLOAT_H,
@@ -1074,7 +1219,7 @@ START_TEST(fd_fast_pool_dropout_xent)
     dg_test_fill(&rng, c.r, n, -1, 1);
     uint8_t labels[5] = {1, 8, 2, 2, 0};
     for (int f = 0; f < FAMILIES; f++) {
-        if (!(c.be = dg_test_cpu_backend(2, families[f])))
+        if (!element_family(f) || !(c.be = family_backend(f, 2)))
             continue;
         c.ny = n / 4;
         check_ok(c.be->ops->maxpool_fwd(c.be, &c.pool, c.x, c.y));
@@ -1110,7 +1255,7 @@ int main(void)
     tcase_set_timeout(conv, 300);
     tcase_add_loop_test(conv, conv_vs_reference, 0,
                         (int)(sizeof conv_cases / sizeof conv_cases[0]));
-    tcase_add_loop_test(conv, conv_deterministic, 0, 2);
+    tcase_add_loop_test(conv, conv_deterministic, 0, DETERMINISTIC_FAMILIES);
     tcase_add_test(conv, conv_by_hand);
     suite_add_tcase(suite, conv);
     TCase *elementwise = tcase_create("elementwise");
@@ -1128,6 +1273,8 @@ int main(void)
     tcase_add_test(elementwise, batch_assemble_vs_element_math);
     tcase_add_test(elementwise, backend_identity_and_memory);
     tcase_add_test(elementwise, kernels_from_environment);
+    tcase_add_test(elementwise, isa_from_environment);
+    tcase_add_test(elementwise, net_describes_algorithms);
     suite_add_tcase(suite, elementwise);
     TCase *fd = tcase_create("finite differences");
     tcase_set_timeout(fd, 120);

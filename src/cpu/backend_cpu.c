@@ -1,6 +1,6 @@
 /* The CPU backend: the vtable over host memory (malloc), with the element loops run on the
- * backend's thread pool (AVX-512 versions of dropout, pooling and RMSprop when available,
- * bit-identical to the shared element math) and dense layers as OpenBLAS sgemm
+ * backend's thread pool through the ISA table chosen at creation (src/cpu/isa/kernels.c,
+ * bit-identical to the shared element math on every ISA) and dense layers as OpenBLAS sgemm
  * (single-threaded calls, one per pool thread, so that one set of threads does all the
  * work). Tensors are float32 NCHW, row-major; dense weights (in, out). Convolutions are in
  * conv.c. */
@@ -17,16 +17,6 @@
 #include "dropout.cuh"
 #include "rmsprop.cuh"
 #include "softmax_xent.cuh"
-
-int dg_cpu_has_avx512(void)
-{
-#if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
-#else
-    return 0;
-#endif
-}
 
 /* ---- memory ---- */
 
@@ -87,6 +77,7 @@ static void cpu_dataset_detach(struct dg_backend *be, void *handle)
 }
 
 struct assemble_job {
+    const struct dg_cpu_isa_ops *isa;
     const struct dg_dataset *dataset;
     const uint32_t *rows;
     int n;
@@ -103,17 +94,14 @@ static void assemble_task(void *ctx, int thread, int threads)
         const uint8_t *image = job->dataset->images + (size_t)job->rows[i] * DG_PIXELS;
         float *out = job->x + i * DG_PIXELS;
         if (!job->augment) {
-            for (int k = 0; k < DG_PIXELS; k++)
-                out[k] = dg_pixel_to_float(image[k]);
+            job->isa->assemble(image, NULL, out);
             continue;
         }
         const struct dg_augment_key *key = job->augment;
         struct dg_augment_ranges ranges = {key->rotation_deg, key->shift, key->zoom};
         struct dg_affine affine = dg_augment_affine(
             dg_augment_draw(ranges, key->seed, key->epoch, key->step, (uint32_t)i));
-        for (int row = 0; row < DG_IMAGE_SIDE; row++)
-            for (int col = 0; col < DG_IMAGE_SIDE; col++)
-                out[row * DG_IMAGE_SIDE + col] = dg_augment_pixel(image, affine, row, col);
+        job->isa->assemble(image, &affine, out);
     }
 }
 
@@ -129,7 +117,7 @@ static enum dg_status cpu_batch_assemble(struct dg_backend *be, void *handle, co
         if (rows[i] >= dataset->count)
             return dg_error(DG_ERR_RUNTIME, "cpu batch: row %u outside the dataset of %zu images",
                             rows[i], dataset->count);
-    struct assemble_job job = {dataset, rows, n, augment, x};
+    struct assemble_job job = {cpu->isa, dataset, rows, n, augment, x};
     dg_cpu_pool_run(cpu->pool, assemble_task, &job);
     if (labels && dataset->labels)
         for (int i = 0; i < n; i++)
@@ -140,6 +128,7 @@ static enum dg_status cpu_batch_assemble(struct dg_backend *be, void *handle, co
 /* ---- element ops ---- */
 
 struct relu_job {
+    const struct dg_cpu_isa_ops *isa;
     size_t n;
     const float *y;
     float *dy;
@@ -150,101 +139,51 @@ static void relu_bwd_task(void *ctx, int thread, int threads)
     const struct relu_job *job = ctx;
     size_t i0, i1;
     dg_cpu_split(job->n, 1024, thread, threads, &i0, &i1);
-    for (size_t i = i0; i < i1; i++)
-        job->dy[i] = job->y[i] > 0.0f ? job->dy[i] : 0.0f;
+    if (i1 > i0)
+        job->isa->relu_bwd(i1 - i0, job->y + i0, job->dy + i0);
 }
 
 static enum dg_status cpu_relu_bwd(struct dg_backend *be, size_t n, const float *y, float *dy)
 {
     struct dg_cpu *cpu = be->impl;
-    struct relu_job job = {n, y, dy};
+    struct relu_job job = {cpu->isa, n, y, dy};
     dg_cpu_pool_run(cpu->pool, relu_bwd_task, &job);
     return DG_OK;
 }
 
 struct pool_job {
+    const struct dg_cpu_isa_ops *isa;
     struct dg_pool_shape s;
     const float *x, *dy;
     float *y, *dx;
-    int avx512;
 };
 
 static void maxpool_fwd_task(void *ctx, int thread, int threads)
 {
     const struct pool_job *job = ctx;
-    int h = job->s.height, w = job->s.width, oh = h / 2, ow = w / 2;
+    int h = job->s.height, w = job->s.width;
     size_t p0, p1;
     dg_cpu_split((size_t)job->s.batch * job->s.channels, 1, thread, threads, &p0, &p1);
-    for (size_t plane = p0; plane < p1; plane++) {
-        const float *x = job->x + plane * h * w;
-        float *y = job->y + plane * oh * ow;
-        if (job->avx512) {
-            dg_cpu_avx512_maxpool_fwd(x, h, w, y);
-            continue;
-        }
-        for (int r = 0; r < oh; r++)
-            for (int c = 0; c < ow; c++) {
-                const float *win = x + (size_t)(2 * r) * w + 2 * c;
-                float m = win[0];
-                m = win[1] > m ? win[1] : m;
-                m = win[w] > m ? win[w] : m;
-                m = win[w + 1] > m ? win[w + 1] : m;
-                y[r * ow + c] = m;
-            }
-    }
+    for (size_t plane = p0; plane < p1; plane++)
+        job->isa->maxpool_fwd(job->x + plane * h * w, h, w, job->y + plane * (h / 2) * (w / 2));
 }
 
-/* Each window writes all four of its dx entries (dy at the first maximum, zero elsewhere);
- * a last odd row or column, outside every window, is zeroed. */
 static void maxpool_bwd_task(void *ctx, int thread, int threads)
 {
     const struct pool_job *job = ctx;
-    int h = job->s.height, w = job->s.width, oh = h / 2, ow = w / 2;
+    int h = job->s.height, w = job->s.width;
     size_t p0, p1;
     dg_cpu_split((size_t)job->s.batch * job->s.channels, 1, thread, threads, &p0, &p1);
-    for (size_t plane = p0; plane < p1; plane++) {
-        const float *x = job->x + plane * h * w;
-        const float *dy = job->dy + plane * oh * ow;
-        float *dx = job->dx + plane * h * w;
-        if (job->avx512) {
-            dg_cpu_avx512_maxpool_bwd(x, dy, h, w, dx);
-            continue;
-        }
-        for (int r = 0; r < oh; r++) {
-            const float *top = x + (size_t)(2 * r) * w, *bottom = top + w;
-            float *dtop = dx + (size_t)(2 * r) * w, *dbottom = dtop + w;
-            for (int c = 0; c < ow; c++) {
-                float v0 = top[2 * c], v1 = top[2 * c + 1], v2 = bottom[2 * c];
-                float v3 = bottom[2 * c + 1];
-                int best = 0;
-                float m = v0;
-                if (v1 > m)
-                    best = 1, m = v1;
-                if (v2 > m)
-                    best = 2, m = v2;
-                if (v3 > m)
-                    best = 3;
-                float g = dy[r * ow + c];
-                dtop[2 * c] = best == 0 ? g : 0.0f;
-                dtop[2 * c + 1] = best == 1 ? g : 0.0f;
-                dbottom[2 * c] = best == 2 ? g : 0.0f;
-                dbottom[2 * c + 1] = best == 3 ? g : 0.0f;
-            }
-            if (w % 2) {
-                dtop[w - 1] = 0.0f;
-                dbottom[w - 1] = 0.0f;
-            }
-        }
-        if (h % 2)
-            memset(dx + (size_t)(h - 1) * w, 0, sizeof(float) * (size_t)w);
-    }
+    for (size_t plane = p0; plane < p1; plane++)
+        job->isa->maxpool_bwd(job->x + plane * h * w, job->dy + plane * (h / 2) * (w / 2), h, w,
+                              job->dx + plane * h * w);
 }
 
 static enum dg_status cpu_maxpool_fwd(struct dg_backend *be, const struct dg_pool_shape *shape,
                                       const float *x, float *y)
 {
     struct dg_cpu *cpu = be->impl;
-    struct pool_job job = {*shape, x, NULL, y, NULL, dg_cpu_use_avx512(cpu)};
+    struct pool_job job = {cpu->isa, *shape, x, NULL, y, NULL};
     dg_cpu_pool_run(cpu->pool, maxpool_fwd_task, &job);
     return DG_OK;
 }
@@ -254,48 +193,28 @@ static enum dg_status cpu_maxpool_bwd(struct dg_backend *be, const struct dg_poo
 {
     struct dg_cpu *cpu = be->impl;
     (void)y;
-    struct pool_job job = {*shape, x, dy, NULL, dx, dg_cpu_use_avx512(cpu)};
+    struct pool_job job = {cpu->isa, *shape, x, dy, NULL, dx};
     dg_cpu_pool_run(cpu->pool, maxpool_bwd_task, &job);
     return DG_OK;
 }
 
 struct dropout_job {
+    const struct dg_cpu_isa_ops *isa;
     size_t n;
     float rate;
     struct dg_dropout_key key;
     const float *in;
     float *out;
-    int avx512;
 };
 
-/* out[i] = in[i] * dg_dropout_scale(i): one Philox block gives the draws of four consecutive
- * indices (the lanes of dg_rng_bits), so it is computed once per four elements. */
+/* Ranges of 256 elements (whole Philox blocks) per thread. */
 static void dropout_task(void *ctx, int thread, int threads)
 {
     const struct dropout_job *job = ctx;
-    const float keep_scale = 1.0f / (1.0f - job->rate);
-    const uint32_t purpose = DG_RNG_DROPOUT + job->key.layer;
     size_t i0, i1;
     dg_cpu_split(job->n, 256, thread, threads, &i0, &i1);
-    if (job->avx512) {
-        dg_cpu_avx512_dropout(i0, i1, job->rate, &job->key, job->in, job->out);
-        return;
-    }
-    for (size_t i = i0; i < i1; i += 4) {
-        struct dg_philox_ctr ctr;
-        ctr.v[0] = (uint32_t)(i >> 2);
-        ctr.v[1] = job->key.step;
-        ctr.v[2] = job->key.epoch;
-        ctr.v[3] = purpose | ((uint32_t)((uint64_t)i >> 34) << 8);
-        struct dg_philox_ctr bits =
-            dg_philox4x32_10(ctr, (uint32_t)job->key.seed, (uint32_t)(job->key.seed >> 32));
-        size_t lanes = i1 - i < 4 ? i1 - i : 4;
-        for (size_t l = 0; l < lanes; l++) {
-            float u = (float)(bits.v[l] >> 8) * (1.0f / 16777216.0f);
-            float scale = u >= job->rate ? keep_scale : 0.0f;
-            job->out[i + l] = job->in[i + l] * scale;
-        }
-    }
+    if (i1 > i0)
+        job->isa->dropout(i0, i1, job->rate, &job->key, job->in, job->out);
 }
 
 static enum dg_status run_dropout(struct dg_backend *be, size_t n, float rate,
@@ -304,7 +223,7 @@ static enum dg_status run_dropout(struct dg_backend *be, size_t n, float rate,
     struct dg_cpu *cpu = be->impl;
     if (!(rate >= 0.0f && rate < 1.0f))
         return dg_error(DG_ERR_RUNTIME, "cpu dropout: rate %g outside [0, 1)", (double)rate);
-    struct dropout_job job = {n, rate, *key, in, out, dg_cpu_use_avx512(cpu)};
+    struct dropout_job job = {cpu->isa, n, rate, *key, in, out};
     dg_cpu_pool_run(cpu->pool, dropout_task, &job);
     return DG_OK;
 }
@@ -324,6 +243,7 @@ static enum dg_status cpu_dropout_bwd(struct dg_backend *be, size_t n, float rat
 /* ---- dense ---- */
 
 struct dense_job {
+    const struct dg_cpu_isa_ops *isa;
     int batch, in, out, relu;
     const float *x, *w, *b, *dy;
     float *y, *dx, *dw, *db;
@@ -347,10 +267,7 @@ static void dense_fwd_task(void *ctx, int thread, int threads)
                 job->y + r0 * job->out + c0, job->out);
     if (job->relu)
         for (size_t r = r0; r < r1; r++)
-            for (size_t c = c0; c < c1; c++) {
-                float *v = job->y + r * job->out + c;
-                *v = *v > 0.0f ? *v : 0.0f;
-            }
+            job->isa->bias_act(job->y + r * job->out + c0, c1 - c0, 0.0f, 1);
 }
 
 static enum dg_status cpu_dense_fwd(struct dg_backend *be, int batch, int in, int out,
@@ -360,7 +277,7 @@ static enum dg_status cpu_dense_fwd(struct dg_backend *be, int batch, int in, in
     struct dg_cpu *cpu = be->impl;
     if (batch < 1 || in < 1 || out < 1)
         return dg_error(DG_ERR_RUNTIME, "cpu dense: bad shape %d x %d -> %d", batch, in, out);
-    struct dense_job job = {batch, in, out, relu != 0, x, w, b, NULL, y, NULL, NULL, NULL};
+    struct dense_job job = {cpu->isa, batch, in, out, relu != 0, x, w, b, NULL, y, NULL, NULL, NULL};
     dg_cpu_pool_run(cpu->pool, dense_fwd_task, &job);
     return DG_OK;
 }
@@ -397,7 +314,7 @@ static enum dg_status cpu_dense_bwd(struct dg_backend *be, int batch, int in, in
     struct dg_cpu *cpu = be->impl;
     if (batch < 1 || in < 1 || out < 1)
         return dg_error(DG_ERR_RUNTIME, "cpu dense: bad shape %d x %d -> %d", batch, in, out);
-    struct dense_job job = {batch, in, out, 0, x, w, NULL, dy, NULL, dx, dw, db};
+    struct dense_job job = {cpu->isa, batch, in, out, 0, x, w, NULL, dy, NULL, dx, dw, db};
     dg_cpu_pool_run(cpu->pool, dense_bwd_task, &job);
     return DG_OK;
 }
@@ -440,11 +357,11 @@ static enum dg_status cpu_softmax_xent(struct dg_backend *be, int batch, const f
 }
 
 struct rmsprop_job {
+    const struct dg_cpu_isa_ops *isa;
     size_t n;
     float *w, *acc;
     const float *g;
     float lr, rho, eps;
-    int avx512;
 };
 
 static void rmsprop_task(void *ctx, int thread, int threads)
@@ -452,20 +369,16 @@ static void rmsprop_task(void *ctx, int thread, int threads)
     const struct rmsprop_job *job = ctx;
     size_t i0, i1;
     dg_cpu_split(job->n, 4096, thread, threads, &i0, &i1);
-    if (job->avx512) {
-        dg_cpu_avx512_rmsprop(i1 - i0, job->w + i0, job->g + i0, job->acc + i0, job->lr, job->rho,
-                              job->eps);
-        return;
-    }
-    for (size_t i = i0; i < i1; i++)
-        dg_rmsprop_element(&job->w[i], &job->acc[i], job->g[i], job->lr, job->rho, job->eps);
+    if (i1 > i0)
+        job->isa->rmsprop(i1 - i0, job->w + i0, job->g + i0, job->acc + i0, job->lr, job->rho,
+                          job->eps);
 }
 
 static enum dg_status cpu_rmsprop(struct dg_backend *be, size_t n, float *w, const float *g,
                                   float *acc, float lr, float rho, float eps)
 {
     struct dg_cpu *cpu = be->impl;
-    struct rmsprop_job job = {n, w, acc, g, lr, rho, eps, dg_cpu_use_avx512(cpu)};
+    struct rmsprop_job job = {cpu->isa, n, w, acc, g, lr, rho, eps};
     dg_cpu_pool_run(cpu->pool, rmsprop_task, &job);
     return DG_OK;
 }
@@ -484,6 +397,7 @@ static const struct dg_backend_ops cpu_ops = {
     .batch_assemble = cpu_batch_assemble,
     .conv_plan_create = dg_cpu_conv_plan_create,
     .conv_plan_free = dg_cpu_conv_plan_free,
+    .conv_plan_name = dg_cpu_conv_plan_name,
     .conv_fwd = dg_cpu_conv_fwd,
     .conv_bwd_data = dg_cpu_conv_bwd_data,
     .conv_bwd_filter = dg_cpu_conv_bwd_filter,
@@ -498,28 +412,23 @@ static const struct dg_backend_ops cpu_ops = {
     .rmsprop = cpu_rmsprop,
 };
 
-/* DIGITS_CPU_KERNELS=auto|generic|direct|winograd overrides the automatic choice. */
-static enum dg_status kernels_from_env(struct dg_cpu *cpu)
+/* DIGITS_CPU_KERNELS=auto|generic|direct|winograd chooses the convolution algorithms. */
+static enum dg_status kernels_from_env(enum dg_cpu_kernels *kernels)
 {
     static const struct {
         const char *name;
         enum dg_cpu_kernels kernels;
     } names[] = {{"auto", DG_CPU_KERNELS_AUTO},
                  {"generic", DG_CPU_KERNELS_GENERIC},
-                 {"direct", DG_CPU_KERNELS_AVX512},
+                 {"direct", DG_CPU_KERNELS_DIRECT},
                  {"winograd", DG_CPU_KERNELS_WINOGRAD}};
     const char *value = getenv("DIGITS_CPU_KERNELS");
-    cpu->kernels = DG_CPU_KERNELS_AUTO;
+    *kernels = DG_CPU_KERNELS_AUTO;
     if (!value || !*value)
         return DG_OK;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strcmp(value, names[i].name) == 0) {
-            cpu->kernels = names[i].kernels;
-            if (cpu->kernels != DG_CPU_KERNELS_AUTO && cpu->kernels != DG_CPU_KERNELS_GENERIC &&
-                !cpu->avx512_available)
-                return dg_error(DG_ERR_USAGE,
-                                "DIGITS_CPU_KERNELS=%s needs AVX-512F, which this CPU lacks",
-                                value);
+            *kernels = names[i].kernels;
             return DG_OK;
         }
     return dg_error(DG_ERR_USAGE,
@@ -529,13 +438,11 @@ static enum dg_status kernels_from_env(struct dg_cpu *cpu)
 static void describe(struct dg_backend *be)
 {
     struct dg_cpu *cpu = be->impl;
+    static const char *const requests[] = {"", ", im2col+sgemm only", ", direct kernels", ""};
     const char *config = openblas_get_config();
-    snprintf(be->description, sizeof be->description, "cpu: %d thread%s, %s kernels, %s",
-             cpu->threads, cpu->threads == 1 ? "" : "s",
-             dg_cpu_use_winograd(cpu) ? "AVX-512 Winograd + direct convolution"
-             : dg_cpu_use_avx512(cpu) ? "AVX-512 direct convolution"
-                                      : "im2col + sgemm",
-             config ? config : "OpenBLAS");
+    snprintf(be->description, sizeof be->description, "cpu: %d thread%s, %s%s, %s", cpu->threads,
+             cpu->threads == 1 ? "" : "s", dg_cpu_isa_label(cpu->isa->isa),
+             requests[cpu->kernels], config ? config : "OpenBLAS");
 }
 
 enum dg_status dg_backend_cpu_create(int threads, struct dg_backend **out)
@@ -548,13 +455,16 @@ enum dg_status dg_backend_cpu_create(int threads, struct dg_backend **out)
     struct dg_backend *be = calloc(1, sizeof *be);
     struct dg_cpu *cpu = calloc(1, sizeof *cpu);
     enum dg_status status;
+    enum dg_cpu_isa isa;
     if (!be || !cpu) {
         status = dg_error(DG_ERR_NOMEM, "cpu backend: out of memory");
         goto fail;
     }
     cpu->threads = threads;
-    cpu->avx512_available = dg_cpu_has_avx512();
-    if ((status = kernels_from_env(cpu)) != DG_OK)
+    if ((status = dg_cpu_isa_from_env(&isa)) != DG_OK)
+        goto fail;
+    cpu->isa = dg_cpu_isa_table(isa);
+    if ((status = kernels_from_env(&cpu->kernels)) != DG_OK)
         goto fail;
     if ((status = dg_cpu_pool_create(threads, &cpu->pool)) != DG_OK)
         goto fail;
@@ -577,10 +487,32 @@ enum dg_status dg_backend_cpu_set_kernels(struct dg_backend *be, enum dg_cpu_ker
     if (!be || be->ops != &cpu_ops)
         return dg_error(DG_ERR_RUNTIME, "not a cpu backend");
     struct dg_cpu *cpu = be->impl;
-    if ((kernels == DG_CPU_KERNELS_AVX512 || kernels == DG_CPU_KERNELS_WINOGRAD) &&
-        !cpu->avx512_available)
-        return dg_error(DG_ERR_DEVICE, "cpu backend: this machine has no AVX-512F");
     cpu->kernels = kernels;
     describe(be);
     return DG_OK;
+}
+
+enum dg_status dg_backend_cpu_set_isa(struct dg_backend *be, enum dg_cpu_isa isa)
+{
+    if (!be || be->ops != &cpu_ops)
+        return dg_error(DG_ERR_RUNTIME, "not a cpu backend");
+    const struct dg_cpu_isa_ops *table = dg_cpu_isa_table(isa);
+    if (!table)
+        return dg_error(DG_ERR_DEVICE, "cpu backend: %s kernels cannot run here (%s)",
+                        dg_cpu_isa_label(isa),
+                        isa < DG_CPU_ISA_COUNT ? "not built for this architecture or missing "
+                                                 "from this CPU"
+                                               : "no such ISA");
+    struct dg_cpu *cpu = be->impl;
+    cpu->isa = table;
+    describe(be);
+    return DG_OK;
+}
+
+enum dg_cpu_isa dg_backend_cpu_isa(const struct dg_backend *be)
+{
+    if (!be || be->ops != &cpu_ops)
+        return DG_CPU_ISA_COUNT;
+    const struct dg_cpu *cpu = be->impl;
+    return cpu->isa->isa;
 }

@@ -1,9 +1,11 @@
 /* "Same" convolution (stride 1, odd kernel) on the CPU, NCHW float32 at the interface.
- * Three kernel families behind one plan:
+ * Three algorithms, chosen per pass when the plan is created (dg_cpu_conv_choose) and called
+ * through the plan's function pointers; the kernels come from the backend's ISA table
+ * (src/cpu/isa/kernels.c, one source compiled per instruction set):
  *   generic   per image im2col (cin*k*k, h*w) + OpenBLAS sgemm, images split across threads;
- *   avx512    each thread copies the images it works on into a private padded NHWC buffer
- *             (hp, wp, c); a direct register-blocked kernel computes 14 pixels x 32 channels
- *             at a time (conv_avx512.c). Backward data is the same kernel on the padded
+ *   direct    each thread copies the images it works on into a private padded NHWC buffer
+ *             (hp, wp, c); a direct register-blocked kernel computes up to 14 pixels x 32
+ *             channels per call (conv_row). Backward data is the same kernel on the padded
  *             gradient with the weights transposed and flipped. The weight gradient copies the
  *             batch into NHWC once, is tiled over (ky, kx*cin + ci) x cout, its tiles split
  *             across threads, every tile summing the images in order (the result does not
@@ -20,6 +22,7 @@
 #include "cpu/cpu_internal.h"
 
 #include <cblas.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,8 +32,19 @@
 #define DG_WINO_FILTER_CHUNK 28 /* tiles per weight-gradient chunk */
 #define DG_WINO_SLOTS 12        /* weight-gradient partial sums (divisible by 2, 3, 4, 6) */
 
+struct conv_plan;
+typedef void (*conv_pass_fn)(struct dg_cpu *cpu, struct conv_plan *p, const float *in,
+                             const float *w, const float *bias, float *out, int relu);
+typedef void (*filter_pass_fn)(struct dg_cpu *cpu, struct conv_plan *p, const float *x,
+                               const float *dy, float *dw, float *db);
+
 struct conv_plan {
     struct dg_conv_shape s;
+    const struct dg_cpu_isa_ops *isa;
+    struct dg_cpu_conv_algos algos;
+    conv_pass_fn fwd, bwd_data;
+    filter_pass_fn bwd_filter;
+    char name[64]; /* "Winograd", "direct", "Winograd fwd, direct bwd-filter", ... */
     int pad;
     int hp, wp; /* padded height, width: (tile rows) * m + k - 1 with Winograd tiles */
     int threads;
@@ -39,7 +53,7 @@ struct conv_plan {
     /* generic */
     float *col;     /* per thread (cin*k*k, h*w) */
     float *dw_part; /* per thread (cout, cin*k*k) */
-    /* avx512 */
+    /* direct */
     float *xpad;    /* weight gradient: (batch, hp, wp, cin) */
     float *gpad;    /* weight gradient: (batch, h, w, cout) */
     float *xpriv;   /* per thread (hp, wp, max channels): one padded NHWC image */
@@ -72,7 +86,7 @@ static size_t conv_kdim(const struct dg_conv_shape *s)
     return (size_t)s->in_channels * s->kernel * s->kernel;
 }
 
-/* Filter-gradient tiles of the avx512 family: (ky, first row of the k*cin slice, first cout). */
+/* Filter-gradient tiles of the direct family: (ky, first row of the k*cin slice, first cout). */
 static size_t filter_tile_count(const struct dg_conv_shape *s)
 {
     size_t span = (size_t)s->kernel * s->in_channels;
@@ -118,7 +132,7 @@ static enum dg_status ensure_generic(struct conv_plan *p)
     return DG_OK;
 }
 
-static enum dg_status ensure_avx512(struct conv_plan *p)
+static enum dg_status ensure_direct(struct conv_plan *p)
 {
     if (p->xpriv)
         return DG_OK;
@@ -148,7 +162,7 @@ static enum dg_status ensure_avx512(struct conv_plan *p)
 /* The direct weight gradient's NHWC copies of the whole batch. */
 static enum dg_status ensure_direct_filter(struct conv_plan *p)
 {
-    enum dg_status status = ensure_avx512(p);
+    enum dg_status status = ensure_direct(p);
     if (status != DG_OK || p->xpad)
         return status;
     const struct dg_conv_shape *s = &p->s;
@@ -163,20 +177,55 @@ static enum dg_status ensure_direct_filter(struct conv_plan *p)
     return DG_OK;
 }
 
-static int avx512_fits(int couts)
+/* The direct kernels compute blocks of 16 or 32 output channels. */
+static int direct_fits(int couts)
 {
     return couts % 16 == 0;
 }
 
-/* Winograd applies to 3x3 and 5x5 kernels with vector-wide input and 32-wide output channels. */
-static int winograd_fits(const struct conv_plan *p, int in_channels, int out_channels)
+/* Winograd applies to 3x3 and 5x5 kernels with 16-multiple input and 32-multiple output
+ * channels. */
+static int winograd_fits(int kernel, int in_channels, int out_channels)
 {
-    return p->wm > 0 && in_channels % 16 == 0 && out_channels % 32 == 0;
+    return (kernel == 3 || kernel == 5) && in_channels % 16 == 0 && out_channels % 32 == 0;
+}
+
+static enum dg_cpu_conv_algo choose(enum dg_cpu_kernels kernels, int kernel, int cin, int cout)
+{
+    if (kernels != DG_CPU_KERNELS_GENERIC && kernels != DG_CPU_KERNELS_DIRECT &&
+        winograd_fits(kernel, cin, cout))
+        return DG_CPU_CONV_WINOGRAD;
+    if (kernels != DG_CPU_KERNELS_GENERIC && direct_fits(cout))
+        return DG_CPU_CONV_DIRECT;
+    return DG_CPU_CONV_GENERIC;
+}
+
+struct dg_cpu_conv_algos dg_cpu_conv_choose(enum dg_cpu_kernels kernels,
+                                            const struct dg_conv_shape *shape)
+{
+    int k = shape->kernel, cin = shape->in_channels, cout = shape->out_channels;
+    struct dg_cpu_conv_algos a;
+    a.fwd = choose(kernels, k, cin, cout);
+    a.bwd_data = choose(kernels, k, cout, cin);
+    a.bwd_filter = choose(kernels, k, cin, cout);
+    return a;
+}
+
+const char *dg_cpu_conv_algo_name(enum dg_cpu_conv_algo algo)
+{
+    switch (algo) {
+    case DG_CPU_CONV_WINOGRAD:
+        return "Winograd";
+    case DG_CPU_CONV_DIRECT:
+        return "direct";
+    default:
+        return "im2col+sgemm";
+    }
 }
 
 static enum dg_status ensure_winograd(struct conv_plan *p)
 {
-    enum dg_status status = ensure_avx512(p);
+    enum dg_status status = ensure_direct(p);
     if (status != DG_OK || p->u)
         return status;
     const struct dg_conv_shape *s = &p->s;
@@ -202,44 +251,6 @@ static enum dg_status ensure_winograd(struct conv_plan *p)
         p->wsum = NULL;
         return dg_error(DG_ERR_NOMEM, "cpu conv: out of memory for the Winograd workspace");
     }
-    return DG_OK;
-}
-
-enum dg_status dg_cpu_conv_plan_create(struct dg_backend *be, const struct dg_conv_shape *shape,
-                                       void **plan)
-{
-    struct dg_cpu *cpu = be->impl;
-    *plan = NULL;
-    if (shape->batch < 1 || shape->in_channels < 1 || shape->out_channels < 1 ||
-        shape->height < 1 || shape->width < 1 || shape->kernel < 1 || shape->kernel % 2 == 0)
-        return dg_error(DG_ERR_RUNTIME,
-                        "cpu conv: bad shape batch %d, channels %d -> %d, %dx%d, kernel %d",
-                        shape->batch, shape->in_channels, shape->out_channels, shape->height,
-                        shape->width, shape->kernel);
-    struct conv_plan *p = calloc(1, sizeof *p);
-    if (!p)
-        return dg_error(DG_ERR_NOMEM, "cpu conv: out of memory for a plan");
-    p->s = *shape;
-    p->pad = shape->kernel / 2;
-    p->threads = cpu->threads;
-    p->wm = shape->kernel == 3 ? 4 : shape->kernel == 5 ? 2 : 0;
-    if (p->wm) {
-        p->th = (shape->height + p->wm - 1) / p->wm;
-        p->tw = (shape->width + p->wm - 1) / p->wm;
-        p->hp = p->th * p->wm + shape->kernel - 1;
-        p->wp = p->tw * p->wm + shape->kernel - 1;
-    } else {
-        p->hp = shape->height + 2 * p->pad;
-        p->wp = shape->width + 2 * p->pad;
-    }
-    enum dg_status status = dg_cpu_use_winograd(cpu) ? ensure_winograd(p)
-                            : dg_cpu_use_avx512(cpu) ? ensure_avx512(p)
-                                                     : ensure_generic(p);
-    if (status != DG_OK) {
-        free(p);
-        return status;
-    }
-    *plan = p;
     return DG_OK;
 }
 
@@ -310,53 +321,6 @@ static void bias_grad(struct dg_cpu *cpu, const struct conv_plan *p, const float
 
 /* ---- generic family: im2col + sgemm ---- */
 
-static void im2col(const struct conv_plan *p, const float *x, float *col)
-{
-    const struct dg_conv_shape *s = &p->s;
-    int k = s->kernel, h = s->height, w = s->width;
-    for (int ci = 0; ci < s->in_channels; ci++)
-        for (int ky = 0; ky < k; ky++)
-            for (int kx = 0; kx < k; kx++) {
-                float *out = col + ((size_t)(ci * k + ky) * k + kx) * h * w;
-                const float *plane = x + (size_t)ci * h * w;
-                for (int y = 0; y < h; y++) {
-                    int sy = y + ky - p->pad;
-                    float *row = out + (size_t)y * w;
-                    if (sy < 0 || sy >= h) {
-                        memset(row, 0, sizeof(float) * (size_t)w);
-                        continue;
-                    }
-                    for (int xx = 0; xx < w; xx++) {
-                        int sx = xx + kx - p->pad;
-                        row[xx] = sx >= 0 && sx < w ? plane[(size_t)sy * w + sx] : 0.0f;
-                    }
-                }
-            }
-}
-
-static void col2im(const struct conv_plan *p, const float *col, float *x)
-{
-    const struct dg_conv_shape *s = &p->s;
-    int k = s->kernel, h = s->height, w = s->width;
-    memset(x, 0, sizeof(float) * (size_t)s->in_channels * h * w);
-    for (int ci = 0; ci < s->in_channels; ci++)
-        for (int ky = 0; ky < k; ky++)
-            for (int kx = 0; kx < k; kx++) {
-                const float *in = col + ((size_t)(ci * k + ky) * k + kx) * h * w;
-                float *plane = x + (size_t)ci * h * w;
-                for (int y = 0; y < h; y++) {
-                    int sy = y + ky - p->pad;
-                    if (sy < 0 || sy >= h)
-                        continue;
-                    for (int xx = 0; xx < w; xx++) {
-                        int sx = xx + kx - p->pad;
-                        if (sx >= 0 && sx < w)
-                            plane[(size_t)sy * w + sx] += in[(size_t)y * w + xx];
-                    }
-                }
-            }
-}
-
 struct conv_job {
     struct conv_plan *p;
     const float *x, *w, *bias, *dy;
@@ -375,17 +339,12 @@ static void generic_fwd_task(void *ctx, int thread, int threads)
     dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
     for (size_t n = n0; n < n1; n++) {
         float *y = job->y + n * s->out_channels * hw;
-        im2col(p, job->x + n * s->in_channels * hw, col);
+        p->isa->im2col(job->x + n * s->in_channels * hw, s->in_channels, s->height, s->width,
+                       s->kernel, col);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->out_channels, (int)hw, (int)kdim,
                     1.0f, job->w, (int)kdim, col, (int)hw, 0.0f, y, (int)hw);
-        for (int c = 0; c < s->out_channels; c++) {
-            float *plane = y + (size_t)c * hw;
-            float b = job->bias[c];
-            for (size_t i = 0; i < hw; i++) {
-                float v = plane[i] + b;
-                plane[i] = job->relu && !(v > 0.0f) ? 0.0f : v;
-            }
-        }
+        for (int c = 0; c < s->out_channels; c++)
+            p->isa->bias_act(y + (size_t)c * hw, hw, job->bias[c], job->relu);
     }
 }
 
@@ -402,7 +361,8 @@ static void generic_bwd_data_task(void *ctx, int thread, int threads)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kdim, (int)hw, s->out_channels,
                     1.0f, job->w, (int)kdim, job->dy + n * s->out_channels * hw, (int)hw, 0.0f, col,
                     (int)hw);
-        col2im(p, col, job->dx + n * s->in_channels * hw);
+        p->isa->col2im(col, s->in_channels, s->height, s->width, s->kernel,
+                       job->dx + n * s->in_channels * hw);
     }
 }
 
@@ -418,7 +378,8 @@ static void generic_bwd_filter_task(void *ctx, int thread, int threads)
     dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
     memset(part, 0, sizeof(float) * (size_t)s->out_channels * kdim);
     for (size_t n = n0; n < n1; n++) {
-        im2col(p, job->x + n * s->in_channels * hw, col);
+        p->isa->im2col(job->x + n * s->in_channels * hw, s->in_channels, s->height, s->width,
+                       s->kernel, col);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->out_channels, (int)kdim, (int)hw,
                     1.0f, job->dy + n * s->out_channels * hw, (int)hw, col, (int)hw, 1.0f, part,
                     (int)kdim);
@@ -441,12 +402,11 @@ static void generic_reduce_task(void *ctx, int thread, int threads)
     }
 }
 
-/* ---- avx512 family ---- */
+/* ---- direct family ---- */
 
 /* dst (hp, wp, c) NHWC <- src (c, h, w) placed at row `pad`, column `pad`; the rest zero.
- * Packing only happens on the AVX-512 paths; channels that are a multiple of 16 go through
- * the vector transpose. */
-static void pack_padded(const float *src, int c, int h, int w, int pad, int hp, int wp, float *dst)
+ * Channels that are a multiple of 16 go through the ISA's blocked transpose. */
+static void pack_padded(const struct dg_cpu_isa_ops *isa, const float *src, int c, int h, int w, int pad, int hp, int wp, float *dst)
 {
     size_t row = (size_t)wp * c;
     size_t plane = (size_t)h * w;
@@ -458,7 +418,7 @@ static void pack_padded(const float *src, int c, int h, int w, int pad, int hp, 
         memset(out + (size_t)(pad + w) * c, 0, sizeof(float) * (size_t)(wp - pad - w) * c);
         out += (size_t)pad * c;
         if (c % 16 == 0) {
-            dg_cpu_avx512_to_nhwc(src + (size_t)y * w, plane, c, w, out);
+            isa->to_nhwc(src + (size_t)y * w, plane, c, w, out);
             continue;
         }
         for (int ch = 0; ch < c; ch++) {
@@ -470,9 +430,10 @@ static void pack_padded(const float *src, int c, int h, int w, int pad, int hp, 
 }
 
 /* dst (h, w, c) NHWC <- src (c, h, w). */
-static void pack_nhwc(const float *src, int c, int h, int w, float *dst)
+static void pack_nhwc(const struct dg_cpu_isa_ops *isa, const float *src, int c, int h, int w,
+                      float *dst)
 {
-    pack_padded(src, c, h, w, 0, h, w, dst);
+    pack_padded(isa, src, c, h, w, 0, h, w, dst);
 }
 
 /* The weight gradient's batch copies: xpad <- x padded, gpad <- dy in NHWC. */
@@ -490,9 +451,9 @@ static void pack_task(void *ctx, int thread, int threads)
     size_t n0, n1;
     dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
     for (size_t n = n0; n < n1; n++) {
-        pack_padded(job->x + n * s->in_channels * hw, s->in_channels, s->height, s->width, p->pad,
+        pack_padded(p->isa, job->x + n * s->in_channels * hw, s->in_channels, s->height, s->width, p->pad,
                     p->hp, p->wp, p->xpad + n * padded * s->in_channels);
-        pack_nhwc(job->dy + n * s->out_channels * hw, s->out_channels, s->height, s->width,
+        pack_nhwc(p->isa, job->dy + n * s->out_channels * hw, s->out_channels, s->height, s->width,
                   p->gpad + n * hw * s->out_channels);
     }
 }
@@ -526,7 +487,7 @@ static void direct_task(void *ctx, int thread, int threads)
         size_t n = unit / (size_t)h;
         int y = (int)(unit % (size_t)h);
         if (n != packed) {
-            pack_padded(job->in + n * job->cin * hw, job->cin, h, w, p->pad, p->hp, p->wp, image);
+            pack_padded(p->isa, job->in + n * job->cin * hw, job->cin, h, w, p->pad, p->hp, p->wp, image);
             packed = n;
         }
         const float *row = image + (size_t)y * row_stride;
@@ -535,10 +496,10 @@ static void direct_task(void *ctx, int thread, int threads)
             int couts = job->cout - c0 < 32 ? job->cout - c0 : 32;
             for (int x0 = 0; x0 < w; x0 += DG_TILE_PIXELS) {
                 int pixels = w - x0 < DG_TILE_PIXELS ? w - x0 : DG_TILE_PIXELS;
-                dg_cpu_avx512_conv_row(row + (size_t)x0 * job->cin, row_stride, job->cin, k,
+                p->isa->conv_row(row + (size_t)x0 * job->cin, row_stride, job->cin, k,
                                        job->wpack + c0, job->cout, couts, pixels,
                                        job->bias ? job->bias + c0 : NULL, job->relu, tile);
-                dg_cpu_avx512_from_nhwc(tile, couts, pixels, out_image + (size_t)c0 * hw + x0, hw);
+                p->isa->from_nhwc(tile, couts, pixels, out_image + (size_t)c0 * hw + x0, hw);
             }
         }
     }
@@ -569,7 +530,7 @@ static void filter_task(void *ctx, int thread, int threads)
         for (size_t t = t0; t < t1; t++) {
             int ky, row0, rows, cout0, couts;
             filter_tile_at(s, t, &ky, &row0, &rows, &cout0, &couts);
-            dg_cpu_avx512_filter_tile(xp + (size_t)ky * row_stride + row0, row_stride, cin,
+            p->isa->filter_tile(xp + (size_t)ky * row_stride + row0, row_stride, cin,
                                       g + cout0, cout, s->height, s->width, rows, couts,
                                       acc + (t - t0) * DG_TILE_ROWS * 32);
         }
@@ -637,7 +598,7 @@ static void wino_weights_task(void *ctx, int thread, int threads)
                     gathered[(size_t)(a * k + b) * cols + col] = kernel[from];
                 }
         }
-        dg_cpu_avx512_wino_weights(g, k, gathered, cols, p->u + row * cols, (size_t)rows * cols);
+        p->isa->wino_weights(g, k, gathered, cols, p->u + row * cols, (size_t)rows * cols);
     }
 }
 
@@ -697,17 +658,17 @@ static void wino_conv_task(void *ctx, int thread, int threads)
         int cols = p->tw - tc0 < DG_TILE_PIXELS ? p->tw - tc0 : DG_TILE_PIXELS;
         int count = rows * cols;
         if (n != packed) {
-            pack_padded(job->in + n * cin * hw, cin, h, w, p->pad, p->hp, p->wp, image);
+            pack_padded(p->isa, job->in + n * cin * hw, cin, h, w, p->pad, p->hp, p->wp, image);
             packed = n;
         }
         for (int t = 0; t < count; t++) {
             int tr = tr0 + t / cols, tc = tc0 + t % cols;
-            dg_cpu_avx512_wino_input(image + (size_t)tr * m * row_stride + (size_t)tc * m * cin,
+            p->isa->wino_input(image + (size_t)tr * m * row_stride + (size_t)tc * m * cin,
                                      row_stride, cin, v + (size_t)t * cin, xi_v);
         }
         for (int xi = 0; xi < DG_WINO_XI; xi++)
             for (int co = 0; co < cout; co += 32)
-                dg_cpu_avx512_conv_row(v + xi * xi_v, 0, cin, 1,
+                p->isa->conv_row(v + xi * xi_v, 0, cin, 1,
                                        job->wpack + (size_t)xi * cin * cout + co, cout, 32, count,
                                        NULL, 0, prod + xi * xi_m + (size_t)co * DG_TILE_PIXELS);
         size_t out_row = (size_t)cols * m * cout;
@@ -715,7 +676,7 @@ static void wino_conv_task(void *ctx, int thread, int threads)
             float *dst =
                 rows_out + (size_t)(t / cols) * m * out_row + (size_t)(t % cols) * m * cout;
             for (int co = 0; co < cout; co += 16)
-                dg_cpu_avx512_wino_output(
+                p->isa->wino_output(
                     m, prod + (size_t)(co / 32) * 32 * DG_TILE_PIXELS + (size_t)t * 32 + co % 32,
                     xi_m, job->bias ? job->bias + co : NULL, job->relu, dst + co, out_row,
                     (size_t)cout);
@@ -723,7 +684,7 @@ static void wino_conv_task(void *ctx, int thread, int threads)
         int y0 = tr0 * m, x0 = tc0 * m;
         int valid_cols = w - x0 < cols * m ? w - x0 : cols * m;
         for (int y = y0; y < y0 + rows * m && y < h; y++)
-            dg_cpu_avx512_from_nhwc(rows_out + (size_t)(y - y0) * out_row, cout, valid_cols,
+            p->isa->from_nhwc(rows_out + (size_t)(y - y0) * out_row, cout, valid_cols,
                                     job->out + n * cout * hw + (size_t)y * w + x0, hw);
     }
 }
@@ -764,9 +725,9 @@ static void wino_filter_task(void *ctx, int thread, int threads)
         size_t n0 = slot * (size_t)s->batch / (size_t)slots;
         size_t n1 = (slot + 1) * (size_t)s->batch / (size_t)slots;
         for (size_t n = n0; n < n1; n++) {
-            pack_padded(job->x + n * cin * hw, cin, h, w, p->pad, p->hp, p->wp, image);
-            pack_padded(job->dy + n * cout * hw, cout, h, w, 0, p->th * m, p->tw * m, grad);
-            dg_cpu_avx512_channel_sums(grad, (size_t)p->th * m * p->tw * m, cout,
+            pack_padded(p->isa, job->x + n * cin * hw, cin, h, w, p->pad, p->hp, p->wp, image);
+            pack_padded(p->isa, job->dy + n * cout * hw, cout, h, w, 0, p->th * m, p->tw * m, grad);
+            p->isa->channel_sums(grad, (size_t)p->th * m * p->tw * m, cout,
                                        p->db_part + n * cout);
             for (size_t q0 = 0; q0 < tiles; q0 += DG_WINO_FILTER_CHUNK) {
                 int count =
@@ -774,10 +735,10 @@ static void wino_filter_task(void *ctx, int thread, int threads)
                 for (int t = 0; t < count; t++) {
                     int tr = (int)((q0 + (size_t)t) / (size_t)p->tw);
                     int tc = (int)((q0 + (size_t)t) % (size_t)p->tw);
-                    dg_cpu_avx512_wino_input(image + (size_t)tr * m * row_stride +
+                    p->isa->wino_input(image + (size_t)tr * m * row_stride +
                                                  (size_t)tc * m * cin,
                                              row_stride, cin, v + (size_t)t * cin, xi_v);
-                    dg_cpu_avx512_wino_grad(m, grad + (size_t)tr * m * grow + (size_t)tc * m * cout,
+                    p->isa->wino_grad(m, grad + (size_t)tr * m * grow + (size_t)tc * m * cout,
                                             grow, cout, z + (size_t)t * cout, xi_z);
                 }
                 for (int xi = 0; xi < DG_WINO_XI; xi++)
@@ -785,7 +746,7 @@ static void wino_filter_task(void *ctx, int thread, int threads)
                         for (int b = 0; b < ci_blocks; b++) {
                             int ci0, rows;
                             row_block(cin, b, &ci0, &rows);
-                            dg_cpu_avx512_filter_tile(v + xi * xi_v + ci0, 0, cin,
+                            p->isa->filter_tile(v + xi * xi_v + ci0, 0, cin,
                                                       z + xi * xi_z + co, cout, 1, count, rows, 32,
                                                       sums + (size_t)xi * cin * cout +
                                                           (size_t)co * cin + (size_t)ci0 * 32);
@@ -866,111 +827,211 @@ static void wino_filter_out_task(void *ctx, int thread, int threads)
     }
 }
 
+/* ---- the passes of each algorithm ---- */
+
+static void direct_pack_weights(struct conv_plan *p, const float *w, int flip)
+{
+    const struct dg_conv_shape *s = &p->s;
+    int k = s->kernel, cin = s->in_channels, cout = s->out_channels;
+    for (int co = 0; co < cout; co++)
+        for (int ci = 0; ci < cin; ci++)
+            for (int ky = 0; ky < k; ky++)
+                for (int kx = 0; kx < k; kx++) {
+                    float v = w[(((size_t)co * cin + ci) * k + ky) * k + kx];
+                    if (flip)
+                        p->wpack[((size_t)((k - 1 - ky) * k + (k - 1 - kx)) * cout + co) * cin +
+                                 ci] = v;
+                    else
+                        p->wpack[((size_t)(ky * k + kx) * cin + ci) * cout + co] = v;
+                }
+}
+
+static void fwd_winograd(struct dg_cpu *cpu, struct conv_plan *p, const float *x, const float *w,
+                         const float *bias, float *y, int relu)
+{
+    wino_weights(cpu, p, w, 0);
+    struct direct_job job = {p, x, p->u, bias, y, p->s.in_channels, p->s.out_channels, relu};
+    dg_cpu_pool_run(cpu->pool, wino_conv_task, &job);
+}
+
+static void fwd_direct(struct dg_cpu *cpu, struct conv_plan *p, const float *x, const float *w,
+                       const float *bias, float *y, int relu)
+{
+    direct_pack_weights(p, w, 0);
+    struct direct_job job = {p, x, p->wpack, bias, y, p->s.in_channels, p->s.out_channels, relu};
+    dg_cpu_pool_run(cpu->pool, direct_task, &job);
+}
+
+static void fwd_generic(struct dg_cpu *cpu, struct conv_plan *p, const float *x, const float *w,
+                        const float *bias, float *y, int relu)
+{
+    struct conv_job job = {p, x, w, bias, NULL, y, NULL, NULL, relu};
+    dg_cpu_pool_run(cpu->pool, generic_fwd_task, &job);
+}
+
+static void bwd_data_winograd(struct dg_cpu *cpu, struct conv_plan *p, const float *dy,
+                              const float *w, const float *bias, float *dx, int relu)
+{
+    (void)bias, (void)relu;
+    wino_weights(cpu, p, w, 1);
+    struct direct_job job = {p, dy, p->u, NULL, dx, p->s.out_channels, p->s.in_channels, 0};
+    dg_cpu_pool_run(cpu->pool, wino_conv_task, &job);
+}
+
+static void bwd_data_direct(struct dg_cpu *cpu, struct conv_plan *p, const float *dy,
+                            const float *w, const float *bias, float *dx, int relu)
+{
+    (void)bias, (void)relu;
+    direct_pack_weights(p, w, 1);
+    struct direct_job job = {p, dy, p->wpack, NULL, dx, p->s.out_channels, p->s.in_channels, 0};
+    dg_cpu_pool_run(cpu->pool, direct_task, &job);
+}
+
+static void bwd_data_generic(struct dg_cpu *cpu, struct conv_plan *p, const float *dy,
+                             const float *w, const float *bias, float *dx, int relu)
+{
+    (void)bias, (void)relu;
+    struct conv_job job = {p, NULL, w, NULL, dy, NULL, dx, NULL, 0};
+    dg_cpu_pool_run(cpu->pool, generic_bwd_data_task, &job);
+}
+
+static void bwd_filter_winograd(struct dg_cpu *cpu, struct conv_plan *p, const float *x,
+                                const float *dy, float *dw, float *db)
+{
+    struct filter_job job = {p, x, dy, dw, db};
+    dg_cpu_pool_run(cpu->pool, wino_filter_task, &job);
+    dg_cpu_pool_run(cpu->pool, wino_slot_sum_task, &job);
+    dg_cpu_pool_run(cpu->pool, wino_filter_out_task, &job);
+    dg_cpu_pool_run(cpu->pool, wino_bias_task, &job);
+}
+
+static void bwd_filter_direct(struct dg_cpu *cpu, struct conv_plan *p, const float *x,
+                              const float *dy, float *dw, float *db)
+{
+    struct pack_job pack = {p, x, dy};
+    dg_cpu_pool_run(cpu->pool, pack_task, &pack);
+    struct filter_job job = {p, x, dy, dw, db};
+    dg_cpu_pool_run(cpu->pool, filter_task, &job);
+    bias_grad(cpu, p, dy, db);
+}
+
+static void bwd_filter_generic(struct dg_cpu *cpu, struct conv_plan *p, const float *x,
+                               const float *dy, float *dw, float *db)
+{
+    struct conv_job job = {p, x, NULL, NULL, dy, NULL, NULL, dw, 0};
+    dg_cpu_pool_run(cpu->pool, generic_bwd_filter_task, &job);
+    dg_cpu_pool_run(cpu->pool, generic_reduce_task, &job);
+    bias_grad(cpu, p, dy, db);
+}
+
+/* ---- plans ---- */
+
+static enum dg_status plan_workspaces(struct conv_plan *p)
+{
+    const struct dg_cpu_conv_algos *a = &p->algos;
+    enum dg_status status = DG_OK;
+    int any_generic = a->fwd == DG_CPU_CONV_GENERIC || a->bwd_data == DG_CPU_CONV_GENERIC ||
+                      a->bwd_filter == DG_CPU_CONV_GENERIC;
+    int any_winograd = a->fwd == DG_CPU_CONV_WINOGRAD || a->bwd_data == DG_CPU_CONV_WINOGRAD ||
+                       a->bwd_filter == DG_CPU_CONV_WINOGRAD;
+    int any_direct = a->fwd == DG_CPU_CONV_DIRECT || a->bwd_data == DG_CPU_CONV_DIRECT;
+    if (any_generic && (status = ensure_generic(p)) != DG_OK)
+        return status;
+    if (any_winograd && (status = ensure_winograd(p)) != DG_OK)
+        return status;
+    if (any_direct && (status = ensure_direct(p)) != DG_OK)
+        return status;
+    if (a->bwd_filter == DG_CPU_CONV_DIRECT && (status = ensure_direct_filter(p)) != DG_OK)
+        return status;
+    return DG_OK;
+}
+
+enum dg_status dg_cpu_conv_plan_create(struct dg_backend *be, const struct dg_conv_shape *shape,
+                                       void **plan)
+{
+    static const conv_pass_fn fwd_of[3] = {fwd_generic, fwd_direct, fwd_winograd};
+    static const conv_pass_fn bwd_data_of[3] = {bwd_data_generic, bwd_data_direct,
+                                                bwd_data_winograd};
+    static const filter_pass_fn bwd_filter_of[3] = {bwd_filter_generic, bwd_filter_direct,
+                                                    bwd_filter_winograd};
+    struct dg_cpu *cpu = be->impl;
+    *plan = NULL;
+    if (shape->batch < 1 || shape->in_channels < 1 || shape->out_channels < 1 ||
+        shape->height < 1 || shape->width < 1 || shape->kernel < 1 || shape->kernel % 2 == 0)
+        return dg_error(DG_ERR_RUNTIME,
+                        "cpu conv: bad shape batch %d, channels %d -> %d, %dx%d, kernel %d",
+                        shape->batch, shape->in_channels, shape->out_channels, shape->height,
+                        shape->width, shape->kernel);
+    struct conv_plan *p = calloc(1, sizeof *p);
+    if (!p)
+        return dg_error(DG_ERR_NOMEM, "cpu conv: out of memory for a plan");
+    p->s = *shape;
+    p->isa = cpu->isa;
+    p->pad = shape->kernel / 2;
+    p->threads = cpu->threads;
+    p->wm = shape->kernel == 3 ? 4 : shape->kernel == 5 ? 2 : 0;
+    if (p->wm) {
+        p->th = (shape->height + p->wm - 1) / p->wm;
+        p->tw = (shape->width + p->wm - 1) / p->wm;
+        p->hp = p->th * p->wm + shape->kernel - 1;
+        p->wp = p->tw * p->wm + shape->kernel - 1;
+    } else {
+        p->hp = shape->height + 2 * p->pad;
+        p->wp = shape->width + 2 * p->pad;
+    }
+    p->algos = dg_cpu_conv_choose(cpu->kernels, shape);
+    p->fwd = fwd_of[p->algos.fwd];
+    p->bwd_data = bwd_data_of[p->algos.bwd_data];
+    p->bwd_filter = bwd_filter_of[p->algos.bwd_filter];
+    enum dg_status status = plan_workspaces(p);
+    if (status != DG_OK) {
+        dg_cpu_conv_plan_free(be, p);
+        return status;
+    }
+    *plan = p;
+    return DG_OK;
+}
+
+const char *dg_cpu_conv_plan_name(struct dg_backend *be, void *plan, int with_bwd_data)
+{
+    (void)be;
+    struct conv_plan *p = plan;
+    const struct dg_cpu_conv_algos *a = &p->algos;
+    const char *fwd = dg_cpu_conv_algo_name(a->fwd);
+    int same_data = !with_bwd_data || a->bwd_data == a->fwd;
+    if (same_data && a->bwd_filter == a->fwd)
+        snprintf(p->name, sizeof p->name, "%s", fwd);
+    else if (same_data)
+        snprintf(p->name, sizeof p->name, "%s (bwd-filter %s)", fwd,
+                 dg_cpu_conv_algo_name(a->bwd_filter));
+    else
+        snprintf(p->name, sizeof p->name, "%s (bwd-data %s, bwd-filter %s)", fwd,
+                 dg_cpu_conv_algo_name(a->bwd_data), dg_cpu_conv_algo_name(a->bwd_filter));
+    return p->name;
+}
+
 /* ---- the ops ---- */
 
 enum dg_status dg_cpu_conv_fwd(struct dg_backend *be, void *plan, const float *x, const float *w,
                                const float *bias, float *y, int relu)
 {
-    struct dg_cpu *cpu = be->impl;
     struct conv_plan *p = plan;
-    const struct dg_conv_shape *s = &p->s;
-    enum dg_status status;
-    if (dg_cpu_use_winograd(cpu) && winograd_fits(p, s->in_channels, s->out_channels)) {
-        if ((status = ensure_winograd(p)) != DG_OK)
-            return status;
-        wino_weights(cpu, p, w, 0);
-        struct direct_job job = {p, x, p->u, bias, y, s->in_channels, s->out_channels, relu != 0};
-        dg_cpu_pool_run(cpu->pool, wino_conv_task, &job);
-        return DG_OK;
-    }
-    if (dg_cpu_use_avx512(cpu) && avx512_fits(s->out_channels)) {
-        if ((status = ensure_avx512(p)) != DG_OK)
-            return status;
-        int k = s->kernel, cin = s->in_channels, cout = s->out_channels;
-        for (int co = 0; co < cout; co++)
-            for (int ci = 0; ci < cin; ci++)
-                for (int ky = 0; ky < k; ky++)
-                    for (int kx = 0; kx < k; kx++)
-                        p->wpack[((size_t)(ky * k + kx) * cin + ci) * cout + co] =
-                            w[(((size_t)co * cin + ci) * k + ky) * k + kx];
-        struct direct_job job = {p, x, p->wpack, bias, y, cin, cout, relu != 0};
-        dg_cpu_pool_run(cpu->pool, direct_task, &job);
-        return DG_OK;
-    }
-    if ((status = ensure_generic(p)) != DG_OK)
-        return status;
-    struct conv_job job = {p, x, w, bias, NULL, y, NULL, NULL, relu != 0};
-    dg_cpu_pool_run(cpu->pool, generic_fwd_task, &job);
+    p->fwd(be->impl, p, x, w, bias, y, relu != 0);
     return DG_OK;
 }
 
 enum dg_status dg_cpu_conv_bwd_data(struct dg_backend *be, void *plan, const float *dy,
                                     const float *w, float *dx)
 {
-    struct dg_cpu *cpu = be->impl;
     struct conv_plan *p = plan;
-    const struct dg_conv_shape *s = &p->s;
-    enum dg_status status;
-    if (dg_cpu_use_winograd(cpu) && winograd_fits(p, s->out_channels, s->in_channels)) {
-        if ((status = ensure_winograd(p)) != DG_OK)
-            return status;
-        wino_weights(cpu, p, w, 1);
-        struct direct_job job = {p, dy, p->u, NULL, dx, s->out_channels, s->in_channels, 0};
-        dg_cpu_pool_run(cpu->pool, wino_conv_task, &job);
-        return DG_OK;
-    }
-    if (dg_cpu_use_avx512(cpu) && avx512_fits(s->in_channels)) {
-        if ((status = ensure_avx512(p)) != DG_OK)
-            return status;
-        int k = s->kernel, cin = s->in_channels, cout = s->out_channels;
-        for (int co = 0; co < cout; co++)
-            for (int ci = 0; ci < cin; ci++)
-                for (int ky = 0; ky < k; ky++)
-                    for (int kx = 0; kx < k; kx++)
-                        p->wpack[((size_t)((k - 1 - ky) * k + (k - 1 - kx)) * cout + co) * cin +
-                                 ci] = w[(((size_t)co * cin + ci) * k + ky) * k + kx];
-        struct direct_job job = {p, dy, p->wpack, NULL, dx, cout, cin, 0};
-        dg_cpu_pool_run(cpu->pool, direct_task, &job);
-        return DG_OK;
-    }
-    if ((status = ensure_generic(p)) != DG_OK)
-        return status;
-    struct conv_job job = {p, NULL, w, NULL, dy, NULL, dx, NULL, 0};
-    dg_cpu_pool_run(cpu->pool, generic_bwd_data_task, &job);
+    p->bwd_data(be->impl, p, dy, w, NULL, dx, 0);
     return DG_OK;
 }
 
 enum dg_status dg_cpu_conv_bwd_filter(struct dg_backend *be, void *plan, const float *x,
                                       const float *dy, float *dw, float *db)
 {
-    struct dg_cpu *cpu = be->impl;
     struct conv_plan *p = plan;
-    const struct dg_conv_shape *s = &p->s;
-    enum dg_status status;
-    if (dg_cpu_use_winograd(cpu) && winograd_fits(p, s->in_channels, s->out_channels)) {
-        if ((status = ensure_winograd(p)) != DG_OK)
-            return status;
-        struct filter_job job = {p, x, dy, dw, db};
-        dg_cpu_pool_run(cpu->pool, wino_filter_task, &job);
-        dg_cpu_pool_run(cpu->pool, wino_slot_sum_task, &job);
-        dg_cpu_pool_run(cpu->pool, wino_filter_out_task, &job);
-        dg_cpu_pool_run(cpu->pool, wino_bias_task, &job);
-        return DG_OK;
-    }
-    if (dg_cpu_use_avx512(cpu) && avx512_fits(s->out_channels)) {
-        if ((status = ensure_direct_filter(p)) != DG_OK)
-            return status;
-        struct pack_job pack = {p, x, dy};
-        dg_cpu_pool_run(cpu->pool, pack_task, &pack);
-        struct filter_job job = {p, x, dy, dw, db};
-        dg_cpu_pool_run(cpu->pool, filter_task, &job);
-    } else {
-        if ((status = ensure_generic(p)) != DG_OK)
-            return status;
-        struct conv_job job = {p, x, NULL, NULL, dy, NULL, NULL, dw, 0};
-        dg_cpu_pool_run(cpu->pool, generic_bwd_filter_task, &job);
-        dg_cpu_pool_run(cpu->pool, generic_reduce_task, &job);
-    }
-    bias_grad(cpu, p, dy, db);
+    p->bwd_filter(be->impl, p, x, dy, dw, db);
     return DG_OK;
 }

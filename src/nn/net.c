@@ -3,6 +3,7 @@
  * Activations NCHW (batch, c, h, w); flatten keeps that order. */
 #include "digits/net.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -308,4 +309,49 @@ enum dg_status dg_net_stats_read(struct dg_net *net, double *loss_sum, double *c
     *loss_sum = values[0];
     *correct = values[1];
     return DG_OK;
+}
+
+/* Appends "Winograd conv2-4, direct conv1": each distinct plan name in order of first use,
+ * with the convolutions (numbered from 1) that run it, runs of consecutive ones as a-b. */
+void dg_net_describe(const struct dg_net *net, char *out, size_t size)
+{
+    struct dg_backend *be = net->be;
+    size_t used = (size_t)snprintf(out, size, "%s", be->description);
+    if (!be->ops->conv_plan_name || used >= size)
+        return;
+    const char *names[DG_MAX_LAYERS];
+    int conv_count = 0;
+    for (int i = 0; i < net->model->layer_count; i++)
+        if (net->model->layers[i].spec.kind == DG_LAYER_CONV && net->plans[i])
+            names[conv_count++] = be->ops->conv_plan_name(be, net->plans[i], i > 0);
+    int done[DG_MAX_LAYERS] = {0};
+    const char *sep = "; ";
+    for (int c = 0; c < conv_count; c++) {
+        if (done[c])
+            continue;
+        char name[96];
+        snprintf(name, sizeof name, "%s", names[c]);
+        used += (size_t)snprintf(out + used, used < size ? size - used : 0, "%s%s conv", sep, name);
+        sep = ", ";
+        const char *list_sep = "";
+        for (int d = c; d < conv_count; d++) {
+            if (done[d] || strcmp(names[d], name) != 0)
+                continue;
+            int last = d;
+            while (last + 1 < conv_count && strcmp(names[last + 1], name) == 0)
+                last++;
+            for (int e = d; e <= last; e++)
+                done[e] = 1;
+            if (last > d)
+                used += (size_t)snprintf(out + used, used < size ? size - used : 0, "%s%d-%d",
+                                         list_sep, d + 1, last + 1);
+            else
+                used += (size_t)snprintf(out + used, used < size ? size - used : 0, "%s%d",
+                                         list_sep, d + 1);
+            list_sep = ",";
+            d = last;
+        }
+        if (used >= size)
+            return;
+    }
 }

@@ -111,21 +111,55 @@ int dg_test_equal(const char *what, const float *got, const float *want, size_t 
     return 1;
 }
 
-struct dg_backend *dg_test_cpu_backend(int threads, enum dg_cpu_kernels kernels)
+/* DIGITS_REQUIRE_ISA=avx2,avx512 (names as DIGITS_CPU_ISA): a missing one of these fails the
+ * test instead of being skipped. */
+static int isa_required(enum dg_cpu_isa isa)
 {
-    if (kernels == DG_CPU_KERNELS_AVX512 && !dg_cpu_has_avx512()) {
-        printf("skip: no AVX-512 on this machine\n");
-        return NULL;
+    const char *list = getenv("DIGITS_REQUIRE_ISA");
+    const char *name = dg_cpu_isa_name(isa);
+    size_t len = strlen(name);
+    for (const char *at = list; at && (at = strstr(at, name)) != NULL; at += len)
+        if ((at == list || at[-1] == ',') && (at[len] == '\0' || at[len] == ','))
+            return 1;
+    return 0;
+}
+
+int dg_test_isa_available(enum dg_cpu_isa isa)
+{
+    if (dg_cpu_isa_supported(isa))
+        return 1;
+    if (isa_required(isa)) {
+        printf("FAIL: %s kernels required (DIGITS_REQUIRE_ISA) but not usable here\n",
+               dg_cpu_isa_label(isa));
+        abort();
     }
+    printf("SKIP %s kernels: %s\n", dg_cpu_isa_label(isa),
+           isa == DG_CPU_ISA_NEON ? "not an aarch64 build"
+           : isa == DG_CPU_ISA_AVX2 || isa == DG_CPU_ISA_AVX512
+               ? "this CPU lacks them or this is not an x86-64 build"
+               : "not built");
+    return 0;
+}
+
+struct dg_backend *dg_test_cpu_backend_isa(int threads, enum dg_cpu_isa isa,
+                                           enum dg_cpu_kernels kernels)
+{
+    if (!dg_test_isa_available(isa))
+        return NULL;
     struct dg_backend *be = NULL;
     if (dg_backend_cpu_create(threads, &be) != DG_OK) {
         printf("cpu backend: %s\n", dg_error_message());
         abort();
     }
-    if (dg_backend_cpu_set_kernels(be, kernels) != DG_OK) {
+    if (dg_backend_cpu_set_isa(be, isa) != DG_OK || dg_backend_cpu_set_kernels(be, kernels) != DG_OK) {
         printf("cpu backend: %s\n", dg_error_message());
         dg_backend_destroy(be);
         abort();
     }
     return be;
+}
+
+struct dg_backend *dg_test_cpu_backend(int threads, enum dg_cpu_kernels kernels)
+{
+    return dg_test_cpu_backend_isa(threads, dg_cpu_isa_best(), kernels);
 }

@@ -41,8 +41,17 @@ int dg_test_close_max(const char *what, const float *got, const double *ref, siz
 /* Bit-for-bit equality; prints the first difference and returns 1 when equal. */
 int dg_test_equal(const char *what, const float *got, const float *want, size_t n);
 
-/* A CPU backend with `threads` threads and the given kernels; NULL (with a printed reason)
- * when those kernels cannot run here. */
+/* 1 when the ISA's kernels run here; otherwise prints a SKIP line saying why and returns 0,
+ * or fails (abort) when DIGITS_REQUIRE_ISA (a comma-separated list of DIGITS_CPU_ISA names)
+ * names it. */
+int dg_test_isa_available(enum dg_cpu_isa isa);
+
+/* A CPU backend with `threads` threads, the given ISA and convolution algorithms; NULL (with a
+ * SKIP line) when that ISA cannot run here, see dg_test_isa_available. */
+struct dg_backend *dg_test_cpu_backend_isa(int threads, enum dg_cpu_isa isa,
+                                           enum dg_cpu_kernels kernels);
+
+/* The same with the best ISA this machine has (never NULL). */
 struct dg_backend *dg_test_cpu_backend(int threads, enum dg_cpu_kernels kernels);
 
 /* Standard tolerances (docs/DESIGN): forward atol + rtol, backward rtol, loss rtol. */

@@ -1,0 +1,719 @@
+/* Every kernel of the CPU backend, written once against the width-generic vector layer
+ * (simd.h) and compiled once per instruction set (CMakeLists.txt: AVX-512, AVX2+FMA and
+ * portable C on x86-64; NEON and portable C on aarch64). Each compilation exports one table,
+ * dg_cpu_isa_<isa>, that the backend picks at creation (cpu_internal.h gives every layout).
+ *
+ *   conv_row / filter_tile   register-blocked direct convolution and its weight-gradient
+ *                            tile, NHWC; blocks of DG_CONV_PIXELS x DG_CONV_VECS vectors, each
+ *                            a separate function with compile-time sizes so that the
+ *                            accumulators live in registers
+ *   wino_*                   Winograd F(2x2,5x5) / F(4x4,3x3), alpha 6 (points 0, 1, -1, 2,
+ *                            -2, inf): input, output and gradient tile transforms over vectors
+ *                            of channels; the weight transform in double
+ *   element loops            dropout (Philox for DG_W blocks at once), pooling, RMSprop,
+ *                            ReLU backward, bias + ReLU, im2col / col2im, batch assembly
+ *
+ * Compiled with -ffp-contract=off like the rest of the C code: the only fused operations are
+ * the explicit vfma/vfnma/vfms, so element loops round exactly as the shared element math. */
+#include "cpu/cpu_internal.h"
+#include "cpu/isa/simd.h"
+
+#include "augment.cuh"
+#include "dropout.cuh"
+#include "rmsprop.cuh"
+
+#define DG_TILE 14 /* most pixels (rows) per conv_row (filter_tile) call */
+
+/* [first, first + count) of block `i` of `n` nearly equal blocks of `total`. */
+DG_INLINE void even_block(int total, int n, int i, int *first, int *count)
+{
+    *first = total * i / n;
+    *count = total * (i + 1) / n - *first;
+}
+
+/* ---- direct convolution ---- */
+
+/* out[b*ldo + v*W ..] = sum over (ky, j) of xrow[ky*row_stride + b*cin + j] *
+ * wp[(ky*k*cin + j)*ldw + v*W ..] (+ bias, ReLU), for B pixels and V vectors. */
+DG_INLINE void conv_block(const float *xrow, size_t row_stride, int cin, int k, const float *wp,
+                          int ldw, const int B, const int V, const float *bias, int relu,
+                          float *out, int ldo)
+{
+    vf acc[DG_CONV_PIXELS][DG_CONV_VECS];
+#pragma GCC unroll 16
+    for (int b = 0; b < B; b++)
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++)
+            acc[b][v] = vzero();
+    const int span = k * cin;
+    for (int ky = 0; ky < k; ky++) {
+        const float *in = xrow + (size_t)ky * row_stride;
+        const float *wk = wp + (size_t)ky * span * ldw;
+        for (int j = 0; j < span; j++) {
+            vf w[DG_CONV_VECS];
+#pragma GCC unroll 4
+            for (int v = 0; v < V; v++)
+                w[v] = vload(wk + (size_t)j * ldw + v * DG_W);
+#pragma GCC unroll 16
+            for (int b = 0; b < B; b++) {
+                vf s = vset1(in[b * cin + j]);
+#pragma GCC unroll 4
+                for (int v = 0; v < V; v++)
+                    acc[b][v] = vfma(s, w[v], acc[b][v]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++) {
+        vf bv = bias ? vload(bias + v * DG_W) : vzero();
+#pragma GCC unroll 16
+        for (int b = 0; b < B; b++) {
+            vf r = acc[b][v] + bv;
+            vstore(out + b * ldo + v * DG_W, relu ? vrelu(r) : r);
+        }
+    }
+}
+
+/* acc[r*lda + v*W ..] += sum over pixels of a[r] * g[v*W ..], R rows and V vectors. */
+DG_INLINE void filter_block(const float *xp, size_t row_stride, int cin, const float *dyh, int ldg,
+                            int height, int width, const int R, const int V, float *acc_out,
+                            int lda)
+{
+    vf acc[DG_CONV_PIXELS][DG_CONV_VECS];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++)
+            acc[r][v] = vzero();
+    for (int y = 0; y < height; y++) {
+        const float *a = xp + (size_t)y * row_stride;
+        const float *g = dyh + (size_t)y * width * ldg;
+        for (int x = 0; x < width; x++) {
+            vf gv[DG_CONV_VECS];
+#pragma GCC unroll 4
+            for (int v = 0; v < V; v++)
+                gv[v] = vload(g + v * DG_W);
+#pragma GCC unroll 16
+            for (int r = 0; r < R; r++) {
+                vf s = vset1(a[r]);
+#pragma GCC unroll 4
+                for (int v = 0; v < V; v++)
+                    acc[r][v] = vfma(s, gv[v], acc[r][v]);
+            }
+            a += cin;
+            g += ldg;
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++) {
+            float *o = acc_out + r * lda + v * DG_W;
+            vstore(o, vload(o) + acc[r][v]);
+        }
+}
+
+typedef void (*conv_block_fn)(const float *, size_t, int, int, const float *, int, const float *,
+                              int, float *, int);
+typedef void (*filter_block_fn)(const float *, size_t, int, const float *, int, int, int, float *,
+                                int);
+
+#define DG_BLOCKS(B, V)                                                                            \
+    static void conv_##B##_##V(const float *xrow, size_t row_stride, int cin, int k,               \
+                               const float *wp, int ldw, const float *bias, int relu, float *out,  \
+                               int ldo)                                                            \
+    {                                                                                              \
+        conv_block(xrow, row_stride, cin, k, wp, ldw, B, V, bias, relu, out, ldo);                 \
+    }                                                                                              \
+    static void filter_##B##_##V(const float *xp, size_t row_stride, int cin, const float *dyh,    \
+                                 int ldg, int height, int width, float *acc, int lda)              \
+    {                                                                                              \
+        filter_block(xp, row_stride, cin, dyh, ldg, height, width, B, V, acc, lda);                \
+    }
+
+/* Blocks of 1..DG_CONV_PIXELS pixels and 1..DG_CONV_VECS vectors (tables below). */
+#define DG_BLOCKS_V(V)                                                                             \
+    DG_BLOCKS(1, V)                                                                                \
+    DG_BLOCKS(2, V)                                                                                \
+    DG_BLOCKS(3, V)                                                                                \
+    DG_BLOCKS(4, V)                                                                                \
+    DG_BLOCKS_5_(V)
+#if DG_CONV_PIXELS > 4
+#define DG_BLOCKS_5_(V)                                                                            \
+    DG_BLOCKS(5, V)                                                                                \
+    DG_BLOCKS(6, V)                                                                                \
+    DG_BLOCKS_7_(V)
+#else
+#define DG_BLOCKS_5_(V)
+#endif
+#if DG_CONV_PIXELS > 6
+#define DG_BLOCKS_7_(V)                                                                            \
+    DG_BLOCKS(7, V)                                                                                \
+    DG_BLOCKS(8, V)                                                                                \
+    DG_BLOCKS(9, V)                                                                                \
+    DG_BLOCKS(10, V)                                                                               \
+    DG_BLOCKS(11, V)                                                                               \
+    DG_BLOCKS(12, V)                                                                               \
+    DG_BLOCKS(13, V)                                                                               \
+    DG_BLOCKS(14, V)
+#else
+#define DG_BLOCKS_7_(V)
+#endif
+
+#if DG_CONV_PIXELS != 4 && DG_CONV_PIXELS != 6 && DG_CONV_PIXELS != 14
+#error "DG_CONV_PIXELS must be 4, 6 or 14"
+#endif
+
+DG_BLOCKS_V(1)
+DG_BLOCKS_V(2)
+#if DG_CONV_VECS > 2
+DG_BLOCKS_V(3)
+DG_BLOCKS_V(4)
+#endif
+
+#define DG_ROW4(p, V) p##1_##V, p##2_##V, p##3_##V, p##4_##V
+#if DG_CONV_PIXELS == 4
+#define DG_ROW(p, V) {DG_ROW4(p, V)}
+#elif DG_CONV_PIXELS == 6
+#define DG_ROW(p, V) {DG_ROW4(p, V), p##5_##V, p##6_##V}
+#else
+#define DG_ROW(p, V)                                                                               \
+    {DG_ROW4(p, V), p##5_##V, p##6_##V, p##7_##V, p##8_##V, p##9_##V, p##10_##V, p##11_##V,        \
+     p##12_##V, p##13_##V, p##14_##V}
+#endif
+
+#if DG_CONV_VECS == 2
+static const conv_block_fn conv_blocks[2][DG_CONV_PIXELS] = {DG_ROW(conv_, 1), DG_ROW(conv_, 2)};
+static const filter_block_fn filter_blocks[2][DG_CONV_PIXELS] = {DG_ROW(filter_, 1),
+                                                                  DG_ROW(filter_, 2)};
+#else
+static const conv_block_fn conv_blocks[4][DG_CONV_PIXELS] = {
+    DG_ROW(conv_, 1), DG_ROW(conv_, 2), DG_ROW(conv_, 3), DG_ROW(conv_, 4)};
+static const filter_block_fn filter_blocks[4][DG_CONV_PIXELS] = {
+    DG_ROW(filter_, 1), DG_ROW(filter_, 2), DG_ROW(filter_, 3), DG_ROW(filter_, 4)};
+#endif
+
+static void conv_row(const float *xrow, size_t row_stride, int cin, int k, const float *wp,
+                     int cout_total, int couts, int pixels, const float *bias, int relu, float *out)
+{
+    int vectors = couts / DG_W;
+    int chunks = (pixels + DG_CONV_PIXELS - 1) / DG_CONV_PIXELS;
+    for (int v0 = 0; v0 < vectors; v0 += DG_CONV_VECS) {
+        int nv = vectors - v0 < DG_CONV_VECS ? vectors - v0 : DG_CONV_VECS;
+        for (int c = 0; c < chunks; c++) {
+            int b0, nb;
+            even_block(pixels, chunks, c, &b0, &nb);
+            conv_blocks[nv - 1][nb - 1](xrow + (size_t)b0 * cin, row_stride, cin, k,
+                                        wp + v0 * DG_W, cout_total,
+                                        bias ? bias + v0 * DG_W : NULL, relu,
+                                        out + (size_t)b0 * couts + v0 * DG_W, couts);
+        }
+    }
+}
+
+static void filter_tile(const float *xp, size_t row_stride, int cin, const float *dyh,
+                        int cout_total, int height, int width, int rows, int couts, float *acc)
+{
+    int vectors = couts / DG_W;
+    int chunks = (rows + DG_CONV_PIXELS - 1) / DG_CONV_PIXELS;
+    for (int v0 = 0; v0 < vectors; v0 += DG_CONV_VECS) {
+        int nv = vectors - v0 < DG_CONV_VECS ? vectors - v0 : DG_CONV_VECS;
+        for (int c = 0; c < chunks; c++) {
+            int r0, nr;
+            even_block(rows, chunks, c, &r0, &nr);
+            filter_blocks[nv - 1][nr - 1](xp + r0, row_stride, cin, dyh + v0 * DG_W, cout_total,
+                                          height, width, acc + (size_t)r0 * couts + v0 * DG_W,
+                                          couts);
+        }
+    }
+}
+
+/* ---- Winograd transforms ---- */
+
+/* B^T = [4 0 -5 0 1 0; 0 4 4 -1 -1 0; 0 -4 4 1 -1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1] */
+DG_INLINE void bt6(const vf d[6], vf t[6])
+{
+    const vf four = vset1(4.0f), five = vset1(5.0f), two = vset1(2.0f);
+    vf s12 = d[1] + d[2], s34 = d[3] + d[4];
+    vf d21 = d[2] - d[1], d34 = d[3] - d[4];
+    vf d31 = d[3] - d[1], d42 = d[4] - d[2];
+    t[0] = vfma(four, d[0], vfnma(five, d[2], d[4]));
+    t[1] = vfms(four, s12, s34);
+    t[2] = vfma(four, d21, d34);
+    t[3] = vfma(two, d31, d42);
+    t[4] = vfnma(two, d31, d42);
+    t[5] = vfma(four, d[1], vfnma(five, d[3], d[5]));
+}
+
+static void wino_input(const float *patch, size_t row_stride, int channels, float *v,
+                       size_t xi_stride)
+{
+    for (int c = 0; c < channels; c += DG_W) {
+        vf cols[6][6]; /* [j][i]: column j after B^T */
+        for (int j = 0; j < 6; j++) {
+            vf d[6];
+            for (int i = 0; i < 6; i++)
+                d[i] = vload(patch + (size_t)i * row_stride + (size_t)j * channels + c);
+            bt6(d, cols[j]);
+        }
+        for (int i = 0; i < 6; i++) {
+            vf row[6], t[6];
+            for (int j = 0; j < 6; j++)
+                row[j] = cols[j][i];
+            bt6(row, t);
+            for (int j = 0; j < 6; j++)
+                vstore(v + (size_t)(i * 6 + j) * xi_stride + c, t[j]);
+        }
+    }
+}
+
+/* In double, column by column: t = G K, u = t G^T. */
+static void wino_weights(const double *g, int k, const float *kernels, int cols, float *u,
+                         size_t xi_stride)
+{
+    for (int c = 0; c < cols; c++) {
+        double kv[5][5], t[6][5];
+        for (int a = 0; a < k; a++)
+            for (int b = 0; b < k; b++)
+                kv[a][b] = kernels[(size_t)(a * k + b) * cols + c];
+        for (int i = 0; i < 6; i++)
+            for (int b = 0; b < k; b++) {
+                double sum = 0.0;
+                for (int a = 0; a < k; a++)
+                    sum += g[i * k + a] * kv[a][b];
+                t[i][b] = sum;
+            }
+        for (int i = 0; i < 6; i++)
+            for (int j = 0; j < 6; j++) {
+                double sum = 0.0;
+                for (int b = 0; b < k; b++)
+                    sum += g[j * k + b] * t[i][b];
+                u[(size_t)(i * 6 + j) * xi_stride + c] = (float)sum;
+            }
+    }
+}
+
+/* A^T for m = 2: [1 1 1 1 1 0; 0 1 -1 2 -2 1] */
+DG_INLINE void at2(const vf m[6], vf y[2])
+{
+    const vf two = vset1(2.0f);
+    vf s12 = m[1] + m[2], s34 = m[3] + m[4];
+    vf d12 = m[1] - m[2], d34 = m[3] - m[4];
+    y[0] = (m[0] + s12) + s34;
+    y[1] = vfma(two, d34, d12) + m[5];
+}
+
+/* A^T for m = 4: [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1] */
+DG_INLINE void at4(const vf m[6], vf y[4])
+{
+    const vf two = vset1(2.0f), four = vset1(4.0f), eight = vset1(8.0f);
+    vf s12 = m[1] + m[2], s34 = m[3] + m[4];
+    vf d12 = m[1] - m[2], d34 = m[3] - m[4];
+    y[0] = (m[0] + s12) + s34;
+    y[1] = vfma(two, d34, d12);
+    y[2] = vfma(four, s34, s12);
+    y[3] = vfma(eight, d34, d12) + m[5];
+}
+
+DG_INLINE void output_tile(const int m, const float *mm, size_t xi_stride, const float *bias,
+                           int relu, float *out, size_t row_stride, size_t pixel_stride)
+{
+    for (int c = 0; c < 16; c += DG_W) {
+        vf cols[6][4]; /* [j][i]: column j after A^T */
+        for (int j = 0; j < 6; j++) {
+            vf x[6];
+            for (int i = 0; i < 6; i++)
+                x[i] = vload(mm + (size_t)(i * 6 + j) * xi_stride + c);
+            if (m == 2)
+                at2(x, cols[j]);
+            else
+                at4(x, cols[j]);
+        }
+        const vf b = bias ? vload(bias + c) : vzero();
+        for (int i = 0; i < m; i++) {
+            vf row[6], y[4];
+            for (int j = 0; j < 6; j++)
+                row[j] = cols[j][i];
+            if (m == 2)
+                at2(row, y);
+            else
+                at4(row, y);
+            for (int j = 0; j < m; j++) {
+                vf r = y[j] + b;
+                vstore(out + (size_t)i * row_stride + (size_t)j * pixel_stride + c,
+                       relu ? vrelu(r) : r);
+            }
+        }
+    }
+}
+
+static void wino_output(int m, const float *mm, size_t xi_stride, const float *bias, int relu,
+                        float *out, size_t row_stride, size_t pixel_stride)
+{
+    if (m == 2)
+        output_tile(2, mm, xi_stride, bias, relu, out, row_stride, pixel_stride);
+    else
+        output_tile(4, mm, xi_stride, bias, relu, out, row_stride, pixel_stride);
+}
+
+/* E for m = 2: rows [1 0; 1 1; 1 -1; 1 2; 1 -2; 0 1] */
+DG_INLINE void e2(const vf g[2], vf z[6])
+{
+    const vf two = vset1(2.0f);
+    z[0] = g[0];
+    z[1] = g[0] + g[1];
+    z[2] = g[0] - g[1];
+    z[3] = vfma(two, g[1], g[0]);
+    z[4] = vfnma(two, g[1], g[0]);
+    z[5] = g[1];
+}
+
+/* E for m = 4: rows [1 0 0 0; 1 1 1 1; 1 -1 1 -1; 1 2 4 8; 1 -2 4 -8; 0 0 0 1] */
+DG_INLINE void e4(const vf g[4], vf z[6])
+{
+    const vf two = vset1(2.0f), four = vset1(4.0f), eight = vset1(8.0f);
+    vf even = g[0] + g[2], odd = g[1] + g[3];
+    vf even2 = vfma(four, g[2], g[0]);
+    vf odd2 = vfma(eight, g[3], two * g[1]);
+    z[0] = g[0];
+    z[1] = even + odd;
+    z[2] = even - odd;
+    z[3] = even2 + odd2;
+    z[4] = even2 - odd2;
+    z[5] = g[3];
+}
+
+DG_INLINE void grad_tile(const int m, const float *tile, size_t row_stride, int channels, float *z,
+                         size_t xi_stride)
+{
+    for (int c = 0; c < channels; c += DG_W) {
+        vf cols[4][6]; /* [j][i]: column j after E */
+        for (int j = 0; j < m; j++) {
+            vf g[4];
+            for (int i = 0; i < m; i++)
+                g[i] = vload(tile + (size_t)i * row_stride + (size_t)j * channels + c);
+            if (m == 2)
+                e2(g, cols[j]);
+            else
+                e4(g, cols[j]);
+        }
+        for (int i = 0; i < 6; i++) {
+            vf row[4], t[6];
+            for (int j = 0; j < m; j++)
+                row[j] = cols[j][i];
+            if (m == 2)
+                e2(row, t);
+            else
+                e4(row, t);
+            for (int j = 0; j < 6; j++)
+                vstore(z + (size_t)(i * 6 + j) * xi_stride + c, t[j]);
+        }
+    }
+}
+
+static void wino_grad(int m, const float *tile, size_t row_stride, int channels, float *z,
+                      size_t xi_stride)
+{
+    if (m == 2)
+        grad_tile(2, tile, row_stride, channels, z, xi_stride);
+    else
+        grad_tile(4, tile, row_stride, channels, z, xi_stride);
+}
+
+/* ---- layout changes and sums ---- */
+
+/* Blocks of W channels x W pixels through an in-register transpose (partial blocks of pixels
+ * at the end of a row through a zero-padded copy). */
+static void to_nhwc(const float *src, size_t plane_stride, int channels, int width, float *dst)
+{
+    for (int c0 = 0; c0 < channels; c0 += DG_W)
+        for (int x0 = 0; x0 < width; x0 += DG_W) {
+            int count = width - x0 < DG_W ? width - x0 : DG_W;
+            vf r[DG_W];
+            for (int i = 0; i < DG_W; i++) {
+                const float *in = src + (size_t)(c0 + i) * plane_stride + x0;
+                r[i] = count == DG_W ? vload(in) : vload_part(in, count);
+            }
+            vtranspose(r);
+            for (int j = 0; j < count; j++)
+                vstore(dst + (size_t)(x0 + j) * channels + c0, r[j]);
+        }
+}
+
+static void from_nhwc(const float *src, int channels, int count, float *dst, size_t plane_stride)
+{
+    for (int c0 = 0; c0 < channels; c0 += DG_W)
+        for (int x0 = 0; x0 < count; x0 += DG_W) {
+            int pixels = count - x0 < DG_W ? count - x0 : DG_W;
+            vf r[DG_W];
+            for (int i = 0; i < DG_W; i++)
+                r[i] = i < pixels ? vload(src + (size_t)(x0 + i) * channels + c0) : vzero();
+            vtranspose(r);
+            for (int j = 0; j < DG_W; j++) {
+                float *out = dst + (size_t)(c0 + j) * plane_stride + x0;
+                if (pixels == DG_W)
+                    vstore(out, r[j]);
+                else
+                    vstore_part(out, r[j], pixels);
+            }
+        }
+}
+
+static void channel_sums(const float *src, size_t pixels, int channels, float *sums)
+{
+    for (int c = 0; c < channels; c += DG_W) {
+        vf acc[4] = {vzero(), vzero(), vzero(), vzero()};
+        size_t i = 0;
+        for (; i + 4 <= pixels; i += 4)
+            for (int l = 0; l < 4; l++)
+                acc[l] = acc[l] + vload(src + (i + l) * channels + c);
+        for (; i < pixels; i++)
+            acc[0] = acc[0] + vload(src + i * channels + c);
+        vstore(sums + c, (acc[0] + acc[1]) + (acc[2] + acc[3]));
+    }
+}
+
+/* ---- element loops ---- */
+
+/* DG_W Philox blocks (4 * DG_W elements) at a time: block b of an iteration gives elements
+ * 4b .. 4b + 3 (its four output words), exactly as dg_rng_bits. */
+static void dropout(size_t begin, size_t end, float rate, const struct dg_dropout_key *key,
+                    const float *in, float *out)
+{
+    const vu m0 = (vu){0} + 0xD2511F53u, m1 = (vu){0} + 0xCD9E8D57u;
+    const vf keep = vset1(1.0f / (1.0f - rate));
+    const vf vrate = vset1(rate);
+    const vf unit = vset1(1.0f / 16777216.0f);
+    const uint32_t purpose = DG_RNG_DROPOUT + key->layer;
+    vu lanes;
+    for (int l = 0; l < DG_W; l++)
+        lanes[l] = (uint32_t)l;
+    size_t i = begin;
+    for (; i % 4 && i < end; i++)
+        out[i] = in[i] * dg_dropout_scale(rate, key->seed, key->layer, key->epoch, key->step, i);
+    const size_t group = 4 * DG_W;
+    for (; i + group <= end && (i >> 34) == ((i + group - 1) >> 34); i += group) {
+        vu c0 = lanes + (uint32_t)(i >> 2);
+        vu c1 = (vu){0} + key->step;
+        vu c2 = (vu){0} + key->epoch;
+        vu c3 = (vu){0} + (purpose | ((uint32_t)(i >> 34) << 8));
+        uint32_t k0 = (uint32_t)key->seed, k1 = (uint32_t)(key->seed >> 32);
+        for (int round = 0; round < 10; round++) {
+            vu lo0, hi0, lo1, hi1;
+            vmulhilo(c0, m0, &lo0, &hi0);
+            vmulhilo(c2, m1, &lo1, &hi1);
+            c0 = hi1 ^ c1 ^ k0;
+            c1 = lo1;
+            c2 = hi0 ^ c3 ^ k1;
+            c3 = lo0;
+            k0 += 0x9E3779B9u;
+            k1 += 0xBB67AE85u;
+        }
+        const vu words[4] = {c0, c1, c2, c3};
+        float scale[4][DG_W];
+        for (int l = 0; l < 4; l++) {
+            vf u = __builtin_convertvector((vi)(words[l] >> 8), vf) * unit;
+            vstore(scale[l], vselect((vi)(u >= vrate), keep, vzero()));
+        }
+        for (int b = 0; b < DG_W; b++)
+            for (int l = 0; l < 4; l++)
+                out[i + 4 * (size_t)b + l] = in[i + 4 * (size_t)b + l] * scale[l][b];
+    }
+    for (; i < end; i++)
+        out[i] = in[i] * dg_dropout_scale(rate, key->seed, key->layer, key->epoch, key->step, i);
+}
+
+/* The first maximum of a window, strict >: the index (0 top-left .. 3 bottom-right). */
+DG_INLINE int first_max(float v0, float v1, float v2, float v3, float *best)
+{
+    int at = 0;
+    float m = v0;
+    at = v1 > m ? 1 : at;
+    m = v1 > m ? v1 : m;
+    at = v2 > m ? 2 : at;
+    m = v2 > m ? v2 : m;
+    at = v3 > m ? 3 : at;
+    m = v3 > m ? v3 : m;
+    *best = m;
+    return at;
+}
+
+static void maxpool_fwd(const float *x, int h, int w, float *y)
+{
+    int oh = h / 2, ow = w / 2;
+    for (int r = 0; r < oh; r++) {
+        const float *top = x + (size_t)(2 * r) * w, *bottom = top + w;
+        float *out = y + (size_t)r * ow;
+        for (int c = 0; c < ow; c++) {
+            float m = top[2 * c];
+            m = top[2 * c + 1] > m ? top[2 * c + 1] : m;
+            m = bottom[2 * c] > m ? bottom[2 * c] : m;
+            m = bottom[2 * c + 1] > m ? bottom[2 * c + 1] : m;
+            out[c] = m;
+        }
+    }
+}
+
+static void maxpool_bwd(const float *x, const float *dy, int h, int w, float *dx)
+{
+    int oh = h / 2, ow = w / 2;
+    for (int r = 0; r < oh; r++) {
+        const float *top = x + (size_t)(2 * r) * w, *bottom = top + w;
+        float *dtop = dx + (size_t)(2 * r) * w, *dbottom = dtop + w;
+        for (int c = 0; c < ow; c++) {
+            float m;
+            int at = first_max(top[2 * c], top[2 * c + 1], bottom[2 * c], bottom[2 * c + 1], &m);
+            float g = dy[(size_t)r * ow + c];
+            dtop[2 * c] = at == 0 ? g : 0.0f;
+            dtop[2 * c + 1] = at == 1 ? g : 0.0f;
+            dbottom[2 * c] = at == 2 ? g : 0.0f;
+            dbottom[2 * c + 1] = at == 3 ? g : 0.0f;
+        }
+        if (w % 2) {
+            dtop[w - 1] = 0.0f;
+            dbottom[w - 1] = 0.0f;
+        }
+    }
+    if (h % 2)
+        memset(dx + (size_t)(h - 1) * w, 0, sizeof(float) * (size_t)w);
+}
+
+/* The operation order of kernels/rmsprop.cuh, no fused operations. */
+static void rmsprop(size_t n, float *w, const float *g, float *acc, float lr, float rho, float eps)
+{
+    const vf vrho = vset1(rho), vone_minus_rho = vset1(1.0f - rho);
+    const vf vlr = vset1(lr), veps = vset1(eps);
+    size_t i = 0;
+    for (; i + DG_W <= n; i += DG_W) {
+        vf gv = vload(g + i);
+        vf a = vrho * vload(acc + i) + (vone_minus_rho * gv) * gv;
+        vstore(acc + i, a);
+        vstore(w + i, vload(w + i) - (vlr * gv) / (vsqrt(a) + veps));
+    }
+    for (; i < n; i++)
+        dg_rmsprop_element(&w[i], &acc[i], g[i], lr, rho, eps);
+}
+
+static void relu_bwd(size_t n, const float *y, float *dy)
+{
+    size_t i = 0;
+    for (; i + DG_W <= n; i += DG_W)
+        vstore(dy + i, vselect((vi)(vload(y + i) > vzero()), vload(dy + i), vzero()));
+    for (; i < n; i++)
+        dy[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+static void bias_act(float *y, size_t n, float bias, int relu)
+{
+    const vf b = vset1(bias);
+    size_t i = 0;
+    if (relu) {
+        for (; i + DG_W <= n; i += DG_W)
+            vstore(y + i, vrelu(vload(y + i) + b));
+        for (; i < n; i++) {
+            float v = y[i] + bias;
+            y[i] = v > 0.0f ? v : 0.0f;
+        }
+        return;
+    }
+    for (; i + DG_W <= n; i += DG_W)
+        vstore(y + i, vload(y + i) + b);
+    for (; i < n; i++)
+        y[i] = y[i] + bias;
+}
+
+/* Row y of the window (ky, kx): col[x] = plane[y + ky - pad][x + kx - pad], zero outside. */
+static void im2col(const float *x, int cin, int h, int w, int k, float *col)
+{
+    int pad = k / 2;
+    size_t hw = (size_t)h * w;
+    for (int ci = 0; ci < cin; ci++)
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                float *out = col + ((size_t)(ci * k + ky) * k + kx) * hw;
+                const float *plane = x + (size_t)ci * hw;
+                int x0 = pad - kx > 0 ? pad - kx : 0;
+                int x1 = w + pad - kx < w ? w + pad - kx : w;
+                for (int y = 0; y < h; y++) {
+                    int sy = y + ky - pad;
+                    float *row = out + (size_t)y * w;
+                    if (sy < 0 || sy >= h || x1 <= x0) {
+                        memset(row, 0, sizeof(float) * (size_t)w);
+                        continue;
+                    }
+                    for (int xx = 0; xx < x0; xx++)
+                        row[xx] = 0.0f;
+                    memcpy(row + x0, plane + (size_t)sy * w + x0 + kx - pad,
+                           sizeof(float) * (size_t)(x1 - x0));
+                    for (int xx = x1; xx < w; xx++)
+                        row[xx] = 0.0f;
+                }
+            }
+}
+
+static void col2im(const float *col, int cin, int h, int w, int k, float *x)
+{
+    int pad = k / 2;
+    size_t hw = (size_t)h * w;
+    memset(x, 0, sizeof(float) * (size_t)cin * hw);
+    for (int ci = 0; ci < cin; ci++)
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                const float *in = col + ((size_t)(ci * k + ky) * k + kx) * hw;
+                float *plane = x + (size_t)ci * hw;
+                int x0 = pad - kx > 0 ? pad - kx : 0;
+                int x1 = w + pad - kx < w ? w + pad - kx : w;
+                for (int y = 0; y < h; y++) {
+                    int sy = y + ky - pad;
+                    if (sy < 0 || sy >= h)
+                        continue;
+                    float *dst = plane + (size_t)sy * w;
+                    const float *src = in + (size_t)y * w;
+                    for (int xx = x0; xx < x1; xx++)
+                        dst[xx + kx - pad] += src[xx];
+                }
+            }
+}
+
+static void assemble(const uint8_t *image, const struct dg_affine *affine, float *out)
+{
+    if (!affine) {
+        for (int k = 0; k < DG_PIXELS; k++)
+            out[k] = dg_pixel_to_float(image[k]);
+        return;
+    }
+    for (int row = 0; row < DG_IMAGE_SIDE; row++)
+        for (int col = 0; col < DG_IMAGE_SIDE; col++)
+            out[row * DG_IMAGE_SIDE + col] = dg_augment_pixel(image, *affine, row, col);
+}
+
+const struct dg_cpu_isa_ops DG_ISA_TABLE = {
+#if defined(DG_ISA_AVX512)
+    .isa = DG_CPU_ISA_AVX512,
+#elif defined(DG_ISA_AVX2)
+    .isa = DG_CPU_ISA_AVX2,
+#elif defined(DG_ISA_NEON)
+    .isa = DG_CPU_ISA_NEON,
+#else
+    .isa = DG_CPU_ISA_SCALAR,
+#endif
+    .lanes = DG_W,
+    .conv_row = conv_row,
+    .filter_tile = filter_tile,
+    .wino_weights = wino_weights,
+    .wino_input = wino_input,
+    .wino_output = wino_output,
+    .wino_grad = wino_grad,
+    .to_nhwc = to_nhwc,
+    .from_nhwc = from_nhwc,
+    .channel_sums = channel_sums,
+    .dropout = dropout,
+    .maxpool_fwd = maxpool_fwd,
+    .maxpool_bwd = maxpool_bwd,
+    .rmsprop = rmsprop,
+    .relu_bwd = relu_bwd,
+    .bias_act = bias_act,
+    .im2col = im2col,
+    .col2im = col2im,
+    .assemble = assemble,
+};
