@@ -765,15 +765,29 @@ START_TEST(net_describes_algorithms)
         struct dg_backend *be = dg_test_cpu_backend(1, cases[i].kernels);
         struct dg_net *net = NULL;
         check_ok(dg_net_create(be, &model, 4, &net));
-        char text[512];
+        char text[512], text_for[512];
         dg_net_describe(net, text, sizeof text);
+        dg_backend_describe_for(be, &model, 86, text_for, sizeof text_for);
         printf("%s\n", text);
+        ck_assert_str_eq(text, text_for);
         ck_assert_ptr_nonnull(strstr(text, be->description));
         const char *tail = text + strlen(text) - strlen(cases[i].want);
         ck_assert_str_eq(tail, cases[i].want);
         dg_net_free(net);
         dg_backend_destroy(be);
     }
+    /* a layer whose passes differ says so: 1 input channel, 16 outputs, kernel 5 */
+    struct dg_backend *be = dg_test_cpu_backend(1, DG_CPU_KERNELS_AUTO);
+    char name[96];
+    struct dg_conv_shape shape = {4, 1, 16, 9, 9, 5};
+    be->ops->conv_algo_name(be, &shape, 1, name, sizeof name);
+    ck_assert_str_eq(name, "direct (bwd-data im2col+sgemm, bwd-filter direct)");
+    be->ops->conv_algo_name(be, &shape, 0, name, sizeof name);
+    ck_assert_str_eq(name, "direct");
+    struct dg_conv_shape odd = {4, 32, 16, 9, 9, 3};
+    be->ops->conv_algo_name(be, &odd, 1, name, sizeof name);
+    ck_assert_str_eq(name, "direct (bwd-data Winograd, bwd-filter direct)");
+    dg_backend_destroy(be);
     dg_model_free(&model);
 }
 END_TEST

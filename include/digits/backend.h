@@ -87,10 +87,11 @@ struct dg_backend_ops {
     enum dg_status (*conv_plan_create)(struct dg_backend *be, const struct dg_conv_shape *shape,
                                        void **plan);
     void (*conv_plan_free)(struct dg_backend *be, void *plan);
-    /* Optional (NULL when the backend has nothing to say): the algorithm a plan runs, e.g.
-     * "Winograd" or "direct (bwd-filter im2col+sgemm)"; with_bwd_data = 0 leaves out the
-     * backward-data pass (the first layer never runs it). Valid until the plan is freed. */
-    const char *(*conv_plan_name)(struct dg_backend *be, void *plan, int with_bwd_data);
+    /* Optional (NULL when the backend has nothing to say): the algorithm a plan of this shape
+     * runs, e.g. "Winograd" or "direct (bwd-filter im2col+sgemm)", into out; with_bwd_data = 0
+     * leaves out the backward-data pass (the first layer never runs it). */
+    void (*conv_algo_name)(struct dg_backend *be, const struct dg_conv_shape *shape,
+                           int with_bwd_data, char *out, size_t size);
     /* y = conv(x, w) + bias, then ReLU when relu != 0 */
     enum dg_status (*conv_fwd)(struct dg_backend *be, void *plan, const float *x, const float *w,
                                const float *bias, float *y, int relu);

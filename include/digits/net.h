@@ -87,7 +87,10 @@ enum dg_status dg_net_stats_reset(struct dg_net *net);
 enum dg_status dg_net_stats_read(struct dg_net *net, double *loss_sum, double *correct);
 
 /* The backend's description and, where the backend names its convolution algorithms, which
- * layer runs which: "cpu: 2 threads, AVX2+FMA, OpenBLAS ...; Winograd conv2-4, direct conv1". */
+ * convolution of the model runs which: "cpu: 2 threads, AVX2+FMA, OpenBLAS ...; direct conv1,
+ * Winograd conv2-4". */
+void dg_backend_describe_for(struct dg_backend *be, const struct dg_model *model, int batch,
+                             char *out, size_t size);
 void dg_net_describe(const struct dg_net *net, char *out, size_t size);
 
 #ifdef __cplusplus

@@ -114,7 +114,7 @@ struct layer_result {
 
 struct backend_result {
     char name[16];
-    char description[256];
+    char description[512];
     struct rate_result train[MAX_BATCHES];
     int train_count;
     struct rate_result infer;
@@ -469,8 +469,6 @@ static enum dg_status bench_backend(const struct settings *s, const char *spec,
     if ((status = dg_cli_open_backend(&device, 1, &be)) != DG_OK)
         return status;
     snprintf(result->name, sizeof result->name, "%s", be->name);
-    snprintf(result->description, sizeof result->description, "%s", be->description);
-    note(s, "%s", be->description);
     if (cuda && dg_bench_device_memory(&baseline, &total)) {
         result->have_device_memory = 1;
         result->device_baseline_bytes = baseline;
@@ -483,6 +481,9 @@ static enum dg_status bench_backend(const struct settings *s, const char *spec,
     if ((status = dg_model_build(&model, specs, layer_count)) != DG_OK)
         goto fail;
     dg_model_init_glorot(&model, BENCH_SEED);
+    dg_backend_describe_for(be, &model, s->batch_count ? (int)s->batches[0] : 86, result->description,
+                            sizeof result->description);
+    note(s, "%s", result->description);
     if ((status = be->ops->dataset_attach(be, dataset, &handle)) != DG_OK)
         goto fail;
     order = malloc(dataset->count * sizeof *order);

@@ -5,6 +5,8 @@
 #include "digits/backend.h"
 #include "digits/io.h"
 #include "digits/model.h"
+#include "digits/net.h"
+#include "cpu/cpu.h"
 
 #include <cblas.h>
 #include <getopt.h>
@@ -82,6 +84,26 @@ int dg_cmd_info(int argc, char **argv)
            dg_cuda_built() ? "built" : "not built");
     printf("BLAS: OpenBLAS (%s), %d threads\n", openblas_get_config(),
            openblas_get_num_threads());
+    char usable[64] = "";
+    for (int isa = DG_CPU_ISA_COUNT - 1; isa >= 0; isa--)
+        if (dg_cpu_isa_supported((enum dg_cpu_isa)isa))
+            snprintf(usable + strlen(usable), sizeof usable - strlen(usable), "%s%s",
+                     usable[0] ? ", " : "", dg_cpu_isa_name((enum dg_cpu_isa)isa));
+    printf("CPU kernels: %s usable (best first; DIGITS_CPU_ISA caps them)\n", usable);
+    struct dg_backend *cpu = NULL;
+    struct dg_model model;
+    int count;
+    const struct dg_layer_spec *specs = dg_arch_reference(&count);
+    enum dg_status status = dg_backend_cpu_create(0, &cpu);
+    if (status == DG_OK && (status = dg_model_build(&model, specs, count)) == DG_OK) {
+        char described[512];
+        dg_backend_describe_for(cpu, &model, 86, described, sizeof described);
+        printf("%s\n", described);
+        dg_model_free(&model);
+    }
+    dg_backend_destroy(cpu);
+    if (status != DG_OK)
+        return dg_cli_fail(status);
     dg_cuda_describe(print_line, NULL);
     return 0;
 }

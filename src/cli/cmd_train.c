@@ -6,6 +6,7 @@
 #include "digits/data.h"
 #include "digits/io.h"
 #include "digits/model.h"
+#include "digits/net.h"
 #include "digits/train.h"
 
 #include <getopt.h>
@@ -232,10 +233,13 @@ int dg_cmd_train(int argc, char **argv)
         fprintf(progress.log,
                 "epoch,loss,accuracy,val_loss,val_accuracy,lr,images_per_second,seconds\n");
     }
-    if (!progress.quiet)
+    if (!progress.quiet) {
+        char described[512];
+        dg_backend_describe_for(be, &model, options.batch, described, sizeof described);
         fprintf(stderr, "digits: training on %zu images of %s (%s), %d epochs, batch %d, %s\n",
                 dataset.count, train_path, dataset.labels ? "labelled" : "unlabelled",
-                options.epochs, options.batch, be->description);
+                options.epochs, options.batch, described);
+    }
     options.on_epoch = on_epoch;
     options.on_step = on_step;
     options.ctx = &progress;

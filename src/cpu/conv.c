@@ -44,7 +44,6 @@ struct conv_plan {
     struct dg_cpu_conv_algos algos;
     conv_pass_fn fwd, bwd_data;
     filter_pass_fn bwd_filter;
-    char name[64]; /* "Winograd", "direct", "Winograd fwd, direct bwd-filter", ... */
     int pad;
     int hp, wp; /* padded height, width: (tile rows) * m + k - 1 with Winograd tiles */
     int threads;
@@ -992,22 +991,20 @@ enum dg_status dg_cpu_conv_plan_create(struct dg_backend *be, const struct dg_co
     return DG_OK;
 }
 
-const char *dg_cpu_conv_plan_name(struct dg_backend *be, void *plan, int with_bwd_data)
+void dg_cpu_conv_describe(struct dg_backend *be, const struct dg_conv_shape *shape,
+                           int with_bwd_data, char *out, size_t size)
 {
-    (void)be;
-    struct conv_plan *p = plan;
-    const struct dg_cpu_conv_algos *a = &p->algos;
-    const char *fwd = dg_cpu_conv_algo_name(a->fwd);
-    int same_data = !with_bwd_data || a->bwd_data == a->fwd;
-    if (same_data && a->bwd_filter == a->fwd)
-        snprintf(p->name, sizeof p->name, "%s", fwd);
+    struct dg_cpu *cpu = be->impl;
+    struct dg_cpu_conv_algos a = dg_cpu_conv_choose(cpu->kernels, shape);
+    const char *fwd = dg_cpu_conv_algo_name(a.fwd);
+    int same_data = !with_bwd_data || a.bwd_data == a.fwd;
+    if (same_data && a.bwd_filter == a.fwd)
+        snprintf(out, size, "%s", fwd);
     else if (same_data)
-        snprintf(p->name, sizeof p->name, "%s (bwd-filter %s)", fwd,
-                 dg_cpu_conv_algo_name(a->bwd_filter));
+        snprintf(out, size, "%s (bwd-filter %s)", fwd, dg_cpu_conv_algo_name(a.bwd_filter));
     else
-        snprintf(p->name, sizeof p->name, "%s (bwd-data %s, bwd-filter %s)", fwd,
-                 dg_cpu_conv_algo_name(a->bwd_data), dg_cpu_conv_algo_name(a->bwd_filter));
-    return p->name;
+        snprintf(out, size, "%s (bwd-data %s, bwd-filter %s)", fwd,
+                 dg_cpu_conv_algo_name(a.bwd_data), dg_cpu_conv_algo_name(a.bwd_filter));
 }
 
 /* ---- the ops ---- */

@@ -135,7 +135,8 @@ struct dg_cpu_conv_algos dg_cpu_conv_choose(enum dg_cpu_kernels kernels,
 enum dg_status dg_cpu_conv_plan_create(struct dg_backend *be, const struct dg_conv_shape *shape,
                                        void **plan);
 void dg_cpu_conv_plan_free(struct dg_backend *be, void *plan);
-const char *dg_cpu_conv_plan_name(struct dg_backend *be, void *plan, int with_bwd_data);
+void dg_cpu_conv_describe(struct dg_backend *be, const struct dg_conv_shape *shape,
+                           int with_bwd_data, char *out, size_t size);
 enum dg_status dg_cpu_conv_fwd(struct dg_backend *be, void *plan, const float *x, const float *w,
                                const float *bias, float *y, int relu);
 enum dg_status dg_cpu_conv_bwd_data(struct dg_backend *be, void *plan, const float *dy,

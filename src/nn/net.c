@@ -311,34 +311,39 @@ enum dg_status dg_net_stats_read(struct dg_net *net, double *loss_sum, double *c
     return DG_OK;
 }
 
-/* Appends "Winograd conv2-4, direct conv1": each distinct plan name in order of first use,
+/* Appends "direct conv1, Winograd conv2-4": each distinct algorithm in order of first use,
  * with the convolutions (numbered from 1) that run it, runs of consecutive ones as a-b. */
-void dg_net_describe(const struct dg_net *net, char *out, size_t size)
+void dg_backend_describe_for(struct dg_backend *be, const struct dg_model *model, int batch,
+                             char *out, size_t size)
 {
-    struct dg_backend *be = net->be;
     size_t used = (size_t)snprintf(out, size, "%s", be->description);
-    if (!be->ops->conv_plan_name || used >= size)
+    if (!be->ops->conv_algo_name || used >= size)
         return;
-    const char *names[DG_MAX_LAYERS];
+    char names[DG_MAX_LAYERS][96];
     int conv_count = 0;
-    for (int i = 0; i < net->model->layer_count; i++)
-        if (net->model->layers[i].spec.kind == DG_LAYER_CONV && net->plans[i])
-            names[conv_count++] = be->ops->conv_plan_name(be, net->plans[i], i > 0);
+    for (int i = 0; i < model->layer_count; i++) {
+        const struct dg_layer *layer = &model->layers[i];
+        if (layer->spec.kind != DG_LAYER_CONV)
+            continue;
+        struct dg_conv_shape shape = {batch,       layer->in_c, layer->out_c,
+                                      layer->in_h, layer->in_w, layer->spec.kernel};
+        be->ops->conv_algo_name(be, &shape, i > 0, names[conv_count], sizeof names[0]);
+        conv_count++;
+    }
     int done[DG_MAX_LAYERS] = {0};
     const char *sep = "; ";
     for (int c = 0; c < conv_count; c++) {
         if (done[c])
             continue;
-        char name[96];
-        snprintf(name, sizeof name, "%s", names[c]);
-        used += (size_t)snprintf(out + used, used < size ? size - used : 0, "%s%s conv", sep, name);
+        used += (size_t)snprintf(out + used, used < size ? size - used : 0, "%s%s conv", sep,
+                                 names[c]);
         sep = ", ";
         const char *list_sep = "";
         for (int d = c; d < conv_count; d++) {
-            if (done[d] || strcmp(names[d], name) != 0)
+            if (done[d] || strcmp(names[d], names[c]) != 0)
                 continue;
             int last = d;
-            while (last + 1 < conv_count && strcmp(names[last + 1], name) == 0)
+            while (last + 1 < conv_count && strcmp(names[last + 1], names[c]) == 0)
                 last++;
             for (int e = d; e <= last; e++)
                 done[e] = 1;
@@ -354,4 +359,9 @@ void dg_net_describe(const struct dg_net *net, char *out, size_t size)
         if (used >= size)
             return;
     }
+}
+
+void dg_net_describe(const struct dg_net *net, char *out, size_t size)
+{
+    dg_backend_describe_for(net->be, net->model, net->max_batch, out, size);
 }
