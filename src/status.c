@@ -81,6 +81,8 @@ const char *dg_status_name(enum dg_status status)
         return "device error";
     case DG_ERR_RUNTIME:
         return "runtime error";
+    case DG_ERR_INTERRUPTED:
+        return "interrupted";
     }
     return "unknown error";
 }

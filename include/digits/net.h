@@ -69,6 +69,9 @@ void dg_net_free(struct dg_net *net);
 /* Copies model->params to the backend (and zeroes the RMSprop accumulators when reset_rms). */
 enum dg_status dg_net_upload_params(struct dg_net *net, const float *host_params, int reset_rms);
 enum dg_status dg_net_download_params(struct dg_net *net, float *host_params);
+/* The RMSprop accumulators (param_count floats), for checkpoints. */
+enum dg_status dg_net_upload_rms(struct dg_net *net, const float *host_rms);
+enum dg_status dg_net_download_rms(struct dg_net *net, float *host_rms);
 
 /* Forward of n <= max_batch images in act[0]; leaves logits in out[layer_count] and the
  * softmax in probs. When labels != NULL (backend memory, n entries) adds the loss sum and
@@ -82,8 +85,10 @@ enum dg_status dg_net_backward(struct dg_net *net, int n, const struct dg_net_mo
 /* One RMSprop step over all parameters. */
 enum dg_status dg_net_update(struct dg_net *net, float lr, float rho, float eps);
 
-/* Zeroes stats; reads them back (loss sum, correct count). */
+/* Zeroes stats; sets them (a resumed partial epoch); reads them back (loss sum, correct
+ * count). */
 enum dg_status dg_net_stats_reset(struct dg_net *net);
+enum dg_status dg_net_stats_set(struct dg_net *net, double loss_sum, double correct);
 enum dg_status dg_net_stats_read(struct dg_net *net, double *loss_sum, double *correct);
 
 /* The backend's description and, where the backend names its convolution algorithms, which

@@ -16,6 +16,7 @@ enum dg_status {
     DG_ERR_NOMEM,       /* out of host memory: exit 1 */
     DG_ERR_DEVICE,      /* CUDA / cuDNN / cuBLAS failure or no usable device: exit 1 */
     DG_ERR_RUNTIME,     /* anything else at run time: exit 1 */
+    DG_ERR_INTERRUPTED, /* stopped on request (a signal): exit 1, the CLI uses 128 + signal */
 };
 
 /* Records a printf-style message and returns `status`. */

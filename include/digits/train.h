@@ -6,6 +6,7 @@
 #ifndef DIGITS_TRAIN_H
 #define DIGITS_TRAIN_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,6 +30,8 @@ struct dg_epoch_report {
     double seconds;                /* whole epoch, validation included */
 };
 
+struct dg_train_state;
+
 struct dg_train_options {
     int epochs;
     int batch;
@@ -39,14 +42,55 @@ struct dg_train_options {
     float rotation_deg, shift, zoom;
     float lr_factor, min_delta, min_lr;
     int patience;
+    int save_best;  /* keep the weights of the best validation epoch (Keras save_best_only) */
+    int early_stop; /* stop after this many epochs without a better val_accuracy (0: never) */
     /* optional callbacks */
     void (*on_epoch)(const struct dg_epoch_report *report, void *ctx);
     void (*on_step)(int epoch, int step, int steps, double seconds, void *ctx);
+    /* At the end of every epoch (after on_epoch) and when stopped by *stop: the whole state;
+     * a status other than DG_OK stops training and is returned. */
+    enum dg_status (*on_checkpoint)(const struct dg_train_state *state, void *ctx);
     void *ctx;
+    /* When non-NULL and nonzero after a step: the step is finished, on_checkpoint is called
+     * with the state (epoch, next step) and dg_train returns DG_ERR_INTERRUPTED. */
+    const volatile sig_atomic_t *stop;
+    /* Continue from this state (NULL: start from model->params). */
+    const struct dg_train_state *resume;
 };
+
+/* Everything a run needs to continue exactly where it stopped: resuming from it gives the
+ * same final weights, bit for bit, as the run left alone (every random draw is a function of
+ * the seed, the epoch and the step; the shuffle order is replayed). */
+struct dg_train_state {
+    int epoch;            /* epochs completed: the epoch to run next (0-based) */
+    int step;             /* steps of `epoch` already done (0 at an epoch boundary) */
+    float lr;             /* the learning rate now */
+    int wait;             /* epochs without improvement, ReduceLROnPlateau's counter */
+    double best_monitor;  /* ReduceLROnPlateau's best val_accuracy (-inf before any) */
+    double best_val_accuracy; /* NaN before any validation */
+    int best_epoch;       /* 1-based, 0 before any */
+    int since_best;       /* epochs since best_val_accuracy improved (early stop) */
+    int stopped_early;    /* training ended by --early-stop */
+    double loss_sum, correct; /* the partial epoch's statistics (step > 0) */
+    double seconds;       /* training time so far */
+    int history_count;    /* epochs reported in history */
+    struct dg_epoch_report *history; /* history_capacity entries */
+    int history_capacity;
+    size_t param_count;
+    float *params;        /* the weights now */
+    float *rms_acc;       /* RMSprop accumulators */
+    float *best_params;   /* the weights of best_epoch (with save_best; NULL otherwise) */
+};
+
+/* Allocates the arrays of a state for param_count parameters and `epochs` history entries
+ * (best_params only when save_best); zeroes the rest. */
+enum dg_status dg_train_state_init(struct dg_train_state *state, size_t param_count, int epochs,
+                                   int save_best);
+void dg_train_state_free(struct dg_train_state *state);
 
 struct dg_train_result {
     int epochs_run;
+    int stopped_early; /* --early-stop ended the run */
     double final_val_accuracy, best_val_accuracy;
     int best_epoch;
     double final_loss, final_accuracy;
@@ -65,7 +109,15 @@ void dg_train_split(uint64_t seed, size_t count, float val_split, uint32_t *rows
 /* Shuffles rows[0..count) for an epoch (Philox, purpose DG_RNG_SHUFFLE). */
 void dg_shuffle(uint64_t seed, uint32_t purpose, uint32_t epoch, uint32_t *rows, size_t count);
 
-/* Trains model->params in place (initialise them first) on the labelled dataset. */
+/* A step whose mean loss per image is above this has diverged: the logits of a classifier are
+ * then thousands apart (float32 probabilities of exactly 0); the numerically stable
+ * cross-entropy stays finite there, so NaN alone would not catch it. */
+#define DG_TRAIN_DIVERGED_LOSS 1e4
+
+/* Trains model->params in place (initialise them first) on the labelled dataset. With
+ * options->save_best the model ends with the best epoch's weights. A step whose loss is NaN,
+ * infinite or above DG_TRAIN_DIVERGED_LOSS per image stops training there (DG_ERR_RUNTIME
+ * naming the epoch and step). */
 enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
                         const struct dg_dataset *dataset, const struct dg_train_options *options,
                         struct dg_train_result *result);

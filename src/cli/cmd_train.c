@@ -1,5 +1,7 @@
 /* digits train: load a labelled file, train the reference network with the reference recipe
- * (each setting a flag), write the model file; progress on stderr, history with --log. */
+ * (each setting a flag), write the model file; progress on stderr, history with --log.
+ * A checkpoint is written atomically at the end of every epoch (and on SIGINT/SIGTERM, after
+ * the step in progress); --resume continues from one, bit for bit. */
 #define _POSIX_C_SOURCE 200809L
 #include "cli/cli.h"
 
@@ -11,9 +13,12 @@
 
 #include <getopt.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *usage_text =
@@ -36,9 +41,25 @@ static const char *usage_text =
     "      --device D        auto, cpu, cuda or cuda:N (auto)\n"
     "      --math M          CUDA math: fp32 or tf32 (fp32)\n"
     "      --deterministic   bit-identical reruns on the same GPU\n"
-    "      --log FILE.csv    per-epoch history (written as training goes)\n"
+    "      --log FILE.csv    per-epoch history (written as training goes; continued\n"
+    "                        on --resume)\n"
+    "      --checkpoint FILE the training state, written atomically after every epoch\n"
+    "                        and on SIGINT/SIGTERM (default: the model file + .ckpt)\n"
+    "      --no-checkpoint   write no checkpoint\n"
+    "      --resume FILE     continue from a checkpoint, bit for bit; the settings (and\n"
+    "                        --limit, --labels, -o) come from it; options that contradict\n"
+    "                        it are refused; --epochs may be raised to train longer\n"
+    "      --save-best       the model file gets the weights of the best validation epoch\n"
+    "      --early-stop N    stop after N epochs without a better val_accuracy\n"
     "  -q, --quiet           no progress output\n"
-    "  -h, --help            this text\n";
+    "  -h, --help            this text\n"
+    "\n"
+    "Ctrl-C (SIGINT) or SIGTERM: the step in progress finishes, a checkpoint is written and the\n"
+    "command to resume is printed (exit 130 / 143); a second Ctrl-C stops at once. A loss that\n"
+    "turns NaN, infinite or above 1e4 per image (diverged) stops training (exit 1) with the\n"
+    "last checkpoint kept and no model written.\n"
+    "With --val-split 0 there is no validation: no learning-rate reduction, --save-best and\n"
+    "--early-stop are unavailable.\n";
 
 struct progress {
     int tty;
@@ -46,7 +67,73 @@ struct progress {
     FILE *log;
     int log_failed;
     int batch;
+    /* checkpoints */
+    const char *checkpoint_path; /* NULL: none */
+    struct dg_checkpoint checkpoint; /* settings and fingerprint; state filled per call */
+    const struct dg_model *model;
+    int checkpoints_written;
+    double checkpoint_seconds;
+    long checkpoint_bytes;
 };
+
+static double wall_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int signo)
+{
+    stop_signal = signo;
+}
+
+/* SIGINT and SIGTERM set stop_signal once; the handler then resets, so a second one acts as
+ * the default (stops at once). */
+static void catch_stop_signals(void)
+{
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = on_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = (int)SA_RESETHAND;
+    sigaction(SIGINT, &action, NULL);
+    sigaction(SIGTERM, &action, NULL);
+}
+
+static void release_stop_signals(void)
+{
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+}
+
+static enum dg_status on_checkpoint(const struct dg_train_state *state, void *ctx)
+{
+    struct progress *progress = ctx;
+    if (!progress->checkpoint_path)
+        return DG_OK;
+    double start = wall_seconds();
+    progress->checkpoint.state = *state;
+    enum dg_status status =
+        dg_checkpoint_save(progress->checkpoint_path, progress->model, &progress->checkpoint);
+    memset(&progress->checkpoint.state, 0, sizeof progress->checkpoint.state);
+    if (status != DG_OK)
+        return dg_error_prefix(status, "writing the checkpoint (the previous one is kept)");
+    progress->checkpoints_written++;
+    progress->checkpoint_seconds += wall_seconds() - start;
+    struct stat st;
+    if (stat(progress->checkpoint_path, &st) == 0)
+        progress->checkpoint_bytes = (long)st.st_size;
+    return DG_OK;
+}
+
+static void log_line(FILE *log, const struct dg_epoch_report *r)
+{
+    fprintf(log, "%d,%.6f,%.6f,%.6f,%.6f,%.6g,%.1f,%.3f\n", r->epoch, r->loss, r->accuracy,
+            r->val_loss, r->val_accuracy, r->lr, r->images_per_second, r->seconds);
+}
 
 static void on_step(int epoch, int step, int steps, double seconds, void *ctx)
 {
@@ -82,12 +169,66 @@ static void on_epoch(const struct dg_epoch_report *r, void *ctx)
                 r->next_lr < r->lr ? " (learning rate reduced)" : "");
     }
     if (progress->log) {
-        fprintf(progress->log, "%d,%.6f,%.6f,%.6f,%.6f,%.6g,%.1f,%.3f\n", r->epoch, r->loss,
-                r->accuracy, r->val_loss, r->val_accuracy, r->lr, r->images_per_second,
-                r->seconds);
+        log_line(progress->log, r);
         if (fflush(progress->log) != 0)
             progress->log_failed = 1;
     }
+}
+
+/* Options given on the command line (a contradiction with --resume is refused). */
+enum given {
+    GIVEN_EPOCHS = 1 << 0,
+    GIVEN_BATCH = 1 << 1,
+    GIVEN_LR = 1 << 2,
+    GIVEN_VAL_SPLIT = 1 << 3,
+    GIVEN_SEED = 1 << 4,
+    GIVEN_NO_AUGMENT = 1 << 5,
+    GIVEN_SAVE_BEST = 1 << 6,
+    GIVEN_EARLY_STOP = 1 << 7,
+    GIVEN_OUTPUT = 1 << 8,
+};
+
+/* The settings of a resumed run: the checkpoint's, with --epochs possibly raised; any other
+ * option given that differs from the checkpoint is refused, naming it. */
+static enum dg_status resume_settings(const char *path, const struct dg_checkpoint *ck,
+                                      unsigned given, struct dg_train_options *options)
+{
+    const struct dg_train_options *c = &ck->options;
+    char what[160] = "";
+    if ((given & GIVEN_BATCH) && options->batch != c->batch)
+        snprintf(what, sizeof what, "--batch %d (the checkpoint's is %d)", options->batch,
+                 c->batch);
+    else if ((given & GIVEN_LR) && options->lr != c->lr)
+        snprintf(what, sizeof what, "--lr %g (the checkpoint's is %g)", (double)options->lr,
+                 (double)c->lr);
+    else if ((given & GIVEN_VAL_SPLIT) && options->val_split != c->val_split)
+        snprintf(what, sizeof what, "--val-split %g (the checkpoint's is %g)",
+                 (double)options->val_split, (double)c->val_split);
+    else if ((given & GIVEN_SEED) && options->seed != c->seed)
+        snprintf(what, sizeof what, "--seed %llu (the checkpoint's is %llu)",
+                 (unsigned long long)options->seed, (unsigned long long)c->seed);
+    else if ((given & GIVEN_NO_AUGMENT) && c->augment)
+        snprintf(what, sizeof what, "--no-augment (the checkpoint's run augments)");
+    else if ((given & GIVEN_SAVE_BEST) && !c->save_best)
+        snprintf(what, sizeof what, "--save-best (the checkpoint's run keeps the last weights)");
+    else if ((given & GIVEN_EARLY_STOP) && options->early_stop != c->early_stop)
+        snprintf(what, sizeof what, "--early-stop %d (the checkpoint's is %d)",
+                 options->early_stop, c->early_stop);
+    else if ((given & GIVEN_EPOCHS) && options->epochs < ck->state.epoch)
+        snprintf(what, sizeof what, "--epochs %d (the checkpoint has done %d epochs already)",
+                 options->epochs, ck->state.epoch);
+    if (what[0])
+        return dg_error(DG_ERR_USAGE, "%s: %s contradicts the checkpoint; leave it out to use "
+                                      "the checkpoint's setting",
+                        path, what);
+    int epochs = (given & GIVEN_EPOCHS) ? options->epochs : c->epochs;
+    void (*on_epoch_fn)(const struct dg_epoch_report *, void *) = options->on_epoch;
+    void (*on_step_fn)(int, int, int, double, void *) = options->on_step;
+    *options = *c;
+    options->epochs = epochs;
+    options->on_epoch = on_epoch_fn;
+    options->on_step = on_step_fn;
+    return DG_OK;
 }
 
 int dg_cmd_train(int argc, char **argv)
@@ -107,6 +248,11 @@ int dg_cmd_train(int argc, char **argv)
         {"math", required_argument, NULL, 'M'},
         {"deterministic", no_argument, NULL, 'D'},
         {"log", required_argument, NULL, 'g'},
+        {"checkpoint", required_argument, NULL, 'c'},
+        {"no-checkpoint", no_argument, NULL, 'C'},
+        {"resume", required_argument, NULL, 'R'},
+        {"save-best", no_argument, NULL, 'B'},
+        {"early-stop", required_argument, NULL, 'E'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -115,8 +261,13 @@ int dg_cmd_train(int argc, char **argv)
     dg_train_options_default(&options);
     struct dg_cli_device device = {"auto", 0, DG_CUDA_MATH_FP32, 0, 0};
     const char *output = "model.dgt", *labels = NULL, *log_path = NULL;
+    const char *checkpoint_path = NULL, *resume_path = NULL;
+    int no_checkpoint = 0;
+    unsigned given = 0;
     long limit = 0;
-    struct progress progress = {isatty(STDERR_FILENO), 0, NULL, 0, 0};
+    struct progress progress;
+    memset(&progress, 0, sizeof progress);
+    progress.tty = isatty(STDERR_FILENO);
     int opt;
     long value;
     double real;
@@ -125,6 +276,7 @@ int dg_cmd_train(int argc, char **argv)
         switch (opt) {
         case 'o':
             output = optarg;
+            given |= GIVEN_OUTPUT;
             break;
         case 'L':
             labels = optarg;
@@ -133,28 +285,34 @@ int dg_cmd_train(int argc, char **argv)
             if (!dg_cli_parse_int("train", "--epochs", optarg, 1, 100000, &value))
                 return 2;
             options.epochs = (int)value;
+            given |= GIVEN_EPOCHS;
             break;
         case 'b':
             if (!dg_cli_parse_int("train", "--batch", optarg, 1, 65536, &value))
                 return 2;
             options.batch = (int)value;
+            given |= GIVEN_BATCH;
             break;
         case 'r':
-            if (!dg_cli_parse_float("train", "--lr", optarg, 1e-12, 10.0, &real))
+            if (!dg_cli_parse_float("train", "--lr", optarg, 1e-12, 1e6, &real))
                 return 2;
             options.lr = (float)real;
+            given |= GIVEN_LR;
             break;
         case 'v':
             if (!dg_cli_parse_float("train", "--val-split", optarg, 0.0, 0.99, &real))
                 return 2;
             options.val_split = (float)real;
+            given |= GIVEN_VAL_SPLIT;
             break;
         case 's':
             if (!dg_cli_parse_u64("train", "--seed", optarg, &options.seed))
                 return 2;
+            given |= GIVEN_SEED;
             break;
         case 'A':
             options.augment = 0;
+            given |= GIVEN_NO_AUGMENT;
             break;
         case 'l':
             if (!dg_cli_parse_int("train", "--limit", optarg, 1, 1L << 40, &limit))
@@ -178,6 +336,25 @@ int dg_cmd_train(int argc, char **argv)
         case 'g':
             log_path = optarg;
             break;
+        case 'c':
+            checkpoint_path = optarg;
+            break;
+        case 'C':
+            no_checkpoint = 1;
+            break;
+        case 'R':
+            resume_path = optarg;
+            break;
+        case 'B':
+            options.save_best = 1;
+            given |= GIVEN_SAVE_BEST;
+            break;
+        case 'E':
+            if (!dg_cli_parse_int("train", "--early-stop", optarg, 1, 100000, &value))
+                return 2;
+            options.early_stop = (int)value;
+            given |= GIVEN_EARLY_STOP;
+            break;
         case 'q':
             progress.quiet = 1;
             break;
@@ -192,22 +369,59 @@ int dg_cmd_train(int argc, char **argv)
     if (optind != argc - 1)
         return dg_cli_usage_error("train", optind >= argc ? "missing the TRAIN file"
                                                           : "expects one TRAIN file");
+    if (no_checkpoint && checkpoint_path)
+        return dg_cli_usage_error("train", "--checkpoint and --no-checkpoint together");
     const char *train_path = argv[optind];
 
     struct dg_backend *be = NULL;
     struct dg_dataset dataset = {0};
     struct dg_model model = {0};
+    struct dg_checkpoint resumed;
+    int have_resumed = 0;
     struct dg_atomic_file probe;
     enum dg_status status;
-    int code = 1;
+    int code = 1, reported = 0;
+    char default_checkpoint[4200];
 
-    /* Fail before training, not after, when the model cannot be written. */
+    if (resume_path) {
+        if ((status = dg_checkpoint_load(resume_path, &model, &resumed)) != DG_OK)
+            return dg_cli_fail(status);
+        have_resumed = 1;
+        if ((status = resume_settings(resume_path, &resumed, given, &options)) != DG_OK)
+            goto fail;
+        if (!(given & GIVEN_OUTPUT) && resumed.output[0])
+            output = resumed.output;
+        if (limit == 0)
+            limit = (long)resumed.limit;
+        if (!labels && resumed.labels_file[0])
+            labels = resumed.labels_file;
+        if (!checkpoint_path)
+            checkpoint_path = resume_path;
+    }
+    if (options.val_split == 0.0f && (options.save_best || options.early_stop)) {
+        status = dg_error(DG_ERR_USAGE, "--save-best and --early-stop need validation rows "
+                                        "(--val-split above 0)");
+        goto fail;
+    }
+    if (!no_checkpoint && !checkpoint_path) {
+        snprintf(default_checkpoint, sizeof default_checkpoint, "%s.ckpt", output);
+        checkpoint_path = default_checkpoint;
+    }
+    if (no_checkpoint)
+        checkpoint_path = NULL;
+
+    /* Fail before training, not after, when the model or the checkpoint cannot be written. */
     if ((status = dg_atomic_open(&probe, output)) != DG_OK)
-        return dg_cli_fail(status);
+        goto fail;
     dg_atomic_abort(&probe);
+    if (checkpoint_path) {
+        if ((status = dg_atomic_open(&probe, checkpoint_path)) != DG_OK)
+            goto fail;
+        dg_atomic_abort(&probe);
+    }
 
     if ((status = dg_cli_open_backend(&device, progress.quiet, &be)) != DG_OK)
-        return dg_cli_fail(status);
+        goto fail;
     if ((status = dg_dataset_load(train_path, labels, &be->host_allocator, &dataset)) != DG_OK)
         goto fail;
     if (!dataset.labels) {
@@ -218,11 +432,25 @@ int dg_cmd_train(int argc, char **argv)
     }
     if (limit > 0)
         dg_dataset_truncate(&dataset, (size_t)limit);
-    int layer_count;
-    const struct dg_layer_spec *specs = dg_arch_reference(&layer_count);
-    if ((status = dg_model_build(&model, specs, layer_count)) != DG_OK)
+    uint64_t data_rows;
+    uint32_t data_crc;
+    dg_dataset_fingerprint(&dataset, &data_rows, &data_crc);
+    if (have_resumed && (data_rows != resumed.data_rows || data_crc != resumed.data_crc32)) {
+        status = dg_error(DG_ERR_INPUT,
+                          "%s: a checkpoint of other data (%llu rows, CRC32 %08x, from %s); %s%s "
+                          "has %llu rows, CRC32 %08x",
+                          resume_path, (unsigned long long)resumed.data_rows, resumed.data_crc32,
+                          resumed.train_file, train_path, limit > 0 ? " with --limit" : "",
+                          (unsigned long long)data_rows, data_crc);
         goto fail;
-    dg_model_init_glorot(&model, options.seed);
+    }
+    if (!have_resumed) {
+        int layer_count;
+        const struct dg_layer_spec *specs = dg_arch_reference(&layer_count);
+        if ((status = dg_model_build(&model, specs, layer_count)) != DG_OK)
+            goto fail;
+        dg_model_init_glorot(&model, options.seed);
+    }
 
     if (log_path) {
         progress.log = fopen(log_path, "w");
@@ -232,20 +460,81 @@ int dg_cmd_train(int argc, char **argv)
         }
         fprintf(progress.log,
                 "epoch,loss,accuracy,val_loss,val_accuracy,lr,images_per_second,seconds\n");
+        for (int i = 0; have_resumed && i < resumed.state.history_count; i++)
+            log_line(progress.log, &resumed.state.history[i]);
+        if (fflush(progress.log) != 0)
+            progress.log_failed = 1;
     }
     if (!progress.quiet) {
         char described[512];
         dg_backend_describe_for(be, &model, options.batch, described, sizeof described);
+        if (have_resumed)
+            fprintf(stderr, "digits: resuming %s at epoch %d, step %d (of %d epochs)\n",
+                    resume_path, resumed.state.epoch + 1, resumed.state.step, options.epochs);
         fprintf(stderr, "digits: training on %zu images of %s (%s), %d epochs, batch %d, %s\n",
                 dataset.count, train_path, dataset.labels ? "labelled" : "unlabelled",
                 options.epochs, options.batch, described);
     }
     options.on_epoch = on_epoch;
     options.on_step = on_step;
+    options.on_checkpoint = on_checkpoint;
     options.ctx = &progress;
+    options.stop = &stop_signal;
+    options.resume = have_resumed ? &resumed.state : NULL;
     progress.batch = options.batch;
+    progress.model = &model;
+    progress.checkpoint_path = checkpoint_path;
+    progress.checkpoint.options = options;
+    progress.checkpoint.options.on_epoch = NULL;
+    progress.checkpoint.options.on_step = NULL;
+    progress.checkpoint.options.on_checkpoint = NULL;
+    progress.checkpoint.options.resume = NULL;
+    progress.checkpoint.options.stop = NULL;
+    progress.checkpoint.data_rows = data_rows;
+    progress.checkpoint.data_crc32 = data_crc;
+    snprintf(progress.checkpoint.output, sizeof progress.checkpoint.output, "%s", output);
+    snprintf(progress.checkpoint.train_file, sizeof progress.checkpoint.train_file, "%s",
+             train_path);
+    snprintf(progress.checkpoint.labels_file, sizeof progress.checkpoint.labels_file, "%s",
+             labels ? labels : "");
+    progress.checkpoint.limit = limit > 0 ? (uint64_t)limit : 0;
     struct dg_train_result result;
-    if ((status = dg_train(be, &model, &dataset, &options, &result)) != DG_OK)
+    stop_signal = 0;
+    catch_stop_signals();
+    status = dg_train(be, &model, &dataset, &options, &result);
+    release_stop_signals();
+    if (status == DG_ERR_INTERRUPTED) {
+        int signo = stop_signal ? (int)stop_signal : SIGINT;
+        if (progress.tty && !progress.quiet)
+            fprintf(stderr, "\r\033[K");
+        if (checkpoint_path)
+            fprintf(stderr,
+                    "digits: %s by %s; checkpoint written to %s\n"
+                    "digits: resume with: digits train %s --resume %s\n",
+                    dg_error_message(), signo == SIGTERM ? "SIGTERM" : "SIGINT", checkpoint_path,
+                    train_path, checkpoint_path);
+        /* (--limit and --labels are kept in the checkpoint and applied on --resume) */
+        else
+            fprintf(stderr, "digits: %s by %s; no checkpoint (--no-checkpoint), nothing kept\n",
+                    dg_error_message(), signo == SIGTERM ? "SIGTERM" : "SIGINT");
+        code = 128 + signo;
+        goto fail;
+    }
+    if (status == DG_ERR_RUNTIME && strstr(dg_error_message(), "training diverged")) {
+        dg_error_prefix(status, "%s", train_path);
+        if (progress.tty && !progress.quiet)
+            fprintf(stderr, "\r\033[K");
+        code = dg_cli_fail(status);
+        reported = 1;
+        if (checkpoint_path && progress.checkpoints_written)
+            fprintf(stderr, "digits: no model written; the last checkpoint, %s, is from before "
+                            "the divergence\n",
+                    checkpoint_path);
+        else
+            fprintf(stderr, "digits: no model written\n");
+        goto fail;
+    }
+    if (status != DG_OK)
         goto fail;
     if (progress.log_failed) {
         status = dg_error(DG_ERR_IO, "%s: writing the log failed", log_path);
@@ -256,28 +545,49 @@ int dg_cmd_train(int argc, char **argv)
     snprintf(settings, sizeof settings,
              "digits_version=%s\nbackend=%s\ntrain_file=%s\nrows=%zu\nepochs=%d\nbatch=%d\n"
              "lr=%g\nrho=%g\neps=%g\nval_split=%g\nseed=%llu\naugment=%d\n"
-             "final_val_accuracy=%.6f\nbest_val_accuracy=%.6f\nbest_epoch=%d\nseconds=%.1f\n",
+             "final_val_accuracy=%.6f\nbest_val_accuracy=%.6f\nbest_epoch=%d\nseconds=%.1f\n"
+             "epochs_run=%d\nsave_best=%d\nearly_stop=%d\nweights_of_epoch=%d\n",
              DIGITS_VERSION, be->name, train_path, dataset.count, options.epochs,
              options.batch, options.lr, options.rho, options.eps, options.val_split,
              (unsigned long long)options.seed, options.augment, result.final_val_accuracy,
-             result.best_val_accuracy, result.best_epoch, result.seconds);
+             result.best_val_accuracy, result.best_epoch, result.seconds, result.epochs_run,
+             options.save_best, options.early_stop,
+             options.save_best && result.best_epoch > 0 ? result.best_epoch : result.epochs_run);
     if ((status = dg_model_save(output, &model, settings)) != DG_OK)
         goto fail;
     if (!progress.quiet) {
-        if (result.val_count)
+        if (result.stopped_early)
+            fprintf(stderr, "digits: stopped early after epoch %d: no better val_accuracy for "
+                            "%d epochs\n",
+                    result.epochs_run, options.early_stop);
+        if (result.val_count && options.save_best)
+            fprintf(stderr,
+                    "digits: wrote %s with the weights of epoch %d (best val_accuracy %.4f; "
+                    "last epoch %d: %.4f; %.1f s)\n",
+                    output, result.best_epoch, result.best_val_accuracy, result.epochs_run,
+                    result.final_val_accuracy, result.seconds);
+        else if (result.val_count)
             fprintf(stderr,
                     "digits: wrote %s (val_accuracy %.4f, best %.4f at epoch %d, %.1f s)\n",
                     output, result.final_val_accuracy, result.best_val_accuracy,
                     result.best_epoch, result.seconds);
         else
             fprintf(stderr, "digits: wrote %s (%.1f s)\n", output, result.seconds);
+        if (progress.checkpoints_written)
+            fprintf(stderr,
+                    "digits: checkpoint %s: %d written, %.1f MB, %.0f ms each on average\n",
+                    checkpoint_path, progress.checkpoints_written,
+                    (double)progress.checkpoint_bytes / 1e6,
+                    1e3 * progress.checkpoint_seconds / progress.checkpoints_written);
     }
     code = 0;
 fail:
-    if (code != 0)
+    if (code == 1 && !reported)
         code = dg_cli_fail(status);
     if (progress.log && fclose(progress.log) != 0 && code == 0)
         code = dg_cli_fail(dg_error(DG_ERR_IO, "%s: writing the log failed", log_path));
+    if (have_resumed)
+        dg_checkpoint_free(&resumed);
     dg_model_free(&model);
     dg_dataset_free(&dataset);
     dg_backend_destroy(be);

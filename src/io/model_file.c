@@ -9,57 +9,68 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "io/io_internal.h"
+
 #define HEADER_BYTES 16 /* magic + version + layer count */
-#define LAYER_BYTES 20
+#define LAYER_BYTES DG_IO_LAYER_BYTES
 #define MAX_SETTINGS (1u << 20)
 
-struct buffer {
-    unsigned char *data;
-    size_t size, capacity;
-};
-
-static int buffer_put(struct buffer *b, const void *src, size_t n)
+int dg_io_put_layers(struct buffer *b, const struct dg_model *model)
 {
-    if (b->size + n > b->capacity) {
-        size_t capacity = b->capacity ? b->capacity : 4096;
-        while (capacity < b->size + n)
-            capacity *= 2;
-        unsigned char *data = realloc(b->data, capacity);
-        if (!data)
-            return -1;
-        b->data = data;
-        b->capacity = capacity;
+    int failed = put_u32(b, (uint32_t)model->layer_count);
+    for (int i = 0; i < model->layer_count && !failed; i++) {
+        const struct dg_layer_spec *spec = &model->layers[i].spec;
+        failed = put_u32(b, (uint32_t)spec->kind) || put_u32(b, (uint32_t)spec->units) ||
+                 put_u32(b, (uint32_t)spec->kernel) || put_u32(b, (uint32_t)spec->relu) ||
+                 put_f32(b, spec->rate);
     }
-    memcpy(b->data + b->size, src, n);
-    b->size += n;
-    return 0;
+    return failed;
 }
 
-static int put_u32(struct buffer *b, uint32_t v)
+enum dg_status dg_io_check_layers(const char *path, const char *kind, const unsigned char *table,
+                                  uint32_t layer_count, struct dg_model *model)
 {
-    unsigned char bytes[4] = {(unsigned char)v, (unsigned char)(v >> 8),
-                              (unsigned char)(v >> 16), (unsigned char)(v >> 24)};
-    return buffer_put(b, bytes, 4);
+    int ref_count;
+    const struct dg_layer_spec *ref = dg_arch_reference(&ref_count);
+    struct dg_layer_spec specs[DG_MAX_LAYERS];
+    if (layer_count < 1 || layer_count > DG_MAX_LAYERS)
+        return dg_error(DG_ERR_INPUT, "%s: corrupted %s file (%u layers)", path, kind,
+                        layer_count);
+    for (uint32_t i = 0; i < layer_count; i++) {
+        const unsigned char *q = table + (size_t)i * LAYER_BYTES;
+        specs[i].kind = (enum dg_layer_kind)get_u32(q);
+        specs[i].units = (int)get_u32(q + 4);
+        specs[i].kernel = (int)get_u32(q + 8);
+        specs[i].relu = (int)get_u32(q + 12);
+        specs[i].rate = get_f32(q + 16);
+    }
+    int same = (int)layer_count == ref_count;
+    for (uint32_t i = 0; same && i < layer_count; i++)
+        same = specs[i].kind == ref[i].kind && specs[i].units == ref[i].units &&
+               specs[i].kernel == ref[i].kernel && specs[i].relu == ref[i].relu &&
+               specs[i].rate == ref[i].rate;
+    if (!same)
+        return dg_error(DG_ERR_INPUT, "%s: another architecture (%u layers) than the one this "
+                                      "digits trains (the reference network, %d layers)",
+                        path, layer_count, ref_count);
+    enum dg_status status = dg_model_build(model, specs, (int)layer_count);
+    if (status != DG_OK)
+        dg_error_prefix(DG_ERR_INPUT, "%s", path);
+    return status;
 }
 
-static int put_f32(struct buffer *b, float f)
+enum dg_status dg_io_write_atomic(const char *path, const void *data, size_t size)
 {
-    uint32_t v;
-    memcpy(&v, &f, 4);
-    return put_u32(b, v);
-}
-
-static uint32_t get_u32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static float get_f32(const unsigned char *p)
-{
-    uint32_t v = get_u32(p);
-    float f;
-    memcpy(&f, &v, 4);
-    return f;
+    struct dg_atomic_file file;
+    enum dg_status status = dg_atomic_open(&file, path);
+    if (status != DG_OK)
+        return status;
+    if (fwrite(data, 1, size, file.fp) != size) {
+        status = dg_error(DG_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+        dg_atomic_abort(&file);
+        return status;
+    }
+    return dg_atomic_commit(&file);
 }
 
 enum dg_status dg_model_save(const char *path, const struct dg_model *model, const char *settings)
@@ -67,13 +78,7 @@ enum dg_status dg_model_save(const char *path, const struct dg_model *model, con
     struct buffer b = {NULL, 0, 0};
     size_t settings_len = settings ? strlen(settings) : 0;
     int failed = buffer_put(&b, DG_MODEL_MAGIC, 8) || put_u32(&b, DG_MODEL_VERSION) ||
-                 put_u32(&b, (uint32_t)model->layer_count);
-    for (int i = 0; i < model->layer_count && !failed; i++) {
-        const struct dg_layer_spec *spec = &model->layers[i].spec;
-        failed = put_u32(&b, (uint32_t)spec->kind) || put_u32(&b, (uint32_t)spec->units) ||
-                 put_u32(&b, (uint32_t)spec->kernel) || put_u32(&b, (uint32_t)spec->relu) ||
-                 put_f32(&b, spec->rate);
-    }
+                 dg_io_put_layers(&b, model);
     uint64_t count = model->param_count;
     failed = failed || put_u32(&b, (uint32_t)count) || put_u32(&b, (uint32_t)(count >> 32)) ||
              put_u32(&b, (uint32_t)settings_len) ||
@@ -86,50 +91,9 @@ enum dg_status dg_model_save(const char *path, const struct dg_model *model, con
         free(b.data);
         return dg_error(DG_ERR_NOMEM, "%s: out of memory while writing the model", path);
     }
-    struct dg_atomic_file file;
-    enum dg_status status = dg_atomic_open(&file, path);
-    if (status == DG_OK) {
-        if (fwrite(b.data, 1, b.size, file.fp) != b.size) {
-            status = dg_error(DG_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-            dg_atomic_abort(&file);
-        } else {
-            status = dg_atomic_commit(&file);
-        }
-    }
+    enum dg_status status = dg_io_write_atomic(path, b.data, b.size);
     free(b.data);
     return status;
-}
-
-static enum dg_status read_whole(const char *path, unsigned char **data, size_t *size)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return dg_error(DG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct buffer b = {NULL, 0, 0};
-    unsigned char chunk[65536];
-    size_t got;
-    while ((got = fread(chunk, 1, sizeof chunk, fp)) > 0) {
-        if (buffer_put(&b, chunk, got)) {
-            fclose(fp);
-            free(b.data);
-            return dg_error(DG_ERR_NOMEM, "%s: out of memory", path);
-        }
-        if (b.size > (size_t)1 << 31) {
-            fclose(fp);
-            free(b.data);
-            return dg_error(DG_ERR_INPUT, "%s: not a digits model file (larger than 2 GiB)",
-                            path);
-        }
-    }
-    int error = ferror(fp);
-    fclose(fp);
-    if (error) {
-        free(b.data);
-        return dg_error(DG_ERR_IO, "%s: read failed", path);
-    }
-    *data = b.data;
-    *size = b.size;
-    return DG_OK;
 }
 
 enum dg_status dg_model_load(const char *path, struct dg_model *model, char *settings,
@@ -138,7 +102,7 @@ enum dg_status dg_model_load(const char *path, struct dg_model *model, char *set
     unsigned char *data = NULL;
     size_t size = 0;
     memset(model, 0, sizeof *model);
-    enum dg_status status = read_whole(path, &data, &size);
+    enum dg_status status = dg_io_read_whole(path, "model", &data, &size);
     if (status != DG_OK)
         return status;
     if (size < 8 || memcmp(data, DG_MODEL_MAGIC, 8) != 0) {
@@ -193,37 +157,15 @@ enum dg_status dg_model_load(const char *path, struct dg_model *model, char *set
                           path, actual_crc, stored_crc);
         goto done;
     }
-    int ref_count;
-    const struct dg_layer_spec *ref = dg_arch_reference(&ref_count);
-    struct dg_layer_spec specs[DG_MAX_LAYERS];
-    for (uint32_t i = 0; i < layer_count; i++) {
-        const unsigned char *q = data + HEADER_BYTES + (size_t)i * LAYER_BYTES;
-        specs[i].kind = (enum dg_layer_kind)get_u32(q);
-        specs[i].units = (int)get_u32(q + 4);
-        specs[i].kernel = (int)get_u32(q + 8);
-        specs[i].relu = (int)get_u32(q + 12);
-        specs[i].rate = get_f32(q + 16);
-    }
-    int same = (int)layer_count == ref_count;
-    for (uint32_t i = 0; same && i < layer_count; i++)
-        same = specs[i].kind == ref[i].kind && specs[i].units == ref[i].units &&
-               specs[i].kernel == ref[i].kernel && specs[i].relu == ref[i].relu &&
-               specs[i].rate == ref[i].rate;
-    if (!same) {
-        status = dg_error(DG_ERR_INPUT, "%s: another architecture (%u layers) than the one this "
-                                        "digits trains (the reference network, %d layers)",
-                          path, layer_count, ref_count);
+    if ((status = dg_io_check_layers(path, "model", data + HEADER_BYTES, layer_count, model)) !=
+        DG_OK)
         goto done;
-    }
-    if ((status = dg_model_build(model, specs, (int)layer_count)) != DG_OK) {
-        dg_error_prefix(DG_ERR_INPUT, "%s", path);
-        goto done;
-    }
     if (model->param_count != param_count) {
+        size_t have = model->param_count;
         dg_model_free(model);
         status = dg_error(DG_ERR_INPUT, "%s: corrupted model file (%llu parameters, the "
                                         "architecture has %zu)",
-                          path, (unsigned long long)param_count, model->param_count);
+                          path, (unsigned long long)param_count, have);
         goto done;
     }
     const unsigned char *params = p + 12 + settings_len;
@@ -238,3 +180,36 @@ done:
     free(data);
     return status;
 }
+enum dg_status dg_io_read_whole(const char *path, const char *kind, unsigned char **data,
+                                size_t *size)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return dg_error(DG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct buffer b = {NULL, 0, 0};
+    unsigned char chunk[65536];
+    size_t got;
+    while ((got = fread(chunk, 1, sizeof chunk, fp)) > 0) {
+        if (buffer_put(&b, chunk, got)) {
+            fclose(fp);
+            free(b.data);
+            return dg_error(DG_ERR_NOMEM, "%s: out of memory", path);
+        }
+        if (b.size > (size_t)1 << 31) {
+            fclose(fp);
+            free(b.data);
+            return dg_error(DG_ERR_INPUT, "%s: not a digits %s file (larger than 2 GiB)", path,
+                            kind);
+        }
+    }
+    int error = ferror(fp);
+    fclose(fp);
+    if (error) {
+        free(b.data);
+        return dg_error(DG_ERR_IO, "%s: read failed", path);
+    }
+    *data = b.data;
+    *size = b.size;
+    return DG_OK;
+}
+

@@ -161,6 +161,18 @@ enum dg_status dg_net_download_params(struct dg_net *net, float *host_params)
                                   net->model->param_count * sizeof(float));
 }
 
+enum dg_status dg_net_upload_rms(struct dg_net *net, const float *host_rms)
+{
+    return net->be->ops->upload(net->be, net->rms_acc, host_rms,
+                                net->model->param_count * sizeof(float));
+}
+
+enum dg_status dg_net_download_rms(struct dg_net *net, float *host_rms)
+{
+    return net->be->ops->download(net->be, host_rms, net->rms_acc,
+                                  net->model->param_count * sizeof(float));
+}
+
 enum dg_status dg_net_forward(struct dg_net *net, int n, const struct dg_net_mode *mode,
                               const uint8_t *labels)
 {
@@ -298,6 +310,12 @@ enum dg_status dg_net_stats_reset(struct dg_net *net)
 {
     const double zeros[2] = {0.0, 0.0};
     return net->be->ops->upload(net->be, net->stats, zeros, sizeof zeros);
+}
+
+enum dg_status dg_net_stats_set(struct dg_net *net, double loss_sum, double correct)
+{
+    const double values[2] = {loss_sum, correct};
+    return net->be->ops->upload(net->be, net->stats, values, sizeof values);
 }
 
 enum dg_status dg_net_stats_read(struct dg_net *net, double *loss_sum, double *correct)

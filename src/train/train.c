@@ -8,6 +8,7 @@
 #include "philox.cuh"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -91,6 +92,69 @@ enum dg_status dg_evaluate(struct dg_net *net, void *data_handle, const uint32_t
     return DG_OK;
 }
 
+enum dg_status dg_train_state_init(struct dg_train_state *state, size_t param_count, int epochs,
+                                   int save_best)
+{
+    memset(state, 0, sizeof *state);
+    state->param_count = param_count;
+    state->best_monitor = -INFINITY;
+    state->best_val_accuracy = NAN;
+    state->history_capacity = epochs > 0 ? epochs : 1;
+    state->history = calloc((size_t)state->history_capacity, sizeof *state->history);
+    state->params = malloc(param_count * sizeof(float));
+    state->rms_acc = calloc(param_count, sizeof(float));
+    state->best_params = save_best ? malloc(param_count * sizeof(float)) : NULL;
+    if (!state->history || !state->params || !state->rms_acc || (save_best && !state->best_params)) {
+        dg_train_state_free(state);
+        return dg_error(DG_ERR_NOMEM, "train: out of memory for the training state");
+    }
+    return DG_OK;
+}
+
+void dg_train_state_free(struct dg_train_state *state)
+{
+    free(state->history);
+    free(state->params);
+    free(state->rms_acc);
+    free(state->best_params);
+    memset(state, 0, sizeof *state);
+}
+
+/* Copies `from` into `to` (initialised for at least as many parameters and epochs). */
+static void state_copy(struct dg_train_state *to, const struct dg_train_state *from)
+{
+    struct dg_epoch_report *history = to->history;
+    int capacity = to->history_capacity;
+    float *params = to->params, *rms = to->rms_acc, *best = to->best_params;
+    *to = *from;
+    to->history = history;
+    to->history_capacity = capacity;
+    to->params = params;
+    to->rms_acc = rms;
+    to->best_params = best;
+    int count = from->history_count < capacity ? from->history_count : capacity;
+    memcpy(history, from->history, (size_t)count * sizeof *history);
+    to->history_count = count;
+    memcpy(params, from->params, from->param_count * sizeof(float));
+    memcpy(rms, from->rms_acc, from->param_count * sizeof(float));
+    if (best && from->best_params)
+        memcpy(best, from->best_params, from->param_count * sizeof(float));
+}
+
+/* The weights and RMSprop state from the device into the state, then the callback. */
+static enum dg_status checkpoint(struct dg_net *net, struct dg_train_state *state,
+                                 const struct dg_train_options *options)
+{
+    if (!options->on_checkpoint)
+        return DG_OK;
+    enum dg_status status = dg_net_download_params(net, state->params);
+    if (status == DG_OK)
+        status = dg_net_download_rms(net, state->rms_acc);
+    if (status == DG_OK)
+        status = options->on_checkpoint(state, options->ctx);
+    return status;
+}
+
 enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
                         const struct dg_dataset *dataset, const struct dg_train_options *options,
                         struct dg_train_result *result)
@@ -99,6 +163,8 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
     struct dg_net *net = NULL;
     void *handle = NULL;
     uint32_t *rows = NULL;
+    struct dg_train_state state;
+    memset(&state, 0, sizeof state);
     memset(result, 0, sizeof *result);
     if (!dataset->labels)
         return dg_error(DG_ERR_INPUT, "training needs labels: the file has the test layout "
@@ -107,6 +173,11 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
         return dg_error(DG_ERR_USAGE, "epochs and batch must be at least 1");
     if (!(options->val_split >= 0.0f && options->val_split < 1.0f))
         return dg_error(DG_ERR_USAGE, "validation split %g outside [0, 1)", options->val_split);
+    const struct dg_train_state *resume = options->resume;
+    if (resume && (resume->param_count != model->param_count || resume->epoch > options->epochs))
+        return dg_error(DG_ERR_USAGE, "the state to resume from has %zu parameters and %d epochs "
+                                      "done, the run %zu and %d epochs",
+                        resume->param_count, resume->epoch, model->param_count, options->epochs);
     rows = malloc(dataset->count * sizeof *rows);
     if (!rows)
         return dg_error(DG_ERR_NOMEM, "train: out of memory");
@@ -124,26 +195,39 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
     result->train_count = train_count;
     result->val_count = val_count;
 
+    if ((status = dg_train_state_init(&state, model->param_count, options->epochs,
+                                      options->save_best)) != DG_OK)
+        goto fail;
     if ((status = dg_net_create(be, model, options->batch, &net)) != DG_OK)
         goto fail;
-    if ((status = dg_net_upload_params(net, model->params, 1)) != DG_OK)
-        goto fail;
+    if (resume) {
+        state_copy(&state, resume);
+        if ((status = dg_net_upload_params(net, state.params, 0)) != DG_OK ||
+            (status = dg_net_upload_rms(net, state.rms_acc)) != DG_OK)
+            goto fail;
+    } else {
+        state.lr = options->lr;
+        if ((status = dg_net_upload_params(net, model->params, 1)) != DG_OK)
+            goto fail;
+    }
     if ((status = be->ops->dataset_attach(be, dataset, &handle)) != DG_OK)
         goto fail;
 
-    float lr = options->lr;
-    double best_monitor = -INFINITY;
-    int wait = 0;
     int steps = (int)((train_count + (size_t)options->batch - 1) / (size_t)options->batch);
-    double start_all = now_seconds();
-    result->best_val_accuracy = NAN;
-    result->final_val_accuracy = NAN;
-    for (int epoch = 0; epoch < options->epochs; epoch++) {
+    /* each epoch shuffles the previous epoch's order: replay the epochs already done */
+    for (int epoch = 0; epoch < state.epoch; epoch++)
+        dg_shuffle(options->seed, DG_RNG_SHUFFLE, (uint32_t)epoch, train_rows, train_count);
+    int first_step = state.step;
+    for (int epoch = state.epoch; epoch < options->epochs && !state.stopped_early; epoch++) {
         double start = now_seconds();
         dg_shuffle(options->seed, DG_RNG_SHUFFLE, (uint32_t)epoch, train_rows, train_count);
-        if ((status = dg_net_stats_reset(net)) != DG_OK)
+        status = first_step > 0 ? dg_net_stats_set(net, state.loss_sum, state.correct)
+                                : dg_net_stats_reset(net);
+        if (status != DG_OK)
             goto fail;
-        for (int step = 0; step < steps; step++) {
+        double loss_sum = state.loss_sum, correct = state.correct;
+        for (int step = first_step; step < steps; step++) {
+            double loss_before = loss_sum;
             size_t first = (size_t)step * (size_t)options->batch;
             int n = (int)(train_count - first < (size_t)options->batch ? train_count - first
                                                                        : (size_t)options->batch);
@@ -159,16 +243,45 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
             if (status == DG_OK)
                 status = dg_net_backward(net, n, &mode);
             if (status == DG_OK)
-                status = dg_net_update(net, lr, options->rho, options->eps);
+                status = dg_net_update(net, state.lr, options->rho, options->eps);
+            if (status == DG_OK)
+                status = dg_net_stats_read(net, &loss_sum, &correct);
             if (status != DG_OK)
                 goto fail;
+            double step_loss = (loss_sum - loss_before) / n;
+            if (!isfinite(loss_sum) || !(step_loss <= DG_TRAIN_DIVERGED_LOSS)) {
+                char what[64];
+                if (isnan(loss_sum))
+                    snprintf(what, sizeof what, "NaN");
+                else if (!isfinite(loss_sum))
+                    snprintf(what, sizeof what, "infinite");
+                else
+                    snprintf(what, sizeof what, "%.3g per image (above %g)", step_loss,
+                             DG_TRAIN_DIVERGED_LOSS);
+                status = dg_error(DG_ERR_RUNTIME,
+                                  "training diverged: the loss is %s at epoch %d, step %d of %d "
+                                  "(learning rate %g)",
+                                  what, epoch + 1, step + 1, steps, (double)state.lr);
+                goto fail;
+            }
             if (options->on_step)
                 options->on_step(epoch + 1, step + 1, steps, now_seconds() - start,
                                  options->ctx);
+            if (options->stop && *options->stop) {
+                state.epoch = epoch;
+                state.step = step + 1;
+                state.loss_sum = loss_sum;
+                state.correct = correct;
+                state.seconds += now_seconds() - start;
+                if ((status = checkpoint(net, &state, options)) == DG_OK)
+                    status = dg_error(DG_ERR_INTERRUPTED,
+                                      "interrupted at epoch %d, step %d of %d", epoch + 1,
+                                      step + 1, steps);
+                goto fail;
+            }
         }
-        double loss_sum, correct;
-        if ((status = dg_net_stats_read(net, &loss_sum, &correct)) != DG_OK)
-            goto fail;
+        int images = (int)(train_count - (size_t)first_step * (size_t)options->batch);
+        first_step = 0;
         double train_seconds = now_seconds() - start;
         struct dg_epoch_report report;
         memset(&report, 0, sizeof report);
@@ -176,7 +289,7 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
         report.epochs = options->epochs;
         report.loss = loss_sum / (double)train_count;
         report.accuracy = correct / (double)train_count;
-        report.lr = lr;
+        report.lr = state.lr;
         report.val_loss = NAN;
         report.val_accuracy = NAN;
         if (val_count > 0) {
@@ -185,38 +298,65 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
             if (status != DG_OK)
                 goto fail;
             /* ReduceLROnPlateau(monitor=val_accuracy, mode=max, cooldown=0) */
-            if (report.val_accuracy > best_monitor + options->min_delta) {
-                best_monitor = report.val_accuracy;
-                wait = 0;
-            } else if (++wait >= options->patience) {
-                if (lr > options->min_lr) {
-                    float reduced = lr * options->lr_factor;
-                    lr = reduced > options->min_lr ? reduced : options->min_lr;
+            if (report.val_accuracy > state.best_monitor + options->min_delta) {
+                state.best_monitor = report.val_accuracy;
+                state.wait = 0;
+            } else if (++state.wait >= options->patience) {
+                if (state.lr > options->min_lr) {
+                    float reduced = state.lr * options->lr_factor;
+                    state.lr = reduced > options->min_lr ? reduced : options->min_lr;
                 }
-                wait = 0;
+                state.wait = 0;
             }
-            if (isnan(result->best_val_accuracy) ||
-                report.val_accuracy > result->best_val_accuracy) {
-                result->best_val_accuracy = report.val_accuracy;
-                result->best_epoch = epoch + 1;
+            /* best epoch, EarlyStopping(monitor=val_accuracy, min_delta=0) */
+            if (isnan(state.best_val_accuracy) || report.val_accuracy > state.best_val_accuracy) {
+                state.best_val_accuracy = report.val_accuracy;
+                state.best_epoch = epoch + 1;
+                state.since_best = 0;
+                if (state.best_params &&
+                    (status = dg_net_download_params(net, state.best_params)) != DG_OK)
+                    goto fail;
+            } else {
+                state.since_best++;
             }
+            if (options->early_stop > 0 && state.since_best >= options->early_stop)
+                state.stopped_early = 1;
         }
-        report.next_lr = lr;
-        report.images_per_second = (double)train_count / train_seconds;
+        report.next_lr = state.lr;
+        report.images_per_second = (double)images / train_seconds;
         report.seconds = now_seconds() - start;
-        result->epochs_run = epoch + 1;
-        result->final_loss = report.loss;
-        result->final_accuracy = report.accuracy;
-        result->final_val_accuracy = report.val_accuracy;
+        state.epoch = epoch + 1;
+        state.step = 0;
+        state.loss_sum = state.correct = 0.0;
+        state.seconds += report.seconds;
+        if (state.history_count < state.history_capacity)
+            state.history[state.history_count++] = report;
         if (options->on_epoch)
             options->on_epoch(&report, options->ctx);
+        if ((status = checkpoint(net, &state, options)) != DG_OK)
+            goto fail;
     }
-    result->seconds = now_seconds() - start_all;
-    status = dg_net_download_params(net, model->params);
+    result->epochs_run = state.epoch;
+    result->stopped_early = state.stopped_early;
+    result->best_val_accuracy = state.best_val_accuracy;
+    result->best_epoch = state.best_epoch;
+    result->seconds = state.seconds;
+    result->final_val_accuracy = NAN;
+    if (state.history_count > 0) {
+        const struct dg_epoch_report *last = &state.history[state.history_count - 1];
+        result->final_loss = last->loss;
+        result->final_accuracy = last->accuracy;
+        result->final_val_accuracy = last->val_accuracy;
+    }
+    if (state.best_params && state.best_epoch > 0)
+        memcpy(model->params, state.best_params, model->param_count * sizeof(float));
+    else
+        status = dg_net_download_params(net, model->params);
 fail:
     if (handle)
         be->ops->dataset_detach(be, handle);
     dg_net_free(net);
+    dg_train_state_free(&state);
     free(rows);
     return status;
 }

@@ -1,0 +1,433 @@
+/* The checkpoint file (format in include/digits/io.h): the whole training state, written
+ * atomically (temporary file, fsync, rename) and read back with every field checked.
+ * Integers and floats little-endian; the settings and scalar state are "key=value" text with
+ * floats printed so that they read back bit for bit (%.9g for float, %.17g for double). */
+#define _POSIX_C_SOURCE 200809L
+#include "digits/io.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "io/io_internal.h"
+
+#define HEADER_BYTES 16 /* magic + version + layer count */
+#define MAX_TEXT (4u << 20)
+
+void dg_dataset_fingerprint(const struct dg_dataset *dataset, uint64_t *rows, uint32_t *crc)
+{
+    uLong c = crc32(0L, Z_NULL, 0);
+    const size_t chunk = (size_t)1 << 30;
+    const unsigned char *images = dataset->images;
+    size_t bytes = dataset->count * (size_t)DG_PIXELS;
+    for (size_t at = 0; at < bytes; at += chunk)
+        c = crc32(c, images + at, (uInt)(bytes - at < chunk ? bytes - at : chunk));
+    if (dataset->labels)
+        c = crc32(c, dataset->labels, (uInt)dataset->count);
+    *rows = dataset->count;
+    *crc = (uint32_t)c;
+}
+
+/* ---- the text part ---- */
+
+struct text {
+    char *data;
+    size_t size, capacity;
+    int failed;
+};
+
+static void say(struct text *t, const char *fmt, ...)
+#ifdef __GNUC__
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static void say(struct text *t, const char *fmt, ...)
+{
+    if (t->failed)
+        return;
+    for (;;) {
+        va_list args;
+        va_start(args, fmt);
+        size_t room = t->capacity - t->size;
+        int n = vsnprintf(t->data ? t->data + t->size : NULL, room, fmt, args);
+        va_end(args);
+        if (n < 0) {
+            t->failed = 1;
+            return;
+        }
+        if ((size_t)n < room) {
+            t->size += (size_t)n;
+            return;
+        }
+        size_t capacity = t->capacity ? t->capacity * 2 : 8192;
+        while (capacity < t->size + (size_t)n + 1)
+            capacity *= 2;
+        char *data = realloc(t->data, capacity);
+        if (!data) {
+            t->failed = 1;
+            return;
+        }
+        t->data = data;
+        t->capacity = capacity;
+    }
+}
+
+static void settings_text(struct text *t, const struct dg_checkpoint *ck)
+{
+    const struct dg_train_options *o = &ck->options;
+    const struct dg_train_state *s = &ck->state;
+    say(t, "digits_version=%s\n", DIGITS_VERSION);
+    say(t, "output=%s\ntrain_file=%s\nlabels_file=%s\nlimit=%" PRIu64 "\n", ck->output,
+        ck->train_file, ck->labels_file, ck->limit);
+    say(t, "data_rows=%" PRIu64 "\ndata_crc32=%08" PRIx32 "\n", ck->data_rows, ck->data_crc32);
+    say(t, "epochs=%d\nbatch=%d\nlr=%.9g\nrho=%.9g\neps=%.9g\nval_split=%.9g\n", o->epochs,
+        o->batch, (double)o->lr, (double)o->rho, (double)o->eps, (double)o->val_split);
+    say(t, "seed=%" PRIu64 "\naugment=%d\nrotation_deg=%.9g\nshift=%.9g\nzoom=%.9g\n", o->seed,
+        o->augment, (double)o->rotation_deg, (double)o->shift, (double)o->zoom);
+    say(t, "lr_factor=%.9g\nmin_delta=%.9g\nmin_lr=%.9g\npatience=%d\n", (double)o->lr_factor,
+        (double)o->min_delta, (double)o->min_lr, o->patience);
+    say(t, "save_best=%d\nearly_stop=%d\n", o->save_best, o->early_stop);
+    say(t, "state_epoch=%d\nstate_step=%d\nstate_lr=%.9g\nstate_wait=%d\n", s->epoch, s->step,
+        (double)s->lr, s->wait);
+    say(t, "state_best_monitor=%.17g\nstate_best_val_accuracy=%.17g\nstate_best_epoch=%d\n",
+        s->best_monitor, s->best_val_accuracy, s->best_epoch);
+    say(t, "state_since_best=%d\nstate_stopped_early=%d\n", s->since_best, s->stopped_early);
+    say(t, "state_loss_sum=%.17g\nstate_correct=%.17g\nstate_seconds=%.17g\n", s->loss_sum,
+        s->correct, s->seconds);
+    for (int i = 0; i < s->history_count; i++) {
+        const struct dg_epoch_report *r = &s->history[i];
+        say(t, "history=%d,%d,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g\n", r->epoch,
+            r->epochs, r->loss, r->accuracy, r->val_loss, r->val_accuracy, r->lr, r->next_lr,
+            r->images_per_second, r->seconds);
+    }
+}
+
+enum dg_status dg_checkpoint_save(const char *path, const struct dg_model *model,
+                                  const struct dg_checkpoint *ck)
+{
+    const struct dg_train_state *s = &ck->state;
+    if (s->param_count != model->param_count)
+        return dg_error(DG_ERR_RUNTIME, "%s: the state has %zu parameters, the model %zu", path,
+                        s->param_count, model->param_count);
+    struct text t = {NULL, 0, 0, 0};
+    settings_text(&t, ck);
+    int has_best = s->best_params && s->best_epoch > 0;
+    uint32_t blocks = has_best ? 3 : 2;
+    const float *block[3] = {s->params, s->rms_acc, s->best_params};
+    struct buffer b = {NULL, 0, 0};
+    uint64_t count = model->param_count;
+    int failed = t.failed || buffer_put(&b, DG_CHECKPOINT_MAGIC, 8) ||
+                 put_u32(&b, DG_CHECKPOINT_VERSION) || dg_io_put_layers(&b, model) ||
+                 put_u32(&b, (uint32_t)count) || put_u32(&b, (uint32_t)(count >> 32)) ||
+                 put_u32(&b, blocks) || put_u32(&b, (uint32_t)t.size) ||
+                 (t.size && buffer_put(&b, t.data, t.size));
+    for (uint32_t k = 0; k < blocks && !failed; k++)
+        for (size_t i = 0; i < model->param_count && !failed; i++)
+            failed = put_f32(&b, block[k][i]);
+    if (!failed)
+        failed = put_u32(&b, (uint32_t)crc32(0L, b.data, (uInt)b.size));
+    free(t.data);
+    if (failed) {
+        free(b.data);
+        return dg_error(DG_ERR_NOMEM, "%s: out of memory while writing the checkpoint", path);
+    }
+    enum dg_status status = dg_io_write_atomic(path, b.data, b.size);
+    free(b.data);
+    return status;
+}
+
+/* ---- reading ---- */
+
+/* The value of `key` in the text (NULL when absent): a pointer into the text, ended by '\n'. */
+static const char *find(const char *text, const char *key)
+{
+    size_t len = strlen(key);
+    for (const char *line = text; line && *line;) {
+        if (strncmp(line, key, len) == 0 && line[len] == '=')
+            return line + len + 1;
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
+    return NULL;
+}
+
+struct reader {
+    const char *path;
+    const char *text;
+    enum dg_status status;
+};
+
+static const char *need(struct reader *r, const char *key)
+{
+    const char *v = find(r->text, key);
+    if (!v && r->status == DG_OK)
+        r->status = dg_error(DG_ERR_INPUT, "%s: corrupted checkpoint file (no %s)", r->path, key);
+    return v;
+}
+
+static void bad(struct reader *r, const char *key)
+{
+    if (r->status == DG_OK)
+        r->status = dg_error(DG_ERR_INPUT, "%s: corrupted checkpoint file (bad %s)", r->path, key);
+}
+
+static int get_int(struct reader *r, const char *key)
+{
+    const char *v = need(r, key);
+    if (!v)
+        return 0;
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end != '\n' || x < -2147483647L || x > 2147483647L)
+        bad(r, key);
+    return (int)x;
+}
+
+static uint64_t get_u64(struct reader *r, const char *key, int base)
+{
+    const char *v = need(r, key);
+    if (!v)
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, base);
+    if (errno || end == v || *end != '\n')
+        bad(r, key);
+    return (uint64_t)x;
+}
+
+static float get_float(struct reader *r, const char *key)
+{
+    const char *v = need(r, key);
+    if (!v)
+        return 0.0f;
+    char *end;
+    float x = strtof(v, &end);
+    if (end == v || *end != '\n')
+        bad(r, key);
+    return x;
+}
+
+static double get_double(struct reader *r, const char *key)
+{
+    const char *v = need(r, key);
+    if (!v)
+        return 0.0;
+    char *end;
+    double x = strtod(v, &end);
+    if (end == v || *end != '\n')
+        bad(r, key);
+    return x;
+}
+
+static void get_string(struct reader *r, const char *key, char *out, size_t size)
+{
+    const char *v = need(r, key);
+    out[0] = '\0';
+    if (!v)
+        return;
+    const char *end = strchr(v, '\n');
+    size_t n = (size_t)(end - v);
+    if (n >= size) {
+        bad(r, key);
+        return;
+    }
+    memcpy(out, v, n);
+    out[n] = '\0';
+}
+
+static void read_history(struct reader *r, struct dg_train_state *s)
+{
+    for (const char *line = r->text; line && *line && r->status == DG_OK;) {
+        if (strncmp(line, "history=", 8) == 0) {
+            struct dg_epoch_report e;
+            memset(&e, 0, sizeof e);
+            const char *p = line + 8;
+            char *end;
+            e.epoch = (int)strtol(p, &end, 10);
+            int ok = *end == ',';
+            p = end + 1;
+            e.epochs = (int)strtol(p, &end, 10);
+            ok = ok && *end == ',';
+            double *fields[8] = {&e.loss,   &e.accuracy, &e.val_loss,          &e.val_accuracy,
+                                 &e.lr,     &e.next_lr,  &e.images_per_second, &e.seconds};
+            for (int f = 0; f < 8 && ok; f++) {
+                p = end + 1;
+                *fields[f] = strtod(p, &end);
+                ok = end != p && *end == (f == 7 ? '\n' : ',');
+            }
+            if (!ok || s->history_count >= s->history_capacity ||
+                e.epoch != s->history_count + 1) {
+                bad(r, "history");
+                return;
+            }
+            s->history[s->history_count++] = e;
+        }
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
+}
+
+enum dg_status dg_checkpoint_load(const char *path, struct dg_model *model,
+                                  struct dg_checkpoint *ck)
+{
+    unsigned char *data = NULL;
+    size_t size = 0;
+    char *text = NULL;
+    memset(model, 0, sizeof *model);
+    memset(ck, 0, sizeof *ck);
+    enum dg_status status = dg_io_read_whole(path, "checkpoint", &data, &size);
+    if (status != DG_OK)
+        return status;
+    if (size >= 8 && memcmp(data, DG_MODEL_MAGIC, 8) == 0) {
+        status = dg_error(DG_ERR_INPUT, "%s: a model file, not a checkpoint (resume from the "
+                                        "checkpoint written beside it, e.g. %s.ckpt)",
+                          path, path);
+        goto done;
+    }
+    if (size < 8 || memcmp(data, DG_CHECKPOINT_MAGIC, 8) != 0) {
+        status = dg_error(DG_ERR_INPUT, "%s: not a digits checkpoint file (no DGTCKPT magic)",
+                          path);
+        goto done;
+    }
+    if (size < HEADER_BYTES) {
+        status = dg_error(DG_ERR_INPUT, "%s: truncated checkpoint file (%zu bytes)", path, size);
+        goto done;
+    }
+    uint32_t version = get_u32(data + 8);
+    if (version != DG_CHECKPOINT_VERSION) {
+        status = dg_error(DG_ERR_INPUT, "%s: checkpoint format version %u, this digits reads "
+                                        "version %u",
+                          path, version, DG_CHECKPOINT_VERSION);
+        goto done;
+    }
+    uint32_t layer_count = get_u32(data + 12);
+    size_t fixed = HEADER_BYTES + (size_t)layer_count * DG_IO_LAYER_BYTES + 16;
+    if (layer_count > DG_MAX_LAYERS || size < fixed + 4) {
+        status = dg_error(DG_ERR_INPUT, "%s: truncated or corrupted checkpoint file (%zu bytes)",
+                          path, size);
+        goto done;
+    }
+    const unsigned char *p = data + HEADER_BYTES + (size_t)layer_count * DG_IO_LAYER_BYTES;
+    uint64_t param_count = (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+    uint32_t blocks = get_u32(p + 8), text_len = get_u32(p + 12);
+    if (text_len > MAX_TEXT || param_count > ((uint64_t)1 << 28) || blocks < 2 || blocks > 3) {
+        status = dg_error(DG_ERR_INPUT, "%s: corrupted checkpoint file (bad header sizes)", path);
+        goto done;
+    }
+    size_t expected = fixed + text_len + (size_t)blocks * (size_t)param_count * 4 + 4;
+    if (size != expected) {
+        status = dg_error(DG_ERR_INPUT, "%s: %s checkpoint file (%zu bytes, expected %zu)", path,
+                          size < expected ? "truncated" : "corrupted", size, expected);
+        goto done;
+    }
+    uint32_t stored_crc = get_u32(data + size - 4);
+    uint32_t actual_crc = (uint32_t)crc32(0L, data, (uInt)(size - 4));
+    if (stored_crc != actual_crc) {
+        status = dg_error(DG_ERR_INPUT,
+                          "%s: corrupted checkpoint file (CRC32 %08x, expected %08x)", path,
+                          actual_crc, stored_crc);
+        goto done;
+    }
+    if ((status = dg_io_check_layers(path, "checkpoint", data + HEADER_BYTES, layer_count,
+                                     model)) != DG_OK)
+        goto done;
+    if (model->param_count != param_count) {
+        status = dg_error(DG_ERR_INPUT, "%s: corrupted checkpoint file (%llu parameters, the "
+                                        "architecture has %zu)",
+                          path, (unsigned long long)param_count, model->param_count);
+        goto done;
+    }
+    text = malloc((size_t)text_len + 1);
+    if (!text) {
+        status = dg_error(DG_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    memcpy(text, p + 16, text_len);
+    text[text_len] = '\0';
+
+    struct reader r = {path, text, DG_OK};
+    struct dg_train_options *o = &ck->options;
+    dg_train_options_default(o);
+    get_string(&r, "output", ck->output, sizeof ck->output);
+    get_string(&r, "train_file", ck->train_file, sizeof ck->train_file);
+    get_string(&r, "labels_file", ck->labels_file, sizeof ck->labels_file);
+    ck->limit = get_u64(&r, "limit", 10);
+    ck->data_rows = get_u64(&r, "data_rows", 10);
+    ck->data_crc32 = (uint32_t)get_u64(&r, "data_crc32", 16);
+    o->epochs = get_int(&r, "epochs");
+    o->batch = get_int(&r, "batch");
+    o->lr = get_float(&r, "lr");
+    o->rho = get_float(&r, "rho");
+    o->eps = get_float(&r, "eps");
+    o->val_split = get_float(&r, "val_split");
+    o->seed = get_u64(&r, "seed", 10);
+    o->augment = get_int(&r, "augment");
+    o->rotation_deg = get_float(&r, "rotation_deg");
+    o->shift = get_float(&r, "shift");
+    o->zoom = get_float(&r, "zoom");
+    o->lr_factor = get_float(&r, "lr_factor");
+    o->min_delta = get_float(&r, "min_delta");
+    o->min_lr = get_float(&r, "min_lr");
+    o->patience = get_int(&r, "patience");
+    o->save_best = get_int(&r, "save_best");
+    o->early_stop = get_int(&r, "early_stop");
+    if (r.status == DG_OK && (o->epochs < 1 || o->batch < 1 || (blocks == 3 && !o->save_best)))
+        bad(&r, "settings");
+    if (r.status != DG_OK) {
+        status = r.status;
+        goto done;
+    }
+    struct dg_train_state *s = &ck->state;
+    if ((status = dg_train_state_init(s, model->param_count, o->epochs, o->save_best)) != DG_OK)
+        goto done;
+    s->epoch = get_int(&r, "state_epoch");
+    s->step = get_int(&r, "state_step");
+    s->lr = get_float(&r, "state_lr");
+    s->wait = get_int(&r, "state_wait");
+    s->best_monitor = get_double(&r, "state_best_monitor");
+    s->best_val_accuracy = get_double(&r, "state_best_val_accuracy");
+    s->best_epoch = get_int(&r, "state_best_epoch");
+    s->since_best = get_int(&r, "state_since_best");
+    s->stopped_early = get_int(&r, "state_stopped_early");
+    s->loss_sum = get_double(&r, "state_loss_sum");
+    s->correct = get_double(&r, "state_correct");
+    s->seconds = get_double(&r, "state_seconds");
+    read_history(&r, s);
+    if (r.status == DG_OK && (s->epoch < 0 || s->epoch > o->epochs || s->step < 0 ||
+                              s->history_count != s->epoch ||
+                              (blocks == 3) != (o->save_best && s->best_epoch > 0)))
+        bad(&r, "state");
+    if (r.status != DG_OK) {
+        status = r.status;
+        goto done;
+    }
+    const unsigned char *floats = p + 16 + text_len;
+    float *out[3] = {s->params, s->rms_acc, s->best_params};
+    for (uint32_t k = 0; k < blocks; k++)
+        for (size_t i = 0; i < model->param_count; i++)
+            out[k][i] = get_f32(floats + ((size_t)k * model->param_count + i) * 4);
+    memcpy(model->params, s->params, model->param_count * sizeof(float));
+done:
+    if (status != DG_OK) {
+        dg_model_free(model);
+        dg_checkpoint_free(ck);
+    }
+    free(text);
+    free(data);
+    return status;
+}
+
+void dg_checkpoint_free(struct dg_checkpoint *ck)
+{
+    dg_train_state_free(&ck->state);
+}
