@@ -478,6 +478,49 @@ START_TEST(dense_vs_reference)
 }
 END_TEST
 
+/* Dense forward and backward with 1, 2 and 3 threads, full and small batches: bit-identical
+ * (sgemm calls of a fixed shape; OpenBLAS' rounding can depend on the shape of a call). */
+START_TEST(dense_deterministic)
+{
+    static const int batches[] = {1, 2, 5, 33, 86};
+    const int in = 3136, out = 256;
+    struct dg_test_rng rng = {808};
+    size_t max_batch = 86;
+    float *x = dg_test_floats(max_batch * in), *w = dg_test_floats((size_t)in * out);
+    float *b = dg_test_floats(out), *dy = dg_test_floats(max_batch * out);
+    dg_test_fill(&rng, x, max_batch * in, -1, 1);
+    dg_test_fill(&rng, w, (size_t)in * out, -0.02f, 0.02f);
+    dg_test_fill(&rng, b, out, -0.5f, 0.5f);
+    dg_test_fill(&rng, dy, max_batch * out, -1, 1);
+    for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; bi++) {
+        int batch = batches[bi];
+        float *got[3][4];
+        for (int run = 0; run < 3; run++) {
+            struct dg_backend *be = dg_test_cpu_backend(run + 1, DG_CPU_KERNELS_AUTO);
+            got[run][0] = dg_test_floats((size_t)batch * out);
+            got[run][1] = dg_test_floats((size_t)batch * in);
+            got[run][2] = dg_test_floats((size_t)in * out);
+            got[run][3] = dg_test_floats(out);
+            check_ok(be->ops->dense_fwd(be, batch, in, out, x, w, b, got[run][0], 1));
+            check_ok(be->ops->dense_bwd(be, batch, in, out, x, w, dy, got[run][1], got[run][2],
+                                        got[run][3]));
+            dg_backend_destroy(be);
+        }
+        printf("dense batch %d:\n", batch);
+        for (int run = 1; run < 3; run++) {
+            ck_assert(dg_test_equal("dense fwd", got[run][0], got[0][0], (size_t)batch * out));
+            ck_assert(dg_test_equal("dense dx", got[run][1], got[0][1], (size_t)batch * in));
+            ck_assert(dg_test_equal("dense dw", got[run][2], got[0][2], (size_t)in * out));
+            ck_assert(dg_test_equal("dense db", got[run][3], got[0][3], out));
+        }
+        for (int run = 0; run < 3; run++)
+            for (int k = 0; k < 4; k++)
+                free(got[run][k]);
+    }
+    free(x), free(w), free(b), free(dy);
+}
+END_TEST
+
 /* ---- softmax + cross-entropy, RMSprop ---- */
 
 static const int softmax_batches[] = {1, 3, 7, 86};
@@ -1281,6 +1324,7 @@ int main(void)
     tcase_add_test(elementwise, dropout_masks);
     tcase_add_loop_test(elementwise, dense_vs_reference, 0,
                         (int)(sizeof dense_cases / sizeof dense_cases[0]));
+    tcase_add_test(elementwise, dense_deterministic);
     tcase_add_loop_test(elementwise, softmax_xent_vs_reference, 0,
                         (int)(sizeof softmax_batches / sizeof softmax_batches[0]));
     tcase_add_test(elementwise, rmsprop_vs_element_math);

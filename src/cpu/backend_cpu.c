@@ -249,25 +249,40 @@ struct dense_job {
     float *y, *dx, *dw, *db;
 };
 
-/* y = x w + b: rows of the batch split across threads, or columns when the batch is small. */
+/* Dense layers run as sgemm calls on tiles of a fixed shape (DENSE_ROWS x DENSE_COLS of the
+ * output; DENSE_IN-row slices of the weight gradient), handed out to the threads: OpenBLAS'
+ * rounding can depend on the shape of a call (its edge kernels), so tiles that do not depend on
+ * the thread count keep every result bit-identical for any number of threads. */
+#define DENSE_ROWS 32
+#define DENSE_COLS 64
+#define DENSE_IN 64
+
+static size_t blocks_of(size_t count, size_t block)
+{
+    return (count + block - 1) / block;
+}
+
+/* y = x w + b (then ReLU) on tiles of DENSE_ROWS x DENSE_COLS. */
 static void dense_fwd_task(void *ctx, int thread, int threads)
 {
     const struct dense_job *job = ctx;
-    size_t r0 = 0, r1 = (size_t)job->batch, c0 = 0, c1 = (size_t)job->out;
-    if (job->batch >= 8 * threads)
-        dg_cpu_split((size_t)job->batch, 1, thread, threads, &r0, &r1);
-    else
-        dg_cpu_split((size_t)job->out, 16, thread, threads, &c0, &c1);
-    if (r1 <= r0 || c1 <= c0)
-        return;
-    for (size_t r = r0; r < r1; r++)
-        memcpy(job->y + r * job->out + c0, job->b + c0, sizeof(float) * (c1 - c0));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)(c1 - c0), job->in,
-                1.0f, job->x + r0 * job->in, job->in, job->w + c0, job->out, 1.0f,
-                job->y + r0 * job->out + c0, job->out);
-    if (job->relu)
+    size_t col_blocks = blocks_of((size_t)job->out, DENSE_COLS);
+    size_t tiles = blocks_of((size_t)job->batch, DENSE_ROWS) * col_blocks;
+    size_t t0, t1;
+    dg_cpu_split(tiles, 1, thread, threads, &t0, &t1);
+    for (size_t t = t0; t < t1; t++) {
+        size_t r0 = t / col_blocks * DENSE_ROWS, c0 = t % col_blocks * DENSE_COLS;
+        size_t r1 = r0 + DENSE_ROWS < (size_t)job->batch ? r0 + DENSE_ROWS : (size_t)job->batch;
+        size_t c1 = c0 + DENSE_COLS < (size_t)job->out ? c0 + DENSE_COLS : (size_t)job->out;
         for (size_t r = r0; r < r1; r++)
-            job->isa->bias_act(job->y + r * job->out + c0, c1 - c0, 0.0f, 1);
+            memcpy(job->y + r * job->out + c0, job->b + c0, sizeof(float) * (c1 - c0));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)(c1 - c0),
+                    job->in, 1.0f, job->x + r0 * job->in, job->in, job->w + c0, job->out, 1.0f,
+                    job->y + r0 * job->out + c0, job->out);
+        if (job->relu)
+            for (size_t r = r0; r < r1; r++)
+                job->isa->bias_act(job->y + r * job->out + c0, c1 - c0, 0.0f, 1);
+    }
 }
 
 static enum dg_status cpu_dense_fwd(struct dg_backend *be, int batch, int in, int out,
@@ -282,13 +297,17 @@ static enum dg_status cpu_dense_fwd(struct dg_backend *be, int batch, int in, in
     return DG_OK;
 }
 
-/* dx = dy w^T (rows of the batch split), dw = x^T dy (rows of dw split), db = column sums. */
+/* dw = x^T dy and dx = dy w^T in slices of DENSE_IN input units (rows of dw, columns of dx),
+ * db = column sums in batch order. */
 static void dense_bwd_task(void *ctx, int thread, int threads)
 {
     const struct dense_job *job = ctx;
-    size_t i0, i1;
-    dg_cpu_split((size_t)job->in, 16, thread, threads, &i0, &i1);
-    if (i1 > i0) {
+    size_t slices = blocks_of((size_t)job->in, DENSE_IN);
+    size_t s0, s1;
+    dg_cpu_split(slices, 1, thread, threads, &s0, &s1);
+    for (size_t slice = s0; slice < s1; slice++) {
+        size_t i0 = slice * DENSE_IN;
+        size_t i1 = i0 + DENSE_IN < (size_t)job->in ? i0 + DENSE_IN : (size_t)job->in;
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(i1 - i0), job->out, job->batch,
                     1.0f, job->x + i0, job->in, job->dy, job->out, 0.0f, job->dw + i0 * job->out,
                     job->out);

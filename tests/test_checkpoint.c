@@ -1,0 +1,435 @@
+/* Training that can be left running: checkpoints after every epoch, bit-exact --resume (after
+ * an epoch, after kill -9, after SIGINT mid-epoch, with another thread count), refusals of a
+ * checkpoint of other data, another format version, a model file or contradicting options,
+ * the divergence guard, a failed checkpoint write (full disk) keeping the previous checkpoint,
+ * --save-best, --early-stop and the --log history across a resume. Every run is a real
+ * `digits train` on the bundled sample (a few hundred rows, so that the sanitizer pass stays
+ * short); "the same model" means byte-identical `digits predict --probs` output. */
+#define _POSIX_C_SOURCE 200809L
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "cli_util.h"
+
+/* a few hundred rows (fewer under the sanitizers), batch 32 */
+static char TRAIN_ARGS[128];
+static int rows;
+
+static char dir[256];
+static char train[1024], test_file[1024];
+
+static void setup(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/digits-test-ckpt-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    const char *source = getenv("DIGITS_SOURCE_DIR");
+    ck_assert_ptr_nonnull(source);
+    snprintf(train, sizeof train, "%s/data/sample/train.csv.gz", source);
+    snprintf(test_file, sizeof test_file, "%s/data/sample/test.csv.gz", source);
+    rows = getenv("DIGITS_TEST_SANITIZED") ? 200 : 500;
+    snprintf(TRAIN_ARGS, sizeof TRAIN_ARGS, "--limit %d --batch 32 --threads 2 -q", rows);
+}
+
+static void teardown(void)
+{
+    char command[512];
+    snprintf(command, sizeof command, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(command), 0);
+}
+
+static int run(const char *fmt, ...)
+#ifdef __GNUC__
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
+static int run(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int code = dg_test_run_digits_v(dir, NULL, NULL, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+static const char *at(const char *name)
+{
+    static char paths[4][1024];
+    static int next;
+    char *path = paths[next++ % 4];
+    snprintf(path, sizeof paths[0], "%s/%s", dir, name);
+    return path;
+}
+
+static int exists(const char *name)
+{
+    struct stat st;
+    return stat(at(name), &st) == 0;
+}
+
+/* The whole file, or NULL when absent. */
+static char *read_file(const char *name, size_t *size)
+{
+    FILE *fp = fopen(at(name), "rb");
+    if (!fp)
+        return NULL;
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    char *data = malloc((size_t)n + 1);
+    ck_assert_ptr_nonnull(data);
+    *size = fread(data, 1, (size_t)n, fp);
+    data[*size] = '\0';
+    fclose(fp);
+    return data;
+}
+
+static void expect_same_file(const char *a, const char *b)
+{
+    size_t na, nb;
+    char *da = read_file(a, &na), *db = read_file(b, &nb);
+    ck_assert_msg(da && db, "%s or %s missing", a, b);
+    ck_assert_msg(na == nb && memcmp(da, db, na) == 0, "%s and %s differ", a, b);
+    printf("ok   %s and %s are byte-identical (%zu bytes)\n", a, b, na);
+    free(da);
+    free(db);
+}
+
+/* The probabilities of the sample's test images under model `model` into `probs`. */
+static void probs_of(const char *model, const char *probs)
+{
+    ck_assert_int_eq(run("predict -m %s %s -o %s.csv --probs %s", model, test_file, probs,
+                         probs),
+                     0);
+}
+
+/* `digits ARGS` started in the background, stderr to DIR/NAME. */
+static pid_t start(const char *err_name, const char *args)
+{
+    char command[2048];
+    snprintf(command, sizeof command, "cd '%s' && exec '%s' %s 2>'%s'", dir, dg_test_bin(), args,
+             at(err_name));
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", command, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Waits (up to five minutes) until `name` exists; 0 when the process ended first. */
+static int wait_for_file(const char *name, pid_t pid)
+{
+    for (int i = 0; i < 30000; i++) {
+        if (exists(name))
+            return 1;
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return 0;
+        struct timespec pause = {0, 10 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    return 0;
+}
+
+static int finish(pid_t pid)
+{
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return WEXITSTATUS(status);
+}
+
+/* The reference: 3 epochs left alone. */
+static void reference_run(void)
+{
+    ck_assert_int_eq(run("train %s %s --epochs 3 -o ref.dgt --log ref.csv", train, TRAIN_ARGS),
+                     0);
+    probs_of("ref.dgt", "ref.probs");
+}
+
+START_TEST(resume_after_an_epoch)
+{
+    reference_run();
+    ck_assert(exists("ref.dgt.ckpt"));
+    ck_assert_int_eq(run("train %s %s --epochs 1 -o part.dgt --log part.csv", train, TRAIN_ARGS),
+                     0);
+    /* --epochs raised, another thread count; -o, --limit and the settings from the checkpoint */
+    ck_assert_int_eq(run("train %s --resume part.dgt.ckpt --epochs 3 --threads 1 --log part.csv",
+                         train),
+                     0);
+    probs_of("part.dgt", "part.probs");
+    expect_same_file("ref.probs", "part.probs");
+    /* the log continues: epochs 1, 2, 3 once each, the values of the run left alone */
+    size_t na, nb;
+    char *ref_log = read_file("ref.csv", &na), *log = read_file("part.csv", &nb);
+    int lines = 0;
+    for (char *p = log; (p = strchr(p, '\n')) != NULL; p++)
+        lines++;
+    ck_assert_int_eq(lines, 4);
+    for (int epoch = 1; epoch <= 3; epoch++) {
+        char prefix[16];
+        snprintf(prefix, sizeof prefix, "\n%d,", epoch);
+        char *a = strstr(ref_log, prefix), *b = strstr(log, prefix);
+        ck_assert_ptr_nonnull(a);
+        ck_assert_ptr_nonnull(b);
+        /* epoch, loss, accuracy, val_loss, val_accuracy, lr: the first six fields */
+        int commas = 0;
+        size_t n = 1;
+        while (commas < 6 && a[n] && a[n] == b[n])
+            commas += a[n++] == ',';
+        ck_assert_msg(commas == 6, "log line of epoch %d differs", epoch);
+    }
+    free(ref_log);
+    free(log);
+}
+END_TEST
+
+START_TEST(resume_after_kill_9)
+{
+    reference_run();
+    char args[2048];
+    snprintf(args, sizeof args, "train %s %s --epochs 3 -o kill.dgt", train, TRAIN_ARGS);
+    pid_t pid = start("kill.err", args);
+    ck_assert_msg(wait_for_file("kill.dgt.ckpt", pid), "no checkpoint appeared");
+    kill(pid, SIGKILL);
+    ck_assert_int_eq(finish(pid), 128 + SIGKILL);
+    ck_assert(!exists("kill.dgt"));
+    ck_assert_int_eq(run("train %s --resume kill.dgt.ckpt -q", train), 0);
+    probs_of("kill.dgt", "kill.probs");
+    expect_same_file("ref.probs", "kill.probs");
+}
+END_TEST
+
+/* SIGINT (and SIGTERM) after the first checkpoint: the step in progress finishes, a
+ * checkpoint of the middle of epoch 2 is written, exit 130 (143), and it resumes to the same
+ * model. */
+START_TEST(resume_after_a_signal)
+{
+    static const int signals[2] = {SIGINT, SIGTERM};
+    int signo = signals[_i];
+    reference_run();
+    char args[2048];
+    snprintf(args, sizeof args, "train %s %s --epochs 3 -o sig.dgt --checkpoint s.ckpt", train,
+             TRAIN_ARGS);
+    pid_t pid = start("sig.err", args);
+    ck_assert_msg(wait_for_file("s.ckpt", pid), "no checkpoint appeared");
+    kill(pid, signo);
+    int code = finish(pid);
+    if (code == 0) {
+        /* the run ended before the signal arrived: nothing to resume */
+        printf("SKIP: training finished before the signal (a very fast machine)\n");
+        return;
+    }
+    ck_assert_int_eq(code, 128 + signo);
+    dg_test_expect_in(at("sig.err"), signo == SIGINT ? "by SIGINT" : "by SIGTERM");
+    dg_test_expect_in(at("sig.err"), "resume with: digits train");
+    dg_test_expect_in(at("sig.err"), "--resume s.ckpt");
+    ck_assert(!exists("sig.dgt"));
+    ck_assert_int_eq(run("train %s --resume s.ckpt --threads 1 -q", train), 0);
+    probs_of("sig.dgt", "sig.probs");
+    expect_same_file("ref.probs", "sig.probs");
+}
+END_TEST
+
+START_TEST(refusals)
+{
+    char err[512];
+    ck_assert_int_eq(run("train %s %s --epochs 1 -o m.dgt", train, TRAIN_ARGS), 0);
+    /* other data */
+    ck_assert_int_eq(dg_test_run_digits(dir, NULL, err,
+                                        "train %s --resume m.dgt.ckpt --limit %d", train,
+                                        rows - 1),
+                     2);
+    char want[64];
+    snprintf(want, sizeof want, "a checkpoint of other data (%d rows", rows);
+    dg_test_expect_in(err, want);
+    /* contradicting options, each named; --epochs may be raised */
+    ck_assert_int_eq(dg_test_run_digits(dir, NULL, err, "train %s --resume m.dgt.ckpt --batch 64",
+                                        train),
+                     2);
+    dg_test_expect_in(err, "--batch 64 (the checkpoint's is 32) contradicts the checkpoint");
+    ck_assert_int_eq(dg_test_run_digits(dir, NULL, err, "train %s --resume m.dgt.ckpt --seed 7",
+                                        train),
+                     2);
+    dg_test_expect_in(err, "--seed 7 (the checkpoint's is 42)");
+    ck_assert_int_eq(
+        dg_test_run_digits(dir, NULL, err, "train %s --resume m.dgt.ckpt --no-augment", train), 2);
+    dg_test_expect_in(err, "--no-augment (the checkpoint's run augments)");
+    /* a model file given as the checkpoint */
+    ck_assert_int_eq(dg_test_run_digits(dir, NULL, err, "train %s --resume m.dgt", train), 2);
+    dg_test_expect_in(err, "m.dgt: a model file, not a checkpoint");
+    /* another format version (the version field follows the 8-byte magic) */
+    size_t size;
+    char *data = read_file("m.dgt.ckpt", &size);
+    ck_assert_ptr_nonnull(data);
+    data[8] = 2;
+    FILE *fp = fopen(at("v2.ckpt"), "wb");
+    ck_assert_uint_eq(fwrite(data, 1, size, fp), size);
+    fclose(fp);
+    ck_assert_int_eq(dg_test_run_digits(dir, NULL, err, "train %s --resume v2.ckpt", train), 2);
+    dg_test_expect_in(err, "v2.ckpt: checkpoint format version 2, this digits reads version 1");
+    /* another architecture: a layer's units changed (CRC recomputed, so only that differs) */
+    data[8] = 1;
+    data[16 + 4] ^= 1; /* layer 0's units */
+    uLong crc = crc32(0L, (const Bytef *)data, (uInt)(size - 4));
+    for (int i = 0; i < 4; i++)
+        data[size - 4 + (size_t)i] = (char)(crc >> (8 * i));
+    fp = fopen(at("arch.ckpt"), "wb");
+    ck_assert_uint_eq(fwrite(data, 1, size, fp), size);
+    fclose(fp);
+    ck_assert_int_eq(dg_test_run_digits(dir, NULL, err, "train %s --resume arch.ckpt", train), 2);
+    dg_test_expect_in(err, "arch.ckpt: another architecture");
+    /* a corrupted byte in the weights */
+    data[16 + 4] ^= 1;
+    data[size - 100] ^= 0x40;
+    fp = fopen(at("bad.ckpt"), "wb");
+    ck_assert_uint_eq(fwrite(data, 1, size, fp), size);
+    fclose(fp);
+    ck_assert_int_eq(dg_test_run_digits(dir, NULL, err, "train %s --resume bad.ckpt", train), 2);
+    dg_test_expect_in(err, "bad.ckpt: corrupted checkpoint file (CRC32");
+    /* truncated */
+    fp = fopen(at("short.ckpt"), "wb");
+    ck_assert_uint_eq(fwrite(data, 1, size / 2, fp), size / 2);
+    fclose(fp);
+    ck_assert_int_eq(dg_test_run_digits(dir, NULL, err, "train %s --resume short.ckpt", train),
+                     2);
+    dg_test_expect_in(err, "short.ckpt: truncated checkpoint file");
+    free(data);
+    /* --save-best and --early-stop need validation rows */
+    ck_assert_int_eq(
+        dg_test_run_digits(dir, NULL, err, "train %s --val-split 0 --save-best -o n.dgt", train),
+        2);
+    dg_test_expect_in(err, "need validation rows");
+}
+END_TEST
+
+/* A learning rate of 10,000 diverges at the second step: exit 1, the message names the epoch
+ * and step, no model file, and a checkpoint already at that path stays as it was. */
+START_TEST(divergence_guard)
+{
+    ck_assert_int_eq(run("train %s %s --epochs 1 -o d.dgt", train, TRAIN_ARGS), 0);
+    ck_assert_int_eq(unlink(at("d.dgt")), 0);
+    size_t before_size, after_size;
+    char *before = read_file("d.dgt.ckpt", &before_size);
+    char err[512];
+    ck_assert_int_eq(
+        dg_test_run_digits(dir, NULL, err, "train %s %s --lr 10000 -o d.dgt", train, TRAIN_ARGS),
+        1);
+    dg_test_expect_in(err, "training diverged: the loss is");
+    dg_test_expect_in(err, "at epoch 1, step 2 of");
+    dg_test_expect_in(err, "no model written");
+    ck_assert(!exists("d.dgt"));
+    char *after = read_file("d.dgt.ckpt", &after_size);
+    ck_assert(before && after && before_size == after_size &&
+              memcmp(before, after, before_size) == 0);
+    free(before);
+    free(after);
+}
+END_TEST
+
+/* A full disk while writing the second checkpoint (a 10 MiB tmpfs holds one 7.1 MB checkpoint
+ * but not its successor's temporary file beside it): exit 1, a clear message,
+ * the first checkpoint intact and resumable. Needs root (mount); skipped otherwise. */
+START_TEST(full_disk_keeps_the_previous_checkpoint)
+{
+    char small[600];
+    snprintf(small, sizeof small, "%s/small", dir);
+    ck_assert_int_eq(mkdir(small, 0755), 0);
+    if (geteuid() != 0 || mount("tmpfs", small, "tmpfs", 0, "size=10m") != 0) {
+        printf("SKIP full disk: needs root to mount a small tmpfs (%s)\n", strerror(errno));
+        return;
+    }
+    char err[512];
+    int code = dg_test_run_digits(dir, NULL, err,
+                                  "train %s %s --epochs 3 -o f.dgt --checkpoint small/f.ckpt",
+                                  train, TRAIN_ARGS);
+    size_t size = 0;
+    FILE *fp = fopen(at("small/f.ckpt"), "rb");
+    if (fp) {
+        fseek(fp, 0, SEEK_END);
+        size = (size_t)ftell(fp);
+        fclose(fp);
+    }
+    ck_assert_int_eq(code, 1);
+    dg_test_expect_in(err, "writing the checkpoint (the previous one is kept)");
+    dg_test_expect_in(err, "No space left on device");
+    ck_assert(!exists("f.dgt"));
+    ck_assert_uint_gt(size, 1000000);
+    /* the first checkpoint is whole: it resumes (on a disk with room) */
+    char copy[2048];
+    snprintf(copy, sizeof copy, "cp '%s/small/f.ckpt' '%s/f1.ckpt'", dir, dir);
+    ck_assert_int_eq(system(copy), 0);
+    ck_assert_int_eq(umount(small), 0);
+    ck_assert_int_eq(run("train %s --resume f1.ckpt --epochs 1 -q", train), 0);
+}
+END_TEST
+
+/* --save-best: the model holds the best epoch's weights, i.e. those of a run that stops at
+ * that epoch. --early-stop N ends N epochs after the best one. */
+START_TEST(save_best_and_early_stop)
+{
+    char err[512];
+    ck_assert_int_eq(dg_test_run_digits(dir, NULL, err,
+                                        "train %s --limit %d --batch 32 --threads 2 --epochs 4 "
+                                        "--save-best --early-stop 2 -o best.dgt",
+                                        train, rows),
+                     0);
+    ck_assert_int_eq(run("info --model=best.dgt"), 0);
+    size_t size;
+    char *info = read_file("stdout", &size);
+    const char *at_best = strstr(info, "best_epoch=");
+    ck_assert_ptr_nonnull(at_best);
+    int best = atoi(at_best + 11);
+    const char *at_run = strstr(info, "epochs_run=");
+    ck_assert_ptr_nonnull(at_run);
+    int epochs_run = atoi(at_run + 11);
+    ck_assert_ptr_nonnull(strstr(info, "save_best=1"));
+    char weights[32];
+    snprintf(weights, sizeof weights, "weights_of_epoch=%d", best);
+    ck_assert_ptr_nonnull(strstr(info, weights));
+    printf("best epoch %d of %d run\n", best, epochs_run);
+    ck_assert_int_ge(best, 1);
+    if (epochs_run < 4) {
+        dg_test_expect_in(err, "stopped early after epoch");
+        ck_assert_int_eq(epochs_run, best + 2);
+    } else {
+        ck_assert_int_ge(best + 2, 4);
+    }
+    free(info);
+    ck_assert_int_eq(run("train %s %s --epochs %d -o upto.dgt", train, TRAIN_ARGS, best), 0);
+    probs_of("best.dgt", "best.probs");
+    probs_of("upto.dgt", "upto.probs");
+    expect_same_file("best.probs", "upto.probs");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *suite = suite_create("checkpoint");
+    TCase *tc = tcase_create("checkpoint");
+    tcase_set_timeout(tc, 600);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, resume_after_an_epoch);
+    tcase_add_test(tc, resume_after_kill_9);
+    tcase_add_loop_test(tc, resume_after_a_signal, 0, 2);
+    tcase_add_test(tc, refusals);
+    tcase_add_test(tc, divergence_guard);
+    tcase_add_test(tc, full_disk_keeps_the_previous_checkpoint);
+    tcase_add_test(tc, save_best_and_early_stop);
+    suite_add_tcase(suite, tc);
+    return dg_test_run_suite(suite);
+}
