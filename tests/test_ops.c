@@ -617,6 +617,12 @@ END_TEST
 
 /* ---- data ---- */
 
+/* The float warp against the double one: sampling positions differ by float rounding of the
+ * affine map (|position| <= 28, relative 6e-8: about 2e-6 pixel) and sin/cos by the
+ * polynomial's error (below 2.4e-7); the bilinear value moves at most 1 (a full 0..1 step)
+ * per pixel of position, so 2e-5 leaves a margin of ten. */
+#define AUGMENT_ATOL 2e-5
+
 START_TEST(batch_assemble_vs_element_math)
 {
     const int counts[] = {1, 3, 7, 86};
@@ -659,6 +665,13 @@ START_TEST(batch_assemble_vs_element_math)
                 check_ok(be->ops->batch_assemble(be, handle, rows, n, key, x, labels));
                 ck_assert(dg_test_equal(aug ? "augmented batch" : "plain batch", x, want,
                                         (size_t)n * DG_PIXELS));
+                /* the independent double warp (libm sin/cos, its own Philox) */
+                double *ref = dg_test_doubles((size_t)n * DG_PIXELS);
+                dg_ref_batch_assemble_double(&dataset, rows, n, key, ref);
+                ck_assert(dg_test_close(aug ? "augmented batch vs double warp"
+                                            : "plain batch vs double",
+                                        x, ref, (size_t)n * DG_PIXELS, AUGMENT_ATOL, 0.0));
+                free(ref);
                 ck_assert_mem_eq(labels, want_labels, (size_t)n);
                 /* no labels in the dataset: the label buffer is left alone */
                 memset(labels, 0xee, (size_t)n);
@@ -685,6 +698,48 @@ START_TEST(batch_assemble_vs_element_math)
         dg_backend_destroy(be);
     }
     free(store), free(store_labels);
+}
+END_TEST
+
+/* The polynomial sine and cosine of the augmentation against libm over +-45 degrees (the
+ * contract of dg_sincos_poly; training uses +-10): within 1.2e-7 (one float ulp near 1). */
+START_TEST(sincos_polynomial_accuracy)
+{
+    double worst_s = 0.0, worst_c = 0.0, at_s = 0.0, at_c = 0.0;
+    for (int i = -45000; i <= 45000; i++) {
+        float degrees = (float)i * 0.001f;
+        float x = degrees * (3.14159265358979f / 180.0f);
+        float s, c;
+        dg_sincos_poly(x, &s, &c);
+        double es = fabs((double)s - sin((double)x)), ec = fabs((double)c - cos((double)x));
+        if (es > worst_s)
+            worst_s = es, at_s = degrees;
+        if (ec > worst_c)
+            worst_c = ec, at_c = degrees;
+    }
+    printf("sin: worst error %.3g at %.3f degrees; cos: %.3g at %.3f degrees\n", worst_s, at_s,
+           worst_c, at_c);
+    ck_assert_double_le(worst_s, 1.2e-7);
+    ck_assert_double_le(worst_c, 1.2e-7);
+}
+END_TEST
+
+/* The reference's Philox against the Random123 known-answer vectors (philox4x32_10). */
+START_TEST(reference_philox_known_answers)
+{
+    static const uint32_t counters[3][4] = {{0, 0, 0, 0},
+                                            {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff},
+                                            {0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}};
+    static const uint64_t keys[3] = {0, 0xffffffffffffffffull, 0x299f31d0a4093822ull};
+    static const uint32_t want[3][4] = {{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8},
+                                        {0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd},
+                                        {0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}};
+    for (int v = 0; v < 3; v++) {
+        uint32_t out[4];
+        dg_ref_philox(counters[v], keys[v], out);
+        for (int k = 0; k < 4; k++)
+            ck_assert_uint_eq(out[k], want[v][k]);
+    }
 }
 END_TEST
 
@@ -1329,6 +1384,8 @@ int main(void)
                         (int)(sizeof softmax_batches / sizeof softmax_batches[0]));
     tcase_add_test(elementwise, rmsprop_vs_element_math);
     tcase_add_test(elementwise, batch_assemble_vs_element_math);
+    tcase_add_test(elementwise, sincos_polynomial_accuracy);
+    tcase_add_test(elementwise, reference_philox_known_answers);
     tcase_add_test(elementwise, backend_identity_and_memory);
     tcase_add_test(elementwise, kernels_from_environment);
     tcase_add_test(elementwise, isa_from_environment);

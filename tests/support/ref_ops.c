@@ -144,12 +144,91 @@ void dg_ref_maxpool_bwd(const struct dg_pool_shape *s, const double *x, const do
     }
 }
 
+/* Philox4x32-10 as the Random123 paper defines it (Salmon et al., SC11, section 4.1), written
+ * here without kernels/philox.cuh: S-box multipliers 0xD2511F53 and 0xCD9E8D57, Weyl key
+ * increments 0x9E3779B9 and 0xBB67AE85, ten rounds. */
+void dg_ref_philox(const uint32_t counter[4], uint64_t seed, uint32_t out[4])
+{
+    uint64_t x0 = counter[0], x1 = counter[1], x2 = counter[2], x3 = counter[3];
+    uint64_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+    for (int round = 0; round < 10; round++) {
+        uint64_t p0 = 0xD2511F53ull * x0, p1 = 0xCD9E8D57ull * x2;
+        uint64_t y0 = ((p1 >> 32) ^ x1 ^ k0) & 0xffffffffull;
+        uint64_t y1 = p1 & 0xffffffffull;
+        uint64_t y2 = ((p0 >> 32) ^ x3 ^ k1) & 0xffffffffull;
+        uint64_t y3 = p0 & 0xffffffffull;
+        x0 = y0, x1 = y1, x2 = y2, x3 = y3;
+        k0 = (k0 + 0x9E3779B9ull) & 0xffffffffull;
+        k1 = (k1 + 0xBB67AE85ull) & 0xffffffffull;
+    }
+    out[0] = (uint32_t)x0, out[1] = (uint32_t)x1, out[2] = (uint32_t)x2, out[3] = (uint32_t)x3;
+}
+
+double dg_ref_uniform(uint64_t seed, uint32_t purpose, uint32_t epoch, uint32_t step,
+                      uint64_t index)
+{
+    uint32_t counter[4] = {(uint32_t)(index / 4), step, epoch,
+                           purpose | (uint32_t)(index / ((uint64_t)1 << 34)) << 8};
+    uint32_t bits[4];
+    dg_ref_philox(counter, seed, bits);
+    return (double)(bits[index % 4] / 256u) / 16777216.0;
+}
+
 void dg_ref_dropout(size_t n, float rate, const struct dg_dropout_key *key, const double *in,
                     double *out)
 {
-    for (size_t i = 0; i < n; i++)
-        out[i] =
-            in[i] * (double)dg_dropout_scale(rate, key->seed, key->layer, key->epoch, key->step, i);
+    for (size_t i = 0; i < n; i++) {
+        double u = dg_ref_uniform(key->seed, 4u + key->layer, key->epoch, key->step, i);
+        out[i] = u >= (double)rate ? in[i] / (1.0 - (double)rate) : 0.0;
+    }
+}
+
+void dg_ref_augment_params(const struct dg_augment_key *key, uint32_t image, double params[5])
+{
+    double u[5];
+    for (int k = 0; k < 5; k++)
+        u[k] = dg_ref_uniform(key->seed, 8u, key->epoch, key->step, (uint64_t)image * 8u + k);
+    params[0] = (2.0 * u[0] - 1.0) * key->rotation_deg;
+    params[1] = (2.0 * u[1] - 1.0) * key->shift * 28.0;
+    params[2] = (2.0 * u[2] - 1.0) * key->shift * 28.0;
+    params[3] = 1.0 + (2.0 * u[3] - 1.0) * key->zoom;
+    params[4] = 1.0 + (2.0 * u[4] - 1.0) * key->zoom;
+}
+
+/* ../shared/AUGMENTATION.md in double: in = c + M[0:2,0:2] (out - c) + M[0:2,2] with
+ * M = R(theta) S(t) Z(z), c = (13.5, 13.5), libm sin and cos; bilinear sampling after clamping
+ * the position to the image. */
+void dg_ref_augment_image(const uint8_t *image, const double params[5], double *out)
+{
+    const double pi = 3.14159265358979323846;
+    double theta = params[0] * pi / 180.0;
+    double rot[3][3] = {{cos(theta), -sin(theta), 0}, {sin(theta), cos(theta), 0}, {0, 0, 1}};
+    double shift[3][3] = {{1, 0, params[1]}, {0, 1, params[2]}, {0, 0, 1}};
+    double zoom[3][3] = {{params[3], 0, 0}, {0, params[4], 0}, {0, 0, 1}};
+    double rs[3][3] = {{0}}, m[3][3] = {{0}};
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+            for (int k = 0; k < 3; k++)
+                rs[i][j] += rot[i][k] * shift[k][j];
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+            for (int k = 0; k < 3; k++)
+                m[i][j] += rs[i][k] * zoom[k][j];
+    const double c = 13.5, last = 27.0;
+    for (int row = 0; row < 28; row++)
+        for (int col = 0; col < 28; col++) {
+            double r = c + m[0][0] * (row - c) + m[0][1] * (col - c) + m[0][2];
+            double q = c + m[1][0] * (row - c) + m[1][1] * (col - c) + m[1][2];
+            r = r < 0 ? 0 : (r > last ? last : r);
+            q = q < 0 ? 0 : (q > last ? last : q);
+            int r0 = (int)floor(r), q0 = (int)floor(q);
+            int r1 = r0 < 27 ? r0 + 1 : r0, q1 = q0 < 27 ? q0 + 1 : q0;
+            double fr = r - r0, fq = q - q0;
+            double v = (1 - fr) * (1 - fq) * image[r0 * 28 + q0] +
+                       (1 - fr) * fq * image[r0 * 28 + q1] + fr * (1 - fq) * image[r1 * 28 + q0] +
+                       fr * fq * image[r1 * 28 + q1];
+            out[row * 28 + col] = v / 255.0;
+        }
 }
 
 void dg_ref_dense_fwd(int batch, int in, int out, const double *x, const double *w, const double *b,
@@ -222,6 +301,23 @@ void dg_ref_rmsprop(size_t n, double *w, const double *g, double *acc, double lr
     for (size_t i = 0; i < n; i++) {
         acc[i] = rho * acc[i] + (1.0 - rho) * g[i] * g[i];
         w[i] -= lr * g[i] / (sqrt(acc[i]) + eps);
+    }
+}
+
+void dg_ref_batch_assemble_double(const struct dg_dataset *dataset, const uint32_t *rows, int n,
+                                  const struct dg_augment_key *augment, double *x)
+{
+    for (int i = 0; i < n; i++) {
+        const uint8_t *image = dataset->images + (size_t)rows[i] * DG_PIXELS;
+        double *out = x + (size_t)i * DG_PIXELS;
+        if (augment) {
+            double params[5];
+            dg_ref_augment_params(augment, (uint32_t)i, params);
+            dg_ref_augment_image(image, params, out);
+        } else {
+            for (int k = 0; k < DG_PIXELS; k++)
+                out[k] = image[k] / 255.0;
+        }
     }
 }
 

@@ -1,7 +1,11 @@
 /* The naive double-precision reference of every backend op (tests only): plain loops in
  * double, written from the definitions in include/digits/backend.h, the judge of the fast
  * CPU path. Tensors NCHW, row-major; conv weights (out, in, k, k); dense weights (in, out).
- * Randomness (dropout masks, augmentation) comes from the shared element math. */
+ * Randomness has its own Philox4x32-10 here (written from the Random123 paper, not from
+ * kernels/philox.cuh) and the augmentation its own double-precision warp (libm sin/cos), so
+ * that the product's element math is checked against something it does not share.
+ * dg_ref_batch_assemble alone reproduces the element math bit for bit (the float contract
+ * that CPU and GPU share). */
 #ifndef DIGITS_REF_OPS_H
 #define DIGITS_REF_OPS_H
 
@@ -26,7 +30,16 @@ void dg_ref_maxpool_fwd(const struct dg_pool_shape *s, const double *x, double *
 void dg_ref_maxpool_bwd(const struct dg_pool_shape *s, const double *x, const double *dy,
                         double *dx);
 
-/* out = in * dg_dropout_scale(rate, key, index) (forward and backward alike). */
+/* Philox4x32-10 of a counter with key (low, high 32 bits of seed). */
+void dg_ref_philox(const uint32_t counter[4], uint64_t seed, uint32_t out[4]);
+
+/* The uniform draw of (seed, purpose, epoch, step, index): 24 bits of Philox4x32-10 word
+ * index % 4 of counter (index / 4, step, epoch, purpose | (index >> 34) << 8), over 2^24. */
+double dg_ref_uniform(uint64_t seed, uint32_t purpose, uint32_t epoch, uint32_t step,
+                      uint64_t index);
+
+/* out = in / (1 - rate) where the element's uniform (purpose 4 + layer) is >= rate, else 0
+ * (forward and backward alike). */
 void dg_ref_dropout(size_t n, float rate, const struct dg_dropout_key *key, const double *in,
                     double *out);
 
@@ -45,6 +58,15 @@ void dg_ref_softmax_xent(int batch, const double *logits, const uint8_t *labels,
 /* a = rho*a + (1-rho)*g^2; w -= lr*g / (sqrt(a) + eps). */
 void dg_ref_rmsprop(size_t n, double *w, const double *g, double *acc, double lr, double rho,
                     double eps);
+
+/* The five augmentation parameters of image `image` of a batch (theta in degrees, t_row,
+ * t_col in pixels, z_row, z_col), drawn with dg_ref_uniform (purpose 8, index image*8 + k). */
+void dg_ref_augment_params(const struct dg_augment_key *key, uint32_t image, double params[5]);
+/* The warp of ../shared/AUGMENTATION.md in double: out (784) in [0, 1]. */
+void dg_ref_augment_image(const uint8_t *image, const double params[5], double *out);
+/* The batch in double: pixel / 255, or the double warp of the augmentation. */
+void dg_ref_batch_assemble_double(const struct dg_dataset *dataset, const uint32_t *rows, int n,
+                                  const struct dg_augment_key *augment, double *x);
 
 /* The batch as the element math defines it: pixel / 255, or the augmented warp. */
 void dg_ref_batch_assemble(const struct dg_dataset *dataset, const uint32_t *rows, int n,
