@@ -56,8 +56,9 @@ struct dg_net {
     int plan_alt_batch;
     /* Optional observer (benchmarks): called with end = 0 before and end = 1 after the ops of
      * layer `layer` (layer_count: softmax-xent) in forward (backward = 0) or backward
-     * (backward = 1), after out / dout of the layer are set. A status other than DG_OK stops
-     * the pass and is returned. */
+     * (backward = 1), after out / dout of the layer are set; dg_net_train_step also calls it
+     * around the batch assembly (layer -1) and the RMSprop update (layer layer_count + 1,
+     * backward = 1). A status other than DG_OK stops the pass and is returned. */
     enum dg_status (*layer_hook)(void *ctx, int layer, int backward, int end);
     void *layer_hook_ctx;
 };
@@ -81,6 +82,19 @@ enum dg_status dg_net_forward(struct dg_net *net, int n, const struct dg_net_mod
 
 /* Backward from dlogits through every layer: fills grads and dact. */
 enum dg_status dg_net_backward(struct dg_net *net, int n, const struct dg_net_mode *mode);
+
+/* The one training step every caller uses (train, bench, compare, tests): assemble rows
+ * (augmented when augment != NULL) with their labels, forward (adding the batch's loss and
+ * correct count to stats), backward, RMSprop. */
+enum dg_status dg_net_train_step(struct dg_net *net, void *data_handle, const uint32_t *rows, int n,
+                                 const struct dg_net_mode *mode,
+                                 const struct dg_augment_key *augment, float lr, float rho,
+                                 float eps);
+
+/* The one inference pass: assemble rows (no augmentation), forward without dropout; with
+ * labels the loss and correct count are added to stats. Probabilities in net->probs. */
+enum dg_status dg_net_infer(struct dg_net *net, void *data_handle, const uint32_t *rows, int n,
+                            int with_labels);
 
 /* One RMSprop step over all parameters. */
 enum dg_status dg_net_update(struct dg_net *net, float lr, float rho, float eps);

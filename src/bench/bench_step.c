@@ -1,7 +1,7 @@
 /* A training step timed layer by layer, and a memory-counting wrapper around a backend's
- * vtable. The step runs dg_net_forward / dg_net_backward themselves with the net's layer hook
- * set, which syncs the backend before and after each layer's ops so that their time is their
- * own (activations NCHW in backend memory). */
+ * vtable. The step is dg_net_train_step itself with the net's layer hook set, which syncs the
+ * backend before and after the assembly, each layer's ops and the update so that their time is
+ * their own (activations NCHW in backend memory). */
 #include "digits/bench.h"
 
 #include <stdlib.h>
@@ -36,7 +36,11 @@ static enum dg_status time_layer(void *ctx, int layer, int backward, int end)
         return status;
     }
     double *slot;
-    if (layer == net->model->layer_count)
+    if (layer < 0)
+        slot = &timer->times->assemble;
+    else if (layer > net->model->layer_count)
+        slot = &timer->times->update;
+    else if (layer == net->model->layer_count)
         slot = &timer->times->softmax;
     else if (!backward)
         slot = net->out[layer + 1] == net->out[layer] ? NULL : &timer->times->forward[layer];
@@ -51,31 +55,18 @@ enum dg_status dg_bench_timed_step(struct dg_net *net, void *data_handle, const 
                                    const struct dg_augment_key *augment, float lr, float rho,
                                    float eps, struct dg_bench_op_times *times)
 {
-    struct dg_backend *be = net->be;
-    enum dg_status status;
+        enum dg_status status;
     memset(times, 0, sizeof *times);
     if (n != net->plan_batch)
         return dg_error(DG_ERR_RUNTIME, "bench: timed step of %d images on a net planned for %d", n,
                         net->plan_batch);
-    if ((status = be->ops->sync(be)) != DG_OK)
-        return status;
     struct step_timer timer = {net, times, dg_bench_now()};
-    status = be->ops->batch_assemble(be, data_handle, rows, n, augment, net->act[0], net->labels);
-    if (status != DG_OK || (status = lap(be, &timer.mark, &times->assemble)) != DG_OK)
-        return dg_error_prefix(status, "assemble");
     net->layer_hook = time_layer;
     net->layer_hook_ctx = &timer;
-    status = dg_net_forward(net, n, mode, net->labels);
-    if (status == DG_OK)
-        status = dg_net_backward(net, n, mode);
+    status = dg_net_train_step(net, data_handle, rows, n, mode, augment, lr, rho, eps);
     net->layer_hook = NULL;
     net->layer_hook_ctx = NULL;
-    if (status != DG_OK)
-        return status;
-    status = dg_net_update(net, lr, rho, eps);
-    if (status != DG_OK || (status = lap(be, &timer.mark, &times->update)) != DG_OK)
-        return dg_error_prefix(status, "update");
-    return DG_OK;
+    return status;
 }
 
 /* ---- memory tracking ---- */

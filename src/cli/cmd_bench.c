@@ -297,7 +297,6 @@ static int steps_for(int fixed, int images, int batch)
 static enum dg_status train_steps(struct dg_net *net, void *handle, struct row_source *source,
                                   uint32_t *rows, int steps, int augment, uint32_t *step_counter)
 {
-    struct dg_backend *be = net->be;
     int n = net->max_batch;
     enum dg_status status = DG_OK;
     for (int i = 0; i < steps && status == DG_OK; i++) {
@@ -305,14 +304,8 @@ static enum dg_status train_steps(struct dg_net *net, void *handle, struct row_s
         struct dg_net_mode mode = {1, BENCH_SEED, 0, step};
         struct dg_augment_key key = {BENCH_SEED, 0, step, 10.0f, 0.1f, 0.1f};
         next_rows(source, rows, n);
-        status = be->ops->batch_assemble(be, handle, rows, n, augment ? &key : NULL, net->act[0],
-                                         net->labels);
-        if (status == DG_OK)
-            status = dg_net_forward(net, n, &mode, net->labels);
-        if (status == DG_OK)
-            status = dg_net_backward(net, n, &mode);
-        if (status == DG_OK)
-            status = dg_net_update(net, BENCH_LR, BENCH_RHO, BENCH_EPS);
+        status = dg_net_train_step(net, handle, rows, n, &mode, augment ? &key : NULL, BENCH_LR,
+                                   BENCH_RHO, BENCH_EPS);
     }
     return status;
 }
@@ -322,13 +315,10 @@ static enum dg_status infer_steps(struct dg_net *net, void *handle, struct row_s
 {
     struct dg_backend *be = net->be;
     int n = net->max_batch;
-    struct dg_net_mode mode = {0, 0, 0, 0};
     enum dg_status status = DG_OK;
     for (int i = 0; i < steps && status == DG_OK; i++) {
         next_rows(source, rows, n);
-        status = be->ops->batch_assemble(be, handle, rows, n, NULL, net->act[0], NULL);
-        if (status == DG_OK)
-            status = dg_net_forward(net, n, &mode, NULL);
+        status = dg_net_infer(net, handle, rows, n, 0);
         if (status == DG_OK)
             status = be->ops->download(be, host_probs, net->probs,
                                        (size_t)n * DG_CLASSES * sizeof(float));

@@ -306,6 +306,42 @@ enum dg_status dg_net_update(struct dg_net *net, float lr, float rho, float eps)
                                  net->rms_acc, lr, rho, eps);
 }
 
+enum dg_status dg_net_train_step(struct dg_net *net, void *data_handle, const uint32_t *rows, int n,
+                                 const struct dg_net_mode *mode,
+                                 const struct dg_augment_key *augment, float lr, float rho,
+                                 float eps)
+{
+    struct dg_backend *be = net->be;
+    int update_layer = net->model->layer_count + 1;
+    enum dg_status status;
+    if (n < 1 || n > net->max_batch)
+        return dg_error(DG_ERR_RUNTIME, "net: batch of %d outside 1..%d", n, net->max_batch);
+    if ((status = hook(net, -1, 0, 0)) != DG_OK ||
+        (status = be->ops->batch_assemble(be, data_handle, rows, n, augment, net->act[0],
+                                          net->labels)) != DG_OK ||
+        (status = hook(net, -1, 0, 1)) != DG_OK)
+        return status;
+    if ((status = dg_net_forward(net, n, mode, net->labels)) != DG_OK ||
+        (status = dg_net_backward(net, n, mode)) != DG_OK)
+        return status;
+    if ((status = hook(net, update_layer, 1, 0)) != DG_OK ||
+        (status = dg_net_update(net, lr, rho, eps)) != DG_OK)
+        return status;
+    return hook(net, update_layer, 1, 1);
+}
+
+enum dg_status dg_net_infer(struct dg_net *net, void *data_handle, const uint32_t *rows, int n,
+                            int with_labels)
+{
+    struct dg_backend *be = net->be;
+    const struct dg_net_mode inference = {0, 0, 0, 0};
+    enum dg_status status = be->ops->batch_assemble(be, data_handle, rows, n, NULL, net->act[0],
+                                                    with_labels ? net->labels : NULL);
+    if (status == DG_OK)
+        status = dg_net_forward(net, n, &inference, with_labels ? net->labels : NULL);
+    return status;
+}
+
 enum dg_status dg_net_stats_reset(struct dg_net *net)
 {
     const double zeros[2] = {0.0, 0.0};

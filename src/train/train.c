@@ -71,16 +71,11 @@ void dg_train_split(uint64_t seed, size_t count, float val_split, uint32_t *rows
 enum dg_status dg_evaluate(struct dg_net *net, void *data_handle, const uint32_t *rows,
                            size_t count, double *loss, double *accuracy)
 {
-    struct dg_backend *be = net->be;
-    struct dg_net_mode mode = {0, 0, 0, 0};
     enum dg_status status = dg_net_stats_reset(net);
     for (size_t start = 0; status == DG_OK && start < count; start += (size_t)net->max_batch) {
         int n = (int)(count - start < (size_t)net->max_batch ? count - start
                                                               : (size_t)net->max_batch);
-        status = be->ops->batch_assemble(be, data_handle, rows + start, n, NULL, net->act[0],
-                                         net->labels);
-        if (status == DG_OK)
-            status = dg_net_forward(net, n, &mode, net->labels);
+        status = dg_net_infer(net, data_handle, rows + start, n, 1);
     }
     double loss_sum = 0.0, correct = 0.0;
     if (status == DG_OK)
@@ -235,15 +230,9 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
             struct dg_augment_key augment = {options->seed,  (uint32_t)epoch, (uint32_t)step,
                                              options->rotation_deg, options->shift,
                                              options->zoom};
-            status = be->ops->batch_assemble(be, handle, train_rows + first, n,
-                                             options->augment ? &augment : NULL, net->act[0],
-                                             net->labels);
-            if (status == DG_OK)
-                status = dg_net_forward(net, n, &mode, net->labels);
-            if (status == DG_OK)
-                status = dg_net_backward(net, n, &mode);
-            if (status == DG_OK)
-                status = dg_net_update(net, state.lr, options->rho, options->eps);
+            status = dg_net_train_step(net, handle, train_rows + first, n, &mode,
+                                       options->augment ? &augment : NULL, state.lr, options->rho,
+                                       options->eps);
             if (status == DG_OK)
                 status = dg_net_stats_read(net, &loss_sum, &correct);
             if (status != DG_OK)
@@ -376,15 +365,12 @@ enum dg_status dg_predict(struct dg_backend *be, const struct dg_model *model,
         goto fail;
     if ((status = be->ops->dataset_attach(be, dataset, &handle)) != DG_OK)
         goto fail;
-    struct dg_net_mode mode = {0, 0, 0, 0};
     for (size_t start = 0; start < dataset->count; start += (size_t)batch) {
         int n = (int)(dataset->count - start < (size_t)batch ? dataset->count - start
                                                              : (size_t)batch);
         for (int i = 0; i < n; i++)
             rows[i] = (uint32_t)(start + (size_t)i);
-        if ((status = be->ops->batch_assemble(be, handle, rows, n, NULL, net->act[0], NULL)) !=
-                DG_OK ||
-            (status = dg_net_forward(net, n, &mode, NULL)) != DG_OK ||
+        if ((status = dg_net_infer(net, handle, rows, n, 0)) != DG_OK ||
             (status = be->ops->download(be, probs + start * DG_CLASSES, net->probs,
                                         (size_t)n * DG_CLASSES * sizeof(float))) != DG_OK)
             goto fail;
