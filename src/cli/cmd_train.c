@@ -129,10 +129,15 @@ static enum dg_status on_checkpoint(const struct dg_train_state *state, void *ct
     return DG_OK;
 }
 
+/* One history line; the validation fields are empty when there is no validation set. */
 static void log_line(FILE *log, const struct dg_epoch_report *r)
 {
-    fprintf(log, "%d,%.6f,%.6f,%.6f,%.6f,%.6g,%.1f,%.3f\n", r->epoch, r->loss, r->accuracy,
-            r->val_loss, r->val_accuracy, r->lr, r->images_per_second, r->seconds);
+    if (isnan(r->val_loss))
+        fprintf(log, "%d,%.6f,%.6f,,,%.6g,%.1f,%.3f\n", r->epoch, r->loss, r->accuracy, r->lr,
+                r->images_per_second, r->seconds);
+    else
+        fprintf(log, "%d,%.6f,%.6f,%.6f,%.6f,%.6g,%.1f,%.3f\n", r->epoch, r->loss, r->accuracy,
+                r->val_loss, r->val_accuracy, r->lr, r->images_per_second, r->seconds);
 }
 
 static void on_step(int epoch, int step, int steps, double seconds, void *ctx)
@@ -161,10 +166,12 @@ static void on_epoch(const struct dg_epoch_report *r, void *ctx)
     if (!progress->quiet) {
         if (progress->tty)
             fprintf(stderr, "\r\033[K");
-        fprintf(stderr,
-                "epoch %d/%d: loss %.4f accuracy %.4f val_loss %.4f val_accuracy %.4f "
-                "lr %.3g images/s %.0f seconds %.1f%s\n",
-                r->epoch, r->epochs, r->loss, r->accuracy, r->val_loss, r->val_accuracy, r->lr,
+        char validation[96] = "";
+        if (!isnan(r->val_loss))
+            snprintf(validation, sizeof validation, " val_loss %.4f val_accuracy %.4f",
+                     r->val_loss, r->val_accuracy);
+        fprintf(stderr, "epoch %d/%d: loss %.4f accuracy %.4f%s lr %.3g images/s %.0f seconds %.1f%s\n",
+                r->epoch, r->epochs, r->loss, r->accuracy, validation, r->lr,
                 r->images_per_second, r->seconds,
                 r->next_lr < r->lr ? " (learning rate reduced)" : "");
     }
@@ -541,17 +548,20 @@ int dg_cmd_train(int argc, char **argv)
         goto fail;
     }
 
-    char settings[1024];
+    char settings[1024], validation[160] = "";
+    if (result.val_count)
+        snprintf(validation, sizeof validation,
+                 "final_val_accuracy=%.6f\nbest_val_accuracy=%.6f\nbest_epoch=%d\n",
+                 result.final_val_accuracy, result.best_val_accuracy, result.best_epoch);
     snprintf(settings, sizeof settings,
              "digits_version=%s\nbackend=%s\ntrain_file=%s\nrows=%zu\nepochs=%d\nbatch=%d\n"
-             "lr=%g\nrho=%g\neps=%g\nval_split=%g\nseed=%llu\naugment=%d\n"
-             "final_val_accuracy=%.6f\nbest_val_accuracy=%.6f\nbest_epoch=%d\nseconds=%.1f\n"
-             "epochs_run=%d\nsave_best=%d\nearly_stop=%d\nweights_of_epoch=%d\n",
+             "lr=%g\nrho=%g\neps=%g\nval_split=%g\nvalidation_rows=%zu\nseed=%llu\n"
+             "augment=%d\n%sseconds=%.1f\nepochs_run=%d\nsave_best=%d\nearly_stop=%d\n"
+             "weights_of_epoch=%d\n",
              DIGITS_VERSION, be->name, train_path, dataset.count, options.epochs,
              options.batch, options.lr, options.rho, options.eps, options.val_split,
-             (unsigned long long)options.seed, options.augment, result.final_val_accuracy,
-             result.best_val_accuracy, result.best_epoch, result.seconds, result.epochs_run,
-             options.save_best, options.early_stop,
+             result.val_count, (unsigned long long)options.seed, options.augment, validation,
+             result.seconds, result.epochs_run, options.save_best, options.early_stop,
              options.save_best && result.best_epoch > 0 ? result.best_epoch : result.epochs_run);
     if ((status = dg_model_save(output, &model, settings)) != DG_OK)
         goto fail;
