@@ -159,6 +159,20 @@ fail:
     return status;
 }
 
+static enum dg_status cuda_device_memory(struct dg_backend *be, size_t *free_bytes,
+                                         size_t *total_bytes)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    enum dg_status status = DG_OK;
+    *free_bytes = 0;
+    *total_bytes = 0;
+    DG_TRY(cudaSetDevice(cb->options.device));
+    DG_TRY(cudaMemGetInfo(free_bytes, total_bytes));
+    return DG_OK;
+fail:
+    return status;
+}
+
 /* Grows the shared convolution workspace (nothing runs on it while it is replaced). */
 static enum dg_status workspace_reserve(struct cuda_backend *cb, size_t bytes)
 {
@@ -915,6 +929,7 @@ static const struct dg_backend_ops cuda_ops = {
     .dense_bwd = cuda_dense_bwd,
     .softmax_xent = cuda_softmax_xent,
     .rmsprop = cuda_rmsprop,
+    .device_memory = cuda_device_memory,
 };
 
 int dg_cuda_built(void)

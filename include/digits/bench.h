@@ -83,10 +83,6 @@ void dg_bench_memory_detach(struct dg_backend *be, struct dg_bench_memory *track
 /* Peak resident set size of this process so far (getrusage), bytes. */
 size_t dg_bench_peak_rss_bytes(void);
 
-/* Device memory in use on the current CUDA device (total - free, every process) and its
- * total; 0 when this build has no CUDA or no device answers. */
-int dg_bench_device_memory(size_t *used_bytes, size_t *total_bytes);
-
 /* ---- data ---- */
 
 /* Writes `rows` rows in the Kaggle CSV layout (train layout when the dataset has labels,

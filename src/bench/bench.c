@@ -11,10 +11,6 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#ifdef DIGITS_HAVE_CUDA
-#include <cuda_runtime_api.h>
-#endif
-
 static int compare_doubles(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -88,24 +84,6 @@ size_t dg_bench_peak_rss_bytes(void)
     if (getrusage(RUSAGE_SELF, &usage) != 0)
         return 0;
     return (size_t)usage.ru_maxrss * 1024u; /* Linux reports KiB */
-}
-
-int dg_bench_device_memory(size_t *used_bytes, size_t *total_bytes)
-{
-#ifdef DIGITS_HAVE_CUDA
-    size_t free_bytes = 0, total = 0;
-    if (cudaMemGetInfo(&free_bytes, &total) != cudaSuccess) {
-        cudaGetLastError();
-        return 0;
-    }
-    *used_bytes = total - free_bytes;
-    *total_bytes = total;
-    return 1;
-#else
-    (void)used_bytes;
-    (void)total_bytes;
-    return 0;
-#endif
 }
 
 /* "0".."255" with their lengths, for writing pixels without printf. */

@@ -454,15 +454,18 @@ static enum dg_status bench_backend(const struct settings *s, const char *spec,
     device.spec = spec;
     memset(result, 0, sizeof *result);
 
-    size_t baseline = 0, total = 0;
-    int cuda = strncmp(spec, "cuda", 4) == 0;
+    size_t free_bytes = 0, total = 0;
     if ((status = dg_cli_open_backend(&device, 1, &be)) != DG_OK)
         return status;
     snprintf(result->name, sizeof result->name, "%s", be->name);
-    if (cuda && dg_bench_device_memory(&baseline, &total)) {
-        result->have_device_memory = 1;
-        result->device_baseline_bytes = baseline;
-        result->device_total_bytes = total;
+    if (be->ops->device_memory) {
+        if (be->ops->device_memory(be, &free_bytes, &total) == DG_OK) {
+            result->have_device_memory = 1;
+            result->device_baseline_bytes = total - free_bytes;
+            result->device_total_bytes = total;
+        } else {
+            dg_error_clear();
+        }
     }
     if ((status = dg_bench_memory_attach(be, &tracker)) != DG_OK)
         goto fail;
@@ -515,11 +518,13 @@ static enum dg_status bench_backend(const struct settings *s, const char *spec,
     dg_bench_memory_read(tracker, &memory);
     result->net_peak_bytes = memory.peak_bytes;
     if (result->have_device_memory) {
-        size_t used = 0;
-        if (be->ops->sync(be) == DG_OK && dg_bench_device_memory(&used, &total))
-            result->device_used_bytes = used;
-        else
+        if (be->ops->sync(be) == DG_OK &&
+            be->ops->device_memory(be, &free_bytes, &total) == DG_OK) {
+            result->device_used_bytes = total - free_bytes;
+        } else {
             result->have_device_memory = 0;
+            dg_error_clear();
+        }
     }
 fail:
     if (handle)
