@@ -1,9 +1,10 @@
-/* Helpers of `digits bench`: summary statistics of repeated measurements, integer-list
- * options, one training step timed op by op over a net (the same vtable calls as
- * src/nn/net.c, each between backend syncs), a wrapper that counts the memory a backend
- * allocates through its vtable, CSV writing for the parse scaling study, synthetic image
- * stores, and the process's peak memory. Tensors are the net's: float32 NCHW in backend
- * memory; image stores uint8 (N x 784), row-major. */
+/* `digits bench` as a library: the runner (dg_bench_run: parse speed, training and inference
+ * throughput per backend, a per-layer breakdown of one training step, memory) returning a
+ * report that the CLI only prints, and its helpers: summary statistics of repeated
+ * measurements, integer-list options, one training step timed op by op over a net, a wrapper
+ * that counts the memory a backend allocates through its vtable, CSV writing for the parse
+ * scaling study, synthetic image stores, and the process's peak memory. Tensors are the net's:
+ * float32 NCHW in backend memory; image stores uint8 (N x 784), row-major. */
 #ifndef DIGITS_BENCH_H
 #define DIGITS_BENCH_H
 
@@ -92,6 +93,124 @@ enum dg_status dg_bench_write_csv(const char *path, const struct dg_dataset *dat
 /* `count` labelled images of seeded noise (about a fifth of the pixels non-zero, as in MNIST),
  * malloc'd (dg_dataset_free releases them). */
 enum dg_status dg_bench_synthetic_dataset(size_t count, uint64_t seed, struct dg_dataset *out);
+
+/* ---- the runner ---- */
+
+#define DG_BENCH_MAX_BATCHES 8
+#define DG_BENCH_MAX_SCALING 8
+#define DG_BENCH_MAX_BACKENDS 2
+#define DG_BENCH_MAX_REPS 1000
+#define DG_BENCH_PATH_SIZE 1024
+#define DG_BENCH_SYNTHETIC_IMAGES 10000
+
+/* What to measure. dg_bench_settings_init sets the defaults; the fields marked "unset" are
+ * resolved by dg_bench_run (into report->settings) from quick and scaling. */
+struct dg_bench_settings {
+    const char *data_path; /* loads timed, and the training images; NULL: none */
+    const char *csv_path;  /* a second file whose loads are timed; NULL: none */
+    int parse;             /* time the loads (else data_path is loaded once, untimed) */
+    /* Train on DG_BENCH_SYNTHETIC_IMAGES images of seeded noise even when a file is given
+     * (its loads are still timed). Without it, synthetic images stand in when no file gives
+     * any. */
+    int synthetic;
+    const char *device_spec; /* "all" (the CPU, and CUDA when usable), "auto", "cpu",
+                                "cuda" or "cuda:N" */
+    int threads;             /* CPU threads, 0 = all cores */
+    enum dg_cuda_math math;  /* CUDA math */
+    long batches[DG_BENCH_MAX_BATCHES]; /* training batch sizes */
+    int batch_count;                    /* 0 (unset): 86,256; 32,86,256,1024 with scaling */
+    int infer_batch;                    /* inference batch, 0 for none (256) */
+    int layer_batch;  /* batch of the per-layer breakdown, 0 for none; -1 (unset): 256, 86 quick */
+    int steps;        /* training steps per repetition; 0 (unset): 1024 images' worth, 512 quick */
+    int infer_steps;  /* inference batches per repetition; 0 (unset): 2048 images, 1024 quick */
+    int reps;         /* repetitions, 1..DG_BENCH_MAX_REPS; 0 (unset): 5, 3 quick */
+    int warmup;       /* untimed steps (or loads) first; -1 (unset): 2, 1 quick */
+    int augment;      /* training steps with the recipe's augmentation */
+    int scaling;      /* the parse scaling study (temporary CSV files in $TMPDIR) */
+    long scaling_rows[DG_BENCH_MAX_SCALING]; /* its row counts */
+    int scaling_count; /* 0 (unset) with scaling: 10000,60000,600000 */
+    int quick;
+    /* Progress notes ("cpu: training, batch 86, 6 steps x 3 reps"); NULL for none. */
+    void (*progress)(void *ctx, const char *message);
+    void *progress_ctx;
+};
+
+/* One file's load times (dg_dataset_load). */
+struct dg_bench_parse {
+    char path[DG_BENCH_PATH_SIZE]; /* the file, or "N rows (temp CSV)" in the scaling study */
+    const char *role;              /* "data", "csv" or "scaling" */
+    size_t rows;
+    size_t bytes_parsed; /* uncompressed text */
+    size_t bytes_on_disk;
+    int gzipped;
+    enum dg_data_format format;
+    struct dg_bench_stats seconds;
+    struct dg_bench_stats mb_per_s; /* MB = 1e6 bytes of uncompressed text */
+};
+
+/* Images per second of `steps` steps of `batch` images (training or inference). */
+struct dg_bench_rate {
+    int batch;
+    int steps;
+    struct dg_bench_stats images_per_second;
+};
+
+struct dg_bench_layer {
+    char name[24];
+    struct dg_bench_stats forward_ms; /* 0 for layers that issue no op */
+    struct dg_bench_stats backward_ms;
+};
+
+struct dg_bench_backend_result {
+    char name[16];         /* "cpu", "cuda" */
+    char description[512]; /* dg_backend_describe_for at the first training batch */
+    struct dg_bench_rate train[DG_BENCH_MAX_BATCHES];
+    int train_count;
+    struct dg_bench_rate infer;
+    int have_infer;
+    int layer_batch; /* 0 when there is no per-layer breakdown */
+    struct dg_bench_layer layers[DG_MAX_LAYERS];
+    int layer_count;
+    struct dg_bench_stats assemble_ms, softmax_ms, update_ms, step_ms;
+    size_t net_peak_bytes; /* allocated through the vtable (workspaces not included) */
+    /* From the backend's device_memory entry (whole device, every process): before the runs
+     * and after them. */
+    int have_device_memory;
+    size_t device_used_bytes, device_baseline_bytes, device_total_bytes;
+};
+
+struct dg_bench_report {
+    struct dg_bench_settings settings; /* as run: every unset field resolved */
+    char data_source[DG_BENCH_PATH_SIZE]; /* the file the images came from, or "seeded noise" */
+    int synthetic;
+    size_t image_count;
+    struct dg_bench_parse parse[2]; /* data, then csv */
+    int parse_count;
+    struct dg_bench_parse scaling[DG_BENCH_MAX_SCALING];
+    int scaling_count;
+    struct dg_bench_backend_result backends[DG_BENCH_MAX_BACKENDS];
+    int backend_count;
+    char skipped[DG_BENCH_MAX_BACKENDS][320]; /* "cuda: why" for backends "all" could not use */
+    int skipped_count;
+    /* the machine, read at the end of the run */
+    char cpu_model[256];
+    long logical_cpus;
+    double memory_gib;
+    char load_average[64]; /* "1-min 5-min 15-min", or "unknown" */
+    size_t peak_rss_bytes;
+    double seconds; /* the whole run */
+};
+
+/* Parse on, device "all", 0 threads (all cores), FP32, inference batch 256, the rest unset. */
+void dg_bench_settings_init(struct dg_bench_settings *settings);
+
+/* Runs everything the settings ask for and returns the report (dg_bench_report_free). Each
+ * figure is the median (with min and max) of settings->reps repetitions after warm-up.
+ * DG_ERR_USAGE for settings out of range or a bad device spec; load, backend and step errors
+ * as they come. */
+enum dg_status dg_bench_run(const struct dg_bench_settings *settings,
+                            struct dg_bench_report **out);
+void dg_bench_report_free(struct dg_bench_report *report);
 
 #ifdef __cplusplus
 }
