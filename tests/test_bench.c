@@ -1,8 +1,10 @@
 /* The benchmark's untimed parts: summary statistics, list options, the memory-counting
  * wrapper, the op-by-op timed step (bit-identical parameters to the dg_net path), CSV writing
- * for the parse scaling study, synthetic stores, and `digits bench` end to end on a small CSV
- * (valid JSON with the expected keys and exact counts, the table, usage errors). No test
- * looks at a timing. Images are uint8 N x 784, activations float32 NCHW. */
+ * for the parse scaling study, synthetic stores, the runner's settings and report
+ * (dg_bench_run: counts, names, what is left out, synthetic images), and `digits bench` end to
+ * end on a small CSV (valid JSON with the expected keys and exact counts, the table, synthetic
+ * images, usage errors). No test looks at a timing. Images are uint8 N x 784, activations
+ * float32 NCHW. */
 #define _POSIX_C_SOURCE 200809L
 #include <check.h>
 #include <ctype.h>
@@ -326,6 +328,9 @@ START_TEST(memory_wrapper_counts_vtable_allocations)
     struct dg_bench_memory_stats stats;
     ck_assert_int_eq(dg_bench_memory_attach(be, &tracker), DG_OK);
     ck_assert_ptr_ne(be->ops, inner);
+    /* the CPU has no device memory; the wrapper forwards the entry as it is */
+    ck_assert(inner->device_memory == NULL);
+    ck_assert(be->ops->device_memory == inner->device_memory);
 
     void *a = NULL, *b = NULL, *c = NULL;
     ck_assert_int_eq(be->ops->alloc(be, 1000, &a), DG_OK);
@@ -710,18 +715,244 @@ START_TEST(bench_options_steps_and_scaling)
     dg_test_expect_in(out_path, "peak host memory (RSS)");
     dg_test_expect_in(err_path, "bench: cpu: training, batch 4, 1 steps x 1 reps");
 
-    /* no data file anywhere: synthetic images, no parse rows */
-    ck_assert_int_eq(run("bench --json -q --device cpu --reps 1 --warmup 0 --batch 2 --steps 1 "
-                         "--infer-batch 2 --infer-steps 1 --layer-batch 0 --no-parse"),
+    /* --synthetic: the seeded-noise images, no parse rows, no per-layer breakdown */
+    ck_assert_int_eq(run("bench --json -q --synthetic --device cpu --reps 1 --warmup 0 --batch 2 "
+                         "--steps 1 --infer-batch 2 --infer-steps 1 --layer-batch 0 --no-parse"),
                      0);
     value = read_json_output();
     const struct json *data = member(&value, "data");
-    if (member(data, "synthetic")->number == 1) {
-        ck_assert_int_eq((int)number_of(member(data, "images")), 10000);
-        ck_assert_int_eq(member(&value, "parse")->count, 0);
-    }
-    ck_assert_int_eq(member(item(member(&value, "backends"), 0), "layers")->kind, JSON_NULL);
+    ck_assert_int_eq(member(data, "synthetic")->kind, JSON_BOOL);
+    ck_assert_int_eq((int)member(data, "synthetic")->number, 1);
+    ck_assert_str_eq(string_of(member(data, "source")), "seeded noise");
+    ck_assert_int_eq((int)number_of(member(data, "images")), DG_BENCH_SYNTHETIC_IMAGES);
+    ck_assert_int_eq(member(&value, "parse")->count, 0);
+    backend = item(member(&value, "backends"), 0);
+    ck_assert_int_eq((int)number_of(member(item(member(backend, "train"), 0), "batch")), 2);
+    expect_stats(member(item(member(backend, "train"), 0), "images_per_s"), 1);
+    expect_stats(member(member(backend, "inference"), "images_per_s"), 1);
+    ck_assert_int_eq(member(backend, "layers")->kind, JSON_NULL);
     json_free(&value);
+
+    /* --synthetic with a data file: the file's loads are timed, training uses the noise */
+    ck_assert_int_eq(run("bench --synthetic --data %s --device cpu --reps 1 --warmup 0 --batch 2 "
+                         "--steps 1 --infer-batch 0 --layer-batch 2",
+                         csv_path),
+                     0);
+    dg_test_expect_in(out_path, "images: seeded noise (synthetic) (10000)");
+    dg_test_expect_in(out_path, "small.csv");
+    dg_test_expect_in(out_path, "training, batch 2");
+    dg_test_expect_in(out_path, "one training step, batch 2, op by op");
+    dg_test_expect_in(err_path, "bench: synthetic images");
+}
+END_TEST
+
+/* ---- the runner ---- */
+
+struct progress_log {
+    int count;
+    char text[4096];
+};
+
+static void log_progress(void *ctx, const char *message)
+{
+    struct progress_log *log = ctx;
+    size_t used = strlen(log->text);
+    snprintf(log->text + used, sizeof log->text - used, "%s\n", message);
+    log->count++;
+}
+
+START_TEST(settings_resolve_defaults_and_refuse_bad_values)
+{
+    struct dg_bench_settings s;
+    dg_bench_settings_init(&s);
+    ck_assert_int_eq(s.parse, 1);
+    ck_assert_str_eq(s.device_spec, "all");
+    ck_assert_int_eq(s.infer_batch, 256);
+    ck_assert_int_eq(dg_bench_settings_resolve(&s), DG_OK);
+    ck_assert_int_eq(s.reps, 5);
+    ck_assert_int_eq(s.warmup, 2);
+    ck_assert_int_eq(s.batch_count, 2);
+    ck_assert_int_eq(s.batches[0], 86);
+    ck_assert_int_eq(s.batches[1], 256);
+    ck_assert_int_eq(s.layer_batch, 256);
+    ck_assert_int_eq(s.scaling_count, 0);
+    ck_assert_int_eq(dg_bench_settings_resolve(&s), DG_OK); /* idempotent */
+    ck_assert_int_eq(s.reps, 5);
+
+    dg_bench_settings_init(&s);
+    s.quick = 1;
+    s.scaling = 1;
+    ck_assert_int_eq(dg_bench_settings_resolve(&s), DG_OK);
+    ck_assert_int_eq(s.reps, 3);
+    ck_assert_int_eq(s.warmup, 1);
+    ck_assert_int_eq(s.layer_batch, 86);
+    ck_assert_int_eq(s.batch_count, 4);
+    ck_assert_int_eq(s.batches[0], 32);
+    ck_assert_int_eq(s.batches[3], 1024);
+    ck_assert_int_eq(s.scaling_count, 3);
+    ck_assert_int_eq(s.scaling_rows[2], 600000);
+
+    /* given values stay; 0 warm-ups and no breakdown are values, not "unset" */
+    dg_bench_settings_init(&s);
+    s.quick = 1;
+    s.reps = 7;
+    s.warmup = 0;
+    s.layer_batch = 0;
+    s.batches[0] = 5;
+    s.batch_count = 1;
+    ck_assert_int_eq(dg_bench_settings_resolve(&s), DG_OK);
+    ck_assert_int_eq(s.reps, 7);
+    ck_assert_int_eq(s.warmup, 0);
+    ck_assert_int_eq(s.layer_batch, 0);
+    ck_assert_int_eq(s.batch_count, 1);
+    ck_assert_int_eq(s.batches[0], 5);
+
+    dg_bench_settings_init(&s);
+    s.device_spec = "gpu";
+    ck_assert_int_eq(dg_bench_settings_resolve(&s), DG_ERR_USAGE);
+    ck_assert_ptr_nonnull(strstr(dg_error_message(), "'gpu'"));
+    dg_bench_settings_init(&s);
+    s.reps = DG_BENCH_MAX_REPS + 1;
+    ck_assert_int_eq(dg_bench_settings_resolve(&s), DG_ERR_USAGE);
+    dg_bench_settings_init(&s);
+    s.batches[0] = 0;
+    s.batch_count = 1;
+    ck_assert_int_eq(dg_bench_settings_resolve(&s), DG_ERR_USAGE);
+
+    /* dg_bench_run refuses them before measuring anything */
+    struct dg_bench_report *stale = calloc(1, sizeof *stale), *report = stale;
+    dg_bench_settings_init(&s);
+    s.device_spec = "gpu";
+    s.data_path = "/nonexistent/never-read.csv";
+    ck_assert_int_eq(dg_bench_run(&s, &report), DG_ERR_USAGE);
+    ck_assert_ptr_null(report);
+    free(stale);
+}
+END_TEST
+
+/* A small run through the API: batch sizes, step counts and names as asked. */
+START_TEST(runner_reports_what_the_settings_ask)
+{
+    make_tmpdir();
+    write_small_csv();
+    struct progress_log log = {0};
+    struct dg_bench_settings s;
+    dg_bench_settings_init(&s);
+    s.data_path = csv_path;
+    s.device_spec = "cpu";
+    s.threads = 1;
+    s.reps = 2;
+    s.warmup = 0;
+    s.batches[0] = 4;
+    s.batches[1] = 3;
+    s.batch_count = 2;
+    s.steps = 1;
+    s.infer_batch = 5;
+    s.infer_steps = 2;
+    s.layer_batch = 2;
+    s.scaling_rows[0] = 6;
+    s.scaling_count = 1;
+    s.scaling = 1;
+    s.progress = log_progress;
+    s.progress_ctx = &log;
+    struct dg_bench_report *report = NULL;
+    if (dg_bench_run(&s, &report) != DG_OK)
+        ck_abort_msg("dg_bench_run: %s", dg_error_message());
+    ck_assert_ptr_nonnull(report);
+
+    ck_assert_int_eq(report->settings.reps, 2);
+    ck_assert_int_eq(report->settings.warmup, 0);
+    ck_assert_str_eq(report->data_source, csv_path);
+    ck_assert_int_eq(report->synthetic, 0);
+    ck_assert_uint_eq(report->image_count, 20);
+    ck_assert_int_eq(report->parse_count, 1);
+    ck_assert_str_eq(report->parse[0].role, "data");
+    ck_assert_uint_eq(report->parse[0].rows, 20);
+    ck_assert_int_eq(report->parse[0].seconds.count, 2);
+    ck_assert_int_eq(report->scaling_count, 1);
+    ck_assert_uint_eq(report->scaling[0].rows, 6);
+    ck_assert_str_eq(report->scaling[0].path, "6 rows (temp CSV)");
+
+    ck_assert_int_eq(report->backend_count, 1);
+    ck_assert_int_eq(report->skipped_count, 0);
+    const struct dg_bench_backend_result *cpu = &report->backends[0];
+    ck_assert_str_eq(cpu->name, "cpu");
+    ck_assert_ptr_nonnull(strstr(cpu->description, "1 thread"));
+    ck_assert_int_eq(cpu->train_count, 2);
+    ck_assert_int_eq(cpu->train[0].batch, 4);
+    ck_assert_int_eq(cpu->train[1].batch, 3);
+    ck_assert_int_eq(cpu->train[1].steps, 1);
+    ck_assert_int_eq(cpu->train[1].images_per_second.count, 2);
+    ck_assert(cpu->train[1].images_per_second.median > 0.0);
+    ck_assert_int_eq(cpu->have_infer, 1);
+    ck_assert_int_eq(cpu->infer.batch, 5);
+    ck_assert_int_eq(cpu->infer.steps, 2);
+    ck_assert_int_eq(cpu->layer_batch, 2);
+    ck_assert_int_eq(cpu->layer_count, 12);
+    ck_assert_str_eq(cpu->layers[0].name, "conv1");
+    ck_assert_str_eq(cpu->layers[11].name, "dense2");
+    ck_assert_int_eq(cpu->layers[0].forward_ms.count, 2);
+    /* flatten issues no op: exactly 0 */
+    ck_assert_str_eq(cpu->layers[8].name, "flatten1");
+    ck_assert_double_eq(cpu->layers[8].forward_ms.max, 0.0);
+    ck_assert_double_eq(cpu->layers[8].backward_ms.max, 0.0);
+    ck_assert(cpu->step_ms.median > 0.0);
+    ck_assert(cpu->net_peak_bytes >= 3u * 887530u * sizeof(float));
+    ck_assert_int_eq(cpu->have_device_memory, 0); /* no device_memory entry on the CPU */
+    ck_assert(report->logical_cpus >= 1);
+    ck_assert(report->peak_rss_bytes > 0);
+    ck_assert(report->seconds > 0.0);
+
+    ck_assert_ptr_nonnull(strstr(log.text, "cpu: training, batch 3, 1 steps x 2 reps\n"));
+    ck_assert_ptr_nonnull(strstr(log.text, "cpu: inference, batch 5, 2 steps x 2 reps\n"));
+    ck_assert_ptr_nonnull(strstr(log.text, "cpu: per-layer breakdown, batch 2\n"));
+    dg_bench_report_free(report);
+    remove(csv_path);
+    rmdir(tmpdir);
+}
+END_TEST
+
+/* No file: the seeded-noise store, the same one dg_bench_synthetic_dataset makes; with
+ * synthetic set, a file is timed but not trained on. */
+START_TEST(runner_falls_back_to_synthetic_images)
+{
+    make_tmpdir();
+    write_small_csv();
+    struct dg_bench_settings s;
+    dg_bench_settings_init(&s);
+    s.device_spec = "cpu";
+    s.threads = 1;
+    s.reps = 1;
+    s.warmup = 0;
+    s.batches[0] = 2;
+    s.batch_count = 1;
+    s.steps = 1;
+    s.infer_batch = 0;
+    s.layer_batch = 0;
+    struct dg_bench_report *report = NULL;
+    ck_assert_int_eq(dg_bench_run(&s, &report), DG_OK);
+    ck_assert_int_eq(report->synthetic, 1);
+    ck_assert_str_eq(report->data_source, "seeded noise");
+    ck_assert_uint_eq(report->image_count, DG_BENCH_SYNTHETIC_IMAGES);
+    ck_assert_int_eq(report->parse_count, 0);
+    ck_assert_int_eq(report->backends[0].train_count, 1);
+    ck_assert_int_eq(report->backends[0].have_infer, 0);
+    ck_assert_int_eq(report->backends[0].layer_batch, 0);
+    dg_bench_report_free(report);
+
+    s.synthetic = 1;
+    s.data_path = csv_path;
+    s.csv_path = csv_path;
+    ck_assert_int_eq(dg_bench_run(&s, &report), DG_OK);
+    ck_assert_int_eq(report->synthetic, 1);
+    ck_assert_uint_eq(report->image_count, DG_BENCH_SYNTHETIC_IMAGES);
+    ck_assert_int_eq(report->parse_count, 2);
+    ck_assert_uint_eq(report->parse[0].rows, 20);
+    ck_assert_str_eq(report->parse[1].role, "csv");
+    dg_bench_report_free(report);
+
+    remove(csv_path);
+    rmdir(tmpdir);
 }
 END_TEST
 
@@ -767,6 +998,9 @@ int main(void)
     tcase_add_test(tc, bench_quick_json_has_the_expected_keys);
     tcase_add_test(tc, bench_options_steps_and_scaling);
     tcase_add_test(tc, bench_usage_and_input_errors);
+    tcase_add_test(tc, settings_resolve_defaults_and_refuse_bad_values);
+    tcase_add_test(tc, runner_reports_what_the_settings_ask);
+    tcase_add_test(tc, runner_falls_back_to_synthetic_images);
     suite_add_tcase(suite, tc);
     return dg_test_run_suite(suite);
 }

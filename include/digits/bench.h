@@ -204,6 +204,10 @@ struct dg_bench_report {
 /* Parse on, device "all", 0 threads (all cores), FP32, inference batch 256, the rest unset. */
 void dg_bench_settings_init(struct dg_bench_settings *settings);
 
+/* Fills the unset fields (from quick and scaling) and checks the ranges and the device spec:
+ * DG_ERR_USAGE naming what is wrong. dg_bench_run does this on its copy. */
+enum dg_status dg_bench_settings_resolve(struct dg_bench_settings *settings);
+
 /* Runs everything the settings ask for and returns the report (dg_bench_report_free). Each
  * figure is the median (with min and max) of settings->reps repetitions after warm-up.
  * DG_ERR_USAGE for settings out of range or a bad device spec; load, backend and step errors

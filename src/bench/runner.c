@@ -69,8 +69,7 @@ static int device_spec_valid(const char *spec)
            (strncmp(spec, "cuda", 4) == 0 && (spec[4] == '\0' || spec[4] == ':'));
 }
 
-/* Fills the unset fields of s from quick and scaling, and checks the ranges. */
-static enum dg_status resolve_settings(struct dg_bench_settings *s)
+enum dg_status dg_bench_settings_resolve(struct dg_bench_settings *s)
 {
     if (!s->device_spec)
         s->device_spec = "all";
@@ -621,7 +620,7 @@ enum dg_status dg_bench_run(const struct dg_bench_settings *settings,
     double start = dg_bench_now();
     report->settings = *settings;
     const struct dg_bench_settings *s = &report->settings;
-    if ((status = resolve_settings(&report->settings)) != DG_OK)
+    if ((status = dg_bench_settings_resolve(&report->settings)) != DG_OK)
         goto fail;
     if ((status = load_images(s, report, &dataset, &have_dataset)) != DG_OK)
         goto fail;
