@@ -53,6 +53,15 @@ struct dg_dataset {
 enum dg_status dg_dataset_load(const char *path, const char *labels_path,
                                const struct dg_allocator *allocator, struct dg_dataset *out);
 
+/* dg_dataset_load with `threads` threads parsing a CSV (<= 0: $DIGITS_DATA_THREADS when set,
+ * else the online CPUs; at most 16, and no more than the file has 1 MiB buffers). Gzip input
+ * is inflated by the calling thread while the others parse. The store, the labels and every
+ * error message are the same for every thread count; the allocator is only called from the
+ * calling thread. */
+enum dg_status dg_dataset_load_threads(const char *path, const char *labels_path,
+                                       const struct dg_allocator *allocator, int threads,
+                                       struct dg_dataset *out);
+
 /* Keeps only the first `count` images (no-op when count >= out->count). */
 void dg_dataset_truncate(struct dg_dataset *dataset, size_t count);
 

@@ -4,13 +4,19 @@
  * row*28 + col) and a label array, both from the caller's allocator, sized once from the
  * (uncompressed) file size or grown geometrically. CSV rows take a branch-free block path
  * (bitmasks of separators, 64 bytes at a time); anything unusual goes to a careful parser that
- * names the problem: "FILE:LINE:COL: message" (text) or "FILE: byte OFFSET: message" (binary). */
+ * names the problem: "FILE:LINE:COL: message" (text) or "FILE: byte OFFSET: message" (binary).
+ *
+ * CSV loads are parallel (see "the parallel CSV load" below): the calling thread reads or
+ * inflates the file in those same 1 MiB buffers, cuts each after its last newline, numbers its
+ * lines and queues it; worker threads parse queued buffers straight into the store. Errors are
+ * keyed by line number and the earliest wins, so the message is the one a serial parse gives. */
 #define _DEFAULT_SOURCE /* madvise */
 #define _POSIX_C_SOURCE 200809L
 #include "digits/data.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -718,85 +724,399 @@ static enum dg_status csv_header(struct csv *c, const unsigned char *line, const
     return DG_OK;
 }
 
-/* Parses the CSV whose first `have` bytes are already in buf. */
-static enum dg_status load_csv(struct source *src, unsigned char *buf, size_t have,
-                               struct store *st, enum dg_data_format *format)
+/* ---- the parallel CSV load ----
+ * The calling thread is the producer: it reads (or inflates) the file into 1 MiB buffers
+ * exactly as the serial parse did (the partial last line carried over to the next buffer),
+ * checks the header, counts the lines of each buffer so that each knows the file line and
+ * store row of its first line, grows the store when needed (only this thread calls the
+ * allocator, which may be the CUDA backend's pinned memory), and queues the buffer as a chunk.
+ * Worker threads parse queued chunks straight into the store, each row into its own slot; the
+ * producer parses one itself whenever it has no free buffer to read into, so with one thread
+ * the load is the serial parse. Every error is recorded with its line number (source errors
+ * with the first line not yet read) and the earliest wins: chunks are queued in file order and
+ * no chunk is queued after an error, so every line before the winning one has been parsed,
+ * and the message is exactly the serial one. */
+
+#define MAX_LOAD_THREADS 16
+#define LOAD_BUFFERS (MAX_LOAD_THREADS + 2)
+
+struct chunk {
+    unsigned char *buf;       /* CHUNK_BYTES + CHUNK_PAD */
+    size_t start, stop;       /* complete lines [start, stop); buf[stop] = '\n' */
+    size_t first_line;        /* file line number of the line at start */
+    uint8_t *images, *labels; /* the store slots of that line (labels NULL: test layout) */
+};
+
+struct loader {
+    struct csv csv; /* path, layout, block parser (line: set per chunk) */
+    pthread_mutex_t mutex;
+    pthread_cond_t work; /* workers: a chunk was queued, or no more will be */
+    pthread_cond_t idle; /* producer: a chunk was finished */
+    struct chunk chunks[LOAD_BUFFERS];
+    int buffers, allocated; /* buffers allowed, allocated so far (chunks[0].buf: the caller's) */
+    int free_list[LOAD_BUFFERS], free_count;
+    int queue[LOAD_BUFFERS], queue_head, queue_count; /* a ring of chunk indices */
+    int busy; /* queued or being parsed */
+    int done; /* nothing more will be queued */
+    pthread_t workers[MAX_LOAD_THREADS];
+    int worker_count;
+    /* the earliest error */
+    int failed;
+    size_t error_line;
+    enum dg_status error_status;
+    char error_message[1024];
+};
+
+/* Threads for a load: `requested`, else DIGITS_DATA_THREADS, else the online CPUs; at most
+ * MAX_LOAD_THREADS and no more than the file has buffers (when its size is known). */
+static int load_threads(int requested, size_t size_hint)
 {
-    struct csv c = {src->path, 1, 0, 0, choose_block_pixels()};
-    enum dg_status status;
-    int header_done = 0;
-    int eof = 0;
-    int empty_line_seen = 0; /* an empty line was seen: only allowed as the very last line */
-    size_t empty_line_no = 0;
+    long n = requested;
+    if (n <= 0) {
+        const char *env = getenv("DIGITS_DATA_THREADS");
+        n = env ? strtol(env, NULL, 10) : 0;
+        if (n <= 0)
+            n = sysconf(_SC_NPROCESSORS_ONLN);
+    }
+    if (n < 1)
+        n = 1;
+    if (n > MAX_LOAD_THREADS)
+        n = MAX_LOAD_THREADS;
+    if (size_hint && (size_t)n > size_hint / CHUNK_BYTES + 1)
+        n = (long)(size_hint / CHUNK_BYTES + 1);
+    return (int)n;
+}
+
+/* Records an error at `line` with this thread's message, unless an earlier one is recorded.
+ * Called with the mutex held. */
+static void loader_fail_locked(struct loader *ld, size_t line, enum dg_status status)
+{
+    if (ld->failed && ld->error_line <= line)
+        return;
+    ld->failed = 1;
+    ld->error_line = line;
+    ld->error_status = status;
+    snprintf(ld->error_message, sizeof ld->error_message, "%s", dg_error_message());
+}
+
+static void loader_fail(struct loader *ld, size_t line, enum dg_status status)
+{
+    pthread_mutex_lock(&ld->mutex);
+    loader_fail_locked(ld, line, status);
+    pthread_mutex_unlock(&ld->mutex);
+}
+
+/* Parses the lines of one chunk into the store; on an error sets *line to its line number. An
+ * empty line is an error unless it is the chunk's last line (the producer decides that one:
+ * only the very last line of a file may be empty). */
+static enum dg_status parse_chunk(const struct loader *ld, const struct chunk *ch, size_t *line)
+{
+    struct csv c = ld->csv;
+    c.line = ch->first_line;
+    const unsigned char *p = ch->buf + ch->start;
+    const unsigned char *stop = ch->buf + ch->stop;
+    uint8_t *image = ch->images;
+    uint8_t *label = ch->labels;
+    while (p < stop) {
+        const unsigned char *eol = memchr(p, '\n', (size_t)(stop - p) + 1); /* buf[stop] = \n */
+        size_t len = (size_t)(eol - p);
+        if (len == 0 || (len == 1 && p[0] == '\r')) {
+            if (eol + 1 < stop) {
+                *line = c.line;
+                return dg_error(DG_ERR_INPUT, "%s:%zu:1: empty line", c.path, c.line);
+            }
+        } else {
+            enum dg_status status = csv_row(&c, p, eol, image, label);
+            if (status != DG_OK) {
+                *line = c.line;
+                return status;
+            }
+        }
+        image += DG_PIXELS;
+        if (label)
+            label++;
+        c.line++;
+        p = eol + 1;
+    }
+    return DG_OK;
+}
+
+/* Takes the oldest queued chunk, parses it (unless an earlier error makes it moot) and frees
+ * its buffer. Called with the mutex held and a chunk queued; returns with it held. */
+static void loader_run_one_locked(struct loader *ld)
+{
+    int index = ld->queue[ld->queue_head];
+    ld->queue_head = (ld->queue_head + 1) % LOAD_BUFFERS;
+    ld->queue_count--;
+    struct chunk ch = ld->chunks[index];
+    int moot = ld->failed && ld->error_line < ch.first_line;
+    pthread_mutex_unlock(&ld->mutex);
+    size_t line = 0;
+    enum dg_status status = moot ? DG_OK : parse_chunk(ld, &ch, &line);
+    pthread_mutex_lock(&ld->mutex);
+    if (status != DG_OK)
+        loader_fail_locked(ld, line, status);
+    ld->free_list[ld->free_count++] = index;
+    ld->busy--;
+    pthread_cond_signal(&ld->idle);
+}
+
+static void *loader_worker(void *arg)
+{
+    struct loader *ld = arg;
+    pthread_mutex_lock(&ld->mutex);
+    for (;;) {
+        while (ld->queue_count == 0 && !ld->done)
+            pthread_cond_wait(&ld->work, &ld->mutex);
+        if (ld->queue_count == 0)
+            break;
+        loader_run_one_locked(ld);
+    }
+    pthread_mutex_unlock(&ld->mutex);
+    return NULL;
+}
+
+/* A free buffer for the producer (-1: out of memory): a new one while fewer than `buffers`
+ * exist, else one given back, parsing queued chunks itself while it waits. Mutex held. */
+static int loader_take_buffer_locked(struct loader *ld)
+{
+    for (;;) {
+        if (ld->free_count > 0)
+            return ld->free_list[--ld->free_count];
+        if (ld->allocated < ld->buffers) {
+            unsigned char *buf = calloc(1, CHUNK_BYTES + CHUNK_PAD);
+            if (buf) {
+                ld->chunks[ld->allocated].buf = buf;
+                return ld->allocated++;
+            }
+            if (ld->busy == 0)
+                return -1;
+            ld->buffers = ld->allocated; /* make do with what there is */
+        }
+        if (ld->queue_count > 0)
+            loader_run_one_locked(ld);
+        else
+            pthread_cond_wait(&ld->idle, &ld->mutex);
+    }
+}
+
+/* Waits until every queued chunk is parsed, helping. Mutex held. */
+static void loader_drain_locked(struct loader *ld)
+{
+    while (ld->busy > 0) {
+        if (ld->queue_count > 0)
+            loader_run_one_locked(ld);
+        else
+            pthread_cond_wait(&ld->idle, &ld->mutex);
+    }
+}
+
+static void loader_give_back(struct loader *ld, int index)
+{
+    pthread_mutex_lock(&ld->mutex);
+    ld->free_list[ld->free_count++] = index;
+    pthread_mutex_unlock(&ld->mutex);
+}
+
+static size_t count_newlines(const unsigned char *p, const unsigned char *end)
+{
+    size_t n = 0;
+    while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        n++;
+        p++;
+    }
+    return n;
+}
+
+/* Parses the CSV whose first `have` bytes are already in buf (CHUNK_BYTES + CHUNK_PAD). */
+static enum dg_status load_csv(struct source *src, unsigned char *buf, size_t have,
+                               struct store *st, enum dg_data_format *format, int threads)
+{
     if (have == 0)
         return dg_error(DG_ERR_INPUT, "%s:1:1: empty file", src->path);
-    for (;;) {
-        unsigned char *p = buf;
-        unsigned char *data_end = buf + have;
-        *data_end = '\n'; /* ends a last line that has no newline */
-        for (;;) {
-            unsigned char *nl = memchr(p, '\n', (size_t)(data_end - p));
-            unsigned char *eol;
-            if (nl) {
-                eol = nl;
-            } else if (eof && p < data_end) {
-                eol = data_end; /* a missing final newline */
-            } else {
+    unsigned char *carry = malloc(CHUNK_BYTES);
+    struct loader *ld = calloc(1, sizeof *ld);
+    if (!carry || !ld) {
+        free(carry);
+        free(ld);
+        return dg_error(DG_ERR_NOMEM, "%s: out of memory", src->path);
+    }
+    threads = load_threads(threads, src->size_hint);
+    ld->csv = (struct csv){src->path, 1, 0, 0, choose_block_pixels()};
+    pthread_mutex_init(&ld->mutex, NULL);
+    pthread_cond_init(&ld->work, NULL);
+    pthread_cond_init(&ld->idle, NULL);
+    /* one thread: one buffer, read and parse in turn, as a serial parse; else one per
+     * thread, one to read into and one queued */
+    ld->buffers = threads == 1 ? 1 : threads + 2;
+    ld->chunks[0].buf = buf;
+    ld->allocated = 1;
+
+    struct csv *c = &ld->csv;
+    enum dg_status status;
+    size_t next_line = 1;     /* file line number of the next line to queue */
+    size_t rows = 0;          /* rows queued so far */
+    size_t rest = 0;          /* bytes in carry: the start of a line */
+    size_t pending_empty = 0; /* line number of an empty last line of the last chunk */
+    int header_done = 0, eof = 0;
+    for (int index = 0, first = 1;; first = 0) {
+        unsigned char *data;
+        if (!first) {
+            pthread_mutex_lock(&ld->mutex);
+            index = eof || ld->failed ? -2 : loader_take_buffer_locked(ld);
+            pthread_mutex_unlock(&ld->mutex);
+            if (index == -2)
+                break;
+            if (index < 0) {
+                loader_fail(ld, next_line, dg_error(DG_ERR_NOMEM, "%s: out of memory", c->path));
                 break;
             }
-            if (empty_line_seen)
-                return dg_error(DG_ERR_INPUT, "%s:%zu:1: empty line", src->path, empty_line_no);
-            size_t len = (size_t)(eol - p);
-            if (len == 0 || (len == 1 && p[0] == '\r')) {
-                if (!header_done)
-                    return dg_error(DG_ERR_INPUT, "%s:1:1: empty header line", src->path);
-                empty_line_seen = 1;
-                empty_line_no = c.line;
-            } else if (!header_done) {
-                if ((status = csv_header(&c, p, eol)) != DG_OK)
-                    return status;
-                header_done = 1;
-                st->labelled = c.labelled;
-                *format = c.labelled ? DG_FORMAT_CSV_TRAIN : DG_FORMAT_CSV_TEST;
-                /* sized once from the (uncompressed) size when known; a wrong gzip size
-                 * hint that cannot be met leaves the store to grow instead */
-                size_t bound = src->size_hint ? src->size_hint / MIN_ROW_BYTES + 1 : 0;
-                if (bound && store_reserve(st, bound, src->path) != DG_OK)
-                    dg_error_clear();
-            } else {
-                if (st->count == st->capacity &&
-                    (status = store_reserve(st, st->capacity ? st->count + 1 : 1024, src->path)) !=
-                        DG_OK)
-                    return status;
-                if ((status = csv_row(&c, p, eol, st->images + st->count * DG_PIXELS,
-                                      st->labelled ? st->labels + st->count : NULL)) != DG_OK)
-                    return status;
-                st->count++;
+            data = ld->chunks[index].buf;
+            memcpy(data, carry, rest);
+            size_t got;
+            if ((status = source_read(src, data + rest, CHUNK_BYTES - rest, &got)) != DG_OK) {
+                loader_give_back(ld, index);
+                loader_fail(ld, next_line, status);
+                break;
             }
-            c.line++;
-            p = nl ? nl + 1 : data_end;
+            have = rest + got;
+            if (got == 0)
+                eof = 1;
+        } else {
+            data = buf;
         }
-        size_t rest = (size_t)(data_end - p);
-        if (eof)
+        /* complete lines [0, stop): all of it at the end, else up to the last newline */
+        size_t stop = have;
+        if (!eof) {
+            while (stop > 0 && data[stop - 1] != '\n')
+                stop--;
+            if (stop == 0 && have == CHUNK_BYTES) {
+                loader_give_back(ld, index);
+                loader_fail(ld, next_line,
+                            dg_error(DG_ERR_INPUT,
+                                     "%s:%zu:1: line longer than %u bytes (not a digits "
+                                     "CSV row)",
+                                     c->path, next_line, CHUNK_BYTES));
+                break;
+            }
+        }
+        rest = have - stop;
+        memcpy(carry, data + stop, rest);
+        if (stop == 0) {
+            loader_give_back(ld, index);
+            continue;
+        }
+        if (pending_empty) {
+            loader_give_back(ld, index);
+            loader_fail(ld, pending_empty,
+                        dg_error(DG_ERR_INPUT, "%s:%zu:1: empty line", c->path, pending_empty));
             break;
-        if (rest == CHUNK_BYTES)
-            return dg_error(DG_ERR_INPUT,
-                            "%s:%zu:1: line longer than %u bytes (not a digits "
-                            "CSV row)",
-                            src->path, c.line, CHUNK_BYTES);
-        memmove(buf, p, rest);
-        size_t got;
-        if ((status = source_read(src, buf + rest, CHUNK_BYTES - rest, &got)) != DG_OK)
-            return status;
-        have = rest + got;
-        if (got == 0)
-            eof = 1;
+        }
+        data[stop] = '\n'; /* ends a last line that has no newline */
+        size_t start = 0;
+        if (!header_done) {
+            unsigned char *eol = memchr(data, '\n', stop + 1);
+            size_t len = (size_t)(eol - data);
+            if (len == 0 || (len == 1 && data[0] == '\r'))
+                status = dg_error(DG_ERR_INPUT, "%s:1:1: empty header line", c->path);
+            else
+                status = csv_header(c, data, eol);
+            if (status != DG_OK) {
+                loader_give_back(ld, index);
+                loader_fail(ld, 1, status);
+                break;
+            }
+            header_done = 1;
+            st->labelled = c->labelled;
+            *format = c->labelled ? DG_FORMAT_CSV_TRAIN : DG_FORMAT_CSV_TEST;
+            /* sized once from the (uncompressed) size when known; a wrong gzip size hint that
+             * cannot be met leaves the store to grow instead */
+            size_t bound = src->size_hint ? src->size_hint / MIN_ROW_BYTES + 1 : 0;
+            if (bound && store_reserve(st, bound, c->path) != DG_OK)
+                dg_error_clear();
+            next_line = 2;
+            start = len + 1 < stop ? len + 1 : stop;
+            if (start == stop) {
+                loader_give_back(ld, index);
+                continue;
+            }
+        }
+        /* the lines of [start, stop), and whether the last one is empty */
+        size_t lines = count_newlines(data + start, data + stop) + (data[stop - 1] != '\n');
+        size_t last_end = data[stop - 1] == '\n' ? stop - 1 : stop;
+        int last_empty =
+            last_end == start || data[last_end - 1] == '\n' ||
+            (data[last_end - 1] == '\r' && (last_end - 1 == start || data[last_end - 2] == '\n'));
+        size_t chunk_rows = lines - (size_t)last_empty;
+        if (rows + chunk_rows > st->capacity) {
+            /* grown as the serial parse grows it (doubling), once every queued row is in */
+            pthread_mutex_lock(&ld->mutex);
+            loader_drain_locked(ld);
+            int failed = ld->failed;
+            pthread_mutex_unlock(&ld->mutex);
+            status = DG_OK;
+            st->count = rows;
+            while (!failed && status == DG_OK && st->capacity < rows + chunk_rows)
+                status = store_reserve(st, st->capacity ? st->capacity + 1 : 1024, c->path);
+            if (failed || status != DG_OK) {
+                loader_give_back(ld, index);
+                if (status != DG_OK)
+                    loader_fail(ld, next_line, status);
+                break;
+            }
+        }
+        if (chunk_rows > 0) {
+            struct chunk *ch = &ld->chunks[index];
+            ch->start = start;
+            ch->stop = stop;
+            ch->first_line = next_line;
+            ch->images = st->images + rows * DG_PIXELS;
+            ch->labels = st->labelled ? st->labels + rows : NULL;
+            pthread_mutex_lock(&ld->mutex);
+            ld->queue[(ld->queue_head + ld->queue_count) % LOAD_BUFFERS] = index;
+            ld->queue_count++;
+            ld->busy++;
+            pthread_cond_signal(&ld->work);
+            pthread_mutex_unlock(&ld->mutex);
+        } else {
+            loader_give_back(ld, index);
+        }
+        rows += chunk_rows;
+        next_line += lines;
+        if (last_empty)
+            pending_empty = next_line - 1;
+        /* a full buffer, so more may follow: start the workers (a failure only means fewer) */
+        if (have == CHUNK_BYTES && ld->worker_count < threads - 1) {
+            while (ld->worker_count < threads - 1 &&
+                   pthread_create(&ld->workers[ld->worker_count], NULL, loader_worker, ld) == 0)
+                ld->worker_count++;
+            threads = ld->worker_count + 1;
+        }
     }
-    if (!header_done)
-        return dg_error(DG_ERR_INPUT, "%s:1:1: empty file", src->path);
-    if (st->count == 0)
-        return dg_error(DG_ERR_INPUT, "%s:2:1: no data rows after the header", src->path);
-    return DG_OK;
+    pthread_mutex_lock(&ld->mutex);
+    ld->done = 1;
+    pthread_cond_broadcast(&ld->work);
+    loader_drain_locked(ld);
+    pthread_mutex_unlock(&ld->mutex);
+    for (int i = 0; i < ld->worker_count; i++)
+        pthread_join(ld->workers[i], NULL);
+    for (int i = 1; i < ld->allocated; i++)
+        free(ld->chunks[i].buf);
+    if (ld->failed)
+        status = dg_error(ld->error_status, "%s", ld->error_message);
+    else if (!header_done)
+        status = dg_error(DG_ERR_INPUT, "%s:1:1: empty file", src->path);
+    else if (rows == 0)
+        status = dg_error(DG_ERR_INPUT, "%s:2:1: no data rows after the header", src->path);
+    else
+        status = DG_OK;
+    st->count = rows;
+    pthread_cond_destroy(&ld->idle);
+    pthread_cond_destroy(&ld->work);
+    pthread_mutex_destroy(&ld->mutex);
+    free(ld);
+    free(carry);
+    return status;
 }
 
 /* ---- IDX ---- */
@@ -949,6 +1269,13 @@ done:
 enum dg_status dg_dataset_load(const char *path, const char *labels_path,
                                const struct dg_allocator *allocator, struct dg_dataset *out)
 {
+    return dg_dataset_load_threads(path, labels_path, allocator, 0, out);
+}
+
+enum dg_status dg_dataset_load_threads(const char *path, const char *labels_path,
+                                       const struct dg_allocator *allocator, int threads,
+                                       struct dg_dataset *out)
+{
     struct source src;
     struct store st;
     unsigned char *buf = NULL;
@@ -996,7 +1323,7 @@ enum dg_status dg_dataset_load(const char *path, const char *labels_path,
                               path);
             goto fail;
         }
-        if ((status = load_csv(&src, buf, have, &st, &format)) != DG_OK)
+        if ((status = load_csv(&src, buf, have, &st, &format, threads)) != DG_OK)
             goto fail;
     }
     out->count = st.count;
