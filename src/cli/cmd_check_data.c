@@ -10,7 +10,7 @@
 #include <time.h>
 
 static const char *usage_text =
-    "usage: digits check-data FILE [--labels FILE] [--json]\n"
+    "usage: digits check-data FILE [--labels FILE] [--threads N] [--json]\n"
     "\n"
     "Validates FILE (Kaggle train.csv / test.csv, plain or .gz, or MNIST IDX images with\n"
     "--labels) and prints its layout, rows, label histogram, pixel mean and load speed.\n"
@@ -19,6 +19,8 @@ static const char *usage_text =
     "\n"
     "options:\n"
     "      --labels FILE    IDX label file for IDX images\n"
+    "      --threads N      threads parsing a CSV (all cores; gzip: one inflates, the\n"
+    "                       others parse)\n"
     "      --json           one JSON object instead of the text summary\n"
     "  -h, --help           this text\n";
 
@@ -26,17 +28,24 @@ int dg_cmd_check_data(int argc, char **argv)
 {
     static const struct option long_options[] = {
         {"labels", required_argument, NULL, 'L'},
+        {"threads", required_argument, NULL, 't'},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *labels = NULL;
-    int json = 0, opt;
+    int json = 0, threads = 0, opt;
+    long value;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
         switch (opt) {
         case 'L':
             labels = optarg;
+            break;
+        case 't':
+            if (!dg_cli_parse_int("check-data", "--threads", optarg, 1, 1024, &value))
+                return 2;
+            threads = (int)value;
             break;
         case 'j':
             json = 1;
@@ -56,7 +65,7 @@ int dg_cmd_check_data(int argc, char **argv)
     struct dg_dataset dataset;
     struct timespec start, end;
     clock_gettime(CLOCK_MONOTONIC, &start);
-    enum dg_status status = dg_dataset_load(path, labels, NULL, &dataset);
+    enum dg_status status = dg_dataset_load_threads(path, labels, NULL, threads, &dataset);
     clock_gettime(CLOCK_MONOTONIC, &end);
     if (status != DG_OK)
         return dg_cli_fail(status);

@@ -64,8 +64,8 @@ enum dg_status dg_scoring_run(struct dg_scoring *s, const struct dg_scoring_args
         return status;
     if ((status = dg_cli_open_backend(&args->device, 0, &s->be)) != DG_OK)
         return status;
-    if ((status = dg_dataset_load(data_path, args->labels_path, &s->be->host_allocator,
-                                  &s->dataset)) != DG_OK)
+    if ((status = dg_dataset_load_threads(data_path, args->labels_path, &s->be->host_allocator,
+                                          args->device.threads, &s->dataset)) != DG_OK)
         return status;
     s->probs = malloc(s->dataset.count * DG_CLASSES * sizeof(float));
     s->predicted = malloc(s->dataset.count);
