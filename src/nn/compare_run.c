@@ -1,0 +1,449 @@
+/* Two backends on the reference network, op by op (include/digits/compare.h): the machinery of
+ * `digits compare`, here rather than in the command so that tests can run it on any pair of
+ * backends (tests/test_compare.c runs it against deliberately wrong candidates).
+ *
+ * One batch: both sides assemble it and run forward and backward with the same weights,
+ * dropout masks and augmentation draws. The reference runs alone first; then the candidate
+ * runs with a layer hook that, after each layer, compares the layer's result with the
+ * reference's and replaces it with the reference's, so the next op of the candidate starts from
+ * the same inputs as the reference's did. Each line therefore judges one op: no compounding of
+ * rounding through layers, the same ReLU and max-pool decisions on both sides, and a wrong op
+ * fails its own line and no other. The loss of the batch is compared end to end (a separate
+ * forward pass of the candidate without the hook). */
+#include "digits/compare.h"
+
+#include "digits/net.h"
+#include "digits/train.h"
+#include "rmsprop.cuh"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* the recipe's RMSprop */
+#define DG_COMPARE_LR 1e-3f
+#define DG_COMPARE_RHO 0.9f
+#define DG_COMPARE_EPS 1e-8f
+
+struct side {
+    struct dg_backend *be;
+    struct dg_net *net;
+    void *handle;
+};
+
+struct run {
+    FILE *out;
+    int failures;
+    int n;
+    int tf32;
+    struct side *ref, *cand;
+    /* the reference's gradient of each layer's input right after that layer's backward (the
+     * next layer's ReLU backward masks it in place later), host copies */
+    float *snap[DG_MAX_LAYERS];
+};
+
+static void print_header(FILE *out)
+{
+    fprintf(out, "%-10s %-9s %10s %10s %10s %10s %9s  %s\n", "layer", "tensor", "max_abs",
+            "normwise", "max_rel", "nmse", "worst", "result");
+}
+
+static void print_row(struct run *r, const char *layer, const char *what, const float *a,
+                      const float *b, size_t count, const struct dg_tolerance *tol)
+{
+    struct dg_diff diff;
+    dg_diff_compute(a, b, count, tol, &diff);
+    double normwise =
+        diff.ref_max > 0.0 ? diff.max_abs / diff.ref_max : (diff.max_abs > 0.0 ? INFINITY : 0.0);
+    fprintf(r->out, "%-10s %-9s %10.3g %10.3g %10.3g %10.3g %9zu  %s", layer, what, diff.max_abs,
+            normwise, diff.max_rel, diff.nmse, diff.worst, diff.pass ? "pass" : "FAIL");
+    if (!diff.pass) {
+        r->failures++;
+        fprintf(r->out, " (%zu outside%s, reference %.9g vs candidate %.9g)", diff.failures,
+                diff.nonfinite ? ", not finite" : "", (double)b[diff.worst], (double)a[diff.worst]);
+    }
+    fprintf(r->out, "\n");
+}
+
+/* Compares `count` floats of the candidate (cand_ptr) with the reference's (host copy
+ * `ref_host`, or ref_ptr downloaded when ref_host is NULL); with `adopt`, then overwrites the
+ * candidate's with the reference's. */
+static enum dg_status compare_tensor(struct run *r, const char *layer, const char *what,
+                                     const float *ref_ptr, const float *ref_host, float *cand_ptr,
+                                     size_t count, const struct dg_tolerance *tol, int adopt)
+{
+    struct dg_backend *rb = r->ref->be, *cb = r->cand->be;
+    float *a = malloc(count * sizeof(float));
+    float *b = ref_host ? NULL : malloc(count * sizeof(float));
+    enum dg_status status = DG_OK;
+    if (!a || (!ref_host && !b)) {
+        status = dg_error(DG_ERR_NOMEM, "compare: out of memory");
+        goto done;
+    }
+    if (!ref_host && (status = rb->ops->download(rb, b, ref_ptr, count * sizeof(float))) != DG_OK)
+        goto done;
+    if ((status = cb->ops->download(cb, a, cand_ptr, count * sizeof(float))) != DG_OK)
+        goto done;
+    const float *want = ref_host ? ref_host : b;
+    print_row(r, layer, what, a, want, count, tol);
+    if (adopt && memcmp(a, want, count * sizeof(float)) != 0)
+        status = cb->ops->upload(cb, cand_ptr, want, count * sizeof(float));
+done:
+    free(a);
+    free(b);
+    return status;
+}
+
+static int is_matmul(const struct dg_layer *layer)
+{
+    return layer->spec.kind == DG_LAYER_CONV || layer->spec.kind == DG_LAYER_DENSE;
+}
+
+/* Max-pool and dropout are exact (the same element math on both sides, given the same
+ * inputs); convolutions and dense layers round differently. */
+static const struct dg_tolerance *forward_tolerance(const struct run *r,
+                                                    const struct dg_layer *layer)
+{
+    if (!is_matmul(layer))
+        return &dg_tol_exact;
+    return r->tf32 ? &dg_tol_forward_tf32 : &dg_tol_forward;
+}
+
+static const struct dg_tolerance *backward_tolerance(const struct run *r,
+                                                     const struct dg_layer *layer)
+{
+    if (!is_matmul(layer))
+        return &dg_tol_exact;
+    return r->tf32 ? &dg_tol_backward_tf32 : &dg_tol_backward_fp32;
+}
+
+/* The loss of a batch from the same weights: FP32 DG_TOL_LOSS_RTOL; a TF32 candidate's goes
+ * through every layer's TF32 rounding: the TF32 bound. */
+static double loss_bound(const struct run *r)
+{
+    return r->tf32 ? DG_TOL_LOSS_RTOL_TF32 : DG_TOL_LOSS_RTOL;
+}
+
+static const struct dg_tolerance *weights_tolerance(const struct run *r)
+{
+    return r->tf32 ? &dg_tol_weights_tf32 : &dg_tol_weights;
+}
+
+static size_t out_count(const struct dg_layer *layer, int n)
+{
+    return (size_t)n * layer->out_c * layer->out_h * layer->out_w;
+}
+
+static size_t in_count(const struct dg_layer *layer, int n)
+{
+    return (size_t)n * layer->in_c * layer->in_h * layer->in_w;
+}
+
+/* The reference's backward: keeps a host copy of each layer's input gradient. */
+static enum dg_status snapshot_hook(void *ctx, int i, int backward, int end)
+{
+    struct run *r = ctx;
+    struct dg_net *net = r->ref->net;
+    if (!backward || !end || i <= 0 || i >= net->model->layer_count ||
+        net->dout[i] == net->dout[i + 1])
+        return DG_OK;
+    size_t count = in_count(&net->model->layers[i], r->n);
+    if (!r->snap[i] && !(r->snap[i] = malloc(count * sizeof(float))))
+        return dg_error(DG_ERR_NOMEM, "compare: out of memory");
+    return net->be->ops->download(net->be, r->snap[i], net->dout[i], count * sizeof(float));
+}
+
+/* The candidate's forward and backward: after each layer, compare and adopt the reference's. */
+static enum dg_status compare_hook(void *ctx, int i, int backward, int end)
+{
+    struct run *r = ctx;
+    struct dg_net *rn = r->ref->net, *cn = r->cand->net;
+    const struct dg_model *model = rn->model;
+    enum dg_status status = DG_OK;
+    if (!end)
+        return DG_OK;
+    if (i == model->layer_count) {
+        if ((status = compare_tensor(r, "softmax", "output", rn->probs, NULL, cn->probs,
+                                     (size_t)r->n * DG_CLASSES, &dg_tol_forward, 1)) != DG_OK)
+            return status;
+        /* the gradient of the mean cross-entropy: element math on the probabilities */
+        return compare_tensor(r, "softmax", "grad", rn->dlogits, NULL, cn->dlogits,
+                              (size_t)r->n * DG_CLASSES, &dg_tol_backward_fp32, 1);
+    }
+    const struct dg_layer *layer = &model->layers[i];
+    if (!backward) {
+        if (cn->out[i + 1] == cn->out[i])
+            return DG_OK;
+        return compare_tensor(r, layer->name, "output", rn->out[i + 1], NULL, cn->out[i + 1],
+                              out_count(layer, r->n), forward_tolerance(r, layer), 1);
+    }
+    if (i > 0 && cn->dout[i] != cn->dout[i + 1] &&
+        (status = compare_tensor(r, layer->name, "grad_in", NULL, r->snap[i], cn->dout[i],
+                                 in_count(layer, r->n), backward_tolerance(r, layer), 1)) != DG_OK)
+        return status;
+    if (layer->weight_count &&
+        ((status = compare_tensor(r, layer->name, "grad_w", rn->grads + layer->weight_offset, NULL,
+                                  cn->grads + layer->weight_offset, layer->weight_count,
+                                  backward_tolerance(r, layer), 0)) != DG_OK ||
+         (status = compare_tensor(r, layer->name, "grad_b", rn->grads + layer->bias_offset, NULL,
+                                  cn->grads + layer->bias_offset, layer->bias_count,
+                                  backward_tolerance(r, layer), 0)) != DG_OK))
+        return status;
+    return DG_OK;
+}
+
+static enum dg_status side_open(struct side *s, struct dg_backend *be,
+                                const struct dg_compare_setup *setup, int batch)
+{
+    enum dg_status status;
+    s->be = be;
+    if ((status = dg_net_create(be, setup->model, batch, &s->net)) != DG_OK ||
+        (status = dg_net_upload_params(s->net, setup->model->params, 1)) != DG_OK)
+        return status;
+    return be->ops->dataset_attach(be, setup->dataset, &s->handle);
+}
+
+static void side_close(struct side *s)
+{
+    if (s->handle)
+        s->be->ops->dataset_detach(s->be, s->handle);
+    dg_net_free(s->net);
+}
+
+static enum dg_status side_assemble(struct side *s, const uint32_t *rows, int n,
+                                    const struct dg_augment_key *aug)
+{
+    return s->be->ops->batch_assemble(s->be, s->handle, rows, n, aug, s->net->act[0],
+                                      s->net->labels);
+}
+
+/* Forward with labels (the loss into *loss, a batch mean) and, with `backward`, backward. */
+static enum dg_status side_pass(struct side *s, int n, const struct dg_net_mode *mode, int backward,
+                                double *loss)
+{
+    enum dg_status status;
+    double loss_sum, correct;
+    if ((status = dg_net_stats_reset(s->net)) != DG_OK ||
+        (status = dg_net_forward(s->net, n, mode, s->net->labels)) != DG_OK ||
+        (backward && (status = dg_net_backward(s->net, n, mode)) != DG_OK) ||
+        (status = dg_net_stats_read(s->net, &loss_sum, &correct)) != DG_OK)
+        return status;
+    *loss = loss_sum / n;
+    return DG_OK;
+}
+
+/* The batch, op by op (see the top of this file), then the loss end to end. */
+static enum dg_status compare_batch(struct run *r, const uint32_t *rows,
+                                    const struct dg_compare_setup *setup)
+{
+    struct side *ref = r->ref, *cand = r->cand;
+    int n = r->n;
+    struct dg_net_mode mode = {1, setup->seed, 0, 0};
+    struct dg_augment_key aug = {setup->seed, 0, 0, 10.0f, 0.1f, 0.1f};
+    const struct dg_augment_key *a = setup->augment ? &aug : NULL;
+    double ref_loss, cand_loss, ignored;
+    enum dg_status status;
+    if ((status = side_assemble(ref, rows, n, a)) != DG_OK ||
+        (status = side_assemble(cand, rows, n, a)) != DG_OK)
+        return status;
+    /* the candidate end to end first (its activations are replaced below) */
+    if ((status = side_pass(cand, n, &mode, 0, &cand_loss)) != DG_OK)
+        return status;
+    ref->net->layer_hook = snapshot_hook;
+    ref->net->layer_hook_ctx = r;
+    status = side_pass(ref, n, &mode, 1, &ref_loss);
+    ref->net->layer_hook = NULL;
+    if (status != DG_OK)
+        return status;
+
+    print_header(r->out);
+    if ((status = compare_tensor(r, "input", "output", ref->net->act[0], NULL, cand->net->act[0],
+                                 (size_t)n * DG_PIXELS, &dg_tol_exact, 1)) != DG_OK)
+        return status;
+    cand->net->layer_hook = compare_hook;
+    cand->net->layer_hook_ctx = r;
+    status = side_pass(cand, n, &mode, 1, &ignored);
+    cand->net->layer_hook = NULL;
+    if (status != DG_OK)
+        return status;
+
+    double loss_rel = fabs(cand_loss - ref_loss) / fabs(ref_loss);
+    int loss_ok = loss_rel <= loss_bound(r);
+    r->failures += !loss_ok;
+    fprintf(r->out,
+            "\nloss of the batch, end to end: reference %.9g candidate %.9g relative error "
+            "%.3g  %s\n",
+            ref_loss, cand_loss, loss_rel, loss_ok ? "pass" : "FAIL");
+    return DG_OK;
+}
+
+/* Elements where the candidate's update differs from the RMSprop element math (kernels/
+ * rmsprop.cuh) applied to the weights and accumulators it started from and its own gradient:
+ * the update is element math, bit-identical on every backend. */
+static size_t update_mismatches(const float *w0, const float *a0, const float *g, const float *w1,
+                                const float *a1, size_t n, size_t *first)
+{
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        float w = w0[i], a = a0[i];
+        dg_rmsprop_element(&w, &a, g[i], DG_COMPARE_LR, DG_COMPARE_RHO, DG_COMPARE_EPS);
+        if (memcmp(&w, &w1[i], sizeof w) != 0 || memcmp(&a, &a1[i], sizeof a) != 0) {
+            if (!bad)
+                *first = i;
+            bad++;
+        }
+    }
+    return bad;
+}
+
+static enum dg_status download(struct side *s, float *host, const float *ptr, size_t n)
+{
+    return s->be->ops->download(s->be, host, ptr, n * sizeof(float));
+}
+
+/* setup->steps training steps along the reference's trajectory: before each step the candidate
+ * takes the reference's weights and RMSprop accumulators, then both run the step (forward,
+ * backward, update) on the same batch. Each step is judged alone: its loss (the same weights:
+ * DG_TOL_LOSS_RTOL), the weights it leaves against the reference's (dg_tol_weights), and the
+ * candidate's update against the element math on its own gradient (exact). Two correct FP32
+ * implementations trained apart diverge within a few steps (docs/DEVELOPING.md,
+ * "Tolerances"): independent trajectories cannot be judged by a tight bound. */
+static enum dg_status compare_steps(struct run *r, const uint32_t *rows,
+                                    const struct dg_compare_setup *setup)
+{
+    struct side *ref = r->ref, *cand = r->cand;
+    const struct dg_model *model = setup->model;
+    const struct dg_dataset *dataset = setup->dataset;
+    size_t count = model->param_count;
+    int n = r->n;
+    enum dg_status status = DG_OK;
+    float *w0 = malloc(count * sizeof(float)), *a0 = malloc(count * sizeof(float));
+    float *g = malloc(count * sizeof(float)), *w1 = malloc(count * sizeof(float));
+    float *a1 = malloc(count * sizeof(float)), *wr = malloc(count * sizeof(float));
+    if (!w0 || !a0 || !g || !w1 || !a1 || !wr) {
+        status = dg_error(DG_ERR_NOMEM, "compare: out of memory");
+        goto done;
+    }
+    fprintf(r->out,
+            "\n%ld training steps (RMSprop lr 1e-3) along the reference's trajectory; before each\n"
+            "step the candidate takes the reference's weights and RMSprop state. update: the\n"
+            "candidate's RMSprop step against the element math on its own gradient (exact).\n",
+            setup->steps);
+    fprintf(r->out, "%5s %14s %14s %10s %12s %8s  %s\n", "step", "reference", "candidate",
+            "loss_rel", "weights_nmse", "update", "result");
+    if ((status = dg_net_upload_params(ref->net, model->params, 1)) != DG_OK)
+        goto done;
+    for (long k = 0; k < setup->steps; k++) {
+        size_t first = ((size_t)k * (size_t)n) % (dataset->count - (size_t)n + 1);
+        struct dg_net_mode mode = {1, setup->seed, 0, (uint32_t)k};
+        struct dg_augment_key aug = {setup->seed, 0, (uint32_t)k, 10.0f, 0.1f, 0.1f};
+        const struct dg_augment_key *aug_key = setup->augment ? &aug : NULL;
+        double ref_loss, cand_loss;
+        struct dg_backend *cb = cand->be;
+        if ((status = download(ref, w0, ref->net->params, count)) != DG_OK ||
+            (status = download(ref, a0, ref->net->rms_acc, count)) != DG_OK ||
+            (status = cb->ops->upload(cb, cand->net->params, w0, count * sizeof(float))) != DG_OK ||
+            (status = cb->ops->upload(cb, cand->net->rms_acc, a0, count * sizeof(float))) !=
+                DG_OK ||
+            (status = side_assemble(ref, rows + first, n, aug_key)) != DG_OK ||
+            (status = side_assemble(cand, rows + first, n, aug_key)) != DG_OK ||
+            (status = side_pass(ref, n, &mode, 1, &ref_loss)) != DG_OK ||
+            (status = side_pass(cand, n, &mode, 1, &cand_loss)) != DG_OK ||
+            (status = download(cand, g, cand->net->grads, count)) != DG_OK ||
+            (status = dg_net_update(ref->net, DG_COMPARE_LR, DG_COMPARE_RHO, DG_COMPARE_EPS)) !=
+                DG_OK ||
+            (status = dg_net_update(cand->net, DG_COMPARE_LR, DG_COMPARE_RHO, DG_COMPARE_EPS)) !=
+                DG_OK ||
+            (status = download(cand, w1, cand->net->params, count)) != DG_OK ||
+            (status = download(cand, a1, cand->net->rms_acc, count)) != DG_OK ||
+            (status = download(ref, wr, ref->net->params, count)) != DG_OK)
+            goto done;
+        struct dg_diff weights;
+        dg_diff_compute(w1, wr, count, weights_tolerance(r), &weights);
+        size_t at = 0, wrong = update_mismatches(w0, a0, g, w1, a1, count, &at);
+        double rel = fabs(cand_loss - ref_loss) / fabs(ref_loss);
+        int ok = rel <= loss_bound(r) && weights.pass && wrong == 0;
+        char update[32];
+        snprintf(update, sizeof update, wrong ? "%zu WRONG" : "exact", wrong);
+        fprintf(r->out, "%5ld %14.9g %14.9g %10.3g %12.3g %8s  %s", k + 1, ref_loss, cand_loss, rel,
+                weights.nmse, update, ok ? "pass" : "FAIL");
+        if (wrong)
+            fprintf(r->out, " (first wrong update at parameter %zu)", at);
+        fprintf(r->out, "\n");
+        r->failures += !ok;
+    }
+    fprintf(r->out, "\nweights after step %ld, per layer:\n", setup->steps);
+    print_header(r->out);
+    for (int i = 0; i < model->layer_count; i++) {
+        const struct dg_layer *layer = &model->layers[i];
+        if (layer->weight_count &&
+            ((status =
+                  compare_tensor(r, layer->name, "weights", ref->net->params + layer->weight_offset,
+                                 NULL, cand->net->params + layer->weight_offset,
+                                 layer->weight_count, weights_tolerance(r), 0)) != DG_OK ||
+             (status = compare_tensor(r, layer->name, "bias", ref->net->params + layer->bias_offset,
+                                      NULL, cand->net->params + layer->bias_offset,
+                                      layer->bias_count, weights_tolerance(r), 0)) != DG_OK))
+            goto done;
+    }
+done:
+    free(w0);
+    free(a0);
+    free(g);
+    free(w1);
+    free(a1);
+    free(wr);
+    return status;
+}
+
+enum dg_status dg_compare_backends(struct dg_backend *ref_be, struct dg_backend *cand_be,
+                                   const struct dg_compare_setup *setup, FILE *out, int *failures)
+{
+    const struct dg_dataset *dataset = setup->dataset;
+    struct side ref = {0}, cand = {0};
+    struct run r;
+    memset(&r, 0, sizeof r);
+    uint32_t *rows = NULL;
+    enum dg_status status;
+    *failures = 0;
+    if (!dataset->labels || dataset->count == 0)
+        return dg_error(DG_ERR_INPUT, "compare needs labelled data");
+    int n = (int)((size_t)setup->batch < dataset->count ? (size_t)setup->batch : dataset->count);
+    if (n < 1)
+        return dg_error(DG_ERR_USAGE, "compare: batch of %d", setup->batch);
+    if (!(rows = malloc(dataset->count * sizeof *rows)))
+        return dg_error(DG_ERR_NOMEM, "compare: out of memory");
+    size_t val_count;
+    dg_train_split(setup->seed, dataset->count, 0.0f, rows, &val_count);
+    if ((status = side_open(&ref, ref_be, setup, n)) != DG_OK ||
+        (status = side_open(&cand, cand_be, setup, n)) != DG_OK)
+        goto done;
+    char ref_desc[512], cand_desc[512];
+    dg_net_describe(ref.net, ref_desc, sizeof ref_desc);
+    dg_net_describe(cand.net, cand_desc, sizeof cand_desc);
+    fprintf(out,
+            "reference: %s\ncandidate: %s\nbatch %d of %s, %s weights, augmentation %s; %s "
+            "bounds\n\n",
+            ref_desc, cand_desc, n, setup->data_name ? setup->data_name : "(unnamed)",
+            setup->model_name ? setup->model_name : "Glorot", setup->augment ? "on" : "off",
+            setup->tf32 ? "TF32" : "FP32");
+    r.out = out;
+    r.n = n;
+    r.tf32 = setup->tf32;
+    r.ref = &ref;
+    r.cand = &cand;
+    if ((status = compare_batch(&r, rows, setup)) != DG_OK)
+        goto done;
+    if (setup->steps > 0 && (status = compare_steps(&r, rows, setup)) != DG_OK)
+        goto done;
+    fprintf(out, "\n%s: %d comparison%s outside tolerance\n", r.failures ? "FAIL" : "PASS",
+            r.failures, r.failures == 1 ? "" : "s");
+done:
+    *failures = r.failures;
+    side_close(&cand);
+    side_close(&ref);
+    for (int i = 0; i < DG_MAX_LAYERS; i++)
+        free(r.snap[i]);
+    free(rows);
+    return status;
+}
