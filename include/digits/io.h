@@ -25,11 +25,18 @@ struct dg_atomic_file {
     FILE *fp;
     char path[4096];
     char tmp_path[4096];
+    int finished; /* dg_atomic_finish succeeded: only the rename is left */
 };
 
-/* Opens a temporary file beside `path` ("-" is stdout, written directly). */
+/* Opens a temporary file beside `path` ("-" is stdout, written directly). The file gets the
+ * mode a plain create would give it, 0666 less the umask; when `path` exists, its mode. */
 enum dg_status dg_atomic_open(struct dg_atomic_file *file, const char *path);
-/* Flushes, syncs and renames it over `path`. On failure the temporary file is removed. */
+/* Flushes, syncs and closes the temporary file, leaving the rename to dg_atomic_commit (so
+ * that several outputs can be completed first and then put in place together). On failure the
+ * temporary file is removed. For stdout: flushes it. */
+enum dg_status dg_atomic_finish(struct dg_atomic_file *file);
+/* Finishes it (unless done) and renames it over `path`. On failure the temporary file is
+ * removed. */
 enum dg_status dg_atomic_commit(struct dg_atomic_file *file);
 /* Closes and removes the temporary file (safe after a failed commit or twice). */
 void dg_atomic_abort(struct dg_atomic_file *file);

@@ -26,33 +26,57 @@ static const char *usage_text =
     "      --device D       auto, cpu, cuda or cuda:N (auto)\n"
     "  -h, --help           this text\n";
 
-static enum dg_status write_csv(const char *path, const struct dg_scoring *s, int probs)
+/* Writes the submission (probs = 0) or the probabilities (probs = 1) into an open output. */
+static enum dg_status write_csv(struct dg_atomic_file *file, const struct dg_scoring *s,
+                                int probs)
 {
-    struct dg_atomic_file file;
-    enum dg_status status = dg_atomic_open(&file, path);
-    if (status != DG_OK)
-        return status;
     if (probs)
-        fputs("ImageId,p0,p1,p2,p3,p4,p5,p6,p7,p8,p9\n", file.fp);
+        fputs("ImageId,p0,p1,p2,p3,p4,p5,p6,p7,p8,p9\n", file->fp);
     else
-        fputs("ImageId,Label\n", file.fp);
+        fputs("ImageId,Label\n", file->fp);
     for (size_t i = 0; i < s->dataset.count; i++) {
         if (probs) {
             const float *p = s->probs + i * DG_CLASSES;
-            fprintf(file.fp, "%zu", i + 1);
+            fprintf(file->fp, "%zu", i + 1);
             for (int k = 0; k < DG_CLASSES; k++)
-                fprintf(file.fp, ",%.6g", p[k]);
-            fputc('\n', file.fp);
+                fprintf(file->fp, ",%.6g", p[k]);
+            fputc('\n', file->fp);
         } else {
-            fprintf(file.fp, "%zu,%d\n", i + 1, s->predicted[i]);
+            fprintf(file->fp, "%zu,%d\n", i + 1, s->predicted[i]);
         }
     }
-    if (ferror(file.fp)) {
-        int saved = errno;
-        dg_atomic_abort(&file);
-        return dg_error(DG_ERR_IO, "%s: write failed: %s", path, strerror(saved));
+    if (ferror(file->fp))
+        return dg_error(DG_ERR_IO, "%s: write failed: %s",
+                        file->fp == stdout ? "stdout" : file->path, strerror(errno));
+    return DG_OK;
+}
+
+/* The submission and, when asked for, the probabilities: both or neither. Each is written to a
+ * temporary file and completed (flushed, synced) before either is renamed into place; when the
+ * second rename fails the message says that the first output was written. */
+static enum dg_status write_outputs(const char *output, const char *probs_path,
+                                    const struct dg_scoring *s)
+{
+    struct dg_atomic_file sub, probs;
+    enum dg_status status;
+    memset(&probs, 0, sizeof probs);
+    if ((status = dg_atomic_open(&sub, output)) != DG_OK)
+        return status;
+    if (probs_path && (status = dg_atomic_open(&probs, probs_path)) != DG_OK) {
+        dg_atomic_abort(&sub);
+        return status;
     }
-    return dg_atomic_commit(&file);
+    if ((probs_path && (status = write_csv(&probs, s, 1)) != DG_OK) ||
+        (probs_path && (status = dg_atomic_finish(&probs)) != DG_OK) ||
+        (status = write_csv(&sub, s, 0)) != DG_OK || (status = dg_atomic_commit(&sub)) != DG_OK) {
+        dg_atomic_abort(&sub);
+        dg_atomic_abort(&probs);
+        return status;
+    }
+    if (probs_path && (status = dg_atomic_commit(&probs)) != DG_OK)
+        return dg_error_prefix(status, "%s was written, but the probabilities were not",
+                               strcmp(output, "-") == 0 ? "the submission (stdout)" : output);
+    return DG_OK;
 }
 
 int dg_cmd_predict(int argc, char **argv)
@@ -96,10 +120,8 @@ int dg_cmd_predict(int argc, char **argv)
     struct dg_scoring scoring;
     enum dg_status status =
         dg_scoring_run(&scoring, &args, argv[optind]);
-    if (status == DG_OK && probs_path)
-        status = write_csv(probs_path, &scoring, 1);
     if (status == DG_OK)
-        status = write_csv(output, &scoring, 0);
+        status = write_outputs(output, probs_path, &scoring);
     if (status == DG_OK && strcmp(output, "-") != 0)
         fprintf(stderr, "digits: wrote %zu predictions to %s\n", scoring.dataset.count, output);
     dg_scoring_free(&scoring);

@@ -1,11 +1,42 @@
-/* Temporary file beside the destination, renamed over it on success, removed on failure. */
+/* Temporary file beside the destination, renamed over it on success, removed on failure. The
+ * temporary file is created with open(..., O_CREAT | O_EXCL, 0666), so the umask applies as it
+ * would to a plain create (mkstemp would make it 0600 whatever the umask); when the
+ * destination exists, its mode is kept. */
 #define _POSIX_C_SOURCE 200809L
 #include "digits/io.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+
+/* A fresh "PATH.tmp.XXXXXX" opened with O_EXCL; -1 with errno set when none can be made. */
+static int create_temporary(char *tmp_path, size_t size, const char *path)
+{
+    static const char letters[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    uint64_t state = (uint64_t)now.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uint64_t)now.tv_sec ^
+                     ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)tmp_path;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        char suffix[7];
+        for (int i = 0; i < 6; i++) {
+            state = state * 6364136223846793005ull + 1442695040888963407ull;
+            suffix[i] = letters[(state >> 33) % (sizeof letters - 1)];
+        }
+        suffix[6] = '\0';
+        snprintf(tmp_path, size, "%s.tmp.%s", path, suffix);
+        int fd = open(tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd >= 0 || errno != EEXIST)
+            return fd;
+    }
+    errno = EEXIST;
+    return -1;
+}
 
 enum dg_status dg_atomic_open(struct dg_atomic_file *file, const char *path)
 {
@@ -17,11 +48,20 @@ enum dg_status dg_atomic_open(struct dg_atomic_file *file, const char *path)
     if (strlen(path) + 16 > sizeof file->tmp_path)
         return dg_error(DG_ERR_USAGE, "%s: path too long", path);
     snprintf(file->path, sizeof file->path, "%s", path);
-    snprintf(file->tmp_path, sizeof file->tmp_path, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(file->tmp_path);
+    int fd = create_temporary(file->tmp_path, sizeof file->tmp_path, path);
     if (fd < 0) {
         file->tmp_path[0] = '\0';
         return dg_error(DG_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+    }
+    /* replacing a file: keep its permissions */
+    struct stat existing;
+    if (stat(path, &existing) == 0 && S_ISREG(existing.st_mode) &&
+        fchmod(fd, existing.st_mode & 07777) != 0) {
+        int saved = errno;
+        close(fd);
+        unlink(file->tmp_path);
+        file->tmp_path[0] = '\0';
+        return dg_error(DG_ERR_IO, "%s: cannot keep its mode: %s", path, strerror(saved));
     }
     file->fp = fdopen(fd, "wb");
     if (!file->fp) {
@@ -34,14 +74,19 @@ enum dg_status dg_atomic_open(struct dg_atomic_file *file, const char *path)
     return DG_OK;
 }
 
-enum dg_status dg_atomic_commit(struct dg_atomic_file *file)
+enum dg_status dg_atomic_finish(struct dg_atomic_file *file)
 {
+    if (file->finished)
+        return DG_OK;
     if (file->fp == stdout) {
         file->fp = NULL;
+        file->finished = 1;
         if (fflush(stdout) != 0)
             return dg_error(DG_ERR_IO, "stdout: write failed: %s", strerror(errno));
         return DG_OK;
     }
+    if (!file->fp)
+        return dg_error(DG_ERR_IO, "%s: not open", file->path);
     int failed = ferror(file->fp) || fflush(file->fp) != 0 || fsync(fileno(file->fp)) != 0;
     int saved = errno;
     failed |= fclose(file->fp) != 0;
@@ -50,11 +95,21 @@ enum dg_status dg_atomic_commit(struct dg_atomic_file *file)
         dg_atomic_abort(file);
         return dg_error(DG_ERR_IO, "%s: write failed: %s", file->path, strerror(saved));
     }
+    file->finished = 1;
+    return DG_OK;
+}
+
+enum dg_status dg_atomic_commit(struct dg_atomic_file *file)
+{
+    enum dg_status status = dg_atomic_finish(file);
+    if (status != DG_OK)
+        return status;
+    if (!file->tmp_path[0]) /* stdout */
+        return DG_OK;
     if (rename(file->tmp_path, file->path) != 0) {
-        saved = errno;
+        int saved = errno;
         dg_atomic_abort(file);
-        return dg_error(DG_ERR_IO, "%s: cannot rename into place: %s", file->path,
-                        strerror(saved));
+        return dg_error(DG_ERR_IO, "%s: cannot rename into place: %s", file->path, strerror(saved));
     }
     file->tmp_path[0] = '\0';
     return DG_OK;
