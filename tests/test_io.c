@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli_util.h"
@@ -177,6 +178,76 @@ START_TEST(predict_writes_both_outputs_or_neither)
 }
 END_TEST
 
+/* Outputs that are not regular files: /dev/full (every write fails with ENOSPC) is written in
+ * place, not replaced by a rename, and the failure is an error (exit 1, no "wrote" line);
+ * /dev/full as stdout the same; a closed pipe on stdout gives "Broken pipe", exit 1. */
+START_TEST(writes_to_devices_and_closed_pipes_are_checked)
+{
+    int count;
+    const struct dg_layer_spec *specs = dg_arch_reference(&count);
+    struct dg_model model = {0};
+    ck_assert_int_eq(dg_model_build(&model, specs, count), DG_OK);
+    dg_model_init_glorot(&model, 7);
+    char model_path[512], test_csv[1024], err[512];
+    in_dir(model_path, sizeof model_path, "m.dgt");
+    ck_assert_int_eq(dg_model_save(model_path, &model, "seed=7\n"), DG_OK);
+    dg_model_free(&model);
+    const char *root = getenv("DIGITS_SOURCE_DIR");
+    snprintf(test_csv, sizeof test_csv, "%s/data/sample/test.csv.gz", root ? root : ".");
+    in_dir(err, sizeof err, "stderr");
+    struct stat before, after;
+    ck_assert_int_eq(stat("/dev/full", &before), 0);
+    ck_assert(S_ISCHR(before.st_mode));
+    ck_assert_int_eq(run("predict -m m.dgt %s -o /dev/full --device cpu --threads 1", test_csv,
+                         NULL),
+                     1);
+    dg_test_expect_in(err, "/dev/full: write failed: No space left on device");
+    char *text = dg_test_slurp(err);
+    ck_assert_ptr_null(strstr(text, "wrote"));
+    free(text);
+    ck_assert_int_eq(stat("/dev/full", &after), 0);
+    ck_assert(S_ISCHR(after.st_mode) && after.st_rdev == before.st_rdev);
+    /* the model file too, and --probs to /dev/full with a good -o: neither is kept */
+    ck_assert_int_eq(run("predict -m m.dgt %s -o sub.csv --probs /dev/full --device cpu", test_csv,
+                         NULL),
+                     1);
+    char sub[512];
+    in_dir(sub, sizeof sub, "sub.csv");
+    ck_assert(access(sub, F_OK) != 0);
+    /* stdout redirected to /dev/full */
+    char command[2048];
+    snprintf(command, sizeof command,
+             "cd '%s' && '%s' predict -m m.dgt '%s' --device cpu >/dev/full 2>stderr", dir,
+             dg_test_bin(), test_csv);
+    int status = system(command);
+    ck_assert(WIFEXITED(status));
+    ck_assert_int_eq(WEXITSTATUS(status), 1);
+    dg_test_expect_in(err, "stdout: write failed: No space left on device");
+    /* a pipe whose reader is gone */
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], STDOUT_FILENO);
+        close(fds[1]);
+        FILE *log = freopen(err, "w", stderr);
+        (void)log;
+        execl(dg_test_bin(), dg_test_bin(), "predict", "-m", model_path, test_csv, "--device",
+              "cpu", (char *)NULL);
+        _exit(127);
+    }
+    close(fds[0]);
+    close(fds[1]);
+    int child;
+    ck_assert_int_eq(waitpid(pid, &child, 0), pid);
+    ck_assert_msg(WIFEXITED(child), "digits died of signal %d", WTERMSIG(child));
+    ck_assert_int_eq(WEXITSTATUS(child), 1);
+    dg_test_expect_in(err, "stdout: write failed: Broken pipe");
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("io");
@@ -187,6 +258,7 @@ int main(void)
     tcase_add_test(tc, a_replaced_output_keeps_its_mode);
     tcase_add_test(tc, finish_then_commit_or_abort);
     tcase_add_test(tc, predict_writes_both_outputs_or_neither);
+    tcase_add_test(tc, writes_to_devices_and_closed_pipes_are_checked);
     suite_add_tcase(suite, tc);
     return dg_test_run_suite(suite);
 }

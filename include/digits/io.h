@@ -26,10 +26,14 @@ struct dg_atomic_file {
     char path[4096];
     char tmp_path[4096];
     int finished; /* dg_atomic_finish succeeded: only the rename is left */
+    int direct;   /* written in place: stdout, or an existing non-regular file (a device,
+                     a FIFO), which cannot be replaced by a rename */
 };
 
 /* Opens a temporary file beside `path` ("-" is stdout, written directly). The file gets the
- * mode a plain create would give it, 0666 less the umask; when `path` exists, its mode. */
+ * mode a plain create would give it, 0666 less the umask; when `path` exists, its mode. An
+ * existing path that is not a regular file (/dev/stdout, /dev/full, a FIFO) is opened and
+ * written in place, every write still checked at finish; a directory is refused. */
 enum dg_status dg_atomic_open(struct dg_atomic_file *file, const char *path);
 /* Flushes, syncs and closes the temporary file, leaving the rename to dg_atomic_commit (so
  * that several outputs can be completed first and then put in place together). On failure the

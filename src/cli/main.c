@@ -2,6 +2,7 @@
 #include "cli/cli.h"
 
 #include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -53,6 +54,9 @@ int dg_cli_usage_error(const char *command, const char *fmt, ...)
 
 int main(int argc, char **argv)
 {
+    /* a closed pipe on an output makes the write fail (EPIPE), reported like any write error,
+     * instead of killing the process without a word */
+    signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
         print_usage(stderr);
         return 2;

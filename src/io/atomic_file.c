@@ -48,6 +48,17 @@ enum dg_status dg_atomic_open(struct dg_atomic_file *file, const char *path)
     if (strlen(path) + 16 > sizeof file->tmp_path)
         return dg_error(DG_ERR_USAGE, "%s: path too long", path);
     snprintf(file->path, sizeof file->path, "%s", path);
+    struct stat target;
+    if (stat(path, &target) == 0 && S_ISDIR(target.st_mode))
+        return dg_error(DG_ERR_IO, "%s: is a directory", path);
+    if (stat(path, &target) == 0 && !S_ISREG(target.st_mode)) {
+        /* a device or a FIFO: renaming over it would replace it; write it in place */
+        file->fp = fopen(path, "wb");
+        if (!file->fp)
+            return dg_error(DG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        file->direct = 1;
+        return DG_OK;
+    }
     int fd = create_temporary(file->tmp_path, sizeof file->tmp_path, path);
     if (fd < 0) {
         file->tmp_path[0] = '\0';
@@ -81,12 +92,23 @@ enum dg_status dg_atomic_finish(struct dg_atomic_file *file)
     if (file->fp == stdout) {
         file->fp = NULL;
         file->finished = 1;
-        if (fflush(stdout) != 0)
-            return dg_error(DG_ERR_IO, "stdout: write failed: %s", strerror(errno));
+        if (ferror(stdout) || fflush(stdout) != 0)
+            return dg_error(DG_ERR_IO, "stdout: write failed: %s", strerror(errno ? errno : EIO));
         return DG_OK;
     }
     if (!file->fp)
         return dg_error(DG_ERR_IO, "%s: not open", file->path);
+    if (file->direct) {
+        int failed = ferror(file->fp) || fflush(file->fp) != 0;
+        int saved = errno;
+        failed |= fclose(file->fp) != 0;
+        file->fp = NULL;
+        if (failed)
+            return dg_error(DG_ERR_IO, "%s: write failed: %s", file->path,
+                            strerror(saved ? saved : EIO));
+        file->finished = 1;
+        return DG_OK;
+    }
     int failed = ferror(file->fp) || fflush(file->fp) != 0 || fsync(fileno(file->fp)) != 0;
     int saved = errno;
     failed |= fclose(file->fp) != 0;
