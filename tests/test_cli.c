@@ -3,6 +3,7 @@
  * failing command leaves no partial output. */
 #define _POSIX_C_SOURCE 200809L
 #include <check.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,15 +99,44 @@ START_TEST(train_predict_eval_on_the_sample)
     ck_assert_ptr_nonnull(fgets(line, sizeof line, fp));
     ck_assert_str_eq(line, "ImageId,Label\n");
     int rows = 0, id, label;
+    static int labels[1000];
     while (fgets(line, sizeof line, fp)) {
         ck_assert_int_eq(sscanf(line, "%d,%d", &id, &label), 2);
+        ck_assert_int_lt(rows, 1000);
         ck_assert_int_eq(id, ++rows);
-        ck_assert(label >= 0 && label <= 9);
+        labels[rows - 1] = label;
     }
     fclose(fp);
     ck_assert_int_eq(rows, 1000);
     snprintf(path, sizeof path, "%s/p.csv", tmpdir);
     dg_test_expect_in(path, "ImageId,p0,p1,p2,p3,p4,p5,p6,p7,p8,p9\n1,");
+    /* every submitted label is the first argmax of its probabilities, which sum to 1 */
+    fp = fopen(path, "r");
+    ck_assert_ptr_nonnull(fp);
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, fp));
+    int seen[10] = {0};
+    for (int r = 0; r < 1000; r++) {
+        double p[10], sum = 0.0;
+        ck_assert_ptr_nonnull(fgets(line, sizeof line, fp));
+        ck_assert_int_eq(sscanf(line, "%d,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lf", &id, &p[0],
+                                &p[1], &p[2], &p[3], &p[4], &p[5], &p[6], &p[7], &p[8], &p[9]),
+                         11);
+        ck_assert_int_eq(id, r + 1);
+        int best = 0;
+        for (int k = 0; k < 10; k++) {
+            sum += p[k];
+            if (p[k] > p[best])
+                best = k;
+        }
+        ck_assert_msg(fabs(sum - 1.0) < 1e-4, "row %d: probabilities sum to %g", r + 1, sum);
+        ck_assert_msg(labels[r] == best, "row %d: label %d, argmax %d", r + 1, labels[r], best);
+        seen[best]++;
+    }
+    fclose(fp);
+    int classes = 0;
+    for (int k = 0; k < 10; k++)
+        classes += seen[k] > 0;
+    ck_assert_int_ge(classes, 5); /* a trained model, not a constant */
 
     /* to standard output by default; a labelled file is accepted */
     ck_assert_int_eq(run("predict -m m.dgt %s/data/sample/train.csv.gz --device cpu",
@@ -115,9 +145,36 @@ START_TEST(train_predict_eval_on_the_sample)
     dg_test_expect_in(out_path, "ImageId,Label\n1,");
     dg_test_expect_in(out_path, "\n5000,");
 
+    /* eval's accuracy is the fraction of predict's labels that equal the true labels */
+    int correct = 0;
+    {
+        char *submission = dg_test_slurp(out_path);
+        char command[1024];
+        snprintf(command, sizeof command,
+                 "gzip -dc '%s/data/sample/train.csv.gz' | tail -n +2 | cut -d, -f1 > '%s/truth'",
+                 source_dir(), tmpdir);
+        ck_assert_int_eq(system(command), 0);
+        snprintf(path, sizeof path, "%s/truth", tmpdir);
+        FILE *truth = fopen(path, "r");
+        ck_assert_ptr_nonnull(truth);
+        char *p = strchr(submission, '\n') + 1;
+        for (int r = 0; r < 5000; r++) {
+            int want, got_id, got;
+            ck_assert_int_eq(fscanf(truth, "%d", &want), 1);
+            ck_assert_int_eq(sscanf(p, "%d,%d", &got_id, &got), 2);
+            correct += got == want;
+            p = strchr(p, '\n') + 1;
+        }
+        fclose(truth);
+        free(submission);
+    }
     ck_assert_int_eq(run("eval -m m.dgt %s/data/sample/train.csv.gz --device cpu", source_dir()),
                      0);
-    dg_test_expect_in(out_path, "images: 5000\naccuracy: 0.");
+    char want_accuracy[64];
+    snprintf(want_accuracy, sizeof want_accuracy, "images: 5000\naccuracy: %.4f", correct / 5000.0);
+    printf("predict agrees with the labels on %d of 5000 rows\n", correct);
+    dg_test_expect_in(out_path, want_accuracy);
+    ck_assert_int_gt(correct, 1000); /* well above chance (500) after one epoch on 600 rows */
     dg_test_expect_in(out_path, "class  precision  recall  support");
     dg_test_expect_in(out_path, "confusion matrix (rows: true label, columns: predicted)");
     ck_assert_int_eq(run("eval -m m.dgt %s/data/sample/test.csv.gz --device cpu", source_dir()),
