@@ -7,6 +7,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <check.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -562,6 +563,154 @@ START_TEST(truncated_and_corrupt_gzip)
 }
 END_TEST
 
+/* ---- gzip members by hand ---- */
+
+static void put_le(struct text *t, uint32_t v, int bytes)
+{
+    for (int i = 0; i < bytes; i++) {
+        char b = (char)(v >> (8 * i));
+        put(t, &b, 1);
+    }
+}
+
+/* Appends a gzip member of data[0, size): FLG `flg` (FEXTRA 300 bytes, FNAME, FCOMMENT and
+ * FHCRC as it says; the header CRC off by one when bad_hcrc), compression method `cm`, raw
+ * deflate at `level`, the trailer's CRC and length xor'ed with crc_xor and size_xor. */
+static void gz_member(struct text *out, const char *data, size_t size, unsigned flg, int cm,
+                      int level, int bad_hcrc, uint32_t crc_xor, uint32_t size_xor)
+{
+    size_t start = out->size;
+    char head[10] = {0x1f, (char)0x8b, (char)cm, (char)flg, 0, 0, 0, 0, 0, 3};
+    put(out, head, 10);
+    if (flg & 4) {
+        put_le(out, 300, 2);
+        for (int i = 0; i < 100; i++)
+            puts_text(out, "xyz");
+    }
+    if (flg & 8)
+        put(out, "train.csv", 10);
+    if (flg & 16)
+        put(out, "a comment", 10);
+    if (flg & 2) {
+        uLong crc = crc32(0, (const Bytef *)out->data + start, (uInt)(out->size - start));
+        put_le(out, (uint32_t)(crc & 0xffff) ^ (uint32_t)bad_hcrc, 2);
+    }
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    ck_assert_int_eq(deflateInit2(&z, level, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    size_t bound = deflateBound(&z, (uLong)size);
+    char *body = malloc(bound);
+    ck_assert_ptr_nonnull(body);
+    z.next_in = (Bytef *)(uintptr_t)data;
+    z.avail_in = (uInt)size;
+    z.next_out = (Bytef *)body;
+    z.avail_out = (uInt)bound;
+    ck_assert_int_eq(deflate(&z, Z_FINISH), Z_STREAM_END);
+    put(out, body, bound - z.avail_out);
+    deflateEnd(&z);
+    free(body);
+    put_le(out, (uint32_t)crc32(0, (const Bytef *)data, (uInt)size) ^ crc_xor, 4);
+    put_le(out, (uint32_t)size ^ size_xor, 4);
+}
+
+/* The byte offset message of a gzip refusal. */
+static const char *gz_message(size_t byte, const char *what)
+{
+    static char message[256];
+    snprintf(message, sizeof message, " byte %zu: corrupt gzip data (%s)", byte, what);
+    return message;
+}
+
+/* Every refusal of the gzip framing says what zlib's inflate() in gzip mode said, at the same
+ * byte (the members are framed by the loader so that their CRC-32 can be a fast one). */
+START_TEST(gzip_framing_as_zlib)
+{
+    struct text t = synthetic(2101, NULL, 0);
+    struct dg_dataset plain;
+    ck_assert_int_eq(dg_dataset_load_threads(write_file("f.csv", t.data, t.size), NULL, NULL, 1,
+                                             &plain),
+                     DG_OK);
+    for (int generic = 0; generic < 2; generic++) {
+        if (generic)
+            setenv("DIGITS_DATA_GENERIC", "1", 1);
+        /* every optional header field, valid: the same store */
+        struct text g = {0};
+        gz_member(&g, t.data, t.size, 2 | 4 | 8 | 16, 8, 6, 0, 0, 0);
+        const char *path = write_file("all.gz", g.data, g.size);
+        ck_assert_uint_eq(expect_identical(path), 2101);
+        struct dg_dataset d;
+        ck_assert_int_eq(dg_dataset_load_threads(path, NULL, NULL, 2, &d), DG_OK);
+        expect_same(&(struct dg_dataset){.count = plain.count,
+                                         .images = plain.images,
+                                         .labels = plain.labels,
+                                         .format = plain.format,
+                                         .gzipped = 1,
+                                         .bytes_parsed = plain.bytes_parsed,
+                                         .bytes_on_disk = g.size},
+                    &d, 2);
+        dg_dataset_free(&d);
+        free(g.data);
+        /* header refusals */
+        g = (struct text){0};
+        gz_member(&g, t.data, t.size, 0x20, 8, 6, 0, 0, 0);
+        expect_message(write_file("flags.gz", g.data, g.size), DG_ERR_INPUT,
+                       gz_message(4, "unknown header flags set"));
+        free(g.data);
+        g = (struct text){0};
+        gz_member(&g, t.data, t.size, 0, 7, 6, 0, 0, 0);
+        expect_message(write_file("cm.gz", g.data, g.size), DG_ERR_INPUT,
+                       gz_message(4, "unknown compression method"));
+        free(g.data);
+        g = (struct text){0};
+        gz_member(&g, t.data, t.size, 2 | 8, 8, 6, 1, 0, 0);
+        expect_message(write_file("hcrc.gz", g.data, g.size), DG_ERR_INPUT,
+                       gz_message(22, "header crc mismatch"));
+        free(g.data);
+        /* trailer refusals: the CRC after its 4 bytes, the length after its 4 */
+        g = (struct text){0};
+        gz_member(&g, t.data, t.size, 0, 8, 6, 0, 1, 0);
+        expect_message(write_file("crc.gz", g.data, g.size), DG_ERR_INPUT,
+                       gz_message(g.size - 4, "incorrect data check"));
+        /* ... also when the file ends right after the bad CRC */
+        expect_message(write_file("crc-cut.gz", g.data, g.size - 4), DG_ERR_INPUT,
+                       gz_message(g.size - 4, "incorrect data check"));
+        char cut[128];
+        snprintf(cut, sizeof cut,
+                 " byte %zu: truncated gzip stream (the compressed data ends early)", g.size - 6);
+        expect_message(write_file("crc-cut2.gz", g.data, g.size - 6), DG_ERR_INPUT, cut);
+        free(g.data);
+        g = (struct text){0};
+        gz_member(&g, t.data, t.size, 0, 8, 0, 0, 1, 0); /* stored blocks */
+        expect_message(write_file("stored.gz", g.data, g.size), DG_ERR_INPUT,
+                       gz_message(g.size - 4, "incorrect data check"));
+        free(g.data);
+        g = (struct text){0};
+        gz_member(&g, t.data, t.size, 0, 8, 6, 0, 0, 1);
+        expect_message(write_file("size.gz", g.data, g.size), DG_ERR_INPUT,
+                       gz_message(g.size, "incorrect length check"));
+        free(g.data);
+        /* two members (the second starts mid-row): a bad CRC in either, a bad second header */
+        size_t half = t.size / 2;
+        for (int bad = 0; bad < 3; bad++) {
+            g = (struct text){0};
+            gz_member(&g, t.data, half, 0, 8, 6, 0, bad == 0, 0);
+            size_t first = g.size;
+            gz_member(&g, t.data + half, t.size - half, 0, 8, 1, 0, bad == 1, 0);
+            if (bad == 2)
+                g.data[first + 2] = 9;
+            expect_message(write_file("two.gz", g.data, g.size), DG_ERR_INPUT,
+                           bad == 0   ? gz_message(first - 4, "incorrect data check")
+                           : bad == 1 ? gz_message(g.size - 4, "incorrect data check")
+                                      : gz_message(first + 4, "unknown compression method"));
+            free(g.data);
+        }
+        unsetenv("DIGITS_DATA_GENERIC");
+    }
+    dg_dataset_free(&plain);
+    free(t.data);
+}
+END_TEST
+
 START_TEST(default_thread_count)
 {
     /* DIGITS_DATA_THREADS sets the default; 0 means the online CPUs; all give the same */
@@ -599,6 +748,7 @@ int main(void)
     tcase_add_test(tc, two_errors_in_different_chunks);
     tcase_add_test(tc, other_errors_in_later_chunks);
     tcase_add_test(tc, truncated_and_corrupt_gzip);
+    tcase_add_test(tc, gzip_framing_as_zlib);
     tcase_add_test(tc, default_thread_count);
     suite_add_tcase(suite, tc);
     return dg_test_run_suite(suite);
