@@ -91,6 +91,45 @@ enum dg_status dg_checkpoint_load(const char *path, struct dg_model *model,
                                   struct dg_checkpoint *ck);
 void dg_checkpoint_free(struct dg_checkpoint *ck);
 
+/* ---- export and import (src/io/export.c, onnx.c, safetensors.c) ----
+ * Parameters leave Digits under PyTorch's names and layouts: "conv1.weight" (out, in, k, k),
+ * "conv1.bias" (out), ..., "dense1.weight" (out, in) (Digits keeps (in, out): transposed on
+ * the way out and back), "dense1.bias" (out); K in convK / denseK counts the layers of a kind.
+ *
+ * ONNX (opset DG_ONNX_OPSET, IR DG_ONNX_IR_VERSION, encoded by hand): input "input"
+ * (N, 1, 28, 28) float32 pixel / 255 with a symbolic batch N, output "probabilities" (N, 10);
+ * Conv (pads "same") [+ Relu], MaxPool 2x2/2, Flatten (NCHW order, as Digits), Gemm
+ * (transB = 1) [+ Relu], Softmax (axis 1); dropout is left out (identity at inference).
+ * Metadata: "digits.architecture" (dg_export_architecture's text), "digits.settings".
+ *
+ * safetensors: u64 little-endian header length, the JSON header ({"name": {"dtype": "F32",
+ * "shape": [...], "data_offsets": [begin, end]}, ..., "__metadata__": {...}}, padded with
+ * spaces to a multiple of 8), then the tensors' little-endian bytes, in layer order.
+ * __metadata__: "format": "pt", "producer", "digits.architecture", "digits.settings", and the
+ * input, output and layout in words. */
+#define DG_ONNX_OPSET 13
+#define DG_ONNX_IR_VERSION 7
+#define DG_ONNX_INPUT "input"
+#define DG_ONNX_OUTPUT "probabilities"
+#define DG_SAFETENSORS_MAX_HEADER 100000000u /* bytes, as the safetensors library */
+
+/* Writes the model as ONNX (atomically); settings (may be NULL) goes into the metadata. */
+enum dg_status dg_export_onnx(const char *path, const struct dg_model *model,
+                              const char *settings);
+
+/* Writes the model's parameters as safetensors (atomically); settings (may be NULL) goes
+ * into __metadata__ as "digits.settings". */
+enum dg_status dg_export_safetensors(const char *path, const struct dg_model *model,
+                                     const char *settings);
+
+/* Reads a safetensors file into a reference-architecture model (built here). Tensor names:
+ * convK.weight / convK.bias, denseK.weight / denseK.bias, and fcK.weight / fcK.bias as another
+ * name of denseK. Refuses (DG_ERR_INPUT, saying which) a bad header, an unknown, missing or
+ * repeated tensor, another dtype than F32, another shape, data offsets outside the file,
+ * overlapping or with holes, and a "digits.architecture" other than this digits'. *settings
+ * (may be NULL) receives the "digits.settings" text (malloc), or NULL when there is none. */
+enum dg_status dg_import_safetensors(const char *path, struct dg_model *model, char **settings);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,45 @@
+/* Internals of the export formats (src/io/export.c, onnx.c, safetensors.c): the model's
+ * parameters as named tensors in PyTorch's names and layouts, and the architecture in words.
+ *   conv  "convK.weight" (out, in, k, k) (Digits' layout), "convK.bias" (out)
+ *   dense "denseK.weight" (out, in) (Digits stores (in, out): transposed), "denseK.bias" (out)
+ * K counts the layers of a kind from 1, as the layer table names them. */
+#ifndef DIGITS_IO_EXPORT_H
+#define DIGITS_IO_EXPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "digits/model.h"
+#include "digits/status.h"
+
+#define DG_EXPORT_MAX_TENSORS (2 * DG_MAX_LAYERS)
+
+struct dg_export_tensor {
+    char name[40]; /* "conv1.weight" */
+    int layer;     /* index into model->layers */
+    int is_bias;
+    int transposed; /* dense weight: stored (in, out) by Digits, (out, in) here */
+    int rank;
+    int64_t shape[4];
+    size_t count;  /* elements */
+    size_t offset; /* into model->params */
+};
+
+/* The tensors of model in layer order (weight, then bias), count into *count. */
+void dg_export_tensors(const struct dg_model *model, struct dg_export_tensor *tensors, int *count);
+
+/* Element i (row-major in the exported shape) of tensor t, read from Digits' parameters. */
+static inline size_t dg_export_index(const struct dg_export_tensor *t, size_t i)
+{
+    if (!t->transposed)
+        return t->offset + i;
+    /* exported (out, in) element (o, j) is Digits' (in, out) element (j, o) */
+    size_t out = (size_t)t->shape[0], in = (size_t)t->shape[1];
+    return t->offset + (i % in) * out + i / in;
+}
+
+/* The architecture in PyTorch's words, one layer after another ("conv1 Conv2d(1, 32,
+ * kernel_size=5, padding=2) ReLU; ..."). Returns the length (as snprintf). */
+int dg_export_architecture(const struct dg_model *model, char *text, size_t size);
+
+#endif
