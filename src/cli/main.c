@@ -19,6 +19,8 @@ static const struct command commands[] = {
     {"check-data", dg_cmd_check_data, "validate and summarise a dataset"},
     {"compare", dg_cmd_compare, "run the same batch through CPU and CUDA, layer by layer"},
     {"bench", dg_cmd_bench, "measure parse speed, training and inference throughput"},
+    {"export", dg_cmd_export, "write a model as ONNX or safetensors (PyTorch names and layouts)"},
+    {"import", dg_cmd_import, "read safetensors weights (from export or PyTorch) into a model"},
     {"info", dg_cmd_info, "version, build options, BLAS, CUDA devices, the model table"},
 };
 
