@@ -136,8 +136,7 @@ struct dg_backend_ops {
 
     /* Optional (NULL when the backend has no device memory of its own, as the CPU): free and
      * total bytes of the backend's device, as the driver counts them (every process). */
-    enum dg_status (*device_memory)(struct dg_backend *be, size_t *free_bytes,
-                                    size_t *total_bytes);
+    enum dg_status (*device_memory)(struct dg_backend *be, size_t *free_bytes, size_t *total_bytes);
 };
 
 struct dg_backend {

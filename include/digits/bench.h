@@ -113,22 +113,22 @@ struct dg_bench_settings {
      * (its loads are still timed). Without it, synthetic images stand in when no file gives
      * any. */
     int synthetic;
-    const char *device_spec; /* "all" (the CPU, and CUDA when usable), "auto", "cpu",
-                                "cuda" or "cuda:N" */
-    int threads;             /* CPU threads, 0 = all cores */
-    enum dg_cuda_math math;  /* CUDA math */
+    /* "all" (the CPU, and CUDA when usable), "auto", "cpu", "cuda" or "cuda:N" */
+    const char *device_spec;
+    int threads;                        /* CPU threads, 0 = all cores */
+    enum dg_cuda_math math;             /* CUDA math */
     long batches[DG_BENCH_MAX_BATCHES]; /* training batch sizes */
     int batch_count;                    /* 0 (unset): 86,256; 32,86,256,1024 with scaling */
     int infer_batch;                    /* inference batch, 0 for none (256) */
-    int layer_batch;  /* batch of the per-layer breakdown, 0 for none; -1 (unset): 256, 86 quick */
-    int steps;        /* training steps per repetition; 0 (unset): 1024 images' worth, 512 quick */
-    int infer_steps;  /* inference batches per repetition; 0 (unset): 2048 images, 1024 quick */
-    int reps;         /* repetitions, 1..DG_BENCH_MAX_REPS; 0 (unset): 5, 3 quick */
-    int warmup;       /* untimed steps (or loads) first; -1 (unset): 2, 1 quick */
-    int augment;      /* training steps with the recipe's augmentation */
-    int scaling;      /* the parse scaling study (temporary CSV files in $TMPDIR) */
+    int layer_batch; /* batch of the per-layer breakdown, 0 for none; -1 (unset): 256, 86 quick */
+    int steps;       /* training steps per repetition; 0 (unset): 1024 images' worth, 512 quick */
+    int infer_steps; /* inference batches per repetition; 0 (unset): 2048 images, 1024 quick */
+    int reps;        /* repetitions, 1..DG_BENCH_MAX_REPS; 0 (unset): 5, 3 quick */
+    int warmup;      /* untimed steps (or loads) first; -1 (unset): 2, 1 quick */
+    int augment;     /* training steps with the recipe's augmentation */
+    int scaling;     /* the parse scaling study (temporary CSV files in $TMPDIR) */
     long scaling_rows[DG_BENCH_MAX_SCALING]; /* its row counts */
-    int scaling_count; /* 0 (unset) with scaling: 10000,60000,600000 */
+    int scaling_count;                       /* 0 (unset) with scaling: 10000,60000,600000 */
     int quick;
     /* Progress notes ("cpu: training, batch 86, 6 steps x 3 reps"); NULL for none. */
     void (*progress)(void *ctx, const char *message);
@@ -180,7 +180,7 @@ struct dg_bench_backend_result {
 };
 
 struct dg_bench_report {
-    struct dg_bench_settings settings; /* as run: every unset field resolved */
+    struct dg_bench_settings settings;    /* as run: every unset field resolved */
     char data_source[DG_BENCH_PATH_SIZE]; /* the file the images came from, or "seeded noise" */
     int synthetic;
     size_t image_count;
@@ -212,8 +212,7 @@ enum dg_status dg_bench_settings_resolve(struct dg_bench_settings *settings);
  * figure is the median (with min and max) of settings->reps repetitions after warm-up.
  * DG_ERR_USAGE for settings out of range or a bad device spec; load, backend and step errors
  * as they come. */
-enum dg_status dg_bench_run(const struct dg_bench_settings *settings,
-                            struct dg_bench_report **out);
+enum dg_status dg_bench_run(const struct dg_bench_settings *settings, struct dg_bench_report **out);
 void dg_bench_report_free(struct dg_bench_report *report);
 
 #ifdef __cplusplus

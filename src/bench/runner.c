@@ -103,8 +103,8 @@ enum dg_status dg_bench_settings_resolve(struct dg_bench_settings *s)
     for (int i = 0; i < s->scaling_count; i++)
         if (s->scaling_rows[i] < 1)
             return dg_error(DG_ERR_USAGE, "bench: scaling rows %ld below 1", s->scaling_rows[i]);
-    if (s->infer_batch < 0 || s->infer_batch > 65536 || s->layer_batch > 65536 ||
-        s->steps < 0 || s->infer_steps < 0 || s->threads < 0)
+    if (s->infer_batch < 0 || s->infer_batch > 65536 || s->layer_batch > 65536 || s->steps < 0 ||
+        s->infer_steps < 0 || s->threads < 0)
         return dg_error(DG_ERR_USAGE, "bench: a batch, step or thread count out of range");
     return DG_OK;
 }
@@ -283,8 +283,7 @@ fail:
 
 static enum dg_status time_layers(const struct dg_bench_settings *s, struct dg_backend *be,
                                   const struct dg_model *model, void *handle,
-                                  struct row_source *source,
-                                  struct dg_bench_backend_result *result)
+                                  struct row_source *source, struct dg_bench_backend_result *result)
 {
     enum dg_status status;
     struct dg_net *net = NULL;
@@ -551,18 +550,17 @@ static void describe_machine(struct dg_bench_report *report)
 /* ---- the run ---- */
 
 /* Loads (and times) the files; leaves the training images in *dataset. */
-static enum dg_status load_images(const struct dg_bench_settings *s,
-                                  struct dg_bench_report *report, struct dg_dataset *dataset,
-                                  int *have_dataset)
+static enum dg_status load_images(const struct dg_bench_settings *s, struct dg_bench_report *report,
+                                  struct dg_dataset *dataset, int *have_dataset)
 {
     enum dg_status status;
     int train_on_file = !s->synthetic;
     if (s->data_path) {
         if (s->parse) {
             note(s, "parse %s", s->data_path);
-            status = time_parse(s->data_path, "data", s->warmup > 0 ? 1 : 0, s->reps,
-                                &report->parse[report->parse_count],
-                                train_on_file ? dataset : NULL);
+            status =
+                time_parse(s->data_path, "data", s->warmup > 0 ? 1 : 0, s->reps,
+                           &report->parse[report->parse_count], train_on_file ? dataset : NULL);
             if (status != DG_OK)
                 return status;
             report->parse_count++;
@@ -596,8 +594,8 @@ static enum dg_status load_images(const struct dg_bench_settings *s,
             note(s, "synthetic images");
         else
             note(s, "no data file (pass --data FILE): synthetic images");
-        if ((status = dg_bench_synthetic_dataset(DG_BENCH_SYNTHETIC_IMAGES, BENCH_SEED,
-                                                 dataset)) != DG_OK)
+        if ((status = dg_bench_synthetic_dataset(DG_BENCH_SYNTHETIC_IMAGES, BENCH_SEED, dataset)) !=
+            DG_OK)
             return status;
         *have_dataset = 1;
         report->synthetic = 1;
@@ -607,8 +605,7 @@ static enum dg_status load_images(const struct dg_bench_settings *s,
     return DG_OK;
 }
 
-enum dg_status dg_bench_run(const struct dg_bench_settings *settings,
-                            struct dg_bench_report **out)
+enum dg_status dg_bench_run(const struct dg_bench_settings *settings, struct dg_bench_report **out)
 {
     enum dg_status status;
     struct dg_dataset dataset = {0};

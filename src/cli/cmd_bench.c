@@ -167,8 +167,9 @@ static void print_json(FILE *out, const struct dg_bench_report *r)
     json_string(out, DIGITS_BUILD_TYPE);
     fputs(",\n  \"machine\": {\"cpu\": ", out);
     json_string(out, r->cpu_model);
-    fprintf(out, ", \"logical_cpus\": %ld, \"memory_gib\": %.1f, \"load_average\": ",
-            r->logical_cpus, r->memory_gib);
+    fprintf(out,
+            ", \"logical_cpus\": %ld, \"memory_gib\": %.1f, \"load_average\": ", r->logical_cpus,
+            r->memory_gib);
     json_string(out, r->load_average);
     fputs("},\n", out);
     fprintf(out,
