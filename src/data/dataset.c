@@ -692,7 +692,7 @@ static inline size_t fast_field(const unsigned char *p, unsigned *value)
     uint64_t word;
     unsigned len = leading_digits(p, &word, value);
     unsigned separator = (unsigned)(word >> (8 * len)) & 0xff;
-    return (len - 1u < 3u) & (separator == ',') & (*value <= 255) ? len + 1 : 0;
+    return ((len - 1u < 3u) & (separator == ',') & (*value <= 255)) ? len + 1 : 0;
 }
 
 /* How many "0," fields start at p (0..8; 16 bytes readable). */
