@@ -1,0 +1,895 @@
+/* digits export / import: the safetensors round trip is bit-identical, the layouts are
+ * PyTorch's, every malformed file is refused with a message that says which, the strict JSON
+ * parser; and outside tools read what was written (tests/export_check.py): onnxruntime runs the
+ * ONNX model, numpy and PyTorch rebuild the network from the safetensors file, the safetensors
+ * package writes files that `digits import` reads. Those print SKIP and return when the
+ * package cannot be had (onnxruntime, onnx, numpy and safetensors go into a virtual
+ * environment in the build directory, made on first use; PyTorch is looked for in python3 and
+ * /usr/bin/python3). One model, trained on 500 sample rows for one epoch, serves every case. */
+#define _POSIX_C_SOURCE 200809L
+#include <check.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli_util.h"
+#include "io/json.h"
+
+#define PARAMS 887530
+#define VENV_PACKAGES "onnxruntime onnx numpy safetensors"
+
+static char dir[256];
+static char sample_test[1024];
+static char script[1024];
+
+static const char *at(const char *name)
+{
+    static char paths[4][1024];
+    static int next;
+    char *path = paths[next++ % 4];
+    snprintf(path, sizeof paths[0], "%s/%s", dir, name);
+    return path;
+}
+
+static int run(char *err, const char *fmt, ...)
+#ifdef __GNUC__
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static int run(char *err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int code = dg_test_run_digits_v(dir, NULL, err, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+static int exists(const char *name)
+{
+    struct stat st;
+    return stat(at(name), &st) == 0;
+}
+
+static unsigned char *read_file(const char *name, size_t *size)
+{
+    FILE *fp = fopen(at(name), "rb");
+    ck_assert_msg(fp != NULL, "cannot open %s", name);
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    unsigned char *data = malloc((size_t)n + 1);
+    ck_assert_ptr_nonnull(data);
+    ck_assert_uint_eq(fread(data, 1, (size_t)n, fp), (size_t)n);
+    fclose(fp);
+    data[n] = '\0';
+    *size = (size_t)n;
+    return data;
+}
+
+static void write_file(const char *name, const void *data, size_t size)
+{
+    FILE *fp = fopen(at(name), "wb");
+    ck_assert_ptr_nonnull(fp);
+    ck_assert_uint_eq(fwrite(data, 1, size, fp), size);
+    ck_assert_int_eq(fclose(fp), 0);
+}
+
+static uint32_t le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static float le_f32(const unsigned char *p)
+{
+    uint32_t v = le32(p);
+    float f;
+    memcpy(&f, &v, 4);
+    return f;
+}
+
+/* A model file's settings text (malloc) and parameter bytes (malloc, 4 * PARAMS). */
+static void model_parts(const char *name, char **settings, unsigned char **params)
+{
+    size_t n;
+    unsigned char *data = read_file(name, &n);
+    uint32_t layers = le32(data + 12);
+    size_t off = 16 + 20 * (size_t)layers;
+    ck_assert_uint_eq(le32(data + off), PARAMS);
+    uint32_t settings_len = le32(data + off + 8);
+    size_t start = off + 12 + settings_len;
+    ck_assert_uint_eq(n - 4 - start, (size_t)PARAMS * 4);
+    *settings = malloc(settings_len + 1);
+    memcpy(*settings, data + off + 12, settings_len);
+    (*settings)[settings_len] = '\0';
+    *params = malloc((size_t)PARAMS * 4);
+    memcpy(*params, data + start, (size_t)PARAMS * 4);
+    free(data);
+}
+
+static int contains(const unsigned char *data, size_t size, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (size_t i = 0; i + n <= size; i++)
+        if (memcmp(data + i, needle, n) == 0)
+            return 1;
+    return 0;
+}
+
+/* ---- the shared model: trained once for the whole suite (an unchecked fixture) ---- */
+
+static void suite_setup(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/digits-test-export-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    const char *source = getenv("DIGITS_SOURCE_DIR");
+    ck_assert_ptr_nonnull(source);
+    snprintf(sample_test, sizeof sample_test, "%s/data/sample/test.csv.gz", source);
+    snprintf(script, sizeof script, "%s/tests/export_check.py", source);
+    char err[512];
+    ck_assert_int_eq(run(err,
+                         "train '%s/data/sample/train.csv.gz' --limit 500 --epochs 1 -o m.dgt "
+                         "--no-checkpoint -q --threads 2",
+                         source),
+                     0);
+    ck_assert_int_eq(run(err,
+                         "predict -m m.dgt '%s' -o sub.csv --probs probs.csv --device cpu "
+                         "--threads 2",
+                         sample_test),
+                     0);
+    ck_assert_int_eq(run(err, "export -m m.dgt -o m.onnx"), 0);
+    dg_test_expect_in(err, "digits: wrote m.onnx (ONNX opset 13, 887530 parameters)");
+    ck_assert_int_eq(run(err, "export -m m.dgt -o m.safetensors"), 0);
+    dg_test_expect_in(err, "digits: wrote m.safetensors (safetensors F32, 887530 parameters)");
+}
+
+static void suite_teardown(void)
+{
+    char command[512];
+    snprintf(command, sizeof command, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(command), 0);
+}
+
+/* ---- safetensors files edited in their header ---- */
+
+struct st_file {
+    unsigned char *data;
+    size_t size;
+    char *header; /* NUL-terminated copy */
+    size_t header_length;
+};
+
+static struct st_file st_read(const char *name)
+{
+    struct st_file f;
+    f.data = read_file(name, &f.size);
+    ck_assert_uint_ge(f.size, 8);
+    ck_assert_uint_eq(le32(f.data + 4), 0);
+    f.header_length = le32(f.data);
+    ck_assert_uint_le(f.header_length, f.size - 8);
+    f.header = malloc(f.header_length + 1);
+    memcpy(f.header, f.data + 8, f.header_length);
+    f.header[f.header_length] = '\0';
+    return f;
+}
+
+static void st_free(struct st_file *f)
+{
+    free(f->data);
+    free(f->header);
+}
+
+/* Writes `name`: `header` (its length in the first 8 bytes) and the data of f. */
+static void st_write(const struct st_file *f, const char *name, const char *header)
+{
+    size_t n = strlen(header), data_size = f->size - 8 - f->header_length;
+    unsigned char *out = malloc(8 + n + data_size);
+    uint64_t length = n;
+    for (int i = 0; i < 8; i++)
+        out[i] = (unsigned char)(length >> (8 * i));
+    memcpy(out + 8, header, n);
+    memcpy(out + 8 + n, f->data + 8 + f->header_length, data_size);
+    write_file(name, out, 8 + n + data_size);
+    free(out);
+}
+
+/* The header with the first occurrence of `from` replaced by `to` (malloc). */
+static char *replace(const char *text, const char *from, const char *to)
+{
+    const char *hit = strstr(text, from);
+    ck_assert_msg(hit != NULL, "'%s' not in the header", from);
+    size_t n = strlen(text) - strlen(from) + strlen(to);
+    char *out = malloc(n + 1);
+    size_t before = (size_t)(hit - text);
+    memcpy(out, text, before);
+    strcpy(out + before, to);
+    strcat(out, hit + strlen(from));
+    return out;
+}
+
+/* The header without the entry of tensor `name` (malloc). */
+static char *drop(const char *text, const char *name)
+{
+    char key[64];
+    snprintf(key, sizeof key, ",\"%s\":{", name);
+    const char *hit = strstr(text, key);
+    ck_assert_ptr_nonnull(hit);
+    const char *end = strchr(hit + strlen(key), '}');
+    ck_assert_ptr_nonnull(end);
+    size_t n = strlen(text);
+    char *out = malloc(n + 1);
+    memcpy(out, text, (size_t)(hit - text));
+    strcpy(out + (hit - text), end + 1);
+    return out;
+}
+
+/* `digits import FILE -o out.dgt` fails with exit 2 and exactly this message, and writes no
+ * model. */
+static void expect_refused(const char *file, const char *message)
+{
+    char err[512], expected[2048];
+    ck_assert_int_eq(run(err, "import %s -o out.dgt", file), 2);
+    snprintf(expected, sizeof expected, "digits: %s: %s\n", file, message);
+    char *text = dg_test_slurp(err);
+    ck_assert_str_eq(text, expected);
+    free(text);
+    ck_assert(!exists("out.dgt"));
+    printf("ok   refused: %s", expected);
+}
+
+static void expect_refused_with(const char *file, const char *needle)
+{
+    char err[512];
+    ck_assert_int_eq(run(err, "import %s -o out.dgt", file), 2);
+    dg_test_expect_in(err, needle);
+    ck_assert(!exists("out.dgt"));
+}
+
+/* ---- the tests ---- */
+
+START_TEST(export_refuses_other_formats_and_bad_usage)
+{
+    char err[512];
+    ck_assert_int_eq(run(err, "export -m m.dgt -o m.bin"), 2);
+    char *text = dg_test_slurp(err);
+    ck_assert_str_eq(text, "digits: export: cannot tell the format of 'm.bin': the output's name "
+                           "must end in .onnx or .safetensors\n(see `digits export --help`)\n");
+    free(text);
+    ck_assert(!exists("m.bin"));
+    ck_assert_int_eq(run(err, "export -m m.dgt"), 2);
+    dg_test_expect_in(err, "missing -o FILE");
+    ck_assert_int_eq(run(err, "export -o x.onnx"), 2);
+    dg_test_expect_in(err, "missing -m MODEL");
+    ck_assert_int_eq(run(err, "export -m missing.dgt -o x.onnx"), 1);
+    dg_test_expect_in(err, "digits: missing.dgt: cannot open: No such file or directory");
+    ck_assert(!exists("x.onnx"));
+    ck_assert_int_eq(run(err, "import m.safetensors"), 2);
+    dg_test_expect_in(err, "missing -o FILE");
+    ck_assert_int_eq(run(err, "import -o out.dgt"), 2);
+    dg_test_expect_in(err, "missing the WEIGHTS.safetensors file");
+    ck_assert_int_eq(run(err, "export --help"), 0);
+    ck_assert_int_eq(run(err, "import --help"), 0);
+}
+END_TEST
+
+START_TEST(safetensors_round_trip_is_bit_identical)
+{
+    char err[512];
+    ck_assert_int_eq(run(err, "import m.safetensors -o back.dgt"), 0);
+    dg_test_expect_in(err, "digits: wrote back.dgt (887530 parameters from m.safetensors)");
+    char *settings, *back_settings;
+    unsigned char *params, *back_params;
+    model_parts("m.dgt", &settings, &params);
+    model_parts("back.dgt", &back_settings, &back_params);
+    ck_assert(memcmp(params, back_params, (size_t)PARAMS * 4) == 0);
+    printf("ok   safetensors round trip: all %d parameters byte-equal\n", PARAMS);
+    /* the settings travel in the metadata; import says where the weights came from */
+    char expected[8192];
+    snprintf(expected, sizeof expected, "%simported_from=m.safetensors\n", settings);
+    ck_assert_str_eq(back_settings, expected);
+    /* the imported model predicts the same, and exports the same tensor bytes */
+    ck_assert_int_eq(run(err,
+                         "predict -m back.dgt '%s' -o back.csv --probs back_probs.csv "
+                         "--device cpu --threads 2",
+                         sample_test),
+                     0);
+    char *a = dg_test_slurp(at("probs.csv")), *b = dg_test_slurp(at("back_probs.csv"));
+    ck_assert_str_eq(a, b);
+    free(a);
+    free(b);
+    ck_assert_int_eq(run(err, "export -m back.dgt -o back.safetensors"), 0);
+    struct st_file one = st_read("m.safetensors"), two = st_read("back.safetensors");
+    ck_assert_uint_eq(one.size - 8 - one.header_length, (size_t)PARAMS * 4);
+    ck_assert_uint_eq(two.size - 8 - two.header_length, (size_t)PARAMS * 4);
+    ck_assert(memcmp(one.data + 8 + one.header_length, two.data + 8 + two.header_length,
+                     (size_t)PARAMS * 4) == 0);
+    /* the data starts 8-byte aligned, the header is padded with spaces */
+    ck_assert_uint_eq(one.header_length % 8, 0);
+    st_free(&one);
+    st_free(&two);
+    free(settings);
+    free(back_settings);
+    free(params);
+    free(back_params);
+}
+END_TEST
+
+/* The tensor entries, their order and PyTorch's layouts: conv weights as Digits keeps them,
+ * dense weights transposed. */
+START_TEST(safetensors_names_and_layouts)
+{
+    struct st_file f = st_read("m.safetensors");
+    static const char *const entries[] = {
+        "\"conv1.weight\":{\"dtype\":\"F32\",\"shape\":[32,1,5,5],\"data_offsets\":[0,3200]}",
+        "\"conv1.bias\":{\"dtype\":\"F32\",\"shape\":[32],\"data_offsets\":[3200,3328]}",
+        "\"conv2.weight\":{\"dtype\":\"F32\",\"shape\":[32,32,5,5],",
+        "\"conv3.weight\":{\"dtype\":\"F32\",\"shape\":[64,32,3,3],",
+        "\"conv4.weight\":{\"dtype\":\"F32\",\"shape\":[64,64,3,3],",
+        "\"dense1.weight\":{\"dtype\":\"F32\",\"shape\":[256,3136],",
+        "\"dense1.bias\":{\"dtype\":\"F32\",\"shape\":[256],",
+        "\"dense2.weight\":{\"dtype\":\"F32\",\"shape\":[10,256],",
+        "\"dense2.bias\":{\"dtype\":\"F32\",\"shape\":[10],\"data_offsets\":[3550080,3550120]}",
+        "\"format\":\"pt\"",
+        "\"digits.architecture\":\"input (N, 1, 28, 28) float32 = pixel / 255, NCHW; conv1 "
+        "Conv2d(1, 32, kernel_size=5, padding=2) ReLU; conv2 Conv2d(32, 32, kernel_size=5, "
+        "padding=2) ReLU; pool1 MaxPool2d(2); dropout1 Dropout(0.25); conv3 Conv2d(32, 64, "
+        "kernel_size=3, padding=1) ReLU; conv4 Conv2d(64, 64, kernel_size=3, padding=1) ReLU; "
+        "pool2 MaxPool2d(2); dropout2 Dropout(0.25); flatten1 Flatten(1); dense1 Linear(3136, "
+        "256) ReLU; dropout3 Dropout(0.5); dense2 Linear(256, 10); Softmax(dim=1)\"",
+        "\"digits.settings\":\"digits_version=",
+    };
+    for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++)
+        ck_assert_msg(strstr(f.header, entries[i]) != NULL, "'%s' not in the header:\n%.3000s",
+                      entries[i], f.header);
+    char *settings;
+    unsigned char *params;
+    model_parts("m.dgt", &settings, &params);
+    const unsigned char *data = f.data + 8 + f.header_length;
+    /* conv1.weight: the same order */
+    ck_assert(memcmp(data, params, 3200) == 0);
+    /* dense2.weight (10, 256) at the end, before its bias; Digits: (256, 10) at the same place */
+    size_t dense2_w = (size_t)PARAMS * 4 - 40 - 10240;
+    for (int o = 0; o < 10; o++)
+        for (int i = 0; i < 256; i++) {
+            float exported = le_f32(data + dense2_w + 4 * ((size_t)o * 256 + i));
+            float digits = le_f32(params + dense2_w + 4 * ((size_t)i * 10 + o));
+            ck_assert_msg(memcmp(&exported, &digits, 4) == 0, "dense2.weight[%d][%d]", o, i);
+        }
+    printf("ok   safetensors names, shapes, offsets, metadata; dense weights transposed\n");
+    free(settings);
+    free(params);
+    st_free(&f);
+}
+END_TEST
+
+START_TEST(import_refuses_malformed_files)
+{
+    struct st_file f = st_read("m.safetensors");
+    size_t data_size = f.size - 8 - f.header_length;
+    char message[1024], *h;
+
+    h = replace(f.header, "\"conv1.weight\"", "\"conv9.weight\"");
+    st_write(&f, "name.safetensors", h);
+    free(h);
+    expect_refused("name.safetensors",
+                   "unknown tensor 'conv9.weight' (digits reads conv1.weight, conv1.bias, "
+                   "conv2.weight, conv2.bias, conv3.weight, conv3.bias, conv4.weight, conv4.bias, "
+                   "dense1.weight, dense1.bias, dense2.weight, dense2.bias; fcK.weight and "
+                   "fcK.bias are taken for denseK)");
+
+    h = replace(f.header, "[32,1,5,5]", "[32,1,3,3]");
+    st_write(&f, "shape.safetensors", h);
+    free(h);
+    expect_refused("shape.safetensors",
+                   "tensor 'conv1.weight' has shape [32, 1, 3, 3], expected [32, 1, 5, 5]");
+
+    h = replace(f.header, "[256,3136]", "[3136,256]");
+    st_write(&f, "layout.safetensors", h);
+    free(h);
+    expect_refused("layout.safetensors",
+                   "tensor 'dense1.weight' has shape [3136, 256], expected [256, 3136]");
+
+    h = replace(f.header, "\"F32\"", "\"F64\"");
+    st_write(&f, "dtype.safetensors", h);
+    free(h);
+    expect_refused("dtype.safetensors", "tensor 'conv1.weight' has dtype F64; digits reads F32 "
+                                        "only");
+
+    h = drop(f.header, "dense2.bias");
+    st_write(&f, "missing.safetensors", h);
+    free(h);
+    expect_refused("missing.safetensors", "tensor 'dense2.bias' is missing");
+
+    h = replace(f.header, "\"dense1.weight\"", "\"fc1.weight\"");
+    char *h2 = replace(h, "\"dense1.bias\"", "\"dense1.weight\"");
+    st_write(&f, "twice.safetensors", h2);
+    free(h);
+    free(h2);
+    expect_refused("twice.safetensors", "tensors 'fc1.weight' and 'dense1.weight' are the same "
+                                        "parameter (dense1.weight)");
+
+    /* the file cut short in the data (dense2.bias is the last 40 bytes) */
+    write_file("truncated.safetensors", f.data, f.size - 20);
+    snprintf(message, sizeof message,
+             "truncated safetensors file: tensor 'dense2.bias' ends at byte %zu of the data, "
+             "which has %zu bytes",
+             data_size, data_size - 20);
+    expect_refused("truncated.safetensors", message);
+
+    /* a header length beyond the end of the file (cut short in the header) */
+    write_file("cut.safetensors", f.data, 1000);
+    snprintf(message, sizeof message,
+             "not a safetensors file or truncated: the header length (%zu bytes) goes beyond the "
+             "end of the file (1000 bytes)",
+             f.header_length);
+    expect_refused("cut.safetensors", message);
+    unsigned char *huge = malloc(f.size);
+    memcpy(huge, f.data, f.size);
+    for (int i = 0; i < 8; i++)
+        huge[i] = (unsigned char)((uint64_t)f.size >> (8 * i));
+    write_file("length.safetensors", huge, f.size);
+    snprintf(message, sizeof message,
+             "not a safetensors file or truncated: the header length (%zu bytes) goes beyond the "
+             "end of the file (%zu bytes)",
+             f.size, f.size);
+    expect_refused("length.safetensors", message);
+    memset(huge, 0xff, 8);
+    write_file("length2.safetensors", huge, f.size);
+    snprintf(message, sizeof message,
+             "not a safetensors file or truncated: the header length (18446744073709551615 "
+             "bytes) goes beyond the end of the file (%zu bytes)",
+             f.size);
+    expect_refused("length2.safetensors", message);
+    free(huge);
+    write_file("short.safetensors", f.data, 5);
+    expect_refused("short.safetensors",
+                   "not a safetensors file (5 bytes, less than the 8-byte header length)");
+
+    /* bad JSON, with the byte where it goes wrong */
+    h = replace(f.header, "{\"__metadata__\":{", "{\"__metadata__\":{,");
+    st_write(&f, "json.safetensors", h);
+    free(h);
+    expect_refused("json.safetensors",
+                   "bad safetensors header: byte 17: expected a key (a string), found ','");
+    h = replace(f.header, "[32,1,5,5]", "[32,1,5,05]");
+    st_write(&f, "zero.safetensors", h);
+    free(h);
+    expect_refused_with("zero.safetensors", "bad safetensors header: byte ");
+    expect_refused_with("zero.safetensors", ": a number with a leading zero");
+    h = replace(f.header, "\"format\":\"pt\"", "\"format\":\"pt\",\"format\":\"pt\"");
+    st_write(&f, "dup.safetensors", h);
+    free(h);
+    expect_refused_with("dup.safetensors", ": the key \"format\" appears twice");
+    h = replace(f.header, "\"format\":\"pt\"", "\"format\":1");
+    st_write(&f, "meta.safetensors", h);
+    free(h);
+    expect_refused("meta.safetensors", "bad safetensors header: __metadata__ \"format\" is a "
+                                       "number, not a string");
+    h = replace(f.header, "{", " {");
+    st_write(&f, "space.safetensors", h);
+    free(h);
+    expect_refused("space.safetensors", "bad safetensors header: it does not start with '{'");
+    h = replace(f.header, "\"dtype\":\"F32\",", "\"dtype\":\"F32\",\"extra\":1,");
+    st_write(&f, "field.safetensors", h);
+    free(h);
+    expect_refused("field.safetensors", "bad safetensors header: tensor 'conv1.weight' has an "
+                                        "unknown field \"extra\"");
+
+    /* offsets: beside the size, overlapping, extra bytes */
+    h = replace(f.header, "[0,3200]", "[0,3204]");
+    st_write(&f, "size.safetensors", h);
+    free(h);
+    expect_refused("size.safetensors", "bad safetensors header: tensor 'conv1.weight': "
+                                       "data_offsets [0, 3204] do not hold its 800 F32 values "
+                                       "(3200 bytes)");
+    h = replace(f.header, "[3550080,3550120]", "[0,40]");
+    st_write(&f, "overlap.safetensors", h);
+    free(h);
+    expect_refused_with("overlap.safetensors", "bad safetensors file: the data of tensors '");
+    expect_refused_with("overlap.safetensors", "' overlap");
+    unsigned char *longer = malloc(f.size + 16);
+    memcpy(longer, f.data, f.size);
+    memset(longer + f.size, 0, 16);
+    write_file("longer.safetensors", longer, f.size + 16);
+    free(longer);
+    expect_refused("longer.safetensors",
+                   "bad safetensors file: 16 bytes after the last tensor's data");
+
+    /* another architecture in the metadata */
+    h = replace(f.header, "Dropout(0.5)", "Dropout(0.4)");
+    st_write(&f, "arch.safetensors", h);
+    free(h);
+    expect_refused_with("arch.safetensors", "arch.safetensors: another architecture than this "
+                                            "digits' (metadata digits.architecture: \"input");
+
+    /* other files */
+    expect_refused("m.dgt", "a digits model file, not safetensors");
+    size_t onnx_size;
+    unsigned char *onnx = read_file("m.onnx", &onnx_size);
+    snprintf(message, sizeof message,
+             "not a safetensors file or truncated: the header length (%llu bytes) goes beyond "
+             "the end of the file (%zu bytes)",
+             (unsigned long long)le32(onnx) | (unsigned long long)le32(onnx + 4) << 32, onnx_size);
+    expect_refused("m.onnx", message);
+    free(onnx);
+    st_free(&f);
+}
+END_TEST
+
+/* fc1 / fc2 are taken for dense1 / dense2, and a file without digits' metadata is read (its
+ * settings are then only where it came from). */
+START_TEST(import_accepts_fc_names_and_no_metadata)
+{
+    struct st_file f = st_read("m.safetensors");
+    const char *end_of_meta = strstr(f.header, "},\"conv1.weight\"");
+    ck_assert_ptr_nonnull(end_of_meta);
+    char *h = malloc(strlen(f.header) + 1);
+    snprintf(h, strlen(f.header) + 1, "{%s", end_of_meta + 2);
+    char *a = replace(h, "\"dense1.weight\"", "\"fc1.weight\"");
+    char *b = replace(a, "\"dense1.bias\"", "\"fc1.bias\"");
+    char *c = replace(b, "\"dense2.weight\"", "\"fc2.weight\"");
+    char *d = replace(c, "\"dense2.bias\"", "\"fc2.bias\"");
+    st_write(&f, "fc.safetensors", d);
+    char err[512];
+    ck_assert_int_eq(run(err, "import fc.safetensors -o fc.dgt"), 0);
+    char *settings, *fc_settings;
+    unsigned char *params, *fc_params;
+    model_parts("m.dgt", &settings, &params);
+    model_parts("fc.dgt", &fc_settings, &fc_params);
+    ck_assert(memcmp(params, fc_params, (size_t)PARAMS * 4) == 0);
+    ck_assert_str_eq(fc_settings, "imported_from=fc.safetensors\n");
+    printf("ok   fc1/fc2 names, no metadata: the same parameters\n");
+    free(h);
+    free(a);
+    free(b);
+    free(c);
+    free(d);
+    free(settings);
+    free(fc_settings);
+    free(params);
+    free(fc_params);
+    st_free(&f);
+}
+END_TEST
+
+START_TEST(onnx_file_structure)
+{
+    size_t n, n2;
+    unsigned char *onnx = read_file("m.onnx", &n);
+    /* field 1 (ir_version) = 7 first */
+    ck_assert_uint_eq(onnx[0], 0x08);
+    ck_assert_uint_eq(onnx[1], 7);
+    static const char *const strings[] = {"Conv",           "Relu",
+                                          "MaxPool",        "Flatten",
+                                          "Gemm",           "Softmax",
+                                          "conv1.weight",   "dense2.bias",
+                                          "transB",         "kernel_shape",
+                                          "pads",           "input",
+                                          "probabilities",  "digits.architecture",
+                                          "digits.settings"};
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
+        ck_assert_msg(contains(onnx, n, strings[i]), "no '%s'", strings[i]);
+    /* no Dropout node (NodeProto.op_type is field 4): it is the identity at inference */
+    ck_assert(contains(onnx, n, "\x22\x04Gemm"));
+    ck_assert(!contains(onnx, n,
+                        "\x22\x07"
+                        "Dropout"));
+    /* the same model gives the same bytes */
+    char err[512];
+    ck_assert_int_eq(run(err, "export -m m.dgt -o again.onnx -q"), 0);
+    unsigned char *again = read_file("again.onnx", &n2);
+    ck_assert(n == n2 && memcmp(onnx, again, n) == 0);
+    free(onnx);
+    free(again);
+}
+END_TEST
+
+/* ---- the JSON parser ---- */
+
+static void json_ok(const char *text, enum dg_json_type type)
+{
+    struct dg_json v;
+    char error[256];
+    int r = dg_json_parse(text, strlen(text), &v, error, sizeof error);
+    ck_assert_msg(r == 0, "'%s' refused: %s", text, error);
+    ck_assert_int_eq(v.type, type);
+    dg_json_free(&v);
+}
+
+static void json_bad(const char *text, size_t length, const char *message)
+{
+    struct dg_json v;
+    char error[256];
+    int r = dg_json_parse(text, length, &v, error, sizeof error);
+    ck_assert_msg(r == -1, "'%s' accepted", text);
+    ck_assert_str_eq(error, message);
+}
+
+START_TEST(json_parser_is_strict)
+{
+    json_ok("{}", DG_JSON_OBJECT);
+    json_ok(" [1, 2.5, -3e2, true, false, null, \"x\", {\"a\": []}] ", DG_JSON_ARRAY);
+    json_ok("\"\\u00e9\\ud83d\\ude00\\\"\\\\\\/\\b\\f\\n\\r\\t\"", DG_JSON_STRING);
+    struct dg_json v;
+    char error[256];
+    const char *text = "{\"k\": \"\\u00e9\\ud83d\\ude00 \xc3\xa9\", \"n\": 18446744073709551615, "
+                       "\"big\": 18446744073709551616, \"neg\": -1, \"f\": 1.0}";
+    ck_assert_int_eq(dg_json_parse(text, strlen(text), &v, error, sizeof error), 0);
+    ck_assert_str_eq(dg_json_get(&v, "k")->string, "\xc3\xa9\xf0\x9f\x98\x80 \xc3\xa9");
+    ck_assert(dg_json_get(&v, "n")->is_uint);
+    ck_assert(dg_json_get(&v, "n")->uint_value == UINT64_MAX);
+    ck_assert(!dg_json_get(&v, "big")->is_uint);
+    ck_assert(!dg_json_get(&v, "neg")->is_uint);
+    ck_assert(!dg_json_get(&v, "f")->is_uint);
+    ck_assert_ptr_null(dg_json_get(&v, "missing"));
+    dg_json_free(&v);
+
+    json_bad("", 0, "byte 0: expected a value, found the end of the header");
+    json_bad("{\"a\":1,}", 8, "byte 7: expected a key (a string), found '}'");
+    json_bad("[1,]", 4, "byte 3: expected a value, found ']'");
+    json_bad("{\"a\" 1}", 7, "byte 5: expected ':', found '1'");
+    json_bad("{\"a\":1} x", 9, "byte 8: text after the end of the value");
+    json_bad("{\"a\":1,\"a\":2}", 13, "byte 7: the key \"a\" appears twice");
+    json_bad("[01]", 4, "byte 1: a number with a leading zero");
+    json_bad("[1.]", 4, "byte 3: expected a digit after '.', found ']'");
+    json_bad("[-]", 3, "byte 2: expected a digit, found ']'");
+    json_bad("[tru]", 5, "byte 1: expected a value, found 't'");
+    json_bad("[\"a\\x\"]", 7, "byte 3: an unknown escape '\\x'");
+    json_bad("[\"\\ud800\"]", 10, "byte 2: a high surrogate without its low surrogate");
+    json_bad("[\"\\udc00\"]", 10, "byte 2: a lone low surrogate");
+    json_bad("[\"\\u12g4\"]", 10, "byte 6: expected four hex digits after \\u, found 'g'");
+    json_bad("[\"a\nb\"]", 7, "byte 3: a control character (0x0a) in a string");
+    json_bad("[\"\xc3\x28\"]", 6, "byte 2: invalid UTF-8 in a string");
+    json_bad("[\"\xc0\xaf\"]", 6, "byte 2: invalid UTF-8 in a string");     /* overlong */
+    json_bad("[\"\xed\xa0\x80\"]", 7, "byte 2: invalid UTF-8 in a string"); /* surrogate */
+    json_bad("[\"abc", 5, "byte 1: a string without its closing '\"'");
+    json_bad("[1] \0", 5, "byte 4: text after the end of the value");
+    json_bad("[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]", 35, "byte 16: nested deeper than 16 levels");
+    json_bad("{\"a\":1", 6, "byte 6: expected ',' or '}', found the end of the header");
+}
+END_TEST
+
+/* ---- outside tools (Python) ---- */
+
+/* Runs a shell command; its output into DIR/NAME, printed; returns the exit status. */
+static int shell(const char *log_name, const char *fmt, ...)
+#ifdef __GNUC__
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static int shell(const char *log_name, const char *fmt, ...)
+{
+    char command[4096], full[4600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(command, sizeof command, fmt, ap);
+    va_end(ap);
+    snprintf(full, sizeof full, "cd '%s' && (%s) >'%s' 2>&1", dir, command, at(log_name));
+    int status = system(full);
+    ck_assert(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+static void print_log(const char *log_name)
+{
+    char *text = dg_test_slurp(at(log_name));
+    fputs(text, stdout);
+    fflush(stdout);
+    free(text);
+}
+
+/* The virtual environment with onnxruntime, onnx, numpy and safetensors: $DIGITS_EXPORT_VENV,
+ * or .venv-export beside the digits executable (the build directory), made when not there.
+ * 0 and the reason in `why` when it cannot be had (no python3 -m venv, no network for pip). */
+static int export_venv(char *python, size_t size, char *why, size_t why_size)
+{
+    char venv[1024], ready[1100], failed_marker[1100];
+    const char *env = getenv("DIGITS_EXPORT_VENV");
+    if (env && env[0]) {
+        snprintf(venv, sizeof venv, "%s", env);
+    } else {
+        const char *bin = dg_test_bin();
+        const char *slash = strrchr(bin, '/');
+        if (slash)
+            snprintf(venv, sizeof venv, "%.*s/.venv-export", (int)(slash - bin), bin);
+        else
+            snprintf(venv, sizeof venv, "%s/.venv-export", dir);
+    }
+    snprintf(python, size, "%s/bin/python", venv);
+    snprintf(ready, sizeof ready, "%s/.digits-ready", venv);
+    snprintf(failed_marker, sizeof failed_marker, "%s/venv-failed", dir);
+    struct stat st;
+    if (stat(ready, &st) == 0)
+        return 1;
+    if (stat(failed_marker, &st) == 0) { /* an earlier test of this run tried */
+        char *text = dg_test_slurp(failed_marker);
+        snprintf(why, why_size, "%s", text);
+        free(text);
+        return 0;
+    }
+    printf("test_export: making a Python virtual environment for the export checks: python3 -m "
+           "venv %s, then pip install " VENV_PACKAGES " (the first time takes a minute or "
+           "two; log in %s.log)\n",
+           venv, venv);
+    fflush(stdout);
+    int code = shell("venv.out",
+                     "rm -rf '%s' && python3 -m venv '%s' >'%s.log' 2>&1 && '%s' -m pip install "
+                     "--disable-pip-version-check --retries 1 --timeout 30 " VENV_PACKAGES
+                     " >>'%s.log' 2>&1 && touch '%s'",
+                     venv, venv, venv, python, venv, ready);
+    if (code == 0) {
+        printf("test_export: %s is ready\n", venv);
+        return 1;
+    }
+    char tail[2400];
+    snprintf(tail, sizeof tail,
+             "(grep '^ERROR' '%s.log' || tail -n 2 '%s.log') 2>/dev/null | tail -n 2 | tr '\\n' "
+             "' '",
+             venv, venv);
+    FILE *p = popen(tail, "r");
+    char last[600] = "";
+    if (p) {
+        size_t got = fread(last, 1, sizeof last - 1, p);
+        last[got] = '\0';
+        pclose(p);
+    }
+    snprintf(why, why_size,
+             "cannot make the virtual environment %s with " VENV_PACKAGES
+             " (no network for pip?): %s",
+             venv, last);
+    FILE *marker = fopen(failed_marker, "w");
+    if (marker) {
+        fputs(why, marker);
+        fclose(marker);
+    }
+    return 0;
+}
+
+/* Runs export_check.py MODE ARGS with `python`: 0 passes, 77 skips (prints the script's
+ * SKIP line), anything else fails with the script's output. Returns 1 when it ran. */
+static int check_script(const char *python, const char *mode, const char *args)
+{
+    char log_name[64];
+    snprintf(log_name, sizeof log_name, "%s.out", mode);
+    int code = shell(log_name, "'%s' '%s' %s %s", python, script, mode, args);
+    print_log(log_name);
+    if (code == 77)
+        return 0;
+    ck_assert_msg(code == 0, "export_check.py %s failed (exit %d): %s", mode, code,
+                  dg_test_slurp(at(log_name)));
+    return 1;
+}
+
+/* The agreement checks run Python on the files digits wrote: nothing of digits runs in them,
+ * so the sanitizer pass (which only slows them down) leaves them to the plain pass. */
+static int sanitized_skip(const char *what)
+{
+    if (!getenv("DIGITS_TEST_SANITIZED"))
+        return 0;
+    printf("SKIP %s: sanitizer pass (DIGITS_TEST_SANITIZED); the Python side runs in the plain "
+           "pass\n",
+           what);
+    return 1;
+}
+
+static void agreement_args(char *args, size_t size, const char *file_option, const char *file)
+{
+    snprintf(args, size, "%s %s --test '%s' --probs probs.csv --submission sub.csv", file_option,
+             file, sample_test);
+}
+
+START_TEST(onnxruntime_agrees_with_predict)
+{
+    if (sanitized_skip("onnxruntime agreement"))
+        return;
+    char python[1100], why[2048], args[2048];
+    if (!export_venv(python, sizeof python, why, sizeof why)) {
+        printf("SKIP onnxruntime agreement: %s\n", why);
+        return;
+    }
+    agreement_args(args, sizeof args, "--model", "m.onnx");
+    if (check_script(python, "onnx", args))
+        printf("ok   onnxruntime runs the exported ONNX on %s and agrees with digits predict\n",
+               sample_test);
+}
+END_TEST
+
+START_TEST(numpy_reproduces_predict)
+{
+    if (sanitized_skip("numpy agreement"))
+        return;
+    char python[1100], why[2048], args[2048];
+    if (!export_venv(python, sizeof python, why, sizeof why)) {
+        printf("SKIP numpy agreement: %s\n", why);
+        return;
+    }
+    agreement_args(args, sizeof args, "--weights", "m.safetensors");
+    if (check_script(python, "numpy", args))
+        printf("ok   numpy rebuilds the network from the safetensors file\n");
+}
+END_TEST
+
+START_TEST(torch_reproduces_predict)
+{
+    if (sanitized_skip("PyTorch agreement"))
+        return;
+    const char *env = getenv("DIGITS_TEST_TORCH_PYTHON");
+    const char *candidates[] = {env && env[0] ? env : "python3", "python3", "/usr/bin/python3"};
+    const char *python = NULL;
+    for (size_t i = 0; i < 3 && !python; i++)
+        if (shell("torch-probe.out", "'%s' -c 'import torch, numpy'", candidates[i]) == 0)
+            python = candidates[i];
+    if (!python) {
+        printf("SKIP PyTorch agreement: no python3 with torch and numpy (tried "
+               "$DIGITS_TEST_TORCH_PYTHON, python3, /usr/bin/python3; Debian: python3-torch)\n");
+        return;
+    }
+    char args[2048];
+    agreement_args(args, sizeof args, "--weights", "m.safetensors");
+    if (check_script(python, "torch", args))
+        printf("ok   PyTorch (%s) loads the safetensors file into nn.Module and agrees\n", python);
+}
+END_TEST
+
+/* Files written by the safetensors package itself (its own layout, only {"format": "pt"} as
+ * metadata) are read back into the same parameters. */
+START_TEST(import_reads_files_of_the_safetensors_package)
+{
+    char python[1100], why[2048];
+    if (!export_venv(python, sizeof python, why, sizeof why)) {
+        printf("SKIP import of the safetensors package's files: %s\n", why);
+        return;
+    }
+    if (!check_script(python, "rewrite", "--weights m.safetensors --out pkg.safetensors"))
+        return;
+    if (!check_script(python, "rewrite",
+                      "--weights m.safetensors --out pkg_fc.safetensors "
+                      "--alias"))
+        return;
+    char *settings;
+    unsigned char *params;
+    model_parts("m.dgt", &settings, &params);
+    const char *files[] = {"pkg", "pkg_fc"};
+    for (int i = 0; i < 2; i++) {
+        char err[512], *s;
+        unsigned char *p;
+        char name[64];
+        ck_assert_int_eq(run(err, "import %s.safetensors -o %s.dgt", files[i], files[i]), 0);
+        snprintf(name, sizeof name, "%s.dgt", files[i]);
+        model_parts(name, &s, &p);
+        ck_assert(memcmp(params, p, (size_t)PARAMS * 4) == 0);
+        free(s);
+        free(p);
+    }
+    printf("ok   files written by the safetensors package import to the same parameters\n");
+    free(settings);
+    free(params);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *suite = suite_create("export");
+    TCase *tc = tcase_create("export");
+    tcase_set_timeout(tc, 600);
+    tcase_add_unchecked_fixture(tc, suite_setup, suite_teardown);
+    tcase_add_test(tc, export_refuses_other_formats_and_bad_usage);
+    tcase_add_test(tc, safetensors_round_trip_is_bit_identical);
+    tcase_add_test(tc, safetensors_names_and_layouts);
+    tcase_add_test(tc, import_refuses_malformed_files);
+    tcase_add_test(tc, import_accepts_fc_names_and_no_metadata);
+    tcase_add_test(tc, onnx_file_structure);
+    tcase_add_test(tc, json_parser_is_strict);
+    tcase_add_test(tc, onnxruntime_agrees_with_predict);
+    tcase_add_test(tc, numpy_reproduces_predict);
+    tcase_add_test(tc, torch_reproduces_predict);
+    tcase_add_test(tc, import_reads_files_of_the_safetensors_package);
+    suite_add_tcase(suite, tc);
+    return dg_test_run_suite(suite);
+}
