@@ -212,7 +212,7 @@ static void flip_param_bit(unsigned char *data, size_t *size)
 static void bump_version(unsigned char *data, size_t *size)
 {
     (void)size;
-    data[8] = 2;
+    data[8] = 3;
 }
 static void bad_magic(unsigned char *data, size_t *size)
 {
@@ -240,7 +240,7 @@ END_TEST
 
 START_TEST(refuses_other_version)
 {
-    expect_refusal(bump_version, "model format version 2, this digits reads version 1");
+    expect_refusal(bump_version, "model format version 3, this digits reads versions 1 and 2");
 }
 END_TEST
 

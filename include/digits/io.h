@@ -19,7 +19,10 @@ extern "C" {
 #endif
 
 #define DG_MODEL_MAGIC "DGTMODEL"
-#define DG_MODEL_VERSION 1u
+#define DG_MODEL_VERSION 1u    /* one model */
+#define DG_ENSEMBLE_VERSION 2u /* several: a u32 member count follows the parameter count, and
+                                  the members' parameters follow each other */
+#define DG_MAX_MEMBERS 64
 
 struct dg_atomic_file {
     FILE *fp;
@@ -45,13 +48,23 @@ enum dg_status dg_atomic_commit(struct dg_atomic_file *file);
 /* Closes and removes the temporary file (safe after a failed commit or twice). */
 void dg_atomic_abort(struct dg_atomic_file *file);
 
+/* Writes an ensemble of `count` members of the same architecture: a one-member ensemble is a
+ * plain version-1 model file; more members make a version-2 file. */
+enum dg_status dg_ensemble_save(const char *path, const struct dg_model *members, int count,
+                                const char *settings);
+/* Reads a model or ensemble file into members[0..*count) (at most max_members; each built
+ * with dg_model_build, free each with dg_model_free), with the checks of dg_model_load. */
+enum dg_status dg_ensemble_load(const char *path, struct dg_model *members, int max_members,
+                                int *count, char *settings, size_t settings_size);
+
 /* Writes model (layer table + params) and the settings text. */
 enum dg_status dg_model_save(const char *path, const struct dg_model *model,
                              const char *settings);
 
 /* Reads a model file: refuses (DG_ERR_INPUT, saying which) a file that is truncated,
  * corrupted (CRC), of another format version or of another architecture than the
- * reference. `settings` (may be NULL) receives the settings text. */
+ * reference, or an ensemble of several members. `settings` (may be NULL) receives the
+ * settings text. */
 enum dg_status dg_model_load(const char *path, struct dg_model *model, char *settings,
                              size_t settings_size);
 

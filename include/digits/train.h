@@ -38,6 +38,8 @@ struct dg_train_options {
     float lr, rho, eps;
     float val_split; /* fraction held out, 0 for none */
     uint64_t seed;
+    uint64_t split_seed; /* the validation split's seed (dg_train_options_default: 42, like
+                            seed; ensemble members share it unless each gets its own) */
     int augment;
     float rotation_deg, shift, zoom;
     float lr_factor, min_delta, min_lr;

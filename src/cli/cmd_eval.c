@@ -14,7 +14,7 @@ static const char *usage_text =
     "LABELLED (Kaggle train.csv[.gz] layout, or MNIST IDX images with --labels).\n"
     "\n"
     "options:\n"
-    "  -m, --model FILE     model file (required)\n"
+    DG_SCORING_MODEL_HELP
     "      --labels FILE    IDX label file, when LABELLED is an IDX image file\n"
     "      --batch N        images per forward pass (256)\n"
     "      --threads N      CPU threads (all cores)\n"
@@ -33,6 +33,19 @@ static void print_report(const struct dg_scoring *s)
     printf("images: %zu\naccuracy: %.4f (%zu correct, %zu wrong)\n\n", s->dataset.count,
            s->dataset.count ? (double)correct / (double)s->dataset.count : 0.0, correct,
            s->dataset.count - correct);
+    if (s->member_count > 1) {
+        printf("members of the ensemble (the ensemble averages their probabilities):\n");
+        for (int m = 0; m < s->member_count; m++) {
+            size_t member_correct = 0;
+            const uint8_t *predicted = s->member_predicted + (size_t)m * s->dataset.count;
+            for (size_t i = 0; i < s->dataset.count; i++)
+                member_correct += s->dataset.labels[i] == predicted[i];
+            printf("  member %d: accuracy %.4f\n", m + 1,
+                   s->dataset.count ? (double)member_correct / (double)s->dataset.count : 0.0);
+        }
+        printf("  ensemble of %d: accuracy %.4f\n\n", s->member_count,
+               s->dataset.count ? (double)correct / (double)s->dataset.count : 0.0);
+    }
     printf("class  precision  recall  support\n");
     for (int k = 0; k < DG_CLASSES; k++) {
         size_t predicted = 0, actual = 0;

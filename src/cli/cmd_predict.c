@@ -17,7 +17,7 @@ static const char *usage_text =
     "(Kaggle test.csv[.gz]; a labelled file works too, its labels are ignored; MNIST IDX).\n"
     "\n"
     "options:\n"
-    "  -m, --model FILE     model file (required)\n"
+    DG_SCORING_MODEL_HELP
     "  -o, --output FILE    submission to write (default: standard output)\n"
     "      --probs FILE     also write ImageId,p0..p9 (class probabilities)\n"
     "      --labels FILE    IDX label file (accepted for symmetry, ignored)\n"

@@ -50,6 +50,12 @@ static const char *usage_text =
     "                        --limit, --labels, -o) come from it; options that contradict\n"
     "                        it are refused; --epochs may be raised to train longer\n"
     "      --save-best       the model file gets the weights of the best validation epoch\n"
+    "      --split-seed N    seed of the validation split (default: --seed)\n"
+    "      --ensemble K      train K members, member m with seed SEED+m (its own\n"
+    "                        initialisation, dropout and augmentation; the split of\n"
+    "                        --split-seed), one after another, into one ensemble file;\n"
+    "                        no checkpoints; --log FILE writes FILE.memberM.csv per member\n"
+    "      --member-splits   each member its own validation split (seed SEED+m)\n"
     "      --early-stop N    stop after N epochs without a better val_accuracy\n"
     "  -q, --quiet           no progress output\n"
     "  -h, --help            this text\n"
@@ -182,6 +188,88 @@ static void on_epoch(const struct dg_epoch_report *r, void *ctx)
     }
 }
 
+/* LOG.csv -> LOG.memberM.csv (M from 1); a path without an extension gets .memberM. */
+static void member_log_path(const char *log_path, int member, char *out, size_t size)
+{
+    const char *slash = strrchr(log_path, '/');
+    const char *dot = strrchr(log_path, '.');
+    if (dot && (!slash || dot > slash))
+        snprintf(out, size, "%.*s.member%d%s", (int)(dot - log_path), log_path, member, dot);
+    else
+        snprintf(out, size, "%s.member%d", log_path, member);
+}
+
+/* K members one after another, member m exactly `digits train --seed SEED+m --split-seed S`
+ * (S = SEED, or SEED+m with --member-splits), into one ensemble file. */
+static enum dg_status train_ensemble(struct dg_backend *be, const struct dg_dataset *dataset,
+                                     const struct dg_train_options *base, int count,
+                                     int member_splits, const char *output, const char *log_path,
+                                     struct progress *progress, const char *train_path)
+{
+    struct dg_model *members = calloc((size_t)count, sizeof *members);
+    enum dg_status status = members ? DG_OK : dg_error(DG_ERR_NOMEM, "out of memory");
+    double seconds = 0.0;
+    int built = 0;
+    char lines[DG_MAX_MEMBERS][96];
+    for (int m = 0; m < count && status == DG_OK; m++) {
+        struct dg_train_options options = *base;
+        options.seed = base->seed + (uint64_t)m;
+        options.split_seed = member_splits ? options.seed : base->split_seed;
+        int layer_count;
+        const struct dg_layer_spec *specs = dg_arch_reference(&layer_count);
+        if ((status = dg_model_build(&members[m], specs, layer_count)) != DG_OK)
+            break;
+        built = m + 1;
+        dg_model_init_glorot(&members[m], options.seed);
+        if (log_path) {
+            char path[4200];
+            member_log_path(log_path, m + 1, path, sizeof path);
+            progress->log = fopen(path, "w");
+            if (!progress->log) {
+                status = dg_error(DG_ERR_IO, "%s: cannot create the log file", path);
+                break;
+            }
+            fprintf(progress->log,
+                    "epoch,loss,accuracy,val_loss,val_accuracy,lr,images_per_second,seconds\n");
+        }
+        if (!progress->quiet)
+            fprintf(stderr, "digits: member %d of %d (seed %llu, split seed %llu)\n", m + 1,
+                    count, (unsigned long long)options.seed,
+                    (unsigned long long)options.split_seed);
+        struct dg_train_result result;
+        status = dg_train(be, &members[m], dataset, &options, &result);
+        if (progress->log) {
+            if ((fclose(progress->log) != 0 || progress->log_failed) && status == DG_OK)
+                status = dg_error(DG_ERR_IO, "%s: writing the member's log failed", log_path);
+            progress->log = NULL;
+        }
+        seconds += result.seconds;
+        snprintf(lines[m], sizeof lines[m], "member%d_seed=%llu\nmember%d_val_accuracy=%.6f\n",
+                 m + 1, (unsigned long long)options.seed, m + 1, result.final_val_accuracy);
+    }
+    if (status == DG_OK) {
+        char settings[8192];
+        size_t used = (size_t)snprintf(
+            settings, sizeof settings,
+            "digits_version=%s\nbackend=%s\ntrain_file=%s\nrows=%zu\nmembers=%d\nepochs=%d\n"
+            "batch=%d\nlr=%g\nval_split=%g\nseed=%llu\nsplit_seed=%s\naugment=%d\n"
+            "seconds=%.1f\n",
+            DIGITS_VERSION, be->name, train_path, dataset->count, count, base->epochs,
+            base->batch, base->lr, base->val_split, (unsigned long long)base->seed,
+            member_splits ? "per member" : "shared", base->augment, seconds);
+        for (int m = 0; m < count && used < sizeof settings; m++)
+            used += (size_t)snprintf(settings + used, sizeof settings - used, "%s", lines[m]);
+        status = dg_ensemble_save(output, members, count, settings);
+        if (status == DG_OK && !progress->quiet)
+            fprintf(stderr, "digits: wrote %s (an ensemble of %d members, %.1f s)\n", output,
+                    count, seconds);
+    }
+    for (int m = 0; m < built; m++)
+        dg_model_free(&members[m]);
+    free(members);
+    return status;
+}
+
 /* Options given on the command line (a contradiction with --resume is refused). */
 enum given {
     GIVEN_EPOCHS = 1 << 0,
@@ -260,6 +348,9 @@ int dg_cmd_train(int argc, char **argv)
         {"resume", required_argument, NULL, 'R'},
         {"save-best", no_argument, NULL, 'B'},
         {"early-stop", required_argument, NULL, 'E'},
+        {"split-seed", required_argument, NULL, 'S'},
+        {"ensemble", required_argument, NULL, 'K'},
+        {"member-splits", no_argument, NULL, 'P'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -269,7 +360,8 @@ int dg_cmd_train(int argc, char **argv)
     struct dg_cli_device device = {"auto", 0, DG_CUDA_MATH_FP32, 0, 0};
     const char *output = "model.dgt", *labels = NULL, *log_path = NULL;
     const char *checkpoint_path = NULL, *resume_path = NULL;
-    int no_checkpoint = 0;
+    int no_checkpoint = 0, ensemble = 1, member_splits = 0, split_seed_given = 0;
+    uint64_t split_seed = 0;
     unsigned given = 0;
     long limit = 0;
     struct progress progress;
@@ -362,6 +454,19 @@ int dg_cmd_train(int argc, char **argv)
             options.early_stop = (int)value;
             given |= GIVEN_EARLY_STOP;
             break;
+        case 'S':
+            if (!dg_cli_parse_u64("train", "--split-seed", optarg, &split_seed))
+                return 2;
+            split_seed_given = 1;
+            break;
+        case 'K':
+            if (!dg_cli_parse_int("train", "--ensemble", optarg, 1, DG_MAX_MEMBERS, &value))
+                return 2;
+            ensemble = (int)value;
+            break;
+        case 'P':
+            member_splits = 1;
+            break;
         case 'q':
             progress.quiet = 1;
             break;
@@ -378,6 +483,16 @@ int dg_cmd_train(int argc, char **argv)
                                                           : "expects one TRAIN file");
     if (no_checkpoint && checkpoint_path)
         return dg_cli_usage_error("train", "--checkpoint and --no-checkpoint together");
+    if (ensemble > 1 && (resume_path || checkpoint_path))
+        return dg_cli_usage_error("train", "--ensemble writes no checkpoints: --resume and "
+                                           "--checkpoint do not apply");
+    if (member_splits && ensemble == 1)
+        return dg_cli_usage_error("train", "--member-splits needs --ensemble K");
+    if (split_seed_given && resume_path)
+        return dg_cli_usage_error("train", "--split-seed comes from the checkpoint on --resume");
+    options.split_seed = split_seed_given ? split_seed : options.seed;
+    if (ensemble > 1)
+        no_checkpoint = 1;
     const char *train_path = argv[optind];
 
     struct dg_backend *be = NULL;
@@ -449,6 +564,17 @@ int dg_cmd_train(int argc, char **argv)
                           resume_path, (unsigned long long)resumed.data_rows, resumed.data_crc32,
                           resumed.train_file, train_path, limit > 0 ? " with --limit" : "",
                           (unsigned long long)data_rows, data_crc);
+        goto fail;
+    }
+    if (ensemble > 1) {
+        options.on_epoch = on_epoch;
+        options.on_step = on_step;
+        options.ctx = &progress;
+        progress.batch = options.batch;
+        status = train_ensemble(be, &dataset, &options, ensemble, member_splits, output, log_path,
+                                &progress, train_path);
+        if (status == DG_OK)
+            code = 0;
         goto fail;
     }
     if (!have_resumed) {
@@ -556,11 +682,12 @@ int dg_cmd_train(int argc, char **argv)
     snprintf(settings, sizeof settings,
              "digits_version=%s\nbackend=%s\ntrain_file=%s\nrows=%zu\nepochs=%d\nbatch=%d\n"
              "lr=%g\nrho=%g\neps=%g\nval_split=%g\nvalidation_rows=%zu\nseed=%llu\n"
-             "augment=%d\n%sseconds=%.1f\nepochs_run=%d\nsave_best=%d\nearly_stop=%d\n"
-             "weights_of_epoch=%d\n",
+             "split_seed=%llu\naugment=%d\n%sseconds=%.1f\nepochs_run=%d\nsave_best=%d\n"
+             "early_stop=%d\nweights_of_epoch=%d\n",
              DIGITS_VERSION, be->name, train_path, dataset.count, options.epochs,
              options.batch, options.lr, options.rho, options.eps, options.val_split,
-             result.val_count, (unsigned long long)options.seed, options.augment, validation,
+             result.val_count, (unsigned long long)options.seed,
+             (unsigned long long)options.split_seed, options.augment, validation,
              result.seconds, result.epochs_run, options.save_best, options.early_stop,
              options.save_best && result.best_epoch > 0 ? result.best_epoch : result.epochs_run);
     if ((status = dg_model_save(output, &model, settings)) != DG_OK)

@@ -5,6 +5,8 @@
 #include "digits/io.h"
 #include "digits/train.h"
 
+#include "augment.cuh"
+
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +24,14 @@ int dg_scoring_option(const char *command, int opt, const char *arg, struct dg_s
     long value;
     switch (opt) {
     case 'm':
-        args->model_path = arg;
+        if (args->model_path_count >= DG_MAX_MEMBERS) {
+            dg_cli_usage_error(command, "more than %d -m files", DG_MAX_MEMBERS);
+            return -1;
+        }
+        args->model_paths[args->model_path_count++] = arg;
+        return 1;
+    case 'T':
+        args->tta = 1;
         return 1;
     case 'L':
         args->labels_path = arg;
@@ -45,7 +54,7 @@ int dg_scoring_option(const char *command, int opt, const char *arg, struct dg_s
 int dg_scoring_check_operands(const char *command, const char *what, int argc,
                               const struct dg_scoring_args *args)
 {
-    if (!args->model_path)
+    if (args->model_path_count == 0)
         return dg_cli_usage_error(command, "missing -m MODEL");
     if (optind >= argc)
         return dg_cli_usage_error(command, "missing the %s file", what);
@@ -54,42 +63,116 @@ int dg_scoring_check_operands(const char *command, const char *what, int argc,
     return 0;
 }
 
+/* The shifts of test-time augmentation (rows, columns); the first is the image itself. */
+static const int tta_shifts[DG_TTA_COPIES][2] = {{0, 0}, {-1, 0}, {1, 0}, {0, -1}, {0, 1}};
+
+/* dst = src moved by (dr, dc) whole pixels, the border repeated ("nearest" fill). */
+static void shift_images(const uint8_t *src, size_t count, int dr, int dc, uint8_t *dst)
+{
+    for (size_t n = 0; n < count; n++) {
+        const uint8_t *in = src + n * DG_PIXELS;
+        uint8_t *out = dst + n * DG_PIXELS;
+        for (int r = 0; r < DG_IMAGE_SIDE; r++)
+            for (int c = 0; c < DG_IMAGE_SIDE; c++) {
+                int sr = r - dr, sc = c - dc;
+                sr = sr < 0 ? 0 : (sr >= DG_IMAGE_SIDE ? DG_IMAGE_SIDE - 1 : sr);
+                sc = sc < 0 ? 0 : (sc >= DG_IMAGE_SIDE ? DG_IMAGE_SIDE - 1 : sc);
+                out[r * DG_IMAGE_SIDE + c] = in[sr * DG_IMAGE_SIDE + sc];
+            }
+    }
+}
+
+static void argmax_rows(const float *probs, size_t count, uint8_t *out)
+{
+    for (size_t i = 0; i < count; i++) {
+        const float *p = probs + i * DG_CLASSES;
+        int best = 0;
+        for (int k = 1; k < DG_CLASSES; k++)
+            if (p[k] > p[best])
+                best = k;
+        out[i] = (uint8_t)best;
+    }
+}
+
 enum dg_status dg_scoring_run(struct dg_scoring *s, const struct dg_scoring_args *args,
                               const char *data_path)
 {
     enum dg_status status;
     memset(s, 0, sizeof *s);
-    if ((status = dg_model_load(args->model_path, &s->model, s->settings, sizeof s->settings)) !=
-        DG_OK)
-        return status;
+    for (int f = 0; f < args->model_path_count; f++) {
+        int got = 0;
+        status = dg_ensemble_load(args->model_paths[f], s->members + s->member_count,
+                                  DG_MAX_MEMBERS - s->member_count, &got,
+                                  f == 0 ? s->settings : NULL, f == 0 ? sizeof s->settings : 0);
+        s->member_count += got;
+        if (status != DG_OK)
+            return status;
+    }
     if ((status = dg_cli_open_backend(&args->device, 0, &s->be)) != DG_OK)
         return status;
     if ((status = dg_dataset_load_threads(data_path, args->labels_path, &s->be->host_allocator,
                                           args->device.threads, &s->dataset)) != DG_OK)
         return status;
-    s->probs = malloc(s->dataset.count * DG_CLASSES * sizeof(float));
-    s->predicted = malloc(s->dataset.count);
-    if (!s->probs || !s->predicted)
-        return dg_error(DG_ERR_NOMEM, "out of memory for %zu predictions", s->dataset.count);
-    if ((status = dg_predict(s->be, &s->model, &s->dataset, (int)args->batch, s->probs)) != DG_OK)
-        return status;
-    for (size_t i = 0; i < s->dataset.count; i++) {
-        const float *p = s->probs + i * DG_CLASSES;
-        int best = 0;
-        for (int k = 1; k < DG_CLASSES; k++)
-            if (p[k] > p[best])
-                best = k;
-        s->predicted[i] = (uint8_t)best;
+    size_t count = s->dataset.count, values = count * DG_CLASSES;
+    int copies = args->tta ? DG_TTA_COPIES : 1;
+    s->probs = calloc(values ? values : 1, sizeof(float));
+    s->predicted = malloc(count ? count : 1);
+    s->member_predicted = malloc((size_t)s->member_count * count + 1);
+    float *one = malloc((values ? values : 1) * sizeof(float));
+    float *member = calloc(values ? values : 1, sizeof(float));
+    double *sum = calloc(values ? values : 1, sizeof(double));
+    double *member_sum = calloc(values ? values : 1, sizeof(double));
+    uint8_t *shifted = args->tta ? malloc(count * DG_PIXELS + 1) : NULL;
+    if (!s->probs || !s->predicted || !s->member_predicted || !one || !member || !sum ||
+        !member_sum || (args->tta && !shifted)) {
+        status = dg_error(DG_ERR_NOMEM, "out of memory for %zu predictions", count);
+        goto done;
     }
-    return DG_OK;
+    /* every member on every copy; sums in double, in a fixed order (member, then copy) */
+    for (int m = 0; m < s->member_count; m++) {
+        memset(member_sum, 0, values * sizeof(double));
+        for (int c = 0; c < copies; c++) {
+            struct dg_dataset view = s->dataset;
+            if (c > 0) {
+                shift_images(s->dataset.images, count, tta_shifts[c][0], tta_shifts[c][1],
+                             shifted);
+                view.images = shifted;
+            }
+            if ((status = dg_predict(s->be, &s->members[m], &view, (int)args->batch, one)) !=
+                DG_OK)
+                goto done;
+            for (size_t i = 0; i < values; i++)
+                member_sum[i] += one[i];
+        }
+        for (size_t i = 0; i < values; i++) {
+            sum[i] += member_sum[i];
+            member[i] = (float)(member_sum[i] / copies);
+        }
+        argmax_rows(member, count, s->member_predicted + (size_t)m * count);
+    }
+    /* one model, no copies: its probabilities exactly as dg_predict gave them */
+    for (size_t i = 0; i < values; i++)
+        s->probs[i] = s->member_count * copies == 1
+                          ? one[i]
+                          : (float)(sum[i] / ((double)s->member_count * copies));
+    argmax_rows(s->probs, count, s->predicted);
+done:
+    free(one);
+    free(member);
+    free(sum);
+    free(member_sum);
+    free(shifted);
+    return status;
 }
 
 void dg_scoring_free(struct dg_scoring *s)
 {
     free(s->probs);
     free(s->predicted);
+    free(s->member_predicted);
     dg_dataset_free(&s->dataset);
-    dg_model_free(&s->model);
+    for (int m = 0; m < s->member_count; m++)
+        dg_model_free(&s->members[m]);
     if (s->be)
         dg_backend_destroy(s->be);
     memset(s, 0, sizeof *s);

@@ -6,32 +6,51 @@
 #include "digits/data.h"
 #include "digits/model.h"
 
+#include "digits/io.h"
+
+/* Test-time augmentation: the image and these whole-pixel shifts (rows, columns; the border
+ * repeated, as the training augmentation's "nearest" fill), probabilities averaged. */
+#define DG_TTA_COPIES 5
+
 struct dg_scoring {
     struct dg_backend *be;
-    struct dg_model model;
+    struct dg_model members[DG_MAX_MEMBERS]; /* every member of every -m file, in order */
+    int member_count;
     struct dg_dataset dataset;
-    char settings[4096];
-    float *probs;       /* (count, 10) */
-    uint8_t *predicted; /* (count) first argmax */
+    char settings[4096]; /* of the first model file */
+    float *probs;        /* (count, 10): the members' (and copies') mean */
+    uint8_t *predicted;  /* (count) first argmax of probs */
+    uint8_t *member_predicted; /* (member_count, count): each member alone (with its copies) */
 };
 
-/* The options predict and eval share: -m/--model, --labels, --batch, --threads, --device. */
+/* The options predict and eval share: -m/--model (repeatable), --labels, --batch, --threads,
+ * --device, --tta. */
 struct dg_scoring_args {
-    const char *model_path;
+    const char *model_paths[DG_MAX_MEMBERS];
+    int model_path_count;
     const char *labels_path;
     long batch;
+    int tta;
     struct dg_cli_device device;
 };
 
 #define DG_SCORING_LONG_OPTIONS                                                                    \
     {"model", required_argument, NULL, 'm'}, {"labels", required_argument, NULL, 'L'},             \
         {"batch", required_argument, NULL, 'b'}, {"threads", required_argument, NULL, 't'},        \
-        {"device", required_argument, NULL, 'd'}
+        {"device", required_argument, NULL, 'd'}, {"tta", no_argument, NULL, 'T'}
+
+/* The help lines of the shared options about models. */
+#define DG_SCORING_MODEL_HELP                                                                      \
+    "  -m, --model FILE     model or ensemble file (required); give it several times to\n"        \
+    "                       average the probabilities of all their members\n"                     \
+    "      --tta            test-time augmentation: average each image with its copies\n"        \
+    "                       shifted by one pixel up, down, left and right\n"
 
 void dg_scoring_args_default(struct dg_scoring_args *args);
 
 /* One getopt result: 1 when it was a shared option (taken), 0 when it is not one, -1 when its
  * value is bad (the usage message is printed). */
+
 int dg_scoring_option(const char *command, int opt, const char *arg, struct dg_scoring_args *args);
 
 /* After the options: -m given and exactly one FILE operand named `what`; 0 or exit code 2. */

@@ -88,8 +88,9 @@ static void settings_text(struct text *t, const struct dg_checkpoint *ck)
     say(t, "data_rows=%" PRIu64 "\ndata_crc32=%08" PRIx32 "\n", ck->data_rows, ck->data_crc32);
     say(t, "epochs=%d\nbatch=%d\nlr=%.9g\nrho=%.9g\neps=%.9g\nval_split=%.9g\n", o->epochs,
         o->batch, (double)o->lr, (double)o->rho, (double)o->eps, (double)o->val_split);
-    say(t, "seed=%" PRIu64 "\naugment=%d\nrotation_deg=%.9g\nshift=%.9g\nzoom=%.9g\n", o->seed,
-        o->augment, (double)o->rotation_deg, (double)o->shift, (double)o->zoom);
+    say(t, "seed=%" PRIu64 "\nsplit_seed=%" PRIu64 "\n", o->seed, o->split_seed);
+    say(t, "augment=%d\nrotation_deg=%.9g\nshift=%.9g\nzoom=%.9g\n", o->augment,
+        (double)o->rotation_deg, (double)o->shift, (double)o->zoom);
     say(t, "lr_factor=%.9g\nmin_delta=%.9g\nmin_lr=%.9g\npatience=%d\n", (double)o->lr_factor,
         (double)o->min_delta, (double)o->min_lr, o->patience);
     say(t, "save_best=%d\nearly_stop=%d\n", o->save_best, o->early_stop);
@@ -371,6 +372,7 @@ enum dg_status dg_checkpoint_load(const char *path, struct dg_model *model,
     o->eps = get_float(&r, "eps");
     o->val_split = get_float(&r, "val_split");
     o->seed = get_u64(&r, "seed", 10);
+    o->split_seed = get_u64(&r, "split_seed", 10);
     o->augment = get_int(&r, "augment");
     o->rotation_deg = get_float(&r, "rotation_deg");
     o->shift = get_float(&r, "shift");

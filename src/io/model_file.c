@@ -73,18 +73,29 @@ enum dg_status dg_io_write_atomic(const char *path, const void *data, size_t siz
     return dg_atomic_commit(&file);
 }
 
-enum dg_status dg_model_save(const char *path, const struct dg_model *model, const char *settings)
+enum dg_status dg_ensemble_save(const char *path, const struct dg_model *members, int count,
+                                const char *settings)
 {
+    if (count < 1 || count > DG_MAX_MEMBERS)
+        return dg_error(DG_ERR_USAGE, "%s: an ensemble of %d members (1..%d)", path, count,
+                        DG_MAX_MEMBERS);
+    for (int m = 1; m < count; m++)
+        if (members[m].param_count != members[0].param_count)
+            return dg_error(DG_ERR_RUNTIME, "%s: members of different sizes", path);
     struct buffer b = {NULL, 0, 0};
     size_t settings_len = settings ? strlen(settings) : 0;
-    int failed = buffer_put(&b, DG_MODEL_MAGIC, 8) || put_u32(&b, DG_MODEL_VERSION) ||
-                 dg_io_put_layers(&b, model);
-    uint64_t count = model->param_count;
-    failed = failed || put_u32(&b, (uint32_t)count) || put_u32(&b, (uint32_t)(count >> 32)) ||
+    /* one model: version 1, which every digits reads; several: version 2 with a member count */
+    int failed = buffer_put(&b, DG_MODEL_MAGIC, 8) ||
+                 put_u32(&b, count == 1 ? DG_MODEL_VERSION : DG_ENSEMBLE_VERSION) ||
+                 dg_io_put_layers(&b, &members[0]);
+    uint64_t params = members[0].param_count;
+    failed = failed || put_u32(&b, (uint32_t)params) || put_u32(&b, (uint32_t)(params >> 32)) ||
+             (count > 1 && put_u32(&b, (uint32_t)count)) ||
              put_u32(&b, (uint32_t)settings_len) ||
              (settings_len && buffer_put(&b, settings, settings_len));
-    for (size_t i = 0; i < model->param_count && !failed; i++)
-        failed = put_f32(&b, model->params[i]);
+    for (int m = 0; m < count && !failed; m++)
+        for (size_t i = 0; i < members[m].param_count && !failed; i++)
+            failed = put_f32(&b, members[m].params[i]);
     if (!failed)
         failed = put_u32(&b, (uint32_t)crc32(0L, b.data, (uInt)b.size));
     if (failed) {
@@ -96,12 +107,18 @@ enum dg_status dg_model_save(const char *path, const struct dg_model *model, con
     return status;
 }
 
-enum dg_status dg_model_load(const char *path, struct dg_model *model, char *settings,
-                             size_t settings_size)
+enum dg_status dg_model_save(const char *path, const struct dg_model *model, const char *settings)
+{
+    return dg_ensemble_save(path, model, 1, settings);
+}
+
+/* Reads a model (version 1) or ensemble (version 2) file into members[0..*count). */
+static enum dg_status load_members(const char *path, struct dg_model *members, int max_members,
+                                   int *count, char *settings, size_t settings_size)
 {
     unsigned char *data = NULL;
     size_t size = 0;
-    memset(model, 0, sizeof *model);
+    *count = 0;
     enum dg_status status = dg_io_read_whole(path, "model", &data, &size);
     if (status != DG_OK)
         return status;
@@ -115,10 +132,10 @@ enum dg_status dg_model_load(const char *path, struct dg_model *model, char *set
         goto done;
     }
     uint32_t version = get_u32(data + 8);
-    if (version != DG_MODEL_VERSION) {
+    if (version != DG_MODEL_VERSION && version != DG_ENSEMBLE_VERSION) {
         status = dg_error(DG_ERR_INPUT, "%s: model format version %u, this digits reads "
-                                        "version %u",
-                          path, version, DG_MODEL_VERSION);
+                                        "versions %u and %u",
+                          path, version, DG_MODEL_VERSION, DG_ENSEMBLE_VERSION);
         goto done;
     }
     uint32_t layer_count = get_u32(data + 12);
@@ -127,19 +144,22 @@ enum dg_status dg_model_load(const char *path, struct dg_model *model, char *set
                           layer_count);
         goto done;
     }
-    size_t fixed = HEADER_BYTES + (size_t)layer_count * LAYER_BYTES + 12;
+    size_t counts = version == DG_ENSEMBLE_VERSION ? 16 : 12;
+    size_t fixed = HEADER_BYTES + (size_t)layer_count * LAYER_BYTES + counts;
     if (size < fixed + 4) {
         status = dg_error(DG_ERR_INPUT, "%s: truncated model file (%zu bytes)", path, size);
         goto done;
     }
     const unsigned char *p = data + HEADER_BYTES + (size_t)layer_count * LAYER_BYTES;
     uint64_t param_count = (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
-    uint32_t settings_len = get_u32(p + 8);
-    if (settings_len > MAX_SETTINGS || param_count > ((uint64_t)1 << 28)) {
+    uint32_t member_count = version == DG_ENSEMBLE_VERSION ? get_u32(p + 8) : 1;
+    uint32_t settings_len = get_u32(p + counts - 4);
+    if (settings_len > MAX_SETTINGS || param_count > ((uint64_t)1 << 28) || member_count < 1 ||
+        member_count > DG_MAX_MEMBERS) {
         status = dg_error(DG_ERR_INPUT, "%s: corrupted model file (bad header sizes)", path);
         goto done;
     }
-    size_t expected = fixed + settings_len + (size_t)param_count * 4 + 4;
+    size_t expected = fixed + settings_len + (size_t)member_count * (size_t)param_count * 4 + 4;
     if (size < expected) {
         status = dg_error(DG_ERR_INPUT, "%s: truncated model file (%zu bytes, expected %zu)",
                           path, size, expected);
@@ -157,29 +177,65 @@ enum dg_status dg_model_load(const char *path, struct dg_model *model, char *set
                           path, actual_crc, stored_crc);
         goto done;
     }
-    if ((status = dg_io_check_layers(path, "model", data + HEADER_BYTES, layer_count, model)) !=
-        DG_OK)
-        goto done;
-    if (model->param_count != param_count) {
-        size_t have = model->param_count;
-        dg_model_free(model);
-        status = dg_error(DG_ERR_INPUT, "%s: corrupted model file (%llu parameters, the "
-                                        "architecture has %zu)",
-                          path, (unsigned long long)param_count, have);
+    if ((int)member_count > max_members) {
+        if (max_members == 1)
+            status = dg_error(DG_ERR_INPUT,
+                              "%s: an ensemble of %u members; this command takes one model "
+                              "(predict and eval take ensembles)",
+                              path, member_count);
+        else
+            status = dg_error(DG_ERR_INPUT,
+                              "%s: an ensemble of %u members, more than the %d this run can "
+                              "still combine",
+                              path, member_count, max_members);
         goto done;
     }
-    const unsigned char *params = p + 12 + settings_len;
-    for (size_t i = 0; i < model->param_count; i++)
-        model->params[i] = get_f32(params + 4 * i);
+    const unsigned char *params = p + counts + settings_len;
+    for (uint32_t m = 0; m < member_count; m++) {
+        struct dg_model *model = &members[m];
+        memset(model, 0, sizeof *model);
+        if ((status = dg_io_check_layers(path, "model", data + HEADER_BYTES, layer_count,
+                                         model)) != DG_OK)
+            goto done;
+        *count = (int)m + 1;
+        if (model->param_count != param_count) {
+            status = dg_error(DG_ERR_INPUT, "%s: corrupted model file (%llu parameters, the "
+                                            "architecture has %zu)",
+                              path, (unsigned long long)param_count, model->param_count);
+            goto done;
+        }
+        for (size_t i = 0; i < model->param_count; i++)
+            model->params[i] = get_f32(params + ((size_t)m * param_count + i) * 4);
+    }
     if (settings && settings_size) {
         size_t n = settings_len < settings_size - 1 ? settings_len : settings_size - 1;
-        memcpy(settings, p + 12, n);
+        memcpy(settings, p + counts, n);
         settings[n] = '\0';
     }
 done:
+    if (status != DG_OK) {
+        for (int m = 0; m < *count; m++)
+            dg_model_free(&members[m]);
+        *count = 0;
+    }
     free(data);
     return status;
 }
+
+enum dg_status dg_model_load(const char *path, struct dg_model *model, char *settings,
+                             size_t settings_size)
+{
+    int count;
+    memset(model, 0, sizeof *model);
+    return load_members(path, model, 1, &count, settings, settings_size);
+}
+
+enum dg_status dg_ensemble_load(const char *path, struct dg_model *members, int max_members,
+                                int *count, char *settings, size_t settings_size)
+{
+    return load_members(path, members, max_members, count, settings, settings_size);
+}
+
 enum dg_status dg_io_read_whole(const char *path, const char *kind, unsigned char **data,
                                 size_t *size)
 {

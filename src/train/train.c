@@ -30,6 +30,7 @@ void dg_train_options_default(struct dg_train_options *options)
     options->eps = 1e-8f;
     options->val_split = 0.1f;
     options->seed = 42;
+    options->split_seed = 42;
     options->augment = 1;
     options->rotation_deg = 10.0f;
     options->shift = 0.1f;
@@ -177,7 +178,7 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
     if (!rows)
         return dg_error(DG_ERR_NOMEM, "train: out of memory");
     size_t val_count = 0;
-    dg_train_split(options->seed, dataset->count, options->val_split, rows, &val_count);
+    dg_train_split(options->split_seed, dataset->count, options->val_split, rows, &val_count);
     uint32_t *val_rows = rows;
     uint32_t *train_rows = rows + val_count;
     size_t train_count = dataset->count - val_count;

@@ -1,0 +1,293 @@
+/* Ensembles and test-time augmentation through the CLI: member m of `digits train --ensemble K`
+ * is bit-identical to `digits train --seed SEED+m --split-seed SEED` (with --member-splits, to
+ * `--seed SEED+m` alone); predict averages the members' probabilities (an ensemble file and
+ * the same models given as several -m give the same output); --tta averages each image with
+ * its one-pixel shifts (checked against predictions of shifted copies written as CSV); eval
+ * prints each member's accuracy next to the ensemble's; refusals. Real `digits` runs on a few
+ * hundred sample rows. Probabilities are printed with 6 significant digits, hence the 2e-6
+ * bound on averages recomputed from printed values. */
+#define _POSIX_C_SOURCE 200809L
+#include <check.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli_util.h"
+
+#define ROWS 300
+#define TEST_ROWS 200
+
+static char dir[256];
+static char train[1024];
+
+static void setup(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/digits-test-ensemble-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    const char *source = getenv("DIGITS_SOURCE_DIR");
+    ck_assert_ptr_nonnull(source);
+    snprintf(train, sizeof train, "%s/data/sample/train.csv.gz", source);
+}
+
+static void teardown(void)
+{
+    char command[512];
+    snprintf(command, sizeof command, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(command), 0);
+}
+
+static const char *at(const char *name)
+{
+    static char paths[4][1024];
+    static int next;
+    char *path = paths[next++ % 4];
+    snprintf(path, sizeof paths[0], "%s/%s", dir, name);
+    return path;
+}
+
+static int run(char *err, const char *fmt, ...)
+#ifdef __GNUC__
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static int run(char *err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int code = dg_test_run_digits_v(dir, NULL, err, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+static uint32_t le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Member `member` of a model (version 1) or ensemble (version 2) file: its parameter bytes. */
+static unsigned char *member_params(const char *name, int member, size_t *size)
+{
+    FILE *fp = fopen(at(name), "rb");
+    ck_assert_ptr_nonnull(fp);
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    unsigned char *data = malloc((size_t)n);
+    ck_assert_uint_eq(fread(data, 1, (size_t)n, fp), (size_t)n);
+    fclose(fp);
+    uint32_t version = le32(data + 8), layers = le32(data + 12);
+    size_t off = 16 + 20 * (size_t)layers;
+    size_t params = le32(data + off);
+    uint32_t members = version == 2 ? le32(data + off + 8) : 1;
+    size_t counts = version == 2 ? 16 : 12;
+    size_t settings = le32(data + off + counts - 4);
+    ck_assert_int_lt(member, (int)members);
+    *size = params * 4;
+    unsigned char *out = malloc(*size);
+    memcpy(out, data + off + counts + settings + (size_t)member * *size, *size);
+    free(data);
+    return out;
+}
+
+static void expect_same_params(const char *a, int ma, const char *b, int mb)
+{
+    size_t na, nb;
+    unsigned char *pa = member_params(a, ma, &na), *pb = member_params(b, mb, &nb);
+    ck_assert_uint_eq(na, 887530 * 4);
+    ck_assert_msg(na == nb && memcmp(pa, pb, na) == 0, "%s member %d != %s member %d", a, ma, b,
+                  mb);
+    printf("ok   %s member %d is bit-identical to %s member %d\n", a, ma + 1, b, mb + 1);
+    free(pa);
+    free(pb);
+}
+
+/* (TEST_ROWS, 10) probabilities from a --probs file. */
+static double *read_probs(const char *name)
+{
+    FILE *fp = fopen(at(name), "r");
+    ck_assert_ptr_nonnull(fp);
+    char line[512];
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, fp));
+    double *p = malloc(TEST_ROWS * 10 * sizeof *p);
+    for (int r = 0; r < TEST_ROWS; r++) {
+        int id;
+        double *q = p + r * 10;
+        ck_assert_ptr_nonnull(fgets(line, sizeof line, fp));
+        ck_assert_int_eq(sscanf(line, "%d,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lf", &id, &q[0],
+                                &q[1], &q[2], &q[3], &q[4], &q[5], &q[6], &q[7], &q[8], &q[9]),
+                         11);
+        ck_assert_int_eq(id, r + 1);
+    }
+    fclose(fp);
+    return p;
+}
+
+/* The first TEST_ROWS images of the sample (unlabelled layout), shifted by (dr, dc) pixels with
+ * the border repeated, as CSV. */
+static void write_shifted(const char *name, const unsigned char *images, int dr, int dc)
+{
+    FILE *fp = fopen(at(name), "w");
+    ck_assert_ptr_nonnull(fp);
+    for (int k = 0; k < 784; k++)
+        fprintf(fp, k ? ",pixel%d" : "pixel%d", k);
+    fputc('\n', fp);
+    for (int n = 0; n < TEST_ROWS; n++) {
+        for (int r = 0; r < 28; r++)
+            for (int c = 0; c < 28; c++) {
+                int sr = r - dr, sc = c - dc;
+                sr = sr < 0 ? 0 : (sr > 27 ? 27 : sr);
+                sc = sc < 0 ? 0 : (sc > 27 ? 27 : sc);
+                fprintf(fp, r || c ? ",%d" : "%d", images[n * 784 + sr * 28 + sc]);
+            }
+        fputc('\n', fp);
+    }
+    ck_assert_int_eq(fclose(fp), 0);
+}
+
+START_TEST(members_are_single_runs)
+{
+    char err[512];
+    ck_assert_int_eq(run(err, "train %s --limit %d --epochs 1 --threads 2 --ensemble 3 -o e.dgt -q",
+                         train, ROWS),
+                     0);
+    for (int m = 0; m < 3; m++) {
+        char name[32];
+        snprintf(name, sizeof name, "s%d.dgt", m);
+        ck_assert_int_eq(run(err, "train %s --limit %d --epochs 1 --threads 2 --seed %d "
+                                  "--split-seed 42 -o %s --no-checkpoint -q",
+                             train, ROWS, 42 + m, name),
+                         0);
+        expect_same_params("e.dgt", m, name, 0);
+    }
+    /* --member-splits: member 2 is `--seed 43` alone, split included */
+    ck_assert_int_eq(run(err, "train %s --limit %d --epochs 1 --threads 2 --ensemble 2 "
+                              "--member-splits -o ms.dgt -q",
+                         train, ROWS),
+                     0);
+    ck_assert_int_eq(run(err, "train %s --limit %d --epochs 1 --threads 2 --seed 43 -o alone.dgt "
+                              "--no-checkpoint -q",
+                         train, ROWS),
+                     0);
+    expect_same_params("ms.dgt", 1, "alone.dgt", 0);
+    /* the ensemble file says what it is */
+    ck_assert_int_eq(run(err, "predict -m e.dgt %s -o /dev/null", train), 0);
+    ck_assert_int_eq(run(err, "export -m e.dgt -o e.safetensors"), 2);
+    dg_test_expect_in(err, "e.dgt: an ensemble of 3 members; this command takes one model");
+    ck_assert_int_eq(run(err, "train %s --ensemble 2 --resume x.ckpt", train), 2);
+    dg_test_expect_in(err, "--ensemble writes no checkpoints");
+}
+END_TEST
+
+START_TEST(averaging_and_tta)
+{
+    char err[512];
+    ck_assert_int_eq(run(err, "train %s --limit %d --epochs 2 --threads 2 --ensemble 2 -o e.dgt -q",
+                         train, ROWS),
+                     0);
+    ck_assert_int_eq(run(err, "train %s --limit %d --epochs 2 --threads 2 -o a.dgt "
+                              "--no-checkpoint -q",
+                         train, ROWS),
+                     0);
+    ck_assert_int_eq(run(err, "train %s --limit %d --epochs 2 --threads 2 --seed 43 "
+                              "--split-seed 42 -o b.dgt --no-checkpoint -q",
+                         train, ROWS),
+                     0);
+    /* the first TEST_ROWS sample images as an unlabelled CSV, and their four shifts */
+    char command[2048];
+    snprintf(command, sizeof command,
+             "gzip -dc '%s' | head -n %d | cut -d, -f2- > '%s'", train, TEST_ROWS + 1,
+             at("test.csv"));
+    ck_assert_int_eq(system(command), 0);
+    unsigned char *images = malloc(TEST_ROWS * 784);
+    FILE *fp = fopen(at("test.csv"), "r");
+    ck_assert_ptr_nonnull(fp);
+    char *line = NULL;
+    size_t cap = 0;
+    ck_assert_int_gt(getline(&line, &cap, fp), 0);
+    for (int n = 0; n < TEST_ROWS; n++) {
+        ck_assert_int_gt(getline(&line, &cap, fp), 0);
+        char *p = line;
+        for (int k = 0; k < 784; k++) {
+            images[n * 784 + k] = (unsigned char)strtol(p, &p, 10);
+            p++;
+        }
+    }
+    free(line);
+    fclose(fp);
+    static const int shifts[5][2] = {{0, 0}, {-1, 0}, {1, 0}, {0, -1}, {0, 1}};
+    for (int s = 0; s < 5; s++) {
+        char name[32];
+        snprintf(name, sizeof name, "shift%d.csv", s);
+        write_shifted(name, images, shifts[s][0], shifts[s][1]);
+    }
+    free(images);
+
+    /* the ensemble file and the same two models as -m -m: the mean of the two */
+    ck_assert_int_eq(run(err, "predict -m e.dgt test.csv -o e.csv --probs e.probs"), 0);
+    ck_assert_int_eq(run(err, "predict -m a.dgt -m b.dgt test.csv -o ab.csv --probs ab.probs"),
+                     0);
+    ck_assert_int_eq(run(err, "predict -m a.dgt test.csv -o a.csv --probs a.probs"), 0);
+    ck_assert_int_eq(run(err, "predict -m b.dgt test.csv -o b.csv --probs b.probs"), 0);
+    double *pe = read_probs("e.probs"), *pab = read_probs("ab.probs");
+    double *pa = read_probs("a.probs"), *pb = read_probs("b.probs");
+    double worst = 0.0;
+    for (int i = 0; i < TEST_ROWS * 10; i++) {
+        ck_assert(pe[i] == pab[i]);
+        double d = fabs(pe[i] - 0.5 * (pa[i] + pb[i]));
+        worst = d > worst ? d : worst;
+    }
+    printf("ensemble vs mean of members: worst %.3g (limit 2e-6)\n", worst);
+    ck_assert_double_le(worst, 2e-6);
+    free(pe), free(pab), free(pa), free(pb);
+
+    /* --tta on one model: the mean over the five shifted copies */
+    ck_assert_int_eq(run(err, "predict -m a.dgt test.csv --tta -o t.csv --probs t.probs"), 0);
+    double *pt = read_probs("t.probs");
+    double *mean = calloc(TEST_ROWS * 10, sizeof *mean);
+    for (int s = 0; s < 5; s++) {
+        char args[256];
+        snprintf(args, sizeof args, "predict -m a.dgt shift%d.csv -o x.csv --probs x.probs", s);
+        ck_assert_int_eq(run(err, "%s", args), 0);
+        double *px = read_probs("x.probs");
+        for (int i = 0; i < TEST_ROWS * 10; i++)
+            mean[i] += px[i] / 5.0;
+        free(px);
+    }
+    worst = 0.0;
+    for (int i = 0; i < TEST_ROWS * 10; i++) {
+        double d = fabs(pt[i] - mean[i]);
+        worst = d > worst ? d : worst;
+    }
+    printf("--tta vs mean of the shifted copies: worst %.3g (limit 2e-6)\n", worst);
+    ck_assert_double_le(worst, 2e-6);
+    free(pt), free(mean);
+
+    /* eval: each member's accuracy as eval of that model alone, then the ensemble's */
+    ck_assert_int_eq(run(err, "eval -m a.dgt %s", train), 0);
+    char *alone = dg_test_slurp(at("stdout"));
+    char want[64];
+    char *acc = strstr(alone, "accuracy: ");
+    ck_assert_ptr_nonnull(acc);
+    snprintf(want, sizeof want, "  member 1: accuracy %.6s", acc + 10);
+    free(alone);
+    ck_assert_int_eq(run(err, "eval -m e.dgt %s", train), 0);
+    dg_test_expect_in(at("stdout"), want);
+    dg_test_expect_in(at("stdout"), "  ensemble of 2: accuracy ");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *suite = suite_create("ensemble");
+    TCase *tc = tcase_create("ensemble");
+    tcase_set_timeout(tc, 600);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, members_are_single_runs);
+    tcase_add_test(tc, averaging_and_tta);
+    suite_add_tcase(suite, tc);
+    return dg_test_run_suite(suite);
+}
