@@ -343,9 +343,9 @@ START_TEST(pipe_grows_the_store_on_the_calling_thread)
     struct text t = synthetic(3001, NULL, 0);
     const struct dg_allocator hook = {hook_alloc, hook_free, NULL};
     struct dg_dataset serial;
-    ck_assert_int_eq(dg_dataset_load_threads(write_file("p.csv", t.data, t.size), NULL, NULL, 1,
-                                             &serial),
-                     DG_OK);
+    ck_assert_int_eq(
+        dg_dataset_load_threads(write_file("p.csv", t.data, t.size), NULL, NULL, 1, &serial),
+        DG_OK);
     loading_thread = pthread_self();
     for (int i = 0; i < THREAD_COUNTS; i++) {
         for (int gz = 0; gz < 2; gz++) {
@@ -459,8 +459,8 @@ START_TEST(other_errors_in_later_chunks)
     struct plant word = {rows - 7, 12, "12a", 0};
     struct text w = synthetic(rows, &word, 1);
     char message[512];
-    snprintf(message, sizeof message,
-             "%d:%zu: pixel value '12a' is not a decimal integer 0..255", word.line, word.column);
+    snprintf(message, sizeof message, "%d:%zu: pixel value '12a' is not a decimal integer 0..255",
+             word.line, word.column);
     expect_message(write_file("word.csv", w.data, w.size), DG_ERR_INPUT, message);
     free(w.data);
     /* an empty line that is the last line of a chunk: only the next chunk tells it is not the
@@ -627,9 +627,8 @@ START_TEST(gzip_framing_as_zlib)
 {
     struct text t = synthetic(2101, NULL, 0);
     struct dg_dataset plain;
-    ck_assert_int_eq(dg_dataset_load_threads(write_file("f.csv", t.data, t.size), NULL, NULL, 1,
-                                             &plain),
-                     DG_OK);
+    ck_assert_int_eq(
+        dg_dataset_load_threads(write_file("f.csv", t.data, t.size), NULL, NULL, 1, &plain), DG_OK);
     for (int generic = 0; generic < 2; generic++) {
         if (generic)
             setenv("DIGITS_DATA_GENERIC", "1", 1);

@@ -120,11 +120,16 @@ DATA_CLMUL static uint32_t crc32_fold(uint32_t crc, const unsigned char *p, size
     p += 64;
     len -= 64;
     for (; len >= 64; p += 64, len -= 64) { /* four lanes folded 64 bytes on */
-        __m128i y1 = _mm_clmulepi64_si128(x1, k1k2, 0x00), z1 = _mm_clmulepi64_si128(x1, k1k2, 0x11);
-        __m128i y2 = _mm_clmulepi64_si128(x2, k1k2, 0x00), z2 = _mm_clmulepi64_si128(x2, k1k2, 0x11);
-        __m128i y3 = _mm_clmulepi64_si128(x3, k1k2, 0x00), z3 = _mm_clmulepi64_si128(x3, k1k2, 0x11);
-        __m128i y4 = _mm_clmulepi64_si128(x4, k1k2, 0x00), z4 = _mm_clmulepi64_si128(x4, k1k2, 0x11);
-        x1 = _mm_xor_si128(_mm_xor_si128(y1, z1), _mm_loadu_si128((const __m128i *)(const void *)p));
+        __m128i y1 = _mm_clmulepi64_si128(x1, k1k2, 0x00),
+                z1 = _mm_clmulepi64_si128(x1, k1k2, 0x11);
+        __m128i y2 = _mm_clmulepi64_si128(x2, k1k2, 0x00),
+                z2 = _mm_clmulepi64_si128(x2, k1k2, 0x11);
+        __m128i y3 = _mm_clmulepi64_si128(x3, k1k2, 0x00),
+                z3 = _mm_clmulepi64_si128(x3, k1k2, 0x11);
+        __m128i y4 = _mm_clmulepi64_si128(x4, k1k2, 0x00),
+                z4 = _mm_clmulepi64_si128(x4, k1k2, 0x11);
+        x1 =
+            _mm_xor_si128(_mm_xor_si128(y1, z1), _mm_loadu_si128((const __m128i *)(const void *)p));
         x2 = _mm_xor_si128(_mm_xor_si128(y2, z2),
                            _mm_loadu_si128((const __m128i *)(const void *)(p + 16)));
         x3 = _mm_xor_si128(_mm_xor_si128(y3, z3),
@@ -1039,7 +1044,8 @@ struct loader {
     struct chunk chunks[LOAD_BUFFERS];
     int buffers, allocated; /* buffers allowed, allocated so far (chunks[0].buf: the caller's) */
     int free_list[LOAD_BUFFERS], free_count;
-    int queue[LOAD_BUFFERS], queue_head, queue_count; /* a ring of chunk indices */
+    /* queued chunks: a ring of indices */
+    int queue[LOAD_BUFFERS], queue_head, queue_count;
     int busy; /* queued or being parsed */
     int done; /* nothing more will be queued */
     pthread_t workers[MAX_LOAD_THREADS];
