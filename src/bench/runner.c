@@ -111,10 +111,10 @@ enum dg_status dg_bench_settings_resolve(struct dg_bench_settings *s)
 
 /* ---- parsing ---- */
 
-/* Times `loads` loads of path after `warmup` untimed ones. When keep is not NULL the last
- * load is kept there. */
-static enum dg_status time_parse(const char *path, const char *role, int warmup, int loads,
-                                 struct dg_bench_parse *result, struct dg_dataset *keep)
+/* Times `loads` loads of path with `threads` parsing threads (0: all cores) after `warmup`
+ * untimed ones. When keep is not NULL the last load is kept there. */
+static enum dg_status time_parse(const char *path, const char *role, int threads, int warmup,
+                                 int loads, struct dg_bench_parse *result, struct dg_dataset *keep)
 {
     double seconds[DG_BENCH_MAX_REPS];
     enum dg_status status;
@@ -124,7 +124,7 @@ static enum dg_status time_parse(const char *path, const char *role, int warmup,
     for (int i = 0; i < warmup + loads; i++) {
         struct dg_dataset dataset;
         double start = dg_bench_now();
-        if ((status = dg_dataset_load(path, NULL, NULL, &dataset)) != DG_OK)
+        if ((status = dg_dataset_load_threads(path, NULL, NULL, threads, &dataset)) != DG_OK)
             return status;
         double elapsed = dg_bench_now() - start;
         result->rows = dataset.count;
@@ -164,7 +164,7 @@ static enum dg_status time_parse_scaling(const struct dg_bench_settings *s,
         enum dg_status status = dg_bench_write_csv(path, source, rows);
         if (status == DG_OK) {
             note(s, "parse %zu rows", rows);
-            status = time_parse(path, "scaling", 0, loads, &report->scaling[i], NULL);
+            status = time_parse(path, "scaling", s->threads, 0, loads, &report->scaling[i], NULL);
         }
         remove(path);
         if (status != DG_OK)
@@ -559,13 +559,13 @@ static enum dg_status load_images(const struct dg_bench_settings *s, struct dg_b
         if (s->parse) {
             note(s, "parse %s", s->data_path);
             status =
-                time_parse(s->data_path, "data", s->warmup > 0 ? 1 : 0, s->reps,
+                time_parse(s->data_path, "data", s->threads, s->warmup > 0 ? 1 : 0, s->reps,
                            &report->parse[report->parse_count], train_on_file ? dataset : NULL);
             if (status != DG_OK)
                 return status;
             report->parse_count++;
-        } else if (train_on_file &&
-                   (status = dg_dataset_load(s->data_path, NULL, NULL, dataset)) != DG_OK) {
+        } else if (train_on_file && (status = dg_dataset_load_threads(
+                                         s->data_path, NULL, NULL, s->threads, dataset)) != DG_OK) {
             return status;
         }
         if (train_on_file) {
@@ -576,7 +576,7 @@ static enum dg_status load_images(const struct dg_bench_settings *s, struct dg_b
     if (s->csv_path && s->parse) {
         int keep = train_on_file && !*have_dataset;
         note(s, "parse %s", s->csv_path);
-        status = time_parse(s->csv_path, "csv", s->warmup > 0 ? 1 : 0, s->reps,
+        status = time_parse(s->csv_path, "csv", s->threads, s->warmup > 0 ? 1 : 0, s->reps,
                             &report->parse[report->parse_count], keep ? dataset : NULL);
         if (status != DG_OK)
             return status;
