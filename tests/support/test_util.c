@@ -163,3 +163,9 @@ struct dg_backend *dg_test_cpu_backend(int threads, enum dg_cpu_kernels kernels)
 {
     return dg_test_cpu_backend_isa(threads, dg_cpu_isa_best(), kernels);
 }
+
+int dg_test_reduced(void)
+{
+    const char *value = getenv("DIGITS_TEST_REDUCED");
+    return value && value[0] != '\0' && strcmp(value, "0") != 0;
+}

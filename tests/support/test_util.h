@@ -54,6 +54,11 @@ struct dg_backend *dg_test_cpu_backend_isa(int threads, enum dg_cpu_isa isa,
 /* The same with the best ISA this machine has (never NULL). */
 struct dg_backend *dg_test_cpu_backend(int threads, enum dg_cpu_kernels kernels);
 
+/* 1 when DIGITS_TEST_REDUCED is set to a non-empty value other than "0": the suites shrink
+ * their problem sizes (scripts/test-aarch64 sets it: qemu-user runs float vector code 20-70x
+ * slower than native) and print a SKIP line, saying why, for what they leave out. */
+int dg_test_reduced(void);
+
 /* Standard tolerances (docs/DESIGN): forward atol + rtol, backward rtol, loss rtol. */
 #define DG_TEST_FWD_ATOL 1e-5
 #define DG_TEST_FWD_RTOL 1e-4
