@@ -684,15 +684,20 @@ static void print_log(const char *log_name)
     free(text);
 }
 
-/* The virtual environment with onnxruntime, onnx, numpy and safetensors: $DIGITS_EXPORT_VENV,
- * or .venv-export beside the digits executable (the build directory), made when not there.
- * 0 and the reason in `why` when it cannot be had (no python3 -m venv, no network for pip). */
+/* The virtual environment with onnxruntime, onnx, numpy and safetensors: .venv-export beside
+ * the digits executable (the build directory), made when not there; or $DIGITS_EXPORT_VENV,
+ * an environment someone made, used as it is (never made or removed here). 0 and the reason in
+ * `why` when it cannot be had (no python3 -m venv, no network for pip). */
 static int export_venv(char *python, size_t size, char *why, size_t why_size)
 {
     char venv[1024], ready[1100], failed_marker[1100];
     const char *env = getenv("DIGITS_EXPORT_VENV");
     if (env && env[0]) {
-        snprintf(venv, sizeof venv, "%s", env);
+        snprintf(python, size, "%s/bin/python", env);
+        if (access(python, X_OK) == 0)
+            return 1;
+        snprintf(why, why_size, "DIGITS_EXPORT_VENV=%s has no bin/python", env);
+        return 0;
     } else {
         const char *bin = dg_test_bin();
         const char *slash = strrchr(bin, '/');
