@@ -1029,11 +1029,17 @@ static enum dg_status csv_header(struct csv *c, const unsigned char *line, const
 #define MAX_LOAD_THREADS 16
 #define LOAD_BUFFERS (MAX_LOAD_THREADS + 2)
 
+#define CHUNK_ENDS 1024 /* newlines remembered per chunk (a valid row is >= 1568 bytes) */
+
 struct chunk {
     unsigned char *buf;       /* CHUNK_BYTES + CHUNK_PAD */
     size_t start, stop;       /* complete lines [start, stop); buf[stop] = '\n' */
     size_t first_line;        /* file line number of the line at start */
     uint8_t *images, *labels; /* the store slots of that line (labels NULL: test layout) */
+    /* where the first `ends` lines end (found while counting them: the parse does not look
+     * for them again) */
+    uint32_t end[CHUNK_ENDS];
+    size_t ends;
 };
 
 struct loader {
@@ -1107,8 +1113,10 @@ static enum dg_status parse_chunk(const struct loader *ld, const struct chunk *c
     const unsigned char *stop = ch->buf + ch->stop;
     uint8_t *image = ch->images;
     uint8_t *label = ch->labels;
-    while (p < stop) {
-        const unsigned char *eol = memchr(p, '\n', (size_t)(stop - p) + 1); /* buf[stop] = \n */
+    for (size_t i = 0; p < stop; i++) {
+        /* past the remembered ends, the next newline (buf[stop] is one) */
+        const unsigned char *eol =
+            i < ch->ends ? ch->buf + ch->end[i] : memchr(p, '\n', (size_t)(stop - p) + 1);
         size_t len = (size_t)(eol - p);
         if (len == 0 || (len == 1 && p[0] == '\r')) {
             if (eol + 1 < stop) {
@@ -1138,11 +1146,11 @@ static void loader_run_one_locked(struct loader *ld)
     int index = ld->queue[ld->queue_head];
     ld->queue_head = (ld->queue_head + 1) % LOAD_BUFFERS;
     ld->queue_count--;
-    struct chunk ch = ld->chunks[index];
-    int moot = ld->failed && ld->error_line < ch.first_line;
+    const struct chunk *ch = &ld->chunks[index]; /* this thread's until it is given back */
+    int moot = ld->failed && ld->error_line < ch->first_line;
     pthread_mutex_unlock(&ld->mutex);
     size_t line = 0;
-    enum dg_status status = moot ? DG_OK : parse_chunk(ld, &ch, &line);
+    enum dg_status status = moot ? DG_OK : parse_chunk(ld, ch, &line);
     pthread_mutex_lock(&ld->mutex);
     if (status != DG_OK)
         loader_fail_locked(ld, line, status);
@@ -1208,13 +1216,18 @@ static void loader_give_back(struct loader *ld, int index)
     pthread_mutex_unlock(&ld->mutex);
 }
 
-static size_t count_newlines(const unsigned char *p, const unsigned char *end)
+/* The newlines in buf[start, stop); the first CHUNK_ENDS are remembered in ch. */
+static size_t count_newlines(struct chunk *ch, size_t start, size_t stop)
 {
+    const unsigned char *p = ch->buf + start, *end = ch->buf + stop;
     size_t n = 0;
     while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        if (n < CHUNK_ENDS)
+            ch->end[n] = (uint32_t)(p - ch->buf);
         n++;
         p++;
     }
+    ch->ends = n < CHUNK_ENDS ? n : CHUNK_ENDS;
     return n;
 }
 
@@ -1332,7 +1345,7 @@ static enum dg_status load_csv(struct source *src, unsigned char *buf, size_t ha
             }
         }
         /* the lines of [start, stop), and whether the last one is empty */
-        size_t lines = count_newlines(data + start, data + stop) + (data[stop - 1] != '\n');
+        size_t lines = count_newlines(&ld->chunks[index], start, stop) + (data[stop - 1] != '\n');
         size_t last_end = data[stop - 1] == '\n' ? stop - 1 : stop;
         int last_empty =
             last_end == start || data[last_end - 1] == '\n' ||
