@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli_util.h"
@@ -280,6 +281,51 @@ START_TEST(averaging_and_tta)
 }
 END_TEST
 
+/* Under mpirun -np 2, the members spread over the ranks: the file is bit-identical to the
+ * one-process ensemble; a rank that fails fails the job (its rank and reason) and no file is
+ * written. Skipped, saying why, when MPI is not built or mpirun is missing. */
+START_TEST(mpi_ranks)
+{
+    char err[512];
+    ck_assert_int_eq(run(err, "info"), 0);
+    char *info = dg_test_slurp(at("stdout"));
+    int built = strstr(info, "MPI: built") != NULL;
+    free(info);
+    if (!built || system("command -v mpirun >/dev/null 2>&1") != 0) {
+        printf("SKIP mpi: %s\n", built ? "no mpirun on the PATH" : "this digits has no MPI");
+        return;
+    }
+    const char *root = geteuid() == 0 ? "--allow-run-as-root " : "";
+    char command[4096];
+    snprintf(command, sizeof command,
+             "cd '%s' && mpirun %s--oversubscribe -np 2 '%s' train '%s' --limit %d --epochs 1 "
+             "--ensemble 3 -o mpi.dgt 2>mpi.err",
+             dir, root, dg_test_bin(), train, ROWS);
+    int status = system(command);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        char *text = dg_test_slurp(at("mpi.err"));
+        ck_abort_msg("mpirun failed (%d):\n%s", status, text);
+    }
+    ck_assert_int_eq(run(err, "train %s --limit %d --epochs 1 --ensemble 3 -o one.dgt -q", train,
+                         ROWS),
+                     0);
+    for (int m = 0; m < 3; m++)
+        expect_same_params("mpi.dgt", m, "one.dgt", m);
+    /* rank 1 cannot write its member's log (a directory is in the way): the job fails */
+    snprintf(command, sizeof command, "mkdir '%s/log.member2.csv'", dir);
+    ck_assert_int_eq(system(command), 0);
+    snprintf(command, sizeof command,
+             "cd '%s' && mpirun %s--oversubscribe -np 2 '%s' train '%s' --limit %d --epochs 1 "
+             "--ensemble 3 --log log.csv -o bad.dgt 2>bad.err",
+             dir, root, dg_test_bin(), train, ROWS);
+    status = system(command);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+    dg_test_expect_in(at("bad.err"), "rank 1 failed: ");
+    dg_test_expect_in(at("bad.err"), "log.member2.csv: cannot create the log file");
+    ck_assert(access(at("bad.dgt"), F_OK) != 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("ensemble");
@@ -288,6 +334,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, members_are_single_runs);
     tcase_add_test(tc, averaging_and_tta);
+    tcase_add_test(tc, mpi_ranks);
     suite_add_tcase(suite, tc);
     return dg_test_run_suite(suite);
 }

@@ -1,6 +1,7 @@
 /* digits info: version, build options, BLAS, the CUDA runtime / cuDNN / cuBLAS and devices;
  * with --model the layer table of the network (of a model file when one is given). */
 #include "cli/cli.h"
+#include "cli/mpi_job.h"
 
 #include "digits/backend.h"
 #include "digits/io.h"
@@ -104,6 +105,9 @@ int dg_cmd_info(int argc, char **argv)
     dg_backend_destroy(cpu);
     if (status != DG_OK)
         return dg_cli_fail(status);
+    printf("MPI: %s\n", dg_mpi_built() ? "built (digits train --ensemble under mpirun/srun "
+                                          "spreads the members over the ranks)"
+                                        : "not built");
     dg_cuda_describe(print_line, NULL);
     return 0;
 }

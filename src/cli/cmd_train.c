@@ -4,6 +4,7 @@
  * the step in progress); --resume continues from one, bit for bit. */
 #define _POSIX_C_SOURCE 200809L
 #include "cli/cli.h"
+#include "cli/mpi_job.h"
 
 #include "digits/data.h"
 #include "digits/io.h"
@@ -204,7 +205,8 @@ static void member_log_path(const char *log_path, int member, char *out, size_t 
 static enum dg_status train_ensemble(struct dg_backend *be, const struct dg_dataset *dataset,
                                      const struct dg_train_options *base, int count,
                                      int member_splits, const char *output, const char *log_path,
-                                     struct progress *progress, const char *train_path)
+                                     struct progress *progress, const char *train_path,
+                                     const struct dg_mpi_job *job)
 {
     struct dg_model *members = calloc((size_t)count, sizeof *members);
     enum dg_status status = members ? DG_OK : dg_error(DG_ERR_NOMEM, "out of memory");
@@ -221,6 +223,8 @@ static enum dg_status train_ensemble(struct dg_backend *be, const struct dg_data
             break;
         built = m + 1;
         dg_model_init_glorot(&members[m], options.seed);
+        if (m % job->size != job->rank)
+            continue; /* another rank's member: received below */
         if (log_path) {
             char path[4200];
             member_log_path(log_path, m + 1, path, sizeof path);
@@ -233,9 +237,10 @@ static enum dg_status train_ensemble(struct dg_backend *be, const struct dg_data
                     "epoch,loss,accuracy,val_loss,val_accuracy,lr,images_per_second,seconds\n");
         }
         if (!progress->quiet)
-            fprintf(stderr, "digits: member %d of %d (seed %llu, split seed %llu)\n", m + 1,
+            fprintf(stderr, "digits: member %d of %d (seed %llu, split seed %llu)%s\n", m + 1,
                     count, (unsigned long long)options.seed,
-                    (unsigned long long)options.split_seed);
+                    (unsigned long long)options.split_seed,
+                    job->size > 1 ? " on rank 0" : "");
         struct dg_train_result result;
         status = dg_train(be, &members[m], dataset, &options, &result);
         if (progress->log) {
@@ -244,25 +249,31 @@ static enum dg_status train_ensemble(struct dg_backend *be, const struct dg_data
             progress->log = NULL;
         }
         seconds += result.seconds;
-        snprintf(lines[m], sizeof lines[m], "member%d_seed=%llu\nmember%d_val_accuracy=%.6f\n",
-                 m + 1, (unsigned long long)options.seed, m + 1, result.final_val_accuracy);
     }
-    if (status == DG_OK) {
+    for (int m = 0; m < count; m++)
+        snprintf(lines[m], sizeof lines[m], "member%d_seed=%llu\n", m + 1,
+                 (unsigned long long)(base->seed + (uint64_t)m));
+    /* every rank: all members trained, or the first failure everywhere; then rank 0 gets them */
+    status = dg_mpi_agree(job, status);
+    for (int m = 0; m < count && status == DG_OK; m++)
+        status = dg_mpi_collect(job, m, members[m].params, members[m].param_count);
+    status = dg_mpi_agree(job, status);
+    if (status == DG_OK && job->rank == 0) {
         char settings[8192];
         size_t used = (size_t)snprintf(
             settings, sizeof settings,
             "digits_version=%s\nbackend=%s\ntrain_file=%s\nrows=%zu\nmembers=%d\nepochs=%d\n"
             "batch=%d\nlr=%g\nval_split=%g\nseed=%llu\nsplit_seed=%s\naugment=%d\n"
-            "seconds=%.1f\n",
+            "mpi_ranks=%d\nseconds=%.1f\n",
             DIGITS_VERSION, be->name, train_path, dataset->count, count, base->epochs,
             base->batch, base->lr, base->val_split, (unsigned long long)base->seed,
-            member_splits ? "per member" : "shared", base->augment, seconds);
+            member_splits ? "per member" : "shared", base->augment, job->size, seconds);
         for (int m = 0; m < count && used < sizeof settings; m++)
             used += (size_t)snprintf(settings + used, sizeof settings - used, "%s", lines[m]);
         status = dg_ensemble_save(output, members, count, settings);
         if (status == DG_OK && !progress->quiet)
-            fprintf(stderr, "digits: wrote %s (an ensemble of %d members, %.1f s)\n", output,
-                    count, seconds);
+            fprintf(stderr, "digits: wrote %s (an ensemble of %d members, %.1f s%s)\n", output,
+                    count, seconds, job->size > 1 ? " on rank 0" : "");
     }
     for (int m = 0; m < built; m++)
         dg_model_free(&members[m]);
@@ -491,8 +502,19 @@ int dg_cmd_train(int argc, char **argv)
     if (split_seed_given && resume_path)
         return dg_cli_usage_error("train", "--split-seed comes from the checkpoint on --resume");
     options.split_seed = split_seed_given ? split_seed : options.seed;
-    if (ensemble > 1)
+    struct dg_mpi_job job = {0, 1, 0, 1};
+    if (ensemble > 1) {
         no_checkpoint = 1;
+        dg_mpi_start(NULL, NULL, &job);
+        if (job.size > 1) {
+            /* each rank its share of this machine's cores, and one voice on stderr */
+            long cores = sysconf(_SC_NPROCESSORS_ONLN);
+            if (device.threads == 0 && cores > 0)
+                device.threads = cores / job.local_size > 0 ? (int)(cores / job.local_size) : 1;
+            if (job.rank > 0)
+                progress.quiet = 1;
+        }
+    }
     const char *train_path = argv[optind];
 
     struct dg_backend *be = NULL;
@@ -572,7 +594,7 @@ int dg_cmd_train(int argc, char **argv)
         options.ctx = &progress;
         progress.batch = options.batch;
         status = train_ensemble(be, &dataset, &options, ensemble, member_splits, output, log_path,
-                                &progress, train_path);
+                                &progress, train_path, &job);
         if (status == DG_OK)
             code = 0;
         goto fail;
@@ -728,5 +750,6 @@ fail:
     dg_model_free(&model);
     dg_dataset_free(&dataset);
     dg_backend_destroy(be);
+    dg_mpi_stop();
     return code;
 }
