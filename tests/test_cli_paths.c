@@ -283,6 +283,29 @@ START_TEST(model_of_another_format_version)
 }
 END_TEST
 
+/* eval --held-out on the training file scores exactly the rows the run held out: its accuracy
+ * is the log's last val_accuracy. */
+START_TEST(eval_held_out_is_the_validation_set)
+{
+    char err[512];
+    ck_assert_int_eq(run(err, "train %s --limit 500 --epochs 1 --threads 2 -o h.dgt --log h.csv "
+                              "--no-checkpoint -q",
+                         sample),
+                     0);
+    char *log = slurp("h.csv");
+    double loss, acc, val_loss, val_acc;
+    int epoch;
+    ck_assert_int_eq(sscanf(strchr(log, '\n') + 1, "%d,%lf,%lf,%lf,%lf", &epoch, &loss, &acc,
+                            &val_loss, &val_acc),
+                     5);
+    free(log);
+    ck_assert_int_eq(run(err, "eval -m h.dgt %s --held-out", sample), 0);
+    char want[64];
+    snprintf(want, sizeof want, "images: 50\naccuracy: %.4f", val_acc);
+    dg_test_expect_in(at("stdout"), want);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("cli paths");
@@ -293,6 +316,7 @@ int main(void)
     tcase_add_test(tc, val_split_zero_and_limit);
     tcase_add_test(tc, learning_rate_reduction_happens);
     tcase_add_test(tc, model_of_another_format_version);
+    tcase_add_test(tc, eval_held_out_is_the_validation_set);
     suite_add_tcase(suite, tc);
     return dg_test_run_suite(suite);
 }

@@ -259,6 +259,12 @@ static enum dg_status train_ensemble(struct dg_backend *be, const struct dg_data
         status = dg_mpi_collect(job, m, members[m].params, members[m].param_count);
     status = dg_mpi_agree(job, status);
     if (status == DG_OK && job->rank == 0) {
+        char split_text[32];
+        if (member_splits)
+            snprintf(split_text, sizeof split_text, "per member");
+        else
+            snprintf(split_text, sizeof split_text, "%llu",
+                     (unsigned long long)base->split_seed);
         char settings[8192];
         size_t used = (size_t)snprintf(
             settings, sizeof settings,
@@ -267,7 +273,7 @@ static enum dg_status train_ensemble(struct dg_backend *be, const struct dg_data
             "mpi_ranks=%d\nseconds=%.1f\n",
             DIGITS_VERSION, be->name, train_path, dataset->count, count, base->epochs,
             base->batch, base->lr, base->val_split, (unsigned long long)base->seed,
-            member_splits ? "per member" : "shared", base->augment, job->size, seconds);
+            split_text, base->augment, job->size, seconds);
         for (int m = 0; m < count && used < sizeof settings; m++)
             used += (size_t)snprintf(settings + used, sizeof settings - used, "%s", lines[m]);
         status = dg_ensemble_save(output, members, count, settings);

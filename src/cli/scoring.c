@@ -33,6 +33,9 @@ int dg_scoring_option(const char *command, int opt, const char *arg, struct dg_s
     case 'T':
         args->tta = 1;
         return 1;
+    case 'H':
+        args->held_out = 1;
+        return 1;
     case 'L':
         args->labels_path = arg;
         return 1;
@@ -94,6 +97,77 @@ static void argmax_rows(const float *probs, size_t count, uint8_t *out)
     }
 }
 
+/* The value of `key=` in a settings text, or NULL. */
+static const char *setting(const char *settings, const char *key)
+{
+    size_t len = strlen(key);
+    for (const char *line = settings; line && *line;) {
+        if (strncmp(line, key, len) == 0 && line[len] == '=')
+            return line + len + 1;
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
+    return NULL;
+}
+
+/* Keeps only the validation rows of the model's split (rows, val_split and the split seed as
+ * its settings record them), in split order. */
+static enum dg_status keep_held_out(struct dg_scoring *s, const char *model_path,
+                                    const char *data_path)
+{
+    const char *rows = setting(s->settings, "rows"), *split = setting(s->settings, "val_split");
+    const char *seed = setting(s->settings, "split_seed");
+    if (seed && strncmp(seed, "per member", 10) == 0)
+        return dg_error(DG_ERR_INPUT, "%s: each member held out its own rows (--member-splits): "
+                                      "there is no one held-out set",
+                        model_path);
+    if (!seed)
+        seed = setting(s->settings, "seed"); /* models from before split_seed */
+    if (!rows || !split || !seed)
+        return dg_error(DG_ERR_INPUT, "%s: the model does not record its split (rows, val_split, "
+                                      "seed): --held-out cannot tell its validation rows",
+                        model_path);
+    size_t count = (size_t)strtoull(rows, NULL, 10);
+    if (count > s->dataset.count || count == 0)
+        return dg_error(DG_ERR_INPUT, "%s: %zu rows, the model was trained on %zu: not its "
+                                      "training file",
+                        data_path, s->dataset.count, count);
+    dg_dataset_truncate(&s->dataset, count); /* the first rows, as train --limit took them */
+    uint32_t *order = malloc(count * sizeof *order);
+    if (!order)
+        return dg_error(DG_ERR_NOMEM, "out of memory");
+    size_t held = 0;
+    dg_train_split(strtoull(seed, NULL, 10), count, strtof(split, NULL), order, &held);
+    if (held == 0) {
+        free(order);
+        return dg_error(DG_ERR_INPUT, "%s: trained without validation rows (val_split %s)",
+                        model_path, split);
+    }
+    /* gathered into fresh buffers from the dataset's allocator */
+    struct dg_allocator *a = &s->dataset.allocator;
+    uint8_t *images = a->alloc(held * DG_PIXELS, a->ctx);
+    uint8_t *labels = s->dataset.labels ? a->alloc(held, a->ctx) : NULL;
+    if (!images || (s->dataset.labels && !labels)) {
+        free(order);
+        return dg_error(DG_ERR_NOMEM, "out of memory for %zu held-out rows", held);
+    }
+    for (size_t i = 0; i < held; i++) {
+        memcpy(images + i * DG_PIXELS, s->dataset.images + (size_t)order[i] * DG_PIXELS,
+               DG_PIXELS);
+        if (labels)
+            labels[i] = s->dataset.labels[order[i]];
+    }
+    free(order);
+    a->free(s->dataset.images, a->ctx);
+    if (s->dataset.labels)
+        a->free(s->dataset.labels, a->ctx);
+    s->dataset.images = images;
+    s->dataset.labels = labels;
+    s->dataset.count = held;
+    return DG_OK;
+}
+
 enum dg_status dg_scoring_run(struct dg_scoring *s, const struct dg_scoring_args *args,
                               const char *data_path)
 {
@@ -112,6 +186,8 @@ enum dg_status dg_scoring_run(struct dg_scoring *s, const struct dg_scoring_args
         return status;
     if ((status = dg_dataset_load_threads(data_path, args->labels_path, &s->be->host_allocator,
                                           args->device.threads, &s->dataset)) != DG_OK)
+        return status;
+    if (args->held_out && (status = keep_held_out(s, args->model_paths[0], data_path)) != DG_OK)
         return status;
     size_t count = s->dataset.count, values = count * DG_CLASSES;
     int copies = args->tta ? DG_TTA_COPIES : 1;

@@ -31,20 +31,25 @@ struct dg_scoring_args {
     const char *labels_path;
     long batch;
     int tta;
+    int held_out; /* only the validation rows the (first) model was trained without */
     struct dg_cli_device device;
 };
 
 #define DG_SCORING_LONG_OPTIONS                                                                    \
     {"model", required_argument, NULL, 'm'}, {"labels", required_argument, NULL, 'L'},             \
         {"batch", required_argument, NULL, 'b'}, {"threads", required_argument, NULL, 't'},        \
-        {"device", required_argument, NULL, 'd'}, {"tta", no_argument, NULL, 'T'}
+        {"device", required_argument, NULL, 'd'}, {"tta", no_argument, NULL, 'T'},            \
+        {"held-out", no_argument, NULL, 'H'}
 
 /* The help lines of the shared options about models. */
 #define DG_SCORING_MODEL_HELP                                                                      \
     "  -m, --model FILE     model or ensemble file (required); give it several times to\n"        \
     "                       average the probabilities of all their members\n"                     \
     "      --tta            test-time augmentation: average each image with its copies\n"        \
-    "                       shifted by one pixel up, down, left and right\n"
+    "                       shifted by one pixel up, down, left and right\n"                     \
+    "      --held-out       FILE is the model's training file: score only the validation\n"     \
+    "                       rows it held out (its seeded split and row count, as stored\n"   \
+    "                       in the model; --limit's first rows)\n"
 
 void dg_scoring_args_default(struct dg_scoring_args *args);
 
