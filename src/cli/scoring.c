@@ -122,8 +122,8 @@ static enum dg_status keep_held_out(struct dg_scoring *s, const char *model_path
         return dg_error(DG_ERR_INPUT, "%s: each member held out its own rows (--member-splits): "
                                       "there is no one held-out set",
                         model_path);
-    if (!seed)
-        seed = setting(s->settings, "seed"); /* models from before split_seed */
+    if (!seed || !strchr("0123456789", *seed))
+        seed = setting(s->settings, "seed"); /* models from before split_seed ("shared") */
     if (!rows || !split || !seed)
         return dg_error(DG_ERR_INPUT, "%s: the model does not record its split (rows, val_split, "
                                       "seed): --held-out cannot tell its validation rows",
