@@ -572,7 +572,8 @@ int dg_cmd_train(int argc, char **argv)
 
     if ((status = dg_cli_open_backend(&device, progress.quiet, &be)) != DG_OK)
         goto fail;
-    if ((status = dg_dataset_load(train_path, labels, &be->host_allocator, &dataset)) != DG_OK)
+    if ((status = dg_dataset_load_threads(train_path, labels, &be->host_allocator, device.threads,
+                                          &dataset)) != DG_OK)
         goto fail;
     if (!dataset.labels) {
         status = dg_error(DG_ERR_INPUT, "%s: has no labels (test layout); training needs the "
