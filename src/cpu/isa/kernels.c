@@ -510,14 +510,17 @@ static void dropout(size_t begin, size_t end, float rate, const struct dg_dropou
             k1 += 0xBB67AE85u;
         }
         const vu words[4] = {c0, c1, c2, c3};
-        float scale[4][DG_W];
+        vf scale[4];
         for (int l = 0; l < 4; l++) {
             vf u = __builtin_convertvector((vi)(words[l] >> 8), vf) * unit;
-            vstore(scale[l], vselect((vi)(u >= vrate), keep, vzero()));
+            scale[l] = vselect((vi)(u >= vrate), keep, vzero());
         }
-        for (int b = 0; b < DG_W; b++)
-            for (int l = 0; l < 4; l++)
-                out[i + 4 * (size_t)b + l] = in[i + 4 * (size_t)b + l] * scale[l][b];
+        /* element 4b + l is word l of block b: two rounds of interleaving put them in order */
+        vf a = vzip_lo(scale[0], scale[2]), b = vzip_hi(scale[0], scale[2]);
+        vf c = vzip_lo(scale[1], scale[3]), d = vzip_hi(scale[1], scale[3]);
+        const vf ordered[4] = {vzip_lo(a, c), vzip_hi(a, c), vzip_lo(b, d), vzip_hi(b, d)};
+        for (int v = 0; v < 4; v++)
+            vstore(out + i + (size_t)v * DG_W, vload(in + i + (size_t)v * DG_W) * ordered[v]);
     }
     for (; i < end; i++)
         out[i] = in[i] * dg_dropout_scale(rate, key->seed, key->layer, key->epoch, key->step, i);

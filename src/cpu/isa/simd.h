@@ -160,12 +160,27 @@ DG_INLINE vf vrelu(vf x)
     return vselect((vi)(x > vzero()), x, vzero());
 }
 
-/* Low and high 32 bits of the 64-bit products a*b, lane by lane. */
+/* Low and high 32 bits of the 64-bit products a*b, lane by lane (even and odd lanes through
+ * the 32x32->64 multiply where the ISA has one). */
 DG_INLINE void vmulhilo(vu a, vu b, vu *lo, vu *hi)
 {
+#if defined(DG_ISA_AVX512)
+    __m512i ai = (__m512i)a, bi = (__m512i)b;
+    __m512i even = _mm512_mul_epu32(ai, bi);
+    __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(ai, 32), _mm512_srli_epi64(bi, 32));
+    *lo = (vu)_mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+    *hi = (vu)_mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+#elif defined(DG_ISA_AVX2)
+    __m256i ai = (__m256i)a, bi = (__m256i)b;
+    __m256i even = _mm256_mul_epu32(ai, bi);
+    __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(ai, 32), _mm256_srli_epi64(bi, 32));
+    *lo = (vu)_mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+    *hi = (vu)_mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+#else
     vu64 p = __builtin_convertvector(a, vu64) * __builtin_convertvector(b, vu64);
     *lo = __builtin_convertvector(p, vu);
     *hi = __builtin_convertvector(p >> 32, vu);
+#endif
 }
 
 /* Interleaves of two vectors: lo = a0 b0 a1 b1 ... (first halves), hi = the second halves.
@@ -201,19 +216,47 @@ DG_INLINE void vtranspose(vf r[DG_W])
     }
 }
 
-/* The first n (< DG_W) lanes from p, the rest zero; and the inverse. */
+/* The first n (< DG_W) lanes from p, the rest zero; and the inverse (masked moves where the
+ * ISA has them, touching no memory beyond the n floats). */
 DG_INLINE vf vload_part(const float *p, int n)
 {
+#if defined(DG_ISA_AVX512)
+    return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p);
+#elif defined(DG_ISA_AVX2)
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes));
+#else
     float tmp[DG_W] = {0};
-    memcpy(tmp, p, sizeof(float) * (size_t)n);
+    for (int i = 0; i < n; i++)
+        tmp[i] = p[i];
     return vload(tmp);
+#endif
 }
 
 DG_INLINE void vstore_part(float *p, vf v, int n)
 {
+#if defined(DG_ISA_AVX512)
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1u), v);
+#elif defined(DG_ISA_AVX2)
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_maskstore_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes), v);
+#else
     float tmp[DG_W];
     vstore(tmp, v);
-    memcpy(p, tmp, sizeof(float) * (size_t)n);
+    for (int i = 0; i < n; i++)
+        p[i] = tmp[i];
+#endif
+}
+
+/* lo = a0 b0 a1 b1 ... (first halves), hi = the second halves. */
+DG_INLINE vf vzip_lo(vf a, vf b)
+{
+    return DG_SHUFFLE(a, b, DG_ZIP_LO);
+}
+
+DG_INLINE vf vzip_hi(vf a, vf b)
+{
+    return DG_SHUFFLE(a, b, DG_ZIP_HI);
 }
 
 #define DG_CAT2(a, b) a##_##b
