@@ -31,8 +31,7 @@ static char train[1024], test_file[1024];
 
 static void setup(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/digits-test-ckpt-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
+    dg_test_dir_create(dir, sizeof dir, "ckpt");
     const char *source = getenv("DIGITS_SOURCE_DIR");
     ck_assert_ptr_nonnull(source);
     snprintf(train, sizeof train, "%s/data/sample/train.csv.gz", source);
@@ -43,34 +42,12 @@ static void setup(void)
 
 static void teardown(void)
 {
-    char command[512];
-    snprintf(command, sizeof command, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(command), 0);
+    dg_test_dir_remove(dir);
 }
 
-static int run(const char *fmt, ...)
-#ifdef __GNUC__
-    __attribute__((format(printf, 1, 2)))
-#endif
-    ;
-
-static int run(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int code = dg_test_run_digits_v(dir, NULL, NULL, fmt, ap);
-    va_end(ap);
-    return code;
-}
-
-static const char *at(const char *name)
-{
-    static char paths[4][1024];
-    static int next;
-    char *path = paths[next++ % 4];
-    snprintf(path, sizeof paths[0], "%s/%s", dir, name);
-    return path;
-}
+/* `digits ARGS` in DIR, its exit code; DIR/name */
+#define run(...) dg_test_run_digits(dir, NULL, NULL, __VA_ARGS__)
+#define at(name) dg_test_dir_path(dir, name)
 
 static int exists(const char *name)
 {

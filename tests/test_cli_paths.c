@@ -19,8 +19,7 @@ static char sample[1024];
 
 static void setup(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/digits-test-paths-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
+    dg_test_dir_create(dir, sizeof dir, "paths");
     const char *source = getenv("DIGITS_SOURCE_DIR");
     ck_assert_ptr_nonnull(source);
     snprintf(sample, sizeof sample, "%s/data/sample/train.csv.gz", source);
@@ -28,34 +27,12 @@ static void setup(void)
 
 static void teardown(void)
 {
-    char command[512];
-    snprintf(command, sizeof command, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(command), 0);
+    dg_test_dir_remove(dir);
 }
 
-static const char *at(const char *name)
-{
-    static char paths[4][1024];
-    static int next;
-    char *path = paths[next++ % 4];
-    snprintf(path, sizeof paths[0], "%s/%s", dir, name);
-    return path;
-}
-
-static int run(char *err, const char *fmt, ...)
-#ifdef __GNUC__
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
-
-static int run(char *err, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int code = dg_test_run_digits_v(dir, NULL, err, fmt, ap);
-    va_end(ap);
-    return code;
-}
+/* DIR/name; `digits ARGS` in DIR (stderr into err when not NULL), its exit code */
+#define at(name) dg_test_dir_path(dir, name)
+#define run(err, ...) dg_test_run_digits(dir, NULL, err, __VA_ARGS__)
 
 static void put_be32(FILE *fp, uint32_t v)
 {

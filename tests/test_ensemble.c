@@ -26,8 +26,7 @@ static char train[1024];
 
 static void setup(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/digits-test-ensemble-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
+    dg_test_dir_create(dir, sizeof dir, "ensemble");
     const char *source = getenv("DIGITS_SOURCE_DIR");
     ck_assert_ptr_nonnull(source);
     snprintf(train, sizeof train, "%s/data/sample/train.csv.gz", source);
@@ -35,34 +34,12 @@ static void setup(void)
 
 static void teardown(void)
 {
-    char command[512];
-    snprintf(command, sizeof command, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(command), 0);
+    dg_test_dir_remove(dir);
 }
 
-static const char *at(const char *name)
-{
-    static char paths[4][1024];
-    static int next;
-    char *path = paths[next++ % 4];
-    snprintf(path, sizeof paths[0], "%s/%s", dir, name);
-    return path;
-}
-
-static int run(char *err, const char *fmt, ...)
-#ifdef __GNUC__
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
-
-static int run(char *err, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int code = dg_test_run_digits_v(dir, NULL, err, fmt, ap);
-    va_end(ap);
-    return code;
-}
+/* DIR/name; `digits ARGS` in DIR (stderr into err when not NULL), its exit code */
+#define at(name) dg_test_dir_path(dir, name)
+#define run(err, ...) dg_test_run_digits(dir, NULL, err, __VA_ARGS__)
 
 static uint32_t le32(const unsigned char *p)
 {

@@ -41,6 +41,28 @@ int dg_test_run_digits_v(const char *dir, char *out_path, char *err_path, const 
     return WEXITSTATUS(status);
 }
 
+void dg_test_dir_create(char *dir, size_t size, const char *name)
+{
+    snprintf(dir, size, "/tmp/digits-test-%s-XXXXXX", name);
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+void dg_test_dir_remove(const char *dir)
+{
+    char command[1024];
+    snprintf(command, sizeof command, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(command), 0);
+}
+
+const char *dg_test_dir_path(const char *dir, const char *name)
+{
+    static char paths[8][1024];
+    static int next;
+    char *path = paths[next++ % 8];
+    snprintf(path, sizeof paths[0], "%s/%s", dir, name);
+    return path;
+}
+
 char *dg_test_slurp(const char *path)
 {
     FILE *fp = fopen(path, "rb");

@@ -21,6 +21,13 @@ int dg_test_run_digits(const char *dir, char *out_path, char *err_path, const ch
 int dg_test_run_digits_v(const char *dir, char *out_path, char *err_path, const char *fmt,
                          va_list args);
 
+/* A fresh directory /tmp/digits-test-NAME-XXXXXX into dir (the test fails when it cannot be
+ * made); dg_test_dir_remove deletes it with everything in it. */
+void dg_test_dir_create(char *dir, size_t size, const char *name);
+void dg_test_dir_remove(const char *dir);
+/* "DIR/NAME", in one of 8 rotating buffers (valid for the next 7 calls). */
+const char *dg_test_dir_path(const char *dir, const char *name);
+
 /* The whole file as a NUL-terminated string (malloc); the test fails when it cannot be read. */
 char *dg_test_slurp(const char *path);
 
