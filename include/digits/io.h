@@ -57,6 +57,10 @@ enum dg_status dg_ensemble_save(const char *path, const struct dg_model *members
 enum dg_status dg_ensemble_load(const char *path, struct dg_model *members, int max_members,
                                 int *count, char *settings, size_t settings_size);
 
+/* The value of `key` in a settings text of "key=value\n" lines (a model's, a checkpoint's):
+ * a pointer into the text, ended by '\n' (or the text's end); NULL when absent. */
+const char *dg_settings_value(const char *text, const char *key);
+
 /* Writes model (layer table + params) and the settings text. */
 enum dg_status dg_model_save(const char *path, const struct dg_model *model,
                              const char *settings);

@@ -85,11 +85,8 @@ int dg_cmd_info(int argc, char **argv)
            dg_cuda_built() ? "built" : "not built");
     printf("BLAS: OpenBLAS (%s), %d threads\n", openblas_get_config(),
            openblas_get_num_threads());
-    char usable[64] = "";
-    for (int isa = DG_CPU_ISA_COUNT - 1; isa >= 0; isa--)
-        if (dg_cpu_isa_supported((enum dg_cpu_isa)isa))
-            snprintf(usable + strlen(usable), sizeof usable - strlen(usable), "%s%s",
-                     usable[0] ? ", " : "", dg_cpu_isa_name((enum dg_cpu_isa)isa));
+    char usable[64];
+    dg_cpu_isa_list(usable, sizeof usable);
     printf("CPU kernels: %s usable (best first; DIGITS_CPU_ISA caps them)\n", usable);
     struct dg_backend *cpu = NULL;
     struct dg_model model;

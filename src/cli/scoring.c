@@ -97,33 +97,19 @@ static void argmax_rows(const float *probs, size_t count, uint8_t *out)
     }
 }
 
-/* The value of `key=` in a settings text, or NULL. */
-static const char *setting(const char *settings, const char *key)
-{
-    size_t len = strlen(key);
-    for (const char *line = settings; line && *line;) {
-        if (strncmp(line, key, len) == 0 && line[len] == '=')
-            return line + len + 1;
-        line = strchr(line, '\n');
-        if (line)
-            line++;
-    }
-    return NULL;
-}
-
 /* Keeps only the validation rows of the model's split (rows, val_split and the split seed as
  * its settings record them), in split order. */
 static enum dg_status keep_held_out(struct dg_scoring *s, const char *model_path,
                                     const char *data_path)
 {
-    const char *rows = setting(s->settings, "rows"), *split = setting(s->settings, "val_split");
-    const char *seed = setting(s->settings, "split_seed");
+    const char *rows = dg_settings_value(s->settings, "rows"), *split = dg_settings_value(s->settings, "val_split");
+    const char *seed = dg_settings_value(s->settings, "split_seed");
     if (seed && strncmp(seed, "per member", 10) == 0)
         return dg_error(DG_ERR_INPUT, "%s: each member held out its own rows (--member-splits): "
                                       "there is no one held-out set",
                         model_path);
     if (!seed || !strchr("0123456789", *seed))
-        seed = setting(s->settings, "seed"); /* models from before split_seed ("shared") */
+        seed = dg_settings_value(s->settings, "seed"); /* models from before split_seed ("shared") */
     if (!rows || !split || !seed)
         return dg_error(DG_ERR_INPUT, "%s: the model does not record its split (rows, val_split, "
                                       "seed): --held-out cannot tell its validation rows",

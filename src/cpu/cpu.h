@@ -25,6 +25,8 @@ const char *dg_cpu_isa_name(enum dg_cpu_isa isa);
 const char *dg_cpu_isa_label(enum dg_cpu_isa isa);
 /* 1 when this build has the ISA's kernels and this CPU can run them. */
 int dg_cpu_isa_supported(enum dg_cpu_isa isa);
+/* "avx512, avx2, scalar": the DIGITS_CPU_ISA names usable here, best first. */
+void dg_cpu_isa_list(char *out, size_t size);
 /* The best supported ISA. */
 enum dg_cpu_isa dg_cpu_isa_best(void);
 /* DIGITS_CPU_ISA: the best supported ISA at or below the cap it names (unset or empty: the

@@ -83,8 +83,7 @@ enum dg_cpu_isa dg_cpu_isa_best(void)
     return DG_CPU_ISA_SCALAR;
 }
 
-/* "avx2, scalar": the ISAs usable here, best first. */
-static void list_supported(char *out, size_t size)
+void dg_cpu_isa_list(char *out, size_t size)
 {
     out[0] = '\0';
     for (int isa = DG_CPU_ISA_COUNT - 1; isa >= 0; isa--)
@@ -102,7 +101,7 @@ enum dg_status dg_cpu_isa_from_env(enum dg_cpu_isa *isa)
     if (!value || !*value)
         return DG_OK;
     char usable[64];
-    list_supported(usable, sizeof usable);
+    dg_cpu_isa_list(usable, sizeof usable);
     for (int i = 0; i < DG_CPU_ISA_COUNT; i++) {
         if (strcmp(value, isa_names[i]) != 0)
             continue;

@@ -145,20 +145,6 @@ enum dg_status dg_checkpoint_save(const char *path, const struct dg_model *model
 
 /* ---- reading ---- */
 
-/* The value of `key` in the text (NULL when absent): a pointer into the text, ended by '\n'. */
-static const char *find(const char *text, const char *key)
-{
-    size_t len = strlen(key);
-    for (const char *line = text; line && *line;) {
-        if (strncmp(line, key, len) == 0 && line[len] == '=')
-            return line + len + 1;
-        line = strchr(line, '\n');
-        if (line)
-            line++;
-    }
-    return NULL;
-}
-
 struct reader {
     const char *path;
     const char *text;
@@ -167,7 +153,7 @@ struct reader {
 
 static const char *need(struct reader *r, const char *key)
 {
-    const char *v = find(r->text, key);
+    const char *v = dg_settings_value(r->text, key);
     if (!v && r->status == DG_OK)
         r->status = dg_error(DG_ERR_INPUT, "%s: corrupted checkpoint file (no %s)", r->path, key);
     return v;

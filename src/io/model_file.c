@@ -269,3 +269,15 @@ enum dg_status dg_io_read_whole(const char *path, const char *kind, unsigned cha
     return DG_OK;
 }
 
+const char *dg_settings_value(const char *text, const char *key)
+{
+    size_t len = strlen(key);
+    for (const char *line = text; line && *line;) {
+        if (strncmp(line, key, len) == 0 && line[len] == '=')
+            return line + len + 1;
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
+    return NULL;
+}
