@@ -1,7 +1,8 @@
 # Cross-build for aarch64 Linux with Debian's cross toolchain and multiarch arm64 libraries:
 #   dpkg --add-architecture arm64 && apt-get update
 #   apt-get install gcc-aarch64-linux-gnu qemu-user libc6:arm64 \
-#                   libopenblas-dev:arm64 zlib1g-dev:arm64 check:arm64
+#                   libopenblas-dev:arm64 zlib1g-dev:arm64 libpng-dev:arm64 \
+#                   libjpeg62-turbo-dev:arm64 check:arm64
 #   cmake -S . -B build-aarch64 -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake -DDIGITS_CUDA=OFF
 # ctest then runs the test executables under qemu-aarch64 (CMAKE_CROSSCOMPILING_EMULATOR).
 # scripts/test-aarch64 does all of it.
