@@ -13,6 +13,11 @@
           the tensors written again by the safetensors package (as PyTorch users save them;
           --alias: dense1/dense2 named fc1/fc2), for `digits import`
 
+An ensemble (several members: ONNX metadata digits.members, safetensors tensors named
+members.M.NAME) is checked the same way: onnxruntime runs the one graph (its Mean node averages
+the members), numpy averages the members' probabilities in float64, torch loads the file into an
+nn.ModuleList named `members` (strict) and averages in float32; `digits predict --probs` of the
+ensemble is the reference.
 numpy and torch must reproduce digits' labels exactly and its probabilities to 1e-5.
 Exit status: 0 agreement, 1 disagreement or error, 77 a package is missing (a line says which).
 Images: Kaggle CSV (gzip or not), pixel / 255 as float32, NCHW (N, 1, 28, 28).
@@ -118,6 +123,27 @@ def read_safetensors(np, path):
     return tensors, metadata, "a plain reader (no safetensors package)"
 
 
+def split_members(tensors, metadata):
+    """The members' tensors, each under its plain names: one model gives one member; an ensemble
+    (every name members.M.NAME, M = 0..K-1) gives K, as metadata digits.members says."""
+    if not any(name.startswith("members.") for name in tensors):
+        if "digits.members" in metadata:
+            fail(f"one model, yet metadata digits.members = {metadata['digits.members']!r}")
+        return [tensors]
+    members = {}
+    for name, value in tensors.items():
+        prefix, index, rest = name.split(".", 2)
+        if prefix != "members" or not index.isdigit():
+            fail(f"tensor {name!r} in an ensemble file")
+        members.setdefault(int(index), {})[rest] = value
+    count = len(members)
+    if sorted(members) != list(range(count)):
+        fail(f"member indices {sorted(members)}")
+    if metadata.get("digits.members") != str(count):
+        fail(f"{count} members, metadata digits.members = {metadata.get('digits.members')!r}")
+    return [members[m] for m in range(count)]
+
+
 def check_tensors(tensors, metadata):
     if sorted(tensors) != sorted(NAMES):
         fail(f"tensor names {sorted(tensors)}, expected {sorted(NAMES)}")
@@ -154,11 +180,25 @@ def mode_onnx(args):
         opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
         dims = [d.dim_param or d.dim_value
                 for d in model.graph.input[0].type.tensor_type.shape.dim]
+        ops = [n.op_type for n in model.graph.node]
+        meta = {p.key: p.value for p in model.metadata_props}
+        members = int(meta.get("digits.members", "1"))
         print(f"onnx {onnx.__version__} checker (full_check): ok; ir_version {model.ir_version}, "
-              f"opsets {opsets}, input {model.graph.input[0].name} {dims}, ops "
-              f"{[n.op_type for n in model.graph.node]}")
+              f"opsets {opsets}, input {model.graph.input[0].name} {dims}, "
+              f"{len(model.graph.initializer)} initializers, metadata {sorted(meta)}, ops "
+              f"{ops if members == 1 else ops[:len(ops) // members] + ['...', ops[-1]]}")
         if dims != ["N", 1, 28, 28]:
             fail(f"input dims {dims}, expected ['N', 1, 28, 28]")
+        if [o.name for o in model.graph.output] != ["probabilities"]:
+            fail(f"outputs {[o.name for o in model.graph.output]}")
+        if ops.count("Softmax") != members or len(model.graph.initializer) != 12 * members:
+            fail(f"{members} members, {ops.count('Softmax')} Softmax nodes, "
+                 f"{len(model.graph.initializer)} initializers")
+        if members > 1 and (ops[-1] != "Mean" or ops.count("Mean") != 1 or
+                            len(model.graph.node[-1].input) != members):
+            fail(f"an ensemble of {members} whose last node is not one Mean of the members")
+        if members == 1 and "Mean" in ops:
+            fail("one model with a Mean node")
     except ImportError:
         print("onnx package not installed: no checker run")
     images = load_images(np, args.test)
@@ -176,8 +216,8 @@ def mode_onnx(args):
     sums = float(np.abs(probs.sum(axis=1) - 1).max())
     if sums > 1e-5:
         fail(f"probabilities do not sum to 1 (off by {sums:.3g})")
-    diff, _ = compare(np, "onnxruntime", probs, probs.argmax(axis=1), digits_probs,
-                      digits_labels)
+    diff, _ = compare(np, f"onnxruntime ({args.model})", probs, probs.argmax(axis=1),
+                      digits_probs, digits_labels)
     if not diff <= TOLERANCE:
         fail(f"max abs difference {diff:.3g} > {TOLERANCE:g}")
     print("onnx: ok")
@@ -201,6 +241,10 @@ def maxpool(np, x):
     return x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
 
 
+def what_of(members):
+    return "" if len(members) == 1 else f", ensemble of {len(members)}"
+
+
 def numpy_forward(np, t, x):
     relu = lambda v: np.maximum(v, 0)
     x = relu(conv_same(np, x, t["conv1.weight"], t["conv1.bias"]))
@@ -222,12 +266,16 @@ def mode_numpy(args):
     tensors, metadata, reader = read_safetensors(np, args.weights)
     print(f"numpy {np.__version__}: {args.weights} read by {reader}; metadata keys "
           f"{sorted(metadata)}")
-    check_tensors(tensors, metadata)
-    t = {name: v.astype(np.float64) for name, v in tensors.items()}
+    members = split_members(tensors, metadata)
     images = load_images(np, args.test).astype(np.float64)
-    probs = np.concatenate([numpy_forward(np, t, images[i:i + 50])
-                            for i in range(0, len(images), 50)])
-    diff, same = compare(np, "numpy (float64)", probs, probs.argmax(axis=1),
+    probs = np.zeros((len(images), 10))
+    for member in members:  # in member order, in float64, as digits predict
+        check_tensors(member, metadata)
+        t = {name: v.astype(np.float64) for name, v in member.items()}
+        probs += np.concatenate([numpy_forward(np, t, images[i:i + 50])
+                                 for i in range(0, len(images), 50)])
+    probs /= len(members)
+    diff, same = compare(np, f"numpy (float64{what_of(members)})", probs, probs.argmax(axis=1),
                          load_probs(np, args.probs), load_labels(np, args.submission))
     if same != len(probs) or not diff <= TOLERANCE:
         fail("numpy does not reproduce digits predict")
@@ -264,16 +312,29 @@ def mode_torch(args):
             x = self.drop3(torch.relu(self.dense1(torch.flatten(x, 1))))
             return torch.softmax(self.dense2(x), dim=1)
 
+    class Ensemble(nn.Module):
+        """Several networks in an nn.ModuleList named members: its state_dict names are
+        members.M.conv1.weight, ..., as digits exports an ensemble."""
+
+        def __init__(self, count):
+            super().__init__()
+            self.members = nn.ModuleList([Digits() for _ in range(count)])
+
+        def forward(self, x):
+            return torch.stack([member(x) for member in self.members]).mean(dim=0)
+
     tensors, metadata, reader = read_safetensors(np, args.weights)
     print(f"torch {torch.__version__}: {args.weights} read by {reader}")
-    check_tensors(tensors, metadata)
-    net = Digits()
+    members = split_members(tensors, metadata)
+    for member in members:
+        check_tensors(member, metadata)
+    net = Digits() if len(members) == 1 else Ensemble(len(members))
     net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()},
                         strict=True)
     net.eval()
     with torch.no_grad():
         probs = net(torch.from_numpy(load_images(np, args.test))).numpy()
-    diff, same = compare(np, "torch (float32)", probs, probs.argmax(axis=1),
+    diff, same = compare(np, f"torch (float32{what_of(members)})", probs, probs.argmax(axis=1),
                          load_probs(np, args.probs), load_labels(np, args.submission))
     if same != len(probs) or not diff <= TOLERANCE:
         fail("torch does not reproduce digits predict")

@@ -5,7 +5,10 @@
  * package writes files that `digits import` reads. Those print SKIP and return when the
  * package cannot be had (onnxruntime, onnx, numpy and safetensors go into a virtual
  * environment in the build directory, made on first use; PyTorch is looked for in python3 and
- * /usr/bin/python3). One model, trained on 500 sample rows for one epoch, serves every case. */
+ * /usr/bin/python3). One model, trained on 500 sample rows for one epoch, serves every case;
+ * an ensemble of two (--ensemble 2, the same rows and epoch) serves the ensemble cases: one ONNX
+ * graph averaging its members, "members.M." safetensors names, the round trip, the refusals,
+ * several -m combined, and the same outside checks against `digits predict` of the ensemble. */
 #define _POSIX_C_SOURCE 200809L
 #include <check.h>
 #include <stdint.h>
@@ -112,6 +115,28 @@ static void model_parts(const char *name, char **settings, unsigned char **param
     free(data);
 }
 
+/* A model (version 1) or ensemble (version 2) file: its member count, settings text (malloc)
+ * and every member's parameter bytes one after another (malloc, 4 * PARAMS each). */
+static int ensemble_parts(const char *name, char **settings, unsigned char **params)
+{
+    size_t n;
+    unsigned char *data = read_file(name, &n);
+    uint32_t version = le32(data + 8), layers = le32(data + 12);
+    size_t off = 16 + 20 * (size_t)layers, counts = version == 2 ? 16 : 12;
+    ck_assert_uint_eq(le32(data + off), PARAMS);
+    uint32_t members = version == 2 ? le32(data + off + 8) : 1;
+    uint32_t settings_len = le32(data + off + counts - 4);
+    size_t start = off + counts + settings_len;
+    ck_assert_uint_eq(n - 4 - start, (size_t)members * PARAMS * 4);
+    *settings = malloc(settings_len + 1);
+    memcpy(*settings, data + off + counts, settings_len);
+    (*settings)[settings_len] = '\0';
+    *params = malloc((size_t)members * PARAMS * 4);
+    memcpy(*params, data + start, (size_t)members * PARAMS * 4);
+    free(data);
+    return (int)members;
+}
+
 static int contains(const unsigned char *data, size_t size, const char *needle)
 {
     size_t n = strlen(needle);
@@ -146,6 +171,23 @@ static void suite_setup(void)
     dg_test_expect_in(err, "digits: wrote m.onnx (ONNX opset 13, 887530 parameters)");
     ck_assert_int_eq(run(err, "export -m m.dgt -o m.safetensors"), 0);
     dg_test_expect_in(err, "digits: wrote m.safetensors (safetensors F32, 887530 parameters)");
+    /* the ensemble: two members, its predictions, its exports */
+    ck_assert_int_eq(run(err,
+                         "train '%s/data/sample/train.csv.gz' --limit 500 --epochs 1 --ensemble 2 "
+                         "-o e.dgt -q --threads 2",
+                         source),
+                     0);
+    ck_assert_int_eq(run(err,
+                         "predict -m e.dgt '%s' -o e_sub.csv --probs e_probs.csv --device cpu "
+                         "--threads 2",
+                         sample_test),
+                     0);
+    ck_assert_int_eq(run(err, "export -m e.dgt -o e.onnx"), 0);
+    dg_test_expect_in(err, "digits: wrote e.onnx (ONNX opset 13, an ensemble of 2 members, "
+                           "887530 parameters each)");
+    ck_assert_int_eq(run(err, "export -m e.dgt -o e.safetensors"), 0);
+    dg_test_expect_in(err, "digits: wrote e.safetensors (safetensors F32, an ensemble of 2 "
+                           "members, 887530 parameters each)");
 }
 
 static void suite_teardown(void)
@@ -589,6 +631,371 @@ START_TEST(onnx_file_structure)
 }
 END_TEST
 
+/* ---- one model exports exactly as before ensembles ---- */
+
+static uint64_t fnv1a(uint64_t h, const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+#define FNV_START 0xcbf29ce484222325ull
+
+/* pattern.dgt: a model whose parameters are a fixed pattern (exact float arithmetic), made by
+ * importing a safetensors file without metadata, so that its settings are only
+ * "imported_from=pattern.safetensors": the same model, and so the same exported bytes, on every
+ * machine (a trained model differs between CPU ISAs by rounding). */
+static void make_pattern_model(void)
+{
+    if (exists("pattern.dgt"))
+        return;
+    struct st_file f = st_read("m.safetensors");
+    const char *end_of_meta = strstr(f.header, "},\"conv1.weight\"");
+    ck_assert_ptr_nonnull(end_of_meta);
+    char *h = malloc(strlen(f.header) + 1);
+    snprintf(h, strlen(f.header) + 1, "{%s", end_of_meta + 2);
+    unsigned char *data = f.data + 8 + f.header_length;
+    uint32_t x = 2463534242u;
+    for (size_t i = 0; i < (size_t)PARAMS; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        float v = ((float)((x >> 8) & 0xffff) - 32768.0f) * (1.0f / 65536.0f) * 0.25f;
+        uint32_t bits;
+        memcpy(&bits, &v, 4);
+        for (int b = 0; b < 4; b++)
+            data[4 * i + (size_t)b] = (unsigned char)(bits >> (8 * b));
+    }
+    st_write(&f, "pattern.safetensors", h);
+    free(h);
+    st_free(&f);
+    char err[512];
+    ck_assert_int_eq(run(err, "import pattern.safetensors -o pattern.dgt -q"), 0);
+}
+
+/* The exported ONNX file of one model, hashed without ModelProto.producer_version (field 3,
+ * the digits version: the third field, after ir_version 7 and producer_name "digits"). */
+static uint64_t onnx_hash(const char *name, size_t *size)
+{
+    unsigned char *d = read_file(name, size);
+    ck_assert_uint_ge(*size, 12);
+    ck_assert(d[0] == 0x08 && d[1] == 7 && d[2] == 0x12 && d[3] == 6 && d[10] == 0x1a &&
+              d[11] < 0x80);
+    uint64_t h = fnv1a(FNV_START, d, 10);
+    h = fnv1a(h, d + 12 + d[11], *size - 12 - d[11]);
+    free(d);
+    return h;
+}
+
+/* The exported safetensors file of one model, hashed without the "producer" metadata pair
+ * (it holds the digits version) and the header's padding. */
+static uint64_t safetensors_hash(const char *name, size_t *size)
+{
+    struct st_file f = st_read(name);
+    char *producer = strstr(f.header, ",\"producer\":\"digits ");
+    ck_assert_ptr_nonnull(producer);
+    char *end = strchr(producer + 20, '"');
+    ck_assert_ptr_nonnull(end);
+    memmove(producer, end + 1, strlen(end + 1) + 1);
+    size_t n = strlen(f.header);
+    while (n && f.header[n - 1] == ' ')
+        n--;
+    uint64_t h = fnv1a(FNV_START, (const unsigned char *)f.header, n);
+    h = fnv1a(h, f.data + 8 + f.header_length, f.size - 8 - f.header_length);
+    *size = f.size;
+    st_free(&f);
+    return h;
+}
+
+/* The bytes digits wrote for this model before ensembles could be exported (the version
+ * string left out of the hash); a one-member export must not change by a byte. */
+#define PATTERN_ONNX_HASH 0xe4bffd5cda7e72fbull
+#define PATTERN_SAFETENSORS_HASH 0xdc77cb392ee0be99ull
+
+START_TEST(one_model_exports_as_before)
+{
+    make_pattern_model();
+    char err[512];
+    ck_assert_int_eq(run(err, "export -m pattern.dgt -o pattern.onnx -q"), 0);
+    ck_assert_int_eq(run(err, "export -m pattern.dgt -o pattern_out.safetensors -q"), 0);
+    size_t onnx_size, st_size;
+    uint64_t onnx = onnx_hash("pattern.onnx", &onnx_size);
+    uint64_t st = safetensors_hash("pattern_out.safetensors", &st_size);
+    printf("one model: ONNX %zu bytes, hash %#018llx (expected %#018llx); safetensors %zu bytes, "
+           "hash %#018llx (expected %#018llx)\n",
+           onnx_size, (unsigned long long)onnx, (unsigned long long)PATTERN_ONNX_HASH, st_size,
+           (unsigned long long)st, (unsigned long long)PATTERN_SAFETENSORS_HASH);
+    fflush(stdout);
+    ck_assert_msg(onnx == PATTERN_ONNX_HASH, "the ONNX export of one model changed");
+    ck_assert_msg(st == PATTERN_SAFETENSORS_HASH, "the safetensors export of one model changed");
+    /* no member count in a one-model file */
+    unsigned char *d = read_file("pattern.onnx", &onnx_size);
+    ck_assert(!contains(d, onnx_size, "digits.members"));
+    free(d);
+    d = read_file("pattern_out.safetensors", &st_size);
+    ck_assert(!contains(d, st_size, "digits.members") && !contains(d, st_size, "members."));
+    free(d);
+}
+END_TEST
+
+/* ---- ensembles ---- */
+
+/* The data bytes (after the header) of a safetensors file (malloc), their size into *size. */
+static unsigned char *st_data(const char *name, size_t *size)
+{
+    struct st_file f = st_read(name);
+    *size = f.size - 8 - f.header_length;
+    unsigned char *data = malloc(*size);
+    memcpy(data, f.data + 8 + f.header_length, *size);
+    st_free(&f);
+    return data;
+}
+
+START_TEST(ensemble_safetensors_round_trip_is_bit_identical)
+{
+    char err[512];
+    ck_assert_int_eq(run(err, "import e.safetensors -o e_back.dgt"), 0);
+    dg_test_expect_in(err, "digits: wrote e_back.dgt (an ensemble of 2 members, 887530 "
+                           "parameters each, from e.safetensors)");
+    char *settings, *back_settings;
+    unsigned char *params, *back_params;
+    ck_assert_int_eq(ensemble_parts("e.dgt", &settings, &params), 2);
+    ck_assert_int_eq(ensemble_parts("e_back.dgt", &back_settings, &back_params), 2);
+    ck_assert(memcmp(params, back_params, (size_t)2 * PARAMS * 4) == 0);
+    printf("ok   ensemble safetensors round trip: both members' %d parameters byte-equal\n",
+           PARAMS);
+    char expected[65536];
+    snprintf(expected, sizeof expected, "%simported_from=e.safetensors\n", settings);
+    ck_assert_str_eq(back_settings, expected);
+    /* the same predictions, and the same tensor bytes exported again */
+    ck_assert_int_eq(run(err,
+                         "predict -m e_back.dgt '%s' -o e_back.csv --probs e_back_probs.csv "
+                         "--device cpu --threads 2",
+                         sample_test),
+                     0);
+    char *a = dg_test_slurp(at("e_probs.csv")), *b = dg_test_slurp(at("e_back_probs.csv"));
+    ck_assert_str_eq(a, b);
+    free(a);
+    free(b);
+    ck_assert_int_eq(run(err, "export -m e_back.dgt -o e_back.safetensors -q"), 0);
+    size_t n1, n2;
+    unsigned char *d1 = st_data("e.safetensors", &n1), *d2 = st_data("e_back.safetensors", &n2);
+    ck_assert_uint_eq(n1, (size_t)2 * PARAMS * 4);
+    ck_assert(n1 == n2 && memcmp(d1, d2, n1) == 0);
+    free(d1);
+    free(d2);
+    free(settings);
+    free(back_settings);
+    free(params);
+    free(back_params);
+}
+END_TEST
+
+/* members.M.NAME in member order, each member in layer order and layout as one model; the
+ * member count in the metadata; no plain names. */
+START_TEST(ensemble_safetensors_names_and_layouts)
+{
+    struct st_file f = st_read("e.safetensors");
+    static const char *const entries[] = {
+        "\"members.0.conv1.weight\":{\"dtype\":\"F32\",\"shape\":[32,1,5,5],\"data_offsets\":"
+        "[0,3200]}",
+        "\"members.0.dense2.bias\":{\"dtype\":\"F32\",\"shape\":[10],\"data_offsets\":"
+        "[3550080,3550120]}",
+        "\"members.1.conv1.weight\":{\"dtype\":\"F32\",\"shape\":[32,1,5,5],\"data_offsets\":"
+        "[3550120,3553320]}",
+        "\"members.1.dense1.weight\":{\"dtype\":\"F32\",\"shape\":[256,3136],",
+        "\"members.1.dense2.bias\":{\"dtype\":\"F32\",\"shape\":[10],\"data_offsets\":"
+        "[7100200,7100240]}",
+        "\"digits.members\":\"2\"",
+        "\"format\":\"pt\"",
+        "\"layout\":\"PyTorch: member M's tensors are members.M.NAME (an nn.ModuleList named "
+        "members);",
+    };
+    for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++)
+        ck_assert_msg(strstr(f.header, entries[i]) != NULL, "'%s' not in the header:\n%.3000s",
+                      entries[i], f.header);
+    ck_assert_ptr_null(strstr(f.header, "\"conv1.weight\""));
+    ck_assert_uint_eq(f.header_length % 8, 0);
+    /* each member's data is what that member alone exports */
+    char *settings;
+    unsigned char *params;
+    ck_assert_int_eq(ensemble_parts("e.dgt", &settings, &params), 2);
+    const unsigned char *data = f.data + 8 + f.header_length;
+    size_t one = (size_t)PARAMS * 4;
+    for (int m = 0; m < 2; m++) {
+        ck_assert(memcmp(data + m * one, params + m * one, 3200) == 0); /* conv1.weight */
+        size_t dense2_w = one - 40 - 10240;
+        for (int o = 0; o < 10; o++)
+            for (int i = 0; i < 256; i++)
+                ck_assert(memcmp(data + m * one + dense2_w + 4 * ((size_t)o * 256 + i),
+                                 params + m * one + dense2_w + 4 * ((size_t)i * 10 + o), 4) == 0);
+    }
+    printf("ok   ensemble safetensors: members.M. names, member order, layouts, "
+           "digits.members\n");
+    free(settings);
+    free(params);
+    st_free(&f);
+}
+END_TEST
+
+START_TEST(ensemble_onnx_file_structure)
+{
+    size_t n, n2;
+    unsigned char *onnx = read_file("e.onnx", &n);
+    static const char *const strings[] = {
+        "members.0.conv1.weight", "members.1.dense2.bias",   "members.0.conv1",
+        "members.1.softmax",      "members.0.probabilities", "members.1.probabilities",
+        "\x22\x04Mean",           "digits.members",          "digits.architecture",
+        "digits.settings",        "ensemble of 2 networks"};
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
+        ck_assert_msg(contains(onnx, n, strings[i]), "no '%s'", strings[i]);
+    ck_assert(!contains(onnx, n,
+                        "\x42\x0c"
+                        "conv1.weight")); /* no unprefixed initializer */
+    /* the same ensemble gives the same bytes */
+    char err[512];
+    ck_assert_int_eq(run(err, "export -m e.dgt -o e_again.onnx -q"), 0);
+    unsigned char *again = read_file("e_again.onnx", &n2);
+    ck_assert(n == n2 && memcmp(onnx, again, n) == 0);
+    free(onnx);
+    free(again);
+}
+END_TEST
+
+/* -m given several times: the files' members in order, one exported ensemble; the first
+ * file's settings and where the members came from. */
+START_TEST(export_combines_several_model_files)
+{
+    char err[512];
+    ck_assert_int_eq(run(err, "export -m m.dgt -m e.dgt -o c.safetensors"), 0);
+    dg_test_expect_in(err, "digits: wrote c.safetensors (safetensors F32, an ensemble of 3 "
+                           "members, 887530 parameters each)");
+    size_t nm, ne, nc;
+    unsigned char *dm = st_data("m.safetensors", &nm), *de = st_data("e.safetensors", &ne);
+    unsigned char *dc = st_data("c.safetensors", &nc);
+    ck_assert_uint_eq(nc, nm + ne);
+    ck_assert(memcmp(dc, dm, nm) == 0 && memcmp(dc + nm, de, ne) == 0);
+    free(dm);
+    free(de);
+    free(dc);
+    struct st_file f = st_read("c.safetensors");
+    ck_assert_ptr_nonnull(strstr(f.header, "\"digits.members\":\"3\""));
+    ck_assert_ptr_nonnull(strstr(f.header, "\\ncombined_from=m.dgt\\ncombined_from=e.dgt\\n\""));
+    st_free(&f);
+    /* back in: the three members, m's then e's */
+    ck_assert_int_eq(run(err, "import c.safetensors -o c.dgt -q"), 0);
+    char *sm, *se, *sc;
+    unsigned char *pm, *pe, *pc;
+    ck_assert_int_eq(ensemble_parts("m.dgt", &sm, &pm), 1);
+    ck_assert_int_eq(ensemble_parts("e.dgt", &se, &pe), 2);
+    ck_assert_int_eq(ensemble_parts("c.dgt", &sc, &pc), 3);
+    ck_assert(memcmp(pc, pm, (size_t)PARAMS * 4) == 0);
+    ck_assert(memcmp(pc + (size_t)PARAMS * 4, pe, (size_t)2 * PARAMS * 4) == 0);
+    free(sm), free(se), free(sc), free(pm), free(pe), free(pc);
+    /* ONNX the same way; one -m of a one-model file is the plain export */
+    ck_assert_int_eq(run(err, "export -m e.dgt -m m.dgt -o c.onnx"), 0);
+    dg_test_expect_in(err, "digits: wrote c.onnx (ONNX opset 13, an ensemble of 3 members");
+    size_t n;
+    unsigned char *onnx = read_file("c.onnx", &n);
+    ck_assert(contains(onnx, n, "members.2.dense2.bias") && !contains(onnx, n, "members.3.") &&
+              contains(onnx, n, "\x22\x04Mean"));
+    free(onnx);
+    /* a file that is not a model among them: nothing written */
+    ck_assert_int_eq(run(err, "export -m m.dgt -m e.safetensors -o bad.onnx"), 2);
+    dg_test_expect_in(err, "digits: e.safetensors: not a digits model file");
+    ck_assert(!exists("bad.onnx"));
+    printf("ok   export -m m.dgt -m e.dgt: one ensemble of 3, members in order\n");
+}
+END_TEST
+
+START_TEST(import_refuses_malformed_ensembles)
+{
+    struct st_file f = st_read("e.safetensors");
+    char *h, *h2;
+
+    h = replace(f.header, "\"members.1.dense2.bias\"", "\"dense2.bias\"");
+    st_write(&f, "e_mixed.safetensors", h);
+    free(h);
+    expect_refused("e_mixed.safetensors",
+                   "tensors of ensemble members ('members.0.conv1.weight') and of one model "
+                   "('dense2.bias') in one file: an ensemble names every tensor members.M.NAME");
+
+    /* every members.1. renamed members.2.: member 1 is missing */
+    h = strdup(f.header);
+    for (char *p = strstr(h, "\"members.1."); p; p = strstr(p, "\"members.1."))
+        p[9] = '2';
+    st_write(&f, "e_gap.safetensors", h);
+    free(h);
+    expect_refused("e_gap.safetensors", "member 1 has no tensors, but member 2 has (the members "
+                                        "of an ensemble are numbered 0, 1, 2, ... without gaps)");
+
+    h = replace(f.header, "\"members.1.conv1.weight\"", "\"members.01.conv1.weight\"");
+    st_write(&f, "e_zero.safetensors", h);
+    free(h);
+    expect_refused("e_zero.safetensors",
+                   "tensor 'members.01.conv1.weight': a member's tensor is named members.M.NAME "
+                   "with M = 0, 1, 2, ... (decimal, no leading zeros)");
+    h = replace(f.header, "\"members.1.conv1.weight\"", "\"members.x.conv1.weight\"");
+    st_write(&f, "e_name.safetensors", h);
+    free(h);
+    expect_refused_with("e_name.safetensors", "tensor 'members.x.conv1.weight': a member's "
+                                              "tensor is named members.M.NAME");
+    h = replace(f.header, "\"members.1.conv1.weight\"", "\"members.64.conv1.weight\"");
+    st_write(&f, "e_big.safetensors", h);
+    free(h);
+    expect_refused("e_big.safetensors", "tensor 'members.64.conv1.weight': a member index "
+                                        "beyond the 64 members digits takes (members.0 .. "
+                                        "members.63)");
+
+    h = drop(f.header, "members.1.dense2.bias");
+    st_write(&f, "e_missing.safetensors", h);
+    free(h);
+    expect_refused("e_missing.safetensors", "tensor 'members.1.dense2.bias' is missing");
+
+    h = replace(f.header, "\"members.1.conv1.weight\":{\"dtype\":\"F32\",\"shape\":[32,1,5,5]",
+                "\"members.1.conv1.weight\":{\"dtype\":\"F32\",\"shape\":[32,1,3,3]");
+    st_write(&f, "e_shape.safetensors", h);
+    free(h);
+    expect_refused("e_shape.safetensors", "tensor 'members.1.conv1.weight' has shape [32, 1, 3, "
+                                          "3], expected [32, 1, 5, 5]");
+
+    h = replace(f.header, "\"members.1.conv1.weight\"", "\"members.1.conv9.weight\"");
+    st_write(&f, "e_unknown.safetensors", h);
+    free(h);
+    expect_refused("e_unknown.safetensors",
+                   "unknown tensor 'members.1.conv9.weight' (digits reads members.M. followed by "
+                   "conv1.weight, conv1.bias, conv2.weight, conv2.bias, conv3.weight, conv3.bias, "
+                   "conv4.weight, conv4.bias, dense1.weight, dense1.bias, dense2.weight, "
+                   "dense2.bias; fcK.weight and fcK.bias are taken for denseK)");
+
+    h = replace(f.header, "\"members.1.dense1.weight\"", "\"members.1.fc1.weight\"");
+    h2 = replace(h, "\"members.1.dense1.bias\"", "\"members.1.dense1.weight\"");
+    st_write(&f, "e_twice.safetensors", h2);
+    free(h);
+    free(h2);
+    expect_refused("e_twice.safetensors", "tensors 'members.1.fc1.weight' and "
+                                          "'members.1.dense1.weight' are the same parameter "
+                                          "(members.1.dense1.weight)");
+
+    h = replace(f.header, "\"digits.members\":\"2\"", "\"digits.members\":\"3\"");
+    st_write(&f, "e_count.safetensors", h);
+    free(h);
+    expect_refused("e_count.safetensors", "metadata digits.members is \"3\", but the tensors are "
+                                          "those of 2 members");
+    st_free(&f);
+
+    /* a one-model file that says it holds more */
+    struct st_file g = st_read("m.safetensors");
+    h = replace(g.header, "\"format\":\"pt\"", "\"format\":\"pt\",\"digits.members\":\"2\"");
+    st_write(&g, "m_count.safetensors", h);
+    free(h);
+    expect_refused("m_count.safetensors", "metadata digits.members is \"2\", but the tensors are "
+                                          "those of 1 member");
+    st_free(&g);
+}
+END_TEST
+
 /* ---- the JSON parser ---- */
 
 static void json_ok(const char *text, enum dg_json_type type)
@@ -756,17 +1163,18 @@ static int export_venv(char *python, size_t size, char *why, size_t why_size)
     return 0;
 }
 
-/* Runs export_check.py MODE ARGS with `python`: 0 passes, 77 skips (prints the script's
- * SKIP line), anything else fails with the script's output. Returns 1 when it ran. */
-static int check_script(const char *python, const char *mode, const char *args)
+/* Runs export_check.py MODE ARGS with `python` (its output into DIR/TAGMODE.out): 0 passes, 77
+ * skips (prints the script's SKIP line), anything else fails with the script's output. Returns
+ * 1 when it ran. */
+static int check_script(const char *python, const char *mode, const char *tag, const char *args)
 {
     char log_name[64];
-    snprintf(log_name, sizeof log_name, "%s.out", mode);
+    snprintf(log_name, sizeof log_name, "%s%s.out", tag, mode);
     int code = shell(log_name, "'%s' '%s' %s %s", python, script, mode, args);
     print_log(log_name);
     if (code == 77)
         return 0;
-    ck_assert_msg(code == 0, "export_check.py %s failed (exit %d): %s", mode, code,
+    ck_assert_msg(code == 0, "export_check.py %s %s failed (exit %d): %s", mode, args, code,
                   dg_test_slurp(at(log_name)));
     return 1;
 }
@@ -783,11 +1191,18 @@ static int sanitized_skip(const char *what)
     return 1;
 }
 
-static void agreement_args(char *args, size_t size, const char *file_option, const char *file)
+/* The one model ("m") or the ensemble ("e"): FILE_OPTION TAG.EXTENSION, checked against
+ * `digits predict` of the same model file (m: probs.csv, sub.csv; e: e_probs.csv, e_sub.csv). */
+static void agreement_args(char *args, size_t size, const char *file_option, const char *tag,
+                           const char *extension)
 {
-    snprintf(args, size, "%s %s --test '%s' --probs probs.csv --submission sub.csv", file_option,
-             file, sample_test);
+    const char *outputs = strcmp(tag, "m") == 0 ? "" : "e_";
+    snprintf(args, size, "%s %s.%s --test '%s' --probs %sprobs.csv --submission %ssub.csv",
+             file_option, tag, extension, sample_test, outputs, outputs);
 }
+
+static const char *const models[2] = {"m", "e"};
+static const char *const model_words[2] = {"the model", "the ensemble of 2"};
 
 START_TEST(onnxruntime_agrees_with_predict)
 {
@@ -798,10 +1213,13 @@ START_TEST(onnxruntime_agrees_with_predict)
         printf("SKIP onnxruntime agreement: %s\n", why);
         return;
     }
-    agreement_args(args, sizeof args, "--model", "m.onnx");
-    if (check_script(python, "onnx", args))
-        printf("ok   onnxruntime runs the exported ONNX on %s and agrees with digits predict\n",
-               sample_test);
+    for (int i = 0; i < 2; i++) {
+        agreement_args(args, sizeof args, "--model", models[i], "onnx");
+        if (check_script(python, "onnx", models[i], args))
+            printf("ok   onnxruntime runs %s exported as ONNX on %s and agrees with digits "
+                   "predict\n",
+                   model_words[i], sample_test);
+    }
 }
 END_TEST
 
@@ -814,9 +1232,11 @@ START_TEST(numpy_reproduces_predict)
         printf("SKIP numpy agreement: %s\n", why);
         return;
     }
-    agreement_args(args, sizeof args, "--weights", "m.safetensors");
-    if (check_script(python, "numpy", args))
-        printf("ok   numpy rebuilds the network from the safetensors file\n");
+    for (int i = 0; i < 2; i++) {
+        agreement_args(args, sizeof args, "--weights", models[i], "safetensors");
+        if (check_script(python, "numpy", models[i], args))
+            printf("ok   numpy rebuilds %s from the safetensors file\n", model_words[i]);
+    }
 }
 END_TEST
 
@@ -836,14 +1256,19 @@ START_TEST(torch_reproduces_predict)
         return;
     }
     char args[2048];
-    agreement_args(args, sizeof args, "--weights", "m.safetensors");
-    if (check_script(python, "torch", args))
-        printf("ok   PyTorch (%s) loads the safetensors file into nn.Module and agrees\n", python);
+    for (int i = 0; i < 2; i++) {
+        agreement_args(args, sizeof args, "--weights", models[i], "safetensors");
+        if (check_script(python, "torch", models[i], args))
+            printf("ok   PyTorch (%s) loads %s from the safetensors file (%s, strict) and "
+                   "agrees\n",
+                   python, model_words[i], i == 0 ? "nn.Module" : "an nn.ModuleList named members");
+    }
 }
 END_TEST
 
-/* Files written by the safetensors package itself (its own layout, only {"format": "pt"} as
- * metadata) are read back into the same parameters. */
+/* Files written by the safetensors package itself (its own layout and tensor order, only
+ * {"format": "pt"} as metadata) are read back into the same parameters: one model, with
+ * dense or fc names, and the ensemble. */
 START_TEST(import_reads_files_of_the_safetensors_package)
 {
     char python[1100], why[2048];
@@ -851,30 +1276,32 @@ START_TEST(import_reads_files_of_the_safetensors_package)
         printf("SKIP import of the safetensors package's files: %s\n", why);
         return;
     }
-    if (!check_script(python, "rewrite", "--weights m.safetensors --out pkg.safetensors"))
+    if (!check_script(python, "rewrite", "", "--weights m.safetensors --out pkg.safetensors"))
         return;
-    if (!check_script(python, "rewrite",
+    if (!check_script(python, "rewrite", "fc",
                       "--weights m.safetensors --out pkg_fc.safetensors "
                       "--alias"))
         return;
-    char *settings;
-    unsigned char *params;
-    model_parts("m.dgt", &settings, &params);
-    const char *files[] = {"pkg", "pkg_fc"};
-    for (int i = 0; i < 2; i++) {
-        char err[512], *s;
-        unsigned char *p;
+    if (!check_script(python, "rewrite", "e", "--weights e.safetensors --out pkg_e.safetensors"))
+        return;
+    const char *files[] = {"pkg", "pkg_fc", "pkg_e"};
+    const char *originals[] = {"m.dgt", "m.dgt", "e.dgt"};
+    for (int i = 0; i < 3; i++) {
+        char err[512], *s, *settings;
+        unsigned char *p, *params;
         char name[64];
         ck_assert_int_eq(run(err, "import %s.safetensors -o %s.dgt", files[i], files[i]), 0);
         snprintf(name, sizeof name, "%s.dgt", files[i]);
-        model_parts(name, &s, &p);
-        ck_assert(memcmp(params, p, (size_t)PARAMS * 4) == 0);
+        int members = ensemble_parts(originals[i], &settings, &params);
+        ck_assert_int_eq(ensemble_parts(name, &s, &p), members);
+        ck_assert(memcmp(params, p, (size_t)members * PARAMS * 4) == 0);
         free(s);
         free(p);
+        free(settings);
+        free(params);
     }
-    printf("ok   files written by the safetensors package import to the same parameters\n");
-    free(settings);
-    free(params);
+    printf("ok   files written by the safetensors package import to the same parameters (one "
+           "model, fc names, the ensemble)\n");
 }
 END_TEST
 
@@ -890,6 +1317,12 @@ int main(void)
     tcase_add_test(tc, import_refuses_malformed_files);
     tcase_add_test(tc, import_accepts_fc_names_and_no_metadata);
     tcase_add_test(tc, onnx_file_structure);
+    tcase_add_test(tc, one_model_exports_as_before);
+    tcase_add_test(tc, ensemble_safetensors_round_trip_is_bit_identical);
+    tcase_add_test(tc, ensemble_safetensors_names_and_layouts);
+    tcase_add_test(tc, ensemble_onnx_file_structure);
+    tcase_add_test(tc, export_combines_several_model_files);
+    tcase_add_test(tc, import_refuses_malformed_ensembles);
     tcase_add_test(tc, json_parser_is_strict);
     tcase_add_test(tc, onnxruntime_agrees_with_predict);
     tcase_add_test(tc, numpy_reproduces_predict);

@@ -123,29 +123,62 @@ void dg_checkpoint_free(struct dg_checkpoint *ck);
  * "shape": [...], "data_offsets": [begin, end]}, ..., "__metadata__": {...}}, padded with
  * spaces to a multiple of 8), then the tensors' little-endian bytes, in layer order.
  * __metadata__: "format": "pt", "producer", "digits.architecture", "digits.settings", and the
- * input, output and layout in words. */
+ * input, output and layout in words.
+ *
+ * Ensembles (several members, as dg_ensemble_load reads them). One member is written exactly as
+ * one model (nothing below appears). With K > 1 members:
+ *   ONNX: one model, the same input; member m's nodes, values and initializers named with the
+ *   prefix "members.m." ("members.0.conv1.weight", node "members.0.conv1", its softmax output
+ *   "members.0.probabilities"), then one Mean node ("mean") of the K softmax outputs in member
+ *   order gives "probabilities" (N, 10), as `digits predict` averages (there in double, here in
+ *   float32: the two differ by float rounding, ~1e-7). Metadata adds "digits.members" = "K";
+ *   "digits.architecture" is each member's.
+ *   safetensors: member m's tensors as "members.m.conv1.weight", ..., members in order, each in
+ *   layer order: the state_dict names of a PyTorch module holding the networks in an
+ *   nn.ModuleList attribute named `members` (load_state_dict(strict=True) takes the file as it
+ *   is). __metadata__ adds "digits.members" = "K".
+ * Import reads either form: every tensor named plainly (one model), or every tensor under
+ * "members.M." with M = 0..K-1 (decimal, no leading zeros, K <= DG_MAX_MEMBERS), each member
+ * complete. A file mixing the two, a member index with a gap before it, a malformed or too large
+ * index, a member with a missing, unknown, repeated or differently shaped tensor, or a
+ * "digits.members" that is not the member count found is refused, saying which. */
 #define DG_ONNX_OPSET 13
 #define DG_ONNX_IR_VERSION 7
 #define DG_ONNX_INPUT "input"
 #define DG_ONNX_OUTPUT "probabilities"
 #define DG_SAFETENSORS_MAX_HEADER 100000000u /* bytes, as the safetensors library */
+#define DG_EXPORT_MEMBER_PREFIX "members."   /* + "M." + the tensor's name */
+#define DG_EXPORT_MEMBERS_KEY "digits.members"
 
 /* Writes the model as ONNX (atomically); settings (may be NULL) goes into the metadata. */
 enum dg_status dg_export_onnx(const char *path, const struct dg_model *model,
                               const char *settings);
+/* Writes members[0..count) (1..DG_MAX_MEMBERS, one architecture) as one ONNX model averaging
+ * their probabilities; count 1 is dg_export_onnx. */
+enum dg_status dg_export_onnx_ensemble(const char *path, const struct dg_model *members,
+                                       int count, const char *settings);
 
 /* Writes the model's parameters as safetensors (atomically); settings (may be NULL) goes
  * into __metadata__ as "digits.settings". */
 enum dg_status dg_export_safetensors(const char *path, const struct dg_model *model,
                                      const char *settings);
+/* Writes members[0..count) as safetensors, "members.M." names when count > 1; count 1 is
+ * dg_export_safetensors. */
+enum dg_status dg_export_safetensors_ensemble(const char *path, const struct dg_model *members,
+                                              int count, const char *settings);
 
 /* Reads a safetensors file into a reference-architecture model (built here). Tensor names:
  * convK.weight / convK.bias, denseK.weight / denseK.bias, and fcK.weight / fcK.bias as another
  * name of denseK. Refuses (DG_ERR_INPUT, saying which) a bad header, an unknown, missing or
  * repeated tensor, another dtype than F32, another shape, data offsets outside the file,
- * overlapping or with holes, and a "digits.architecture" other than this digits'. *settings
- * (may be NULL) receives the "digits.settings" text (malloc), or NULL when there is none. */
+ * overlapping or with holes, a "digits.architecture" other than this digits', and an ensemble
+ * of several members. *settings (may be NULL) receives the "digits.settings" text (malloc), or
+ * NULL when there is none. */
 enum dg_status dg_import_safetensors(const char *path, struct dg_model *model, char **settings);
+/* The same for a file of one model or of an ensemble ("members.M." names): members[0..*count)
+ * built here (free each with dg_model_free); more than max_members members are refused. */
+enum dg_status dg_import_safetensors_ensemble(const char *path, struct dg_model *members,
+                                              int max_members, int *count, char **settings);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,6 @@
-/* digits export: a model file as ONNX (run it with onnxruntime and the like) or as safetensors
- * (the weights under PyTorch's names and layouts); the format is told by the output's name. */
+/* digits export: a model or ensemble file (or several, combined) as ONNX (run it with onnxruntime
+ * and the like) or as safetensors (the weights under PyTorch's names and layouts); the format is
+ * told by the output's name. */
 #include "cli/cli.h"
 
 #include "digits/io.h"
@@ -11,18 +12,27 @@
 #include <strings.h>
 
 static const char *usage_text =
-    "usage: digits export -m model.dgt -o FILE.onnx|FILE.safetensors\n"
+    "usage: digits export -m model.dgt [-m model2.dgt ...] -o FILE.onnx|FILE.safetensors\n"
     "\n"
-    "Writes the model as ONNX or as safetensors, told by the output's extension.\n"
+    "Writes the model, or the ensemble, as ONNX or as safetensors, told by the output's\n"
+    "extension.\n"
     "  .onnx         ONNX opset 13: input \"input\" (N, 1, 28, 28) float32 = pixel / 255,\n"
     "                output \"probabilities\" (N, 10), softmax included; dropout left out\n"
     "  .safetensors  the weights, F32, PyTorch's names and layouts: conv1.weight (out, in, k,\n"
     "                k), conv1.bias, ..., conv4, dense1.weight (out, in), dense1.bias, dense2;\n"
     "                the architecture and the training settings in __metadata__\n"
+    "An ensemble (a file of several members, or several -m: their members in order, as\n"
+    "`digits predict` combines them) is written as one file: ONNX, one model that runs every\n"
+    "member on the input (names members.M.*) and outputs the mean of their probabilities;\n"
+    "safetensors, member M's tensors as members.M.conv1.weight, ... (an nn.ModuleList named\n"
+    "members). Both record the member count as metadata digits.members. One model is written\n"
+    "without either. The settings are the first file's (plus a combined_from= line per file\n"
+    "when -m is given several times).\n"
     "`digits import` reads such a safetensors file back.\n"
     "\n"
     "options:\n"
-    "  -m, --model FILE     model file (required)\n"
+    "  -m, --model FILE     model or ensemble file (required; repeat to combine, at most 64\n"
+    "                       members in all)\n"
     "  -o, --output FILE    the file to write (required)\n"
     "  -q, --quiet          no line saying what was written\n"
     "  -h, --help           this text\n";
@@ -48,13 +58,17 @@ int dg_cmd_export(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *model_path = NULL, *output = NULL;
+    const char *model_paths[DG_MAX_MEMBERS];
+    int model_path_count = 0;
+    const char *output = NULL;
     int quiet = 0, opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "m:o:qh", long_options, NULL)) != -1) {
         switch (opt) {
         case 'm':
-            model_path = optarg;
+            if (model_path_count >= DG_MAX_MEMBERS)
+                return dg_cli_usage_error("export", "more than %d -m files", DG_MAX_MEMBERS);
+            model_paths[model_path_count++] = optarg;
             break;
         case 'o':
             output = optarg;
@@ -72,7 +86,7 @@ int dg_cmd_export(int argc, char **argv)
     }
     if (optind != argc)
         return dg_cli_usage_error("export", "unexpected argument '%s'", argv[optind]);
-    if (!model_path)
+    if (model_path_count == 0)
         return dg_cli_usage_error("export", "missing -m MODEL (the model file to export)");
     if (!output)
         return dg_cli_usage_error("export", "missing -o FILE (FILE.onnx or FILE.safetensors)");
@@ -83,21 +97,54 @@ int dg_cmd_export(int argc, char **argv)
                                   "must end in .onnx or .safetensors",
                                   output);
 
-    /* the model file holds at most 1 MiB of settings */
-    size_t settings_size = ((size_t)1 << 20) + 1;
-    char *settings = malloc(settings_size);
-    if (!settings)
+    /* the model file holds at most 1 MiB of settings; several -m add a line each */
+    size_t settings_size = ((size_t)1 << 20) + 1, extra = 0;
+    if (model_path_count > 1)
+        for (int f = 0; f < model_path_count; f++)
+            extra += strlen(model_paths[f]) + 32;
+    char *settings = malloc(settings_size + extra);
+    struct dg_model *members = calloc(DG_MAX_MEMBERS, sizeof *members);
+    if (!settings || !members) {
+        free(settings);
+        free(members);
         return dg_cli_fail(dg_error(DG_ERR_NOMEM, "out of memory"));
-    struct dg_model model;
-    enum dg_status status = dg_model_load(model_path, &model, settings, settings_size);
-    if (status == DG_OK) {
-        status = format == FORMAT_ONNX ? dg_export_onnx(output, &model, settings)
-                                       : dg_export_safetensors(output, &model, settings);
-        if (status == DG_OK && !quiet)
-            fprintf(stderr, "digits: wrote %s (%s, %zu parameters)\n", output,
-                    format == FORMAT_ONNX ? "ONNX opset 13" : "safetensors F32", model.param_count);
-        dg_model_free(&model);
     }
+    /* every file's members in order, as predict combines them; the first file's settings */
+    int count = 0;
+    enum dg_status status = DG_OK;
+    for (int f = 0; f < model_path_count && status == DG_OK; f++) {
+        int got = 0;
+        status = dg_ensemble_load(model_paths[f], members + count, DG_MAX_MEMBERS - count, &got,
+                                  f == 0 ? settings : NULL, f == 0 ? settings_size : 0);
+        count += got;
+    }
+    if (status == DG_OK && model_path_count > 1) {
+        size_t len = strlen(settings);
+        if (len && settings[len - 1] != '\n')
+            settings[len++] = '\n';
+        for (int f = 0; f < model_path_count; f++)
+            len += (size_t)snprintf(settings + len, settings_size + extra - len,
+                                    "combined_from=%s\n", model_paths[f]);
+    }
+    if (status == DG_OK) {
+        status = format == FORMAT_ONNX
+                     ? dg_export_onnx_ensemble(output, members, count, settings)
+                     : dg_export_safetensors_ensemble(output, members, count, settings);
+        if (status == DG_OK && !quiet) {
+            const char *what = format == FORMAT_ONNX ? "ONNX opset 13" : "safetensors F32";
+            if (count == 1)
+                fprintf(stderr, "digits: wrote %s (%s, %zu parameters)\n", output, what,
+                        members[0].param_count);
+            else
+                fprintf(stderr,
+                        "digits: wrote %s (%s, an ensemble of %d members, %zu parameters "
+                        "each)\n",
+                        output, what, count, members[0].param_count);
+        }
+    }
+    for (int m = 0; m < count; m++)
+        dg_model_free(&members[m]);
+    free(members);
     free(settings);
     return status == DG_OK ? 0 : dg_cli_fail(status);
 }

@@ -1,6 +1,7 @@
 /* digits import: a safetensors file (written by `digits export`, or by PyTorch for a network of
- * this architecture) into a model file. Every tensor's name, dtype, shape and place in the file
- * is checked first; the message of a refusal names the tensor and what is wrong. */
+ * this architecture or an ensemble of them) into a model or ensemble file. Every tensor's name,
+ * dtype, shape and place in the file is checked first; the message of a refusal names the
+ * tensor and what is wrong. */
 #include "cli/cli.h"
 
 #include "digits/io.h"
@@ -19,6 +20,10 @@ static const char *usage_text =
     "conv2.bias, conv3.weight (64, 32, 3, 3), conv3.bias, conv4.weight (64, 64, 3, 3),\n"
     "conv4.bias, dense1.weight (256, 3136), dense1.bias, dense2.weight (10, 256), dense2.bias;\n"
     "fc1 / fc2 are taken for dense1 / dense2. Nothing else may be in the file.\n"
+    "An ensemble: every tensor as members.M.NAME (M = 0, 1, ... without gaps, at most 64\n"
+    "members; the state_dict of an nn.ModuleList named members), each member complete; it is\n"
+    "written as an ensemble model file (one member: a plain model file). A metadata\n"
+    "digits.members, if any, must be the member count.\n"
     "The model's settings are those in the file's metadata (digits.settings), if any, and a\n"
     "line imported_from=WEIGHTS.\n"
     "\n"
@@ -62,11 +67,17 @@ int dg_cmd_import(int argc, char **argv)
         return dg_cli_usage_error("import", "missing -o FILE (the model file to write)");
     const char *input = argv[optind];
 
-    struct dg_model model;
+    struct dg_model *members = calloc(DG_MAX_MEMBERS, sizeof *members);
+    if (!members)
+        return dg_cli_fail(dg_error(DG_ERR_NOMEM, "out of memory"));
     char *stored = NULL, *settings = NULL;
-    enum dg_status status = dg_import_safetensors(input, &model, &stored);
-    if (status != DG_OK)
+    int count = 0;
+    enum dg_status status =
+        dg_import_safetensors_ensemble(input, members, DG_MAX_MEMBERS, &count, &stored);
+    if (status != DG_OK) {
+        free(members);
         return dg_cli_fail(status);
+    }
     size_t n = (stored ? strlen(stored) : 0) + strlen(input) + 32;
     settings = malloc(n);
     if (!settings) {
@@ -76,13 +87,22 @@ int dg_cmd_import(int argc, char **argv)
         size_t len = strlen(before);
         snprintf(settings, n, "%s%simported_from=%s\n", before,
                  len && before[len - 1] != '\n' ? "\n" : "", input);
-        status = dg_model_save(output, &model, settings);
+        status = dg_ensemble_save(output, members, count, settings);
     }
-    if (status == DG_OK && !quiet)
-        fprintf(stderr, "digits: wrote %s (%zu parameters from %s)\n", output, model.param_count,
-                input);
+    if (status == DG_OK && !quiet) {
+        if (count == 1)
+            fprintf(stderr, "digits: wrote %s (%zu parameters from %s)\n", output,
+                    members[0].param_count, input);
+        else
+            fprintf(stderr,
+                    "digits: wrote %s (an ensemble of %d members, %zu parameters each, from "
+                    "%s)\n",
+                    output, count, members[0].param_count, input);
+    }
     free(settings);
     free(stored);
-    dg_model_free(&model);
+    for (int m = 0; m < count; m++)
+        dg_model_free(&members[m]);
+    free(members);
     return status == DG_OK ? 0 : dg_cli_fail(status);
 }

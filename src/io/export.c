@@ -5,16 +5,27 @@
 
 #include <stdio.h>
 
+#include "digits/io.h"
+
 void dg_export_tensors(const struct dg_model *model, struct dg_export_tensor *tensors, int *count)
 {
+    dg_export_member_tensors(model, -1, tensors, count);
+}
+
+void dg_export_member_tensors(const struct dg_model *model, int member,
+                              struct dg_export_tensor *tensors, int *count)
+{
+    char prefix[24] = "";
+    if (member >= 0)
+        snprintf(prefix, sizeof prefix, "%s%d.", DG_EXPORT_MEMBER_PREFIX, member);
     int n = 0;
     for (int i = 0; i < model->layer_count; i++) {
         const struct dg_layer *layer = &model->layers[i];
         if (layer->weight_count == 0)
             continue;
         struct dg_export_tensor *w = &tensors[n++], *b = &tensors[n++];
-        snprintf(w->name, sizeof w->name, "%s.weight", layer->name);
-        snprintf(b->name, sizeof b->name, "%s.bias", layer->name);
+        snprintf(w->name, sizeof w->name, "%s%s.weight", prefix, layer->name);
+        snprintf(b->name, sizeof b->name, "%s%s.bias", prefix, layer->name);
         w->layer = b->layer = i;
         w->is_bias = 0;
         b->is_bias = 1;

@@ -2,7 +2,9 @@
  * parameters as named tensors in PyTorch's names and layouts, and the architecture in words.
  *   conv  "convK.weight" (out, in, k, k) (Digits' layout), "convK.bias" (out)
  *   dense "denseK.weight" (out, in) (Digits stores (in, out): transposed), "denseK.bias" (out)
- * K counts the layers of a kind from 1, as the layer table names them. */
+ * K counts the layers of a kind from 1, as the layer table names them. Member m of an
+ * ensemble of several: the same names behind "members.m." (PyTorch's nn.ModuleList named
+ * `members`), e.g. "members.0.conv1.weight". */
 #ifndef DIGITS_IO_EXPORT_H
 #define DIGITS_IO_EXPORT_H
 
@@ -15,7 +17,7 @@
 #define DG_EXPORT_MAX_TENSORS (2 * DG_MAX_LAYERS)
 
 struct dg_export_tensor {
-    char name[40]; /* "conv1.weight" */
+    char name[48]; /* "conv1.weight", "members.12.conv1.weight" */
     int layer;     /* index into model->layers */
     int is_bias;
     int transposed; /* dense weight: stored (in, out) by Digits, (out, in) here */
@@ -27,6 +29,10 @@ struct dg_export_tensor {
 
 /* The tensors of model in layer order (weight, then bias), count into *count. */
 void dg_export_tensors(const struct dg_model *model, struct dg_export_tensor *tensors, int *count);
+/* The same, named as member `member` of an ensemble ("members.M." before each name); member < 0:
+ * no prefix (one model), as dg_export_tensors. */
+void dg_export_member_tensors(const struct dg_model *model, int member,
+                              struct dg_export_tensor *tensors, int *count);
 
 /* Element i (row-major in the exported shape) of tensor t, read from Digits' parameters. */
 static inline size_t dg_export_index(const struct dg_export_tensor *t, size_t i)

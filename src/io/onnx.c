@@ -4,7 +4,9 @@
  * nodes (Conv [+ Relu], MaxPool, Flatten, Gemm [+ Relu]; Dropout is the identity at inference
  * and left out), then Softmax. Tensors: NCHW; the input (N, 1, 28, 28) float32 pixel / 255
  * with a symbolic batch "N"; initializers in PyTorch's layouts (src/io/export.h), raw_data
- * little-endian float32; dense layers as Gemm with transB = 1. */
+ * little-endian float32; dense layers as Gemm with transB = 1. An ensemble: each member's
+ * subgraph on the same input, its names behind "members.M.", and a Mean node of their softmax
+ * outputs (include/digits/io.h). */
 #include "digits/io.h"
 
 #include <stdio.h>
@@ -231,25 +233,26 @@ static void value_info(struct pb *graph, int field, const char *name, const int6
     pb_message(graph, field, &value);
 }
 
-/* The graph: nodes named after the layers, each value named after the node that makes it. */
-static enum dg_status build_graph(struct pb *graph, const struct dg_model *model)
+/* One network's nodes: named after the layers behind `prefix` ("" for one model, "members.M."
+ * for member M of an ensemble), each value named after the node that makes it; the softmax
+ * node is prefix + "softmax", its output `output`. */
+static enum dg_status member_nodes(struct pb *graph, const struct dg_model *model,
+                                   const struct dg_export_tensor *tensors, const char *prefix,
+                                   const char *output)
 {
-    struct dg_export_tensor tensors[DG_EXPORT_MAX_TENSORS];
-    int tensor_count;
-    dg_export_tensors(model, tensors, &tensor_count);
-    char current[48] = DG_ONNX_INPUT, next[48], relu_name[48];
+    char current[64] = DG_ONNX_INPUT, next[64], relu_name[64], name[64];
     int t = 0;
     for (int i = 0; i < model->layer_count; i++) {
         const struct dg_layer *layer = &model->layers[i];
         const struct dg_layer_spec *spec = &layer->spec;
         struct pb node;
-        snprintf(next, sizeof next, "%s", layer->name);
+        snprintf(name, sizeof name, "%s%s", prefix, layer->name);
+        snprintf(next, sizeof next, "%s", name);
         switch (spec->kind) {
         case DG_LAYER_CONV: {
             int64_t k[2] = {spec->kernel, spec->kernel}, one[2] = {1, 1};
             int64_t pad = spec->kernel / 2, pads[4] = {pad, pad, pad, pad};
-            node_start(&node, "Conv", layer->name, current, tensors[t].name, tensors[t + 1].name,
-                       next);
+            node_start(&node, "Conv", name, current, tensors[t].name, tensors[t + 1].name, next);
             attr_ints(&node, "kernel_shape", k, 2);
             attr_ints(&node, "pads", pads, 4);
             attr_ints(&node, "strides", one, 2);
@@ -261,7 +264,7 @@ static enum dg_status build_graph(struct pb *graph, const struct dg_model *model
         }
         case DG_LAYER_MAXPOOL: {
             int64_t two[2] = {2, 2};
-            node_start(&node, "MaxPool", layer->name, current, NULL, NULL, next);
+            node_start(&node, "MaxPool", name, current, NULL, NULL, next);
             attr_ints(&node, "kernel_shape", two, 2);
             attr_ints(&node, "strides", two, 2);
             node_finish(graph, &node);
@@ -271,14 +274,13 @@ static enum dg_status build_graph(struct pb *graph, const struct dg_model *model
             continue; /* the identity at inference */
         case DG_LAYER_FLATTEN:
             /* (N, C, H, W) -> (N, C*H*W), index c*h*w + y*w + x: Digits' flatten */
-            node_start(&node, "Flatten", layer->name, current, NULL, NULL, next);
+            node_start(&node, "Flatten", name, current, NULL, NULL, next);
             attr_int(&node, "axis", 1);
             node_finish(graph, &node);
             break;
         case DG_LAYER_DENSE:
             /* y = x B^T + C with B the (out, in) weight */
-            node_start(&node, "Gemm", layer->name, current, tensors[t].name, tensors[t + 1].name,
-                       next);
+            node_start(&node, "Gemm", name, current, tensors[t].name, tensors[t + 1].name, next);
             attr_float(&node, "alpha", 1.0f);
             attr_float(&node, "beta", 1.0f);
             attr_int(&node, "transA", 0);
@@ -292,19 +294,56 @@ static enum dg_status build_graph(struct pb *graph, const struct dg_model *model
         }
         snprintf(current, sizeof current, "%s", next);
         if ((spec->kind == DG_LAYER_CONV || spec->kind == DG_LAYER_DENSE) && spec->relu) {
-            snprintf(relu_name, sizeof relu_name, "%s_relu", layer->name);
+            snprintf(relu_name, sizeof relu_name, "%s%s_relu", prefix, layer->name);
             simple_node(graph, "Relu", relu_name, current, relu_name);
             snprintf(current, sizeof current, "%s", relu_name);
         }
     }
     struct pb softmax;
-    node_start(&softmax, "Softmax", "softmax", current, NULL, NULL, DG_ONNX_OUTPUT);
+    snprintf(name, sizeof name, "%ssoftmax", prefix);
+    node_start(&softmax, "Softmax", name, current, NULL, NULL, output);
     attr_int(&softmax, "axis", 1);
     node_finish(graph, &softmax);
+    return DG_OK;
+}
+
+/* The graph of members[0..count): one model as it always was; several as their subgraphs on
+ * the same input, then Mean of their probabilities (in member order). */
+static enum dg_status build_graph(struct pb *graph, const struct dg_model *members, int count)
+{
+    struct dg_export_tensor tensors[DG_EXPORT_MAX_TENSORS];
+    int tensor_count;
+    char prefix[24] = "", output[64] = DG_ONNX_OUTPUT;
+    for (int m = 0; m < count; m++) {
+        if (count > 1) {
+            snprintf(prefix, sizeof prefix, "%s%d.", DG_EXPORT_MEMBER_PREFIX, m);
+            snprintf(output, sizeof output, "%s%s", prefix, DG_ONNX_OUTPUT);
+        }
+        dg_export_member_tensors(&members[m], count > 1 ? m : -1, tensors, &tensor_count);
+        enum dg_status status = member_nodes(graph, &members[m], tensors, prefix, output);
+        if (status != DG_OK)
+            return status;
+    }
+    if (count > 1) {
+        /* Mean: variadic inputs, one output */
+        struct pb mean = {{NULL, 0, 0}, 0};
+        for (int m = 0; m < count; m++) {
+            snprintf(output, sizeof output, "%s%d.%s", DG_EXPORT_MEMBER_PREFIX, m, DG_ONNX_OUTPUT);
+            pb_string(&mean, NODE_INPUT, output);
+        }
+        pb_string(&mean, NODE_OUTPUT, DG_ONNX_OUTPUT);
+        pb_string(&mean, NODE_NAME, "mean");
+        pb_string(&mean, NODE_OP_TYPE, "Mean");
+        node_finish(graph, &mean);
+    }
 
     pb_string(graph, GRAPH_NAME, "digits");
-    for (int i = 0; i < tensor_count; i++)
-        initializer(graph, model, &tensors[i]);
+    for (int m = 0; m < count; m++) {
+        dg_export_member_tensors(&members[m], count > 1 ? m : -1, tensors, &tensor_count);
+        for (int i = 0; i < tensor_count; i++)
+            initializer(graph, &members[m], &tensors[i]);
+    }
+    const struct dg_model *model = &members[0];
     int64_t input_dims[4] = {-1, model->layers[0].in_c, model->layers[0].in_h,
                              model->layers[0].in_w};
     int64_t output_dims[2] = {-1, model->layers[model->layer_count - 1].out_c};
@@ -315,8 +354,24 @@ static enum dg_status build_graph(struct pb *graph, const struct dg_model *model
 
 enum dg_status dg_export_onnx(const char *path, const struct dg_model *model, const char *settings)
 {
+    return dg_export_onnx_ensemble(path, model, 1, settings);
+}
+
+enum dg_status dg_export_onnx_ensemble(const char *path, const struct dg_model *members, int count,
+                                       const char *settings)
+{
+    if (count < 1 || count > DG_MAX_MEMBERS)
+        return dg_error(DG_ERR_USAGE, "%s: an ensemble of %d members (1..%d)", path, count,
+                        DG_MAX_MEMBERS);
+    for (int m = 1; m < count; m++)
+        if (members[m].param_count != members[0].param_count)
+            return dg_error(DG_ERR_INPUT,
+                            "%s: members of different sizes (%zu and %zu "
+                            "parameters)",
+                            path, members[0].param_count, members[m].param_count);
+    const struct dg_model *model = &members[0];
     struct pb graph = {{NULL, 0, 0}, 0}, file = {{NULL, 0, 0}, 0}, opset = {{NULL, 0, 0}, 0};
-    enum dg_status status = build_graph(&graph, model);
+    enum dg_status status = build_graph(&graph, members, count);
     if (status != DG_OK) {
         free(graph.b.data);
         return dg_error_prefix(status, "%s", path);
@@ -329,15 +384,31 @@ enum dg_status dg_export_onnx(const char *path, const struct dg_model *model, co
     pb_int(&file, MODEL_IR_VERSION, DG_ONNX_IR_VERSION);
     pb_string(&file, MODEL_PRODUCER_NAME, "digits");
     pb_string(&file, MODEL_PRODUCER_VERSION, DIGITS_VERSION);
-    pb_string(&file, MODEL_DOC_STRING,
-              "Digits MNIST network. Input " DG_ONNX_INPUT " (N, 1, 28, 28) float32: pixel / "
-              "255 (0 background, 1 ink), NCHW. Output " DG_ONNX_OUTPUT
-              " (N, 10): the softmax probabilities of the digits 0-9.");
+    if (count == 1) {
+        pb_string(&file, MODEL_DOC_STRING,
+                  "Digits MNIST network. Input " DG_ONNX_INPUT " (N, 1, 28, 28) float32: pixel / "
+                  "255 (0 background, 1 ink), NCHW. Output " DG_ONNX_OUTPUT
+                  " (N, 10): the softmax probabilities of the digits 0-9.");
+    } else {
+        char doc[512];
+        snprintf(doc, sizeof doc,
+                 "Digits MNIST ensemble of %d networks (nodes and initializers of member M "
+                 "named members.M.*). Input " DG_ONNX_INPUT " (N, 1, 28, 28) float32: pixel / "
+                 "255 (0 background, 1 ink), NCHW. Output " DG_ONNX_OUTPUT
+                 " (N, 10): the mean of the members' softmax probabilities of the digits 0-9.",
+                 count);
+        pb_string(&file, MODEL_DOC_STRING, doc);
+    }
     pb_message(&file, MODEL_GRAPH, &graph);
     pb_string(&opset, OPSET_DOMAIN, "");
     pb_int(&opset, OPSET_VERSION, DG_ONNX_OPSET);
     pb_message(&file, MODEL_OPSET_IMPORT, &opset);
     pb_string_entry(&file, MODEL_METADATA_PROPS, "digits.architecture", arch ? arch : "");
+    if (count > 1) {
+        char text[16];
+        snprintf(text, sizeof text, "%d", count);
+        pb_string_entry(&file, MODEL_METADATA_PROPS, DG_EXPORT_MEMBERS_KEY, text);
+    }
     /* protobuf strings are UTF-8 */
     char *clean_settings = settings && settings[0] ? dg_json_utf8_clean(settings) : NULL;
     if (clean_settings)

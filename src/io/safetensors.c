@@ -56,47 +56,76 @@ static int put_json_pair(struct buffer *b, const char *key, const char *value, i
 enum dg_status dg_export_safetensors(const char *path, const struct dg_model *model,
                                      const char *settings)
 {
+    return dg_export_safetensors_ensemble(path, model, 1, settings);
+}
+
+enum dg_status dg_export_safetensors_ensemble(const char *path, const struct dg_model *members,
+                                              int count, const char *settings)
+{
+    if (count < 1 || count > DG_MAX_MEMBERS)
+        return dg_error(DG_ERR_USAGE, "%s: an ensemble of %d members (1..%d)", path, count,
+                        DG_MAX_MEMBERS);
+    for (int m = 1; m < count; m++)
+        if (members[m].param_count != members[0].param_count)
+            return dg_error(DG_ERR_INPUT,
+                            "%s: members of different sizes (%zu and %zu "
+                            "parameters)",
+                            path, members[0].param_count, members[m].param_count);
+    const struct dg_model *model = &members[0];
     struct dg_export_tensor tensors[DG_EXPORT_MAX_TENSORS];
-    int count;
-    dg_export_tensors(model, tensors, &count);
+    int count_per_member;
     int arch_len = dg_export_architecture(model, NULL, 0);
     char *arch = malloc((size_t)arch_len + 1);
     struct buffer header = {NULL, 0, 0}, file = {NULL, 0, 0};
     int failed = !arch;
     if (arch) {
-        char producer[64];
+        char producer[64], member_count[16];
         dg_export_architecture(model, arch, (size_t)arch_len + 1);
         snprintf(producer, sizeof producer, "digits %s", DIGITS_VERSION);
+        snprintf(member_count, sizeof member_count, "%d", count);
+        int one = count == 1;
         failed =
             put_text(&header, "{\"__metadata__\":{") || put_json_pair(&header, "format", "pt", 0) ||
             put_json_pair(&header, "producer", producer, 1) ||
             put_json_pair(&header, "digits.architecture", arch, 1) ||
+            (!one && put_json_pair(&header, DG_EXPORT_MEMBERS_KEY, member_count, 1)) ||
             put_json_pair(&header, "input",
                           "(N, 1, 28, 28) float32 = pixel / 255 (0 background, 1 ink), NCHW", 1) ||
             put_json_pair(&header, "output",
-                          "(N, 10) logits of the last layer; softmax(dim=1) gives the "
-                          "probabilities of the digits 0-9",
+                          one ? "(N, 10) logits of the last layer; softmax(dim=1) gives the "
+                                "probabilities of the digits 0-9"
+                              : "each member: (N, 10) logits of its last layer; the ensemble's "
+                                "probabilities of the digits 0-9 are the mean over the members "
+                                "of softmax(dim=1)",
                           1) ||
             put_json_pair(&header, "layout",
-                          "PyTorch: Conv2d weight (out, in, kh, kw), Linear weight (out, "
-                          "in); flatten in NCHW order, as torch.flatten(x, 1)",
+                          one ? "PyTorch: Conv2d weight (out, in, kh, kw), Linear weight (out, "
+                                "in); flatten in NCHW order, as torch.flatten(x, 1)"
+                              : "PyTorch: member M's tensors are members.M.NAME (an "
+                                "nn.ModuleList named members); Conv2d weight (out, in, kh, "
+                                "kw), Linear weight (out, in); flatten in NCHW order, as "
+                                "torch.flatten(x, 1)",
                           1) ||
             (settings && settings[0] && put_json_pair(&header, "digits.settings", settings, 1)) ||
             put_text(&header, "}");
     }
     uint64_t offset = 0;
-    for (int i = 0; i < count && !failed; i++) {
-        const struct dg_export_tensor *t = &tensors[i];
-        char entry[256];
-        int n = snprintf(entry, sizeof entry, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[", t->name);
-        for (int d = 0; d < t->rank; d++)
-            n += snprintf(entry + n, sizeof entry - (size_t)n, "%s%" PRId64, d ? "," : "",
-                          t->shape[d]);
-        snprintf(entry + n, sizeof entry - (size_t)n,
-                 "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", offset,
-                 offset + (uint64_t)t->count * 4);
-        offset += (uint64_t)t->count * 4;
-        failed = put_text(&header, entry);
+    for (int m = 0; m < count && !failed; m++) {
+        dg_export_member_tensors(&members[m], count > 1 ? m : -1, tensors, &count_per_member);
+        for (int i = 0; i < count_per_member && !failed; i++) {
+            const struct dg_export_tensor *t = &tensors[i];
+            char entry[256];
+            int n =
+                snprintf(entry, sizeof entry, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[", t->name);
+            for (int d = 0; d < t->rank; d++)
+                n += snprintf(entry + n, sizeof entry - (size_t)n, "%s%" PRId64, d ? "," : "",
+                              t->shape[d]);
+            snprintf(entry + n, sizeof entry - (size_t)n,
+                     "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", offset,
+                     offset + (uint64_t)t->count * 4);
+            offset += (uint64_t)t->count * 4;
+            failed = put_text(&header, entry);
+        }
     }
     failed = failed || put_text(&header, "}");
     /* the data starts 8-byte aligned, as the safetensors library writes it */
@@ -106,9 +135,12 @@ enum dg_status dg_export_safetensors(const char *path, const struct dg_model *mo
     failed = failed || put_u32(&file, (uint32_t)header_length) ||
              put_u32(&file, (uint32_t)(header_length >> 32)) ||
              buffer_put(&file, header.data, header.size);
-    for (int i = 0; i < count && !failed; i++)
-        for (size_t k = 0; k < tensors[i].count && !failed; k++)
-            failed = put_f32(&file, model->params[dg_export_index(&tensors[i], k)]);
+    for (int m = 0; m < count && !failed; m++) {
+        dg_export_member_tensors(&members[m], count > 1 ? m : -1, tensors, &count_per_member);
+        for (int i = 0; i < count_per_member && !failed; i++)
+            for (size_t k = 0; k < tensors[i].count && !failed; k++)
+                failed = put_f32(&file, members[m].params[dg_export_index(&tensors[i], k)]);
+    }
     free(arch);
     free(header.data);
     if (failed) {
@@ -171,13 +203,83 @@ static int compare_found(const void *a, const void *b)
     return x->begin < y->begin ? -1 : x->begin > y->begin;
 }
 
-/* Checks the header of the file (parsed into `root`) against the model's tensors: fills
- * found[] in the model's tensor order. */
-static enum dg_status check_tensors(const char *path, const struct dg_json *root,
-                                    const struct dg_export_tensor *tensors, int count,
-                                    uint64_t data_size, struct found *found)
+/* The form of the file: every tensor named plainly (one model: *members 1, *prefixed 0), or
+ * every tensor "members.M.NAME" with M = 0..K-1, no gaps (*members K, *prefixed 1). */
+static enum dg_status scan_members(const char *path, const struct dg_json *root, int *members,
+                                   int *prefixed)
 {
-    char names[512];
+    const size_t prefix_len = strlen(DG_EXPORT_MEMBER_PREFIX);
+    const char *plain = NULL, *member = NULL;
+    uint64_t present = 0;
+    int max = -1;
+    *members = 1;
+    *prefixed = 0;
+    _Static_assert(DG_MAX_MEMBERS <= 64, "one bit per member in a uint64_t");
+    for (size_t e = 0; e < root->count; e++) {
+        const char *name = root->keys[e];
+        if (strcmp(name, "__metadata__") == 0)
+            continue;
+        if (strncmp(name, DG_EXPORT_MEMBER_PREFIX, prefix_len) != 0) {
+            if (!plain)
+                plain = name;
+            continue;
+        }
+        const char *p = name + prefix_len;
+        int ok = *p >= '0' && *p <= '9' && !(p[0] == '0' && p[1] >= '0' && p[1] <= '9');
+        unsigned long index = 0;
+        while (ok && *p >= '0' && *p <= '9') {
+            index = index * 10 + (unsigned long)(*p++ - '0');
+            if (index >= DG_MAX_MEMBERS)
+                return dg_error(DG_ERR_INPUT,
+                                "%s: tensor '%s': a member index beyond the %d members "
+                                "digits takes (members.0 .. members.%d)",
+                                path, name, DG_MAX_MEMBERS, DG_MAX_MEMBERS - 1);
+        }
+        if (!ok || p[0] != '.' || p[1] == '\0')
+            return dg_error(DG_ERR_INPUT,
+                            "%s: tensor '%s': a member's tensor is named members.M.NAME with "
+                            "M = 0, 1, 2, ... (decimal, no leading zeros)",
+                            path, name);
+        present |= (uint64_t)1 << index;
+        if ((int)index > max)
+            max = (int)index;
+        if (!member)
+            member = name;
+    }
+    if (plain && member)
+        return dg_error(DG_ERR_INPUT,
+                        "%s: tensors of ensemble members ('%s') and of one model ('%s') in one "
+                        "file: an ensemble names every tensor members.M.NAME",
+                        path, member, plain);
+    *prefixed = member != NULL;
+    *members = member ? max + 1 : 1;
+    for (int m = 0; member && m < *members; m++)
+        if (!(present >> m & 1))
+            return dg_error(DG_ERR_INPUT,
+                            "%s: member %d has no tensors, but member %d has (the members of "
+                            "an ensemble are numbered 0, 1, 2, ... without gaps)",
+                            path, m, max);
+    return DG_OK;
+}
+
+/* "members.M." + the name, or the name alone (one model). */
+static void full_name(char *text, size_t size, int prefixed, int member, const char *name)
+{
+    if (prefixed)
+        snprintf(text, size, "%s%d.%s", DG_EXPORT_MEMBER_PREFIX, member, name);
+    else
+        snprintf(text, size, "%s", name);
+}
+
+/* Checks the header of the file (parsed into `root`) against the model's tensors, `members`
+ * times (`prefixed`: names "members.M.NAME", as scan_members found): fills found[m * count + t]
+ * in the model's tensor order. */
+static enum dg_status check_tensors(const char *path, const struct dg_json *root,
+                                    const struct dg_export_tensor *tensors, int count, int members,
+                                    int prefixed, uint64_t data_size, struct found *found)
+{
+    char names[512], canonical[96];
+    const int total = members * count;
     for (size_t e = 0; e < root->count; e++) {
         const char *name = root->keys[e];
         const struct dg_json *info = &root->items[e];
@@ -250,25 +352,34 @@ static enum dg_status check_tensors(const char *path, const struct dg_json *root
                             "integers)",
                             path, name);
 
-        /* which parameter */
+        /* which member (scan_members checked the form) and which parameter */
+        int member = 0;
+        const char *rest = name;
+        if (prefixed) {
+            char *end;
+            member = (int)strtol(name + strlen(DG_EXPORT_MEMBER_PREFIX), &end, 10);
+            rest = end + 1;
+        }
         int which = -1;
         for (int t = 0; t < count && which < 0; t++) {
             char alias[48];
             alias_of(tensors[t].name, alias, sizeof alias);
-            if (strcmp(name, tensors[t].name) == 0 || (alias[0] && strcmp(name, alias) == 0))
+            if (strcmp(rest, tensors[t].name) == 0 || (alias[0] && strcmp(rest, alias) == 0))
                 which = t;
         }
         if (which < 0) {
             known_names(names, sizeof names, tensors, count);
             return dg_error(DG_ERR_INPUT,
-                            "%s: unknown tensor '%s' (digits reads %s; fcK.weight "
+                            "%s: unknown tensor '%s' (digits reads %s%s; fcK.weight "
                             "and fcK.bias are taken for denseK)",
-                            path, name, names);
+                            path, name, prefixed ? "members.M. followed by " : "", names);
         }
         const struct dg_export_tensor *t = &tensors[which];
-        if (found[which].name)
+        struct found *slot = &found[member * count + which];
+        full_name(canonical, sizeof canonical, prefixed, member, t->name);
+        if (slot->name)
             return dg_error(DG_ERR_INPUT, "%s: tensors '%s' and '%s' are the same parameter (%s)",
-                            path, found[which].name, name, t->name);
+                            path, slot->name, name, canonical);
         if (strcmp(dtype->string, "F32") != 0 || dtype->length != 3)
             return dg_error(DG_ERR_INPUT, "%s: tensor '%s' has dtype %s; digits reads F32 only",
                             path, name, dtype->string);
@@ -294,48 +405,64 @@ static enum dg_status check_tensors(const char *path, const struct dg_json *root
                             "%s: truncated safetensors file: tensor '%s' ends at "
                             "byte %" PRIu64 " of the data, which has %" PRIu64 " bytes",
                             path, name, end, data_size);
-        found[which].name = name;
-        found[which].begin = begin;
-        found[which].end = end;
+        slot->name = name;
+        slot->begin = begin;
+        slot->end = end;
     }
-    for (int t = 0; t < count; t++)
-        if (!found[t].name)
-            return dg_error(DG_ERR_INPUT, "%s: tensor '%s' is missing", path, tensors[t].name);
+    for (int i = 0; i < total; i++)
+        if (!found[i].name) {
+            full_name(canonical, sizeof canonical, prefixed, i / count, tensors[i % count].name);
+            return dg_error(DG_ERR_INPUT, "%s: tensor '%s' is missing", path, canonical);
+        }
 
     /* the tensors must tile the data: no overlap, no hole, nothing after them */
-    struct found sorted[DG_EXPORT_MAX_TENSORS];
-    memcpy(sorted, found, (size_t)count * sizeof *found);
-    qsort(sorted, (size_t)count, sizeof *sorted, compare_found);
+    struct found *sorted = malloc((size_t)total * sizeof *sorted);
+    if (!sorted)
+        return dg_error(DG_ERR_NOMEM, "%s: out of memory", path);
+    memcpy(sorted, found, (size_t)total * sizeof *found);
+    qsort(sorted, (size_t)total, sizeof *sorted, compare_found);
     uint64_t at = 0;
-    for (int t = 0; t < count; t++) {
+    enum dg_status status = DG_OK;
+    for (int t = 0; t < total && status == DG_OK; t++) {
         if (sorted[t].begin < at)
-            return dg_error(DG_ERR_INPUT,
-                            "%s: bad safetensors file: the data of tensors '%s' "
-                            "and '%s' overlap",
-                            path, sorted[t - 1].name, sorted[t].name);
-        if (sorted[t].begin > at)
-            return dg_error(DG_ERR_INPUT,
-                            "%s: bad safetensors file: bytes %" PRIu64 "..%" PRIu64
-                            " of the data belong to no tensor",
-                            path, at, sorted[t].begin - 1);
+            status = dg_error(DG_ERR_INPUT,
+                              "%s: bad safetensors file: the data of tensors '%s' "
+                              "and '%s' overlap",
+                              path, sorted[t - 1].name, sorted[t].name);
+        else if (sorted[t].begin > at)
+            status = dg_error(DG_ERR_INPUT,
+                              "%s: bad safetensors file: bytes %" PRIu64 "..%" PRIu64
+                              " of the data belong to no tensor",
+                              path, at, sorted[t].begin - 1);
         at = sorted[t].end;
     }
-    if (at != data_size)
-        return dg_error(DG_ERR_INPUT,
-                        "%s: bad safetensors file: %" PRIu64 " bytes after the "
-                        "last tensor's data",
-                        path, data_size - at);
-    return DG_OK;
+    if (status == DG_OK && at != data_size)
+        status = dg_error(DG_ERR_INPUT,
+                          "%s: bad safetensors file: %" PRIu64 " bytes after the "
+                          "last tensor's data",
+                          path, data_size - at);
+    free(sorted);
+    return status;
 }
 
-/* The metadata: a "digits.architecture" must be this digits' one; "digits.settings" is
- * returned (malloc) when present. */
+/* The metadata: a "digits.architecture" must be this digits' one, a "digits.members" the
+ * number of members the tensors make; "digits.settings" is returned (malloc) when present. */
 static enum dg_status check_metadata(const char *path, const struct dg_json *root,
-                                     const struct dg_model *model, char **settings)
+                                     const struct dg_model *model, int members, char **settings)
 {
     const struct dg_json *meta = dg_json_get(root, "__metadata__");
     if (!meta)
         return DG_OK;
+    const struct dg_json *said = dg_json_get(meta, DG_EXPORT_MEMBERS_KEY);
+    if (said) {
+        char count[16];
+        snprintf(count, sizeof count, "%d", members);
+        if (said->length != strlen(count) || strcmp(said->string, count) != 0)
+            return dg_error(DG_ERR_INPUT,
+                            "%s: metadata " DG_EXPORT_MEMBERS_KEY " is \"%.40s\", but the "
+                            "tensors are those of %d member%s",
+                            path, said->string, members, members == 1 ? "" : "s");
+    }
     const struct dg_json *arch = dg_json_get(meta, "digits.architecture");
     if (arch) {
         int len = dg_export_architecture(model, NULL, 0);
@@ -368,11 +495,21 @@ static enum dg_status check_metadata(const char *path, const struct dg_json *roo
 
 enum dg_status dg_import_safetensors(const char *path, struct dg_model *model, char **settings)
 {
+    int count;
+    return dg_import_safetensors_ensemble(path, model, 1, &count, settings);
+}
+
+enum dg_status dg_import_safetensors_ensemble(const char *path, struct dg_model *members,
+                                              int max_members, int *member_count, char **settings)
+{
     unsigned char *data = NULL;
     size_t size = 0;
     struct dg_json root;
-    int have_root = 0;
-    memset(model, 0, sizeof *model);
+    int have_root = 0, built = 0;
+    struct found *found = NULL;
+    *member_count = 0;
+    if (max_members > 0)
+        memset(&members[0], 0, sizeof members[0]);
     if (settings)
         *settings = NULL;
     enum dg_status status = dg_io_read_whole(path, "safetensors", &data, &size);
@@ -427,33 +564,59 @@ enum dg_status dg_import_safetensors(const char *path, struct dg_model *model, c
     }
     have_root = 1;
 
+    int count = 1, prefixed = 0;
+    if ((status = scan_members(path, &root, &count, &prefixed)) != DG_OK)
+        goto fail;
+    if (count > max_members) {
+        if (max_members == 1)
+            status = dg_error(DG_ERR_INPUT, "%s: an ensemble of %d members; this reads one model",
+                              path, count);
+        else
+            status = dg_error(DG_ERR_INPUT, "%s: an ensemble of %d members, more than %d", path,
+                              count, max_members);
+        goto fail;
+    }
     int ref_count;
     const struct dg_layer_spec *specs = dg_arch_reference(&ref_count);
-    if ((status = dg_model_build(model, specs, ref_count)) != DG_OK)
-        goto fail;
+    for (; built < count; built++) {
+        memset(&members[built], 0, sizeof members[built]);
+        if ((status = dg_model_build(&members[built], specs, ref_count)) != DG_OK)
+            goto fail;
+    }
     struct dg_export_tensor tensors[DG_EXPORT_MAX_TENSORS];
-    struct found found[DG_EXPORT_MAX_TENSORS];
-    int count;
-    dg_export_tensors(model, tensors, &count);
-    memset(found, 0, sizeof found);
+    int tensor_count;
+    dg_export_tensors(&members[0], tensors, &tensor_count);
+    found = calloc((size_t)count * (size_t)tensor_count, sizeof *found);
+    if (!found) {
+        status = dg_error(DG_ERR_NOMEM, "%s: out of memory", path);
+        goto fail;
+    }
     const unsigned char *tensor_data = data + 8 + header_length;
     uint64_t data_size = size - 8 - header_length;
-    if ((status = check_tensors(path, &root, tensors, count, data_size, found)) != DG_OK ||
-        (status = check_metadata(path, &root, model, settings)) != DG_OK)
+    if ((status = check_tensors(path, &root, tensors, tensor_count, count, prefixed, data_size,
+                                found)) != DG_OK ||
+        (status = check_metadata(path, &root, &members[0], count, settings)) != DG_OK)
         goto fail;
-    for (int t = 0; t < count; t++) {
-        const unsigned char *src = tensor_data + found[t].begin;
-        for (size_t i = 0; i < tensors[t].count; i++)
-            model->params[dg_export_index(&tensors[t], i)] = get_f32(src + 4 * i);
-    }
+    for (int m = 0; m < count; m++)
+        for (int t = 0; t < tensor_count; t++) {
+            const unsigned char *src = tensor_data + found[m * tensor_count + t].begin;
+            for (size_t i = 0; i < tensors[t].count; i++)
+                members[m].params[dg_export_index(&tensors[t], i)] = get_f32(src + 4 * i);
+        }
+    *member_count = count;
+    free(found);
     dg_json_free(&root);
     free(data);
     return DG_OK;
 fail:
     if (have_root)
         dg_json_free(&root);
+    free(found);
     free(data);
-    dg_model_free(model);
+    for (int m = 0; m < built; m++)
+        dg_model_free(&members[m]);
+    if (built == 0 && max_members > 0)
+        dg_model_free(&members[0]);
     if (settings) {
         free(*settings);
         *settings = NULL;
