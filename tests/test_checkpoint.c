@@ -21,6 +21,7 @@
 #include <zlib.h>
 
 #include "cli_util.h"
+#include "history_util.h"
 
 /* a few hundred rows (fewer under the sanitizers), batch 32 */
 static char TRAIN_ARGS[128];
@@ -150,6 +151,10 @@ START_TEST(resume_after_an_epoch)
                      0);
     probs_of("part.dgt", "part.probs");
     expect_same_file("ref.probs", "part.probs");
+    /* the model file's history: the three epochs of the run left alone, the resumed one's too */
+    char ref_path[1024];
+    snprintf(ref_path, sizeof ref_path, "%s", at("ref.dgt"));
+    dg_test_expect_same_history(ref_path, "history", at("part.dgt"), "history", 3);
     /* the log continues: epochs 1, 2, 3 once each, the values of the run left alone */
     size_t na, nb;
     char *ref_log = read_file("ref.csv", &na), *log = read_file("part.csv", &nb);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cli_util.h"
+#include "history_util.h"
 
 #define ROWS 300
 #define TEST_ROWS 200
@@ -140,6 +141,10 @@ START_TEST(members_are_single_runs)
                              train, ROWS, 42 + m, name),
                          0);
         expect_same_params("e.dgt", m, name, 0);
+        char key[32], a[1024];
+        snprintf(key, sizeof key, "member%d_history", m + 1);
+        snprintf(a, sizeof a, "%s", at("e.dgt"));
+        dg_test_expect_same_history(a, key, at(name), "history", 1);
     }
     /* --member-splits: member 2 is `--seed 43` alone, split included */
     ck_assert_int_eq(run(err, "train %s --limit %d --epochs 1 --threads 2 --ensemble 2 "
@@ -153,8 +158,9 @@ START_TEST(members_are_single_runs)
     expect_same_params("ms.dgt", 1, "alone.dgt", 0);
     /* the ensemble file says what it is */
     ck_assert_int_eq(run(err, "predict -m e.dgt %s -o /dev/null", train), 0);
-    ck_assert_int_eq(run(err, "export -m e.dgt -o e.safetensors"), 2);
-    dg_test_expect_in(err, "e.dgt: an ensemble of 3 members; this command takes one model");
+    ck_assert_int_eq(run(err, "info --model=e.dgt"), 0);
+    dg_test_expect_in(at("stdout"), "e.dgt (an ensemble of 3 members)");
+    dg_test_expect_in(at("stdout"), "member3_history=1,1,");
     ck_assert_int_eq(run(err, "train %s --ensemble 2 --resume x.ckpt", train), 2);
     dg_test_expect_in(err, "--ensemble writes no checkpoints");
 }
@@ -286,8 +292,14 @@ START_TEST(mpi_ranks)
     ck_assert_int_eq(run(err, "train %s --limit %d --epochs 1 --ensemble 3 -o one.dgt -q", train,
                          ROWS),
                      0);
-    for (int m = 0; m < 3; m++)
+    for (int m = 0; m < 3; m++) {
         expect_same_params("mpi.dgt", m, "one.dgt", m);
+        /* the members trained on rank 1 bring their history along */
+        char key[32], a[1024];
+        snprintf(key, sizeof key, "member%d_history", m + 1);
+        snprintf(a, sizeof a, "%s", at("mpi.dgt"));
+        dg_test_expect_same_history(a, key, at("one.dgt"), key, 1);
+    }
     /* rank 1 cannot write its member's log (a directory is in the way): the job fails */
     snprintf(command, sizeof command, "mkdir '%s/log.member2.csv'", dir);
     ck_assert_int_eq(system(command), 0);

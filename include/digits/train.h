@@ -116,6 +116,17 @@ void dg_shuffle(uint64_t seed, uint32_t purpose, uint32_t epoch, uint32_t *rows,
  * cross-entropy stays finite there, so NaN alone would not catch it. */
 #define DG_TRAIN_DIVERGED_LOSS 1e4
 
+/* The history as text ("history=" lines of checkpoints and model files): the fields of one
+ * epoch, "epoch,epochs,loss,accuracy,val_loss,val_accuracy,lr,next_lr,images_per_second,
+ * seconds", floats with 17 significant digits (read back bit for bit); returns what snprintf
+ * returns. */
+int dg_history_format(const struct dg_epoch_report *report, char *out, size_t size);
+/* Parses those fields (ended by '\n' or the text's end); 1 when well formed. */
+int dg_history_parse(const char *text, struct dg_epoch_report *report);
+/* Every "KEY=" line of a "key=value\n" text, parsed into out[0..max): the count, or -1 when a
+ * line is malformed, out of order (epochs 1, 2, ...) or more than max. */
+int dg_history_read(const char *text, const char *key, struct dg_epoch_report *out, int max);
+
 /* Trains model->params in place (initialise them first) on the labelled dataset. With
  * options->save_best the model ends with the best epoch's weights. A step whose loss is NaN,
  * infinite or above DG_TRAIN_DIVERGED_LOSS per image stops training there (DG_ERR_RUNTIME

@@ -14,6 +14,7 @@ int dg_cmd_compare(int argc, char **argv);
 int dg_cmd_bench(int argc, char **argv);
 int dg_cmd_export(int argc, char **argv);
 int dg_cmd_import(int argc, char **argv);
+int dg_cmd_report(int argc, char **argv);
 
 /* Prints "digits: <message>" for `status` to stderr and returns its exit code. */
 int dg_cli_fail(enum dg_status status);

@@ -12,6 +12,7 @@
 #include <cblas.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *usage_text = "usage: digits info [--model[=FILE]]\n"
@@ -60,10 +61,26 @@ int dg_cmd_info(int argc, char **argv)
         struct dg_model model;
         enum dg_status status;
         if (model_path) {
-            char settings[4096];
-            status = dg_model_load(model_path, &model, settings, sizeof settings);
-            if (status == DG_OK)
-                printf("model file: %s\n%s\n", model_path, settings);
+            /* the whole settings text (with the training history), any member count */
+            size_t size = 1u << 20;
+            char *settings = malloc(size);
+            struct dg_model *members = calloc(DG_MAX_MEMBERS, sizeof *members);
+            int count = 0;
+            status = settings && members ? dg_ensemble_load(model_path, members, DG_MAX_MEMBERS,
+                                                            &count, settings, size)
+                                         : dg_error(DG_ERR_NOMEM, "out of memory");
+            if (status == DG_OK) {
+                printf("model file: %s", model_path);
+                if (count > 1)
+                    printf(" (an ensemble of %d members)", count);
+                printf("\n%s\n", settings);
+                model = members[0];
+                memset(&members[0], 0, sizeof members[0]);
+            }
+            for (int m = 1; m < count; m++)
+                dg_model_free(&members[m]);
+            free(members);
+            free(settings);
         } else {
             int count;
             const struct dg_layer_spec *specs = dg_arch_reference(&count);

@@ -10,6 +10,7 @@
 #include "digits/io.h"
 #include "digits/model.h"
 #include "digits/net.h"
+#include "digits/text.h"
 #include "digits/train.h"
 
 #include <getopt.h>
@@ -81,7 +82,39 @@ struct progress {
     int checkpoints_written;
     double checkpoint_seconds;
     long checkpoint_bytes;
+    /* the epochs reported (a resumed run's earlier ones first), stored in the model file */
+    struct dg_epoch_report *history;
+    int history_count, history_capacity;
+    int history_failed; /* out of memory */
 };
+
+/* Keeps one epoch's report for the model file. */
+static void keep_history(struct progress *progress, const struct dg_epoch_report *r)
+{
+    if (progress->history_count == progress->history_capacity) {
+        int capacity = progress->history_capacity ? 2 * progress->history_capacity : 32;
+        struct dg_epoch_report *grown =
+            realloc(progress->history, (size_t)capacity * sizeof *grown);
+        if (!grown) {
+            progress->history_failed = 1;
+            return;
+        }
+        progress->history = grown;
+        progress->history_capacity = capacity;
+    }
+    progress->history[progress->history_count++] = *r;
+}
+
+/* "KEY=fields\n" per epoch (dg_history_format). */
+static void text_history(struct dg_text *t, const char *key, const struct dg_epoch_report *history,
+                         int count)
+{
+    for (int i = 0; i < count; i++) {
+        char line[512];
+        dg_history_format(&history[i], line, sizeof line);
+        dg_text_add(t, "%s=%s\n", key, line);
+    }
+}
 
 static double wall_seconds(void)
 {
@@ -170,6 +203,7 @@ static void on_step(int epoch, int step, int steps, double seconds, void *ctx)
 static void on_epoch(const struct dg_epoch_report *r, void *ctx)
 {
     struct progress *progress = ctx;
+    keep_history(progress, r);
     if (!progress->quiet) {
         if (progress->tty)
             fprintf(stderr, "\r\033[K");
@@ -212,7 +246,7 @@ static enum dg_status train_ensemble(struct dg_backend *be, const struct dg_data
     enum dg_status status = members ? DG_OK : dg_error(DG_ERR_NOMEM, "out of memory");
     double seconds = 0.0;
     int built = 0;
-    char lines[DG_MAX_MEMBERS][96];
+    char *histories[DG_MAX_MEMBERS] = {NULL}; /* each member's "memberM_history=" lines */
     for (int m = 0; m < count && status == DG_OK; m++) {
         struct dg_train_options options = *base;
         options.seed = base->seed + (uint64_t)m;
@@ -242,7 +276,19 @@ static enum dg_status train_ensemble(struct dg_backend *be, const struct dg_data
                     (unsigned long long)options.split_seed,
                     job->size > 1 ? " on rank 0" : "");
         struct dg_train_result result;
+        progress->history_count = 0;
         status = dg_train(be, &members[m], dataset, &options, &result);
+        if (status == DG_OK && progress->history_failed)
+            status = dg_error(DG_ERR_NOMEM, "out of memory for the training history");
+        if (status == DG_OK) {
+            struct dg_text t = {0};
+            char key[32];
+            snprintf(key, sizeof key, "member%d_history", m + 1);
+            text_history(&t, key, progress->history, progress->history_count);
+            histories[m] = t.data;
+            if (t.failed)
+                status = dg_error(DG_ERR_NOMEM, "out of memory for the training history");
+        }
         if (progress->log) {
             if ((fclose(progress->log) != 0 || progress->log_failed) && status == DG_OK)
                 status = dg_error(DG_ERR_IO, "%s: writing the member's log failed", log_path);
@@ -250,13 +296,12 @@ static enum dg_status train_ensemble(struct dg_backend *be, const struct dg_data
         }
         seconds += result.seconds;
     }
-    for (int m = 0; m < count; m++)
-        snprintf(lines[m], sizeof lines[m], "member%d_seed=%llu\n", m + 1,
-                 (unsigned long long)(base->seed + (uint64_t)m));
     /* every rank: all members trained, or the first failure everywhere; then rank 0 gets them */
     status = dg_mpi_agree(job, status);
     for (int m = 0; m < count && status == DG_OK; m++)
-        status = dg_mpi_collect(job, m, members[m].params, members[m].param_count);
+        if ((status = dg_mpi_collect(job, m, members[m].params, members[m].param_count)) ==
+            DG_OK)
+            status = dg_mpi_collect_text(job, m, &histories[m]);
     status = dg_mpi_agree(job, status);
     if (status == DG_OK && job->rank == 0) {
         char split_text[32];
@@ -265,22 +310,34 @@ static enum dg_status train_ensemble(struct dg_backend *be, const struct dg_data
         else
             snprintf(split_text, sizeof split_text, "%llu",
                      (unsigned long long)base->split_seed);
-        char settings[8192];
-        size_t used = (size_t)snprintf(
-            settings, sizeof settings,
-            "digits_version=%s\nbackend=%s\ntrain_file=%s\nrows=%zu\nmembers=%d\nepochs=%d\n"
-            "batch=%d\nlr=%g\nval_split=%g\nseed=%llu\nsplit_seed=%s\naugment=%d\n"
-            "mpi_ranks=%d\nseconds=%.1f\n",
-            DIGITS_VERSION, be->name, train_path, dataset->count, count, base->epochs,
-            base->batch, base->lr, base->val_split, (unsigned long long)base->seed,
-            split_text, base->augment, job->size, seconds);
-        for (int m = 0; m < count && used < sizeof settings; m++)
-            used += (size_t)snprintf(settings + used, sizeof settings - used, "%s", lines[m]);
-        status = dg_ensemble_save(output, members, count, settings);
+        uint64_t data_rows;
+        uint32_t data_crc;
+        dg_dataset_fingerprint(dataset, &data_rows, &data_crc);
+        struct dg_text t = {0};
+        dg_text_add(&t,
+                 "digits_version=%s\nbackend=%s\ntrain_file=%s\nrows=%zu\ndata_crc32=%08x\n"
+                 "members=%d\nepochs=%d\nbatch=%d\nlr=%g\nrho=%g\neps=%g\nval_split=%g\n"
+                 "seed=%llu\nsplit_seed=%s\naugment=%d\nmpi_ranks=%d\nseconds=%.1f\n",
+                 DIGITS_VERSION, be->name, train_path, dataset->count, (unsigned)data_crc, count,
+                 base->epochs, base->batch, base->lr, base->rho, base->eps, base->val_split,
+                 (unsigned long long)base->seed, split_text, base->augment, job->size, seconds);
+        for (int m = 0; m < count; m++)
+            dg_text_add(&t, "member%d_seed=%llu\n", m + 1,
+                     (unsigned long long)(base->seed + (uint64_t)m));
+        for (int m = 0; m < count; m++)
+            dg_text_add(&t, "%s", histories[m] ? histories[m] : "");
+        const char *settings = t.data;
+        if (t.failed)
+            status = dg_error(DG_ERR_NOMEM, "out of memory for the model's settings");
+        if (status == DG_OK)
+            status = dg_ensemble_save(output, members, count, settings);
+        free(t.data);
         if (status == DG_OK && !progress->quiet)
             fprintf(stderr, "digits: wrote %s (an ensemble of %d members, %.1f s%s)\n", output,
                     count, seconds, job->size > 1 ? " on rank 0" : "");
     }
+    for (int m = 0; m < count; m++)
+        free(histories[m]);
     for (int m = 0; m < built; m++)
         dg_model_free(&members[m]);
     free(members);
@@ -643,6 +700,8 @@ int dg_cmd_train(int argc, char **argv)
     options.ctx = &progress;
     options.stop = &stop_signal;
     options.resume = have_resumed ? &resumed.state : NULL;
+    for (int i = 0; have_resumed && i < resumed.state.history_count; i++)
+        keep_history(&progress, &resumed.state.history[i]);
     progress.batch = options.batch;
     progress.model = &model;
     progress.checkpoint_path = checkpoint_path;
@@ -703,23 +762,33 @@ int dg_cmd_train(int argc, char **argv)
         goto fail;
     }
 
-    char settings[1024], validation[160] = "";
+    if (progress.history_failed) {
+        status = dg_error(DG_ERR_NOMEM, "out of memory for the training history");
+        goto fail;
+    }
+    struct dg_text settings = {0};
+    dg_text_add(&settings,
+             "digits_version=%s\nbackend=%s\ntrain_file=%s\nrows=%zu\ndata_crc32=%08x\n"
+             "epochs=%d\nbatch=%d\nlr=%g\nrho=%g\neps=%g\nval_split=%g\nvalidation_rows=%zu\n"
+             "seed=%llu\nsplit_seed=%llu\naugment=%d\n",
+             DIGITS_VERSION, be->name, train_path, dataset.count, (unsigned)data_crc,
+             options.epochs, options.batch, options.lr, options.rho, options.eps,
+             options.val_split, result.val_count, (unsigned long long)options.seed,
+             (unsigned long long)options.split_seed, options.augment);
     if (result.val_count)
-        snprintf(validation, sizeof validation,
-                 "final_val_accuracy=%.6f\nbest_val_accuracy=%.6f\nbest_epoch=%d\n",
+        dg_text_add(&settings, "final_val_accuracy=%.6f\nbest_val_accuracy=%.6f\nbest_epoch=%d\n",
                  result.final_val_accuracy, result.best_val_accuracy, result.best_epoch);
-    snprintf(settings, sizeof settings,
-             "digits_version=%s\nbackend=%s\ntrain_file=%s\nrows=%zu\nepochs=%d\nbatch=%d\n"
-             "lr=%g\nrho=%g\neps=%g\nval_split=%g\nvalidation_rows=%zu\nseed=%llu\n"
-             "split_seed=%llu\naugment=%d\n%sseconds=%.1f\nepochs_run=%d\nsave_best=%d\n"
-             "early_stop=%d\nweights_of_epoch=%d\n",
-             DIGITS_VERSION, be->name, train_path, dataset.count, options.epochs,
-             options.batch, options.lr, options.rho, options.eps, options.val_split,
-             result.val_count, (unsigned long long)options.seed,
-             (unsigned long long)options.split_seed, options.augment, validation,
+    dg_text_add(&settings,
+             "seconds=%.1f\nepochs_run=%d\nsave_best=%d\nearly_stop=%d\nweights_of_epoch=%d\n",
              result.seconds, result.epochs_run, options.save_best, options.early_stop,
              options.save_best && result.best_epoch > 0 ? result.best_epoch : result.epochs_run);
-    if ((status = dg_model_save(output, &model, settings)) != DG_OK)
+    text_history(&settings, "history", progress.history, progress.history_count);
+    if (settings.failed)
+        status = dg_error(DG_ERR_NOMEM, "out of memory for the model's settings");
+    else
+        status = dg_model_save(output, &model, settings.data);
+    free(settings.data);
+    if (status != DG_OK)
         goto fail;
     if (!progress.quiet) {
         if (result.stopped_early)
@@ -754,6 +823,7 @@ fail:
         code = dg_cli_fail(dg_error(DG_ERR_IO, "%s: writing the log failed", log_path));
     if (have_resumed)
         dg_checkpoint_free(&resumed);
+    free(progress.history);
     dg_model_free(&model);
     dg_dataset_free(&dataset);
     dg_backend_destroy(be);

@@ -16,6 +16,7 @@ static const struct command commands[] = {
     {"train", dg_cmd_train, "train the network on a labelled file, write a model"},
     {"predict", dg_cmd_predict, "score a file with a model, write a Kaggle submission"},
     {"eval", dg_cmd_eval, "accuracy, per-class precision/recall and confusion matrix"},
+    {"report", dg_cmd_report, "an HTML page: learning curves, confusion matrix, worst errors"},
     {"check-data", dg_cmd_check_data, "validate and summarise a dataset"},
     {"compare", dg_cmd_compare, "run the same batch through CPU and CUDA, layer by layer"},
     {"bench", dg_cmd_bench, "measure parse speed, training and inference throughput"},

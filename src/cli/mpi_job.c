@@ -89,6 +89,39 @@ enum dg_status dg_mpi_collect(const struct dg_mpi_job *job, int member, float *p
                          owner);
 }
 
+enum dg_status dg_mpi_collect_text(const struct dg_mpi_job *job, int member, char **text)
+{
+    int owner = member % job->size;
+    if (job->size == 1 || owner == 0)
+        return DG_OK;
+    int ok = 1;
+    if (job->rank == owner) {
+        unsigned long long length = *text ? strlen(*text) : 0;
+        ok = MPI_Send(&length, 1, MPI_UNSIGNED_LONG_LONG, 0, member, MPI_COMM_WORLD) ==
+                 MPI_SUCCESS &&
+             (length == 0 || MPI_Send(*text, (int)length, MPI_CHAR, 0, member,
+                                      MPI_COMM_WORLD) == MPI_SUCCESS);
+    } else if (job->rank == 0) {
+        unsigned long long length = 0;
+        ok = MPI_Recv(&length, 1, MPI_UNSIGNED_LONG_LONG, owner, member, MPI_COMM_WORLD,
+                      MPI_STATUS_IGNORE) == MPI_SUCCESS;
+        char *received = ok && length < (1ull << 30) ? malloc((size_t)length + 1) : NULL;
+        if (ok && !received)
+            return dg_error(DG_ERR_NOMEM, "MPI: no memory for member %d's history", member + 1);
+        if (ok && length)
+            ok = MPI_Recv(received, (int)length, MPI_CHAR, owner, member, MPI_COMM_WORLD,
+                          MPI_STATUS_IGNORE) == MPI_SUCCESS;
+        if (received) {
+            received[length] = '\0';
+            free(*text);
+            *text = received;
+        }
+    }
+    return ok ? DG_OK
+              : dg_error(DG_ERR_RUNTIME, "MPI: member %d's history from rank %d did not arrive",
+                         member + 1, owner);
+}
+
 int dg_mpi_built(void)
 {
     return 1;
@@ -119,6 +152,12 @@ enum dg_status dg_mpi_collect(const struct dg_mpi_job *job, int member, float *p
                               size_t count)
 {
     (void)job, (void)member, (void)params, (void)count;
+    return DG_OK;
+}
+
+enum dg_status dg_mpi_collect_text(const struct dg_mpi_job *job, int member, char **text)
+{
+    (void)job, (void)member, (void)text;
     return DG_OK;
 }
 

@@ -22,6 +22,9 @@ enum dg_status dg_mpi_agree(const struct dg_mpi_job *job, enum dg_status status)
  * Every rank calls it for every member, in the same order. */
 enum dg_status dg_mpi_collect(const struct dg_mpi_job *job, int member, float *params,
                               size_t count);
+/* Member `member`'s text (*text, malloc'd, NUL-terminated; NULL allowed on rank 0 before) to
+ * rank 0, replacing rank 0's *text; a no-op elsewhere. Collective like dg_mpi_collect. */
+enum dg_status dg_mpi_collect_text(const struct dg_mpi_job *job, int member, char **text);
 /* 1 when this build has MPI. */
 int dg_mpi_built(void);
 

@@ -8,6 +8,8 @@
 #include "augment.cuh"
 
 #include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,29 +99,78 @@ static void argmax_rows(const float *probs, size_t count, uint8_t *out)
     }
 }
 
+/* Every row, numbered from 1, as scored when no split applies. */
+static enum dg_status number_rows(struct dg_scoring *s)
+{
+    size_t count = s->dataset.count;
+    s->row_numbers = malloc((count ? count : 1) * sizeof *s->row_numbers);
+    if (!s->row_numbers)
+        return dg_error(DG_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < count; i++)
+        s->row_numbers[i] = (uint32_t)(i + 1);
+    return DG_OK;
+}
+
+/* Why the held-out rows cannot be told: an error with DG_HELD_OUT_YES; with DG_HELD_OUT_AUTO
+ * every row is kept and s->selection says why. */
+static enum dg_status no_split(struct dg_scoring *s, int mode, const char *why, ...)
+#ifdef __GNUC__
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+static enum dg_status no_split(struct dg_scoring *s, int mode, const char *why, ...)
+{
+    char reason[400];
+    va_list args;
+    va_start(args, why);
+    vsnprintf(reason, sizeof reason, why, args);
+    va_end(args);
+    if (mode == DG_HELD_OUT_YES)
+        return dg_error(DG_ERR_INPUT, "%s", reason);
+    snprintf(s->selection, sizeof s->selection, "all %zu rows (%.400s)", s->dataset.count,
+             reason);
+    return DG_OK;
+}
+
 /* Keeps only the validation rows of the model's split (rows, val_split and the split seed as
- * its settings record them), in split order. */
+ * its settings record them), in split order; the data must be the model's training data (its
+ * first `rows` rows, by the fingerprint the model records, when it records one). */
 static enum dg_status keep_held_out(struct dg_scoring *s, const char *model_path,
-                                    const char *data_path)
+                                    const char *data_path, int mode)
 {
     const char *rows = dg_settings_value(s->settings, "rows"), *split = dg_settings_value(s->settings, "val_split");
     const char *seed = dg_settings_value(s->settings, "split_seed");
+    const char *crc = dg_settings_value(s->settings, "data_crc32");
     if (seed && strncmp(seed, "per member", 10) == 0)
-        return dg_error(DG_ERR_INPUT, "%s: each member held out its own rows (--member-splits): "
-                                      "there is no one held-out set",
+        return no_split(s, mode, "%s: each member held out its own rows (--member-splits): "
+                                 "there is no one held-out set",
                         model_path);
     if (!seed || !strchr("0123456789", *seed))
         seed = dg_settings_value(s->settings, "seed"); /* models from before split_seed ("shared") */
     if (!rows || !split || !seed)
-        return dg_error(DG_ERR_INPUT, "%s: the model does not record its split (rows, val_split, "
-                                      "seed): --held-out cannot tell its validation rows",
+        return no_split(s, mode, "%s: the model does not record its split (rows, val_split, "
+                                 "seed): --held-out cannot tell its validation rows",
                         model_path);
     size_t count = (size_t)strtoull(rows, NULL, 10);
     if (count > s->dataset.count || count == 0)
-        return dg_error(DG_ERR_INPUT, "%s: %zu rows, the model was trained on %zu: not its "
-                                      "training file",
+        return no_split(s, mode, "%s: %zu rows, the model was trained on %zu: not its "
+                                 "training file",
                         data_path, s->dataset.count, count);
-    dg_dataset_truncate(&s->dataset, count); /* the first rows, as train --limit took them */
+    if (crc) {
+        struct dg_dataset first = s->dataset;
+        first.count = count;
+        uint64_t fingerprint_rows;
+        uint32_t fingerprint;
+        dg_dataset_fingerprint(&first, &fingerprint_rows, &fingerprint);
+        if (fingerprint != (uint32_t)strtoul(crc, NULL, 16))
+            return no_split(s, mode, "%s: not the model's training data (its first %zu rows "
+                                     "have CRC32 %08x, the model's %.8s)",
+                            data_path, count, (unsigned)fingerprint, crc);
+    }
+    if (strtod(split, NULL) <= 0.0)
+        return no_split(s, mode, "%s: trained without validation rows (val_split %.*s)",
+                        model_path, (int)strcspn(split, "\n"), split);
     uint32_t *order = malloc(count * sizeof *order);
     if (!order)
         return dg_error(DG_ERR_NOMEM, "out of memory");
@@ -127,8 +178,8 @@ static enum dg_status keep_held_out(struct dg_scoring *s, const char *model_path
     dg_train_split(strtoull(seed, NULL, 10), count, strtof(split, NULL), order, &held);
     if (held == 0) {
         free(order);
-        return dg_error(DG_ERR_INPUT, "%s: trained without validation rows (val_split %s)",
-                        model_path, split);
+        return no_split(s, mode, "%s: trained without validation rows (val_split %.*s)",
+                        model_path, (int)strcspn(split, "\n"), split);
     }
     /* gathered into fresh buffers from the dataset's allocator */
     struct dg_allocator *a = &s->dataset.allocator;
@@ -136,6 +187,8 @@ static enum dg_status keep_held_out(struct dg_scoring *s, const char *model_path
     uint8_t *labels = s->dataset.labels ? a->alloc(held, a->ctx) : NULL;
     if (!images || (s->dataset.labels && !labels)) {
         free(order);
+        if (images)
+            a->free(images, a->ctx);
         return dg_error(DG_ERR_NOMEM, "out of memory for %zu held-out rows", held);
     }
     for (size_t i = 0; i < held; i++) {
@@ -143,22 +196,26 @@ static enum dg_status keep_held_out(struct dg_scoring *s, const char *model_path
                DG_PIXELS);
         if (labels)
             labels[i] = s->dataset.labels[order[i]];
+        s->row_numbers[i] = order[i] + 1;
     }
     free(order);
     a->free(s->dataset.images, a->ctx);
     if (s->dataset.labels)
         a->free(s->dataset.labels, a->ctx);
+    snprintf(s->selection, sizeof s->selection,
+             "the %zu validation rows held out in training (of its %zu rows: val_split %.*s, "
+             "split seed %.*s)",
+             held, count, (int)strcspn(split, "\n"), split, (int)strcspn(seed, "\n"), seed);
     s->dataset.images = images;
     s->dataset.labels = labels;
     s->dataset.count = held;
     return DG_OK;
 }
 
-enum dg_status dg_scoring_run(struct dg_scoring *s, const struct dg_scoring_args *args,
-                              const char *data_path)
+/* The models of every -m file (in order) and the backend. */
+static enum dg_status open_models(struct dg_scoring *s, const struct dg_scoring_args *args)
 {
     enum dg_status status;
-    memset(s, 0, sizeof *s);
     for (int f = 0; f < args->model_path_count; f++) {
         int got = 0;
         status = dg_ensemble_load(args->model_paths[f], s->members + s->member_count,
@@ -168,13 +225,50 @@ enum dg_status dg_scoring_run(struct dg_scoring *s, const struct dg_scoring_args
         if (status != DG_OK)
             return status;
     }
-    if ((status = dg_cli_open_backend(&args->device, 0, &s->be)) != DG_OK)
+    return dg_cli_open_backend(&args->device, 0, &s->be);
+}
+
+static enum dg_status score(struct dg_scoring *s, const struct dg_scoring_args *args);
+
+enum dg_status dg_scoring_run(struct dg_scoring *s, const struct dg_scoring_args *args,
+                              const char *data_path)
+{
+    enum dg_status status;
+    memset(s, 0, sizeof *s);
+    if ((status = open_models(s, args)) != DG_OK)
         return status;
     if ((status = dg_dataset_load_threads(data_path, args->labels_path, &s->be->host_allocator,
                                           args->device.threads, &s->dataset)) != DG_OK)
         return status;
-    if (args->held_out && (status = keep_held_out(s, args->model_paths[0], data_path)) != DG_OK)
+    snprintf(s->selection, sizeof s->selection, "all %zu rows", s->dataset.count);
+    if ((status = number_rows(s)) != DG_OK)
         return status;
+    if (args->held_out &&
+        (status = keep_held_out(s, args->model_paths[0], data_path, args->held_out)) != DG_OK)
+        return status;
+    return score(s, args);
+}
+
+enum dg_status dg_scoring_run_dataset(struct dg_scoring *s, const struct dg_scoring_args *args,
+                                      struct dg_dataset *dataset)
+{
+    memset(s, 0, sizeof *s);
+    s->dataset = *dataset;
+    memset(dataset, 0, sizeof *dataset);
+    if (args->held_out)
+        return dg_error(DG_ERR_USAGE, "--held-out needs the model's training file");
+    snprintf(s->selection, sizeof s->selection, "all %zu images", s->dataset.count);
+    enum dg_status status = number_rows(s);
+    if (status == DG_OK)
+        status = open_models(s, args);
+    return status == DG_OK ? score(s, args) : status;
+}
+
+/* Every member on every copy (TTA) of every image of s->dataset: s->probs, s->predicted,
+ * s->member_predicted. */
+static enum dg_status score(struct dg_scoring *s, const struct dg_scoring_args *args)
+{
+    enum dg_status status = DG_OK;
     size_t count = s->dataset.count, values = count * DG_CLASSES;
     int copies = args->tta ? DG_TTA_COPIES : 1;
     s->probs = calloc(values ? values : 1, sizeof(float));
@@ -229,6 +323,7 @@ done:
 
 void dg_scoring_free(struct dg_scoring *s)
 {
+    free(s->row_numbers);
     free(s->probs);
     free(s->predicted);
     free(s->member_predicted);

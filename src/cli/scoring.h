@@ -21,7 +21,14 @@ struct dg_scoring {
     float *probs;        /* (count, 10): the members' (and copies') mean */
     uint8_t *predicted;  /* (count) first argmax of probs */
     uint8_t *member_predicted; /* (member_count, count): each member alone (with its copies) */
+    uint32_t *row_numbers;     /* (count) the 1-based row of the data file each image is */
+    char selection[512];       /* which rows were scored, in words */
 };
+
+/* --held-out: no; yes (an error when the data is not the model's training data or the model
+ * held out nothing); auto (report: the held-out rows when they can be told, else every row,
+ * and `selection` says why). */
+enum { DG_HELD_OUT_NO = 0, DG_HELD_OUT_YES = 1, DG_HELD_OUT_AUTO = 2 };
 
 /* The options predict and eval share: -m/--model (repeatable), --labels, --batch, --threads,
  * --device, --tta. */
@@ -31,7 +38,8 @@ struct dg_scoring_args {
     const char *labels_path;
     long batch;
     int tta;
-    int held_out; /* only the validation rows the (first) model was trained without */
+    int held_out; /* DG_HELD_OUT_*: only the validation rows the (first) model was trained
+                     without */
     struct dg_cli_device device;
 };
 
@@ -64,6 +72,11 @@ int dg_scoring_check_operands(const char *command, const char *what, int argc,
 
 enum dg_status dg_scoring_run(struct dg_scoring *s, const struct dg_scoring_args *args,
                               const char *data_path);
+/* dg_scoring_run over images already in memory (picture mode): `dataset` is moved into
+ * s->dataset (and emptied), whatever the outcome, so dg_scoring_free frees it; its labels are
+ * ignored. --held-out is refused (DG_ERR_USAGE); --labels is not read. */
+enum dg_status dg_scoring_run_dataset(struct dg_scoring *s, const struct dg_scoring_args *args,
+                                      struct dg_dataset *dataset);
 void dg_scoring_free(struct dg_scoring *s);
 
 #endif

@@ -4,10 +4,10 @@
  * floats printed so that they read back bit for bit (%.9g for float, %.17g for double). */
 #define _POSIX_C_SOURCE 200809L
 #include "digits/io.h"
+#include "digits/text.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,77 +35,33 @@ void dg_dataset_fingerprint(const struct dg_dataset *dataset, uint64_t *rows, ui
 
 /* ---- the text part ---- */
 
-struct text {
-    char *data;
-    size_t size, capacity;
-    int failed;
-};
-
-static void say(struct text *t, const char *fmt, ...)
-#ifdef __GNUC__
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
-
-static void say(struct text *t, const char *fmt, ...)
-{
-    if (t->failed)
-        return;
-    for (;;) {
-        va_list args;
-        va_start(args, fmt);
-        size_t room = t->capacity - t->size;
-        int n = vsnprintf(t->data ? t->data + t->size : NULL, room, fmt, args);
-        va_end(args);
-        if (n < 0) {
-            t->failed = 1;
-            return;
-        }
-        if ((size_t)n < room) {
-            t->size += (size_t)n;
-            return;
-        }
-        size_t capacity = t->capacity ? t->capacity * 2 : 8192;
-        while (capacity < t->size + (size_t)n + 1)
-            capacity *= 2;
-        char *data = realloc(t->data, capacity);
-        if (!data) {
-            t->failed = 1;
-            return;
-        }
-        t->data = data;
-        t->capacity = capacity;
-    }
-}
-
-static void settings_text(struct text *t, const struct dg_checkpoint *ck)
+static void settings_text(struct dg_text *t, const struct dg_checkpoint *ck)
 {
     const struct dg_train_options *o = &ck->options;
     const struct dg_train_state *s = &ck->state;
-    say(t, "digits_version=%s\n", DIGITS_VERSION);
-    say(t, "output=%s\ntrain_file=%s\nlabels_file=%s\nlimit=%" PRIu64 "\n", ck->output,
+    dg_text_add(t, "digits_version=%s\n", DIGITS_VERSION);
+    dg_text_add(t, "output=%s\ntrain_file=%s\nlabels_file=%s\nlimit=%" PRIu64 "\n", ck->output,
         ck->train_file, ck->labels_file, ck->limit);
-    say(t, "data_rows=%" PRIu64 "\ndata_crc32=%08" PRIx32 "\n", ck->data_rows, ck->data_crc32);
-    say(t, "epochs=%d\nbatch=%d\nlr=%.9g\nrho=%.9g\neps=%.9g\nval_split=%.9g\n", o->epochs,
+    dg_text_add(t, "data_rows=%" PRIu64 "\ndata_crc32=%08" PRIx32 "\n", ck->data_rows, ck->data_crc32);
+    dg_text_add(t, "epochs=%d\nbatch=%d\nlr=%.9g\nrho=%.9g\neps=%.9g\nval_split=%.9g\n", o->epochs,
         o->batch, (double)o->lr, (double)o->rho, (double)o->eps, (double)o->val_split);
-    say(t, "seed=%" PRIu64 "\nsplit_seed=%" PRIu64 "\n", o->seed, o->split_seed);
-    say(t, "augment=%d\nrotation_deg=%.9g\nshift=%.9g\nzoom=%.9g\n", o->augment,
+    dg_text_add(t, "seed=%" PRIu64 "\nsplit_seed=%" PRIu64 "\n", o->seed, o->split_seed);
+    dg_text_add(t, "augment=%d\nrotation_deg=%.9g\nshift=%.9g\nzoom=%.9g\n", o->augment,
         (double)o->rotation_deg, (double)o->shift, (double)o->zoom);
-    say(t, "lr_factor=%.9g\nmin_delta=%.9g\nmin_lr=%.9g\npatience=%d\n", (double)o->lr_factor,
+    dg_text_add(t, "lr_factor=%.9g\nmin_delta=%.9g\nmin_lr=%.9g\npatience=%d\n", (double)o->lr_factor,
         (double)o->min_delta, (double)o->min_lr, o->patience);
-    say(t, "save_best=%d\nearly_stop=%d\n", o->save_best, o->early_stop);
-    say(t, "state_epoch=%d\nstate_step=%d\nstate_lr=%.9g\nstate_wait=%d\n", s->epoch, s->step,
+    dg_text_add(t, "save_best=%d\nearly_stop=%d\n", o->save_best, o->early_stop);
+    dg_text_add(t, "state_epoch=%d\nstate_step=%d\nstate_lr=%.9g\nstate_wait=%d\n", s->epoch, s->step,
         (double)s->lr, s->wait);
-    say(t, "state_best_monitor=%.17g\nstate_best_val_accuracy=%.17g\nstate_best_epoch=%d\n",
+    dg_text_add(t, "state_best_monitor=%.17g\nstate_best_val_accuracy=%.17g\nstate_best_epoch=%d\n",
         s->best_monitor, s->best_val_accuracy, s->best_epoch);
-    say(t, "state_since_best=%d\nstate_stopped_early=%d\n", s->since_best, s->stopped_early);
-    say(t, "state_loss_sum=%.17g\nstate_correct=%.17g\nstate_seconds=%.17g\n", s->loss_sum,
+    dg_text_add(t, "state_since_best=%d\nstate_stopped_early=%d\n", s->since_best, s->stopped_early);
+    dg_text_add(t, "state_loss_sum=%.17g\nstate_correct=%.17g\nstate_seconds=%.17g\n", s->loss_sum,
         s->correct, s->seconds);
     for (int i = 0; i < s->history_count; i++) {
-        const struct dg_epoch_report *r = &s->history[i];
-        say(t, "history=%d,%d,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g\n", r->epoch,
-            r->epochs, r->loss, r->accuracy, r->val_loss, r->val_accuracy, r->lr, r->next_lr,
-            r->images_per_second, r->seconds);
+        char line[512];
+        dg_history_format(&s->history[i], line, sizeof line);
+        dg_text_add(t, "history=%s\n", line);
     }
 }
 
@@ -116,7 +72,7 @@ enum dg_status dg_checkpoint_save(const char *path, const struct dg_model *model
     if (s->param_count != model->param_count)
         return dg_error(DG_ERR_RUNTIME, "%s: the state has %zu parameters, the model %zu", path,
                         s->param_count, model->param_count);
-    struct text t = {NULL, 0, 0, 0};
+    struct dg_text t = {0};
     settings_text(&t, ck);
     int has_best = s->best_params && s->best_epoch > 0;
     uint32_t blocks = has_best ? 3 : 2;
@@ -236,21 +192,7 @@ static void read_history(struct reader *r, struct dg_train_state *s)
     for (const char *line = r->text; line && *line && r->status == DG_OK;) {
         if (strncmp(line, "history=", 8) == 0) {
             struct dg_epoch_report e;
-            memset(&e, 0, sizeof e);
-            const char *p = line + 8;
-            char *end;
-            e.epoch = (int)strtol(p, &end, 10);
-            int ok = *end == ',';
-            p = end + 1;
-            e.epochs = (int)strtol(p, &end, 10);
-            ok = ok && *end == ',';
-            double *fields[8] = {&e.loss,   &e.accuracy, &e.val_loss,          &e.val_accuracy,
-                                 &e.lr,     &e.next_lr,  &e.images_per_second, &e.seconds};
-            for (int f = 0; f < 8 && ok; f++) {
-                p = end + 1;
-                *fields[f] = strtod(p, &end);
-                ok = end != p && *end == (f == 7 ? '\n' : ',');
-            }
+            int ok = dg_history_parse(line + 8, &e);
             if (!ok || s->history_count >= s->history_capacity ||
                 e.epoch != s->history_count + 1) {
                 bad(r, "history");
