@@ -86,7 +86,7 @@ static void write_png(const char *path, uint32_t w, uint32_t h, int color_type, 
     fclose(fp);
 }
 
-/* A baseline JPEG, 1 (gray) or 3 (RGB) components. */
+/* A baseline JPEG, 1 (gray), 3 (RGB) or 4 (CMYK) components. */
 static void write_jpeg(const char *path, uint32_t w, uint32_t h, int components, int quality,
                        const unsigned char *data)
 {
@@ -100,7 +100,7 @@ static void write_jpeg(const char *path, uint32_t w, uint32_t h, int components,
     c.image_width = w;
     c.image_height = h;
     c.input_components = components;
-    c.in_color_space = components == 3 ? JCS_RGB : JCS_GRAYSCALE;
+    c.in_color_space = components == 4 ? JCS_CMYK : components == 3 ? JCS_RGB : JCS_GRAYSCALE;
     jpeg_set_defaults(&c);
     jpeg_set_quality(&c, quality, TRUE);
     jpeg_start_compress(&c, TRUE);
@@ -404,8 +404,15 @@ START_TEST(every_png_and_jpeg_layout_decodes)
     }
     write_jpeg(at("g.jpg"), w, h, 1, 95, data);
     write_jpeg(at("rgb.jpg"), w, h, 3, 95, data + w * h);
+    /* CMYK with libjpeg's Adobe marker (inverted values, as Photoshop writes them): paper
+     * 255,255,255,255, ink K = 0 */
+    for (uint32_t i = 0; i < w * h; i++) {
+        memset(data + w * h * 4 + 4 * i, 255, 3);
+        data[w * h * 4 + 4 * i + 3] = data[i];
+    }
+    write_jpeg(at("cmyk.jpg"), w, h, 4, 95, data + w * h * 4);
     const char *names[] = {"g8.png", "g16.png", "ga8.png", "rgb8.png", "rgba16.png", "pal.png",
-                           "g.jpg", "rgb.jpg"};
+                           "g.jpg", "rgb.jpg", "cmyk.jpg"};
     for (size_t n = 0; n < sizeof names / sizeof *names; n++) {
         struct dg_picture p;
         ck_assert_msg(dg_picture_load(at(names[n]), &p) == DG_OK, "%s", dg_error_message());
@@ -418,6 +425,8 @@ START_TEST(every_png_and_jpeg_layout_decodes)
                names[n], info.background, info.contrast, (unsigned)info.box_width,
                (unsigned)info.box_height, (unsigned)info.box_x, (unsigned)info.box_y,
                info.shift_x, info.shift_y);
+        ck_assert_int_eq(info.inverted, 1); /* dark ink on white, whatever the layout */
+        ck_assert_int_eq(info.background, 255);
         if (p.kind == DG_PICTURE_PNG) {
             expect_rect_9x20(image);
         } else {

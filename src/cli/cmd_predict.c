@@ -125,9 +125,12 @@ static enum operand_kind classify(const char *path)
 {
     struct stat st;
     enum dg_picture_kind kind = DG_PICTURE_UNKNOWN;
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+    int exists = stat(path, &st) == 0;
+    if (exists && S_ISDIR(st.st_mode))
         return OPERAND_DIR;
-    if (stat(path, &st) == 0 && dg_picture_kind_of_file(path, &kind) == DG_OK &&
+    /* only regular files are sniffed: reading a pipe's first bytes would take them from the
+     * CSV loader */
+    if (exists && S_ISREG(st.st_mode) && dg_picture_kind_of_file(path, &kind) == DG_OK &&
         kind != DG_PICTURE_UNKNOWN)
         return OPERAND_PICTURE;
     return picture_name(path) ? OPERAND_PICTURE : OPERAND_DATA;
