@@ -162,15 +162,20 @@ static void put_chart(struct dg_text *t, const struct curve *curves, int count, 
         hi = 1.0;
     }
     struct axis a = {0, 0, 60, CHART_W - 20, 30, CHART_H - 45};
-    if (accuracy) {
-        a.min = floor(lo * 20.0) / 20.0; /* down to a multiple of 0.05 */
-        a.max = 1.0;
-        if (a.min >= a.max)
-            a.min = a.max - 0.05;
-    } else {
-        a.min = 0.0;
-        a.max = hi > 0 ? hi * 1.08 : 1.0;
-    }
+    /* ticks at a round step (1, 2, 2.5 or 5 times a power of ten), about five of them */
+    double low = accuracy ? lo : 0.0, high = accuracy ? 1.0 : hi;
+    double span = high > low ? high - low : 1.0, unit = pow(10.0, floor(log10(span / 5.0)));
+    static const double multiples[5] = {1.0, 2.0, 2.5, 5.0, 10.0};
+    int pick = 0;
+    while (pick < 4 && span / (multiples[pick] * unit) > 6.0)
+        pick++;
+    double step = multiples[pick] * unit;
+    a.min = floor(low / step + 1e-9) * step;
+    a.max = ceil(high / step - 1e-9) * step;
+    if (a.max <= a.min)
+        a.max = a.min + step;
+    int ticks = (int)lround((a.max - a.min) / step);
+    int decimals = (int)fmax(0.0, -floor(log10(unit) + 1e-9)) + (pick == 2); /* 2.5: one more */
     dg_text_add(t,
                 "<svg class=\"chart\" viewBox=\"0 0 %d %d\" width=\"%d\" height=\"%d\" "
                 "role=\"img\" aria-label=\"%s per epoch\">\n"
@@ -178,15 +183,15 @@ static void put_chart(struct dg_text *t, const struct curve *curves, int count, 
                 CHART_W, CHART_H, CHART_W, CHART_H, accuracy ? "accuracy" : "loss", 60,
                 accuracy ? "Accuracy" : "Loss (cross-entropy)");
     /* grid and y ticks */
-    for (int k = 0; k <= 5; k++) {
-        double v = a.min + (a.max - a.min) * k / 5.0, y = py(&a, v);
+    for (int k = 0; k <= ticks; k++) {
+        double v = a.min + step * k, y = py(&a, v);
         dg_text_add(t,
                     "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" class=\"grid\"/>"
                     "<text x=\"%.1f\" y=\"%.1f\" class=\"tick\" text-anchor=\"end\">%.*f</text>\n",
-                    a.left, y, a.right, y, a.left - 6, y + 4, accuracy ? 3 : 2, v);
+                    a.left, y, a.right, y, a.left - 6, y + 4, decimals, v);
     }
-    int step = epochs <= 12 ? 1 : (epochs + 9) / 10;
-    for (int e = 1; e <= epochs; e += step) {
+    int every = epochs <= 12 ? 1 : (epochs + 9) / 10;
+    for (int e = 1; e <= epochs; e += every) {
         double x = px(&a, e, 0.5, epochs + 0.5);
         dg_text_add(t,
                     "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" class=\"axis\"/>"
