@@ -50,15 +50,16 @@ static int count_of(const char *text, const char *needle)
     return n;
 }
 
-/* The value printed after "accuracy: " by digits eval (stdout in DIR/stdout). */
-static double eval_accuracy(void)
+/* The page shows the accuracy `digits eval` printed (its stdout in DIR/stdout). */
+static void expect_eval_accuracy(const char *page)
 {
     char *out = dg_test_slurp(at("stdout"));
     const char *p = strstr(out, "accuracy: ");
     ck_assert_ptr_nonnull(p);
-    double accuracy = strtod(p + 10, NULL);
+    char accuracy[64];
+    snprintf(accuracy, sizeof accuracy, "accuracy %.4f</div>", strtod(p + 10, NULL));
     free(out);
-    return accuracy;
+    ck_assert_msg(strstr(page, accuracy), "the page lacks '%s'", accuracy);
 }
 
 static void train_model(const char *name, int epochs, const char *extra)
@@ -82,9 +83,7 @@ START_TEST(report_of_the_training_file)
     char *page = dg_test_slurp(at("r.html"));
     /* the same accuracy as eval of the same held-out rows */
     ck_assert_int_eq(run(err, "eval -m m.dgt --held-out %s", train), 0);
-    char accuracy[64];
-    snprintf(accuracy, sizeof accuracy, "accuracy %.4f</div>", eval_accuracy());
-    ck_assert_msg(strstr(page, accuracy), "the page lacks '%s'", accuracy);
+    expect_eval_accuracy(page);
     /* self-contained: a policy that forbids fetching, no script, no external reference */
     ck_assert_ptr_nonnull(strstr(page, "Content-Security-Policy\" content=\"default-src 'none'"));
     ck_assert_int_eq(count_of(page, "<script"), 0);
@@ -122,8 +121,7 @@ START_TEST(report_of_the_training_file)
     dg_test_expect_in(err, "(5000 images, all 5000 rows)");
     ck_assert_int_eq(run(err, "eval -m m.dgt %s", train), 0);
     page = dg_test_slurp(at("all.html"));
-    snprintf(accuracy, sizeof accuracy, "accuracy %.4f</div>", eval_accuracy());
-    ck_assert_msg(strstr(page, accuracy), "the page lacks '%s'", accuracy);
+    expect_eval_accuracy(page);
     ck_assert_int_eq(count_of(page, "alt=\"a "), 5);
     free(page);
 }
@@ -173,9 +171,7 @@ START_TEST(ensemble_report)
     /* both members' curves: 2 charts x 2 members x (training + validation) */
     ck_assert_int_eq(count_of(page, "<polyline"), 8);
     ck_assert_int_eq(run(err, "eval -m e.dgt --held-out %s", train), 0);
-    char accuracy[64];
-    snprintf(accuracy, sizeof accuracy, "accuracy %.4f</div>", eval_accuracy());
-    ck_assert_msg(strstr(page, accuracy), "the page lacks '%s'", accuracy);
+    expect_eval_accuracy(page);
     free(page);
 }
 END_TEST

@@ -71,6 +71,8 @@ enum dg_status dg_io_check_layers(const char *path, const char *kind, const unsi
                                   uint32_t layer_count, struct dg_model *model);
 /* Writes size bytes to path atomically (dg_atomic_open / commit). */
 enum dg_status dg_io_write_atomic(const char *path, const void *data, size_t size);
+/* 1..DG_MAX_MEMBERS members of one size, or an error naming path. */
+enum dg_status dg_io_check_members(const char *path, const struct dg_model *members, int count);
 
 /* Reads all of `path` (at most 2 GiB) into a malloc'ed buffer; `kind` names the file in
  * messages ("model", "checkpoint"). */

@@ -73,15 +73,24 @@ enum dg_status dg_io_write_atomic(const char *path, const void *data, size_t siz
     return dg_atomic_commit(&file);
 }
 
-enum dg_status dg_ensemble_save(const char *path, const struct dg_model *members, int count,
-                                const char *settings)
+enum dg_status dg_io_check_members(const char *path, const struct dg_model *members, int count)
 {
     if (count < 1 || count > DG_MAX_MEMBERS)
         return dg_error(DG_ERR_USAGE, "%s: an ensemble of %d members (1..%d)", path, count,
                         DG_MAX_MEMBERS);
     for (int m = 1; m < count; m++)
         if (members[m].param_count != members[0].param_count)
-            return dg_error(DG_ERR_RUNTIME, "%s: members of different sizes", path);
+            return dg_error(DG_ERR_INPUT, "%s: members of different sizes (%zu and %zu parameters)",
+                            path, members[0].param_count, members[m].param_count);
+    return DG_OK;
+}
+
+enum dg_status dg_ensemble_save(const char *path, const struct dg_model *members, int count,
+                                const char *settings)
+{
+    enum dg_status checked = dg_io_check_members(path, members, count);
+    if (checked != DG_OK)
+        return checked;
     struct buffer b = {NULL, 0, 0};
     size_t settings_len = settings ? strlen(settings) : 0;
     /* one model: version 1, which every digits reads; several: version 2 with a member count */

@@ -360,15 +360,9 @@ enum dg_status dg_export_onnx(const char *path, const struct dg_model *model, co
 enum dg_status dg_export_onnx_ensemble(const char *path, const struct dg_model *members, int count,
                                        const char *settings)
 {
-    if (count < 1 || count > DG_MAX_MEMBERS)
-        return dg_error(DG_ERR_USAGE, "%s: an ensemble of %d members (1..%d)", path, count,
-                        DG_MAX_MEMBERS);
-    for (int m = 1; m < count; m++)
-        if (members[m].param_count != members[0].param_count)
-            return dg_error(DG_ERR_INPUT,
-                            "%s: members of different sizes (%zu and %zu "
-                            "parameters)",
-                            path, members[0].param_count, members[m].param_count);
+    enum dg_status checked = dg_io_check_members(path, members, count);
+    if (checked != DG_OK)
+        return checked;
     const struct dg_model *model = &members[0];
     struct pb graph = {{NULL, 0, 0}, 0}, file = {{NULL, 0, 0}, 0}, opset = {{NULL, 0, 0}, 0};
     enum dg_status status = build_graph(&graph, members, count);

@@ -62,15 +62,9 @@ enum dg_status dg_export_safetensors(const char *path, const struct dg_model *mo
 enum dg_status dg_export_safetensors_ensemble(const char *path, const struct dg_model *members,
                                               int count, const char *settings)
 {
-    if (count < 1 || count > DG_MAX_MEMBERS)
-        return dg_error(DG_ERR_USAGE, "%s: an ensemble of %d members (1..%d)", path, count,
-                        DG_MAX_MEMBERS);
-    for (int m = 1; m < count; m++)
-        if (members[m].param_count != members[0].param_count)
-            return dg_error(DG_ERR_INPUT,
-                            "%s: members of different sizes (%zu and %zu "
-                            "parameters)",
-                            path, members[0].param_count, members[m].param_count);
+    enum dg_status checked = dg_io_check_members(path, members, count);
+    if (checked != DG_OK)
+        return checked;
     const struct dg_model *model = &members[0];
     struct dg_export_tensor tensors[DG_EXPORT_MAX_TENSORS];
     int count_per_member;
