@@ -264,6 +264,79 @@ START_TEST(averaging_and_tta)
 }
 END_TEST
 
+/* --concurrent N: members trained N at a time in one process, each on its own CPU backend (its
+ * share of the threads) from its own thread; every member stays bit-identical to the
+ * sequential ensemble (and so to its single run), history included; the progress is one
+ * "member M: epoch ..." line per epoch, no progress bar; each member its own log; a failing
+ * member fails the command (saying which) and no file is written; --concurrent above K is
+ * clamped; --devices is refused without CUDA devices, and with --device cpu. */
+START_TEST(concurrent_members)
+{
+    char err[512];
+    int epochs = getenv("DIGITS_TEST_SANITIZED") ? 1 : 2;
+    ck_assert_int_eq(run(err, "train %s --limit %d --epochs %d --threads 2 --ensemble 3 "
+                              "--concurrent 1 -o seq.dgt -q",
+                         train, ROWS, epochs),
+                     0);
+    ck_assert_int_eq(run(err, "train %s --limit %d --epochs %d --threads 2 --ensemble 3 "
+                              "--concurrent 2 --device cpu --log log.csv -o con.dgt",
+                         train, ROWS, epochs),
+                     0);
+    char *text = dg_test_slurp(err);
+    ck_assert_msg(strchr(text, '\r') == NULL, "a progress bar in the concurrent output:\n%s",
+                  text);
+    free(text);
+    dg_test_expect_in(err, "3 members here, 2 at a time, each on its own backend:");
+    dg_test_expect_in(err, "cpu: 1 thread,");
+    dg_test_expect_in(err, "member 3: epoch 1/");
+    dg_test_expect_in(err, "2 at a time)");
+    for (int m = 0; m < 3; m++) {
+        expect_same_params("con.dgt", m, "seq.dgt", m);
+        char key[32], a[1024], log[32];
+        snprintf(key, sizeof key, "member%d_history", m + 1);
+        snprintf(a, sizeof a, "%s", at("con.dgt"));
+        dg_test_expect_same_history(a, key, at("seq.dgt"), key, epochs);
+        snprintf(log, sizeof log, "log.member%d.csv", m + 1);
+        dg_test_expect_in(at(log), "epoch,loss,accuracy,");
+    }
+    ck_assert_int_eq(run(err, "info --model=con.dgt"), 0);
+    dg_test_expect_in(at("stdout"), "concurrent=2");
+    /* above K: clamped (2 members, 2 at a time) */
+    ck_assert_int_eq(run(err, "train %s --limit %d --epochs %d --threads 2 --ensemble 2 "
+                              "--concurrent 7 --device cpu -o two.dgt",
+                         train, ROWS, epochs),
+                     0);
+    dg_test_expect_in(err, "2 members here, 2 at a time");
+    for (int m = 0; m < 2; m++)
+        expect_same_params("two.dgt", m, "seq.dgt", m);
+    /* member 2 cannot write its log (a directory is in the way): the command fails, naming the
+     * member, the others stop, and no ensemble file is written */
+    char command[2048];
+    snprintf(command, sizeof command, "mkdir '%s/bad.member2.csv'", dir);
+    ck_assert_int_eq(system(command), 0);
+    ck_assert_int_eq(run(err, "train %s --limit %d --epochs 1 --threads 2 --ensemble 3 "
+                              "--concurrent 2 --device cpu --log bad.csv -o bad.dgt -q",
+                         train, ROWS),
+                     1);
+    dg_test_expect_in(err, "digits: member 2: ");
+    dg_test_expect_in(err, "bad.member2.csv: cannot create the log file");
+    ck_assert(access(at("bad.dgt"), F_OK) != 0);
+    /* usage */
+    ck_assert_int_eq(run(err, "train %s --concurrent 2", train), 2);
+    dg_test_expect_in(err, "--concurrent needs --ensemble K");
+    ck_assert_int_eq(run(err, "train %s --ensemble 2 --concurrent 0", train), 2);
+    ck_assert_int_eq(run(err, "train %s --ensemble 2 --devices 0 --device cpu", train), 2);
+    dg_test_expect_in(err, "it does not go with --device cpu");
+    ck_assert_int_eq(run(err, "train %s --ensemble 2 --devices 0,x", train), 2);
+    dg_test_expect_in(err, "--devices expects CUDA device numbers");
+    ck_assert_int_eq(run(err, "train %s --ensemble 2 --devices 1,1", train), 2);
+    dg_test_expect_in(err, "names device 1 twice");
+    ck_assert_int_eq(run(err, "train %s --ensemble 2 --devices 1023 -o x.dgt", train), 2);
+    dg_test_expect_in(err, "there is no CUDA device 1023");
+    ck_assert(access(at("x.dgt"), F_OK) != 0);
+}
+END_TEST
+
 /* Under mpirun -np 2, the members spread over the ranks: the file is bit-identical to the
  * one-process ensemble; a rank that fails fails the job (its rank and reason) and no file is
  * written. Skipped, saying why, when MPI is not built or mpirun is missing. */
@@ -300,6 +373,19 @@ START_TEST(mpi_ranks)
         snprintf(a, sizeof a, "%s", at("mpi.dgt"));
         dg_test_expect_same_history(a, key, at("one.dgt"), key, 1);
     }
+    /* two members at a time on rank 0 (members 1 and 3), rank 1 alone: the same file */
+    snprintf(command, sizeof command,
+             "cd '%s' && mpirun %s--oversubscribe -np 2 '%s' train '%s' --limit %d --epochs 1 "
+             "--ensemble 3 --concurrent 2 -o mpic.dgt 2>mpic.err",
+             dir, root, dg_test_bin(), train, ROWS);
+    status = system(command);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        char *text = dg_test_slurp(at("mpic.err"));
+        ck_abort_msg("mpirun --concurrent 2 failed (%d):\n%s", status, text);
+    }
+    dg_test_expect_in(at("mpic.err"), "2 members here, 2 at a time");
+    for (int m = 0; m < 3; m++)
+        expect_same_params("mpic.dgt", m, "one.dgt", m);
     /* rank 1 cannot write its member's log (a directory is in the way): the job fails */
     snprintf(command, sizeof command, "mkdir '%s/log.member2.csv'", dir);
     ck_assert_int_eq(system(command), 0);
@@ -323,6 +409,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, members_are_single_runs);
     tcase_add_test(tc, averaging_and_tta);
+    tcase_add_test(tc, concurrent_members);
     tcase_add_test(tc, mpi_ranks);
     suite_add_tcase(suite, tc);
     return dg_test_run_suite(suite);

@@ -54,6 +54,10 @@ struct dg_cli_device {
 enum dg_status dg_cli_open_backend(const struct dg_cli_device *device, int quiet,
                                    struct dg_backend **out);
 
+/* The number of CUDA devices this process sees (as `digits info` lists them); 0 with the
+ * reason in `reason` when there is none (no driver, no device, no CUDA backend built). */
+int dg_cli_cuda_device_count(char *reason, size_t reason_size);
+
 /* Parses "--math" values. */
 int dg_cli_parse_math(const char *command, const char *text, enum dg_cuda_math *math);
 

@@ -13,9 +13,12 @@
 #include "digits/text.h"
 #include "digits/train.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,9 +58,19 @@ static const char *usage_text =
     "      --split-seed N    seed of the validation split (default: --seed)\n"
     "      --ensemble K      train K members, member m with seed SEED+m (its own\n"
     "                        initialisation, dropout and augmentation; the split of\n"
-    "                        --split-seed), one after another, into one ensemble file;\n"
-    "                        no checkpoints; --log FILE writes FILE.memberM.csv per member\n"
+    "                        --split-seed), into one ensemble file; no checkpoints;\n"
+    "                        --log FILE writes FILE.memberM.csv per member\n"
     "      --member-splits   each member its own validation split (seed SEED+m)\n"
+    "      --concurrent N    train N members at a time (per device with --devices), each\n"
+    "                        on its own backend from its own thread: on the CPU each gets\n"
+    "                        threads/N threads (at least 1), on CUDA its own streams and\n"
+    "                        handles on the same device; at most the members there are.\n"
+    "                        Every member is bit-identical whatever N. Default on the\n"
+    "                        CPU: one member per thread (faster than one after another\n"
+    "                        with all threads, measured on 2 cores); --concurrent 1: one\n"
+    "                        after another. On CUDA: 1 per device (not measured on a GPU)\n"
+    "      --devices LIST    spread the members over these CUDA devices (e.g. 0,1), in one\n"
+    "                        process; with MPI, over each rank's members\n"
     "      --early-stop N    stop after N epochs without a better val_accuracy\n"
     "  -q, --quiet           no progress output\n"
     "  -h, --help            this text\n"
@@ -86,6 +99,11 @@ struct progress {
     struct dg_epoch_report *history;
     int history_count, history_capacity;
     int history_failed; /* out of memory */
+    /* an ensemble's members trained several at a time: epoch lines say "member M: " and are
+     * printed under print_lock; *members_stop set: stop at the end of the epoch */
+    int member;
+    pthread_mutex_t *print_lock;
+    atomic_int *members_stop;
 };
 
 /* Keeps one epoch's report for the model file. */
@@ -205,22 +223,40 @@ static void on_epoch(const struct dg_epoch_report *r, void *ctx)
     struct progress *progress = ctx;
     keep_history(progress, r);
     if (!progress->quiet) {
-        if (progress->tty)
-            fprintf(stderr, "\r\033[K");
-        char validation[96] = "";
+        char validation[96] = "", member[32] = "";
         if (!isnan(r->val_loss))
             snprintf(validation, sizeof validation, " val_loss %.4f val_accuracy %.4f",
                      r->val_loss, r->val_accuracy);
-        fprintf(stderr, "epoch %d/%d: loss %.4f accuracy %.4f%s lr %.3g images/s %.0f seconds %.1f%s\n",
-                r->epoch, r->epochs, r->loss, r->accuracy, validation, r->lr,
+        if (progress->member > 0)
+            snprintf(member, sizeof member, "member %d: ", progress->member);
+        if (progress->print_lock)
+            pthread_mutex_lock(progress->print_lock);
+        if (progress->tty)
+            fprintf(stderr, "\r\033[K");
+        fprintf(stderr,
+                "%sepoch %d/%d: loss %.4f accuracy %.4f%s lr %.3g images/s %.0f seconds %.1f%s\n",
+                member, r->epoch, r->epochs, r->loss, r->accuracy, validation, r->lr,
                 r->images_per_second, r->seconds,
                 r->next_lr < r->lr ? " (learning rate reduced)" : "");
+        if (progress->print_lock)
+            pthread_mutex_unlock(progress->print_lock);
     }
     if (progress->log) {
         log_line(progress->log, r);
         if (fflush(progress->log) != 0)
             progress->log_failed = 1;
     }
+}
+
+/* A member trained beside others: training stops at the end of an epoch once another member
+ * has failed (checked per epoch, through the checkpoint hook, which writes nothing here). */
+static enum dg_status on_member_epoch_end(const struct dg_train_state *state, void *ctx)
+{
+    (void)state;
+    struct progress *progress = ctx;
+    if (progress->members_stop && atomic_load(progress->members_stop))
+        return dg_error(DG_ERR_INTERRUPTED, "stopped: another member failed");
+    return DG_OK;
 }
 
 /* LOG.csv -> LOG.memberM.csv (M from 1); a path without an extension gets .memberM. */
@@ -234,68 +270,282 @@ static void member_log_path(const char *log_path, int member, char *out, size_t 
         snprintf(out, size, "%s.member%d", log_path, member);
 }
 
-/* K members one after another, member m exactly `digits train --seed SEED+m --split-seed S`
- * (S = SEED, or SEED+m with --member-splits), into one ensemble file. */
+/* How an ensemble's members are trained in this process (or MPI rank): `workers` members at a
+ * time, each on its own backend and host thread; 1 means one after another on the command's
+ * backend, as before. */
+struct ensemble_plan {
+    int workers;           /* members trained at the same time here (>= 1) */
+    int cpu_threads;       /* CPU: threads of each worker's backend */
+    int devices[DG_MAX_MEMBERS]; /* CUDA: worker w runs on devices[w % device_count] */
+    int device_count;      /* 0: the command's device */
+    struct dg_cli_device device; /* the command's settings (math, deterministic, ...) */
+};
+
+/* Everything the workers share while members train. */
+struct ensemble_work {
+    const struct dg_dataset *dataset;
+    const struct dg_train_options *base;
+    int count, member_splits;
+    const char *log_path;
+    const struct dg_mpi_job *job;
+    int quiet, tty;
+    int concurrent; /* several workers: no progress bar, epoch lines prefixed by the member */
+    struct dg_model *members;
+    char **histories;  /* [count]: each member's "memberM_history=" lines */
+    double *seconds;   /* [count]: each member's training time */
+    int queue[DG_MAX_MEMBERS], queued; /* this rank's members, in order */
+    pthread_mutex_t lock; /* the fields below, backend creation and stderr */
+    pthread_cond_t ready_cond;
+    int next;      /* queue[next] is the next member to start */
+    int ready;     /* workers that have opened their backend (or failed to) */
+    int go;        /* every worker is ready: members may start */
+    int failed;    /* the first failure is recorded: no further member starts */
+    enum dg_status status;
+    char message[1024];
+    atomic_int stop; /* a member failed: the others stop at the end of their epoch */
+};
+
+struct ensemble_worker {
+    struct ensemble_work *work;
+    struct dg_backend *be;  /* the command's backend (one worker), else opened by the worker */
+    struct dg_cli_device device;
+    char spec[32];
+    char description[256];
+    pthread_t thread;
+};
+
+/* Records the first failure (this thread's message) and stops the other members. */
+static void record_failure(struct ensemble_work *work, enum dg_status status)
+{
+    pthread_mutex_lock(&work->lock);
+    if (!work->failed) {
+        work->failed = 1;
+        work->status = status;
+        snprintf(work->message, sizeof work->message, "%s", dg_error_message());
+    }
+    atomic_store(&work->stop, 1);
+    pthread_mutex_unlock(&work->lock);
+}
+
+/* Member m, exactly `digits train --seed SEED+m --split-seed S` (S = SEED, or SEED+m with
+ * --member-splits): its own progress, log file and history. */
+static enum dg_status train_member(struct ensemble_work *work, struct dg_backend *be,
+                                   const char *where, int m)
+{
+    const struct dg_train_options *base = work->base;
+    struct progress progress;
+    memset(&progress, 0, sizeof progress);
+    progress.quiet = work->quiet;
+    progress.tty = work->concurrent ? 0 : work->tty;
+    progress.batch = base->batch;
+    progress.member = work->concurrent ? m + 1 : 0;
+    progress.print_lock = work->concurrent ? &work->lock : NULL;
+    progress.members_stop = &work->stop;
+    struct dg_train_options options = *base;
+    options.seed = base->seed + (uint64_t)m;
+    options.split_seed = work->member_splits ? options.seed : base->split_seed;
+    options.on_epoch = on_epoch;
+    options.on_step = work->concurrent ? NULL : on_step;
+    options.on_checkpoint = work->concurrent ? on_member_epoch_end : NULL;
+    options.ctx = &progress;
+    options.stop = NULL;
+    options.resume = NULL;
+    enum dg_status status = DG_OK;
+    char path[4200] = "";
+    if (work->log_path) {
+        member_log_path(work->log_path, m + 1, path, sizeof path);
+        progress.log = fopen(path, "w");
+        if (!progress.log)
+            return dg_error(DG_ERR_IO, "%s: cannot create the log file", path);
+        fprintf(progress.log,
+                "epoch,loss,accuracy,val_loss,val_accuracy,lr,images_per_second,seconds\n");
+    }
+    if (!progress.quiet) {
+        if (progress.print_lock)
+            pthread_mutex_lock(progress.print_lock);
+        fprintf(stderr, "digits: member %d of %d (seed %llu, split seed %llu)%s%s\n", m + 1,
+                work->count, (unsigned long long)options.seed,
+                (unsigned long long)options.split_seed, work->job->size > 1 ? " on rank 0" : "",
+                where);
+        if (progress.print_lock)
+            pthread_mutex_unlock(progress.print_lock);
+    }
+    struct dg_train_result result;
+    memset(&result, 0, sizeof result);
+    status = dg_train(be, &work->members[m], work->dataset, &options, &result);
+    if (status == DG_OK && progress.history_failed)
+        status = dg_error(DG_ERR_NOMEM, "out of memory for the training history");
+    if (status == DG_OK) {
+        struct dg_text t = {0};
+        char key[32];
+        snprintf(key, sizeof key, "member%d_history", m + 1);
+        text_history(&t, key, progress.history, progress.history_count);
+        work->histories[m] = t.data;
+        if (t.failed)
+            status = dg_error(DG_ERR_NOMEM, "out of memory for the training history");
+    }
+    if (progress.log && (fclose(progress.log) != 0 || progress.log_failed) && status == DG_OK)
+        status = dg_error(DG_ERR_IO, "%s: writing the member's log failed", path);
+    work->seconds[m] = result.seconds;
+    free(progress.history);
+    return status;
+}
+
+/* A worker: opens its backend (when it has none; CUDA binds the device to this thread), waits
+ * until every worker has, then trains members from the queue until it is empty or a member
+ * has failed anywhere. */
+static void *ensemble_worker_main(void *arg)
+{
+    struct ensemble_worker *worker = arg;
+    struct ensemble_work *work = worker->work;
+    struct dg_backend *own = NULL, *be = worker->be;
+    enum dg_status status = DG_OK;
+    if (!be) {
+        /* one at a time: the CPU backend sets OpenBLAS' (process-wide) thread count, and no
+         * member trains before every backend is open */
+        pthread_mutex_lock(&work->lock);
+        status = dg_cli_open_backend(&worker->device, 1, &own);
+        pthread_mutex_unlock(&work->lock);
+        if (status != DG_OK) {
+            dg_error_prefix(status, "opening the backend for %s", worker->spec);
+            record_failure(work, status);
+        } else {
+            be = own;
+            snprintf(worker->description, sizeof worker->description, "%s", be->description);
+        }
+        pthread_mutex_lock(&work->lock);
+        work->ready++;
+        pthread_cond_broadcast(&work->ready_cond);
+        while (!work->go)
+            pthread_cond_wait(&work->ready_cond, &work->lock);
+        pthread_mutex_unlock(&work->lock);
+    }
+    char where[64] = "";
+    if (work->concurrent && be)
+        snprintf(where, sizeof where, " on %s", worker->spec);
+    while (status == DG_OK) {
+        pthread_mutex_lock(&work->lock);
+        int m = work->failed || work->next >= work->queued ? -1 : work->queue[work->next++];
+        pthread_mutex_unlock(&work->lock);
+        if (m < 0)
+            break;
+        status = train_member(work, be, where, m);
+        if (status == DG_ERR_INTERRUPTED && atomic_load(&work->stop))
+            break; /* stopped because another member failed: that one is reported */
+        if (status != DG_OK) {
+            dg_error_prefix(status, "member %d", m + 1);
+            record_failure(work, status);
+        }
+    }
+    dg_backend_destroy(own);
+    return NULL;
+}
+
+/* K members, member m exactly `digits train --seed SEED+m --split-seed S` (S = SEED, or
+ * SEED+m with --member-splits), into one ensemble file: this rank's members one after another
+ * on `be`, or plan->workers at a time, each on its own backend (its share of the CPU threads,
+ * or its own CUDA backend instance on its device) from its own host thread. */
 static enum dg_status train_ensemble(struct dg_backend *be, const struct dg_dataset *dataset,
                                      const struct dg_train_options *base, int count,
                                      int member_splits, const char *output, const char *log_path,
                                      struct progress *progress, const char *train_path,
-                                     const struct dg_mpi_job *job)
+                                     const struct dg_mpi_job *job,
+                                     const struct ensemble_plan *plan)
 {
+    struct ensemble_work *work = calloc(1, sizeof *work);
+    struct ensemble_worker *workers = calloc((size_t)plan->workers, sizeof *workers);
     struct dg_model *members = calloc((size_t)count, sizeof *members);
-    enum dg_status status = members ? DG_OK : dg_error(DG_ERR_NOMEM, "out of memory");
-    double seconds = 0.0;
-    int built = 0;
-    char *histories[DG_MAX_MEMBERS] = {NULL}; /* each member's "memberM_history=" lines */
+    char *histories[DG_MAX_MEMBERS] = {NULL};
+    double member_seconds[DG_MAX_MEMBERS] = {0};
+    enum dg_status status =
+        work && workers && members ? DG_OK : dg_error(DG_ERR_NOMEM, "out of memory");
+    int built = 0, started = 0, locks = 0;
+    double wall_start = wall_seconds();
     for (int m = 0; m < count && status == DG_OK; m++) {
-        struct dg_train_options options = *base;
-        options.seed = base->seed + (uint64_t)m;
-        options.split_seed = member_splits ? options.seed : base->split_seed;
         int layer_count;
         const struct dg_layer_spec *specs = dg_arch_reference(&layer_count);
         if ((status = dg_model_build(&members[m], specs, layer_count)) != DG_OK)
             break;
         built = m + 1;
-        dg_model_init_glorot(&members[m], options.seed);
-        if (m % job->size != job->rank)
-            continue; /* another rank's member: received below */
-        if (log_path) {
-            char path[4200];
-            member_log_path(log_path, m + 1, path, sizeof path);
-            progress->log = fopen(path, "w");
-            if (!progress->log) {
-                status = dg_error(DG_ERR_IO, "%s: cannot create the log file", path);
+        dg_model_init_glorot(&members[m], base->seed + (uint64_t)m);
+    }
+    if (status == DG_OK) {
+        work->dataset = dataset;
+        work->base = base;
+        work->count = count;
+        work->member_splits = member_splits;
+        work->log_path = log_path;
+        work->job = job;
+        work->quiet = progress->quiet;
+        work->tty = progress->tty;
+        work->concurrent = plan->workers > 1;
+        work->members = members;
+        work->histories = histories;
+        work->seconds = member_seconds;
+        for (int m = job->rank; m < count; m += job->size)
+            work->queue[work->queued++] = m; /* other ranks' members are received below */
+        atomic_init(&work->stop, 0);
+        pthread_mutex_init(&work->lock, NULL);
+        pthread_cond_init(&work->ready_cond, NULL);
+        locks = 1;
+        for (int w = 0; w < plan->workers; w++) {
+            struct ensemble_worker *worker = &workers[w];
+            worker->work = work;
+            worker->device = plan->device;
+            if (strcmp(be->name, "cpu") == 0) {
+                snprintf(worker->spec, sizeof worker->spec, "cpu");
+                worker->device.threads = plan->cpu_threads;
+            } else {
+                int ordinal = 0;
+                if (plan->device_count > 0)
+                    ordinal = plan->devices[w % plan->device_count];
+                else if (strncmp(plan->device.spec, "cuda:", 5) == 0)
+                    ordinal = atoi(plan->device.spec + 5);
+                snprintf(worker->spec, sizeof worker->spec, "cuda:%d", ordinal);
+            }
+            worker->device.spec = worker->spec;
+        }
+    }
+    if (status == DG_OK && plan->workers == 1) {
+        /* one after another on the command's backend, in this thread */
+        workers[0].be = be;
+        ensemble_worker_main(&workers[0]);
+    } else if (status == DG_OK) {
+        for (int w = 0; w < plan->workers; w++) {
+            if (pthread_create(&workers[w].thread, NULL, ensemble_worker_main, &workers[w]) != 0) {
+                record_failure(work, dg_error(DG_ERR_RUNTIME, "cannot start the thread of "
+                                                              "worker %d of %d",
+                                              w + 1, plan->workers));
                 break;
             }
-            fprintf(progress->log,
-                    "epoch,loss,accuracy,val_loss,val_accuracy,lr,images_per_second,seconds\n");
+            started++;
         }
-        if (!progress->quiet)
-            fprintf(stderr, "digits: member %d of %d (seed %llu, split seed %llu)%s\n", m + 1,
-                    count, (unsigned long long)options.seed,
-                    (unsigned long long)options.split_seed,
-                    job->size > 1 ? " on rank 0" : "");
-        struct dg_train_result result;
-        progress->history_count = 0;
-        status = dg_train(be, &members[m], dataset, &options, &result);
-        if (status == DG_OK && progress->history_failed)
-            status = dg_error(DG_ERR_NOMEM, "out of memory for the training history");
-        if (status == DG_OK) {
-            struct dg_text t = {0};
-            char key[32];
-            snprintf(key, sizeof key, "member%d_history", m + 1);
-            text_history(&t, key, progress->history, progress->history_count);
-            histories[m] = t.data;
-            if (t.failed)
-                status = dg_error(DG_ERR_NOMEM, "out of memory for the training history");
+        pthread_mutex_lock(&work->lock);
+        while (work->ready < started)
+            pthread_cond_wait(&work->ready_cond, &work->lock);
+        if (!work->quiet && !work->failed) {
+            fprintf(stderr, "digits: %d members here, %d at a time, each on its own backend:\n",
+                    work->queued, plan->workers);
+            for (int w = 0; w < started; w++) {
+                int same = 0;
+                for (int v = 0; v < w; v++)
+                    same |= strcmp(workers[v].description, workers[w].description) == 0;
+                if (!same)
+                    fprintf(stderr, "digits:   %s\n", workers[w].description);
+            }
         }
-        if (progress->log) {
-            if ((fclose(progress->log) != 0 || progress->log_failed) && status == DG_OK)
-                status = dg_error(DG_ERR_IO, "%s: writing the member's log failed", log_path);
-            progress->log = NULL;
-        }
-        seconds += result.seconds;
+        work->go = 1;
+        pthread_cond_broadcast(&work->ready_cond);
+        pthread_mutex_unlock(&work->lock);
+        for (int w = 0; w < started; w++)
+            pthread_join(workers[w].thread, NULL);
     }
+    if (status == DG_OK && work->failed)
+        status = dg_error(work->status, "%s", work->message);
+    double seconds = 0.0;
+    for (int m = 0; m < count; m++)
+        seconds += member_seconds[m];
+    double wall = wall_seconds() - wall_start;
     /* every rank: all members trained, or the first failure everywhere; then rank 0 gets them */
     status = dg_mpi_agree(job, status);
     for (int m = 0; m < count && status == DG_OK; m++)
@@ -321,6 +571,12 @@ static enum dg_status train_ensemble(struct dg_backend *be, const struct dg_data
                  DIGITS_VERSION, be->name, train_path, dataset->count, (unsigned)data_crc, count,
                  base->epochs, base->batch, base->lr, base->rho, base->eps, base->val_split,
                  (unsigned long long)base->seed, split_text, base->augment, job->size, seconds);
+        if (plan->workers > 1)
+            dg_text_add(&t, "concurrent=%d\n", plan->workers);
+        for (int d = 0; d < plan->device_count; d++)
+            dg_text_add(&t, d ? ",%d" : "devices=%d", plan->devices[d]);
+        if (plan->device_count)
+            dg_text_add(&t, "\n");
         for (int m = 0; m < count; m++)
             dg_text_add(&t, "member%d_seed=%llu\n", m + 1,
                      (unsigned long long)(base->seed + (uint64_t)m));
@@ -332,16 +588,80 @@ static enum dg_status train_ensemble(struct dg_backend *be, const struct dg_data
         if (status == DG_OK)
             status = dg_ensemble_save(output, members, count, settings);
         free(t.data);
-        if (status == DG_OK && !progress->quiet)
-            fprintf(stderr, "digits: wrote %s (an ensemble of %d members, %.1f s%s)\n", output,
-                    count, seconds, job->size > 1 ? " on rank 0" : "");
+        if (status == DG_OK && !progress->quiet) {
+            if (plan->workers > 1)
+                fprintf(stderr,
+                        "digits: wrote %s (an ensemble of %d members, %.1f s of training, "
+                        "%.1f s wall, %d at a time%s)\n",
+                        output, count, seconds, wall, plan->workers,
+                        job->size > 1 ? " per rank" : "");
+            else
+                fprintf(stderr, "digits: wrote %s (an ensemble of %d members, %.1f s%s)\n",
+                        output, count, seconds, job->size > 1 ? " on rank 0" : "");
+        }
+    }
+    if (locks) {
+        pthread_cond_destroy(&work->ready_cond);
+        pthread_mutex_destroy(&work->lock);
     }
     for (int m = 0; m < count; m++)
         free(histories[m]);
     for (int m = 0; m < built; m++)
         dg_model_free(&members[m]);
     free(members);
+    free(workers);
+    free(work);
     return status;
+}
+
+/* "--devices 0,2": distinct CUDA ordinals 0..1023, at most DG_MAX_MEMBERS of them; a usage
+ * message and 0 otherwise. */
+static int parse_devices(const char *text, int *devices, int *count)
+{
+    const char *p = text;
+    *count = 0;
+    for (;;) {
+        char *end = NULL;
+        long ordinal = -1;
+        if (*p >= '0' && *p <= '9') {
+            errno = 0;
+            ordinal = strtol(p, &end, 10);
+            if (errno)
+                ordinal = -1;
+        }
+        if (ordinal < 0 || ordinal > 1023 || (*end != ',' && *end != '\0')) {
+            dg_cli_usage_error("train", "--devices expects CUDA device numbers separated by "
+                                        "commas (e.g. 0,1), got '%s'",
+                               text);
+            return 0;
+        }
+        for (int d = 0; d < *count; d++)
+            if (devices[d] == (int)ordinal) {
+                dg_cli_usage_error("train", "--devices %s names device %ld twice (--concurrent "
+                                            "N runs N members per device)",
+                                   text, ordinal);
+                return 0;
+            }
+        if (*count == DG_MAX_MEMBERS) {
+            dg_cli_usage_error("train", "--devices %s: at most %d devices", text,
+                               DG_MAX_MEMBERS);
+            return 0;
+        }
+        devices[(*count)++] = (int)ordinal;
+        if (*end == '\0')
+            return 1;
+        p = end + 1;
+    }
+}
+
+/* Members trained at the same time on the CPU when --concurrent is not given, for `threads`
+ * threads in all: one per thread (clamped to the members there are). scripts/bench-ensemble
+ * on the 2-core machine: 2 members at 1 thread each beat one after another at 2 threads (the
+ * pool's per-op synchronisation and the serial parts of a step are paid once per member, not
+ * shared); measured only there. --concurrent 1 restores one after another. */
+static int cpu_default_concurrent(int threads)
+{
+    return threads > 0 ? threads : 1;
 }
 
 /* Options given on the command line (a contradiction with --resume is refused). */
@@ -425,6 +745,8 @@ int dg_cmd_train(int argc, char **argv)
         {"split-seed", required_argument, NULL, 'S'},
         {"ensemble", required_argument, NULL, 'K'},
         {"member-splits", no_argument, NULL, 'P'},
+        {"concurrent", required_argument, NULL, 'N'},
+        {"devices", required_argument, NULL, 'V'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -435,6 +757,11 @@ int dg_cmd_train(int argc, char **argv)
     const char *output = "model.dgt", *labels = NULL, *log_path = NULL;
     const char *checkpoint_path = NULL, *resume_path = NULL;
     int no_checkpoint = 0, ensemble = 1, member_splits = 0, split_seed_given = 0;
+    int concurrent = 0; /* members at a time per device; 0: the default */
+    const char *devices_text = NULL;
+    char device_spec[32];
+    struct ensemble_plan plan;
+    memset(&plan, 0, sizeof plan);
     uint64_t split_seed = 0;
     unsigned given = 0;
     long limit = 0;
@@ -541,6 +868,16 @@ int dg_cmd_train(int argc, char **argv)
         case 'P':
             member_splits = 1;
             break;
+        case 'N':
+            if (!dg_cli_parse_int("train", "--concurrent", optarg, 1, DG_MAX_MEMBERS, &value))
+                return 2;
+            concurrent = (int)value;
+            break;
+        case 'V':
+            devices_text = optarg;
+            if (!parse_devices(optarg, plan.devices, &plan.device_count))
+                return 2;
+            break;
         case 'q':
             progress.quiet = 1;
             break;
@@ -562,6 +899,31 @@ int dg_cmd_train(int argc, char **argv)
                                            "--checkpoint do not apply");
     if (member_splits && ensemble == 1)
         return dg_cli_usage_error("train", "--member-splits needs --ensemble K");
+    if ((concurrent || devices_text) && ensemble == 1)
+        return dg_cli_usage_error("train", "%s needs --ensemble K",
+                                  concurrent ? "--concurrent" : "--devices");
+    if (devices_text) {
+        /* the members go to these CUDA devices: --device may only say CUDA */
+        if (strcmp(device.spec, "auto") != 0 && strcmp(device.spec, "cuda") != 0)
+            return dg_cli_usage_error("train", "--devices %s spreads the members over CUDA "
+                                               "devices; it does not go with --device %s",
+                                      devices_text, device.spec);
+        char reason[256] = "";
+        int available = dg_cli_cuda_device_count(reason, sizeof reason);
+        for (int d = 0; d < plan.device_count; d++)
+            if (plan.devices[d] >= available) {
+                if (available == 0)
+                    return dg_cli_usage_error("train", "--devices %s: there is no CUDA device "
+                                                       "%d (%s)",
+                                              devices_text, plan.devices[d], reason);
+                return dg_cli_usage_error("train", "--devices %s: there is no CUDA device %d "
+                                                   "(this machine has %d: 0..%d)",
+                                          devices_text, plan.devices[d], available,
+                                          available - 1);
+            }
+        snprintf(device_spec, sizeof device_spec, "cuda:%d", plan.devices[0]);
+        device.spec = device_spec;
+    }
     if (split_seed_given && resume_path)
         return dg_cli_usage_error("train", "--split-seed comes from the checkpoint on --resume");
     options.split_seed = split_seed_given ? split_seed : options.seed;
@@ -657,8 +1019,30 @@ int dg_cmd_train(int argc, char **argv)
         options.on_step = on_step;
         options.ctx = &progress;
         progress.batch = options.batch;
+        int here = 0; /* this rank's members */
+        for (int m = job.rank; m < ensemble; m += job.size)
+            here++;
+        plan.device = device;
+        if (strcmp(be->name, "cpu") == 0) {
+            long cores = sysconf(_SC_NPROCESSORS_ONLN);
+            int threads = device.threads > 0 ? device.threads : (cores > 0 ? (int)cores : 1);
+            plan.workers = concurrent ? concurrent : cpu_default_concurrent(threads);
+            if (plan.workers > here)
+                plan.workers = here;
+            if (plan.workers < 1)
+                plan.workers = 1;
+            plan.cpu_threads = threads / plan.workers > 0 ? threads / plan.workers : 1;
+        } else {
+            /* CUDA: unmeasured, so one member per device unless --concurrent says more */
+            int per_device = concurrent ? concurrent : 1;
+            plan.workers = per_device * (plan.device_count ? plan.device_count : 1);
+            if (plan.workers > here)
+                plan.workers = here;
+            if (plan.workers < 1)
+                plan.workers = 1;
+        }
         status = train_ensemble(be, &dataset, &options, ensemble, member_splits, output, log_path,
-                                &progress, train_path, &job);
+                                &progress, train_path, &job, &plan);
         if (status == DG_OK)
             code = 0;
         goto fail;

@@ -1,6 +1,7 @@
 /* Helpers shared by the commands: strict option parsing and backend selection. */
 #include "cli/cli.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -96,4 +97,25 @@ enum dg_status dg_cli_open_backend(const struct dg_cli_device *device, int quiet
         return dg_backend_cpu_create(device->threads, out);
     }
     return dg_error(DG_ERR_USAGE, "--device expects auto, cpu, cuda or cuda:N, got '%s'", spec);
+}
+
+static void count_device_line(const char *line, void *ctx)
+{
+    if (strncmp(line, "CUDA device ", 12) == 0 && isdigit((unsigned char)line[12]))
+        ++*(int *)ctx;
+}
+
+int dg_cli_cuda_device_count(char *reason, size_t reason_size)
+{
+    if (reason_size)
+        reason[0] = '\0';
+    if (dg_cuda_probe(reason, reason_size) != DG_OK) {
+        dg_error_clear();
+        return 0;
+    }
+    int count = 0;
+    dg_cuda_describe(count_device_line, &count);
+    if (count == 0)
+        snprintf(reason, reason_size, "the driver reports no CUDA device");
+    return count;
 }
