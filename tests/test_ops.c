@@ -313,6 +313,7 @@ END_TEST
 
 static const struct dg_pool_shape pool_cases[] = {
     {1, 1, 4, 4}, {3, 32, 28, 28}, {7, 64, 14, 14}, {86, 32, 28, 28}, {2, 3, 7, 9}, {1, 2, 1, 5},
+    {1, 2, 6, 40}, {2, 1, 4, 67}, /* rows of one full vector and a part, of two and a part */
 };
 
 START_TEST(maxpool_vs_reference)

@@ -526,33 +526,79 @@ static void dropout(size_t begin, size_t end, float rate, const struct dg_dropou
         out[i] = in[i] * dg_dropout_scale(rate, key->seed, key->layer, key->epoch, key->step, i);
 }
 
-/* The first maximum of a window, strict >: the index (0 top-left .. 3 bottom-right). */
-DG_INLINE int first_max(float v0, float v1, float v2, float v3, float *best)
+/* 2n floats from p (n <= DG_W) as two vectors, the lanes past them zero. */
+DG_INLINE void load_pairs(const float *p, int n, vf *a, vf *b)
 {
-    int at = 0;
-    float m = v0;
-    at = v1 > m ? 1 : at;
-    m = v1 > m ? v1 : m;
-    at = v2 > m ? 2 : at;
-    m = v2 > m ? v2 : m;
-    at = v3 > m ? 3 : at;
-    m = v3 > m ? v3 : m;
-    *best = m;
-    return at;
+    if (n == DG_W) {
+        *a = vload(p);
+        *b = vload(p + DG_W);
+    } else {
+        *a = 2 * n >= DG_W ? vload(p) : vload_part(p, 2 * n);
+        *b = 2 * n > DG_W ? vload_part(p + DG_W, 2 * n - DG_W) : vzero();
+    }
 }
 
+DG_INLINE void store_pairs(float *p, int n, vf a, vf b)
+{
+    if (n == DG_W) {
+        vstore(p, a);
+        vstore(p + DG_W, b);
+    } else {
+        if (2 * n >= DG_W)
+            vstore(p, a);
+        else
+            vstore_part(p, a, 2 * n);
+        if (2 * n > DG_W)
+            vstore_part(p + DG_W, b, 2 * n - DG_W);
+    }
+}
+
+/* Output columns c .. c+n (n <= DG_W) of one window row: the gradient to the first maximum
+ * of each window (row-major: top left, top right, bottom left, bottom right; a later one
+ * only when strictly greater, so NaN never takes it), zero elsewhere. */
+DG_INLINE void maxpool_bwd_columns(const float *top, const float *bottom, const float *dy, int n,
+                                   float *dtop, float *dbottom)
+{
+    vf ta, tb, ba, bb;
+    load_pairs(top, n, &ta, &tb);
+    load_pairs(bottom, n, &ba, &bb);
+    vf v0 = DG_SHUFFLE(ta, tb, DG_UNZIP_EVEN), v1 = DG_SHUFFLE(ta, tb, DG_UNZIP_ODD);
+    vf v2 = DG_SHUFFLE(ba, bb, DG_UNZIP_EVEN), v3 = DG_SHUFFLE(ba, bb, DG_UNZIP_ODD);
+    vf g = n == DG_W ? vload(dy) : vload_part(dy, n), zero = vzero();
+    vi c1 = (vi)(v1 > v0);
+    vf m = vselect(c1, v1, v0);
+    vi c2 = (vi)(v2 > m);
+    m = vselect(c2, v2, m);
+    vi c3 = (vi)(v3 > m);
+    vf g0 = vselect(c1 | c2 | c3, zero, g), g1 = vselect(c1 & ~c2 & ~c3, g, zero);
+    vf g2 = vselect(c2 & ~c3, g, zero), g3 = vselect(c3, g, zero);
+    store_pairs(dtop, n, vzip_lo(g0, g1), vzip_hi(g0, g1));
+    store_pairs(dbottom, n, vzip_lo(g2, g3), vzip_hi(g2, g3));
+}
+
+/* The maximum of each 2x2 window, stride 2 (a later element only when strictly greater, so
+ * a NaN first element stays), DG_W windows at a time. */
 static void maxpool_fwd(const float *x, int h, int w, float *y)
 {
     int oh = h / 2, ow = w / 2;
     for (int r = 0; r < oh; r++) {
         const float *top = x + (size_t)(2 * r) * w, *bottom = top + w;
         float *out = y + (size_t)r * ow;
-        for (int c = 0; c < ow; c++) {
-            float m = top[2 * c];
-            m = top[2 * c + 1] > m ? top[2 * c + 1] : m;
-            m = bottom[2 * c] > m ? bottom[2 * c] : m;
-            m = bottom[2 * c + 1] > m ? bottom[2 * c + 1] : m;
-            out[c] = m;
+        for (int c = 0; c < ow; c += DG_W) {
+            int n = ow - c < DG_W ? ow - c : DG_W;
+            vf ta, tb, ba, bb;
+            load_pairs(top + 2 * c, n, &ta, &tb);
+            load_pairs(bottom + 2 * c, n, &ba, &bb);
+            vf m = DG_SHUFFLE(ta, tb, DG_UNZIP_EVEN), v = DG_SHUFFLE(ta, tb, DG_UNZIP_ODD);
+            m = vselect((vi)(v > m), v, m);
+            v = DG_SHUFFLE(ba, bb, DG_UNZIP_EVEN);
+            m = vselect((vi)(v > m), v, m);
+            v = DG_SHUFFLE(ba, bb, DG_UNZIP_ODD);
+            m = vselect((vi)(v > m), v, m);
+            if (n == DG_W)
+                vstore(out + c, m);
+            else
+                vstore_part(out + c, m, n);
         }
     }
 }
@@ -563,14 +609,11 @@ static void maxpool_bwd(const float *x, const float *dy, int h, int w, float *dx
     for (int r = 0; r < oh; r++) {
         const float *top = x + (size_t)(2 * r) * w, *bottom = top + w;
         float *dtop = dx + (size_t)(2 * r) * w, *dbottom = dtop + w;
-        for (int c = 0; c < ow; c++) {
-            float m;
-            int at = first_max(top[2 * c], top[2 * c + 1], bottom[2 * c], bottom[2 * c + 1], &m);
-            float g = dy[(size_t)r * ow + c];
-            dtop[2 * c] = at == 0 ? g : 0.0f;
-            dtop[2 * c + 1] = at == 1 ? g : 0.0f;
-            dbottom[2 * c] = at == 2 ? g : 0.0f;
-            dbottom[2 * c + 1] = at == 3 ? g : 0.0f;
+        const float *g = dy + (size_t)r * ow;
+        for (int c = 0; c < ow; c += DG_W) {
+            int n = ow - c < DG_W ? ow - c : DG_W;
+            maxpool_bwd_columns(top + 2 * c, bottom + 2 * c, g + c, n, dtop + 2 * c,
+                                dbottom + 2 * c);
         }
         if (w % 2) {
             dtop[w - 1] = 0.0f;

@@ -196,6 +196,17 @@ DG_INLINE void vmulhilo(vu a, vu b, vu *lo, vu *hi)
 #define DG_ZIP_LO 0, 4, 1, 5
 #define DG_ZIP_HI 2, 6, 3, 7
 #endif
+/* The even and odd lanes of the pair (a, b): a0 a2 ... b0 b2 ... and a1 a3 ... b1 b3 ... */
+#if DG_W == 16
+#define DG_UNZIP_EVEN 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define DG_UNZIP_ODD 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+#elif DG_W == 8
+#define DG_UNZIP_EVEN 0, 2, 4, 6, 8, 10, 12, 14
+#define DG_UNZIP_ODD 1, 3, 5, 7, 9, 11, 13, 15
+#else
+#define DG_UNZIP_EVEN 0, 2, 4, 6
+#define DG_UNZIP_ODD 1, 3, 5, 7
+#endif
 #if defined(__clang__)
 #define DG_SHUFFLE(a, b, list) __builtin_shufflevector(a, b, list)
 #else
