@@ -161,6 +161,13 @@ START_TEST(members_are_single_runs)
     ck_assert_int_eq(run(err, "info --model=e.dgt"), 0);
     dg_test_expect_in(at("stdout"), "e.dgt (an ensemble of 3 members)");
     dg_test_expect_in(at("stdout"), "member3_history=1,1,");
+    /* 22 files of 3 members: 66, more than one run combines */
+    char many[22 * 9 + 1] = "";
+    for (int f = 0; f < 22; f++)
+        strcat(many, "-m e.dgt ");
+    ck_assert_int_eq(run(err, "predict %s %s -o /dev/null", many, train), 2);
+    dg_test_expect_in(err, "e.dgt: 3 more members would make more than 64 in all (the most one "
+                           "run combines; 63 are already loaded)");
     ck_assert_int_eq(run(err, "train %s --ensemble 2 --resume x.ckpt", train), 2);
     dg_test_expect_in(err, "--ensemble writes no checkpoints");
 }

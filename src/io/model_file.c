@@ -123,7 +123,8 @@ enum dg_status dg_model_save(const char *path, const struct dg_model *model, con
 
 /* Reads a model (version 1) or ensemble (version 2) file into members[0..*count). */
 static enum dg_status load_members(const char *path, struct dg_model *members, int max_members,
-                                   int *count, char *settings, size_t settings_size)
+                                   int one_model, int *count, char *settings,
+                                   size_t settings_size)
 {
     unsigned char *data = NULL;
     size_t size = 0;
@@ -187,16 +188,16 @@ static enum dg_status load_members(const char *path, struct dg_model *members, i
         goto done;
     }
     if ((int)member_count > max_members) {
-        if (max_members == 1)
+        if (one_model)
             status = dg_error(DG_ERR_INPUT,
                               "%s: an ensemble of %u members; this command takes one model "
                               "(predict and eval take ensembles)",
                               path, member_count);
         else
             status = dg_error(DG_ERR_INPUT,
-                              "%s: an ensemble of %u members, more than the %d this run can "
-                              "still combine",
-                              path, member_count, max_members);
+                              "%s: %u more members would make more than %d in all (the most "
+                              "one run combines; %d are already loaded)",
+                              path, member_count, DG_MAX_MEMBERS, DG_MAX_MEMBERS - max_members);
         goto done;
     }
     const unsigned char *params = p + counts + settings_len;
@@ -236,13 +237,13 @@ enum dg_status dg_model_load(const char *path, struct dg_model *model, char *set
 {
     int count;
     memset(model, 0, sizeof *model);
-    return load_members(path, model, 1, &count, settings, settings_size);
+    return load_members(path, model, 1, 1, &count, settings, settings_size);
 }
 
 enum dg_status dg_ensemble_load(const char *path, struct dg_model *members, int max_members,
                                 int *count, char *settings, size_t settings_size)
 {
-    return load_members(path, members, max_members, count, settings, settings_size);
+    return load_members(path, members, max_members, 0, count, settings, settings_size);
 }
 
 enum dg_status dg_io_read_whole(const char *path, const char *kind, unsigned char **data,
