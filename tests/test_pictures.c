@@ -140,7 +140,7 @@ static long file_size(const char *path)
 static struct dg_picture rect_picture(uint32_t w, uint32_t h, int background, int ink, uint32_t rx,
                                       uint32_t ry, uint32_t rw, uint32_t rh)
 {
-    struct dg_picture p = {w, h, 1, malloc((size_t)w * h), DG_PICTURE_PNG};
+    struct dg_picture p = {w, h, 1, malloc((size_t)w * h), DG_PICTURE_PNG, 1};
     memset(p.pixels, background, (size_t)w * h);
     for (uint32_t y = ry; y < ry + rh; y++)
         memset(p.pixels + (size_t)y * w + rx, ink, rw);
@@ -315,7 +315,7 @@ START_TEST(alpha_is_composited_sensibly)
     uint8_t image[DG_PIXELS];
     struct dg_prepare_info info;
     for (int ink = 0; ink <= 255; ink += 255) {
-        struct dg_picture p = {200, 100, 2, calloc(200 * 100, 2), DG_PICTURE_PNG};
+        struct dg_picture p = {200, 100, 2, calloc(200 * 100, 2), DG_PICTURE_PNG, 1};
         for (uint32_t y = 10; y < 87; y++)
             for (uint32_t x = 30; x < 63; x++) {
                 p.pixels[2 * (y * 200 + x)] = (uint8_t)ink;
@@ -328,7 +328,7 @@ START_TEST(alpha_is_composited_sensibly)
         dg_picture_free(&p);
     }
     /* a white opaque sheet (transparent 10-pixel margins) with black ink */
-    struct dg_picture p = {200, 100, 2, calloc(200 * 100, 2), DG_PICTURE_PNG};
+    struct dg_picture p = {200, 100, 2, calloc(200 * 100, 2), DG_PICTURE_PNG, 1};
     for (uint32_t y = 0; y < 100; y++)
         for (uint32_t x = 0; x < 200; x++) {
             int sheet = x >= 10 && x < 190 && y >= 5 && y < 95;
@@ -473,6 +473,183 @@ END_TEST
 /* ---- the command: a model ---- */
 
 /* A model trained by the real digits on the first `rows` rows of the sample, `epochs` epochs. */
+/* ---- EXIF orientation ---- */
+
+/* A TIFF block (as after "Exif\0\0") with IFD0 = {0x010F Make (ASCII, 4 bytes inline),
+ * 0x0112 Orientation SHORT}, little or big endian. */
+static size_t exif_block(unsigned char *b, int big, uint32_t orientation)
+{
+    size_t n = 0;
+#define PUT16(v)                                                                                   \
+    do {                                                                                           \
+        uint32_t v_ = (v);                                                                         \
+        b[n++] = (unsigned char)(big ? v_ >> 8 : v_);                                              \
+        b[n++] = (unsigned char)(big ? v_ : v_ >> 8);                                              \
+    } while (0)
+#define PUT32(v)                                                                                   \
+    do {                                                                                           \
+        uint32_t w_ = (v);                                                                         \
+        PUT16(big ? w_ >> 16 : w_ & 0xFFFF);                                                       \
+        PUT16(big ? w_ & 0xFFFF : w_ >> 16);                                                       \
+    } while (0)
+    memcpy(b, big ? "MM\0*" : "II*\0", 4);
+    n = 4;
+    PUT32(8);           /* IFD0 at 8 */
+    PUT16(2);           /* two entries */
+    PUT16(0x010F);      /* Make */
+    PUT16(2);           /* ASCII */
+    PUT32(4);
+    memcpy(b + n, "Cam", 4);
+    n += 4;
+    PUT16(0x0112);      /* Orientation */
+    PUT16(3);           /* SHORT */
+    PUT32(1);
+    PUT16(orientation);
+    PUT16(0);
+    PUT32(0);           /* no next IFD */
+#undef PUT16
+#undef PUT32
+    return n;
+}
+
+START_TEST(exif_orientation_is_read_and_checked)
+{
+    unsigned char b[64];
+    for (int big = 0; big <= 1; big++)
+        for (uint32_t o = 1; o <= 8; o++) {
+            size_t n = exif_block(b, big, o);
+            ck_assert_int_eq(dg_picture_exif_orientation(b, n), (int)o);
+        }
+    size_t n = exif_block(b, 0, 6);
+    /* cut anywhere before the end of the two entries (8 + 2 + 2 x 12 bytes): 1, without a
+     * read beyond the block (ASan checks); the next-IFD offset after them is not needed */
+    ck_assert_int_eq(n, 38);
+    for (size_t cut = 0; cut <= n; cut++) {
+        unsigned char *exact = malloc(cut ? cut : 1); /* so that ASan sees an over-read */
+        ck_assert_ptr_nonnull(exact);
+        memcpy(exact, b, cut);
+        ck_assert_int_eq(dg_picture_exif_orientation(exact, cut), (cut >= 34 ? 6 : 1));
+        free(exact);
+    }
+    /* out of range, wrong type, bad IFD offset, wrong byte-order mark */
+    n = exif_block(b, 0, 9);
+    ck_assert_int_eq(dg_picture_exif_orientation(b, n), 1);
+    n = exif_block(b, 1, 6);
+    b[23] = 4; /* LONG instead of SHORT */
+    ck_assert_int_eq(dg_picture_exif_orientation(b, n), 1);
+    n = exif_block(b, 0, 6);
+    b[4] = 0xF0; /* IFD0 far beyond the block */
+    ck_assert_int_eq(dg_picture_exif_orientation(b, n), 1);
+    n = exif_block(b, 0, 6);
+    b[0] = 'X';
+    ck_assert_int_eq(dg_picture_exif_orientation(b, n), 1);
+    ck_assert_int_eq(dg_picture_exif_orientation(NULL, 0), 1);
+}
+END_TEST
+
+/* A 3x2 picture (values 1..6, row-major) turned upright from each orientation, by hand. */
+START_TEST(orientations_turn_the_picture_upright)
+{
+    /* stored:  1 2 3
+     *          4 5 6 */
+    static const struct {
+        uint32_t w, h;
+        uint8_t px[6];
+    } want[9] = {
+        {0, 0, {0}},
+        {3, 2, {1, 2, 3, 4, 5, 6}}, /* 1 */
+        {3, 2, {3, 2, 1, 6, 5, 4}}, /* 2: mirrored left-right */
+        {3, 2, {6, 5, 4, 3, 2, 1}}, /* 3: 180 degrees */
+        {3, 2, {4, 5, 6, 1, 2, 3}}, /* 4: mirrored top-bottom */
+        {2, 3, {1, 4, 2, 5, 3, 6}}, /* 5: transposed */
+        {2, 3, {4, 1, 5, 2, 6, 3}}, /* 6: turned clockwise */
+        {2, 3, {6, 3, 5, 2, 4, 1}}, /* 7: transversed */
+        {2, 3, {3, 6, 2, 5, 1, 4}}, /* 8: turned counter-clockwise */
+    };
+    for (int o = 1; o <= 8; o++) {
+        struct dg_picture p = {3, 2, 1, malloc(6), DG_PICTURE_JPEG, 1};
+        ck_assert_ptr_nonnull(p.pixels);
+        for (int i = 0; i < 6; i++)
+            p.pixels[i] = (uint8_t)(i + 1);
+        ck_assert_int_eq(dg_picture_orient(&p, o), DG_OK);
+        ck_assert_msg(p.width == want[o].w && p.height == want[o].h, "orientation %d: %ux%u", o,
+                      (unsigned)p.width, (unsigned)p.height);
+        ck_assert_msg(memcmp(p.pixels, want[o].px, 6) == 0, "orientation %d", o);
+        dg_picture_free(&p);
+    }
+    /* two channels move together */
+    struct dg_picture p = {2, 1, 2, malloc(4), DG_PICTURE_PNG, 1};
+    ck_assert_ptr_nonnull(p.pixels);
+    memcpy(p.pixels, "\x0a\x0b\x14\x15", 4);
+    ck_assert_int_eq(dg_picture_orient(&p, 6), DG_OK);
+    ck_assert(p.width == 1 && p.height == 2 && memcmp(p.pixels, "\x0a\x0b\x14\x15", 4) == 0);
+    dg_picture_free(&p);
+}
+END_TEST
+
+/* The same JPEG data with an EXIF block of each orientation decodes to the plain one turned
+ * upright, exactly; a malformed EXIF block changes nothing. */
+START_TEST(jpeg_exif_orientation_is_applied)
+{
+    const uint32_t w = 40, h = 24;
+    unsigned char *px = malloc(w * h);
+    ck_assert_ptr_nonnull(px);
+    for (uint32_t y = 0; y < h; y++) /* an asymmetric gradient with a bar at the top left */
+        for (uint32_t x = 0; x < w; x++)
+            px[y * w + x] = (unsigned char)(x < 8 && y < 4 ? 255 : (x * 3 + y * 2) % 200);
+    char plain_path[512];
+    snprintf(plain_path, sizeof plain_path, "%s/plain.jpg", dir);
+    write_jpeg(plain_path, w, h, 1, 95, px);
+    struct dg_picture plain;
+    ck_assert_int_eq(dg_picture_load(plain_path, &plain), DG_OK);
+    ck_assert_int_eq(plain.orientation, 1);
+    for (int o = 0; o <= 8; o++) { /* 0: a malformed block */
+        unsigned char app1[64] = "Exif\0\0";
+        size_t n = 6 + exif_block(app1 + 6, o % 2, o ? (uint32_t)o : 6);
+        if (o == 0)
+            app1[6 + 4] = 0x7F; /* IFD0 offset beyond the block */
+        char path[512];
+        snprintf(path, sizeof path, "%s/exif%d.jpg", dir, o);
+        FILE *fp = fopen(path, "wb");
+        ck_assert_ptr_nonnull(fp);
+        struct jpeg_compress_struct c;
+        struct jpeg_error_mgr err;
+        c.err = jpeg_std_error(&err);
+        jpeg_create_compress(&c);
+        jpeg_stdio_dest(&c, fp);
+        c.image_width = w;
+        c.image_height = h;
+        c.input_components = 1;
+        c.in_color_space = JCS_GRAYSCALE;
+        jpeg_set_defaults(&c);
+        jpeg_set_quality(&c, 95, TRUE);
+        jpeg_start_compress(&c, TRUE);
+        jpeg_write_marker(&c, JPEG_APP0 + 1, app1, (unsigned)n);
+        while (c.next_scanline < h) {
+            JSAMPROW row = px + (size_t)c.next_scanline * w;
+            jpeg_write_scanlines(&c, &row, 1);
+        }
+        jpeg_finish_compress(&c);
+        jpeg_destroy_compress(&c);
+        fclose(fp);
+        struct dg_picture got, want = plain;
+        ck_assert_int_eq(dg_picture_load(path, &got), DG_OK);
+        want.pixels = malloc(w * h);
+        ck_assert_ptr_nonnull(want.pixels);
+        memcpy(want.pixels, plain.pixels, w * h);
+        ck_assert_int_eq(dg_picture_orient(&want, o), DG_OK);
+        ck_assert_int_eq(got.orientation, o ? o : 1);
+        ck_assert_msg(got.width == want.width && got.height == want.height &&
+                          memcmp(got.pixels, want.pixels, (size_t)w * h) == 0,
+                      "orientation %d: not the plain picture turned upright", o);
+        dg_picture_free(&got);
+        dg_picture_free(&want);
+    }
+    dg_picture_free(&plain);
+    free(px);
+}
+END_TEST
+
 static void train_model_epochs(const char *name, int rows, int epochs)
 {
     const char *source = getenv("DIGITS_SOURCE_DIR");
@@ -961,6 +1138,9 @@ int main(void)
     tcase_add_checked_fixture(decode, setup, teardown);
     tcase_add_test(decode, every_png_and_jpeg_layout_decodes);
     tcase_add_test(decode, the_content_decides_the_format);
+    tcase_add_test(decode, exif_orientation_is_read_and_checked);
+    tcase_add_test(decode, orientations_turn_the_picture_upright);
+    tcase_add_test(decode, jpeg_exif_orientation_is_applied);
     suite_add_tcase(suite, decode);
     TCase *cli = tcase_create("cli");
     tcase_set_timeout(cli, 600);

@@ -36,6 +36,8 @@ struct dg_picture {
     int channels;
     uint8_t *pixels; /* malloc; width * height * channels bytes */
     enum dg_picture_kind kind;
+    int orientation; /* the EXIF orientation (1..8) the picture was turned upright from; 1
+                        when the file has none */
 };
 
 /* The kind told by the first bytes of a file (`size` of them; 8 are enough). */
@@ -49,7 +51,8 @@ enum dg_status dg_picture_kind_of_file(const char *path, enum dg_picture_kind *k
 const char *dg_picture_kind_name(enum dg_picture_kind kind);
 
 /* Decodes the PNG or JPEG file at `path` (any bit depth, palette, grayscale, colour, alpha,
- * interlaced or progressive): colour becomes luminance (PNG: libpng's sRGB weights
+ * interlaced or progressive): a JPEG's EXIF orientation is applied (the picture comes out
+ * upright, as viewers show it; PNG's rare eXIf chunk is not read); colour becomes luminance (PNG: libpng's sRGB weights
  * 0.2126 R + 0.7152 G + 0.0722 B; JPEG: its Y channel; CMYK JPEGs are converted), 16-bit
  * samples are scaled to 8 bits, a palette's or tRNS transparency becomes alpha. Refuses, with
  * DG_ERR_INPUT and a message starting with `path`: a file that is neither, zero width or
@@ -57,6 +60,17 @@ const char *dg_picture_kind_name(enum dg_picture_kind kind);
  * before any image memory is allocated), truncated or corrupt data. DG_ERR_IO when the file
  * cannot be read, DG_ERR_NOMEM when memory runs out. `out` is left empty on failure. */
 enum dg_status dg_picture_load(const char *path, struct dg_picture *out);
+
+/* The Orientation tag (0x0112) of IFD0 of an EXIF block in TIFF layout (starting "II*\0" or
+ * "MM\0*", as after a JPEG APP1's "Exif\0\0"): 1..8, or 1 when absent, out of range or
+ * malformed (every offset is checked against size). */
+int dg_picture_exif_orientation(const unsigned char *tiff, size_t size);
+
+/* Turns a decoded picture upright from EXIF orientation 2..8 (2 mirrored left-right, 3 turned
+ * 180 degrees, 4 mirrored top-bottom, 5 transposed, 6 stored turned 90 degrees
+ * counter-clockwise (shown turned clockwise), 7 transversed, 8 stored turned 90 degrees
+ * clockwise); 1 leaves it. Orientations 5-8 swap width and height. DG_ERR_NOMEM. */
+enum dg_status dg_picture_orient(struct dg_picture *picture, int orientation);
 
 void dg_picture_free(struct dg_picture *picture);
 

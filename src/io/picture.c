@@ -212,6 +212,7 @@ struct jpeg_job {
     jmp_buf jump;
     int code; /* the library's message code */
     char message[JMSG_LENGTH_MAX];
+    int orientation; /* EXIF, 1 when none */
 };
 
 static void jpeg_on_error(j_common_ptr cinfo)
@@ -258,7 +259,14 @@ static enum dg_status jpeg_decode(struct jpeg_job *job)
     }
     jpeg_create_decompress(cinfo);
     jpeg_stdio_src(cinfo, job->fp);
+    jpeg_save_markers(cinfo, JPEG_APP0 + 1, 0xFFFF); /* EXIF */
     jpeg_read_header(cinfo, TRUE);
+    for (jpeg_saved_marker_ptr m = cinfo->marker_list; m; m = m->next)
+        if (m->marker == JPEG_APP0 + 1 && m->data_length > 6 &&
+            memcmp(m->data, "Exif\0\0", 6) == 0) {
+            job->orientation = dg_picture_exif_orientation(m->data + 6, m->data_length - 6);
+            break;
+        }
     enum dg_status status = check_size(job->path, "JPEG", cinfo->image_width,
                                        cinfo->image_height);
     if (status != DG_OK)
@@ -298,11 +306,91 @@ static enum dg_status load_jpeg(const char *path, FILE *fp, struct dg_picture *o
     job->path = path;
     job->fp = fp;
     job->out = out;
+    job->orientation = 1;
     enum dg_status status = jpeg_decode(job);
     jpeg_destroy_decompress(&job->cinfo);
+    if (status == DG_OK)
+        status = dg_picture_orient(out, job->orientation);
     free(job->row);
     free(job);
     return status;
+}
+
+/* ---- EXIF orientation ---- */
+
+static uint32_t tiff_u16(const unsigned char *p, int big)
+{
+    return big ? (uint32_t)p[0] << 8 | p[1] : (uint32_t)p[1] << 8 | p[0];
+}
+
+static uint32_t tiff_u32(const unsigned char *p, int big)
+{
+    return big ? be32(p)
+               : (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
+}
+
+int dg_picture_exif_orientation(const unsigned char *tiff, size_t size)
+{
+    if (!tiff || size < 8)
+        return 1;
+    int big;
+    if (memcmp(tiff, "II*\0", 4) == 0)
+        big = 0;
+    else if (memcmp(tiff, "MM\0*", 4) == 0)
+        big = 1;
+    else
+        return 1;
+    uint32_t ifd = tiff_u32(tiff + 4, big);
+    if (ifd < 8 || ifd > size || size - ifd < 2)
+        return 1;
+    uint32_t entries = tiff_u16(tiff + ifd, big);
+    if ((size - ifd - 2) / 12 < entries)
+        return 1;
+    for (uint32_t i = 0; i < entries; i++) {
+        const unsigned char *e = tiff + ifd + 2 + 12 * (size_t)i;
+        if (tiff_u16(e, big) != 0x0112)
+            continue;
+        /* SHORT (type 3), one value, held in the first two bytes of the value field */
+        if (tiff_u16(e + 2, big) != 3 || tiff_u32(e + 4, big) != 1)
+            return 1;
+        uint32_t value = tiff_u16(e + 8, big);
+        return value >= 1 && value <= 8 ? (int)value : 1;
+    }
+    return 1;
+}
+
+enum dg_status dg_picture_orient(struct dg_picture *p, int orientation)
+{
+    if (orientation <= 1 || orientation > 8)
+        return DG_OK;
+    uint32_t w = p->width, h = p->height;
+    int swap = orientation >= 5;
+    uint32_t ow = swap ? h : w, oh = swap ? w : h;
+    size_t ch = (size_t)p->channels;
+    uint8_t *out = malloc((size_t)w * h * ch);
+    if (!out)
+        return dg_error(DG_ERR_NOMEM, "out of memory to turn a %ux%u picture upright",
+                        (unsigned)w, (unsigned)h);
+    for (uint32_t y = 0; y < oh; y++)
+        for (uint32_t x = 0; x < ow; x++) {
+            uint32_t sx, sy; /* the stored pixel shown at (x, y) */
+            switch (orientation) {
+            case 2: sx = w - 1 - x, sy = y; break;
+            case 3: sx = w - 1 - x, sy = h - 1 - y; break;
+            case 4: sx = x, sy = h - 1 - y; break;
+            case 5: sx = y, sy = x; break;
+            case 6: sx = y, sy = h - 1 - x; break;
+            case 7: sx = w - 1 - y, sy = h - 1 - x; break;
+            default: sx = w - 1 - y, sy = x; break; /* 8 */
+            }
+            memcpy(out + ((size_t)y * ow + x) * ch, p->pixels + ((size_t)sy * w + sx) * ch, ch);
+        }
+    free(p->pixels);
+    p->pixels = out;
+    p->width = ow;
+    p->height = oh;
+    p->orientation = orientation;
+    return DG_OK;
 }
 
 /* ---- both ---- */
@@ -310,6 +398,7 @@ static enum dg_status load_jpeg(const char *path, FILE *fp, struct dg_picture *o
 enum dg_status dg_picture_load(const char *path, struct dg_picture *out)
 {
     memset(out, 0, sizeof *out);
+    out->orientation = 1;
     FILE *fp = fopen(path, "rb");
     if (!fp)
         return dg_error(DG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
