@@ -86,9 +86,11 @@ static void write_png(const char *path, uint32_t w, uint32_t h, int color_type, 
     fclose(fp);
 }
 
-/* A baseline JPEG, 1 (gray), 3 (RGB) or 4 (CMYK) components. */
-static void write_jpeg(const char *path, uint32_t w, uint32_t h, int components, int quality,
-                       const unsigned char *data)
+/* A baseline JPEG, 1 (gray), 3 (RGB) or 4 (CMYK) components, with an APP1 marker of app1_size
+ * bytes when app1 is not NULL. */
+static void write_jpeg_app1(const char *path, uint32_t w, uint32_t h, int components,
+                            int quality, const unsigned char *data, const unsigned char *app1,
+                            size_t app1_size)
 {
     FILE *fp = fopen(path, "wb");
     ck_assert_ptr_nonnull(fp);
@@ -104,6 +106,8 @@ static void write_jpeg(const char *path, uint32_t w, uint32_t h, int components,
     jpeg_set_defaults(&c);
     jpeg_set_quality(&c, quality, TRUE);
     jpeg_start_compress(&c, TRUE);
+    if (app1)
+        jpeg_write_marker(&c, JPEG_APP0 + 1, app1, (unsigned)app1_size);
     while (c.next_scanline < h) {
         JSAMPROW row = (JSAMPROW)data + (size_t)c.next_scanline * w * components;
         jpeg_write_scanlines(&c, &row, 1);
@@ -111,6 +115,12 @@ static void write_jpeg(const char *path, uint32_t w, uint32_t h, int components,
     jpeg_finish_compress(&c);
     jpeg_destroy_compress(&c);
     fclose(fp);
+}
+
+static void write_jpeg(const char *path, uint32_t w, uint32_t h, int components, int quality,
+                       const unsigned char *data)
+{
+    write_jpeg_app1(path, w, h, components, quality, data, NULL, 0);
 }
 
 static void write_bytes(const char *path, const void *bytes, size_t size)
@@ -610,28 +620,7 @@ START_TEST(jpeg_exif_orientation_is_applied)
             app1[6 + 4] = 0x7F; /* IFD0 offset beyond the block */
         char path[512];
         snprintf(path, sizeof path, "%s/exif%d.jpg", dir, o);
-        FILE *fp = fopen(path, "wb");
-        ck_assert_ptr_nonnull(fp);
-        struct jpeg_compress_struct c;
-        struct jpeg_error_mgr err;
-        c.err = jpeg_std_error(&err);
-        jpeg_create_compress(&c);
-        jpeg_stdio_dest(&c, fp);
-        c.image_width = w;
-        c.image_height = h;
-        c.input_components = 1;
-        c.in_color_space = JCS_GRAYSCALE;
-        jpeg_set_defaults(&c);
-        jpeg_set_quality(&c, 95, TRUE);
-        jpeg_start_compress(&c, TRUE);
-        jpeg_write_marker(&c, JPEG_APP0 + 1, app1, (unsigned)n);
-        while (c.next_scanline < h) {
-            JSAMPROW row = px + (size_t)c.next_scanline * w;
-            jpeg_write_scanlines(&c, &row, 1);
-        }
-        jpeg_finish_compress(&c);
-        jpeg_destroy_compress(&c);
-        fclose(fp);
+        write_jpeg_app1(path, w, h, 1, 95, px, app1, n);
         struct dg_picture got, want = plain;
         ck_assert_int_eq(dg_picture_load(path, &got), DG_OK);
         want.pixels = malloc(w * h);
