@@ -123,6 +123,10 @@ void dg_shuffle(uint64_t seed, uint32_t purpose, uint32_t epoch, uint32_t *rows,
 int dg_history_format(const struct dg_epoch_report *report, char *out, size_t size);
 /* Parses those fields (ended by '\n' or the text's end); 1 when well formed. */
 int dg_history_parse(const char *text, struct dg_epoch_report *report);
+/* Appends "KEY=fields\n" for each of history[0..count) (dg_history_format). */
+struct dg_text;
+void dg_history_text(struct dg_text *t, const char *key, const struct dg_epoch_report *history,
+                     int count);
 /* Every "KEY=" line of a "key=value\n" text, parsed into out[0..max): the count, or -1 when a
  * line is malformed, out of order (epochs 1, 2, ...) or more than max. */
 int dg_history_read(const char *text, const char *key, struct dg_epoch_report *out, int max);

@@ -16,7 +16,6 @@
 
 #define SHEET_IMAGES 6
 #define SHEET_COPIES 5
-#define MAX_SETTINGS (1u << 20)
 
 static const char *usage_text =
     "usage: digits report -m model.dgt LABELLED [-o report.html]\n"
@@ -51,33 +50,6 @@ static double now_seconds(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* The whole settings text of each model file (the scoring keeps only the first one's head). */
-static enum dg_status read_settings(const struct dg_scoring_args *args,
-                                    struct dg_report_model *models)
-{
-    struct dg_model *members = calloc(DG_MAX_MEMBERS, sizeof *members);
-    if (!members)
-        return dg_error(DG_ERR_NOMEM, "out of memory");
-    enum dg_status status = DG_OK;
-    for (int f = 0; f < args->model_path_count && status == DG_OK; f++) {
-        char *settings = malloc(MAX_SETTINGS);
-        if (!settings) {
-            status = dg_error(DG_ERR_NOMEM, "out of memory");
-            break;
-        }
-        int count = 0;
-        status = dg_ensemble_load(args->model_paths[f], members, DG_MAX_MEMBERS, &count, settings,
-                                  MAX_SETTINGS);
-        for (int m = 0; m < count; m++)
-            dg_model_free(&members[m]);
-        models[f].path = args->model_paths[f];
-        models[f].settings = settings;
-        models[f].member_count = count;
-    }
-    free(members);
-    return status;
 }
 
 /* SHEET_IMAGES rows spread over the data, each assembled SHEET_COPIES times with the
@@ -186,9 +158,8 @@ int dg_cmd_report(int argc, char **argv)
     memset(&scoring, 0, sizeof scoring);
     uint8_t *sheet_images = malloc((size_t)SHEET_IMAGES * DG_PIXELS);
     float *sheet_augmented = malloc((size_t)SHEET_IMAGES * SHEET_COPIES * DG_PIXELS * sizeof(float));
-    enum dg_status status = sheet_images && sheet_augmented
-                                ? read_settings(&args, models)
-                                : dg_error(DG_ERR_NOMEM, "out of memory");
+    enum dg_status status =
+        sheet_images && sheet_augmented ? DG_OK : dg_error(DG_ERR_NOMEM, "out of memory");
     char selection[512] = "";
     args.held_out = all ? DG_HELD_OUT_NO : DG_HELD_OUT_AUTO;
     double start = now_seconds();
@@ -201,10 +172,13 @@ int dg_cmd_report(int argc, char **argv)
                           data_path);
     if (status == DG_OK)
         snprintf(selection, sizeof selection, "%s", scoring.selection);
+    for (int f = 0; status == DG_OK && f < args.model_path_count; f++)
+        models[f] = (struct dg_report_model){args.model_paths[f], scoring.settings[f],
+                                             scoring.file_members[f]};
     int sheet_count = 0;
     char augmentation[256] = "";
     if (status == DG_OK)
-        status = augmentation_sheet(&scoring, models[0].settings, sheet_images, sheet_augmented,
+        status = augmentation_sheet(&scoring, scoring.settings[0], sheet_images, sheet_augmented,
                                     &sheet_count, augmentation, sizeof augmentation);
     if (status == DG_OK) {
         struct dg_report_input in = {
@@ -237,8 +211,6 @@ int dg_cmd_report(int argc, char **argv)
         fprintf(stderr, "digits: wrote %s (%zu images, %s)\n", output, scoring.dataset.count,
                 selection);
     dg_scoring_free(&scoring);
-    for (int f = 0; f < DG_MAX_MEMBERS; f++)
-        free((char *)models[f].settings);
     free(sheet_images);
     free(sheet_augmented);
     return status == DG_OK ? 0 : dg_cli_fail(status);

@@ -123,17 +123,6 @@ static void keep_history(struct progress *progress, const struct dg_epoch_report
     progress->history[progress->history_count++] = *r;
 }
 
-/* "KEY=fields\n" per epoch (dg_history_format). */
-static void text_history(struct dg_text *t, const char *key, const struct dg_epoch_report *history,
-                         int count)
-{
-    for (int i = 0; i < count; i++) {
-        char line[512];
-        dg_history_format(&history[i], line, sizeof line);
-        dg_text_add(t, "%s=%s\n", key, line);
-    }
-}
-
 static double wall_seconds(void)
 {
     struct timespec ts;
@@ -379,7 +368,7 @@ static enum dg_status train_member(struct ensemble_work *work, struct dg_backend
         struct dg_text t = {0};
         char key[32];
         snprintf(key, sizeof key, "member%d_history", m + 1);
-        text_history(&t, key, progress.history, progress.history_count);
+        dg_history_text(&t, key, progress.history, progress.history_count);
         work->histories[m] = t.data;
         if (t.failed)
             status = dg_error(DG_ERR_NOMEM, "out of memory for the training history");
@@ -1166,7 +1155,7 @@ int dg_cmd_train(int argc, char **argv)
              "seconds=%.1f\nepochs_run=%d\nsave_best=%d\nearly_stop=%d\nweights_of_epoch=%d\n",
              result.seconds, result.epochs_run, options.save_best, options.early_stop,
              options.save_best && result.best_epoch > 0 ? result.best_epoch : result.epochs_run);
-    text_history(&settings, "history", progress.history, progress.history_count);
+    dg_history_text(&settings, "history", progress.history, progress.history_count);
     if (settings.failed)
         status = dg_error(DG_ERR_NOMEM, "out of memory for the model's settings");
     else

@@ -1,5 +1,6 @@
 /* Shared by predict and eval: load a model and a dataset on a backend and compute the class
  * probabilities (count, 10) of every image. */
+#define _POSIX_C_SOURCE 200809L
 #include "cli/scoring.h"
 
 #include "digits/io.h"
@@ -139,15 +140,15 @@ static enum dg_status no_split(struct dg_scoring *s, int mode, const char *why, 
 static enum dg_status keep_held_out(struct dg_scoring *s, const char *model_path,
                                     const char *data_path, int mode)
 {
-    const char *rows = dg_settings_value(s->settings, "rows"), *split = dg_settings_value(s->settings, "val_split");
-    const char *seed = dg_settings_value(s->settings, "split_seed");
-    const char *crc = dg_settings_value(s->settings, "data_crc32");
+    const char *rows = dg_settings_value(s->settings[0], "rows"), *split = dg_settings_value(s->settings[0], "val_split");
+    const char *seed = dg_settings_value(s->settings[0], "split_seed");
+    const char *crc = dg_settings_value(s->settings[0], "data_crc32");
     if (seed && strncmp(seed, "per member", 10) == 0)
         return no_split(s, mode, "%s: each member held out its own rows (--member-splits): "
                                  "there is no one held-out set",
                         model_path);
     if (!seed || !strchr("0123456789", *seed))
-        seed = dg_settings_value(s->settings, "seed"); /* models from before split_seed ("shared") */
+        seed = dg_settings_value(s->settings[0], "seed"); /* models from before split_seed ("shared") */
     if (!rows || !split || !seed)
         return no_split(s, mode, "%s: the model does not record its split (rows, val_split, "
                                  "seed): --held-out cannot tell its validation rows",
@@ -215,17 +216,22 @@ static enum dg_status keep_held_out(struct dg_scoring *s, const char *model_path
 /* The models of every -m file (in order) and the backend. */
 static enum dg_status open_models(struct dg_scoring *s, const struct dg_scoring_args *args)
 {
-    enum dg_status status;
-    for (int f = 0; f < args->model_path_count; f++) {
+    enum dg_status status = DG_OK;
+    const size_t size = (size_t)1 << 20; /* the largest settings text a model file holds */
+    char *text = malloc(size);
+    if (!text)
+        return dg_error(DG_ERR_NOMEM, "out of memory");
+    for (int f = 0; f < args->model_path_count && status == DG_OK; f++) {
         int got = 0;
         status = dg_ensemble_load(args->model_paths[f], s->members + s->member_count,
-                                  DG_MAX_MEMBERS - s->member_count, &got,
-                                  f == 0 ? s->settings : NULL, f == 0 ? sizeof s->settings : 0);
+                                  DG_MAX_MEMBERS - s->member_count, &got, text, size);
         s->member_count += got;
-        if (status != DG_OK)
-            return status;
+        s->file_members[f] = got;
+        if (status == DG_OK && !(s->settings[f] = strdup(text)))
+            status = dg_error(DG_ERR_NOMEM, "out of memory");
     }
-    return dg_cli_open_backend(&args->device, 0, &s->be);
+    free(text);
+    return status == DG_OK ? dg_cli_open_backend(&args->device, 0, &s->be) : status;
 }
 
 static enum dg_status score(struct dg_scoring *s, const struct dg_scoring_args *args);
@@ -324,6 +330,8 @@ done:
 void dg_scoring_free(struct dg_scoring *s)
 {
     free(s->row_numbers);
+    for (int f = 0; f < DG_MAX_MEMBERS; f++)
+        free(s->settings[f]);
     free(s->probs);
     free(s->predicted);
     free(s->member_predicted);

@@ -17,7 +17,8 @@ struct dg_scoring {
     struct dg_model members[DG_MAX_MEMBERS]; /* every member of every -m file, in order */
     int member_count;
     struct dg_dataset dataset;
-    char settings[4096]; /* of the first model file */
+    char *settings[DG_MAX_MEMBERS]; /* each -m file's whole settings text (malloc) */
+    int file_members[DG_MAX_MEMBERS]; /* how many members each -m file holds */
     float *probs;        /* (count, 10): the members' (and copies') mean */
     uint8_t *predicted;  /* (count) first argmax of probs */
     uint8_t *member_predicted; /* (member_count, count): each member alone (with its copies) */

@@ -58,11 +58,7 @@ static void settings_text(struct dg_text *t, const struct dg_checkpoint *ck)
     dg_text_add(t, "state_since_best=%d\nstate_stopped_early=%d\n", s->since_best, s->stopped_early);
     dg_text_add(t, "state_loss_sum=%.17g\nstate_correct=%.17g\nstate_seconds=%.17g\n", s->loss_sum,
         s->correct, s->seconds);
-    for (int i = 0; i < s->history_count; i++) {
-        char line[512];
-        dg_history_format(&s->history[i], line, sizeof line);
-        dg_text_add(t, "history=%s\n", line);
-    }
+    dg_history_text(t, "history", s->history, s->history_count);
 }
 
 enum dg_status dg_checkpoint_save(const char *path, const struct dg_model *model,
@@ -189,21 +185,13 @@ static void get_string(struct reader *r, const char *key, char *out, size_t size
 
 static void read_history(struct reader *r, struct dg_train_state *s)
 {
-    for (const char *line = r->text; line && *line && r->status == DG_OK;) {
-        if (strncmp(line, "history=", 8) == 0) {
-            struct dg_epoch_report e;
-            int ok = dg_history_parse(line + 8, &e);
-            if (!ok || s->history_count >= s->history_capacity ||
-                e.epoch != s->history_count + 1) {
-                bad(r, "history");
-                return;
-            }
-            s->history[s->history_count++] = e;
-        }
-        line = strchr(line, '\n');
-        if (line)
-            line++;
-    }
+    if (r->status != DG_OK)
+        return;
+    int count = dg_history_read(r->text, "history", s->history, s->history_capacity);
+    if (count < 0)
+        bad(r, "history");
+    else
+        s->history_count = count;
 }
 
 enum dg_status dg_checkpoint_load(const char *path, struct dg_model *model,
@@ -268,14 +256,8 @@ enum dg_status dg_checkpoint_load(const char *path, struct dg_model *model,
         goto done;
     }
     if ((status = dg_io_check_layers(path, "checkpoint", data + HEADER_BYTES, layer_count,
-                                     model)) != DG_OK)
+                                     param_count, model)) != DG_OK)
         goto done;
-    if (model->param_count != param_count) {
-        status = dg_error(DG_ERR_INPUT, "%s: corrupted checkpoint file (%llu parameters, the "
-                                        "architecture has %zu)",
-                          path, (unsigned long long)param_count, model->param_count);
-        goto done;
-    }
     text = malloc((size_t)text_len + 1);
     if (!text) {
         status = dg_error(DG_ERR_NOMEM, "%s: out of memory", path);

@@ -66,9 +66,11 @@ static inline float get_f32(const unsigned char *p)
 /* Appends the layer count and table; nonzero when out of memory. */
 int dg_io_put_layers(struct buffer *b, const struct dg_model *model);
 /* Checks a stored layer table (layer_count entries at `table`) against the reference network
- * and builds `model` from it; DG_ERR_INPUT saying which when it differs. */
+ * and the stored parameter count against it, and builds `model` from it; DG_ERR_INPUT saying
+ * which when they differ ("corrupted KIND file"). */
 enum dg_status dg_io_check_layers(const char *path, const char *kind, const unsigned char *table,
-                                  uint32_t layer_count, struct dg_model *model);
+                                  uint32_t layer_count, uint64_t param_count,
+                                  struct dg_model *model);
 /* Writes size bytes to path atomically (dg_atomic_open / commit). */
 enum dg_status dg_io_write_atomic(const char *path, const void *data, size_t size);
 /* 1..DG_MAX_MEMBERS members of one size, or an error naming path. */

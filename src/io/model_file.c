@@ -28,7 +28,8 @@ int dg_io_put_layers(struct buffer *b, const struct dg_model *model)
 }
 
 enum dg_status dg_io_check_layers(const char *path, const char *kind, const unsigned char *table,
-                                  uint32_t layer_count, struct dg_model *model)
+                                  uint32_t layer_count, uint64_t param_count,
+                                  struct dg_model *model)
 {
     int ref_count;
     const struct dg_layer_spec *ref = dg_arch_reference(&ref_count);
@@ -55,8 +56,12 @@ enum dg_status dg_io_check_layers(const char *path, const char *kind, const unsi
                         path, layer_count, ref_count);
     enum dg_status status = dg_model_build(model, specs, (int)layer_count);
     if (status != DG_OK)
-        dg_error_prefix(DG_ERR_INPUT, "%s", path);
-    return status;
+        return dg_error_prefix(DG_ERR_INPUT, "%s", path);
+    if (model->param_count != param_count)
+        return dg_error(DG_ERR_INPUT, "%s: corrupted %s file (%llu parameters, the "
+                                      "architecture has %zu)",
+                        path, kind, (unsigned long long)param_count, model->param_count);
+    return DG_OK;
 }
 
 enum dg_status dg_io_write_atomic(const char *path, const void *data, size_t size)
@@ -204,16 +209,12 @@ static enum dg_status load_members(const char *path, struct dg_model *members, i
     for (uint32_t m = 0; m < member_count; m++) {
         struct dg_model *model = &members[m];
         memset(model, 0, sizeof *model);
-        if ((status = dg_io_check_layers(path, "model", data + HEADER_BYTES, layer_count,
-                                         model)) != DG_OK)
+        status = dg_io_check_layers(path, "model", data + HEADER_BYTES, layer_count, param_count,
+                                    model);
+        if (model->params)
+            *count = (int)m + 1; /* built: freed below on failure */
+        if (status != DG_OK)
             goto done;
-        *count = (int)m + 1;
-        if (model->param_count != param_count) {
-            status = dg_error(DG_ERR_INPUT, "%s: corrupted model file (%llu parameters, the "
-                                            "architecture has %zu)",
-                              path, (unsigned long long)param_count, model->param_count);
-            goto done;
-        }
         for (size_t i = 0; i < model->param_count; i++)
             model->params[i] = get_f32(params + ((size_t)m * param_count + i) * 4);
     }

@@ -1,36 +1,17 @@
 /* PNG encoding into memory with libpng (the report's pictures). */
 #include "digits/report.h"
 
+#include "digits/text.h"
+
 #include <png.h>
 #include <setjmp.h>
 #include <stdlib.h>
 #include <string.h>
 
-struct sink {
-    unsigned char *data;
-    size_t size, capacity;
-    int failed;
-};
-
+/* libpng's output into a growing buffer */
 static void sink_write(png_structp png, png_bytep bytes, png_size_t length)
 {
-    struct sink *s = png_get_io_ptr(png);
-    if (s->failed)
-        return;
-    if (s->size + length > s->capacity) {
-        size_t capacity = s->capacity ? 2 * s->capacity : 1024;
-        while (capacity < s->size + length)
-            capacity *= 2;
-        unsigned char *grown = realloc(s->data, capacity);
-        if (!grown) {
-            s->failed = 1;
-            return;
-        }
-        s->data = grown;
-        s->capacity = capacity;
-    }
-    memcpy(s->data + s->size, bytes, length);
-    s->size += length;
+    dg_text_put(png_get_io_ptr(png), (const char *)bytes, length);
 }
 
 static void sink_flush(png_structp png)
@@ -65,14 +46,14 @@ enum dg_status dg_png_encode_gray(const uint8_t *pixels, int width, int height,
         return dg_error(DG_ERR_NOMEM, "out of memory for a PNG");
     }
     /* volatile: read after a longjmp back here */
-    struct sink sink = {NULL, 0, 0, 0};
-    struct sink *volatile s = &sink;
+    struct dg_text sink = {0};
+    struct dg_text *volatile t = &sink;
     if (setjmp(png_jmpbuf(png))) {
         png_destroy_write_struct(&png, &info);
-        free(s->data);
+        free(t->data);
         return dg_error(DG_ERR_RUNTIME, "PNG encoding failed: %s", png_message);
     }
-    png_set_write_fn(png, s, sink_write, sink_flush);
+    png_set_write_fn(png, t, sink_write, sink_flush);
     png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, 8, PNG_COLOR_TYPE_GRAY,
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_write_info(png, info);
@@ -84,7 +65,7 @@ enum dg_status dg_png_encode_gray(const uint8_t *pixels, int width, int height,
         free(sink.data);
         return dg_error(DG_ERR_NOMEM, "out of memory for a PNG");
     }
-    *out = sink.data;
+    *out = (unsigned char *)sink.data;
     *size = sink.size;
     return DG_OK;
 }

@@ -95,8 +95,15 @@ static void put_setting_value(struct dg_text *t, const char *settings, const cha
 struct curve {
     struct dg_epoch_report *history;
     int count;
+    int model;      /* the model file's index in the input */
     char name[160]; /* "member 2 of e.dgt" or the model's path */
 };
+
+static void free_curves(struct curve *curves, int count)
+{
+    for (int c = 0; c < count; c++)
+        free(curves[c].history);
+}
 
 struct axis {
     double min, max; /* data range */
@@ -262,8 +269,11 @@ static int read_curves(const struct dg_report_input *in, struct curve *curves, i
                 snprintf(key, sizeof key, "member%d_history", m + 1);
             struct curve *c = &curves[count];
             c->history = malloc(MAX_HISTORY * sizeof *c->history);
-            if (!c->history)
+            if (!c->history) {
+                free_curves(curves, count);
                 return -1;
+            }
+            c->model = f;
             c->count = dg_history_read(model->settings, key, c->history, MAX_HISTORY);
             if (c->count <= 0) {
                 free(c->history);
@@ -285,16 +295,11 @@ static int read_curves(const struct dg_report_input *in, struct curve *curves, i
     return count;
 }
 
-static enum dg_status put_curves(struct dg_text *t, const struct dg_report_input *in)
+/* The charts of every stored history; `missing` names the models that store none. */
+static void put_curves(struct dg_text *t, const struct curve *curves, int count,
+                       const char *missing)
 {
-    struct curve curves[DG_MAX_MEMBERS];
-    struct dg_text missing = {0};
-    int count = read_curves(in, curves, DG_MAX_MEMBERS, &missing);
     dg_text_add(t, "<section id=\"curves\"><h2>Learning curves</h2>\n");
-    if (count < 0) {
-        free(missing.data);
-        return dg_error(DG_ERR_NOMEM, "out of memory for the training history");
-    }
     if (count > 0) {
         dg_text_add(t, "<div class=\"row\">\n");
         put_chart(t, curves, count, 0);
@@ -302,16 +307,12 @@ static enum dg_status put_curves(struct dg_text *t, const struct dg_report_input
         dg_text_add(t, "</div>\n");
         put_legend(t, curves, count);
     }
-    if (missing.size)
+    if (missing)
         dg_text_add(t,
                     "<p class=\"note\">No training history is stored in %s (a model file "
                     "written before Digits kept the history, or one imported from elsewhere).</p>\n",
-                    missing.data);
+                    missing);
     dg_text_add(t, "</section>\n");
-    for (int c = 0; c < count; c++)
-        free(curves[c].history);
-    free(missing.data);
-    return DG_OK;
 }
 
 /* ---- confusion matrix, per-class figures ---- */
@@ -515,7 +516,8 @@ static int by_value(const void *a, const void *b)
 }
 
 /* The settings of one model file (every line but the history), its speed. */
-static void put_settings(struct dg_text *t, const struct dg_report_model *model)
+static void put_settings(struct dg_text *t, const struct dg_report_model *model, int index,
+                         const struct curve *curves, int curve_count)
 {
     dg_text_add(t, "<h3>");
     put_escaped(t, model->path);
@@ -537,18 +539,12 @@ static void put_settings(struct dg_text *t, const struct dg_report_model *model)
         line = end ? end + 1 : NULL;
     }
     dg_text_add(t, "</table>\n");
-    /* speed: the median epoch of each history */
+    /* speed: the median epoch of this file's histories */
     double speeds[MAX_HISTORY];
     int n = 0;
-    for (int m = 0; m < model->member_count; m++) {
-        char key[32];
-        snprintf(key, sizeof key, model->member_count == 1 ? "history" : "member%d_history", m + 1);
-        struct dg_epoch_report *h = malloc(MAX_HISTORY * sizeof *h);
-        int count = h ? dg_history_read(model->settings, key, h, MAX_HISTORY) : -1;
-        for (int i = 0; i < count && n < MAX_HISTORY; i++)
-            speeds[n++] = h[i].images_per_second;
-        free(h);
-    }
+    for (int c = 0; c < curve_count; c++)
+        for (int i = 0; curves[c].model == index && i < curves[c].count && n < MAX_HISTORY; i++)
+            speeds[n++] = curves[c].history[i].images_per_second;
     if (n > 0) {
         qsort(speeds, (size_t)n, sizeof *speeds, by_value);
         dg_text_add(t, "<p>Training speed: median %.0f images/s over %d epochs (%.0f to %.0f)",
@@ -632,7 +628,15 @@ enum dg_status dg_report_write(const char *path, const struct dg_report_input *i
                 in->scoring_seconds > 0 ? (double)in->count * in->member_count * (in->tta ? 5 : 1) /
                                               in->scoring_seconds
                                         : 0.0);
-    enum dg_status status = put_curves(&t, in);
+    struct curve curves[DG_MAX_MEMBERS];
+    struct dg_text missing = {0};
+    int curve_count = read_curves(in, curves, DG_MAX_MEMBERS, &missing);
+    enum dg_status status = DG_OK;
+    if (curve_count < 0) {
+        curve_count = 0;
+        status = dg_error(DG_ERR_NOMEM, "out of memory for the training history");
+    }
+    put_curves(&t, curves, curve_count, missing.size ? missing.data : NULL);
     /* confusion and classes */
     dg_text_add(&t, "<section id=\"confusion\"><h2>Confusion matrix and per-class figures</h2>\n"
                     "<div class=\"row\">\n");
@@ -661,7 +665,9 @@ enum dg_status dg_report_write(const char *path, const struct dg_report_input *i
     put_layers(&t, in->architecture);
     dg_text_add(&t, "<section id=\"settings\"><h2>Training settings and speed</h2>\n");
     for (int f = 0; f < in->model_count; f++)
-        put_settings(&t, &in->models[f]);
+        put_settings(&t, &in->models[f], f, curves, curve_count);
+    free_curves(curves, curve_count);
+    free(missing.data);
     dg_text_add(&t, "</section>\n<footer>Written by digits %s.", DIGITS_VERSION);
     if (in->models[0].settings && dg_settings_value(in->models[0].settings, "digits_version")) {
         dg_text_add(&t, " The model was trained by digits ");

@@ -2,6 +2,8 @@
  * with every float printed to read back bit for bit. */
 #include "digits/train.h"
 
+#include "digits/text.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,4 +50,14 @@ int dg_history_read(const char *text, const char *key, struct dg_epoch_report *o
             line++;
     }
     return count;
+}
+
+void dg_history_text(struct dg_text *t, const char *key, const struct dg_epoch_report *history,
+                     int count)
+{
+    for (int i = 0; i < count; i++) {
+        char line[512];
+        dg_history_format(&history[i], line, sizeof line);
+        dg_text_add(t, "%s=%s\n", key, line);
+    }
 }
