@@ -1,8 +1,8 @@
 /* Batch assembly on the device: uint8 images (count, 784) gathered by row index into float
- * x (n, 1, 28, 28) / 255, optionally warped by kernels/augment.cuh with the parameters drawn
+ * x (n, 1, 28, 28) / 255, optionally warped by src/math/augment.h with the parameters drawn
  * here from the same Philox key as on the CPU (bit-identical under --fmad=false). One block
  * per image: the image is staged in shared memory, its affine map computed once. */
-#include "augment.cuh"
+#include "math/augment.h"
 #include "launchers.h"
 
 #define DG_BLOCK 256

@@ -1,6 +1,6 @@
 /* Inverted dropout on the device: the mask of element i is recomputed from Philox
- * (kernels/dropout.cuh), so it is the CPU's mask bit for bit. Flat float32 arrays. */
-#include "dropout.cuh"
+ * (src/math/dropout.h), so it is the CPU's mask bit for bit. Flat float32 arrays. */
+#include "math/dropout.h"
 #include "launchers.h"
 
 #define DG_BLOCK 256

@@ -1,7 +1,7 @@
-/* RMSprop on the device: one thread per parameter over kernels/rmsprop.cuh (flat float32
+/* RMSprop on the device: one thread per parameter over src/math/rmsprop.h (flat float32
  * arrays w, g, acc of the same layout). */
 #include "launchers.h"
-#include "rmsprop.cuh"
+#include "math/rmsprop.h"
 
 #define DG_BLOCK 256
 #define DG_MAX_BLOCKS 65535

@@ -1,9 +1,9 @@
-/* Softmax + cross-entropy on the device over kernels/softmax_xent.cuh: logits, probs and
+/* Softmax + cross-entropy on the device over src/math/softmax_xent.h: logits, probs and
  * dlogits are (batch, 10) row-major. With labels, one block walks every row and sums the
  * losses and hits in doubles through a fixed-shape tree, so the stats are deterministic. */
 #include "digits/data.h"
 #include "launchers.h"
-#include "softmax_xent.cuh"
+#include "math/softmax_xent.h"
 
 #define DG_BLOCK 256
 

@@ -37,7 +37,7 @@
 #include "digits/model.h"
 #include "digits/net.h"
 #include "digits/train.h"
-#include "rmsprop.cuh"
+#include "math/rmsprop.h"
 #include "test_util.h"
 
 #define MAX_BATCH 86

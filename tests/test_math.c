@@ -1,4 +1,4 @@
-/* The shared element math (the kernels/ headers) on the host: Philox known answers, the uniform
+/* The shared element math (the src/math/ headers) on the host: Philox known answers, the uniform
  * draws, dropout scales, softmax-xent on extreme logits, the RMSprop element and the
  * augmentation warp. Images 28x28 row-major. */
 #include <check.h>
@@ -7,11 +7,11 @@
 #include <string.h>
 
 #include "cli_util.h"
-#include "augment.cuh"
-#include "dropout.cuh"
-#include "philox.cuh"
-#include "rmsprop.cuh"
-#include "softmax_xent.cuh"
+#include "math/augment.h"
+#include "math/dropout.h"
+#include "math/philox.h"
+#include "math/rmsprop.h"
+#include "math/softmax_xent.h"
 #include "ref_ops.h"
 #include "test_util.h"
 

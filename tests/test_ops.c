@@ -22,10 +22,10 @@
 #include "cli_util.h"
 #include "digits/model.h"
 #include "digits/net.h"
-#include "augment.cuh"
-#include "dropout.cuh"
+#include "math/augment.h"
+#include "math/dropout.h"
 #include "ref_ops.h"
-#include "rmsprop.cuh"
+#include "math/rmsprop.h"
 #include "test_util.h"
 
 struct family {

@@ -110,7 +110,7 @@ struct dg_backend_ops {
     enum dg_status (*maxpool_bwd)(struct dg_backend *be, const struct dg_pool_shape *shape,
                                   const float *x, const float *y, const float *dy, float *dx);
 
-    /* inverted dropout with Philox masks (kernels/dropout.cuh); element index = flat index */
+    /* inverted dropout with Philox masks (src/math/dropout.h); element index = flat index */
     enum dg_status (*dropout_fwd)(struct dg_backend *be, size_t n, float rate,
                                   const struct dg_dropout_key *key, const float *x, float *y);
     enum dg_status (*dropout_bwd)(struct dg_backend *be, size_t n, float rate,
@@ -130,7 +130,7 @@ struct dg_backend_ops {
                                    const uint8_t *labels, float *probs, float *dlogits,
                                    double *stats);
 
-    /* RMSprop over n parameters (kernels/rmsprop.cuh) */
+    /* RMSprop over n parameters (src/math/rmsprop.h) */
     enum dg_status (*rmsprop)(struct dg_backend *be, size_t n, float *w, const float *g,
                               float *acc, float lr, float rho, float eps);
 

@@ -1,6 +1,6 @@
 """Shared parts of the reference benchmarks run by scripts/bench: loading the Kaggle CSV
 into a uint8 (N, 784) image array plus labels, summary statistics, the seeded split of
-Digits (Philox4x32-10, kernels/philox.cuh) so that a reference trains and validates on
+Digits (Philox4x32-10, src/math/philox.h) so that a reference trains and validates on
 exactly the rows Digits uses, and JSON output. Standard library and numpy only."""
 
 import gzip
@@ -61,7 +61,7 @@ def load_csv(path, rows=None):
     return np.ascontiguousarray(table), None
 
 
-# ---- Philox4x32-10, as in kernels/philox.cuh ----
+# ---- Philox4x32-10, as in src/math/philox.h ----
 
 _M0, _M1 = 0xD2511F53, 0xCD9E8D57
 _W0, _W1 = 0x9E3779B9, 0xBB67AE85

@@ -10,7 +10,7 @@
 #include "digits/model.h"
 #include "digits/net.h"
 #include "digits/train.h"
-#include "philox.cuh"
+#include "math/philox.h"
 
 #include <errno.h>
 #include <stdarg.h>

@@ -6,7 +6,7 @@
 #include "digits/io.h"
 #include "digits/train.h"
 
-#include "augment.cuh"
+#include "math/augment.h"
 
 #include <getopt.h>
 #include <stdarg.h>

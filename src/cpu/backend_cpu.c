@@ -13,10 +13,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "augment.cuh"
-#include "dropout.cuh"
-#include "rmsprop.cuh"
-#include "softmax_xent.cuh"
+#include "math/augment.h"
+#include "math/dropout.h"
+#include "math/rmsprop.h"
+#include "math/softmax_xent.h"
 
 /* ---- memory ---- */
 

@@ -60,7 +60,7 @@ struct dg_affine;
  *   maxpool_*     2x2 max-pool of one (h, w) plane into (h/2, w/2); backward routes dy to the
  *                 first maximum of each window (row-major, strict >), zero elsewhere,
  *                 including an odd last row or column
- *   rmsprop       kernels/rmsprop.cuh over n elements
+ *   rmsprop       src/math/rmsprop.h over n elements
  *   relu_bwd      dy[i] = y[i] > 0 ? dy[i] : 0
  *   bias_act      y[i] = y[i] + bias, then ReLU when relu (NaN gives 0)
  *   im2col        col (cin*k*k, h*w) <- the "same"-padded windows of x (cin, h, w)

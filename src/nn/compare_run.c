@@ -14,7 +14,7 @@
 
 #include "digits/net.h"
 #include "digits/train.h"
-#include "rmsprop.cuh"
+#include "math/rmsprop.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -277,9 +277,9 @@ static enum dg_status compare_batch(struct run *r, const uint32_t *rows,
     return DG_OK;
 }
 
-/* Elements where the candidate's update differs from the RMSprop element math (kernels/
- * rmsprop.cuh) applied to the weights and accumulators it started from and its own gradient:
- * the update is element math, bit-identical on every backend. */
+/* Elements where the candidate's update differs from the RMSprop element math
+ * (src/math/rmsprop.h) applied to the weights and accumulators it started from and its own
+ * gradient: the update is element math, bit-identical on every backend. */
 static size_t update_mismatches(const float *w0, const float *a0, const float *g, const float *w1,
                                 const float *a1, size_t n, size_t *first)
 {

@@ -4,7 +4,7 @@
 #include "digits/model.h"
 
 #include "digits/data.h"
-#include "philox.cuh"
+#include "math/philox.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -5,7 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "digits/train.h"
 
-#include "philox.cuh"
+#include "math/philox.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -6,8 +6,8 @@
 #include <math.h>
 #include <string.h>
 
-#include "augment.cuh"
-#include "dropout.cuh"
+#include "math/augment.h"
+#include "math/dropout.h"
 
 /* For tap offset d = k - pad in [-pad, pad]: output positions o with 0 <= o + d < size. */
 static void tap_range(int size, int d, int *lo, int *hi)
@@ -145,7 +145,7 @@ void dg_ref_maxpool_bwd(const struct dg_pool_shape *s, const double *x, const do
 }
 
 /* Philox4x32-10 as the Random123 paper defines it (Salmon et al., SC11, section 4.1), written
- * here without kernels/philox.cuh: S-box multipliers 0xD2511F53 and 0xCD9E8D57, Weyl key
+ * here without src/math/philox.h: S-box multipliers 0xD2511F53 and 0xCD9E8D57, Weyl key
  * increments 0x9E3779B9 and 0xBB67AE85, ten rounds. */
 void dg_ref_philox(const uint32_t counter[4], uint64_t seed, uint32_t out[4])
 {

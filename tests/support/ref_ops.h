@@ -2,7 +2,7 @@
  * double, written from the definitions in include/digits/backend.h, the judge of the fast
  * CPU path. Tensors NCHW, row-major; conv weights (out, in, k, k); dense weights (in, out).
  * Randomness has its own Philox4x32-10 here (written from the Random123 paper, not from
- * kernels/philox.cuh) and the augmentation its own double-precision warp (libm sin/cos), so
+ * src/math/philox.h) and the augmentation its own double-precision warp (libm sin/cos), so
  * that the product's element math is checked against something it does not share.
  * dg_ref_batch_assemble alone reproduces the element math bit for bit (the float contract
  * that CPU and GPU share). */

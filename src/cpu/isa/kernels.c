@@ -18,9 +18,9 @@
 #include "cpu/cpu_internal.h"
 #include "cpu/isa/simd.h"
 
-#include "augment.cuh"
-#include "dropout.cuh"
-#include "rmsprop.cuh"
+#include "math/augment.h"
+#include "math/dropout.h"
+#include "math/rmsprop.h"
 
 #define DG_TILE 14 /* most pixels (rows) per conv_row (filter_tile) call */
 
@@ -624,7 +624,7 @@ static void maxpool_bwd(const float *x, const float *dy, int h, int w, float *dx
         memset(dx + (size_t)(h - 1) * w, 0, sizeof(float) * (size_t)w);
 }
 
-/* The operation order of kernels/rmsprop.cuh, no fused operations. */
+/* The operation order of src/math/rmsprop.h, no fused operations. */
 static void rmsprop(size_t n, float *w, const float *g, float *acc, float lr, float rho, float eps)
 {
     const vf vrho = vset1(rho), vone_minus_rho = vset1(1.0f - rho);

@@ -1,10 +1,10 @@
 /* Softmax + cross-entropy for one row of logits (numerically stable: the row maximum is
  * subtracted first, so large logits never overflow). Writes probabilities and the gradient
  * of the batch-mean loss with respect to the logits: (p - onehot(label)) / batch. */
-#ifndef DG_SOFTMAX_XENT_CUH
-#define DG_SOFTMAX_XENT_CUH
+#ifndef DG_SOFTMAX_XENT_H
+#define DG_SOFTMAX_XENT_H
 
-#include "hostdev.cuh"
+#include "hostdev.h"
 #include <math.h>
 
 /* Probabilities of one row of `classes` logits; returns log(sum(exp(z - max))) + max,

@@ -2,10 +2,10 @@
  * Every random number in Digits is a pure function of (seed, purpose, epoch, step, index):
  * key = seed (64 bits), counter = (index / 4, step, epoch, purpose), lane = index % 4.
  * Usable from C and CUDA; no state. */
-#ifndef DG_PHILOX_CUH
-#define DG_PHILOX_CUH
+#ifndef DG_PHILOX_H
+#define DG_PHILOX_H
 
-#include "hostdev.cuh"
+#include "hostdev.h"
 #include <stdint.h>
 
 struct dg_philox_ctr {

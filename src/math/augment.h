@@ -5,10 +5,10 @@
  * Bit-exactness between backends: only +, -, *, / and floorf are used (sin and cos are
  * polynomials, exact enough for |theta| <= pi/4), the C code is compiled with
  * -ffp-contract=off and the CUDA code with --fmad=false, so both round identically. */
-#ifndef DG_AUGMENT_CUH
-#define DG_AUGMENT_CUH
+#ifndef DG_AUGMENT_H
+#define DG_AUGMENT_H
 
-#include "philox.cuh"
+#include "philox.h"
 
 #include <math.h>
 
