@@ -1,5 +1,5 @@
 /* Launchers of the custom CUDA kernels (the .cu files in kernels/), callable from C
- * (src/backend_cuda.c).
+ * (src/cuda/).
  * Every pointer is device memory unless said otherwise; tensors are float32 NCHW, row-major.
  * Each launcher enqueues its kernel on `stream` and returns cudaGetLastError() (the launch
  * status; execution errors surface at the next synchronising call). */
@@ -16,7 +16,7 @@
 extern "C" {
 #endif
 
-/* ---- layers (kernels/layers.cu) ---- */
+/* ---- layers (kernels/bias_relu.cu) ---- */
 
 /* y (n, c, hw) += bias (c) (bias may be NULL), then ReLU when relu != 0. Dense layers use
  * hw = 1: y (batch, out). */

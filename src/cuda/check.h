@@ -12,7 +12,7 @@
 
 #include "digits/status.h"
 
-/* "backend_cuda.c" from a full path; the call text up to its '('. */
+/* "backend.c" from a full path; the call text up to its '('. */
 static inline const char *dg_check_file(const char *file)
 {
     const char *slash = strrchr(file, '/');

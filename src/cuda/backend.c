@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cuda_check.h"
+#include "cuda/check.h"
 #include "launchers.h"
 
 #define DG_CUDA_DEFAULT_DATASET_BUDGET ((size_t)1 << 30)
