@@ -3,9 +3,8 @@
  * here from the same Philox key as on the CPU (bit-identical under --fmad=false). One block
  * per image: the image is staged in shared memory, its affine map computed once. */
 #include "math/augment.h"
+#include "common.cuh"
 #include "launchers.h"
-
-#define DG_BLOCK 256
 
 __global__ void assemble_kernel(const uint8_t *images, const uint8_t *labels_in,
                                 const uint32_t *rows, int augment, struct dg_augment_key key,

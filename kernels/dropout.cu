@@ -1,10 +1,8 @@
 /* Inverted dropout on the device: the mask of element i is recomputed from Philox
  * (src/math/dropout.h), so it is the CPU's mask bit for bit. Flat float32 arrays. */
 #include "math/dropout.h"
+#include "common.cuh"
 #include "launchers.h"
-
-#define DG_BLOCK 256
-#define DG_MAX_BLOCKS 65535
 
 __global__ void dropout_kernel(size_t count, float rate, struct dg_dropout_key key, const float *in,
                                float *out)
@@ -19,9 +17,6 @@ extern "C" cudaError_t dg_launch_dropout(size_t count, float rate, struct dg_dro
 {
     if (count == 0)
         return cudaSuccess;
-    size_t blocks = (count + DG_BLOCK - 1) / DG_BLOCK;
-    if (blocks > DG_MAX_BLOCKS)
-        blocks = DG_MAX_BLOCKS;
-    dropout_kernel<<<(unsigned)blocks, DG_BLOCK, 0, stream>>>(count, rate, key, in, out);
+    dropout_kernel<<<dg_grid_for(count), DG_BLOCK, 0, stream>>>(count, rate, key, in, out);
     return cudaGetLastError();
 }

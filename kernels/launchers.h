@@ -16,7 +16,7 @@
 extern "C" {
 #endif
 
-/* ---- layers (kernels/bias_relu.cu) ---- */
+/* ---- bias + ReLU, ReLU backward (kernels/bias_relu.cu) ---- */
 
 /* y (n, c, hw) += bias (c) (bias may be NULL), then ReLU when relu != 0. Dense layers use
  * hw = 1: y (batch, out). */
@@ -26,10 +26,14 @@ cudaError_t dg_launch_bias_act(float *y, const float *bias, int n, int c, int hw
 /* dy (count) *= (y > 0). */
 cudaError_t dg_launch_relu_bwd(size_t count, const float *y, float *dy, cudaStream_t stream);
 
+/* ---- bias gradients (kernels/bias_grad.cu) ---- */
+
 /* sum (c) = sum over n and hw of x (n, c, hw), in a fixed order (deterministic): the conv
  * bias gradient, and with hw = 1 the column sums of a (batch, out) dense gradient. */
 cudaError_t dg_launch_channel_sum(const float *x, int n, int c, int hw, float *sum,
                                   cudaStream_t stream);
+
+/* ---- max-pool backward (kernels/maxpool.cu) ---- */
 
 /* Max-pool 2x2 stride 2 backward: dx (n, c, h, w) gets dy (n, c, h/2, w/2) at the first
  * maximum (row-major) of each window of x, 0 elsewhere (rows / columns outside every window

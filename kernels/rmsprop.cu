@@ -1,10 +1,8 @@
 /* RMSprop on the device: one thread per parameter over src/math/rmsprop.h (flat float32
  * arrays w, g, acc of the same layout). */
+#include "common.cuh"
 #include "launchers.h"
 #include "math/rmsprop.h"
-
-#define DG_BLOCK 256
-#define DG_MAX_BLOCKS 65535
 
 __global__ void rmsprop_kernel(size_t count, float *w, const float *g, float *acc, float lr,
                                float rho, float eps)
@@ -19,9 +17,6 @@ extern "C" cudaError_t dg_launch_rmsprop(size_t count, float *w, const float *g,
 {
     if (count == 0)
         return cudaSuccess;
-    size_t blocks = (count + DG_BLOCK - 1) / DG_BLOCK;
-    if (blocks > DG_MAX_BLOCKS)
-        blocks = DG_MAX_BLOCKS;
-    rmsprop_kernel<<<(unsigned)blocks, DG_BLOCK, 0, stream>>>(count, w, g, acc, lr, rho, eps);
+    rmsprop_kernel<<<dg_grid_for(count), DG_BLOCK, 0, stream>>>(count, w, g, acc, lr, rho, eps);
     return cudaGetLastError();
 }

@@ -2,10 +2,9 @@
  * dlogits are (batch, 10) row-major. With labels, one block walks every row and sums the
  * losses and hits in doubles through a fixed-shape tree, so the stats are deterministic. */
 #include "digits/data.h"
+#include "common.cuh"
 #include "launchers.h"
 #include "math/softmax_xent.h"
-
-#define DG_BLOCK 256
 
 __global__ void softmax_kernel(int batch, const float *logits, float *probs)
 {
@@ -56,7 +55,6 @@ extern "C" cudaError_t dg_launch_softmax_xent(int batch, const float *logits, co
         softmax_xent_kernel<<<1, DG_BLOCK, 0, stream>>>(batch, logits, labels, probs, dlogits,
                                                         stats);
     else
-        softmax_kernel<<<(unsigned)((batch + DG_BLOCK - 1) / DG_BLOCK), DG_BLOCK, 0, stream>>>(
-            batch, logits, probs);
+        softmax_kernel<<<dg_grid_for((size_t)batch), DG_BLOCK, 0, stream>>>(batch, logits, probs);
     return cudaGetLastError();
 }

@@ -1,0 +1,23 @@
+/* What every kernel file shares: the block size and the grid of a grid-stride launch.
+ * Host side (launchers); the kernels themselves use blockDim / gridDim. */
+#ifndef DG_KERNELS_COMMON_CUH
+#define DG_KERNELS_COMMON_CUH
+
+#include <stddef.h>
+
+/* Threads per block of every kernel (the shared-memory reductions assume it: a power of 2). */
+#define DG_BLOCK 256
+/* The most blocks a grid-stride launch uses; each thread then loops over the rest. */
+#define DG_MAX_BLOCKS 65535
+
+/* Blocks for a grid-stride loop over `count` elements: one thread per element, at least one
+ * block, at most DG_MAX_BLOCKS. */
+static inline unsigned dg_grid_for(size_t count)
+{
+    size_t blocks = (count + DG_BLOCK - 1) / DG_BLOCK;
+    if (blocks == 0)
+        blocks = 1;
+    return (unsigned)(blocks < DG_MAX_BLOCKS ? blocks : DG_MAX_BLOCKS);
+}
+
+#endif

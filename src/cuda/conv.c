@@ -1,0 +1,424 @@
+/* Convolutions of the CUDA backend on cuDNN: one plan per shape (descriptors, one convolution
+ * descriptor per direction carrying its math type), the algorithm search per direction
+ * (cudnnFind*AlgorithmEx timings, or the _v7 heuristics in deterministic mode), the choices
+ * cached by shape, one workspace shared by every plan, and the forward / backward ops (the
+ * bias + ReLU epilogue by kernels/bias_relu.cu, the bias gradient by kernels/bias_grad.cu). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/cuda_internal.h"
+
+/* The most workspace one convolution algorithm may use (and the scratch for the search). */
+#define DG_CUDA_WORKSPACE_LIMIT ((size_t)256 << 20)
+#define DG_CUDA_MAX_ALGOS 16
+
+/* One convolution shape: descriptors and the algorithms chosen for it with the workspace each
+ * needs; one convolution descriptor per direction (enum conv_direction) so that each carries
+ * the math type its algorithm runs with. */
+struct cuda_conv_plan {
+    struct dg_conv_shape shape;
+    cudnnTensorDescriptor_t x_desc; /* (batch, in_channels, height, width) */
+    cudnnTensorDescriptor_t y_desc; /* (batch, out_channels, height, width) */
+    cudnnFilterDescriptor_t w_desc; /* (out_channels, in_channels, kernel, kernel) */
+    cudnnConvolutionDescriptor_t desc[3];
+    int algo[3];
+    size_t workspace[3];
+};
+
+/* Grows the shared convolution workspace (nothing runs on it while it is replaced). */
+static enum dg_status workspace_reserve(struct cuda_backend *cb, size_t bytes)
+{
+    enum dg_status status = DG_OK;
+    if (bytes <= cb->workspace_bytes)
+        return DG_OK;
+    DG_TRY(cudaStreamSynchronize(cb->stream));
+    if (cb->workspace)
+        cudaFree(cb->workspace);
+    cb->workspace = NULL;
+    cb->workspace_bytes = 0;
+    if ((status = dg_cuda_alloc(&cb->base, bytes, &cb->workspace)) != DG_OK)
+        return dg_error_prefix(status, "convolution workspace");
+    cb->workspace_bytes = bytes;
+    return DG_OK;
+fail:
+    return status;
+}
+
+/* ---- the algorithm search ---- */
+
+/* One algorithm as reported by a cuDNN search, whatever the direction. */
+struct algo_candidate {
+    int algo;
+    cudnnStatus_t status;
+    cudnnDeterminism_t determinism;
+    cudnnMathType_t math;
+};
+
+static const char *direction_name(enum conv_direction direction)
+{
+    return direction == CONV_FWD        ? "forward"
+           : direction == CONV_BWD_DATA ? "backward-data"
+                                        : "backward-filter";
+}
+
+static cudnnStatus_t workspace_size(struct cuda_backend *cb, struct cuda_conv_plan *plan,
+                                    enum conv_direction direction, int algo, size_t *bytes)
+{
+    cudnnConvolutionDescriptor_t desc = plan->desc[direction];
+    switch (direction) {
+    case CONV_FWD:
+        return cudnnGetConvolutionForwardWorkspaceSize(cb->cudnn, plan->x_desc, plan->w_desc, desc,
+                                                       plan->y_desc,
+                                                       (cudnnConvolutionFwdAlgo_t)algo, bytes);
+    case CONV_BWD_DATA:
+        return cudnnGetConvolutionBackwardDataWorkspaceSize(
+            cb->cudnn, plan->w_desc, plan->y_desc, desc, plan->x_desc,
+            (cudnnConvolutionBwdDataAlgo_t)algo, bytes);
+    default:
+        return cudnnGetConvolutionBackwardFilterWorkspaceSize(
+            cb->cudnn, plan->x_desc, plan->y_desc, desc, plan->w_desc,
+            (cudnnConvolutionBwdFilterAlgo_t)algo, bytes);
+    }
+}
+
+/* Lists the candidates of one direction, best first: measured (cudnnFind*AlgorithmEx, on
+ * scratch tensors) for speed, or the heuristic order (_v7) when options.deterministic asks for
+ * the same choice on every run. */
+static enum dg_status conv_candidates(struct cuda_backend *cb, struct cuda_conv_plan *plan,
+                                      enum conv_direction direction, int measure, float *x,
+                                      float *y, float *w, void *scratch, size_t scratch_bytes,
+                                      struct algo_candidate *out, int *count)
+{
+    enum dg_status status = DG_OK;
+    int returned = 0;
+    *count = 0;
+    if (direction == CONV_FWD) {
+        cudnnConvolutionFwdAlgoPerf_t perf[DG_CUDA_MAX_ALGOS];
+        if (measure)
+            DG_TRY(cudnnFindConvolutionForwardAlgorithmEx(
+                cb->cudnn, plan->x_desc, x, plan->w_desc, w, plan->desc[CONV_FWD], plan->y_desc, y,
+                DG_CUDA_MAX_ALGOS, &returned, perf, scratch, scratch_bytes));
+        else
+            DG_TRY(cudnnGetConvolutionForwardAlgorithm_v7(cb->cudnn, plan->x_desc, plan->w_desc,
+                                                          plan->desc[CONV_FWD], plan->y_desc,
+                                                          DG_CUDA_MAX_ALGOS, &returned, perf));
+        for (int i = 0; i < returned; i++)
+            out[i] = (struct algo_candidate){(int)perf[i].algo, perf[i].status, perf[i].determinism,
+                                             perf[i].mathType};
+    } else if (direction == CONV_BWD_DATA) {
+        cudnnConvolutionBwdDataAlgoPerf_t perf[DG_CUDA_MAX_ALGOS];
+        if (measure)
+            DG_TRY(cudnnFindConvolutionBackwardDataAlgorithmEx(
+                cb->cudnn, plan->w_desc, w, plan->y_desc, y, plan->desc[CONV_BWD_DATA],
+                plan->x_desc, x, DG_CUDA_MAX_ALGOS, &returned, perf, scratch, scratch_bytes));
+        else
+            DG_TRY(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+                cb->cudnn, plan->w_desc, plan->y_desc, plan->desc[CONV_BWD_DATA], plan->x_desc,
+                DG_CUDA_MAX_ALGOS, &returned, perf));
+        for (int i = 0; i < returned; i++)
+            out[i] = (struct algo_candidate){(int)perf[i].algo, perf[i].status, perf[i].determinism,
+                                             perf[i].mathType};
+    } else {
+        cudnnConvolutionBwdFilterAlgoPerf_t perf[DG_CUDA_MAX_ALGOS];
+        if (measure)
+            DG_TRY(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+                cb->cudnn, plan->x_desc, x, plan->y_desc, y, plan->desc[CONV_BWD_FILTER],
+                plan->w_desc, w, DG_CUDA_MAX_ALGOS, &returned, perf, scratch, scratch_bytes));
+        else
+            DG_TRY(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+                cb->cudnn, plan->x_desc, plan->y_desc, plan->desc[CONV_BWD_FILTER], plan->w_desc,
+                DG_CUDA_MAX_ALGOS, &returned, perf));
+        for (int i = 0; i < returned; i++)
+            out[i] = (struct algo_candidate){(int)perf[i].algo, perf[i].status, perf[i].determinism,
+                                             perf[i].mathType};
+    }
+    *count = returned;
+    return DG_OK;
+fail:
+    return status;
+}
+
+/* Sets the math type of a direction's descriptor and the algorithm it runs, with the workspace
+ * that algorithm needs. DG_ERR_DEVICE when cuDNN cannot size it or it is over the limit. */
+static enum dg_status plan_apply(struct cuda_backend *cb, struct cuda_conv_plan *plan,
+                                 enum conv_direction direction, int algo, cudnnMathType_t math)
+{
+    enum dg_status status = DG_OK;
+    size_t bytes = 0;
+    DG_TRY(cudnnSetConvolutionMathType(plan->desc[direction], math));
+    DG_TRY(workspace_size(cb, plan, direction, algo, &bytes));
+    if (bytes > DG_CUDA_WORKSPACE_LIMIT)
+        return dg_error(DG_ERR_DEVICE,
+                        "cuda: %s convolution algorithm %d needs %zu MiB of "
+                        "workspace (limit %zu MiB)",
+                        direction_name(direction), algo, bytes >> 20,
+                        DG_CUDA_WORKSPACE_LIMIT >> 20);
+    plan->algo[direction] = algo;
+    plan->workspace[direction] = bytes;
+    return DG_OK;
+fail:
+    return status;
+}
+
+/* Picks the first usable candidate: supported, within the workspace limit, deterministic when
+ * the options ask for it or for FP32, and without tensor-op math in FP32 mode (which then runs
+ * with CUDNN_FMA_MATH); applies it to the plan and reports the choice. */
+static enum dg_status conv_choose(struct cuda_backend *cb, struct cuda_conv_plan *plan,
+                                  enum conv_direction direction, int measure, float *x, float *y,
+                                  float *w, void *scratch, size_t scratch_bytes,
+                                  struct conv_choice *choice)
+{
+    enum dg_status status = DG_OK;
+    int fp32 = cb->options.math == DG_CUDA_MATH_FP32;
+    int need_deterministic = fp32 || cb->options.deterministic;
+    struct algo_candidate candidates[DG_CUDA_MAX_ALGOS];
+    int count = 0;
+
+    DG_TRY(cudnnSetConvolutionMathType(plan->desc[direction],
+                                       fp32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH));
+    if ((status = conv_candidates(cb, plan, direction, measure, x, y, w, scratch, scratch_bytes,
+                                  candidates, &count)) != DG_OK)
+        return status;
+    for (int i = 0; i < count; i++) {
+        const struct algo_candidate *c = &candidates[i];
+        if (c->status != CUDNN_STATUS_SUCCESS)
+            continue;
+        if (need_deterministic && c->determinism != CUDNN_DETERMINISTIC)
+            continue;
+        if (fp32 && c->math != CUDNN_FMA_MATH && c->math != CUDNN_DEFAULT_MATH)
+            continue;
+        cudnnMathType_t math = fp32 ? CUDNN_FMA_MATH : c->math;
+        if (plan_apply(cb, plan, direction, c->algo, math) != DG_OK)
+            continue;
+        choice->algo[direction] = c->algo;
+        choice->math[direction] = math;
+        dg_error_clear();
+        return DG_OK;
+    }
+    return dg_error(DG_ERR_DEVICE,
+                    "cuDNN offers no usable %s convolution algorithm (%s%s, workspace <= %zu MiB) "
+                    "for batch %d, %d -> %d channels, %dx%d, kernel %d",
+                    direction_name(direction), fp32 ? "FP32 FMA math" : "TF32 allowed",
+                    need_deterministic ? ", deterministic" : "", DG_CUDA_WORKSPACE_LIMIT >> 20,
+                    plan->shape.batch, plan->shape.in_channels, plan->shape.out_channels,
+                    plan->shape.height, plan->shape.width, plan->shape.kernel);
+fail:
+    return status;
+}
+
+static const struct conv_choice *choice_find(const struct cuda_backend *cb,
+                                             const struct dg_conv_shape *shape)
+{
+    for (int i = 0; i < cb->choice_count; i++) {
+        const struct dg_conv_shape *c = &cb->choices[i].shape;
+        if (c->batch == shape->batch && c->in_channels == shape->in_channels &&
+            c->out_channels == shape->out_channels && c->height == shape->height &&
+            c->width == shape->width && c->kernel == shape->kernel)
+            return &cb->choices[i];
+    }
+    return NULL;
+}
+
+static void choice_store(struct cuda_backend *cb, const struct conv_choice *choice)
+{
+    if (cb->choice_count < DG_CUDA_CHOICE_CACHE) {
+        cb->choices[cb->choice_count++] = *choice;
+        return;
+    }
+    cb->choices[cb->choice_next] = *choice;
+    cb->choice_next = (cb->choice_next + 1) % DG_CUDA_CHOICE_CACHE;
+}
+
+/* Chooses the three algorithms of a new shape: measured on zeroed scratch tensors unless the
+ * options ask for deterministic (reproducible) choices. */
+static enum dg_status plan_search(struct cuda_backend *cb, struct cuda_conv_plan *plan,
+                                  struct conv_choice *choice)
+{
+    const struct dg_conv_shape *shape = &plan->shape;
+    struct dg_backend *be = &cb->base;
+    enum dg_status status = DG_OK;
+    float *x = NULL, *y = NULL, *w = NULL;
+    void *scratch = NULL;
+    size_t scratch_bytes = 0;
+    int measure = !cb->options.deterministic;
+    if (measure) {
+        size_t x_count = (size_t)shape->batch * shape->in_channels * shape->height * shape->width;
+        size_t y_count = (size_t)shape->batch * shape->out_channels * shape->height * shape->width;
+        size_t w_count =
+            (size_t)shape->out_channels * shape->in_channels * shape->kernel * shape->kernel;
+        size_t free_bytes = 0, total_bytes = 0;
+        DG_TRY(cudaMemGetInfo(&free_bytes, &total_bytes));
+        scratch_bytes =
+            free_bytes / 4 < DG_CUDA_WORKSPACE_LIMIT ? free_bytes / 4 : DG_CUDA_WORKSPACE_LIMIT;
+        if ((status = dg_cuda_alloc(be, x_count * sizeof(float), (void **)&x)) != DG_OK ||
+            (status = dg_cuda_alloc(be, y_count * sizeof(float), (void **)&y)) != DG_OK ||
+            (status = dg_cuda_alloc(be, w_count * sizeof(float), (void **)&w)) != DG_OK ||
+            (status = dg_cuda_alloc(be, scratch_bytes, &scratch)) != DG_OK) {
+            status = dg_error_prefix(status, "scratch for the convolution algorithm search");
+            goto fail;
+        }
+        DG_TRY(cudaStreamSynchronize(cb->stream));
+    }
+    choice->shape = *shape;
+    for (int d = CONV_FWD; d <= CONV_BWD_FILTER; d++)
+        if ((status = conv_choose(cb, plan, (enum conv_direction)d, measure, x, y, w, scratch,
+                                  scratch_bytes, choice)) != DG_OK)
+            goto fail;
+fail:
+    dg_cuda_free(be, x);
+    dg_cuda_free(be, y);
+    dg_cuda_free(be, w);
+    dg_cuda_free(be, scratch);
+    return status;
+}
+
+/* ---- plans ---- */
+
+void dg_cuda_conv_plan_free(struct dg_backend *be, void *handle)
+{
+    (void)be;
+    struct cuda_conv_plan *plan = handle;
+    if (!plan)
+        return;
+    if (plan->x_desc)
+        cudnnDestroyTensorDescriptor(plan->x_desc);
+    if (plan->y_desc)
+        cudnnDestroyTensorDescriptor(plan->y_desc);
+    if (plan->w_desc)
+        cudnnDestroyFilterDescriptor(plan->w_desc);
+    for (int d = 0; d < 3; d++)
+        if (plan->desc[d])
+            cudnnDestroyConvolutionDescriptor(plan->desc[d]);
+    free(plan);
+}
+
+enum dg_status dg_cuda_conv_plan_create(struct dg_backend *be, const struct dg_conv_shape *shape,
+                                        void **out)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    enum dg_status status = DG_OK;
+    *out = NULL;
+    if (shape->batch <= 0 || shape->in_channels <= 0 || shape->out_channels <= 0 ||
+        shape->height <= 0 || shape->width <= 0 || shape->kernel <= 0 || shape->kernel % 2 == 0)
+        return dg_error(DG_ERR_RUNTIME,
+                        "cuda: bad convolution shape: batch %d, %d -> %d channels, %dx%d, "
+                        "kernel %d",
+                        shape->batch, shape->in_channels, shape->out_channels, shape->height,
+                        shape->width, shape->kernel);
+    struct cuda_conv_plan *plan = calloc(1, sizeof *plan);
+    if (!plan)
+        return dg_error(DG_ERR_NOMEM, "cuda: out of host memory for a convolution plan");
+    plan->shape = *shape;
+    int pad = shape->kernel / 2;
+    DG_TRY(cudnnCreateTensorDescriptor(&plan->x_desc));
+    DG_TRY(cudnnCreateTensorDescriptor(&plan->y_desc));
+    DG_TRY(cudnnCreateFilterDescriptor(&plan->w_desc));
+    DG_TRY(cudnnSetTensor4dDescriptor(plan->x_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
+                                      shape->batch, shape->in_channels, shape->height,
+                                      shape->width));
+    DG_TRY(cudnnSetTensor4dDescriptor(plan->y_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
+                                      shape->batch, shape->out_channels, shape->height,
+                                      shape->width));
+    DG_TRY(cudnnSetFilter4dDescriptor(plan->w_desc, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
+                                      shape->out_channels, shape->in_channels, shape->kernel,
+                                      shape->kernel));
+    for (int d = 0; d < 3; d++) {
+        DG_TRY(cudnnCreateConvolutionDescriptor(&plan->desc[d]));
+        DG_TRY(cudnnSetConvolution2dDescriptor(plan->desc[d], pad, pad, 1, 1, 1, 1,
+                                               CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    }
+    int out_n = 0, out_c = 0, out_h = 0, out_w = 0;
+    DG_TRY(cudnnGetConvolution2dForwardOutputDim(plan->desc[CONV_FWD], plan->x_desc, plan->w_desc,
+                                                 &out_n, &out_c, &out_h, &out_w));
+    if (out_n != shape->batch || out_c != shape->out_channels || out_h != shape->height ||
+        out_w != shape->width) {
+        status = dg_error(DG_ERR_RUNTIME,
+                          "cuda: cuDNN convolution output %dx%dx%dx%d is not "
+                          "the \"same\" shape %dx%dx%dx%d",
+                          out_n, out_c, out_h, out_w, shape->batch, shape->out_channels,
+                          shape->height, shape->width);
+        goto fail;
+    }
+
+    const struct conv_choice *known = choice_find(cb, shape);
+    if (known) {
+        for (int d = CONV_FWD; d <= CONV_BWD_FILTER; d++)
+            if ((status = plan_apply(cb, plan, (enum conv_direction)d, known->algo[d],
+                                     known->math[d])) != DG_OK)
+                goto fail;
+    } else {
+        struct conv_choice choice;
+        memset(&choice, 0, sizeof choice);
+        if ((status = plan_search(cb, plan, &choice)) != DG_OK)
+            goto fail;
+        choice_store(cb, &choice);
+    }
+    size_t need = 0;
+    for (int d = 0; d < 3; d++)
+        need = plan->workspace[d] > need ? plan->workspace[d] : need;
+    if ((status = workspace_reserve(cb, need)) != DG_OK)
+        goto fail;
+    *out = plan;
+    return DG_OK;
+fail:
+    dg_cuda_conv_plan_free(be, plan);
+    return status;
+}
+
+/* ---- the ops ---- */
+
+static const float one = 1.0f;
+static const float zero = 0.0f;
+
+enum dg_status dg_cuda_conv_fwd(struct dg_backend *be, void *handle, const float *x, const float *w,
+                                const float *bias, float *y, int relu)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    struct cuda_conv_plan *plan = handle;
+    const struct dg_conv_shape *s = &plan->shape;
+    enum dg_status status = DG_OK;
+    DG_TRY(cudnnConvolutionForward(cb->cudnn, &one, plan->x_desc, x, plan->w_desc, w,
+                                   plan->desc[CONV_FWD],
+                                   (cudnnConvolutionFwdAlgo_t)plan->algo[CONV_FWD], cb->workspace,
+                                   plan->workspace[CONV_FWD], &zero, plan->y_desc, y));
+    DG_TRY(dg_launch_bias_act(y, bias, s->batch, s->out_channels, s->height * s->width, relu,
+                              cb->stream));
+    return DG_OK;
+fail:
+    return status;
+}
+
+enum dg_status dg_cuda_conv_bwd_data(struct dg_backend *be, void *handle, const float *dy,
+                                     const float *w, float *dx)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    struct cuda_conv_plan *plan = handle;
+    enum dg_status status = DG_OK;
+    DG_TRY(cudnnConvolutionBackwardData(
+        cb->cudnn, &one, plan->w_desc, w, plan->y_desc, dy, plan->desc[CONV_BWD_DATA],
+        (cudnnConvolutionBwdDataAlgo_t)plan->algo[CONV_BWD_DATA], cb->workspace,
+        plan->workspace[CONV_BWD_DATA], &zero, plan->x_desc, dx));
+    return DG_OK;
+fail:
+    return status;
+}
+
+enum dg_status dg_cuda_conv_bwd_filter(struct dg_backend *be, void *handle, const float *x,
+                                       const float *dy, float *dw, float *db)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    struct cuda_conv_plan *plan = handle;
+    const struct dg_conv_shape *s = &plan->shape;
+    enum dg_status status = DG_OK;
+    DG_TRY(cudnnConvolutionBackwardFilter(
+        cb->cudnn, &one, plan->x_desc, x, plan->y_desc, dy, plan->desc[CONV_BWD_FILTER],
+        (cudnnConvolutionBwdFilterAlgo_t)plan->algo[CONV_BWD_FILTER], cb->workspace,
+        plan->workspace[CONV_BWD_FILTER], &zero, plan->w_desc, dw));
+    if (db)
+        DG_TRY(dg_launch_channel_sum(dy, s->batch, s->out_channels, s->height * s->width, db,
+                                     cb->stream));
+    return DG_OK;
+fail:
+    return status;
+}
