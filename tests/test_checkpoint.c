@@ -4,7 +4,9 @@
  * the divergence guard, a failed checkpoint write (full disk) keeping the previous checkpoint,
  * --save-best, --early-stop and the --log history across a resume. Every run is a real
  * `digits train` on the bundled sample (a few hundred rows, so that the sanitizer pass stays
- * short); "the same model" means byte-identical `digits predict --probs` output. */
+ * short); "the same model" means byte-identical `digits predict --probs` output. Every run
+ * names --device cpu: with the default (auto) a GPU machine would train on CUDA, where two
+ * processes may choose different convolution algorithms and so round differently. */
 #define _POSIX_C_SOURCE 200809L
 #include <check.h>
 #include <errno.h>
@@ -38,7 +40,8 @@ static void setup(void)
     snprintf(train, sizeof train, "%s/data/sample/train.csv.gz", source);
     snprintf(test_file, sizeof test_file, "%s/data/sample/test.csv.gz", source);
     rows = getenv("DIGITS_TEST_SANITIZED") ? 200 : 500;
-    snprintf(TRAIN_ARGS, sizeof TRAIN_ARGS, "--limit %d --batch 32 --threads 2 -q", rows);
+    snprintf(TRAIN_ARGS, sizeof TRAIN_ARGS, "--limit %d --batch 32 --threads 2 --device cpu -q",
+             rows);
 }
 
 static void teardown(void)
@@ -87,8 +90,8 @@ static void expect_same_file(const char *a, const char *b)
 /* The probabilities of the sample's test images under model `model` into `probs`. */
 static void probs_of(const char *model, const char *probs)
 {
-    ck_assert_int_eq(run("predict -m %s %s -o %s.csv --probs %s", model, test_file, probs,
-                         probs),
+    ck_assert_int_eq(run("predict -m %s %s --device cpu -o %s.csv --probs %s", model, test_file,
+                         probs, probs),
                      0);
 }
 
@@ -146,7 +149,8 @@ START_TEST(resume_after_an_epoch)
     ck_assert_int_eq(run("train %s %s --epochs 1 -o part.dgt --log part.csv", train, TRAIN_ARGS),
                      0);
     /* --epochs raised, another thread count; -o, --limit and the settings from the checkpoint */
-    ck_assert_int_eq(run("train %s --resume part.dgt.ckpt --epochs 3 --threads 1 --log part.csv",
+    ck_assert_int_eq(run("train %s --resume part.dgt.ckpt --epochs 3 --threads 1 --device cpu "
+                         "--log part.csv",
                          train),
                      0);
     probs_of("part.dgt", "part.probs");
@@ -190,7 +194,7 @@ START_TEST(resume_after_kill_9)
     kill(pid, SIGKILL);
     ck_assert_int_eq(finish(pid), 128 + SIGKILL);
     ck_assert(!exists("kill.dgt"));
-    ck_assert_int_eq(run("train %s --resume kill.dgt.ckpt -q", train), 0);
+    ck_assert_int_eq(run("train %s --resume kill.dgt.ckpt --device cpu -q", train), 0);
     probs_of("kill.dgt", "kill.probs");
     expect_same_file("ref.probs", "kill.probs");
 }
@@ -221,7 +225,7 @@ START_TEST(resume_after_a_signal)
     dg_test_expect_in(at("sig.err"), "resume with: digits train");
     dg_test_expect_in(at("sig.err"), "--resume s.ckpt");
     ck_assert(!exists("sig.dgt"));
-    ck_assert_int_eq(run("train %s --resume s.ckpt --threads 1 -q", train), 0);
+    ck_assert_int_eq(run("train %s --resume s.ckpt --threads 1 --device cpu -q", train), 0);
     probs_of("sig.dgt", "sig.probs");
     expect_same_file("ref.probs", "sig.probs");
 }
@@ -356,7 +360,7 @@ START_TEST(full_disk_keeps_the_previous_checkpoint)
     snprintf(copy, sizeof copy, "cp '%s/small/f.ckpt' '%s/f1.ckpt'", dir, dir);
     ck_assert_int_eq(system(copy), 0);
     ck_assert_int_eq(umount(small), 0);
-    ck_assert_int_eq(run("train %s --resume f1.ckpt --epochs 1 -q", train), 0);
+    ck_assert_int_eq(run("train %s --resume f1.ckpt --epochs 1 --device cpu -q", train), 0);
 }
 END_TEST
 
@@ -367,7 +371,7 @@ START_TEST(save_best_and_early_stop)
     char err[512];
     ck_assert_int_eq(dg_test_run_digits(dir, NULL, err,
                                         "train %s --limit %d --batch 32 --threads 2 --epochs 4 "
-                                        "--save-best --early-stop 2 -o best.dgt",
+                                        "--device cpu --save-best --early-stop 2 -o best.dgt",
                                         train, rows),
                      0);
     ck_assert_int_eq(run("info --model=best.dgt"), 0);

@@ -2,7 +2,10 @@
  * for train, eval and predict (the same model as from the equivalent CSV), --val-split 0 (no
  * validation columns, no learning-rate reduction), --limit's row count, a learning-rate
  * reduction by the plateau rule, and a model file of another format version. Real `digits`
- * runs on small synthetic or sample data. */
+ * runs on small synthetic or sample data, each naming --device cpu: the comparisons are bit for
+ * bit (the IDX and CSV models, the eval reports) or follow the CPU's exact trajectory (the plateau
+ * rule on 10 held-out rows, eval --held-out against the log), which a CUDA run under the default
+ * --device auto on a GPU machine would not reproduce. */
 #define _POSIX_C_SOURCE 200809L
 #include <check.h>
 #include <math.h>
@@ -115,10 +118,10 @@ START_TEST(idx_with_labels_through_the_cli)
     write_dataset(300);
     char err[512];
     ck_assert_int_eq(run(err, "train images.idx --labels labels.idx --epochs 2 --threads 2 "
-                              "-o idx.dgt --no-checkpoint -q"),
+                              "--device cpu -o idx.dgt --no-checkpoint -q"),
                      0);
-    ck_assert_int_eq(run(err, "train same.csv --epochs 2 --threads 2 -o csv.dgt --no-checkpoint "
-                              "-q"),
+    ck_assert_int_eq(run(err, "train same.csv --epochs 2 --threads 2 --device cpu -o csv.dgt "
+                              "--no-checkpoint -q"),
                      0);
     size_t na, nb;
     unsigned char *a = model_params("idx.dgt", &na), *b = model_params("csv.dgt", &nb);
@@ -128,16 +131,16 @@ START_TEST(idx_with_labels_through_the_cli)
     free(a);
     free(b);
     /* eval on the IDX pair and on the CSV: the same report */
-    ck_assert_int_eq(run(err, "eval -m idx.dgt images.idx --labels labels.idx"), 0);
+    ck_assert_int_eq(run(err, "eval -m idx.dgt images.idx --labels labels.idx --device cpu"), 0);
     char *idx_eval = slurp("stdout");
-    ck_assert_int_eq(run(err, "eval -m idx.dgt same.csv"), 0);
+    ck_assert_int_eq(run(err, "eval -m idx.dgt same.csv --device cpu"), 0);
     char *csv_eval = slurp("stdout");
     ck_assert_ptr_nonnull(strstr(idx_eval, "accuracy"));
     ck_assert_str_eq(idx_eval, csv_eval);
     free(idx_eval);
     free(csv_eval);
     /* predict on the IDX images: 300 rows + header, ImageId from 1 */
-    ck_assert_int_eq(run(err, "predict -m idx.dgt images.idx -o sub.csv"), 0);
+    ck_assert_int_eq(run(err, "predict -m idx.dgt images.idx --device cpu -o sub.csv"), 0);
     char *sub = slurp("sub.csv");
     int lines = 0;
     for (char *p = sub; (p = strchr(p, '\n')) != NULL; p++)
@@ -155,8 +158,8 @@ END_TEST
 START_TEST(val_split_zero_and_limit)
 {
     char err[512];
-    ck_assert_int_eq(run(err, "train %s --limit 300 --val-split 0 --epochs 4 --threads 2 -o v.dgt "
-                              "--log v.csv --no-checkpoint",
+    ck_assert_int_eq(run(err, "train %s --limit 300 --val-split 0 --epochs 4 --threads 2 "
+                              "--device cpu -o v.dgt --log v.csv --no-checkpoint",
                          sample),
                      0);
     dg_test_expect_in(err, "training on 300 images");
@@ -183,8 +186,8 @@ START_TEST(val_split_zero_and_limit)
     ck_assert_ptr_null(strstr(info, "val_accuracy"));
     free(info);
     /* --limit beyond the file: all rows */
-    ck_assert_int_eq(run(err, "train %s --limit 100000 --epochs 1 --threads 2 -o all.dgt "
-                              "--no-checkpoint --no-augment -q",
+    ck_assert_int_eq(run(err, "train %s --limit 100000 --epochs 1 --threads 2 --device cpu "
+                              "-o all.dgt --no-checkpoint --no-augment -q",
                          sample),
                      0);
     ck_assert_int_eq(run(err, "info --model=all.dgt"), 0);
@@ -199,7 +202,7 @@ START_TEST(learning_rate_reduction_happens)
 {
     char err[512];
     ck_assert_int_eq(run(err, "train %s --limit 200 --val-split 0.05 --epochs 8 --threads 2 "
-                              "-o lr.dgt --log lr.csv --no-checkpoint",
+                              "--device cpu -o lr.dgt --log lr.csv --no-checkpoint",
                          sample),
                      0);
     char *log = slurp("lr.csv");
@@ -239,8 +242,8 @@ END_TEST
 START_TEST(model_of_another_format_version)
 {
     char err[512];
-    ck_assert_int_eq(run(err, "train %s --limit 200 --epochs 1 --threads 2 -o m.dgt "
-                              "--no-checkpoint -q",
+    ck_assert_int_eq(run(err, "train %s --limit 200 --epochs 1 --threads 2 --device cpu "
+                              "-o m.dgt --no-checkpoint -q",
                          sample),
                      0);
     FILE *fp = fopen(at("m.dgt"), "r+b");
@@ -265,8 +268,8 @@ END_TEST
 START_TEST(eval_held_out_is_the_validation_set)
 {
     char err[512];
-    ck_assert_int_eq(run(err, "train %s --limit 500 --epochs 1 --threads 2 -o h.dgt --log h.csv "
-                              "--no-checkpoint -q",
+    ck_assert_int_eq(run(err, "train %s --limit 500 --epochs 1 --threads 2 --device cpu "
+                              "-o h.dgt --log h.csv --no-checkpoint -q",
                          sample),
                      0);
     char *log = slurp("h.csv");
@@ -276,7 +279,7 @@ START_TEST(eval_held_out_is_the_validation_set)
                             &val_loss, &val_acc),
                      5);
     free(log);
-    ck_assert_int_eq(run(err, "eval -m h.dgt %s --held-out", sample), 0);
+    ck_assert_int_eq(run(err, "eval -m h.dgt %s --held-out --device cpu", sample), 0);
     char want[64];
     snprintf(want, sizeof want, "images: 50\naccuracy: %.4f", val_acc);
     dg_test_expect_in(at("stdout"), want);

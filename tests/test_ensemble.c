@@ -130,14 +130,15 @@ static void write_shifted(const char *name, const unsigned char *images, int dr,
 START_TEST(members_are_single_runs)
 {
     char err[512];
-    ck_assert_int_eq(run(err, "train %s --limit %d --epochs 1 --threads 2 --ensemble 3 -o e.dgt -q",
+    ck_assert_int_eq(run(err, "train %s --limit %d --epochs 1 --threads 2 --ensemble 3 "
+                              "--device cpu -o e.dgt -q",
                          train, ROWS),
                      0);
     for (int m = 0; m < 3; m++) {
         char name[32];
         snprintf(name, sizeof name, "s%d.dgt", m);
         ck_assert_int_eq(run(err, "train %s --limit %d --epochs 1 --threads 2 --seed %d "
-                                  "--split-seed 42 -o %s --no-checkpoint -q",
+                                  "--split-seed 42 --device cpu -o %s --no-checkpoint -q",
                              train, ROWS, 42 + m, name),
                          0);
         expect_same_params("e.dgt", m, name, 0);
@@ -148,11 +149,11 @@ START_TEST(members_are_single_runs)
     }
     /* --member-splits: member 2 is `--seed 43` alone, split included */
     ck_assert_int_eq(run(err, "train %s --limit %d --epochs 1 --threads 2 --ensemble 2 "
-                              "--member-splits -o ms.dgt -q",
+                              "--member-splits --device cpu -o ms.dgt -q",
                          train, ROWS),
                      0);
-    ck_assert_int_eq(run(err, "train %s --limit %d --epochs 1 --threads 2 --seed 43 -o alone.dgt "
-                              "--no-checkpoint -q",
+    ck_assert_int_eq(run(err, "train %s --limit %d --epochs 1 --threads 2 --seed 43 --device cpu "
+                              "-o alone.dgt --no-checkpoint -q",
                          train, ROWS),
                      0);
     expect_same_params("ms.dgt", 1, "alone.dgt", 0);
@@ -176,15 +177,16 @@ END_TEST
 START_TEST(averaging_and_tta)
 {
     char err[512];
-    ck_assert_int_eq(run(err, "train %s --limit %d --epochs 2 --threads 2 --ensemble 2 -o e.dgt -q",
+    ck_assert_int_eq(run(err, "train %s --limit %d --epochs 2 --threads 2 --ensemble 2 "
+                              "--device cpu -o e.dgt -q",
                          train, ROWS),
                      0);
-    ck_assert_int_eq(run(err, "train %s --limit %d --epochs 2 --threads 2 -o a.dgt "
+    ck_assert_int_eq(run(err, "train %s --limit %d --epochs 2 --threads 2 --device cpu -o a.dgt "
                               "--no-checkpoint -q",
                          train, ROWS),
                      0);
     ck_assert_int_eq(run(err, "train %s --limit %d --epochs 2 --threads 2 --seed 43 "
-                              "--split-seed 42 -o b.dgt --no-checkpoint -q",
+                              "--split-seed 42 --device cpu -o b.dgt --no-checkpoint -q",
                          train, ROWS),
                      0);
     /* the first TEST_ROWS sample images as an unlabelled CSV, and their four shifts */
@@ -218,11 +220,18 @@ START_TEST(averaging_and_tta)
     free(images);
 
     /* the ensemble file and the same two models as -m -m: the mean of the two */
-    ck_assert_int_eq(run(err, "predict -m e.dgt test.csv -o e.csv --probs e.probs"), 0);
-    ck_assert_int_eq(run(err, "predict -m a.dgt -m b.dgt test.csv -o ab.csv --probs ab.probs"),
+    ck_assert_int_eq(run(err, "predict -m e.dgt test.csv --device cpu -o e.csv "
+                              "--probs e.probs"),
                      0);
-    ck_assert_int_eq(run(err, "predict -m a.dgt test.csv -o a.csv --probs a.probs"), 0);
-    ck_assert_int_eq(run(err, "predict -m b.dgt test.csv -o b.csv --probs b.probs"), 0);
+    ck_assert_int_eq(run(err, "predict -m a.dgt -m b.dgt test.csv --device cpu -o ab.csv "
+                              "--probs ab.probs"),
+                     0);
+    ck_assert_int_eq(run(err, "predict -m a.dgt test.csv --device cpu -o a.csv "
+                              "--probs a.probs"),
+                     0);
+    ck_assert_int_eq(run(err, "predict -m b.dgt test.csv --device cpu -o b.csv "
+                              "--probs b.probs"),
+                     0);
     double *pe = read_probs("e.probs"), *pab = read_probs("ab.probs");
     double *pa = read_probs("a.probs"), *pb = read_probs("b.probs");
     double worst = 0.0;
@@ -236,12 +245,14 @@ START_TEST(averaging_and_tta)
     free(pe), free(pab), free(pa), free(pb);
 
     /* --tta on one model: the mean over the five shifted copies */
-    ck_assert_int_eq(run(err, "predict -m a.dgt test.csv --tta -o t.csv --probs t.probs"), 0);
+    ck_assert_int_eq(run(err, "predict -m a.dgt test.csv --tta --device cpu -o t.csv "
+                              "--probs t.probs"), 0);
     double *pt = read_probs("t.probs");
     double *mean = calloc(TEST_ROWS * 10, sizeof *mean);
     for (int s = 0; s < 5; s++) {
         char args[256];
-        snprintf(args, sizeof args, "predict -m a.dgt shift%d.csv -o x.csv --probs x.probs", s);
+        snprintf(args, sizeof args, "predict -m a.dgt shift%d.csv --device cpu -o x.csv "
+                 "--probs x.probs", s);
         ck_assert_int_eq(run(err, "%s", args), 0);
         double *px = read_probs("x.probs");
         for (int i = 0; i < TEST_ROWS * 10; i++)
@@ -258,14 +269,14 @@ START_TEST(averaging_and_tta)
     free(pt), free(mean);
 
     /* eval: each member's accuracy as eval of that model alone, then the ensemble's */
-    ck_assert_int_eq(run(err, "eval -m a.dgt %s", train), 0);
+    ck_assert_int_eq(run(err, "eval -m a.dgt %s --device cpu", train), 0);
     char *alone = dg_test_slurp(at("stdout"));
     char want[64];
     char *acc = strstr(alone, "accuracy: ");
     ck_assert_ptr_nonnull(acc);
     snprintf(want, sizeof want, "  member 1: accuracy %.6s", acc + 10);
     free(alone);
-    ck_assert_int_eq(run(err, "eval -m e.dgt %s", train), 0);
+    ck_assert_int_eq(run(err, "eval -m e.dgt %s --device cpu", train), 0);
     dg_test_expect_in(at("stdout"), want);
     dg_test_expect_in(at("stdout"), "  ensemble of 2: accuracy ");
 }
@@ -282,7 +293,7 @@ START_TEST(concurrent_members)
     char err[512];
     int epochs = getenv("DIGITS_TEST_SANITIZED") ? 1 : 2;
     ck_assert_int_eq(run(err, "train %s --limit %d --epochs %d --threads 2 --ensemble 3 "
-                              "--concurrent 1 -o seq.dgt -q",
+                              "--concurrent 1 --device cpu -o seq.dgt -q",
                          train, ROWS, epochs),
                      0);
     ck_assert_int_eq(run(err, "train %s --limit %d --epochs %d --threads 2 --ensemble 3 "
@@ -362,15 +373,16 @@ START_TEST(mpi_ranks)
     char command[4096];
     snprintf(command, sizeof command,
              "cd '%s' && mpirun %s--oversubscribe -np 2 '%s' train '%s' --limit %d --epochs 1 "
-             "--ensemble 3 -o mpi.dgt 2>mpi.err",
+             "--ensemble 3 --device cpu -o mpi.dgt 2>mpi.err",
              dir, root, dg_test_bin(), train, ROWS);
     int status = system(command);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         char *text = dg_test_slurp(at("mpi.err"));
         ck_abort_msg("mpirun failed (%d):\n%s", status, text);
     }
-    ck_assert_int_eq(run(err, "train %s --limit %d --epochs 1 --ensemble 3 -o one.dgt -q", train,
-                         ROWS),
+    ck_assert_int_eq(run(err, "train %s --limit %d --epochs 1 --ensemble 3 --device cpu "
+                              "-o one.dgt -q",
+                         train, ROWS),
                      0);
     for (int m = 0; m < 3; m++) {
         expect_same_params("mpi.dgt", m, "one.dgt", m);
@@ -383,7 +395,7 @@ START_TEST(mpi_ranks)
     /* two members at a time on rank 0 (members 1 and 3), rank 1 alone: the same file */
     snprintf(command, sizeof command,
              "cd '%s' && mpirun %s--oversubscribe -np 2 '%s' train '%s' --limit %d --epochs 1 "
-             "--ensemble 3 --concurrent 2 -o mpic.dgt 2>mpic.err",
+             "--ensemble 3 --concurrent 2 --device cpu -o mpic.dgt 2>mpic.err",
              dir, root, dg_test_bin(), train, ROWS);
     status = system(command);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
