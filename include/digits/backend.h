@@ -172,6 +172,11 @@ enum dg_status dg_backend_cuda_create(const struct dg_cuda_options *options,
 /* 1 when this build has the CUDA backend. */
 int dg_cuda_built(void);
 
+/* 1 when the CUDA backend runs on the emulated device (tests/emu: the digits-emulated
+ * executable and the gpu_*_emulated suites), a test fixture: `--device auto` and `bench
+ * --device all` never pick it; `--device cuda` names it. */
+int dg_cuda_emulated(void);
+
 /* Why CUDA is unusable right now ("" when a device is usable); for --device auto. */
 enum dg_status dg_cuda_probe(char *reason, size_t reason_size);
 

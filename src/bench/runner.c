@@ -484,7 +484,11 @@ static int backend_specs(const struct dg_bench_settings *s, struct dg_bench_repo
         return 1;
     }
     char reason[256] = "";
-    int usable = dg_cuda_probe(reason, sizeof reason) == DG_OK;
+    int usable = 0;
+    if (dg_cuda_emulated())
+        snprintf(reason, sizeof reason, "the emulated test device (--device cuda measures it)");
+    else
+        usable = dg_cuda_probe(reason, sizeof reason) == DG_OK;
     dg_error_clear();
     if (strcmp(spec, "auto") == 0) {
         specs[0] = usable ? "cuda" : "cpu";

@@ -99,7 +99,9 @@ int dg_cmd_info(int argc, char **argv)
 #else
            "unknown compiler",
 #endif
-           dg_cuda_built() ? "built" : "not built");
+           dg_cuda_emulated() ? "built, on the emulated device (a test fixture, not a GPU)"
+           : dg_cuda_built()  ? "built"
+                              : "not built");
     printf("BLAS: OpenBLAS (%s), %d threads\n", openblas_get_config(),
            openblas_get_num_threads());
     char usable[64];

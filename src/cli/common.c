@@ -86,8 +86,11 @@ enum dg_status dg_cli_open_backend(const struct dg_cli_device *device, int quiet
     }
     if (strcmp(spec, "auto") == 0) {
         char reason[256] = "";
-        if (dg_cuda_probe(reason, sizeof reason) == DG_OK &&
-            dg_backend_cuda_create(&cuda, out) == DG_OK)
+        if (dg_cuda_emulated())
+            snprintf(reason, sizeof reason, "the CUDA device of this build is the emulated test "
+                                            "device; --device cuda uses it");
+        else if (dg_cuda_probe(reason, sizeof reason) == DG_OK &&
+                 dg_backend_cuda_create(&cuda, out) == DG_OK)
             return DG_OK;
         if (!reason[0])
             snprintf(reason, sizeof reason, "%s", dg_error_message());
