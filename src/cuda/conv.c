@@ -161,9 +161,55 @@ fail:
     return status;
 }
 
-/* Picks the first usable candidate: supported, within the workspace limit, deterministic when
- * the options ask for it or for FP32, and without tensor-op math in FP32 mode (which then runs
- * with CUDNN_FMA_MATH); applies it to the plan and reports the choice. */
+/* The FFT and Winograd algorithms of each direction. They are deterministic, but their
+ * rounding is not that of a sum of products: a transform's error scales with the largest
+ * values of its tile (of the whole plane for FFT), not with each output, so outputs near zero
+ * may miss the elementwise FP32 forward bound of include/digits/compare.h (1e-5 + 1e-4 |b|).
+ * cuDNN documents neither their transforms nor their accuracy and no GPU has measured them
+ * here, so FP32 mode never runs them (instead of a bound derived for them); TF32 mode, judged
+ * normwise at 1.5e-3, may. */
+static int fft_or_winograd(enum conv_direction direction, int algo)
+{
+    switch (direction) {
+    case CONV_FWD:
+        return algo == CUDNN_CONVOLUTION_FWD_ALGO_FFT ||
+               algo == CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING ||
+               algo == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD ||
+               algo == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
+    case CONV_BWD_DATA:
+        return algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT ||
+               algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING ||
+               algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD ||
+               algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED;
+    default:
+        return algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT ||
+               algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING ||
+               algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD ||
+               algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED;
+    }
+}
+
+/* Whether a candidate's math type is one the mode asked for. The Find and _v7 queries report
+ * each algorithm with the math type it was timed or ranked with, and they also return
+ * CUDNN_DEFAULT_MATH entries when the descriptor says CUDNN_FMA_MATH; DEFAULT permits TF32 on
+ * Ampere and newer, so its timing is not the FMA kernel's, and forcing FMA onto that algorithm
+ * afterwards may run slower or not at all.
+ *   FP32: exactly CUDNN_FMA_MATH (no tensor cores, no TF32).
+ *   TF32: CUDNN_FMA_MATH, CUDNN_DEFAULT_MATH or CUDNN_TENSOR_OP_MATH (TF32 tensor cores for
+ *         float data), run with the math type reported; never
+ *         CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION, which may convert the float tensors down to
+ *         half precision, outside the TF32 bound. */
+static int math_accepted(int fp32, cudnnMathType_t math)
+{
+    if (fp32)
+        return math == CUDNN_FMA_MATH;
+    return math == CUDNN_FMA_MATH || math == CUDNN_DEFAULT_MATH || math == CUDNN_TENSOR_OP_MATH;
+}
+
+/* Picks the first usable candidate (the search lists them best first): supported, within the
+ * workspace limit, deterministic when the options ask for it or for FP32, with a math type the
+ * mode accepts (math_accepted), and in FP32 mode neither FFT nor Winograd (fft_or_winograd);
+ * applies it to the plan with the math type it was reported with and records the choice. */
 static enum dg_status conv_choose(struct cuda_backend *cb, struct cuda_conv_plan *plan,
                                   enum conv_direction direction, int measure, float *x, float *y,
                                   float *w, void *scratch, size_t scratch_bytes,
@@ -186,20 +232,22 @@ static enum dg_status conv_choose(struct cuda_backend *cb, struct cuda_conv_plan
             continue;
         if (need_deterministic && c->determinism != CUDNN_DETERMINISTIC)
             continue;
-        if (fp32 && c->math != CUDNN_FMA_MATH && c->math != CUDNN_DEFAULT_MATH)
+        if (!math_accepted(fp32, c->math))
             continue;
-        cudnnMathType_t math = fp32 ? CUDNN_FMA_MATH : c->math;
-        if (plan_apply(cb, plan, direction, c->algo, math) != DG_OK)
+        if (fp32 && fft_or_winograd(direction, c->algo))
+            continue;
+        if (plan_apply(cb, plan, direction, c->algo, c->math) != DG_OK)
             continue;
         choice->algo[direction] = c->algo;
-        choice->math[direction] = math;
+        choice->math[direction] = c->math;
         dg_error_clear();
         return DG_OK;
     }
     return dg_error(DG_ERR_DEVICE,
                     "cuDNN offers no usable %s convolution algorithm (%s%s, workspace <= %zu MiB) "
                     "for batch %d, %d -> %d channels, %dx%d, kernel %d",
-                    direction_name(direction), fp32 ? "FP32 FMA math" : "TF32 allowed",
+                    direction_name(direction),
+                    fp32 ? "FP32 FMA math, no FFT or Winograd" : "TF32 allowed",
                     need_deterministic ? ", deterministic" : "", DG_CUDA_WORKSPACE_LIMIT >> 20,
                     plan->shape.batch, plan->shape.in_channels, plan->shape.out_channels,
                     plan->shape.height, plan->shape.width, plan->shape.kernel);
