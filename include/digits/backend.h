@@ -89,7 +89,9 @@ struct dg_backend_ops {
     void (*conv_plan_free)(struct dg_backend *be, void *plan);
     /* Optional (NULL when the backend has nothing to say): the algorithm a plan of this shape
      * runs, e.g. "Winograd" or "direct (bwd-filter im2col+sgemm)", into out; with_bwd_data = 0
-     * leaves out the backward-data pass (the first layer never runs it). */
+     * leaves out the backward-data pass (the first layer never runs it). CUDA names cuDNN's
+     * algorithms ("IMPLICIT_PRECOMP_GEMM (bwd-data ALGO_1, bwd-filter ALGO_1)") and runs the
+     * algorithm search for a shape it has not seen, whose plans then reuse that choice. */
     void (*conv_algo_name)(struct dg_backend *be, const struct dg_conv_shape *shape,
                            int with_bwd_data, char *out, size_t size);
     /* y = conv(x, w) + bias, then ReLU when relu != 0 */

@@ -272,6 +272,7 @@ static const struct dg_backend_ops cuda_ops = {
     .batch_assemble = dg_cuda_batch_assemble,
     .conv_plan_create = dg_cuda_conv_plan_create,
     .conv_plan_free = dg_cuda_conv_plan_free,
+    .conv_algo_name = dg_cuda_conv_describe,
     .conv_fwd = dg_cuda_conv_fwd,
     .conv_bwd_data = dg_cuda_conv_bwd_data,
     .conv_bwd_filter = dg_cuda_conv_bwd_filter,

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda/algo_names.h"
 #include "cuda/cuda_internal.h"
 
 /* The most workspace one convolution algorithm may use (and the scratch for the search). */
@@ -44,6 +45,33 @@ static enum dg_status workspace_reserve(struct cuda_backend *cb, size_t bytes)
 fail:
     return status;
 }
+
+/* algo_names.c names the algorithms by cuDNN's values without cudnn.h: they must match. */
+_Static_assert(CONV_FWD == (int)DG_CUDA_PASS_FWD && CONV_BWD_DATA == (int)DG_CUDA_PASS_BWD_DATA &&
+                   CONV_BWD_FILTER == (int)DG_CUDA_PASS_BWD_FILTER,
+               "enum conv_direction and enum dg_cuda_conv_pass differ");
+_Static_assert(CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM == 0 &&
+                   CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM == 1 &&
+                   CUDNN_CONVOLUTION_FWD_ALGO_GEMM == 2 && CUDNN_CONVOLUTION_FWD_ALGO_DIRECT == 3 &&
+                   CUDNN_CONVOLUTION_FWD_ALGO_FFT == 4 &&
+                   CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING == 5 &&
+                   CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD == 6 &&
+                   CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED == 7,
+               "cuDNN's forward algorithm values differ from algo_names.c");
+_Static_assert(CUDNN_CONVOLUTION_BWD_DATA_ALGO_0 == 0 && CUDNN_CONVOLUTION_BWD_DATA_ALGO_1 == 1 &&
+                   CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT == 2 &&
+                   CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING == 3 &&
+                   CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD == 4 &&
+                   CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED == 5,
+               "cuDNN's backward-data algorithm values differ from algo_names.c");
+_Static_assert(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 == 0 &&
+                   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1 == 1 &&
+                   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT == 2 &&
+                   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3 == 3 &&
+                   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD == 4 &&
+                   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED == 5 &&
+                   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING == 6,
+               "cuDNN's backward-filter algorithm values differ from algo_names.c");
 
 /* ---- the algorithm search ---- */
 
@@ -412,6 +440,31 @@ enum dg_status dg_cuda_conv_plan_create(struct dg_backend *be, const struct dg_c
 fail:
     dg_cuda_conv_plan_free(be, plan);
     return status;
+}
+
+/* The conv_algo_name entry: the algorithms a plan of this shape runs, named by
+ * dg_cuda_conv_algos_text. A shape not searched yet is searched now (a plan created and freed:
+ * the choice stays in the cache, so the plan the net creates for that shape later runs exactly
+ * these); when the search fails the text says so and the error is left to that later plan. */
+void dg_cuda_conv_describe(struct dg_backend *be, const struct dg_conv_shape *shape,
+                           int with_bwd_data, char *out, size_t size)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    const struct conv_choice *known = choice_find(cb, shape);
+    if (!known) {
+        void *plan = NULL;
+        if (dg_cuda_conv_plan_create(be, shape, &plan) == DG_OK)
+            dg_cuda_conv_plan_free(be, plan);
+        else
+            dg_error_clear();
+        known = choice_find(cb, shape);
+    }
+    if (!known) {
+        snprintf(out, size, "no algorithm (search failed)");
+        return;
+    }
+    dg_cuda_conv_algos_text(known->algo[CONV_FWD], known->algo[CONV_BWD_DATA],
+                            known->algo[CONV_BWD_FILTER], with_bwd_data, out, size);
 }
 
 /* ---- the ops ---- */

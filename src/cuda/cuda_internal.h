@@ -60,6 +60,8 @@ void dg_cuda_free(struct dg_backend *be, void *ptr);
 enum dg_status dg_cuda_conv_plan_create(struct dg_backend *be, const struct dg_conv_shape *shape,
                                         void **out);
 void dg_cuda_conv_plan_free(struct dg_backend *be, void *handle);
+void dg_cuda_conv_describe(struct dg_backend *be, const struct dg_conv_shape *shape,
+                           int with_bwd_data, char *out, size_t size);
 enum dg_status dg_cuda_conv_fwd(struct dg_backend *be, void *handle, const float *x, const float *w,
                                 const float *bias, float *y, int relu);
 enum dg_status dg_cuda_conv_bwd_data(struct dg_backend *be, void *handle, const float *dy,
