@@ -227,6 +227,41 @@ START_TEST(conv_deterministic_reruns)
 }
 END_TEST
 
+/* The algorithms each backend chose, by name (conv_algo_name, what train, bench and compare
+ * print). FP32 on any device: never FFT or Winograd (their error is not bounded by the FP32
+ * forward bound) and never an algorithm cuDNN offered only with TF32-capable math. On the
+ * emulated device the candidate lists are known (tests/emu/cudnn.c): the fastest forward
+ * entry is IMPLICIT_PRECOMP_GEMM with CUDNN_DEFAULT_MATH, then Winograd and FFT ones, then
+ * IMPLICIT_GEMM with CUDNN_FMA_MATH, so FP32 must name IMPLICIT_GEMM (a choice that accepted
+ * the DEFAULT_MATH timing would name IMPLICIT_PRECOMP_GEMM) and TF32 IMPLICIT_PRECOMP_GEMM. */
+START_TEST(algorithm_choice)
+{
+    const struct dg_conv_shape shapes[] = {
+        {86, 1, 32, 28, 28, 5}, {86, 32, 32, 28, 28, 5}, {86, 32, 64, 14, 14, 3},
+        {86, 64, 64, 14, 14, 3}, {7, 64, 64, 14, 14, 3}};
+    int emulated = dg_cuda_emulated();
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        struct dg_backend *fp32[2] = {gpu, gpu_det};
+        for (int b = 0; b < 2; b++) {
+            char name[256];
+            ck_assert(fp32[b]->ops->conv_algo_name != NULL);
+            fp32[b]->ops->conv_algo_name(fp32[b], &shapes[i], 1, name, sizeof name);
+            printf("  FP32 %s, shape %zu: %s\n", b ? "deterministic" : "measured", i, name);
+            ck_assert_msg(!strstr(name, "FFT") && !strstr(name, "WINOGRAD") &&
+                              !strstr(name, "search failed"),
+                          "FP32 shape %zu chose %s", i, name);
+            if (emulated)
+                ck_assert_str_eq(name, "IMPLICIT_GEMM (bwd-data ALGO_1, bwd-filter ALGO_1)");
+        }
+        char name[256];
+        gpu_tf32->ops->conv_algo_name(gpu_tf32, &shapes[i], 0, name, sizeof name);
+        printf("  TF32, shape %zu: %s\n", i, name);
+        if (emulated)
+            ck_assert_str_eq(name, "IMPLICIT_PRECOMP_GEMM (bwd-filter ALGO_1)");
+    }
+}
+END_TEST
+
 /* ---- element-wise ops and pooling ---- */
 
 START_TEST(relu_bwd_exact)
@@ -619,6 +654,7 @@ static Suite *gpu_ops_suite(void)
     tcase_add_loop_test(conv, conv_fp32_deterministic, 0, conv_count);
     tcase_add_loop_test(conv, conv_tf32, 0, conv_count);
     tcase_add_test(conv, conv_deterministic_reruns);
+    tcase_add_test(conv, algorithm_choice);
     tcase_set_timeout(conv, 300);
     suite_add_tcase(suite, conv);
 

@@ -15,6 +15,9 @@ gzip -dc "$src/data/sample/train.csv.gz" | head -n 2001 >"$data"
 "$bin" train "$data" --device cuda --epochs 1 -o "$dir/m.dgt" 2>"$dir/train.log" ||
   { cat "$dir/train.log"; echo "FAIL: training on the emulated device"; exit 1; }
 cat "$dir/train.log"
+# the start line names the algorithms cuDNN's search chose, per convolution (FP32: FMA GEMMs)
+grep -q "FP32 math; IMPLICIT_GEMM (bwd-filter ALGO_1) conv1, IMPLICIT_GEMM (bwd-data ALGO_1, bwd-filter ALGO_1) conv2-4" "$dir/train.log" ||
+  { echo "FAIL: the training line does not name the emulated device's FP32 algorithms"; exit 1; }
 acc=$(sed -n 's/.*val_accuracy \([0-9.]*\) lr.*/\1/p' "$dir/train.log" | tail -1)
 [ -n "$acc" ] || { echo "FAIL: no val_accuracy in the training output"; exit 1; }
 awk -v a="$acc" 'BEGIN { exit !(a > 0.5) }' || { echo "FAIL: val_accuracy $acc <= 0.5"; exit 1; }
