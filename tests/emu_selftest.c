@@ -6,6 +6,7 @@
  * a device. Built only with -DDIGITS_CUDA_EMULATE=ON. */
 #include <check.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,6 +166,59 @@ START_TEST(a_correct_reduction_passes)
     dg_emu_get_stats(&stats);
     ck_assert_int_eq(stats.races, 0);
     ck_assert_int_eq(stats.launches, 1);
+}
+END_TEST
+
+/* Host threads launching at once (concurrent ensemble members do) each have their own
+ * __shared__ memory and their own fibers: a reduction in each, many times, stays exact. */
+struct host_run {
+    int seed;
+    int bad;
+};
+
+static void *host_thread(void *arg)
+{
+    struct host_run *run = arg;
+    enum { blocks = 8, n = blocks * 64 };
+    float in[n], out[blocks];
+    for (int i = 0; i < n; i++)
+        in[i] = (float)((i * (run->seed + 3)) % 23);
+    float *d_in = NULL, *d_out = NULL;
+    if (cudaMalloc((void **)&d_in, sizeof in) != cudaSuccess ||
+        cudaMalloc((void **)&d_out, sizeof out) != cudaSuccess ||
+        cudaMemcpy(d_in, in, sizeof in, cudaMemcpyHostToDevice) != cudaSuccess) {
+        run->bad = 1;
+        return NULL;
+    }
+    for (int rep = 0; rep < 40 && !run->bad; rep++) {
+        if (selftest_tree_sum(d_in, d_out, blocks, 1) != cudaSuccess ||
+            cudaMemcpy(out, d_out, sizeof out, cudaMemcpyDeviceToHost) != cudaSuccess) {
+            run->bad = 1;
+            break;
+        }
+        for (int b = 0; b < blocks; b++) {
+            float want = 0;
+            for (int i = 0; i < 64; i++)
+                want += in[b * 64 + i];
+            run->bad |= out[b] != want;
+        }
+    }
+    cudaFree(d_in);
+    cudaFree(d_out);
+    return NULL;
+}
+
+START_TEST(host_threads_launch_at_once)
+{
+    pthread_t threads[3];
+    struct host_run runs[3] = {{1, 0}, {2, 0}, {3, 0}};
+    for (int t = 0; t < 3; t++)
+        ck_assert_int_eq(pthread_create(&threads[t], NULL, host_thread, &runs[t]), 0);
+    for (int t = 0; t < 3; t++) {
+        pthread_join(threads[t], NULL);
+        ck_assert_msg(!runs[t].bad, "host thread %d saw a wrong sum or an error", t);
+    }
+    ck_assert_int_eq(cudaGetLastError(), cudaSuccess);
 }
 END_TEST
 
@@ -644,6 +698,7 @@ static Suite *emu_suite(void)
     TCase *k = tcase_create("kernels");
     tcase_add_test(k, thread_and_block_indices);
     tcase_add_test(k, a_correct_reduction_passes);
+    tcase_add_test(k, host_threads_launch_at_once);
     tcase_add_test(k, a_race_fails);
     tcase_add_test(k, a_missing_barrier_fails);
     tcase_add_test(k, a_divergent_barrier_fails);

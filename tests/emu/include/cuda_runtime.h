@@ -41,10 +41,12 @@ void dg_emu_shared_use(void *address, size_t bytes);
 #define gridDim dg_emu_grid_dim
 #define __syncthreads() dg_emu_syncthreads()
 
-/* One __shared__ variable: a static (all threads of the running block see it; blocks run one
- * after another), registered with the scheduler on first use in each block. */
+/* One __shared__ variable: a thread_local static (all threads of the running block see it,
+ * since a block's CUDA threads are fibers of one host thread and blocks run one after
+ * another; host threads launching at once, as concurrent ensemble members do, each have their
+ * own), registered with the scheduler on first use in each block. */
 #define DG_EMU_SHARED(type, name, dims)                                                            \
-    static type name dims;                                                                         \
+    static thread_local type name dims;                                                            \
     dg_emu_shared_use((void *)&name, sizeof(name))
 
 namespace dg_emu {
