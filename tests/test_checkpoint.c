@@ -10,6 +10,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include <check.h>
 #include <errno.h>
+#include <math.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -303,6 +305,132 @@ START_TEST(refusals)
 }
 END_TEST
 
+static uint32_t le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void put_le32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* Copies checkpoint `from` to `to` with the text `old` of its settings replaced by `new` (when
+ * not NULL) and float `index` of parameter block `block` (0 weights, 1 accumulators, 2 best;
+ * block < 0: none) set to `value`, the lengths and the CRC32 made right again, so only that
+ * differs. */
+static void rewrite_checkpoint(const char *from, const char *to, const char *old,
+                               const char *new, int block, size_t index, float value)
+{
+    size_t size;
+    unsigned char *data = (unsigned char *)read_file(from, &size);
+    ck_assert_ptr_nonnull(data);
+    size_t fixed = 16 + (size_t)le32(data + 12) * 20 + 16;
+    size_t param_count = le32(data + fixed - 16), text_len = le32(data + fixed - 4);
+    size_t floats = fixed + text_len;
+    if (block >= 0) {
+        ck_assert_uint_lt((size_t)block, le32(data + fixed - 8));
+        uint32_t bits;
+        memcpy(&bits, &value, 4);
+        put_le32(data + floats + ((size_t)block * param_count + index) * 4, bits);
+    }
+    size_t old_len = old ? strlen(old) : 0, new_len = new ? strlen(new) : 0;
+    unsigned char *out = malloc(size + new_len);
+    ck_assert_ptr_nonnull(out);
+    size_t at_text = 0;
+    if (old) {
+        char *text = malloc(text_len + 1);
+        ck_assert_ptr_nonnull(text);
+        memcpy(text, data + fixed, text_len);
+        text[text_len] = '\0';
+        char *hit = strstr(text, old);
+        ck_assert_ptr_nonnull(hit);
+        at_text = (size_t)(hit - text);
+        free(text);
+    }
+    size_t n = 0;
+    memcpy(out, data, fixed + at_text);
+    n = fixed + at_text;
+    memcpy(out + n, new ? new : "", new_len);
+    n += new_len;
+    size_t rest = fixed + at_text + old_len;
+    memcpy(out + n, data + rest, size - 4 - rest);
+    n += size - 4 - rest;
+    put_le32(out + fixed - 4, (uint32_t)(text_len - old_len + new_len));
+    put_le32(out + n, (uint32_t)crc32(0L, out, (uInt)n));
+    n += 4;
+    FILE *fp = fopen(at(to), "wb");
+    ck_assert_ptr_nonnull(fp);
+    ck_assert_uint_eq(fwrite(out, 1, n, fp), n);
+    fclose(fp);
+    free(out);
+    free(data);
+}
+
+/* A checkpoint with a non-finite value (valid CRC) in the weights, the RMSprop accumulators or
+ * the best weights, or with a setting beyond the CLI's range for it: --resume refuses it with
+ * exit 2, naming the vector, the tensor and the index, or the setting with the CLI's own range
+ * message. Before, a NaN was carried into the new model and checkpoint (exit 0) and
+ * epochs=2000000000 failed later as "out of memory" (exit 1). An untouched rewrite resumes. */
+START_TEST(refuses_non_finite_state_and_out_of_range_settings)
+{
+    char err[512];
+    ck_assert_int_eq(run("train %s %s --epochs 1 --save-best -o m.dgt", train, TRAIN_ARGS), 0);
+    rewrite_checkpoint("m.dgt.ckpt", "same.ckpt", NULL, NULL, -1, 0, 0.0f);
+    ck_assert_int_eq(run("train %s --resume same.ckpt --epochs 2 -o same.dgt", train), 0);
+    static const struct {
+        int block;
+        size_t index;
+        float value;
+        const char *want;
+    } poisoned[] = {
+        {0, 5, NAN, "p.ckpt: non-finite value in the weights: conv1.weight[5] is NaN"},
+        {1, 7, NAN, "p.ckpt: non-finite value in the accumulators: conv1.weight[7] is NaN"},
+        {1, 887529, INFINITY,
+         "p.ckpt: non-finite value in the accumulators: dense2.bias[9] is +Inf"},
+        {2, 832, -INFINITY,
+         "p.ckpt: non-finite value in the best weights: conv2.weight[0] is -Inf"},
+    };
+    for (size_t c = 0; c < sizeof poisoned / sizeof poisoned[0]; c++) {
+        rewrite_checkpoint("m.dgt.ckpt", "p.ckpt", NULL, NULL, poisoned[c].block,
+                           poisoned[c].index, poisoned[c].value);
+        ck_assert_int_eq(
+            dg_test_run_digits(dir, NULL, err, "train %s --resume p.ckpt --epochs 2", train), 2);
+        dg_test_expect_in(err, poisoned[c].want);
+    }
+    static const struct {
+        const char *old, *new, *want;
+    } settings[] = {
+        {"\nepochs=1\n", "\nepochs=2000000000\n",
+         "r.ckpt: corrupted checkpoint file (epochs=2000000000: --epochs expects an integer in "
+         "1..100000)"},
+        {"\nbatch=32\n", "\nbatch=2000000000\n",
+         "r.ckpt: corrupted checkpoint file (batch=2000000000: --batch expects an integer in "
+         "1..65536)"},
+        {"\nbatch=32\n", "\nbatch=0\n",
+         "r.ckpt: corrupted checkpoint file (batch=0: --batch expects an integer in 1..65536)"},
+        {"\nlr=", "\nlr=1e9\nold_lr=",
+         "r.ckpt: corrupted checkpoint file (lr=1e+09: --lr expects a number in [1e-12, "
+         "1e+06])"},
+        {"\nlr=", "\nlr=nan\nold_lr=", "r.ckpt: corrupted checkpoint file (lr=nan: --lr"},
+        {"\nval_split=", "\nval_split=0.995\nold_val_split=",
+         "r.ckpt: corrupted checkpoint file (val_split=0.995000005: --val-split expects a "
+         "number in [0, 0.99])"},
+        {"\nrho=", "\nrho=inf\nold_rho=", "r.ckpt: corrupted checkpoint file (bad settings)"},
+        {"\nstate_lr=", "\nstate_lr=nan\nold_state_lr=",
+         "r.ckpt: corrupted checkpoint file (bad state)"},
+    };
+    for (size_t c = 0; c < sizeof settings / sizeof settings[0]; c++) {
+        rewrite_checkpoint("m.dgt.ckpt", "r.ckpt", settings[c].old, settings[c].new, -1, 0, 0.0f);
+        ck_assert_int_eq(
+            dg_test_run_digits(dir, NULL, err, "train %s --resume r.ckpt --epochs 2", train), 2);
+        dg_test_expect_in(err, settings[c].want);
+    }
+    ck_assert(!exists("p.dgt") && !exists("r.dgt"));
+}
+END_TEST
+
 /* A learning rate of 10,000 diverges at the second step: exit 1, the message names the epoch
  * and step, no model file, and a checkpoint already at that path stays as it was. */
 START_TEST(divergence_guard)
@@ -413,6 +541,7 @@ int main(void)
     tcase_add_test(tc, resume_after_kill_9);
     tcase_add_loop_test(tc, resume_after_a_signal, 0, 2);
     tcase_add_test(tc, refusals);
+    tcase_add_test(tc, refuses_non_finite_state_and_out_of_range_settings);
     tcase_add_test(tc, divergence_guard);
     tcase_add_test(tc, full_disk_keeps_the_previous_checkpoint);
     tcase_add_test(tc, save_best_and_early_stop);

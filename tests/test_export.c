@@ -11,6 +11,7 @@
  * several -m combined, and the same outside checks against `digits predict` of the ensemble. */
 #define _POSIX_C_SOURCE 200809L
 #include <check.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -565,6 +566,47 @@ END_TEST
 
 /* fc1 / fc2 are taken for dense1 / dense2, and a file without digits' metadata is read (its
  * settings are then only where it came from). */
+/* `from` with element `index` of tensor `tensor` (the file's own layout) set to `value`,
+ * written as `name`. */
+static void st_poison(const char *from, const char *name, const char *tensor, size_t index,
+                      float value)
+{
+    struct st_file f = st_read(from);
+    char key[96];
+    snprintf(key, sizeof key, "\"%s\":{", tensor);
+    const char *entry = strstr(f.header, key);
+    ck_assert_ptr_nonnull(entry);
+    const char *offsets = strstr(entry, "\"data_offsets\":[");
+    ck_assert_ptr_nonnull(offsets);
+    size_t begin = (size_t)strtoull(offsets + strlen("\"data_offsets\":["), NULL, 10);
+    unsigned char *at_value = f.data + 8 + f.header_length + begin + 4 * index;
+    ck_assert(at_value + 4 <= f.data + f.size);
+    uint32_t bits;
+    memcpy(&bits, &value, 4);
+    for (int i = 0; i < 4; i++)
+        at_value[i] = (unsigned char)(bits >> (8 * i));
+    st_write(&f, name, f.header);
+    st_free(&f);
+}
+
+/* A NaN or infinite weight in a safetensors file: import refuses it with exit 2, naming the
+ * tensor and the element (the file's own index), and writes no model. Before, it was
+ * imported. */
+START_TEST(import_refuses_non_finite_weights)
+{
+    st_poison("m.safetensors", "nan.safetensors", "conv1.weight", 7, NAN);
+    expect_refused("nan.safetensors", "non-finite value in the weights: conv1.weight[7] is NaN");
+    st_poison("m.safetensors", "inf.safetensors", "dense1.weight", 15682, INFINITY);
+    expect_refused("inf.safetensors",
+                   "non-finite value in the weights: dense1.weight[15682] is +Inf");
+    st_poison("m.safetensors", "bias.safetensors", "dense2.bias", 9, -INFINITY);
+    expect_refused("bias.safetensors", "non-finite value in the weights: dense2.bias[9] is -Inf");
+    st_poison("e.safetensors", "e_nan.safetensors", "members.1.conv2.bias", 3, NAN);
+    expect_refused("e_nan.safetensors",
+                   "non-finite value in the weights: members.1.conv2.bias[3] is NaN");
+}
+END_TEST
+
 START_TEST(import_accepts_fc_names_and_no_metadata)
 {
     struct st_file f = st_read("m.safetensors");
@@ -1315,6 +1357,7 @@ int main(void)
     tcase_add_test(tc, safetensors_round_trip_is_bit_identical);
     tcase_add_test(tc, safetensors_names_and_layouts);
     tcase_add_test(tc, import_refuses_malformed_files);
+    tcase_add_test(tc, import_refuses_non_finite_weights);
     tcase_add_test(tc, import_accepts_fc_names_and_no_metadata);
     tcase_add_test(tc, onnx_file_structure);
     tcase_add_test(tc, one_model_exports_as_before);

@@ -5,6 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <check.h>
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -248,6 +249,47 @@ START_TEST(writes_to_devices_and_closed_pipes_are_checked)
 }
 END_TEST
 
+/* A model file with a NaN (loop 0) or +Inf (loop 1) weight and a valid CRC, written by the
+ * library's writer: predict, eval, info and compare refuse it with exit 2 and a message naming
+ * the tensor and the index, and write nothing. Before, predict scored it (exit 0, every row
+ * label 0) and compare passed it (ReLU's max turns a NaN in conv1 into 0). */
+START_TEST(commands_refuse_non_finite_weights)
+{
+    const float value = _i == 0 ? NAN : INFINITY;
+    const char *name = _i == 0 ? "NaN" : "+Inf";
+    int count;
+    const struct dg_layer_spec *specs = dg_arch_reference(&count);
+    struct dg_model model = {0};
+    ck_assert_int_eq(dg_model_build(&model, specs, count), DG_OK);
+    dg_model_init_glorot(&model, 7);
+    model.params[model.layers[0].weight_offset + 3] = value;
+    char model_path[512], test_csv[1024], train_csv[1024], err[512], want[128];
+    in_dir(model_path, sizeof model_path, "bad.dgt");
+    ck_assert_int_eq(dg_model_save(model_path, &model, "seed=7\n"), DG_OK);
+    dg_model_free(&model);
+    const char *root = getenv("DIGITS_SOURCE_DIR");
+    snprintf(test_csv, sizeof test_csv, "%s/data/sample/test.csv.gz", root ? root : ".");
+    snprintf(train_csv, sizeof train_csv, "%s/data/sample/train.csv.gz", root ? root : ".");
+    in_dir(err, sizeof err, "stderr");
+    snprintf(want, sizeof want, "bad.dgt: non-finite value in the weights: conv1.weight[3] is %s",
+             name);
+    ck_assert_int_eq(run("predict -m bad.dgt %s -o sub.csv --device cpu --threads 1", test_csv,
+                         NULL),
+                     2);
+    dg_test_expect_in(err, want);
+    ck_assert_int_eq(run("eval -m bad.dgt %s --device cpu --threads 1", train_csv, NULL), 2);
+    dg_test_expect_in(err, want);
+    ck_assert_int_eq(run("info --model=bad.dgt", NULL, NULL), 2);
+    dg_test_expect_in(err, want);
+    ck_assert_int_eq(run("compare --model bad.dgt --device cpu --threads 1 --batch 8", NULL,
+                         NULL),
+                     2);
+    dg_test_expect_in(err, want);
+    const char *left[] = {"bad.dgt", "stdout", "stderr"};
+    ck_assert_int_eq(stray_files(left, 3), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("io");
@@ -259,6 +301,7 @@ int main(void)
     tcase_add_test(tc, finish_then_commit_or_abort);
     tcase_add_test(tc, predict_writes_both_outputs_or_neither);
     tcase_add_test(tc, writes_to_devices_and_closed_pipes_are_checked);
+    tcase_add_loop_test(tc, commands_refuse_non_finite_weights, 0, 2);
     suite_add_tcase(suite, tc);
     return dg_test_run_suite(suite);
 }

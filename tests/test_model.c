@@ -310,6 +310,74 @@ START_TEST(save_into_missing_directory_fails_cleanly)
 }
 END_TEST
 
+/* A NaN, +Inf or -Inf parameter with a valid CRC (written by the library's own writer): the
+ * reader refuses it as an input error naming the tensor as exported and the flat index in
+ * its exported layout; dense weights are exported transposed (out, in), so Digits' (in, out)
+ * element (2, 5) of dense1 is dense1.weight[5 * 3136 + 2]. An ensemble's member is named
+ * "members.M.". Before, every such file loaded. */
+START_TEST(refuses_non_finite_parameters)
+{
+    static const char *const names[3] = {"NaN", "+Inf", "-Inf"};
+    const float values[3] = {NAN, INFINITY, -INFINITY};
+    int v = _i;
+    make_tmpdir();
+    struct dg_model model, loaded;
+    build_reference(&model);
+    dg_model_init_glorot(&model, 3);
+    const char *path = path_in_tmp("bad.dgt");
+    char want[768];
+    /* conv1.weight[7] */
+    model.params[model.layers[0].weight_offset + 7] = values[v];
+    ck_assert_int_eq(dg_model_save(path, &model, "seed=3\n"), DG_OK);
+    ck_assert_int_eq(dg_model_load(path, &loaded, NULL, 0), DG_ERR_INPUT);
+    snprintf(want, sizeof want, "%s: non-finite value in the weights: conv1.weight[7] is %s",
+             path, names[v]);
+    ck_assert_str_eq(dg_error_message(), want);
+    model.params[model.layers[0].weight_offset + 7] = 0.0f;
+    /* dense1's weight (in, out) element (2, 5), exported (out, in) */
+    ck_assert_str_eq(model.layers[9].name, "dense1");
+    model.params[model.layers[9].weight_offset + 2 * 256 + 5] = values[v];
+    ck_assert_int_eq(dg_model_save(path, &model, "seed=3\n"), DG_OK);
+    ck_assert_int_eq(dg_model_load(path, &loaded, NULL, 0), DG_ERR_INPUT);
+    snprintf(want, sizeof want, "%s: non-finite value in the weights: dense1.weight[%d] is %s",
+             path, 5 * 3136 + 2, names[v]);
+    ck_assert_str_eq(dg_error_message(), want);
+    model.params[model.layers[9].weight_offset + 2 * 256 + 5] = 0.0f;
+    /* a bias: dense2.bias[9], the last parameter */
+    model.params[model.param_count - 1] = values[v];
+    ck_assert_int_eq(dg_model_save(path, &model, "seed=3\n"), DG_OK);
+    ck_assert_int_eq(dg_model_load(path, &loaded, NULL, 0), DG_ERR_INPUT);
+    snprintf(want, sizeof want, "%s: non-finite value in the weights: dense2.bias[9] is %s", path,
+             names[v]);
+    ck_assert_str_eq(dg_error_message(), want);
+    model.params[model.param_count - 1] = 0.0f;
+    /* member 1 of an ensemble of 2 */
+    struct dg_model members[2] = {model, {0}}, got[2];
+    build_reference(&members[1]);
+    dg_model_init_glorot(&members[1], 4);
+    members[1].params[model.layers[1].bias_offset + 3] = values[v];
+    ck_assert_int_eq(dg_ensemble_save(path, members, 2, "members=2\n"), DG_OK);
+    int count = -1;
+    ck_assert_int_eq(dg_ensemble_load(path, got, 2, &count, NULL, 0), DG_ERR_INPUT);
+    ck_assert_int_eq(count, 0);
+    snprintf(want, sizeof want,
+             "%s: non-finite value in the weights: members.1.conv2.bias[3] is %s", path,
+             names[v]);
+    ck_assert_str_eq(dg_error_message(), want);
+    /* finite again: loads */
+    members[1].params[model.layers[1].bias_offset + 3] = 1e30f;
+    ck_assert_int_eq(dg_ensemble_save(path, members, 2, "members=2\n"), DG_OK);
+    ck_assert_int_eq(dg_ensemble_load(path, got, 2, &count, NULL, 0), DG_OK);
+    ck_assert_int_eq(count, 2);
+    dg_model_free(&got[0]);
+    dg_model_free(&got[1]);
+    dg_model_free(&members[1]);
+    dg_model_free(&model);
+    unlink(path);
+    rmdir(tmpdir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("model");
@@ -325,6 +393,7 @@ int main(void)
     tcase_add_test(tc, refuses_not_a_model);
     tcase_add_test(tc, refuses_trailing_bytes);
     tcase_add_test(tc, refuses_other_architecture);
+    tcase_add_loop_test(tc, refuses_non_finite_parameters, 0, 3);
     tcase_add_test(tc, missing_file_is_io_error);
     tcase_add_test(tc, save_into_missing_directory_fails_cleanly);
     suite_add_tcase(suite, tc);

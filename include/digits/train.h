@@ -32,6 +32,19 @@ struct dg_epoch_report {
 
 struct dg_train_state;
 
+/* The ranges `digits train` accepts for its options (--epochs, --batch, --lr, --val-split,
+ * --early-stop) and that the checkpoint reader applies to the settings a checkpoint carries. */
+#define DG_TRAIN_EPOCHS_MIN 1
+#define DG_TRAIN_EPOCHS_MAX 100000
+#define DG_TRAIN_BATCH_MIN 1
+#define DG_TRAIN_BATCH_MAX 65536
+#define DG_TRAIN_LR_MIN 1e-12
+#define DG_TRAIN_LR_MAX 1e6
+#define DG_TRAIN_VAL_SPLIT_MIN 0.0
+#define DG_TRAIN_VAL_SPLIT_MAX 0.99
+#define DG_TRAIN_EARLY_STOP_MIN 1 /* a checkpoint also holds 0: never */
+#define DG_TRAIN_EARLY_STOP_MAX 100000
+
 struct dg_train_options {
     int epochs;
     int batch;

@@ -771,25 +771,29 @@ int dg_cmd_train(int argc, char **argv)
             labels = optarg;
             break;
         case 'e':
-            if (!dg_cli_parse_int("train", "--epochs", optarg, 1, 100000, &value))
+            if (!dg_cli_parse_int("train", "--epochs", optarg, DG_TRAIN_EPOCHS_MIN,
+                                  DG_TRAIN_EPOCHS_MAX, &value))
                 return 2;
             options.epochs = (int)value;
             given |= GIVEN_EPOCHS;
             break;
         case 'b':
-            if (!dg_cli_parse_int("train", "--batch", optarg, 1, 65536, &value))
+            if (!dg_cli_parse_int("train", "--batch", optarg, DG_TRAIN_BATCH_MIN,
+                                  DG_TRAIN_BATCH_MAX, &value))
                 return 2;
             options.batch = (int)value;
             given |= GIVEN_BATCH;
             break;
         case 'r':
-            if (!dg_cli_parse_float("train", "--lr", optarg, 1e-12, 1e6, &real))
+            if (!dg_cli_parse_float("train", "--lr", optarg, DG_TRAIN_LR_MIN,
+                                    DG_TRAIN_LR_MAX, &real))
                 return 2;
             options.lr = (float)real;
             given |= GIVEN_LR;
             break;
         case 'v':
-            if (!dg_cli_parse_float("train", "--val-split", optarg, 0.0, 0.99, &real))
+            if (!dg_cli_parse_float("train", "--val-split", optarg,
+                                    DG_TRAIN_VAL_SPLIT_MIN, DG_TRAIN_VAL_SPLIT_MAX, &real))
                 return 2;
             options.val_split = (float)real;
             given |= GIVEN_VAL_SPLIT;
@@ -839,7 +843,8 @@ int dg_cmd_train(int argc, char **argv)
             given |= GIVEN_SAVE_BEST;
             break;
         case 'E':
-            if (!dg_cli_parse_int("train", "--early-stop", optarg, 1, 100000, &value))
+            if (!dg_cli_parse_int("train", "--early-stop", optarg,
+                                  DG_TRAIN_EARLY_STOP_MIN, DG_TRAIN_EARLY_STOP_MAX, &value))
                 return 2;
             options.early_stop = (int)value;
             given |= GIVEN_EARLY_STOP;

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "io/export.h"
 #include "io/io_internal.h"
 
 #define HEADER_BYTES 16 /* magic + version + layer count */
@@ -183,6 +184,28 @@ static void get_string(struct reader *r, const char *key, char *out, size_t size
     out[n] = '\0';
 }
 
+/* A setting the CLI bounds: refused with the CLI's own range message (src/cli/common.c). */
+static void int_range(struct reader *r, const char *key, const char *option, int value, long min,
+                      long max)
+{
+    if (r->status == DG_OK && (value < min || value > max))
+        r->status = dg_error(DG_ERR_INPUT,
+                             "%s: corrupted checkpoint file (%s=%d: %s expects an integer in "
+                             "%ld..%ld)",
+                             r->path, key, value, option, min, max);
+}
+
+static void float_range(struct reader *r, const char *key, const char *option, float value,
+                        double min, double max)
+{
+    /* the CLI checks the double it parsed and keeps it as a float: compare as floats */
+    if (r->status == DG_OK && !(value >= (float)min && value <= (float)max))
+        r->status = dg_error(DG_ERR_INPUT,
+                             "%s: corrupted checkpoint file (%s=%.9g: %s expects a number in "
+                             "[%g, %g])",
+                             r->path, key, (double)value, option, min, max);
+}
+
 static void read_history(struct reader *r, struct dg_train_state *s)
 {
     if (r->status != DG_OK)
@@ -293,7 +316,22 @@ enum dg_status dg_checkpoint_load(const char *path, struct dg_model *model,
     o->patience = get_int(&r, "patience");
     o->save_best = get_int(&r, "save_best");
     o->early_stop = get_int(&r, "early_stop");
-    if (r.status == DG_OK && (o->epochs < 1 || o->batch < 1 || (blocks == 3 && !o->save_best)))
+    int_range(&r, "epochs", "--epochs", o->epochs, DG_TRAIN_EPOCHS_MIN, DG_TRAIN_EPOCHS_MAX);
+    int_range(&r, "batch", "--batch", o->batch, DG_TRAIN_BATCH_MIN, DG_TRAIN_BATCH_MAX);
+    float_range(&r, "lr", "--lr", o->lr, DG_TRAIN_LR_MIN, DG_TRAIN_LR_MAX);
+    float_range(&r, "val_split", "--val-split", o->val_split, DG_TRAIN_VAL_SPLIT_MIN,
+                DG_TRAIN_VAL_SPLIT_MAX);
+    if (o->early_stop != 0)
+        int_range(&r, "early_stop", "--early-stop", o->early_stop, DG_TRAIN_EARLY_STOP_MIN,
+                  DG_TRAIN_EARLY_STOP_MAX);
+    /* the settings without an option: finite, and the signs the recipe needs */
+    if (r.status == DG_OK &&
+        (!isfinite(o->rho) || !isfinite(o->eps) || !isfinite(o->rotation_deg) ||
+         !isfinite(o->shift) || !isfinite(o->zoom) || !isfinite(o->lr_factor) ||
+         !isfinite(o->min_delta) || !isfinite(o->min_lr) || o->rho < 0.0f || o->rho >= 1.0f ||
+         o->eps <= 0.0f || o->patience < 0 || o->patience > DG_TRAIN_EPOCHS_MAX))
+        bad(&r, "settings");
+    if (r.status == DG_OK && blocks == 3 && !o->save_best)
         bad(&r, "settings");
     if (r.status != DG_OK) {
         status = r.status;
@@ -316,6 +354,7 @@ enum dg_status dg_checkpoint_load(const char *path, struct dg_model *model,
     s->seconds = get_double(&r, "state_seconds");
     read_history(&r, s);
     if (r.status == DG_OK && (s->epoch < 0 || s->epoch > o->epochs || s->step < 0 ||
+                              !isfinite(s->lr) || s->lr < 0.0f ||
                               s->history_count != s->epoch ||
                               (blocks == 3) != (o->save_best && s->best_epoch > 0)))
         bad(&r, "state");
@@ -328,6 +367,10 @@ enum dg_status dg_checkpoint_load(const char *path, struct dg_model *model,
     for (uint32_t k = 0; k < blocks; k++)
         for (size_t i = 0; i < model->param_count; i++)
             out[k][i] = get_f32(floats + ((size_t)k * model->param_count + i) * 4);
+    static const char *const vectors[3] = {"weights", "accumulators", "best weights"};
+    for (uint32_t k = 0; k < blocks; k++)
+        if ((status = dg_io_check_finite(path, vectors[k], model, -1, out[k])) != DG_OK)
+            goto done;
     memcpy(model->params, s->params, model->param_count * sizeof(float));
 done:
     if (status != DG_OK) {

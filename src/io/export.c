@@ -3,6 +3,7 @@
  * the architecture in PyTorch's words; shared by the ONNX and safetensors writers. */
 #include "io/export.h"
 
+#include <math.h>
 #include <stdio.h>
 
 #include "digits/io.h"
@@ -51,6 +52,35 @@ void dg_export_member_tensors(const struct dg_model *model, int member,
         }
     }
     *count = n;
+}
+
+enum dg_status dg_io_check_finite(const char *path, const char *what, const struct dg_model *model,
+                                  int member, const float *values)
+{
+    size_t bad = 0;
+    while (bad < model->param_count && isfinite(values[bad]))
+        bad++;
+    if (bad == model->param_count)
+        return DG_OK;
+    const char *value = isnan(values[bad]) ? "NaN" : values[bad] > 0 ? "+Inf" : "-Inf";
+    struct dg_export_tensor tensors[DG_EXPORT_MAX_TENSORS];
+    int count;
+    dg_export_member_tensors(model, member, tensors, &count);
+    for (int t = 0; t < count; t++) {
+        const struct dg_export_tensor *tensor = &tensors[t];
+        if (bad < tensor->offset || bad - tensor->offset >= tensor->count)
+            continue;
+        size_t at = bad - tensor->offset;
+        if (tensor->transposed) {
+            /* Digits' (in, out) element (j, o) is exported (out, in) element (o, j) */
+            size_t out = (size_t)tensor->shape[0], in = (size_t)tensor->shape[1];
+            at = (at % out) * in + at / out;
+        }
+        return dg_error(DG_ERR_INPUT, "%s: non-finite value in the %s: %s[%zu] is %s", path, what,
+                        tensor->name, at, value);
+    }
+    return dg_error(DG_ERR_INPUT, "%s: non-finite value in the %s: parameter %zu is %s", path,
+                    what, bad, value);
 }
 
 int dg_export_architecture(const struct dg_model *model, char *text, size_t size)

@@ -44,6 +44,14 @@ static inline size_t dg_export_index(const struct dg_export_tensor *t, size_t i)
     return t->offset + (i % in) * out + i / in;
 }
 
+/* DG_OK when every one of `values` (model->param_count floats laid out as model->params: the
+ * weights, or a checkpoint's accumulators or best weights) is finite; otherwise DG_ERR_INPUT
+ * naming the first non-finite one: "PATH: non-finite value in the WHAT: NAME[I] is NaN" with
+ * NAME the tensor as exported (member >= 0: "members.M." before it) and I the flat index
+ * in its exported (PyTorch, row-major) layout. Every reader of parameters calls it. */
+enum dg_status dg_io_check_finite(const char *path, const char *what, const struct dg_model *model,
+                                  int member, const float *values);
+
 /* The architecture in PyTorch's words, one layer after another ("conv1 Conv2d(1, 32,
  * kernel_size=5, padding=2) ReLU; ..."). Returns the length (as snprintf). */
 int dg_export_architecture(const struct dg_model *model, char *text, size_t size);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "io/export.h"
 #include "io/io_internal.h"
 
 #define HEADER_BYTES 16 /* magic + version + layer count */
@@ -217,6 +218,10 @@ static enum dg_status load_members(const char *path, struct dg_model *members, i
             goto done;
         for (size_t i = 0; i < model->param_count; i++)
             model->params[i] = get_f32(params + ((size_t)m * param_count + i) * 4);
+        status = dg_io_check_finite(path, "weights", model, member_count > 1 ? (int)m : -1,
+                                    model->params);
+        if (status != DG_OK)
+            goto done;
     }
     if (settings && settings_size) {
         size_t n = settings_len < settings_size - 1 ? settings_len : settings_size - 1;

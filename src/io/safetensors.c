@@ -597,6 +597,10 @@ enum dg_status dg_import_safetensors_ensemble(const char *path, struct dg_model 
             for (size_t i = 0; i < tensors[t].count; i++)
                 members[m].params[dg_export_index(&tensors[t], i)] = get_f32(src + 4 * i);
         }
+    for (int m = 0; m < count; m++)
+        if ((status = dg_io_check_finite(path, "weights", &members[m], prefixed ? m : -1,
+                                         members[m].params)) != DG_OK)
+            goto fail;
     *member_count = count;
     free(found);
     dg_json_free(&root);
