@@ -1,6 +1,7 @@
 /* The digits command line end to end: help and version, train -> predict -> eval on the
- * bundled sample, the submission format, exit codes of usage and input errors, and that a
- * failing command leaves no partial output. */
+ * bundled sample, the submission format, exit codes of usage and input errors, that a
+ * failing command leaves no partial output, and that no output may be an input or another
+ * output. */
 #define _POSIX_C_SOURCE 200809L
 #include <check.h>
 #include <math.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -249,6 +251,133 @@ START_TEST(bad_inputs_leave_no_output)
 }
 END_TEST
 
+/* Everything in tmpdir but stdout and stderr (which run() rewrites): each entry's name, type,
+ * modification time and bytes (a symlink: its target), in name order, as one block. */
+static char *snapshot(size_t *size)
+{
+    char command[700], path[1024];
+    snprintf(command, sizeof command, "ls -A '%s' | LC_ALL=C sort", tmpdir);
+    FILE *list = popen(command, "r");
+    ck_assert_ptr_nonnull(list);
+    char *block = NULL;
+    size_t n = 0;
+    FILE *out = open_memstream(&block, &n);
+    ck_assert_ptr_nonnull(out);
+    char name[512];
+    while (fgets(name, sizeof name, list)) {
+        name[strcspn(name, "\n")] = '\0';
+        if (strcmp(name, "stdout") == 0 || strcmp(name, "stderr") == 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+        struct stat st;
+        ck_assert_int_eq(lstat(path, &st), 0);
+        fprintf(out, "%s %o %lld.%09ld %lld\n", name, (unsigned)st.st_mode,
+                (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (long long)st.st_size);
+        if (S_ISLNK(st.st_mode)) {
+            char target[512];
+            ssize_t len = readlink(path, target, sizeof target);
+            ck_assert_int_gt(len, 0);
+            fwrite(target, 1, (size_t)len, out);
+        } else if (S_ISREG(st.st_mode)) {
+            char *bytes = dg_test_slurp(path);
+            fwrite(bytes, 1, (size_t)st.st_size, out);
+            free(bytes);
+        }
+    }
+    ck_assert_int_eq(pclose(list), 0);
+    ck_assert_int_eq(fclose(out), 0);
+    *size = n;
+    return block;
+}
+
+/* An output that is an input, or another output, is refused before anything is done: exit 2,
+ * both paths named, the directory exactly as it was (bytes, modification times, no temporary
+ * files). Existing files compare by device and inode (symlinks, hard links, ./x/../ spellings),
+ * new ones by the resolved directory and name; /dev/null and - stay allowed. */
+START_TEST(an_output_is_never_an_input)
+{
+    char command[1024];
+    snprintf(command, sizeof command,
+             "cd '%s' && gzip -dc '%s/data/sample/test.csv.gz' | head -n 101 > test.csv && "
+             "gzip -dc '%s/data/sample/train.csv.gz' | head -n 301 > train.csv && mkdir sub",
+             tmpdir, source_dir(), source_dir());
+    ck_assert_int_eq(system(command), 0);
+    ck_assert_int_eq(run("train train.csv --epochs 1 --device cpu -q -o m.dgt"), 0);
+    ck_assert(exists("m.dgt") && exists("m.dgt.ckpt"));
+    ck_assert_int_eq(run("export -m m.dgt -o m.safetensors -q"), 0);
+    snprintf(command, sizeof command,
+             "cd '%s' && ln -s test.csv link.csv && ln test.csv hard.csv && ln m.dgt m.onnx",
+             tmpdir);
+    ck_assert_int_eq(system(command), 0);
+    const char *input = "an output may not overwrite an input (nothing was written)";
+    const char *outputs = "two outputs may not be one file (nothing was written)";
+    const struct {
+        const char *args, *message, *why;
+    } cases[] = {
+        {"predict -m m.dgt test.csv -o test.csv", "-o test.csv is the same file as the TEST "
+                                                  "file test.csv: ", input},
+        {"predict -m m.dgt test.csv -o ./sub/../test.csv",
+         "-o ./sub/../test.csv is the same file as the TEST file test.csv: ", input},
+        {"predict -m m.dgt test.csv -o link.csv", "-o link.csv is the same file as the TEST file "
+                                                  "test.csv: ", input},
+        {"predict -m m.dgt test.csv --probs hard.csv", "--probs hard.csv is the same file as the "
+                                                       "TEST file test.csv: ", input},
+        {"predict -m m.dgt test.csv -o m.dgt", "-o m.dgt is the same file as the model -m m.dgt: ",
+         input},
+        {"predict -m m.dgt test.csv -o out.csv --probs out.csv",
+         "--probs out.csv is the same file as -o out.csv: ", outputs},
+        {"predict -m m.dgt test.csv -o ./out.csv --probs sub/../out.csv",
+         "--probs sub/../out.csv is the same file as -o ./out.csv: ", outputs},
+        {"train train.csv --epochs 1 -o train.csv", "-o train.csv is the same file as the TRAIN "
+                                                    "file train.csv: ", input},
+        {"train train.csv --epochs 1 -o m2.dgt --log train.csv",
+         "--log train.csv is the same file as the TRAIN file train.csv: ", input},
+        {"train train.csv --epochs 1 -o m2.dgt --checkpoint m2.dgt",
+         "--checkpoint m2.dgt is the same file as -o m2.dgt: ", outputs},
+        {"train train.csv --epochs 1 -o m2.dgt --log m2.dgt.ckpt",
+         "--log m2.dgt.ckpt is the same file as the checkpoint m2.dgt.ckpt: ", outputs},
+        {"train train.csv --resume m.dgt.ckpt --log m.dgt.ckpt",
+         "--log m.dgt.ckpt is the same file as the checkpoint (--resume) m.dgt.ckpt: ", outputs},
+        {"train train.csv --resume m.dgt.ckpt -o train.csv",
+         "-o train.csv is the same file as the TRAIN file train.csv: ", input},
+        {"train train.csv --epochs 1 --ensemble 2 --log l.csv -o l.member2.csv",
+         "the member's log (--log) l.member2.csv is the same file as -o l.member2.csv: ",
+         outputs},
+        {"report -m m.dgt train.csv -o train.csv",
+         "-o train.csv is the same file as the LABELLED file train.csv: ", input},
+        {"report -m m.dgt train.csv -o m.dgt", "-o m.dgt is the same file as the model -m m.dgt: ",
+         input},
+        {"export -m m.dgt -o m.onnx", "-o m.onnx is the same file as the model -m m.dgt: ", input},
+        {"import m.safetensors -o m.safetensors",
+         "-o m.safetensors is the same file as the WEIGHTS file m.safetensors: ", input},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t before_size, after_size;
+        char *before = snapshot(&before_size);
+        int device = strncmp(cases[i].args, "export", 6) != 0 &&
+                     strncmp(cases[i].args, "import", 6) != 0;
+        int code = run("%s%s", cases[i].args, device ? " --device cpu" : "");
+        char *err = dg_test_slurp(err_path);
+        ck_assert_msg(code == 2, "%s: exit %d: %s", cases[i].args, code, err);
+        ck_assert_msg(strstr(err, cases[i].message) && strstr(err, cases[i].why),
+                      "%s: want \"%s%s\", got: %s", cases[i].args, cases[i].message,
+                      cases[i].why, err);
+        free(err);
+        char *after = snapshot(&after_size);
+        ck_assert_msg(before_size == after_size && memcmp(before, after, before_size) == 0,
+                      "%s: the directory changed", cases[i].args);
+        free(before);
+        free(after);
+        printf("ok   %s: exit 2, \"%s\"\n", cases[i].args, cases[i].message);
+    }
+    /* /dev/null and standard output are no files of the command's: allowed */
+    ck_assert_int_eq(run("predict -m m.dgt test.csv -o /dev/null --probs /dev/null --device cpu"),
+                     0);
+    ck_assert_int_eq(run("predict -m m.dgt test.csv --probs /dev/null --device cpu"), 0);
+    dg_test_expect_in(out_path, "ImageId,Label\n1,");
+}
+END_TEST
+
 START_TEST(cuda_device_without_gpu_fails_cleanly)
 {
     char reason[256];
@@ -282,6 +411,7 @@ int main(void)
     tcase_add_test(tc, train_predict_eval_on_the_sample);
     tcase_add_test(tc, usage_errors_exit_2);
     tcase_add_test(tc, bad_inputs_leave_no_output);
+    tcase_add_test(tc, an_output_is_never_an_input);
     tcase_add_test(tc, cuda_device_without_gpu_fails_cleanly);
     suite_add_tcase(suite, tc);
     return dg_test_run_suite(suite);

@@ -61,4 +61,24 @@ int dg_cli_cuda_device_count(char *reason, size_t reason_size);
 /* Parses "--math" values. */
 int dg_cli_parse_math(const char *command, const char *text, enum dg_cuda_math *math);
 
+/* A file a command reads (output 0) or writes (output 1), for dg_cli_check_outputs. */
+struct dg_cli_file {
+    const char *path; /* NULL: not given (skipped) */
+    const char *what; /* how the message names it: "-o", "--probs", "the TEST file", ... */
+    int output;
+};
+
+/* An output may not be an input or another output. Called once the command knows every file
+ * it will read and write, before any work: refuses (a usage message naming both paths, exit
+ * code 2 returned) when an output is the same file as an input, or as another output. An
+ * existing file is compared by device and inode (so symlinks, hard links and any spelling of
+ * the path count as the same file); an output that does not exist yet by the real path of its
+ * directory and its name. "-" (stdout, stdin) and existing files that are not regular files
+ * (/dev/null, /dev/stdout, a FIFO: written in place, never replaced) are not compared.
+ * Returns 0 when the files are fine (1 when out of memory, said on stderr). */
+int dg_cli_check_outputs(const char *command, const struct dg_cli_file *files, size_t count);
+
+/* 1 when paths a and b name the same file by the rule of dg_cli_check_outputs. */
+int dg_cli_same_file(const char *a, const char *b);
+
 #endif

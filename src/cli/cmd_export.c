@@ -96,6 +96,13 @@ int dg_cmd_export(int argc, char **argv)
                                   "cannot tell the format of '%s': the output's name "
                                   "must end in .onnx or .safetensors",
                                   output);
+    struct dg_cli_file files[DG_MAX_MEMBERS + 1];
+    files[0] = (struct dg_cli_file){output, "-o", 1};
+    for (int f = 0; f < model_path_count; f++)
+        files[f + 1] = (struct dg_cli_file){model_paths[f], "the model -m", 0};
+    int code = dg_cli_check_outputs("export", files, (size_t)model_path_count + 1);
+    if (code)
+        return code;
 
     /* the model file holds at most 1 MiB of settings; several -m add a line each */
     size_t settings_size = ((size_t)1 << 20) + 1, extra = 0;

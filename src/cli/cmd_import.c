@@ -66,6 +66,10 @@ int dg_cmd_import(int argc, char **argv)
     if (!output)
         return dg_cli_usage_error("import", "missing -o FILE (the model file to write)");
     const char *input = argv[optind];
+    const struct dg_cli_file files[2] = {{output, "-o", 1}, {input, "the WEIGHTS file", 0}};
+    int code = dg_cli_check_outputs("import", files, 2);
+    if (code)
+        return code;
 
     struct dg_model *members = calloc(DG_MAX_MEMBERS, sizeof *members);
     if (!members)

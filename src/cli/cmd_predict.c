@@ -54,6 +54,12 @@ static const char *usage_text =
     "      --device D       auto, cpu, cuda or cuda:N (auto)\n"
     "  -h, --help           this text\n";
 
+/* -o, --probs and the picture mode's options. */
+struct picture_options {
+    const char *output, *probs_path;
+    int json, show;
+};
+
 /* Writes the submission (probs = 0) or the probabilities (probs = 1) into an open output. */
 static enum dg_status write_csv(struct dg_atomic_file *file, const struct dg_scoring *s,
                                 int probs)
@@ -105,6 +111,27 @@ static enum dg_status write_outputs(const char *output, const char *probs_path,
         return dg_error_prefix(status, "%s was written, but the probabilities were not",
                                strcmp(output, "-") == 0 ? "the submission (stdout)" : output);
     return DG_OK;
+}
+
+/* Refuses -o or --probs naming an input (a -m file, --labels, one of `inputs`) or each other,
+ * before anything is read; 0, or the exit code. */
+static int check_outputs(const struct dg_scoring_args *args, char *const *inputs, size_t count,
+                         const char *what, const struct picture_options *opt)
+{
+    size_t n = 0, size = (size_t)args->model_path_count + count + 3;
+    struct dg_cli_file *files = calloc(size, sizeof *files);
+    if (!files)
+        return dg_cli_fail(dg_error(DG_ERR_NOMEM, "out of memory"));
+    files[n++] = (struct dg_cli_file){opt->output, "-o", 1};
+    files[n++] = (struct dg_cli_file){opt->probs_path, "--probs", 1};
+    for (int m = 0; m < args->model_path_count; m++)
+        files[n++] = (struct dg_cli_file){args->model_paths[m], "the model -m", 0};
+    files[n++] = (struct dg_cli_file){args->labels_path, "--labels", 0};
+    for (size_t i = 0; i < count; i++)
+        files[n++] = (struct dg_cli_file){inputs[i], what, 0};
+    int code = dg_cli_check_outputs("predict", files, n);
+    free(files);
+    return code;
 }
 
 /* ---- picture mode ---- */
@@ -457,11 +484,6 @@ static enum dg_status collect(struct picture_set *set, int argc, char **argv)
     return status;
 }
 
-struct picture_options {
-    const char *output, *probs_path;
-    int json, show;
-};
-
 /* Picture mode: prepare, score what could be prepared, write; exit 2 (or 1) when any picture
  * or directory failed, after writing the others' results. */
 static int predict_pictures(int argc, char **argv, const struct dg_scoring_args *args,
@@ -473,8 +495,15 @@ static int predict_pictures(int argc, char **argv, const struct dg_scoring_args 
     memset(&set, 0, sizeof set);
     memset(&scoring, 0, sizeof scoring);
     enum dg_status status = collect(&set, argc, argv);
-    if (status == DG_OK)
+    if (status == DG_OK) {
+        /* the pictures are known (directories listed): no output may be one of them */
+        int code = check_outputs(args, set.paths, set.count, "the picture", opt);
+        if (code) {
+            set_free(&set);
+            return code;
+        }
         status = prepare_all(&set);
+    }
     size_t good = 0;
     for (size_t i = 0; status == DG_OK && i < set.count; i++)
         good += !set.failed[i];
@@ -578,6 +607,8 @@ int dg_cmd_predict(int argc, char **argv)
     if (code)
         return code;
     const char *output = popt.output, *probs_path = popt.probs_path;
+    if ((code = check_outputs(&args, argv + optind, 1, "the TEST file", &popt)) != 0)
+        return code;
     struct dg_scoring scoring;
     enum dg_status status =
         dg_scoring_run(&scoring, &args, argv[optind]);

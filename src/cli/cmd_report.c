@@ -152,6 +152,18 @@ int dg_cmd_report(int argc, char **argv)
     if (code)
         return code;
     const char *data_path = argv[optind];
+    {
+        /* the page may not replace an input */
+        struct dg_cli_file files[DG_MAX_MEMBERS + 3];
+        size_t n = 0;
+        files[n++] = (struct dg_cli_file){output, "-o", 1};
+        files[n++] = (struct dg_cli_file){data_path, "the LABELLED file", 0};
+        files[n++] = (struct dg_cli_file){args.labels_path, "--labels", 0};
+        for (int m = 0; m < args.model_path_count; m++)
+            files[n++] = (struct dg_cli_file){args.model_paths[m], "the model -m", 0};
+        if ((code = dg_cli_check_outputs("report", files, n)) != 0)
+            return code;
+    }
     struct dg_report_model models[DG_MAX_MEMBERS];
     memset(models, 0, sizeof models);
     struct dg_scoring scoring;

@@ -259,6 +259,41 @@ static void member_log_path(const char *log_path, int member, char *out, size_t 
         snprintf(out, size, "%s.member%d", log_path, member);
 }
 
+/* Refuses an output (the model file, the checkpoint, the log or the members' logs) that is an
+ * input (TRAIN, --labels, --resume) or another output; 0, or the exit code. The checkpoint
+ * being resumed may be the checkpoint written: it is continued in place. */
+static int check_outputs(const char *train_path, const char *labels, const char *resume_path,
+                         const char *output, int output_given, const char *checkpoint_path,
+                         int checkpoint_given, const char *log_path, int ensemble)
+{
+    struct dg_cli_file files[DG_MAX_MEMBERS + 8];
+    char (*member_logs)[4200] = NULL;
+    size_t n = 0;
+    files[n++] = (struct dg_cli_file){output, output_given ? "-o" : "the model file", 1};
+    files[n++] = (struct dg_cli_file){checkpoint_path,
+                                      checkpoint_given ? "--checkpoint"
+                                      : checkpoint_path == resume_path
+                                          ? "the checkpoint (--resume)"
+                                          : "the checkpoint",
+                                      1};
+    if (log_path && ensemble > 1) {
+        if (!(member_logs = calloc((size_t)ensemble, sizeof *member_logs)))
+            return dg_cli_fail(dg_error(DG_ERR_NOMEM, "out of memory"));
+        for (int m = 0; m < ensemble && m < DG_MAX_MEMBERS; m++) {
+            member_log_path(log_path, m + 1, member_logs[m], sizeof member_logs[m]);
+            files[n++] = (struct dg_cli_file){member_logs[m], "the member's log (--log)", 1};
+        }
+    } else
+        files[n++] = (struct dg_cli_file){log_path, "--log", 1};
+    files[n++] = (struct dg_cli_file){train_path, "the TRAIN file", 0};
+    files[n++] = (struct dg_cli_file){labels, "--labels", 0};
+    if (resume_path && !(checkpoint_path && dg_cli_same_file(resume_path, checkpoint_path)))
+        files[n++] = (struct dg_cli_file){resume_path, "--resume", 0};
+    int code = dg_cli_check_outputs("train", files, n);
+    free(member_logs);
+    return code;
+}
+
 /* How an ensemble's members are trained in this process (or MPI rank): `workers` members at a
  * time, each on its own backend and host thread; 1 means one after another on the command's
  * backend, as before. */
@@ -746,6 +781,7 @@ int dg_cmd_train(int argc, char **argv)
     const char *output = "model.dgt", *labels = NULL, *log_path = NULL;
     const char *checkpoint_path = NULL, *resume_path = NULL;
     int no_checkpoint = 0, ensemble = 1, member_splits = 0, split_seed_given = 0;
+    int checkpoint_given = 0;
     int concurrent = 0; /* members at a time per device; 0: the default */
     const char *devices_text = NULL;
     char device_spec[32];
@@ -831,6 +867,7 @@ int dg_cmd_train(int argc, char **argv)
             break;
         case 'c':
             checkpoint_path = optarg;
+            checkpoint_given = 1;
             break;
         case 'C':
             no_checkpoint = 1;
@@ -972,6 +1009,14 @@ int dg_cmd_train(int argc, char **argv)
     }
     if (no_checkpoint)
         checkpoint_path = NULL;
+
+    /* No output may be an input or another output (before anything is written). */
+    if ((code = check_outputs(train_path, labels, resume_path, output, given & GIVEN_OUTPUT,
+                              checkpoint_path, checkpoint_given, log_path, ensemble)) != 0) {
+        reported = 1; /* said on stderr */
+        goto fail;
+    }
+    code = 1;
 
     /* Fail before training, not after, when the model or the checkpoint cannot be written. */
     if ((status = dg_atomic_open(&probe, output)) != DG_OK)

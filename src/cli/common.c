@@ -1,12 +1,16 @@
-/* Helpers shared by the commands: strict option parsing and backend selection. */
+/* Helpers shared by the commands: strict option parsing, backend selection, and the check that
+ * no output is an input or another output. */
+#define _XOPEN_SOURCE 700 /* realpath */
 #include "cli/cli.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 int dg_cli_parse_int(const char *command, const char *option, const char *text, long min,
                      long max, long *value)
@@ -121,4 +125,135 @@ int dg_cli_cuda_device_count(char *reason, size_t reason_size)
     if (count == 0)
         snprintf(reason, reason_size, "the driver reports no CUDA device");
     return count;
+}
+
+/* ---- an output may not be an input or another output ---- */
+
+/* What identifies a file for the check: an existing regular file by device and inode; an
+ * output that does not exist yet by its resolved path (the real path of its directory, then
+ * its name). Nothing else is compared (kind 0). */
+struct file_key {
+    int kind; /* 0: not compared, 1: dev/ino, 2: resolved path */
+    dev_t dev;
+    ino_t ino;
+    char *resolved; /* kind 2 (malloc) */
+};
+
+/* The resolved path of a file that does not exist (yet): realpath(its directory) "/" its name;
+ * the path as given when the directory cannot be resolved (the write will fail anyway). NULL
+ * when out of memory. */
+static char *resolve_new(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    const char *name = slash ? slash + 1 : path;
+    size_t dir_len = slash ? (size_t)(slash - path) : 0;
+    char *dir = malloc(dir_len + 2);
+    if (!dir)
+        return NULL;
+    if (!slash)
+        strcpy(dir, ".");
+    else if (dir_len == 0)
+        strcpy(dir, "/");
+    else {
+        memcpy(dir, path, dir_len);
+        dir[dir_len] = '\0';
+    }
+    char *real = realpath(dir, NULL);
+    free(dir);
+    if (!real)
+        return strdup(path);
+    size_t n = strlen(real);
+    char *resolved = malloc(n + strlen(name) + 2);
+    if (resolved)
+        sprintf(resolved, n > 0 && real[n - 1] == '/' ? "%s%s" : "%s/%s", real, name);
+    free(real);
+    return resolved;
+}
+
+/* 0, or -1 when out of memory. */
+static int make_key(const char *path, int output, struct file_key *key)
+{
+    memset(key, 0, sizeof *key);
+    if (!path || !path[0] || strcmp(path, "-") == 0)
+        return 0; /* not given, or standard input / output */
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        /* a device (/dev/null, /dev/stdout), a FIFO: written in place, never replaced; a
+         * directory is no output (dg_atomic_open refuses it) and no input file */
+        if (S_ISREG(st.st_mode)) {
+            key->kind = 1;
+            key->dev = st.st_dev;
+            key->ino = st.st_ino;
+        }
+        return 0;
+    }
+    size_t n = strlen(path);
+    if (!output || path[n - 1] == '/')
+        return 0; /* an input that is not there fails when it is read */
+    if (!(key->resolved = resolve_new(path)))
+        return -1;
+    key->kind = 2;
+    return 0;
+}
+
+static int same_key(const struct file_key *a, const struct file_key *b)
+{
+    if (a->kind == 0 || a->kind != b->kind)
+        return 0;
+    if (a->kind == 1)
+        return a->dev == b->dev && a->ino == b->ino;
+    return strcmp(a->resolved, b->resolved) == 0;
+}
+
+int dg_cli_same_file(const char *a, const char *b)
+{
+    struct file_key ka, kb;
+    if (make_key(a, 1, &ka) != 0)
+        return 0;
+    if (make_key(b, 1, &kb) != 0) {
+        free(ka.resolved);
+        return 0;
+    }
+    int same = same_key(&ka, &kb);
+    free(ka.resolved);
+    free(kb.resolved);
+    return same;
+}
+
+int dg_cli_check_outputs(const char *command, const struct dg_cli_file *files, size_t count)
+{
+    struct file_key *keys = calloc(count + 1, sizeof *keys);
+    int code = 0;
+    if (!keys) {
+        fprintf(stderr, "digits: %s: out of memory\n", command);
+        return 1;
+    }
+    for (size_t i = 0; i < count && code == 0; i++)
+        if (make_key(files[i].path, files[i].output, &keys[i]) != 0) {
+            fprintf(stderr, "digits: %s: out of memory\n", command);
+            code = 1;
+        }
+    /* each output against every input first, then against the outputs named before it */
+    for (size_t i = 0; i < count && code == 0; i++) {
+        if (!files[i].output || keys[i].kind == 0)
+            continue;
+        for (size_t j = 0; j < count && code == 0; j++)
+            if (!files[j].output && same_key(&keys[i], &keys[j]))
+                code = dg_cli_usage_error(command,
+                                          "%s %s is the same file as %s %s: an output may not "
+                                          "overwrite an input (nothing was written)",
+                                          files[i].what, files[i].path, files[j].what,
+                                          files[j].path);
+        for (size_t j = 0; j < i && code == 0; j++)
+            if (files[j].output && same_key(&keys[i], &keys[j]))
+                code = dg_cli_usage_error(command,
+                                          "%s %s is the same file as %s %s: two outputs may not "
+                                          "be one file (nothing was written)",
+                                          files[i].what, files[i].path, files[j].what,
+                                          files[j].path);
+    }
+    for (size_t i = 0; i < count; i++)
+        free(keys[i].resolved);
+    free(keys);
+    return code;
 }
