@@ -2,11 +2,13 @@
  * interlaced, 16-bit, alpha; JPEG grayscale and colour), the MNIST-style preparation with
  * exact expected images (crop, 20-pixel box, centre of mass at (14, 14), inversion, alpha),
  * the refusals (each exits 2 naming the file: not a picture, truncated PNG and JPEG, 0x0, blank,
- * an oversized header), directories (sorted, other files skipped, one bad file), the output
- * modes (lines, --probs, --json, --show), ensembles and --tta against CSV mode on the same
- * prepared images, and the acceptance test: real sample digits enlarged, inverted, moved,
- * coloured, saved as PNG and JPEG, classified as their 28x28 rows are (prediction against
- * prediction, at least 97%). The pictures are written here with libpng and libjpeg. */
+ * an oversized header), directories (sorted, other files skipped, one bad file; FIFOs and other
+ * entries that are not regular files skipped unopened; an output that is one of the pictures
+ * refused), the output modes (lines, --probs, --json, --show; --json's U+FFFD for names that
+ * are not UTF-8), ensembles and --tta against CSV mode on the same prepared images, and the
+ * acceptance test: real sample digits enlarged, inverted, moved, coloured, saved as PNG and
+ * JPEG, classified as their 28x28 rows are (prediction against prediction, at least 97%). The
+ * pictures are written here with libpng and libjpeg. */
 #define _POSIX_C_SOURCE 200809L
 #include <check.h>
 #include <math.h>
@@ -15,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -799,6 +802,118 @@ START_TEST(a_directory_scores_its_pictures)
 }
 END_TEST
 
+/* `digits ARGS` in dir under `timeout 20` (a command that would hang fails the test instead);
+ * stderr into err (512 bytes), stdout into dir/stdout; the exit code. */
+static int run_timeout(char *err, const char *args)
+{
+    char command[4096];
+    snprintf(err, 512, "%s/stderr", dir);
+    snprintf(command, sizeof command,
+             "cd '%s' && TMPDIR='%s' timeout 20 '%s' %s >'%s/stdout' 2>'%s'", dir, dir,
+             dg_test_bin(), args, dir, err);
+    int status = system(command);
+    ck_assert(WIFEXITED(status));
+    ck_assert_msg(WEXITSTATUS(status) != 124, "digits %s: still running after 20 s", args);
+    return WEXITSTATUS(status);
+}
+
+/* A directory's entries that are not regular files (a FIFO named b.png, a link to it) are
+ * skipped with a note and never opened (a FIFO would block forever); a link to a picture is
+ * scored. An output naming one of the directory's pictures is refused, the picture untouched. */
+START_TEST(a_directory_skips_what_is_not_a_regular_file)
+{
+    train_model("m.dgt", 200);
+    ck_assert_int_eq(mkdir(at("pics"), 0755), 0);
+    write_bar("pics/a.png");
+    write_bar("bar.png");
+    ck_assert_int_eq(symlink("../bar.png", at("pics/c.png")), 0);
+    ck_assert_int_eq(mkfifo(at("pics/b.png"), 0644), 0);
+    ck_assert_int_eq(symlink("b.png", at("pics/d.png")), 0);
+    char err[512];
+    int code = run_timeout(err, "predict -m m.dgt pics --device cpu");
+    char *text = dg_test_slurp(err);
+    ck_assert_msg(code == 0, "exit %d: %s", code, text);
+    free(text);
+    char *out = dg_test_slurp(at("stdout"));
+    ck_assert_ptr_nonnull(strstr(out, "pics/a.png: "));
+    ck_assert_ptr_nonnull(strstr(out, "pics/c.png: "));
+    ck_assert_ptr_null(strstr(out, "b.png"));
+    ck_assert_ptr_null(strstr(out, "d.png"));
+    free(out);
+    dg_test_expect_in(err, "pics/b.png: skipped (a FIFO, not a regular file)");
+    dg_test_expect_in(err, "pics/d.png: skipped (a FIFO, not a regular file)");
+    /* -o one of the pictures: refused before anything is read or written */
+    char *before = dg_test_slurp(at("pics/a.png"));
+    long size = file_size(at("pics/a.png"));
+    struct stat st0, st1;
+    ck_assert_int_eq(stat(at("pics/a.png"), &st0), 0);
+    code = run_timeout(err, "predict -m m.dgt pics -o pics/a.png --device cpu");
+    text = dg_test_slurp(err);
+    ck_assert_msg(code == 2, "exit %d: %s", code, text);
+    free(text);
+    dg_test_expect_in(err, "-o pics/a.png is the same file as the picture pics/a.png: an output "
+                           "may not overwrite an input (nothing was written)");
+    ck_assert_int_eq(run_timeout(err, "predict -m m.dgt pics/../pics -o out.txt --probs "
+                                      "bar.png --device cpu"),
+                     2);
+    dg_test_expect_in(err, "--probs bar.png is the same file as the picture pics/../pics/c.png");
+    char *after = dg_test_slurp(at("pics/a.png"));
+    ck_assert_int_eq(file_size(at("pics/a.png")), size);
+    ck_assert(memcmp(before, after, (size_t)size) == 0);
+    ck_assert_int_eq(stat(at("pics/a.png"), &st1), 0);
+    ck_assert(st0.st_mtim.tv_sec == st1.st_mtim.tv_sec &&
+              st0.st_mtim.tv_nsec == st1.st_mtim.tv_nsec);
+    ck_assert(access(at("out.txt"), F_OK) != 0);
+    free(before);
+    free(after);
+}
+END_TEST
+
+/* 1 when the n bytes are well-formed UTF-8 (Unicode table 3-7). */
+static int valid_utf8(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        size_t len = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3
+                                 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+        if (len == 0 || i + len > n)
+            return 0;
+        unsigned lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80;
+        unsigned hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
+        for (size_t k = 1; k < len; k++)
+            if (s[i + k] < (k == 1 ? lo : 0x80) || s[i + k] > (k == 1 ? hi : 0xbf))
+                return 0;
+        i += len;
+    }
+    return 1;
+}
+
+/* --json with file names that are not UTF-8: each ill-formed sequence becomes U+FFFD, valid
+ * UTF-8 stays as it is, and the output is valid UTF-8. */
+START_TEST(json_cleans_names_that_are_not_utf8)
+{
+    train_model("m.dgt", 200);
+    ck_assert_int_eq(mkdir(at("names"), 0755), 0);
+    write_bar("names/\xff.png");                /* a Latin-1 byte alone */
+    write_bar("names/caf\xc3\xa9.png");         /* UTF-8 */
+    write_bar("names/x\xe2\x82.png");           /* a truncated 3-byte sequence: one U+FFFD */
+    write_bar("names/y\xed\xa0\x80.png");       /* a surrogate: not UTF-8, three U+FFFD */
+    char err[512];
+    int code = run_timeout(err, "predict -m m.dgt names --json -o r.json --device cpu");
+    char *text = dg_test_slurp(err);
+    ck_assert_msg(code == 0, "exit %d: %s", code, text);
+    free(text);
+    text = dg_test_slurp(at("r.json"));
+    ck_assert_msg(valid_utf8((const unsigned char *)text, strlen(text)), "not UTF-8: %s", text);
+    ck_assert_ptr_nonnull(strstr(text, "{\"file\": \"names/\xef\xbf\xbd.png\", "));
+    ck_assert_ptr_nonnull(strstr(text, "{\"file\": \"names/caf\xc3\xa9.png\", "));
+    ck_assert_ptr_nonnull(strstr(text, "{\"file\": \"names/x\xef\xbf\xbd.png\", "));
+    ck_assert_ptr_nonnull(
+        strstr(text, "{\"file\": \"names/y\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd.png\", "));
+    free(text);
+}
+END_TEST
+
 /* ---- output modes ---- */
 
 START_TEST(lines_probs_json_and_show)
@@ -1137,6 +1252,8 @@ int main(void)
     tcase_add_test(cli, bad_pictures_exit_2_naming_the_file);
     tcase_add_test(cli, a_csv_is_not_mixed_with_pictures);
     tcase_add_test(cli, a_directory_scores_its_pictures);
+    tcase_add_test(cli, a_directory_skips_what_is_not_a_regular_file);
+    tcase_add_test(cli, json_cleans_names_that_are_not_utf8);
     tcase_add_test(cli, lines_probs_json_and_show);
     tcase_add_test(cli, ensembles_and_tta_score_pictures_as_csv_rows);
     tcase_add_test(cli, sample_digits_as_pictures_agree_with_their_rows);

@@ -29,11 +29,12 @@ static const char *usage_text =
     "Pictures: PNG and JPEG files, told by their content (not their names): any size, bit\n"
     "depth, grayscale, colour or palette, transparency composited over white or black, dark\n"
     "ink on a light background or the reverse. A directory stands for its PNG and JPEG files,\n"
-    "sorted by name (not its subdirectories, nor hidden files; other files are skipped with a\n"
-    "note). Each picture is prepared as MNIST's digits were made: grayscale, inverted when the\n"
-    "ink is darker than the background (the median of the border), cropped to the ink (faint\n"
-    "noise ignored), its longer side scaled to 20 pixels, placed in 28x28 with its centre of\n"
-    "mass at the centre. One line per picture: FILE: LABEL (probability).\n"
+    "sorted by name (not its subdirectories, nor hidden files; other files, and entries that\n"
+    "are not regular files such as FIFOs, are skipped with a note). Each picture is prepared\n"
+    "as MNIST's digits were made: grayscale, inverted when the ink is darker than the\n"
+    "background (the median of the border), cropped to the ink (faint noise ignored), its\n"
+    "longer side scaled to 20 pixels, placed in 28x28 with its centre of mass at the centre.\n"
+    "One line per picture: FILE: LABEL (probability).\n"
     "A picture that cannot be used (not a PNG or JPEG, truncated or corrupt, empty, blank,\n"
     "over 100 megapixels or 65535 pixels a side) is named on stderr with the reason; the\n"
     "others are still scored and written, and the exit status is 2. A CSV or IDX file is\n"
@@ -45,7 +46,8 @@ static const char *usage_text =
     "      --probs FILE     also write the class probabilities: ImageId,p0..p9 (TEST) or\n"
     "                       File,p0..p9 (pictures); - is standard output\n"
     "      --json           pictures: write a JSON array of {\"file\", \"label\",\n"
-    "                       \"probability\", \"probabilities\": [p0..p9]} instead of lines\n"
+    "                       \"probability\", \"probabilities\": [p0..p9]} instead of lines;\n"
+    "                       bytes of a file name that are not UTF-8 become U+FFFD there\n"
     "      --show           pictures: print each prepared 28x28 image as text on stderr,\n"
     "                       as the network saw it\n"
     "      --labels FILE    IDX label file (accepted for symmetry, ignored; not with pictures)\n"
@@ -268,8 +270,9 @@ static char **list_dir(const char *dir, size_t *count)
     return names;
 }
 
-/* Adds the pictures of `dir` (see classify; subdirectories skipped, other files skipped with a
- * note on stderr); a directory without any is a failure. */
+/* Adds the pictures of `dir` (see classify; subdirectories and dangling links skipped, other
+ * files skipped with a note on stderr, entries that are not regular files, or links to one,
+ * too, without being opened); a directory without any is a failure. */
 static enum dg_status add_dir(struct picture_set *set, const char *dir)
 {
     size_t n = 0, added = 0;
@@ -286,6 +289,14 @@ static enum dg_status add_dir(struct picture_set *set, const char *dir)
             status = dg_error(DG_ERR_NOMEM, "out of memory");
         else if (stat(path, &st) != 0 || S_ISDIR(st.st_mode))
             ; /* not recursive; a dangling link is not a picture either */
+        else if (!S_ISREG(st.st_mode))
+            /* a FIFO, a device, a socket (or a link to one): never opened, a FIFO would
+             * block the command forever */
+            fprintf(stderr, "digits: predict: %s: skipped (%s, not a regular file)\n", path,
+                    S_ISFIFO(st.st_mode)                          ? "a FIFO"
+                    : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device"
+                    : S_ISSOCK(st.st_mode)                        ? "a socket"
+                                                                  : "not a file");
         else if (classify(path) == OPERAND_PICTURE) {
             status = set_add(set, path);
             added++;
@@ -349,18 +360,59 @@ static enum dg_status good_dataset(const struct picture_set *set, size_t good,
     return DG_OK;
 }
 
-/* `text` as a JSON string (quotes, backslashes and control characters escaped; other bytes,
- * UTF-8 included, as they are). */
+/* The length of the well-formed UTF-8 sequence at p (1..4, Unicode's table 3-7: no overlong
+ * forms, surrogates or code points above U+10FFFF), or 0 when it is not one; *bad is then the
+ * length of its maximal subpart (1..3), the bytes one U+FFFD replaces. */
+static size_t utf8_sequence(const unsigned char *p, size_t *bad)
+{
+    unsigned char c = p[0], lo = 0x80, hi = 0xbf;
+    size_t n;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        lo = c == 0xe0 ? 0xa0 : 0x80;
+        hi = c == 0xed ? 0x9f : 0xbf;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        lo = c == 0xf0 ? 0x90 : 0x80;
+        hi = c == 0xf4 ? 0x8f : 0xbf;
+    } else {
+        *bad = 1;
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        /* the string's NUL is below 0x80: it ends a truncated sequence */
+        if (p[i] < (i == 1 ? lo : 0x80) || p[i] > (i == 1 ? hi : 0xbf)) {
+            *bad = i;
+            return 0;
+        }
+    }
+    return n;
+}
+
+/* `text` as a JSON string: quotes, backslashes and control characters escaped; valid UTF-8 as
+ * it is; each ill-formed sequence (a file name's raw bytes, not UTF-8) replaced by U+FFFD (its
+ * maximal subpart, as Unicode recommends), so the output is always valid JSON. */
 static void json_string(FILE *fp, const char *text)
 {
     fputc('"', fp);
-    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+    for (const unsigned char *p = (const unsigned char *)text; *p;) {
+        size_t bad = 0, n = utf8_sequence(p, &bad);
+        if (n == 0) {
+            fputs("\xef\xbf\xbd", fp);
+            p += bad;
+            continue;
+        }
         if (*p == '"' || *p == '\\')
             fprintf(fp, "\\%c", *p);
         else if (*p < 0x20)
             fprintf(fp, "\\u%04x", *p);
         else
-            fputc(*p, fp);
+            fwrite(p, 1, n, fp);
+        p += n;
     }
     fputc('"', fp);
 }
