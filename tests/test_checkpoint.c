@@ -411,12 +411,15 @@ START_TEST(refuses_non_finite_state_and_out_of_range_settings)
         {"\nbatch=32\n", "\nbatch=0\n",
          "r.ckpt: corrupted checkpoint file (batch=0: --batch expects an integer in 1..65536)"},
         {"\nlr=", "\nlr=1e9\nold_lr=",
-         "r.ckpt: corrupted checkpoint file (lr=1e+09: --lr expects a number in [1e-12, "
+         "r.ckpt: corrupted checkpoint file (lr=1e9: --lr expects a number in [1e-12, "
          "1e+06])"},
         {"\nlr=", "\nlr=nan\nold_lr=", "r.ckpt: corrupted checkpoint file (lr=nan: --lr"},
         {"\nval_split=", "\nval_split=0.995\nold_val_split=",
-         "r.ckpt: corrupted checkpoint file (val_split=0.995000005: --val-split expects a "
-         "number in [0, 0.99])"},
+         "r.ckpt: corrupted checkpoint file (val_split=0.995: --val-split expects a number "
+         "in [0, 0.99])"},
+        {"\nearly_stop=0\n", "\nearly_stop=100001\n",
+         "r.ckpt: corrupted checkpoint file (early_stop=100001: --early-stop expects an "
+         "integer in 1..100000)"},
         {"\nrho=", "\nrho=inf\nold_rho=", "r.ckpt: corrupted checkpoint file (bad settings)"},
         {"\nstate_lr=", "\nstate_lr=nan\nold_state_lr=",
          "r.ckpt: corrupted checkpoint file (bad state)"},

@@ -604,6 +604,15 @@ START_TEST(import_refuses_non_finite_weights)
     st_poison("e.safetensors", "e_nan.safetensors", "members.1.conv2.bias", 3, NAN);
     expect_refused("e_nan.safetensors",
                    "non-finite value in the weights: members.1.conv2.bias[3] is NaN");
+    /* and the settings it carries, against the CLI's ranges */
+    struct st_file f = st_read("m.safetensors");
+    char *h = replace(f.header, "\\nepochs=1\\n", "\\nepochs=2000000000\\n");
+    st_write(&f, "epochs.safetensors", h);
+    free(h);
+    st_free(&f);
+    expect_refused("epochs.safetensors",
+                   "corrupted safetensors file (epochs=2000000000: --epochs expects an integer "
+                   "in 1..100000)");
 }
 END_TEST
 

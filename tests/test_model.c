@@ -378,6 +378,48 @@ START_TEST(refuses_non_finite_parameters)
 }
 END_TEST
 
+/* A model whose settings text declares a value the CLI would refuse (written by the library's
+ * writer, so the CRC is valid): the reader refuses it with the CLI's range message; a setting
+ * the CLI has no option for, or early_stop=0 (never), is taken. Before, every such file
+ * loaded. */
+START_TEST(refuses_settings_beyond_the_cli_ranges)
+{
+    static const struct {
+        const char *settings, *want;
+    } cases[] = {
+        {"epochs=2000000000\n", "(epochs=2000000000: --epochs expects an integer in 1..100000)"},
+        {"seed=1\nbatch=2000000000\n",
+         "(batch=2000000000: --batch expects an integer in 1..65536)"},
+        {"batch=0\n", "(batch=0: --batch expects an integer in 1..65536)"},
+        {"lr=nan\n", "(lr=nan: --lr expects a number in [1e-12, 1e+06])"},
+        {"val_split=2\n", "(val_split=2: --val-split expects a number in [0, 0.99])"},
+        {"epochs=12x\n", "(epochs=12x: --epochs expects an integer in 1..100000)"},
+        {"early_stop=-1\n", "(early_stop=-1: --early-stop expects an integer in 1..100000)"},
+    };
+    make_tmpdir();
+    struct dg_model model, loaded;
+    build_reference(&model);
+    dg_model_init_glorot(&model, 3);
+    const char *path = path_in_tmp("s.dgt");
+    char want[768];
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        ck_assert_int_eq(dg_model_save(path, &model, cases[c].settings), DG_OK);
+        ck_assert_int_eq(dg_model_load(path, &loaded, NULL, 0), DG_ERR_INPUT);
+        snprintf(want, sizeof want, "%s: corrupted model file %s", path, cases[c].want);
+        ck_assert_str_eq(dg_error_message(), want);
+    }
+    ck_assert_int_eq(dg_model_save(path, &model,
+                                   "epochs=100000\nbatch=65536\nlr=1e-12\nval_split=0.99\n"
+                                   "early_stop=0\nrows=99999999999\n"),
+                     DG_OK);
+    ck_assert_int_eq(dg_model_load(path, &loaded, NULL, 0), DG_OK);
+    dg_model_free(&loaded);
+    dg_model_free(&model);
+    unlink(path);
+    rmdir(tmpdir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("model");
@@ -394,6 +436,7 @@ int main(void)
     tcase_add_test(tc, refuses_trailing_bytes);
     tcase_add_test(tc, refuses_other_architecture);
     tcase_add_loop_test(tc, refuses_non_finite_parameters, 0, 3);
+    tcase_add_test(tc, refuses_settings_beyond_the_cli_ranges);
     tcase_add_test(tc, missing_file_is_io_error);
     tcase_add_test(tc, save_into_missing_directory_fails_cleanly);
     suite_add_tcase(suite, tc);

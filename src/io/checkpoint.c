@@ -184,28 +184,6 @@ static void get_string(struct reader *r, const char *key, char *out, size_t size
     out[n] = '\0';
 }
 
-/* A setting the CLI bounds: refused with the CLI's own range message (src/cli/common.c). */
-static void int_range(struct reader *r, const char *key, const char *option, int value, long min,
-                      long max)
-{
-    if (r->status == DG_OK && (value < min || value > max))
-        r->status = dg_error(DG_ERR_INPUT,
-                             "%s: corrupted checkpoint file (%s=%d: %s expects an integer in "
-                             "%ld..%ld)",
-                             r->path, key, value, option, min, max);
-}
-
-static void float_range(struct reader *r, const char *key, const char *option, float value,
-                        double min, double max)
-{
-    /* the CLI checks the double it parsed and keeps it as a float: compare as floats */
-    if (r->status == DG_OK && !(value >= (float)min && value <= (float)max))
-        r->status = dg_error(DG_ERR_INPUT,
-                             "%s: corrupted checkpoint file (%s=%.9g: %s expects a number in "
-                             "[%g, %g])",
-                             r->path, key, (double)value, option, min, max);
-}
-
 static void read_history(struct reader *r, struct dg_train_state *s)
 {
     if (r->status != DG_OK)
@@ -289,6 +267,9 @@ enum dg_status dg_checkpoint_load(const char *path, struct dg_model *model,
     memcpy(text, p + 16, text_len);
     text[text_len] = '\0';
 
+    /* the CLI's ranges first, before anything is sized by them */
+    if ((status = dg_io_check_setting_ranges(path, "checkpoint", text)) != DG_OK)
+        goto done;
     struct reader r = {path, text, DG_OK};
     struct dg_train_options *o = &ck->options;
     dg_train_options_default(o);
@@ -316,14 +297,6 @@ enum dg_status dg_checkpoint_load(const char *path, struct dg_model *model,
     o->patience = get_int(&r, "patience");
     o->save_best = get_int(&r, "save_best");
     o->early_stop = get_int(&r, "early_stop");
-    int_range(&r, "epochs", "--epochs", o->epochs, DG_TRAIN_EPOCHS_MIN, DG_TRAIN_EPOCHS_MAX);
-    int_range(&r, "batch", "--batch", o->batch, DG_TRAIN_BATCH_MIN, DG_TRAIN_BATCH_MAX);
-    float_range(&r, "lr", "--lr", o->lr, DG_TRAIN_LR_MIN, DG_TRAIN_LR_MAX);
-    float_range(&r, "val_split", "--val-split", o->val_split, DG_TRAIN_VAL_SPLIT_MIN,
-                DG_TRAIN_VAL_SPLIT_MAX);
-    if (o->early_stop != 0)
-        int_range(&r, "early_stop", "--early-stop", o->early_stop, DG_TRAIN_EARLY_STOP_MIN,
-                  DG_TRAIN_EARLY_STOP_MAX);
     /* the settings without an option: finite, and the signs the recipe needs */
     if (r.status == DG_OK &&
         (!isfinite(o->rho) || !isfinite(o->eps) || !isfinite(o->rotation_deg) ||

@@ -76,6 +76,13 @@ enum dg_status dg_io_write_atomic(const char *path, const void *data, size_t siz
 /* 1..DG_MAX_MEMBERS members of one size, or an error naming path. */
 enum dg_status dg_io_check_members(const char *path, const struct dg_model *members, int count);
 
+/* The settings `text` ("key=value" lines) of a KIND file against the CLI's ranges for the
+ * settings it has an option for (epochs, batch, lr, val_split, a nonzero early_stop; the
+ * DG_TRAIN_* bounds of digits/train.h): DG_OK when each is absent or in range, otherwise
+ * DG_ERR_INPUT "PATH: corrupted KIND file (epochs=2000000000: --epochs expects an integer in
+ * 1..100000)", the CLI's own words. */
+enum dg_status dg_io_check_setting_ranges(const char *path, const char *kind, const char *text);
+
 /* Reads all of `path` (at most 2 GiB) into a malloc'ed buffer; `kind` names the file in
  * messages ("model", "checkpoint"). */
 enum dg_status dg_io_read_whole(const char *path, const char *kind, unsigned char **data,

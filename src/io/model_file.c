@@ -4,11 +4,13 @@
 #include "digits/io.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
 
+#include "digits/train.h"
 #include "io/export.h"
 #include "io/io_internal.h"
 
@@ -127,6 +129,54 @@ enum dg_status dg_model_save(const char *path, const struct dg_model *model, con
     return dg_ensemble_save(path, model, 1, settings);
 }
 
+enum dg_status dg_io_check_setting_ranges(const char *path, const char *kind, const char *text)
+{
+    static const struct {
+        const char *key, *option;
+        int integer, zero_means_never;
+        double min, max;
+    } bounds[] = {
+        {"epochs", "--epochs", 1, 0, DG_TRAIN_EPOCHS_MIN, DG_TRAIN_EPOCHS_MAX},
+        {"batch", "--batch", 1, 0, DG_TRAIN_BATCH_MIN, DG_TRAIN_BATCH_MAX},
+        {"lr", "--lr", 0, 0, DG_TRAIN_LR_MIN, DG_TRAIN_LR_MAX},
+        {"val_split", "--val-split", 0, 0, DG_TRAIN_VAL_SPLIT_MIN, DG_TRAIN_VAL_SPLIT_MAX},
+        {"early_stop", "--early-stop", 1, 1, DG_TRAIN_EARLY_STOP_MIN, DG_TRAIN_EARLY_STOP_MAX},
+    };
+    for (size_t b = 0; b < sizeof bounds / sizeof bounds[0]; b++) {
+        const char *v = dg_settings_value(text, bounds[b].key);
+        if (!v)
+            continue;
+        size_t len = strcspn(v, "\n");
+        char *end = NULL;
+        int ok;
+        errno = 0;
+        if (bounds[b].integer) {
+            long x = strtol(v, &end, 10);
+            ok = !errno && end != v && end == v + len &&
+                 ((x >= (long)bounds[b].min && x <= (long)bounds[b].max) ||
+                  (bounds[b].zero_means_never && x == 0));
+        } else {
+            /* the CLI checks the double it parsed and keeps a float: compare as floats */
+            float x = strtof(v, &end);
+            ok = end != v && end == v + len && isfinite(x) && x >= (float)bounds[b].min &&
+                 x <= (float)bounds[b].max;
+        }
+        if (ok)
+            continue;
+        int shown = len > 40 ? 40 : (int)len;
+        if (bounds[b].integer)
+            return dg_error(DG_ERR_INPUT,
+                            "%s: corrupted %s file (%s=%.*s: %s expects an integer in %ld..%ld)",
+                            path, kind, bounds[b].key, shown, v, bounds[b].option,
+                            (long)bounds[b].min, (long)bounds[b].max);
+        return dg_error(DG_ERR_INPUT,
+                        "%s: corrupted %s file (%s=%.*s: %s expects a number in [%g, %g])", path,
+                        kind, bounds[b].key, shown, v, bounds[b].option, bounds[b].min,
+                        bounds[b].max);
+    }
+    return DG_OK;
+}
+
 /* Reads a model (version 1) or ensemble (version 2) file into members[0..*count). */
 static enum dg_status load_members(const char *path, struct dg_model *members, int max_members,
                                    int one_model, int *count, char *settings,
@@ -206,6 +256,17 @@ static enum dg_status load_members(const char *path, struct dg_model *members, i
                               path, member_count, DG_MAX_MEMBERS, DG_MAX_MEMBERS - max_members);
         goto done;
     }
+    char *text = malloc((size_t)settings_len + 1);
+    if (!text) {
+        status = dg_error(DG_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    memcpy(text, p + counts, settings_len);
+    text[settings_len] = '\0';
+    status = dg_io_check_setting_ranges(path, "model", text);
+    free(text);
+    if (status != DG_OK)
+        goto done;
     const unsigned char *params = p + counts + settings_len;
     for (uint32_t m = 0; m < member_count; m++) {
         struct dg_model *model = &members[m];

@@ -589,7 +589,9 @@ enum dg_status dg_import_safetensors_ensemble(const char *path, struct dg_model 
     uint64_t data_size = size - 8 - header_length;
     if ((status = check_tensors(path, &root, tensors, tensor_count, count, prefixed, data_size,
                                 found)) != DG_OK ||
-        (status = check_metadata(path, &root, &members[0], count, settings)) != DG_OK)
+        (status = check_metadata(path, &root, &members[0], count, settings)) != DG_OK ||
+        (settings && *settings &&
+         (status = dg_io_check_setting_ranges(path, "safetensors", *settings)) != DG_OK))
         goto fail;
     for (int m = 0; m < count; m++)
         for (int t = 0; t < tensor_count; t++) {
