@@ -67,6 +67,10 @@ struct dg_emu_stats {
 };
 void dg_emu_get_stats(struct dg_emu_stats *out);
 
+/* Counts one event into those counters (launch.c reports, runtime.c keeps them). */
+enum dg_emu_event { DG_EMU_LAUNCHED, DG_EMU_RACE, DG_EMU_BARRIER_ERROR };
+void dg_emu_count(enum dg_emu_event event);
+
 #ifdef __cplusplus
 }
 #endif

@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,8 +30,6 @@
 #define EMU_SHARED_LIMIT (48 * 1024)
 #define EMU_STACK_BYTES (128 * 1024)
 #define EMU_MAX_SHARED_VARS 32
-
-void dg_emu_count(int which);
 
 /* The builtin variables of the running CUDA thread (cuda_lang.h maps threadIdx etc. here). */
 __thread uint3 dg_emu_thread_idx;
@@ -69,7 +68,6 @@ struct context {
 struct fiber {
     struct context context;
     enum fiber_state state;
-    unsigned tid;
 };
 
 struct scheduler {
@@ -106,11 +104,16 @@ static void context_switch(struct context *save, struct context *load)
 #endif
 }
 
-static void set_error(const char *fmt, const char *a, unsigned b, unsigned c)
+/* Records the launch's first barrier or shared-memory error. */
+static void set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void set_error(const char *fmt, ...)
 {
     if (S.error[0])
         return;
-    snprintf(S.error, sizeof S.error, fmt, a, b, c);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(S.error, sizeof S.error, fmt, ap);
+    va_end(ap);
 }
 
 /* ---- faults ---- */
@@ -205,10 +208,9 @@ void dg_emu_shared_use(void *address, size_t bytes)
     if (S.shared_count < EMU_MAX_SHARED_VARS)
         S.shared_vars[S.shared_count++] = address;
     S.shared_bytes += bytes;
-    if (S.shared_bytes > EMU_SHARED_LIMIT && !S.error[0])
-        snprintf(S.error, sizeof S.error,
-                 "kernel %s: %zu bytes of __shared__ memory per block (limit 49152)", S.kernel,
-                 S.shared_bytes);
+    if (S.shared_bytes > EMU_SHARED_LIMIT)
+        set_error("kernel %s: %zu bytes of __shared__ memory per block (limit 49152)", S.kernel,
+                  S.shared_bytes);
     memset(address, 0xff, bytes);
 }
 
@@ -226,7 +228,6 @@ static void fiber_start(unsigned tid)
     struct fiber *f = &S.fibers[tid];
     char *stack = S.stacks + (size_t)tid * S.stack_stride + (S.stack_stride - EMU_STACK_BYTES);
     f->state = FIBER_IDLE;
-    f->tid = tid;
 #ifdef EMU_FAST_SWITCH
     /* as if fiber_main had been called and had pushed the six registers dg_emu_switch pops */
     uintptr_t top = ((uintptr_t)stack + EMU_STACK_BYTES) & ~(uintptr_t)15;
@@ -355,7 +356,7 @@ static int run_grid(dim3 grid, dim3 block, int order)
         dg_emu_block_idx.z = (unsigned)(b / ((size_t)grid.x * grid.y));
         if (!run_block(threads, order)) {
             S.in_kernel = 0;
-            dg_emu_count(2);
+            dg_emu_count(DG_EMU_BARRIER_ERROR);
             dg_emu_fault(cudaErrorLaunchFailure, "%s (block %u,%u,%u)", S.error,
                          dg_emu_block_idx.x, dg_emu_block_idx.y, dg_emu_block_idx.z);
             return 0;
@@ -458,7 +459,7 @@ cudaError_t dg_emu_launch(const char *kernel, dim3 grid, dim3 block, size_t shar
             size_t at = 0;
             while (regions[r].first[at] == regions[r].base[at])
                 at++;
-            dg_emu_count(1);
+            dg_emu_count(DG_EMU_RACE);
             dg_emu_fault(cudaErrorLaunchFailure,
                          "kernel %s: its result depends on the order its threads run in (a "
                          "race, or a missing __syncthreads): the allocation of %zu bytes at %p "
@@ -473,6 +474,6 @@ cudaError_t dg_emu_launch(const char *kernel, dim3 grid, dim3 block, size_t shar
         free(regions[r].first);
     }
     if (ok)
-        dg_emu_count(0);
+        dg_emu_count(DG_EMU_LAUNCHED);
     return cudaSuccess;
 }

@@ -80,13 +80,12 @@ void dg_emu_get_stats(struct dg_emu_stats *out)
     pthread_mutex_unlock(&lock);
 }
 
-void dg_emu_count(int which); /* launch.c: 0 launch, 1 race, 2 barrier */
-void dg_emu_count(int which)
+void dg_emu_count(enum dg_emu_event event)
 {
     pthread_mutex_lock(&lock);
-    if (which == 0)
+    if (event == DG_EMU_LAUNCHED)
         stats.launches++;
-    else if (which == 1)
+    else if (event == DG_EMU_RACE)
         stats.races++;
     else
         stats.barrier_errors++;
@@ -370,20 +369,24 @@ static const struct error_text error_texts[] = {
      "invalid device function"},
 };
 
-const char *cudaGetErrorString(cudaError_t error)
+static const struct error_text *error_text(cudaError_t error)
 {
     for (size_t i = 0; i < sizeof error_texts / sizeof error_texts[0]; i++)
         if (error_texts[i].error == error)
-            return error_texts[i].text;
-    return "unrecognized error code";
+            return &error_texts[i];
+    return NULL;
+}
+
+const char *cudaGetErrorString(cudaError_t error)
+{
+    const struct error_text *t = error_text(error);
+    return t ? t->text : "unrecognized error code";
 }
 
 const char *cudaGetErrorName(cudaError_t error)
 {
-    for (size_t i = 0; i < sizeof error_texts / sizeof error_texts[0]; i++)
-        if (error_texts[i].error == error)
-            return error_texts[i].name;
-    return "cudaErrorUnknown";
+    const struct error_text *t = error_text(error);
+    return t ? t->name : "cudaErrorUnknown";
 }
 
 /* ---- memory ---- */
