@@ -5,14 +5,12 @@
 set -eu
 bin=$1
 src=$2
-dir=$(mktemp -d "${TMPDIR:-/tmp}/digits-emu-auto.XXXXXX")
-trap 'rm -rf "$dir"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+. "$(dirname "$0")/cli_lib.sh"
 "$bin" info >"$dir/info.txt" 2>&1 || fail "digits info"
 grep -q "CUDA backend built, on the emulated device (a test fixture, not a GPU)" "$dir/info.txt" ||
   { cat "$dir/info.txt"; fail "info does not say the CUDA backend is on the emulated device"; }
 grep -q "CUDA device 0: Digits emulated device" "$dir/info.txt" || fail "info does not name the device"
-gzip -dc "$src/data/sample/train.csv.gz" | head -n 201 >"$dir/train.csv"
+sample_rows 200 "$dir/train.csv"
 "$bin" train "$dir/train.csv" --epochs 1 -o "$dir/m.dgt" >"$dir/auto.txt" 2>&1 ||
   { cat "$dir/auto.txt"; fail "train --device auto"; }
 grep -q "the CUDA device of this build is the emulated test device; --device cuda uses it): running on the CPU" \
