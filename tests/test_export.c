@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1112,6 +1113,77 @@ START_TEST(json_parser_is_strict)
 }
 END_TEST
 
+/* 1M keys: accepted when distinct, refused naming the repeat otherwise; n log n either way. */
+START_TEST(json_parser_handles_a_million_keys)
+{
+    const size_t keys = 1000000, per = 13; /* "k0000000":0, */
+    size_t size = 2 + keys * per + 32;
+    char *text = malloc(size);
+    ck_assert_ptr_nonnull(text);
+    size_t n = 0;
+    text[n++] = '{';
+    for (size_t i = 0; i < keys; i++)
+        n += (size_t)sprintf(text + n, "%s\"k%07zu\":0", i ? "," : "", i);
+    size_t closed = n;
+    text[n++] = '}';
+    struct dg_json v;
+    char error[256];
+    ck_assert_int_eq(dg_json_parse(text, n, &v, error, sizeof error), 0);
+    ck_assert_uint_eq(v.count, keys);
+    ck_assert_str_eq(v.keys[keys - 1], "k0999999");
+    ck_assert_ptr_nonnull(dg_json_get(&v, "k0999999"));
+    dg_json_free(&v);
+
+    /* the same keys, then one of them again: the repeat is named at its byte */
+    n = closed;
+    n += (size_t)sprintf(text + n, ",\"k0500000\":1}");
+    char expect[96];
+    snprintf(expect, sizeof expect, "byte %zu: the key \"k0500000\" appears twice", closed + 1);
+    json_bad(text, n, expect);
+    /* the first repeat in text order is the one named, whatever the sort order */
+    memcpy(text + 1 + 3 * per, "\"k0000002\"", 10); /* key 3 becomes a second k0000002 */
+    snprintf(expect, sizeof expect, "byte %zu: the key \"k0000002\" appears twice", 1 + 3 * per);
+    json_bad(text, n, expect);
+    free(text);
+}
+END_TEST
+
+/* A 100 MB array is refused at the value cap, long before its end, and the tree it built on
+ * the way stays bounded (the parser once claimed 42 bytes for every byte of such a header). */
+START_TEST(json_parser_bounds_a_100mb_array)
+{
+    const size_t size = 100u << 20;
+    char *text = malloc(size);
+    ck_assert_ptr_nonnull(text);
+    text[0] = '[';
+    for (size_t i = 1; i + 1 < size; i += 2)
+        memcpy(text + i, "0,", 2);
+    text[size - 2] = ' '; /* [0,0,...,0 ] */
+    text[size - 1] = ']';
+    struct rusage before, after;
+    getrusage(RUSAGE_SELF, &before);
+    char expect[96];
+    snprintf(expect, sizeof expect, "byte %zu: more than %d values (the limit of a header)",
+             (size_t)1 + 2 * ((size_t)DG_JSON_MAX_VALUES - 1), DG_JSON_MAX_VALUES);
+    json_bad(text, size, expect);
+    getrusage(RUSAGE_SELF, &after);
+    long grown_kb = after.ru_maxrss - before.ru_maxrss;
+    printf("json: a 100 MB array refused; peak memory grew by %ld KiB\n", grown_kb);
+    if (!getenv("DIGITS_TEST_SANITIZED")) /* ASan's shadow and quarantine are not the parser's */
+        ck_assert_msg(grown_kb < 256 * 1024, "the parser's peak grew by %ld KiB", grown_kb);
+
+    /* exactly the cap is accepted: the array and DG_JSON_MAX_VALUES - 1 zeros */
+    size_t n = 1 + 2 * ((size_t)DG_JSON_MAX_VALUES - 1);
+    text[n - 1] = ']';
+    struct dg_json v;
+    char error[256];
+    ck_assert_msg(dg_json_parse(text, n, &v, error, sizeof error) == 0, "%s", error);
+    ck_assert_uint_eq(v.count, (size_t)DG_JSON_MAX_VALUES - 1);
+    dg_json_free(&v);
+    free(text);
+}
+END_TEST
+
 /* ---- outside tools (Python) ---- */
 
 /* Runs a shell command; its output into DIR/NAME, printed; returns the exit status. */
@@ -1376,6 +1448,8 @@ int main(void)
     tcase_add_test(tc, export_combines_several_model_files);
     tcase_add_test(tc, import_refuses_malformed_ensembles);
     tcase_add_test(tc, json_parser_is_strict);
+    tcase_add_test(tc, json_parser_handles_a_million_keys);
+    tcase_add_test(tc, json_parser_bounds_a_100mb_array);
     tcase_add_test(tc, onnxruntime_agrees_with_predict);
     tcase_add_test(tc, numpy_reproduces_predict);
     tcase_add_test(tc, torch_reproduces_predict);

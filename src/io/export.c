@@ -79,8 +79,8 @@ enum dg_status dg_io_check_finite(const char *path, const char *what, const stru
         return dg_error(DG_ERR_INPUT, "%s: non-finite value in the %s: %s[%zu] is %s", path, what,
                         tensor->name, at, value);
     }
-    return dg_error(DG_ERR_INPUT, "%s: non-finite value in the %s: parameter %zu is %s", path,
-                    what, bad, value);
+    return dg_error(DG_ERR_INPUT, "%s: non-finite value in the %s: parameter %zu is %s", path, what,
+                    bad, value);
 }
 
 int dg_export_architecture(const struct dg_model *model, char *text, size_t size)
@@ -89,7 +89,8 @@ int dg_export_architecture(const struct dg_model *model, char *text, size_t size
     int total = 0;
 #define SAY(...)                                                                                   \
     do {                                                                                           \
-        int n_ = snprintf(text + used, used < size ? size - used : 0, __VA_ARGS__);                \
+        int n_ = used < size ? snprintf(text + used, size - used, __VA_ARGS__)                     \
+                             : snprintf(NULL, 0, __VA_ARGS__);                                     \
         total += n_;                                                                               \
         used = (size_t)total;                                                                      \
     } while (0)

@@ -1,5 +1,7 @@
 /* The strict JSON parser of src/io/json.h: recursive descent over a byte buffer, values into a
- * malloc'ed tree. */
+ * malloc'ed tree. Linear in the text: every byte is looked at a bounded number of times (a
+ * string twice: once to size its buffer, once to decode it), object keys are checked for
+ * repeats by sorting, and the tree holds at most DG_JSON_MAX_VALUES values. */
 #include "io/json.h"
 
 #include <stdarg.h>
@@ -11,6 +13,7 @@ struct parser {
     const unsigned char *text;
     size_t length, pos;
     int depth;
+    long values; /* values begun so far, against DG_JSON_MAX_VALUES */
     int out_of_memory;
     char *error;
     size_t error_size;
@@ -364,6 +367,49 @@ static int array(struct parser *p, struct dg_json *v)
     }
 }
 
+struct key_ref {
+    const char *key;
+    size_t length;
+    size_t index;
+};
+
+static int key_order(const void *a, const void *b)
+{
+    const struct key_ref *x = a, *y = b;
+    if (x->length != y->length)
+        return x->length < y->length ? -1 : 1;
+    int c = memcmp(x->key, y->key, x->length);
+    if (c)
+        return c;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* Refuses an object whose keys are not distinct, naming the key whose second occurrence comes
+ * first in the text (as a scan in order would). Sorting keeps it O(n log n) whatever the keys
+ * are: no hash an adversary could flood. */
+static int distinct_keys(struct parser *p, const struct dg_json *v)
+{
+    if (v->count < 2)
+        return 0;
+    struct key_ref *refs = malloc(v->count * sizeof *refs);
+    if (!refs)
+        return out_of_memory(p);
+    for (size_t i = 0; i < v->count; i++)
+        refs[i] = (struct key_ref){v->keys[i], v->key_lengths[i], i};
+    qsort(refs, v->count, sizeof *refs, key_order);
+    size_t first_repeat = v->count;
+    for (size_t i = 1; i < v->count; i++)
+        if (refs[i].length == refs[i - 1].length &&
+            memcmp(refs[i].key, refs[i - 1].key, refs[i].length) == 0 &&
+            refs[i].index < first_repeat)
+            first_repeat = refs[i].index;
+    free(refs);
+    if (first_repeat == v->count)
+        return 0;
+    return fail_at(p, v->items[first_repeat].key_offset, "the key \"%s\" appears twice",
+                   v->keys[first_repeat]);
+}
+
 static int object(struct parser *p, struct dg_json *v)
 {
     size_t capacity = 0;
@@ -383,18 +429,13 @@ static int object(struct parser *p, struct dg_json *v)
             return expected(p, "a key (a string)");
         if (string(p, &key, &key_length))
             return -1;
-        for (size_t i = 0; i < v->count; i++)
-            if (v->key_lengths[i] == key_length && memcmp(v->keys[i], key, key_length) == 0) {
-                fail_at(p, key_at, "the key \"%s\" appears twice", key);
-                free(key);
-                return -1;
-            }
         if (grow(p, v, &capacity, 1)) {
             free(key);
             return -1;
         }
         struct dg_json *item = &v->items[v->count];
         memset(item, 0, sizeof *item);
+        item->key_offset = key_at;
         v->keys[v->count] = key;
         v->key_lengths[v->count] = key_length;
         v->count++;
@@ -412,7 +453,7 @@ static int object(struct parser *p, struct dg_json *v)
         }
         if (p->pos < p->length && p->text[p->pos] == '}') {
             p->pos++;
-            return 0;
+            return distinct_keys(p, v);
         }
         return expected(p, "',' or '}'");
     }
@@ -423,6 +464,9 @@ static int value(struct parser *p, struct dg_json *v)
     v->offset = p->pos;
     if (p->pos >= p->length)
         return expected(p, "a value");
+    if (++p->values > DG_JSON_MAX_VALUES)
+        return fail_at(p, p->pos, "more than %d values (the limit of a header)",
+                       DG_JSON_MAX_VALUES);
     unsigned char c = p->text[p->pos];
     if (c == '{' || c == '[') {
         if (p->depth >= DG_JSON_MAX_DEPTH)
@@ -450,7 +494,7 @@ static int value(struct parser *p, struct dg_json *v)
 int dg_json_parse(const char *text, size_t length, struct dg_json *v, char *error,
                   size_t error_size)
 {
-    struct parser p = {(const unsigned char *)text, length, 0, 0, 0, error, error_size};
+    struct parser p = {(const unsigned char *)text, length, 0, 0, 0, 0, error, error_size};
     if (error_size)
         error[0] = '\0';
     memset(v, 0, sizeof *v);

@@ -1,8 +1,9 @@
 /* A small strict JSON parser (RFC 8259) for the safetensors header: the whole text must be one
  * value, optionally surrounded by whitespace; strings must be valid UTF-8 without raw control
  * characters; escapes and surrogate pairs are decoded; duplicate object keys are refused;
- * nesting is limited to DG_JSON_MAX_DEPTH. Numbers keep whether they are a non-negative
- * integer that fits in 64 bits (the only numbers safetensors has). */
+ * nesting is limited to DG_JSON_MAX_DEPTH and the values to DG_JSON_MAX_VALUES. Numbers keep
+ * whether they are a non-negative integer that fits in 64 bits (the only numbers safetensors has).
+ */
 #ifndef DIGITS_IO_JSON_H
 #define DIGITS_IO_JSON_H
 
@@ -10,6 +11,10 @@
 #include <stdint.h>
 
 #define DG_JSON_MAX_DEPTH 16
+/* Values (of any type, keys not counted) a text may hold. The tree costs about 100 bytes a
+ * value plus its strings, so this bounds the memory a hostile header can claim (about 100 MB)
+ * while leaving far more room than a header needs (a tensor takes 6 + its dimensions). */
+#define DG_JSON_MAX_VALUES (1 << 20)
 
 enum dg_json_type {
     DG_JSON_NULL,
@@ -23,10 +28,11 @@ enum dg_json_type {
 
 struct dg_json {
     enum dg_json_type type;
-    size_t offset; /* byte of the text where the value starts */
-    char *string;  /* DG_JSON_STRING: decoded UTF-8, NUL-terminated */
-    size_t length; /* its length in bytes (it may contain NUL) */
-    int is_uint;   /* DG_JSON_NUMBER: an integer 0..2^64-1 without fraction or exponent */
+    size_t offset;     /* byte of the text where the value starts */
+    size_t key_offset; /* a member of an object: byte where its key starts */
+    char *string;      /* DG_JSON_STRING: decoded UTF-8, NUL-terminated */
+    size_t length;     /* its length in bytes (it may contain NUL) */
+    int is_uint;       /* DG_JSON_NUMBER: an integer 0..2^64-1 without fraction or exponent */
     uint64_t uint_value;
     size_t count; /* array / object: elements */
     char **keys;  /* object: decoded keys (NUL-terminated) */
