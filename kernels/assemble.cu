@@ -10,12 +10,12 @@ __global__ void assemble_kernel(const uint8_t *images, const uint8_t *labels_in,
                                 const uint32_t *rows, int augment, struct dg_augment_key key,
                                 float *x, uint8_t *labels_out)
 {
-    __shared__ uint8_t image[DG_IMAGE_PIXELS];
+    __shared__ uint8_t image[DG_PIXELS];
     __shared__ struct dg_affine affine;
     int index = blockIdx.x;
     size_t row = rows ? (size_t)rows[index] : (size_t)index;
-    const uint8_t *source = images + row * DG_IMAGE_PIXELS;
-    for (int k = threadIdx.x; k < DG_IMAGE_PIXELS; k += DG_BLOCK)
+    const uint8_t *source = images + row * DG_PIXELS;
+    for (int k = threadIdx.x; k < DG_PIXELS; k += DG_BLOCK)
         image[k] = source[k];
     if (threadIdx.x == 0) {
         if (augment) {
@@ -30,8 +30,8 @@ __global__ void assemble_kernel(const uint8_t *images, const uint8_t *labels_in,
             labels_out[index] = labels_in[row];
     }
     __syncthreads();
-    float *out = x + (size_t)index * DG_IMAGE_PIXELS;
-    for (int k = threadIdx.x; k < DG_IMAGE_PIXELS; k += DG_BLOCK)
+    float *out = x + (size_t)index * DG_PIXELS;
+    for (int k = threadIdx.x; k < DG_PIXELS; k += DG_BLOCK)
         out[k] = augment ? dg_augment_pixel(image, affine, k / DG_IMAGE_SIDE, k % DG_IMAGE_SIDE)
                          : dg_pixel_to_float(image[k]);
 }

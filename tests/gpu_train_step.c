@@ -273,7 +273,7 @@ static void train_steps(struct side *s, int n, int steps, double *losses)
 
 /* STEPS training steps along the CPU's trajectory: before each step the GPU takes the CPU's
  * weights and RMSprop accumulators, then both run the step on the same batch (the same bounds
- * as `digits compare --steps`, src/nn/compare_run.c). Trained apart, two correct FP32
+ * as `digits compare --steps`, src/train/compare_run.c). Trained apart, two correct FP32
  * implementations diverge within a few steps (docs/DEVELOPING.md, "Tolerances"). */
 START_TEST(several_training_steps)
 {

@@ -207,7 +207,7 @@ END_TEST
 
 static void test_image(uint8_t *image)
 {
-    for (int k = 0; k < DG_IMAGE_PIXELS; k++)
+    for (int k = 0; k < DG_PIXELS; k++)
         image[k] = (uint8_t)((k * 37 + 11) % 256);
 }
 
@@ -221,21 +221,21 @@ static void warp(const uint8_t *image, struct dg_augment_params p, float *out)
 
 START_TEST(augment_identity)
 {
-    uint8_t image[DG_IMAGE_PIXELS];
-    float out[DG_IMAGE_PIXELS], want[DG_IMAGE_PIXELS];
+    uint8_t image[DG_PIXELS];
+    float out[DG_PIXELS], want[DG_PIXELS];
     test_image(image);
     struct dg_augment_params p = {0.0f, 0.0f, 0.0f, 1.0f, 1.0f};
     warp(image, p, out);
-    for (int k = 0; k < DG_IMAGE_PIXELS; k++)
+    for (int k = 0; k < DG_PIXELS; k++)
         want[k] = dg_pixel_to_float(image[k]);
-    ck_assert(dg_test_equal("identity warp", out, want, DG_IMAGE_PIXELS));
+    ck_assert(dg_test_equal("identity warp", out, want, DG_PIXELS));
 }
 END_TEST
 
 START_TEST(augment_whole_pixel_shift)
 {
-    uint8_t image[DG_IMAGE_PIXELS];
-    float out[DG_IMAGE_PIXELS];
+    uint8_t image[DG_PIXELS];
+    float out[DG_PIXELS];
     test_image(image);
     struct dg_augment_params p = {0.0f, 2.0f, -3.0f, 1.0f, 1.0f};
     warp(image, p, out);
@@ -258,8 +258,8 @@ END_TEST
 
 START_TEST(augment_quarter_turn)
 {
-    uint8_t image[DG_IMAGE_PIXELS];
-    float out[DG_IMAGE_PIXELS];
+    uint8_t image[DG_PIXELS];
+    float out[DG_PIXELS];
     test_image(image);
     struct dg_augment_params p = {90.0f, 0.0f, 0.0f, 1.0f, 1.0f};
     warp(image, p, out);

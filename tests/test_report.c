@@ -19,6 +19,7 @@
 
 #include "cli_util.h"
 #include "digits/io.h"
+#include "digits/png.h"
 #include "digits/report.h"
 #include "digits/train.h"
 

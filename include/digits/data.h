@@ -13,7 +13,9 @@
 extern "C" {
 #endif
 
-#define DG_PIXELS 784
+/* The images: DG_IMAGE_SIDE x DG_IMAGE_SIDE pixels, DG_PIXELS in all. */
+#define DG_IMAGE_SIDE 28
+#define DG_PIXELS (DG_IMAGE_SIDE * DG_IMAGE_SIDE)
 #define DG_CLASSES 10
 
 /* ---- allocator hook: the CUDA backend swaps in pinned host memory ---- */

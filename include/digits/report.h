@@ -54,11 +54,6 @@ struct dg_report_input {
 /* Writes the page to `path` atomically ("-": standard output). */
 enum dg_status dg_report_write(const char *path, const struct dg_report_input *in);
 
-/* A grayscale image (width x height, one byte per pixel, rows top to bottom) as PNG bytes
- * (malloc'd into *png, *size), encoded by libpng. */
-enum dg_status dg_png_encode_gray(const uint8_t *pixels, int width, int height,
-                                  unsigned char **png, size_t *size);
-
 #ifdef __cplusplus
 }
 #endif

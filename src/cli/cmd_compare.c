@@ -3,7 +3,7 @@
  * table per layer of forward outputs, activation gradients and weight / bias gradients, each
  * line one op on the same inputs; --steps K trains K steps on both from the same start and
  * compares the losses and the final weights. The comparison itself is dg_compare_backends
- * (src/nn/compare_run.c); this file parses the options and opens the backends and the data.
+ * (src/train/compare_run.c); this file parses the options and opens the backends and the data.
  * Exit 0 when everything is within tolerance, 1 otherwise. */
 #include "cli/cli.h"
 

@@ -1,5 +1,5 @@
 /* PNG encoding into memory with libpng (the report's pictures). */
-#include "digits/report.h"
+#include "digits/png.h"
 
 #include "digits/text.h"
 

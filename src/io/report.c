@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "digits/io.h"
+#include "digits/png.h"
 #include "digits/text.h"
 #include "digits/train.h"
 #include "io/io_internal.h"

@@ -12,8 +12,7 @@
 
 #include <math.h>
 
-#define DG_IMAGE_SIDE 28
-#define DG_IMAGE_PIXELS 784
+#include "digits/data.h" /* DG_IMAGE_SIDE, DG_PIXELS */
 
 /* The affine map from an output pixel to the input position it samples:
  * in_row = m[0]*row + m[1]*col + m[2];  in_col = m[3]*row + m[4]*col + m[5]. */
