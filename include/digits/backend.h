@@ -133,8 +133,8 @@ struct dg_backend_ops {
                                    double *stats);
 
     /* RMSprop over n parameters (src/math/rmsprop.h) */
-    enum dg_status (*rmsprop)(struct dg_backend *be, size_t n, float *w, const float *g,
-                              float *acc, float lr, float rho, float eps);
+    enum dg_status (*rmsprop)(struct dg_backend *be, size_t n, float *w, const float *g, float *acc,
+                              float lr, float rho, float eps);
 
     /* Optional (NULL when the backend has no device memory of its own, as the CPU): free and
      * total bytes of the backend's device, as the driver counts them (every process). */
@@ -161,7 +161,7 @@ enum dg_cuda_math {
 };
 
 struct dg_cuda_options {
-    int device;                  /* CUDA device ordinal */
+    int device; /* CUDA device ordinal */
     enum dg_cuda_math math;
     int deterministic;           /* deterministic algorithms: bit-identical reruns */
     size_t dataset_budget_bytes; /* upload the store when it fits (default 1 GiB) */
@@ -187,6 +187,26 @@ enum dg_status dg_cuda_probe(char *reason, size_t reason_size);
 void dg_cuda_describe(void (*print_line)(const char *line, void *ctx), void *ctx);
 
 void dg_backend_destroy(struct dg_backend *be);
+
+/* ---- opening a backend by name (the CLI's and the benchmark's --device) ---- */
+
+struct dg_backend_spec {
+    const char *device; /* "auto" (or NULL), "cpu", "cuda", "cuda:N" */
+    int threads;        /* CPU threads, 0 = all cores */
+    enum dg_cuda_math math;
+    int deterministic;
+    size_t dataset_budget_bytes;
+};
+
+/* 1 when `device` is a name dg_backend_open takes (NULL counts as "auto"). */
+int dg_backend_name_valid(const char *device);
+
+/* Opens the backend spec->device names. "auto" opens CUDA when a device is usable (never the
+ * emulated one), otherwise the CPU, with why in `fallback` (fallback_size bytes; "" when CUDA
+ * was opened or the name was not "auto"; NULL when not wanted). A name that is not valid is
+ * DG_ERR_USAGE; an explicit "cuda" that cannot open is DG_ERR_DEVICE with the reason. */
+enum dg_status dg_backend_open(const struct dg_backend_spec *spec, char *fallback,
+                               size_t fallback_size, struct dg_backend **out);
 
 #ifdef __cplusplus
 }

@@ -65,8 +65,7 @@ void dg_bench_settings_init(struct dg_bench_settings *s)
 
 static int device_spec_valid(const char *spec)
 {
-    return strcmp(spec, "all") == 0 || strcmp(spec, "auto") == 0 || strcmp(spec, "cpu") == 0 ||
-           (strncmp(spec, "cuda", 4) == 0 && (spec[4] == '\0' || spec[4] == ':'));
+    return strcmp(spec, "all") == 0 || dg_backend_name_valid(spec);
 }
 
 enum dg_status dg_bench_settings_resolve(struct dg_bench_settings *s)
@@ -353,18 +352,8 @@ fail:
 static enum dg_status open_backend(const struct dg_bench_settings *s, const char *spec,
                                    struct dg_backend **out)
 {
-    if (strcmp(spec, "cpu") == 0)
-        return dg_backend_cpu_create(s->threads, out);
-    struct dg_cuda_options cuda = {0, s->math, 0, 0};
-    if (spec[4] == ':') {
-        char *end = NULL;
-        errno = 0;
-        long ordinal = strtol(spec + 5, &end, 10);
-        if (errno || end == spec + 5 || *end != '\0' || ordinal < 0 || ordinal > 1023)
-            return dg_error(DG_ERR_USAGE, "--device: bad CUDA device '%s' (cuda:N)", spec);
-        cuda.device = (int)ordinal;
-    }
-    return dg_backend_cuda_create(&cuda, out);
+    struct dg_backend_spec backend = {spec, s->threads, s->math, 0, 0};
+    return dg_backend_open(&backend, NULL, 0, out);
 }
 
 /* Device memory in use (whole device, every process) and its total, through the backend's

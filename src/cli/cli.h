@@ -35,23 +35,16 @@ int dg_cli_usage_error(const char *command, const char *fmt, ...)
 
 /* Strict numbers for options: the whole string must parse and lie in [min, max];
  * otherwise a usage message naming the option, and 0 is returned. */
-int dg_cli_parse_int(const char *command, const char *option, const char *text, long min,
-                     long max, long *value);
+int dg_cli_parse_int(const char *command, const char *option, const char *text, long min, long max,
+                     long *value);
 int dg_cli_parse_float(const char *command, const char *option, const char *text, double min,
                        double max, double *value);
 int dg_cli_parse_u64(const char *command, const char *option, const char *text, uint64_t *value);
 
-struct dg_cli_device {
-    const char *spec; /* "auto", "cpu", "cuda", "cuda:N" */
-    int threads;      /* CPU threads, 0 = all cores */
-    enum dg_cuda_math math;
-    int deterministic;
-    size_t dataset_budget_bytes;
-};
-
-/* Opens the backend named by spec. "auto" picks CUDA when usable, otherwise the CPU after one
- * line on stderr saying why. Usage errors (bad spec) are DG_ERR_USAGE. */
-enum dg_status dg_cli_open_backend(const struct dg_cli_device *device, int quiet,
+/* Opens the backend named by device->device (dg_backend_open). "auto" picks CUDA when usable,
+ * otherwise the CPU after one line on stderr saying why (unless quiet). Usage errors (bad
+ * name) are DG_ERR_USAGE. */
+enum dg_status dg_cli_open_backend(const struct dg_backend_spec *device, int quiet,
                                    struct dg_backend **out);
 
 /* The number of CUDA devices this process sees (as `digits info` lists them); 0 with the

@@ -74,20 +74,26 @@ static enum dg_status synthetic_dataset(struct dg_dataset *d, size_t count)
 int dg_cmd_compare(int argc, char **argv)
 {
     static const struct option long_options[] = {
-        {"data", required_argument, NULL, 'D'},   {"labels", required_argument, NULL, 'L'},
-        {"model", required_argument, NULL, 'm'},  {"steps", required_argument, NULL, 'k'},
-        {"batch", required_argument, NULL, 'b'},  {"seed", required_argument, NULL, 's'},
-        {"no-augment", no_argument, NULL, 'A'},   {"device", required_argument, NULL, 'd'},
-        {"math", required_argument, NULL, 'M'},   {"threads", required_argument, NULL, 't'},
+        {"data", required_argument, NULL, 'D'},
+        {"labels", required_argument, NULL, 'L'},
+        {"model", required_argument, NULL, 'm'},
+        {"steps", required_argument, NULL, 'k'},
+        {"batch", required_argument, NULL, 'b'},
+        {"seed", required_argument, NULL, 's'},
+        {"no-augment", no_argument, NULL, 'A'},
+        {"device", required_argument, NULL, 'd'},
+        {"math", required_argument, NULL, 'M'},
+        {"threads", required_argument, NULL, 't'},
         {"candidate-threads", required_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     const char *data_path = NULL, *labels_path = NULL, *model_path = NULL;
     long steps = 0, batch = 86, value;
     uint64_t seed = 42;
     int augment = 1;
-    struct dg_cli_device ref_device = {"cpu", 0, DG_CUDA_MATH_FP32, 1, 0};
-    struct dg_cli_device cand_device = {"cuda", 1, DG_CUDA_MATH_FP32, 1, 0};
+    struct dg_backend_spec ref_device = {"cpu", 0, DG_CUDA_MATH_FP32, 1, 0};
+    struct dg_backend_spec cand_device = {"cuda", 1, DG_CUDA_MATH_FP32, 1, 0};
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
@@ -120,7 +126,7 @@ int dg_cmd_compare(int argc, char **argv)
             if (strcmp(optarg, "auto") == 0)
                 return dg_cli_usage_error("compare", "--device must name the candidate: cuda, "
                                                      "cuda:N or cpu");
-            cand_device.spec = optarg;
+            cand_device.device = optarg;
             break;
         case 'M':
             if (!dg_cli_parse_math("compare", optarg, &cand_device.math))
@@ -154,7 +160,7 @@ int dg_cmd_compare(int argc, char **argv)
     int failures = 0;
 
     if ((status = dg_cli_open_backend(&cand_device, 1, &cand_be)) != DG_OK) {
-        dg_error_prefix(status, "compare needs the candidate backend '%s'", cand_device.spec);
+        dg_error_prefix(status, "compare needs the candidate backend '%s'", cand_device.device);
         goto fail;
     }
     if ((status = dg_cli_open_backend(&ref_device, 1, &ref_be)) != DG_OK)
@@ -177,8 +183,8 @@ int dg_cmd_compare(int argc, char **argv)
     if (status != DG_OK)
         goto fail;
     if (!dataset.labels) {
-        status = dg_error(DG_ERR_INPUT, "%s: has no labels; compare needs labelled data",
-                          data_path);
+        status =
+            dg_error(DG_ERR_INPUT, "%s: has no labels; compare needs labelled data", data_path);
         goto fail;
     }
     struct dg_compare_setup setup = {
@@ -190,7 +196,8 @@ int dg_cmd_compare(int argc, char **argv)
         .steps = steps,
         .seed = seed,
         .augment = augment,
-        .tf32 = cand_device.math == DG_CUDA_MATH_TF32 && strncmp(cand_device.spec, "cuda", 4) == 0,
+        .tf32 =
+            cand_device.math == DG_CUDA_MATH_TF32 && strncmp(cand_device.device, "cuda", 4) == 0,
     };
     status = dg_compare_backends(ref_be, cand_be, &setup, stdout, &failures);
 fail:

@@ -302,7 +302,7 @@ struct ensemble_plan {
     int cpu_threads;       /* CPU: threads of each worker's backend */
     int devices[DG_MAX_MEMBERS]; /* CUDA: worker w runs on devices[w % device_count] */
     int device_count;      /* 0: the command's device */
-    struct dg_cli_device device; /* the command's settings (math, deterministic, ...) */
+    struct dg_backend_spec device; /* the command's settings (math, deterministic, ...) */
 };
 
 /* Everything the workers share while members train. */
@@ -332,7 +332,7 @@ struct ensemble_work {
 struct ensemble_worker {
     struct ensemble_work *work;
     struct dg_backend *be;  /* the command's backend (one worker), else opened by the worker */
-    struct dg_cli_device device;
+    struct dg_backend_spec device;
     char spec[32];
     char description[256];
     pthread_t thread;
@@ -523,11 +523,11 @@ static enum dg_status train_ensemble(struct dg_backend *be, const struct dg_data
                 int ordinal = 0;
                 if (plan->device_count > 0)
                     ordinal = plan->devices[w % plan->device_count];
-                else if (strncmp(plan->device.spec, "cuda:", 5) == 0)
-                    ordinal = atoi(plan->device.spec + 5);
+                else if (strncmp(plan->device.device, "cuda:", 5) == 0)
+                    ordinal = atoi(plan->device.device + 5);
                 snprintf(worker->spec, sizeof worker->spec, "cuda:%d", ordinal);
             }
-            worker->device.spec = worker->spec;
+            worker->device.device = worker->spec;
         }
     }
     if (status == DG_OK && plan->workers == 1) {
@@ -777,7 +777,7 @@ int dg_cmd_train(int argc, char **argv)
     };
     struct dg_train_options options;
     dg_train_options_default(&options);
-    struct dg_cli_device device = {"auto", 0, DG_CUDA_MATH_FP32, 0, 0};
+    struct dg_backend_spec device = {"auto", 0, DG_CUDA_MATH_FP32, 0, 0};
     const char *output = "model.dgt", *labels = NULL, *log_path = NULL;
     const char *checkpoint_path = NULL, *resume_path = NULL;
     int no_checkpoint = 0, ensemble = 1, member_splits = 0, split_seed_given = 0;
@@ -853,7 +853,7 @@ int dg_cmd_train(int argc, char **argv)
             device.threads = (int)value;
             break;
         case 'd':
-            device.spec = optarg;
+            device.device = optarg;
             break;
         case 'M':
             if (!dg_cli_parse_math("train", optarg, &device.math))
@@ -935,10 +935,10 @@ int dg_cmd_train(int argc, char **argv)
                                   concurrent ? "--concurrent" : "--devices");
     if (devices_text) {
         /* the members go to these CUDA devices: --device may only say CUDA */
-        if (strcmp(device.spec, "auto") != 0 && strcmp(device.spec, "cuda") != 0)
+        if (strcmp(device.device, "auto") != 0 && strcmp(device.device, "cuda") != 0)
             return dg_cli_usage_error("train", "--devices %s spreads the members over CUDA "
                                                "devices; it does not go with --device %s",
-                                      devices_text, device.spec);
+                                      devices_text, device.device);
         char reason[256] = "";
         int available = dg_cli_cuda_device_count(reason, sizeof reason);
         for (int d = 0; d < plan.device_count; d++)
@@ -953,7 +953,7 @@ int dg_cmd_train(int argc, char **argv)
                                           available - 1);
             }
         snprintf(device_spec, sizeof device_spec, "cuda:%d", plan.devices[0]);
-        device.spec = device_spec;
+        device.device = device_spec;
     }
     if (split_seed_given && resume_path)
         return dg_cli_usage_error("train", "--split-seed comes from the checkpoint on --resume");

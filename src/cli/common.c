@@ -12,15 +12,15 @@
 #include <string.h>
 #include <sys/stat.h>
 
-int dg_cli_parse_int(const char *command, const char *option, const char *text, long min,
-                     long max, long *value)
+int dg_cli_parse_int(const char *command, const char *option, const char *text, long min, long max,
+                     long *value)
 {
     char *end = NULL;
     errno = 0;
     long parsed = strtol(text, &end, 10);
     if (errno || end == text || *end != '\0' || parsed < min || parsed > max) {
-        dg_cli_usage_error(command, "%s expects an integer in %ld..%ld, got '%s'", option, min,
-                           max, text);
+        dg_cli_usage_error(command, "%s expects an integer in %ld..%ld, got '%s'", option, min, max,
+                           text);
         return 0;
     }
     *value = parsed;
@@ -33,10 +33,9 @@ int dg_cli_parse_float(const char *command, const char *option, const char *text
     char *end = NULL;
     errno = 0;
     double parsed = strtod(text, &end);
-    if (errno || end == text || *end != '\0' || !isfinite(parsed) || parsed < min ||
-        parsed > max) {
-        dg_cli_usage_error(command, "%s expects a number in [%g, %g], got '%s'", option, min,
-                           max, text);
+    if (errno || end == text || *end != '\0' || !isfinite(parsed) || parsed < min || parsed > max) {
+        dg_cli_usage_error(command, "%s expects a number in [%g, %g], got '%s'", option, min, max,
+                           text);
         return 0;
     }
     *value = parsed;
@@ -69,41 +68,14 @@ int dg_cli_parse_math(const char *command, const char *text, enum dg_cuda_math *
     return 1;
 }
 
-enum dg_status dg_cli_open_backend(const struct dg_cli_device *device, int quiet,
+enum dg_status dg_cli_open_backend(const struct dg_backend_spec *device, int quiet,
                                    struct dg_backend **out)
 {
-    const char *spec = device->spec ? device->spec : "auto";
-    struct dg_cuda_options cuda = {0, device->math, device->deterministic,
-                                   device->dataset_budget_bytes};
-    if (strcmp(spec, "cpu") == 0)
-        return dg_backend_cpu_create(device->threads, out);
-    if (strncmp(spec, "cuda", 4) == 0 && (spec[4] == '\0' || spec[4] == ':')) {
-        if (spec[4] == ':') {
-            char *end = NULL;
-            errno = 0;
-            long ordinal = strtol(spec + 5, &end, 10);
-            if (errno || end == spec + 5 || *end != '\0' || ordinal < 0 || ordinal > 1023)
-                return dg_error(DG_ERR_USAGE, "--device: bad CUDA device '%s' (cuda:N)", spec);
-            cuda.device = (int)ordinal;
-        }
-        return dg_backend_cuda_create(&cuda, out);
-    }
-    if (strcmp(spec, "auto") == 0) {
-        char reason[256] = "";
-        if (dg_cuda_emulated())
-            snprintf(reason, sizeof reason, "the CUDA device of this build is the emulated test "
-                                            "device; --device cuda uses it");
-        else if (dg_cuda_probe(reason, sizeof reason) == DG_OK &&
-                 dg_backend_cuda_create(&cuda, out) == DG_OK)
-            return DG_OK;
-        if (!reason[0])
-            snprintf(reason, sizeof reason, "%s", dg_error_message());
-        if (!quiet)
-            fprintf(stderr, "digits: no usable GPU (%s): running on the CPU\n", reason);
-        dg_error_clear();
-        return dg_backend_cpu_create(device->threads, out);
-    }
-    return dg_error(DG_ERR_USAGE, "--device expects auto, cpu, cuda or cuda:N, got '%s'", spec);
+    char fallback[256];
+    enum dg_status status = dg_backend_open(device, fallback, sizeof fallback, out);
+    if (status == DG_OK && fallback[0] && !quiet)
+        fprintf(stderr, "digits: no usable GPU (%s): running on the CPU\n", fallback);
+    return status;
 }
 
 static void count_device_line(const char *line, void *ctx)
@@ -239,18 +211,18 @@ int dg_cli_check_outputs(const char *command, const struct dg_cli_file *files, s
             continue;
         for (size_t j = 0; j < count && code == 0; j++)
             if (!files[j].output && same_key(&keys[i], &keys[j]))
-                code = dg_cli_usage_error(command,
-                                          "%s %s is the same file as %s %s: an output may not "
-                                          "overwrite an input (nothing was written)",
-                                          files[i].what, files[i].path, files[j].what,
-                                          files[j].path);
+                code =
+                    dg_cli_usage_error(command,
+                                       "%s %s is the same file as %s %s: an output may not "
+                                       "overwrite an input (nothing was written)",
+                                       files[i].what, files[i].path, files[j].what, files[j].path);
         for (size_t j = 0; j < i && code == 0; j++)
             if (files[j].output && same_key(&keys[i], &keys[j]))
-                code = dg_cli_usage_error(command,
-                                          "%s %s is the same file as %s %s: two outputs may not "
-                                          "be one file (nothing was written)",
-                                          files[i].what, files[i].path, files[j].what,
-                                          files[j].path);
+                code =
+                    dg_cli_usage_error(command,
+                                       "%s %s is the same file as %s %s: two outputs may not "
+                                       "be one file (nothing was written)",
+                                       files[i].what, files[i].path, files[j].what, files[j].path);
     }
     for (size_t i = 0; i < count; i++)
         free(keys[i].resolved);

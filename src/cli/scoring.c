@@ -18,7 +18,7 @@ void dg_scoring_args_default(struct dg_scoring_args *args)
 {
     memset(args, 0, sizeof *args);
     args->batch = 256;
-    args->device.spec = "auto";
+    args->device.device = "auto";
     args->device.math = DG_CUDA_MATH_FP32;
 }
 
@@ -50,7 +50,7 @@ int dg_scoring_option(const char *command, int opt, const char *arg, struct dg_s
         args->device.threads = (int)value;
         return 1;
     case 'd':
-        args->device.spec = arg;
+        args->device.device = arg;
         return 1;
     default:
         return 0;
@@ -129,8 +129,7 @@ static enum dg_status no_split(struct dg_scoring *s, int mode, const char *why, 
     va_end(args);
     if (mode == DG_HELD_OUT_YES)
         return dg_error(DG_ERR_INPUT, "%s", reason);
-    snprintf(s->selection, sizeof s->selection, "all %zu rows (%.400s)", s->dataset.count,
-             reason);
+    snprintf(s->selection, sizeof s->selection, "all %zu rows (%.400s)", s->dataset.count, reason);
     return DG_OK;
 }
 
@@ -140,23 +139,28 @@ static enum dg_status no_split(struct dg_scoring *s, int mode, const char *why, 
 static enum dg_status keep_held_out(struct dg_scoring *s, const char *model_path,
                                     const char *data_path, int mode)
 {
-    const char *rows = dg_settings_value(s->settings[0], "rows"), *split = dg_settings_value(s->settings[0], "val_split");
+    const char *rows = dg_settings_value(s->settings[0], "rows"),
+               *split = dg_settings_value(s->settings[0], "val_split");
     const char *seed = dg_settings_value(s->settings[0], "split_seed");
     const char *crc = dg_settings_value(s->settings[0], "data_crc32");
     if (seed && strncmp(seed, "per member", 10) == 0)
-        return no_split(s, mode, "%s: each member held out its own rows (--member-splits): "
-                                 "there is no one held-out set",
+        return no_split(s, mode,
+                        "%s: each member held out its own rows (--member-splits): "
+                        "there is no one held-out set",
                         model_path);
     if (!seed || !strchr("0123456789", *seed))
-        seed = dg_settings_value(s->settings[0], "seed"); /* models from before split_seed ("shared") */
+        seed = dg_settings_value(s->settings[0],
+                                 "seed"); /* models from before split_seed ("shared") */
     if (!rows || !split || !seed)
-        return no_split(s, mode, "%s: the model does not record its split (rows, val_split, "
-                                 "seed): --held-out cannot tell its validation rows",
+        return no_split(s, mode,
+                        "%s: the model does not record its split (rows, val_split, "
+                        "seed): --held-out cannot tell its validation rows",
                         model_path);
     size_t count = (size_t)strtoull(rows, NULL, 10);
     if (count > s->dataset.count || count == 0)
-        return no_split(s, mode, "%s: %zu rows, the model was trained on %zu: not its "
-                                 "training file",
+        return no_split(s, mode,
+                        "%s: %zu rows, the model was trained on %zu: not its "
+                        "training file",
                         data_path, s->dataset.count, count);
     if (crc) {
         struct dg_dataset first = s->dataset;
@@ -165,13 +169,14 @@ static enum dg_status keep_held_out(struct dg_scoring *s, const char *model_path
         uint32_t fingerprint;
         dg_dataset_fingerprint(&first, &fingerprint_rows, &fingerprint);
         if (fingerprint != (uint32_t)strtoul(crc, NULL, 16))
-            return no_split(s, mode, "%s: not the model's training data (its first %zu rows "
-                                     "have CRC32 %08x, the model's %.8s)",
+            return no_split(s, mode,
+                            "%s: not the model's training data (its first %zu rows "
+                            "have CRC32 %08x, the model's %.8s)",
                             data_path, count, (unsigned)fingerprint, crc);
     }
     if (strtod(split, NULL) <= 0.0)
-        return no_split(s, mode, "%s: trained without validation rows (val_split %.*s)",
-                        model_path, (int)strcspn(split, "\n"), split);
+        return no_split(s, mode, "%s: trained without validation rows (val_split %.*s)", model_path,
+                        (int)strcspn(split, "\n"), split);
     uint32_t *order = malloc(count * sizeof *order);
     if (!order)
         return dg_error(DG_ERR_NOMEM, "out of memory");
@@ -179,8 +184,8 @@ static enum dg_status keep_held_out(struct dg_scoring *s, const char *model_path
     dg_train_split(strtoull(seed, NULL, 10), count, strtof(split, NULL), order, &held);
     if (held == 0) {
         free(order);
-        return no_split(s, mode, "%s: trained without validation rows (val_split %.*s)",
-                        model_path, (int)strcspn(split, "\n"), split);
+        return no_split(s, mode, "%s: trained without validation rows (val_split %.*s)", model_path,
+                        (int)strcspn(split, "\n"), split);
     }
     /* gathered into fresh buffers from the dataset's allocator */
     struct dg_allocator *a = &s->dataset.allocator;
@@ -193,8 +198,7 @@ static enum dg_status keep_held_out(struct dg_scoring *s, const char *model_path
         return dg_error(DG_ERR_NOMEM, "out of memory for %zu held-out rows", held);
     }
     for (size_t i = 0; i < held; i++) {
-        memcpy(images + i * DG_PIXELS, s->dataset.images + (size_t)order[i] * DG_PIXELS,
-               DG_PIXELS);
+        memcpy(images + i * DG_PIXELS, s->dataset.images + (size_t)order[i] * DG_PIXELS, DG_PIXELS);
         if (labels)
             labels[i] = s->dataset.labels[order[i]];
         s->row_numbers[i] = order[i] + 1;
@@ -296,12 +300,10 @@ static enum dg_status score(struct dg_scoring *s, const struct dg_scoring_args *
         for (int c = 0; c < copies; c++) {
             struct dg_dataset view = s->dataset;
             if (c > 0) {
-                shift_images(s->dataset.images, count, tta_shifts[c][0], tta_shifts[c][1],
-                             shifted);
+                shift_images(s->dataset.images, count, tta_shifts[c][0], tta_shifts[c][1], shifted);
                 view.images = shifted;
             }
-            if ((status = dg_predict(s->be, &s->members[m], &view, (int)args->batch, one)) !=
-                DG_OK)
+            if ((status = dg_predict(s->be, &s->members[m], &view, (int)args->batch, one)) != DG_OK)
                 goto done;
             for (size_t i = 0; i < values; i++)
                 member_sum[i] += one[i];

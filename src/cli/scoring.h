@@ -17,10 +17,10 @@ struct dg_scoring {
     struct dg_model members[DG_MAX_MEMBERS]; /* every member of every -m file, in order */
     int member_count;
     struct dg_dataset dataset;
-    char *settings[DG_MAX_MEMBERS]; /* each -m file's whole settings text (malloc) */
+    char *settings[DG_MAX_MEMBERS];   /* each -m file's whole settings text (malloc) */
     int file_members[DG_MAX_MEMBERS]; /* how many members each -m file holds */
-    float *probs;        /* (count, 10): the members' (and copies') mean */
-    uint8_t *predicted;  /* (count) first argmax of probs */
+    float *probs;                     /* (count, 10): the members' (and copies') mean */
+    uint8_t *predicted;               /* (count) first argmax of probs */
     uint8_t *member_predicted; /* (member_count, count): each member alone (with its copies) */
     uint32_t *row_numbers;     /* (count) the 1-based row of the data file each image is */
     char selection[512];       /* which rows were scored, in words */
@@ -41,23 +41,25 @@ struct dg_scoring_args {
     int tta;
     int held_out; /* DG_HELD_OUT_*: only the validation rows the (first) model was trained
                      without */
-    struct dg_cli_device device;
+    struct dg_backend_spec device;
 };
 
 #define DG_SCORING_LONG_OPTIONS                                                                    \
     {"model", required_argument, NULL, 'm'}, {"labels", required_argument, NULL, 'L'},             \
         {"batch", required_argument, NULL, 'b'}, {"threads", required_argument, NULL, 't'},        \
-        {"device", required_argument, NULL, 'd'}, {"tta", no_argument, NULL, 'T'},            \
-        {"held-out", no_argument, NULL, 'H'}
+        {"device", required_argument, NULL, 'd'}, {"tta", no_argument, NULL, 'T'},                 \
+    {                                                                                              \
+        "held-out", no_argument, NULL, 'H'                                                         \
+    }
 
 /* The help lines of the shared options about models. */
 #define DG_SCORING_MODEL_HELP                                                                      \
-    "  -m, --model FILE     model or ensemble file (required); give it several times to\n"        \
-    "                       average the probabilities of all their members\n"                     \
-    "      --tta            test-time augmentation: average each image with its copies\n"        \
-    "                       shifted by one pixel up, down, left and right\n"                     \
-    "      --held-out       FILE is the model's training file: score only the validation\n"     \
-    "                       rows it held out (its seeded split and row count, as stored\n"   \
+    "  -m, --model FILE     model or ensemble file (required); give it several times to\n"         \
+    "                       average the probabilities of all their members\n"                      \
+    "      --tta            test-time augmentation: average each image with its copies\n"          \
+    "                       shifted by one pixel up, down, left and right\n"                       \
+    "      --held-out       FILE is the model's training file: score only the validation\n"        \
+    "                       rows it held out (its seeded split and row count, as stored\n"         \
     "                       in the model; --limit's first rows)\n"
 
 void dg_scoring_args_default(struct dg_scoring_args *args);
