@@ -7,6 +7,7 @@
 
 #include "digits/io.h"
 #include "digits/report.h"
+#include "digits/train.h"
 
 #include <getopt.h>
 #include <stdio.h>

@@ -7,6 +7,7 @@
 #include "cli/mpi_job.h"
 
 #include "digits/data.h"
+#include "digits/checkpoint.h"
 #include "digits/io.h"
 #include "digits/model.h"
 #include "digits/net.h"

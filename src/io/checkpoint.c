@@ -3,6 +3,7 @@
  * Integers and floats little-endian; the settings and scalar state are "key=value" text with
  * floats printed so that they read back bit for bit (%.9g for float, %.17g for double). */
 #define _POSIX_C_SOURCE 200809L
+#include "digits/checkpoint.h"
 #include "digits/io.h"
 #include "digits/text.h"
 

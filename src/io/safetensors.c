@@ -2,6 +2,7 @@
  * PyTorch's names and layouts (src/io/export.h), F32 little-endian, in layer order. The reader
  * parses the JSON header strictly (src/io/json.c) and checks every tensor's name, dtype, shape
  * and data offsets before it copies a single value. */
+#include "digits/checkpoint.h"
 #include "digits/io.h"
 
 #include <inttypes.h>
