@@ -30,6 +30,7 @@ struct dg_atomic_file {
     int finished; /* dg_atomic_finish succeeded: only the rename is left */
     int direct;   /* written in place: stdout, or an existing non-regular file (a device,
                      a FIFO), which cannot be replaced by a rename */
+    int slot;     /* tmp_path's place in the list of open temporaries + 1; 0: not listed */
 };
 
 /* Opens a temporary file beside `path` ("-" is stdout, written directly). The file gets the
@@ -46,6 +47,39 @@ enum dg_status dg_atomic_finish(struct dg_atomic_file *file);
 enum dg_status dg_atomic_commit(struct dg_atomic_file *file);
 /* Closes and removes the temporary file (safe after a failed commit or twice). */
 void dg_atomic_abort(struct dg_atomic_file *file);
+
+/* The process-wide list of open temporary files (src/io/temporaries.c): fixed-size, static,
+ * lock-free, read by the SIGINT/SIGTERM handler, which unlinks every listed path before the
+ * process dies by the signal. dg_atomic_open lists its temporary; commit and abort take it
+ * off. A temporary made elsewhere is listed the same way (signals blocked between creating
+ * and listing it, so that none is missed). */
+#define DG_TEMPORARIES_MAX 64
+#define DG_TEMPORARY_PATH_MAX 4096
+/* Lists `path` (a file that exists already): its slot, or -1 when the list is full or the
+ * path too long (nothing listed). */
+int dg_temporary_add(const char *path);
+/* Before creating a temporary file: blocks SIGINT and SIGTERM in this thread and reserves a
+ * slot; -1 when the list is full (mask restored). */
+int dg_temporary_begin(void);
+/* After creating it (slot from dg_temporary_begin): lists `path` in it (NULL: nothing was
+ * created; the slot is freed) and restores the thread's signal mask. The slot, or -1 when
+ * nothing was listed. */
+int dg_temporary_end(int slot, const char *path);
+/* Takes slot (from dg_temporary_add or dg_temporary_end; -1 is ignored) off the list. */
+void dg_temporary_remove(int slot);
+/* How many paths are listed. */
+int dg_temporaries_count(void);
+/* Unlinks every listed path (async-signal-safe). */
+void dg_temporaries_unlink_all(void);
+/* The handler: unlinks every listed path, restores the default action of signo and raises
+ * it, so that the process ends by the signal (128 + signo from a shell). */
+void dg_temporaries_on_signal(int signo);
+/* Installs the handler for SIGINT and SIGTERM, once at start (src/cli/main.c). A signal that
+ * was ignored when the process started stays ignored. */
+void dg_temporaries_install(void);
+/* Installs the handler for signo (SIGINT or SIGTERM) again, e.g. after a command caught it
+ * itself (async-signal-safe: may be called from that command's handler). */
+void dg_temporaries_catch(int signo);
 
 /* Writes an ensemble of `count` members of the same architecture: a one-member ensemble is a
  * plain version-1 model file; more members make a version-2 file. */

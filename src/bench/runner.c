@@ -7,6 +7,7 @@
 #include "digits/bench.h"
 
 #include "digits/data.h"
+#include "digits/io.h"
 #include "digits/model.h"
 #include "digits/net.h"
 #include "digits/train.h"
@@ -154,7 +155,13 @@ static enum dg_status time_parse_scaling(const struct dg_bench_settings *s,
     for (int i = 0; i < s->scaling_count; i++) {
         char path[DG_BENCH_PATH_SIZE];
         snprintf(path, sizeof path, "%s/digits-bench-XXXXXX", tmpdir);
+        /* listed (before it exists, signals held off) so that SIGINT/SIGTERM removes it */
+        int slot = dg_temporary_begin();
+        if (slot < 0)
+            return dg_error(DG_ERR_IO, "%s: more than %d temporary files open at once", path,
+                            DG_TEMPORARIES_MAX);
         int fd = mkstemp(path);
+        dg_temporary_end(slot, fd >= 0 ? path : NULL);
         if (fd < 0)
             return dg_error(DG_ERR_IO, "%s: cannot create a temporary file", path);
         close(fd);
@@ -166,6 +173,7 @@ static enum dg_status time_parse_scaling(const struct dg_bench_settings *s,
             status = time_parse(path, "scaling", s->threads, 0, loads, &report->scaling[i], NULL);
         }
         remove(path);
+        dg_temporary_remove(slot);
         if (status != DG_OK)
             return status;
         snprintf(report->scaling[i].path, sizeof report->scaling[i].path, "%zu rows (temp CSV)",

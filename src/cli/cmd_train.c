@@ -136,10 +136,14 @@ static volatile sig_atomic_t stop_signal;
 static void on_signal(int signo)
 {
     stop_signal = signo;
+    /* SA_RESETHAND made it SIG_DFL: the temporaries' handler instead, which removes the open
+     * temporary files (a checkpoint being written) before dying by the signal */
+    dg_temporaries_catch(signo);
 }
 
-/* SIGINT and SIGTERM set stop_signal once; the handler then resets, so a second one acts as
- * the default (stops at once). */
+/* SIGINT and SIGTERM set stop_signal once; the handler then resets to the temporaries'
+ * handler (src/io/temporaries.c), so a second one acts as the default (stops at once), open
+ * temporary files removed. */
 static void catch_stop_signals(void)
 {
     struct sigaction action;
@@ -153,8 +157,8 @@ static void catch_stop_signals(void)
 
 static void release_stop_signals(void)
 {
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
+    dg_temporaries_catch(SIGINT);
+    dg_temporaries_catch(SIGTERM);
 }
 
 static enum dg_status on_checkpoint(const struct dg_train_state *state, void *ctx)

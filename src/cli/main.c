@@ -1,5 +1,6 @@
 /* `digits <command> [options]`: dispatch to the commands of src/cli/cmd_*.c. */
 #include "cli/cli.h"
+#include "digits/io.h"
 
 #include <stdarg.h>
 #include <signal.h>
@@ -60,6 +61,10 @@ int main(int argc, char **argv)
     /* a closed pipe on an output makes the write fail (EPIPE), reported like any write error,
      * instead of killing the process without a word */
     signal(SIGPIPE, SIG_IGN);
+    /* SIGINT and SIGTERM remove the open temporary files (the atomic outputs' PATH.tmp.XXXXXX)
+     * and then end the process by the signal; `digits train` catches them itself while it
+     * trains (a checkpoint first) */
+    dg_temporaries_install();
     if (argc < 2) {
         print_usage(stderr);
         return 2;

@@ -1,7 +1,9 @@
 /* Temporary file beside the destination, renamed over it on success, removed on failure. The
  * temporary file is created with open(..., O_CREAT | O_EXCL, 0666), so the umask applies as it
  * would to a plain create (mkstemp would make it 0600 whatever the umask); when the
- * destination exists, its mode is kept. */
+ * destination exists, its mode is kept. The temporary is listed in the process-wide list of
+ * open temporaries (src/io/temporaries.c) from its creation until the rename or the abort, so
+ * that SIGINT/SIGTERM removes it. */
 #define _POSIX_C_SOURCE 200809L
 #include "digits/io.h"
 
@@ -38,6 +40,13 @@ static int create_temporary(char *tmp_path, size_t size, const char *path)
     return -1;
 }
 
+static void unlist(struct dg_atomic_file *file)
+{
+    if (file->slot > 0)
+        dg_temporary_remove(file->slot - 1);
+    file->slot = 0;
+}
+
 enum dg_status dg_atomic_open(struct dg_atomic_file *file, const char *path)
 {
     memset(file, 0, sizeof *file);
@@ -59,27 +68,46 @@ enum dg_status dg_atomic_open(struct dg_atomic_file *file, const char *path)
         file->direct = 1;
         return DG_OK;
     }
+    /* listed before the file exists (signals held off in this thread until it is), so that
+     * SIGINT/SIGTERM finds every temporary there is */
+    int slot = dg_temporary_begin();
+    if (slot < 0)
+        return dg_error(DG_ERR_IO,
+                        "%s: cannot create: more than %d temporary files open at once (the "
+                        "list that SIGINT/SIGTERM cleans up is full)",
+                        path, DG_TEMPORARIES_MAX);
     int fd = create_temporary(file->tmp_path, sizeof file->tmp_path, path);
+    int saved = errno;
+    int listed = dg_temporary_end(slot, fd >= 0 ? file->tmp_path : NULL);
+    if (fd >= 0 && listed < 0) {
+        close(fd);
+        unlink(file->tmp_path);
+        fd = -1;
+        saved = ENAMETOOLONG;
+    }
     if (fd < 0) {
         file->tmp_path[0] = '\0';
-        return dg_error(DG_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+        return dg_error(DG_ERR_IO, "%s: cannot create: %s", path, strerror(saved));
     }
+    file->slot = listed + 1;
     /* replacing a file: keep its permissions */
     struct stat existing;
     if (stat(path, &existing) == 0 && S_ISREG(existing.st_mode) &&
         fchmod(fd, existing.st_mode & 07777) != 0) {
-        int saved = errno;
+        saved = errno;
         close(fd);
         unlink(file->tmp_path);
         file->tmp_path[0] = '\0';
+        unlist(file);
         return dg_error(DG_ERR_IO, "%s: cannot keep its mode: %s", path, strerror(saved));
     }
     file->fp = fdopen(fd, "wb");
     if (!file->fp) {
-        int saved = errno;
+        saved = errno;
         close(fd);
         unlink(file->tmp_path);
         file->tmp_path[0] = '\0';
+        unlist(file);
         return dg_error(DG_ERR_IO, "%s: cannot open: %s", path, strerror(saved));
     }
     return DG_OK;
@@ -134,6 +162,8 @@ enum dg_status dg_atomic_commit(struct dg_atomic_file *file)
         return dg_error(DG_ERR_IO, "%s: cannot rename into place: %s", file->path, strerror(saved));
     }
     file->tmp_path[0] = '\0';
+    /* after the rename: a signal in between unlinks a name that is gone */
+    unlist(file);
     return DG_OK;
 }
 
@@ -145,4 +175,5 @@ void dg_atomic_abort(struct dg_atomic_file *file)
     if (file->tmp_path[0])
         unlink(file->tmp_path);
     file->tmp_path[0] = '\0';
+    unlist(file);
 }
