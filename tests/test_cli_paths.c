@@ -286,6 +286,42 @@ START_TEST(eval_held_out_is_the_validation_set)
 }
 END_TEST
 
+/* --val-split values with more digits than %g keeps: the model file must say the very float
+ * training split with, or --held-out rebuilds another split. 1000 rows at 0.1004999 hold out
+ * 100 (1000 x 0.1004999 rounds down); read back as "0.1005" it would be 101. */
+START_TEST(held_out_rows_survive_awkward_val_splits)
+{
+    static const struct {
+        const char *split;
+        int held;
+    } cases[] = {{"0.1004999", 100}, {"0.0504999", 50}};
+    char err[512];
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        ck_assert_int_eq(run(err, "train %s --limit 1000 --epochs 1 --threads 2 --device cpu "
+                                  "--val-split %s --no-augment -o v.dgt --log v.csv "
+                                  "--no-checkpoint -q",
+                             sample, cases[c].split),
+                         0);
+        char *log = slurp("v.csv");
+        double loss, acc, val_loss, val_acc;
+        int epoch;
+        ck_assert_int_eq(sscanf(strchr(log, '\n') + 1, "%d,%lf,%lf,%lf,%lf", &epoch, &loss,
+                                &acc, &val_loss, &val_acc),
+                         5);
+        free(log);
+        ck_assert_int_eq(run(err, "info --model=v.dgt"), 0);
+        char want[96];
+        snprintf(want, sizeof want, "val_split=%s\n", cases[c].split);
+        dg_test_expect_in(at("stdout"), want);
+        snprintf(want, sizeof want, "validation_rows=%d\n", cases[c].held);
+        dg_test_expect_in(at("stdout"), want);
+        ck_assert_int_eq(run(err, "eval -m v.dgt %s --held-out --device cpu", sample), 0);
+        snprintf(want, sizeof want, "images: %d\naccuracy: %.4f", cases[c].held, val_acc);
+        dg_test_expect_in(at("stdout"), want);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("cli paths");
@@ -297,6 +333,7 @@ int main(void)
     tcase_add_test(tc, learning_rate_reduction_happens);
     tcase_add_test(tc, model_of_another_format_version);
     tcase_add_test(tc, eval_held_out_is_the_validation_set);
+    tcase_add_test(tc, held_out_rows_survive_awkward_val_splits);
     suite_add_tcase(suite, tc);
     return dg_test_run_suite(suite);
 }

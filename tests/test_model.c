@@ -12,6 +12,7 @@
 #include "cli_util.h"
 #include "digits/io.h"
 #include "digits/model.h"
+#include "digits/text.h"
 
 static char tmpdir[256];
 
@@ -39,12 +40,10 @@ START_TEST(reference_shapes_and_count)
         int c, h, w;
         size_t params;
     } expected[] = {
-        {"conv1", 32, 28, 28, 832},     {"conv2", 32, 28, 28, 25632},
-        {"pool1", 32, 14, 14, 0},       {"dropout1", 32, 14, 14, 0},
-        {"conv3", 64, 14, 14, 18496},   {"conv4", 64, 14, 14, 36928},
-        {"pool2", 64, 7, 7, 0},         {"dropout2", 64, 7, 7, 0},
-        {"flatten1", 3136, 1, 1, 0},    {"dense1", 256, 1, 1, 803072},
-        {"dropout3", 256, 1, 1, 0},     {"dense2", 10, 1, 1, 2570},
+        {"conv1", 32, 28, 28, 832},    {"conv2", 32, 28, 28, 25632}, {"pool1", 32, 14, 14, 0},
+        {"dropout1", 32, 14, 14, 0},   {"conv3", 64, 14, 14, 18496}, {"conv4", 64, 14, 14, 36928},
+        {"pool2", 64, 7, 7, 0},        {"dropout2", 64, 7, 7, 0},    {"flatten1", 3136, 1, 1, 0},
+        {"dense1", 256, 1, 1, 803072}, {"dropout3", 256, 1, 1, 0},   {"dense2", 10, 1, 1, 2570},
     };
     for (int i = 0; i < 12; i++) {
         const struct dg_layer *layer = &model.layers[i];
@@ -166,8 +165,8 @@ START_TEST(model_file_round_trip)
     ck_assert_int_eq(memcmp(loaded.params, model.params, model.param_count * sizeof(float)), 0);
     size_t size;
     unsigned char *data = read_file(path, &size);
-    ck_assert_uint_eq(size, 8 + 4 + 4 + 12 * 20 + 12 + strlen("epochs=2\nseed=3\n") +
-                                887530 * 4 + 4);
+    ck_assert_uint_eq(size,
+                      8 + 4 + 4 + 12 * 20 + 12 + strlen("epochs=2\nseed=3\n") + 887530 * 4 + 4);
     ck_assert_int_eq(memcmp(data, "DGTMODEL", 8), 0);
     free(data);
     /* nothing but the model itself is left in the directory */
@@ -181,8 +180,7 @@ END_TEST
 
 /* Saves a reference model, applies `mutate` to its bytes and expects a refusal whose message
  * contains `needle`. */
-static void expect_refusal(void (*mutate)(unsigned char *data, size_t *size),
-                           const char *needle)
+static void expect_refusal(void (*mutate)(unsigned char *data, size_t *size), const char *needle)
 {
     make_tmpdir();
     struct dg_model model, loaded;
@@ -330,8 +328,8 @@ START_TEST(refuses_non_finite_parameters)
     model.params[model.layers[0].weight_offset + 7] = values[v];
     ck_assert_int_eq(dg_model_save(path, &model, "seed=3\n"), DG_OK);
     ck_assert_int_eq(dg_model_load(path, &loaded, NULL, 0), DG_ERR_INPUT);
-    snprintf(want, sizeof want, "%s: non-finite value in the weights: conv1.weight[7] is %s",
-             path, names[v]);
+    snprintf(want, sizeof want, "%s: non-finite value in the weights: conv1.weight[7] is %s", path,
+             names[v]);
     ck_assert_str_eq(dg_error_message(), want);
     model.params[model.layers[0].weight_offset + 7] = 0.0f;
     /* dense1's weight (in, out) element (2, 5), exported (out, in) */
@@ -361,8 +359,7 @@ START_TEST(refuses_non_finite_parameters)
     ck_assert_int_eq(dg_ensemble_load(path, got, 2, &count, NULL, 0), DG_ERR_INPUT);
     ck_assert_int_eq(count, 0);
     snprintf(want, sizeof want,
-             "%s: non-finite value in the weights: members.1.conv2.bias[3] is %s", path,
-             names[v]);
+             "%s: non-finite value in the weights: members.1.conv2.bias[3] is %s", path, names[v]);
     ck_assert_str_eq(dg_error_message(), want);
     /* finite again: loads */
     members[1].params[model.layers[1].bias_offset + 3] = 1e30f;
@@ -420,12 +417,51 @@ START_TEST(refuses_settings_beyond_the_cli_ranges)
 }
 END_TEST
 
+/* Settings floats: the fewest digits that read back as the same float. */
+START_TEST(settings_floats_read_back_exactly)
+{
+    static const struct {
+        float value;
+        const char *text;
+    } cases[] = {{0.001f, "0.001"},
+                 {0.9f, "0.9"},
+                 {1e-8f, "1e-08"},
+                 {0.1f, "0.1"},
+                 {0.1000119f, "0.1000119"},
+                 {0.1004999f, "0.1004999"},
+                 {0.0f, "0"},
+                 {1.0f, "1"},
+                 {16777217.0f, "16777216"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct dg_text t = {0};
+        dg_text_add_float(&t, cases[i].value);
+        ck_assert_str_eq(t.data, cases[i].text);
+        free(t.data);
+    }
+    /* every finite float of a sweep over all magnitudes and both signs reads back bit for bit */
+    uint32_t bits = 0x3a000000u, failures = 0;
+    for (int i = 0; i < 200000; i++, bits += 0x00003fa1u) {
+        float v;
+        memcpy(&v, &bits, sizeof v);
+        if (!isfinite(v))
+            continue;
+        struct dg_text t = {0};
+        dg_text_add_float(&t, v);
+        float back = strtof(t.data, NULL);
+        failures += memcmp(&back, &v, sizeof v) != 0 || strlen(t.data) > 15;
+        free(t.data);
+    }
+    ck_assert_uint_eq(failures, 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("model");
     TCase *tc = tcase_create("model");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, reference_shapes_and_count);
+    tcase_add_test(tc, settings_floats_read_back_exactly);
     tcase_add_test(tc, bad_architectures_refused);
     tcase_add_test(tc, glorot_limits_zero_bias_and_determinism);
     tcase_add_test(tc, model_file_round_trip);

@@ -25,6 +25,9 @@ void dg_text_add(struct dg_text *t, const char *format, ...)
 void dg_text_addv(struct dg_text *t, const char *format, va_list args);
 /* Appends bytes as they are. */
 void dg_text_put(struct dg_text *t, const char *bytes, size_t size);
+/* Appends a float with the fewest significant digits (%g) that read back (strtof) as the very
+ * same float: 0.001f is "0.001", 0.1000119f is "0.1000119", never "0.100012". */
+void dg_text_add_float(struct dg_text *t, float value);
 
 #ifdef __cplusplus
 }

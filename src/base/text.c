@@ -1,5 +1,6 @@
 #include "digits/text.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,4 +56,20 @@ void dg_text_put(struct dg_text *t, const char *bytes, size_t size)
     memcpy(t->data + t->size, bytes, size);
     t->size += size;
     t->data[t->size] = '\0';
+}
+
+void dg_text_add_float(struct dg_text *t, float value)
+{
+    char buf[32];
+    if (!isfinite(value)) {
+        dg_text_add(t, "%g", (double)value);
+        return;
+    }
+    /* %.9g always reads back as the same float; fewer digits usually do, and read better */
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, (double)value);
+        if (strtof(buf, NULL) == value || digits == 9)
+            break;
+    }
+    dg_text_add(t, "%s", buf);
 }

@@ -1,0 +1,376 @@
+/* digits train: the command line. Every option, its range and the combinations refused, and
+ * the settings of a resumed run (the checkpoint's, checked against what was given). */
+#define _POSIX_C_SOURCE 200809L
+#include "cli/train_cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *usage_text =
+    "usage: digits train TRAIN [options] [-o model.dgt]\n"
+    "\n"
+    "Trains the reference network on TRAIN (Kaggle train.csv[.gz], or MNIST IDX images with\n"
+    "--labels) and writes the model file.\n"
+    "\n"
+    "options (defaults: the reference Keras recipe):\n"
+    "  -o, --output FILE     model file to write (default model.dgt)\n"
+    "      --labels FILE     IDX label file, when TRAIN is an IDX image file\n"
+    "      --epochs N        epochs (30)\n"
+    "      --batch N         batch size (86)\n"
+    "      --lr X            RMSprop learning rate (0.001)\n"
+    "      --val-split X     fraction held out for validation, seeded (0.1)\n"
+    "      --seed N          seed of every random draw (42)\n"
+    "      --no-augment      no augmentation (default: rotation 10, zoom 0.1, shifts 0.1)\n"
+    "      --limit N         use only the first N rows\n"
+    "      --threads N       CPU threads (all cores)\n"
+    "      --device D        auto, cpu, cuda or cuda:N (auto)\n"
+    "      --math M          CUDA math: fp32 or tf32 (fp32)\n"
+    "      --deterministic   bit-identical reruns on the same GPU\n"
+    "      --log FILE.csv    per-epoch history (written as training goes; continued\n"
+    "                        on --resume)\n"
+    "      --checkpoint FILE the training state, written atomically after every epoch\n"
+    "                        and on SIGINT/SIGTERM (default: the model file + .ckpt)\n"
+    "      --no-checkpoint   write no checkpoint\n"
+    "      --resume FILE     continue from a checkpoint, bit for bit; the settings (and\n"
+    "                        --limit, --labels, -o) come from it; options that contradict\n"
+    "                        it are refused; --epochs may be raised to train longer\n"
+    "      --save-best       the model file gets the weights of the best validation epoch\n"
+    "      --split-seed N    seed of the validation split (default: --seed)\n"
+    "      --ensemble K      train K members, member m with seed SEED+m (its own\n"
+    "                        initialisation, dropout and augmentation; the split of\n"
+    "                        --split-seed), into one ensemble file; no checkpoints;\n"
+    "                        --log FILE writes FILE.memberM.csv per member\n"
+    "      --member-splits   each member its own validation split (seed SEED+m)\n"
+    "      --concurrent N    train N members at a time (per device with --devices), each\n"
+    "                        on its own backend from its own thread: on the CPU each gets\n"
+    "                        threads/N threads (at least 1), on CUDA its own streams and\n"
+    "                        handles on the same device; at most the members there are.\n"
+    "                        Every member is bit-identical whatever N. Default on the\n"
+    "                        CPU: one member per thread (faster than one after another\n"
+    "                        with all threads, measured on 2 cores); --concurrent 1: one\n"
+    "                        after another. On CUDA: 1 per device (not measured on a GPU)\n"
+    "      --devices LIST    spread the members over these CUDA devices (e.g. 0,1), in one\n"
+    "                        process; with MPI, over each rank's members\n"
+    "      --early-stop N    stop after N epochs without a better val_accuracy\n"
+    "  -q, --quiet           no progress output\n"
+    "  -h, --help            this text\n"
+    "\n"
+    "Ctrl-C (SIGINT) or SIGTERM: the step in progress finishes, a checkpoint is written and the\n"
+    "command to resume is printed (exit 130 / 143); a second Ctrl-C stops at once. A loss that\n"
+    "turns NaN, infinite or above 1e4 per image (diverged) stops training (exit 1) with the\n"
+    "last checkpoint kept and no model written.\n"
+    "With --val-split 0 there is no validation: no learning-rate reduction, --save-best and\n"
+    "--early-stop are unavailable.\n";
+
+/* "--devices 0,2": distinct CUDA ordinals 0..1023, at most DG_MAX_MEMBERS of them; a usage
+ * message and 0 otherwise. */
+static int parse_devices(const char *text, int *devices, int *count)
+{
+    const char *p = text;
+    *count = 0;
+    for (;;) {
+        char *end = NULL;
+        long ordinal = -1;
+        if (*p >= '0' && *p <= '9') {
+            errno = 0;
+            ordinal = strtol(p, &end, 10);
+            if (errno)
+                ordinal = -1;
+        }
+        if (ordinal < 0 || ordinal > 1023 || (*end != ',' && *end != '\0')) {
+            dg_cli_usage_error("train",
+                               "--devices expects CUDA device numbers separated by "
+                               "commas (e.g. 0,1), got '%s'",
+                               text);
+            return 0;
+        }
+        for (int d = 0; d < *count; d++)
+            if (devices[d] == (int)ordinal) {
+                dg_cli_usage_error("train",
+                                   "--devices %s names device %ld twice (--concurrent "
+                                   "N runs N members per device)",
+                                   text, ordinal);
+                return 0;
+            }
+        if (*count == DG_MAX_MEMBERS) {
+            dg_cli_usage_error("train", "--devices %s: at most %d devices", text, DG_MAX_MEMBERS);
+            return 0;
+        }
+        devices[(*count)++] = (int)ordinal;
+        if (*end == '\0')
+            return 1;
+        p = end + 1;
+    }
+}
+
+/* Applies one option of getopt_long to req; -1 to go on, else the exit code. */
+static int apply_option(int opt, struct train_request *req, uint64_t *split_seed,
+                        int *split_seed_given)
+{
+    struct dg_train_options *options = &req->options;
+    long value;
+    double real;
+    switch (opt) {
+    case 'o':
+        req->output = optarg;
+        req->given |= GIVEN_OUTPUT;
+        break;
+    case 'L':
+        req->labels = optarg;
+        break;
+    case 'e':
+        if (!dg_cli_parse_int("train", "--epochs", optarg, DG_TRAIN_EPOCHS_MIN, DG_TRAIN_EPOCHS_MAX,
+                              &value))
+            return 2;
+        options->epochs = (int)value;
+        req->given |= GIVEN_EPOCHS;
+        break;
+    case 'b':
+        if (!dg_cli_parse_int("train", "--batch", optarg, DG_TRAIN_BATCH_MIN, DG_TRAIN_BATCH_MAX,
+                              &value))
+            return 2;
+        options->batch = (int)value;
+        req->given |= GIVEN_BATCH;
+        break;
+    case 'r':
+        if (!dg_cli_parse_float("train", "--lr", optarg, DG_TRAIN_LR_MIN, DG_TRAIN_LR_MAX, &real))
+            return 2;
+        options->lr = (float)real;
+        req->given |= GIVEN_LR;
+        break;
+    case 'v':
+        if (!dg_cli_parse_float("train", "--val-split", optarg, DG_TRAIN_VAL_SPLIT_MIN,
+                                DG_TRAIN_VAL_SPLIT_MAX, &real))
+            return 2;
+        options->val_split = (float)real;
+        req->given |= GIVEN_VAL_SPLIT;
+        break;
+    case 's':
+        if (!dg_cli_parse_u64("train", "--seed", optarg, &options->seed))
+            return 2;
+        req->given |= GIVEN_SEED;
+        break;
+    case 'A':
+        options->augment = 0;
+        req->given |= GIVEN_NO_AUGMENT;
+        break;
+    case 'l':
+        if (!dg_cli_parse_int("train", "--limit", optarg, 1, 1L << 40, &req->limit))
+            return 2;
+        break;
+    case 't':
+        if (!dg_cli_parse_int("train", "--threads", optarg, 1, 1024, &value))
+            return 2;
+        req->device.threads = (int)value;
+        break;
+    case 'd':
+        req->device.device = optarg;
+        break;
+    case 'M':
+        if (!dg_cli_parse_math("train", optarg, &req->device.math))
+            return 2;
+        break;
+    case 'D':
+        req->device.deterministic = 1;
+        break;
+    case 'g':
+        req->log_path = optarg;
+        break;
+    case 'c':
+        req->checkpoint_path = optarg;
+        req->checkpoint_given = 1;
+        break;
+    case 'C':
+        req->no_checkpoint = 1;
+        break;
+    case 'R':
+        req->resume_path = optarg;
+        break;
+    case 'B':
+        options->save_best = 1;
+        req->given |= GIVEN_SAVE_BEST;
+        break;
+    case 'E':
+        if (!dg_cli_parse_int("train", "--early-stop", optarg, DG_TRAIN_EARLY_STOP_MIN,
+                              DG_TRAIN_EARLY_STOP_MAX, &value))
+            return 2;
+        options->early_stop = (int)value;
+        req->given |= GIVEN_EARLY_STOP;
+        break;
+    case 'S':
+        if (!dg_cli_parse_u64("train", "--split-seed", optarg, split_seed))
+            return 2;
+        *split_seed_given = 1;
+        break;
+    case 'K':
+        if (!dg_cli_parse_int("train", "--ensemble", optarg, 1, DG_MAX_MEMBERS, &value))
+            return 2;
+        req->ensemble = (int)value;
+        break;
+    case 'P':
+        req->member_splits = 1;
+        break;
+    case 'N':
+        if (!dg_cli_parse_int("train", "--concurrent", optarg, 1, DG_MAX_MEMBERS, &value))
+            return 2;
+        req->concurrent = (int)value;
+        break;
+    case 'V':
+        req->devices_text = optarg;
+        if (!parse_devices(optarg, req->devices, &req->device_count))
+            return 2;
+        break;
+    case 'q':
+        req->quiet = 1;
+        break;
+    case 'h':
+        fputs(usage_text, stdout);
+        return 0;
+    default:
+        fputs("(see `digits train --help`)\n", stderr);
+        return 2;
+    }
+    return -1;
+}
+
+/* The combinations refused, --devices against the devices there are, and the split seed; -1
+ * to go on, else the exit code. */
+static int check_request(struct train_request *req, uint64_t split_seed, int split_seed_given)
+{
+    struct dg_train_options *options = &req->options;
+    if (req->no_checkpoint && req->checkpoint_path)
+        return dg_cli_usage_error("train", "--checkpoint and --no-checkpoint together");
+    if (req->ensemble > 1 && (req->resume_path || req->checkpoint_path))
+        return dg_cli_usage_error("train", "--ensemble writes no checkpoints: --resume and "
+                                           "--checkpoint do not apply");
+    if (req->member_splits && req->ensemble == 1)
+        return dg_cli_usage_error("train", "--member-splits needs --ensemble K");
+    if ((req->concurrent || req->devices_text) && req->ensemble == 1)
+        return dg_cli_usage_error("train", "%s needs --ensemble K",
+                                  req->concurrent ? "--concurrent" : "--devices");
+    if (req->devices_text) {
+        /* the members go to these CUDA devices: --device may only say CUDA */
+        if (strcmp(req->device.device, "auto") != 0 && strcmp(req->device.device, "cuda") != 0)
+            return dg_cli_usage_error("train",
+                                      "--devices %s spreads the members over CUDA "
+                                      "devices; it does not go with --device %s",
+                                      req->devices_text, req->device.device);
+        char reason[256] = "";
+        int available = dg_cli_cuda_device_count(reason, sizeof reason);
+        for (int d = 0; d < req->device_count; d++)
+            if (req->devices[d] >= available) {
+                if (available == 0)
+                    return dg_cli_usage_error("train",
+                                              "--devices %s: there is no CUDA device "
+                                              "%d (%s)",
+                                              req->devices_text, req->devices[d], reason);
+                return dg_cli_usage_error("train",
+                                          "--devices %s: there is no CUDA device %d "
+                                          "(this machine has %d: 0..%d)",
+                                          req->devices_text, req->devices[d], available,
+                                          available - 1);
+            }
+        snprintf(req->device_name, sizeof req->device_name, "cuda:%d", req->devices[0]);
+        req->device.device = req->device_name;
+    }
+    if (split_seed_given && req->resume_path)
+        return dg_cli_usage_error("train", "--split-seed comes from the checkpoint on --resume");
+    options->split_seed = split_seed_given ? split_seed : options->seed;
+    return -1;
+}
+
+int train_parse_args(int argc, char **argv, struct train_request *req)
+{
+    static const struct option long_options[] = {
+        {"output", required_argument, NULL, 'o'},
+        {"labels", required_argument, NULL, 'L'},
+        {"epochs", required_argument, NULL, 'e'},
+        {"batch", required_argument, NULL, 'b'},
+        {"lr", required_argument, NULL, 'r'},
+        {"val-split", required_argument, NULL, 'v'},
+        {"seed", required_argument, NULL, 's'},
+        {"no-augment", no_argument, NULL, 'A'},
+        {"limit", required_argument, NULL, 'l'},
+        {"threads", required_argument, NULL, 't'},
+        {"device", required_argument, NULL, 'd'},
+        {"math", required_argument, NULL, 'M'},
+        {"deterministic", no_argument, NULL, 'D'},
+        {"log", required_argument, NULL, 'g'},
+        {"checkpoint", required_argument, NULL, 'c'},
+        {"no-checkpoint", no_argument, NULL, 'C'},
+        {"resume", required_argument, NULL, 'R'},
+        {"save-best", no_argument, NULL, 'B'},
+        {"early-stop", required_argument, NULL, 'E'},
+        {"split-seed", required_argument, NULL, 'S'},
+        {"ensemble", required_argument, NULL, 'K'},
+        {"member-splits", no_argument, NULL, 'P'},
+        {"concurrent", required_argument, NULL, 'N'},
+        {"devices", required_argument, NULL, 'V'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    memset(req, 0, sizeof *req);
+    dg_train_options_default(&req->options);
+    req->device = (struct dg_backend_spec){"auto", 0, DG_CUDA_MATH_FP32, 0, 0};
+    req->output = "model.dgt";
+    req->ensemble = 1;
+    int split_seed_given = 0;
+    uint64_t split_seed = 0;
+    int opt, code;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "o:qh", long_options, NULL)) != -1)
+        if ((code = apply_option(opt, req, &split_seed, &split_seed_given)) >= 0)
+            return code;
+    if (optind != argc - 1)
+        return dg_cli_usage_error("train", optind >= argc ? "missing the TRAIN file"
+                                                          : "expects one TRAIN file");
+    if ((code = check_request(req, split_seed, split_seed_given)) >= 0)
+        return code;
+    req->train_path = argv[optind];
+    return -1;
+}
+
+enum dg_status train_resume_settings(const char *path, const struct dg_checkpoint *ck,
+                                     unsigned given, struct dg_train_options *options)
+{
+    const struct dg_train_options *c = &ck->options;
+    char what[160] = "";
+    if ((given & GIVEN_BATCH) && options->batch != c->batch)
+        snprintf(what, sizeof what, "--batch %d (the checkpoint's is %d)", options->batch,
+                 c->batch);
+    else if ((given & GIVEN_LR) && options->lr != c->lr)
+        snprintf(what, sizeof what, "--lr %g (the checkpoint's is %g)", (double)options->lr,
+                 (double)c->lr);
+    else if ((given & GIVEN_VAL_SPLIT) && options->val_split != c->val_split)
+        snprintf(what, sizeof what, "--val-split %g (the checkpoint's is %g)",
+                 (double)options->val_split, (double)c->val_split);
+    else if ((given & GIVEN_SEED) && options->seed != c->seed)
+        snprintf(what, sizeof what, "--seed %llu (the checkpoint's is %llu)",
+                 (unsigned long long)options->seed, (unsigned long long)c->seed);
+    else if ((given & GIVEN_NO_AUGMENT) && c->augment)
+        snprintf(what, sizeof what, "--no-augment (the checkpoint's run augments)");
+    else if ((given & GIVEN_SAVE_BEST) && !c->save_best)
+        snprintf(what, sizeof what, "--save-best (the checkpoint's run keeps the last weights)");
+    else if ((given & GIVEN_EARLY_STOP) && options->early_stop != c->early_stop)
+        snprintf(what, sizeof what, "--early-stop %d (the checkpoint's is %d)", options->early_stop,
+                 c->early_stop);
+    else if ((given & GIVEN_EPOCHS) && options->epochs < ck->state.epoch)
+        snprintf(what, sizeof what, "--epochs %d (the checkpoint has done %d epochs already)",
+                 options->epochs, ck->state.epoch);
+    if (what[0])
+        return dg_error(DG_ERR_USAGE,
+                        "%s: %s contradicts the checkpoint; leave it out to use "
+                        "the checkpoint's setting",
+                        path, what);
+    int epochs = (given & GIVEN_EPOCHS) ? options->epochs : c->epochs;
+    void (*on_epoch_fn)(const struct dg_epoch_report *, void *) = options->on_epoch;
+    void (*on_step_fn)(int, int, int, double, void *) = options->on_step;
+    *options = *c;
+    options->epochs = epochs;
+    options->on_epoch = on_epoch_fn;
+    options->on_step = on_step_fn;
+    return DG_OK;
+}

@@ -1,0 +1,34 @@
+/* digits train: the settings text a model file starts with, for one model and for an ensemble
+ * alike. The held-out rows of `eval`/`report` are rebuilt from rows, val_split and split_seed,
+ * so val_split is written to read back as the very float training split with. */
+#include "cli/train_cli.h"
+
+void train_settings_text(struct dg_text *t, const struct train_record *record)
+{
+    const struct dg_train_options *o = record->options;
+    uint64_t rows;
+    uint32_t crc;
+    dg_dataset_fingerprint(record->dataset, &rows, &crc);
+    dg_text_add(t, "digits_version=%s\nbackend=%s\ntrain_file=%s\nrows=%llu\ndata_crc32=%08x\n",
+                DIGITS_VERSION, record->backend, record->train_file, (unsigned long long)rows,
+                (unsigned)crc);
+    if (record->members)
+        dg_text_add(t, "members=%d\n", record->members);
+    dg_text_add(t, "epochs=%d\nbatch=%d\nlr=", o->epochs, o->batch);
+    dg_text_add_float(t, o->lr);
+    dg_text_add(t, "\nrho=");
+    dg_text_add_float(t, o->rho);
+    dg_text_add(t, "\neps=");
+    dg_text_add_float(t, o->eps);
+    dg_text_add(t, "\nval_split=");
+    dg_text_add_float(t, o->val_split);
+    dg_text_add(t, "\n");
+    if (record->validation_rows >= 0)
+        dg_text_add(t, "validation_rows=%ld\n", record->validation_rows);
+    dg_text_add(t, "seed=%llu\n", (unsigned long long)o->seed);
+    if (record->split_seed)
+        dg_text_add(t, "split_seed=%s\n", record->split_seed);
+    else
+        dg_text_add(t, "split_seed=%llu\n", (unsigned long long)o->split_seed);
+    dg_text_add(t, "augment=%d\n", o->augment);
+}
