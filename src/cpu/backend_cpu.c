@@ -3,7 +3,8 @@
  * bit-identical to the shared element math on every ISA) and dense layers as OpenBLAS sgemm
  * (single-threaded calls, one per pool thread, so that one set of threads does all the
  * work). Tensors are float32 NCHW, row-major; dense weights (in, out). Convolutions are in
- * conv.c. */
+ * conv.c (plans, dispatch) and conv_im2col.c, conv_direct.c, conv_winograd.c; the threads in
+ * threads.c. */
 #include "cpu/cpu_internal.h"
 
 #include <cblas.h>
@@ -20,12 +21,11 @@
 
 /* ---- memory ---- */
 
-
 static void cpu_destroy(struct dg_backend *be)
 {
     struct dg_cpu *cpu = be->impl;
     if (cpu) {
-        dg_cpu_pool_destroy(cpu->pool);
+        dg_cpu_threads_destroy(cpu->pool);
         free(cpu);
     }
     free(be);
@@ -118,7 +118,7 @@ static enum dg_status cpu_batch_assemble(struct dg_backend *be, void *handle, co
             return dg_error(DG_ERR_RUNTIME, "cpu batch: row %u outside the dataset of %zu images",
                             rows[i], dataset->count);
     struct assemble_job job = {cpu->isa, dataset, rows, n, augment, x};
-    dg_cpu_pool_run(cpu->pool, assemble_task, &job);
+    dg_cpu_threads_run(cpu->pool, assemble_task, &job);
     if (labels && dataset->labels)
         for (int i = 0; i < n; i++)
             labels[i] = dataset->labels[rows[i]];
@@ -147,7 +147,7 @@ static enum dg_status cpu_relu_bwd(struct dg_backend *be, size_t n, const float 
 {
     struct dg_cpu *cpu = be->impl;
     struct relu_job job = {cpu->isa, n, y, dy};
-    dg_cpu_pool_run(cpu->pool, relu_bwd_task, &job);
+    dg_cpu_threads_run(cpu->pool, relu_bwd_task, &job);
     return DG_OK;
 }
 
@@ -184,7 +184,7 @@ static enum dg_status cpu_maxpool_fwd(struct dg_backend *be, const struct dg_poo
 {
     struct dg_cpu *cpu = be->impl;
     struct pool_job job = {cpu->isa, *shape, x, NULL, y, NULL};
-    dg_cpu_pool_run(cpu->pool, maxpool_fwd_task, &job);
+    dg_cpu_threads_run(cpu->pool, maxpool_fwd_task, &job);
     return DG_OK;
 }
 
@@ -194,7 +194,7 @@ static enum dg_status cpu_maxpool_bwd(struct dg_backend *be, const struct dg_poo
     struct dg_cpu *cpu = be->impl;
     (void)y;
     struct pool_job job = {cpu->isa, *shape, x, dy, NULL, dx};
-    dg_cpu_pool_run(cpu->pool, maxpool_bwd_task, &job);
+    dg_cpu_threads_run(cpu->pool, maxpool_bwd_task, &job);
     return DG_OK;
 }
 
@@ -224,7 +224,7 @@ static enum dg_status run_dropout(struct dg_backend *be, size_t n, float rate,
     if (!(rate >= 0.0f && rate < 1.0f))
         return dg_error(DG_ERR_RUNTIME, "cpu dropout: rate %g outside [0, 1)", (double)rate);
     struct dropout_job job = {cpu->isa, n, rate, *key, in, out};
-    dg_cpu_pool_run(cpu->pool, dropout_task, &job);
+    dg_cpu_threads_run(cpu->pool, dropout_task, &job);
     return DG_OK;
 }
 
@@ -292,8 +292,9 @@ static enum dg_status cpu_dense_fwd(struct dg_backend *be, int batch, int in, in
     struct dg_cpu *cpu = be->impl;
     if (batch < 1 || in < 1 || out < 1)
         return dg_error(DG_ERR_RUNTIME, "cpu dense: bad shape %d x %d -> %d", batch, in, out);
-    struct dense_job job = {cpu->isa, batch, in, out, relu != 0, x, w, b, NULL, y, NULL, NULL, NULL};
-    dg_cpu_pool_run(cpu->pool, dense_fwd_task, &job);
+    struct dense_job job = {cpu->isa, batch, in, out,  relu != 0, x,   w,
+                            b,        NULL,  y,  NULL, NULL,      NULL};
+    dg_cpu_threads_run(cpu->pool, dense_fwd_task, &job);
     return DG_OK;
 }
 
@@ -334,7 +335,7 @@ static enum dg_status cpu_dense_bwd(struct dg_backend *be, int batch, int in, in
     if (batch < 1 || in < 1 || out < 1)
         return dg_error(DG_ERR_RUNTIME, "cpu dense: bad shape %d x %d -> %d", batch, in, out);
     struct dense_job job = {cpu->isa, batch, in, out, 0, x, w, NULL, dy, NULL, dx, dw, db};
-    dg_cpu_pool_run(cpu->pool, dense_bwd_task, &job);
+    dg_cpu_threads_run(cpu->pool, dense_bwd_task, &job);
     return DG_OK;
 }
 
@@ -398,7 +399,7 @@ static enum dg_status cpu_rmsprop(struct dg_backend *be, size_t n, float *w, con
 {
     struct dg_cpu *cpu = be->impl;
     struct rmsprop_job job = {cpu->isa, n, w, acc, g, lr, rho, eps};
-    dg_cpu_pool_run(cpu->pool, rmsprop_task, &job);
+    dg_cpu_threads_run(cpu->pool, rmsprop_task, &job);
     return DG_OK;
 }
 
@@ -460,8 +461,8 @@ static void describe(struct dg_backend *be)
     static const char *const requests[] = {"", ", im2col+sgemm only", ", direct kernels", ""};
     const char *config = openblas_get_config();
     snprintf(be->description, sizeof be->description, "cpu: %d thread%s, %s%s, %s", cpu->threads,
-             cpu->threads == 1 ? "" : "s", dg_cpu_isa_label(cpu->isa->isa),
-             requests[cpu->kernels], config ? config : "OpenBLAS");
+             cpu->threads == 1 ? "" : "s", dg_cpu_isa_label(cpu->isa->isa), requests[cpu->kernels],
+             config ? config : "OpenBLAS");
 }
 
 enum dg_status dg_backend_cpu_create(int threads, struct dg_backend **out)
@@ -485,7 +486,7 @@ enum dg_status dg_backend_cpu_create(int threads, struct dg_backend **out)
     cpu->isa = dg_cpu_isa_table(isa);
     if ((status = kernels_from_env(&cpu->kernels)) != DG_OK)
         goto fail;
-    if ((status = dg_cpu_pool_create(threads, &cpu->pool)) != DG_OK)
+    if ((status = dg_cpu_threads_create(threads, &cpu->pool)) != DG_OK)
         goto fail;
     openblas_set_num_threads(1);
     be->ops = &cpu_ops;

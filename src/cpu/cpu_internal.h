@@ -1,7 +1,7 @@
-/* Internals of the CPU backend shared by its files: the thread pool, the table of
+/* Internals of the CPU backend shared by its files: the worker threads, the table of
  * per-instruction-set kernels, the backend state and the convolution entry points. Tensors
  * are float32 NCHW, row-major; the direct and Winograd convolutions work internally on padded
- * NHWC copies (see conv.c). */
+ * NHWC copies (see conv_direct.c, conv_winograd.c). */
 #ifndef DIGITS_CPU_INTERNAL_H
 #define DIGITS_CPU_INTERNAL_H
 
@@ -11,17 +11,17 @@
 #include "cpu/cpu.h"
 #include "digits/backend.h"
 
-/* ---- thread pool: the caller is thread 0, threads - 1 workers ---- */
+/* ---- worker threads (threads.c): the caller is thread 0, threads - 1 workers ---- */
 
-struct dg_cpu_pool;
+struct dg_cpu_threads;
 
 typedef void (*dg_cpu_task)(void *ctx, int thread, int threads);
 
-enum dg_status dg_cpu_pool_create(int threads, struct dg_cpu_pool **out);
-void dg_cpu_pool_destroy(struct dg_cpu_pool *pool);
-int dg_cpu_pool_threads(const struct dg_cpu_pool *pool);
+enum dg_status dg_cpu_threads_create(int threads, struct dg_cpu_threads **out);
+void dg_cpu_threads_destroy(struct dg_cpu_threads *pool);
+int dg_cpu_threads_count(const struct dg_cpu_threads *pool);
 /* Runs task(ctx, t, threads) for every t on its own thread and returns when all are done. */
-void dg_cpu_pool_run(struct dg_cpu_pool *pool, dg_cpu_task task, void *ctx);
+void dg_cpu_threads_run(struct dg_cpu_threads *pool, dg_cpu_task task, void *ctx);
 
 /* [begin, end) of thread `thread`'s share of `count` items, in blocks of `grain`. */
 void dg_cpu_split(size_t count, size_t grain, int thread, int threads, size_t *begin, size_t *end);
@@ -86,15 +86,13 @@ struct dg_cpu_isa_ops {
     void (*wino_grad)(int m, const float *tile, size_t row_stride, int channels, float *z,
                       size_t xi_stride);
     void (*to_nhwc)(const float *src, size_t plane_stride, int channels, int width, float *dst);
-    void (*from_nhwc)(const float *src, int channels, int count, float *dst,
-                      size_t plane_stride);
+    void (*from_nhwc)(const float *src, int channels, int count, float *dst, size_t plane_stride);
     void (*channel_sums)(const float *src, size_t pixels, int channels, float *sums);
     void (*dropout)(size_t begin, size_t end, float rate, const struct dg_dropout_key *key,
                     const float *in, float *out);
     void (*maxpool_fwd)(const float *x, int h, int w, float *y);
     void (*maxpool_bwd)(const float *x, const float *dy, int h, int w, float *dx);
-    void (*rmsprop)(size_t n, float *w, const float *g, float *acc, float lr, float rho,
-                    float eps);
+    void (*rmsprop)(size_t n, float *w, const float *g, float *acc, float lr, float rho, float eps);
     void (*relu_bwd)(size_t n, const float *y, float *dy);
     void (*bias_act)(float *y, size_t n, float bias, int relu);
     void (*im2col)(const float *x, int cin, int h, int w, int k, float *col);
@@ -117,13 +115,13 @@ const struct dg_cpu_isa_ops *dg_cpu_isa_table(enum dg_cpu_isa isa);
 /* ---- backend state ---- */
 
 struct dg_cpu {
-    struct dg_cpu_pool *pool;
+    struct dg_cpu_threads *pool;
     int threads;
     const struct dg_cpu_isa_ops *isa; /* chosen once, at creation (or by set_isa) */
     enum dg_cpu_kernels kernels;      /* convolution algorithm request */
 };
 
-/* ---- convolution (conv.c) ---- */
+/* ---- convolution (conv.c, the algorithms in conv_im2col.c, conv_direct.c, conv_winograd.c) */
 
 /* The algorithm a convolution of this shape gets for each of its three passes. */
 struct dg_cpu_conv_algos {
@@ -136,7 +134,7 @@ enum dg_status dg_cpu_conv_plan_create(struct dg_backend *be, const struct dg_co
                                        void **plan);
 void dg_cpu_conv_plan_free(struct dg_backend *be, void *plan);
 void dg_cpu_conv_describe(struct dg_backend *be, const struct dg_conv_shape *shape,
-                           int with_bwd_data, char *out, size_t size);
+                          int with_bwd_data, char *out, size_t size);
 enum dg_status dg_cpu_conv_fwd(struct dg_backend *be, void *plan, const float *x, const float *w,
                                const float *bias, float *y, int relu);
 enum dg_status dg_cpu_conv_bwd_data(struct dg_backend *be, void *plan, const float *dy,

@@ -1,21 +1,21 @@
-/* A fixed thread pool for the CPU backend: run(task) executes task(ctx, t, threads) on every
- * thread (the caller is thread 0) and returns when all are done. Workers spin briefly on the
- * generation counter before sleeping on a condition variable, so back-to-back ops of a
- * training step do not pay a wake-up each. */
+/* The CPU backend's worker threads, a fixed thread pool (max-pooling is in backend_cpu.c):
+ * run(task) executes task(ctx, t, threads) on every thread (the caller is thread 0) and returns
+ * when all are done. Workers spin briefly on the generation counter before sleeping on a condition
+ * variable, so back-to-back ops of a training step do not pay a wake-up each. */
 #include "cpu/cpu_internal.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
-#define DG_POOL_SPINS 20000
+#define DG_THREADS_SPINS 20000
 
 struct worker_arg {
-    struct dg_cpu_pool *pool;
+    struct dg_cpu_threads *pool;
     int thread;
 };
 
-struct dg_cpu_pool {
+struct dg_cpu_threads {
     int threads;
     int started; /* workers running */
     pthread_t *workers;
@@ -40,11 +40,11 @@ static inline void cpu_relax(void)
 static void *worker_main(void *opaque)
 {
     struct worker_arg *arg = opaque;
-    struct dg_cpu_pool *pool = arg->pool;
+    struct dg_cpu_threads *pool = arg->pool;
     unsigned seen = 0;
     for (;;) {
         unsigned generation = atomic_load(&pool->generation);
-        for (int spin = 0; generation == seen && spin < DG_POOL_SPINS; spin++) {
+        for (int spin = 0; generation == seen && spin < DG_THREADS_SPINS; spin++) {
             cpu_relax();
             generation = atomic_load(&pool->generation);
         }
@@ -67,10 +67,10 @@ static void *worker_main(void *opaque)
     }
 }
 
-enum dg_status dg_cpu_pool_create(int threads, struct dg_cpu_pool **out)
+enum dg_status dg_cpu_threads_create(int threads, struct dg_cpu_threads **out)
 {
     *out = NULL;
-    struct dg_cpu_pool *pool = calloc(1, sizeof *pool);
+    struct dg_cpu_threads *pool = calloc(1, sizeof *pool);
     if (!pool)
         return dg_error(DG_ERR_NOMEM, "cpu backend: out of memory for the thread pool");
     pool->threads = threads < 1 ? 1 : threads;
@@ -85,7 +85,7 @@ enum dg_status dg_cpu_pool_create(int threads, struct dg_cpu_pool **out)
         pool->workers = calloc((size_t)worker_count, sizeof *pool->workers);
         pool->args = calloc((size_t)worker_count, sizeof *pool->args);
         if (!pool->workers || !pool->args) {
-            dg_cpu_pool_destroy(pool);
+            dg_cpu_threads_destroy(pool);
             return dg_error(DG_ERR_NOMEM, "cpu backend: out of memory for the thread pool");
         }
     }
@@ -93,7 +93,7 @@ enum dg_status dg_cpu_pool_create(int threads, struct dg_cpu_pool **out)
         pool->args[i].pool = pool;
         pool->args[i].thread = i + 1;
         if (pthread_create(&pool->workers[i], NULL, worker_main, &pool->args[i]) != 0) {
-            dg_cpu_pool_destroy(pool);
+            dg_cpu_threads_destroy(pool);
             return dg_error(DG_ERR_RUNTIME, "cpu backend: cannot start worker thread %d of %d",
                             i + 1, worker_count);
         }
@@ -103,7 +103,7 @@ enum dg_status dg_cpu_pool_create(int threads, struct dg_cpu_pool **out)
     return DG_OK;
 }
 
-void dg_cpu_pool_destroy(struct dg_cpu_pool *pool)
+void dg_cpu_threads_destroy(struct dg_cpu_threads *pool)
 {
     if (!pool)
         return;
@@ -121,12 +121,12 @@ void dg_cpu_pool_destroy(struct dg_cpu_pool *pool)
     free(pool);
 }
 
-int dg_cpu_pool_threads(const struct dg_cpu_pool *pool)
+int dg_cpu_threads_count(const struct dg_cpu_threads *pool)
 {
     return pool->threads;
 }
 
-void dg_cpu_pool_run(struct dg_cpu_pool *pool, dg_cpu_task task, void *ctx)
+void dg_cpu_threads_run(struct dg_cpu_threads *pool, dg_cpu_task task, void *ctx)
 {
     if (pool->threads == 1) {
         task(ctx, 0, 1);
@@ -140,7 +140,7 @@ void dg_cpu_pool_run(struct dg_cpu_pool *pool, dg_cpu_task task, void *ctx)
     pthread_cond_broadcast(&pool->start_cond);
     pthread_mutex_unlock(&pool->mutex);
     task(ctx, 0, pool->threads);
-    for (int spin = 0; atomic_load(&pool->pending) != 0 && spin < DG_POOL_SPINS; spin++)
+    for (int spin = 0; atomic_load(&pool->pending) != 0 && spin < DG_THREADS_SPINS; spin++)
         cpu_relax();
     if (atomic_load(&pool->pending) != 0) {
         pthread_mutex_lock(&pool->mutex);

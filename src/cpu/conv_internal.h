@@ -1,0 +1,151 @@
+/* What the CPU convolution's files share: the plan (struct conv_plan, one per shape, created in
+ * conv.c), the tile sizes, the small index helpers, the job structures the direct and Winograd
+ * families both use, the shared pieces of conv.c and the passes each algorithm file exports
+ * (conv_im2col.c, conv_direct.c, conv_winograd.c), which the plan calls through its function
+ * pointers. */
+#ifndef DIGITS_CPU_CONV_INTERNAL_H
+#define DIGITS_CPU_CONV_INTERNAL_H
+
+#include <stddef.h>
+
+#include "cpu/cpu_internal.h"
+
+#define DG_TILE_PIXELS 14
+#define DG_TILE_ROWS 14
+#define DG_WINO_XI 36           /* alpha * alpha */
+#define DG_WINO_FILTER_CHUNK 28 /* tiles per weight-gradient chunk */
+#define DG_WINO_SLOTS 12        /* weight-gradient partial sums (divisible by 2, 3, 4, 6) */
+
+struct conv_plan;
+typedef void (*conv_pass_fn)(struct dg_cpu *cpu, struct conv_plan *p, const float *in,
+                             const float *w, const float *bias, float *out, int relu);
+typedef void (*filter_pass_fn)(struct dg_cpu *cpu, struct conv_plan *p, const float *x,
+                               const float *dy, float *dw, float *db);
+
+struct conv_plan {
+    struct dg_conv_shape s;
+    const struct dg_cpu_isa_ops *isa;
+    struct dg_cpu_conv_algos algos;
+    conv_pass_fn fwd, bwd_data;
+    filter_pass_fn bwd_filter;
+    int pad;
+    int hp, wp; /* padded height, width: (tile rows) * m + k - 1 with Winograd tiles */
+    int threads;
+    int wm;     /* Winograd tile side m (k = 3: 4, k = 5: 2), 0 for other kernels */
+    int th, tw; /* Winograd tiles per column, per row */
+    /* generic */
+    float *col;     /* per thread (cin*k*k, h*w) */
+    float *dw_part; /* per thread (cout, cin*k*k) */
+    /* direct */
+    float *xpad;    /* weight gradient: (batch, hp, wp, cin) */
+    float *gpad;    /* weight gradient: (batch, h, w, cout) */
+    float *xpriv;   /* per thread (hp, wp, max channels): one padded NHWC image */
+    float *gpriv;   /* per thread (hp, wp, cout): one gradient image (weight gradient) */
+    float *db_part; /* (batch, cout): per-image bias-gradient sums (Winograd weight gradient) */
+    size_t priv_floats;
+    float *wpack;            /* (k, k, cin, cout) forward or (k, k, cout, cin) backward data */
+    float *tiles;            /* per thread: forward output tiles (14, 32); filter accumulators */
+    size_t tiles_per_thread; /* floats */
+    /* winograd */
+    float *u;     /* (36, cin, cout) forward or (36, cout, cin) backward data */
+    float *wv;    /* per thread (36, tiles, max channels): transformed inputs */
+    float *wz;    /* per thread (36, tiles, max channels): products or gradient tiles */
+    float *ws;    /* per slot (36, cout / 32, cin, 32): weight-gradient sums */
+    double *wsum; /* (36, cout / 32, cin, 32): the slots' total */
+    float *wout;  /* per thread (14 * m * m, max channels): output rows of one unit */
+    size_t wv_floats, ws_floats, wout_floats;
+};
+
+/* Image slots of the Winograd weight gradient: slot j sums the images
+ * [j*batch/slots, (j+1)*batch/slots) into its own S, whole slots go to threads, and the slots
+ * are added in order at the end, so the result does not depend on the thread count. */
+static inline int wino_slots(const struct conv_plan *p)
+{
+    return p->s.batch < DG_WINO_SLOTS ? p->s.batch : DG_WINO_SLOTS;
+}
+
+static inline size_t conv_kdim(const struct dg_conv_shape *s)
+{
+    return (size_t)s->in_channels * s->kernel * s->kernel;
+}
+
+/* Filter-gradient tiles of the direct family: (ky, first row of the k*cin slice, first cout). */
+static inline size_t filter_tile_count(const struct dg_conv_shape *s)
+{
+    size_t span = (size_t)s->kernel * s->in_channels;
+    size_t row_tiles = (span + DG_TILE_ROWS - 1) / DG_TILE_ROWS;
+    size_t cout_tiles = ((size_t)s->out_channels + 31) / 32;
+    return (size_t)s->kernel * row_tiles * cout_tiles;
+}
+
+static inline void filter_tile_at(const struct dg_conv_shape *s, size_t t, int *ky, int *row0,
+                                  int *rows, int *cout0, int *couts)
+{
+    int span = s->kernel * s->in_channels;
+    int row_tiles = (span + DG_TILE_ROWS - 1) / DG_TILE_ROWS;
+    int cout_tiles = (s->out_channels + 31) / 32;
+    int c = (int)(t % (size_t)cout_tiles);
+    int r = (int)(t / (size_t)cout_tiles % (size_t)row_tiles);
+    *ky = (int)(t / ((size_t)cout_tiles * row_tiles));
+    *row0 = r * DG_TILE_ROWS;
+    *rows = span - *row0 < DG_TILE_ROWS ? span - *row0 : DG_TILE_ROWS;
+    *cout0 = c * 32;
+    *couts = s->out_channels - *cout0 < 32 ? s->out_channels - *cout0 : 32;
+}
+
+/* ---- jobs of the direct and Winograd families ---- */
+
+/* Rows (image, y) of a direct convolution of the NCHW batch `in` (cin channels), copied image
+ * by image into the thread's padded buffer, with packed weights (k, k, cin, cout) into NCHW
+ * `out`. */
+struct direct_job {
+    const struct conv_plan *p;
+    const float *in;
+    const float *wpack;
+    const float *bias;
+    float *out;
+    int cin, cout, relu;
+};
+
+struct filter_job {
+    const struct conv_plan *p;
+    const float *x, *dy;
+    float *dw, *db;
+};
+
+/* ---- shared pieces (conv.c) ---- */
+
+/* db[c] = sum over images and pixels of dy[n][c] (the bias gradient of the generic and direct
+ * weight-gradient passes). */
+void dg_cpu_conv_bias_grad(struct dg_cpu *cpu, const struct conv_plan *p, const float *dy,
+                           float *db);
+
+/* dst (hp, wp, c) NHWC <- src (c, h, w) placed at row `pad`, column `pad`; the rest zero. */
+void dg_cpu_conv_pack_padded(const struct dg_cpu_isa_ops *isa, const float *src, int c, int h,
+                             int w, int pad, int hp, int wp, float *dst);
+
+/* ---- the passes of each algorithm (conv_pass_fn, filter_pass_fn) ---- */
+
+/* conv_im2col.c */
+void dg_cpu_im2col_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x, const float *w,
+                       const float *bias, float *y, int relu);
+void dg_cpu_im2col_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const float *dy,
+                            const float *w, const float *bias, float *dx, int relu);
+void dg_cpu_im2col_bwd_filter(struct dg_cpu *cpu, struct conv_plan *p, const float *x,
+                              const float *dy, float *dw, float *db);
+/* conv_direct.c */
+void dg_cpu_direct_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x, const float *w,
+                       const float *bias, float *y, int relu);
+void dg_cpu_direct_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const float *dy,
+                            const float *w, const float *bias, float *dx, int relu);
+void dg_cpu_direct_bwd_filter(struct dg_cpu *cpu, struct conv_plan *p, const float *x,
+                              const float *dy, float *dw, float *db);
+/* conv_winograd.c */
+void dg_cpu_winograd_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x, const float *w,
+                         const float *bias, float *y, int relu);
+void dg_cpu_winograd_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const float *dy,
+                              const float *w, const float *bias, float *dx, int relu);
+void dg_cpu_winograd_bwd_filter(struct dg_cpu *cpu, struct conv_plan *p, const float *x,
+                                const float *dy, float *dw, float *db);
+
+#endif

@@ -1,0 +1,320 @@
+/* The Winograd family of the CPU convolution, for 3x3 and 5x5 kernels, alpha = 6 (points 0, 1,
+ * -1, 2, -2, inf): F(4x4, 3x3) and F(2x2, 5x5) for forward and backward data, F(3x3, 4x4) and
+ * F(5x5, 2x2) for the weight gradient. Tiles of one image are processed up to 14 (28) at a time:
+ * input transform (36, tiles, c), one small GEMM per transformed position with the
+ * register-blocked kernel, output transform. Weight transforms and the final weight-gradient
+ * transform are done in double. The weight gradient sums the batch in 12 fixed slots of images,
+ * then the slots in order: like every other output, it does not depend on the thread count. */
+#include "cpu/conv_internal.h"
+
+#include <string.h>
+
+/* ---- winograd family ---- */
+
+/* E_n[j][k]: row j of the evaluation of a degree < n polynomial at the points 0, 1, -1, 2, -2
+ * (coefficient k times p_j^k) and at infinity (its last coefficient). */
+static double wino_eval(int j, int k, int n)
+{
+    static const double points[5] = {0.0, 1.0, -1.0, 2.0, -2.0};
+    if (j == 5)
+        return k == n - 1 ? 1.0 : 0.0;
+    double v = 1.0;
+    for (int i = 0; i < k; i++)
+        v *= points[j];
+    return v;
+}
+
+/* Row scales of G = diag(scale) E_k that keep B^T integral (1 / prod of point differences). */
+static const double wino_scale[6] = {1.0 / 4, 1.0 / 6, 1.0 / 6, 1.0 / 24, 1.0 / 24, 1.0};
+
+struct wino_weights_job {
+    const struct conv_plan *p;
+    const float *w;
+    int flip; /* backward data: U[xi][co][ci] of the flipped kernel */
+};
+
+/* U[xi][row][col] = (G g G^T)[xi] in double, g the kernel of (row, col): forward rows are
+ * input channels, columns output channels; backward data the other way round, flipped. The
+ * kernels of one row are gathered (k, k, cols) into the thread's tile buffer first. */
+static void wino_weights_task(void *ctx, int thread, int threads)
+{
+    const struct wino_weights_job *job = ctx;
+    const struct conv_plan *p = job->p;
+    const struct dg_conv_shape *s = &p->s;
+    int k = s->kernel, cin = s->in_channels, cout = s->out_channels;
+    int rows = job->flip ? cout : cin, cols = job->flip ? cin : cout;
+    double g[6 * 5];
+    for (int i = 0; i < 6; i++)
+        for (int a = 0; a < k; a++)
+            g[i * k + a] = wino_scale[i] * wino_eval(i, a, k);
+    float *gathered = p->wout + p->wout_floats * (size_t)thread;
+    size_t r0, r1;
+    dg_cpu_split((size_t)rows, 1, thread, threads, &r0, &r1);
+    for (size_t row = r0; row < r1; row++) {
+        for (int col = 0; col < cols; col++) {
+            int co = job->flip ? (int)row : col, ci = job->flip ? col : (int)row;
+            const float *kernel = job->w + ((size_t)co * cin + ci) * k * k;
+            for (int a = 0; a < k; a++)
+                for (int b = 0; b < k; b++) {
+                    int from = job->flip ? (k - 1 - a) * k + (k - 1 - b) : a * k + b;
+                    gathered[(size_t)(a * k + b) * cols + col] = kernel[from];
+                }
+        }
+        p->isa->wino_weights(g, k, gathered, cols, p->u + row * cols, (size_t)rows * cols);
+    }
+}
+
+static void wino_weights(struct dg_cpu *cpu, const struct conv_plan *p, const float *w, int flip)
+{
+    struct wino_weights_job job = {p, w, flip};
+    dg_cpu_threads_run(cpu->pool, wino_weights_task, &job);
+}
+
+/* Work units of the Winograd forward pass: whole tile rows of one image (as many as fit in 14
+ * tiles, spread evenly), or segments of at most 14 tiles of one tile row. */
+struct wino_units {
+    int rows;     /* tile rows per unit */
+    int groups;   /* row groups per image */
+    int segments; /* column segments per tile row */
+};
+
+static struct wino_units wino_units_of(const struct conv_plan *p)
+{
+    struct wino_units u;
+    int most = p->tw >= DG_TILE_PIXELS ? 1 : DG_TILE_PIXELS / p->tw;
+    u.groups = (p->th + most - 1) / most;
+    u.rows = (p->th + u.groups - 1) / u.groups;
+    u.segments = (p->tw + DG_TILE_PIXELS - 1) / DG_TILE_PIXELS;
+    return u;
+}
+
+/* Forward (or backward data) over tiles: in NCHW (batch, cin, h, w), copied image by image
+ * into the thread's padded NHWC buffer; U from wino_weights; out NCHW (batch, cout, h, w).
+ * Uses direct_job's fields. Per unit: input transforms V (36, tiles, cin), products
+ * M (36, cout / 32, 14, 32), output tiles gathered into NHWC rows (rows*m, cols*m, cout), then
+ * transposed into NCHW. */
+static void wino_conv_task(void *ctx, int thread, int threads)
+{
+    const struct direct_job *job = ctx;
+    const struct conv_plan *p = job->p;
+    const struct dg_conv_shape *s = &p->s;
+    int m = p->wm, cin = job->cin, cout = job->cout, h = s->height, w = s->width;
+    size_t row_stride = (size_t)p->wp * cin;
+    size_t hw = (size_t)h * w;
+    size_t xi_v = (size_t)DG_TILE_PIXELS * cin, xi_m = (size_t)DG_TILE_PIXELS * cout;
+    float *v = p->wv + p->wv_floats * (size_t)thread;
+    float *prod = p->wz + p->wv_floats * (size_t)thread;
+    float *rows_out = p->wout + p->wout_floats * (size_t)thread;
+    float *image = p->xpriv + p->priv_floats * (size_t)thread;
+    size_t packed = (size_t)-1;
+    struct wino_units units = wino_units_of(p);
+    size_t per_image = (size_t)units.groups * units.segments;
+    size_t u0, u1;
+    dg_cpu_split((size_t)s->batch * per_image, 1, thread, threads, &u0, &u1);
+    for (size_t unit = u0; unit < u1; unit++) {
+        size_t n = unit / per_image;
+        int group = (int)(unit % per_image / (size_t)units.segments);
+        int segment = (int)(unit % (size_t)units.segments);
+        int tr0 = group * units.rows, tc0 = segment * DG_TILE_PIXELS;
+        int rows = p->th - tr0 < units.rows ? p->th - tr0 : units.rows;
+        int cols = p->tw - tc0 < DG_TILE_PIXELS ? p->tw - tc0 : DG_TILE_PIXELS;
+        int count = rows * cols;
+        if (n != packed) {
+            dg_cpu_conv_pack_padded(p->isa, job->in + n * cin * hw, cin, h, w, p->pad, p->hp, p->wp,
+                                    image);
+            packed = n;
+        }
+        for (int t = 0; t < count; t++) {
+            int tr = tr0 + t / cols, tc = tc0 + t % cols;
+            p->isa->wino_input(image + (size_t)tr * m * row_stride + (size_t)tc * m * cin,
+                               row_stride, cin, v + (size_t)t * cin, xi_v);
+        }
+        for (int xi = 0; xi < DG_WINO_XI; xi++)
+            for (int co = 0; co < cout; co += 32)
+                p->isa->conv_row(v + xi * xi_v, 0, cin, 1,
+                                 job->wpack + (size_t)xi * cin * cout + co, cout, 32, count, NULL,
+                                 0, prod + xi * xi_m + (size_t)co * DG_TILE_PIXELS);
+        size_t out_row = (size_t)cols * m * cout;
+        for (int t = 0; t < count; t++) {
+            float *dst =
+                rows_out + (size_t)(t / cols) * m * out_row + (size_t)(t % cols) * m * cout;
+            for (int co = 0; co < cout; co += 16)
+                p->isa->wino_output(
+                    m, prod + (size_t)(co / 32) * 32 * DG_TILE_PIXELS + (size_t)t * 32 + co % 32,
+                    xi_m, job->bias ? job->bias + co : NULL, job->relu, dst + co, out_row,
+                    (size_t)cout);
+        }
+        int y0 = tr0 * m, x0 = tc0 * m;
+        int valid_cols = w - x0 < cols * m ? w - x0 : cols * m;
+        for (int y = y0; y < y0 + rows * m && y < h; y++)
+            p->isa->from_nhwc(rows_out + (size_t)(y - y0) * out_row, cout, valid_cols,
+                              job->out + n * cout * hw + (size_t)y * w + x0, hw);
+    }
+}
+
+/* Split of `total` rows into blocks of at most DG_TILE_ROWS, as even as possible. */
+static void row_block(int total, int block, int *first, int *rows)
+{
+    int blocks = (total + DG_TILE_ROWS - 1) / DG_TILE_ROWS;
+    *first = total * block / blocks;
+    *rows = total * (block + 1) / blocks - *first;
+}
+
+/* S[slot][xi][co/32][ci][32] = sum over the slot's tiles of V[xi][t][ci] Z[xi][t][co], tiles
+ * taken up to 28 at a time from one image. The thread that handles an image also sums its
+ * gradient per channel into db_part[n]. */
+static void wino_filter_task(void *ctx, int thread, int threads)
+{
+    const struct filter_job *job = ctx;
+    const struct conv_plan *p = job->p;
+    const struct dg_conv_shape *s = &p->s;
+    int m = p->wm, cin = s->in_channels, cout = s->out_channels, h = s->height, w = s->width;
+    size_t hw = (size_t)h * w;
+    size_t row_stride = (size_t)p->wp * cin;
+    size_t grow = (size_t)p->tw * m * cout;
+    size_t xi_v = (size_t)DG_WINO_FILTER_CHUNK * cin, xi_z = (size_t)DG_WINO_FILTER_CHUNK * cout;
+    float *v = p->wv + p->wv_floats * (size_t)thread;
+    float *z = p->wz + p->wv_floats * (size_t)thread;
+    float *image = p->xpriv + p->priv_floats * (size_t)thread;
+    float *grad = p->gpriv + p->priv_floats * (size_t)thread;
+    int ci_blocks = (cin + DG_TILE_ROWS - 1) / DG_TILE_ROWS;
+    size_t tiles = (size_t)p->th * p->tw;
+    int slots = wino_slots(p);
+    size_t j0, j1;
+    dg_cpu_split((size_t)slots, 1, thread, threads, &j0, &j1);
+    for (size_t slot = j0; slot < j1; slot++) {
+        float *sums = p->ws + p->ws_floats * slot;
+        memset(sums, 0, sizeof(float) * p->ws_floats);
+        size_t n0 = slot * (size_t)s->batch / (size_t)slots;
+        size_t n1 = (slot + 1) * (size_t)s->batch / (size_t)slots;
+        for (size_t n = n0; n < n1; n++) {
+            dg_cpu_conv_pack_padded(p->isa, job->x + n * cin * hw, cin, h, w, p->pad, p->hp, p->wp,
+                                    image);
+            dg_cpu_conv_pack_padded(p->isa, job->dy + n * cout * hw, cout, h, w, 0, p->th * m,
+                                    p->tw * m, grad);
+            p->isa->channel_sums(grad, (size_t)p->th * m * p->tw * m, cout, p->db_part + n * cout);
+            for (size_t q0 = 0; q0 < tiles; q0 += DG_WINO_FILTER_CHUNK) {
+                int count =
+                    tiles - q0 < DG_WINO_FILTER_CHUNK ? (int)(tiles - q0) : DG_WINO_FILTER_CHUNK;
+                for (int t = 0; t < count; t++) {
+                    int tr = (int)((q0 + (size_t)t) / (size_t)p->tw);
+                    int tc = (int)((q0 + (size_t)t) % (size_t)p->tw);
+                    p->isa->wino_input(image + (size_t)tr * m * row_stride + (size_t)tc * m * cin,
+                                       row_stride, cin, v + (size_t)t * cin, xi_v);
+                    p->isa->wino_grad(m, grad + (size_t)tr * m * grow + (size_t)tc * m * cout, grow,
+                                      cout, z + (size_t)t * cout, xi_z);
+                }
+                for (int xi = 0; xi < DG_WINO_XI; xi++)
+                    for (int co = 0; co < cout; co += 32)
+                        for (int b = 0; b < ci_blocks; b++) {
+                            int ci0, rows;
+                            row_block(cin, b, &ci0, &rows);
+                            p->isa->filter_tile(v + xi * xi_v + ci0, 0, cin, z + xi * xi_z + co,
+                                                cout, 1, count, rows, 32,
+                                                sums + (size_t)xi * cin * cout + (size_t)co * cin +
+                                                    (size_t)ci0 * 32);
+                        }
+            }
+        }
+    }
+}
+
+/* db[co] = sum over images of db_part[n][co], in image order. */
+static void wino_bias_task(void *ctx, int thread, int threads)
+{
+    const struct filter_job *job = ctx;
+    const struct conv_plan *p = job->p;
+    size_t c0, c1;
+    dg_cpu_split((size_t)p->s.out_channels, 1, thread, threads, &c0, &c1);
+    for (size_t c = c0; c < c1; c++) {
+        float sum = 0.0f;
+        for (int n = 0; n < p->s.batch; n++)
+            sum += p->db_part[(size_t)n * p->s.out_channels + c];
+        job->db[c] = sum;
+    }
+}
+
+/* wsum = the sum of the slots' S in slot order, in double (one streaming pass, so that the
+ * transform below reads one L2-sized buffer instead of every slot). */
+static void wino_slot_sum_task(void *ctx, int thread, int threads)
+{
+    const struct filter_job *job = ctx;
+    const struct conv_plan *p = job->p;
+    int slots = wino_slots(p);
+    size_t i0, i1;
+    dg_cpu_split(p->ws_floats, 64, thread, threads, &i0, &i1);
+    for (size_t i = i0; i < i1; i++)
+        p->wsum[i] = p->ws[i];
+    for (int slot = 1; slot < slots; slot++) {
+        const float *part = p->ws + p->ws_floats * (size_t)slot;
+        for (size_t i = i0; i < i1; i++)
+            p->wsum[i] += part[i];
+    }
+}
+
+/* dw[co][ci] = A^T (scale scale^T .* wsum) A, in double. */
+static void wino_filter_out_task(void *ctx, int thread, int threads)
+{
+    const struct filter_job *job = ctx;
+    const struct conv_plan *p = job->p;
+    const struct dg_conv_shape *s = &p->s;
+    int k = s->kernel, cin = s->in_channels, cout = s->out_channels;
+    double at[5][6];
+    for (int y = 0; y < k; y++)
+        for (int i = 0; i < 6; i++)
+            at[y][i] = wino_eval(i, y, k);
+    size_t r0, r1;
+    dg_cpu_split((size_t)cout * cin, 1, thread, threads, &r0, &r1);
+    for (size_t pair = r0; pair < r1; pair++) {
+        int co = (int)(pair / (size_t)cin), ci = (int)(pair % (size_t)cin);
+        size_t offset = (size_t)(co / 32) * 32 * cin + (size_t)ci * 32 + (size_t)(co % 32);
+        double sum[36], half[5][6];
+        for (int xi = 0; xi < DG_WINO_XI; xi++)
+            sum[xi] =
+                p->wsum[(size_t)xi * cin * cout + offset] * wino_scale[xi / 6] * wino_scale[xi % 6];
+        for (int y = 0; y < k; y++)
+            for (int j = 0; j < 6; j++) {
+                double acc = 0.0;
+                for (int i = 0; i < 6; i++)
+                    acc += at[y][i] * sum[i * 6 + j];
+                half[y][j] = acc;
+            }
+        float *out = job->dw + pair * k * k;
+        for (int y = 0; y < k; y++)
+            for (int x = 0; x < k; x++) {
+                double acc = 0.0;
+                for (int j = 0; j < 6; j++)
+                    acc += half[y][j] * at[x][j];
+                out[y * k + x] = (float)acc;
+            }
+    }
+}
+
+/* ---- the passes ---- */
+
+void dg_cpu_winograd_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x, const float *w,
+                         const float *bias, float *y, int relu)
+{
+    wino_weights(cpu, p, w, 0);
+    struct direct_job job = {p, x, p->u, bias, y, p->s.in_channels, p->s.out_channels, relu};
+    dg_cpu_threads_run(cpu->pool, wino_conv_task, &job);
+}
+
+void dg_cpu_winograd_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const float *dy,
+                              const float *w, const float *bias, float *dx, int relu)
+{
+    (void)bias, (void)relu;
+    wino_weights(cpu, p, w, 1);
+    struct direct_job job = {p, dy, p->u, NULL, dx, p->s.out_channels, p->s.in_channels, 0};
+    dg_cpu_threads_run(cpu->pool, wino_conv_task, &job);
+}
+
+void dg_cpu_winograd_bwd_filter(struct dg_cpu *cpu, struct conv_plan *p, const float *x,
+                                const float *dy, float *dw, float *db)
+{
+    struct filter_job job = {p, x, dy, dw, db};
+    dg_cpu_threads_run(cpu->pool, wino_filter_task, &job);
+    dg_cpu_threads_run(cpu->pool, wino_slot_sum_task, &job);
+    dg_cpu_threads_run(cpu->pool, wino_filter_out_task, &job);
+    dg_cpu_threads_run(cpu->pool, wino_bias_task, &job);
+}
