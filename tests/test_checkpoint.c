@@ -534,6 +534,55 @@ START_TEST(save_best_and_early_stop)
 }
 END_TEST
 
+/* A fresh run over the checkpoint of an interrupted run refuses (exit 2, the checkpoint and
+ * the model untouched), naming --resume and --restart; --restart starts over; a finished
+ * run's checkpoint is replaced without a word; the final line says the checkpoint is kept. */
+START_TEST(a_fresh_run_keeps_an_interrupted_checkpoint)
+{
+    char err[512];
+    /* TRAIN_ARGS without its -q: the final lines */
+    ck_assert_int_eq(dg_test_run_digits(dir, NULL, err,
+                                        "train %s --limit %d --batch 32 --threads 2 --device cpu "
+                                        "--epochs 1 -o p.dgt",
+                                        train, rows),
+                     0);
+    dg_test_expect_in(err, "; kept: --resume p.dgt.ckpt --epochs N trains on from epoch 1\n");
+    /* finished: replaced by a fresh run */
+    ck_assert_int_eq(run("train %s %s --epochs 1 -o p.dgt -q", train, TRAIN_ARGS), 0);
+    /* the same checkpoint as planned for 3 epochs: 1 of 3 done, an interrupted run */
+    rewrite_checkpoint("p.dgt.ckpt", "q.dgt.ckpt", "epochs=1\n", "epochs=3\n", -1, 0, 0.0f);
+    size_t before_size;
+    char *before = read_file("q.dgt.ckpt", &before_size);
+    ck_assert_int_eq(
+        dg_test_run_digits(dir, NULL, err, "train %s %s --epochs 2 -o q.dgt", train, TRAIN_ARGS),
+        2);
+    char want[3072];
+    snprintf(want, sizeof want,
+             "digits: train: q.dgt.ckpt: the checkpoint of an interrupted run (1 of 3 epochs done, "
+             "on %s) would be replaced; continue it with `digits train %s --resume q.dgt.ckpt`, "
+             "or start over with --restart\n",
+             train, train);
+    dg_test_expect_in(err, want);
+    ck_assert(!exists("q.dgt"));
+    size_t after_size;
+    char *after = read_file("q.dgt.ckpt", &after_size);
+    ck_assert_uint_eq(after_size, before_size);
+    ck_assert(memcmp(before, after, before_size) == 0);
+    free(after);
+    /* --restart with --resume is refused; --restart starts over and replaces it */
+    ck_assert_int_eq(dg_test_run_digits(dir, NULL, err, "train %s --resume q.dgt.ckpt --restart",
+                                        train),
+                     2);
+    dg_test_expect_in(err, "--restart starts over and --resume continues: give one of them");
+    ck_assert_int_eq(run("train %s %s --epochs 1 -o q.dgt --restart -q", train, TRAIN_ARGS), 0);
+    ck_assert(exists("q.dgt"));
+    after = read_file("q.dgt.ckpt", &after_size);
+    ck_assert(after_size != before_size || memcmp(before, after, before_size) != 0);
+    free(after);
+    free(before);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("checkpoint");
@@ -548,6 +597,7 @@ int main(void)
     tcase_add_test(tc, divergence_guard);
     tcase_add_test(tc, full_disk_keeps_the_previous_checkpoint);
     tcase_add_test(tc, save_best_and_early_stop);
+    tcase_add_test(tc, a_fresh_run_keeps_an_interrupted_checkpoint);
     suite_add_tcase(suite, tc);
     return dg_test_run_suite(suite);
 }

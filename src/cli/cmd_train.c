@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Refuses an output (the model file, the checkpoint, the log or the members' logs) that is an
@@ -49,6 +50,41 @@ static int check_outputs(const char *train_path, const char *labels, const char 
     int code = dg_cli_check_outputs("train", files, n);
     free(member_logs);
     return code;
+}
+
+/* A fresh run (neither --resume nor --restart) would write over the checkpoint of an
+ * interrupted run, losing that run's progress: refused, naming both ways on. 0 to go on, else
+ * the exit code. A file that is not a checkpoint, or one of a finished run, is replaced. */
+static int protect_checkpoint(const struct train_request *req)
+{
+    struct stat st;
+    if (req->resume_path || req->restart || !req->checkpoint_path ||
+        stat(req->checkpoint_path, &st) != 0 || !S_ISREG(st.st_mode))
+        return 0;
+    struct dg_model model = {0};
+    struct dg_checkpoint ck;
+    if (dg_checkpoint_load(req->checkpoint_path, &model, &ck) != DG_OK) {
+        dg_error_clear();
+        dg_model_free(&model);
+        return 0;
+    }
+    int done = ck.state.epoch, planned = ck.options.epochs, step = ck.state.step;
+    int interrupted = !ck.state.stopped_early && (done < planned);
+    char train_file[4096];
+    snprintf(train_file, sizeof train_file, "%s", ck.train_file);
+    dg_checkpoint_free(&ck);
+    dg_model_free(&model);
+    if (!interrupted)
+        return 0;
+    char at[64] = "";
+    if (step > 0)
+        snprintf(at, sizeof at, " and %d steps", step);
+    return dg_cli_usage_error("train",
+                              "%s: the checkpoint of an interrupted run (%d of %d epochs%s "
+                              "done, on %s) would be replaced; continue it with `digits train "
+                              "%s --resume %s`, or start over with --restart",
+                              req->checkpoint_path, done, planned, at, train_file, train_file,
+                              req->checkpoint_path);
 }
 
 /* Fails before training, not after, when the model or the checkpoint cannot be written. */
@@ -141,10 +177,13 @@ static void say_written(const struct train_request *req, const struct train_prog
     else
         fprintf(stderr, "digits: wrote %s (%.1f s)\n", output, result->seconds);
     if (progress->checkpoints_written)
-        fprintf(stderr, "digits: checkpoint %s: %d written, %.1f MB, %.0f ms each on average\n",
+        fprintf(stderr,
+                "digits: checkpoint %s: %d written, %.1f MB, %.0f ms each on average; kept: "
+                "--resume %s --epochs N trains on from epoch %d\n",
                 req->checkpoint_path, progress->checkpoints_written,
                 (double)progress->checkpoint_bytes / 1e6,
-                1e3 * progress->checkpoint_seconds / progress->checkpoints_written);
+                1e3 * progress->checkpoint_seconds / progress->checkpoints_written,
+                req->checkpoint_path, result->epochs_run);
 }
 
 /* The model file's settings: the run's, its outcome and its history. */
@@ -339,6 +378,8 @@ int dg_cmd_train(int argc, char **argv)
         req.checkpoint_path = NULL;
     /* no output may be an input or another output (before anything is written) */
     if (status == DG_OK)
+        code = protect_checkpoint(&req);
+    if (status == DG_OK && code == 0)
         code = check_outputs(req.train_path, req.labels, req.resume_path, req.output,
                              req.given & GIVEN_OUTPUT, req.checkpoint_path, req.checkpoint_given,
                              req.log_path, req.ensemble);

@@ -33,6 +33,8 @@ static const char *usage_text =
     "      --checkpoint FILE the training state, written atomically after every epoch\n"
     "                        and on SIGINT/SIGTERM (default: the model file + .ckpt)\n"
     "      --no-checkpoint   write no checkpoint\n"
+    "      --restart         start over where an interrupted run's checkpoint is (a fresh\n"
+    "                        run refuses to replace it: --resume continues it)\n"
     "      --resume FILE     continue from a checkpoint, bit for bit; the settings (and\n"
     "                        --limit, --labels, -o) come from it; options that contradict\n"
     "                        it are refused; --epochs may be raised to train longer\n"
@@ -185,6 +187,9 @@ static int apply_option(int opt, struct train_request *req, uint64_t *split_seed
     case 'C':
         req->no_checkpoint = 1;
         break;
+    case 'X':
+        req->restart = 1;
+        break;
     case 'R':
         req->resume_path = optarg;
         break;
@@ -242,6 +247,9 @@ static int check_request(struct train_request *req, uint64_t split_seed, int spl
     struct dg_train_options *options = &req->options;
     if (req->no_checkpoint && req->checkpoint_path)
         return dg_cli_usage_error("train", "--checkpoint and --no-checkpoint together");
+    if (req->restart && req->resume_path)
+        return dg_cli_usage_error("train", "--restart starts over and --resume continues: "
+                                           "give one of them");
     if (req->ensemble > 1 && (req->resume_path || req->checkpoint_path))
         return dg_cli_usage_error("train", "--ensemble writes no checkpoints: --resume and "
                                            "--checkpoint do not apply");
@@ -300,6 +308,7 @@ int train_parse_args(int argc, char **argv, struct train_request *req)
         {"log", required_argument, NULL, 'g'},
         {"checkpoint", required_argument, NULL, 'c'},
         {"no-checkpoint", no_argument, NULL, 'C'},
+        {"restart", no_argument, NULL, 'X'},
         {"resume", required_argument, NULL, 'R'},
         {"save-best", no_argument, NULL, 'B'},
         {"early-stop", required_argument, NULL, 'E'},

@@ -41,6 +41,7 @@ struct train_request {
     const char *train_path, *output, *labels, *log_path;
     const char *checkpoint_path, *resume_path; /* NULL: none */
     int no_checkpoint, checkpoint_given;
+    int restart; /* --restart: a fresh run may replace an interrupted run's checkpoint */
     int ensemble, member_splits;
     int concurrent;           /* members at a time per device; 0: the default */
     const char *devices_text; /* --devices as given, NULL when not */
