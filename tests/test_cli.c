@@ -171,8 +171,8 @@ START_TEST(train_predict_eval_on_the_sample)
         fclose(truth);
         free(submission);
     }
-    ck_assert_int_eq(run("eval -m m.dgt %s/data/sample/train.csv.gz --device cpu", source_dir()),
-                     0);
+    ck_assert_int_eq(
+        run("eval -m m.dgt %s/data/sample/train.csv.gz --all --device cpu", source_dir()), 0);
     char want_accuracy[64];
     snprintf(want_accuracy, sizeof want_accuracy, "images: 5000\naccuracy: %.4f", correct / 5000.0);
     printf("predict agrees with the labels on %d of 5000 rows\n", correct);

@@ -283,6 +283,23 @@ START_TEST(eval_held_out_is_the_validation_set)
     char want[64];
     snprintf(want, sizeof want, "images: 50\naccuracy: %.4f", val_acc);
     dg_test_expect_in(at("stdout"), want);
+    char *held_out = slurp("stdout");
+    /* the default on the training file is the held-out rows too, as report's; it says so */
+    ck_assert_int_eq(run(err, "eval -m h.dgt %s --device cpu", sample), 0);
+    char *by_default = slurp("stdout");
+    ck_assert_str_eq(by_default, held_out);
+    ck_assert(strncmp(by_default,
+                      "rows: the 50 validation rows held out in training (of its 500 rows: "
+                      "val_split 0.1, split seed 42)\nimages: 50\n",
+                      109) == 0);
+    free(by_default);
+    free(held_out);
+    /* --all: every row of the file; with --held-out refused */
+    ck_assert_int_eq(run(err, "eval -m h.dgt %s --all --device cpu", sample), 0);
+    dg_test_expect_in(at("stdout"), "rows: all 5000 rows\nimages: 5000\n");
+    ck_assert_int_eq(run(err, "eval -m h.dgt %s --all --held-out --device cpu", sample), 2);
+    dg_test_expect_in(err, "digits: eval: --all scores every row, --held-out only the held-out "
+                           "ones: give one of them\n");
 }
 END_TEST
 

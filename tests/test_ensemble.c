@@ -269,14 +269,14 @@ START_TEST(averaging_and_tta)
     free(pt), free(mean);
 
     /* eval: each member's accuracy as eval of that model alone, then the ensemble's */
-    ck_assert_int_eq(run(err, "eval -m a.dgt %s --device cpu", train), 0);
+    ck_assert_int_eq(run(err, "eval -m a.dgt %s --all --device cpu", train), 0);
     char *alone = dg_test_slurp(at("stdout"));
     char want[64];
     char *acc = strstr(alone, "accuracy: ");
     ck_assert_ptr_nonnull(acc);
     snprintf(want, sizeof want, "  member 1: accuracy %.6s", acc + 10);
     free(alone);
-    ck_assert_int_eq(run(err, "eval -m e.dgt %s --device cpu", train), 0);
+    ck_assert_int_eq(run(err, "eval -m e.dgt %s --all --device cpu", train), 0);
     dg_test_expect_in(at("stdout"), want);
     dg_test_expect_in(at("stdout"), "  ensemble of 2: accuracy ");
 }

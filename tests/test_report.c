@@ -124,7 +124,7 @@ START_TEST(report_of_the_training_file)
     ck_assert_int_eq(run(err, "report -m m.dgt %s --all --top 5 --device cpu -o all.html", train),
                      0);
     dg_test_expect_in(err, "(5000 images, all 5000 rows)");
-    ck_assert_int_eq(run(err, "eval -m m.dgt %s --device cpu", train), 0);
+    ck_assert_int_eq(run(err, "eval -m m.dgt %s --all --device cpu", train), 0);
     page = dg_test_slurp(at("all.html"));
     expect_eval_accuracy(page);
     ck_assert_int_eq(count_of(page, "alt=\"a "), 5);

@@ -8,13 +8,17 @@
 #include <string.h>
 
 static const char *usage_text =
-    "usage: digits eval -m model.dgt LABELLED [--labels FILE]\n"
+    "usage: digits eval -m model.dgt LABELLED [--labels FILE] [--all]\n"
     "\n"
     "Prints accuracy, per-class precision and recall and the confusion matrix of the model on\n"
     "LABELLED (Kaggle train.csv[.gz] layout, or MNIST IDX images with --labels).\n"
+    "When LABELLED is the model's training file (the same rows, by their fingerprint, as\n"
+    "the model records), only the validation rows it held out are scored, as `digits report`\n"
+    "does; otherwise, or with --all, every row. The first line says which.\n"
     "\n"
     "options:\n"
     DG_SCORING_MODEL_HELP
+    "      --all            score every row, even of the training file\n"
     "      --labels FILE    IDX label file, when LABELLED is an IDX image file\n"
     "      --batch N        images per forward pass (256)\n"
     "      --threads N      CPU threads (all cores)\n"
@@ -30,6 +34,7 @@ static void print_report(const struct dg_scoring *s)
         confusion[s->dataset.labels[i]][s->predicted[i]]++;
         correct += s->dataset.labels[i] == s->predicted[i];
     }
+    printf("rows: %s\n", s->selection);
     printf("images: %zu\naccuracy: %.4f (%zu correct, %zu wrong)\n\n", s->dataset.count,
            s->dataset.count ? (double)correct / (double)s->dataset.count : 0.0, correct,
            s->dataset.count - correct);
@@ -73,12 +78,13 @@ int dg_cmd_eval(int argc, char **argv)
 {
     static const struct option long_options[] = {
         DG_SCORING_LONG_OPTIONS,
+        {"all", no_argument, NULL, 'a'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct dg_scoring_args args;
     dg_scoring_args_default(&args);
-    int opt, taken;
+    int opt, taken, all = 0;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "m:h", long_options, NULL)) != -1) {
         if ((taken = dg_scoring_option("eval", opt, optarg, &args)) != 0) {
@@ -90,12 +96,22 @@ int dg_cmd_eval(int argc, char **argv)
             fputs(usage_text, stdout);
             return 0;
         }
+        if (opt == 'a') {
+            all = 1;
+            continue;
+        }
         fputs("(see `digits eval --help`)\n", stderr);
         return 2;
     }
     int code = dg_scoring_check_operands("eval", "LABELLED", argc, &args);
     if (code)
         return code;
+    if (all && args.held_out)
+        return dg_cli_usage_error("eval", "--all scores every row, --held-out only the held-out "
+                                          "ones: give one of them");
+    /* the training file: its held-out rows, as report scores them (say so), unless --all */
+    if (!all && !args.held_out)
+        args.held_out = DG_HELD_OUT_AUTO;
     struct dg_scoring scoring;
     enum dg_status status =
         dg_scoring_run(&scoring, &args, argv[optind]);
