@@ -393,13 +393,28 @@ START_TEST(cuda_device_without_gpu_fails_cleanly)
                          source_dir()),
                      1);
     dg_test_expect_in(err_path, "digits: ");
+    dg_test_expect_in(err_path, "; --device cpu runs on the CPU\n");
     ck_assert(!exists("m.dgt"));
-    /* auto falls back to the CPU after one line saying why */
+    /* auto falls back to the CPU: one line saying why where a driver is loaded (a GPU was to be
+     * expected), none on a machine without one; the start line names OpenBLAS' version, not
+     * its whole build string; "1 epoch" */
     ck_assert_int_eq(run("train %s/data/sample/train.csv.gz --limit 200 --epochs 1 --no-augment "
                          "-o m.dgt",
                          source_dir()),
                      0);
-    dg_test_expect_in(err_path, "running on the CPU");
+    char *err = dg_test_slurp(err_path);
+    ck_assert_ptr_nonnull(err);
+    if (dg_cuda_driver_present())
+        ck_assert_ptr_nonnull(strstr(err, "running on the CPU"));
+    else
+        ck_assert_msg(!strstr(err, "no usable GPU"), "a note without a driver: %s", err);
+    ck_assert_ptr_nonnull(strstr(err, "(labelled), 1 epoch, batch 86, cpu: "));
+    const char *blas = strstr(err, "OpenBLAS ");
+    ck_assert_ptr_nonnull(blas);
+    size_t version = strspn(blas + 9, "0123456789.");
+    ck_assert_msg(version > 0 && (blas[9 + version] == '\n' || blas[9 + version] == ';'),
+                  "more than OpenBLAS' version: %s", blas);
+    free(err);
 }
 END_TEST
 

@@ -179,6 +179,10 @@ int dg_cuda_built(void);
  * --device all` never pick it; `--device cuda` names it. */
 int dg_cuda_emulated(void);
 
+/* 1 when an NVIDIA driver is loaded (whether or not a device is usable): where `--device auto`
+ * falling back to the CPU is worth a word. 0 in a build without CUDA. */
+int dg_cuda_driver_present(void);
+
 /* Why CUDA is unusable right now ("" when a device is usable); for --device auto. */
 enum dg_status dg_cuda_probe(char *reason, size_t reason_size);
 

@@ -242,9 +242,9 @@ static int train_one(struct train_request *req, struct dg_backend *be,
             fprintf(stderr, "digits: resuming %s at epoch %d, step %d (of %d epochs)\n",
                     req->resume_path, resumed->state.epoch + 1, resumed->state.step,
                     options->epochs);
-        fprintf(stderr, "digits: training on %zu images of %s (%s), %d epochs, batch %d, %s\n",
+        fprintf(stderr, "digits: training on %zu images of %s (%s), %d epoch%s, batch %d, %s\n",
                 dataset->count, req->train_path, dataset->labels ? "labelled" : "unlabelled",
-                options->epochs, options->batch, described);
+                options->epochs, options->epochs == 1 ? "" : "s", options->batch, described);
     }
     options->on_epoch = train_on_epoch;
     options->on_step = train_on_step;

@@ -73,8 +73,14 @@ enum dg_status dg_cli_open_backend(const struct dg_backend_spec *device, int qui
 {
     char fallback[256];
     enum dg_status status = dg_backend_open(device, fallback, sizeof fallback, out);
-    if (status == DG_OK && fallback[0] && !quiet)
+    /* said where a GPU was to be expected (a driver is loaded), not on every CPU-only machine */
+    if (status == DG_OK && fallback[0] && !quiet && dg_cuda_driver_present())
         fprintf(stderr, "digits: no usable GPU (%s): running on the CPU\n", fallback);
+    if (status == DG_ERR_DEVICE) {
+        char message[1024];
+        snprintf(message, sizeof message, "%s", dg_error_message());
+        status = dg_error(status, "%s; --device cpu runs on the CPU", message);
+    }
     return status;
 }
 

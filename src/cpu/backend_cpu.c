@@ -459,10 +459,14 @@ static void describe(struct dg_backend *be)
 {
     struct dg_cpu *cpu = be->impl;
     static const char *const requests[] = {"", ", im2col+sgemm only", ", direct kernels", ""};
+    /* "OpenBLAS 0.3.21": the name and version of the build string (`digits info` has it all) */
     const char *config = openblas_get_config();
-    snprintf(be->description, sizeof be->description, "cpu: %d thread%s, %s%s, %s", cpu->threads,
-             cpu->threads == 1 ? "" : "s", dg_cpu_isa_label(cpu->isa->isa), requests[cpu->kernels],
-             config ? config : "OpenBLAS");
+    int name = 0;
+    for (int words = 0; config && config[name] && words < 2; name++)
+        words += config[name + 1] == ' ' || config[name + 1] == '\0';
+    snprintf(be->description, sizeof be->description, "cpu: %d thread%s, %s%s, %.*s",
+             cpu->threads, cpu->threads == 1 ? "" : "s", dg_cpu_isa_label(cpu->isa->isa),
+             requests[cpu->kernels], config ? name : 8, config ? config : "OpenBLAS");
 }
 
 enum dg_status dg_backend_cpu_create(int threads, struct dg_backend **out)

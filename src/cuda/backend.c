@@ -293,6 +293,16 @@ int dg_cuda_built(void)
     return 1;
 }
 
+int dg_cuda_driver_present(void)
+{
+    int driver = 0;
+    if (cudaDriverGetVersion(&driver) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return driver > 0;
+}
+
 /* The number of CUDA devices, or 0 with the reason there is none usable. */
 static int device_count(char *reason, size_t reason_size)
 {

@@ -13,6 +13,11 @@ int dg_cuda_emulated(void)
     return 0;
 }
 
+int dg_cuda_driver_present(void)
+{
+    return 0;
+}
+
 enum dg_status dg_cuda_probe(char *reason, size_t reason_size)
 {
     snprintf(reason, reason_size, "this build of digits has no CUDA backend");
