@@ -65,6 +65,64 @@ START_TEST(help_version_and_unknown_command)
 }
 END_TEST
 
+/* Mistakes get a message that says what to do, in one form ("digits: CMD: what"): the command
+ * or option most likely meant, an ambiguous prefix's candidates, a missing or unwanted value;
+ * `digits help CMD` is CMD's help, and every command's help has examples. */
+START_TEST(did_you_mean_and_help)
+{
+    static const struct {
+        const char *args, *message;
+    } cases[] = {
+        {"trian", "digits: unknown command 'trian' (did you mean train?)\n"},
+        {"evl -m m.dgt x.csv", "digits: unknown command 'evl' (did you mean eval?)\n"},
+        {"train x.csv --epocs 3",
+         "digits: train: unknown option '--epocs' (did you mean --epochs?)\n"
+         "(see `digits train --help`)\n"},
+        {"predict -m m.dgt x.csv --porbs p.csv",
+         "digits: predict: unknown option '--porbs' (did you mean --probs?)\n"},
+        {"compare --stesp 3", "digits: compare: unknown option '--stesp' (did you mean --steps?)\n"},
+        {"report -m m.dgt x.csv --tpo 5",
+         "digits: report: unknown option '--tpo' (did you mean --top?)\n"},
+        {"train x.csv --frobnicate", "digits: train: unknown option '--frobnicate'\n"},
+        {"train x.csv --de cuda",
+         "digits: train: '--de' is ambiguous: --device or --deterministic or --devices\n"},
+        {"predict x.csv -m", "digits: predict: -m (--model) needs a value\n"},
+        {"eval x.csv --model", "digits: eval: --model needs a value\n"},
+        {"train x.csv --no-augment=1",
+         "digits: train: --no-augment takes no value (got '--no-augment=1')\n"},
+        {"check-data -x x.csv", "digits: check-data: unknown option '-x'\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ck_assert_msg(run("%s", cases[i].args) == 2, "%s: not exit 2", cases[i].args);
+        dg_test_expect_in(err_path, cases[i].message);
+    }
+    const char *commands[] = {"train",   "predict", "eval",   "report", "check-data",
+                              "compare", "bench",   "export", "import", "info"};
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        ck_assert_int_eq(run("%s --help", commands[i]), 0);
+        char *help = dg_test_slurp(out_path);
+        ck_assert_int_eq(run("help %s", commands[i]), 0);
+        char *via_help = dg_test_slurp(out_path);
+        ck_assert_str_eq(via_help, help);
+        char usage[64], example[64];
+        snprintf(usage, sizeof usage, "usage: digits %s", commands[i]);
+        snprintf(example, sizeof example, "\nexamples:\n  digits %s", commands[i]);
+        ck_assert_msg(strncmp(help, usage, strlen(usage)) == 0, "%s --help: %.40s", commands[i],
+                      help);
+        const char *examples = strstr(help, example);
+        ck_assert_msg(examples, "%s --help has no examples", commands[i]);
+        int count = 0;
+        for (const char *p = examples; (p = strstr(p + 1, "\n  digits ")) != NULL;)
+            count++;
+        ck_assert_msg(count >= 2, "%s --help: %d examples", commands[i], count);
+        free(help);
+        free(via_help);
+    }
+    ck_assert_int_eq(run("help frobnicate"), 2);
+    dg_test_expect_in(err_path, "digits: unknown command 'frobnicate'");
+}
+END_TEST
+
 START_TEST(info_prints_the_model_table)
 {
     ck_assert_int_eq(run("info --model"), 0);
@@ -187,6 +245,21 @@ START_TEST(train_predict_eval_on_the_sample)
     ck_assert_int_eq(run("info --model=m.dgt"), 0);
     dg_test_expect_in(out_path, "epochs=1");
     dg_test_expect_in(out_path, "total parameters: 887530");
+    /* -m FILE and --model FILE, as every other command takes a model */
+    char *with_equals = dg_test_slurp(out_path);
+    ck_assert_int_eq(run("info --model m.dgt"), 0);
+    char *spaced = dg_test_slurp(out_path);
+    ck_assert_str_eq(spaced, with_equals);
+    ck_assert_int_eq(run("info -m m.dgt"), 0);
+    char *short_option = dg_test_slurp(out_path);
+    ck_assert_str_eq(short_option, with_equals);
+    free(with_equals);
+    free(spaced);
+    free(short_option);
+    ck_assert_int_eq(run("info -m m.dgt extra"), 2);
+    dg_test_expect_in(err_path, "digits: info: unexpected argument 'extra'");
+    /* compare takes -m as well */
+    ck_assert_int_eq(run("compare -m m.dgt --device cpu --candidate-threads 1 --threads 1"), 0);
 }
 END_TEST
 
@@ -426,6 +499,7 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, help_version_and_unknown_command);
     tcase_add_test(tc, info_prints_the_model_table);
+    tcase_add_test(tc, did_you_mean_and_help);
     tcase_add_test(tc, train_predict_eval_on_the_sample);
     tcase_add_test(tc, usage_errors_exit_2);
     tcase_add_test(tc, bad_inputs_leave_no_output);

@@ -74,4 +74,14 @@ int dg_cli_check_outputs(const char *command, const struct dg_cli_file *files, s
 /* 1 when paths a and b name the same file by the rule of dg_cli_check_outputs. */
 int dg_cli_same_file(const char *a, const char *b);
 
+/* The candidate a mistyped word most likely meant (at most two edits away, fewer than half its
+ * length), or NULL. */
+const char *dg_cli_closest(const char *word, const char *const *candidates, size_t count);
+
+/* After getopt_long returned '?' (opterr is 0: main sets it): "digits: COMMAND: unknown option
+ * '--epocs' (did you mean --epochs?)", "'--de' is ambiguous: --device or --deterministic" or
+ * "--epochs needs a value", and the --help hint; returns 2. */
+struct option;
+int dg_cli_bad_option(const char *command, char **argv, const struct option *options);
+
 #endif

@@ -50,7 +50,11 @@ static const char *usage_text =
     "      --quick            a short run (under 30 s on two cores)\n"
     "      --json             JSON on stdout instead of the table\n"
     "  -q, --quiet            no progress on stderr\n"
-    "  -h, --help             this text\n";
+    "  -h, --help             this text\n"
+    "\n"
+    "examples:\n"
+    "  digits bench --quick\n"
+    "  digits bench --data train.csv --device cpu --json > bench.json\n";
 
 struct options {
     struct dg_bench_settings bench;
@@ -486,8 +490,7 @@ static int parse_options(int argc, char **argv, struct options *o)
             fputs(usage_text, stdout);
             return 0;
         default:
-            fputs("(see `digits bench --help`)\n", stderr);
-            return 2;
+            return dg_cli_bad_option("bench", argv, long_options);
         }
     }
     if (optind != argc)

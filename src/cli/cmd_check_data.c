@@ -22,7 +22,11 @@ static const char *usage_text =
     "      --threads N      threads parsing a CSV (all cores; gzip: one inflates, the\n"
     "                       others parse)\n"
     "      --json           one JSON object instead of the text summary\n"
-    "  -h, --help           this text\n";
+    "  -h, --help           this text\n"
+    "\n"
+    "examples:\n"
+    "  digits check-data train.csv\n"
+    "  digits check-data train-images-idx3-ubyte.gz --labels train-labels-idx1-ubyte.gz --json\n";
 
 int dg_cmd_check_data(int argc, char **argv)
 {
@@ -54,8 +58,7 @@ int dg_cmd_check_data(int argc, char **argv)
             fputs(usage_text, stdout);
             return 0;
         default:
-            fputs("(see `digits check-data --help`)\n", stderr);
-            return 2;
+            return dg_cli_bad_option("check-data", argv, long_options);
         }
     }
     if (optind != argc - 1)

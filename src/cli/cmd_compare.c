@@ -35,7 +35,7 @@ static const char *usage_text =
     "options:\n"
     "      --data FILE      labelled data for the batch (default: a deterministic synthetic\n"
     "                       batch); --labels FILE for IDX images\n"
-    "      --model FILE     start from trained weights (default: Glorot init of --seed)\n"
+    "  -m, --model FILE     start from trained weights (default: Glorot init of --seed)\n"
     "      --steps K        also train K steps on both and compare losses and final weights\n"
     "      --batch N        batch size (86)\n"
     "      --seed N         seed of init, dropout and augmentation (42)\n"
@@ -46,7 +46,11 @@ static const char *usage_text =
     "      --math M         fp32 or tf32 (fp32); tf32 judges convolutions and dense layers by\n"
     "                       the TF32 bounds\n"
     "      --threads N      threads of the CPU reference (all cores)\n"
-    "  -h, --help           this text\n";
+    "  -h, --help           this text\n"
+    "\n"
+    "examples:\n"
+    "  digits compare --data train.csv --steps 5\n"
+    "  digits compare --model model.dgt --math tf32\n";
 
 /* A deterministic synthetic labelled batch when no --data is given: strokes of varying
  * brightness, labels 0..9 in turn. */
@@ -96,7 +100,7 @@ int dg_cmd_compare(int argc, char **argv)
     struct dg_backend_spec cand_device = {"cuda", 1, DG_CUDA_MATH_FP32, 1, 0};
     int opt;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "m:h", long_options, NULL)) != -1) {
         switch (opt) {
         case 'D':
             data_path = optarg;
@@ -146,8 +150,7 @@ int dg_cmd_compare(int argc, char **argv)
             fputs(usage_text, stdout);
             return 0;
         default:
-            fputs("(see `digits compare --help`)\n", stderr);
-            return 2;
+            return dg_cli_bad_option("compare", argv, long_options);
         }
     }
     if (optind != argc)

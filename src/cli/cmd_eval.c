@@ -23,7 +23,12 @@ static const char *usage_text =
     "      --batch N        images per forward pass (256)\n"
     "      --threads N      CPU threads (all cores)\n"
     "      --device D       auto, cpu, cuda or cuda:N (auto)\n"
-    "  -h, --help           this text\n";
+    "  -h, --help           this text\n"
+    "\n"
+    "examples:\n"
+    "  digits eval -m model.dgt train.csv          (the rows training held out)\n"
+    "  digits eval -m model.dgt train.csv --all\n"
+    "  digits eval -m a.dgt -m b.dgt mnist-test.csv --tta\n";
 
 static void print_report(const struct dg_scoring *s)
 {
@@ -100,8 +105,7 @@ int dg_cmd_eval(int argc, char **argv)
             all = 1;
             continue;
         }
-        fputs("(see `digits eval --help`)\n", stderr);
-        return 2;
+        return dg_cli_bad_option("eval", argv, long_options);
     }
     int code = dg_scoring_check_operands("eval", "LABELLED", argc, &args);
     if (code)

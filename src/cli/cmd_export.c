@@ -35,7 +35,12 @@ static const char *usage_text =
     "                       members in all)\n"
     "  -o, --output FILE    the file to write (required)\n"
     "  -q, --quiet          no line saying what was written\n"
-    "  -h, --help           this text\n";
+    "  -h, --help           this text\n"
+    "\n"
+    "examples:\n"
+    "  digits export -m model.dgt -o model.onnx\n"
+    "  digits export -m model.dgt -o model.safetensors\n"
+    "  digits export -m a.dgt -m b.dgt -o ensemble.onnx\n";
 
 enum format { FORMAT_ONNX, FORMAT_SAFETENSORS, FORMAT_UNKNOWN };
 
@@ -80,8 +85,7 @@ int dg_cmd_export(int argc, char **argv)
             fputs(usage_text, stdout);
             return 0;
         default:
-            fputs("(see `digits export --help`)\n", stderr);
-            return 2;
+            return dg_cli_bad_option("export", argv, long_options);
         }
     }
     if (optind != argc)

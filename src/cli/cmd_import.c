@@ -30,7 +30,11 @@ static const char *usage_text =
     "options:\n"
     "  -o, --output FILE    model file to write (required)\n"
     "  -q, --quiet          no line saying what was written\n"
-    "  -h, --help           this text\n";
+    "  -h, --help           this text\n"
+    "\n"
+    "examples:\n"
+    "  digits import model.safetensors -o model.dgt\n"
+    "  digits import pytorch_weights.safetensors -o model.dgt -q\n";
 
 int dg_cmd_import(int argc, char **argv)
 {
@@ -55,8 +59,7 @@ int dg_cmd_import(int argc, char **argv)
             fputs(usage_text, stdout);
             return 0;
         default:
-            fputs("(see `digits import --help`)\n", stderr);
-            return 2;
+            return dg_cli_bad_option("import", argv, long_options);
         }
     }
     if (optind >= argc)

@@ -15,14 +15,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *usage_text = "usage: digits info [--model[=FILE]]\n"
+static const char *usage_text = "usage: digits info [-m FILE | --model [FILE]]\n"
                                 "\n"
                                 "Prints the version, build options, the BLAS library, the CUDA\n"
                                 "runtime, cuDNN and cuBLAS versions and the CUDA devices found.\n"
                                 "\n"
                                 "options:\n"
-                                "      --model[=FILE]  the layer table of the network (of FILE)\n"
-                                "  -h, --help          this text\n";
+                                "  -m, --model [FILE]  the layer table of the network (of FILE, with its settings)\n"
+                                "  -h, --help          this text\n"
+    "\n"
+    "examples:\n"
+    "  digits info\n"
+    "  digits info --model model.dgt\n";
 
 static void print_line(const char *line, void *ctx)
 {
@@ -41,7 +45,7 @@ int dg_cmd_info(int argc, char **argv)
     const char *model_path = NULL;
     int opt;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "m:h", long_options, NULL)) != -1) {
         switch (opt) {
         case 'm':
             show_model = 1;
@@ -51,10 +55,13 @@ int dg_cmd_info(int argc, char **argv)
             fputs(usage_text, stdout);
             return 0;
         default:
-            fputs("(see `digits info --help`)\n", stderr);
-            return 2;
+            return dg_cli_bad_option("info", argv, long_options);
         }
     }
+    /* --model FILE as every other command takes it (and --model=FILE, -m FILE); --model alone
+     * is the reference network's table */
+    if (show_model && !model_path && optind == argc - 1)
+        model_path = argv[optind++];
     if (optind != argc)
         return dg_cli_usage_error("info", "unexpected argument '%s'", argv[optind]);
     if (show_model) {

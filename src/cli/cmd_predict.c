@@ -54,7 +54,12 @@ static const char *usage_text =
     "      --batch N        images per forward pass (256)\n"
     "      --threads N      CPU threads (all cores)\n"
     "      --device D       auto, cpu, cuda or cuda:N (auto)\n"
-    "  -h, --help           this text\n";
+    "  -h, --help           this text\n"
+    "\n"
+    "examples:\n"
+    "  digits predict -m model.dgt test.csv -o submission.csv\n"
+    "  digits predict -m a.dgt -m b.dgt test.csv --tta -o submission.csv\n"
+    "  digits predict -m model.dgt photo.png scans/ --json\n";
 
 /* -o, --probs and the picture mode's options. */
 struct picture_options {
@@ -638,8 +643,7 @@ int dg_cmd_predict(int argc, char **argv)
             fputs(usage_text, stdout);
             return 0;
         default:
-            fputs("(see `digits predict --help`)\n", stderr);
-            return 2;
+            return dg_cli_bad_option("predict", argv, long_options);
         }
     }
     if (args.model_path_count > 0 && optind < argc &&

@@ -44,7 +44,11 @@ static const char *usage_text =
     "      --batch N        images per forward pass (256)\n"
     "      --threads N      CPU threads (all cores)\n"
     "      --device D       auto, cpu, cuda or cuda:N (auto)\n"
-    "  -h, --help           this text\n";
+    "  -h, --help           this text\n"
+    "\n"
+    "examples:\n"
+    "  digits report -m model.dgt train.csv -o report.html\n"
+    "  digits report -m model.dgt mnist-test.csv --top 100 -o test.html\n";
 
 static double now_seconds(void)
 {
@@ -145,8 +149,7 @@ int dg_cmd_report(int argc, char **argv)
             fputs(usage_text, stdout);
             return 0;
         default:
-            fputs("(see `digits report --help`)\n", stderr);
-            return 2;
+            return dg_cli_bad_option("report", argv, long_options);
         }
     }
     int code = dg_scoring_check_operands("report", "LABELLED", argc, &args);

@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <getopt.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -234,4 +235,95 @@ int dg_cli_check_outputs(const char *command, const struct dg_cli_file *files, s
         free(keys[i].resolved);
     free(keys);
     return code;
+}
+
+/* ---- "did you mean" ---- */
+
+/* The optimal-string-alignment distance of a and b (insertions, deletions, substitutions and
+ * swaps of neighbours each cost 1), at most 64 characters each; 99 beyond that. */
+static int edit_distance(const char *a, const char *b)
+{
+    size_t n = strlen(a), m = strlen(b);
+    if (n > 64 || m > 64)
+        return 99;
+    int d[65][65];
+    for (size_t i = 0; i <= n; i++)
+        d[i][0] = (int)i;
+    for (size_t j = 0; j <= m; j++)
+        d[0][j] = (int)j;
+    for (size_t i = 1; i <= n; i++)
+        for (size_t j = 1; j <= m; j++) {
+            int cost = a[i - 1] != b[j - 1];
+            int best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best)
+                best = d[i][j - 1] + 1;
+            if (d[i - 1][j - 1] + cost < best)
+                best = d[i - 1][j - 1] + cost;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
+        }
+    return d[n][m];
+}
+
+const char *dg_cli_closest(const char *word, const char *const *candidates, size_t count)
+{
+    const char *best = NULL;
+    int best_distance = 99;
+    size_t length = strlen(word);
+    /* a slip, not another word: at most 2 edits, and fewer than half of the word */
+    int limit = length <= 3 ? 1 : 2;
+    for (size_t i = 0; i < count; i++) {
+        int d = edit_distance(word, candidates[i]);
+        if (d <= limit && d < best_distance && 2 * (size_t)d < length) {
+            best = candidates[i];
+            best_distance = d;
+        }
+    }
+    return best;
+}
+
+int dg_cli_bad_option(const char *command, char **argv, const struct option *options)
+{
+    const char *arg = optind > 0 ? argv[optind - 1] : "";
+    const struct option *known = NULL;
+    for (const struct option *o = options; optopt && o->name; o++)
+        if (o->val == optopt)
+            known = o;
+    if (known) {
+        /* a known option without its value, or a value on one that takes none */
+        const char *equals = strchr(arg, '=');
+        if (known->has_arg == no_argument && equals)
+            return dg_cli_usage_error(command, "--%s takes no value (got '%s')", known->name,
+                                      arg);
+        if (strncmp(arg, "--", 2) == 0)
+            return dg_cli_usage_error(command, "%s needs a value", arg);
+        return dg_cli_usage_error(command, "-%c (--%s) needs a value", optopt, known->name);
+    }
+    if (optopt)
+        return dg_cli_usage_error(command, "unknown option '-%c'", optopt);
+    /* an unknown or ambiguous long option: its name without "--" and any "=VALUE" */
+    char name[96];
+    const char *start = strncmp(arg, "--", 2) == 0 ? arg + 2 : arg;
+    snprintf(name, sizeof name, "%.*s", (int)strcspn(start, "="), start);
+    const char *names[128];
+    size_t count = 0, prefixed = 0;
+    char matches[512] = "";
+    for (const struct option *o = options; o->name && count < 128; o++) {
+        names[count++] = o->name;
+        if (name[0] && strncmp(o->name, name, strlen(name)) == 0) {
+            size_t used = strlen(matches);
+            snprintf(matches + used, sizeof matches - used, "%s--%s", prefixed ? " or " : "",
+                     o->name);
+            prefixed++;
+        }
+    }
+    if (prefixed > 1)
+        return dg_cli_usage_error(command, "'--%s' is ambiguous: %s", name, matches);
+    const char *closest = dg_cli_closest(name, names, count);
+    if (closest)
+        return dg_cli_usage_error(command, "unknown option '--%s' (did you mean --%s?)", name,
+                                  closest);
+    return dg_cli_usage_error(command, "unknown option '--%s'", name);
 }

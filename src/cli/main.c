@@ -2,6 +2,7 @@
 #include "cli/cli.h"
 #include "digits/io.h"
 
+#include <getopt.h>
 #include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
@@ -69,8 +70,19 @@ int main(int argc, char **argv)
         print_usage(stderr);
         return 2;
     }
+    /* the commands word their own messages about options (dg_cli_bad_option) */
+    opterr = 0;
     const char *name = argv[1];
-    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
+    if (strcmp(name, "help") == 0 && argc > 2) {
+        /* `digits help CMD` is `digits CMD --help` */
+        for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+            if (strcmp(argv[2], commands[i].name) == 0) {
+                char *help_argv[] = {argv[2], "--help", NULL};
+                return commands[i].run(2, help_argv);
+            }
+        name = argv[2];
+    } else if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 ||
+               strcmp(name, "help") == 0) {
         print_usage(stdout);
         return 0;
     }
@@ -81,7 +93,17 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(name, commands[i].name) == 0)
             return commands[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "digits: unknown command '%s'\n\n", name);
-    print_usage(stderr);
+    const char *names[sizeof commands / sizeof commands[0]];
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        names[i] = commands[i].name;
+    const char *closest = dg_cli_closest(name, names, sizeof names / sizeof names[0]);
+    if (closest)
+        fprintf(stderr, "digits: unknown command '%s' (did you mean %s?)\n"
+                        "(see `digits --help`)\n",
+                name, closest);
+    else {
+        fprintf(stderr, "digits: unknown command '%s'\n\n", name);
+        print_usage(stderr);
+    }
     return 2;
 }

@@ -64,7 +64,12 @@ static const char *usage_text =
     "turns NaN, infinite or above 1e4 per image (diverged) stops training (exit 1) with the\n"
     "last checkpoint kept and no model written.\n"
     "With --val-split 0 there is no validation: no learning-rate reduction, --save-best and\n"
-    "--early-stop are unavailable.\n";
+    "--early-stop are unavailable.\n"
+    "\n"
+    "examples:\n"
+    "  digits train train.csv                                (the reference recipe: model.dgt)\n"
+    "  digits train train.csv --epochs 5 --device cpu -o quick.dgt\n"
+    "  digits train train.csv --ensemble 5 -o ensemble.dgt\n";
 
 /* "--devices 0,2": distinct CUDA ordinals 0..1023, at most DG_MAX_MEMBERS of them; a usage
  * message and 0 otherwise. */
@@ -330,9 +335,12 @@ int train_parse_args(int argc, char **argv, struct train_request *req)
     uint64_t split_seed = 0;
     int opt, code;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "o:qh", long_options, NULL)) != -1)
+    while ((opt = getopt_long(argc, argv, "o:qh", long_options, NULL)) != -1) {
+        if (opt == '?')
+            return dg_cli_bad_option("train", argv, long_options);
         if ((code = apply_option(opt, req, &split_seed, &split_seed_given)) >= 0)
             return code;
+    }
     if (optind != argc - 1)
         return dg_cli_usage_error("train", optind >= argc ? "missing the TRAIN file"
                                                           : "expects one TRAIN file");
