@@ -123,6 +123,66 @@ START_TEST(did_you_mean_and_help)
 }
 END_TEST
 
+/* -m given another kind of file: the message names what the file is and what takes it. */
+START_TEST(model_option_names_other_files)
+{
+    ck_assert_int_eq(run("train %s/data/sample/train.csv.gz --limit 100 --epochs 1 --no-augment "
+                         "--device cpu -o m.dgt -q",
+                         source_dir()),
+                     0);
+    ck_assert_int_eq(run("export -m m.dgt -o m.safetensors -q"), 0);
+    ck_assert_int_eq(run("export -m m.dgt -o m.onnx -q"), 0);
+    static const struct {
+        const char *name, *bytes;
+        size_t size;
+    } raw[] = {
+        {"keras.h5", "\x89HDF\r\n\x1a\n\0\0\0\0", 12},
+        {"torch.pt", "PK\x03\x04\x14\0\0\0\0\0", 10},
+        {"old.pt", "\x80\x02\x8a\x0a\x6c\xfc", 6},
+        {"data.gz", "\x1f\x8b\x08\0\0\0\0\0", 8},
+        {"notes.txt", "hello, world\n", 13},
+    };
+    for (size_t i = 0; i < sizeof raw / sizeof raw[0]; i++) {
+        char path[600];
+        snprintf(path, sizeof path, "%s/%s", tmpdir, raw[i].name);
+        FILE *fp = fopen(path, "wb");
+        ck_assert_ptr_nonnull(fp);
+        ck_assert_uint_eq(fwrite(raw[i].bytes, 1, raw[i].size, fp), raw[i].size);
+        fclose(fp);
+    }
+    static const struct {
+        const char *file, *says;
+    } cases[] = {
+        {"m.dgt.ckpt", "m.dgt.ckpt: not a digits model file (no DGTMODEL magic): it is a training "
+                       "checkpoint; it continues training with `digits train TRAIN --resume "
+                       "m.dgt.ckpt`, and the model file is what that run writes\n"},
+        {"m.safetensors", "m.safetensors: not a digits model file (no DGTMODEL magic): it is a "
+                          "safetensors file; `digits import m.safetensors -o model.dgt` makes a "
+                          "model of it\n"},
+        {"m.onnx", "it looks like an ONNX model, which digits writes (`digits export`) but does "
+                   "not read back; -m takes the .dgt model file it was exported from\n"},
+        {"keras.h5", "it is an HDF5 (Keras .h5) file, which digits does not read"},
+        {"torch.pt", "it is a ZIP archive (a PyTorch torch.save file is one)"},
+        {"old.pt", "it is a Python pickle (an old PyTorch .pt file?)"},
+        {"data.gz", "it is gzip-compressed (data? -m takes a model file, the data goes after "
+                    "the options)\n"},
+        {"notes.txt", "notes.txt: not a digits model file (no DGTMODEL magic): -m takes a model "
+                      "file written by `digits train` (or `digits import`)\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ck_assert_int_eq(run("predict -m %s %s/data/sample/test.csv.gz --device cpu -o s.csv",
+                             cases[i].file, source_dir()),
+                         2);
+        dg_test_expect_in(err_path, cases[i].says);
+        ck_assert(!exists("s.csv"));
+        ck_assert_int_eq(run("eval -m %s %s/data/sample/train.csv.gz --device cpu",
+                             cases[i].file, source_dir()),
+                         2);
+        dg_test_expect_in(err_path, cases[i].says);
+    }
+}
+END_TEST
+
 START_TEST(info_prints_the_model_table)
 {
     ck_assert_int_eq(run("info --model"), 0);
@@ -500,6 +560,7 @@ int main(void)
     tcase_add_test(tc, help_version_and_unknown_command);
     tcase_add_test(tc, info_prints_the_model_table);
     tcase_add_test(tc, did_you_mean_and_help);
+    tcase_add_test(tc, model_option_names_other_files);
     tcase_add_test(tc, train_predict_eval_on_the_sample);
     tcase_add_test(tc, usage_errors_exit_2);
     tcase_add_test(tc, bad_inputs_leave_no_output);

@@ -85,6 +85,10 @@ enum dg_status dg_io_check_setting_ranges(const char *path, const char *kind, co
 
 /* Reads all of `path` (at most 2 GiB) into a malloc'ed buffer; `kind` names the file in
  * messages ("model", "checkpoint"). */
+/* What a file that is not a model file is (a checkpoint, safetensors, HDF5, a ZIP or pickle,
+ * ONNX, gzip) and the command that takes it, in words for a message (a static buffer). */
+const char *dg_io_what_file_is(const char *path, const unsigned char *data, size_t size);
+
 enum dg_status dg_io_read_whole(const char *path, const char *kind, unsigned char **data,
                                 size_t *size);
 

@@ -1,6 +1,7 @@
 /* The model file (format in include/digits/io.h): built in memory, written atomically, and
  * read back with every field checked. All integers and floats little-endian. */
 #define _POSIX_C_SOURCE 200809L
+#include "digits/checkpoint.h"
 #include "digits/io.h"
 
 #include <errno.h>
@@ -177,6 +178,47 @@ enum dg_status dg_io_check_setting_ranges(const char *path, const char *kind, co
     return DG_OK;
 }
 
+/* What a file that is not a model file is, by its first bytes, and the command that takes it:
+ * for the refusal of `-m FILE`. */
+const char *dg_io_what_file_is(const char *path, const unsigned char *data, size_t size)
+{
+    static char text[4400];
+    if (size >= 8 && memcmp(data, DG_CHECKPOINT_MAGIC, 8) == 0)
+        snprintf(text, sizeof text,
+                 "it is a training checkpoint; it continues training with `digits train TRAIN "
+                 "--resume %s`, and the model file is what that run writes",
+                 path);
+    else if (size >= 9 && data[8] == '{' && get_u32(data + 4) == 0)
+        snprintf(text, sizeof text,
+                 "it is a safetensors file; `digits import %s -o model.dgt` makes a model of it",
+                 path);
+    else if (size >= 8 && memcmp(data, "\x89HDF\r\n\x1a\n", 8) == 0)
+        snprintf(text, sizeof text,
+                 "it is an HDF5 (Keras .h5) file, which digits does not read; save the weights "
+                 "as safetensors (PyTorch names) and `digits import` them");
+    else if (size >= 4 && memcmp(data, "PK\x03\x04", 4) == 0)
+        snprintf(text, sizeof text,
+                 "it is a ZIP archive (a PyTorch torch.save file is one): digits does not read "
+                 "it; save a PyTorch state_dict with safetensors.torch.save_file and `digits "
+                 "import` that");
+    else if (size >= 2 && data[0] == 0x80 && data[1] >= 2 && data[1] <= 5)
+        snprintf(text, sizeof text,
+                 "it is a Python pickle (an old PyTorch .pt file?), which digits does not read; "
+                 "save the state_dict with safetensors.torch.save_file and `digits import` that");
+    else if (size >= 2 && data[0] == 0x08 && data[1] >= 3 && data[1] <= 12)
+        snprintf(text, sizeof text,
+                 "it looks like an ONNX model, which digits writes (`digits export`) but does "
+                 "not read back; -m takes the .dgt model file it was exported from");
+    else if (size >= 2 && data[0] == 0x1f && data[1] == 0x8b)
+        snprintf(text, sizeof text,
+                 "it is gzip-compressed (data? -m takes a model file, the data goes after the "
+                 "options)");
+    else
+        snprintf(text, sizeof text,
+                 "-m takes a model file written by `digits train` (or `digits import`)");
+    return text;
+}
+
 /* Reads a model (version 1) or ensemble (version 2) file into members[0..*count). */
 static enum dg_status load_members(const char *path, struct dg_model *members, int max_members,
                                    int one_model, int *count, char *settings,
@@ -189,8 +231,8 @@ static enum dg_status load_members(const char *path, struct dg_model *members, i
     if (status != DG_OK)
         return status;
     if (size < 8 || memcmp(data, DG_MODEL_MAGIC, 8) != 0) {
-        status = dg_error(DG_ERR_INPUT, "%s: not a digits model file (no %s magic)", path,
-                          DG_MODEL_MAGIC);
+        status = dg_error(DG_ERR_INPUT, "%s: not a digits model file (no %s magic): %s", path,
+                          DG_MODEL_MAGIC, dg_io_what_file_is(path, data, size));
         goto done;
     }
     if (size < HEADER_BYTES) {
