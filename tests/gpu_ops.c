@@ -1,6 +1,7 @@
 /* Every op of the CUDA backend against the CPU backend (the fast path, itself checked against
  * the double reference by test_ops) on the same inputs: odd batch sizes, sizes that are not
- * multiples of the block size, pooling windows full of ties. Tensors NCHW, row-major; conv
+ * multiples of the block size, pooling windows full of ties: the DG_OP_VS_CPU cases of the op
+ * table (src/nn/op_cases.c), at network batch 86, never reduced. Tensors NCHW, row-major; conv
  * weights (out, in, k, k); dense weights (in, out).
  *
  * Tolerances (include/digits/compare.h, where they are derived): forward |gpu - cpu| <= 1e-5 +
@@ -21,6 +22,7 @@
 
 #include "digits/backend.h"
 #include "digits/compare.h"
+#include "nn/op_cases.h"
 #include "test_util.h"
 
 static struct dg_backend *cpu;
@@ -32,6 +34,28 @@ static struct dg_backend *gpu_streamed; /* dataset budget of 1 byte: batches str
 static void check_ok(enum dg_status status)
 {
     ck_assert_msg(status == DG_OK, "backend op failed: %s", dg_error_message());
+}
+
+/* ---- the cases: src/nn/op_cases.c (never reduced: this suite does not shrink) ---- */
+
+struct case_list {
+    struct dg_op_case at[DG_OP_MAX_CASES];
+    int count;
+};
+
+/* CUDA against the CPU */
+static struct case_list conv_cases, pool_cases, dense_cases, softmax_cases, relu_cases;
+static struct case_list dropout_cases, rmsprop_cases, assemble_cases;
+/* the deterministic backend's reruns; the algorithms chosen */
+static struct case_list conv_rerun_cases, conv_algo_cases;
+
+static void load_cases(struct case_list *list, enum dg_op_kind kind, unsigned want)
+{
+    list->count = dg_op_cases(kind, want, DG_OP_TEST_BATCH, 0, list->at, DG_OP_MAX_CASES);
+    if (list->count <= 0) {
+        fprintf(stderr, "gpu_ops: no op cases of kind %d: %s\n", (int)kind, dg_error_message());
+        exit(EXIT_FAILURE);
+    }
 }
 
 static void poison(float *x, size_t n)
@@ -104,17 +128,15 @@ struct conv_case {
     int batch, cin, cout, h, w, k;
 };
 
-static const struct conv_case conv_cases[] = {
-    {1, 1, 32, 28, 28, 5},  {3, 1, 32, 28, 28, 5}, {7, 32, 32, 28, 28, 5}, {86, 32, 64, 14, 14, 3},
-    {3, 64, 64, 14, 14, 3}, {5, 3, 7, 13, 11, 3},  {2, 2, 16, 4, 4, 7},    {1, 5, 16, 30, 31, 3},
-};
-
 /* Runs one conv case on `be` and compares every output with the CPU backend. */
-static void conv_compare(struct dg_backend *be, const struct conv_case *c,
+static void conv_compare(struct dg_backend *be, const struct dg_op_case *the_case,
                          const struct dg_tolerance *fwd_tol, const struct dg_tolerance *bwd_tol,
                          uint64_t seed)
 {
-    struct dg_conv_shape shape = {c->batch, c->cin, c->cout, c->h, c->w, c->k};
+    const struct dg_conv_shape shape = the_case->conv;
+    const struct conv_case cc = {shape.batch,  shape.in_channels, shape.out_channels,
+                                 shape.height, shape.width,       shape.kernel};
+    const struct conv_case *c = &cc;
     size_t hw = (size_t)c->h * c->w;
     size_t nx = (size_t)c->batch * c->cin * hw, ny = (size_t)c->batch * c->cout * hw;
     size_t nw = (size_t)c->cout * c->cin * c->k * c->k, nb = (size_t)c->cout;
@@ -126,8 +148,8 @@ static void conv_compare(struct dg_backend *be, const struct conv_case *c,
     dg_test_fill(&rng, w, nw, -scale, scale);
     dg_test_fill(&rng, b, nb, -0.5f, 0.5f);
     dg_test_fill(&rng, dy, ny, -1.0f, 1.0f);
-    printf("conv %d x %d -> %d, %dx%d, k %d on %s\n", c->batch, c->cin, c->cout, c->h, c->w, c->k,
-           be->description);
+    printf("conv \"%s\": %d x %d -> %d, %dx%d, k %d on %s\n", the_case->name, c->batch, c->cin,
+           c->cout, c->h, c->w, c->k, be->description);
 
     float *y = dg_test_floats(ny), *y_relu = dg_test_floats(ny), *dx = dg_test_floats(nx);
     float *dw = dg_test_floats(nw), *db = dg_test_floats(nb);
@@ -164,20 +186,21 @@ static void conv_compare(struct dg_backend *be, const struct conv_case *c,
 
 START_TEST(conv_fp32_measured)
 {
-    conv_compare(gpu, &conv_cases[_i], &dg_tol_forward, &dg_tol_backward_fp32, 100 + (uint64_t)_i);
+    conv_compare(gpu, &conv_cases.at[_i], &dg_tol_forward, &dg_tol_backward_fp32,
+                 100 + (uint64_t)_i);
 }
 END_TEST
 
 START_TEST(conv_fp32_deterministic)
 {
-    conv_compare(gpu_det, &conv_cases[_i], &dg_tol_forward, &dg_tol_backward_fp32,
+    conv_compare(gpu_det, &conv_cases.at[_i], &dg_tol_forward, &dg_tol_backward_fp32,
                  200 + (uint64_t)_i);
 }
 END_TEST
 
 START_TEST(conv_tf32)
 {
-    conv_compare(gpu_tf32, &conv_cases[_i], &dg_tol_forward_tf32, &dg_tol_backward_tf32,
+    conv_compare(gpu_tf32, &conv_cases.at[_i], &dg_tol_forward_tf32, &dg_tol_backward_tf32,
                  300 + (uint64_t)_i);
 }
 END_TEST
@@ -186,13 +209,17 @@ END_TEST
  * backend instance (as a new process would). */
 START_TEST(conv_deterministic_reruns)
 {
-    struct dg_conv_shape shape = {86, 32, 32, 28, 28, 5};
-    size_t nx = (size_t)86 * 32 * 784, nw = (size_t)32 * 32 * 25;
-    struct dg_test_rng rng = {400};
-    float *x = dg_test_floats(nx), *dy = dg_test_floats(nx), *w = dg_test_floats(nw);
+    const struct dg_conv_shape shape = conv_rerun_cases.at[_i].conv;
+    size_t nx = (size_t)shape.batch * shape.in_channels * shape.height * shape.width;
+    size_t ny = (size_t)shape.batch * shape.out_channels * shape.height * shape.width;
+    size_t nw = (size_t)shape.out_channels * shape.in_channels * shape.kernel * shape.kernel;
+    size_t nb = (size_t)shape.out_channels;
+    struct dg_test_rng rng = {400 + (uint64_t)_i};
+    float *x = dg_test_floats(nx), *dy = dg_test_floats(ny), *w = dg_test_floats(nw);
     dg_test_fill(&rng, x, nx, -1.0f, 1.0f);
-    dg_test_fill(&rng, dy, nx, -1.0f, 1.0f);
+    dg_test_fill(&rng, dy, ny, -1.0f, 1.0f);
     dg_test_fill(&rng, w, nw, -0.05f, 0.05f);
+    printf("deterministic reruns: conv \"%s\"\n", conv_rerun_cases.at[_i].name);
     struct dg_cuda_options options = {0, DG_CUDA_MATH_FP32, 1, 0};
     struct dg_backend *second = NULL;
     check_ok(dg_backend_cuda_create(&options, &second));
@@ -200,9 +227,9 @@ START_TEST(conv_deterministic_reruns)
     float *dw[3], *dx[3];
     for (int r = 0; r < 3; r++) {
         struct dg_backend *be = runs[r];
-        float *d_x = dev_floats(be, x, nx), *d_dy = dev_floats(be, dy, nx);
+        float *d_x = dev_floats(be, x, nx), *d_dy = dev_floats(be, dy, ny);
         float *d_w = dev_floats(be, w, nw), *d_dw = dev_floats(be, NULL, nw);
-        float *d_dx = dev_floats(be, NULL, nx), *d_db = dev_floats(be, NULL, 32);
+        float *d_dx = dev_floats(be, NULL, nx), *d_db = dev_floats(be, NULL, nb);
         void *plan = NULL;
         check_ok(be->ops->conv_plan_create(be, &shape, &plan));
         check_ok(be->ops->conv_bwd_filter(be, plan, d_x, d_dy, d_dw, d_db));
@@ -236,26 +263,25 @@ END_TEST
  * the DEFAULT_MATH timing would name IMPLICIT_PRECOMP_GEMM) and TF32 IMPLICIT_PRECOMP_GEMM. */
 START_TEST(algorithm_choice)
 {
-    const struct dg_conv_shape shapes[] = {
-        {86, 1, 32, 28, 28, 5}, {86, 32, 32, 28, 28, 5}, {86, 32, 64, 14, 14, 3},
-        {86, 64, 64, 14, 14, 3}, {7, 64, 64, 14, 14, 3}};
     int emulated = dg_cuda_emulated();
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+    for (int i = 0; i < conv_algo_cases.count; i++) {
+        const struct dg_conv_shape *shape = &conv_algo_cases.at[i].conv;
         struct dg_backend *fp32[2] = {gpu, gpu_det};
         for (int b = 0; b < 2; b++) {
             char name[256];
             ck_assert(fp32[b]->ops->conv_algo_name != NULL);
-            fp32[b]->ops->conv_algo_name(fp32[b], &shapes[i], 1, name, sizeof name);
-            printf("  FP32 %s, shape %zu: %s\n", b ? "deterministic" : "measured", i, name);
+            fp32[b]->ops->conv_algo_name(fp32[b], shape, 1, name, sizeof name);
+            printf("  FP32 %s, %s: %s\n", b ? "deterministic" : "measured",
+                   conv_algo_cases.at[i].name, name);
             ck_assert_msg(!strstr(name, "FFT") && !strstr(name, "WINOGRAD") &&
                               !strstr(name, "search failed"),
-                          "FP32 shape %zu chose %s", i, name);
+                          "FP32 %s chose %s", conv_algo_cases.at[i].name, name);
             if (emulated)
                 ck_assert_str_eq(name, "IMPLICIT_GEMM (bwd-data ALGO_1, bwd-filter ALGO_1)");
         }
         char name[256];
-        gpu_tf32->ops->conv_algo_name(gpu_tf32, &shapes[i], 0, name, sizeof name);
-        printf("  TF32, shape %zu: %s\n", i, name);
+        gpu_tf32->ops->conv_algo_name(gpu_tf32, shape, 0, name, sizeof name);
+        printf("  TF32, %s: %s\n", conv_algo_cases.at[i].name, name);
         if (emulated)
             ck_assert_str_eq(name, "IMPLICIT_PRECOMP_GEMM (bwd-filter ALGO_1)");
     }
@@ -266,10 +292,9 @@ END_TEST
 
 START_TEST(relu_bwd_exact)
 {
-    const size_t sizes[] = {1, 1037, (size_t)86 * 32 * 784};
-    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
-        size_t n = sizes[s];
-        struct dg_test_rng rng = {500 + s};
+    for (int s = 0; s < relu_cases.count; s++) {
+        size_t n = relu_cases.at[s].count;
+        struct dg_test_rng rng = {500 + (uint64_t)s};
         float *y = dg_test_floats(n), *dy = dg_test_floats(n);
         dg_test_fill(&rng, y, n, -1.0f, 1.0f);
         for (size_t i = 0; i < n; i += 3)
@@ -285,16 +310,16 @@ START_TEST(relu_bwd_exact)
 }
 END_TEST
 
-static const struct dg_pool_shape pool_cases[] = {
-    {3, 5, 7, 7}, {86, 32, 28, 28}, {2, 3, 13, 9}, {1, 1, 2, 2}, {7, 64, 14, 14},
-};
-
-/* Continuous inputs (_i even) and small integers (_i odd: windows full of ties, like the zeros
- * after a ReLU): both directions bit-identical to the CPU, first maximum included. */
+/* Continuous inputs (_i even) and, for DG_OP_TIES cases, small integers (_i odd: windows full
+ * of ties, like the zeros after a ReLU): both directions bit-identical to the CPU, first
+ * maximum included. */
 START_TEST(maxpool_exact)
 {
-    const struct dg_pool_shape *s = &pool_cases[_i / 2];
+    const struct dg_op_case *the_case = &pool_cases.at[_i / 2];
+    const struct dg_pool_shape *s = &the_case->pool;
     int ties = _i % 2;
+    if (ties && !(the_case->tags & DG_OP_TIES))
+        return;
     size_t nx = (size_t)s->batch * s->channels * s->height * s->width;
     size_t ny = (size_t)s->batch * s->channels * (s->height / 2) * (s->width / 2);
     struct dg_test_rng rng = {600 + (uint64_t)_i};
@@ -325,11 +350,10 @@ END_TEST
 
 START_TEST(dropout_exact)
 {
-    const size_t sizes[] = {1, 1037, (size_t)86 * 64 * 49};
     const float rates[] = {0.25f, 0.5f};
-    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+    for (size_t s = 0; s < (size_t)dropout_cases.count; s++) {
         for (int r = 0; r < 2; r++) {
-            size_t n = sizes[s];
+            size_t n = dropout_cases.at[s].count;
             struct dg_dropout_key key = {0x5eed0000ull + s, (uint32_t)r, 3, 17 + (uint32_t)s};
             struct dg_test_rng rng = {700 + s};
             float *x = dg_test_floats(n), *y = dg_test_floats(n), *dx = dg_test_floats(n);
@@ -371,17 +395,10 @@ END_TEST
 
 /* ---- dense ---- */
 
-struct dense_case {
-    int batch, in, out;
-};
-
-static const struct dense_case dense_cases[] = {
-    {37, 3136, 256}, {86, 256, 10}, {1, 129, 7}, {5, 7, 300}, {86, 3136, 256},
-};
-
+/* Both epilogues (the case's relu flag is test_ops' choice). */
 START_TEST(dense_vs_cpu)
 {
-    const struct dense_case *c = &dense_cases[_i];
+    const struct dg_op_dense_shape *c = &dense_cases.at[_i].dense;
     size_t nx = (size_t)c->batch * c->in, ny = (size_t)c->batch * c->out;
     size_t nw = (size_t)c->in * c->out;
     struct dg_test_rng rng = {800 + (uint64_t)_i};
@@ -426,8 +443,7 @@ END_TEST
 
 START_TEST(softmax_xent_vs_cpu)
 {
-    const int batches[] = {1, 37, 86, 300};
-    int batch = batches[_i];
+    int batch = softmax_cases.at[_i].batch;
     size_t n = (size_t)batch * DG_CLASSES;
     struct dg_test_rng rng = {900 + (uint64_t)_i};
     float *logits = dg_test_floats(n), *probs = dg_test_floats(n), *dlogits = dg_test_floats(n);
@@ -473,8 +489,8 @@ END_TEST
 
 START_TEST(rmsprop_exact)
 {
-    const size_t n = 10007;
-    struct dg_test_rng rng = {1000};
+    const size_t n = rmsprop_cases.at[_i].count;
+    struct dg_test_rng rng = {1000 + (uint64_t)_i};
     float *w = dg_test_floats(n), *g = dg_test_floats(n), *acc = dg_test_floats(n);
     dg_test_fill(&rng, w, n, -0.1f, 0.1f);
     float *d_w = dev_floats(gpu, w, n), *d_acc = dev_floats(gpu, acc, n);
@@ -500,8 +516,15 @@ END_TEST
 START_TEST(batch_assemble_exact)
 {
     struct dg_backend *be = _i == 0 ? gpu : gpu_streamed;
-    const int counts[] = {1, 3, 7, 86, 13, 86};
-    enum { BATCHES = 6 };
+    enum { BATCHES = DG_OP_MAX_CASES };
+    const int batches = assemble_cases.count;
+    int counts[BATCHES], largest = 0;
+    for (int b = 0; b < batches; b++) {
+        counts[b] = assemble_cases.at[b].batch;
+        largest = counts[b] > largest ? counts[b] : largest;
+    }
+    /* the unlabelled store assembles the third batch (7 images) again */
+    const int again = batches > 2 ? 2 : 0;
     const size_t images = 211;
     struct dg_test_rng rng = {1100};
     uint8_t *store = dg_test_bytes(images * DG_PIXELS), *store_labels = dg_test_bytes(images);
@@ -526,8 +549,9 @@ START_TEST(batch_assemble_exact)
         float *d_x[BATCHES];
         uint8_t *d_labels[BATCHES];
         struct dg_augment_key keys[BATCHES];
-        const uint8_t label_fill[86] = {0};
-        for (int b = 0; b < BATCHES; b++) {
+        uint8_t *label_fill = dg_test_bytes((size_t)largest);
+        memset(label_fill, 0, (size_t)largest);
+        for (int b = 0; b < batches; b++) {
             int n = counts[b];
             rows[b] = dg_test_bytes((size_t)n * sizeof(uint32_t));
             for (int i = 0; i < n; i++)
@@ -539,7 +563,8 @@ START_TEST(batch_assemble_exact)
             check_ok(be->ops->batch_assemble(be, handle, rows[b], n, aug ? &keys[b] : NULL, d_x[b],
                                              d_labels[b]));
         }
-        for (int b = 0; b < BATCHES; b++) {
+        free(label_fill);
+        for (int b = 0; b < batches; b++) {
             int n = counts[b];
             size_t count = (size_t)n * DG_PIXELS;
             float *want = dg_test_floats(count);
@@ -554,16 +579,18 @@ START_TEST(batch_assemble_exact)
             free(want), free(want_labels), free(labels);
         }
         /* an unlabelled store leaves the label buffer alone */
-        uint8_t marks[7];
-        memset(marks, 0xee, sizeof marks);
-        uint8_t *d_marks = dev_bytes(be, marks, sizeof marks);
-        check_ok(be->ops->batch_assemble(be, handle_unlabelled, rows[2], 7, aug ? &keys[2] : NULL,
-                                         d_x[2], d_marks));
-        check_ok(be->ops->download(be, marks, d_marks, sizeof marks));
-        for (int i = 0; i < 7; i++)
+        const int n_again = counts[again];
+        uint8_t *marks = dg_test_bytes((size_t)n_again);
+        memset(marks, 0xee, (size_t)n_again);
+        uint8_t *d_marks = dev_bytes(be, marks, (size_t)n_again);
+        check_ok(be->ops->batch_assemble(be, handle_unlabelled, rows[again], n_again,
+                                         aug ? &keys[again] : NULL, d_x[again], d_marks));
+        check_ok(be->ops->download(be, marks, d_marks, (size_t)n_again));
+        for (int i = 0; i < n_again; i++)
             ck_assert_uint_eq(marks[i], 0xee);
         be->ops->free(be, d_marks);
-        for (int b = 0; b < BATCHES; b++) {
+        free(marks);
+        for (int b = 0; b < batches; b++) {
             be->ops->free(be, d_x[b]);
             be->ops->free(be, d_labels[b]);
             free(rows[b]);
@@ -647,26 +674,34 @@ END_TEST
 
 static Suite *gpu_ops_suite(void)
 {
+    load_cases(&conv_cases, DG_OP_CONV, DG_OP_VS_CPU);
+    load_cases(&conv_rerun_cases, DG_OP_CONV, DG_OP_RERUN);
+    load_cases(&conv_algo_cases, DG_OP_CONV, DG_OP_ALGO);
+    load_cases(&pool_cases, DG_OP_MAXPOOL, DG_OP_VS_CPU);
+    load_cases(&dense_cases, DG_OP_DENSE, DG_OP_VS_CPU);
+    load_cases(&softmax_cases, DG_OP_SOFTMAX_XENT, DG_OP_VS_CPU);
+    load_cases(&relu_cases, DG_OP_RELU_BWD, DG_OP_VS_CPU);
+    load_cases(&dropout_cases, DG_OP_DROPOUT, DG_OP_VS_CPU);
+    load_cases(&rmsprop_cases, DG_OP_RMSPROP, DG_OP_VS_CPU);
+    load_cases(&assemble_cases, DG_OP_ASSEMBLE, DG_OP_VS_CPU);
     Suite *suite = suite_create("gpu_ops");
     TCase *conv = tcase_create("conv");
-    int conv_count = (int)(sizeof conv_cases / sizeof conv_cases[0]);
+    int conv_count = conv_cases.count;
     tcase_add_loop_test(conv, conv_fp32_measured, 0, conv_count);
     tcase_add_loop_test(conv, conv_fp32_deterministic, 0, conv_count);
     tcase_add_loop_test(conv, conv_tf32, 0, conv_count);
-    tcase_add_test(conv, conv_deterministic_reruns);
+    tcase_add_loop_test(conv, conv_deterministic_reruns, 0, conv_rerun_cases.count);
     tcase_add_test(conv, algorithm_choice);
     tcase_set_timeout(conv, 300);
     suite_add_tcase(suite, conv);
 
     TCase *elementwise = tcase_create("elementwise");
     tcase_add_test(elementwise, relu_bwd_exact);
-    tcase_add_loop_test(elementwise, maxpool_exact, 0,
-                        2 * (int)(sizeof pool_cases / sizeof pool_cases[0]));
+    tcase_add_loop_test(elementwise, maxpool_exact, 0, 2 * pool_cases.count);
     tcase_add_test(elementwise, dropout_exact);
-    tcase_add_loop_test(elementwise, dense_vs_cpu, 0,
-                        (int)(sizeof dense_cases / sizeof dense_cases[0]));
-    tcase_add_loop_test(elementwise, softmax_xent_vs_cpu, 0, 4);
-    tcase_add_test(elementwise, rmsprop_exact);
+    tcase_add_loop_test(elementwise, dense_vs_cpu, 0, dense_cases.count);
+    tcase_add_loop_test(elementwise, softmax_xent_vs_cpu, 0, softmax_cases.count);
+    tcase_add_loop_test(elementwise, rmsprop_exact, 0, rmsprop_cases.count);
     tcase_set_timeout(elementwise, 300);
     suite_add_tcase(suite, elementwise);
 

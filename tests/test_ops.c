@@ -2,9 +2,11 @@
  * reference (tests/support/ref_ops.c), for every kernel family: each instruction set this
  * machine runs (portable C always; AVX2+FMA and AVX-512 on x86-64 CPUs that have them, NEON on
  * aarch64) times each convolution algorithm (im2col + sgemm, direct, Winograd), odd batch
- * sizes included. A family the machine cannot run prints a SKIP line (a failure when
- * DIGITS_REQUIRE_ISA names its ISA). DIGITS_TEST_REDUCED=1 (emulators) shrinks the largest
- * batches. Plus
+ * sizes included. The shapes are the DG_OP_VS_REF cases of the op table (src/nn/op_cases.c;
+ * the thread-determinism and finite-difference shapes too). A family the machine cannot run
+ * prints a SKIP line (a failure when DIGITS_REQUIRE_ISA names its ISA).
+ * DIGITS_TEST_REDUCED=1 (emulators) shrinks the largest batches (each case's reduced batch
+ * in the table). Plus
  * finite-difference gradient checks of the reference (double) and of the fast path (float).
  * Tensors NCHW, row-major.
  *
@@ -26,6 +28,7 @@
 #include "math/dropout.h"
 #include "ref_ops.h"
 #include "math/rmsprop.h"
+#include "nn/op_cases.h"
 #include "test_util.h"
 
 struct family {
@@ -94,31 +97,41 @@ static void check_ok(enum dg_status status)
     ck_assert_msg(status == DG_OK, "backend op failed: %s", dg_error_message());
 }
 
+/* ---- the cases: src/nn/op_cases.c, read once in main (before Check forks) ---- */
+
+struct case_list {
+    struct dg_op_case at[DG_OP_MAX_CASES];
+    int count;
+};
+
+/* Against the double reference (shapes as reduced runs shrink them) */
+static struct case_list conv_cases, pool_cases, dense_cases, softmax_cases, relu_cases;
+static struct case_list dropout_cases, rmsprop_cases, assemble_cases;
+/* bit-identical with 1, 2 and 3 threads; finite differences */
+static struct case_list conv_thread_cases, dense_thread_cases, conv_grad_cases;
+
+static void load_cases(struct case_list *list, enum dg_op_kind kind, unsigned want)
+{
+    list->count = dg_op_cases(kind, want, DG_OP_TEST_BATCH, reduced(), list->at, DG_OP_MAX_CASES);
+    if (list->count <= 0) {
+        fprintf(stderr, "test_ops: no op cases of kind %d: %s\n", (int)kind, dg_error_message());
+        exit(EXIT_FAILURE);
+    }
+}
+
 /* ---- convolution ---- */
 
 struct conv_case {
     int batch, cin, cout, h, w, k;
 };
 
-static const struct conv_case conv_cases[] = {
-    {1, 1, 32, 28, 28, 5},                            /* conv1 */
-    {3, 1, 32, 28, 28, 5},   {7, 32, 32, 28, 28, 5},  /* conv2 */
-    {86, 32, 32, 28, 28, 5}, {86, 32, 64, 14, 14, 3}, /* conv3 */
-    {3, 64, 64, 14, 14, 3},                           /* conv4 */
-    {86, 1, 32, 28, 28, 5},  {1, 64, 64, 14, 14, 3},
-    {2, 16, 48, 9, 11, 3}, /* 32 + 16 output channels, short rows */
-    {3, 3, 5, 6, 7, 1},    /* channels off the vector width: generic everywhere */
-    {1, 2, 16, 4, 4, 7},   /* kernel wider than the image */
-    {1, 5, 16, 30, 31, 3}, /* rows of 14 + 14 + 3 pixels */
-};
-
 START_TEST(conv_vs_reference)
 {
-    struct conv_case reduced_case = conv_cases[_i];
-    if (reduced() && reduced_case.batch > 2)
-        reduced_case.batch = 2;
-    const struct conv_case *c = &reduced_case;
-    struct dg_conv_shape shape = {c->batch, c->cin, c->cout, c->h, c->w, c->k};
+    const struct dg_conv_shape shape = conv_cases.at[_i].conv;
+    const struct conv_case the_case = {shape.batch,  shape.in_channels, shape.out_channels,
+                                       shape.height, shape.width,       shape.kernel};
+    const struct conv_case *c = &the_case;
+    printf("conv case \"%s\"\n", conv_cases.at[_i].name);
     size_t hw = (size_t)c->h * c->w;
     size_t nx = (size_t)c->batch * c->cin * hw, ny = (size_t)c->batch * c->cout * hw;
     size_t nw = (size_t)c->cout * c->cin * c->k * c->k;
@@ -185,10 +198,8 @@ START_TEST(conv_deterministic)
 {
     /* _i counts the direct and Winograd families: family 3 * (_i / 2) + 1 + _i % 2 */
     const int f = 3 * (_i / 2) + 1 + _i % 2;
-    const struct dg_conv_shape shapes[2] = {{reduced() ? 5 : 29, 32, 64, 14, 14, 3},
-                                            {3, 32, 32, 28, 28, 5}};
-    for (int si = 0; si < 2; si++) {
-        const struct dg_conv_shape *s = &shapes[si];
+    for (int si = 0; si < conv_thread_cases.count; si++) {
+        const struct dg_conv_shape *s = &conv_thread_cases.at[si].conv;
         size_t hw = (size_t)s->height * s->width;
         size_t nx = (size_t)s->batch * s->in_channels * hw;
         size_t ny = (size_t)s->batch * s->out_channels * hw;
@@ -286,8 +297,8 @@ END_TEST
 
 START_TEST(relu_bwd_exact)
 {
-    const size_t n = 86 * 6272 + 5;
-    struct dg_test_rng rng = {5};
+    const size_t n = relu_cases.at[_i].count;
+    struct dg_test_rng rng = {5 + (uint64_t)_i};
     float *y = dg_test_floats(n), *dy = dg_test_floats(n), *dy0 = dg_test_floats(n);
     dg_test_fill(&rng, y, n, -1, 1);
     for (size_t i = 0; i < n; i += 7)
@@ -311,14 +322,9 @@ START_TEST(relu_bwd_exact)
 }
 END_TEST
 
-static const struct dg_pool_shape pool_cases[] = {
-    {1, 1, 4, 4}, {3, 32, 28, 28}, {7, 64, 14, 14}, {86, 32, 28, 28}, {2, 3, 7, 9}, {1, 2, 1, 5},
-    {1, 2, 6, 40}, {2, 1, 4, 67}, /* rows of one full vector and a part, of two and a part */
-};
-
 START_TEST(maxpool_vs_reference)
 {
-    const struct dg_pool_shape *s = &pool_cases[_i];
+    const struct dg_pool_shape *s = &pool_cases.at[_i].pool;
     size_t nx = (size_t)s->batch * s->channels * s->height * s->width;
     size_t ny = (size_t)s->batch * s->channels * (s->height / 2) * (s->width / 2);
     struct dg_test_rng rng = {300 + (uint64_t)_i};
@@ -378,12 +384,11 @@ END_TEST
 
 START_TEST(dropout_masks)
 {
-    const size_t sizes[] = {1, 5, 1003, 86 * 6272 + 3};
     const float rates[] = {0.25f, 0.5f};
     struct dg_dropout_key key = {0x1234567890ull, 1, 3, 41};
-    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
+    for (int si = 0; si < dropout_cases.count; si++)
         for (size_t ri = 0; ri < 2; ri++) {
-            size_t n = sizes[si];
+            size_t n = dropout_cases.at[si].count;
             float rate = rates[ri];
             struct dg_test_rng rng = {n};
             float *x = dg_test_floats(n), *y = dg_test_floats(n), *want = dg_test_floats(n);
@@ -420,21 +425,9 @@ END_TEST
 
 /* ---- dense ---- */
 
-struct dense_case {
-    int batch, in, out, relu;
-};
-
-static const struct dense_case dense_cases[] = {
-    {1, 3136, 256, 1}, {3, 5, 7, 0}, {7, 256, 10, 0}, {86, 3136, 256, 1},
-    {86, 256, 10, 0},  {2, 1, 1, 1}, {13, 40, 33, 0},
-};
-
 START_TEST(dense_vs_reference)
 {
-    struct dense_case reduced_dense = dense_cases[_i];
-    if (reduced() && reduced_dense.batch > 7)
-        reduced_dense.batch = 7;
-    const struct dense_case *c = &reduced_dense;
+    const struct dg_op_dense_shape *c = &dense_cases.at[_i].dense;
     size_t nx = (size_t)c->batch * c->in, ny = (size_t)c->batch * c->out;
     size_t nw = (size_t)c->in * c->out;
     struct dg_test_rng rng = {500 + (uint64_t)_i};
@@ -488,19 +481,23 @@ END_TEST
  * (sgemm calls of a fixed shape; OpenBLAS' rounding can depend on the shape of a call). */
 START_TEST(dense_deterministic)
 {
-    static const int batches[] = {1, 2, 5, 33, 86};
-    const size_t tested = reduced() ? 3 : sizeof batches / sizeof batches[0];
-    const int in = 3136, out = 256;
+    const int in = dense_thread_cases.at[0].dense.in, out = dense_thread_cases.at[0].dense.out;
     struct dg_test_rng rng = {808};
-    size_t max_batch = 86;
+    size_t max_batch = 0;
+    for (int bi = 0; bi < dense_thread_cases.count; bi++) {
+        const struct dg_op_dense_shape *d = &dense_thread_cases.at[bi].dense;
+        ck_assert(d->in == in && d->out == out);
+        if ((size_t)d->batch > max_batch)
+            max_batch = (size_t)d->batch;
+    }
     float *x = dg_test_floats(max_batch * in), *w = dg_test_floats((size_t)in * out);
     float *b = dg_test_floats(out), *dy = dg_test_floats(max_batch * out);
     dg_test_fill(&rng, x, max_batch * in, -1, 1);
     dg_test_fill(&rng, w, (size_t)in * out, -0.02f, 0.02f);
     dg_test_fill(&rng, b, out, -0.5f, 0.5f);
     dg_test_fill(&rng, dy, max_batch * out, -1, 1);
-    for (size_t bi = 0; bi < tested; bi++) {
-        int batch = batches[bi];
+    for (int bi = 0; bi < dense_thread_cases.count; bi++) {
+        int batch = dense_thread_cases.at[bi].dense.batch;
         float *got[3][4];
         for (int run = 0; run < 3; run++) {
             struct dg_backend *be = dg_test_cpu_backend(run + 1, DG_CPU_KERNELS_AUTO);
@@ -530,11 +527,9 @@ END_TEST
 
 /* ---- softmax + cross-entropy, RMSprop ---- */
 
-static const int softmax_batches[] = {1, 3, 7, 86};
-
 START_TEST(softmax_xent_vs_reference)
 {
-    int batch = softmax_batches[_i];
+    int batch = softmax_cases.at[_i].batch;
     size_t n = (size_t)batch * DG_CLASSES;
     struct dg_test_rng rng = {700 + (uint64_t)_i};
     float *logits = dg_test_floats(n), *probs = dg_test_floats(n), *grad = dg_test_floats(n);
@@ -584,9 +579,9 @@ END_TEST
 
 START_TEST(rmsprop_vs_element_math)
 {
-    const size_t n = 100003;
+    const size_t n = rmsprop_cases.at[_i].count;
     const float lr = 0.001f, rho = 0.9f, eps = 1e-7f;
-    struct dg_test_rng rng = {9};
+    struct dg_test_rng rng = {9 + (uint64_t)_i};
     float *w0 = dg_test_floats(n), *g = dg_test_floats(n), *a0 = dg_test_floats(n);
     dg_test_fill(&rng, w0, n, -1, 1);
     dg_test_fill(&rng, g, n, -0.1f, 0.1f);
@@ -632,7 +627,6 @@ END_TEST
 
 START_TEST(batch_assemble_vs_element_math)
 {
-    const int counts[] = {1, 3, 7, 86};
     const size_t images = 50;
     struct dg_test_rng rng = {11};
     uint8_t *store = dg_test_bytes(images * DG_PIXELS), *store_labels = dg_test_bytes(images);
@@ -656,8 +650,8 @@ START_TEST(batch_assemble_vs_element_math)
         void *handle = NULL, *handle_unlabelled = NULL;
         check_ok(be->ops->dataset_attach(be, &dataset, &handle));
         check_ok(be->ops->dataset_attach(be, &unlabelled, &handle_unlabelled));
-        for (size_t ci = 0; ci < sizeof counts / sizeof counts[0]; ci++) {
-            int n = counts[ci];
+        for (int ci = 0; ci < assemble_cases.count; ci++) {
+            int n = assemble_cases.at[ci].batch;
             uint32_t *rows = dg_test_bytes((size_t)n * sizeof(uint32_t));
             for (int i = 0; i < n; i++)
                 rows[i] = dg_test_below(&rng, (uint32_t)images);
@@ -675,9 +669,9 @@ START_TEST(batch_assemble_vs_element_math)
                 /* the independent double warp (libm sin/cos, its own Philox) */
                 double *ref = dg_test_doubles((size_t)n * DG_PIXELS);
                 dg_ref_batch_assemble_double(&dataset, rows, n, key, ref);
-                ck_assert(dg_test_close(aug ? "augmented batch vs double warp"
-                                            : "plain batch vs double",
-                                        x, ref, (size_t)n * DG_PIXELS, AUGMENT_ATOL, 0.0));
+                ck_assert(
+                    dg_test_close(aug ? "augmented batch vs double warp" : "plain batch vs double",
+                                  x, ref, (size_t)n * DG_PIXELS, AUGMENT_ATOL, 0.0));
                 free(ref);
                 ck_assert_mem_eq(labels, want_labels, (size_t)n);
                 /* no labels in the dataset: the label buffer is left alone */
@@ -1217,17 +1211,11 @@ static double fast_xent_loss(void *opaque)
     return stats[0] / c->batch;
 }
 
-static const struct dg_conv_shape fd_conv_shapes[] = {
-    {2, 4, 16, 8, 9, 3},
-    {2, 3, 32, 6, 5, 5},
-    {1, 16, 3, 7, 7, 3},
-};
-
 START_TEST(fd_fast_conv)
 {
     struct dg_test_rng rng = {31 + (uint64_t)_i};
     struct fast_ctx c = {0};
-    c.conv = fd_conv_shapes[_i];
+    c.conv = conv_grad_cases.at[_i].conv;
     const struct dg_conv_shape *s = &c.conv;
     size_t hw = (size_t)s->height * s->width, nx = (size_t)s->batch * s->in_channels * hw;
     size_t nw = (size_t)s->out_channels * s->in_channels * s->kernel * s->kernel;
@@ -1372,27 +1360,34 @@ END_TEST
 
 int main(void)
 {
+    load_cases(&conv_cases, DG_OP_CONV, DG_OP_VS_REF);
+    load_cases(&conv_thread_cases, DG_OP_CONV, DG_OP_THREADS);
+    load_cases(&conv_grad_cases, DG_OP_CONV, DG_OP_GRAD);
+    load_cases(&pool_cases, DG_OP_MAXPOOL, DG_OP_VS_REF);
+    load_cases(&dense_cases, DG_OP_DENSE, DG_OP_VS_REF);
+    load_cases(&dense_thread_cases, DG_OP_DENSE, DG_OP_THREADS);
+    load_cases(&softmax_cases, DG_OP_SOFTMAX_XENT, DG_OP_VS_REF);
+    load_cases(&relu_cases, DG_OP_RELU_BWD, DG_OP_VS_REF);
+    load_cases(&dropout_cases, DG_OP_DROPOUT, DG_OP_VS_REF);
+    load_cases(&rmsprop_cases, DG_OP_RMSPROP, DG_OP_VS_REF);
+    load_cases(&assemble_cases, DG_OP_ASSEMBLE, DG_OP_VS_REF);
     Suite *suite = suite_create("ops");
     TCase *conv = tcase_create("conv");
     tcase_set_timeout(conv, 300);
-    tcase_add_loop_test(conv, conv_vs_reference, 0,
-                        (int)(sizeof conv_cases / sizeof conv_cases[0]));
+    tcase_add_loop_test(conv, conv_vs_reference, 0, conv_cases.count);
     tcase_add_loop_test(conv, conv_deterministic, 0, DETERMINISTIC_FAMILIES);
     tcase_add_test(conv, conv_by_hand);
     suite_add_tcase(suite, conv);
     TCase *elementwise = tcase_create("elementwise");
     tcase_set_timeout(elementwise, 120);
-    tcase_add_test(elementwise, relu_bwd_exact);
-    tcase_add_loop_test(elementwise, maxpool_vs_reference, 0,
-                        (int)(sizeof pool_cases / sizeof pool_cases[0]));
+    tcase_add_loop_test(elementwise, relu_bwd_exact, 0, relu_cases.count);
+    tcase_add_loop_test(elementwise, maxpool_vs_reference, 0, pool_cases.count);
     tcase_add_test(elementwise, maxpool_ties_by_hand);
     tcase_add_test(elementwise, dropout_masks);
-    tcase_add_loop_test(elementwise, dense_vs_reference, 0,
-                        (int)(sizeof dense_cases / sizeof dense_cases[0]));
+    tcase_add_loop_test(elementwise, dense_vs_reference, 0, dense_cases.count);
     tcase_add_test(elementwise, dense_deterministic);
-    tcase_add_loop_test(elementwise, softmax_xent_vs_reference, 0,
-                        (int)(sizeof softmax_batches / sizeof softmax_batches[0]));
-    tcase_add_test(elementwise, rmsprop_vs_element_math);
+    tcase_add_loop_test(elementwise, softmax_xent_vs_reference, 0, softmax_cases.count);
+    tcase_add_loop_test(elementwise, rmsprop_vs_element_math, 0, rmsprop_cases.count);
     tcase_add_test(elementwise, batch_assemble_vs_element_math);
     tcase_add_test(elementwise, sincos_polynomial_accuracy);
     tcase_add_test(elementwise, reference_philox_known_answers);
@@ -1406,8 +1401,7 @@ int main(void)
     tcase_add_test(fd, fd_reference_conv);
     tcase_add_test(fd, fd_reference_dense);
     tcase_add_test(fd, fd_reference_pool_dropout_xent);
-    tcase_add_loop_test(fd, fd_fast_conv, 0,
-                        (int)(sizeof fd_conv_shapes / sizeof fd_conv_shapes[0]));
+    tcase_add_loop_test(fd, fd_fast_conv, 0, conv_grad_cases.count);
     tcase_add_test(fd, fd_fast_relu);
     tcase_add_test(fd, fd_fast_dense);
     tcase_add_test(fd, fd_fast_pool_dropout_xent);
