@@ -183,6 +183,121 @@ START_TEST(model_option_names_other_files)
 }
 END_TEST
 
+/* The options several commands share, each everywhere it makes sense, with one meaning: every
+ * command's help lists them and its parser takes them. */
+START_TEST(shared_options_everywhere)
+{
+    static const struct {
+        const char *option, *value;
+        const char *commands[8];
+    } shared[] = {
+        {"-m", "m.dgt", {"predict", "eval", "report", "export", "compare", "info"}},
+        {"--model", "m.dgt", {"predict", "eval", "report", "export", "compare", "info"}},
+        {"-o", "out", {"train", "predict", "eval", "report", "export", "import"}},
+        {"-q", NULL, {"train", "predict", "eval", "report", "export", "import", "bench"}},
+        {"--json", NULL, {"predict", "eval", "check-data", "bench"}},
+        {"--limit", "5", {"train", "predict", "eval", "report"}},
+        {"--device", "cpu", {"train", "predict", "eval", "report", "compare", "bench"}},
+        {"--threads", "1",
+         {"train", "predict", "eval", "report", "check-data", "compare", "bench"}},
+    };
+    for (size_t o = 0; o < sizeof shared / sizeof shared[0]; o++)
+        for (int c = 0; c < 8 && shared[o].commands[c]; c++) {
+            const char *command = shared[o].commands[c];
+            ck_assert_int_eq(run("%s --help", command), 0);
+            char *help = dg_test_slurp(out_path);
+            char listed[64];
+            snprintf(listed, sizeof listed, "%s%s", shared[o].option,
+                     shared[o].option[1] == '-' ? " " : ",");
+            int found = strstr(help, listed) != NULL;
+            if (!found && shared[o].value == NULL) { /* a flag: "  -q, --quiet" or "--json\n" */
+                snprintf(listed, sizeof listed, "%s\n", shared[o].option);
+                found = strstr(help, listed) || strstr(help, "--json  ") || strstr(help, "--json ");
+            }
+            ck_assert_msg(found, "%s --help does not list %s", command, shared[o].option);
+            free(help);
+            ck_assert_msg(run("%s %s %s --help", command, shared[o].option,
+                              shared[o].value ? shared[o].value : "") == 0,
+                          "%s does not take %s", command, shared[o].option);
+        }
+}
+END_TEST
+
+/* eval -o FILE holds what eval prints, --json the same numbers as one object, --limit the first
+ * rows; predict --limit, -q (silent) and its note on a labelled file. */
+START_TEST(eval_and_predict_outputs)
+{
+    ck_assert_int_eq(run("train %s/data/sample/train.csv.gz --limit 300 --epochs 1 --no-augment "
+                         "--device cpu --no-checkpoint -o m.dgt -q",
+                         source_dir()),
+                     0);
+    ck_assert_int_eq(run("eval -m m.dgt %s/data/sample/train.csv.gz --all --limit 1000 --device "
+                         "cpu",
+                         source_dir()),
+                     0);
+    char *printed = dg_test_slurp(out_path);
+    ck_assert_ptr_nonnull(strstr(printed, "rows: all 1000 rows\nimages: 1000\n"));
+    ck_assert_int_eq(run("eval -m m.dgt %s/data/sample/train.csv.gz --all --limit 1000 --device "
+                         "cpu -o e.txt",
+                         source_dir()),
+                     0);
+    dg_test_expect_in(err_path, "digits: wrote e.txt (the results)\n");
+    char path[600];
+    snprintf(path, sizeof path, "%s/e.txt", tmpdir);
+    char *written = dg_test_slurp(path);
+    ck_assert_str_eq(written, printed);
+    ck_assert_int_eq(run("eval -m m.dgt %s/data/sample/train.csv.gz --all --limit 1000 --device "
+                         "cpu --json",
+                         source_dir()),
+                     0);
+    char *json = dg_test_slurp(out_path);
+    const char *acc = strstr(printed, "accuracy: ");
+    ck_assert_ptr_nonnull(acc);
+    char want[128];
+    snprintf(want, sizeof want, "{\"rows\": \"all 1000 rows\", \"images\": 1000, \"correct\": %d, "
+             "\"accuracy\": %.4s",
+             atoi(strchr(acc, '(') + 1), acc + 10);
+    ck_assert_msg(strncmp(json, want, strlen(want)) == 0, "%s\nnot\n%s", json, want);
+    ck_assert_ptr_nonnull(strstr(json, "\"confusion\": [["));
+    free(printed);
+    free(written);
+    free(json);
+    /* -o may not be the data */
+    ck_assert_int_eq(run("eval -m m.dgt %s/e.txt --all -o %s/e.txt", tmpdir, tmpdir), 2);
+    dg_test_expect_in(err_path, "digits: eval: ");
+    /* predict: --limit rows, the note on a labelled file, -q silent */
+    ck_assert_int_eq(run("predict -m m.dgt %s/data/sample/train.csv.gz --limit 10 --device cpu "
+                         "-o s.csv",
+                         source_dir()),
+                     0);
+    snprintf(path, sizeof path, "%s/s.csv", tmpdir);
+    char *submission = dg_test_slurp(path);
+    int lines = 0;
+    for (char *p = submission; (p = strchr(p, '\n')) != NULL; p++)
+        lines++;
+    ck_assert_int_eq(lines, 11);
+    free(submission);
+    dg_test_expect_in(err_path, "digits: wrote 10 predictions to s.csv\n");
+    dg_test_expect_in(err_path, "is labelled (the train layout), so these are predictions of its "
+                                "10 rows, not a Kaggle submission of test.csv; `digits eval` "
+                                "scores a labelled file\n");
+    ck_assert_int_eq(run("predict -m m.dgt %s/data/sample/train.csv.gz --limit 10 --device cpu "
+                         "-o s.csv -q",
+                         source_dir()),
+                     0);
+    char *err = dg_test_slurp(err_path);
+    ck_assert_str_eq(err, "");
+    free(err);
+    ck_assert_int_eq(run("predict -m m.dgt %s/data/sample/test.csv.gz --limit 10 --device cpu "
+                         "-o s.csv",
+                         source_dir()),
+                     0);
+    err = dg_test_slurp(err_path);
+    ck_assert_ptr_null(strstr(err, "is labelled"));
+    free(err);
+}
+END_TEST
+
 START_TEST(info_prints_the_model_table)
 {
     ck_assert_int_eq(run("info --model"), 0);
@@ -561,6 +676,8 @@ int main(void)
     tcase_add_test(tc, info_prints_the_model_table);
     tcase_add_test(tc, did_you_mean_and_help);
     tcase_add_test(tc, model_option_names_other_files);
+    tcase_add_test(tc, shared_options_everywhere);
+    tcase_add_test(tc, eval_and_predict_outputs);
     tcase_add_test(tc, train_predict_eval_on_the_sample);
     tcase_add_test(tc, usage_errors_exit_2);
     tcase_add_test(tc, bad_inputs_leave_no_output);

@@ -2,9 +2,11 @@
  * (rows: true label, columns: predicted) of a model on a labelled file. */
 #include "cli/cli.h"
 #include "cli/scoring.h"
+#include "io/json.h"
 
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *usage_text =
@@ -19,6 +21,9 @@ static const char *usage_text =
     "options:\n"
     DG_SCORING_MODEL_HELP
     "      --all            score every row, even of the training file\n"
+    "  -o, --output FILE    write the results to FILE (default: standard output)\n"
+    "      --json           the results as one JSON object\n"
+    DG_SCORING_DATA_HELP
     "      --labels FILE    IDX label file, when LABELLED is an IDX image file\n"
     "      --batch N        images per forward pass (256)\n"
     "      --threads N      CPU threads (all cores)\n"
@@ -30,53 +35,104 @@ static const char *usage_text =
     "  digits eval -m model.dgt train.csv --all\n"
     "  digits eval -m a.dgt -m b.dgt mnist-test.csv --tta\n";
 
-static void print_report(const struct dg_scoring *s)
+/* The results: text (the default) or one JSON object, to `out`. */
+static void print_report(FILE *out, const struct dg_scoring *s, int json)
 {
     size_t confusion[DG_CLASSES][DG_CLASSES];
     memset(confusion, 0, sizeof confusion);
-    size_t correct = 0;
-    for (size_t i = 0; i < s->dataset.count; i++) {
+    size_t correct = 0, count = s->dataset.count;
+    for (size_t i = 0; i < count; i++) {
         confusion[s->dataset.labels[i]][s->predicted[i]]++;
         correct += s->dataset.labels[i] == s->predicted[i];
     }
-    printf("rows: %s\n", s->selection);
-    printf("images: %zu\naccuracy: %.4f (%zu correct, %zu wrong)\n\n", s->dataset.count,
-           s->dataset.count ? (double)correct / (double)s->dataset.count : 0.0, correct,
-           s->dataset.count - correct);
-    if (s->member_count > 1) {
-        printf("members of the ensemble (the ensemble averages their probabilities):\n");
-        for (int m = 0; m < s->member_count; m++) {
-            size_t member_correct = 0;
-            const uint8_t *predicted = s->member_predicted + (size_t)m * s->dataset.count;
-            for (size_t i = 0; i < s->dataset.count; i++)
-                member_correct += s->dataset.labels[i] == predicted[i];
-            printf("  member %d: accuracy %.4f\n", m + 1,
-                   s->dataset.count ? (double)member_correct / (double)s->dataset.count : 0.0);
-        }
-        printf("  ensemble of %d: accuracy %.4f\n\n", s->member_count,
-               s->dataset.count ? (double)correct / (double)s->dataset.count : 0.0);
+    double accuracy = count ? (double)correct / (double)count : 0.0;
+    double member_accuracy[DG_MAX_MEMBERS];
+    for (int m = 0; m < s->member_count; m++) {
+        size_t member_correct = 0;
+        const uint8_t *predicted = s->member_predicted + (size_t)m * count;
+        for (size_t i = 0; i < count; i++)
+            member_correct += s->dataset.labels[i] == predicted[i];
+        member_accuracy[m] = count ? (double)member_correct / (double)count : 0.0;
     }
-    printf("class  precision  recall  support\n");
+    double precision[DG_CLASSES], recall[DG_CLASSES];
+    size_t support[DG_CLASSES];
     for (int k = 0; k < DG_CLASSES; k++) {
         size_t predicted = 0, actual = 0;
         for (int j = 0; j < DG_CLASSES; j++) {
             predicted += confusion[j][k];
             actual += confusion[k][j];
         }
-        printf("%5d  %9.4f  %6.4f  %7zu\n", k,
-               predicted ? (double)confusion[k][k] / (double)predicted : 0.0,
-               actual ? (double)confusion[k][k] / (double)actual : 0.0, actual);
+        precision[k] = predicted ? (double)confusion[k][k] / (double)predicted : 0.0;
+        recall[k] = actual ? (double)confusion[k][k] / (double)actual : 0.0;
+        support[k] = actual;
     }
-    printf("\nconfusion matrix (rows: true label, columns: predicted)\n      ");
-    for (int k = 0; k < DG_CLASSES; k++)
-        printf("%6d", k);
-    printf("\n");
-    for (int j = 0; j < DG_CLASSES; j++) {
-        printf("%6d", j);
+    if (json) {
+        char *rows = dg_json_utf8_clean(s->selection);
+        fputs("{\"rows\": \"", out);
+        for (const char *p = rows ? rows : ""; *p; p++)
+            if (*p == '"' || *p == '\\')
+                fprintf(out, "\\%c", *p);
+            else if ((unsigned char)*p < 0x20)
+                fprintf(out, "\\u%04x", (unsigned char)*p);
+            else
+                fputc(*p, out);
+        free(rows);
+        fprintf(out, "\", \"images\": %zu, \"correct\": %zu, \"accuracy\": %.6f", count, correct,
+                accuracy);
+        if (s->member_count > 1) {
+            fputs(", \"members\": [", out);
+            for (int m = 0; m < s->member_count; m++)
+                fprintf(out, "%s%.6f", m ? ", " : "", member_accuracy[m]);
+            fputs("]", out);
+        }
+        fputs(", \"classes\": [", out);
         for (int k = 0; k < DG_CLASSES; k++)
-            printf("%6zu", confusion[j][k]);
-        printf("\n");
+            fprintf(out,
+                    "%s{\"class\": %d, \"precision\": %.6f, \"recall\": %.6f, \"support\": %zu}",
+                    k ? ", " : "", k, precision[k], recall[k], support[k]);
+        fputs("], \"confusion\": [", out);
+        for (int j = 0; j < DG_CLASSES; j++) {
+            fputs(j ? ", [" : "[", out);
+            for (int k = 0; k < DG_CLASSES; k++)
+                fprintf(out, "%s%zu", k ? ", " : "", confusion[j][k]);
+            fputs("]", out);
+        }
+        fputs("]}\n", out);
+        return;
     }
+    fprintf(out, "rows: %s\n", s->selection);
+    fprintf(out, "images: %zu\naccuracy: %.4f (%zu correct, %zu wrong)\n\n", count, accuracy,
+            correct, count - correct);
+    if (s->member_count > 1) {
+        fprintf(out, "members of the ensemble (the ensemble averages their probabilities):\n");
+        for (int m = 0; m < s->member_count; m++)
+            fprintf(out, "  member %d: accuracy %.4f\n", m + 1, member_accuracy[m]);
+        fprintf(out, "  ensemble of %d: accuracy %.4f\n\n", s->member_count, accuracy);
+    }
+    fprintf(out, "class  precision  recall  support\n");
+    for (int k = 0; k < DG_CLASSES; k++)
+        fprintf(out, "%5d  %9.4f  %6.4f  %7zu\n", k, precision[k], recall[k], support[k]);
+    fprintf(out, "\nconfusion matrix (rows: true label, columns: predicted)\n      ");
+    for (int k = 0; k < DG_CLASSES; k++)
+        fprintf(out, "%6d", k);
+    fprintf(out, "\n");
+    for (int j = 0; j < DG_CLASSES; j++) {
+        fprintf(out, "%6d", j);
+        for (int k = 0; k < DG_CLASSES; k++)
+            fprintf(out, "%6zu", confusion[j][k]);
+        fprintf(out, "\n");
+    }
+}
+
+/* The results to `output` ("-": standard output), whole or not at all. */
+static enum dg_status write_report(const char *output, const struct dg_scoring *s, int json)
+{
+    struct dg_atomic_file file;
+    enum dg_status status = dg_atomic_open(&file, output);
+    if (status != DG_OK)
+        return status;
+    print_report(file.fp, s, json);
+    return dg_atomic_commit(&file);
 }
 
 int dg_cmd_eval(int argc, char **argv)
@@ -84,6 +140,8 @@ int dg_cmd_eval(int argc, char **argv)
     static const struct option long_options[] = {
         DG_SCORING_LONG_OPTIONS,
         {"all", no_argument, NULL, 'a'},
+        {"output", required_argument, NULL, 'o'},
+        {"json", no_argument, NULL, 'J'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -91,7 +149,9 @@ int dg_cmd_eval(int argc, char **argv)
     dg_scoring_args_default(&args);
     int opt, taken, all = 0;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "m:h", long_options, NULL)) != -1) {
+    const char *output = "-";
+    int json = 0;
+    while ((opt = getopt_long(argc, argv, "m:o:qh", long_options, NULL)) != -1) {
         if ((taken = dg_scoring_option("eval", opt, optarg, &args)) != 0) {
             if (taken < 0)
                 return 2;
@@ -101,14 +161,26 @@ int dg_cmd_eval(int argc, char **argv)
             fputs(usage_text, stdout);
             return 0;
         }
-        if (opt == 'a') {
-            all = 1;
+        if (opt == 'a' || opt == 'o' || opt == 'J') {
+            all |= opt == 'a';
+            json |= opt == 'J';
+            if (opt == 'o')
+                output = optarg;
             continue;
         }
         return dg_cli_bad_option("eval", argv, long_options);
     }
     int code = dg_scoring_check_operands("eval", "LABELLED", argc, &args);
     if (code)
+        return code;
+    struct dg_cli_file files[DG_MAX_MEMBERS + 3];
+    size_t n = 0;
+    files[n++] = (struct dg_cli_file){output, "-o", 1};
+    for (int m = 0; m < args.model_path_count; m++)
+        files[n++] = (struct dg_cli_file){args.model_paths[m], "the model -m", 0};
+    files[n++] = (struct dg_cli_file){args.labels_path, "--labels", 0};
+    files[n++] = (struct dg_cli_file){argv[optind], "the LABELLED file", 0};
+    if ((code = dg_cli_check_outputs("eval", files, n)) != 0)
         return code;
     if (all && args.held_out)
         return dg_cli_usage_error("eval", "--all scores every row, --held-out only the held-out "
@@ -124,7 +196,9 @@ int dg_cmd_eval(int argc, char **argv)
                                         "layout or --labels",
                           argv[optind]);
     if (status == DG_OK)
-        print_report(&scoring);
+        status = write_report(output, &scoring, json);
+    if (status == DG_OK && strcmp(output, "-") != 0 && !args.quiet)
+        fprintf(stderr, "digits: wrote %s (%s)\n", output, json ? "JSON" : "the results");
     dg_scoring_free(&scoring);
     return status == DG_OK ? 0 : dg_cli_fail(status);
 }

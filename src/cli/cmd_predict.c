@@ -51,6 +51,7 @@ static const char *usage_text =
     "      --show           pictures: print each prepared 28x28 image as text on stderr,\n"
     "                       as the network saw it\n"
     "      --labels FILE    IDX label file (accepted for symmetry, ignored; not with pictures)\n"
+    DG_SCORING_DATA_HELP
     "      --batch N        images per forward pass (256)\n"
     "      --threads N      CPU threads (all cores)\n"
     "      --device D       auto, cpu, cuda or cuda:N (auto)\n"
@@ -570,7 +571,7 @@ static int predict_pictures(int argc, char **argv, const struct dg_scoring_args 
                                         &scoring)) == DG_OK) {
         if (opt->show)
             show_pictures(&set, &scoring);
-        if (strcmp(opt->output, "-") != 0)
+        if (strcmp(opt->output, "-") != 0 && !args->quiet)
             fprintf(stderr, "digits: wrote %zu predictions to %s\n", good, opt->output);
     }
     int code = status == DG_OK ? 0 : dg_cli_fail(status);
@@ -620,7 +621,7 @@ int dg_cmd_predict(int argc, char **argv)
     struct picture_options popt = {"-", NULL, 0, 0};
     int opt, taken, pictures = 0;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "m:o:h", long_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "m:o:qh", long_options, NULL)) != -1) {
         if ((taken = dg_scoring_option("predict", opt, optarg, &args)) != 0) {
             if (taken < 0)
                 return 2;
@@ -650,9 +651,11 @@ int dg_cmd_predict(int argc, char **argv)
         choose_mode("predict", argc, argv, &pictures) != 0)
         return 2;
     if (pictures) {
-        if (args.held_out || args.labels_path)
+        if (args.held_out || args.labels_path || args.limit)
             return dg_cli_usage_error("predict", "%s is for a CSV or IDX file, not pictures",
-                                      args.held_out ? "--held-out" : "--labels");
+                                      args.held_out      ? "--held-out"
+                                      : args.labels_path ? "--labels"
+                                                         : "--limit");
         return predict_pictures(argc, argv, &args, &popt);
     }
     if (popt.json || popt.show)
@@ -670,8 +673,15 @@ int dg_cmd_predict(int argc, char **argv)
         dg_scoring_run(&scoring, &args, argv[optind]);
     if (status == DG_OK)
         status = write_outputs(output, probs_path, &scoring);
-    if (status == DG_OK && strcmp(output, "-") != 0)
+    if (status == DG_OK && strcmp(output, "-") != 0 && !args.quiet)
         fprintf(stderr, "digits: wrote %zu predictions to %s\n", scoring.dataset.count, output);
+    /* Kaggle's test.csv has no labels: a labelled file is more likely train.csv by mistake */
+    if (status == DG_OK && scoring.dataset.labels && !args.held_out && !args.quiet)
+        fprintf(stderr,
+                "digits: predict: note: %s is labelled (the train layout), so these are "
+                "predictions of its %zu rows, not a Kaggle submission of test.csv; `digits eval` "
+                "scores a labelled file\n",
+                argv[optind], scoring.dataset.count);
     dg_scoring_free(&scoring);
     return status == DG_OK ? 0 : dg_cli_fail(status);
 }

@@ -41,6 +41,7 @@ static const char *usage_text =
     "      --tta            test-time augmentation: average each image with its copies\n"
     "                       shifted by one pixel up, down, left and right\n"
     "      --labels FILE    IDX label file, when LABELLED is an IDX image file\n"
+    DG_SCORING_DATA_HELP
     "      --batch N        images per forward pass (256)\n"
     "      --threads N      CPU threads (all cores)\n"
     "      --device D       auto, cpu, cuda or cuda:N (auto)\n"
@@ -125,7 +126,7 @@ int dg_cmd_report(int argc, char **argv)
     long top = 48;
     int opt, taken;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "m:o:h", long_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "m:o:qh", long_options, NULL)) != -1) {
         if (opt != 'H' && (taken = dg_scoring_option("report", opt, optarg, &args)) != 0) {
             if (taken < 0)
                 return 2;
@@ -223,7 +224,7 @@ int dg_cmd_report(int argc, char **argv)
         };
         status = dg_report_write(output, &in);
     }
-    if (status == DG_OK && strcmp(output, "-") != 0)
+    if (status == DG_OK && strcmp(output, "-") != 0 && !args.quiet)
         fprintf(stderr, "digits: wrote %s (%zu images, %s)\n", output, scoring.dataset.count,
                 selection);
     dg_scoring_free(&scoring);

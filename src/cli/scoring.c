@@ -52,6 +52,11 @@ int dg_scoring_option(const char *command, int opt, const char *arg, struct dg_s
     case 'd':
         args->device.device = arg;
         return 1;
+    case 'l':
+        return dg_cli_parse_int(command, "--limit", arg, 1, 1L << 40, &args->limit) ? 1 : -1;
+    case 'q':
+        args->quiet = 1;
+        return 1;
     default:
         return 0;
     }
@@ -235,7 +240,7 @@ static enum dg_status open_models(struct dg_scoring *s, const struct dg_scoring_
             status = dg_error(DG_ERR_NOMEM, "out of memory");
     }
     free(text);
-    return status == DG_OK ? dg_cli_open_backend(&args->device, 0, &s->be) : status;
+    return status == DG_OK ? dg_cli_open_backend(&args->device, args->quiet, &s->be) : status;
 }
 
 static enum dg_status score(struct dg_scoring *s, const struct dg_scoring_args *args);
@@ -250,6 +255,8 @@ enum dg_status dg_scoring_run(struct dg_scoring *s, const struct dg_scoring_args
     if ((status = dg_dataset_load_threads(data_path, args->labels_path, &s->be->host_allocator,
                                           args->device.threads, &s->dataset)) != DG_OK)
         return status;
+    if (args->limit > 0)
+        dg_dataset_truncate(&s->dataset, (size_t)args->limit);
     snprintf(s->selection, sizeof s->selection, "all %zu rows", s->dataset.count);
     if ((status = number_rows(s)) != DG_OK)
         return status;

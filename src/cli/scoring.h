@@ -41,6 +41,8 @@ struct dg_scoring_args {
     int tta;
     int held_out; /* DG_HELD_OUT_*: only the validation rows the (first) model was trained
                      without */
+    long limit;   /* --limit: the file's first rows only (0: all) */
+    int quiet;    /* -q: no notes on stderr (the results still go where they go) */
     struct dg_backend_spec device;
 };
 
@@ -48,9 +50,15 @@ struct dg_scoring_args {
     {"model", required_argument, NULL, 'm'}, {"labels", required_argument, NULL, 'L'},             \
         {"batch", required_argument, NULL, 'b'}, {"threads", required_argument, NULL, 't'},        \
         {"device", required_argument, NULL, 'd'}, {"tta", no_argument, NULL, 'T'},                 \
+        {"limit", required_argument, NULL, 'l'}, {"quiet", no_argument, NULL, 'q'},                \
     {                                                                                              \
         "held-out", no_argument, NULL, 'H'                                                         \
     }
+
+/* The help lines of the shared options about the data and stderr. */
+#define DG_SCORING_DATA_HELP                                                                       \
+    "      --limit N        only the first N rows of the file\n"                                  \
+    "  -q, --quiet          no notes on stderr\n"
 
 /* The help lines of the shared options about models. */
 #define DG_SCORING_MODEL_HELP                                                                      \
