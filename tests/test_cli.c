@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "cli_util.h"
 #include "digits/backend.h"
@@ -295,6 +296,104 @@ START_TEST(eval_and_predict_outputs)
     err = dg_test_slurp(err_path);
     ck_assert_ptr_null(strstr(err, "is labelled"));
     free(err);
+}
+END_TEST
+
+static void write_text(const char *name, const char *text)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    FILE *fp = fopen(path, "w");
+    ck_assert_ptr_nonnull(fp);
+    fputs(text, fp);
+    fclose(fp);
+}
+
+/* eval --answers: a submission scored against ImageId,Label answers, or a model on TEST against
+ * them; both agree with eval of the labelled rows themselves. Bad answer files are named with
+ * their line and column. */
+START_TEST(eval_against_answers)
+{
+    ck_assert_int_eq(run("train %s/data/sample/train.csv.gz --limit 300 --epochs 1 --no-augment "
+                         "--device cpu --no-checkpoint -o m.dgt -q",
+                         source_dir()),
+                     0);
+    /* the answers: the first 200 labels of the sample */
+    char path[600];
+    snprintf(path, sizeof path, "%s/data/sample/train.csv.gz", source_dir());
+    gzFile gz = gzopen(path, "rb");
+    ck_assert_ptr_nonnull(gz);
+    static char line[8192];
+    ck_assert_ptr_nonnull(gzgets(gz, line, sizeof line)); /* the header */
+    char *answers = malloc(200 * 8 + 32);
+    ck_assert_ptr_nonnull(answers);
+    size_t used = (size_t)sprintf(answers, "ImageId,Label\n");
+    for (int i = 0; i < 200; i++) {
+        ck_assert_ptr_nonnull(gzgets(gz, line, sizeof line));
+        used += (size_t)sprintf(answers + used, "%d,%c\n", i + 1, line[0]);
+    }
+    gzclose(gz);
+    write_text("answers.csv", answers);
+    free(answers);
+    ck_assert_int_eq(run("eval -m m.dgt %s/data/sample/train.csv.gz --all --limit 200 --device cpu",
+                         source_dir()),
+                     0);
+    char *direct = dg_test_slurp(out_path);
+    const char *body = strstr(direct, "images: 200\n");
+    ck_assert_ptr_nonnull(body);
+    /* the model on the rows, against the answers */
+    ck_assert_int_eq(run("eval -m m.dgt %s/data/sample/train.csv.gz --limit 200 --answers "
+                         "answers.csv --device cpu",
+                         source_dir()),
+                     0);
+    char *model = dg_test_slurp(out_path);
+    ck_assert_ptr_nonnull(strstr(model, "rows: all 200 rows against answers.csv\n"));
+    ck_assert_str_eq(strstr(model, "images: 200\n"), body);
+    /* its submission, against the answers */
+    ck_assert_int_eq(run("predict -m m.dgt %s/data/sample/train.csv.gz --limit 200 --device cpu "
+                         "-o sub.csv -q",
+                         source_dir()),
+                     0);
+    ck_assert_int_eq(run("eval --answers answers.csv sub.csv"), 0);
+    char *submission = dg_test_slurp(out_path);
+    ck_assert_ptr_nonnull(
+        strstr(submission, "rows: the 200 rows of sub.csv against answers.csv\n"));
+    ck_assert_str_eq(strstr(submission, "images: 200\n"), body);
+    free(direct);
+    free(model);
+    free(submission);
+    /* bad answer or submission files */
+    static const struct {
+        const char *text, *says;
+    } bad[] = {
+        {"ImageId,Lable\n1,2\n", "bad.csv:1:1: expected the header 'ImageId,Label'"},
+        {"ImageId,Label\n1,2\n1,3\n", "bad.csv:3:1: ImageId 1 appears twice"},
+        {"ImageId,Label\n1,12\n", "bad.csv:2:3: expected a Label 0..9"},
+        {"ImageId,Label\n1;2\n", "bad.csv:2:2: expected ',' after the ImageId"},
+        {"ImageId,Label\n0,2\n", "bad.csv:2:1: expected an ImageId (1, 2, ...)"},
+        {"ImageId,Label\n1,2\n3,4\n4,4\n5,5\n", "bad.csv: ImageId 2 is missing"},
+        {"ImageId,Label\n", "bad.csv: no rows after the header"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_text("bad.csv", bad[i].text);
+        ck_assert_int_eq(run("eval --answers answers.csv bad.csv"), 2);
+        dg_test_expect_in(err_path, bad[i].says);
+        ck_assert_int_eq(run("eval --answers bad.csv sub.csv"), 2);
+        dg_test_expect_in(err_path, bad[i].says);
+    }
+    /* counts that differ; --held-out does not go with --answers */
+    write_text("short.csv", "ImageId,Label\n1,2\n2,3\n");
+    ck_assert_int_eq(run("eval --answers answers.csv short.csv"), 2);
+    dg_test_expect_in(err_path, "digits: short.csv: 2 rows, the answers (answers.csv) have 200\n");
+    ck_assert_int_eq(run("eval -m m.dgt %s/data/sample/train.csv.gz --limit 300 --answers "
+                         "answers.csv --device cpu",
+                         source_dir()),
+                     2);
+    dg_test_expect_in(err_path, "answers.csv: 200 answers, ");
+    ck_assert_int_eq(run("eval -m m.dgt x.csv --answers answers.csv --held-out"), 2);
+    dg_test_expect_in(err_path, "--answers scores every row of TEST: --held-out does not apply");
+    ck_assert_int_eq(run("eval --answers answers.csv"), 2);
+    dg_test_expect_in(err_path, "--answers without -m needs the SUBMISSION file to score");
 }
 END_TEST
 
@@ -678,6 +777,7 @@ int main(void)
     tcase_add_test(tc, model_option_names_other_files);
     tcase_add_test(tc, shared_options_everywhere);
     tcase_add_test(tc, eval_and_predict_outputs);
+    tcase_add_test(tc, eval_against_answers);
     tcase_add_test(tc, train_predict_eval_on_the_sample);
     tcase_add_test(tc, usage_errors_exit_2);
     tcase_add_test(tc, bad_inputs_leave_no_output);
