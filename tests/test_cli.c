@@ -196,6 +196,7 @@ START_TEST(shared_options_everywhere)
         {"--model", "m.dgt", {"predict", "eval", "report", "export", "compare", "info"}},
         {"-o", "out", {"train", "predict", "eval", "report", "export", "import"}},
         {"-q", NULL, {"train", "predict", "eval", "report", "export", "import", "bench"}},
+        {"-v", NULL, {"train", "predict", "eval", "report"}},
         {"--json", NULL, {"predict", "eval", "check-data", "bench"}},
         {"--limit", "5", {"train", "predict", "eval", "report"}},
         {"--device", "cpu", {"train", "predict", "eval", "report", "compare", "bench"}},
@@ -762,6 +763,11 @@ START_TEST(cuda_device_without_gpu_fails_cleanly)
     ck_assert_msg(version > 0 && (blas[9 + version] == '\n' || blas[9 + version] == ';'),
                   "more than OpenBLAS' version: %s", blas);
     free(err);
+    /* -v: the fallback note whatever the driver, and the backend with BLAS' whole build string */
+    ck_assert_int_eq(run("eval -m m.dgt %s/data/sample/train.csv.gz -v", source_dir()), 0);
+    dg_test_expect_in(err_path, "digits: no usable GPU (");
+    dg_test_expect_in(err_path, "): running on the CPU\ndigits: backend: cpu: ");
+    dg_test_expect_in(err_path, "; BLAS: OpenBLAS ");
 }
 END_TEST
 

@@ -41,6 +41,9 @@ int dg_cli_parse_float(const char *command, const char *option, const char *text
                        double max, double *value);
 int dg_cli_parse_u64(const char *command, const char *option, const char *text, uint64_t *value);
 
+/* -v, --verbose (train, predict, eval, report): the notes left out by default. */
+extern int dg_cli_verbose;
+
 /* Opens the backend named by device->device (dg_backend_open). "auto" picks CUDA when usable,
  * otherwise the CPU after one line on stderr saying why (unless quiet). Usage errors (bad
  * name) are DG_ERR_USAGE. */

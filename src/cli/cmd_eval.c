@@ -191,7 +191,7 @@ int dg_cmd_eval(int argc, char **argv)
     optind = 1;
     const char *output = "-", *answers = NULL;
     int json = 0;
-    while ((opt = getopt_long(argc, argv, "m:o:qh", long_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "m:o:qvh", long_options, NULL)) != -1) {
         if ((taken = dg_scoring_option("eval", opt, optarg, &args)) != 0) {
             if (taken < 0)
                 return 2;

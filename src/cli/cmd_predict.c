@@ -621,7 +621,7 @@ int dg_cmd_predict(int argc, char **argv)
     struct picture_options popt = {"-", NULL, 0, 0};
     int opt, taken, pictures = 0;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "m:o:qh", long_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "m:o:qvh", long_options, NULL)) != -1) {
         if ((taken = dg_scoring_option("predict", opt, optarg, &args)) != 0) {
             if (taken < 0)
                 return 2;

@@ -126,7 +126,7 @@ int dg_cmd_report(int argc, char **argv)
     long top = 48;
     int opt, taken;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "m:o:qh", long_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "m:o:qvh", long_options, NULL)) != -1) {
         if (opt != 'H' && (taken = dg_scoring_option("report", opt, optarg, &args)) != 0) {
             if (taken < 0)
                 return 2;

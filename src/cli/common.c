@@ -3,6 +3,7 @@
 #define _XOPEN_SOURCE 700 /* realpath */
 #include "cli/cli.h"
 
+#include <cblas.h>
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
@@ -69,14 +70,19 @@ int dg_cli_parse_math(const char *command, const char *text, enum dg_cuda_math *
     return 1;
 }
 
+int dg_cli_verbose;
+
 enum dg_status dg_cli_open_backend(const struct dg_backend_spec *device, int quiet,
                                    struct dg_backend **out)
 {
     char fallback[256];
     enum dg_status status = dg_backend_open(device, fallback, sizeof fallback, out);
     /* said where a GPU was to be expected (a driver is loaded), not on every CPU-only machine */
-    if (status == DG_OK && fallback[0] && !quiet && dg_cuda_driver_present())
+    if (status == DG_OK && fallback[0] && !quiet && (dg_cuda_driver_present() || dg_cli_verbose))
         fprintf(stderr, "digits: no usable GPU (%s): running on the CPU\n", fallback);
+    if (status == DG_OK && dg_cli_verbose && !quiet)
+        fprintf(stderr, "digits: backend: %s; BLAS: %s\n", (*out)->description,
+                openblas_get_config());
     if (status == DG_ERR_DEVICE) {
         char message[1024];
         snprintf(message, sizeof message, "%s", dg_error_message());

@@ -57,6 +57,9 @@ int dg_scoring_option(const char *command, int opt, const char *arg, struct dg_s
     case 'q':
         args->quiet = 1;
         return 1;
+    case 'v':
+        dg_cli_verbose = 1;
+        return 1;
     default:
         return 0;
     }

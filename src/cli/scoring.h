@@ -51,6 +51,7 @@ struct dg_scoring_args {
         {"batch", required_argument, NULL, 'b'}, {"threads", required_argument, NULL, 't'},        \
         {"device", required_argument, NULL, 'd'}, {"tta", no_argument, NULL, 'T'},                 \
         {"limit", required_argument, NULL, 'l'}, {"quiet", no_argument, NULL, 'q'},                \
+        {"verbose", no_argument, NULL, 'v'},                                                       \
     {                                                                                              \
         "held-out", no_argument, NULL, 'H'                                                         \
     }
@@ -58,7 +59,8 @@ struct dg_scoring_args {
 /* The help lines of the shared options about the data and stderr. */
 #define DG_SCORING_DATA_HELP                                                                       \
     "      --limit N        only the first N rows of the file\n"                                  \
-    "  -q, --quiet          no notes on stderr\n"
+    "  -q, --quiet          no notes on stderr\n"                                                  \
+    "  -v, --verbose        more notes on stderr (the backend, why not the GPU)\n"
 
 /* The help lines of the shared options about models. */
 #define DG_SCORING_MODEL_HELP                                                                      \

@@ -57,6 +57,7 @@ static const char *usage_text =
     "                        process; with MPI, over each rank's members\n"
     "      --early-stop N    stop after N epochs without a better val_accuracy\n"
     "  -q, --quiet           no progress output\n"
+    "  -v, --verbose         more notes (the backend in full, why not the GPU)\n"
     "  -h, --help            this text\n"
     "\n"
     "Ctrl-C (SIGINT) or SIGTERM: the step in progress finishes, a checkpoint is written and the\n"
@@ -147,7 +148,7 @@ static int apply_option(int opt, struct train_request *req, uint64_t *split_seed
         options->lr = (float)real;
         req->given |= GIVEN_LR;
         break;
-    case 'v':
+    case 'y':
         if (!dg_cli_parse_float("train", "--val-split", optarg, DG_TRAIN_VAL_SPLIT_MIN,
                                 DG_TRAIN_VAL_SPLIT_MAX, &real))
             return 2;
@@ -235,6 +236,9 @@ static int apply_option(int opt, struct train_request *req, uint64_t *split_seed
     case 'q':
         req->quiet = 1;
         break;
+    case 'v':
+        dg_cli_verbose = 1;
+        break;
     case 'h':
         fputs(usage_text, stdout);
         return 0;
@@ -302,7 +306,7 @@ int train_parse_args(int argc, char **argv, struct train_request *req)
         {"epochs", required_argument, NULL, 'e'},
         {"batch", required_argument, NULL, 'b'},
         {"lr", required_argument, NULL, 'r'},
-        {"val-split", required_argument, NULL, 'v'},
+        {"val-split", required_argument, NULL, 'y'},
         {"seed", required_argument, NULL, 's'},
         {"no-augment", no_argument, NULL, 'A'},
         {"limit", required_argument, NULL, 'l'},
@@ -323,6 +327,7 @@ int train_parse_args(int argc, char **argv, struct train_request *req)
         {"concurrent", required_argument, NULL, 'N'},
         {"devices", required_argument, NULL, 'V'},
         {"quiet", no_argument, NULL, 'q'},
+        {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -335,7 +340,7 @@ int train_parse_args(int argc, char **argv, struct train_request *req)
     uint64_t split_seed = 0;
     int opt, code;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "o:qh", long_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "o:qvh", long_options, NULL)) != -1) {
         if (opt == '?')
             return dg_cli_bad_option("train", argv, long_options);
         if ((code = apply_option(opt, req, &split_seed, &split_seed_given)) >= 0)
