@@ -151,6 +151,83 @@ static enum dg_status checkpoint(struct dg_net *net, struct dg_train_state *stat
     return status;
 }
 
+/* DG_ERR_RUNTIME "training diverged" when the loss so far is not finite or the step's loss per
+ * image is above DG_TRAIN_DIVERGED_LOSS (or NaN); DG_OK otherwise. */
+static enum dg_status check_divergence(double loss_sum, double step_loss, int epoch, int step,
+                                       int steps, float lr)
+{
+    if (isfinite(loss_sum) && step_loss <= DG_TRAIN_DIVERGED_LOSS)
+        return DG_OK;
+    char what[64];
+    if (isnan(loss_sum))
+        snprintf(what, sizeof what, "NaN");
+    else if (!isfinite(loss_sum))
+        snprintf(what, sizeof what, "infinite");
+    else
+        snprintf(what, sizeof what, "%.3g per image (above %g)", step_loss,
+                 DG_TRAIN_DIVERGED_LOSS);
+    return dg_error(DG_ERR_RUNTIME,
+                    "training diverged: the loss is %s at epoch %d, step %d of %d "
+                    "(learning rate %g)",
+                    what, epoch + 1, step + 1, steps, (double)lr);
+}
+
+/* The end of an epoch with validation rows: their loss and accuracy into the report, then the
+ * schedule (ReduceLROnPlateau), the best epoch (its weights kept with --save-best) and the
+ * early stop, in the state. */
+static enum dg_status validate(struct dg_net *net, void *handle, const uint32_t *val_rows,
+                               size_t val_count, const struct dg_train_options *options,
+                               int epoch, struct dg_train_state *state,
+                               struct dg_epoch_report *report)
+{
+    enum dg_status status = dg_evaluate(net, handle, val_rows, val_count, &report->val_loss,
+                                        &report->val_accuracy);
+    if (status != DG_OK)
+        return status;
+    /* ReduceLROnPlateau(monitor=val_accuracy, mode=max, cooldown=0) */
+    if (report->val_accuracy > state->best_monitor + options->min_delta) {
+        state->best_monitor = report->val_accuracy;
+        state->wait = 0;
+    } else if (++state->wait >= options->patience) {
+        if (state->lr > options->min_lr) {
+            float reduced = state->lr * options->lr_factor;
+            state->lr = reduced > options->min_lr ? reduced : options->min_lr;
+        }
+        state->wait = 0;
+    }
+    /* best epoch, EarlyStopping(monitor=val_accuracy, min_delta=0) */
+    if (isnan(state->best_val_accuracy) || report->val_accuracy > state->best_val_accuracy) {
+        state->best_val_accuracy = report->val_accuracy;
+        state->best_epoch = epoch + 1;
+        state->since_best = 0;
+        if (state->best_params &&
+            (status = dg_net_download_params(net, state->best_params)) != DG_OK)
+            return status;
+    } else {
+        state->since_best++;
+    }
+    if (options->early_stop > 0 && state->since_best >= options->early_stop)
+        state->stopped_early = 1;
+    return DG_OK;
+}
+
+/* The run's outcome from its final state. */
+static void fill_result(const struct dg_train_state *state, struct dg_train_result *result)
+{
+    result->epochs_run = state->epoch;
+    result->stopped_early = state->stopped_early;
+    result->best_val_accuracy = state->best_val_accuracy;
+    result->best_epoch = state->best_epoch;
+    result->seconds = state->seconds;
+    result->final_val_accuracy = NAN;
+    if (state->history_count > 0) {
+        const struct dg_epoch_report *last = &state->history[state->history_count - 1];
+        result->final_loss = last->loss;
+        result->final_accuracy = last->accuracy;
+        result->final_val_accuracy = last->val_accuracy;
+    }
+}
+
 enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
                         const struct dg_dataset *dataset, const struct dg_train_options *options,
                         struct dg_train_result *result)
@@ -238,22 +315,9 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
                 status = dg_net_stats_read(net, &loss_sum, &correct);
             if (status != DG_OK)
                 goto fail;
-            double step_loss = (loss_sum - loss_before) / n;
-            if (!isfinite(loss_sum) || !(step_loss <= DG_TRAIN_DIVERGED_LOSS)) {
-                char what[64];
-                if (isnan(loss_sum))
-                    snprintf(what, sizeof what, "NaN");
-                else if (!isfinite(loss_sum))
-                    snprintf(what, sizeof what, "infinite");
-                else
-                    snprintf(what, sizeof what, "%.3g per image (above %g)", step_loss,
-                             DG_TRAIN_DIVERGED_LOSS);
-                status = dg_error(DG_ERR_RUNTIME,
-                                  "training diverged: the loss is %s at epoch %d, step %d of %d "
-                                  "(learning rate %g)",
-                                  what, epoch + 1, step + 1, steps, (double)state.lr);
+            if ((status = check_divergence(loss_sum, (loss_sum - loss_before) / n, epoch, step,
+                                           steps, state.lr)) != DG_OK)
                 goto fail;
-            }
             if (options->on_step)
                 options->on_step(epoch + 1, step + 1, steps, now_seconds() - start,
                                  options->ctx);
@@ -282,36 +346,10 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
         report.lr = state.lr;
         report.val_loss = NAN;
         report.val_accuracy = NAN;
-        if (val_count > 0) {
-            status = dg_evaluate(net, handle, val_rows, val_count, &report.val_loss,
-                                 &report.val_accuracy);
-            if (status != DG_OK)
-                goto fail;
-            /* ReduceLROnPlateau(monitor=val_accuracy, mode=max, cooldown=0) */
-            if (report.val_accuracy > state.best_monitor + options->min_delta) {
-                state.best_monitor = report.val_accuracy;
-                state.wait = 0;
-            } else if (++state.wait >= options->patience) {
-                if (state.lr > options->min_lr) {
-                    float reduced = state.lr * options->lr_factor;
-                    state.lr = reduced > options->min_lr ? reduced : options->min_lr;
-                }
-                state.wait = 0;
-            }
-            /* best epoch, EarlyStopping(monitor=val_accuracy, min_delta=0) */
-            if (isnan(state.best_val_accuracy) || report.val_accuracy > state.best_val_accuracy) {
-                state.best_val_accuracy = report.val_accuracy;
-                state.best_epoch = epoch + 1;
-                state.since_best = 0;
-                if (state.best_params &&
-                    (status = dg_net_download_params(net, state.best_params)) != DG_OK)
-                    goto fail;
-            } else {
-                state.since_best++;
-            }
-            if (options->early_stop > 0 && state.since_best >= options->early_stop)
-                state.stopped_early = 1;
-        }
+        if (val_count > 0 &&
+            (status = validate(net, handle, val_rows, val_count, options, epoch, &state,
+                               &report)) != DG_OK)
+            goto fail;
         report.next_lr = state.lr;
         report.images_per_second = (double)images / train_seconds;
         report.seconds = now_seconds() - start;
@@ -326,18 +364,7 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
         if ((status = checkpoint(net, &state, options)) != DG_OK)
             goto fail;
     }
-    result->epochs_run = state.epoch;
-    result->stopped_early = state.stopped_early;
-    result->best_val_accuracy = state.best_val_accuracy;
-    result->best_epoch = state.best_epoch;
-    result->seconds = state.seconds;
-    result->final_val_accuracy = NAN;
-    if (state.history_count > 0) {
-        const struct dg_epoch_report *last = &state.history[state.history_count - 1];
-        result->final_loss = last->loss;
-        result->final_accuracy = last->accuracy;
-        result->final_val_accuracy = last->val_accuracy;
-    }
+    fill_result(&state, result);
     if (state.best_params && state.best_epoch > 0)
         memcpy(model->params, state.best_params, model->param_count * sizeof(float));
     else
