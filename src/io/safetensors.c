@@ -266,6 +266,39 @@ static void full_name(char *text, size_t size, int prefixed, int member, const c
         snprintf(text, size, "%s", name);
 }
 
+/* The tensors' data must tile the data section: no overlap, no hole, nothing after them. */
+static enum dg_status check_tiling(const char *path, const struct found *found, int total,
+                                   uint64_t data_size)
+{
+    struct found *sorted = malloc((size_t)total * sizeof *sorted);
+    if (!sorted)
+        return dg_error(DG_ERR_NOMEM, "%s: out of memory", path);
+    memcpy(sorted, found, (size_t)total * sizeof *found);
+    qsort(sorted, (size_t)total, sizeof *sorted, compare_found);
+    uint64_t at = 0;
+    enum dg_status status = DG_OK;
+    for (int t = 0; t < total && status == DG_OK; t++) {
+        if (sorted[t].begin < at)
+            status = dg_error(DG_ERR_INPUT,
+                              "%s: bad safetensors file: the data of tensors '%s' "
+                              "and '%s' overlap",
+                              path, sorted[t - 1].name, sorted[t].name);
+        else if (sorted[t].begin > at)
+            status = dg_error(DG_ERR_INPUT,
+                              "%s: bad safetensors file: bytes %" PRIu64 "..%" PRIu64
+                              " of the data belong to no tensor",
+                              path, at, sorted[t].begin - 1);
+        at = sorted[t].end;
+    }
+    if (status == DG_OK && at != data_size)
+        status = dg_error(DG_ERR_INPUT,
+                          "%s: bad safetensors file: %" PRIu64 " bytes after the "
+                          "last tensor's data",
+                          path, data_size - at);
+    free(sorted);
+    return status;
+}
+
 /* Checks the header of the file (parsed into `root`) against the model's tensors, `members`
  * times (`prefixed`: names "members.M.NAME", as scan_members found): fills found[m * count + t]
  * in the model's tensor order. */
@@ -410,34 +443,7 @@ static enum dg_status check_tensors(const char *path, const struct dg_json *root
             return dg_error(DG_ERR_INPUT, "%s: tensor '%s' is missing", path, canonical);
         }
 
-    /* the tensors must tile the data: no overlap, no hole, nothing after them */
-    struct found *sorted = malloc((size_t)total * sizeof *sorted);
-    if (!sorted)
-        return dg_error(DG_ERR_NOMEM, "%s: out of memory", path);
-    memcpy(sorted, found, (size_t)total * sizeof *found);
-    qsort(sorted, (size_t)total, sizeof *sorted, compare_found);
-    uint64_t at = 0;
-    enum dg_status status = DG_OK;
-    for (int t = 0; t < total && status == DG_OK; t++) {
-        if (sorted[t].begin < at)
-            status = dg_error(DG_ERR_INPUT,
-                              "%s: bad safetensors file: the data of tensors '%s' "
-                              "and '%s' overlap",
-                              path, sorted[t - 1].name, sorted[t].name);
-        else if (sorted[t].begin > at)
-            status = dg_error(DG_ERR_INPUT,
-                              "%s: bad safetensors file: bytes %" PRIu64 "..%" PRIu64
-                              " of the data belong to no tensor",
-                              path, at, sorted[t].begin - 1);
-        at = sorted[t].end;
-    }
-    if (status == DG_OK && at != data_size)
-        status = dg_error(DG_ERR_INPUT,
-                          "%s: bad safetensors file: %" PRIu64 " bytes after the "
-                          "last tensor's data",
-                          path, data_size - at);
-    free(sorted);
-    return status;
+    return check_tiling(path, found, total, data_size);
 }
 
 /* The metadata: a "digits.architecture" must be this digits' one, a "digits.members" the
