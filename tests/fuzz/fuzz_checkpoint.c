@@ -30,6 +30,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ck.options.epochs < DG_TRAIN_EPOCHS_MIN || ck.options.epochs > DG_TRAIN_EPOCHS_MAX ||
         ck.options.batch < DG_TRAIN_BATCH_MIN || ck.options.batch > DG_TRAIN_BATCH_MAX)
         abort();
+    fuzz_require_finite(s->params, s->param_count);
+    fuzz_require_finite(s->rms_acc, s->param_count);
+    if (s->best_params)
+        fuzz_require_finite(s->best_params, s->param_count);
     dg_model_free(&model);
     dg_checkpoint_free(&ck);
     return 0;

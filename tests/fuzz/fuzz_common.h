@@ -5,6 +5,7 @@
 #define DIGITS_FUZZ_COMMON_H
 
 #define _GNU_SOURCE
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -44,6 +45,15 @@ static inline const char *fuzz_file(int slot, const uint8_t *data, size_t size)
         done += (size_t)n;
     }
     return paths[slot];
+}
+
+/* A loaded model's parameters are all finite (issue 19: a NaN weight behind a valid CRC was
+ * accepted; regress-nan-param in the seeds). */
+static inline void fuzz_require_finite(const float *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            abort();
 }
 
 /* A small deterministic generator for the custom mutators. */

@@ -32,8 +32,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (count < 1 || count > DG_MAX_MEMBERS || strnlen(settings, sizeof settings) == sizeof settings)
         abort();
-    for (int m = 0; m < count; m++)
+    for (int m = 0; m < count; m++) {
+        fuzz_require_finite(members[m].params, members[m].param_count);
         dg_model_free(&members[m]);
+    }
     if (count == 1 && data[size - 4] % 8 == 0) {
         /* one model: the single-model reader takes it the same way (checked for one input in
          * eight, by the CRC's low byte: the second read doubles the cost) */

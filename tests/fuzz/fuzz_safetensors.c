@@ -24,8 +24,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (count < 1 || count > DG_MAX_MEMBERS)
         abort();
-    for (int m = 0; m < count; m++)
+    for (int m = 0; m < count; m++) {
+        fuzz_require_finite(members[m].params, members[m].param_count);
         dg_model_free(&members[m]);
+    }
     free(settings);
     return 0;
 }
