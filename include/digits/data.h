@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "digits/alloc.h"
 #include "digits/status.h"
 
 #ifdef __cplusplus
@@ -18,17 +19,6 @@ extern "C" {
 #define DG_PIXELS (DG_IMAGE_SIDE * DG_IMAGE_SIDE)
 #define DG_CLASSES 10
 
-/* ---- allocator hook: the CUDA backend swaps in pinned host memory ---- */
-
-struct dg_allocator {
-    void *(*alloc)(size_t bytes, void *ctx); /* NULL on failure */
-    void (*free)(void *ptr, void *ctx);
-    void *ctx;
-};
-
-/* malloc/free. */
-const struct dg_allocator *dg_allocator_default(void);
-
 /* ---- datasets ---- */
 
 enum dg_data_format {
@@ -38,13 +28,13 @@ enum dg_data_format {
 };
 
 struct dg_dataset {
-    size_t count;            /* number of images */
-    uint8_t *images;         /* (count, 784), from `allocator` */
-    uint8_t *labels;         /* (count) 0..9, or NULL when unlabelled; from `allocator` */
+    size_t count;    /* number of images */
+    uint8_t *images; /* (count, 784), from `allocator` */
+    uint8_t *labels; /* (count) 0..9, or NULL when unlabelled; from `allocator` */
     enum dg_data_format format;
-    int gzipped;             /* the images file was gzip-compressed */
-    size_t bytes_parsed;     /* uncompressed bytes of the images file */
-    size_t bytes_on_disk;    /* size of the images file as stored */
+    int gzipped;          /* the images file was gzip-compressed */
+    size_t bytes_parsed;  /* uncompressed bytes of the images file */
+    size_t bytes_on_disk; /* size of the images file as stored */
     struct dg_allocator allocator;
 };
 
@@ -71,6 +61,13 @@ void dg_dataset_free(struct dg_dataset *dataset);
 
 /* "csv (train layout)", "csv (test layout)", "idx". */
 const char *dg_data_format_name(enum dg_data_format format);
+
+/* Rows and CRC32 of the images (N x 784) then the labels. */
+void dg_dataset_fingerprint(const struct dg_dataset *dataset, uint64_t *rows, uint32_t *crc);
+
+/* CRC-32 (gzip's; the same value as zlib's crc32(crc, p, n)), with carry-less multiplies
+ * where the CPU has them. */
+uint32_t dg_crc32(uint32_t crc, const unsigned char *p, size_t n);
 
 #ifdef __cplusplus
 }

@@ -105,10 +105,6 @@ enum dg_status dg_model_save(const char *path, const struct dg_model *model,
 enum dg_status dg_model_load(const char *path, struct dg_model *model, char *settings,
                              size_t settings_size);
 
-/* Rows and CRC32 of the images (N x 784) then the labels. */
-void dg_dataset_fingerprint(const struct dg_dataset *dataset, uint64_t *rows, uint32_t *crc);
-
-
 /* ---- export and import (src/io/export.c, onnx.c, safetensors.c) ----
  * Parameters leave Digits under PyTorch's names and layouts: "conv1.weight" (out, in, k, k),
  * "conv1.bias" (out), ..., "dense1.weight" (out, in) (Digits keeps (in, out): transposed on

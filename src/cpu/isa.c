@@ -1,7 +1,8 @@
 /* Which instruction sets this build has (the tables of src/cpu/isa/kernels.c compiled per
- * ISA), which of them this CPU runs, and the DIGITS_CPU_ISA cap. Detection asks the CPU once
- * (cpuid through __builtin_cpu_supports on x86-64; NEON is part of every aarch64). */
+ * ISA), which of them this CPU runs, and the DIGITS_CPU_ISA cap. What the CPU has comes from
+ * dg_cpu_features (src/base/cpu_features.c), asked once. */
 #include "cpu/cpu_internal.h"
+#include "digits/cpu_features.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -44,22 +45,16 @@ static const struct dg_cpu_isa_ops *built_table(enum dg_cpu_isa isa)
 /* 1 when the CPU can run code compiled for `isa` (the flags in CMakeLists.txt). */
 static int cpu_runs(enum dg_cpu_isa isa)
 {
+    const struct dg_cpu_features *cpu = dg_cpu_features();
     switch (isa) {
     case DG_CPU_ISA_SCALAR:
         return 1;
-#if defined(__aarch64__)
     case DG_CPU_ISA_NEON:
-        return 1;
-#endif
-#if defined(__x86_64__) && defined(__GNUC__)
+        return cpu->neon;
     case DG_CPU_ISA_AVX2:
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        return cpu->avx2 && cpu->fma;
     case DG_CPU_ISA_AVX512:
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
-               __builtin_cpu_supports("fma");
-#endif
+        return cpu->avx512f && cpu->avx2 && cpu->fma;
     default:
         return 0;
     }
@@ -112,13 +107,13 @@ enum dg_status dg_cpu_isa_from_env(enum dg_cpu_isa *isa)
                             value, isa_labels[i], isa_labels[i],
                             i == DG_CPU_ISA_NEON ? "aarch64" : "x86-64", usable);
         if (!cpu_runs((enum dg_cpu_isa)i))
-            return dg_error(DG_ERR_USAGE,
-                            "DIGITS_CPU_ISA=%s: this CPU has no %s; it can use: %s", value,
-                            isa_labels[i], usable);
+            return dg_error(DG_ERR_USAGE, "DIGITS_CPU_ISA=%s: this CPU has no %s; it can use: %s",
+                            value, isa_labels[i], usable);
         *isa = (enum dg_cpu_isa)i;
         return DG_OK;
     }
-    return dg_error(DG_ERR_USAGE, "DIGITS_CPU_ISA=%s: expected avx512, avx2, neon or scalar "
-                                  "(this machine can use: %s)",
+    return dg_error(DG_ERR_USAGE,
+                    "DIGITS_CPU_ISA=%s: expected avx512, avx2, neon or scalar "
+                    "(this machine can use: %s)",
                     value, usable);
 }

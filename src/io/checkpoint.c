@@ -21,20 +21,6 @@
 #define HEADER_BYTES 16 /* magic + version + layer count */
 #define MAX_TEXT (4u << 20)
 
-void dg_dataset_fingerprint(const struct dg_dataset *dataset, uint64_t *rows, uint32_t *crc)
-{
-    uLong c = crc32(0L, Z_NULL, 0);
-    const size_t chunk = (size_t)1 << 30;
-    const unsigned char *images = dataset->images;
-    size_t bytes = dataset->count * (size_t)DG_PIXELS;
-    for (size_t at = 0; at < bytes; at += chunk)
-        c = crc32(c, images + at, (uInt)(bytes - at < chunk ? bytes - at : chunk));
-    if (dataset->labels)
-        c = crc32(c, dataset->labels, (uInt)dataset->count);
-    *rows = dataset->count;
-    *crc = (uint32_t)c;
-}
-
 /* ---- the text part ---- */
 
 static void settings_text(struct dg_text *t, const struct dg_checkpoint *ck)
