@@ -398,6 +398,76 @@ START_TEST(eval_against_answers)
 }
 END_TEST
 
+static void put16(FILE *fp, unsigned v)
+{
+    fputc((int)(v & 0xff), fp);
+    fputc((int)(v >> 8 & 0xff), fp);
+}
+
+static void put32(FILE *fp, uint32_t v)
+{
+    put16(fp, v & 0xffff);
+    put16(fp, v >> 16);
+}
+
+/* A ZIP archive of stored entries (as Kaggle's download is, but not compressed). */
+static void write_zip(const char *name, const char *const *entries, int count)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    FILE *fp = fopen(path, "wb");
+    ck_assert_ptr_nonnull(fp);
+    long offsets[8];
+    for (int e = 0; e < count; e++) {
+        offsets[e] = ftell(fp);
+        put32(fp, 0x04034b50u);
+        put16(fp, 20), put16(fp, 0), put16(fp, 0), put16(fp, 0), put16(fp, 0);
+        put32(fp, 0), put32(fp, 2), put32(fp, 2);
+        put16(fp, (unsigned)strlen(entries[e])), put16(fp, 0);
+        fputs(entries[e], fp);
+        fputs("1\n", fp);
+    }
+    long directory = ftell(fp);
+    for (int e = 0; e < count; e++) {
+        put32(fp, 0x02014b50u);
+        put16(fp, 20), put16(fp, 20), put16(fp, 0), put16(fp, 0), put16(fp, 0), put16(fp, 0);
+        put32(fp, 0), put32(fp, 2), put32(fp, 2);
+        put16(fp, (unsigned)strlen(entries[e])), put16(fp, 0), put16(fp, 0), put16(fp, 0);
+        put16(fp, 0), put32(fp, 0), put32(fp, (uint32_t)offsets[e]);
+        fputs(entries[e], fp);
+    }
+    long end = ftell(fp);
+    put32(fp, 0x06054b50u);
+    put16(fp, 0), put16(fp, 0), put16(fp, (unsigned)count), put16(fp, (unsigned)count);
+    put32(fp, (uint32_t)(end - directory)), put32(fp, (uint32_t)directory), put16(fp, 0);
+    fclose(fp);
+}
+
+/* Kaggle's download given as data: named a ZIP archive with what it holds, and to unzip it,
+ * by every command that reads data (it was "byte 0x03: binary data"). */
+START_TEST(a_zip_archive_is_named)
+{
+    const char *kaggle[] = {"sample_submission.csv", "test.csv", "train.csv"};
+    write_zip("digit-recognizer.zip", kaggle, 3);
+    const char *want = "digits: digit-recognizer.zip: a ZIP archive holding sample_submission.csv, "
+                       "test.csv, train.csv, not a CSV or IDX file; unzip it first (unzip "
+                       "digit-recognizer.zip) and give the file inside: train.csv to train, eval "
+                       "or report, test.csv to predict\n";
+    ck_assert_int_eq(run("train digit-recognizer.zip --device cpu -o m.dgt"), 2);
+    dg_test_expect_in(err_path, want);
+    ck_assert(!exists("m.dgt"));
+    ck_assert_int_eq(run("check-data digit-recognizer.zip"), 2);
+    dg_test_expect_in(err_path, want);
+    /* a cut archive: its directory unreadable, still named */
+    char path[600];
+    snprintf(path, sizeof path, "%s/digit-recognizer.zip", tmpdir);
+    ck_assert_int_eq(truncate(path, 60), 0);
+    ck_assert_int_eq(run("check-data digit-recognizer.zip"), 2);
+    dg_test_expect_in(err_path, "digit-recognizer.zip: a ZIP archive (its directory could not be "
+                                "read: truncated?), not a CSV or IDX file; unzip it");
+}
+END_TEST
+
 START_TEST(info_prints_the_model_table)
 {
     ck_assert_int_eq(run("info --model"), 0);
@@ -784,6 +854,7 @@ int main(void)
     tcase_add_test(tc, shared_options_everywhere);
     tcase_add_test(tc, eval_and_predict_outputs);
     tcase_add_test(tc, eval_against_answers);
+    tcase_add_test(tc, a_zip_archive_is_named);
     tcase_add_test(tc, train_predict_eval_on_the_sample);
     tcase_add_test(tc, usage_errors_exit_2);
     tcase_add_test(tc, bad_inputs_leave_no_output);

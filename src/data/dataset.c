@@ -11,6 +11,7 @@
  * Errors name the problem: "FILE:LINE:COL: message" (text) or "FILE: byte OFFSET: message"
  * (binary). */
 #include "data/data_internal.h"
+#include "data/data_zip.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,11 @@ enum dg_status dg_dataset_load_threads(const char *path, const char *labels_path
     size_t have;
     if ((status = dg_data_source_read(&src, buf, CHUNK_BYTES, &have)) != DG_OK)
         goto fail;
+    if (!src.gzipped && dg_zip_is_archive(buf, have)) {
+        /* Kaggle's digit-recognizer.zip as downloaded: say what it holds and to unzip it */
+        status = dg_zip_refuse(path);
+        goto fail;
+    }
     if (have >= 4 && dg_data_be32(buf) == IDX_IMAGES_MAGIC) {
         format = DG_FORMAT_IDX;
         if ((status = dg_data_load_idx_images(&src, buf, have, &st)) != DG_OK)
