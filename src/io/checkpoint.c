@@ -71,16 +71,8 @@ enum dg_status dg_checkpoint_save(const char *path, const struct dg_model *model
     for (uint32_t k = 0; k < blocks && !failed; k++)
         for (size_t i = 0; i < model->param_count && !failed; i++)
             failed = put_f32(&b, block[k][i]);
-    if (!failed)
-        failed = put_u32(&b, (uint32_t)crc32(0L, b.data, (uInt)b.size));
     free(t.data);
-    if (failed) {
-        free(b.data);
-        return dg_error(DG_ERR_NOMEM, "%s: out of memory while writing the checkpoint", path);
-    }
-    enum dg_status status = dg_io_write_atomic(path, b.data, b.size);
-    free(b.data);
-    return status;
+    return dg_io_finish_file(path, "checkpoint", &b, failed);
 }
 
 /* ---- reading ---- */
@@ -182,6 +174,71 @@ static void read_history(struct reader *r, struct dg_train_state *s)
         s->history_count = count;
 }
 
+/* The run's settings from the checkpoint's text, checked (r->status says what failed). */
+static void read_options(struct reader *r, struct dg_checkpoint *ck, uint32_t blocks)
+{
+    struct dg_train_options *o = &ck->options;
+    dg_train_options_default(o);
+    get_string(r, "output", ck->output, sizeof ck->output);
+    get_string(r, "train_file", ck->train_file, sizeof ck->train_file);
+    get_string(r, "labels_file", ck->labels_file, sizeof ck->labels_file);
+    ck->limit = get_u64(r, "limit", 10);
+    ck->data_rows = get_u64(r, "data_rows", 10);
+    ck->data_crc32 = (uint32_t)get_u64(r, "data_crc32", 16);
+    o->epochs = get_int(r, "epochs");
+    o->batch = get_int(r, "batch");
+    o->lr = get_float(r, "lr");
+    o->rho = get_float(r, "rho");
+    o->eps = get_float(r, "eps");
+    o->val_split = get_float(r, "val_split");
+    o->seed = get_u64(r, "seed", 10);
+    o->split_seed = get_u64(r, "split_seed", 10);
+    o->augment = get_int(r, "augment");
+    o->rotation_deg = get_float(r, "rotation_deg");
+    o->shift = get_float(r, "shift");
+    o->zoom = get_float(r, "zoom");
+    o->lr_factor = get_float(r, "lr_factor");
+    o->min_delta = get_float(r, "min_delta");
+    o->min_lr = get_float(r, "min_lr");
+    o->patience = get_int(r, "patience");
+    o->save_best = get_int(r, "save_best");
+    o->early_stop = get_int(r, "early_stop");
+    /* the settings without an option: finite, and the signs the recipe needs */
+    if (r->status == DG_OK &&
+        (!isfinite(o->rho) || !isfinite(o->eps) || !isfinite(o->rotation_deg) ||
+         !isfinite(o->shift) || !isfinite(o->zoom) || !isfinite(o->lr_factor) ||
+         !isfinite(o->min_delta) || !isfinite(o->min_lr) || o->rho < 0.0f || o->rho >= 1.0f ||
+         o->eps <= 0.0f || o->patience < 0 || o->patience > DG_TRAIN_EPOCHS_MAX))
+        bad(r, "settings");
+    if (r->status == DG_OK && blocks == 3 && !o->save_best)
+        bad(r, "settings");
+}
+
+/* The scalar state and the history from the text, checked against the settings. */
+static void read_state(struct reader *r, struct dg_checkpoint *ck, uint32_t blocks)
+{
+    const struct dg_train_options *o = &ck->options;
+    struct dg_train_state *s = &ck->state;
+    s->epoch = get_int(r, "state_epoch");
+    s->step = get_int(r, "state_step");
+    s->lr = get_float(r, "state_lr");
+    s->wait = get_int(r, "state_wait");
+    s->best_monitor = get_double(r, "state_best_monitor");
+    s->best_val_accuracy = get_double(r, "state_best_val_accuracy");
+    s->best_epoch = get_int(r, "state_best_epoch");
+    s->since_best = get_int(r, "state_since_best");
+    s->stopped_early = get_int(r, "state_stopped_early");
+    s->loss_sum = get_double(r, "state_loss_sum");
+    s->correct = get_double(r, "state_correct");
+    s->seconds = get_double(r, "state_seconds");
+    read_history(r, s);
+    if (r->status == DG_OK && (s->epoch < 0 || s->epoch > o->epochs || s->step < 0 ||
+                              !isfinite(s->lr) || s->lr < 0.0f ||
+                              s->history_count != s->epoch ||
+                              (blocks == 3) != (o->save_best && s->best_epoch > 0)))
+        bad(r, "state");
+}
+
 enum dg_status dg_checkpoint_load(const char *path, struct dg_model *model,
                                   struct dg_checkpoint *ck)
 {
@@ -230,19 +287,8 @@ enum dg_status dg_checkpoint_load(const char *path, struct dg_model *model,
         goto done;
     }
     size_t expected = fixed + text_len + (size_t)blocks * (size_t)param_count * 4 + 4;
-    if (size != expected) {
-        status = dg_error(DG_ERR_INPUT, "%s: %s checkpoint file (%zu bytes, expected %zu)", path,
-                          size < expected ? "truncated" : "corrupted", size, expected);
+    if ((status = dg_io_check_size_and_crc(path, "checkpoint", data, size, expected)) != DG_OK)
         goto done;
-    }
-    uint32_t stored_crc = get_u32(data + size - 4);
-    uint32_t actual_crc = (uint32_t)crc32(0L, data, (uInt)(size - 4));
-    if (stored_crc != actual_crc) {
-        status = dg_error(DG_ERR_INPUT,
-                          "%s: corrupted checkpoint file (CRC32 %08x, expected %08x)", path,
-                          actual_crc, stored_crc);
-        goto done;
-    }
     if ((status = dg_io_check_layers(path, "checkpoint", data + HEADER_BYTES, layer_count,
                                      param_count, model)) != DG_OK)
         goto done;
@@ -259,40 +305,7 @@ enum dg_status dg_checkpoint_load(const char *path, struct dg_model *model,
         goto done;
     struct reader r = {path, text, DG_OK};
     struct dg_train_options *o = &ck->options;
-    dg_train_options_default(o);
-    get_string(&r, "output", ck->output, sizeof ck->output);
-    get_string(&r, "train_file", ck->train_file, sizeof ck->train_file);
-    get_string(&r, "labels_file", ck->labels_file, sizeof ck->labels_file);
-    ck->limit = get_u64(&r, "limit", 10);
-    ck->data_rows = get_u64(&r, "data_rows", 10);
-    ck->data_crc32 = (uint32_t)get_u64(&r, "data_crc32", 16);
-    o->epochs = get_int(&r, "epochs");
-    o->batch = get_int(&r, "batch");
-    o->lr = get_float(&r, "lr");
-    o->rho = get_float(&r, "rho");
-    o->eps = get_float(&r, "eps");
-    o->val_split = get_float(&r, "val_split");
-    o->seed = get_u64(&r, "seed", 10);
-    o->split_seed = get_u64(&r, "split_seed", 10);
-    o->augment = get_int(&r, "augment");
-    o->rotation_deg = get_float(&r, "rotation_deg");
-    o->shift = get_float(&r, "shift");
-    o->zoom = get_float(&r, "zoom");
-    o->lr_factor = get_float(&r, "lr_factor");
-    o->min_delta = get_float(&r, "min_delta");
-    o->min_lr = get_float(&r, "min_lr");
-    o->patience = get_int(&r, "patience");
-    o->save_best = get_int(&r, "save_best");
-    o->early_stop = get_int(&r, "early_stop");
-    /* the settings without an option: finite, and the signs the recipe needs */
-    if (r.status == DG_OK &&
-        (!isfinite(o->rho) || !isfinite(o->eps) || !isfinite(o->rotation_deg) ||
-         !isfinite(o->shift) || !isfinite(o->zoom) || !isfinite(o->lr_factor) ||
-         !isfinite(o->min_delta) || !isfinite(o->min_lr) || o->rho < 0.0f || o->rho >= 1.0f ||
-         o->eps <= 0.0f || o->patience < 0 || o->patience > DG_TRAIN_EPOCHS_MAX))
-        bad(&r, "settings");
-    if (r.status == DG_OK && blocks == 3 && !o->save_best)
-        bad(&r, "settings");
+    read_options(&r, ck, blocks);
     if (r.status != DG_OK) {
         status = r.status;
         goto done;
@@ -300,24 +313,7 @@ enum dg_status dg_checkpoint_load(const char *path, struct dg_model *model,
     struct dg_train_state *s = &ck->state;
     if ((status = dg_train_state_init(s, model->param_count, o->epochs, o->save_best)) != DG_OK)
         goto done;
-    s->epoch = get_int(&r, "state_epoch");
-    s->step = get_int(&r, "state_step");
-    s->lr = get_float(&r, "state_lr");
-    s->wait = get_int(&r, "state_wait");
-    s->best_monitor = get_double(&r, "state_best_monitor");
-    s->best_val_accuracy = get_double(&r, "state_best_val_accuracy");
-    s->best_epoch = get_int(&r, "state_best_epoch");
-    s->since_best = get_int(&r, "state_since_best");
-    s->stopped_early = get_int(&r, "state_stopped_early");
-    s->loss_sum = get_double(&r, "state_loss_sum");
-    s->correct = get_double(&r, "state_correct");
-    s->seconds = get_double(&r, "state_seconds");
-    read_history(&r, s);
-    if (r.status == DG_OK && (s->epoch < 0 || s->epoch > o->epochs || s->step < 0 ||
-                              !isfinite(s->lr) || s->lr < 0.0f ||
-                              s->history_count != s->epoch ||
-                              (blocks == 3) != (o->save_best && s->best_epoch > 0)))
-        bad(&r, "state");
+    read_state(&r, ck, blocks);
     if (r.status != DG_OK) {
         status = r.status;
         goto done;

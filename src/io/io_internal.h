@@ -85,6 +85,15 @@ enum dg_status dg_io_check_setting_ranges(const char *path, const char *kind, co
 
 /* Reads all of `path` (at most 2 GiB) into a malloc'ed buffer; `kind` names the file in
  * messages ("model", "checkpoint"). */
+/* Appends the CRC32 of everything in b (unless failed: out of memory already), writes b
+ * atomically to path and frees it; "out of memory while writing the WHAT" on failure. */
+enum dg_status dg_io_finish_file(const char *path, const char *what, struct buffer *b, int failed);
+
+/* A whole file of `kind` ("model", "checkpoint") read back: `expected` bytes (a shorter one is
+ * truncated, a longer one corrupted), its last four the CRC32 of the rest. */
+enum dg_status dg_io_check_size_and_crc(const char *path, const char *kind,
+                                        const unsigned char *data, size_t size, size_t expected);
+
 /* What a file that is not a model file is (a checkpoint, safetensors, HDF5, a ZIP or pickle,
  * ONNX, gzip) and the command that takes it, in words for a message (a static buffer). */
 const char *dg_io_what_file_is(const char *path, const unsigned char *data, size_t size);

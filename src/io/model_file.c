@@ -82,6 +82,32 @@ enum dg_status dg_io_write_atomic(const char *path, const void *data, size_t siz
     return dg_atomic_commit(&file);
 }
 
+enum dg_status dg_io_finish_file(const char *path, const char *what, struct buffer *b, int failed)
+{
+    if (!failed)
+        failed = put_u32(b, (uint32_t)crc32(0L, b->data, (uInt)b->size));
+    enum dg_status status =
+        failed ? dg_error(DG_ERR_NOMEM, "%s: out of memory while writing the %s", path, what)
+               : dg_io_write_atomic(path, b->data, b->size);
+    free(b->data);
+    b->data = NULL;
+    return status;
+}
+
+enum dg_status dg_io_check_size_and_crc(const char *path, const char *kind,
+                                        const unsigned char *data, size_t size, size_t expected)
+{
+    if (size != expected)
+        return dg_error(DG_ERR_INPUT, "%s: %s %s file (%zu bytes, expected %zu)", path,
+                        size < expected ? "truncated" : "corrupted", kind, size, expected);
+    uint32_t stored_crc = get_u32(data + size - 4);
+    uint32_t actual_crc = (uint32_t)crc32(0L, data, (uInt)(size - 4));
+    if (stored_crc != actual_crc)
+        return dg_error(DG_ERR_INPUT, "%s: corrupted %s file (CRC32 %08x, expected %08x)", path,
+                        kind, actual_crc, stored_crc);
+    return DG_OK;
+}
+
 enum dg_status dg_io_check_members(const char *path, const struct dg_model *members, int count)
 {
     if (count < 1 || count > DG_MAX_MEMBERS)
@@ -114,15 +140,7 @@ enum dg_status dg_ensemble_save(const char *path, const struct dg_model *members
     for (int m = 0; m < count && !failed; m++)
         for (size_t i = 0; i < members[m].param_count && !failed; i++)
             failed = put_f32(&b, members[m].params[i]);
-    if (!failed)
-        failed = put_u32(&b, (uint32_t)crc32(0L, b.data, (uInt)b.size));
-    if (failed) {
-        free(b.data);
-        return dg_error(DG_ERR_NOMEM, "%s: out of memory while writing the model", path);
-    }
-    enum dg_status status = dg_io_write_atomic(path, b.data, b.size);
-    free(b.data);
-    return status;
+    return dg_io_finish_file(path, "model", &b, failed);
 }
 
 enum dg_status dg_model_save(const char *path, const struct dg_model *model, const char *settings)
@@ -268,23 +286,8 @@ static enum dg_status load_members(const char *path, struct dg_model *members, i
         goto done;
     }
     size_t expected = fixed + settings_len + (size_t)member_count * (size_t)param_count * 4 + 4;
-    if (size < expected) {
-        status = dg_error(DG_ERR_INPUT, "%s: truncated model file (%zu bytes, expected %zu)",
-                          path, size, expected);
+    if ((status = dg_io_check_size_and_crc(path, "model", data, size, expected)) != DG_OK)
         goto done;
-    }
-    if (size > expected) {
-        status = dg_error(DG_ERR_INPUT, "%s: corrupted model file (%zu bytes, expected %zu)",
-                          path, size, expected);
-        goto done;
-    }
-    uint32_t stored_crc = get_u32(data + size - 4);
-    uint32_t actual_crc = (uint32_t)crc32(0L, data, (uInt)(size - 4));
-    if (stored_crc != actual_crc) {
-        status = dg_error(DG_ERR_INPUT, "%s: corrupted model file (CRC32 %08x, expected %08x)",
-                          path, actual_crc, stored_crc);
-        goto done;
-    }
     if ((int)member_count > max_members) {
         if (one_model)
             status = dg_error(DG_ERR_INPUT,
