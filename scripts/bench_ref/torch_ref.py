@@ -9,11 +9,21 @@ as Digits' batch assembly does.
 
   throughput (default): training images/s at each --batches BATCH:STEPS and inference
       images/s, steady state: --warmup steps, then --reps timed repetitions of STEPS steps.
+      --config says how PyTorch runs the network, as a user would try it:
+        eager          fp32, NCHW (the default)
+        channels_last  fp32, NHWC memory format for activations and weights
+        bf16           torch.autocast("cpu", dtype=torch.bfloat16) with channels_last
+                       (the weights and the RMSprop state stay fp32)
+        compile        torch.compile(model), fp32 NCHW (Inductor's C++ code, built with the
+                       system C compiler during the warm-up steps, which are not timed)
+      A configuration that fails (torch.compile without a compiler, say) is reported in the
+      JSON as "error" instead of numbers.
   --recipe: trains the default recipe (augmentation, ReduceLROnPlateau on validation accuracy)
       on exactly the rows Digits trains and validates on (its Philox split), for --epochs.
 Prints one JSON object."""
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -28,6 +38,9 @@ import common  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+
+CONFIGS = ("eager", "channels_last", "bf16", "compile")
 
 
 def build_model(channels_last):
@@ -104,54 +117,98 @@ def time_reps(device, reps, run):
     return seconds
 
 
+def cpu_capability():
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except AttributeError:  # torch < 2.0
+        return None
+
+
+def configure(model, config):
+    """The model as --config runs it, and the autocast context of each step."""
+    if config == "compile":
+        model = torch.compile(model)
+    if config == "bf16":
+        return model, lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    return model, contextlib.nullcontext
+
+
 def throughput(args):
     device = setup(args)
     images, labels = common.load_csv(args.data, rows=args.rows)
     if labels is None:
         labels = np.zeros(images.shape[0], np.uint8)
     source = Batches(images, labels, device, args.seed)
+    channels_last = args.config in ("channels_last", "bf16")
     result = {"framework": "pytorch", "version": torch.__version__, "device": str(device),
-              "threads": torch.get_num_threads(), "channels_last": args.channels_last,
+              "config": args.config, "cpu_capability": cpu_capability(),
+              "threads": torch.get_num_threads(), "channels_last": channels_last,
               "rows": int(images.shape[0]), "train": [], "inference": None}
+    if args.config == "bf16" and device.type != "cpu":
+        raise SystemExit("torch_ref: --config bf16 is the CPU autocast configuration")
 
     for batch, steps in common.parse_batches(args.batches):
-        model = build_model(args.channels_last).to(device)
+        model, autocast = configure(build_model(channels_last).to(device), args.config)
         optimizer = make_optimizer(model)
         model.train()
 
         def train(count):
             for _ in range(count):
-                x, y = source.next(batch, args.channels_last)
+                x, y = source.next(batch, channels_last)
                 optimizer.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(model(x), y)
+                with autocast():
+                    loss = F.cross_entropy(model(x), y)
                 loss.backward()
                 optimizer.step()
 
-        train(args.warmup)
+        compile_start = time.perf_counter()
+        train(max(args.warmup, 1 if args.config == "compile" else 0))
+        warmup_seconds = time.perf_counter() - compile_start
         seconds = time_reps(device, args.reps, lambda: train(steps))
-        result["train"].append({"batch": batch, "steps": steps, "images_per_s": common.stats(
-            [batch * steps / s for s in seconds])})
-        print(f"torch: training batch {batch}: {result['train'][-1]['images_per_s']['median']:.0f}"
-              " images/s", file=sys.stderr)
+        result["train"].append({"batch": batch, "steps": steps,
+                                "warmup_seconds": warmup_seconds,
+                                "images_per_s": common.stats(
+                                    [batch * steps / s for s in seconds])})
+        print(f"torch {args.config}: training batch {batch}: "
+              f"{result['train'][-1]['images_per_s']['median']:.0f} images/s", file=sys.stderr)
 
     if args.infer:
         batch, steps = common.parse_batches(args.infer)[0]
-        model = build_model(args.channels_last).to(device)
+        model, autocast = configure(build_model(channels_last).to(device), args.config)
         model.eval()
 
         def infer(count):
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast():
                 for _ in range(count):
-                    x, _ = source.next(batch, args.channels_last)
-                    F.softmax(model(x), dim=1).cpu()
+                    x, _ = source.next(batch, channels_last)
+                    F.softmax(model(x).float(), dim=1).cpu()
 
-        infer(args.warmup)
+        compile_start = time.perf_counter()
+        infer(max(args.warmup, 1 if args.config == "compile" else 0))
+        warmup_seconds = time.perf_counter() - compile_start
         seconds = time_reps(device, args.reps, lambda: infer(steps))
-        result["inference"] = {"batch": batch, "steps": steps, "images_per_s": common.stats(
-            [batch * steps / s for s in seconds])}
-        print(f"torch: inference batch {batch}: "
+        result["inference"] = {"batch": batch, "steps": steps, "warmup_seconds": warmup_seconds,
+                               "images_per_s": common.stats(
+                                   [batch * steps / s for s in seconds])}
+        print(f"torch {args.config}: inference batch {batch}: "
               f"{result['inference']['images_per_s']['median']:.0f} images/s", file=sys.stderr)
     return result
+
+
+def throughput_or_error(args):
+    """throughput(), or the reason the configuration could not run (torch.compile's
+    failures are reported, not raised: they depend on the compiler and the platform)."""
+    try:
+        return throughput(args)
+    except Exception as error:  # noqa: BLE001 - any failure of a configuration is reported
+        if args.config != "compile":
+            raise
+        lines = str(error).strip().splitlines()
+        reason = f"{type(error).__name__}: {lines[0] if lines else ''}"
+        print(f"torch {args.config}: failed: {reason}", file=sys.stderr)
+        return {"framework": "pytorch", "version": torch.__version__, "device": args.device,
+                "config": args.config, "cpu_capability": cpu_capability(),
+                "error": reason[:500], "train": [], "inference": None}
 
 
 def augment(x, generator, rotation_deg=10.0, shift=0.1, zoom=0.1):
@@ -280,8 +337,12 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--math", choices=["fp32", "tf32"], default="fp32")
+    parser.add_argument("--config", choices=CONFIGS, default="eager",
+                        help="throughput: eager, channels_last, bf16 (autocast + "
+                        "channels_last) or compile (default eager)")
     parser.add_argument("--channels-last", action="store_true",
-                        help="NHWC memory format for activations and weights")
+                        help="NHWC memory format (--recipe; --config channels_last in "
+                        "throughput runs)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--recipe", action="store_true")
     parser.add_argument("--epochs", type=int, default=30)
@@ -292,7 +353,9 @@ def main():
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--out", help="write the JSON here instead of stdout")
     args = parser.parse_args()
-    common.emit(recipe(args) if args.recipe else throughput(args), args.out)
+    if args.channels_last and args.config == "eager":
+        args.config = "channels_last"
+    common.emit(recipe(args) if args.recipe else throughput_or_error(args), args.out)
 
 
 if __name__ == "__main__":
