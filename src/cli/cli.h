@@ -29,6 +29,7 @@ int dg_cli_usage_error(const char *command, const char *fmt, ...)
 /* ---- shared helpers of the commands (src/cli/common.c) ---- */
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "digits/backend.h"
@@ -76,6 +77,11 @@ int dg_cli_check_outputs(const char *command, const struct dg_cli_file *files, s
 
 /* 1 when paths a and b name the same file by the rule of dg_cli_check_outputs. */
 int dg_cli_same_file(const char *a, const char *b);
+
+/* `text` as a JSON string: quotes, backslashes and control characters escaped; valid UTF-8 as
+ * it is; each ill-formed sequence (a file name's raw bytes, not UTF-8) replaced by U+FFFD (its
+ * maximal subpart, as Unicode recommends), so the output is always valid JSON. */
+void dg_cli_json_string(FILE *fp, const char *text);
 
 /* The candidate a mistyped word most likely meant (at most two edits away, fewer than half its
  * length), or NULL. */

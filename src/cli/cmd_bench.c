@@ -105,20 +105,6 @@ static int find_default_data(char *out, size_t size)
 
 /* ---- output ---- */
 
-static void json_string(FILE *out, const char *text)
-{
-    fputc('"', out);
-    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(out, "\\%c", *p);
-        else if (*p < 0x20)
-            fprintf(out, "\\u%04x", *p);
-        else
-            fputc(*p, out);
-    }
-    fputc('"', out);
-}
-
 static void json_number(FILE *out, double value)
 {
     if (isfinite(value))
@@ -141,11 +127,11 @@ static void json_stats(FILE *out, const struct dg_bench_stats *stats)
 static void json_parse(FILE *out, const struct dg_bench_parse *p)
 {
     fputs("{\"file\": ", out);
-    json_string(out, p->path);
+    dg_cli_json_string(out, p->path);
     fputs(", \"role\": ", out);
-    json_string(out, p->role);
+    dg_cli_json_string(out, p->role);
     fputs(", \"format\": ", out);
-    json_string(out, dg_data_format_name(p->format));
+    dg_cli_json_string(out, dg_data_format_name(p->format));
     fprintf(out, ", \"gzipped\": %s, \"rows\": %zu, \"bytes_parsed\": %zu, \"bytes_on_disk\": %zu",
             p->gzipped ? "true" : "false", p->rows, p->bytes_parsed, p->bytes_on_disk);
     fputs(", \"seconds\": ", out);
@@ -166,25 +152,25 @@ static void print_json(FILE *out, const struct dg_bench_report *r)
 {
     const struct dg_bench_settings *s = &r->settings;
     fprintf(out, "{\n  \"digits_version\": ");
-    json_string(out, DIGITS_VERSION);
+    dg_cli_json_string(out, DIGITS_VERSION);
     fputs(",\n  \"build_type\": ", out);
-    json_string(out, DIGITS_BUILD_TYPE);
+    dg_cli_json_string(out, DIGITS_BUILD_TYPE);
     fputs(",\n  \"machine\": {\"cpu\": ", out);
-    json_string(out, r->cpu_model);
+    dg_cli_json_string(out, r->cpu_model);
     fprintf(out,
             ", \"logical_cpus\": %ld, \"memory_gib\": %.1f, \"load_average\": ", r->logical_cpus,
             r->memory_gib);
-    json_string(out, r->load_average);
+    dg_cli_json_string(out, r->load_average);
     fputs("},\n", out);
     fprintf(out,
             "  \"settings\": {\"reps\": %d, \"warmup\": %d, \"quick\": %s, \"augment\": %s, "
             "\"threads\": %d, \"device\": ",
             s->reps, s->warmup, s->quick ? "true" : "false", s->augment ? "true" : "false",
             s->threads);
-    json_string(out, s->device_spec);
+    dg_cli_json_string(out, s->device_spec);
     fprintf(out, ", \"math\": \"%s\"},\n", s->math == DG_CUDA_MATH_TF32 ? "tf32" : "fp32");
     fputs("  \"data\": {\"source\": ", out);
-    json_string(out, r->data_source);
+    dg_cli_json_string(out, r->data_source);
     fprintf(out, ", \"synthetic\": %s, \"images\": %zu},\n", r->synthetic ? "true" : "false",
             r->image_count);
     fputs("  \"parse\": [", out);
@@ -204,9 +190,9 @@ static void print_json(FILE *out, const struct dg_bench_report *r)
         const struct dg_bench_backend_result *be = &r->backends[b];
         fputs(b ? ",\n    {" : "\n    {", out);
         fputs("\"name\": ", out);
-        json_string(out, be->name);
+        dg_cli_json_string(out, be->name);
         fputs(", \"description\": ", out);
-        json_string(out, be->description);
+        dg_cli_json_string(out, be->description);
         fputs(",\n     \"train\": [", out);
         for (int i = 0; i < be->train_count; i++) {
             fputs(i ? ", " : "", out);
@@ -231,7 +217,7 @@ static void print_json(FILE *out, const struct dg_bench_report *r)
             for (int l = 0; l < be->layer_count; l++) {
                 fputs(l ? ",\n       " : "\n       ", out);
                 fputs("{\"name\": ", out);
-                json_string(out, be->layers[l].name);
+                dg_cli_json_string(out, be->layers[l].name);
                 fputs(", \"forward_ms\": ", out);
                 json_stats(out, &be->layers[l].forward_ms);
                 fputs(", \"backward_ms\": ", out);
@@ -254,7 +240,7 @@ static void print_json(FILE *out, const struct dg_bench_report *r)
     fputs("  \"skipped\": [", out);
     for (int i = 0; i < r->skipped_count; i++) {
         fputs(i ? ", " : "", out);
-        json_string(out, r->skipped[i]);
+        dg_cli_json_string(out, r->skipped[i]);
     }
     fprintf(out, "],\n  \"peak_rss_bytes\": %zu,\n  \"seconds\": ", r->peak_rss_bytes);
     json_number(out, r->seconds);

@@ -89,10 +89,9 @@ int dg_cmd_check_data(int argc, char **argv)
                              ? (dataset.labels ? "idx (images + labels)" : "idx (images only)")
                              : (dataset.format == DG_FORMAT_CSV_TRAIN ? "train" : "test");
     if (json) {
-        printf("{\"file\": \"");
-        for (const char *p = path; *p; p++)
-            printf(*p == '"' || *p == '\\' ? "\\%c" : "%c", *p);
-        printf("\", \"format\": \"%s\", \"layout\": \"%s\", \"gzip\": %s, \"rows\": %zu, "
+        printf("{\"file\": ");
+        dg_cli_json_string(stdout, path);
+        printf(", \"format\": \"%s\", \"layout\": \"%s\", \"gzip\": %s, \"rows\": %zu, "
                "\"labelled\": %s, ",
                dataset.format == DG_FORMAT_IDX ? "idx" : "csv", layout,
                dataset.gzipped ? "true" : "false", dataset.count,

@@ -3,7 +3,6 @@
 #include "cli/cli.h"
 #include "cli/answers.h"
 #include "cli/scoring.h"
-#include "io/json.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -83,17 +82,9 @@ static void print_report(FILE *out, const struct eval_view *s, int json)
         support[k] = actual;
     }
     if (json) {
-        char *rows = dg_json_utf8_clean(s->selection);
-        fputs("{\"rows\": \"", out);
-        for (const char *p = rows ? rows : ""; *p; p++)
-            if (*p == '"' || *p == '\\')
-                fprintf(out, "\\%c", *p);
-            else if ((unsigned char)*p < 0x20)
-                fprintf(out, "\\u%04x", (unsigned char)*p);
-            else
-                fputc(*p, out);
-        free(rows);
-        fprintf(out, "\", \"images\": %zu, \"correct\": %zu, \"accuracy\": %.6f", count, correct,
+        fputs("{\"rows\": ", out);
+        dg_cli_json_string(out, s->selection);
+        fprintf(out, ", \"images\": %zu, \"correct\": %zu, \"accuracy\": %.6f", count, correct,
                 accuracy);
         if (s->member_count > 1) {
             fputs(", \"members\": [", out);

@@ -366,63 +366,6 @@ static enum dg_status good_dataset(const struct picture_set *set, size_t good,
     return DG_OK;
 }
 
-/* The length of the well-formed UTF-8 sequence at p (1..4, Unicode's table 3-7: no overlong
- * forms, surrogates or code points above U+10FFFF), or 0 when it is not one; *bad is then the
- * length of its maximal subpart (1..3), the bytes one U+FFFD replaces. */
-static size_t utf8_sequence(const unsigned char *p, size_t *bad)
-{
-    unsigned char c = p[0], lo = 0x80, hi = 0xbf;
-    size_t n;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        n = 2;
-    else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        lo = c == 0xe0 ? 0xa0 : 0x80;
-        hi = c == 0xed ? 0x9f : 0xbf;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        lo = c == 0xf0 ? 0x90 : 0x80;
-        hi = c == 0xf4 ? 0x8f : 0xbf;
-    } else {
-        *bad = 1;
-        return 0;
-    }
-    for (size_t i = 1; i < n; i++) {
-        /* the string's NUL is below 0x80: it ends a truncated sequence */
-        if (p[i] < (i == 1 ? lo : 0x80) || p[i] > (i == 1 ? hi : 0xbf)) {
-            *bad = i;
-            return 0;
-        }
-    }
-    return n;
-}
-
-/* `text` as a JSON string: quotes, backslashes and control characters escaped; valid UTF-8 as
- * it is; each ill-formed sequence (a file name's raw bytes, not UTF-8) replaced by U+FFFD (its
- * maximal subpart, as Unicode recommends), so the output is always valid JSON. */
-static void json_string(FILE *fp, const char *text)
-{
-    fputc('"', fp);
-    for (const unsigned char *p = (const unsigned char *)text; *p;) {
-        size_t bad = 0, n = utf8_sequence(p, &bad);
-        if (n == 0) {
-            fputs("\xef\xbf\xbd", fp);
-            p += bad;
-            continue;
-        }
-        if (*p == '"' || *p == '\\')
-            fprintf(fp, "\\%c", *p);
-        else if (*p < 0x20)
-            fprintf(fp, "\\u%04x", *p);
-        else
-            fwrite(p, 1, n, fp);
-        p += n;
-    }
-    fputc('"', fp);
-}
-
 /* `text` as a CSV field (quoted, quotes doubled, when it holds a comma, quote or line break). */
 static void csv_field(FILE *fp, const char *text)
 {
@@ -462,7 +405,7 @@ static enum dg_status write_pictures(struct dg_atomic_file *file, const struct p
             csv_field(fp, set->paths[i]);
         if (kind == OUT_JSON) {
             fputs(k ? ",\n  {\"file\": " : "\n  {\"file\": ", fp);
-            json_string(fp, set->paths[i]);
+            dg_cli_json_string(fp, set->paths[i]);
             fprintf(fp, ", \"label\": %d, \"probability\": %.6g, \"probabilities\": [", label,
                     p[label]);
         }

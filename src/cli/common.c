@@ -333,3 +333,59 @@ int dg_cli_bad_option(const char *command, char **argv, const struct option *opt
                                   closest);
     return dg_cli_usage_error(command, "unknown option '--%s'", name);
 }
+
+/* ---- JSON strings ---- */
+
+/* The length of the well-formed UTF-8 sequence at p (1..4, Unicode's table 3-7: no overlong
+ * forms, surrogates or code points above U+10FFFF), or 0 when it is not one; *bad is then the
+ * length of its maximal subpart (1..3), the bytes one U+FFFD replaces. */
+static size_t utf8_sequence(const unsigned char *p, size_t *bad)
+{
+    unsigned char c = p[0], lo = 0x80, hi = 0xbf;
+    size_t n;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        lo = c == 0xe0 ? 0xa0 : 0x80;
+        hi = c == 0xed ? 0x9f : 0xbf;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        lo = c == 0xf0 ? 0x90 : 0x80;
+        hi = c == 0xf4 ? 0x8f : 0xbf;
+    } else {
+        *bad = 1;
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        /* the string's NUL is below 0x80: it ends a truncated sequence */
+        if (p[i] < (i == 1 ? lo : 0x80) || p[i] > (i == 1 ? hi : 0xbf)) {
+            *bad = i;
+            return 0;
+        }
+    }
+    return n;
+}
+
+void dg_cli_json_string(FILE *fp, const char *text)
+{
+    fputc('"', fp);
+    for (const unsigned char *p = (const unsigned char *)text; *p;) {
+        size_t bad = 0, n = utf8_sequence(p, &bad);
+        if (n == 0) {
+            fputs("\xef\xbf\xbd", fp);
+            p += bad;
+            continue;
+        }
+        if (*p == '"' || *p == '\\')
+            fprintf(fp, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(fp, "\\u%04x", *p);
+        else
+            fwrite(p, 1, n, fp);
+        p += n;
+    }
+    fputc('"', fp);
+}
