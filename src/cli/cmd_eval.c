@@ -131,20 +131,25 @@ static void print_report(FILE *out, const struct eval_view *s, int json)
     }
 }
 
-/* The results to `output` ("-": standard output), whole or not at all. */
-static enum dg_status write_report(const char *output, const struct eval_view *s, int json)
+/* The results to `output` ("-": standard output), whole or not at all; a file written is said
+ * on stderr unless quiet. */
+static enum dg_status write_report(const char *output, const struct eval_view *s, int json,
+                                   int quiet)
 {
     struct dg_atomic_file file;
     enum dg_status status = dg_atomic_open(&file, output);
     if (status != DG_OK)
         return status;
     print_report(file.fp, s, json);
-    return dg_atomic_commit(&file);
+    status = dg_atomic_commit(&file);
+    if (status == DG_OK && strcmp(output, "-") != 0 && !quiet)
+        fprintf(stderr, "digits: wrote %s (%s)\n", output, json ? "JSON" : "the results");
+    return status;
 }
 
 /* eval --answers ANSWERS SUBMISSION: a submission file scored against the answers, no model. */
 static enum dg_status score_submission(const char *answers_path, const char *submission_path,
-                                       const char *output, int json)
+                                       const char *output, int json, int quiet)
 {
     uint8_t *truth = NULL, *predicted = NULL;
     size_t truth_count = 0, predicted_count = 0;
@@ -159,7 +164,7 @@ static enum dg_status score_submission(const char *answers_path, const char *sub
              submission_path, answers_path);
     struct eval_view view = {truth, predicted, truth_count, 1, NULL, selection};
     if (status == DG_OK)
-        status = write_report(output, &view, json);
+        status = write_report(output, &view, json, quiet);
     free(truth);
     free(predicted);
     return status;
@@ -216,9 +221,7 @@ int dg_cmd_eval(int argc, char **argv)
                                       {argv[optind], "the SUBMISSION file", 0}};
         if ((code = dg_cli_check_outputs("eval", files, 3)) != 0)
             return code;
-        enum dg_status status = score_submission(answers, argv[optind], output, json);
-        if (status == DG_OK && strcmp(output, "-") != 0 && !args.quiet)
-            fprintf(stderr, "digits: wrote %s (%s)\n", output, json ? "JSON" : "the results");
+        enum dg_status status = score_submission(answers, argv[optind], output, json, args.quiet);
         return status == DG_OK ? 0 : dg_cli_fail(status);
     }
     code = dg_scoring_check_operands("eval", answers ? "TEST" : "LABELLED", argc, &args);
@@ -255,10 +258,9 @@ int dg_cmd_eval(int argc, char **argv)
     if (status == DG_OK)
         status = dg_scoring_run(&scoring, &args, argv[optind]);
     const uint8_t *labels = answers ? truth : scoring.dataset.labels;
-    if (status == DG_OK && answers && truth_count < scoring.dataset.count)
-        status = dg_error(DG_ERR_INPUT, "%s: %zu answers, %s has %zu rows", answers, truth_count,
-                          argv[optind], scoring.dataset.count);
-    if (status == DG_OK && answers && truth_count > scoring.dataset.count && !args.limit)
+    /* as many answers as rows; with --limit, the first answers go with the first rows */
+    if (status == DG_OK && answers && truth_count != scoring.dataset.count &&
+        !(args.limit && truth_count > scoring.dataset.count))
         status = dg_error(DG_ERR_INPUT, "%s: %zu answers, %s has %zu rows", answers, truth_count,
                           argv[optind], scoring.dataset.count);
     if (status == DG_OK && !labels)
@@ -277,9 +279,7 @@ int dg_cmd_eval(int argc, char **argv)
                              scoring.member_predicted,
                              selection};
     if (status == DG_OK)
-        status = write_report(output, &view, json);
-    if (status == DG_OK && strcmp(output, "-") != 0 && !args.quiet)
-        fprintf(stderr, "digits: wrote %s (%s)\n", output, json ? "JSON" : "the results");
+        status = write_report(output, &view, json, args.quiet);
     dg_scoring_free(&scoring);
     free(truth);
     return status == DG_OK ? 0 : dg_cli_fail(status);
