@@ -104,8 +104,7 @@ static enum dg_status probe_outputs(const struct train_request *req)
 }
 
 /* The checkpoint's fixed part: the run's settings, the data's fingerprint and its files. */
-static void checkpoint_settings(const struct train_request *req, const struct dg_dataset *dataset,
-                                struct dg_checkpoint *ck)
+static void checkpoint_settings(const struct train_request *req, struct dg_checkpoint *ck)
 {
     ck->options = req->options;
     ck->options.on_epoch = NULL;
@@ -113,7 +112,8 @@ static void checkpoint_settings(const struct train_request *req, const struct dg
     ck->options.on_checkpoint = NULL;
     ck->options.resume = NULL;
     ck->options.stop = NULL;
-    dg_dataset_fingerprint(dataset, &ck->data_rows, &ck->data_crc32);
+    ck->data_rows = req->data_rows;
+    ck->data_crc32 = req->data_crc;
     snprintf(ck->output, sizeof ck->output, "%s", req->output);
     snprintf(ck->train_file, sizeof ck->train_file, "%s", req->train_path);
     snprintf(ck->labels_file, sizeof ck->labels_file, "%s", req->labels ? req->labels : "");
@@ -188,14 +188,15 @@ static void say_written(const struct train_request *req, const struct train_prog
 
 /* The model file's settings: the run's, its outcome and its history. */
 static enum dg_status save_model(const struct train_request *req, const struct dg_backend *be,
-                                 const struct dg_dataset *dataset, const struct dg_model *model,
+                                 const struct dg_model *model,
                                  const struct train_progress *progress,
                                  const struct dg_train_result *result)
 {
     const struct dg_train_options *o = &req->options;
     struct dg_text settings = {0};
-    struct train_record record = {be->name, req->train_path,        dataset, o, 0,
-                                  NULL,     (long)result->val_count};
+    struct train_record record = {
+        be->name, req->train_path,        req->data_rows, req->data_crc, o, 0,
+        NULL,     (long)result->val_count};
     train_settings_text(&settings, &record);
     if (result->val_count)
         dg_text_add(&settings, "final_val_accuracy=%.6f\nbest_val_accuracy=%.6f\nbest_epoch=%d\n",
@@ -257,7 +258,7 @@ static int train_one(struct train_request *req, struct dg_backend *be,
     progress->batch = options->batch;
     progress->model = model;
     progress->checkpoint_path = req->checkpoint_path;
-    checkpoint_settings(req, dataset, &progress->checkpoint);
+    checkpoint_settings(req, &progress->checkpoint);
 
     struct dg_train_result result;
     train_stop_signal = 0;
@@ -272,7 +273,7 @@ static int train_one(struct train_request *req, struct dg_backend *be,
     if (status == DG_OK && progress->history_failed)
         status = dg_error(DG_ERR_NOMEM, "out of memory for the training history");
     if (status == DG_OK)
-        status = save_model(req, be, dataset, model, progress, &result);
+        status = save_model(req, be, model, progress, &result);
     if (status != DG_OK)
         return dg_cli_fail(status);
     if (!progress->quiet)
@@ -300,7 +301,7 @@ static enum dg_status resume_from(struct train_request *req, const struct dg_che
 
 /* The training data: loaded (onto the backend's host memory), labelled, cut to --limit, and
  * the checkpoint's data when resuming. */
-static enum dg_status load_data(const struct train_request *req, struct dg_backend *be,
+static enum dg_status load_data(struct train_request *req, struct dg_backend *be,
                                 const struct dg_checkpoint *resumed, struct dg_dataset *dataset)
 {
     enum dg_status status = dg_dataset_load_threads(
@@ -314,9 +315,9 @@ static enum dg_status load_data(const struct train_request *req, struct dg_backe
                         req->train_path);
     if (req->limit > 0)
         dg_dataset_truncate(dataset, (size_t)req->limit);
-    uint64_t rows;
-    uint32_t crc;
-    dg_dataset_fingerprint(dataset, &rows, &crc);
+    dg_dataset_fingerprint(dataset, &req->data_rows, &req->data_crc);
+    uint64_t rows = req->data_rows;
+    uint32_t crc = req->data_crc;
     if (resumed && (rows != resumed->data_rows || crc != resumed->data_crc32))
         return dg_error(DG_ERR_INPUT,
                         "%s: a checkpoint of other data (%llu rows, CRC32 %08x, from %s); %s%s "

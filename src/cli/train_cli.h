@@ -50,6 +50,9 @@ struct train_request {
     unsigned given;       /* enum train_given */
     long limit;
     int quiet;
+    /* the training data's fingerprint (dg_dataset_fingerprint), once it is loaded */
+    uint64_t data_rows;
+    uint32_t data_crc;
 };
 
 /* Parses and checks the command line into req; -1 to go on, else the exit code (0 after
@@ -138,7 +141,8 @@ enum dg_status train_ensemble(struct dg_backend *be, const struct dg_dataset *da
 /* What the settings text says of a run. */
 struct train_record {
     const char *backend, *train_file;
-    const struct dg_dataset *dataset; /* its rows and fingerprint */
+    uint64_t rows; /* the training data's fingerprint (train_request's) */
+    uint32_t data_crc;
     const struct dg_train_options *options;
     int members;            /* an ensemble's member count; 0: one model */
     const char *split_seed; /* NULL: options->split_seed; else this text ("per member") */

@@ -6,12 +6,9 @@
 void train_settings_text(struct dg_text *t, const struct train_record *record)
 {
     const struct dg_train_options *o = record->options;
-    uint64_t rows;
-    uint32_t crc;
-    dg_dataset_fingerprint(record->dataset, &rows, &crc);
     dg_text_add(t, "digits_version=%s\nbackend=%s\ntrain_file=%s\nrows=%llu\ndata_crc32=%08x\n",
-                DIGITS_VERSION, record->backend, record->train_file, (unsigned long long)rows,
-                (unsigned)crc);
+                DIGITS_VERSION, record->backend, record->train_file,
+                (unsigned long long)record->rows, (unsigned)record->data_crc);
     if (record->members)
         dg_text_add(t, "members=%d\n", record->members);
     dg_text_add(t, "epochs=%d\nbatch=%d\nlr=", o->epochs, o->batch);
