@@ -1,7 +1,6 @@
 /* digits eval: accuracy, per-class precision and recall, and the 10x10 confusion matrix
  * (rows: true label, columns: predicted) of a model on a labelled file. */
 #include "cli/cli.h"
-#include "cli/answers.h"
 #include "cli/scoring.h"
 
 #include <getopt.h>

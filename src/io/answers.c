@@ -1,64 +1,30 @@
-/* The "ImageId,Label" reader of src/cli/answers.h. */
-#include "cli/answers.h"
+/* The "ImageId,Label" reader of include/digits/io.h (eval --answers). */
+#include "digits/io.h"
 
-#include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_IMAGES 100000000u /* far beyond any digit set; bounds the allocation */
+#include "io/io_internal.h"
 
-/* A whole file into memory (NUL-terminated). */
-static enum dg_status slurp(const char *path, char **text, size_t *size)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return dg_error(DG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    size_t capacity = 1 << 16, used = 0;
-    char *buf = malloc(capacity + 1);
-    while (buf) {
-        size_t got = fread(buf + used, 1, capacity - used, fp);
-        used += got;
-        if (used < capacity)
-            break;
-        char *grown = capacity > ((size_t)1 << 33) ? NULL : realloc(buf, 2 * capacity + 1);
-        if (!grown) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = grown;
-        capacity *= 2;
-    }
-    int failed = ferror(fp);
-    fclose(fp);
-    if (!buf)
-        return dg_error(DG_ERR_NOMEM, "%s: out of memory reading it", path);
-    if (failed) {
-        free(buf);
-        return dg_error(DG_ERR_IO, "%s: read error", path);
-    }
-    buf[used] = '\0';
-    *text = buf;
-    *size = used;
-    return DG_OK;
-}
+#define MAX_IMAGES 100000000u /* far beyond any digit set; bounds the allocation */
 
 enum dg_status dg_answers_load(const char *path, uint8_t **labels_out, size_t *count_out)
 {
-    char *text = NULL;
+    unsigned char *text = NULL;
     size_t size = 0;
-    enum dg_status status = slurp(path, &text, &size);
+    enum dg_status status = dg_io_read_whole(path, "answers", &text, &size);
     if (status != DG_OK)
         return status;
     const char *header = "ImageId,Label";
     size_t header_length = strlen(header);
     size_t line = 1;
-    const char *p = text, *end = text + size;
+    const char *p = (const char *)text, *end = p + size;
     if (size >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
         p += 3; /* a UTF-8 byte order mark, as spreadsheets write */
-    if ((size_t)(end - p) < header_length || memcmp(p, header, header_length) != 0 ||
-        !(p[header_length] == '\n' || (p[header_length] == '\r' && p[header_length + 1] == '\n'))) {
+    size_t left = (size_t)(end - p);
+    if (left <= header_length || memcmp(p, header, header_length) != 0 ||
+        !(p[header_length] == '\n' ||
+          (p[header_length] == '\r' && left > header_length + 1 && p[header_length + 1] == '\n'))) {
         free(text);
         return dg_error(DG_ERR_INPUT,
                         "%s:1:1: expected the header 'ImageId,Label' (a Kaggle submission or "
