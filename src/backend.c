@@ -36,6 +36,20 @@ int dg_backend_name_valid(const char *device)
            cuda_ordinal(device) >= 0;
 }
 
+/* The CPU backend with the spec's math: bf16 where the CPU has a bf16 unit (refused, saying
+ * what is missing, where it has not); tf32 is CUDA's and leaves the CPU at fp32. */
+static enum dg_status open_cpu(const struct dg_backend_spec *spec, struct dg_backend **out)
+{
+    enum dg_status status = dg_backend_cpu_create(spec->threads, out);
+    if (status != DG_OK || spec->math != DG_MATH_BF16)
+        return status;
+    if ((status = dg_backend_cpu_set_math(*out, DG_MATH_BF16)) != DG_OK) {
+        dg_backend_destroy(*out);
+        *out = NULL;
+    }
+    return status;
+}
+
 enum dg_status dg_backend_open(const struct dg_backend_spec *spec, char *fallback,
                                size_t fallback_size, struct dg_backend **out)
 {
@@ -44,7 +58,7 @@ enum dg_status dg_backend_open(const struct dg_backend_spec *spec, char *fallbac
     if (fallback && fallback_size)
         fallback[0] = '\0';
     if (strcmp(name, "cpu") == 0)
-        return dg_backend_cpu_create(spec->threads, out);
+        return open_cpu(spec, out);
     if (strncmp(name, "cuda", 4) == 0 && (name[4] == '\0' || name[4] == ':')) {
         long ordinal = cuda_ordinal(name);
         if (ordinal < 0)
@@ -55,7 +69,9 @@ enum dg_status dg_backend_open(const struct dg_backend_spec *spec, char *fallbac
     if (strcmp(name, "auto") != 0)
         return dg_error(DG_ERR_USAGE, "--device expects auto, cpu, cuda or cuda:N, got '%s'", name);
     char reason[256] = "";
-    if (dg_cuda_emulated())
+    if (spec->math == DG_MATH_BF16)
+        snprintf(reason, sizeof reason, "--math bf16 runs on the CPU");
+    else if (dg_cuda_emulated())
         snprintf(reason, sizeof reason,
                  "the CUDA device of this build is the emulated test "
                  "device; --device cuda uses it");
@@ -67,5 +83,5 @@ enum dg_status dg_backend_open(const struct dg_backend_spec *spec, char *fallbac
     dg_error_clear();
     if (fallback && fallback_size)
         snprintf(fallback, fallback_size, "%s", reason);
-    return dg_backend_cpu_create(spec->threads, out);
+    return open_cpu(spec, out);
 }

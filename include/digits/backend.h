@@ -155,14 +155,24 @@ struct dg_backend {
 /* threads <= 0: all cores. */
 enum dg_status dg_backend_cpu_create(int threads, struct dg_backend **out);
 
-enum dg_cuda_math {
-    DG_CUDA_MATH_FP32, /* CUDNN_FMA_MATH, no TF32 anywhere */
-    DG_CUDA_MATH_TF32, /* tensor-op math allowed (opt-in, training speed) */
+/* The arithmetic of convolutions and dense layers (`--math`). */
+enum dg_math {
+    DG_MATH_FP32, /* float32 throughout (CUDA: CUDNN_FMA_MATH, no TF32 anywhere) */
+    DG_MATH_TF32, /* CUDA: tensor-op math allowed (opt-in, training speed); the CPU ignores it */
+    DG_MATH_BF16, /* CPU: operands rounded to bf16, float32 accumulation (src/cpu/bf16.h), on a
+                     CPU with bf16 units (dg_backend_cpu_set_math); not yet on CUDA */
 };
+
+/* The math of a CPU backend's convolutions and dense layers, for plans created afterwards:
+ * DG_MATH_FP32 (the default) or DG_MATH_BF16. bf16 needs a bf16 unit this build uses
+ * (AVX512-BF16, with the kernels at AVX-512: DIGITS_CPU_ISA below it holds it back); without
+ * one it is DG_ERR_USAGE with a message naming what is missing. DG_MATH_TF32 is DG_ERR_USAGE
+ * (a CUDA mode). DG_ERR_RUNTIME when `be` is not a CPU backend. */
+enum dg_status dg_backend_cpu_set_math(struct dg_backend *be, enum dg_math math);
 
 struct dg_cuda_options {
     int device; /* CUDA device ordinal */
-    enum dg_cuda_math math;
+    enum dg_math math;
     int deterministic;           /* deterministic algorithms: bit-identical reruns */
     size_t dataset_budget_bytes; /* upload the store when it fits (default 1 GiB) */
 };
@@ -197,7 +207,7 @@ void dg_backend_destroy(struct dg_backend *be);
 struct dg_backend_spec {
     const char *device; /* "auto" (or NULL), "cpu", "cuda", "cuda:N" */
     int threads;        /* CPU threads, 0 = all cores */
-    enum dg_cuda_math math;
+    enum dg_math math;
     int deterministic;
     size_t dataset_budget_bytes;
 };

@@ -17,8 +17,11 @@ struct dg_cpu_features {
     int fma;
     int bmi2;
     int avx512f;
+    int avx512_bf16; /* vdpbf16ps, vcvtneps2bf16 (Cooper Lake, Sapphire Rapids, Zen 4 on) */
+    int amx_bf16;    /* AMX tiles with bf16 (Sapphire Rapids on); reported, not used */
     /* aarch64: part of every aarch64 */
     int neon;
+    int arm_bf16; /* BFDOT / BFMMLA (Armv8.6 on: Graviton 3, Grace); reported, not used */
 };
 
 /* The flags, filled on the first call (thread-safe) and the same for the process's life. */

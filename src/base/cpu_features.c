@@ -5,6 +5,13 @@
 
 #include <pthread.h>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
+
 static struct dg_cpu_features features;
 static pthread_once_t features_once = PTHREAD_ONCE_INIT;
 
@@ -19,9 +26,21 @@ static void detect(void)
     features.fma = __builtin_cpu_supports("fma") != 0;
     features.bmi2 = __builtin_cpu_supports("bmi2") != 0;
     features.avx512f = __builtin_cpu_supports("avx512f") != 0;
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    /* leaf 7: subleaf 0 EDX bit 22 AMX-BF16; subleaf 1 EAX bit 5 AVX512_BF16 (the AVX-512
+     * state is the OS's to enable, which avx512f above has checked) */
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+        features.amx_bf16 = (d >> 22) & 1u;
+        unsigned subleaves = a;
+        if (subleaves >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d))
+            features.avx512_bf16 = features.avx512f && ((a >> 5) & 1u);
+    }
 #endif
 #if defined(__aarch64__)
     features.neon = 1;
+#if defined(__linux__) && defined(AT_HWCAP2)
+    features.arm_bf16 = (getauxval(AT_HWCAP2) & (1ul << 14)) != 0; /* HWCAP2_BF16 */
+#endif
 #endif
 }
 

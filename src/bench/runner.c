@@ -58,7 +58,7 @@ void dg_bench_settings_init(struct dg_bench_settings *s)
     memset(s, 0, sizeof *s);
     s->parse = 1;
     s->device_spec = "all";
-    s->math = DG_CUDA_MATH_FP32;
+    s->math = DG_MATH_FP32;
     s->infer_batch = 256;
     s->layer_batch = -1;
     s->warmup = -1;

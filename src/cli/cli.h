@@ -56,7 +56,7 @@ enum dg_status dg_cli_open_backend(const struct dg_backend_spec *device, int qui
 int dg_cli_cuda_device_count(char *reason, size_t reason_size);
 
 /* Parses "--math" values. */
-int dg_cli_parse_math(const char *command, const char *text, enum dg_cuda_math *math);
+int dg_cli_parse_math(const char *command, const char *text, enum dg_math *math);
 
 /* A file a command reads (output 0) or writes (output 1), for dg_cli_check_outputs. */
 struct dg_cli_file {

@@ -96,8 +96,8 @@ int dg_cmd_compare(int argc, char **argv)
     long steps = 0, batch = 86, value;
     uint64_t seed = 42;
     int augment = 1;
-    struct dg_backend_spec ref_device = {"cpu", 0, DG_CUDA_MATH_FP32, 1, 0};
-    struct dg_backend_spec cand_device = {"cuda", 1, DG_CUDA_MATH_FP32, 1, 0};
+    struct dg_backend_spec ref_device = {"cpu", 0, DG_MATH_FP32, 1, 0};
+    struct dg_backend_spec cand_device = {"cuda", 1, DG_MATH_FP32, 1, 0};
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "m:h", long_options, NULL)) != -1) {
@@ -200,7 +200,7 @@ int dg_cmd_compare(int argc, char **argv)
         .seed = seed,
         .augment = augment,
         .tf32 =
-            cand_device.math == DG_CUDA_MATH_TF32 && strncmp(cand_device.device, "cuda", 4) == 0,
+            cand_device.math == DG_MATH_TF32 && strncmp(cand_device.device, "cuda", 4) == 0,
     };
     status = dg_compare_backends(ref_be, cand_be, &setup, stdout, &failures);
 fail:

@@ -57,14 +57,16 @@ int dg_cli_parse_u64(const char *command, const char *option, const char *text, 
     return 1;
 }
 
-int dg_cli_parse_math(const char *command, const char *text, enum dg_cuda_math *math)
+int dg_cli_parse_math(const char *command, const char *text, enum dg_math *math)
 {
     if (strcmp(text, "fp32") == 0)
-        *math = DG_CUDA_MATH_FP32;
+        *math = DG_MATH_FP32;
     else if (strcmp(text, "tf32") == 0)
-        *math = DG_CUDA_MATH_TF32;
+        *math = DG_MATH_TF32;
+    else if (strcmp(text, "bf16") == 0)
+        *math = DG_MATH_BF16;
     else {
-        dg_cli_usage_error(command, "--math expects fp32 or tf32, got '%s'", text);
+        dg_cli_usage_error(command, "--math expects fp32, tf32 or bf16, got '%s'", text);
         return 0;
     }
     return 1;

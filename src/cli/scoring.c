@@ -19,7 +19,7 @@ void dg_scoring_args_default(struct dg_scoring_args *args)
     memset(args, 0, sizeof *args);
     args->batch = 256;
     args->device.device = "auto";
-    args->device.math = DG_CUDA_MATH_FP32;
+    args->device.math = DG_MATH_FP32;
 }
 
 int dg_scoring_option(const char *command, int opt, const char *arg, struct dg_scoring_args *args)

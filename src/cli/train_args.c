@@ -333,7 +333,7 @@ int train_parse_args(int argc, char **argv, struct train_request *req)
     };
     memset(req, 0, sizeof *req);
     dg_train_options_default(&req->options);
-    req->device = (struct dg_backend_spec){"auto", 0, DG_CUDA_MATH_FP32, 0, 0};
+    req->device = (struct dg_backend_spec){"auto", 0, DG_MATH_FP32, 0, 0};
     req->output = "model.dgt";
     req->ensemble = 1;
     int split_seed_given = 0;

@@ -5,7 +5,9 @@
  * work). Tensors are float32 NCHW, row-major; dense weights (in, out). Convolutions are in
  * conv.c (plans, dispatch) and conv_im2col.c, conv_direct.c, conv_winograd.c; the threads in
  * threads.c. */
+#include "cpu/bf16.h"
 #include "cpu/cpu_internal.h"
+#include "digits/cpu_features.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -26,6 +28,7 @@ static void cpu_destroy(struct dg_backend *be)
     struct dg_cpu *cpu = be->impl;
     if (cpu) {
         dg_cpu_threads_destroy(cpu->pool);
+        free(cpu->bf16_scratch);
         free(cpu);
     }
     free(be);
@@ -247,6 +250,7 @@ struct dense_job {
     int batch, in, out, relu;
     const float *x, *w, *b, *dy;
     float *y, *dx, *dw, *db;
+    const float *dy_mul; /* dy as the products take it (bf16-rounded at --math bf16) */
 };
 
 /* Dense layers run as sgemm calls on tiles of a fixed shape (DENSE_ROWS x DENSE_COLS of the
@@ -285,6 +289,45 @@ static void dense_fwd_task(void *ctx, int thread, int threads)
     }
 }
 
+/* --math bf16: the dense layers' operands rounded to bf16 (as float32 values) in the backend's
+ * scratch, then the same sgemm tiles: products of bf16 values are exact in float32, so this is
+ * "bf16 operands, float32 accumulation" (src/cpu/bf16.h). */
+struct round_job {
+    const float *src;
+    float *dst;
+    size_t n;
+};
+
+static void round_task(void *ctx, int thread, int threads)
+{
+    const struct round_job *job = ctx;
+    size_t i0, i1;
+    dg_cpu_split(job->n, 4096, thread, threads, &i0, &i1);
+    for (size_t i = i0; i < i1; i++)
+        job->dst[i] = dg_bf16_value(job->src[i]);
+}
+
+static enum dg_status bf16_scratch(struct dg_cpu *cpu, size_t floats, float **out)
+{
+    if (cpu->bf16_scratch_floats < floats) {
+        float *grown = realloc(cpu->bf16_scratch, floats * sizeof(float));
+        if (!grown)
+            return dg_error(DG_ERR_NOMEM, "cpu dense: out of memory for the bf16 operands");
+        cpu->bf16_scratch = grown;
+        cpu->bf16_scratch_floats = floats;
+    }
+    *out = cpu->bf16_scratch;
+    return DG_OK;
+}
+
+/* dst <- src rounded to bf16; returns dst. */
+static const float *round_into(struct dg_cpu *cpu, const float *src, size_t n, float *dst)
+{
+    struct round_job job = {src, dst, n};
+    dg_cpu_threads_run(cpu->pool, round_task, &job);
+    return dst;
+}
+
 static enum dg_status cpu_dense_fwd(struct dg_backend *be, int batch, int in, int out,
                                     const float *x, const float *w, const float *b, float *y,
                                     int relu)
@@ -292,8 +335,17 @@ static enum dg_status cpu_dense_fwd(struct dg_backend *be, int batch, int in, in
     struct dg_cpu *cpu = be->impl;
     if (batch < 1 || in < 1 || out < 1)
         return dg_error(DG_ERR_RUNTIME, "cpu dense: bad shape %d x %d -> %d", batch, in, out);
-    struct dense_job job = {cpu->isa, batch, in, out,  relu != 0, x,   w,
-                            b,        NULL,  y,  NULL, NULL,      NULL};
+    if (cpu->bf16) {
+        size_t nx = (size_t)batch * in, nw = (size_t)in * out;
+        float *scratch = NULL;
+        enum dg_status status = bf16_scratch(cpu, nx + nw, &scratch);
+        if (status != DG_OK)
+            return status;
+        x = round_into(cpu, x, nx, scratch);
+        w = round_into(cpu, w, nw, scratch + nx);
+    }
+    struct dense_job job = {cpu->isa, batch, in,   out,  relu != 0, x,   w,
+                            b,        NULL,  y,    NULL, NULL,      NULL, NULL};
     dg_cpu_threads_run(cpu->pool, dense_fwd_task, &job);
     return DG_OK;
 }
@@ -310,11 +362,11 @@ static void dense_bwd_task(void *ctx, int thread, int threads)
         size_t i0 = slice * DENSE_IN;
         size_t i1 = i0 + DENSE_IN < (size_t)job->in ? i0 + DENSE_IN : (size_t)job->in;
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(i1 - i0), job->out, job->batch,
-                    1.0f, job->x + i0, job->in, job->dy, job->out, 0.0f, job->dw + i0 * job->out,
-                    job->out);
+                    1.0f, job->x + i0, job->in, job->dy_mul, job->out, 0.0f,
+                    job->dw + i0 * job->out, job->out);
         if (job->dx)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, job->batch, (int)(i1 - i0),
-                        job->out, 1.0f, job->dy, job->out, job->w + i0 * job->out, job->out, 0.0f,
+                        job->out, 1.0f, job->dy_mul, job->out, job->w + i0 * job->out, job->out, 0.0f,
                         job->dx + i0, job->in);
     }
     size_t c0, c1;
@@ -334,7 +386,20 @@ static enum dg_status cpu_dense_bwd(struct dg_backend *be, int batch, int in, in
     struct dg_cpu *cpu = be->impl;
     if (batch < 1 || in < 1 || out < 1)
         return dg_error(DG_ERR_RUNTIME, "cpu dense: bad shape %d x %d -> %d", batch, in, out);
-    struct dense_job job = {cpu->isa, batch, in, out, 0, x, w, NULL, dy, NULL, dx, dw, db};
+    const float *dy_mul = dy; /* the products' dy; db sums the float32 dy */
+    if (cpu->bf16) {
+        size_t nx = (size_t)batch * in, nw = (size_t)in * out, ny = (size_t)batch * out;
+        float *scratch = NULL;
+        enum dg_status status = bf16_scratch(cpu, nx + nw + ny, &scratch);
+        if (status != DG_OK)
+            return status;
+        x = round_into(cpu, x, nx, scratch);
+        if (dx)
+            w = round_into(cpu, w, nw, scratch + nx);
+        dy_mul = round_into(cpu, dy, ny, scratch + nx + nw);
+    }
+    struct dense_job job = {cpu->isa, batch, in,   out, 0,  x,  w,
+                            NULL,     dy,    NULL, dx,  dw, db, dy_mul};
     dg_cpu_threads_run(cpu->pool, dense_bwd_task, &job);
     return DG_OK;
 }
@@ -459,14 +524,17 @@ static void describe(struct dg_backend *be)
 {
     struct dg_cpu *cpu = be->impl;
     static const char *const requests[] = {"", ", im2col+sgemm only", ", direct kernels", ""};
+    char math[64] = "";
+    if (cpu->bf16)
+        snprintf(math, sizeof math, ", bf16 math (%s)", cpu->bf16->name);
     /* "OpenBLAS 0.3.21": the name and version of the build string (`digits info` has it all) */
     const char *config = openblas_get_config();
     int name = 0;
     for (int words = 0; config && config[name] && words < 2; name++)
         words += config[name + 1] == ' ' || config[name + 1] == '\0';
-    snprintf(be->description, sizeof be->description, "cpu: %d thread%s, %s%s, %.*s",
+    snprintf(be->description, sizeof be->description, "cpu: %d thread%s, %s%s%s, %.*s",
              cpu->threads, cpu->threads == 1 ? "" : "s", dg_cpu_isa_label(cpu->isa->isa),
-             requests[cpu->kernels], config ? name : 8, config ? config : "OpenBLAS");
+             requests[cpu->kernels], math, config ? name : 8, config ? config : "OpenBLAS");
 }
 
 enum dg_status dg_backend_cpu_create(int threads, struct dg_backend **out)
@@ -529,8 +597,70 @@ enum dg_status dg_backend_cpu_set_isa(struct dg_backend *be, enum dg_cpu_isa isa
                                                : "no such ISA");
     struct dg_cpu *cpu = be->impl;
     cpu->isa = table;
+    if (cpu->bf16 && cpu->bf16 != &dg_cpu_bf16_portable && isa != DG_CPU_ISA_AVX512)
+        cpu->bf16 = NULL; /* the bf16 unit's kernels are AVX-512 ones */
     describe(be);
     return DG_OK;
+}
+
+/* The bf16 unit of a backend at its ISA; NULL with `missing` saying why where there is none. */
+static const struct dg_cpu_bf16_ops *bf16_unit(const struct dg_cpu *cpu, char *missing,
+                                               size_t size)
+{
+    const struct dg_cpu_features *f = dg_cpu_features();
+#if defined(__x86_64__)
+    if (f->avx512_bf16 && cpu->isa->isa == DG_CPU_ISA_AVX512)
+        return &dg_cpu_bf16_avx512;
+    if (f->avx512_bf16)
+        snprintf(missing, size,
+                 "this CPU's AVX512-BF16 unit runs with the AVX-512 kernels, and "
+                 "DIGITS_CPU_ISA=%s holds them back",
+                 dg_cpu_isa_name(cpu->isa->isa));
+    else
+        snprintf(missing, size,
+                 "this CPU has no AVX512-BF16 (vdpbf16ps; Intel Cooper Lake, Sapphire Rapids and "
+                 "later, AMD Zen 4 and later have it)");
+#else
+    snprintf(missing, size, "this build has no bf16 kernels for this architecture%s",
+             f->arm_bf16 ? " (the CPU has BF16: BFDOT/BFMMLA are not used yet)" : "");
+#endif
+    return NULL;
+}
+
+enum dg_status dg_backend_cpu_set_math(struct dg_backend *be, enum dg_math math)
+{
+    if (!be || be->ops != &cpu_ops)
+        return dg_error(DG_ERR_RUNTIME, "not a cpu backend");
+    struct dg_cpu *cpu = be->impl;
+    if (math == DG_MATH_TF32)
+        return dg_error(DG_ERR_USAGE, "--math tf32 is for CUDA; the CPU computes fp32 or bf16");
+    const struct dg_cpu_bf16_ops *unit = NULL;
+    if (math == DG_MATH_BF16) {
+        char missing[256] = "";
+        if (!(unit = bf16_unit(cpu, missing, sizeof missing)))
+            return dg_error(DG_ERR_USAGE, "--math bf16: %s; use --math fp32", missing);
+    }
+    cpu->bf16 = unit;
+    describe(be);
+    return DG_OK;
+}
+
+enum dg_status dg_backend_cpu_set_bf16_portable(struct dg_backend *be)
+{
+    if (!be || be->ops != &cpu_ops)
+        return dg_error(DG_ERR_RUNTIME, "not a cpu backend");
+    struct dg_cpu *cpu = be->impl;
+    cpu->bf16 = &dg_cpu_bf16_portable;
+    describe(be);
+    return DG_OK;
+}
+
+const char *dg_backend_cpu_bf16_unit(const struct dg_backend *be)
+{
+    if (!be || be->ops != &cpu_ops)
+        return NULL;
+    const struct dg_cpu *cpu = be->impl;
+    return cpu->bf16 ? cpu->bf16->name : NULL;
 }
 
 enum dg_cpu_isa dg_backend_cpu_isa(const struct dg_backend *be)

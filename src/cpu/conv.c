@@ -121,6 +121,8 @@ const char *dg_cpu_conv_algo_name(enum dg_cpu_conv_algo algo)
         return "Winograd";
     case DG_CPU_CONV_DIRECT:
         return "direct";
+    case DG_CPU_CONV_BF16:
+        return "bf16 direct";
     default:
         return "im2col+sgemm";
     }
@@ -178,6 +180,14 @@ void dg_cpu_conv_plan_free(struct dg_backend *be, void *plan)
     free(p->ws);
     free(p->wsum);
     free(p->wout);
+    free(p->bw);
+    free(p->bbias);
+    free(p->bx32);
+    free(p->bx);
+    free(p->bacc);
+    free(p->bxs);
+    free(p->bgs);
+    free(p->bzero);
     free(p);
 }
 
@@ -295,7 +305,8 @@ enum dg_status dg_cpu_conv_plan_create(struct dg_backend *be, const struct dg_co
     p->isa = cpu->isa;
     p->pad = shape->kernel / 2;
     p->threads = cpu->threads;
-    p->wm = shape->kernel == 3 ? 4 : shape->kernel == 5 ? 2 : 0;
+    p->bf16 = cpu->bf16;
+    p->wm = !p->bf16 && shape->kernel == 3 ? 4 : !p->bf16 && shape->kernel == 5 ? 2 : 0;
     if (p->wm) {
         p->th = (shape->height + p->wm - 1) / p->wm;
         p->tw = (shape->width + p->wm - 1) / p->wm;
@@ -305,11 +316,20 @@ enum dg_status dg_cpu_conv_plan_create(struct dg_backend *be, const struct dg_co
         p->hp = shape->height + 2 * p->pad;
         p->wp = shape->width + 2 * p->pad;
     }
-    p->algos = dg_cpu_conv_choose(cpu->kernels, shape);
-    p->fwd = fwd_of[p->algos.fwd];
-    p->bwd_data = bwd_data_of[p->algos.bwd_data];
-    p->bwd_filter = bwd_filter_of[p->algos.bwd_filter];
-    enum dg_status status = plan_workspaces(p);
+    enum dg_status status;
+    if (p->bf16) {
+        p->algos.fwd = p->algos.bwd_data = p->algos.bwd_filter = DG_CPU_CONV_BF16;
+        p->fwd = dg_cpu_bf16_fwd;
+        p->bwd_data = dg_cpu_bf16_bwd_data;
+        p->bwd_filter = dg_cpu_bf16_bwd_filter;
+        status = dg_cpu_bf16_ensure(p);
+    } else {
+        p->algos = dg_cpu_conv_choose(cpu->kernels, shape);
+        p->fwd = fwd_of[p->algos.fwd];
+        p->bwd_data = bwd_data_of[p->algos.bwd_data];
+        p->bwd_filter = bwd_filter_of[p->algos.bwd_filter];
+        status = plan_workspaces(p);
+    }
     if (status != DG_OK) {
         dg_cpu_conv_plan_free(be, p);
         return status;
@@ -322,6 +342,10 @@ void dg_cpu_conv_describe(struct dg_backend *be, const struct dg_conv_shape *sha
                           int with_bwd_data, char *out, size_t size)
 {
     struct dg_cpu *cpu = be->impl;
+    if (cpu->bf16) {
+        snprintf(out, size, "%s", dg_cpu_conv_algo_name(DG_CPU_CONV_BF16));
+        return;
+    }
     struct dg_cpu_conv_algos a = dg_cpu_conv_choose(cpu->kernels, shape);
     const char *fwd = dg_cpu_conv_algo_name(a.fwd);
     int same_data = !with_bwd_data || a.bwd_data == a.fwd;

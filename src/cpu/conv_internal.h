@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 
+#include "cpu/bf16.h"
 #include "cpu/cpu_internal.h"
 
 #define DG_TILE_PIXELS 14
@@ -54,6 +55,17 @@ struct conv_plan {
     double *wsum; /* (36, cout / 32, cin, 32): the slots' total */
     float *wout;  /* per thread (14 * m * m, max channels): output rows of one unit */
     size_t wv_floats, ws_floats, wout_floats;
+    /* bf16 (conv_bf16.c): NULL bf16 for a float32 plan */
+    const struct dg_cpu_bf16_ops *bf16;
+    uint16_t *bw;      /* packed weights (k, k, in pairs, outs padded to 16, 2) */
+    float *bbias;      /* the bias, output channels padded to 16 with zeros */
+    float *bx32;       /* per thread (hp, wp, max channels): the float32 padded image */
+    uint16_t *bx;      /* per thread (hp, wp, even max channels): the bf16 image */
+    float *bacc;       /* per thread: output tile or filter accumulators */
+    uint16_t *bxs;     /* weight gradient: (batch, hp, wp, cin, 2) sliding pixel pairs */
+    uint16_t *bgs;     /* weight gradient: (batch, h, pairs, cout16, 2) gradient pixel pairs */
+    float *bzero;      /* a zero pixel */
+    size_t b_image, b_tiles; /* elements per thread of bx32 / bx, of bacc */
 };
 
 /* Image slots of the Winograd weight gradient: slot j sums the images
@@ -91,6 +103,23 @@ static inline void filter_tile_at(const struct dg_conv_shape *s, size_t t, int *
     *rows = span - *row0 < DG_TILE_ROWS ? span - *row0 : DG_TILE_ROWS;
     *cout0 = c * 32;
     *couts = s->out_channels - *cout0 < 32 ? s->out_channels - *cout0 : 32;
+}
+
+/* The same tiles over `couts` output channels (the bf16 family pads them to 16). */
+static inline size_t filter_tile_count_padded(const struct dg_conv_shape *s, int couts)
+{
+    struct dg_conv_shape t = *s;
+    t.out_channels = couts;
+    return filter_tile_count(&t);
+}
+
+static inline void filter_tile_at_padded(const struct dg_conv_shape *s, int couts_total,
+                                         size_t t, int *ky, int *row0, int *rows, int *cout0,
+                                         int *couts)
+{
+    struct dg_conv_shape shape = *s;
+    shape.out_channels = couts_total;
+    filter_tile_at(&shape, t, ky, row0, rows, cout0, couts);
 }
 
 /* ---- jobs of the direct and Winograd families ---- */
@@ -147,5 +176,14 @@ void dg_cpu_winograd_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const flo
                               const float *w, const float *bias, float *dx, int relu);
 void dg_cpu_winograd_bwd_filter(struct dg_cpu *cpu, struct conv_plan *p, const float *x,
                                 const float *dy, float *dw, float *db);
+
+/* conv_bf16.c (plans with a bf16 unit) */
+enum dg_status dg_cpu_bf16_ensure(struct conv_plan *p);
+void dg_cpu_bf16_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x, const float *w,
+                     const float *bias, float *y, int relu);
+void dg_cpu_bf16_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const float *dy,
+                          const float *w, const float *bias, float *dx, int relu);
+void dg_cpu_bf16_bwd_filter(struct dg_cpu *cpu, struct conv_plan *p, const float *x,
+                            const float *dy, float *dw, float *db);
 
 #endif

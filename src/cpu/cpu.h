@@ -42,8 +42,10 @@ enum dg_cpu_conv_algo {
     DG_CPU_CONV_WINOGRAD, /* F(2x2,5x5) / F(4x4,3x3), alpha 6: kernels 3 and 5, input channels
                              % 16 and output channels % 32 == 0 (the other way round for
                              backward data) */
+    DG_CPU_CONV_BF16,     /* --math bf16: the direct scheme on bf16 operands, any shape
+                             (conv_bf16.c) */
 };
-/* "im2col+sgemm", "direct", "Winograd". */
+/* "im2col+sgemm", "direct", "Winograd", "bf16 direct". */
 const char *dg_cpu_conv_algo_name(enum dg_cpu_conv_algo algo);
 
 /* The algorithm request: DIGITS_CPU_KERNELS=auto|generic|direct|winograd. */
@@ -67,6 +69,13 @@ enum dg_status dg_backend_cpu_set_kernels(struct dg_backend *be, enum dg_cpu_ker
 /* Chooses the instruction set of a CPU backend (for plans created afterwards). DG_ERR_DEVICE
  * when this build or CPU lacks it, DG_ERR_RUNTIME when `be` is not a CPU backend. */
 enum dg_status dg_backend_cpu_set_isa(struct dg_backend *be, enum dg_cpu_isa isa);
+
+/* For tests: bf16 math through the portable emulation of the bf16 dot product, on any CPU (the
+ * bf16 algorithms checked where no bf16 unit is; `--math bf16` itself refuses such CPUs). */
+enum dg_status dg_backend_cpu_set_bf16_portable(struct dg_backend *be);
+
+/* The bf16 unit a CPU backend's bf16 plans use (NULL at float32). */
+const char *dg_backend_cpu_bf16_unit(const struct dg_backend *be);
 
 /* The ISA a CPU backend uses (DG_CPU_ISA_COUNT when `be` is not a CPU backend). */
 enum dg_cpu_isa dg_backend_cpu_isa(const struct dg_backend *be);

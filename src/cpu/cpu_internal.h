@@ -30,6 +30,7 @@ void dg_cpu_split(size_t count, size_t grain, int thread, int threads, size_t *b
 
 struct dg_dropout_key;
 struct dg_affine;
+struct dg_cpu_bf16_ops;
 
 /* One table per ISA, filled by kernels.c; the backend picks one at creation. Layouts:
  *   conv_row      one output row segment of a "same" convolution on padded NHWC input:
@@ -119,6 +120,9 @@ struct dg_cpu {
     int threads;
     const struct dg_cpu_isa_ops *isa; /* chosen once, at creation (or by set_isa) */
     enum dg_cpu_kernels kernels;      /* convolution algorithm request */
+    const struct dg_cpu_bf16_ops *bf16; /* --math bf16: the unit; NULL at float32 */
+    float *bf16_scratch;                /* dense layers' bf16-rounded operands */
+    size_t bf16_scratch_floats;
 };
 
 /* ---- convolution (conv.c, the algorithms in conv_im2col.c, conv_direct.c, conv_winograd.c) */

@@ -401,6 +401,9 @@ enum dg_status dg_backend_cuda_create(const struct dg_cuda_options *options,
     enum dg_status status = DG_OK;
     char reason[256];
     *out = NULL;
+    if (options && options->math == DG_MATH_BF16)
+        return dg_error(DG_ERR_USAGE, "--math bf16 runs on the CPU (--device cpu) for now; the "
+                                      "CUDA backend computes fp32 or tf32");
     if ((status = dg_cuda_probe(reason, sizeof reason)) != DG_OK)
         return dg_error(status, "cuda: %s", reason);
     struct cuda_backend *cb = calloc(1, sizeof *cb);
@@ -433,7 +436,7 @@ enum dg_status dg_backend_cuda_create(const struct dg_cuda_options *options,
     DG_TRY(cublasCreate(&cb->cublas));
     DG_TRY(cublasSetStream(cb->cublas, cb->stream));
     /* FP32: plain FP32 GEMMs (cuBLAS uses TF32 only when asked); TF32: tensor cores allowed. */
-    DG_TRY(cublasSetMathMode(cb->cublas, cb->options.math == DG_CUDA_MATH_TF32
+    DG_TRY(cublasSetMathMode(cb->cublas, cb->options.math == DG_MATH_TF32
                                              ? CUBLAS_TF32_TENSOR_OP_MATH
                                              : CUBLAS_DEFAULT_MATH));
     DG_TRY(cudnnCreatePoolingDescriptor(&cb->pool_desc));
@@ -447,7 +450,7 @@ enum dg_status dg_backend_cuda_create(const struct dg_cuda_options *options,
     snprintf(be->description, sizeof be->description,
              "cuda: %.96s (cc %d.%d, %.1f GiB), cuDNN %s, %s math%s", prop.name, prop.major,
              prop.minor, (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0), cudnn_text,
-             cb->options.math == DG_CUDA_MATH_TF32 ? "TF32" : "FP32",
+             cb->options.math == DG_MATH_TF32 ? "TF32" : "FP32",
              cb->options.deterministic ? ", deterministic" : "");
     *out = be;
     return DG_OK;

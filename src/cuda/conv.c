@@ -244,7 +244,7 @@ static enum dg_status conv_choose(struct cuda_backend *cb, struct cuda_conv_plan
                                   struct conv_choice *choice)
 {
     enum dg_status status = DG_OK;
-    int fp32 = cb->options.math == DG_CUDA_MATH_FP32;
+    int fp32 = cb->options.math == DG_MATH_FP32;
     int need_deterministic = fp32 || cb->options.deterministic;
     struct algo_candidate candidates[DG_CUDA_MAX_ALGOS];
     int count = 0;

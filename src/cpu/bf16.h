@@ -1,0 +1,78 @@
+/* The CPU's bf16 math (`--math bf16`): convolutions and dense layers multiply operands rounded
+ * to bfloat16 and accumulate in float32, as PyTorch's CPU autocast does; everything else
+ * (activations between ops, master weights, gradients, RMSprop state, softmax, loss) stays
+ * float32.
+ *
+ * bf16 keeps the sign, the 8 exponent bits and the top 7 mantissa bits of a float32. A product
+ * of two bf16 values is exact in float32 (8 + 8 significant bits), so "bf16 operands, float32
+ * accumulation" is one number per summation order whichever unit runs it: the bf16 dot-product
+ * instruction (AVX512-BF16 vdpbf16ps: two products added to a float32 lane, the odd one first)
+ * or a float32 multiply and add on bf16 values.
+ *
+ * The kernels (src/cpu/isa/bf16_kernels.c) are compiled for AVX512-BF16 and in portable C;
+ * the portable table emulates vdpbf16ps and runs only in tests (so that the bf16 algorithms
+ * are checked on machines without bf16 units); the backend refuses `--math bf16` where the
+ * CPU has no bf16 unit this build uses. */
+#ifndef DIGITS_CPU_BF16_H
+#define DIGITS_CPU_BF16_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* float32 -> bf16, rounding to nearest even as vcvtneps2bf16 does: denormal inputs become a
+ * zero of their sign (the instruction treats them as zero), NaN stays a quiet NaN, a value that
+ * rounds past the largest bf16 becomes infinity. Branch-free, so loops over it vectorise. */
+static inline uint16_t dg_bf16_round(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    uint32_t zero = (u >> 16) & 0x8000u;
+    uint32_t nan = (u >> 16) | 0x40u;
+    uint32_t out = (u & 0x7f800000u) == 0 ? zero : rounded;
+    out = (u & 0x7fffffffu) > 0x7f800000u ? nan : out;
+    return (uint16_t)out;
+}
+
+static inline float dg_bf16_to_float(uint16_t b)
+{
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* f rounded to bf16 and back: the value a bf16 operand carries. */
+static inline float dg_bf16_value(float f)
+{
+    return dg_bf16_to_float(dg_bf16_round(f));
+}
+
+/* One table per bf16 unit. Operands are bf16 bit patterns (uint16_t) in pairs: a pair is two
+ * consecutive uint16_t (the first is the even element of vdpbf16ps, the second the odd one),
+ * and its dot product with another pair is added to a float32 as odd * odd, then even * even.
+ *   conv_row     out[b][c] = sum over (ky, kx, channel pair q) of the pair
+ *                xrow[ky*row_stride + (b + kx)*cin2 + 2q ..] . wp[((ky*k + kx)*cin2/2 + q)*ldw
+ *                + 2c ..], for pixels b < pixels (1..14) and c < 16*vecs (vecs 1 or 2), summed
+ *                in that order; then + bias[c] and ReLU (NaN gives 0) where bias / relu are
+ *                given. out (pixels, 16*vecs), row stride 16*vecs. cin2 even; ldw in uint16_t.
+ *   filter_tile  acc[r][c] += sum over y < height, pixel pairs j < pairs of the pair
+ *                xs[y*row_stride + (2j*cin + r)*2 ..] . gs[(y*pairs + j)*ldg + 2c ..], for
+ *                r < rows (1..14), c < 16*vecs; acc (rows, 16*vecs), row stride 16*vecs.
+ *   round        dst[i] = dg_bf16_round(src[i]), i < n. */
+struct dg_cpu_bf16_ops {
+    const char *name; /* "AVX512-BF16", "portable C (emulated vdpbf16ps)" */
+    void (*conv_row)(const uint16_t *xrow, size_t row_stride, int cin2, int k, const uint16_t *wp,
+                     size_t ldw, int vecs, int pixels, const float *bias, int relu, float *out);
+    void (*filter_tile)(const uint16_t *xs, size_t row_stride, int cin, const uint16_t *gs,
+                        size_t ldg, int height, int pairs, int rows, int vecs, float *acc);
+    void (*round)(const float *src, size_t n, uint16_t *dst);
+};
+
+extern const struct dg_cpu_bf16_ops dg_cpu_bf16_portable;
+#if defined(__x86_64__)
+extern const struct dg_cpu_bf16_ops dg_cpu_bf16_avx512;
+#endif
+
+#endif
