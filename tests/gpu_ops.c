@@ -220,7 +220,7 @@ START_TEST(conv_deterministic_reruns)
     dg_test_fill(&rng, dy, ny, -1.0f, 1.0f);
     dg_test_fill(&rng, w, nw, -0.05f, 0.05f);
     printf("deterministic reruns: conv \"%s\"\n", conv_rerun_cases.at[_i].name);
-    struct dg_cuda_options options = {0, DG_CUDA_MATH_FP32, 1, 0};
+    struct dg_cuda_options options = {0, DG_MATH_FP32, 1, 0};
     struct dg_backend *second = NULL;
     check_ok(dg_backend_cuda_create(&options, &second));
     struct dg_backend *runs[3] = {gpu_det, gpu_det, second};
@@ -664,7 +664,7 @@ START_TEST(identity_memory_errors)
     check_ok(gpu->ops->sync(gpu));
     gpu->ops->free(gpu, q);
 
-    struct dg_cuda_options bad = {999, DG_CUDA_MATH_FP32, 0, 0};
+    struct dg_cuda_options bad = {999, DG_MATH_FP32, 0, 0};
     struct dg_backend *none = NULL;
     ck_assert_int_eq(dg_backend_cuda_create(&bad, &none), DG_ERR_DEVICE);
     ck_assert_ptr_null(none);
@@ -715,7 +715,7 @@ static Suite *gpu_ops_suite(void)
 
 static struct dg_backend *cuda_or_die(int math, int deterministic, size_t budget)
 {
-    struct dg_cuda_options options = {0, (enum dg_cuda_math)math, deterministic, budget};
+    struct dg_cuda_options options = {0, (enum dg_math)math, deterministic, budget};
     struct dg_backend *be = NULL;
     if (dg_backend_cuda_create(&options, &be) != DG_OK) {
         fprintf(stderr, "gpu_ops: %s\n", dg_error_message());
@@ -735,10 +735,10 @@ int main(void)
         fprintf(stderr, "gpu_ops: %s\n", dg_error_message());
         return EXIT_FAILURE;
     }
-    gpu = cuda_or_die(DG_CUDA_MATH_FP32, 0, 0);
-    gpu_det = cuda_or_die(DG_CUDA_MATH_FP32, 1, 0);
-    gpu_tf32 = cuda_or_die(DG_CUDA_MATH_TF32, 0, 0);
-    gpu_streamed = cuda_or_die(DG_CUDA_MATH_FP32, 0, 1);
+    gpu = cuda_or_die(DG_MATH_FP32, 0, 0);
+    gpu_det = cuda_or_die(DG_MATH_FP32, 1, 0);
+    gpu_tf32 = cuda_or_die(DG_MATH_TF32, 0, 0);
+    gpu_streamed = cuda_or_die(DG_MATH_FP32, 0, 1);
     printf("reference: %s\ncandidate: %s\n", cpu->description, gpu->description);
 
     SRunner *runner = srunner_create(gpu_ops_suite());

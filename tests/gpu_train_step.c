@@ -454,7 +454,7 @@ END_TEST
 START_TEST(deterministic_reruns)
 {
     enum { STEPS = 4 };
-    struct dg_cuda_options options = {0, DG_CUDA_MATH_FP32, 1, 0};
+    struct dg_cuda_options options = {0, DG_MATH_FP32, 1, 0};
     double losses[2][STEPS];
     float *params[2];
     for (int run = 0; run < 2; run++) {
@@ -515,7 +515,7 @@ int main(void)
         printf("gpu_train_step: skipped: %s\n", reason);
         return 77;
     }
-    struct dg_cuda_options options = {0, DG_CUDA_MATH_FP32, 0, 0};
+    struct dg_cuda_options options = {0, DG_MATH_FP32, 0, 0};
     int layer_count = 0;
     const struct dg_layer_spec *specs = dg_arch_reference(&layer_count);
     if (dg_backend_cpu_create(0, &cpu) != DG_OK ||

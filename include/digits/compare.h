@@ -64,6 +64,11 @@ extern const struct dg_tolerance dg_tol_backward_fp32;
 /* a TF32 candidate's convolutions and dense layers, forward and backward: normwise 1.5e-3 */
 extern const struct dg_tolerance dg_tol_forward_tf32;
 extern const struct dg_tolerance dg_tol_backward_tf32;
+/* a bf16 candidate's (--math bf16: operands rounded to bf16, float32 sums) convolutions and
+ * dense layers, forward and backward: normwise 1e-2, ~2.6 u_bf16 (measured 1.4e-3..4.5e-3 on
+ * the network; docs/DEVELOPING.md "Tolerances") */
+extern const struct dg_tolerance dg_tol_forward_bf16;
+extern const struct dg_tolerance dg_tol_backward_bf16;
 /* elementwise 0 + 0: bit-identical */
 extern const struct dg_tolerance dg_tol_exact;
 /* Parameters after a training step from the same weights: NMSE <= 1e-6 (measured 4.4e-7 after
@@ -75,6 +80,9 @@ extern const struct dg_tolerance dg_tol_weights;
  * gradient errors into weight differences of NMSE 5e-5 rounding to nearest, 1e-4 truncating,
  * measured; the per-op lines, not this, tell TF32 from bf16). */
 extern const struct dg_tolerance dg_tol_weights_tf32;
+/* The same after one step of a bf16 candidate: NMSE <= 4e-3 (measured 3.9e-4 after the first
+ * step, 3.2e-5 at most in the 19 after it). */
+extern const struct dg_tolerance dg_tol_weights_bf16;
 
 /* The mean loss of one batch from the same weights (each step of `digits compare --steps` and
  * of gpu_train_step starts the candidate from the reference's weights): relative 1e-5 in FP32;
@@ -82,6 +90,8 @@ extern const struct dg_tolerance dg_tol_weights_tf32;
  * bound (measured 2e-6..8e-6; the loss does not tell bf16 from TF32, the per-op lines do). */
 #define DG_TOL_LOSS_RTOL 1e-5
 #define DG_TOL_LOSS_RTOL_TF32 1.5e-3
+/* a bf16 candidate's loss: relative 3e-3 (measured 3.2e-4 at most over 20 steps) */
+#define DG_TOL_LOSS_RTOL_BF16 3e-3
 
 struct dg_diff {
     double max_abs;  /* max |a - b| (infinite when a value is not finite) */
@@ -111,6 +121,7 @@ struct dg_compare_setup {
     uint64_t seed; /* dropout and augmentation draws, and the order of the rows */
     int augment;
     int tf32; /* the candidate may use TF32: its conv / dense ops get the TF32 bounds */
+    int bf16; /* the candidate computes with bf16 operands: the bf16 bounds (over tf32) */
 };
 
 /* Runs one training batch through `ref` and `cand` and prints to `out` one line per tensor:

@@ -30,7 +30,7 @@ static const char *usage_text =
     "on the same inputs (after each layer the candidate continues from the reference's\n"
     "result), so a difference shows at the op that makes it. Bounds: docs/DEVELOPING.md,\n"
     "\"Tolerances\" (FP32 backward 5e-5 of max |reference|; with --math tf32, 1.5e-3 for\n"
-    "convolutions and dense layers).\n"
+    "convolutions and dense layers; with --math bf16, 1e-2).\n"
     "\n"
     "options:\n"
     "      --data FILE      labelled data for the batch (default: a deterministic synthetic\n"
@@ -43,14 +43,16 @@ static const char *usage_text =
     "      --device D       the candidate: cuda, cuda:N, or cpu (CPU against itself with\n"
     "                       --candidate-threads, a check of this command) (cuda)\n"
     "      --candidate-threads N  CPU threads of a cpu candidate (1)\n"
-    "      --math M         fp32 or tf32 (fp32); tf32 judges convolutions and dense layers by\n"
-    "                       the TF32 bounds\n"
+    "      --math M         fp32, tf32 or bf16 (fp32): the candidate's math; tf32 (cuda) and\n"
+    "                       bf16 (cpu, on a CPU with bf16 units) judge convolutions and dense\n"
+    "                       layers by their bounds\n"
     "      --threads N      threads of the CPU reference (all cores)\n"
     "  -h, --help           this text\n"
     "\n"
     "examples:\n"
     "  digits compare --data train.csv --steps 5\n"
-    "  digits compare --model model.dgt --math tf32\n";
+    "  digits compare --model model.dgt --math tf32\n"
+    "  digits compare --device cpu --math bf16 --steps 20\n";
 
 /* A deterministic synthetic labelled batch when no --data is given: strokes of varying
  * brightness, labels 0..9 in turn. */
@@ -201,6 +203,7 @@ int dg_cmd_compare(int argc, char **argv)
         .augment = augment,
         .tf32 =
             cand_device.math == DG_MATH_TF32 && strncmp(cand_device.device, "cuda", 4) == 0,
+        .bf16 = cand_device.math == DG_MATH_BF16,
     };
     status = dg_compare_backends(ref_be, cand_be, &setup, stdout, &failures);
 fail:

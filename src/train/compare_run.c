@@ -35,7 +35,7 @@ struct run {
     FILE *out;
     int failures;
     int n;
-    int tf32;
+    int tf32, bf16;
     struct side *ref, *cand;
     /* the reference's gradient of each layer's input right after that layer's backward (the
      * next layer's ReLU backward masks it in place later), host copies */
@@ -106,6 +106,8 @@ static const struct dg_tolerance *forward_tolerance(const struct run *r,
 {
     if (!is_matmul(layer))
         return &dg_tol_exact;
+    if (r->bf16)
+        return &dg_tol_forward_bf16;
     return r->tf32 ? &dg_tol_forward_tf32 : &dg_tol_forward;
 }
 
@@ -114,6 +116,8 @@ static const struct dg_tolerance *backward_tolerance(const struct run *r,
 {
     if (!is_matmul(layer))
         return &dg_tol_exact;
+    if (r->bf16)
+        return &dg_tol_backward_bf16;
     return r->tf32 ? &dg_tol_backward_tf32 : &dg_tol_backward_fp32;
 }
 
@@ -121,11 +125,15 @@ static const struct dg_tolerance *backward_tolerance(const struct run *r,
  * through every layer's TF32 rounding: the TF32 bound. */
 static double loss_bound(const struct run *r)
 {
+    if (r->bf16)
+        return DG_TOL_LOSS_RTOL_BF16;
     return r->tf32 ? DG_TOL_LOSS_RTOL_TF32 : DG_TOL_LOSS_RTOL;
 }
 
 static const struct dg_tolerance *weights_tolerance(const struct run *r)
 {
+    if (r->bf16)
+        return &dg_tol_weights_bf16;
     return r->tf32 ? &dg_tol_weights_tf32 : &dg_tol_weights;
 }
 
@@ -426,10 +434,11 @@ enum dg_status dg_compare_backends(struct dg_backend *ref_be, struct dg_backend 
             "bounds\n\n",
             ref_desc, cand_desc, n, setup->data_name ? setup->data_name : "(unnamed)",
             setup->model_name ? setup->model_name : "Glorot", setup->augment ? "on" : "off",
-            setup->tf32 ? "TF32" : "FP32");
+            setup->bf16 ? "bf16" : setup->tf32 ? "TF32" : "FP32");
     r.out = out;
     r.n = n;
     r.tf32 = setup->tf32;
+    r.bf16 = setup->bf16;
     r.ref = &ref;
     r.cand = &cand;
     if ((status = compare_batch(&r, rows, setup)) != DG_OK)

@@ -190,40 +190,47 @@ static inline float dot2(float acc, const uint16_t *a, const uint16_t *b)
     return acc;
 }
 
+/* (The loops keep one output's sum in a scalar, summed in the kernel's order; GCC 12 at -O3
+ * vectorised an earlier form of them across outputs wrongly, hence the plain shape.) */
 static void conv_row(const uint16_t *xrow, size_t row_stride, int cin2, int k, const uint16_t *wp,
                      size_t ldw, int vecs, int pixels, const float *bias, int relu, float *out)
 {
     int couts = 16 * vecs, pairs = cin2 / 2;
-    for (int b = 0; b < pixels; b++)
+    for (int b = 0; b < pixels; b++) {
+        float acc[32];
+        for (int c = 0; c < couts; c++)
+            acc[c] = 0.0f;
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                const uint16_t *in = xrow + (size_t)ky * row_stride + (size_t)(b + kx) * cin2;
+                const uint16_t *wk = wp + (size_t)(ky * k + kx) * pairs * ldw;
+                for (int q = 0; q < pairs; q++)
+                    for (int c = 0; c < couts; c++)
+                        acc[c] = dot2(acc[c], in + 2 * q, wk + (size_t)q * ldw + 2 * c);
+            }
         for (int c = 0; c < couts; c++) {
-            float acc = 0.0f;
-            for (int ky = 0; ky < k; ky++)
-                for (int kx = 0; kx < k; kx++) {
-                    const uint16_t *in = xrow + (size_t)ky * row_stride + (size_t)(b + kx) * cin2;
-                    const uint16_t *wk = wp + (size_t)(ky * k + kx) * pairs * ldw + 2 * c;
-                    for (int q = 0; q < pairs; q++)
-                        acc = dot2(acc, in + 2 * q, wk + (size_t)q * ldw);
-                }
+            float v = acc[c];
             if (bias)
-                acc += bias[c];
+                v += bias[c];
             if (relu)
-                acc = acc > 0.0f ? acc : 0.0f;
-            out[(size_t)b * couts + c] = acc;
+                v = v > 0.0f ? v : 0.0f;
+            out[(size_t)b * couts + c] = v;
         }
+    }
 }
 
 static void filter_tile(const uint16_t *xs, size_t row_stride, int cin, const uint16_t *gs,
                         size_t ldg, int height, int pairs, int rows, int vecs, float *acc)
 {
     int couts = 16 * vecs;
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < couts; c++) {
-            float a = acc[(size_t)r * couts + c];
-            for (int y = 0; y < height; y++)
-                for (int j = 0; j < pairs; j++)
-                    a = dot2(a, xs + (size_t)y * row_stride + ((size_t)2 * j * cin + r) * 2,
-                             gs + ((size_t)y * pairs + j) * ldg + 2 * c);
-            acc[(size_t)r * couts + c] = a;
+    for (int y = 0; y < height; y++)
+        for (int j = 0; j < pairs; j++) {
+            const uint16_t *g = gs + ((size_t)y * pairs + j) * ldg;
+            const uint16_t *x = xs + (size_t)y * row_stride + (size_t)2 * j * cin * 2;
+            for (int r = 0; r < rows; r++)
+                for (int c = 0; c < couts; c++)
+                    acc[(size_t)r * couts + c] =
+                        dot2(acc[(size_t)r * couts + c], x + (size_t)r * 2, g + 2 * c);
         }
 }
 
