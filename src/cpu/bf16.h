@@ -52,22 +52,26 @@ static inline float dg_bf16_value(float f)
 /* One table per bf16 unit. Operands are bf16 bit patterns (uint16_t) in pairs: a pair is two
  * consecutive uint16_t (the first is the even element of vdpbf16ps, the second the odd one),
  * and its dot product with another pair is added to a float32 as odd * odd, then even * even.
- *   conv_row     out[b][c] = sum over (ky, kx, channel pair q) of the pair
- *                xrow[ky*row_stride + (b + kx)*cin2 + 2q ..] . wp[((ky*k + kx)*cin2/2 + q)*ldw
- *                + 2c ..], for pixels b < pixels (1..14) and c < 16*vecs (vecs 1 or 2), summed
- *                in that order; then + bias[c] and ReLU (NaN gives 0) where bias / relu are
- *                given. out (pixels, 16*vecs), row stride 16*vecs. cin2 even; ldw in uint16_t.
+ *   conv_plane   out[c][o] = sum over (ky, kx, channel pair q) of the pair
+ *                wt[((ky*k + kx)*pairs + q)*ldc*2 + 2c ..] . x2[q*plane_stride + 2(o + ky*wp + kx) ..]
+ *                for channels c < couts (1..8) and outputs o < 16*vecs (vecs 1..3), summed in that
+ *                order; x2 is a padded image "pair-planar" (plane q holds the pairs of channels
+ *                2q, 2q+1, pixel by pixel, rows wp pixels apart) offset to the first output, so an
+ *                output o is the pixel o of the flattened plane. out (couts, 16*vecs).
  *   filter_tile  acc[r][c] += sum over y < height, pixel pairs j < pairs of the pair
  *                xs[y*row_stride + (2j*cin + r)*2 ..] . gs[(y*pairs + j)*ldg + 2c ..], for
  *                r < rows (1..14), c < 16*vecs; acc (rows, 16*vecs), row stride 16*vecs.
- *   round        dst[i] = dg_bf16_round(src[i]), i < n. */
+ *   round        dst[i] = dg_bf16_round(src[i]), i < n.
+ *   pairs        dst[2i] = dg_bf16_round(a[i]), dst[2i + 1] = dg_bf16_round(b[i]), i < n (b NULL:
+ *                zeros): the weight gradient's pixel pairs. */
 struct dg_cpu_bf16_ops {
     const char *name; /* "AVX512-BF16", "portable C (emulated vdpbf16ps)" */
-    void (*conv_row)(const uint16_t *xrow, size_t row_stride, int cin2, int k, const uint16_t *wp,
-                     size_t ldw, int vecs, int pixels, const float *bias, int relu, float *out);
+    void (*conv_plane)(const uint16_t *x2, size_t plane_stride, int pairs, int k, int wp,
+                       const uint16_t *wt, int ldc, int couts, int vecs, float *out);
     void (*filter_tile)(const uint16_t *xs, size_t row_stride, int cin, const uint16_t *gs,
                         size_t ldg, int height, int pairs, int rows, int vecs, float *acc);
     void (*round)(const float *src, size_t n, uint16_t *dst);
+    void (*pairs)(const float *a, const float *b, size_t n, uint16_t *dst);
 };
 
 extern const struct dg_cpu_bf16_ops dg_cpu_bf16_portable;

@@ -28,6 +28,17 @@ static int pad16(int c)
     return (c + 15) / 16 * 16;
 }
 
+/* Extra pixels after each plane, so that the last block's vectors read zeros. */
+#define PLANE_SLACK 48
+
+static size_t plane_stride(const struct conv_plan *p)
+{
+    return (size_t)2 * ((size_t)p->hp * p->wp + PLANE_SLACK);
+}
+
+/* Outputs per block: 3 vectors of 16 pixels of the flattened padded plane. */
+#define BLOCK 48
+
 enum dg_status dg_cpu_bf16_ensure(struct conv_plan *p)
 {
     if (p->bw)
@@ -36,44 +47,37 @@ enum dg_status dg_cpu_bf16_ensure(struct conv_plan *p)
     int cin = s->in_channels, cout = s->out_channels, k = s->kernel;
     size_t maxc = (size_t)(cin > cout ? cin : cout);
     size_t maxc2 = (size_t)even_up((int)maxc), maxc16 = (size_t)pad16((int)maxc);
-    size_t t = (size_t)p->threads, hw = (size_t)s->height * s->width;
+    size_t t = (size_t)p->threads;
     size_t pairs = (size_t)(s->width + 1) / 2;
-    p->b_image = (size_t)p->hp * p->wp * maxc2;
+    p->b_image = maxc2 / 2 * plane_stride(p);
     p->b_tiles = filter_tile_count_padded(s, pad16(cout)) * DG_TILE_ROWS * 32;
-    if (p->b_tiles < (size_t)DG_TILE_PIXELS * 32)
-        p->b_tiles = (size_t)DG_TILE_PIXELS * 32;
+    if (p->b_tiles < (size_t)8 * BLOCK)
+        p->b_tiles = (size_t)8 * BLOCK;
     p->bw = calloc((size_t)k * k * maxc2 * maxc16, sizeof(uint16_t));
-    p->bbias = calloc(maxc16, sizeof(float));
-    p->bx32 = calloc(p->b_image * t, sizeof(float));
+    p->bx32 = calloc((size_t)p->hp * p->wp * maxc2 * t, sizeof(float));
     p->bx = calloc(p->b_image * t, sizeof(uint16_t));
     p->bacc = calloc(p->b_tiles * t, sizeof(float));
     p->bxs = calloc((size_t)s->batch * p->hp * p->wp * cin * 2, sizeof(uint16_t));
     p->bgs = calloc((size_t)s->batch * s->height * pairs * pad16(cout) * 2, sizeof(uint16_t));
-    p->bzero = calloc(maxc16 > hw ? maxc16 : hw, sizeof(float));
-    if (!p->bw || !p->bbias || !p->bx32 || !p->bx || !p->bacc || !p->bxs || !p->bgs ||
-        !p->bzero)
+    if (!p->bw || !p->bx32 || !p->bx || !p->bacc || !p->bxs || !p->bgs)
         return dg_error(DG_ERR_NOMEM, "cpu conv: out of memory for the bf16 workspace");
     return DG_OK;
 }
 
-/* The image `src` (c, h, w) float32 as bf16 (hp, wp, c2) NHWC, c2 = c rounded up to even, the
- * padding and the extra channel zero; x32 is the float32 padded copy on the way. */
-static void pack_image(const struct conv_plan *p, const float *src, int c, float *x32,
-                       uint16_t *dst)
+/* The image `src` (c, h, w) float32 into the thread's pair-planar bf16 image: plane q holds the
+ * pairs (channel 2q, channel 2q + 1; zero past the last channel) at (y + pad, x + pad). Only the
+ * interior is written: the borders and the slack were zeroed when the buffer was made and stay
+ * so (the same plan writes the same interior). */
+static void pack_planar(const struct conv_plan *p, const float *src, int c, uint16_t *dst)
 {
     const struct dg_conv_shape *s = &p->s;
-    size_t pixels = (size_t)p->hp * p->wp;
-    int c2 = even_up(c);
-    dg_cpu_conv_pack_padded(p->isa, src, c, s->height, s->width, p->pad, p->hp, p->wp, x32);
-    if (c2 == c) {
-        p->bf16->round(x32, pixels * c, dst);
-        return;
-    }
-    for (size_t i = 0; i < pixels; i++) {
-        for (int ch = 0; ch < c; ch++)
-            dst[i * c2 + ch] = dg_bf16_round(x32[i * c + ch]);
-        dst[i * c2 + c] = 0;
-    }
+    size_t hw = (size_t)s->height * s->width, ps = plane_stride(p);
+    for (int q = 0; q < (c + 1) / 2; q++)
+        for (int y = 0; y < s->height; y++) {
+            const float *a = src + (size_t)2 * q * hw + (size_t)y * s->width;
+            uint16_t *d = dst + q * ps + (size_t)2 * ((size_t)(y + p->pad) * p->wp + p->pad);
+            p->bf16->pairs(a, 2 * q + 1 < c ? a + hw : NULL, (size_t)s->width, d);
+        }
 }
 
 struct bf16_job {
@@ -84,58 +88,75 @@ struct bf16_job {
     int cin, cout, relu;
 };
 
+/* The outputs o of the flattened plane (row y = o / wp, column x = o % wp, kept where x < w),
+ * the block's tile rows (c, 16*vecs) into the NCHW image `out` (channels planes of h x w), with
+ * bias and ReLU. */
+static void scatter(const struct conv_plan *p, const float *tile, int couts, int vecs, size_t o0,
+                    size_t end, const float *bias, int relu, float *out)
+{
+    const struct dg_conv_shape *s = &p->s;
+    size_t hw = (size_t)s->height * s->width, wp = (size_t)p->wp, n = (size_t)16 * vecs;
+    for (int c = 0; c < couts; c++) {
+        const float *t = tile + (size_t)c * n;
+        float b = bias ? bias[c] : 0.0f;
+        float *plane = out + (size_t)c * hw;
+        for (size_t o = o0; o < end;) {
+            size_t y = o / wp, x = o % wp, row_end = y * wp + (size_t)s->width;
+            size_t stop = row_end < end ? row_end : end;
+            float *d = plane + y * s->width;
+            for (size_t i = o; i < stop; i++) {
+                float v = t[i - o0] + b;
+                if (relu)
+                    v = v > 0.0f ? v : 0.0f;
+                d[x + (i - o)] = v;
+            }
+            o = (y + 1) * wp;
+        }
+    }
+}
+
 static void bf16_conv_task(void *ctx, int thread, int threads)
 {
     const struct bf16_job *job = ctx;
     const struct conv_plan *p = job->p;
     const struct dg_conv_shape *s = &p->s;
-    int k = s->kernel, h = s->height, w = s->width;
-    int cin2 = even_up(job->cin), cout16 = pad16(job->cout);
-    size_t row_stride = (size_t)p->wp * cin2, hw = (size_t)h * w;
-    float *x32 = p->bx32 + p->b_image * (size_t)thread;
+    int k = s->kernel, h = s->height, w = s->width, pairs = (job->cin + 1) / 2;
+    size_t hw = (size_t)h * w, ps = plane_stride(p);
+    size_t total = (size_t)(h - 1) * p->wp + (size_t)w, blocks = (total + BLOCK - 1) / BLOCK;
     uint16_t *image = p->bx + p->b_image * (size_t)thread;
     float *tile = p->bacc + p->b_tiles * (size_t)thread;
-    size_t packed = (size_t)-1, r0, r1;
-    dg_cpu_split((size_t)s->batch * h, 1, thread, threads, &r0, &r1);
-    for (size_t unit = r0; unit < r1; unit++) {
-        size_t n = unit / (size_t)h;
-        int y = (int)(unit % (size_t)h);
+    size_t packed = (size_t)-1, u0, u1;
+    dg_cpu_split((size_t)s->batch * blocks, 1, thread, threads, &u0, &u1);
+    for (size_t unit = u0; unit < u1; unit++) {
+        size_t n = unit / blocks, o0 = unit % blocks * BLOCK;
         if (n != packed) {
-            pack_image(p, job->in + n * job->cin * hw, job->cin, x32, image);
+            pack_planar(p, job->in + n * job->cin * hw, job->cin, image);
             packed = n;
         }
-        const uint16_t *row = image + (size_t)y * row_stride;
-        float *out_image = job->out + n * job->cout * hw + (size_t)y * w;
-        for (int c0 = 0; c0 < cout16; c0 += 32) {
-            int vecs = cout16 - c0 >= 32 ? 2 : 1, couts = 16 * vecs;
-            int real = job->cout - c0 < couts ? job->cout - c0 : couts;
-            for (int x0 = 0; x0 < w; x0 += DG_TILE_PIXELS) {
-                int pixels = w - x0 < DG_TILE_PIXELS ? w - x0 : DG_TILE_PIXELS;
-                p->bf16->conv_row(row + (size_t)x0 * cin2, row_stride, cin2, k,
-                                  p->bw + (size_t)c0 * 2, (size_t)cout16 * 2, vecs, pixels,
-                                  job->bias ? job->bias + c0 : NULL, job->relu, tile);
-                float *dst = out_image + (size_t)c0 * hw + x0;
-                if (real == couts) {
-                    p->isa->from_nhwc(tile, couts, pixels, dst, hw);
-                    continue;
-                }
-                for (int c = 0; c < real; c++)
-                    for (int b = 0; b < pixels; b++)
-                        dst[(size_t)c * hw + b] = tile[(size_t)b * couts + c];
-            }
+        size_t end = o0 + BLOCK < total ? o0 + BLOCK : total;
+        int vecs = (int)((end - o0 + 15) / 16);
+        /* the first output's pixel is (pad, pad) of the padded plane, minus the taps' offset */
+        const uint16_t *x2 = image + 2 * o0;
+        float *out_image = job->out + n * job->cout * hw;
+        for (int c0 = 0; c0 < job->cout; c0 += 8) {
+            int couts = job->cout - c0 < 8 ? job->cout - c0 : 8;
+            p->bf16->conv_plane(x2, ps, pairs, k, p->wp, p->bw + (size_t)c0 * 2, job->cout, couts,
+                                vecs, tile);
+            scatter(p, tile, couts, vecs, o0, end, job->bias ? job->bias + c0 : NULL, job->relu,
+                    out_image + (size_t)c0 * hw);
         }
     }
 }
 
-/* bw <- w (cout, cin, k, k) as bf16 pairs: forward (k, k, cin2/2, cout16, 2), or with `flip`
- * the backward-data weights (k, k, cout2/2, cin16, 2), taps flipped. */
+/* bw <- w (cout, cin, k, k) as bf16 pairs: forward (k, k, cin2/2, cout, 2), or with `flip`
+ * the backward-data weights (k, k, cout2/2, cin, 2), taps flipped. */
 static void pack_weights(struct conv_plan *p, const float *w, int flip)
 {
     const struct dg_conv_shape *s = &p->s;
     int k = s->kernel, cin = s->in_channels, cout = s->out_channels;
     int ins = flip ? cout : cin, outs = flip ? cin : cout;
     int pairs = even_up(ins) / 2;
-    size_t ldw = (size_t)pad16(outs) * 2;
+    size_t ldw = (size_t)outs * 2;
     memset(p->bw, 0, sizeof(uint16_t) * (size_t)k * k * pairs * ldw);
     for (int co = 0; co < cout; co++)
         for (int ci = 0; ci < cin; ci++)
@@ -152,10 +173,7 @@ void dg_cpu_bf16_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x, co
                      const float *bias, float *y, int relu)
 {
     pack_weights(p, w, 0);
-    if (bias)
-        memcpy(p->bbias, bias, sizeof(float) * (size_t)p->s.out_channels);
-    struct bf16_job job = {p, x, bias ? p->bbias : NULL, y, p->s.in_channels, p->s.out_channels,
-                           relu};
+    struct bf16_job job = {p, x, bias, y, p->s.in_channels, p->s.out_channels, relu};
     dg_cpu_threads_run(cpu->pool, bf16_conv_task, &job);
 }
 
@@ -186,35 +204,29 @@ static void bf16_pack_task(void *ctx, int thread, int threads)
     int cout16 = pad16(cout), pairs = (w + 1) / 2;
     size_t hw = (size_t)h * w, xs_image = (size_t)p->hp * p->wp * cin * 2;
     size_t gs_image = (size_t)h * pairs * cout16 * 2;
-    float *x32 = p->bx32 + p->b_image * (size_t)thread;
+    float *x32 = p->bx32 + (size_t)p->hp * p->wp * even_up(cin > cout ? cin : cout) * (size_t)thread;
     size_t n0, n1;
     dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
     for (size_t n = n0; n < n1; n++) {
         dg_cpu_conv_pack_padded(p->isa, job->x + n * cin * hw, cin, h, w, p->pad, p->hp, p->wp,
                                 x32);
         uint16_t *xs = p->bxs + n * xs_image;
-        for (int yp = 0; yp < p->hp; yp++)
-            for (int xp = 0; xp < p->wp; xp++) {
-                const float *a = x32 + ((size_t)yp * p->wp + xp) * cin;
-                const float *b = xp + 1 < p->wp ? a + cin : p->bzero;
-                uint16_t *d = xs + ((size_t)yp * p->wp + xp) * cin * 2;
-                for (int c = 0; c < cin; c++) {
-                    d[2 * c] = dg_bf16_round(a[c]);
-                    d[2 * c + 1] = dg_bf16_round(b[c]);
-                }
-            }
+        /* a row's pixels with their right neighbours in one run; its last pixel with zeros */
+        for (int yp = 0; yp < p->hp; yp++) {
+            const float *a = x32 + (size_t)yp * p->wp * cin;
+            uint16_t *d = xs + (size_t)yp * p->wp * cin * 2;
+            size_t run = (size_t)(p->wp - 1) * cin;
+            p->bf16->pairs(a, a + cin, run, d);
+            p->bf16->pairs(a + run, NULL, (size_t)cin, d + 2 * run);
+        }
         /* the gradient in NHWC, then its pixel pairs */
         dg_cpu_conv_pack_padded(p->isa, job->dy + n * cout * hw, cout, h, w, 0, h, w, x32);
         uint16_t *gs = p->bgs + n * gs_image;
         for (int y = 0; y < h; y++)
             for (int j = 0; j < pairs; j++) {
                 const float *a = x32 + ((size_t)y * w + 2 * j) * cout;
-                const float *b = 2 * j + 1 < w ? a + cout : p->bzero;
                 uint16_t *d = gs + ((size_t)y * pairs + j) * cout16 * 2;
-                for (int c = 0; c < cout; c++) {
-                    d[2 * c] = dg_bf16_round(a[c]);
-                    d[2 * c + 1] = dg_bf16_round(b[c]);
-                }
+                p->bf16->pairs(a, 2 * j + 1 < w ? a + cout : NULL, (size_t)cout, d);
                 memset(d + 2 * cout, 0, sizeof(uint16_t) * 2 * (size_t)(cout16 - cout));
             }
     }

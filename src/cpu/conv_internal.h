@@ -58,13 +58,11 @@ struct conv_plan {
     /* bf16 (conv_bf16.c): NULL bf16 for a float32 plan */
     const struct dg_cpu_bf16_ops *bf16;
     uint16_t *bw;      /* packed weights (k, k, in pairs, outs padded to 16, 2) */
-    float *bbias;      /* the bias, output channels padded to 16 with zeros */
     float *bx32;       /* per thread (hp, wp, max channels): the float32 padded image */
     uint16_t *bx;      /* per thread (hp, wp, even max channels): the bf16 image */
     float *bacc;       /* per thread: output tile or filter accumulators */
     uint16_t *bxs;     /* weight gradient: (batch, hp, wp, cin, 2) sliding pixel pairs */
     uint16_t *bgs;     /* weight gradient: (batch, h, pairs, cout16, 2) gradient pixel pairs */
-    float *bzero;      /* a zero pixel */
     size_t b_image, b_tiles; /* elements per thread of bx32 / bx, of bacc */
 };
 

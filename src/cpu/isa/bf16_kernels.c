@@ -1,6 +1,7 @@
 /* The bf16 kernels (src/cpu/bf16.h gives the layouts), one source compiled twice: with
  * DG_BF16_AVX512 (flags -mavx512f -mavx512bf16) the dot products are vdpbf16ps on 16-lane zmm
- * vectors, blocks of up to 14 pixels (rows) x 2 vectors held in registers; without it, portable
+ * vectors, blocks held in registers (conv_plane: up to 8 channels x 3 vectors of 16 pixels;
+ * filter_tile: up to 14 rows x 2 vectors of 16 channels); without it, portable
  * C that adds each pair's products to a float32 in the instruction's order (odd, then even),
  * for tests on machines without bf16 units. */
 #include "cpu/bf16.h"
@@ -9,13 +10,9 @@
 #include <immintrin.h>
 #endif
 
-#define DG_BF16_TILE 14
-
-static void round_all(const float *src, size_t n, uint16_t *dst)
-{
-    for (size_t i = 0; i < n; i++)
-        dst[i] = dg_bf16_round(src[i]);
-}
+#define DG_BF16_TILE 14 /* most rows per filter_tile call */
+#define DG_BF16_ROWS 8  /* most output channels per conv_plane call */
+#define DG_BF16_VECS 3  /* most 16-pixel vectors per conv_plane call */
 
 #if defined(DG_BF16_AVX512)
 
@@ -31,47 +28,74 @@ static inline __m512bh vec_at(const uint16_t *p)
     return (__m512bh)_mm512_loadu_si512((const void *)p);
 }
 
-static inline __attribute__((always_inline)) void
-conv_block(const uint16_t *xrow, size_t row_stride, int cin2, int k, const uint16_t *wp,
-           size_t ldw, const int B, const int V, const float *bias, int relu, float *out)
+/* vcvtneps2bf16 rounds as dg_bf16_round (nearest even, denormals to zero, NaN quiet); the
+ * tests compare the two over every class of input. AVX-512F and AVX512-BF16 only. */
+static void round_all(const float *src, size_t n, uint16_t *dst)
 {
-    __m512 acc[DG_BF16_TILE][2];
-#pragma GCC unroll 16
-    for (int b = 0; b < B; b++)
-#pragma GCC unroll 2
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i),
+                            (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
+    for (; i < n; i++)
+        dst[i] = dg_bf16_round(src[i]);
+}
+
+static inline __m512i pairs16(__m512 a, __m512 b)
+{
+    __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(a));
+    __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(b));
+    return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+}
+
+static void pairs_of(const float *a, const float *b, size_t n, uint16_t *dst)
+{
+    size_t i = 0;
+    const __m512 zero = _mm512_setzero_ps();
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_si512((void *)(dst + 2 * i),
+                            pairs16(_mm512_loadu_ps(a + i), b ? _mm512_loadu_ps(b + i) : zero));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        __m512 va = _mm512_maskz_loadu_ps(m, a + i);
+        __m512 vb = b ? _mm512_maskz_loadu_ps(m, b + i) : zero;
+        _mm512_mask_storeu_epi32(dst + 2 * i, m, pairs16(va, vb));
+    }
+}
+
+static inline __attribute__((always_inline)) void
+plane_block(const uint16_t *x2, size_t plane_stride, int pairs, int k, int wp, const uint16_t *wt,
+            int ldc, const int C, const int V, float *out)
+{
+    __m512 acc[DG_BF16_ROWS][DG_BF16_VECS];
+#pragma GCC unroll 8
+    for (int c = 0; c < C; c++)
+#pragma GCC unroll 3
         for (int v = 0; v < V; v++)
-            acc[b][v] = _mm512_setzero_ps();
-    int pairs = cin2 / 2;
+            acc[c][v] = _mm512_setzero_ps();
     for (int ky = 0; ky < k; ky++)
         for (int kx = 0; kx < k; kx++) {
-            const uint16_t *in = xrow + (size_t)ky * row_stride + (size_t)kx * cin2;
-            const uint16_t *wk = wp + (size_t)(ky * k + kx) * pairs * ldw;
+            const uint16_t *in = x2 + (size_t)2 * (ky * wp + kx);
+            const uint16_t *wk = wt + (size_t)(ky * k + kx) * pairs * ldc * 2;
             for (int q = 0; q < pairs; q++) {
-                __m512bh w[2];
-#pragma GCC unroll 2
+                __m512bh xv[DG_BF16_VECS];
+#pragma GCC unroll 3
                 for (int v = 0; v < V; v++)
-                    w[v] = vec_at(wk + (size_t)q * ldw + 32 * v);
-#pragma GCC unroll 16
-                for (int b = 0; b < B; b++) {
-                    __m512bh s = pair_at(in + (size_t)b * cin2 + 2 * q);
-#pragma GCC unroll 2
+                    xv[v] = vec_at(in + (size_t)q * plane_stride + 32 * v);
+                const uint16_t *wq = wk + (size_t)q * ldc * 2;
+#pragma GCC unroll 8
+                for (int c = 0; c < C; c++) {
+                    __m512bh s = pair_at(wq + 2 * c);
+#pragma GCC unroll 3
                     for (int v = 0; v < V; v++)
-                        acc[b][v] = _mm512_dpbf16_ps(acc[b][v], s, w[v]);
+                        acc[c][v] = _mm512_dpbf16_ps(acc[c][v], s, xv[v]);
                 }
             }
         }
-    const __m512 zero = _mm512_setzero_ps();
-#pragma GCC unroll 16
-    for (int b = 0; b < B; b++)
-#pragma GCC unroll 2
-        for (int v = 0; v < V; v++) {
-            __m512 r = acc[b][v];
-            if (bias)
-                r = _mm512_add_ps(r, _mm512_loadu_ps(bias + 16 * v));
-            if (relu)
-                r = _mm512_max_ps(r, zero); /* NaN -> 0 (max returns its second operand) */
-            _mm512_storeu_ps(out + (size_t)b * 16 * V + 16 * v, r);
-        }
+#pragma GCC unroll 8
+    for (int c = 0; c < C; c++)
+#pragma GCC unroll 3
+        for (int v = 0; v < V; v++)
+            _mm512_storeu_ps(out + (size_t)c * 16 * V + 16 * v, acc[c][v]);
 }
 
 static inline __attribute__((always_inline)) void
@@ -109,22 +133,28 @@ filter_block(const uint16_t *xs, size_t row_stride, int cin, const uint16_t *gs,
             _mm512_storeu_ps(acc + (size_t)r * 16 * V + 16 * v, a[r][v]);
 }
 
-typedef void (*conv_fn)(const uint16_t *, size_t, int, int, const uint16_t *, size_t,
-                        const float *, int, float *);
+typedef void (*plane_fn)(const uint16_t *, size_t, int, int, int, const uint16_t *, int, float *);
 typedef void (*filter_fn)(const uint16_t *, size_t, int, const uint16_t *, size_t, int, int,
                           float *);
 
-#define DG_BF16_BLOCKS(B)                                                                          \
-    static void conv_##B##_1(const uint16_t *x, size_t rs, int c2, int k, const uint16_t *w,      \
-                             size_t ldw, const float *bias, int relu, float *out)                  \
+#define DG_PLANE_BLOCKS(C)                                                                         \
+    static void plane_##C##_1(const uint16_t *x, size_t ps, int pairs, int k, int wp,             \
+                              const uint16_t *wt, int ldc, float *out)                             \
     {                                                                                              \
-        conv_block(x, rs, c2, k, w, ldw, B, 1, bias, relu, out);                                   \
+        plane_block(x, ps, pairs, k, wp, wt, ldc, C, 1, out);                                      \
     }                                                                                              \
-    static void conv_##B##_2(const uint16_t *x, size_t rs, int c2, int k, const uint16_t *w,      \
-                             size_t ldw, const float *bias, int relu, float *out)                  \
+    static void plane_##C##_2(const uint16_t *x, size_t ps, int pairs, int k, int wp,             \
+                              const uint16_t *wt, int ldc, float *out)                             \
     {                                                                                              \
-        conv_block(x, rs, c2, k, w, ldw, B, 2, bias, relu, out);                                   \
+        plane_block(x, ps, pairs, k, wp, wt, ldc, C, 2, out);                                      \
     }                                                                                              \
+    static void plane_##C##_3(const uint16_t *x, size_t ps, int pairs, int k, int wp,             \
+                              const uint16_t *wt, int ldc, float *out)                             \
+    {                                                                                              \
+        plane_block(x, ps, pairs, k, wp, wt, ldc, C, 3, out);                                      \
+    }
+
+#define DG_FILTER_BLOCKS(B)                                                                        \
     static void filter_##B##_1(const uint16_t *x, size_t rs, int cin, const uint16_t *g,          \
                                size_t ldg, int h, int pairs, float *acc)                           \
     {                                                                                              \
@@ -136,34 +166,44 @@ typedef void (*filter_fn)(const uint16_t *, size_t, int, const uint16_t *, size_
         filter_block(x, rs, cin, g, ldg, h, pairs, B, 2, acc);                                     \
     }
 
-DG_BF16_BLOCKS(1)
-DG_BF16_BLOCKS(2)
-DG_BF16_BLOCKS(3)
-DG_BF16_BLOCKS(4)
-DG_BF16_BLOCKS(5)
-DG_BF16_BLOCKS(6)
-DG_BF16_BLOCKS(7)
-DG_BF16_BLOCKS(8)
-DG_BF16_BLOCKS(9)
-DG_BF16_BLOCKS(10)
-DG_BF16_BLOCKS(11)
-DG_BF16_BLOCKS(12)
-DG_BF16_BLOCKS(13)
-DG_BF16_BLOCKS(14)
+DG_PLANE_BLOCKS(1)
+DG_PLANE_BLOCKS(2)
+DG_PLANE_BLOCKS(3)
+DG_PLANE_BLOCKS(4)
+DG_PLANE_BLOCKS(5)
+DG_PLANE_BLOCKS(6)
+DG_PLANE_BLOCKS(7)
+DG_PLANE_BLOCKS(8)
+DG_FILTER_BLOCKS(1)
+DG_FILTER_BLOCKS(2)
+DG_FILTER_BLOCKS(3)
+DG_FILTER_BLOCKS(4)
+DG_FILTER_BLOCKS(5)
+DG_FILTER_BLOCKS(6)
+DG_FILTER_BLOCKS(7)
+DG_FILTER_BLOCKS(8)
+DG_FILTER_BLOCKS(9)
+DG_FILTER_BLOCKS(10)
+DG_FILTER_BLOCKS(11)
+DG_FILTER_BLOCKS(12)
+DG_FILTER_BLOCKS(13)
+DG_FILTER_BLOCKS(14)
 
-#define DG_BF16_ROW(prefix, v)                                                                     \
-    {prefix##1_##v,  prefix##2_##v,  prefix##3_##v,  prefix##4_##v,  prefix##5_##v,                \
-     prefix##6_##v,  prefix##7_##v,  prefix##8_##v,  prefix##9_##v,  prefix##10_##v,               \
-     prefix##11_##v, prefix##12_##v, prefix##13_##v, prefix##14_##v}
+#define DG_PLANE_ROW(c) {plane_##c##_1, plane_##c##_2, plane_##c##_3}
+#define DG_FILTER_ROW(v)                                                                           \
+    {filter_1_##v,  filter_2_##v,  filter_3_##v,  filter_4_##v,  filter_5_##v,                     \
+     filter_6_##v,  filter_7_##v,  filter_8_##v,  filter_9_##v,  filter_10_##v,                    \
+     filter_11_##v, filter_12_##v, filter_13_##v, filter_14_##v}
 
-static const conv_fn conv_blocks[2][DG_BF16_TILE] = {DG_BF16_ROW(conv_, 1), DG_BF16_ROW(conv_, 2)};
-static const filter_fn filter_blocks[2][DG_BF16_TILE] = {DG_BF16_ROW(filter_, 1),
-                                                         DG_BF16_ROW(filter_, 2)};
+static const plane_fn plane_blocks[DG_BF16_ROWS][DG_BF16_VECS] = {
+    DG_PLANE_ROW(1), DG_PLANE_ROW(2), DG_PLANE_ROW(3), DG_PLANE_ROW(4),
+    DG_PLANE_ROW(5), DG_PLANE_ROW(6), DG_PLANE_ROW(7), DG_PLANE_ROW(8)};
+static const filter_fn filter_blocks[2][DG_BF16_TILE] = {DG_FILTER_ROW(1), DG_FILTER_ROW(2)};
 
-static void conv_row(const uint16_t *xrow, size_t row_stride, int cin2, int k, const uint16_t *wp,
-                     size_t ldw, int vecs, int pixels, const float *bias, int relu, float *out)
+static void conv_plane(const uint16_t *x2, size_t plane_stride, int pairs, int k, int wp,
+                       const uint16_t *wt, int ldc, int couts, int vecs, float *out)
 {
-    conv_blocks[vecs - 1][pixels - 1](xrow, row_stride, cin2, k, wp, ldw, bias, relu, out);
+    plane_blocks[couts - 1][vecs - 1](x2, plane_stride, pairs, k, wp, wt, ldc, out);
 }
 
 static void filter_tile(const uint16_t *xs, size_t row_stride, int cin, const uint16_t *gs,
@@ -174,12 +214,35 @@ static void filter_tile(const uint16_t *xs, size_t row_stride, int cin, const ui
 
 const struct dg_cpu_bf16_ops dg_cpu_bf16_avx512 = {
     .name = "AVX512-BF16",
-    .conv_row = conv_row,
+    .conv_plane = conv_plane,
     .filter_tile = filter_tile,
     .round = round_all,
+    .pairs = pairs_of,
 };
 
 #else /* portable C */
+
+static void round_all(const float *src, size_t n, uint16_t *dst)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = dg_bf16_round(src[i]);
+}
+
+static void pairs_of(const float *a, const float *b, size_t n, uint16_t *dst)
+{
+    if (!b) {
+        for (size_t i = 0; i < n; i++) {
+            dst[2 * i] = dg_bf16_round(a[i]);
+            dst[2 * i + 1] = 0;
+        }
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        dst[2 * i] = dg_bf16_round(a[i]);
+        dst[2 * i + 1] = dg_bf16_round(b[i]);
+    }
+}
+
 
 /* acc + a . b for the pairs a, b: the odd products first, then the even ones, each added in
  * float32 (each product is exact). */
@@ -190,32 +253,27 @@ static inline float dot2(float acc, const uint16_t *a, const uint16_t *b)
     return acc;
 }
 
-/* (The loops keep one output's sum in a scalar, summed in the kernel's order; GCC 12 at -O3
- * vectorised an earlier form of them across outputs wrongly, hence the plain shape.) */
-static void conv_row(const uint16_t *xrow, size_t row_stride, int cin2, int k, const uint16_t *wp,
-                     size_t ldw, int vecs, int pixels, const float *bias, int relu, float *out)
+/* (One output's sum is kept in the kernel's order; GCC 12 at -O3 vectorised an earlier form of
+ * these loops across outputs into wrong sums, hence the plain shape.) */
+static void conv_plane(const uint16_t *x2, size_t plane_stride, int pairs, int k, int wp,
+                       const uint16_t *wt, int ldc, int couts, int vecs, float *out)
 {
-    int couts = 16 * vecs, pairs = cin2 / 2;
-    for (int b = 0; b < pixels; b++) {
-        float acc[32];
-        for (int c = 0; c < couts; c++)
-            acc[c] = 0.0f;
+    int n = 16 * vecs;
+    for (int c = 0; c < couts; c++) {
+        float acc[48];
+        for (int o = 0; o < n; o++)
+            acc[o] = 0.0f;
         for (int ky = 0; ky < k; ky++)
             for (int kx = 0; kx < k; kx++) {
-                const uint16_t *in = xrow + (size_t)ky * row_stride + (size_t)(b + kx) * cin2;
-                const uint16_t *wk = wp + (size_t)(ky * k + kx) * pairs * ldw;
+                const uint16_t *in = x2 + (size_t)2 * (ky * wp + kx);
+                const uint16_t *wk = wt + ((size_t)(ky * k + kx) * pairs * ldc + c) * 2;
                 for (int q = 0; q < pairs; q++)
-                    for (int c = 0; c < couts; c++)
-                        acc[c] = dot2(acc[c], in + 2 * q, wk + (size_t)q * ldw + 2 * c);
+                    for (int o = 0; o < n; o++)
+                        acc[o] = dot2(acc[o], wk + (size_t)q * ldc * 2,
+                                      in + (size_t)q * plane_stride + 2 * o);
             }
-        for (int c = 0; c < couts; c++) {
-            float v = acc[c];
-            if (bias)
-                v += bias[c];
-            if (relu)
-                v = v > 0.0f ? v : 0.0f;
-            out[(size_t)b * couts + c] = v;
-        }
+        for (int o = 0; o < n; o++)
+            out[(size_t)c * n + o] = acc[o];
     }
 }
 
@@ -236,9 +294,10 @@ static void filter_tile(const uint16_t *xs, size_t row_stride, int cin, const ui
 
 const struct dg_cpu_bf16_ops dg_cpu_bf16_portable = {
     .name = "portable C (emulated vdpbf16ps)",
-    .conv_row = conv_row,
+    .conv_plane = conv_plane,
     .filter_tile = filter_tile,
     .round = round_all,
+    .pairs = pairs_of,
 };
 
 #endif
