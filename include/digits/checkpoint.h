@@ -31,6 +31,7 @@ struct dg_checkpoint {
     char train_file[4096];  /* as given (informational) */
     char labels_file[4096]; /* --labels as given ("" when none) */
     uint64_t limit;         /* --limit (0: all rows) */
+    char math[8];           /* the run's math: "bf16", "tf32", or "" for fp32 (not written) */
 };
 
 /* Writes the checkpoint atomically (temporary file, fsync, rename): a failure leaves any

@@ -33,7 +33,7 @@ static const char *usage_text =
     "      --no-parse         skip the parse timing\n"
     "      --device D         all (CPU, and CUDA when usable), cpu, cuda or cuda:N (all)\n"
     "      --threads N        CPU threads (all cores)\n"
-    "      --math M           CUDA math: fp32 or tf32 (fp32)\n"
+    "      --math M           fp32, tf32 (CUDA) or bf16 (CPUs with bf16 units) (fp32)\n"
     "      --batch LIST       training batch sizes (86,256)\n"
     "      --infer-batch N    inference batch size (256)\n"
     "      --layer-batch N    batch of the per-layer breakdown, 0 for none (256; 86 quick)\n"
@@ -168,7 +168,7 @@ static void print_json(FILE *out, const struct dg_bench_report *r)
             s->reps, s->warmup, s->quick ? "true" : "false", s->augment ? "true" : "false",
             s->threads);
     dg_cli_json_string(out, s->device_spec);
-    fprintf(out, ", \"math\": \"%s\"},\n", s->math == DG_MATH_TF32 ? "tf32" : "fp32");
+    fprintf(out, ", \"math\": \"%s\"},\n", s->math == DG_MATH_TF32 ? "tf32" : s->math == DG_MATH_BF16 ? "bf16" : "fp32");
     fputs("  \"data\": {\"source\": ", out);
     dg_cli_json_string(out, r->data_source);
     fprintf(out, ", \"synthetic\": %s, \"images\": %zu},\n", r->synthetic ? "true" : "false",

@@ -32,6 +32,8 @@ static const char *usage_text =
     "      --batch N        images per forward pass (256)\n"
     "      --threads N      CPU threads (all cores)\n"
     "      --device D       auto, cpu, cuda or cuda:N (auto)\n"
+    "      --math M         fp32, tf32 (CUDA) or bf16 (CPUs with bf16 units: AVX512-BF16)\n"
+    "                       (fp32)\n"
     "  -h, --help           this text\n"
     "\n"
     "examples:\n"

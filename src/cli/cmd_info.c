@@ -4,6 +4,7 @@
 #include "cli/mpi_job.h"
 
 #include "digits/backend.h"
+#include "digits/cpu_features.h"
 #include "digits/io.h"
 #include "digits/model.h"
 #include "digits/net.h"
@@ -32,6 +33,28 @@ static void print_line(const char *line, void *ctx)
 {
     (void)ctx;
     printf("%s\n", line);
+}
+
+/* What bf16 hardware the CPU has and whether --math bf16 runs here (or why not). */
+static void print_bf16_units(struct dg_backend *cpu)
+{
+    const struct dg_cpu_features *f = dg_cpu_features();
+#if defined(__x86_64__)
+    printf("bf16 units: AVX512-BF16 %s, AMX-BF16 %s (not used)\n", f->avx512_bf16 ? "yes" : "no",
+           f->amx_bf16 ? "yes" : "no");
+#elif defined(__aarch64__)
+    printf("bf16 units: BF16 (BFDOT/BFMMLA) %s (not used)\n", f->arm_bf16 ? "yes" : "no");
+#else
+    (void)f;
+    printf("bf16 units: none known on this architecture\n");
+#endif
+    if (dg_backend_cpu_set_math(cpu, DG_MATH_BF16) == DG_OK)
+        printf("--math bf16: runs here (%s: bf16 products, float32 sums)\n",
+               dg_backend_cpu_bf16_unit(cpu));
+    else
+        printf("%s\n", dg_error_message());
+    dg_error_clear();
+    dg_backend_cpu_set_math(cpu, DG_MATH_FP32);
 }
 
 int dg_cmd_info(int argc, char **argv)
@@ -124,6 +147,7 @@ int dg_cmd_info(int argc, char **argv)
         dg_backend_describe_for(cpu, &model, 86, described, sizeof described);
         printf("%s\n", described);
         dg_model_free(&model);
+        print_bf16_units(cpu);
     }
     dg_backend_destroy(cpu);
     if (status != DG_OK)

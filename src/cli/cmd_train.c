@@ -104,7 +104,8 @@ static enum dg_status probe_outputs(const struct train_request *req)
 }
 
 /* The checkpoint's fixed part: the run's settings, the data's fingerprint and its files. */
-static void checkpoint_settings(const struct train_request *req, struct dg_checkpoint *ck)
+static void checkpoint_settings(const struct train_request *req, const struct dg_backend *be,
+                                struct dg_checkpoint *ck)
 {
     ck->options = req->options;
     ck->options.on_epoch = NULL;
@@ -118,6 +119,8 @@ static void checkpoint_settings(const struct train_request *req, struct dg_check
     snprintf(ck->train_file, sizeof ck->train_file, "%s", req->train_path);
     snprintf(ck->labels_file, sizeof ck->labels_file, "%s", req->labels ? req->labels : "");
     ck->limit = req->limit > 0 ? (uint64_t)req->limit : 0;
+    const char *math = train_math_name(&req->device, be);
+    snprintf(ck->math, sizeof ck->math, "%s", math ? math : "");
 }
 
 /* The end of a run stopped by a signal or by divergence: what is kept, said on stderr; the
@@ -196,7 +199,7 @@ static enum dg_status save_model(const struct train_request *req, const struct d
     struct dg_text settings = {0};
     struct train_record record = {
         be->name, req->train_path,        req->data_rows, req->data_crc, o, 0,
-        NULL,     (long)result->val_count};
+        NULL,     (long)result->val_count, train_math_name(&req->device, be)};
     train_settings_text(&settings, &record);
     if (result->val_count)
         dg_text_add(&settings, "final_val_accuracy=%.6f\nbest_val_accuracy=%.6f\nbest_epoch=%d\n",
@@ -258,7 +261,7 @@ static int train_one(struct train_request *req, struct dg_backend *be,
     progress->batch = options->batch;
     progress->model = model;
     progress->checkpoint_path = req->checkpoint_path;
-    checkpoint_settings(req, &progress->checkpoint);
+    checkpoint_settings(req, be, &progress->checkpoint);
 
     struct dg_train_result result;
     train_stop_signal = 0;
@@ -296,6 +299,19 @@ static enum dg_status resume_from(struct train_request *req, const struct dg_che
         req->labels = resumed->labels_file;
     if (!req->checkpoint_path)
         req->checkpoint_path = req->resume_path;
+    /* the run's math: the checkpoint's, unless --math says otherwise (refused: bit-exact
+     * resumption needs the same arithmetic) */
+    enum dg_math math = strcmp(resumed->math, "bf16") == 0   ? DG_MATH_BF16
+                        : strcmp(resumed->math, "tf32") == 0 ? DG_MATH_TF32
+                                                             : DG_MATH_FP32;
+    if ((req->given & GIVEN_MATH) && req->device.math != math &&
+        !(req->device.math == DG_MATH_TF32 && math == DG_MATH_FP32))
+        return dg_error(DG_ERR_USAGE,
+                        "%s: --math contradicts the checkpoint (its run computed with %s); leave "
+                        "it out to use the checkpoint's setting",
+                        req->resume_path, resumed->math[0] ? resumed->math : "fp32");
+    if (!(req->given & GIVEN_MATH))
+        req->device.math = math;
     return DG_OK;
 }
 

@@ -52,6 +52,8 @@ int dg_scoring_option(const char *command, int opt, const char *arg, struct dg_s
     case 'd':
         args->device.device = arg;
         return 1;
+    case 'M':
+        return dg_cli_parse_math(command, arg, &args->device.math) ? 1 : -1;
     case 'l':
         return dg_cli_parse_int(command, "--limit", arg, 1, 1L << 40, &args->limit) ? 1 : -1;
     case 'q':

@@ -51,7 +51,7 @@ struct dg_scoring_args {
         {"batch", required_argument, NULL, 'b'}, {"threads", required_argument, NULL, 't'},        \
         {"device", required_argument, NULL, 'd'}, {"tta", no_argument, NULL, 'T'},                 \
         {"limit", required_argument, NULL, 'l'}, {"quiet", no_argument, NULL, 'q'},                \
-        {"verbose", no_argument, NULL, 'v'},                                                       \
+        {"verbose", no_argument, NULL, 'v'}, {"math", required_argument, NULL, 'M'},               \
     {                                                                                              \
         "held-out", no_argument, NULL, 'H'                                                         \
     }

@@ -26,7 +26,8 @@ static const char *usage_text =
     "      --limit N         use only the first N rows\n"
     "      --threads N       CPU threads (all cores)\n"
     "      --device D        auto, cpu, cuda or cuda:N (auto)\n"
-    "      --math M          CUDA math: fp32 or tf32 (fp32)\n"
+    "      --math M          fp32, tf32 (CUDA: tensor cores) or bf16 (the CPU's bf16 units,\n"
+    "                        AVX512-BF16: bf16 products, float32 sums and weights) (fp32)\n"
     "      --deterministic   bit-identical reruns on the same GPU\n"
     "      --log FILE.csv    per-epoch history (written as training goes; continued\n"
     "                        on --resume)\n"
@@ -179,6 +180,7 @@ static int apply_option(int opt, struct train_request *req, uint64_t *split_seed
     case 'M':
         if (!dg_cli_parse_math("train", optarg, &req->device.math))
             return 2;
+        req->given |= GIVEN_MATH;
         break;
     case 'D':
         req->device.deterministic = 1;

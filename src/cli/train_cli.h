@@ -32,7 +32,13 @@ enum train_given {
     GIVEN_SAVE_BEST = 1 << 6,
     GIVEN_EARLY_STOP = 1 << 7,
     GIVEN_OUTPUT = 1 << 8,
+    GIVEN_MATH = 1 << 9,
 };
+
+/* The math a run computes with, as the model file and the checkpoint name it: "bf16", "tf32"
+ * (on CUDA; the CPU ignores tf32), NULL for fp32 (the default, not written: default runs'
+ * files stay as they were). */
+const char *train_math_name(const struct dg_backend_spec *device, const struct dg_backend *be);
 
 /* Everything `digits train` was asked, as parsed and checked. */
 struct train_request {
@@ -147,6 +153,7 @@ struct train_record {
     int members;            /* an ensemble's member count; 0: one model */
     const char *split_seed; /* NULL: options->split_seed; else this text ("per member") */
     long validation_rows;   /* < 0: not said (an ensemble) */
+    const char *math;       /* "bf16", "tf32" (CUDA): written as math=; NULL: fp32, not written */
 };
 
 /* Writes the lines every model file starts with: the version, the data, the recipe. Floats are

@@ -330,7 +330,8 @@ enum dg_status train_ensemble(struct dg_backend *be, const struct dg_dataset *da
             snprintf(split_text, sizeof split_text, "%llu", (unsigned long long)base->split_seed);
         struct dg_text t = {0};
         struct train_record record = {be->name, req->train_path, req->data_rows, req->data_crc,
-                                      base,     count,           split_text,     -1};
+                                      base,     count,           split_text,     -1,
+                                      train_math_name(&req->device, be)};
         train_settings_text(&t, &record);
         dg_text_add(&t, "mpi_ranks=%d\nseconds=%.1f\n", job->size, seconds);
         if (plan->workers > 1)

@@ -3,6 +3,8 @@
  * so val_split is written to read back as the very float training split with. */
 #include "cli/train_cli.h"
 
+#include <string.h>
+
 void train_settings_text(struct dg_text *t, const struct train_record *record)
 {
     const struct dg_train_options *o = record->options;
@@ -28,4 +30,15 @@ void train_settings_text(struct dg_text *t, const struct train_record *record)
     else
         dg_text_add(t, "split_seed=%llu\n", (unsigned long long)o->split_seed);
     dg_text_add(t, "augment=%d\n", o->augment);
+    if (record->math)
+        dg_text_add(t, "math=%s\n", record->math);
+}
+
+const char *train_math_name(const struct dg_backend_spec *device, const struct dg_backend *be)
+{
+    if (device->math == DG_MATH_BF16)
+        return "bf16";
+    if (device->math == DG_MATH_TF32 && be && strcmp(be->name, "cuda") == 0)
+        return "tf32";
+    return NULL;
 }

@@ -39,6 +39,8 @@ static void settings_text(struct dg_text *t, const struct dg_checkpoint *ck)
     dg_text_add(t, "lr_factor=%.9g\nmin_delta=%.9g\nmin_lr=%.9g\npatience=%d\n", (double)o->lr_factor,
         (double)o->min_delta, (double)o->min_lr, o->patience);
     dg_text_add(t, "save_best=%d\nearly_stop=%d\n", o->save_best, o->early_stop);
+    if (ck->math[0])
+        dg_text_add(t, "math=%s\n", ck->math);
     dg_text_add(t, "state_epoch=%d\nstate_step=%d\nstate_lr=%.9g\nstate_wait=%d\n", s->epoch, s->step,
         (double)s->lr, s->wait);
     dg_text_add(t, "state_best_monitor=%.17g\nstate_best_val_accuracy=%.17g\nstate_best_epoch=%d\n",
@@ -203,6 +205,15 @@ static void read_options(struct reader *r, struct dg_checkpoint *ck, uint32_t bl
     o->patience = get_int(r, "patience");
     o->save_best = get_int(r, "save_best");
     o->early_stop = get_int(r, "early_stop");
+    /* math= only where a run was not fp32 (older checkpoints have none) */
+    const char *math = dg_settings_value(r->text, "math");
+    ck->math[0] = '\0';
+    if (math && strncmp(math, "bf16\n", 5) == 0)
+        snprintf(ck->math, sizeof ck->math, "bf16");
+    else if (math && strncmp(math, "tf32\n", 5) == 0)
+        snprintf(ck->math, sizeof ck->math, "tf32");
+    else if (math)
+        bad(r, "math");
     /* the settings without an option: finite, and the signs the recipe needs */
     if (r->status == DG_OK &&
         (!isfinite(o->rho) || !isfinite(o->eps) || !isfinite(o->rotation_deg) ||
