@@ -15,6 +15,7 @@
 #include <zlib.h>
 
 #include "cli_util.h"
+#include "cpu/cpu.h"
 #include "digits/backend.h"
 
 static char tmpdir[256];
@@ -625,7 +626,8 @@ START_TEST(usage_errors_exit_2)
         {"train %s/%s --device cuda:x", "--device: bad CUDA device 'cuda:x' (cuda:N)"},
         {"bench --synthetic --device cuda:x",
          "--device expects all, auto, cpu, cuda or cuda:N, got 'cuda:x'"},
-        {"train %s/%s --math fp16", "--math expects fp32 or tf32"},
+        {"train %s/%s --math fp16", "--math expects fp32, tf32 or bf16"},
+        {"predict -m %s/%s --math bf32", "--math expects fp32, tf32 or bf16"},
         {"train %s/%s --bogus", "see `digits train --help`"},
         {"predict %s/%s", "missing -m MODEL"},
         {"eval %s/%s", "missing -m MODEL"},
@@ -799,6 +801,56 @@ START_TEST(an_output_is_never_an_input)
 }
 END_TEST
 
+/* --math bf16 on the CPU: where a bf16 unit runs, train / predict / eval take it, the model file
+ * says math=bf16, and held below AVX-512 (DIGITS_CPU_ISA) it is refused with exit 2 and no
+ * output; where none runs, the refusal (naming what is missing) is what is checked. Default
+ * runs write no math= line. */
+START_TEST(bf16_math_on_the_cpu)
+{
+    struct dg_backend_spec spec = {"cpu", 1, DG_MATH_BF16, 0, 0};
+    struct dg_backend *be = NULL;
+    int usable = dg_backend_open(&spec, NULL, 0, &be) == DG_OK;
+    char why[512];
+    snprintf(why, sizeof why, "%s", usable ? "" : dg_error_message());
+    dg_backend_destroy(be);
+    const char *train = "train %s/data/sample/train.csv.gz --limit 300 --epochs 1 --no-augment "
+                        "--device cpu --no-checkpoint -q";
+    char cmd[512];
+    if (usable) {
+        snprintf(cmd, sizeof cmd, "%s --math bf16 -o m.dgt", train);
+        ck_assert_int_eq(run(cmd, source_dir()), 0);
+        ck_assert_int_eq(run("info -m m.dgt"), 0);
+        dg_test_expect_in(out_path, "\nmath=bf16\n");
+        ck_assert_int_eq(run("predict -m m.dgt %s/data/sample/test.csv.gz --device cpu --math bf16 "
+                             "-o p.csv -q",
+                             source_dir()),
+                         0);
+        ck_assert(exists("p.csv"));
+        ck_assert_int_eq(run("eval -m m.dgt %s/data/sample/train.csv.gz --limit 300 --device cpu "
+                             "--math bf16 --json -o e.json",
+                             source_dir()),
+                         0);
+        dg_test_expect_in(dg_test_dir_path(tmpdir, "e.json"), "\"accuracy\"");
+        setenv("DIGITS_CPU_ISA", dg_cpu_isa_supported(DG_CPU_ISA_AVX2) ? "avx2" : "scalar", 1);
+    } else {
+        printf("--math bf16 cannot run here (%s): its refusal is checked\n", why);
+    }
+    snprintf(cmd, sizeof cmd, "%s --math bf16 -o m2.dgt", train);
+    ck_assert_int_eq(run(cmd, source_dir()), 2);
+    dg_test_expect_in(err_path, "digits: --math bf16: ");
+    dg_test_expect_in(err_path, "use --math fp32");
+    ck_assert(!exists("m2.dgt"));
+    unsetenv("DIGITS_CPU_ISA");
+    snprintf(cmd, sizeof cmd, "%s -o m3.dgt", train);
+    ck_assert_int_eq(run(cmd, source_dir()), 0);
+    ck_assert_int_eq(run("info -m m3.dgt"), 0);
+    char *text = dg_test_slurp(out_path);
+    ck_assert_ptr_nonnull(strstr(text, "\naugment=0\n"));
+    ck_assert_ptr_null(strstr(text, "math="));
+    free(text);
+}
+END_TEST
+
 START_TEST(cuda_device_without_gpu_fails_cleanly)
 {
     char reason[256];
@@ -859,6 +911,7 @@ int main(void)
     tcase_add_test(tc, usage_errors_exit_2);
     tcase_add_test(tc, bad_inputs_leave_no_output);
     tcase_add_test(tc, an_output_is_never_an_input);
+    tcase_add_test(tc, bf16_math_on_the_cpu);
     tcase_add_test(tc, cuda_device_without_gpu_fails_cleanly);
     suite_add_tcase(suite, tc);
     return dg_test_run_suite(suite);
