@@ -58,9 +58,11 @@ static inline float dg_bf16_value(float f)
  *                order; x2 is a padded image "pair-planar" (plane q holds the pairs of channels
  *                2q, 2q+1, pixel by pixel, rows wp pixels apart) offset to the first output, so an
  *                output o is the pixel o of the flattened plane. out (couts, 16*vecs).
- *   filter_tile  acc[r][c] += sum over y < height, pixel pairs j < pairs of the pair
- *                xs[y*row_stride + (2j*cin + r)*2 ..] . gs[(y*pairs + j)*ldg + 2c ..], for
- *                r < rows (1..14), c < 16*vecs; acc (rows, 16*vecs), row stride 16*vecs.
+ *   filter_plane out[c*taps + t] = sum over images n < images, steps j < steps, lanes i < 16 of
+ *                the pair g[n*g_image + c*g_plane + 32j + 2i ..] . x[n*x_image + 32j + 2i + t ..]
+ *                for c < couts (1..4), t < taps (1..5): per lane in (n, j) order, then the 16
+ *                lanes added (in the vector unit's reduction order); g and x are flattened bf16
+ *                planes (gradient and padded input), so a pair is two neighbouring pixels.
  *   round        dst[i] = dg_bf16_round(src[i]), i < n.
  *   pairs        dst[2i] = dg_bf16_round(a[i]), dst[2i + 1] = dg_bf16_round(b[i]), i < n (b NULL:
  *                zeros): the weight gradient's pixel pairs. */
@@ -68,8 +70,8 @@ struct dg_cpu_bf16_ops {
     const char *name; /* "AVX512-BF16", "portable C (emulated vdpbf16ps)" */
     void (*conv_plane)(const uint16_t *x2, size_t plane_stride, int pairs, int k, int wp,
                        const uint16_t *wt, int ldc, int couts, int vecs, float *out);
-    void (*filter_tile)(const uint16_t *xs, size_t row_stride, int cin, const uint16_t *gs,
-                        size_t ldg, int height, int pairs, int rows, int vecs, float *acc);
+    void (*filter_plane)(const uint16_t *g, size_t g_plane, size_t g_image, const uint16_t *x,
+                         size_t x_image, int images, int steps, int couts, int taps, float *out);
     void (*round)(const float *src, size_t n, uint16_t *dst);
     void (*pairs)(const float *a, const float *b, size_t n, uint16_t *dst);
 };

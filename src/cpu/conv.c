@@ -181,11 +181,10 @@ void dg_cpu_conv_plan_free(struct dg_backend *be, void *plan)
     free(p->wsum);
     free(p->wout);
     free(p->bw);
-    free(p->bx32);
     free(p->bx);
     free(p->bacc);
-    free(p->bxs);
-    free(p->bgs);
+    free(p->bxp);
+    free(p->bgp);
     free(p);
 }
 

@@ -39,6 +39,48 @@ static size_t plane_stride(const struct conv_plan *p)
 /* Outputs per block: 3 vectors of 16 pixels of the flattened padded plane. */
 #define BLOCK 48
 
+/* Images per group: each group's sums are added lane by lane, then into the totals in group
+ * order (a fixed grouping, so the result does not depend on the thread count). */
+#define GROUP 4
+#define FCOUTS 4 /* gradient planes per kernel call */
+#define FTAPS 5  /* taps per kernel call */
+
+static size_t xplane(const struct conv_plan *p)
+{
+    return (size_t)p->hp * p->wp + PLANE_SLACK;
+}
+
+static size_t gplane(const struct conv_plan *p)
+{
+    return (size_t)p->s.height * p->wp + PLANE_SLACK;
+}
+
+/* Tile t: input channel, ky, a run of up to FTAPS taps kx, FCOUTS output channels. */
+struct ftile {
+    int ci, ky, kx0, taps, co0, couts;
+};
+
+static size_t ftile_count(const struct dg_conv_shape *s)
+{
+    int chunks = (s->kernel + FTAPS - 1) / FTAPS, blocks = (s->out_channels + FCOUTS - 1) / FCOUTS;
+    return (size_t)s->in_channels * s->kernel * chunks * blocks;
+}
+
+static struct ftile ftile_at(const struct dg_conv_shape *s, size_t t)
+{
+    int k = s->kernel, chunks = (k + FTAPS - 1) / FTAPS;
+    int blocks = (s->out_channels + FCOUTS - 1) / FCOUTS;
+    struct ftile f;
+    int b = (int)(t % (size_t)blocks), c = (int)(t / (size_t)blocks % (size_t)chunks);
+    f.ky = (int)(t / ((size_t)blocks * chunks) % (size_t)k);
+    f.ci = (int)(t / ((size_t)blocks * chunks * k));
+    f.kx0 = c * FTAPS;
+    f.taps = k - f.kx0 < FTAPS ? k - f.kx0 : FTAPS;
+    f.co0 = b * FCOUTS;
+    f.couts = s->out_channels - f.co0 < FCOUTS ? s->out_channels - f.co0 : FCOUTS;
+    return f;
+}
+
 enum dg_status dg_cpu_bf16_ensure(struct conv_plan *p)
 {
     if (p->bw)
@@ -48,18 +90,17 @@ enum dg_status dg_cpu_bf16_ensure(struct conv_plan *p)
     size_t maxc = (size_t)(cin > cout ? cin : cout);
     size_t maxc2 = (size_t)even_up((int)maxc), maxc16 = (size_t)pad16((int)maxc);
     size_t t = (size_t)p->threads;
-    size_t pairs = (size_t)(s->width + 1) / 2;
     p->b_image = maxc2 / 2 * plane_stride(p);
-    p->b_tiles = filter_tile_count_padded(s, pad16(cout)) * DG_TILE_ROWS * 32;
+    /* per thread: an output tile, or the weight gradient's totals (at most all its tiles) */
+    p->b_tiles = ftile_count(s) * FCOUTS * FTAPS;
     if (p->b_tiles < (size_t)8 * BLOCK)
         p->b_tiles = (size_t)8 * BLOCK;
     p->bw = calloc((size_t)k * k * maxc2 * maxc16, sizeof(uint16_t));
-    p->bx32 = calloc((size_t)p->hp * p->wp * maxc2 * t, sizeof(float));
     p->bx = calloc(p->b_image * t, sizeof(uint16_t));
     p->bacc = calloc(p->b_tiles * t, sizeof(float));
-    p->bxs = calloc((size_t)s->batch * p->hp * p->wp * cin * 2, sizeof(uint16_t));
-    p->bgs = calloc((size_t)s->batch * s->height * pairs * pad16(cout) * 2, sizeof(uint16_t));
-    if (!p->bw || !p->bx32 || !p->bx || !p->bacc || !p->bxs || !p->bgs)
+    p->bxp = calloc((size_t)s->batch * cin * xplane(p), sizeof(uint16_t));
+    p->bgp = calloc((size_t)s->batch * cout * gplane(p), sizeof(uint16_t));
+    if (!p->bw || !p->bx || !p->bacc || !p->bxp || !p->bgp)
         return dg_error(DG_ERR_NOMEM, "cpu conv: out of memory for the bf16 workspace");
     return DG_OK;
 }
@@ -194,41 +235,26 @@ struct bf16_filter_job {
     float *dw;
 };
 
-/* xs and gs of the images this thread packs. */
+/* The batch as flattened bf16 planes: x padded (hp x wp), dy on the same grid (h x wp, the
+ * columns past w zero). Only interiors are written; the rest was zeroed with the buffers. */
 static void bf16_pack_task(void *ctx, int thread, int threads)
 {
     const struct bf16_filter_job *job = ctx;
     const struct conv_plan *p = job->p;
     const struct dg_conv_shape *s = &p->s;
     int cin = s->in_channels, cout = s->out_channels, h = s->height, w = s->width;
-    int cout16 = pad16(cout), pairs = (w + 1) / 2;
-    size_t hw = (size_t)h * w, xs_image = (size_t)p->hp * p->wp * cin * 2;
-    size_t gs_image = (size_t)h * pairs * cout16 * 2;
-    float *x32 = p->bx32 + (size_t)p->hp * p->wp * even_up(cin > cout ? cin : cout) * (size_t)thread;
     size_t n0, n1;
     dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
     for (size_t n = n0; n < n1; n++) {
-        dg_cpu_conv_pack_padded(p->isa, job->x + n * cin * hw, cin, h, w, p->pad, p->hp, p->wp,
-                                x32);
-        uint16_t *xs = p->bxs + n * xs_image;
-        /* a row's pixels with their right neighbours in one run; its last pixel with zeros */
-        for (int yp = 0; yp < p->hp; yp++) {
-            const float *a = x32 + (size_t)yp * p->wp * cin;
-            uint16_t *d = xs + (size_t)yp * p->wp * cin * 2;
-            size_t run = (size_t)(p->wp - 1) * cin;
-            p->bf16->pairs(a, a + cin, run, d);
-            p->bf16->pairs(a + run, NULL, (size_t)cin, d + 2 * run);
-        }
-        /* the gradient in NHWC, then its pixel pairs */
-        dg_cpu_conv_pack_padded(p->isa, job->dy + n * cout * hw, cout, h, w, 0, h, w, x32);
-        uint16_t *gs = p->bgs + n * gs_image;
-        for (int y = 0; y < h; y++)
-            for (int j = 0; j < pairs; j++) {
-                const float *a = x32 + ((size_t)y * w + 2 * j) * cout;
-                uint16_t *d = gs + ((size_t)y * pairs + j) * cout16 * 2;
-                p->bf16->pairs(a, 2 * j + 1 < w ? a + cout : NULL, (size_t)cout, d);
-                memset(d + 2 * cout, 0, sizeof(uint16_t) * 2 * (size_t)(cout16 - cout));
-            }
+        for (int c = 0; c < cin; c++)
+            for (int y = 0; y < h; y++)
+                p->bf16->round(job->x + (((n * cin) + c) * h + y) * w, (size_t)w,
+                               p->bxp + (n * cin + c) * xplane(p) +
+                                   (size_t)(y + p->pad) * p->wp + p->pad);
+        for (int c = 0; c < cout; c++)
+            for (int y = 0; y < h; y++)
+                p->bf16->round(job->dy + (((n * cout) + c) * h + y) * w, (size_t)w,
+                               p->bgp + (n * cout + c) * gplane(p) + (size_t)y * p->wp);
     }
 }
 
@@ -237,35 +263,39 @@ static void bf16_filter_task(void *ctx, int thread, int threads)
     const struct bf16_filter_job *job = ctx;
     const struct conv_plan *p = job->p;
     const struct dg_conv_shape *s = &p->s;
-    int k = s->kernel, cin = s->in_channels, cout = s->out_channels, w = s->width;
-    int cout16 = pad16(cout), pairs = (w + 1) / 2;
-    size_t row_stride = (size_t)p->wp * cin * 2, xs_image = (size_t)p->hp * row_stride;
-    size_t gs_image = (size_t)s->height * pairs * cout16 * 2;
+    int k = s->kernel, cin = s->in_channels, cout = s->out_channels;
+    size_t xp = xplane(p), gp = gplane(p);
+    size_t x_image = xp * cin, g_image = gp * cout;
+    int steps = (int)(((size_t)s->height * p->wp + 31) / 32);
+    size_t t0, t1;
+    dg_cpu_split(ftile_count(s), 1, thread, threads, &t0, &t1);
+    /* the totals of this thread's tiles, FCOUTS x FTAPS floats each */
     float *acc = p->bacc + p->b_tiles * (size_t)thread;
-    size_t t0, t1, tiles = filter_tile_count_padded(s, cout16);
-    dg_cpu_split(tiles, 1, thread, threads, &t0, &t1);
-    memset(acc, 0, sizeof(float) * (t1 - t0) * DG_TILE_ROWS * 32);
-    for (int n = 0; n < s->batch; n++) {
-        const uint16_t *xs = p->bxs + (size_t)n * xs_image;
-        const uint16_t *gs = p->bgs + (size_t)n * gs_image;
+    memset(acc, 0, sizeof(float) * (t1 - t0) * FCOUTS * FTAPS);
+    for (int g0 = 0; g0 < s->batch; g0 += GROUP) {
+        int images = s->batch - g0 < GROUP ? s->batch - g0 : GROUP;
+        const uint16_t *xg = p->bxp + (size_t)g0 * x_image;
+        const uint16_t *gg = p->bgp + (size_t)g0 * g_image;
         for (size_t t = t0; t < t1; t++) {
-            int ky, row0, rows, cout0, couts;
-            filter_tile_at_padded(s, cout16, t, &ky, &row0, &rows, &cout0, &couts);
-            p->bf16->filter_tile(xs + (size_t)ky * row_stride + (size_t)row0 * 2, row_stride, cin,
-                                 gs + (size_t)cout0 * 2, (size_t)cout16 * 2, s->height, pairs,
-                                 rows, couts / 16, acc + (t - t0) * DG_TILE_ROWS * 32);
+            struct ftile f = ftile_at(s, t);
+            float part[FCOUTS * FTAPS];
+            p->bf16->filter_plane(gg + (size_t)f.co0 * gp, gp, g_image,
+                                  xg + (size_t)f.ci * xp + (size_t)f.ky * p->wp + f.kx0, x_image,
+                                  images, steps, f.couts, f.taps, part);
+            float *total = acc + (t - t0) * FCOUTS * FTAPS;
+            for (int i = 0; i < f.couts * f.taps; i++)
+                total[i] += part[i];
         }
     }
     for (size_t t = t0; t < t1; t++) {
-        int ky, row0, rows, cout0, couts;
-        filter_tile_at_padded(s, cout16, t, &ky, &row0, &rows, &cout0, &couts);
-        const float *tile = acc + (t - t0) * DG_TILE_ROWS * 32;
-        for (int r = 0; r < rows; r++) {
-            int kx = (row0 + r) / cin, ci = (row0 + r) % cin;
-            for (int c = 0; c < couts && cout0 + c < cout; c++)
-                job->dw[(((size_t)(cout0 + c) * cin + ci) * k + ky) * k + kx] = tile[r * couts + c];
-        }
+        struct ftile f = ftile_at(s, t);
+        const float *total = acc + (t - t0) * FCOUTS * FTAPS;
+        for (int c = 0; c < f.couts; c++)
+            for (int i = 0; i < f.taps; i++)
+                job->dw[(((size_t)(f.co0 + c) * cin + f.ci) * k + f.ky) * k + f.kx0 + i] =
+                    total[c * f.taps + i];
     }
+    (void)cout;
 }
 
 void dg_cpu_bf16_bwd_filter(struct dg_cpu *cpu, struct conv_plan *p, const float *x,

@@ -58,12 +58,11 @@ struct conv_plan {
     /* bf16 (conv_bf16.c): NULL bf16 for a float32 plan */
     const struct dg_cpu_bf16_ops *bf16;
     uint16_t *bw;      /* packed weights (k, k, in pairs, outs padded to 16, 2) */
-    float *bx32;       /* per thread (hp, wp, max channels): the float32 padded image */
-    uint16_t *bx;      /* per thread (hp, wp, even max channels): the bf16 image */
+    uint16_t *bx;      /* per thread: the pair-planar bf16 image (channel pairs, hp x wp) */
     float *bacc;       /* per thread: output tile or filter accumulators */
-    uint16_t *bxs;     /* weight gradient: (batch, hp, wp, cin, 2) sliding pixel pairs */
-    uint16_t *bgs;     /* weight gradient: (batch, h, pairs, cout16, 2) gradient pixel pairs */
-    size_t b_image, b_tiles; /* elements per thread of bx32 / bx, of bacc */
+    uint16_t *bxp;     /* weight gradient: (batch, cin) padded planes hp x wp (+ slack) */
+    uint16_t *bgp;     /* weight gradient: (batch, cout) gradient planes h x wp (+ slack) */
+    size_t b_image, b_tiles; /* elements per thread of bx, of bacc */
 };
 
 /* Image slots of the Winograd weight gradient: slot j sums the images
@@ -101,23 +100,6 @@ static inline void filter_tile_at(const struct dg_conv_shape *s, size_t t, int *
     *rows = span - *row0 < DG_TILE_ROWS ? span - *row0 : DG_TILE_ROWS;
     *cout0 = c * 32;
     *couts = s->out_channels - *cout0 < 32 ? s->out_channels - *cout0 : 32;
-}
-
-/* The same tiles over `couts` output channels (the bf16 family pads them to 16). */
-static inline size_t filter_tile_count_padded(const struct dg_conv_shape *s, int couts)
-{
-    struct dg_conv_shape t = *s;
-    t.out_channels = couts;
-    return filter_tile_count(&t);
-}
-
-static inline void filter_tile_at_padded(const struct dg_conv_shape *s, int couts_total,
-                                         size_t t, int *ky, int *row0, int *rows, int *cout0,
-                                         int *couts)
-{
-    struct dg_conv_shape shape = *s;
-    shape.out_channels = couts_total;
-    filter_tile_at(&shape, t, ky, row0, rows, cout0, couts);
 }
 
 /* ---- jobs of the direct and Winograd families ---- */

@@ -1,7 +1,7 @@
 /* The bf16 kernels (src/cpu/bf16.h gives the layouts), one source compiled twice: with
  * DG_BF16_AVX512 (flags -mavx512f -mavx512bf16) the dot products are vdpbf16ps on 16-lane zmm
  * vectors, blocks held in registers (conv_plane: up to 8 channels x 3 vectors of 16 pixels;
- * filter_tile: up to 14 rows x 2 vectors of 16 channels); without it, portable
+ * filter_plane: up to 4 gradient planes x 5 taps, vectors of 32 pixels); without it, portable
  * C that adds each pair's products to a float32 in the instruction's order (odd, then even),
  * for tests on machines without bf16 units. */
 #include "cpu/bf16.h"
@@ -10,9 +10,10 @@
 #include <immintrin.h>
 #endif
 
-#define DG_BF16_TILE 14 /* most rows per filter_tile call */
 #define DG_BF16_ROWS 8  /* most output channels per conv_plane call */
 #define DG_BF16_VECS 3  /* most 16-pixel vectors per conv_plane call */
+#define DG_BF16_FCOUTS 4 /* most gradient planes per filter_plane call */
+#define DG_BF16_FTAPS 5  /* most taps per filter_plane call */
 
 #if defined(DG_BF16_AVX512)
 
@@ -36,8 +37,11 @@ static void round_all(const float *src, size_t n, uint16_t *dst)
     for (; i + 16 <= n; i += 16)
         _mm256_storeu_si256((__m256i *)(dst + i),
                             (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
-    for (; i < n; i++)
-        dst[i] = dg_bf16_round(src[i]);
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        __m256bh r = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + i));
+        _mm512_mask_cvtepi32_storeu_epi16(dst + i, m, _mm512_cvtepu16_epi32((__m256i)r));
+    }
 }
 
 static inline __m512i pairs16(__m512 a, __m512 b)
@@ -99,42 +103,41 @@ plane_block(const uint16_t *x2, size_t plane_stride, int pairs, int k, int wp, c
 }
 
 static inline __attribute__((always_inline)) void
-filter_block(const uint16_t *xs, size_t row_stride, int cin, const uint16_t *gs, size_t ldg,
-             int height, int pairs, const int R, const int V, float *acc)
+fplane_block(const uint16_t *g, size_t g_plane, size_t g_image, const uint16_t *x, size_t x_image,
+             int images, int steps, const int C, const int T, float *out)
 {
-    __m512 a[DG_BF16_TILE][2];
-#pragma GCC unroll 16
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 2
-        for (int v = 0; v < V; v++)
-            a[r][v] = _mm512_loadu_ps(acc + (size_t)r * 16 * V + 16 * v);
-    for (int y = 0; y < height; y++) {
-        const uint16_t *xrow = xs + (size_t)y * row_stride;
-        const uint16_t *grow = gs + (size_t)y * pairs * ldg;
-        for (int j = 0; j < pairs; j++) {
-            __m512bh g[2];
-#pragma GCC unroll 2
-            for (int v = 0; v < V; v++)
-                g[v] = vec_at(grow + (size_t)j * ldg + 32 * v);
-            const uint16_t *xp = xrow + (size_t)2 * j * cin * 2;
-#pragma GCC unroll 16
-            for (int r = 0; r < R; r++) {
-                __m512bh s = pair_at(xp + (size_t)r * 2);
-#pragma GCC unroll 2
-                for (int v = 0; v < V; v++)
-                    a[r][v] = _mm512_dpbf16_ps(a[r][v], s, g[v]);
-            }
+    __m512 acc[DG_BF16_FCOUTS][DG_BF16_FTAPS];
+#pragma GCC unroll 4
+    for (int c = 0; c < C; c++)
+#pragma GCC unroll 5
+        for (int t = 0; t < T; t++)
+            acc[c][t] = _mm512_setzero_ps();
+    for (int n = 0; n < images; n++) {
+        const uint16_t *gn = g + (size_t)n * g_image, *xn = x + (size_t)n * x_image;
+        for (int j = 0; j < steps; j++) {
+            __m512bh gv[DG_BF16_FCOUTS], xv[DG_BF16_FTAPS];
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++)
+                gv[c] = vec_at(gn + (size_t)c * g_plane + 32 * (size_t)j);
+#pragma GCC unroll 5
+            for (int t = 0; t < T; t++)
+                xv[t] = vec_at(xn + 32 * (size_t)j + t);
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++)
+#pragma GCC unroll 5
+                for (int t = 0; t < T; t++)
+                    acc[c][t] = _mm512_dpbf16_ps(acc[c][t], gv[c], xv[t]);
         }
     }
-#pragma GCC unroll 16
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 2
-        for (int v = 0; v < V; v++)
-            _mm512_storeu_ps(acc + (size_t)r * 16 * V + 16 * v, a[r][v]);
+#pragma GCC unroll 4
+    for (int c = 0; c < C; c++)
+#pragma GCC unroll 5
+        for (int t = 0; t < T; t++)
+            out[c * T + t] = _mm512_reduce_add_ps(acc[c][t]);
 }
 
 typedef void (*plane_fn)(const uint16_t *, size_t, int, int, int, const uint16_t *, int, float *);
-typedef void (*filter_fn)(const uint16_t *, size_t, int, const uint16_t *, size_t, int, int,
+typedef void (*fplane_fn)(const uint16_t *, size_t, size_t, const uint16_t *, size_t, int, int,
                           float *);
 
 #define DG_PLANE_BLOCKS(C)                                                                         \
@@ -154,17 +157,15 @@ typedef void (*filter_fn)(const uint16_t *, size_t, int, const uint16_t *, size_
         plane_block(x, ps, pairs, k, wp, wt, ldc, C, 3, out);                                      \
     }
 
-#define DG_FILTER_BLOCKS(B)                                                                        \
-    static void filter_##B##_1(const uint16_t *x, size_t rs, int cin, const uint16_t *g,          \
-                               size_t ldg, int h, int pairs, float *acc)                           \
+#define DG_FPLANE_BLOCK(C, T)                                                                      \
+    static void fplane_##C##_##T(const uint16_t *g, size_t gp, size_t gi, const uint16_t *x,       \
+                                 size_t xi, int images, int steps, float *out)                     \
     {                                                                                              \
-        filter_block(x, rs, cin, g, ldg, h, pairs, B, 1, acc);                                     \
-    }                                                                                              \
-    static void filter_##B##_2(const uint16_t *x, size_t rs, int cin, const uint16_t *g,          \
-                               size_t ldg, int h, int pairs, float *acc)                           \
-    {                                                                                              \
-        filter_block(x, rs, cin, g, ldg, h, pairs, B, 2, acc);                                     \
+        fplane_block(g, gp, gi, x, xi, images, steps, C, T, out);                                  \
     }
+#define DG_FPLANE_BLOCKS(C)                                                                        \
+    DG_FPLANE_BLOCK(C, 1)                                                                          \
+    DG_FPLANE_BLOCK(C, 2) DG_FPLANE_BLOCK(C, 3) DG_FPLANE_BLOCK(C, 4) DG_FPLANE_BLOCK(C, 5)
 
 DG_PLANE_BLOCKS(1)
 DG_PLANE_BLOCKS(2)
@@ -174,31 +175,19 @@ DG_PLANE_BLOCKS(5)
 DG_PLANE_BLOCKS(6)
 DG_PLANE_BLOCKS(7)
 DG_PLANE_BLOCKS(8)
-DG_FILTER_BLOCKS(1)
-DG_FILTER_BLOCKS(2)
-DG_FILTER_BLOCKS(3)
-DG_FILTER_BLOCKS(4)
-DG_FILTER_BLOCKS(5)
-DG_FILTER_BLOCKS(6)
-DG_FILTER_BLOCKS(7)
-DG_FILTER_BLOCKS(8)
-DG_FILTER_BLOCKS(9)
-DG_FILTER_BLOCKS(10)
-DG_FILTER_BLOCKS(11)
-DG_FILTER_BLOCKS(12)
-DG_FILTER_BLOCKS(13)
-DG_FILTER_BLOCKS(14)
+DG_FPLANE_BLOCKS(1)
+DG_FPLANE_BLOCKS(2)
+DG_FPLANE_BLOCKS(3)
+DG_FPLANE_BLOCKS(4)
 
 #define DG_PLANE_ROW(c) {plane_##c##_1, plane_##c##_2, plane_##c##_3}
-#define DG_FILTER_ROW(v)                                                                           \
-    {filter_1_##v,  filter_2_##v,  filter_3_##v,  filter_4_##v,  filter_5_##v,                     \
-     filter_6_##v,  filter_7_##v,  filter_8_##v,  filter_9_##v,  filter_10_##v,                    \
-     filter_11_##v, filter_12_##v, filter_13_##v, filter_14_##v}
+#define DG_FPLANE_ROW(c) {fplane_##c##_1, fplane_##c##_2, fplane_##c##_3, fplane_##c##_4, fplane_##c##_5}
 
 static const plane_fn plane_blocks[DG_BF16_ROWS][DG_BF16_VECS] = {
     DG_PLANE_ROW(1), DG_PLANE_ROW(2), DG_PLANE_ROW(3), DG_PLANE_ROW(4),
     DG_PLANE_ROW(5), DG_PLANE_ROW(6), DG_PLANE_ROW(7), DG_PLANE_ROW(8)};
-static const filter_fn filter_blocks[2][DG_BF16_TILE] = {DG_FILTER_ROW(1), DG_FILTER_ROW(2)};
+static const fplane_fn fplane_blocks[DG_BF16_FCOUTS][DG_BF16_FTAPS] = {
+    DG_FPLANE_ROW(1), DG_FPLANE_ROW(2), DG_FPLANE_ROW(3), DG_FPLANE_ROW(4)};
 
 static void conv_plane(const uint16_t *x2, size_t plane_stride, int pairs, int k, int wp,
                        const uint16_t *wt, int ldc, int couts, int vecs, float *out)
@@ -206,16 +195,16 @@ static void conv_plane(const uint16_t *x2, size_t plane_stride, int pairs, int k
     plane_blocks[couts - 1][vecs - 1](x2, plane_stride, pairs, k, wp, wt, ldc, out);
 }
 
-static void filter_tile(const uint16_t *xs, size_t row_stride, int cin, const uint16_t *gs,
-                        size_t ldg, int height, int pairs, int rows, int vecs, float *acc)
+static void filter_plane(const uint16_t *g, size_t g_plane, size_t g_image, const uint16_t *x,
+                         size_t x_image, int images, int steps, int couts, int taps, float *out)
 {
-    filter_blocks[vecs - 1][rows - 1](xs, row_stride, cin, gs, ldg, height, pairs, acc);
+    fplane_blocks[couts - 1][taps - 1](g, g_plane, g_image, x, x_image, images, steps, out);
 }
 
 const struct dg_cpu_bf16_ops dg_cpu_bf16_avx512 = {
     .name = "AVX512-BF16",
     .conv_plane = conv_plane,
-    .filter_tile = filter_tile,
+    .filter_plane = filter_plane,
     .round = round_all,
     .pairs = pairs_of,
 };
@@ -277,25 +266,34 @@ static void conv_plane(const uint16_t *x2, size_t plane_stride, int pairs, int k
     }
 }
 
-static void filter_tile(const uint16_t *xs, size_t row_stride, int cin, const uint16_t *gs,
-                        size_t ldg, int height, int pairs, int rows, int vecs, float *acc)
+/* The lanes of vdpbf16ps kept apart as the vector code keeps them, then added in order. */
+static void filter_plane(const uint16_t *g, size_t g_plane, size_t g_image, const uint16_t *x,
+                         size_t x_image, int images, int steps, int couts, int taps, float *out)
 {
-    int couts = 16 * vecs;
-    for (int y = 0; y < height; y++)
-        for (int j = 0; j < pairs; j++) {
-            const uint16_t *g = gs + ((size_t)y * pairs + j) * ldg;
-            const uint16_t *x = xs + (size_t)y * row_stride + (size_t)2 * j * cin * 2;
-            for (int r = 0; r < rows; r++)
-                for (int c = 0; c < couts; c++)
-                    acc[(size_t)r * couts + c] =
-                        dot2(acc[(size_t)r * couts + c], x + (size_t)r * 2, g + 2 * c);
+    for (int c = 0; c < couts; c++)
+        for (int t = 0; t < taps; t++) {
+            float lanes[16];
+            for (int i = 0; i < 16; i++)
+                lanes[i] = 0.0f;
+            for (int n = 0; n < images; n++) {
+                const uint16_t *gn = g + (size_t)n * g_image + (size_t)c * g_plane;
+                const uint16_t *xn = x + (size_t)n * x_image + t;
+                for (int j = 0; j < steps; j++)
+                    for (int i = 0; i < 16; i++)
+                        lanes[i] = dot2(lanes[i], gn + 32 * (size_t)j + 2 * i,
+                                        xn + 32 * (size_t)j + 2 * i);
+            }
+            float sum = 0.0f;
+            for (int i = 0; i < 16; i++)
+                sum += lanes[i];
+            out[c * taps + t] = sum;
         }
 }
 
 const struct dg_cpu_bf16_ops dg_cpu_bf16_portable = {
     .name = "portable C (emulated vdpbf16ps)",
     .conv_plane = conv_plane,
-    .filter_tile = filter_tile,
+    .filter_plane = filter_plane,
     .round = round_all,
     .pairs = pairs_of,
 };
