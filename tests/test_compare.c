@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 
 #include "cli_util.h"
+#include "cpu/cpu.h"
 #include "digits/compare.h"
 #include "digits/data.h"
 #include "digits/model.h"
@@ -262,8 +263,17 @@ static int sanitized(void)
 }
 
 /* Runs the comparison; returns its printed table (malloc) and the failure count. */
+static char *run_compare_math(struct dg_backend *ref, struct dg_backend *cand, long steps,
+                              int tf32, int bf16, int *failures);
+
 static char *run_compare(struct dg_backend *ref, struct dg_backend *cand, long steps, int tf32,
                          int *failures)
+{
+    return run_compare_math(ref, cand, steps, tf32, 0, failures);
+}
+
+static char *run_compare_math(struct dg_backend *ref, struct dg_backend *cand, long steps,
+                              int tf32, int bf16, int *failures)
 {
     struct dg_compare_setup setup = {
         .model = &model,
@@ -275,6 +285,7 @@ static char *run_compare(struct dg_backend *ref, struct dg_backend *cand, long s
         .seed = 42,
         .augment = 1,
         .tf32 = tf32,
+        .bf16 = bf16,
     };
     char *text = NULL;
     size_t size = 0;
@@ -488,6 +499,52 @@ START_TEST(tf32_and_bf16_candidates)
 }
 END_TEST
 
+/* The CPU's --math bf16 (the portable emulation everywhere, AVX512-BF16 where the CPU has it)
+ * as the candidate: it fails the FP32 bounds on the products (it did round to bf16) and passes
+ * the bf16 bounds op by op and along 20 training steps; inputs rounded to 4 mantissa bits (an
+ * 8x coarser rounding than bf16's) fail the bf16 bounds. */
+START_TEST(bf16_candidate)
+{
+    load_fixture();
+    for (int unit = 0; unit < 2; unit++) {
+        struct dg_backend *cand = NULL;
+        if (unit == 0) {
+            cand = dg_test_cpu_backend(1, DG_CPU_KERNELS_AUTO);
+            ck_assert_int_eq(dg_backend_cpu_set_bf16_portable(cand), DG_OK);
+        } else {
+            struct dg_backend_spec spec = {"cpu", 1, DG_MATH_BF16, 0, 0};
+            if (dg_backend_open(&spec, NULL, 0, &cand) != DG_OK) {
+                printf("SKIP the bf16 unit: %s\n", dg_error_message());
+                continue;
+            }
+        }
+        printf("-- candidate %s\n", cand->description);
+        struct dg_backend *ref = cpu_ref();
+        int failures = 0;
+        char *text = run_compare_math(ref, cand, 0, 0, 0, &failures);
+        printf("bf16 against the FP32 bounds: %d lines fail\n", failures);
+        ck_assert_int_ge(failures, 16); /* 17 conv / dense lines; a bias gradient is a sum */
+        free(text);
+        text = run_compare_math(ref, cand, sanitized() ? 3 : 20, 0, 1, &failures);
+        const char *none[] = {NULL};
+        expect_failing(text, none, ROWS);
+        free(text);
+        dg_backend_destroy(cand);
+        dg_backend_destroy(ref);
+    }
+    struct dg_perturbation coarse = {DG_PERTURB_NONE, 0, 0, 0, 0.0, 0, 0, 4, 0};
+    struct dg_backend *ref = cpu_ref(), *cand = perturbed(&coarse);
+    int failures = 0;
+    char *text = run_compare_math(ref, cand, 0, 0, 1, &failures);
+    printf("4-bit inputs against the bf16 bounds: %d lines fail\n", failures);
+    ck_assert_int_ge(failures, 6);
+    free(text);
+    dg_backend_destroy(cand);
+    dg_backend_destroy(ref);
+    free_fixture();
+}
+END_TEST
+
 /* The last lines of a long output (Check limits the size of a failure message). */
 static const char *tail_of(const char *text)
 {
@@ -545,6 +602,7 @@ int main(void)
     tcase_add_test(tc, a_nudged_op_fails_its_own_line);
     tcase_add_test(tc, a_nan_fails_on_either_side);
     tcase_add_test(tc, tf32_and_bf16_candidates);
+    tcase_add_test(tc, bf16_candidate);
     tcase_add_test(tc, cpu_against_itself_passes);
     suite_add_tcase(suite, tc);
     return dg_test_run_suite(suite);
