@@ -65,7 +65,9 @@ static inline float dg_bf16_value(float f)
  *                planes (gradient and padded input), so a pair is two neighbouring pixels.
  *   round        dst[i] = dg_bf16_round(src[i]), i < n.
  *   pairs        dst[2i] = dg_bf16_round(a[i]), dst[2i + 1] = dg_bf16_round(b[i]), i < n (b NULL:
- *                zeros): the weight gradient's pixel pairs. */
+ *                zeros): the pair-planar images.
+ *   store        dst[i] = src[i] + bias, then ReLU when relu (NaN gives 0), i < n: a float32
+ *                add, the same on every unit. */
 struct dg_cpu_bf16_ops {
     const char *name; /* "AVX512-BF16", "portable C (emulated vdpbf16ps)" */
     void (*conv_plane)(const uint16_t *x2, size_t plane_stride, int pairs, int k, int wp,
@@ -74,6 +76,7 @@ struct dg_cpu_bf16_ops {
                          size_t x_image, int images, int steps, int couts, int taps, float *out);
     void (*round)(const float *src, size_t n, uint16_t *dst);
     void (*pairs)(const float *a, const float *b, size_t n, uint16_t *dst);
+    void (*store)(const float *src, size_t n, float bias, int relu, float *dst);
 };
 
 extern const struct dg_cpu_bf16_ops dg_cpu_bf16_portable;

@@ -144,13 +144,8 @@ static void scatter(const struct conv_plan *p, const float *tile, int couts, int
         for (size_t o = o0; o < end;) {
             size_t y = o / wp, x = o % wp, row_end = y * wp + (size_t)s->width;
             size_t stop = row_end < end ? row_end : end;
-            float *d = plane + y * s->width;
-            for (size_t i = o; i < stop; i++) {
-                float v = t[i - o0] + b;
-                if (relu)
-                    v = v > 0.0f ? v : 0.0f;
-                d[x + (i - o)] = v;
-            }
+            if (x < (size_t)s->width)
+                p->bf16->store(t + (o - o0), stop - o, b, relu, plane + y * s->width + x);
             o = (y + 1) * wp;
         }
     }

@@ -44,6 +44,19 @@ static void round_all(const float *src, size_t n, uint16_t *dst)
     }
 }
 
+static void store(const float *src, size_t n, float bias, int relu, float *dst)
+{
+    const __m512 b = _mm512_set1_ps(bias), zero = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1u);
+        __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, src + i), b);
+        if (relu)
+            v = _mm512_max_ps(v, zero); /* NaN -> 0: max returns its second operand */
+        _mm512_mask_storeu_ps(dst + i, m, v);
+    }
+}
+
 static inline __m512i pairs16(__m512 a, __m512 b)
 {
     __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(a));
@@ -207,6 +220,7 @@ const struct dg_cpu_bf16_ops dg_cpu_bf16_avx512 = {
     .filter_plane = filter_plane,
     .round = round_all,
     .pairs = pairs_of,
+    .store = store,
 };
 
 #else /* portable C */
@@ -215,6 +229,14 @@ static void round_all(const float *src, size_t n, uint16_t *dst)
 {
     for (size_t i = 0; i < n; i++)
         dst[i] = dg_bf16_round(src[i]);
+}
+
+static void store(const float *src, size_t n, float bias, int relu, float *dst)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = src[i] + bias;
+        dst[i] = relu ? (v > 0.0f ? v : 0.0f) : v;
+    }
 }
 
 static void pairs_of(const float *a, const float *b, size_t n, uint16_t *dst)
@@ -296,6 +318,7 @@ const struct dg_cpu_bf16_ops dg_cpu_bf16_portable = {
     .filter_plane = filter_plane,
     .round = round_all,
     .pairs = pairs_of,
+    .store = store,
 };
 
 #endif
