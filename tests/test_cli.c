@@ -628,6 +628,11 @@ START_TEST(usage_errors_exit_2)
          "--device expects all, auto, cpu, cuda or cuda:N, got 'cuda:x'"},
         {"train %s/%s --math fp16", "--math expects fp32, tf32 or bf16"},
         {"predict -m %s/%s --math bf32", "--math expects fp32, tf32 or bf16"},
+        {"train %s/%s --rotate 200", "--rotate expects a number in [0, 180], got '200'"},
+        {"train %s/%s --zoom 1", "--zoom expects a number in [0, 0.9], got '1'"},
+        {"train %s/%s --shift -0.1", "--shift expects a number in [0, 0.5], got '-0.1'"},
+        {"train %s/%s --zoom 0.2 --no-augment",
+         "--zoom sets the augmentation that --no-augment turns off"},
         {"train %s/%s --bogus", "see `digits train --help`"},
         {"predict %s/%s", "missing -m MODEL"},
         {"eval %s/%s", "missing -m MODEL"},
@@ -847,7 +852,43 @@ START_TEST(bf16_math_on_the_cpu)
     char *text = dg_test_slurp(out_path);
     ck_assert_ptr_nonnull(strstr(text, "\naugment=0\n"));
     ck_assert_ptr_null(strstr(text, "math="));
+    ck_assert_ptr_null(strstr(text, "rotation_deg="));
     free(text);
+}
+END_TEST
+
+/* --rotate / --zoom / --shift: the model file says them, they change what is trained, a
+ * resumed run keeps the checkpoint's and refuses others. */
+START_TEST(augmentation_strength)
+{
+    const char *train = "train %s/data/sample/train.csv.gz --limit 300 --epochs 1 --device cpu "
+                        "--threads 1 -q";
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s --no-checkpoint -o default.dgt", train);
+    ck_assert_int_eq(run(cmd, source_dir()), 0);
+    snprintf(cmd, sizeof cmd, "%s --rotate 25 --zoom 0.2 --shift 0.05 -o strong.dgt", train);
+    ck_assert_int_eq(run(cmd, source_dir()), 0);
+    ck_assert_int_eq(run("info -m strong.dgt"), 0);
+    dg_test_expect_in(out_path, "\naugment=1\nrotation_deg=25\nzoom=0.2\nshift=0.05\n");
+    ck_assert_int_eq(run("eval -m default.dgt %s/data/sample/train.csv.gz --limit 300 --all "
+                         "--json -o a.json",
+                         source_dir()),
+                     0);
+    ck_assert_int_eq(run("eval -m strong.dgt %s/data/sample/train.csv.gz --limit 300 --all "
+                         "--json -o b.json",
+                         source_dir()),
+                     0);
+    char *a = dg_test_slurp(dg_test_dir_path(tmpdir, "a.json"));
+    char *b = dg_test_slurp(dg_test_dir_path(tmpdir, "b.json"));
+    ck_assert_msg(strcmp(a, b) != 0, "the stronger augmentation trained the same model");
+    free(a);
+    free(b);
+    /* the checkpoint keeps them: another value on --resume is refused */
+    ck_assert_int_eq(run("train %s/data/sample/train.csv.gz --resume strong.dgt.ckpt --rotate 10 "
+                         "--epochs 2 -q",
+                         source_dir()),
+                     2);
+    dg_test_expect_in(err_path, "--rotate 10 (the checkpoint's is 25) contradicts the checkpoint");
 }
 END_TEST
 
@@ -912,6 +953,7 @@ int main(void)
     tcase_add_test(tc, bad_inputs_leave_no_output);
     tcase_add_test(tc, an_output_is_never_an_input);
     tcase_add_test(tc, bf16_math_on_the_cpu);
+    tcase_add_test(tc, augmentation_strength);
     tcase_add_test(tc, cuda_device_without_gpu_fails_cleanly);
     suite_add_tcase(suite, tc);
     return dg_test_run_suite(suite);

@@ -84,8 +84,14 @@ static enum dg_status augmentation_sheet(struct dg_scoring *s, const char *setti
     const char *augment = settings ? dg_settings_value(settings, "augment") : NULL;
     struct dg_train_options recipe;
     dg_train_options_default(&recipe);
+    /* the model's own strengths where it was trained with others (train --rotate ...) */
+    const char *rotation = settings ? dg_settings_value(settings, "rotation_deg") : NULL;
+    const char *zoom = settings ? dg_settings_value(settings, "zoom") : NULL;
+    const char *shift = settings ? dg_settings_value(settings, "shift") : NULL;
     struct dg_augment_key key = {seed ? strtoull(seed, NULL, 10) : recipe.seed, 0, 0,
-                                 recipe.rotation_deg, recipe.shift, recipe.zoom};
+                                 rotation ? strtof(rotation, NULL) : recipe.rotation_deg,
+                                 shift ? strtof(shift, NULL) : recipe.shift,
+                                 zoom ? strtof(zoom, NULL) : recipe.zoom};
     snprintf(words, words_size,
              "rotation up to %g degrees, zoom %g to %g on each axis, shifts up to %g%% of the "
              "side, bilinear, nearest fill%s",

@@ -23,6 +23,11 @@ static const char *usage_text =
     "      --val-split X     fraction held out for validation, seeded (0.1)\n"
     "      --seed N          seed of every random draw (42)\n"
     "      --no-augment      no augmentation (default: rotation 10, zoom 0.1, shifts 0.1)\n"
+    "      --rotate DEG      augmentation: rotations drawn from [-DEG, DEG] degrees (10;\n"
+    "                        0..180)\n"
+    "      --zoom F          augmentation: scales drawn from [1 - F, 1 + F] (0.1; 0..0.9)\n"
+    "      --shift F         augmentation: shifts drawn from [-F, F] of the side, each axis\n"
+    "                        (0.1; 0..0.5)\n"
     "      --limit N         use only the first N rows\n"
     "      --threads N       CPU threads (all cores)\n"
     "      --device D        auto, cpu, cuda or cuda:N (auto)\n"
@@ -60,7 +65,10 @@ static const char *usage_text =
     "  -q, --quiet           no progress output\n"
     "  -v, --verbose         more notes (the backend in full, why not the GPU)\n"
     "  -h, --help            this text\n"
-    "\n"
+    "\n";
+
+/* (the rest of the help, a string of its own: C11 promises 4095 characters per literal) */
+static const char *usage_notes =
     "Ctrl-C (SIGINT) or SIGTERM: the step in progress finishes, a checkpoint is written and the\n"
     "command to resume is printed (exit 130 / 143); a second Ctrl-C stops at once. A loss that\n"
     "turns NaN, infinite or above 1e4 per image (diverged) stops training (exit 1) with the\n"
@@ -71,7 +79,9 @@ static const char *usage_text =
     "examples:\n"
     "  digits train train.csv                                (the reference recipe: model.dgt)\n"
     "  digits train train.csv --epochs 5 --device cpu -o quick.dgt\n"
-    "  digits train train.csv --ensemble 5 -o ensemble.dgt\n";
+    "  digits train train.csv --ensemble 5 -o ensemble.dgt\n"
+    "  digits train train.csv --rotate 15 --zoom 0.15 --shift 0.1   (stronger augmentation)\n"
+    "  digits train train.csv --device cpu --math bf16     (on a CPU with AVX512-BF16)\n";
 
 /* "--devices 0,2": distinct CUDA ordinals 0..1023, at most DG_MAX_MEMBERS of them; a usage
  * message and 0 otherwise. */
@@ -165,6 +175,24 @@ static int apply_option(int opt, struct train_request *req, uint64_t *split_seed
         options->augment = 0;
         req->given |= GIVEN_NO_AUGMENT;
         break;
+    case 'O':
+        if (!dg_cli_parse_float("train", "--rotate", optarg, 0.0, 180.0, &real))
+            return 2;
+        options->rotation_deg = (float)real;
+        req->given |= GIVEN_ROTATE;
+        break;
+    case 'Z':
+        if (!dg_cli_parse_float("train", "--zoom", optarg, 0.0, 0.9, &real))
+            return 2;
+        options->zoom = (float)real;
+        req->given |= GIVEN_ZOOM;
+        break;
+    case 'F':
+        if (!dg_cli_parse_float("train", "--shift", optarg, 0.0, 0.5, &real))
+            return 2;
+        options->shift = (float)real;
+        req->given |= GIVEN_SHIFT;
+        break;
     case 'l':
         if (!dg_cli_parse_int("train", "--limit", optarg, 1, 1L << 40, &req->limit))
             return 2;
@@ -243,6 +271,7 @@ static int apply_option(int opt, struct train_request *req, uint64_t *split_seed
         break;
     case 'h':
         fputs(usage_text, stdout);
+        fputs(usage_notes, stdout);
         return 0;
     default:
         fputs("(see `digits train --help`)\n", stderr);
@@ -294,6 +323,11 @@ static int check_request(struct train_request *req, uint64_t split_seed, int spl
         snprintf(req->device_name, sizeof req->device_name, "cuda:%d", req->devices[0]);
         req->device.device = req->device_name;
     }
+    if ((req->given & GIVEN_NO_AUGMENT) && (req->given & (GIVEN_ROTATE | GIVEN_ZOOM | GIVEN_SHIFT)))
+        return dg_cli_usage_error("train", "%s sets the augmentation that --no-augment turns off",
+                                  (req->given & GIVEN_ROTATE) ? "--rotate"
+                                  : (req->given & GIVEN_ZOOM) ? "--zoom"
+                                                              : "--shift");
     if (split_seed_given && req->resume_path)
         return dg_cli_usage_error("train", "--split-seed comes from the checkpoint on --resume");
     options->split_seed = split_seed_given ? split_seed : options->seed;
@@ -311,6 +345,9 @@ int train_parse_args(int argc, char **argv, struct train_request *req)
         {"val-split", required_argument, NULL, 'y'},
         {"seed", required_argument, NULL, 's'},
         {"no-augment", no_argument, NULL, 'A'},
+        {"rotate", required_argument, NULL, 'O'},
+        {"zoom", required_argument, NULL, 'Z'},
+        {"shift", required_argument, NULL, 'F'},
         {"limit", required_argument, NULL, 'l'},
         {"threads", required_argument, NULL, 't'},
         {"device", required_argument, NULL, 'd'},
@@ -376,6 +413,15 @@ enum dg_status train_resume_settings(const char *path, const struct dg_checkpoin
                  (unsigned long long)options->seed, (unsigned long long)c->seed);
     else if ((given & GIVEN_NO_AUGMENT) && c->augment)
         snprintf(what, sizeof what, "--no-augment (the checkpoint's run augments)");
+    else if ((given & GIVEN_ROTATE) && options->rotation_deg != c->rotation_deg)
+        snprintf(what, sizeof what, "--rotate %g (the checkpoint's is %g)",
+                 (double)options->rotation_deg, (double)c->rotation_deg);
+    else if ((given & GIVEN_ZOOM) && options->zoom != c->zoom)
+        snprintf(what, sizeof what, "--zoom %g (the checkpoint's is %g)", (double)options->zoom,
+                 (double)c->zoom);
+    else if ((given & GIVEN_SHIFT) && options->shift != c->shift)
+        snprintf(what, sizeof what, "--shift %g (the checkpoint's is %g)", (double)options->shift,
+                 (double)c->shift);
     else if ((given & GIVEN_SAVE_BEST) && !c->save_best)
         snprintf(what, sizeof what, "--save-best (the checkpoint's run keeps the last weights)");
     else if ((given & GIVEN_EARLY_STOP) && options->early_stop != c->early_stop)

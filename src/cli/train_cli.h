@@ -33,6 +33,9 @@ enum train_given {
     GIVEN_EARLY_STOP = 1 << 7,
     GIVEN_OUTPUT = 1 << 8,
     GIVEN_MATH = 1 << 9,
+    GIVEN_ROTATE = 1 << 10,
+    GIVEN_ZOOM = 1 << 11,
+    GIVEN_SHIFT = 1 << 12,
 };
 
 /* The math a run computes with, as the model file and the checkpoint name it: "bf16", "tf32"

@@ -30,6 +30,20 @@ void train_settings_text(struct dg_text *t, const struct train_record *record)
     else
         dg_text_add(t, "split_seed=%llu\n", (unsigned long long)o->split_seed);
     dg_text_add(t, "augment=%d\n", o->augment);
+    /* the augmentation's strength where it is not the default's (default files stay as they
+     * were) */
+    struct dg_train_options defaults;
+    dg_train_options_default(&defaults);
+    if (o->augment && (o->rotation_deg != defaults.rotation_deg || o->zoom != defaults.zoom ||
+                       o->shift != defaults.shift)) {
+        dg_text_add(t, "rotation_deg=");
+        dg_text_add_float(t, o->rotation_deg);
+        dg_text_add(t, "\nzoom=");
+        dg_text_add_float(t, o->zoom);
+        dg_text_add(t, "\nshift=");
+        dg_text_add_float(t, o->shift);
+        dg_text_add(t, "\n");
+    }
     if (record->math)
         dg_text_add(t, "math=%s\n", record->math);
 }
