@@ -631,6 +631,9 @@ START_TEST(usage_errors_exit_2)
         {"train %s/%s --rotate 200", "--rotate expects a number in [0, 180], got '200'"},
         {"train %s/%s --zoom 1", "--zoom expects a number in [0, 0.9], got '1'"},
         {"train %s/%s --shift -0.1", "--shift expects a number in [0, 0.5], got '-0.1'"},
+        {"train %s/%s --schedule expo", "--schedule expects plateau or exp:GAMMA, got 'expo' "
+                                        "(did you mean exp?)"},
+        {"train %s/%s --schedule exp:0", "--schedule exp:GAMMA expects a number in"},
         {"train %s/%s --zoom 0.2 --no-augment",
          "--zoom sets the augmentation that --no-augment turns off"},
         {"train %s/%s --bogus", "see `digits train --help`"},
@@ -857,6 +860,74 @@ START_TEST(bf16_math_on_the_cpu)
 }
 END_TEST
 
+/* 1 when the last `n` bytes of the two files of tmpdir are the same. */
+static int same_tail(const char *x, const char *y, long n)
+{
+    FILE *f = fopen(dg_test_dir_path(tmpdir, x), "rb"), *g = fopen(dg_test_dir_path(tmpdir, y), "rb");
+    int same = f && g && fseek(f, -n, SEEK_END) == 0 && fseek(g, -n, SEEK_END) == 0;
+    while (same) {
+        int a = fgetc(f), b = fgetc(g);
+        same = a == b;
+        if (a == EOF || b == EOF)
+            break;
+    }
+    if (f)
+        fclose(f);
+    if (g)
+        fclose(g);
+    return same;
+}
+
+/* --schedule exp:GAMMA: epoch e runs at lr * GAMMA^e (in float), the model file and the
+ * checkpoint say so, and a run resumed after epoch 1 ends with the weights of the run left
+ * alone. */
+START_TEST(exponential_schedule)
+{
+    const char *train = "train %s/data/sample/train.csv.gz --limit 300 --device cpu --threads 1 "
+                        "--schedule exp:0.5 --log h%d.csv";
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s --epochs 3 --no-checkpoint -q -o whole.dgt", train);
+    ck_assert_int_eq(run(cmd, source_dir(), 1), 0);
+    char *log = dg_test_slurp(dg_test_dir_path(tmpdir, "h1.csv"));
+    printf("%s", log);
+    /* lr per epoch: 0.001, 0.0005, 0.00025 */
+    ck_assert_ptr_nonnull(strstr(log, ",0.001,"));
+    ck_assert_ptr_nonnull(strstr(log, ",0.0005,"));
+    ck_assert_ptr_nonnull(strstr(log, ",0.00025,"));
+    free(log);
+    ck_assert_int_eq(run("info -m whole.dgt"), 0);
+    dg_test_expect_in(out_path, "\nschedule=exp:0.5\n");
+    snprintf(cmd, sizeof cmd, "%s --epochs 1 -q -o part.dgt", train);
+    ck_assert_int_eq(run(cmd, source_dir(), 2), 0);
+    ck_assert_int_eq(run("train %s/data/sample/train.csv.gz --resume part.dgt.ckpt --epochs 3 -q "
+                         "--schedule plateau",
+                         source_dir()),
+                     2);
+    dg_test_expect_in(err_path, "--schedule (the checkpoint's is exp:0.5) contradicts");
+    ck_assert_int_eq(run("train %s/data/sample/train.csv.gz --resume part.dgt.ckpt --epochs 3 -q",
+                         source_dir()),
+                     0);
+    /* the weights, bit for bit: safetensors ends with the 887,530 float32 parameters (its
+     * header holds the settings, which differ in the time taken) */
+    ck_assert_int_eq(run("export -m whole.dgt -o whole.safetensors -q"), 0);
+    ck_assert_int_eq(run("export -m part.dgt -o part.safetensors -q"), 0);
+    ck_assert(same_tail("whole.safetensors", "part.safetensors", 887530L * 4));
+    ck_assert_int_eq(run("eval -m whole.dgt %s/data/sample/train.csv.gz --limit 300 --all --json "
+                         "-o a.json",
+                         source_dir()),
+                     0);
+    ck_assert_int_eq(run("eval -m part.dgt %s/data/sample/train.csv.gz --limit 300 --all --json "
+                         "-o b.json",
+                         source_dir()),
+                     0);
+    char *a = dg_test_slurp(dg_test_dir_path(tmpdir, "a.json"));
+    char *b = dg_test_slurp(dg_test_dir_path(tmpdir, "b.json"));
+    ck_assert_str_eq(a, b);
+    free(a);
+    free(b);
+}
+END_TEST
+
 /* --rotate / --zoom / --shift: the model file says them, they change what is trained, a
  * resumed run keeps the checkpoint's and refuses others. */
 START_TEST(augmentation_strength)
@@ -954,6 +1025,7 @@ int main(void)
     tcase_add_test(tc, an_output_is_never_an_input);
     tcase_add_test(tc, bf16_math_on_the_cpu);
     tcase_add_test(tc, augmentation_strength);
+    tcase_add_test(tc, exponential_schedule);
     tcase_add_test(tc, cuda_device_without_gpu_fails_cleanly);
     suite_add_tcase(suite, tc);
     return dg_test_run_suite(suite);

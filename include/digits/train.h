@@ -45,6 +45,8 @@ struct dg_train_state;
 #define DG_TRAIN_EARLY_STOP_MIN 1 /* a checkpoint also holds 0: never */
 #define DG_TRAIN_EARLY_STOP_MAX 100000
 
+enum dg_lr_schedule { DG_SCHEDULE_PLATEAU, DG_SCHEDULE_EXP };
+
 struct dg_train_options {
     int epochs;
     int batch;
@@ -59,6 +61,12 @@ struct dg_train_options {
     int patience;
     int save_best;  /* keep the weights of the best validation epoch (Keras save_best_only) */
     int early_stop; /* stop after this many epochs without a better val_accuracy (0: never) */
+    /* The learning-rate schedule: DG_SCHEDULE_PLATEAU (the default: ReduceLROnPlateau with
+     * lr_factor, patience, min_delta, min_lr, on val_accuracy) or DG_SCHEDULE_EXP (after each
+     * epoch lr *= gamma, in float: epoch e runs at lr * gamma^e, as Keras'
+     * LearningRateScheduler(lambda e: lr * gamma ** e)). */
+    int schedule;
+    float gamma;
     /* optional callbacks */
     void (*on_epoch)(const struct dg_epoch_report *report, void *ctx);
     void (*on_step)(int epoch, int step, int steps, double seconds, void *ctx);

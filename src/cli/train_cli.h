@@ -36,6 +36,7 @@ enum train_given {
     GIVEN_ROTATE = 1 << 10,
     GIVEN_ZOOM = 1 << 11,
     GIVEN_SHIFT = 1 << 12,
+    GIVEN_SCHEDULE = 1 << 13,
 };
 
 /* The math a run computes with, as the model file and the checkpoint name it: "bf16", "tf32"

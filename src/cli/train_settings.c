@@ -44,6 +44,11 @@ void train_settings_text(struct dg_text *t, const struct train_record *record)
         dg_text_add_float(t, o->shift);
         dg_text_add(t, "\n");
     }
+    if (o->schedule == DG_SCHEDULE_EXP) {
+        dg_text_add(t, "schedule=exp:");
+        dg_text_add_float(t, o->gamma);
+        dg_text_add(t, "\n");
+    }
     if (record->math)
         dg_text_add(t, "math=%s\n", record->math);
 }

@@ -39,6 +39,8 @@ static void settings_text(struct dg_text *t, const struct dg_checkpoint *ck)
     dg_text_add(t, "lr_factor=%.9g\nmin_delta=%.9g\nmin_lr=%.9g\npatience=%d\n", (double)o->lr_factor,
         (double)o->min_delta, (double)o->min_lr, o->patience);
     dg_text_add(t, "save_best=%d\nearly_stop=%d\n", o->save_best, o->early_stop);
+    if (o->schedule == DG_SCHEDULE_EXP) /* (the default schedule writes nothing) */
+        dg_text_add(t, "schedule=exp\ngamma=%.9g\n", (double)o->gamma);
     if (ck->math[0])
         dg_text_add(t, "math=%s\n", ck->math);
     dg_text_add(t, "state_epoch=%d\nstate_step=%d\nstate_lr=%.9g\nstate_wait=%d\n", s->epoch, s->step,
@@ -205,6 +207,15 @@ static void read_options(struct reader *r, struct dg_checkpoint *ck, uint32_t bl
     o->patience = get_int(r, "patience");
     o->save_best = get_int(r, "save_best");
     o->early_stop = get_int(r, "early_stop");
+    const char *schedule = dg_settings_value(r->text, "schedule");
+    if (schedule && strncmp(schedule, "exp\n", 4) == 0) {
+        o->schedule = DG_SCHEDULE_EXP;
+        o->gamma = get_float(r, "gamma");
+        if (r->status == DG_OK && !(o->gamma > 0.0f && o->gamma <= 1.0f))
+            bad(r, "gamma");
+    } else if (schedule) {
+        bad(r, "schedule");
+    }
     /* math= only where a run was not fp32 (older checkpoints have none) */
     const char *math = dg_settings_value(r->text, "math");
     ck->math[0] = '\0';

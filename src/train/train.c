@@ -39,6 +39,8 @@ void dg_train_options_default(struct dg_train_options *options)
     options->min_delta = 1e-4f;
     options->min_lr = 1e-5f;
     options->patience = 3;
+    options->schedule = DG_SCHEDULE_PLATEAU;
+    options->gamma = 1.0f;
 }
 
 /* Uniform integer in [0, bound) from 32 random bits (multiply-shift). */
@@ -185,7 +187,9 @@ static enum dg_status validate(struct dg_net *net, void *handle, const uint32_t 
     if (status != DG_OK)
         return status;
     /* ReduceLROnPlateau(monitor=val_accuracy, mode=max, cooldown=0) */
-    if (report->val_accuracy > state->best_monitor + options->min_delta) {
+    if (options->schedule != DG_SCHEDULE_PLATEAU) {
+        /* (another schedule sets the learning rate; the monitor is not kept) */
+    } else if (report->val_accuracy > state->best_monitor + options->min_delta) {
         state->best_monitor = report->val_accuracy;
         state->wait = 0;
     } else if (++state->wait >= options->patience) {
@@ -350,6 +354,8 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
             (status = validate(net, handle, val_rows, val_count, options, epoch, &state,
                                &report)) != DG_OK)
             goto fail;
+        if (options->schedule == DG_SCHEDULE_EXP)
+            state.lr *= options->gamma;
         report.next_lr = state.lr;
         report.images_per_second = (double)images / train_seconds;
         report.seconds = now_seconds() - start;
