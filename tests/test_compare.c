@@ -244,10 +244,8 @@ static void load_fixture(void)
     const struct dg_layer_spec *specs = dg_arch_reference(&count);
     ck_assert_int_eq(dg_model_build(&model, specs, count), DG_OK);
     dg_model_init_glorot(&model, 42);
-    char path[1024];
-    const char *root = getenv("DIGITS_SOURCE_DIR");
-    snprintf(path, sizeof path, "%s/data/sample/train.csv.gz", root ? root : ".");
-    ck_assert_msg(dg_dataset_load(path, NULL, NULL, &dataset) == DG_OK, "%s", dg_error_message());
+    ck_assert_msg(dg_dataset_load(dg_test_sample_path(), NULL, NULL, &dataset) == DG_OK, "%s",
+                  dg_error_message());
 }
 
 static void free_fixture(void)

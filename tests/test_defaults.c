@@ -26,14 +26,6 @@
 #include "digits/train.h"
 #include "test_util.h"
 
-static const char *sample_path(void)
-{
-    static char path[1024];
-    const char *root = getenv("DIGITS_SOURCE_DIR");
-    snprintf(path, sizeof path, "%s/data/sample/train.csv.gz", root ? root : ".");
-    return path;
-}
-
 static uint64_t fnv1a(const void *data, size_t size)
 {
     const unsigned char *p = data;
@@ -51,7 +43,7 @@ static uint64_t default_run(enum dg_cpu_isa isa, int threads)
     struct dg_backend *be = dg_test_cpu_backend_isa(threads, isa, DG_CPU_KERNELS_AUTO);
     ck_assert_ptr_nonnull(be);
     struct dg_dataset dataset;
-    ck_assert_int_eq(dg_dataset_load(sample_path(), NULL, NULL, &dataset), DG_OK);
+    ck_assert_int_eq(dg_dataset_load(dg_test_sample_path(), NULL, NULL, &dataset), DG_OK);
     dg_dataset_truncate(&dataset, 600);
     int count;
     const struct dg_layer_spec *specs = dg_arch_reference(&count);

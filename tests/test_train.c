@@ -15,14 +15,7 @@
 #include "digits/model.h"
 #include "digits/net.h"
 #include "digits/train.h"
-
-static const char *sample_path(void)
-{
-    static char path[1024];
-    const char *root = getenv("DIGITS_SOURCE_DIR");
-    snprintf(path, sizeof path, "%s/data/sample/train.csv.gz", root ? root : ".");
-    return path;
-}
+#include "test_util.h"
 
 static void build_reference(struct dg_model *model, uint64_t seed)
 {
@@ -187,7 +180,7 @@ START_TEST(short_training_on_sample_learns)
     struct dg_backend *be;
     ck_assert_int_eq(dg_backend_cpu_create(0, &be), DG_OK);
     struct dg_dataset dataset;
-    ck_assert_int_eq(dg_dataset_load(sample_path(), NULL, NULL, &dataset), DG_OK);
+    ck_assert_int_eq(dg_dataset_load(dg_test_sample_path(), NULL, NULL, &dataset), DG_OK);
     dg_dataset_truncate(&dataset, 3000);
     struct dg_model model;
     build_reference(&model, 42);
@@ -234,7 +227,7 @@ static void train_once(uint64_t seed, float *out_params, size_t *count)
     struct dg_backend *be;
     ck_assert_int_eq(dg_backend_cpu_create(0, &be), DG_OK);
     struct dg_dataset dataset;
-    ck_assert_int_eq(dg_dataset_load(sample_path(), NULL, NULL, &dataset), DG_OK);
+    ck_assert_int_eq(dg_dataset_load(dg_test_sample_path(), NULL, NULL, &dataset), DG_OK);
     dg_dataset_truncate(&dataset, 300);
     struct dg_model model;
     build_reference(&model, seed);
@@ -272,7 +265,7 @@ START_TEST(training_refuses_unlabelled_data)
     struct dg_backend *be;
     ck_assert_int_eq(dg_backend_cpu_create(1, &be), DG_OK);
     struct dg_dataset dataset;
-    ck_assert_int_eq(dg_dataset_load(sample_path(), NULL, NULL, &dataset), DG_OK);
+    ck_assert_int_eq(dg_dataset_load(dg_test_sample_path(), NULL, NULL, &dataset), DG_OK);
     uint8_t *labels = dataset.labels;
     dataset.labels = NULL;
     struct dg_model model;

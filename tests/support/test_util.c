@@ -164,6 +164,14 @@ struct dg_backend *dg_test_cpu_backend(int threads, enum dg_cpu_kernels kernels)
     return dg_test_cpu_backend_isa(threads, dg_cpu_isa_best(), kernels);
 }
 
+const char *dg_test_sample_path(void)
+{
+    static char path[1024];
+    const char *root = getenv("DIGITS_SOURCE_DIR");
+    snprintf(path, sizeof path, "%s/data/sample/train.csv.gz", root ? root : ".");
+    return path;
+}
+
 int dg_test_reduced(void)
 {
     const char *value = getenv("DIGITS_TEST_REDUCED");

@@ -54,6 +54,10 @@ struct dg_backend *dg_test_cpu_backend_isa(int threads, enum dg_cpu_isa isa,
 /* The same with the best ISA this machine has (never NULL). */
 struct dg_backend *dg_test_cpu_backend(int threads, enum dg_cpu_kernels kernels);
 
+/* "$DIGITS_SOURCE_DIR/data/sample/train.csv.gz" (the bundled sample; "." without the
+ * variable), in a static buffer. */
+const char *dg_test_sample_path(void);
+
 /* 1 when DIGITS_TEST_REDUCED is set to a non-empty value other than "0": the suites shrink
  * their problem sizes (scripts/test-aarch64 sets it: qemu-user runs float vector code 20-70x
  * slower than native) and print a SKIP line, saying why, for what they leave out. */
