@@ -60,7 +60,7 @@ static inline float dg_bf16_value(float f)
  *                output o is the pixel o of the flattened plane. out (couts, 16*vecs).
  *   filter_plane out[c*taps + t] = sum over images n < images, steps j < steps, lanes i < 16 of
  *                the pair g[n*g_image + c*g_plane + 32j + 2i ..] . x[n*x_image + 32j + 2i + t ..]
- *                for c < couts (1..4), t < taps (1..5): per lane in (n, j) order, then the 16
+ *                for c < couts (1..8), t < taps (1..5), couts x taps <= 24: per lane in (n, j) order, then the 16
  *                lanes added (in the vector unit's reduction order); g and x are flattened bf16
  *                planes (gradient and padded input), so a pair is two neighbouring pixels.
  *   round        dst[i] = dg_bf16_round(src[i]), i < n.

@@ -39,11 +39,30 @@ static size_t plane_stride(const struct conv_plan *p)
 /* Outputs per block: 3 vectors of 16 pixels of the flattened padded plane. */
 #define BLOCK 48
 
-/* Images per group: each group's sums are added lane by lane, then into the totals in group
- * order (a fixed grouping, so the result does not depend on the thread count). */
-#define GROUP 4
-#define FCOUTS 4 /* gradient planes per kernel call */
-#define FTAPS 5  /* taps per kernel call */
+/* Images per group: each group's 16 lane sums are reduced, then added to the totals in group
+ * order. The grouping depends on the shape alone (never on the thread count): enough images
+ * for about 96 vector steps per reduction (4 for 28x28 planes, 14 for 14x14), at most 32. */
+#define FCOUTS 8 /* most gradient planes per kernel call */
+#define FTAPS 5  /* most taps per kernel call */
+#define FACCS 24 /* couts x taps per call: the accumulators held in registers */
+
+static int fsteps(const struct conv_plan *p)
+{
+    return (int)(((size_t)p->s.height * p->wp + 31) / 32);
+}
+
+static int group_images(const struct conv_plan *p)
+{
+    int g = (96 + fsteps(p) - 1) / fsteps(p);
+    return g < 4 ? 4 : g > 32 ? 32 : g;
+}
+
+/* Output channels per call for a run of `taps` taps. */
+static int fcouts(int taps)
+{
+    int c = FACCS / taps;
+    return c > FCOUTS ? FCOUTS : c;
+}
 
 static size_t xplane(const struct conv_plan *p)
 {
@@ -60,24 +79,32 @@ struct ftile {
     int ci, ky, kx0, taps, co0, couts;
 };
 
+/* Tap runs are of FTAPS (the last shorter); a kernel of k <= 5 is one run of k taps. The
+ * channel blocks take fcouts() of the first run's length. */
+static int fblock(const struct dg_conv_shape *s)
+{
+    return fcouts(s->kernel < FTAPS ? s->kernel : FTAPS);
+}
+
 static size_t ftile_count(const struct dg_conv_shape *s)
 {
-    int chunks = (s->kernel + FTAPS - 1) / FTAPS, blocks = (s->out_channels + FCOUTS - 1) / FCOUTS;
+    int chunks = (s->kernel + FTAPS - 1) / FTAPS;
+    int blocks = (s->out_channels + fblock(s) - 1) / fblock(s);
     return (size_t)s->in_channels * s->kernel * chunks * blocks;
 }
 
 static struct ftile ftile_at(const struct dg_conv_shape *s, size_t t)
 {
-    int k = s->kernel, chunks = (k + FTAPS - 1) / FTAPS;
-    int blocks = (s->out_channels + FCOUTS - 1) / FCOUTS;
+    int k = s->kernel, chunks = (k + FTAPS - 1) / FTAPS, per = fblock(s);
+    int blocks = (s->out_channels + per - 1) / per;
     struct ftile f;
     int b = (int)(t % (size_t)blocks), c = (int)(t / (size_t)blocks % (size_t)chunks);
     f.ky = (int)(t / ((size_t)blocks * chunks) % (size_t)k);
     f.ci = (int)(t / ((size_t)blocks * chunks * k));
     f.kx0 = c * FTAPS;
     f.taps = k - f.kx0 < FTAPS ? k - f.kx0 : FTAPS;
-    f.co0 = b * FCOUTS;
-    f.couts = s->out_channels - f.co0 < FCOUTS ? s->out_channels - f.co0 : FCOUTS;
+    f.co0 = b * per;
+    f.couts = s->out_channels - f.co0 < per ? s->out_channels - f.co0 : per;
     return f;
 }
 
@@ -92,7 +119,7 @@ enum dg_status dg_cpu_bf16_ensure(struct conv_plan *p)
     size_t t = (size_t)p->threads;
     p->b_image = maxc2 / 2 * plane_stride(p);
     /* per thread: an output tile, or the weight gradient's totals (at most all its tiles) */
-    p->b_tiles = ftile_count(s) * FCOUTS * FTAPS;
+    p->b_tiles = ftile_count(s) * FACCS;
     if (p->b_tiles < (size_t)8 * BLOCK)
         p->b_tiles = (size_t)8 * BLOCK;
     p->bw = calloc((size_t)k * k * maxc2 * maxc16, sizeof(uint16_t));
@@ -261,30 +288,30 @@ static void bf16_filter_task(void *ctx, int thread, int threads)
     int k = s->kernel, cin = s->in_channels, cout = s->out_channels;
     size_t xp = xplane(p), gp = gplane(p);
     size_t x_image = xp * cin, g_image = gp * cout;
-    int steps = (int)(((size_t)s->height * p->wp + 31) / 32);
+    int steps = fsteps(p), group = group_images(p);
     size_t t0, t1;
     dg_cpu_split(ftile_count(s), 1, thread, threads, &t0, &t1);
-    /* the totals of this thread's tiles, FCOUTS x FTAPS floats each */
+    /* the totals of this thread's tiles, FACCS floats each */
     float *acc = p->bacc + p->b_tiles * (size_t)thread;
-    memset(acc, 0, sizeof(float) * (t1 - t0) * FCOUTS * FTAPS);
-    for (int g0 = 0; g0 < s->batch; g0 += GROUP) {
-        int images = s->batch - g0 < GROUP ? s->batch - g0 : GROUP;
+    memset(acc, 0, sizeof(float) * (t1 - t0) * FACCS);
+    for (int g0 = 0; g0 < s->batch; g0 += group) {
+        int images = s->batch - g0 < group ? s->batch - g0 : group;
         const uint16_t *xg = p->bxp + (size_t)g0 * x_image;
         const uint16_t *gg = p->bgp + (size_t)g0 * g_image;
         for (size_t t = t0; t < t1; t++) {
             struct ftile f = ftile_at(s, t);
-            float part[FCOUTS * FTAPS];
+            float part[FACCS];
             p->bf16->filter_plane(gg + (size_t)f.co0 * gp, gp, g_image,
                                   xg + (size_t)f.ci * xp + (size_t)f.ky * p->wp + f.kx0, x_image,
                                   images, steps, f.couts, f.taps, part);
-            float *total = acc + (t - t0) * FCOUTS * FTAPS;
+            float *total = acc + (t - t0) * FACCS;
             for (int i = 0; i < f.couts * f.taps; i++)
                 total[i] += part[i];
         }
     }
     for (size_t t = t0; t < t1; t++) {
         struct ftile f = ftile_at(s, t);
-        const float *total = acc + (t - t0) * FCOUTS * FTAPS;
+        const float *total = acc + (t - t0) * FACCS;
         for (int c = 0; c < f.couts; c++)
             for (int i = 0; i < f.taps; i++)
                 job->dw[(((size_t)(f.co0 + c) * cin + f.ci) * k + f.ky) * k + f.kx0 + i] =

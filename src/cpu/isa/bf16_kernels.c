@@ -12,7 +12,7 @@
 
 #define DG_BF16_ROWS 8  /* most output channels per conv_plane call */
 #define DG_BF16_VECS 3  /* most 16-pixel vectors per conv_plane call */
-#define DG_BF16_FCOUTS 4 /* most gradient planes per filter_plane call */
+#define DG_BF16_FCOUTS 8 /* most gradient planes per filter_plane call (couts x taps <= 24) */
 #define DG_BF16_FTAPS 5  /* most taps per filter_plane call */
 
 #if defined(DG_BF16_AVX512)
@@ -120,7 +120,7 @@ fplane_block(const uint16_t *g, size_t g_plane, size_t g_image, const uint16_t *
              int images, int steps, const int C, const int T, float *out)
 {
     __m512 acc[DG_BF16_FCOUTS][DG_BF16_FTAPS];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int c = 0; c < C; c++)
 #pragma GCC unroll 5
         for (int t = 0; t < T; t++)
@@ -129,20 +129,20 @@ fplane_block(const uint16_t *g, size_t g_plane, size_t g_image, const uint16_t *
         const uint16_t *gn = g + (size_t)n * g_image, *xn = x + (size_t)n * x_image;
         for (int j = 0; j < steps; j++) {
             __m512bh gv[DG_BF16_FCOUTS], xv[DG_BF16_FTAPS];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int c = 0; c < C; c++)
                 gv[c] = vec_at(gn + (size_t)c * g_plane + 32 * (size_t)j);
 #pragma GCC unroll 5
             for (int t = 0; t < T; t++)
                 xv[t] = vec_at(xn + 32 * (size_t)j + t);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int c = 0; c < C; c++)
 #pragma GCC unroll 5
                 for (int t = 0; t < T; t++)
                     acc[c][t] = _mm512_dpbf16_ps(acc[c][t], gv[c], xv[t]);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int c = 0; c < C; c++)
 #pragma GCC unroll 5
         for (int t = 0; t < T; t++)
@@ -192,6 +192,10 @@ DG_FPLANE_BLOCKS(1)
 DG_FPLANE_BLOCKS(2)
 DG_FPLANE_BLOCKS(3)
 DG_FPLANE_BLOCKS(4)
+DG_FPLANE_BLOCKS(5)
+DG_FPLANE_BLOCKS(6)
+DG_FPLANE_BLOCKS(7)
+DG_FPLANE_BLOCKS(8)
 
 #define DG_PLANE_ROW(c) {plane_##c##_1, plane_##c##_2, plane_##c##_3}
 #define DG_FPLANE_ROW(c) {fplane_##c##_1, fplane_##c##_2, fplane_##c##_3, fplane_##c##_4, fplane_##c##_5}
@@ -200,7 +204,8 @@ static const plane_fn plane_blocks[DG_BF16_ROWS][DG_BF16_VECS] = {
     DG_PLANE_ROW(1), DG_PLANE_ROW(2), DG_PLANE_ROW(3), DG_PLANE_ROW(4),
     DG_PLANE_ROW(5), DG_PLANE_ROW(6), DG_PLANE_ROW(7), DG_PLANE_ROW(8)};
 static const fplane_fn fplane_blocks[DG_BF16_FCOUTS][DG_BF16_FTAPS] = {
-    DG_FPLANE_ROW(1), DG_FPLANE_ROW(2), DG_FPLANE_ROW(3), DG_FPLANE_ROW(4)};
+    DG_FPLANE_ROW(1), DG_FPLANE_ROW(2), DG_FPLANE_ROW(3), DG_FPLANE_ROW(4),
+    DG_FPLANE_ROW(5), DG_FPLANE_ROW(6), DG_FPLANE_ROW(7), DG_FPLANE_ROW(8)};
 
 static void conv_plane(const uint16_t *x2, size_t plane_stride, int pairs, int k, int wp,
                        const uint16_t *wt, int ldc, int couts, int vecs, float *out)
