@@ -621,6 +621,7 @@ static const struct dg_cpu_bf16_ops *bf16_unit(const struct dg_cpu *cpu, char *m
                  "this CPU has no AVX512-BF16 (vdpbf16ps; Intel Cooper Lake, Sapphire Rapids and "
                  "later, AMD Zen 4 and later have it)");
 #else
+    (void)cpu;
     snprintf(missing, size, "this build has no bf16 kernels for this architecture%s",
              f->arm_bf16 ? " (the CPU has BF16: BFDOT/BFMMLA are not used yet)" : "");
 #endif
