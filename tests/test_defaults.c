@@ -26,6 +26,7 @@
 #include "digits/train.h"
 #include "test_util.h"
 
+#if defined(__x86_64__)
 static uint64_t fnv1a(const void *data, size_t size)
 {
     const unsigned char *p = data;
@@ -62,7 +63,6 @@ static uint64_t default_run(enum dg_cpu_isa isa, int threads)
     return h;
 }
 
-#if defined(__x86_64__)
 static const struct {
     enum dg_cpu_isa isa;
     uint64_t hash;
