@@ -13,6 +13,23 @@ void dg_backend_destroy(struct dg_backend *be)
         be->ops->destroy(be);
 }
 
+static const char *const math_names[] = {"fp32", "tf32", "bf16"};
+
+const char *dg_math_name(enum dg_math math)
+{
+    return (unsigned)math < sizeof math_names / sizeof math_names[0] ? math_names[math] : "?";
+}
+
+int dg_math_from_name(const char *name, enum dg_math *math)
+{
+    for (unsigned i = 0; i < sizeof math_names / sizeof math_names[0]; i++)
+        if (strcmp(name, math_names[i]) == 0) {
+            *math = (enum dg_math)i;
+            return 1;
+        }
+    return 0;
+}
+
 /* The ordinal of "cuda" (0) or "cuda:N"; -1 when name is neither. */
 static long cuda_ordinal(const char *name)
 {

@@ -163,6 +163,11 @@ enum dg_math {
                      CPU with bf16 units (dg_backend_cpu_set_math); not yet on CUDA */
 };
 
+/* "fp32", "tf32", "bf16": the `--math` spelling (and the model file's `math=`). */
+const char *dg_math_name(enum dg_math math);
+/* 1 and *math set when `name` is one of those spellings, else 0. */
+int dg_math_from_name(const char *name, enum dg_math *math);
+
 /* The math of a CPU backend's convolutions and dense layers, for plans created afterwards:
  * DG_MATH_FP32 (the default) or DG_MATH_BF16. bf16 needs a bf16 unit this build uses
  * (AVX512-BF16, with the kernels at AVX-512: DIGITS_CPU_ISA below it holds it back); without

@@ -168,7 +168,7 @@ static void print_json(FILE *out, const struct dg_bench_report *r)
             s->reps, s->warmup, s->quick ? "true" : "false", s->augment ? "true" : "false",
             s->threads);
     dg_cli_json_string(out, s->device_spec);
-    fprintf(out, ", \"math\": \"%s\"},\n", s->math == DG_MATH_TF32 ? "tf32" : s->math == DG_MATH_BF16 ? "bf16" : "fp32");
+    fprintf(out, ", \"math\": \"%s\"},\n", dg_math_name(s->math));
     fputs("  \"data\": {\"source\": ", out);
     dg_cli_json_string(out, r->data_source);
     fprintf(out, ", \"synthetic\": %s, \"images\": %zu},\n", r->synthetic ? "true" : "false",

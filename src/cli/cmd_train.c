@@ -301,9 +301,9 @@ static enum dg_status resume_from(struct train_request *req, const struct dg_che
         req->checkpoint_path = req->resume_path;
     /* the run's math: the checkpoint's, unless --math says otherwise (refused: bit-exact
      * resumption needs the same arithmetic) */
-    enum dg_math math = strcmp(resumed->math, "bf16") == 0   ? DG_MATH_BF16
-                        : strcmp(resumed->math, "tf32") == 0 ? DG_MATH_TF32
-                                                             : DG_MATH_FP32;
+    enum dg_math math = DG_MATH_FP32; /* "" (not written) is fp32 */
+    if (resumed->math[0] && !dg_math_from_name(resumed->math, &math))
+        return dg_error(DG_ERR_INPUT, "%s: corrupted checkpoint file (bad math)", req->resume_path);
     if ((req->given & GIVEN_MATH) && req->device.math != math &&
         !(req->device.math == DG_MATH_TF32 && math == DG_MATH_FP32))
         return dg_error(DG_ERR_USAGE,

@@ -59,13 +59,7 @@ int dg_cli_parse_u64(const char *command, const char *option, const char *text, 
 
 int dg_cli_parse_math(const char *command, const char *text, enum dg_math *math)
 {
-    if (strcmp(text, "fp32") == 0)
-        *math = DG_MATH_FP32;
-    else if (strcmp(text, "tf32") == 0)
-        *math = DG_MATH_TF32;
-    else if (strcmp(text, "bf16") == 0)
-        *math = DG_MATH_BF16;
-    else {
+    if (!dg_math_from_name(text, math)) {
         dg_cli_usage_error(command, "--math expects fp32, tf32 or bf16, got '%s'", text);
         return 0;
     }

@@ -55,9 +55,8 @@ void train_settings_text(struct dg_text *t, const struct train_record *record)
 
 const char *train_math_name(const struct dg_backend_spec *device, const struct dg_backend *be)
 {
-    if (device->math == DG_MATH_BF16)
-        return "bf16";
-    if (device->math == DG_MATH_TF32 && be && strcmp(be->name, "cuda") == 0)
-        return "tf32";
+    if (device->math == DG_MATH_BF16 ||
+        (device->math == DG_MATH_TF32 && be && strcmp(be->name, "cuda") == 0))
+        return dg_math_name(device->math);
     return NULL;
 }

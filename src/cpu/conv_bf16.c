@@ -1,18 +1,17 @@
 /* The bf16 convolution (`--math bf16`, src/cpu/bf16.h): every pass multiplies bf16 operands and
  * accumulates in float32 with the plan's bf16 unit, on bf16 copies made while packing (the
  * float32 tensors at the interface are never changed).
- *   forward, backward data  the direct scheme of conv_direct.c: each thread copies its image
- *       into a padded NHWC float32 buffer, rounds it to bf16 with the channels padded to an even
- *       count (channel pairs are the dot product's pairs), and conv_row computes up to 14
- *       pixels x 32 channels per call from weights packed (k, k, cin2/2, cout16, 2), output
- *       channels padded to a multiple of 16 with zeros; bias and ReLU in float32 on the way out.
- *       Backward data is the same on the gradient with the weights transposed and flipped.
- *   weight gradient  the sum runs over pixels, so pixels are the pairs: the batch is copied as
- *       "sliding pairs" xs (hp, wp, cin, 2) = (x[y][x][c], x[y][x+1][c]) and the gradient as
- *       gs (h, w/2 rounded up, cout16, 2) = (dy[y][2j][c], dy[y][2j+1][c]) (an odd last pixel
- *       paired with zero); tiles of (ky, kx*cin + ci) x cout as in the direct family, each
- *       summing the images in order, so the result does not depend on the thread count. The bias
- *       gradient is a float32 sum of dy (dg_cpu_conv_bias_grad). */
+ *   forward, backward data  each thread copies its image "pair-planar" (plane q: the pairs of
+ *       channels 2q, 2q+1 over the padded image, row by row from NCHW, no transpose); an output
+ *       is a pixel of the flattened padded plane, every tap a shift of it, and conv_plane
+ *       computes CONV_COUTS channels x BLOCK outputs per call from weights packed (k, k,
+ *       in pairs, outs, 2); the outputs past column w are dropped, bias and ReLU added in
+ *       float32 on the way to NCHW. Backward data is the same on dy with the weights
+ *       transposed and flipped.
+ *   weight gradient  x (padded) and dy as flattened bf16 planes of one grid, pixels being the
+ *       pairs; tiles of (input channel, ky, taps, output channels), images in groups whose lane
+ *       sums are reduced and added in group order, so the result does not depend on the thread
+ *       count. The bias gradient is a float32 sum of dy (dg_cpu_conv_bias_grad). */
 #include "cpu/conv_internal.h"
 
 #include <stdlib.h>
@@ -23,11 +22,6 @@ static int even_up(int c)
     return c + (c & 1);
 }
 
-static int pad16(int c)
-{
-    return (c + 15) / 16 * 16;
-}
-
 /* Extra pixels after each plane, so that the last block's vectors read zeros. */
 #define PLANE_SLACK 48
 
@@ -36,8 +30,10 @@ static size_t plane_stride(const struct conv_plan *p)
     return (size_t)2 * ((size_t)p->hp * p->wp + PLANE_SLACK);
 }
 
-/* Outputs per block: 3 vectors of 16 pixels of the flattened padded plane. */
+/* Outputs per conv_plane call: 3 vectors of 16 pixels of the flattened padded plane; output
+ * channels per call (the unit's most: 8 x 3 vectors in registers). */
 #define BLOCK 48
+#define CONV_COUTS 8
 
 /* Images per group: each group's 16 lane sums are reduced, then added to the totals in group
  * order. The grouping depends on the shape alone (never on the thread count): enough images
@@ -115,14 +111,15 @@ enum dg_status dg_cpu_bf16_ensure(struct conv_plan *p)
     const struct dg_conv_shape *s = &p->s;
     int cin = s->in_channels, cout = s->out_channels, k = s->kernel;
     size_t maxc = (size_t)(cin > cout ? cin : cout);
-    size_t maxc2 = (size_t)even_up((int)maxc), maxc16 = (size_t)pad16((int)maxc);
+    size_t maxc2 = (size_t)even_up((int)maxc);
     size_t t = (size_t)p->threads;
     p->b_image = maxc2 / 2 * plane_stride(p);
     /* per thread: an output tile, or the weight gradient's totals (at most all its tiles) */
     p->b_tiles = ftile_count(s) * FACCS;
-    if (p->b_tiles < (size_t)8 * BLOCK)
-        p->b_tiles = (size_t)8 * BLOCK;
-    p->bw = calloc((size_t)k * k * maxc2 * maxc16, sizeof(uint16_t));
+    if (p->b_tiles < (size_t)CONV_COUTS * BLOCK)
+        p->b_tiles = (size_t)CONV_COUTS * BLOCK;
+    /* (k, k, in pairs, outs, 2), the larger of the two passes' */
+    p->bw = calloc((size_t)k * k * maxc2 * maxc, sizeof(uint16_t));
     p->bx = calloc(p->b_image * t, sizeof(uint16_t));
     p->bacc = calloc(p->b_tiles * t, sizeof(float));
     p->bxp = calloc((size_t)s->batch * cin * xplane(p), sizeof(uint16_t));
@@ -198,11 +195,11 @@ static void bf16_conv_task(void *ctx, int thread, int threads)
         }
         size_t end = o0 + BLOCK < total ? o0 + BLOCK : total;
         int vecs = (int)((end - o0 + 15) / 16);
-        /* the first output's pixel is (pad, pad) of the padded plane, minus the taps' offset */
+        /* output o reads the padded plane from pixel o on (tap (0, 0)) */
         const uint16_t *x2 = image + 2 * o0;
         float *out_image = job->out + n * job->cout * hw;
-        for (int c0 = 0; c0 < job->cout; c0 += 8) {
-            int couts = job->cout - c0 < 8 ? job->cout - c0 : 8;
+        for (int c0 = 0; c0 < job->cout; c0 += CONV_COUTS) {
+            int couts = job->cout - c0 < CONV_COUTS ? job->cout - c0 : CONV_COUTS;
             p->bf16->conv_plane(x2, ps, pairs, k, p->wp, p->bw + (size_t)c0 * 2, job->cout, couts,
                                 vecs, tile);
             scatter(p, tile, couts, vecs, o0, end, job->bias ? job->bias + c0 : NULL, job->relu,
@@ -285,9 +282,9 @@ static void bf16_filter_task(void *ctx, int thread, int threads)
     const struct bf16_filter_job *job = ctx;
     const struct conv_plan *p = job->p;
     const struct dg_conv_shape *s = &p->s;
-    int k = s->kernel, cin = s->in_channels, cout = s->out_channels;
+    int k = s->kernel, cin = s->in_channels;
     size_t xp = xplane(p), gp = gplane(p);
-    size_t x_image = xp * cin, g_image = gp * cout;
+    size_t x_image = xp * cin, g_image = gp * s->out_channels;
     int steps = fsteps(p), group = group_images(p);
     size_t t0, t1;
     dg_cpu_split(ftile_count(s), 1, thread, threads, &t0, &t1);
@@ -317,7 +314,6 @@ static void bf16_filter_task(void *ctx, int thread, int threads)
                 job->dw[(((size_t)(f.co0 + c) * cin + f.ci) * k + f.ky) * k + f.kx0 + i] =
                     total[c * f.taps + i];
     }
-    (void)cout;
 }
 
 void dg_cpu_bf16_bwd_filter(struct dg_cpu *cpu, struct conv_plan *p, const float *x,

@@ -57,7 +57,7 @@ struct conv_plan {
     size_t wv_floats, ws_floats, wout_floats;
     /* bf16 (conv_bf16.c): NULL bf16 for a float32 plan */
     const struct dg_cpu_bf16_ops *bf16;
-    uint16_t *bw;      /* packed weights (k, k, in pairs, outs padded to 16, 2) */
+    uint16_t *bw;      /* packed weights (k, k, in pairs, outs, 2) */
     uint16_t *bx;      /* per thread: the pair-planar bf16 image (channel pairs, hp x wp) */
     float *bacc;       /* per thread: output tile or filter accumulators */
     uint16_t *bxp;     /* weight gradient: (batch, cin) padded planes hp x wp (+ slack) */

@@ -219,12 +219,16 @@ static void read_options(struct reader *r, struct dg_checkpoint *ck, uint32_t bl
     /* math= only where a run was not fp32 (older checkpoints have none) */
     const char *math = dg_settings_value(r->text, "math");
     ck->math[0] = '\0';
-    if (math && strncmp(math, "bf16\n", 5) == 0)
-        snprintf(ck->math, sizeof ck->math, "bf16");
-    else if (math && strncmp(math, "tf32\n", 5) == 0)
-        snprintf(ck->math, sizeof ck->math, "tf32");
-    else if (math)
-        bad(r, "math");
+    if (math) {
+        size_t len = strcspn(math, "\n");
+        enum dg_math m;
+        if (len < sizeof ck->math)
+            snprintf(ck->math, sizeof ck->math, "%.*s", (int)len, math);
+        if (len >= sizeof ck->math || !dg_math_from_name(ck->math, &m) || m == DG_MATH_FP32) {
+            ck->math[0] = '\0';
+            bad(r, "math");
+        }
+    }
     /* the settings without an option: finite, and the signs the recipe needs */
     if (r->status == DG_OK &&
         (!isfinite(o->rho) || !isfinite(o->eps) || !isfinite(o->rotation_deg) ||

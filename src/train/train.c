@@ -186,18 +186,19 @@ static enum dg_status validate(struct dg_net *net, void *handle, const uint32_t 
                                         &report->val_accuracy);
     if (status != DG_OK)
         return status;
-    /* ReduceLROnPlateau(monitor=val_accuracy, mode=max, cooldown=0) */
-    if (options->schedule != DG_SCHEDULE_PLATEAU) {
-        /* (another schedule sets the learning rate; the monitor is not kept) */
-    } else if (report->val_accuracy > state->best_monitor + options->min_delta) {
-        state->best_monitor = report->val_accuracy;
-        state->wait = 0;
-    } else if (++state->wait >= options->patience) {
-        if (state->lr > options->min_lr) {
-            float reduced = state->lr * options->lr_factor;
-            state->lr = reduced > options->min_lr ? reduced : options->min_lr;
+    /* ReduceLROnPlateau(monitor=val_accuracy, mode=max, cooldown=0); another schedule sets the
+     * learning rate itself (dg_train), and the monitor is not kept */
+    if (options->schedule == DG_SCHEDULE_PLATEAU) {
+        if (report->val_accuracy > state->best_monitor + options->min_delta) {
+            state->best_monitor = report->val_accuracy;
+            state->wait = 0;
+        } else if (++state->wait >= options->patience) {
+            if (state->lr > options->min_lr) {
+                float reduced = state->lr * options->lr_factor;
+                state->lr = reduced > options->min_lr ? reduced : options->min_lr;
+            }
+            state->wait = 0;
         }
-        state->wait = 0;
     }
     /* best epoch, EarlyStopping(monitor=val_accuracy, min_delta=0) */
     if (isnan(state->best_val_accuracy) || report->val_accuracy > state->best_val_accuracy) {
