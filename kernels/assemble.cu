@@ -8,7 +8,7 @@
 
 __global__ void assemble_kernel(const uint8_t *images, const uint8_t *labels_in,
                                 const uint32_t *rows, int augment, struct dg_augment_key key,
-                                float *x, uint8_t *labels_out)
+                                const struct dg_step_block *vars, float *x, uint8_t *labels_out)
 {
     __shared__ uint8_t image[DG_PIXELS];
     __shared__ struct dg_affine affine;
@@ -23,8 +23,10 @@ __global__ void assemble_kernel(const uint8_t *images, const uint8_t *labels_in,
             ranges.rotation_deg = key.rotation_deg;
             ranges.shift = key.shift;
             ranges.zoom = key.zoom;
+            uint32_t epoch = vars ? vars->epoch : key.epoch;
+            uint32_t step = vars ? vars->step : key.step;
             affine = dg_augment_affine(
-                dg_augment_draw(ranges, key.seed, key.epoch, key.step, (uint32_t)index));
+                dg_augment_draw(ranges, key.seed, epoch, step, (uint32_t)index));
         }
         if (labels_in && labels_out)
             labels_out[index] = labels_in[row];
@@ -38,7 +40,8 @@ __global__ void assemble_kernel(const uint8_t *images, const uint8_t *labels_in,
 
 extern "C" cudaError_t dg_launch_assemble(const uint8_t *images, const uint8_t *labels_in,
                                           const uint32_t *rows, int n,
-                                          const struct dg_augment_key *augment, float *x,
+                                          const struct dg_augment_key *augment,
+                                          const struct dg_step_block *vars, float *x,
                                           uint8_t *labels_out, cudaStream_t stream)
 {
     if (n <= 0)
@@ -47,6 +50,6 @@ extern "C" cudaError_t dg_launch_assemble(const uint8_t *images, const uint8_t *
     if (augment)
         key = *augment;
     assemble_kernel<<<(unsigned)n, DG_BLOCK, 0, stream>>>(images, labels_in, rows, augment != NULL,
-                                                          key, x, labels_out);
+                                                          key, vars, x, labels_out);
     return cudaGetLastError();
 }

@@ -16,6 +16,19 @@
 extern "C" {
 #endif
 
+/* The values that change from one training step to the next, in device memory: the CUDA
+ * backend's step block (src/cuda/step.c), uploaded before each step, so that a step captured
+ * into a CUDA Graph once replays with each step's own dropout and augmentation counters,
+ * learning rate and batch rows. A kernel given `vars` (NULL: the by-value arguments hold)
+ * reads its epoch, step or learning rate there. */
+struct dg_step_block {
+    uint32_t epoch;
+    uint32_t step;
+    float lr;
+    uint32_t n;       /* images in the batch */
+    uint32_t rows[1]; /* n row indices (the block is allocated for the largest batch) */
+};
+
 /* ---- bias + ReLU, ReLU backward (kernels/bias_relu.cu) ---- */
 
 /* y (n, c, hw) += bias (c) (bias may be NULL), then ReLU when relu != 0. Dense layers use
@@ -45,32 +58,38 @@ cudaError_t dg_launch_maxpool_bwd(const float *x, const float *dy, float *dx, in
 
 /* out (count) = in * dg_dropout_scale(rate, key, flat index): forward (x -> y) and backward
  * (dy -> dx) are the same map. `in` may equal `out`. */
-cudaError_t dg_launch_dropout(size_t count, float rate, struct dg_dropout_key key, const float *in,
-                              float *out, cudaStream_t stream);
+cudaError_t dg_launch_dropout(size_t count, float rate, struct dg_dropout_key key,
+                              const struct dg_step_block *vars, const float *in, float *out,
+                              cudaStream_t stream);
 
 /* ---- softmax + cross-entropy (kernels/softmax_xent.cu) ---- */
 
 /* probs (batch, 10) = softmax(logits). When labels != NULL: dlogits (may be NULL) = gradient of
  * the batch-mean loss, stats[0] += loss sum, stats[1] += correct count (stats: 2 doubles,
- * summed in a fixed order). */
+ * summed in a fixed order); with trace (stats then 3 doubles): trace[2k], trace[2k + 1] = the
+ * new stats[0], stats[1] for k = stats[2], then stats[2] += 1. */
 cudaError_t dg_launch_softmax_xent(int batch, const float *logits, const uint8_t *labels,
-                                   float *probs, float *dlogits, double *stats,
+                                   float *probs, float *dlogits, double *stats, double *trace,
                                    cudaStream_t stream);
 
 /* ---- RMSprop (kernels/rmsprop.cu) ---- */
 
+/* The learning rate is vars->lr when vars is not NULL. */
 cudaError_t dg_launch_rmsprop(size_t count, float *w, const float *g, float *acc, float lr,
-                              float rho, float eps, cudaStream_t stream);
+                              float rho, float eps, const struct dg_step_block *vars,
+                              cudaStream_t stream);
 
 /* ---- batch assembly (kernels/assemble.cu) ---- */
 
 /* x (n, 1, 28, 28) <- images[rows[i]] / 255 (rows == NULL: image i), warped with the draws of
- * batch index i when augment != NULL (a host pointer, passed by value to the kernel);
- * labels_out[i] <- labels_in[rows[i]] (or labels_in[i]) when both label pointers are set.
- * images (count, 784) uint8; rows (n) uint32, device. */
+ * batch index i when augment != NULL (a host pointer, passed by value to the kernel; its epoch
+ * and step are vars' when vars is not NULL); labels_out[i] <- labels_in[rows[i]] (or
+ * labels_in[i]) when both label pointers are set. images (count, 784) uint8; rows (n) uint32,
+ * device. */
 cudaError_t dg_launch_assemble(const uint8_t *images, const uint8_t *labels_in,
                                const uint32_t *rows, int n, const struct dg_augment_key *augment,
-                               float *x, uint8_t *labels_out, cudaStream_t stream);
+                               const struct dg_step_block *vars, float *x, uint8_t *labels_out,
+                               cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -15,7 +15,7 @@ __global__ void softmax_kernel(int batch, const float *logits, float *probs)
 }
 
 __global__ void softmax_xent_kernel(int batch, const float *logits, const uint8_t *labels,
-                                    float *probs, float *dlogits, double *stats)
+                                    float *probs, float *dlogits, double *stats, double *trace)
 {
     __shared__ double loss_part[DG_BLOCK];
     __shared__ double hit_part[DG_BLOCK];
@@ -42,18 +42,24 @@ __global__ void softmax_xent_kernel(int batch, const float *logits, const uint8_
     if (threadIdx.x == 0 && stats) {
         stats[0] += loss_part[0];
         stats[1] += hit_part[0];
+        if (trace) {
+            size_t k = (size_t)stats[2];
+            trace[2 * k] = stats[0];
+            trace[2 * k + 1] = stats[1];
+            stats[2] += 1.0;
+        }
     }
 }
 
 extern "C" cudaError_t dg_launch_softmax_xent(int batch, const float *logits, const uint8_t *labels,
                                               float *probs, float *dlogits, double *stats,
-                                              cudaStream_t stream)
+                                              double *trace, cudaStream_t stream)
 {
     if (batch <= 0)
         return cudaSuccess;
     if (labels)
         softmax_xent_kernel<<<1, DG_BLOCK, 0, stream>>>(batch, logits, labels, probs, dlogits,
-                                                        stats);
+                                                        stats, trace);
     else
         softmax_kernel<<<dg_grid_for((size_t)batch), DG_BLOCK, 0, stream>>>(batch, logits, probs);
     return cudaGetLastError();

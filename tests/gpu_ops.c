@@ -455,15 +455,15 @@ START_TEST(softmax_xent_vs_cpu)
     labels[0] = 0; /* a sure hit, so that the count is never trivially zero */
     double cpu_stats[2] = {0.5, 2.0}, gpu_stats[2] = {0.5, 2.0};
     printf("softmax-xent batch %d\n", batch);
-    check_ok(cpu->ops->softmax_xent(cpu, batch, logits, labels, probs, dlogits, cpu_stats));
-    check_ok(cpu->ops->softmax_xent(cpu, batch, logits, labels, probs, dlogits, cpu_stats));
+    check_ok(cpu->ops->softmax_xent(cpu, batch, logits, labels, probs, dlogits, cpu_stats, NULL));
+    check_ok(cpu->ops->softmax_xent(cpu, batch, logits, labels, probs, dlogits, cpu_stats, NULL));
 
     float *d_logits = dev_floats(gpu, logits, n), *d_probs = dev_floats(gpu, NULL, n);
     float *d_dlogits = dev_floats(gpu, NULL, n);
     uint8_t *d_labels = dev_bytes(gpu, labels, (size_t)batch);
     double *d_stats = dev_bytes(gpu, gpu_stats, sizeof gpu_stats);
-    check_ok(gpu->ops->softmax_xent(gpu, batch, d_logits, d_labels, d_probs, d_dlogits, d_stats));
-    check_ok(gpu->ops->softmax_xent(gpu, batch, d_logits, d_labels, d_probs, d_dlogits, d_stats));
+    check_ok(gpu->ops->softmax_xent(gpu, batch, d_logits, d_labels, d_probs, d_dlogits, d_stats, NULL));
+    check_ok(gpu->ops->softmax_xent(gpu, batch, d_logits, d_labels, d_probs, d_dlogits, d_stats, NULL));
     ck_assert(agree_dev("softmax probs", gpu, d_probs, probs, n, &dg_tol_forward));
     ck_assert(agree_dev("softmax dlogits", gpu, d_dlogits, dlogits, n, &dg_tol_backward_fp32));
     check_ok(gpu->ops->download(gpu, gpu_stats, d_stats, sizeof gpu_stats));
@@ -475,7 +475,7 @@ START_TEST(softmax_xent_vs_cpu)
 
     /* inference: probabilities only, dlogits and stats untouched */
     float *d_probs2 = dev_floats(gpu, NULL, n);
-    check_ok(gpu->ops->softmax_xent(gpu, batch, d_logits, NULL, d_probs2, NULL, NULL));
+    check_ok(gpu->ops->softmax_xent(gpu, batch, d_logits, NULL, d_probs2, NULL, NULL, NULL));
     ck_assert(agree_dev("softmax probs (no labels)", gpu, d_probs2, probs, n, &dg_tol_forward));
     double after[2];
     check_ok(gpu->ops->download(gpu, after, d_stats, sizeof after));

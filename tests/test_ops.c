@@ -552,7 +552,7 @@ START_TEST(softmax_xent_vs_reference)
         double stats[2] = {1.5, 2.0};
         poison(probs, n);
         poison(grad, n);
-        check_ok(be->ops->softmax_xent(be, batch, logits, labels, probs, grad, stats));
+        check_ok(be->ops->softmax_xent(be, batch, logits, labels, probs, grad, stats, NULL));
         ck_assert(
             dg_test_close("softmax probs", probs, p_ref, n, DG_TEST_FWD_ATOL, DG_TEST_FWD_RTOL));
         ck_assert(
@@ -563,13 +563,13 @@ START_TEST(softmax_xent_vs_reference)
         poison(probs, n);
         poison(grad, n);
         double before[2] = {stats[0], stats[1]};
-        check_ok(be->ops->softmax_xent(be, batch, logits, NULL, probs, grad, stats));
+        check_ok(be->ops->softmax_xent(be, batch, logits, NULL, probs, grad, stats, NULL));
         ck_assert(dg_test_close("softmax probs (no labels)", probs, p_ref, n, DG_TEST_FWD_ATOL,
                                 DG_TEST_FWD_RTOL));
         ck_assert(isnan(grad[0]) && isnan(grad[n - 1]));
         ck_assert(stats[0] == before[0] && stats[1] == before[1]);
         /* labels without a gradient buffer */
-        check_ok(be->ops->softmax_xent(be, batch, logits, labels, probs, NULL, stats));
+        check_ok(be->ops->softmax_xent(be, batch, logits, labels, probs, NULL, stats, NULL));
         ck_assert_double_eq(stats[1], 2.0 + 2.0 * correct_ref);
         dg_backend_destroy(be);
     }
@@ -1207,7 +1207,7 @@ static double fast_xent_loss(void *opaque)
 {
     struct fast_ctx *c = opaque;
     double stats[2] = {0, 0};
-    check_ok(c->be->ops->softmax_xent(c->be, c->batch, c->x, c->labels, c->y, NULL, stats));
+    check_ok(c->be->ops->softmax_xent(c->be, c->batch, c->x, c->labels, c->y, NULL, stats, NULL));
     return stats[0] / c->batch;
 }
 
@@ -1348,7 +1348,7 @@ START_TEST(fd_fast_pool_dropout_xent)
         dg_test_fill(&rng, logits, 50, -3, 3);
         float *saved_x = c.x;
         c.x = logits;
-        check_ok(c.be->ops->softmax_xent(c.be, 5, logits, labels, probs, grad, NULL));
+        check_ok(c.be->ops->softmax_xent(c.be, 5, logits, labels, probs, grad, NULL, NULL));
         ck_assert(fd_check_float("softmax-xent logits", fast_xent_loss, &c, logits, 50, grad,
                                  FD_FLOAT_H, FD_FLOAT_RTOL, FD_SAMPLES, &rng));
         c.x = saved_x;

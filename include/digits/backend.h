@@ -60,6 +60,25 @@ struct dg_augment_key {
     float zoom;
 };
 
+/* The values of one training step that change from step to step (step mode, below). */
+struct dg_step_values {
+    uint32_t epoch;
+    uint32_t step;
+    float lr;
+};
+
+/* What a backend has issued, for `digits bench` and the suites (step mode, below). */
+struct dg_backend_counters {
+    long launches;       /* work issued to the device one call at a time: kernels, library
+                            calls, copies and memsets, graph launches (captured work excluded) */
+    long graph_launches; /* of those, graph launches */
+    long captured;       /* work recorded into graphs */
+    long host_syncs;     /* host waits for the device's results: stream and event
+                            synchronisations, copies that wait */
+    long queue_waits;    /* waits because the host ran DG_CUDA_STEP_RING steps ahead of the
+                            device (back-pressure, not a round trip) */
+};
+
 /* ---- the vtable ---- */
 
 struct dg_backend_ops {
@@ -127,10 +146,13 @@ struct dg_backend_ops {
 
     /* softmax of logits (batch, 10) into probs; when labels != NULL also the gradient of the
      * batch-mean cross-entropy into dlogits (may be NULL) and stats[0] += sum of losses,
-     * stats[1] += number of rows whose first argmax equals the label (stats: 2 doubles). */
+     * stats[1] += number of rows whose first argmax equals the label (stats: 2 doubles). With
+     * trace (may be NULL; stats then 3 doubles): trace[2k], trace[2k + 1] = the new stats[0],
+     * stats[1] for k = stats[2], then stats[2] += 1 — the running statistics after every
+     * training step, read once per epoch instead of after each step. */
     enum dg_status (*softmax_xent)(struct dg_backend *be, int batch, const float *logits,
                                    const uint8_t *labels, float *probs, float *dlogits,
-                                   double *stats);
+                                   double *stats, double *trace);
 
     /* RMSprop over n parameters (src/math/rmsprop.h) */
     enum dg_status (*rmsprop)(struct dg_backend *be, size_t n, float *w, const float *g, float *acc,
@@ -139,6 +161,31 @@ struct dg_backend_ops {
     /* Optional (NULL when the backend has no device memory of its own, as the CPU): free and
      * total bytes of the backend's device, as the driver counts them (every process). */
     enum dg_status (*device_memory)(struct dg_backend *be, size_t *free_bytes, size_t *total_bytes);
+
+    /* ---- Optional: step mode and graphs (NULL where every op runs as it is called: the
+     * CPU). dg_net_train_step uses them; docs/DEVELOPING.md "Graphs". ---- */
+
+    /* The step's values (epoch, step, learning rate) and its batch rows (host, n) uploaded to
+     * where the step's ops read them on the device: dropout and augmentation take their epoch
+     * and step, RMSprop its learning rate, batch assembly its rows from there (the keys,
+     * learning rate and rows passed to those ops until step_end must equal these). Runs
+     * asynchronously. *capturable = 1 when the step can be captured (the dataset is resident on
+     * the device). */
+    enum dg_status (*step_begin)(struct dg_backend *be, void *data_handle,
+                                 const struct dg_step_values *values, const uint32_t *rows, int n,
+                                 int *capturable);
+    void (*step_end)(struct dg_backend *be);
+    /* Between capture_begin and capture_end the ops are recorded into a graph, not run (no
+     * allocation, host read or synchronisation may happen there). capture_end with discard = 0
+     * returns the graph, else throws the capture away (*graph NULL). */
+    enum dg_status (*capture_begin)(struct dg_backend *be);
+    enum dg_status (*capture_end)(struct dg_backend *be, int discard, void **graph);
+    /* Runs a captured graph with the values of the current step_begin. *stale = 1, nothing
+     * run, when memory it captured has moved since (the convolution workspace grew, another
+     * dataset is attached): capture again. */
+    enum dg_status (*graph_launch)(struct dg_backend *be, void *graph, int *stale);
+    void (*graph_free)(struct dg_backend *be, void *graph);
+    void (*counters)(struct dg_backend *be, struct dg_backend_counters *out);
 };
 
 struct dg_backend {

@@ -8,7 +8,10 @@
  *   dact[i]          dL/d act[i] (same shape; dact[0] is not computed)
  *   probs, dlogits   (max_batch, 10)
  *   params, grads, rms_acc   param_count floats, same layout as dg_model.params
- *   labels           (max_batch) uint8, stats 2 doubles (loss sum, correct count) */
+ *   labels           (max_batch) uint8, stats 3 doubles (loss sum, correct count, the trace
+ *                    entries written)
+ *   trace            2 doubles per training step (dg_net_trace_reserve): the running stats
+ *                    after each step, read once per epoch instead of after every step */
 #ifndef DIGITS_NET_H
 #define DIGITS_NET_H
 
@@ -50,6 +53,14 @@ struct dg_net {
     float *dlogits;
     uint8_t *labels;
     double *stats;
+    double *trace;
+    int trace_capacity; /* steps (0: no trace) */
+    int trace_used;     /* steps traced since the stats were last reset or set */
+    /* Graphs (backends with step mode, CUDA): the full-batch training step, captured once and
+     * replayed (graph_key: what it was captured with); no_graphs runs every step eagerly. */
+    int no_graphs;
+    void *graph;
+    unsigned char graph_key[128];
     void *plans[DG_MAX_LAYERS]; /* conv plans for plan_batch images */
     int plan_batch;
     void *plans_alt[DG_MAX_LAYERS]; /* conv plans for the last other batch size */
@@ -100,10 +111,18 @@ enum dg_status dg_net_infer(struct dg_net *net, void *data_handle, const uint32_
 enum dg_status dg_net_update(struct dg_net *net, float lr, float rho, float eps);
 
 /* Zeroes stats; sets them (a resumed partial epoch); reads them back (loss sum, correct
- * count). */
+ * count). Reset and set also restart the trace. */
 enum dg_status dg_net_stats_reset(struct dg_net *net);
 enum dg_status dg_net_stats_set(struct dg_net *net, double loss_sum, double correct);
 enum dg_status dg_net_stats_read(struct dg_net *net, double *loss_sum, double *correct);
+
+/* Makes every training step record the running stats after it (the loss sum and correct count
+ * so far) in the trace, for up to `steps` steps between resets of the stats; a step past that
+ * is an error. steps = 0 turns the trace off. */
+enum dg_status dg_net_trace_reserve(struct dg_net *net, int steps);
+/* Entries first .. first + count - 1 (within trace_used): out[2k], out[2k + 1] = the loss sum
+ * and correct count after step first + k since the stats were reset or set. One read. */
+enum dg_status dg_net_trace_read(struct dg_net *net, int first, int count, double *out);
 
 /* The backend's description and, where the backend names its convolution algorithms, which
  * convolution of the model runs which: "cpu: 2 threads, AVX2+FMA, OpenBLAS ...; direct conv1,

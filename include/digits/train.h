@@ -67,6 +67,9 @@ struct dg_train_options {
      * LearningRateScheduler(lambda e: lr * gamma ** e)). */
     int schedule;
     float gamma;
+    /* On a backend with graphs (CUDA): run every step eagerly instead of replaying the captured
+     * full-batch step (--no-graphs; the results are the same bytes). */
+    int no_graphs;
     /* optional callbacks */
     void (*on_epoch)(const struct dg_epoch_report *report, void *ctx);
     void (*on_step)(int epoch, int step, int steps, double seconds, void *ctx);

@@ -37,6 +37,9 @@ static const char *usage_text =
     "      --math M          fp32, tf32 (CUDA: tensor cores) or bf16 (the CPU's bf16 units,\n"
     "                        AVX512-BF16: bf16 products, float32 sums and weights) (fp32)\n"
     "      --deterministic   bit-identical reruns on the same GPU\n"
+    "      --no-graphs       CUDA: run each training step's ops one call at a time instead\n"
+    "                        of replaying the step captured once as a CUDA Graph (the same\n"
+    "                        results, bit for bit; for debugging and profiling)\n"
     "      --log FILE.csv    per-epoch history (written as training goes; continued\n"
     "                        on --resume)\n"
     "      --checkpoint FILE the training state, written atomically after every epoch\n"
@@ -47,6 +50,10 @@ static const char *usage_text =
     "      --resume FILE     continue from a checkpoint, bit for bit; the settings (and\n"
     "                        --limit, --labels, -o) come from it; options that contradict\n"
     "                        it are refused; --epochs may be raised to train longer\n"
+    ;
+
+/* (the options continued: C11 promises 4095 characters per literal) */
+static const char *usage_text_more =
     "      --save-best       the model file gets the weights of the best validation epoch\n"
     "      --split-seed N    seed of the validation split (default: --seed)\n"
     "      --ensemble K      train K members, member m with seed SEED+m (its own\n"
@@ -178,6 +185,9 @@ static int apply_option(int opt, struct train_request *req, uint64_t *split_seed
         options->augment = 0;
         req->given |= GIVEN_NO_AUGMENT;
         break;
+    case 'G':
+        options->no_graphs = 1;
+        break;
     case 'W':
         if (strcmp(optarg, "plateau") == 0) {
             options->schedule = DG_SCHEDULE_PLATEAU;
@@ -292,6 +302,7 @@ static int apply_option(int opt, struct train_request *req, uint64_t *split_seed
         break;
     case 'h':
         fputs(usage_text, stdout);
+        fputs(usage_text_more, stdout);
         fputs(usage_notes, stdout);
         return 0;
     default:
@@ -375,6 +386,7 @@ int train_parse_args(int argc, char **argv, struct train_request *req)
         {"device", required_argument, NULL, 'd'},
         {"math", required_argument, NULL, 'M'},
         {"deterministic", no_argument, NULL, 'D'},
+        {"no-graphs", no_argument, NULL, 'G'},
         {"log", required_argument, NULL, 'g'},
         {"checkpoint", required_argument, NULL, 'c'},
         {"no-checkpoint", no_argument, NULL, 'C'},
@@ -469,9 +481,11 @@ enum dg_status train_resume_settings(const char *path, const struct dg_checkpoin
     int epochs = (given & GIVEN_EPOCHS) ? options->epochs : c->epochs;
     void (*on_epoch_fn)(const struct dg_epoch_report *, void *) = options->on_epoch;
     void (*on_step_fn)(int, int, int, double, void *) = options->on_step;
+    int no_graphs = options->no_graphs; /* how to run, not what: not in the checkpoint */
     *options = *c;
     options->epochs = epochs;
     options->on_epoch = on_epoch_fn;
     options->on_step = on_step_fn;
+    options->no_graphs = no_graphs;
     return DG_OK;
 }

@@ -408,7 +408,7 @@ static enum dg_status cpu_dense_bwd(struct dg_backend *be, int batch, int in, in
 
 static enum dg_status cpu_softmax_xent(struct dg_backend *be, int batch, const float *logits,
                                        const uint8_t *labels, float *probs, float *dlogits,
-                                       double *stats)
+                                       double *stats, double *trace)
 {
     (void)be;
     if (batch < 1)
@@ -437,6 +437,12 @@ static enum dg_status cpu_softmax_xent(struct dg_backend *be, int batch, const f
     if (stats) {
         stats[0] += loss_sum;
         stats[1] += correct_sum;
+        if (trace) {
+            size_t k = (size_t)stats[2];
+            trace[2 * k] = stats[0];
+            trace[2 * k + 1] = stats[1];
+            stats[2] += 1.0;
+        }
     }
     return DG_OK;
 }

@@ -12,6 +12,7 @@
 #include "cuda/cuda_internal.h"
 
 #define DG_MIB (1024.0 * 1024.0)
+#define DG_CUDA_CUBLAS_WORKSPACE ((size_t)32 << 20)
 
 /* ---- memory ---- */
 
@@ -36,7 +37,7 @@ enum dg_status dg_cuda_alloc(struct dg_backend *be, size_t bytes, void **ptr)
     }
     if ((status = dg_check_runtime(result, __FILE__, __LINE__, "cudaMalloc")) != DG_OK)
         goto fail;
-    DG_TRY(cudaMemsetAsync(*ptr, 0, bytes, cb->stream));
+    DG_LAUNCH(cb, cudaMemsetAsync(*ptr, 0, bytes, cb->stream));
     return DG_OK;
 fail:
     if (*ptr)
@@ -58,7 +59,8 @@ static enum dg_status cuda_upload(struct dg_backend *be, void *dst, const void *
     enum dg_status status = DG_OK;
     if (bytes == 0)
         return DG_OK;
-    DG_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, cb->stream));
+    DG_LAUNCH(cb, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, cb->stream));
+    cb->counters.host_syncs++;
     DG_TRY(cudaStreamSynchronize(cb->stream));
     return DG_OK;
 fail:
@@ -71,7 +73,8 @@ static enum dg_status cuda_download(struct dg_backend *be, void *dst, const void
     enum dg_status status = DG_OK;
     if (bytes == 0)
         return DG_OK;
-    DG_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, cb->stream));
+    DG_LAUNCH(cb, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, cb->stream));
+    cb->counters.host_syncs++;
     DG_TRY(cudaStreamSynchronize(cb->stream));
     return DG_OK;
 fail:
@@ -82,6 +85,7 @@ static enum dg_status cuda_sync(struct dg_backend *be)
 {
     struct cuda_backend *cb = cuda_of(be);
     enum dg_status status = DG_OK;
+    cb->counters.host_syncs++;
     DG_TRY(cudaStreamSynchronize(cb->stream));
     return DG_OK;
 fail:
@@ -110,7 +114,7 @@ static const float zero = 0.0f;
 static enum dg_status cuda_relu_bwd(struct dg_backend *be, size_t n, const float *y, float *dy)
 {
     enum dg_status status = DG_OK;
-    DG_TRY(dg_launch_relu_bwd(n, y, dy, cuda_of(be)->stream));
+    DG_LAUNCH(cuda_of(be), dg_launch_relu_bwd(n, y, dy, cuda_of(be)->stream));
     return DG_OK;
 fail:
     return status;
@@ -129,7 +133,7 @@ static enum dg_status cuda_maxpool_fwd(struct dg_backend *be, const struct dg_po
     DG_TRY(cudnnSetTensor4dDescriptor(cb->pool_out_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
                                       shape->batch, shape->channels, shape->height / 2,
                                       shape->width / 2));
-    DG_TRY(cudnnPoolingForward(cb->cudnn, cb->pool_desc, &one, cb->pool_in_desc, x, &zero,
+    DG_LAUNCH(cb, cudnnPoolingForward(cb->cudnn, cb->pool_desc, &one, cb->pool_in_desc, x, &zero,
                                cb->pool_out_desc, y));
     return DG_OK;
 fail:
@@ -144,7 +148,7 @@ static enum dg_status cuda_maxpool_bwd(struct dg_backend *be, const struct dg_po
 {
     (void)y;
     enum dg_status status = DG_OK;
-    DG_TRY(dg_launch_maxpool_bwd(x, dy, dx, shape->batch, shape->channels, shape->height,
+    DG_LAUNCH(cuda_of(be), dg_launch_maxpool_bwd(x, dy, dx, shape->batch, shape->channels, shape->height,
                                  shape->width, cuda_of(be)->stream));
     return DG_OK;
 fail:
@@ -154,8 +158,12 @@ fail:
 static enum dg_status cuda_dropout_fwd(struct dg_backend *be, size_t n, float rate,
                                        const struct dg_dropout_key *key, const float *x, float *y)
 {
-    enum dg_status status = DG_OK;
-    DG_TRY(dg_launch_dropout(n, rate, *key, x, y, cuda_of(be)->stream));
+    struct cuda_backend *cb = cuda_of(be);
+    const struct dg_step_block *vars = NULL;
+    enum dg_status status = dg_cuda_step_vars(cb, key->epoch, key->step, "dropout", &vars);
+    if (status != DG_OK)
+        return status;
+    DG_LAUNCH(cb, dg_launch_dropout(n, rate, *key, vars, x, y, cb->stream));
     return DG_OK;
 fail:
     return status;
@@ -164,8 +172,12 @@ fail:
 static enum dg_status cuda_dropout_bwd(struct dg_backend *be, size_t n, float rate,
                                        const struct dg_dropout_key *key, const float *dy, float *dx)
 {
-    enum dg_status status = DG_OK;
-    DG_TRY(dg_launch_dropout(n, rate, *key, dy, dx, cuda_of(be)->stream));
+    struct cuda_backend *cb = cuda_of(be);
+    const struct dg_step_block *vars = NULL;
+    enum dg_status status = dg_cuda_step_vars(cb, key->epoch, key->step, "dropout", &vars);
+    if (status != DG_OK)
+        return status;
+    DG_LAUNCH(cb, dg_launch_dropout(n, rate, *key, vars, dy, dx, cb->stream));
     return DG_OK;
 fail:
     return status;
@@ -180,9 +192,9 @@ static enum dg_status cuda_dense_fwd(struct dg_backend *be, int batch, int in, i
     struct cuda_backend *cb = cuda_of(be);
     enum dg_status status = DG_OK;
     /* y^T (out, batch) = w^T (out, in) x^T (in, batch) */
-    DG_TRY(cublasSgemm(cb->cublas, CUBLAS_OP_N, CUBLAS_OP_N, out, batch, in, &one, w, out, x, in,
-                       &zero, y, out));
-    DG_TRY(dg_launch_bias_act(y, b, batch, out, 1, relu, cb->stream));
+    DG_LAUNCH(cb, cublasSgemm(cb->cublas, CUBLAS_OP_N, CUBLAS_OP_N, out, batch, in, &one, w, out,
+                              x, in, &zero, y, out));
+    DG_LAUNCH(cb, dg_launch_bias_act(y, b, batch, out, 1, relu, cb->stream));
     return DG_OK;
 fail:
     return status;
@@ -196,13 +208,13 @@ static enum dg_status cuda_dense_bwd(struct dg_backend *be, int batch, int in, i
     enum dg_status status = DG_OK;
     /* dx^T (in, batch) = w (in, out) dy^T (out, batch) */
     if (dx)
-        DG_TRY(cublasSgemm(cb->cublas, CUBLAS_OP_T, CUBLAS_OP_N, in, batch, out, &one, w, out, dy,
-                           out, &zero, dx, in));
+        DG_LAUNCH(cb, cublasSgemm(cb->cublas, CUBLAS_OP_T, CUBLAS_OP_N, in, batch, out, &one, w,
+                                  out, dy, out, &zero, dx, in));
     /* dw^T (out, in) = dy^T (out, batch) x (batch, in) */
-    DG_TRY(cublasSgemm(cb->cublas, CUBLAS_OP_N, CUBLAS_OP_T, out, in, batch, &one, dy, out, x, in,
-                       &zero, dw, out));
+    DG_LAUNCH(cb, cublasSgemm(cb->cublas, CUBLAS_OP_N, CUBLAS_OP_T, out, in, batch, &one, dy, out,
+                              x, in, &zero, dw, out));
     if (db)
-        DG_TRY(dg_launch_channel_sum(dy, batch, out, 1, db, cb->stream));
+        DG_LAUNCH(cb, dg_launch_channel_sum(dy, batch, out, 1, db, cb->stream));
     return DG_OK;
 fail:
     return status;
@@ -210,11 +222,11 @@ fail:
 
 static enum dg_status cuda_softmax_xent(struct dg_backend *be, int batch, const float *logits,
                                         const uint8_t *labels, float *probs, float *dlogits,
-                                        double *stats)
+                                        double *stats, double *trace)
 {
     enum dg_status status = DG_OK;
-    DG_TRY(
-        dg_launch_softmax_xent(batch, logits, labels, probs, dlogits, stats, cuda_of(be)->stream));
+    DG_LAUNCH(cuda_of(be), dg_launch_softmax_xent(batch, logits, labels, probs, dlogits, stats,
+                                                  trace, cuda_of(be)->stream));
     return DG_OK;
 fail:
     return status;
@@ -223,8 +235,12 @@ fail:
 static enum dg_status cuda_rmsprop(struct dg_backend *be, size_t n, float *w, const float *g,
                                    float *acc, float lr, float rho, float eps)
 {
-    enum dg_status status = DG_OK;
-    DG_TRY(dg_launch_rmsprop(n, w, g, acc, lr, rho, eps, cuda_of(be)->stream));
+    struct cuda_backend *cb = cuda_of(be);
+    const struct dg_step_block *vars = NULL;
+    enum dg_status status = dg_cuda_step_lr(cb, lr, &vars);
+    if (status != DG_OK)
+        return status;
+    DG_LAUNCH(cb, dg_launch_rmsprop(n, w, g, acc, lr, rho, eps, vars, cb->stream));
     return DG_OK;
 fail:
     return status;
@@ -241,6 +257,9 @@ static void cuda_destroy(struct dg_backend *be)
         cudaStreamSynchronize(cb->stream);
     if (cb->copy_stream)
         cudaStreamSynchronize(cb->copy_stream);
+    dg_cuda_step_release(cb);
+    if (cb->cublas_workspace)
+        cudaFree(cb->cublas_workspace);
     if (cb->workspace)
         cudaFree(cb->workspace);
     if (cb->pool_desc)
@@ -286,6 +305,13 @@ static const struct dg_backend_ops cuda_ops = {
     .softmax_xent = cuda_softmax_xent,
     .rmsprop = cuda_rmsprop,
     .device_memory = cuda_device_memory,
+    .step_begin = dg_cuda_step_begin,
+    .step_end = dg_cuda_step_end,
+    .capture_begin = dg_cuda_capture_begin,
+    .capture_end = dg_cuda_capture_end,
+    .graph_launch = dg_cuda_graph_launch,
+    .graph_free = dg_cuda_graph_free,
+    .counters = dg_cuda_counters,
 };
 
 int dg_cuda_built(void)
@@ -439,6 +465,10 @@ enum dg_status dg_backend_cuda_create(const struct dg_cuda_options *options,
     DG_TRY(cublasSetMathMode(cb->cublas, cb->options.math == DG_MATH_TF32
                                              ? CUBLAS_TF32_TENSOR_OP_MATH
                                              : CUBLAS_DEFAULT_MATH));
+    /* cuBLAS' own workspace: a GEMM captured into a graph must not allocate (32 MiB, what
+     * cuBLAS documents for Hopper) */
+    DG_TRY(cudaMalloc(&cb->cublas_workspace, DG_CUDA_CUBLAS_WORKSPACE));
+    DG_TRY(cublasSetWorkspace(cb->cublas, cb->cublas_workspace, DG_CUDA_CUBLAS_WORKSPACE));
     DG_TRY(cudnnCreatePoolingDescriptor(&cb->pool_desc));
     DG_TRY(cudnnSetPooling2dDescriptor(cb->pool_desc, CUDNN_POOLING_MAX_DETERMINISTIC,
                                        CUDNN_NOT_PROPAGATE_NAN, 2, 2, 0, 0, 2, 2));

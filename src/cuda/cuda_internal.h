@@ -3,6 +3,7 @@
  *   backend.c  the vtable, memory, element ops, dense layers, devices and lifetime
  *   conv.c     convolution plans, the cuDNN algorithm search, the convolution ops
  *   data.c     pinned host memory, datasets on the device, batch assembly
+ *   step.c     step mode (the step block), CUDA Graphs, the counters
  * Tensors are float32 NCHW, row-major, in device memory. Every CUDA, cuDNN and cuBLAS call
  * goes through DG_TRY (check.h); the custom kernels are called through kernels/launchers.h. */
 #ifndef DG_CUDA_INTERNAL_H
@@ -27,6 +28,23 @@ struct conv_choice {
     cudnnMathType_t math[3];
 };
 
+#define DG_CUDA_STEP_RING 4
+
+/* Step mode (step.c): the step block on the device and the pinned ring it is uploaded from. */
+struct cuda_step {
+    int active; /* between step_begin and step_end */
+    struct dg_step_values values;
+    void *data_handle;
+    const uint32_t *rows; /* the host rows step_begin was given (batch assembly checks them) */
+    int n;
+    struct dg_step_block *block; /* device */
+    int block_rows;
+    uint8_t *ring[DG_CUDA_STEP_RING]; /* pinned */
+    cudaEvent_t ring_done[DG_CUDA_STEP_RING];
+    int ring_used[DG_CUDA_STEP_RING];
+    int ring_next;
+};
+
 struct cuda_backend {
     struct dg_backend base;
     struct dg_cuda_options options;
@@ -42,7 +60,29 @@ struct cuda_backend {
     struct conv_choice choices[DG_CUDA_CHOICE_CACHE]; /* algorithms already chosen, by shape */
     int choice_count;
     int choice_next; /* the entry replaced when the cache is full */
+    unsigned long workspace_generation; /* counts replacements of `workspace` (graphs check it) */
+    void *cublas_workspace; /* cublasSetWorkspace's, so that captured GEMMs allocate nothing */
+    int capturing;          /* the compute stream is capturing (step.c) */
+    struct cuda_step step;
+    struct dg_backend_counters counters;
 };
+
+/* One unit of work issued to the device: counted as launched, or as captured. */
+static inline void dg_cuda_count_launch(struct cuda_backend *cb)
+{
+    if (cb->capturing)
+        cb->counters.captured++;
+    else
+        cb->counters.launches++;
+}
+
+/* DG_TRY for a call that issues work (a kernel launcher, a cuDNN / cuBLAS computation, an
+ * asynchronous copy), counted. */
+#define DG_LAUNCH(cb, call)                                                                        \
+    do {                                                                                           \
+        dg_cuda_count_launch(cb);                                                                  \
+        DG_TRY(call);                                                                              \
+    } while (0)
 
 static inline struct cuda_backend *cuda_of(struct dg_backend *be)
 {
@@ -69,7 +109,29 @@ enum dg_status dg_cuda_conv_bwd_data(struct dg_backend *be, void *handle, const 
 enum dg_status dg_cuda_conv_bwd_filter(struct dg_backend *be, void *handle, const float *x,
                                        const float *dy, float *dw, float *db);
 
+/* ---- step.c ---- */
+
+enum dg_status dg_cuda_step_begin(struct dg_backend *be, void *data_handle,
+                                  const struct dg_step_values *values, const uint32_t *rows,
+                                  int n, int *capturable);
+void dg_cuda_step_end(struct dg_backend *be);
+enum dg_status dg_cuda_capture_begin(struct dg_backend *be);
+enum dg_status dg_cuda_capture_end(struct dg_backend *be, int discard, void **graph);
+enum dg_status dg_cuda_graph_launch(struct dg_backend *be, void *graph, int *stale);
+void dg_cuda_graph_free(struct dg_backend *be, void *graph);
+void dg_cuda_counters(struct dg_backend *be, struct dg_backend_counters *out);
+void dg_cuda_step_release(struct cuda_backend *cb);
+/* Inside a step: *vars = the step block, after checking that the op's epoch and step (or
+ * learning rate) are the step's; outside one: *vars = NULL (the by-value arguments hold). */
+enum dg_status dg_cuda_step_vars(struct cuda_backend *cb, uint32_t epoch, uint32_t step,
+                                 const char *op, const struct dg_step_block **vars);
+enum dg_status dg_cuda_step_lr(struct cuda_backend *cb, float lr,
+                               const struct dg_step_block **vars);
+
 /* ---- data.c ---- */
+
+/* 1 when the dataset is resident on the device; its image count in *count. */
+int dg_cuda_dataset_info(void *handle, size_t *count);
 
 /* The backend's host allocator (struct dg_allocator): pinned memory, NULL when it fails. */
 void *dg_cuda_pinned_alloc(size_t bytes, void *ctx);

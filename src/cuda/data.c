@@ -118,6 +118,7 @@ enum dg_status dg_cuda_dataset_attach(struct dg_backend *be, const struct dg_dat
         if (label_bytes)
             DG_TRY(cudaMemcpyAsync(cd->labels, dataset->labels, label_bytes, cudaMemcpyHostToDevice,
                                    cb->stream));
+        cb->counters.host_syncs++;
         DG_TRY(cudaStreamSynchronize(cb->stream));
     }
     *handle = cd;
@@ -125,6 +126,13 @@ enum dg_status dg_cuda_dataset_attach(struct dg_backend *be, const struct dg_dat
 fail:
     dg_cuda_dataset_detach(be, cd);
     return status;
+}
+
+int dg_cuda_dataset_info(void *handle, size_t *count)
+{
+    const struct cuda_dataset *cd = handle;
+    *count = cd->dataset->count;
+    return cd->resident;
 }
 
 /* Makes `slot` hold at least `bytes` (host and device), once its last use is over. */
@@ -166,18 +174,42 @@ enum dg_status dg_cuda_batch_assemble(struct dg_backend *be, void *handle, const
         return dg_error(DG_ERR_RUNTIME, "cuda: batch of %d images", n);
     if (n == 0)
         return DG_OK;
+    uint8_t *labels_out = dataset->labels ? labels : NULL;
+    if (cb->step.active && cd->resident && handle == cb->step.data_handle) {
+        /* step mode: the rows and the augmentation's epoch and step from the step block (the
+         * host's were checked and uploaded by step_begin) */
+        const struct dg_step_block *vars = cb->step.block;
+        if (rows != cb->step.rows || n != cb->step.n)
+            return dg_error(DG_ERR_RUNTIME, "cuda: a batch of other rows inside a step");
+        if (augment && (status = dg_cuda_step_vars(cb, augment->epoch, augment->step,
+                                                   "augmentation", &vars)) != DG_OK)
+            return status;
+        DG_LAUNCH(cb, dg_launch_assemble(cd->images, cd->labels, cb->step.block->rows, n,
+                                         augment, vars, x, labels_out, cb->stream));
+        return DG_OK;
+    }
     for (int i = 0; i < n; i++)
         if (rows[i] >= dataset->count)
             return dg_error(DG_ERR_RUNTIME,
                             "cuda: batch row %u is outside the dataset (%zu images)", rows[i],
                             dataset->count);
+    /* outside step mode the augmentation's counters are the key's; a streamed store inside a
+     * step takes them from the key too, checked against the step's */
+    if (augment && cb->step.active) {
+        const struct dg_step_block *unused = NULL;
+        if ((status = dg_cuda_step_vars(cb, augment->epoch, augment->step, "augmentation",
+                                        &unused)) != DG_OK)
+            return status;
+    }
 
     struct cuda_slot *slot = &cd->slots[cd->next_slot];
     cd->next_slot ^= 1;
     size_t count = (size_t)n;
     size_t bytes = cd->resident ? count * sizeof(uint32_t) : count * (DG_PIXELS + 1);
-    if (slot->used)
+    if (slot->used) {
+        cb->counters.host_syncs++;
         DG_TRY(cudaEventSynchronize(slot->copied));
+    }
     if ((status = slot_reserve(slot, bytes)) != DG_OK)
         return dg_error_prefix(status, "batch staging buffer of %zu bytes", bytes);
 
@@ -193,18 +225,17 @@ enum dg_status dg_cuda_batch_assemble(struct dg_backend *be, void *handle, const
     }
     if (slot->used)
         DG_TRY(cudaStreamWaitEvent(cb->copy_stream, slot->consumed, 0));
-    DG_TRY(
-        cudaMemcpyAsync(slot->device, slot->host, bytes, cudaMemcpyHostToDevice, cb->copy_stream));
+    DG_LAUNCH(cb, cudaMemcpyAsync(slot->device, slot->host, bytes, cudaMemcpyHostToDevice,
+                                  cb->copy_stream));
     DG_TRY(cudaEventRecord(slot->copied, cb->copy_stream));
     DG_TRY(cudaStreamWaitEvent(cb->stream, slot->copied, 0));
 
-    uint8_t *labels_out = dataset->labels ? labels : NULL;
     if (cd->resident)
-        DG_TRY(dg_launch_assemble(cd->images, cd->labels, (const uint32_t *)slot->device, n,
-                                  augment, x, labels_out, cb->stream));
+        DG_LAUNCH(cb, dg_launch_assemble(cd->images, cd->labels, (const uint32_t *)slot->device, n,
+                                         augment, NULL, x, labels_out, cb->stream));
     else
-        DG_TRY(dg_launch_assemble(slot->device, slot->device + count * DG_PIXELS, NULL, n, augment,
-                                  x, labels_out, cb->stream));
+        DG_LAUNCH(cb, dg_launch_assemble(slot->device, slot->device + count * DG_PIXELS, NULL, n,
+                                         augment, NULL, x, labels_out, cb->stream));
     DG_TRY(cudaEventRecord(slot->consumed, cb->stream));
     slot->used = 1;
     return DG_OK;

@@ -104,7 +104,7 @@ enum dg_status dg_net_create(struct dg_backend *be, const struct dg_model *model
     if ((status = be->ops->alloc(be, batch, &mem)) != DG_OK)
         goto fail;
     net->labels = mem;
-    if ((status = be->ops->alloc(be, 2 * sizeof(double), &mem)) != DG_OK)
+    if ((status = be->ops->alloc(be, 3 * sizeof(double), &mem)) != DG_OK)
         goto fail;
     net->stats = mem;
     if ((status = create_plans(net, max_batch, net->plans)) != DG_OK)
@@ -122,6 +122,10 @@ void dg_net_free(struct dg_net *net)
     if (!net)
         return;
     struct dg_backend *be = net->be;
+    if (net->graph)
+        be->ops->graph_free(be, net->graph);
+    if (net->trace)
+        be->ops->free(be, net->trace);
     free_plans(net, net->plans);
     free_plans(net, net->plans_alt);
     float *buffers[] = {net->params, net->grads, net->rms_acc, net->probs, net->dlogits};
@@ -228,9 +232,10 @@ enum dg_status dg_net_forward(struct dg_net *net, int n, const struct dg_net_mod
     }
     if ((status = hook(net, model->layer_count, 0, 0)) != DG_OK)
         return status;
+    int traced = labels && mode->training && net->trace;
     status = be->ops->softmax_xent(be, n, net->out[model->layer_count], labels, net->probs,
                                    labels && mode->training ? net->dlogits : NULL,
-                                   labels ? net->stats : NULL);
+                                   labels ? net->stats : NULL, traced ? net->trace : NULL);
     if (status != DG_OK)
         return dg_error_prefix(status, "softmax forward");
     return hook(net, model->layer_count, 0, 1);
@@ -306,16 +311,15 @@ enum dg_status dg_net_update(struct dg_net *net, float lr, float rho, float eps)
                                  net->rms_acc, lr, rho, eps);
 }
 
-enum dg_status dg_net_train_step(struct dg_net *net, void *data_handle, const uint32_t *rows, int n,
-                                 const struct dg_net_mode *mode,
-                                 const struct dg_augment_key *augment, float lr, float rho,
-                                 float eps)
+/* The ops of one training step, as they run (or are captured). */
+static enum dg_status step_ops(struct dg_net *net, void *data_handle, const uint32_t *rows, int n,
+                               const struct dg_net_mode *mode,
+                               const struct dg_augment_key *augment, float lr, float rho,
+                               float eps)
 {
     struct dg_backend *be = net->be;
     int update_layer = net->model->layer_count + 1;
     enum dg_status status;
-    if (n < 1 || n > net->max_batch)
-        return dg_error(DG_ERR_RUNTIME, "net: batch of %d outside 1..%d", n, net->max_batch);
     if ((status = hook(net, -1, 0, 0)) != DG_OK ||
         (status = be->ops->batch_assemble(be, data_handle, rows, n, augment, net->act[0],
                                           net->labels)) != DG_OK ||
@@ -328,6 +332,137 @@ enum dg_status dg_net_train_step(struct dg_net *net, void *data_handle, const ui
         (status = dg_net_update(net, lr, rho, eps)) != DG_OK)
         return status;
     return hook(net, update_layer, 1, 1);
+}
+
+/* What a captured step was captured with besides the step's values (those come from the step
+ * block): a step that differs in any of these is captured again. */
+struct graph_key {
+    void *data_handle;
+    int n;
+    int augment;
+    float rotation_deg, shift, zoom;
+    uint64_t augment_seed;
+    uint64_t seed;
+    float rho, eps;
+    double *trace;
+};
+
+_Static_assert(sizeof(struct graph_key) <= sizeof(((struct dg_net *)0)->graph_key),
+               "dg_net.graph_key holds a struct graph_key");
+
+static void graph_key_make(const struct dg_net *net, void *data_handle, int n,
+                           const struct dg_net_mode *mode, const struct dg_augment_key *augment,
+                           float rho, float eps, unsigned char *out)
+{
+    struct graph_key key;
+    memset(&key, 0, sizeof key);
+    key.data_handle = data_handle;
+    key.n = n;
+    key.augment = augment != NULL;
+    if (augment) {
+        key.rotation_deg = augment->rotation_deg;
+        key.shift = augment->shift;
+        key.zoom = augment->zoom;
+        key.augment_seed = augment->seed;
+    }
+    key.seed = mode->seed;
+    key.rho = rho;
+    key.eps = eps;
+    key.trace = net->trace;
+    memset(out, 0, sizeof net->graph_key);
+    memcpy(out, &key, sizeof key);
+}
+
+static void graph_drop(struct dg_net *net)
+{
+    if (net->graph)
+        net->be->ops->graph_free(net->be, net->graph);
+    net->graph = NULL;
+}
+
+/* Captures the step's ops into net->graph (nothing runs). */
+static enum dg_status graph_capture(struct dg_net *net, void *data_handle, const uint32_t *rows,
+                                    int n, const struct dg_net_mode *mode,
+                                    const struct dg_augment_key *augment, float lr, float rho,
+                                    float eps)
+{
+    struct dg_backend *be = net->be;
+    void *graph = NULL;
+    enum dg_status status = be->ops->capture_begin(be);
+    if (status != DG_OK)
+        return status;
+    status = step_ops(net, data_handle, rows, n, mode, augment, lr, rho, eps);
+    enum dg_status ended = be->ops->capture_end(be, status != DG_OK, &graph);
+    if (status != DG_OK)
+        return dg_error_prefix(status, "capturing the training step");
+    if (ended != DG_OK)
+        return ended;
+    net->graph = graph;
+    return DG_OK;
+}
+
+/* A step on a backend with step mode: the step's values uploaded, then the captured graph
+ * replayed (captured first when there is none, or it is stale), or the ops run eagerly (the
+ * epoch's partial batch, a streamed dataset, --no-graphs). */
+static enum dg_status train_step_device(struct dg_net *net, void *data_handle,
+                                        const uint32_t *rows, int n,
+                                        const struct dg_net_mode *mode,
+                                        const struct dg_augment_key *augment, float lr, float rho,
+                                        float eps)
+{
+    struct dg_backend *be = net->be;
+    struct dg_step_values values = {mode->epoch, mode->step, lr};
+    int capturable = 0;
+    enum dg_status status = be->ops->step_begin(be, data_handle, &values, rows, n, &capturable);
+    if (status != DG_OK)
+        return status;
+    if (!capturable || net->no_graphs || n != net->max_batch || !be->ops->capture_begin) {
+        status = step_ops(net, data_handle, rows, n, mode, augment, lr, rho, eps);
+        be->ops->step_end(be);
+        return status;
+    }
+    unsigned char key[sizeof net->graph_key];
+    graph_key_make(net, data_handle, n, mode, augment, rho, eps, key);
+    if (net->graph && memcmp(key, net->graph_key, sizeof key) != 0)
+        graph_drop(net);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (!net->graph) {
+            void **plans = NULL; /* made now: creating plans may allocate and synchronise */
+            if ((status = plans_for(net, n, &plans)) != DG_OK ||
+                (status = graph_capture(net, data_handle, rows, n, mode, augment, lr, rho, eps)) !=
+                    DG_OK)
+                break;
+            memcpy(net->graph_key, key, sizeof key);
+        }
+        int stale = 0;
+        if ((status = be->ops->graph_launch(be, net->graph, &stale)) != DG_OK || !stale)
+            break;
+        graph_drop(net);
+        if (attempt == 1)
+            status = dg_error(DG_ERR_RUNTIME, "net: a graph captured just now is stale");
+    }
+    be->ops->step_end(be);
+    return status;
+}
+
+enum dg_status dg_net_train_step(struct dg_net *net, void *data_handle, const uint32_t *rows, int n,
+                                 const struct dg_net_mode *mode,
+                                 const struct dg_augment_key *augment, float lr, float rho,
+                                 float eps)
+{
+    if (n < 1 || n > net->max_batch)
+        return dg_error(DG_ERR_RUNTIME, "net: batch of %d outside 1..%d", n, net->max_batch);
+    if (net->trace) {
+        if (net->trace_used >= net->trace_capacity)
+            return dg_error(DG_ERR_RUNTIME,
+                            "net: %d training steps since the stats were reset, the trace holds "
+                            "%d",
+                            net->trace_used + 1, net->trace_capacity);
+        net->trace_used++;
+    }
+    if (net->be->ops->step_begin && !net->layer_hook)
+        return train_step_device(net, data_handle, rows, n, mode, augment, lr, rho, eps);
+    return step_ops(net, data_handle, rows, n, mode, augment, lr, rho, eps);
 }
 
 enum dg_status dg_net_infer(struct dg_net *net, void *data_handle, const uint32_t *rows, int n,
@@ -344,14 +479,48 @@ enum dg_status dg_net_infer(struct dg_net *net, void *data_handle, const uint32_
 
 enum dg_status dg_net_stats_reset(struct dg_net *net)
 {
-    const double zeros[2] = {0.0, 0.0};
-    return net->be->ops->upload(net->be, net->stats, zeros, sizeof zeros);
+    return dg_net_stats_set(net, 0.0, 0.0);
 }
 
 enum dg_status dg_net_stats_set(struct dg_net *net, double loss_sum, double correct)
 {
-    const double values[2] = {loss_sum, correct};
+    const double values[3] = {loss_sum, correct, 0.0};
+    net->trace_used = 0;
     return net->be->ops->upload(net->be, net->stats, values, sizeof values);
+}
+
+enum dg_status dg_net_trace_reserve(struct dg_net *net, int steps)
+{
+    struct dg_backend *be = net->be;
+    if (steps < 0)
+        return dg_error(DG_ERR_RUNTIME, "net: a trace of %d steps", steps);
+    if (steps <= net->trace_capacity && steps > 0)
+        return DG_OK;
+    graph_drop(net); /* a captured step writes to the old trace */
+    if (net->trace)
+        be->ops->free(be, net->trace);
+    net->trace = NULL;
+    net->trace_capacity = 0;
+    if (steps == 0)
+        return DG_OK;
+    void *mem = NULL;
+    enum dg_status status = be->ops->alloc(be, (size_t)steps * 2 * sizeof(double), &mem);
+    if (status != DG_OK)
+        return dg_error_prefix(status, "the training trace");
+    net->trace = mem;
+    net->trace_capacity = steps;
+    return DG_OK;
+}
+
+enum dg_status dg_net_trace_read(struct dg_net *net, int first, int count, double *out)
+{
+    if (first < 0 || count < 0 || first + count > net->trace_used)
+        return dg_error(DG_ERR_RUNTIME, "net: trace entries %d..%d asked for, %d written", first,
+                        first + count - 1, net->trace_used);
+    if (count == 0)
+        return DG_OK;
+    return net->be->ops->download(net->be, out, net->trace + 2 * (size_t)first,
+                                  (size_t)count * 2 * sizeof(double));
 }
 
 enum dg_status dg_net_stats_read(struct dg_net *net, double *loss_sum, double *correct)

@@ -174,6 +174,36 @@ static enum dg_status check_divergence(double loss_sum, double step_loss, int ep
                     what, epoch + 1, step + 1, steps, (double)lr);
 }
 
+/* The running stats after the steps first_step .. first_step + count - 1 of an epoch (trace
+ * entries `entry` onwards: the trace restarts where the epoch's stats were reset or set), in
+ * one read: each step checked for divergence in order, as if read after it, and the last
+ * step's loss sum and correct count returned (unchanged when count is 0). loss_sum holds the
+ * stats before first_step on entry. */
+static enum dg_status trace_check(struct dg_net *net, int entry, int count, int first_step,
+                                  int steps, int epoch, size_t train_count, int batch, float lr,
+                                  double *trace, double *loss_sum, double *correct)
+{
+    if (count == 0)
+        return DG_OK;
+    enum dg_status status = dg_net_trace_read(net, entry, count, trace);
+    if (status != DG_OK)
+        return status;
+    double before = *loss_sum;
+    for (int k = 0; k < count; k++) {
+        int step = first_step + k;
+        size_t first = (size_t)step * (size_t)batch;
+        int n = (int)(train_count - first < (size_t)batch ? train_count - first : (size_t)batch);
+        double after = trace[2 * k];
+        if ((status = check_divergence(after, (after - before) / n, epoch, step, steps, lr)) !=
+            DG_OK)
+            return status;
+        before = after;
+    }
+    *loss_sum = trace[2 * (count - 1)];
+    *correct = trace[2 * (count - 1) + 1];
+    return DG_OK;
+}
+
 /* The end of an epoch with validation rows: their loss and accuracy into the report, then the
  * schedule (ReduceLROnPlateau), the best epoch (its weights kept with --save-best) and the
  * early stop, in the state. */
@@ -241,6 +271,7 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
     struct dg_net *net = NULL;
     void *handle = NULL;
     uint32_t *rows = NULL;
+    double *trace = NULL;
     struct dg_train_state state;
     memset(&state, 0, sizeof state);
     memset(result, 0, sizeof *result);
@@ -292,6 +323,19 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
         goto fail;
 
     int steps = (int)((train_count + (size_t)options->batch - 1) / (size_t)options->batch);
+    /* The stats after each step go to the trace on the backend, read when the epoch ends, at
+     * an interruption, and after every step only where reading costs nothing (a backend
+     * without step mode runs its ops on the host as they are called): no host sync inside an
+     * epoch on a GPU. */
+    net->no_graphs = options->no_graphs;
+    int read_every_step = be->ops->step_begin == NULL;
+    if ((status = dg_net_trace_reserve(net, steps)) != DG_OK)
+        goto fail;
+    trace = malloc((size_t)steps * 2 * sizeof *trace);
+    if (!trace) {
+        status = dg_error(DG_ERR_NOMEM, "train: out of memory");
+        goto fail;
+    }
     /* each epoch shuffles the previous epoch's order: replay the epochs already done */
     for (int epoch = 0; epoch < state.epoch; epoch++)
         dg_shuffle(options->seed, DG_RNG_SHUFFLE, (uint32_t)epoch, train_rows, train_count);
@@ -304,8 +348,8 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
         if (status != DG_OK)
             goto fail;
         double loss_sum = state.loss_sum, correct = state.correct;
+        int traced_from = first_step; /* the first step whose stats are not read yet */
         for (int step = first_step; step < steps; step++) {
-            double loss_before = loss_sum;
             size_t first = (size_t)step * (size_t)options->batch;
             int n = (int)(train_count - first < (size_t)options->batch ? train_count - first
                                                                        : (size_t)options->batch);
@@ -316,17 +360,21 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
             status = dg_net_train_step(net, handle, train_rows + first, n, &mode,
                                        options->augment ? &augment : NULL, state.lr, options->rho,
                                        options->eps);
-            if (status == DG_OK)
-                status = dg_net_stats_read(net, &loss_sum, &correct);
             if (status != DG_OK)
                 goto fail;
-            if ((status = check_divergence(loss_sum, (loss_sum - loss_before) / n, epoch, step,
-                                           steps, state.lr)) != DG_OK)
-                goto fail;
+            int stopping = options->stop && *options->stop;
+            if (read_every_step || stopping) {
+                if ((status = trace_check(net, traced_from - first_step, step + 1 - traced_from,
+                                          traced_from, steps, epoch, train_count,
+                                          options->batch, state.lr, trace, &loss_sum,
+                                          &correct)) != DG_OK)
+                    goto fail;
+                traced_from = step + 1;
+            }
             if (options->on_step)
                 options->on_step(epoch + 1, step + 1, steps, now_seconds() - start,
                                  options->ctx);
-            if (options->stop && *options->stop) {
+            if (stopping) {
                 state.epoch = epoch;
                 state.step = step + 1;
                 state.loss_sum = loss_sum;
@@ -339,6 +387,10 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
                 goto fail;
             }
         }
+        if ((status = trace_check(net, traced_from - first_step, steps - traced_from, traced_from,
+                                  steps, epoch, train_count, options->batch, state.lr, trace,
+                                  &loss_sum, &correct)) != DG_OK)
+            goto fail;
         int images = (int)(train_count - (size_t)first_step * (size_t)options->batch);
         first_step = 0;
         double train_seconds = now_seconds() - start;
@@ -382,6 +434,7 @@ fail:
     dg_net_free(net);
     dg_train_state_free(&state);
     free(rows);
+    free(trace);
     return status;
 }
 

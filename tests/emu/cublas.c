@@ -23,6 +23,8 @@ struct cublasContext {
     int alive;
     cudaStream_t stream;
     cublasMath_t math;
+    void *workspace; /* cublasSetWorkspace's (the emulation's GEMMs need none) */
+    size_t workspace_bytes;
 };
 
 static int handle_ok(cublasHandle_t h)
@@ -64,6 +66,20 @@ cublasStatus_t cublasSetStream_v2(cublasHandle_t handle, cudaStream_t stream)
     if (!dg_emu_stream_ok(stream))
         return CUBLAS_STATUS_INVALID_VALUE;
     handle->stream = stream;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t handle, void *workspace, size_t bytes)
+{
+    if (!handle_ok(handle))
+        return CUBLAS_STATUS_NOT_INITIALIZED;
+    if (bytes && !dg_emu_range_ok(workspace, bytes, DG_EMU_DEVICE)) {
+        dg_emu_report("cublasSetWorkspace: %p + %zu bytes is not inside one device allocation",
+                      workspace, bytes);
+        return CUBLAS_STATUS_INVALID_VALUE;
+    }
+    handle->workspace = workspace;
+    handle->workspace_bytes = bytes;
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -167,28 +183,34 @@ static float *operand_copy(const void *p, int bf16, int rows, int cols, int ld, 
     return out;
 }
 
-static cublasStatus_t gemm(const char *call, cublasHandle_t handle, cublasOperation_t transa,
-                           cublasOperation_t transb, int m, int n, int k, float alpha,
-                           const void *A, int a_bf16, int lda, const void *B, int b_bf16,
-                           int ldb, float beta, float *C, int ldc, int tf32)
+/* A GEMM as run (now or from a graph): the operands' extents checked in device memory, then
+ * the product. */
+struct gemm_work {
+    const char *call;
+    int ta, tb, m, n, k;
+    float alpha;
+    const void *A;
+    int a_bf16, lda;
+    const void *B;
+    int b_bf16, ldb;
+    float beta;
+    float *C;
+    int ldc, tf32;
+};
+
+static int gemm_run(void *ctx)
 {
-    if (!handle_ok(handle))
-        return CUBLAS_STATUS_NOT_INITIALIZED;
-    int ta = transa != CUBLAS_OP_N, tb = transb != CUBLAS_OP_N;
-    if ((transa != CUBLAS_OP_N && transa != CUBLAS_OP_T && transa != CUBLAS_OP_C) ||
-        (transb != CUBLAS_OP_N && transb != CUBLAS_OP_T && transb != CUBLAS_OP_C))
-        return CUBLAS_STATUS_INVALID_VALUE;
+    const struct gemm_work *g = ctx;
+    const char *call = g->call;
+    int ta = g->ta, tb = g->tb, m = g->m, n = g->n, k = g->k, lda = g->lda, ldb = g->ldb,
+        ldc = g->ldc, tf32 = g->tf32, a_bf16 = g->a_bf16, b_bf16 = g->b_bf16;
+    float alpha = g->alpha, beta = g->beta;
+    const void *A = g->A, *B = g->B;
+    float *C = g->C;
     int a_rows = ta ? k : m, a_cols = ta ? m : k;
     int b_rows = tb ? n : k, b_cols = tb ? k : n;
-    if (m < 0 || n < 0 || k < 0 || lda < (a_rows > 1 ? a_rows : 1) ||
-        ldb < (b_rows > 1 ? b_rows : 1) || ldc < (m > 1 ? m : 1)) {
-        dg_emu_report("%s: m %d n %d k %d lda %d ldb %d ldc %d (op(A) %s, op(B) %s): a leading "
-                      "dimension is below its operand's stored rows, or a size is negative",
-                      call, m, n, k, lda, ldb, ldc, ta ? "T" : "N", tb ? "T" : "N");
-        return CUBLAS_STATUS_INVALID_VALUE;
-    }
     if (dg_emu_sticky() != cudaSuccess)
-        return CUBLAS_STATUS_EXECUTION_FAILED;
+        return CUBLAS_STATUS_SUCCESS;
     if (m == 0 || n == 0)
         return CUBLAS_STATUS_SUCCESS;
     size_t a_bytes = a_bf16 ? 2 : 4, b_bytes = b_bf16 ? 2 : 4;
@@ -218,6 +240,37 @@ static cublasStatus_t gemm(const char *call, cublasHandle_t handle, cublasOperat
     free(a);
     free(b);
     return CUBLAS_STATUS_SUCCESS;
+}
+
+static cublasStatus_t gemm(const char *call, cublasHandle_t handle, cublasOperation_t transa,
+                           cublasOperation_t transb, int m, int n, int k, float alpha,
+                           const void *A, int a_bf16, int lda, const void *B, int b_bf16,
+                           int ldb, float beta, float *C, int ldc, int tf32)
+{
+    if (!handle_ok(handle))
+        return CUBLAS_STATUS_NOT_INITIALIZED;
+    int ta = transa != CUBLAS_OP_N, tb = transb != CUBLAS_OP_N;
+    if ((transa != CUBLAS_OP_N && transa != CUBLAS_OP_T && transa != CUBLAS_OP_C) ||
+        (transb != CUBLAS_OP_N && transb != CUBLAS_OP_T && transb != CUBLAS_OP_C))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    int a_rows = ta ? k : m;
+    int b_rows = tb ? n : k;
+    if (m < 0 || n < 0 || k < 0 || lda < (a_rows > 1 ? a_rows : 1) ||
+        ldb < (b_rows > 1 ? b_rows : 1) || ldc < (m > 1 ? m : 1)) {
+        dg_emu_report("%s: m %d n %d k %d lda %d ldb %d ldc %d (op(A) %s, op(B) %s): a leading "
+                      "dimension is below its operand's stored rows, or a size is negative",
+                      call, m, n, k, lda, ldb, ldc, ta ? "T" : "N", tb ? "T" : "N");
+        return CUBLAS_STATUS_INVALID_VALUE;
+    }
+    if (dg_emu_sticky() != cudaSuccess)
+        return CUBLAS_STATUS_EXECUTION_FAILED;
+    struct gemm_work w = {call, ta, tb, m, n, k, alpha, A, a_bf16, lda, B, b_bf16, ldb,
+                          beta, C, ldc, tf32};
+    int result = 0;
+    if (dg_emu_enqueue(handle->stream, call, gemm_run, &w, sizeof w, NULL, NULL, &result) !=
+        cudaSuccess)
+        return CUBLAS_STATUS_EXECUTION_FAILED;
+    return (cublasStatus_t)result;
 }
 
 static int math_is_tf32(cublasHandle_t handle)

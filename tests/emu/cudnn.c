@@ -678,6 +678,11 @@ static cudnnStatus_t query(enum direction d, const char *call, cudnnHandle_t han
     if (st != CUDNN_STATUS_SUCCESS)
         return st;
     if (measured) {
+        if (dg_emu_capture_unsafe(call) != cudaSuccess)
+            return fail(CUDNN_STATUS_EXECUTION_FAILED,
+                        "%s: the algorithm search allocates and synchronises: not during a "
+                        "stream capture",
+                        call);
         if (!device_ok(xp, tensor_bytes(x)) || !device_ok(wp, filter_bytes(w)) ||
             !device_ok(yp, tensor_bytes(y))) {
             dg_emu_fault(cudaErrorIllegalAddress,
@@ -887,8 +892,23 @@ struct call_args {
     size_t workspace_bytes;
 };
 
+/* A convolution, checked and with its arguments by value: x, w and y are the descriptors'
+ * buffers (forward: in, filter, out; backward data: dx out, filter, dy in; backward filter: in,
+ * dw out, dy in). */
+struct conv_work {
+    enum direction d;
+    const char *call;
+    struct problem p;
+    float alpha, beta;
+    const void *x, *w, *y;
+    void *workspace;
+    size_t need;
+    size_t x_bytes, w_bytes, y_bytes;
+    cudnnStatus_t status;
+};
+
 static cudnnStatus_t prepare(const struct call_args *a, struct problem *p, const void *x,
-                             const void *w, const void *y)
+                             const void *w, const void *y, struct conv_work *work)
 {
     if (!handle_ok(a->handle))
         return fail(CUDNN_STATUS_BAD_PARAM, "%s: not a live handle", a->call);
@@ -908,18 +928,62 @@ static cudnnStatus_t prepare(const struct call_args *a, struct problem *p, const
                     need, a->workspace_bytes);
     if (dg_emu_sticky() != cudaSuccess)
         return CUDNN_STATUS_EXECUTION_FAILED;
-    if ((a->workspace_bytes && need && !device_ok(a->workspace, need)) ||
-        !device_ok(x, tensor_bytes(a->x_desc)) || !device_ok(w, filter_bytes(a->w_desc)) ||
-        !device_ok(y, tensor_bytes(a->y_desc))) {
+    *work = (struct conv_work){a->d,
+                               a->call,
+                               *p,
+                               *(const float *)a->alpha,
+                               *(const float *)a->beta,
+                               x,
+                               w,
+                               y,
+                               a->workspace,
+                               need,
+                               tensor_bytes(a->x_desc),
+                               filter_bytes(a->w_desc),
+                               tensor_bytes(a->y_desc),
+                               CUDNN_STATUS_SUCCESS};
+    return CUDNN_STATUS_SUCCESS;
+}
+
+static void conv_fwd_compute(const struct conv_work *c);
+static void conv_bwd_data_compute(const struct conv_work *c);
+static void conv_bwd_filter_compute(const struct conv_work *c);
+
+/* A convolution as run (now or from a graph): its buffers checked in device memory, the
+ * workspace scribbled over, then the computation. */
+static int conv_run(void *ctx)
+{
+    struct conv_work *c = ctx;
+    if (dg_emu_sticky() != cudaSuccess)
+        return 0;
+    if ((c->need && !device_ok(c->workspace, c->need)) || !device_ok(c->x, c->x_bytes) ||
+        !device_ok(c->w, c->w_bytes) || !device_ok(c->y, c->y_bytes)) {
         dg_emu_fault(cudaErrorIllegalAddress,
                      "%s: a tensor, filter or workspace buffer is not inside device memory of "
                      "its descriptor's size",
-                     a->call);
-        return CUDNN_STATUS_EXECUTION_FAILED;
+                     c->call);
+        return 0;
     }
-    if (need)
-        memset(a->workspace, 0xff, need); /* the algorithm's scratch */
-    return CUDNN_STATUS_SUCCESS;
+    if (c->need)
+        memset(c->workspace, 0xff, c->need); /* the algorithm's scratch */
+    c->status = CUDNN_STATUS_SUCCESS;
+    if (c->d == FWD)
+        conv_fwd_compute(c);
+    else if (c->d == BWD_DATA)
+        conv_bwd_data_compute(c);
+    else
+        conv_bwd_filter_compute(c);
+    return (int)c->status;
+}
+
+/* Enqueues a prepared convolution on the handle's stream. */
+static cudnnStatus_t conv_submit(cudnnHandle_t handle, struct conv_work *work)
+{
+    int result = 0;
+    if (dg_emu_enqueue(handle->stream, work->call, conv_run, work, sizeof *work, NULL, NULL,
+                       &result) != cudaSuccess)
+        return CUDNN_STATUS_EXECUTION_FAILED;
+    return (cudnnStatus_t)result;
 }
 
 cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void *alpha,
@@ -933,9 +997,19 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void *alpha,
     struct call_args a = {FWD, direction_call[FWD], handle, alpha, beta, x_desc, w_desc, conv,
                           y_desc, (int)algo, workspace, workspace_bytes};
     struct problem p;
-    cudnnStatus_t st = prepare(&a, &p, x, w, y);
+    struct conv_work work;
+    cudnnStatus_t st = prepare(&a, &p, x, w, y, &work);
     if (st != CUDNN_STATUS_SUCCESS)
         return st;
+    return conv_submit(handle, &work);
+}
+
+static void conv_fwd_compute(const struct conv_work *c)
+{
+    struct problem p = c->p;
+    const float *x = c->x, *w = c->w;
+    float *y = (float *)c->y;
+    cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
     size_t crs = (size_t)p.c * p.r * p.s, out = (size_t)p.oh * p.ow;
     size_t x_image = (size_t)p.c * p.h * p.w, y_image = (size_t)p.k * out;
     float *wt = copy_rounded(w, (size_t)p.k * crs, p.tf32);
@@ -950,15 +1024,14 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void *alpha,
         im2col(&p, xt + n * x_image, col);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, p.k, (int)out, (int)crs, 1.0f, wt,
                     (int)crs, col, (int)out, 0.0f, result, (int)out);
-        blend((float *)y + n * y_image, result, y_image, *(const float *)alpha,
-              *(const float *)beta);
+        blend(y + n * y_image, result, y_image, c->alpha, c->beta);
     }
 done:
     free(wt);
     free(xt);
     free(col);
     free(result);
-    return st;
+    ((struct conv_work *)c)->status = st;
 }
 
 cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void *alpha,
@@ -972,9 +1045,19 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void *alp
     struct call_args a = {BWD_DATA, direction_call[BWD_DATA], handle, alpha, beta, dx_desc,
                           w_desc, conv, dy_desc, (int)algo, workspace, workspace_bytes};
     struct problem p;
-    cudnnStatus_t st = prepare(&a, &p, dx, w, dy);
+    struct conv_work work;
+    cudnnStatus_t st = prepare(&a, &p, dx, w, dy, &work);
     if (st != CUDNN_STATUS_SUCCESS)
         return st;
+    return conv_submit(handle, &work);
+}
+
+static void conv_bwd_data_compute(const struct conv_work *c)
+{
+    struct problem p = c->p;
+    const float *w = c->w, *dy = c->y;
+    float *dx = (float *)c->x;
+    cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
     size_t crs = (size_t)p.c * p.r * p.s, out = (size_t)p.oh * p.ow;
     size_t x_image = (size_t)p.c * p.h * p.w, y_image = (size_t)p.k * out;
     float *wt = copy_rounded(w, (size_t)p.k * crs, p.tf32);
@@ -991,15 +1074,14 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void *alp
                     (int)crs, dyt + n * y_image, (int)out, 0.0f, col, (int)out);
         memset(result, 0, x_image * sizeof *result);
         col2im(&p, col, result);
-        blend((float *)dx + n * x_image, result, x_image, *(const float *)alpha,
-              *(const float *)beta);
+        blend(dx + n * x_image, result, x_image, c->alpha, c->beta);
     }
 done:
     free(wt);
     free(dyt);
     free(col);
     free(result);
-    return st;
+    ((struct conv_work *)c)->status = st;
 }
 
 cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void *alpha,
@@ -1013,9 +1095,19 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void *a
     struct call_args a = {BWD_FILTER, direction_call[BWD_FILTER], handle, alpha, beta, x_desc,
                           dw_desc, conv, dy_desc, (int)algo, workspace, workspace_bytes};
     struct problem p;
-    cudnnStatus_t st = prepare(&a, &p, x, dw, dy);
+    struct conv_work work;
+    cudnnStatus_t st = prepare(&a, &p, x, dw, dy, &work);
     if (st != CUDNN_STATUS_SUCCESS)
         return st;
+    return conv_submit(handle, &work);
+}
+
+static void conv_bwd_filter_compute(const struct conv_work *c)
+{
+    struct problem p = c->p;
+    const float *x = c->x, *dy = c->y;
+    float *dw = (float *)c->w;
+    cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
     size_t crs = (size_t)p.c * p.r * p.s, out = (size_t)p.oh * p.ow;
     size_t x_image = (size_t)p.c * p.h * p.w, y_image = (size_t)p.k * out;
     float *xt = copy_rounded(x, (size_t)p.n * x_image, p.tf32);
@@ -1032,13 +1124,13 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void *a
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p.k, (int)crs, (int)out, 1.0f,
                     dyt + n * y_image, (int)out, col, (int)out, 1.0f, result, (int)crs);
     }
-    blend(dw, result, (size_t)p.k * crs, *(const float *)alpha, *(const float *)beta);
+    blend(dw, result, (size_t)p.k * crs, c->alpha, c->beta);
 done:
     free(xt);
     free(dyt);
     free(col);
     free(result);
-    return st;
+    ((struct conv_work *)c)->status = st;
 }
 
 /* ---- pooling ---- */
@@ -1097,6 +1189,16 @@ static float pool_window(const cudnnPoolingDescriptor_t pd, const float *plane, 
     return count ? sum / (float)count : 0.0f;
 }
 
+struct pool_work {
+    struct cudnnPoolingStruct pd;
+    struct cudnnTensorStruct x_desc, y_desc;
+    float alpha, beta;
+    const void *x;
+    void *y;
+};
+
+static int pool_fwd_run(void *ctx);
+
 cudnnStatus_t cudnnPoolingForward(cudnnHandle_t handle, const cudnnPoolingDescriptor_t pd,
                                   const void *alpha, const cudnnTensorDescriptor_t x_desc,
                                   const void *x, const void *beta,
@@ -1109,12 +1211,31 @@ cudnnStatus_t cudnnPoolingForward(cudnnHandle_t handle, const cudnnPoolingDescri
         return fail(CUDNN_STATUS_BAD_PARAM, "cudnnPoolingForward: alpha and beta must be given");
     if (dg_emu_sticky() != cudaSuccess)
         return CUDNN_STATUS_EXECUTION_FAILED;
+    /* the descriptors by value: a graph replays what they said at the call */
+    struct pool_work work = {*pd, *x_desc, *y_desc, *(const float *)alpha, *(const float *)beta,
+                             x, y};
+    int result = 0;
+    if (dg_emu_enqueue(handle->stream, "cudnnPoolingForward", pool_fwd_run, &work, sizeof work,
+                       NULL, NULL, &result) != cudaSuccess)
+        return CUDNN_STATUS_EXECUTION_FAILED;
+    return (cudnnStatus_t)result;
+}
+
+static int pool_fwd_run(void *ctx)
+{
+    struct pool_work *work = ctx;
+    const cudnnPoolingDescriptor_t pd = &work->pd;
+    const cudnnTensorDescriptor_t x_desc = &work->x_desc, y_desc = &work->y_desc;
+    const void *x = work->x;
+    void *y = work->y;
+    if (dg_emu_sticky() != cudaSuccess)
+        return 0;
     if (!device_ok(x, tensor_bytes(x_desc)) || !device_ok(y, tensor_bytes(y_desc))) {
         dg_emu_fault(cudaErrorIllegalAddress, "cudnnPoolingForward: x or y is not inside device "
                                               "memory of its descriptor's size");
-        return CUDNN_STATUS_EXECUTION_FAILED;
+        return 0;
     }
-    float a = *(const float *)alpha, b = *(const float *)beta;
+    float a = work->alpha, b = work->beta;
     size_t planes = (size_t)x_desc->n * x_desc->c;
     for (size_t pl = 0; pl < planes; pl++) {
         const float *in = (const float *)x + pl * x_desc->h * x_desc->w;
@@ -1152,6 +1273,9 @@ cudnnStatus_t cudnnPoolingBackward(cudnnHandle_t handle, const cudnnPoolingDescr
         return fail(CUDNN_STATUS_BAD_PARAM, "cudnnPoolingBackward: alpha and beta must be given");
     if (dg_emu_sticky() != cudaSuccess)
         return CUDNN_STATUS_EXECUTION_FAILED;
+    if (dg_emu_stream_capturing(handle->stream))
+        return fail(CUDNN_STATUS_NOT_SUPPORTED,
+                    "cudnnPoolingBackward: the emulation does not capture it into a graph");
     if (!device_ok(x, tensor_bytes(x_desc)) || !device_ok(dy, tensor_bytes(dy_desc)) ||
         !device_ok(dx, tensor_bytes(dx_desc))) {
         dg_emu_fault(cudaErrorIllegalAddress, "cudnnPoolingBackward: x, dy or dx is not inside "

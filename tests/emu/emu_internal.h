@@ -50,10 +50,48 @@ float dg_emu_round_tf32(float value);
 
 /* Kernel launches (launch.c). `entry(ctx)` runs one CUDA thread; `pointers` are the kernel's
  * pointer arguments (checked: NULL or inside device / pinned memory). Returns the launch
- * status (cudaErrorInvalidConfiguration and the like); execution errors become sticky. */
+ * status (cudaErrorInvalidConfiguration and the like); execution errors become sticky. On a
+ * capturing stream the launch is recorded: `clone` copies ctx for the graph, `release` frees
+ * the copy. */
 cudaError_t dg_emu_launch(const char *kernel, dim3 grid, dim3 block, size_t shared_bytes,
                           cudaStream_t stream, void (*entry)(void *ctx), void *ctx,
+                          void *(*clone)(const void *ctx), void (*release)(void *ctx),
                           const void *const *pointers, int pointer_count);
+
+/* ---- stream capture (graph.c) ---- */
+
+/* Work on a stream: returns 0 when done, else a status of its library (reported at a graph
+ * launch as a failed node). */
+typedef int (*dg_emu_work_fn)(void *ctx);
+
+/* Runs run(ctx) now (its status in *result), or, when `stream` is capturing, records it as a
+ * node of the capture with a copy of ctx (clone(ctx) when clone is given, else ctx_bytes
+ * copied, or ctx itself when ctx_bytes is 0: the graph takes it over; release, or free,
+ * disposes of it with the graph) and sets *result to 0. Returns
+ * cudaErrorStreamCaptureInvalidated when the capture was invalidated, cudaSuccess otherwise. */
+cudaError_t dg_emu_enqueue(cudaStream_t stream, const char *what, dg_emu_work_fn run, void *ctx,
+                           size_t ctx_bytes, void *(*clone)(const void *ctx),
+                           void (*release)(void *ctx), int *result);
+
+/* 1 when `stream` (not the legacy stream) is capturing. */
+int dg_emu_stream_capturing(cudaStream_t stream);
+
+/* For a call that may not be made while capturing (allocation, freeing, synchronous copies
+ * and memsets, device synchronisation, cuDNN's algorithm search): when this thread captures
+ * (modes Global and ThreadLocal) or a Global-mode capture runs anywhere, invalidates those
+ * captures, reports it and returns cudaErrorStreamCaptureUnsupported; else cudaSuccess. */
+cudaError_t dg_emu_capture_unsafe(const char *call);
+
+/* For a wait on `stream` (cudaStreamSynchronize): unsafe as above when the stream is
+ * capturing, or is the legacy stream; a wait on another stream is allowed. */
+cudaError_t dg_emu_capture_sync(const char *call, cudaStream_t stream);
+
+/* Graph launches, nodes run by them and nodes captured so far, process-wide. */
+void dg_emu_graph_counts(long *launches, long *replayed, long *captured);
+
+/* The runtime's return path (runtime.c): a failure becomes the thread's last error, a sticky
+ * error wins over success. */
+cudaError_t dg_emu_return(cudaError_t error);
 
 /* Records a launch's status as the thread's last error (what cudaGetLastError returns). */
 void dg_emu_set_launch_error(cudaError_t error);
@@ -64,6 +102,9 @@ struct dg_emu_stats {
     long races;           /* launches whose two thread orders disagreed */
     long barrier_errors;  /* barriers not reached by every thread of a block */
     long faults;          /* sticky faults raised */
+    long syncs;           /* host waits: cudaStreamSynchronize, cudaEventSynchronize,
+                             cudaDeviceSynchronize and synchronous cudaMemcpy / cudaMemset */
+    long copies;          /* cudaMemcpyAsync / cudaMemsetAsync calls */
 };
 void dg_emu_get_stats(struct dg_emu_stats *out);
 

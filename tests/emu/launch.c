@@ -379,8 +379,32 @@ static int orders_wanted(void)
     return text && strcmp(text, "1") == 0 ? 1 : 2;
 }
 
+#define EMU_MAX_POINTERS 64
+
+/* One launch, as run now or recorded into a graph. */
+struct kernel_work {
+    const char *kernel;
+    dim3 grid, block;
+    void (*entry)(void *ctx);
+    void *ctx;
+    void (*release)(void *ctx);
+    const void *pointers[EMU_MAX_POINTERS];
+    int pointer_count;
+};
+
+static int kernel_run(void *arg);
+
+static void kernel_release(void *arg)
+{
+    struct kernel_work *w = arg;
+    if (w->release)
+        w->release(w->ctx);
+    free(w);
+}
+
 cudaError_t dg_emu_launch(const char *kernel, dim3 grid, dim3 block, size_t shared_bytes,
                           cudaStream_t stream, void (*entry)(void *ctx), void *ctx,
+                          void *(*clone)(const void *ctx), void (*release)(void *ctx),
                           const void *const *pointers, int pointer_count)
 {
     cudaError_t sticky = dg_emu_sticky();
@@ -406,6 +430,61 @@ cudaError_t dg_emu_launch(const char *kernel, dim3 grid, dim3 block, size_t shar
         dg_emu_report("kernel %s: no memory for the thread stacks", kernel);
         return cudaErrorMemoryAllocation;
     }
+    if (pointer_count > EMU_MAX_POINTERS) {
+        dg_emu_report("kernel %s: %d pointer arguments (the emulation takes %d)", kernel,
+                      pointer_count, EMU_MAX_POINTERS);
+        return cudaErrorInvalidValue;
+    }
+    struct kernel_work w;
+    memset(&w, 0, sizeof w);
+    w.kernel = kernel;
+    w.grid = grid;
+    w.block = block;
+    w.entry = entry;
+    w.ctx = ctx;
+    w.pointer_count = pointer_count;
+    for (int i = 0; i < pointer_count; i++)
+        w.pointers[i] = pointers[i];
+    if (!dg_emu_stream_capturing(stream)) {
+        kernel_run(&w);
+        return cudaSuccess;
+    }
+    /* recorded: the graph owns a copy of the arguments, as a kernel node does */
+    if (!clone) {
+        dg_emu_report("kernel %s: launched on a capturing stream without a way to copy its "
+                      "arguments",
+                      kernel);
+        return cudaErrorStreamCaptureUnsupported;
+    }
+    struct kernel_work *copy = malloc(sizeof *copy);
+    if (!copy)
+        return cudaErrorMemoryAllocation;
+    *copy = w;
+    copy->ctx = clone(ctx);
+    copy->release = release;
+    if (!copy->ctx) {
+        free(copy);
+        return cudaErrorMemoryAllocation;
+    }
+    int result = 0;
+    cudaError_t captured =
+        dg_emu_enqueue(stream, kernel, kernel_run, copy, 0, NULL, kernel_release, &result);
+    if (captured != cudaSuccess)
+        kernel_release(copy);
+    return captured;
+}
+
+/* Runs a launch: the memory it can reach found, the grid run in one or two orders. Returns 0
+ * (execution errors are sticky faults). */
+static int kernel_run(void *arg)
+{
+    const struct kernel_work *w = arg;
+    const char *kernel = w->kernel;
+    dim3 grid = w->grid, block = w->block;
+    const void *const *pointers = w->pointers;
+    int pointer_count = w->pointer_count;
+    if (dg_emu_sticky() != cudaSuccess)
+        return 0;
 
     /* the memory the kernel can reach: the allocations its pointer arguments point into */
     struct region regions[32];
@@ -421,7 +500,7 @@ cudaError_t dg_emu_launch(const char *kernel, dim3 grid, dim3 block, size_t shar
                          "kernel %s: pointer argument %d (%p) is not device memory (no live "
                          "cudaMalloc or cudaHostAlloc holds it)",
                          kernel, i + 1, pointers[i]);
-            return cudaSuccess; /* the launch itself succeeds; the access faults */
+            return 0; /* the launch itself succeeds; the access faults */
         }
         int seen = 0;
         for (int r = 0; r < region_count; r++)
@@ -431,8 +510,8 @@ cudaError_t dg_emu_launch(const char *kernel, dim3 grid, dim3 block, size_t shar
     }
 
     S.kernel = kernel;
-    S.entry = entry;
-    S.ctx = ctx;
+    S.entry = w->entry;
+    S.ctx = w->ctx;
     S.current = -1;
     int orders = orders_wanted();
     int ok = 1;
@@ -475,5 +554,5 @@ cudaError_t dg_emu_launch(const char *kernel, dim3 grid, dim3 block, size_t shar
     }
     if (ok)
         dg_emu_count(DG_EMU_LAUNCHED);
-    return cudaSuccess;
+    return 0;
 }

@@ -96,6 +96,11 @@ void dg_emu_count(enum dg_emu_event event)
  * a sticky error wins over success. */
 static cudaError_t ret(cudaError_t error)
 {
+    return dg_emu_return(error);
+}
+
+cudaError_t dg_emu_return(cudaError_t error)
+{
     if (error == cudaSuccess) {
         cudaError_t s = dg_emu_sticky();
         if (s != cudaSuccess)
@@ -399,6 +404,8 @@ cudaError_t cudaMalloc(void **ptr, size_t bytes)
     cudaError_t s = dg_emu_sticky();
     if (s != cudaSuccess)
         return ret(s);
+    if ((s = dg_emu_capture_unsafe("cudaMalloc")) != cudaSuccess)
+        return ret(s);
     if (bytes == 0)
         return ret(cudaSuccess);
     return ret(map_allocation(bytes, DG_EMU_DEVICE, ptr));
@@ -406,6 +413,9 @@ cudaError_t cudaMalloc(void **ptr, size_t bytes)
 
 cudaError_t cudaFree(void *ptr)
 {
+    cudaError_t s = dg_emu_capture_unsafe("cudaFree");
+    if (s != cudaSuccess)
+        return ret(s);
     if (!ptr)
         return ret(cudaSuccess);
     return ret(unmap_allocation(ptr, DG_EMU_DEVICE, "cudaFree"));
@@ -418,6 +428,9 @@ cudaError_t cudaHostAlloc(void **ptr, size_t bytes, unsigned int flags)
     *ptr = NULL;
     if (flags & ~(unsigned)(cudaHostAllocPortable | cudaHostAllocMapped | cudaHostAllocWriteCombined))
         return ret(cudaErrorInvalidValue);
+    cudaError_t s = dg_emu_capture_unsafe("cudaHostAlloc");
+    if (s != cudaSuccess)
+        return ret(s);
     if (bytes == 0)
         return ret(cudaSuccess);
     return ret(map_allocation(bytes, DG_EMU_PINNED, ptr));
@@ -430,6 +443,9 @@ cudaError_t cudaMallocHost(void **ptr, size_t bytes)
 
 cudaError_t cudaFreeHost(void *ptr)
 {
+    cudaError_t s = dg_emu_capture_unsafe("cudaFreeHost");
+    if (s != cudaSuccess)
+        return ret(s);
     if (!ptr)
         return ret(cudaSuccess);
     return ret(unmap_allocation(ptr, DG_EMU_PINNED, "cudaFreeHost"));
@@ -533,6 +549,33 @@ static cudaError_t copy(void *dst, const void *src, size_t bytes, enum cudaMemcp
     return cudaSuccess;
 }
 
+static void count_stat(long *counter)
+{
+    pthread_mutex_lock(&lock);
+    (*counter)++;
+    pthread_mutex_unlock(&lock);
+}
+
+struct copy_work {
+    void *dst;
+    const void *src;
+    size_t bytes;
+    enum cudaMemcpyKind kind;
+};
+
+static int copy_run(void *ctx)
+{
+    struct copy_work *w = ctx;
+    return (int)copy(w->dst, w->src, w->bytes, w->kind, "cudaMemcpyAsync");
+}
+
+/* 1 when p is host memory that is not pinned (a capture would read it at replay time). */
+static int pageable(const void *p)
+{
+    int kind = 0;
+    return !dg_emu_find(p, NULL, NULL, &kind);
+}
+
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind,
                             cudaStream_t stream)
 {
@@ -541,7 +584,18 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaM
     cudaError_t s = dg_emu_sticky();
     if (s != cudaSuccess)
         return ret(s);
-    return ret(copy(dst, src, bytes, kind, "cudaMemcpyAsync"));
+    count_stat(&stats.copies);
+    if (bytes && dg_emu_stream_capturing(stream) && (pageable(dst) || pageable(src))) {
+        dg_emu_report("cudaMemcpyAsync of %zu bytes to or from pageable host memory while the "
+                      "stream captures: the emulation captures copies of pinned and device "
+                      "memory only",
+                      bytes);
+        return ret(cudaErrorStreamCaptureUnsupported);
+    }
+    struct copy_work w = {dst, src, bytes, kind};
+    int result = 0;
+    s = dg_emu_enqueue(stream, "cudaMemcpyAsync", copy_run, &w, sizeof w, NULL, NULL, &result);
+    return ret(s != cudaSuccess ? s : (cudaError_t)result);
 }
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind)
@@ -549,7 +603,27 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpy
     cudaError_t s = dg_emu_sticky();
     if (s != cudaSuccess)
         return ret(s);
+    if ((s = dg_emu_capture_unsafe("cudaMemcpy")) != cudaSuccess)
+        return ret(s);
+    count_stat(&stats.syncs);
     return ret(copy(dst, src, bytes, kind, "cudaMemcpy"));
+}
+
+struct set_work {
+    void *ptr;
+    int value;
+    size_t bytes;
+};
+
+static int set_run(void *ctx)
+{
+    struct set_work *w = ctx;
+    if (dg_emu_sticky() != cudaSuccess)
+        return 0;
+    if (!device_operand_ok("cudaMemsetAsync", "destination", w->ptr, w->bytes))
+        return (int)cudaErrorInvalidValue;
+    memset(w->ptr, w->value, w->bytes);
+    return 0;
 }
 
 cudaError_t cudaMemsetAsync(void *ptr, int value, size_t bytes, cudaStream_t stream)
@@ -559,16 +633,21 @@ cudaError_t cudaMemsetAsync(void *ptr, int value, size_t bytes, cudaStream_t str
     cudaError_t s = dg_emu_sticky();
     if (s != cudaSuccess)
         return ret(s);
+    count_stat(&stats.copies);
     if (bytes == 0)
         return ret(cudaSuccess);
-    if (!device_operand_ok("cudaMemsetAsync", "destination", ptr, bytes))
-        return ret(cudaErrorInvalidValue);
-    memset(ptr, value, bytes);
-    return ret(cudaSuccess);
+    struct set_work w = {ptr, value, bytes};
+    int result = 0;
+    s = dg_emu_enqueue(stream, "cudaMemsetAsync", set_run, &w, sizeof w, NULL, NULL, &result);
+    return ret(s != cudaSuccess ? s : (cudaError_t)result);
 }
 
 cudaError_t cudaMemset(void *ptr, int value, size_t bytes)
 {
+    cudaError_t s = dg_emu_capture_unsafe("cudaMemset");
+    if (s != cudaSuccess)
+        return ret(s);
+    count_stat(&stats.syncs);
     return cudaMemsetAsync(ptr, value, bytes, 0);
 }
 
@@ -580,7 +659,8 @@ cudaError_t cudaMemset(void *ptr, int value, size_t bytes)
 struct emu_handle {
     unsigned magic;
     int alive;
-    int recorded; /* events */
+    int recorded;            /* events */
+    cudaStream_t captured_on; /* events: recorded into that stream's capture */
 };
 
 /* Handles are never returned to malloc, so a destroyed one stays recognisable. */
@@ -642,11 +722,19 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream)
 {
     if (!dg_emu_stream_ok(stream))
         return ret(cudaErrorInvalidResourceHandle);
+    cudaError_t s = dg_emu_capture_sync("cudaStreamSynchronize", stream);
+    if (s != cudaSuccess)
+        return ret(s);
+    count_stat(&stats.syncs);
     return ret(cudaSuccess);
 }
 
 cudaError_t cudaDeviceSynchronize(void)
 {
+    cudaError_t s = dg_emu_capture_unsafe("cudaDeviceSynchronize");
+    if (s != cudaSuccess)
+        return ret(s);
+    count_stat(&stats.syncs);
     return ret(cudaSuccess);
 }
 
@@ -688,22 +776,41 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream)
 {
     if (!event_ok(event, "cudaEventRecord") || !dg_emu_stream_ok(stream))
         return ret(cudaErrorInvalidResourceHandle);
-    ((struct emu_handle *)event)->recorded = 1;
+    struct emu_handle *e = (struct emu_handle *)event;
+    int capturing = dg_emu_stream_capturing(stream);
+    pthread_mutex_lock(&lock);
+    e->recorded = 1;
+    e->captured_on = capturing ? stream : NULL;
+    pthread_mutex_unlock(&lock);
     return ret(cudaSuccess);
+}
+
+/* A host wait on an event: not while the event belongs to a capture, nor on a capturing
+ * thread. */
+static cudaError_t event_wait(cudaEvent_t event, const char *call)
+{
+    if (!event_ok(event, call))
+        return ret(cudaErrorInvalidResourceHandle);
+    pthread_mutex_lock(&lock);
+    cudaStream_t captured = ((struct emu_handle *)event)->captured_on;
+    pthread_mutex_unlock(&lock);
+    cudaError_t s = captured ? dg_emu_capture_sync(call, captured) : cudaSuccess;
+    if (s == cudaSuccess)
+        s = dg_emu_capture_unsafe(call);
+    return ret(s);
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t event)
 {
-    if (!event_ok(event, "cudaEventSynchronize"))
-        return ret(cudaErrorInvalidResourceHandle);
-    return ret(cudaSuccess);
+    cudaError_t s = event_wait(event, "cudaEventSynchronize");
+    if (s == cudaSuccess)
+        count_stat(&stats.syncs);
+    return s;
 }
 
 cudaError_t cudaEventQuery(cudaEvent_t event)
 {
-    if (!event_ok(event, "cudaEventQuery"))
-        return ret(cudaErrorInvalidResourceHandle);
-    return ret(cudaSuccess);
+    return event_wait(event, "cudaEventQuery");
 }
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags)
@@ -712,6 +819,16 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
         return ret(cudaErrorInvalidValue);
     if (!dg_emu_stream_ok(stream) || !event_ok(event, "cudaStreamWaitEvent"))
         return ret(cudaErrorInvalidResourceHandle);
+    if (dg_emu_stream_capturing(stream)) {
+        pthread_mutex_lock(&lock);
+        int inside = ((struct emu_handle *)event)->captured_on == stream;
+        pthread_mutex_unlock(&lock);
+        if (!inside) {
+            dg_emu_capture_sync("cudaStreamWaitEvent on an event recorded outside the capture",
+                                stream);
+            return ret(cudaErrorStreamCaptureIsolation);
+        }
+    }
     return ret(cudaSuccess);
 }
 

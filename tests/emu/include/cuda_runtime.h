@@ -69,6 +69,9 @@ template <typename... P> struct call {
         call *self = static_cast<call *>(ctx);
         std::apply(self->kernel, self->params); /* each CUDA thread gets its own copies */
     }
+    /* a captured launch keeps its own copy of the arguments, as a graph's kernel node does */
+    static void *clone(const void *ctx) { return new call(*static_cast<const call *>(ctx)); }
+    static void release(void *ctx) { delete static_cast<call *>(ctx); }
 };
 
 struct launch {
@@ -88,8 +91,9 @@ struct launch {
         int count = 0;
         std::apply([&](const auto &...p) { (collect_pointer(p, pointers, &count), ...); },
                    c.params);
-        cudaError_t result = dg_emu_launch(name, grid, block, shared_bytes, stream,
-                                           &call<P...>::entry, &c, pointers, count);
+        cudaError_t result =
+            dg_emu_launch(name, grid, block, shared_bytes, stream, &call<P...>::entry, &c,
+                          &call<P...>::clone, &call<P...>::release, pointers, count);
         dg_emu_set_launch_error(result);
     }
 };
