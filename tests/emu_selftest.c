@@ -23,6 +23,7 @@ cudaError_t selftest_divergent(float *x);
 cudaError_t selftest_past_end(float *x, int n);
 cudaError_t selftest_big_shared(float *x);
 cudaError_t selftest_index(unsigned *out, unsigned gx, unsigned gy, unsigned bx, unsigned by);
+cudaError_t selftest_axpb(float *x, int n, float a, float b, cudaStream_t stream);
 
 static float *device_floats(const float *host, size_t n)
 {
@@ -684,6 +685,173 @@ START_TEST(pooling_routes_to_the_first_maximum)
 }
 END_TEST
 
+/* ---- stream capture and graphs ---- */
+
+/* A pinned upload, a kernel and a GEMM captured on a stream: nothing runs at capture; each
+ * launch of the graph runs them with the values the pinned buffer holds then, and the
+ * arguments given at capture (alpha, the kernel's a and b) */
+START_TEST(a_graph_replays_what_was_captured)
+{
+    enum { N = 64 };
+    cudaStream_t s;
+    cublasHandle_t h;
+    ck_assert_int_eq(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+    ck_assert_int_eq(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
+    ck_assert_int_eq(cublasSetStream(h, s), CUBLAS_STATUS_SUCCESS);
+    float *pinned = NULL;
+    ck_assert_int_eq(cudaHostAlloc((void **)&pinned, N * sizeof(float), 0), cudaSuccess);
+    float *x = device_floats(NULL, N), *y = device_floats(NULL, 1);
+    float fresh[N], got[N], dot = 0.0f;
+    download(fresh, x, N);
+    long launches0, replayed0, captured0;
+    dg_emu_graph_counts(&launches0, &replayed0, &captured0);
+
+    ck_assert_int_eq(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    enum cudaStreamCaptureStatus capturing;
+    ck_assert_int_eq(cudaStreamIsCapturing(s, &capturing), cudaSuccess);
+    ck_assert_int_eq(capturing, cudaStreamCaptureStatusActive);
+    ck_assert_int_eq(cudaMemcpyAsync(x, pinned, N * sizeof(float), cudaMemcpyHostToDevice, s),
+                     cudaSuccess);
+    ck_assert_int_eq(selftest_axpb(x, N, 2.0f, 1.0f, s), cudaSuccess);
+    float alpha = 0.5f, beta = 0.0f;
+    ck_assert_int_eq(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, 1, 1, N, &alpha, x, N, x, N, &beta,
+                                 y, 1),
+                     CUBLAS_STATUS_SUCCESS);
+    alpha = 7.0f; /* read at the call: the graph keeps 0.5 */
+    cudaGraph_t graph = NULL;
+    ck_assert_int_eq(cudaStreamEndCapture(s, &graph), cudaSuccess);
+    ck_assert_ptr_nonnull(graph);
+    download(got, x, N);
+    ck_assert_mem_eq(got, fresh, sizeof got); /* nothing ran */
+    cudaGraphExec_t exec = NULL;
+    ck_assert_int_eq(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    ck_assert_int_eq(cudaGraphDestroy(graph), cudaSuccess); /* the executable lives on */
+
+    for (int round = 0; round < 2; round++) {
+        double want_dot = 0.0;
+        for (int i = 0; i < N; i++) {
+            pinned[i] = pattern((size_t)(i + 17 * round));
+            float v = 2.0f * pinned[i] + 1.0f;
+            want_dot += (double)v * v;
+        }
+        ck_assert_int_eq(cudaGraphLaunch(exec, s), cudaSuccess);
+        ck_assert_int_eq(cudaStreamSynchronize(s), cudaSuccess);
+        download(got, x, N);
+        for (int i = 0; i < N; i++)
+            ck_assert_float_eq(got[i], 2.0f * pinned[i] + 1.0f);
+        download(&dot, y, 1);
+        ck_assert_double_eq_tol(dot, 0.5 * want_dot, 1e-4 * want_dot);
+    }
+    long launches, replayed, captured;
+    dg_emu_graph_counts(&launches, &replayed, &captured);
+    ck_assert_int_eq(launches - launches0, 2);
+    ck_assert_int_eq(captured - captured0, 3);
+    ck_assert_int_eq(replayed - replayed0, 6);
+    ck_assert_int_eq(cudaGraphExecDestroy(exec), cudaSuccess);
+    ck_assert_int_eq(cudaGraphExecDestroy(exec), cudaErrorInvalidValue);
+    ck_assert_int_eq(cudaGetLastError(), cudaErrorInvalidValue);
+    cublasDestroy(h);
+}
+END_TEST
+
+/* What may not happen during a capture (allocation, a wait for the device) invalidates it: the
+ * call fails, later work on the stream fails, and ending the capture gives no graph. */
+START_TEST(unsafe_calls_invalidate_a_capture)
+{
+    cudaStream_t s;
+    ck_assert_int_eq(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+    float *x = device_floats(NULL, 32);
+    const char *calls[] = {"cudaMalloc", "cudaStreamSynchronize", "cudaMemcpy",
+                           "pageable cudaMemcpyAsync"};
+    for (int c = 0; c < 4; c++) {
+        ck_assert_int_eq(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal),
+                         cudaSuccess);
+        ck_assert_int_eq(selftest_axpb(x, 32, 1.0f, 1.0f, s), cudaSuccess);
+        float host[32];
+        void *p = NULL;
+        cudaError_t got = c == 0   ? cudaMalloc(&p, 64)
+                          : c == 1 ? cudaStreamSynchronize(s)
+                          : c == 2 ? cudaMemcpy(host, x, sizeof host, cudaMemcpyDeviceToHost)
+                                   : cudaMemcpyAsync(host, x, sizeof host,
+                                                     cudaMemcpyDeviceToHost, s);
+        ck_assert_msg(got == cudaErrorStreamCaptureUnsupported, "%s during a capture: %s",
+                      calls[c], cudaGetErrorName(got));
+        if (c != 3) { /* the pageable copy is refused without invalidating */
+            ck_assert_int_eq(selftest_axpb(x, 32, 1.0f, 1.0f, s),
+                             cudaErrorStreamCaptureInvalidated);
+            cudaGraph_t graph = (cudaGraph_t)1;
+            ck_assert_int_eq(cudaStreamEndCapture(s, &graph), cudaErrorStreamCaptureInvalidated);
+            ck_assert_ptr_null(graph);
+        } else {
+            cudaGraph_t graph = NULL;
+            ck_assert_int_eq(cudaStreamEndCapture(s, &graph), cudaSuccess);
+            ck_assert_int_eq(cudaGraphDestroy(graph), cudaSuccess);
+        }
+        cudaGetLastError();
+    }
+    /* after all that the stream works as before */
+    ck_assert_int_eq(cudaMemsetAsync(x, 0, 32 * sizeof(float), s), cudaSuccess);
+    ck_assert_int_eq(selftest_axpb(x, 32, 1.0f, 3.0f, s), cudaSuccess);
+    float out[32];
+    download(out, x, 32);
+    ck_assert_float_eq(out[31], 3.0f);
+}
+END_TEST
+
+static void *allocate_elsewhere(void *arg)
+{
+    void *p = NULL;
+    *(cudaError_t *)arg = cudaMalloc(&p, 256);
+    if (p)
+        cudaFree(p);
+    return NULL;
+}
+
+/* A ThreadLocal capture leaves other threads free to allocate (concurrent ensemble members);
+ * a Global one does not. */
+START_TEST(capture_modes_reach_other_threads_as_documented)
+{
+    cudaStream_t s;
+    ck_assert_int_eq(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+    enum cudaStreamCaptureMode modes[2] = {cudaStreamCaptureModeThreadLocal,
+                                           cudaStreamCaptureModeGlobal};
+    cudaError_t want[2] = {cudaSuccess, cudaErrorStreamCaptureUnsupported};
+    for (int m = 0; m < 2; m++) {
+        ck_assert_int_eq(cudaStreamBeginCapture(s, modes[m]), cudaSuccess);
+        cudaError_t got = cudaErrorUnknown;
+        pthread_t t;
+        pthread_create(&t, NULL, allocate_elsewhere, &got);
+        pthread_join(t, NULL);
+        ck_assert_msg(got == want[m], "mode %d: cudaMalloc on another thread: %s", (int)modes[m],
+                      cudaGetErrorName(got));
+        cudaGraph_t graph = NULL;
+        cudaError_t ended = cudaStreamEndCapture(s, &graph);
+        ck_assert_int_eq(ended, m == 0 ? cudaSuccess : cudaErrorStreamCaptureInvalidated);
+        if (graph)
+            cudaGraphDestroy(graph);
+        cudaGetLastError();
+    }
+}
+END_TEST
+
+/* A graph whose memory was freed since the capture faults when it runs, as a device would. */
+START_TEST(a_graph_over_freed_memory_faults)
+{
+    cudaStream_t s;
+    ck_assert_int_eq(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+    float *x = device_floats(NULL, 32);
+    ck_assert_int_eq(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    ck_assert_int_eq(selftest_axpb(x, 32, 1.0f, 1.0f, s), cudaSuccess);
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    ck_assert_int_eq(cudaStreamEndCapture(s, &graph), cudaSuccess);
+    ck_assert_int_eq(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    ck_assert_int_eq(cudaFree(x), cudaSuccess);
+    cudaGraphLaunch(exec, s);
+    ck_assert_int_eq(cudaStreamSynchronize(s), cudaErrorIllegalAddress);
+}
+END_TEST
+
 static Suite *emu_suite(void)
 {
     Suite *s = suite_create("emulated device");
@@ -716,6 +884,12 @@ static Suite *emu_suite(void)
     tcase_add_test(lib, find_offers_what_fp32_must_refuse);
     tcase_add_test(lib, pooling_routes_to_the_first_maximum);
     suite_add_tcase(s, lib);
+    TCase *g = tcase_create("graphs");
+    tcase_add_test(g, a_graph_replays_what_was_captured);
+    tcase_add_test(g, unsafe_calls_invalidate_a_capture);
+    tcase_add_test(g, capture_modes_reach_other_threads_as_documented);
+    tcase_add_test(g, a_graph_over_freed_memory_faults);
+    suite_add_tcase(s, g);
     return s;
 }
 

@@ -462,8 +462,10 @@ START_TEST(softmax_xent_vs_cpu)
     float *d_dlogits = dev_floats(gpu, NULL, n);
     uint8_t *d_labels = dev_bytes(gpu, labels, (size_t)batch);
     double *d_stats = dev_bytes(gpu, gpu_stats, sizeof gpu_stats);
-    check_ok(gpu->ops->softmax_xent(gpu, batch, d_logits, d_labels, d_probs, d_dlogits, d_stats, NULL));
-    check_ok(gpu->ops->softmax_xent(gpu, batch, d_logits, d_labels, d_probs, d_dlogits, d_stats, NULL));
+    check_ok(
+        gpu->ops->softmax_xent(gpu, batch, d_logits, d_labels, d_probs, d_dlogits, d_stats, NULL));
+    check_ok(
+        gpu->ops->softmax_xent(gpu, batch, d_logits, d_labels, d_probs, d_dlogits, d_stats, NULL));
     ck_assert(agree_dev("softmax probs", gpu, d_probs, probs, n, &dg_tol_forward));
     ck_assert(agree_dev("softmax dlogits", gpu, d_dlogits, dlogits, n, &dg_tol_backward_fp32));
     check_ok(gpu->ops->download(gpu, gpu_stats, d_stats, sizeof gpu_stats));

@@ -153,6 +153,15 @@ struct dg_bench_rate {
     int batch;
     int steps;
     struct dg_bench_stats images_per_second;
+    /* Training on a backend with graphs (CUDA; the backend's counters over the timed steps):
+     * units of work issued per step (kernels, library calls, copies, graph launches), graph
+     * launches per step and host synchronisations per step; and the same steps run eagerly
+     * (--no-graphs), timed and counted alike. */
+    int have_counters;
+    double launches_per_step, graph_launches_per_step, syncs_per_step;
+    int have_eager;
+    struct dg_bench_stats eager_images_per_second;
+    double eager_launches_per_step, eager_syncs_per_step;
 };
 
 struct dg_bench_layer {

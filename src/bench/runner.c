@@ -239,11 +239,26 @@ static enum dg_status infer_steps(struct dg_net *net, void *handle, struct row_s
     return status;
 }
 
-/* Runs `warmup` untimed then `reps` timed repetitions of `steps` steps; fills result. */
+/* What the backend's counters moved by, per step, over `steps` steps. */
+struct step_counts {
+    double launches, graph_launches, syncs;
+};
+
+static void counters_read(struct dg_backend *be, struct dg_backend_counters *c)
+{
+    memset(c, 0, sizeof *c);
+    if (be->ops->counters)
+        be->ops->counters(be, c);
+}
+
+/* Runs `warmup` untimed then `reps` timed repetitions of `steps` steps; fills the rate (and
+ * the per-step counts over the timed steps, between the syncs that bracket each repetition).
+ * no_graphs: training steps run eagerly. */
 static enum dg_status time_throughput(const struct dg_bench_settings *s, struct dg_backend *be,
                                       const struct dg_model *model, void *handle,
                                       struct row_source *source, int batch, int steps, int training,
-                                      struct dg_bench_rate *result)
+                                      int no_graphs, struct dg_bench_stats *rate,
+                                      struct step_counts *counts)
 {
     enum dg_status status;
     struct dg_net *net = NULL;
@@ -258,6 +273,9 @@ static enum dg_status time_throughput(const struct dg_bench_settings *s, struct 
     if ((status = dg_net_create(be, model, batch, &net)) != DG_OK ||
         (status = dg_net_upload_params(net, model->params, 1)) != DG_OK)
         goto fail;
+    net->no_graphs = no_graphs;
+    struct dg_backend_counters total;
+    memset(&total, 0, sizeof total);
     if (training)
         status = train_steps(net, handle, source, rows, s->warmup, s->augment, &step_counter);
     else
@@ -268,19 +286,29 @@ static enum dg_status time_throughput(const struct dg_bench_settings *s, struct 
         if ((status = be->ops->sync(be)) != DG_OK)
             goto fail;
         double start = dg_bench_now();
+        struct dg_backend_counters before, after;
+        counters_read(be, &before);
         if (training)
             status = train_steps(net, handle, source, rows, steps, s->augment, &step_counter);
         else
             status = infer_steps(net, handle, source, rows, steps, host_probs);
+        counters_read(be, &after);
         if (status == DG_OK)
             status = be->ops->sync(be);
         if (status != DG_OK)
             goto fail;
         seconds[rep] = dg_bench_now() - start;
+        total.launches += after.launches - before.launches;
+        total.graph_launches += after.graph_launches - before.graph_launches;
+        total.host_syncs += after.host_syncs - before.host_syncs;
     }
-    result->batch = batch;
-    result->steps = steps;
-    rate_stats(seconds, s->reps, (double)batch * steps, &result->images_per_second);
+    rate_stats(seconds, s->reps, (double)batch * steps, rate);
+    if (counts) {
+        double all = (double)steps * s->reps;
+        counts->launches = (double)total.launches / all;
+        counts->graph_launches = (double)total.graph_launches / all;
+        counts->syncs = (double)total.host_syncs / all;
+    }
 fail:
     dg_net_free(net);
     free(rows);
@@ -427,18 +455,41 @@ static enum dg_status bench_backend(const struct dg_bench_settings *s, const cha
         int batch = (int)s->batches[i];
         int steps = steps_for(s->steps, s->quick ? 512 : 1024, batch);
         note(s, "%s: training, batch %d, %d steps x %d reps", be->name, batch, steps, s->reps);
-        status =
-            time_throughput(s, be, &model, handle, &source, batch, steps, 1, &result->train[i]);
+        struct dg_bench_rate *rate = &result->train[i];
+        struct step_counts counts;
+        rate->batch = batch;
+        rate->steps = steps;
+        status = time_throughput(s, be, &model, handle, &source, batch, steps, 1, 0,
+                                 &rate->images_per_second, &counts);
         if (status != DG_OK)
             goto fail;
+        if (be->ops->counters) {
+            rate->have_counters = 1;
+            rate->launches_per_step = counts.launches;
+            rate->graph_launches_per_step = counts.graph_launches;
+            rate->syncs_per_step = counts.syncs;
+        }
+        if (be->ops->capture_begin) {
+            note(s, "%s: training without graphs, batch %d, %d steps x %d reps", be->name, batch,
+                 steps, s->reps);
+            status = time_throughput(s, be, &model, handle, &source, batch, steps, 1, 1,
+                                     &rate->eager_images_per_second, &counts);
+            if (status != DG_OK)
+                goto fail;
+            rate->have_eager = 1;
+            rate->eager_launches_per_step = counts.launches;
+            rate->eager_syncs_per_step = counts.syncs;
+        }
         result->train_count = i + 1;
     }
     if (s->infer_batch > 0) {
         int steps = steps_for(s->infer_steps, s->quick ? 1024 : 2048, s->infer_batch);
         note(s, "%s: inference, batch %d, %d steps x %d reps", be->name, s->infer_batch, steps,
              s->reps);
-        status = time_throughput(s, be, &model, handle, &source, s->infer_batch, steps, 0,
-                                 &result->infer);
+        result->infer.batch = s->infer_batch;
+        result->infer.steps = steps;
+        status = time_throughput(s, be, &model, handle, &source, s->infer_batch, steps, 0, 0,
+                                 &result->infer.images_per_second, NULL);
         if (status != DG_OK)
             goto fail;
         result->have_infer = 1;

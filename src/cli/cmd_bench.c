@@ -145,6 +145,17 @@ static void json_rate(FILE *out, const struct dg_bench_rate *r)
 {
     fprintf(out, "{\"batch\": %d, \"steps\": %d, \"images_per_s\": ", r->batch, r->steps);
     json_stats(out, &r->images_per_second);
+    if (r->have_counters)
+        fprintf(out,
+                ", \"launches_per_step\": %.2f, \"graph_launches_per_step\": %.2f, "
+                "\"host_syncs_per_step\": %.2f",
+                r->launches_per_step, r->graph_launches_per_step, r->syncs_per_step);
+    if (r->have_eager) {
+        fputs(", \"eager\": {\"images_per_s\": ", out);
+        json_stats(out, &r->eager_images_per_second);
+        fprintf(out, ", \"launches_per_step\": %.2f, \"host_syncs_per_step\": %.2f}",
+                r->eager_launches_per_step, r->eager_syncs_per_step);
+    }
     fputc('}', out);
 }
 
@@ -314,7 +325,22 @@ static void print_table(FILE *out, const struct dg_bench_report *r)
             snprintf(what, sizeof what, "%s, batch %d",
                      i < be->train_count ? "training" : "inference", rate->batch);
             format_range(range, sizeof range, "%.0f", &rate->images_per_second);
-            fprintf(out, "  %-24s %6d  %s\n", what, rate->steps, range);
+            fprintf(out, "  %-24s %6d  %s", what, rate->steps, range);
+            if (rate->have_counters)
+                fprintf(out, "  (%.1f launches, %.1f graph launches, %.2f host syncs a step)",
+                        rate->launches_per_step, rate->graph_launches_per_step,
+                        rate->syncs_per_step);
+            fputc('\n', out);
+            if (rate->have_eager) {
+                char eager[96];
+                format_range(eager, sizeof eager, "%.0f", &rate->eager_images_per_second);
+                fprintf(out, "  %-24s %6d  %s  (%.1f launches, %.2f host syncs a step)\n",
+                        "  without graphs", rate->steps, eager, rate->eager_launches_per_step,
+                        rate->eager_syncs_per_step);
+                if (rate->eager_images_per_second.median > 0)
+                    fprintf(out, "  %-24s %6s  %.2fx the eager step\n", "  graphs", "",
+                            rate->images_per_second.median / rate->eager_images_per_second.median);
+            }
         }
         if (be->layer_batch > 0) {
             fprintf(out, "\n  one training step, batch %d, op by op (ms, median of %d)\n",

@@ -134,7 +134,7 @@ static enum dg_status cuda_maxpool_fwd(struct dg_backend *be, const struct dg_po
                                       shape->batch, shape->channels, shape->height / 2,
                                       shape->width / 2));
     DG_LAUNCH(cb, cudnnPoolingForward(cb->cudnn, cb->pool_desc, &one, cb->pool_in_desc, x, &zero,
-                               cb->pool_out_desc, y));
+                                      cb->pool_out_desc, y));
     return DG_OK;
 fail:
     return status;
@@ -148,8 +148,8 @@ static enum dg_status cuda_maxpool_bwd(struct dg_backend *be, const struct dg_po
 {
     (void)y;
     enum dg_status status = DG_OK;
-    DG_LAUNCH(cuda_of(be), dg_launch_maxpool_bwd(x, dy, dx, shape->batch, shape->channels, shape->height,
-                                 shape->width, cuda_of(be)->stream));
+    DG_LAUNCH(cuda_of(be), dg_launch_maxpool_bwd(x, dy, dx, shape->batch, shape->channels,
+                                                 shape->height, shape->width, cuda_of(be)->stream));
     return DG_OK;
 fail:
     return status;
@@ -192,8 +192,8 @@ static enum dg_status cuda_dense_fwd(struct dg_backend *be, int batch, int in, i
     struct cuda_backend *cb = cuda_of(be);
     enum dg_status status = DG_OK;
     /* y^T (out, batch) = w^T (out, in) x^T (in, batch) */
-    DG_LAUNCH(cb, cublasSgemm(cb->cublas, CUBLAS_OP_N, CUBLAS_OP_N, out, batch, in, &one, w, out,
-                              x, in, &zero, y, out));
+    DG_LAUNCH(cb, cublasSgemm(cb->cublas, CUBLAS_OP_N, CUBLAS_OP_N, out, batch, in, &one, w, out, x,
+                              in, &zero, y, out));
     DG_LAUNCH(cb, dg_launch_bias_act(y, b, batch, out, 1, relu, cb->stream));
     return DG_OK;
 fail:

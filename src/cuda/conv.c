@@ -480,12 +480,12 @@ enum dg_status dg_cuda_conv_fwd(struct dg_backend *be, void *handle, const float
     struct cuda_conv_plan *plan = handle;
     const struct dg_conv_shape *s = &plan->shape;
     enum dg_status status = DG_OK;
-    DG_LAUNCH(cb, cudnnConvolutionForward(cb->cudnn, &one, plan->x_desc, x, plan->w_desc, w,
-                                   plan->desc[CONV_FWD],
-                                   (cudnnConvolutionFwdAlgo_t)plan->algo[CONV_FWD], cb->workspace,
-                                   plan->workspace[CONV_FWD], &zero, plan->y_desc, y));
+    DG_LAUNCH(cb, cudnnConvolutionForward(
+                      cb->cudnn, &one, plan->x_desc, x, plan->w_desc, w, plan->desc[CONV_FWD],
+                      (cudnnConvolutionFwdAlgo_t)plan->algo[CONV_FWD], cb->workspace,
+                      plan->workspace[CONV_FWD], &zero, plan->y_desc, y));
     DG_LAUNCH(cb, dg_launch_bias_act(y, bias, s->batch, s->out_channels, s->height * s->width, relu,
-                              cb->stream));
+                                     cb->stream));
     return DG_OK;
 fail:
     return status;
@@ -498,9 +498,9 @@ enum dg_status dg_cuda_conv_bwd_data(struct dg_backend *be, void *handle, const 
     struct cuda_conv_plan *plan = handle;
     enum dg_status status = DG_OK;
     DG_LAUNCH(cb, cudnnConvolutionBackwardData(
-        cb->cudnn, &one, plan->w_desc, w, plan->y_desc, dy, plan->desc[CONV_BWD_DATA],
-        (cudnnConvolutionBwdDataAlgo_t)plan->algo[CONV_BWD_DATA], cb->workspace,
-        plan->workspace[CONV_BWD_DATA], &zero, plan->x_desc, dx));
+                      cb->cudnn, &one, plan->w_desc, w, plan->y_desc, dy, plan->desc[CONV_BWD_DATA],
+                      (cudnnConvolutionBwdDataAlgo_t)plan->algo[CONV_BWD_DATA], cb->workspace,
+                      plan->workspace[CONV_BWD_DATA], &zero, plan->x_desc, dx));
     return DG_OK;
 fail:
     return status;
@@ -513,13 +513,14 @@ enum dg_status dg_cuda_conv_bwd_filter(struct dg_backend *be, void *handle, cons
     struct cuda_conv_plan *plan = handle;
     const struct dg_conv_shape *s = &plan->shape;
     enum dg_status status = DG_OK;
-    DG_LAUNCH(cb, cudnnConvolutionBackwardFilter(
-        cb->cudnn, &one, plan->x_desc, x, plan->y_desc, dy, plan->desc[CONV_BWD_FILTER],
-        (cudnnConvolutionBwdFilterAlgo_t)plan->algo[CONV_BWD_FILTER], cb->workspace,
-        plan->workspace[CONV_BWD_FILTER], &zero, plan->w_desc, dw));
+    DG_LAUNCH(cb,
+              cudnnConvolutionBackwardFilter(
+                  cb->cudnn, &one, plan->x_desc, x, plan->y_desc, dy, plan->desc[CONV_BWD_FILTER],
+                  (cudnnConvolutionBwdFilterAlgo_t)plan->algo[CONV_BWD_FILTER], cb->workspace,
+                  plan->workspace[CONV_BWD_FILTER], &zero, plan->w_desc, dw));
     if (db)
         DG_LAUNCH(cb, dg_launch_channel_sum(dy, s->batch, s->out_channels, s->height * s->width, db,
-                                     cb->stream));
+                                            cb->stream));
     return DG_OK;
 fail:
     return status;

@@ -184,8 +184,8 @@ enum dg_status dg_cuda_batch_assemble(struct dg_backend *be, void *handle, const
         if (augment && (status = dg_cuda_step_vars(cb, augment->epoch, augment->step,
                                                    "augmentation", &vars)) != DG_OK)
             return status;
-        DG_LAUNCH(cb, dg_launch_assemble(cd->images, cd->labels, cb->step.block->rows, n,
-                                         augment, vars, x, labels_out, cb->stream));
+        DG_LAUNCH(cb, dg_launch_assemble(cd->images, cd->labels, cb->step.block->rows, n, augment,
+                                         vars, x, labels_out, cb->stream));
         return DG_OK;
     }
     for (int i = 0; i < n; i++)

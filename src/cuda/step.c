@@ -80,8 +80,8 @@ void dg_cuda_step_release(struct cuda_backend *cb)
 }
 
 enum dg_status dg_cuda_step_begin(struct dg_backend *be, void *data_handle,
-                                  const struct dg_step_values *values, const uint32_t *rows,
-                                  int n, int *capturable)
+                                  const struct dg_step_values *values, const uint32_t *rows, int n,
+                                  int *capturable)
 {
     struct cuda_backend *cb = cuda_of(be);
     struct cuda_step *st = &cb->step;
@@ -157,16 +157,14 @@ enum dg_status dg_cuda_step_vars(struct cuda_backend *cb, uint32_t epoch, uint32
     return DG_OK;
 }
 
-enum dg_status dg_cuda_step_lr(struct cuda_backend *cb, float lr,
-                               const struct dg_step_block **vars)
+enum dg_status dg_cuda_step_lr(struct cuda_backend *cb, float lr, const struct dg_step_block **vars)
 {
     *vars = NULL;
     if (!cb->step.active)
         return DG_OK;
     if (memcmp(&lr, &cb->step.values.lr, sizeof lr) != 0)
-        return dg_error(DG_ERR_RUNTIME,
-                        "cuda: RMSprop at learning rate %g inside a step at %g", (double)lr,
-                        (double)cb->step.values.lr);
+        return dg_error(DG_ERR_RUNTIME, "cuda: RMSprop at learning rate %g inside a step at %g",
+                        (double)lr, (double)cb->step.values.lr);
     *vars = cb->step.block;
     return DG_OK;
 }

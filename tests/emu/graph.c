@@ -218,9 +218,9 @@ static cudaError_t ret(cudaError_t error)
 
 cudaError_t cudaThreadExchangeStreamCaptureMode(enum cudaStreamCaptureMode *mode)
 {
-    if (!mode || (*mode != cudaStreamCaptureModeGlobal &&
-                  *mode != cudaStreamCaptureModeThreadLocal &&
-                  *mode != cudaStreamCaptureModeRelaxed))
+    if (!mode ||
+        (*mode != cudaStreamCaptureModeGlobal && *mode != cudaStreamCaptureModeThreadLocal &&
+         *mode != cudaStreamCaptureModeRelaxed))
         return ret(cudaErrorInvalidValue);
     enum cudaStreamCaptureMode old = thread_mode;
     thread_mode = *mode;
@@ -251,12 +251,11 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMo
         int already = capture_of(stream) != NULL;
         pthread_mutex_unlock(&lock);
         free(n);
-        dg_emu_report("cudaStreamBeginCapture: %s", already ? "the stream is already capturing"
-                                                            : "too many captures at once");
+        dg_emu_report("cudaStreamBeginCapture: %s",
+                      already ? "the stream is already capturing" : "too many captures at once");
         return ret(already ? cudaErrorIllegalState : cudaErrorMemoryAllocation);
     }
-    captures[capture_count++] =
-        (struct capture){stream, pthread_self(), mode, n, 0};
+    captures[capture_count++] = (struct capture){stream, pthread_self(), mode, n, 0};
     if (mode == cudaStreamCaptureModeGlobal)
         global_captures++;
     pthread_mutex_unlock(&lock);
@@ -309,9 +308,9 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t stream, enum cudaStreamCaptureSta
         return ret(cudaErrorInvalidResourceHandle);
     pthread_mutex_lock(&lock);
     struct capture *c = stream ? capture_of(stream) : NULL;
-    *status = !c ? cudaStreamCaptureStatusNone
-                 : c->invalidated ? cudaStreamCaptureStatusInvalidated
-                                  : cudaStreamCaptureStatusActive;
+    *status = !c               ? cudaStreamCaptureStatusNone
+              : c->invalidated ? cudaStreamCaptureStatusInvalidated
+                               : cudaStreamCaptureStatusActive;
     pthread_mutex_unlock(&lock);
     return ret(cudaSuccess);
 }
@@ -326,8 +325,7 @@ static int exec_ok(cudaGraphExec_t e)
     return e && e->magic == EMU_EXEC_MAGIC && e->alive;
 }
 
-cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph,
-                                 unsigned long long flags)
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long flags)
 {
     if (!exec || flags != 0)
         return ret(cudaErrorInvalidValue);

@@ -64,7 +64,20 @@ __global__ void index_kernel(unsigned *out)
     out[b * blockDim.x * blockDim.y + t] = b * 1000u + t;
 }
 
+// x[i] = a * x[i] + b: a correct kernel, for the captures.
+__global__ void axpb_kernel(float *x, int n, float a, float b)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        x[i] = a * x[i] + b;
+}
+
 extern "C" {
+cudaError_t selftest_axpb(float *x, int n, float a, float b, cudaStream_t stream)
+{
+    axpb_kernel<<<(n + 31) / 32, 32, 0, stream>>>(x, n, a, b);
+    return cudaGetLastError();
+}
 cudaError_t selftest_neighbour(float *x, int n)
 {
     neighbour_kernel<<<1, n>>>(x, n);
