@@ -39,6 +39,16 @@ cudaError_t dg_launch_bias_act(float *y, const float *bias, int n, int c, int hw
 /* dy (count) *= (y > 0). */
 cudaError_t dg_launch_relu_bwd(size_t count, const float *y, float *dy, cudaStream_t stream);
 
+/* ---- bf16 conversions of --math bf16 (kernels/bf16.cu) ---- */
+
+/* out (count) <- in rounded to bf16 (dg_bf16_round of src/math/bf16.h: nearest even,
+ * denormals to zero; the CPU's rounding). */
+cudaError_t dg_launch_to_bf16(size_t count, const float *in, uint16_t *out, cudaStream_t stream);
+
+/* out (n, c, hw) <- in widened to float32, + bias (c) (may be NULL), then ReLU when relu != 0. */
+cudaError_t dg_launch_from_bf16(const uint16_t *in, float *out, const float *bias, int n, int c,
+                                int hw, int relu, cudaStream_t stream);
+
 /* ---- bias gradients (kernels/bias_grad.cu) ---- */
 
 /* sum (c) = sum over n and hw of x (n, c, hw), in a fixed order (deterministic): the conv

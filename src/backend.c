@@ -86,9 +86,7 @@ enum dg_status dg_backend_open(const struct dg_backend_spec *spec, char *fallbac
     if (strcmp(name, "auto") != 0)
         return dg_error(DG_ERR_USAGE, "--device expects auto, cpu, cuda or cuda:N, got '%s'", name);
     char reason[256] = "";
-    if (spec->math == DG_MATH_BF16)
-        snprintf(reason, sizeof reason, "--math bf16 runs on the CPU");
-    else if (dg_cuda_emulated())
+    if (dg_cuda_emulated())
         snprintf(reason, sizeof reason,
                  "the CUDA device of this build is the emulated test "
                  "device; --device cuda uses it");

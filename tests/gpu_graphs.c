@@ -4,8 +4,9 @@
  *   (full batches and a partial one, two epochs, augmentation and dropout, a learning rate
  *   that changes every step), one replaying the captured full-batch step, one running every
  *   op (no_graphs); the weights, RMSprop accumulators and the per-step statistics (the trace)
- *   must be the same bytes. The counters: a replayed step issues two units of work (the step
- *   block's upload and the graph launch) and no host synchronisation; a step is captured once.
+ *   must be the same bytes, at FP32 and at --math bf16. The counters: a replayed step issues two
+ * units of work (the step block's upload and the graph launch) and no host synchronisation; a step
+ * is captured once.
  * - dg_train with and without graphs: the same weights bit for bit, no host synchronisation
  *   between the first and the last step of an epoch.
  * - a graph captured with one dataset is stale with another (graph_launch says so, runs
@@ -29,7 +30,8 @@
 #define IMAGES 300
 #define SEED 7u
 
-static struct dg_backend *gpu;
+static struct dg_backend *gpu;         /* the backend the test at hand runs on */
+static struct dg_backend *backends[2]; /* FP32, --math bf16 */
 static struct dg_model model;
 static struct dg_dataset dataset, other_dataset;
 
@@ -106,6 +108,8 @@ static float *download_floats(const float *ptr)
 
 START_TEST(graph_replay_is_the_eager_step)
 {
+    gpu = backends[_i];
+    printf("graph replay against eager on %s\n", gpu->description);
     void *handle = NULL;
     check_ok(gpu->ops->dataset_attach(gpu, &dataset, &handle));
     struct dg_net *graphs = net_open(0), *eager = net_open(1);
@@ -141,6 +145,7 @@ START_TEST(graph_replay_is_the_eager_step)
     dg_net_free(graphs);
     dg_net_free(eager);
     gpu->ops->dataset_detach(gpu, handle);
+    gpu = backends[0];
 }
 END_TEST
 
@@ -292,7 +297,7 @@ static Suite *graphs_suite(void)
     Suite *s = suite_create("gpu graphs");
     TCase *tc = tcase_create("graphs");
     tcase_set_timeout(tc, 1200);
-    tcase_add_test(tc, graph_replay_is_the_eager_step);
+    tcase_add_loop_test(tc, graph_replay_is_the_eager_step, 0, 2);
     tcase_add_test(tc, training_with_graphs_is_training_without);
     tcase_add_test(tc, a_graph_of_another_dataset_is_stale);
     tcase_add_test(tc, a_capture_refuses_host_reads);
@@ -321,13 +326,16 @@ int main(void)
         return 77;
     }
     struct dg_cuda_options options = {0, DG_MATH_FP32, 0, 0};
+    struct dg_cuda_options options_bf16 = {0, DG_MATH_BF16, 0, 0};
     int layer_count = 0;
     const struct dg_layer_spec *specs = dg_arch_reference(&layer_count);
-    if (dg_backend_cuda_create(&options, &gpu) != DG_OK ||
+    if (dg_backend_cuda_create(&options, &backends[0]) != DG_OK ||
+        dg_backend_cuda_create(&options_bf16, &backends[1]) != DG_OK ||
         dg_model_build(&model, specs, layer_count) != DG_OK) {
         fprintf(stderr, "gpu_graphs: %s\n", dg_error_message());
         return EXIT_FAILURE;
     }
+    gpu = backends[0];
     dg_model_init_glorot(&model, SEED);
     synthetic(&dataset, 2024);
     synthetic(&other_dataset, 77);
@@ -342,6 +350,7 @@ int main(void)
     free(other_dataset.images);
     free(other_dataset.labels);
     dg_model_free(&model);
-    dg_backend_destroy(gpu);
+    dg_backend_destroy(backends[1]);
+    dg_backend_destroy(backends[0]);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -9,7 +9,9 @@
  * 1e-5. Exact (bit for bit): ReLU backward, max-pool forward and backward, dropout, RMSprop
  * (the same element math under --fmad=false / -ffp-contract=off), batch assembly with and
  * without augmentation, and reruns of the deterministic backend. TF32 convolutions use the
- * normwise TF32 bound 1.5e-3 (forward and backward). A failure here is a finding, not a
+ * normwise TF32 bound 1.5e-3 (forward and backward). bf16 (--math bf16) is checked against the
+ * CPU's bf16 math on the same bf16 operands: the FP32 bounds plus, for cuDNN's bf16 results,
+ * one bf16 rounding (conv_bf16). A failure here is a finding, not a
  * reason to loosen a bound (docs/DEVELOPING.md, "Tolerances").
  *
  * Exits 77 (skipped) when no CUDA device is usable. Runs without fork (a CUDA context does
@@ -22,6 +24,8 @@
 
 #include "digits/backend.h"
 #include "digits/compare.h"
+#include "cpu/cpu.h"
+#include "math/bf16.h"
 #include "nn/op_cases.h"
 #include "test_util.h"
 
@@ -30,6 +34,8 @@ static struct dg_backend *gpu;          /* FP32, algorithms measured (cudnnFind)
 static struct dg_backend *gpu_det;      /* FP32, deterministic: heuristic algorithm order */
 static struct dg_backend *gpu_tf32;     /* TF32 allowed */
 static struct dg_backend *gpu_streamed; /* dataset budget of 1 byte: batches stream from host */
+static struct dg_backend *gpu_bf16;     /* --math bf16 */
+static struct dg_backend *cpu_bf16;     /* the CPU's bf16 math (its unit, else the portable one) */
 
 static void check_ok(enum dg_status status)
 {
@@ -202,6 +208,103 @@ START_TEST(conv_tf32)
 {
     conv_compare(gpu_tf32, &conv_cases.at[_i], &dg_tol_forward_tf32, &dg_tol_backward_tf32,
                  300 + (uint64_t)_i);
+}
+END_TEST
+
+/* ---- bf16 (--math bf16) against the CPU's bf16 math on the same bf16 operands ----
+ *
+ * Both sides round the operands with dg_bf16_round (src/math/bf16.h) and sum their products
+ * (exact in float32) in float32, so they differ only by summation order (the FP32 bounds),
+ * except that cuDNN's bf16 configuration stores its results in bf16: each convolution output
+ * (y before the bias, dx, dw) is then one rounding of the float32 sum, at most 2^-8 of its
+ * size (unit roundoff of bf16's 8 significant bits). So, per element:
+ *   |gpu - cpu| <= 2^-8 |cpu| + the FP32 bound,
+ * and every such GPU value is a bf16 value (its low 16 bits zero). */
+static int agree_bf16_rounded(const char *what, struct dg_backend *be, const float *dev,
+                              const float *cpu_values, size_t n, const struct dg_tolerance *fp32)
+{
+    float *g = fetch(be, dev, n);
+    double ref_max = 0.0;
+    for (size_t i = 0; i < n; i++)
+        ref_max = fmax(ref_max, fabs((double)cpu_values[i]));
+    size_t bad = 0, not_bf16 = 0, worst = 0;
+    double worst_excess = -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        double c = cpu_values[i], d = fabs((double)g[i] - c);
+        double fp32_part = fp32->kind == DG_TOL_ELEMENTWISE ? fp32->atol + fp32->rtol * fabs(c)
+                                                            : fp32->atol + fp32->rtol * ref_max;
+        double bound = ldexp(fabs(c), -8) + fp32_part;
+        if (!(d <= bound))
+            bad++;
+        if (dg_bf16_value(g[i]) != g[i] || !isfinite(g[i]))
+            not_bf16++;
+        if (d - bound > worst_excess) {
+            worst_excess = d - bound;
+            worst = i;
+        }
+    }
+    printf("  %-28s n=%-8zu outside %zu, not bf16 %zu, worst [%zu] (gpu %.9g, cpu %.9g) %s\n", what,
+           n, bad, not_bf16, worst, (double)g[worst], (double)cpu_values[worst],
+           bad || not_bf16 ? "FAIL" : "pass");
+    free(g);
+    return !bad && !not_bf16;
+}
+
+START_TEST(conv_bf16)
+{
+    const struct dg_conv_shape shape = conv_cases.at[_i].conv;
+    size_t hw = (size_t)shape.height * shape.width;
+    size_t nx = (size_t)shape.batch * shape.in_channels * hw;
+    size_t ny = (size_t)shape.batch * shape.out_channels * hw;
+    size_t nw = (size_t)shape.out_channels * shape.in_channels * shape.kernel * shape.kernel;
+    size_t nb = (size_t)shape.out_channels;
+    struct dg_test_rng rng = {400 + (uint64_t)_i};
+    float *x = dg_test_floats(nx), *w = dg_test_floats(nw), *b = dg_test_floats(nb);
+    float *zero_b = dg_test_floats(nb), *dy = dg_test_floats(ny);
+    float scale = 1.0f / sqrtf((float)(shape.in_channels * shape.kernel * shape.kernel));
+    dg_test_fill(&rng, x, nx, -1.0f, 1.0f);
+    dg_test_fill(&rng, w, nw, -scale, scale);
+    dg_test_fill(&rng, b, nb, -0.5f, 0.5f);
+    dg_test_fill(&rng, dy, ny, -1.0f, 1.0f);
+    memset(zero_b, 0, nb * sizeof(float));
+    printf("conv bf16 \"%s\": %d x %d -> %d, %dx%d, k %d\n", conv_cases.at[_i].name, shape.batch,
+           shape.in_channels, shape.out_channels, shape.height, shape.width, shape.kernel);
+
+    float *y = dg_test_floats(ny), *y_relu = dg_test_floats(ny), *dx = dg_test_floats(nx);
+    float *dw = dg_test_floats(nw), *db = dg_test_floats(nb);
+    void *cpu_plan = NULL;
+    check_ok(cpu_bf16->ops->conv_plan_create(cpu_bf16, &shape, &cpu_plan));
+    check_ok(cpu_bf16->ops->conv_fwd(cpu_bf16, cpu_plan, x, w, zero_b, y, 0));
+    check_ok(cpu_bf16->ops->conv_fwd(cpu_bf16, cpu_plan, x, w, b, y_relu, 1));
+    check_ok(cpu_bf16->ops->conv_bwd_data(cpu_bf16, cpu_plan, dy, w, dx));
+    check_ok(cpu_bf16->ops->conv_bwd_filter(cpu_bf16, cpu_plan, x, dy, dw, db));
+    cpu_bf16->ops->conv_plan_free(cpu_bf16, cpu_plan);
+
+    struct dg_backend *be = gpu_bf16;
+    float *d_x = dev_floats(be, x, nx), *d_w = dev_floats(be, w, nw), *d_b = dev_floats(be, b, nb);
+    float *d_zero_b = dev_floats(be, zero_b, nb), *d_dy = dev_floats(be, dy, ny);
+    float *d_y = dev_floats(be, NULL, ny), *d_dx = dev_floats(be, NULL, nx);
+    float *d_dw = dev_floats(be, NULL, nw), *d_db = dev_floats(be, NULL, nb);
+    void *plan = NULL;
+    check_ok(be->ops->conv_plan_create(be, &shape, &plan));
+    check_ok(be->ops->conv_fwd(be, plan, d_x, d_w, d_zero_b, d_y, 0));
+    ck_assert(agree_bf16_rounded("conv fwd (bias 0)", be, d_y, y, ny, &dg_tol_forward));
+    /* with the bias and ReLU: (bf16 sum) + bias, so the rounding is of the sum, not of y */
+    check_ok(be->ops->conv_fwd(be, plan, d_x, d_w, d_b, d_y, 1));
+    ck_assert(agree_dev("conv fwd relu", be, d_y, y_relu, ny, &dg_tol_forward_bf16));
+    check_ok(be->ops->conv_bwd_data(be, plan, d_dy, d_w, d_dx));
+    ck_assert(agree_bf16_rounded("conv bwd data", be, d_dx, dx, nx, &dg_tol_backward_fp32));
+    check_ok(be->ops->conv_bwd_filter(be, plan, d_x, d_dy, d_dw, d_db));
+    ck_assert(agree_bf16_rounded("conv bwd filter dw", be, d_dw, dw, nw, &dg_tol_backward_fp32));
+    /* the bias gradient sums float32 dy on both sides */
+    ck_assert(agree_dev("conv bwd filter db", be, d_db, db, nb, &dg_tol_backward_fp32));
+    be->ops->conv_plan_free(be, plan);
+
+    float *bufs[] = {d_x, d_w, d_b, d_zero_b, d_dy, d_y, d_dx, d_dw, d_db};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        be->ops->free(be, bufs[i]);
+    free(x), free(w), free(b), free(zero_b), free(dy), free(y), free(y_relu), free(dx), free(dw);
+    free(db);
 }
 END_TEST
 
@@ -396,12 +499,15 @@ END_TEST
 /* ---- dense ---- */
 
 /* Both epilogues (the case's relu flag is test_ops' choice). */
-START_TEST(dense_vs_cpu)
+/* One dense case on `gpu_be` against `cpu_be`: the FP32 bounds, both for FP32 and for bf16
+ * (cublasGemmEx sums products of the same bf16 operands in float32 into float32 results, as
+ * the CPU's bf16 math does). */
+static void dense_compare(struct dg_backend *ref, struct dg_backend *cand, int i)
 {
-    const struct dg_op_dense_shape *c = &dense_cases.at[_i].dense;
+    const struct dg_op_dense_shape *c = &dense_cases.at[i].dense;
     size_t nx = (size_t)c->batch * c->in, ny = (size_t)c->batch * c->out;
     size_t nw = (size_t)c->in * c->out;
-    struct dg_test_rng rng = {800 + (uint64_t)_i};
+    struct dg_test_rng rng = {800 + (uint64_t)i};
     float *x = dg_test_floats(nx), *w = dg_test_floats(nw), *b = dg_test_floats((size_t)c->out);
     float *dy = dg_test_floats(ny);
     float scale = 1.0f / sqrtf((float)c->in);
@@ -409,33 +515,45 @@ START_TEST(dense_vs_cpu)
     dg_test_fill(&rng, w, nw, -scale, scale);
     dg_test_fill(&rng, b, (size_t)c->out, -0.5f, 0.5f);
     dg_test_fill(&rng, dy, ny, -1.0f, 1.0f);
-    printf("dense %d x %d -> %d\n", c->batch, c->in, c->out);
+    printf("dense %d x %d -> %d on %s\n", c->batch, c->in, c->out, cand->description);
     float *y = dg_test_floats(ny), *y_relu = dg_test_floats(ny), *dx = dg_test_floats(nx);
     float *dw = dg_test_floats(nw), *db = dg_test_floats((size_t)c->out);
-    check_ok(cpu->ops->dense_fwd(cpu, c->batch, c->in, c->out, x, w, b, y, 0));
-    check_ok(cpu->ops->dense_fwd(cpu, c->batch, c->in, c->out, x, w, b, y_relu, 1));
-    check_ok(cpu->ops->dense_bwd(cpu, c->batch, c->in, c->out, x, w, dy, dx, dw, db));
+    check_ok(ref->ops->dense_fwd(ref, c->batch, c->in, c->out, x, w, b, y, 0));
+    check_ok(ref->ops->dense_fwd(ref, c->batch, c->in, c->out, x, w, b, y_relu, 1));
+    check_ok(ref->ops->dense_bwd(ref, c->batch, c->in, c->out, x, w, dy, dx, dw, db));
 
-    float *d_x = dev_floats(gpu, x, nx), *d_w = dev_floats(gpu, w, nw);
-    float *d_b = dev_floats(gpu, b, (size_t)c->out), *d_dy = dev_floats(gpu, dy, ny);
-    float *d_y = dev_floats(gpu, NULL, ny), *d_dx = dev_floats(gpu, NULL, nx);
-    float *d_dw = dev_floats(gpu, NULL, nw), *d_db = dev_floats(gpu, NULL, (size_t)c->out);
-    check_ok(gpu->ops->dense_fwd(gpu, c->batch, c->in, c->out, d_x, d_w, d_b, d_y, 0));
-    ck_assert(agree_dev("dense fwd", gpu, d_y, y, ny, &dg_tol_forward));
-    check_ok(gpu->ops->dense_fwd(gpu, c->batch, c->in, c->out, d_x, d_w, d_b, d_y, 1));
-    ck_assert(agree_dev("dense fwd relu", gpu, d_y, y_relu, ny, &dg_tol_forward));
-    check_ok(gpu->ops->dense_bwd(gpu, c->batch, c->in, c->out, d_x, d_w, d_dy, d_dx, d_dw, d_db));
-    ck_assert(agree_dev("dense bwd dx", gpu, d_dx, dx, nx, &dg_tol_backward_fp32));
-    ck_assert(agree_dev("dense bwd dw", gpu, d_dw, dw, nw, &dg_tol_backward_fp32));
-    ck_assert(agree_dev("dense bwd db", gpu, d_db, db, (size_t)c->out, &dg_tol_backward_fp32));
+    float *d_x = dev_floats(cand, x, nx), *d_w = dev_floats(cand, w, nw);
+    float *d_b = dev_floats(cand, b, (size_t)c->out), *d_dy = dev_floats(cand, dy, ny);
+    float *d_y = dev_floats(cand, NULL, ny), *d_dx = dev_floats(cand, NULL, nx);
+    float *d_dw = dev_floats(cand, NULL, nw), *d_db = dev_floats(cand, NULL, (size_t)c->out);
+    check_ok(cand->ops->dense_fwd(cand, c->batch, c->in, c->out, d_x, d_w, d_b, d_y, 0));
+    ck_assert(agree_dev("dense fwd", cand, d_y, y, ny, &dg_tol_forward));
+    check_ok(cand->ops->dense_fwd(cand, c->batch, c->in, c->out, d_x, d_w, d_b, d_y, 1));
+    ck_assert(agree_dev("dense fwd relu", cand, d_y, y_relu, ny, &dg_tol_forward));
+    check_ok(cand->ops->dense_bwd(cand, c->batch, c->in, c->out, d_x, d_w, d_dy, d_dx, d_dw, d_db));
+    ck_assert(agree_dev("dense bwd dx", cand, d_dx, dx, nx, &dg_tol_backward_fp32));
+    ck_assert(agree_dev("dense bwd dw", cand, d_dw, dw, nw, &dg_tol_backward_fp32));
+    ck_assert(agree_dev("dense bwd db", cand, d_db, db, (size_t)c->out, &dg_tol_backward_fp32));
     /* dx = NULL: only the parameter gradients */
-    float *d_dw2 = dev_floats(gpu, NULL, nw);
-    check_ok(gpu->ops->dense_bwd(gpu, c->batch, c->in, c->out, d_x, d_w, d_dy, NULL, d_dw2, d_db));
-    ck_assert(agree_dev("dense bwd dw (no dx)", gpu, d_dw2, dw, nw, &dg_tol_backward_fp32));
+    float *d_dw2 = dev_floats(cand, NULL, nw);
+    check_ok(
+        cand->ops->dense_bwd(cand, c->batch, c->in, c->out, d_x, d_w, d_dy, NULL, d_dw2, d_db));
+    ck_assert(agree_dev("dense bwd dw (no dx)", cand, d_dw2, dw, nw, &dg_tol_backward_fp32));
     float *bufs[] = {d_x, d_w, d_b, d_dy, d_y, d_dx, d_dw, d_db, d_dw2};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        gpu->ops->free(gpu, bufs[i]);
+    for (size_t k = 0; k < sizeof bufs / sizeof bufs[0]; k++)
+        cand->ops->free(cand, bufs[k]);
     free(x), free(w), free(b), free(dy), free(y), free(y_relu), free(dx), free(dw), free(db);
+}
+
+START_TEST(dense_vs_cpu)
+{
+    dense_compare(cpu, gpu, _i);
+}
+END_TEST
+
+START_TEST(dense_bf16)
+{
+    dense_compare(cpu_bf16, gpu_bf16, _i);
 }
 END_TEST
 
@@ -692,6 +810,7 @@ static Suite *gpu_ops_suite(void)
     tcase_add_loop_test(conv, conv_fp32_measured, 0, conv_count);
     tcase_add_loop_test(conv, conv_fp32_deterministic, 0, conv_count);
     tcase_add_loop_test(conv, conv_tf32, 0, conv_count);
+    tcase_add_loop_test(conv, conv_bf16, 0, conv_count);
     tcase_add_loop_test(conv, conv_deterministic_reruns, 0, conv_rerun_cases.count);
     tcase_add_test(conv, algorithm_choice);
     tcase_set_timeout(conv, 300);
@@ -702,6 +821,7 @@ static Suite *gpu_ops_suite(void)
     tcase_add_loop_test(elementwise, maxpool_exact, 0, 2 * pool_cases.count);
     tcase_add_test(elementwise, dropout_exact);
     tcase_add_loop_test(elementwise, dense_vs_cpu, 0, dense_cases.count);
+    tcase_add_loop_test(elementwise, dense_bf16, 0, dense_cases.count);
     tcase_add_loop_test(elementwise, softmax_xent_vs_cpu, 0, softmax_cases.count);
     tcase_add_loop_test(elementwise, rmsprop_exact, 0, rmsprop_cases.count);
     tcase_set_timeout(elementwise, 300);
@@ -741,6 +861,14 @@ int main(void)
     gpu_det = cuda_or_die(DG_MATH_FP32, 1, 0);
     gpu_tf32 = cuda_or_die(DG_MATH_TF32, 0, 0);
     gpu_streamed = cuda_or_die(DG_MATH_FP32, 0, 1);
+    gpu_bf16 = cuda_or_die(DG_MATH_BF16, 0, 0);
+    if (dg_backend_cpu_create(0, &cpu_bf16) != DG_OK ||
+        (dg_backend_cpu_set_math(cpu_bf16, DG_MATH_BF16) != DG_OK &&
+         dg_backend_cpu_set_bf16_portable(cpu_bf16) != DG_OK)) {
+        fprintf(stderr, "gpu_ops: the CPU's bf16 reference: %s\n", dg_error_message());
+        return EXIT_FAILURE;
+    }
+    dg_error_clear();
     printf("reference: %s\ncandidate: %s\n", cpu->description, gpu->description);
 
     SRunner *runner = srunner_create(gpu_ops_suite());
@@ -748,6 +876,8 @@ int main(void)
     srunner_run_all(runner, CK_NORMAL);
     int failed = srunner_ntests_failed(runner);
     srunner_free(runner);
+    dg_backend_destroy(cpu_bf16);
+    dg_backend_destroy(gpu_bf16);
     dg_backend_destroy(gpu_streamed);
     dg_backend_destroy(gpu_tf32);
     dg_backend_destroy(gpu_det);

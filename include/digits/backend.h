@@ -143,6 +143,11 @@ struct dg_backend_ops {
     /* dx (may be NULL) = dy w^T; dw = x^T dy; db = column sums of dy */
     enum dg_status (*dense_bwd)(struct dg_backend *be, int batch, int in, int out, const float *x,
                                 const float *w, const float *dy, float *dx, float *dw, float *db);
+    /* Optional (NULL when the dense ops need nothing beforehand): makes whatever scratch the
+     * dense ops of up to (batch, in, out) need now, so that a step captured later allocates
+     * nothing (CUDA --math bf16: the bf16 copies of the operands). dg_net_create calls it for
+     * every dense layer; without it the ops make their scratch at their first call. */
+    enum dg_status (*dense_reserve)(struct dg_backend *be, int batch, int in, int out);
 
     /* softmax of logits (batch, 10) into probs; when labels != NULL also the gradient of the
      * batch-mean cross-entropy into dlogits (may be NULL) and stats[0] += sum of losses,
@@ -206,8 +211,9 @@ enum dg_status dg_backend_cpu_create(int threads, struct dg_backend **out);
 enum dg_math {
     DG_MATH_FP32, /* float32 throughout (CUDA: CUDNN_FMA_MATH, no TF32 anywhere) */
     DG_MATH_TF32, /* CUDA: tensor-op math allowed (opt-in, training speed); the CPU ignores it */
-    DG_MATH_BF16, /* CPU: operands rounded to bf16, float32 accumulation (src/cpu/bf16.h), on a
-                     CPU with bf16 units (dg_backend_cpu_set_math); not yet on CUDA */
+    DG_MATH_BF16, /* convolution and dense operands rounded to bf16, float32 accumulation:
+                     CPU (src/cpu/bf16.h) on a CPU with bf16 units (dg_backend_cpu_set_math);
+                     CUDA through cuDNN's bf16 convolutions (bf16 results) and cublasGemmEx */
 };
 
 /* "fp32", "tf32", "bf16": the `--math` spelling (and the model file's `math=`). */

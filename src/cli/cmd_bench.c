@@ -33,7 +33,7 @@ static const char *usage_text =
     "      --no-parse         skip the parse timing\n"
     "      --device D         all (CPU, and CUDA when usable), cpu, cuda or cuda:N (all)\n"
     "      --threads N        CPU threads (all cores)\n"
-    "      --math M           fp32, tf32 (CUDA) or bf16 (CPUs with bf16 units) (fp32)\n"
+    "      --math M           fp32, tf32 (CUDA) or bf16 (bf16 CPUs, CUDA 8.0+) (fp32)\n"
     "      --batch LIST       training batch sizes (86,256)\n"
     "      --infer-batch N    inference batch size (256)\n"
     "      --layer-batch N    batch of the per-layer breakdown, 0 for none (256; 86 quick)\n"

@@ -44,14 +44,15 @@ static const char *usage_text =
     "                       --candidate-threads, a check of this command) (cuda)\n"
     "      --candidate-threads N  CPU threads of a cpu candidate (1)\n"
     "      --math M         fp32, tf32 or bf16 (fp32): the candidate's math; tf32 (cuda) and\n"
-    "                       bf16 (cpu, on a CPU with bf16 units) judge convolutions and dense\n"
-    "                       layers by their bounds\n"
+    "                       bf16 (cuda, or cpu on a CPU with bf16 units) judge convolutions\n"
+    "                       and dense layers by their bounds\n"
     "      --threads N      threads of the CPU reference (all cores)\n"
     "  -h, --help           this text\n"
     "\n"
     "examples:\n"
     "  digits compare --data train.csv --steps 5\n"
     "  digits compare --model model.dgt --math tf32\n"
+    "  digits compare --math bf16 --steps 5\n"
     "  digits compare --device cpu --math bf16 --steps 20\n";
 
 /* A deterministic synthetic labelled batch when no --data is given: strokes of varying

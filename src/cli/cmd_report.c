@@ -45,7 +45,7 @@ static const char *usage_text =
     "      --batch N        images per forward pass (256)\n"
     "      --threads N      CPU threads (all cores)\n"
     "      --device D       auto, cpu, cuda or cuda:N (auto)\n"
-    "      --math M         fp32, tf32 (CUDA) or bf16 (CPUs with bf16 units: AVX512-BF16)\n"
+    "      --math M         fp32, tf32 (CUDA) or bf16 (AVX512-BF16 CPUs, CUDA cc 8.0+)\n"
     "                       (fp32)\n"
     "  -h, --help           this text\n"
     "\n"

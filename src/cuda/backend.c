@@ -185,15 +185,70 @@ fail:
 
 /* ---- dense (cuBLAS is column-major: a row-major (r, c) matrix is its transpose there) ---- */
 
+/* The bf16 scratch of the dense ops (--math bf16): x (batch, in), w (in, out) and dy (batch,
+ * out) rounded to bf16, one region each. Grown outside a capture only (dense_reserve makes it
+ * before the net's first step); a replacement moves memory a graph may have captured, which
+ * workspace_generation records. */
+static size_t dense_bf16_need(int batch, int in, int out)
+{
+    return (size_t)batch * in + (size_t)in * out + (size_t)batch * out;
+}
+
+static enum dg_status cuda_dense_reserve(struct dg_backend *be, int batch, int in, int out)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    enum dg_status status = DG_OK;
+    size_t need = dense_bf16_need(batch, in, out);
+    if (cb->options.math != DG_MATH_BF16 || need <= cb->dense_bf16_elements)
+        return DG_OK;
+    if (cb->capturing)
+        return dg_error(DG_ERR_RUNTIME,
+                        "cuda: a dense layer of batch %d, %d -> %d outgrew the bf16 scratch "
+                        "inside a capture (dense_reserve was not called for it)",
+                        batch, in, out);
+    cb->counters.host_syncs++;
+    DG_TRY(cudaStreamSynchronize(cb->stream));
+    dg_cuda_free(be, cb->dense_bf16);
+    cb->dense_bf16 = NULL;
+    cb->dense_bf16_elements = 0;
+    cb->workspace_generation++;
+    if ((status = dg_cuda_alloc(be, need * sizeof(uint16_t), (void **)&cb->dense_bf16)) != DG_OK)
+        return dg_error_prefix(status, "bf16 scratch of the dense layers");
+    cb->dense_bf16_elements = need;
+    return DG_OK;
+fail:
+    return status;
+}
+
+/* A GEMM of bf16 operands summed in float32 into float32 C (cublasGemmEx, CUBLAS_COMPUTE_32F:
+ * tensor cores, fp32 accumulation). */
+static cublasStatus_t gemm_bf16(struct cuda_backend *cb, cublasOperation_t ta, cublasOperation_t tb,
+                                int m, int n, int k, const uint16_t *a, int lda, const uint16_t *b,
+                                int ldb, float *c, int ldc)
+{
+    return cublasGemmEx(cb->cublas, ta, tb, m, n, k, &one, a, CUDA_R_16BF, lda, b, CUDA_R_16BF, ldb,
+                        &zero, c, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+}
+
 static enum dg_status cuda_dense_fwd(struct dg_backend *be, int batch, int in, int out,
                                      const float *x, const float *w, const float *b, float *y,
                                      int relu)
 {
     struct cuda_backend *cb = cuda_of(be);
     enum dg_status status = DG_OK;
-    /* y^T (out, batch) = w^T (out, in) x^T (in, batch) */
-    DG_LAUNCH(cb, cublasSgemm(cb->cublas, CUBLAS_OP_N, CUBLAS_OP_N, out, batch, in, &one, w, out, x,
-                              in, &zero, y, out));
+    if (cb->options.math == DG_MATH_BF16) {
+        if ((status = cuda_dense_reserve(be, batch, in, out)) != DG_OK)
+            return status;
+        uint16_t *xh = cb->dense_bf16, *wh = xh + (size_t)batch * in;
+        DG_LAUNCH(cb, dg_launch_to_bf16((size_t)batch * in, x, xh, cb->stream));
+        DG_LAUNCH(cb, dg_launch_to_bf16((size_t)in * out, w, wh, cb->stream));
+        DG_LAUNCH(cb,
+                  gemm_bf16(cb, CUBLAS_OP_N, CUBLAS_OP_N, out, batch, in, wh, out, xh, in, y, out));
+    } else {
+        /* y^T (out, batch) = w^T (out, in) x^T (in, batch) */
+        DG_LAUNCH(cb, cublasSgemm(cb->cublas, CUBLAS_OP_N, CUBLAS_OP_N, out, batch, in, &one, w,
+                                  out, x, in, &zero, y, out));
+    }
     DG_LAUNCH(cb, dg_launch_bias_act(y, b, batch, out, 1, relu, cb->stream));
     return DG_OK;
 fail:
@@ -206,13 +261,28 @@ static enum dg_status cuda_dense_bwd(struct dg_backend *be, int batch, int in, i
 {
     struct cuda_backend *cb = cuda_of(be);
     enum dg_status status = DG_OK;
-    /* dx^T (in, batch) = w (in, out) dy^T (out, batch) */
-    if (dx)
-        DG_LAUNCH(cb, cublasSgemm(cb->cublas, CUBLAS_OP_T, CUBLAS_OP_N, in, batch, out, &one, w,
-                                  out, dy, out, &zero, dx, in));
-    /* dw^T (out, in) = dy^T (out, batch) x (batch, in) */
-    DG_LAUNCH(cb, cublasSgemm(cb->cublas, CUBLAS_OP_N, CUBLAS_OP_T, out, in, batch, &one, dy, out,
-                              x, in, &zero, dw, out));
+    if (cb->options.math == DG_MATH_BF16) {
+        if ((status = cuda_dense_reserve(be, batch, in, out)) != DG_OK)
+            return status;
+        uint16_t *xh = cb->dense_bf16, *wh = xh + (size_t)batch * in, *dyh = wh + (size_t)in * out;
+        DG_LAUNCH(cb, dg_launch_to_bf16((size_t)batch * out, dy, dyh, cb->stream));
+        if (dx) {
+            DG_LAUNCH(cb, dg_launch_to_bf16((size_t)in * out, w, wh, cb->stream));
+            DG_LAUNCH(cb, gemm_bf16(cb, CUBLAS_OP_T, CUBLAS_OP_N, in, batch, out, wh, out, dyh, out,
+                                    dx, in));
+        }
+        DG_LAUNCH(cb, dg_launch_to_bf16((size_t)batch * in, x, xh, cb->stream));
+        DG_LAUNCH(
+            cb, gemm_bf16(cb, CUBLAS_OP_N, CUBLAS_OP_T, out, in, batch, dyh, out, xh, in, dw, out));
+    } else {
+        /* dx^T (in, batch) = w (in, out) dy^T (out, batch) */
+        if (dx)
+            DG_LAUNCH(cb, cublasSgemm(cb->cublas, CUBLAS_OP_T, CUBLAS_OP_N, in, batch, out, &one, w,
+                                      out, dy, out, &zero, dx, in));
+        /* dw^T (out, in) = dy^T (out, batch) x (batch, in) */
+        DG_LAUNCH(cb, cublasSgemm(cb->cublas, CUBLAS_OP_N, CUBLAS_OP_T, out, in, batch, &one, dy,
+                                  out, x, in, &zero, dw, out));
+    }
     if (db)
         DG_LAUNCH(cb, dg_launch_channel_sum(dy, batch, out, 1, db, cb->stream));
     return DG_OK;
@@ -258,6 +328,8 @@ static void cuda_destroy(struct dg_backend *be)
     if (cb->copy_stream)
         cudaStreamSynchronize(cb->copy_stream);
     dg_cuda_step_release(cb);
+    if (cb->dense_bf16)
+        cudaFree(cb->dense_bf16);
     if (cb->cublas_workspace)
         cudaFree(cb->cublas_workspace);
     if (cb->workspace)
@@ -302,6 +374,7 @@ static const struct dg_backend_ops cuda_ops = {
     .dropout_bwd = cuda_dropout_bwd,
     .dense_fwd = cuda_dense_fwd,
     .dense_bwd = cuda_dense_bwd,
+    .dense_reserve = cuda_dense_reserve,
     .softmax_xent = cuda_softmax_xent,
     .rmsprop = cuda_rmsprop,
     .device_memory = cuda_device_memory,
@@ -427,9 +500,6 @@ enum dg_status dg_backend_cuda_create(const struct dg_cuda_options *options,
     enum dg_status status = DG_OK;
     char reason[256];
     *out = NULL;
-    if (options && options->math == DG_MATH_BF16)
-        return dg_error(DG_ERR_USAGE, "--math bf16 runs on the CPU (--device cpu) for now; the "
-                                      "CUDA backend computes fp32 or tf32");
     if ((status = dg_cuda_probe(reason, sizeof reason)) != DG_OK)
         return dg_error(status, "cuda: %s", reason);
     struct cuda_backend *cb = calloc(1, sizeof *cb);
@@ -455,13 +525,22 @@ enum dg_status dg_backend_cuda_create(const struct dg_cuda_options *options,
     struct cudaDeviceProp prop;
     DG_TRY(cudaSetDevice(cb->options.device));
     DG_TRY(cudaGetDeviceProperties(&prop, cb->options.device));
+    if (cb->options.math == DG_MATH_BF16 && prop.major < 8) {
+        status = dg_error(DG_ERR_USAGE,
+                          "--math bf16 on CUDA needs compute capability 8.0 or newer (bf16 tensor "
+                          "cores); device %d (%.96s) is %d.%d: use --math fp32 or tf32, or "
+                          "--device cpu",
+                          cb->options.device, prop.name, prop.major, prop.minor);
+        goto fail;
+    }
     DG_TRY(cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking));
     DG_TRY(cudaStreamCreateWithFlags(&cb->copy_stream, cudaStreamNonBlocking));
     DG_TRY(cudnnCreate(&cb->cudnn));
     DG_TRY(cudnnSetStream(cb->cudnn, cb->stream));
     DG_TRY(cublasCreate(&cb->cublas));
     DG_TRY(cublasSetStream(cb->cublas, cb->stream));
-    /* FP32: plain FP32 GEMMs (cuBLAS uses TF32 only when asked); TF32: tensor cores allowed. */
+    /* FP32: plain FP32 GEMMs (cuBLAS uses TF32 only when asked); TF32: tensor cores allowed;
+     * BF16: the dense layers' GemmEx on bf16 operands (tensor cores, float32 sums). */
     DG_TRY(cublasSetMathMode(cb->cublas, cb->options.math == DG_MATH_TF32
                                              ? CUBLAS_TF32_TENSOR_OP_MATH
                                              : CUBLAS_DEFAULT_MATH));
@@ -480,7 +559,9 @@ enum dg_status dg_backend_cuda_create(const struct dg_cuda_options *options,
     snprintf(be->description, sizeof be->description,
              "cuda: %.96s (cc %d.%d, %.1f GiB), cuDNN %s, %s math%s", prop.name, prop.major,
              prop.minor, (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0), cudnn_text,
-             cb->options.math == DG_MATH_TF32 ? "TF32" : "FP32",
+             cb->options.math == DG_MATH_TF32   ? "TF32"
+             : cb->options.math == DG_MATH_BF16 ? "BF16"
+                                                : "FP32",
              cb->options.deterministic ? ", deterministic" : "");
     *out = be;
     return DG_OK;

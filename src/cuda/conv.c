@@ -2,7 +2,10 @@
  * descriptor per direction carrying its math type), the algorithm search per direction
  * (cudnnFind*AlgorithmEx timings, or the _v7 heuristics in deterministic mode), the choices
  * cached by shape, one workspace shared by every plan, and the forward / backward ops (the
- * bias + ReLU epilogue by kernels/bias_relu.cu, the bias gradient by kernels/bias_grad.cu). */
+ * bias + ReLU epilogue by kernels/bias_relu.cu, the bias gradient by kernels/bias_grad.cu).
+ * Under --math bf16 the operands are rounded to bf16 copies (kernels/bf16.cu), cuDNN
+ * convolves them with float compute into bf16 results, and those are widened back (with the
+ * bias + ReLU epilogue fused in the forward pass). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +28,13 @@ struct cuda_conv_plan {
     cudnnConvolutionDescriptor_t desc[3];
     int algo[3];
     size_t workspace[3];
+    /* --math bf16: the descriptors are bf16 (cuDNN's PSEUDO_BFLOAT16 configuration: bf16 data,
+     * float compute) and the float32 tensors pass through these bf16 copies, made with the
+     * plan so that a captured step allocates nothing */
+    int bf16;
+    uint16_t *xh; /* x or dx */
+    uint16_t *yh; /* y or dy */
+    uint16_t *wh; /* w or dw */
 };
 
 /* Grows the shared convolution workspace (nothing runs on it while it is replaced). */
@@ -196,7 +206,8 @@ fail:
  * may miss the elementwise FP32 forward bound of include/digits/compare.h (1e-5 + 1e-4 |b|).
  * cuDNN documents neither their transforms nor their accuracy and no GPU has measured them
  * here, so FP32 mode never runs them (instead of a bound derived for them); TF32 mode, judged
- * normwise at 1.5e-3, may. */
+ * normwise at 1.5e-3, may. bf16 mode does not either: its contract (the CPU's) is sums of
+ * products of bf16 operands, and a transform would round transformed values instead. */
 static int fft_or_winograd(enum conv_direction direction, int algo)
 {
     switch (direction) {
@@ -224,8 +235,8 @@ static int fft_or_winograd(enum conv_direction direction, int algo)
  * Ampere and newer, so its timing is not the FMA kernel's, and forcing FMA onto that algorithm
  * afterwards may run slower or not at all.
  *   FP32: exactly CUDNN_FMA_MATH (no tensor cores, no TF32).
- *   TF32: CUDNN_FMA_MATH, CUDNN_DEFAULT_MATH or CUDNN_TENSOR_OP_MATH (TF32 tensor cores for
- *         float data), run with the math type reported; never
+ *   TF32 and bf16: CUDNN_FMA_MATH, CUDNN_DEFAULT_MATH or CUDNN_TENSOR_OP_MATH (TF32 tensor
+ *         cores for float data, bf16 ones for bf16 data), run with the math type reported; never
  *         CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION, which may convert the float tensors down to
  *         half precision, outside the TF32 bound. */
 static int math_accepted(int fp32, cudnnMathType_t math)
@@ -237,7 +248,8 @@ static int math_accepted(int fp32, cudnnMathType_t math)
 
 /* Picks the first usable candidate (the search lists them best first): supported, within the
  * workspace limit, deterministic when the options ask for it or for FP32, with a math type the
- * mode accepts (math_accepted), and in FP32 mode neither FFT nor Winograd (fft_or_winograd);
+ * mode accepts (math_accepted), and in FP32 and bf16 mode neither FFT nor Winograd
+ * (fft_or_winograd);
  * applies it to the plan with the math type it was reported with and records the choice. */
 static enum dg_status conv_choose(struct cuda_backend *cb, struct cuda_conv_plan *plan,
                                   enum conv_direction direction, int measure, float *x, float *y,
@@ -246,6 +258,7 @@ static enum dg_status conv_choose(struct cuda_backend *cb, struct cuda_conv_plan
 {
     enum dg_status status = DG_OK;
     int fp32 = cb->options.math == DG_MATH_FP32;
+    int bf16 = cb->options.math == DG_MATH_BF16;
     int need_deterministic = fp32 || cb->options.deterministic;
     struct algo_candidate candidates[DG_CUDA_MAX_ALGOS];
     int count = 0;
@@ -263,7 +276,7 @@ static enum dg_status conv_choose(struct cuda_backend *cb, struct cuda_conv_plan
             continue;
         if (!math_accepted(fp32, c->math))
             continue;
-        if (fp32 && fft_or_winograd(direction, c->algo))
+        if ((fp32 || bf16) && fft_or_winograd(direction, c->algo))
             continue;
         if (plan_apply(cb, plan, direction, c->algo, c->math) != DG_OK)
             continue;
@@ -276,7 +289,9 @@ static enum dg_status conv_choose(struct cuda_backend *cb, struct cuda_conv_plan
                     "cuDNN offers no usable %s convolution algorithm (%s%s, workspace <= %zu MiB) "
                     "for batch %d, %d -> %d channels, %dx%d, kernel %d",
                     direction_name(direction),
-                    fp32 ? "FP32 FMA math, no FFT or Winograd" : "TF32 allowed",
+                    fp32   ? "FP32 FMA math, no FFT or Winograd"
+                    : bf16 ? "bf16 data, float compute, no FFT or Winograd"
+                           : "TF32 allowed",
                     need_deterministic ? ", deterministic" : "", DG_CUDA_WORKSPACE_LIMIT >> 20,
                     plan->shape.batch, plan->shape.in_channels, plan->shape.out_channels,
                     plan->shape.height, plan->shape.width, plan->shape.kernel);
@@ -354,7 +369,6 @@ fail:
 
 void dg_cuda_conv_plan_free(struct dg_backend *be, void *handle)
 {
-    (void)be;
     struct cuda_conv_plan *plan = handle;
     if (!plan)
         return;
@@ -367,6 +381,9 @@ void dg_cuda_conv_plan_free(struct dg_backend *be, void *handle)
     for (int d = 0; d < 3; d++)
         if (plan->desc[d])
             cudnnDestroyConvolutionDescriptor(plan->desc[d]);
+    dg_cuda_free(be, plan->xh);
+    dg_cuda_free(be, plan->yh);
+    dg_cuda_free(be, plan->wh);
     free(plan);
 }
 
@@ -387,19 +404,29 @@ enum dg_status dg_cuda_conv_plan_create(struct dg_backend *be, const struct dg_c
     if (!plan)
         return dg_error(DG_ERR_NOMEM, "cuda: out of host memory for a convolution plan");
     plan->shape = *shape;
+    plan->bf16 = cb->options.math == DG_MATH_BF16;
+    cudnnDataType_t data = plan->bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
     int pad = shape->kernel / 2;
+    size_t x_count = (size_t)shape->batch * shape->in_channels * shape->height * shape->width;
+    size_t y_count = (size_t)shape->batch * shape->out_channels * shape->height * shape->width;
+    size_t w_count =
+        (size_t)shape->out_channels * shape->in_channels * shape->kernel * shape->kernel;
+    if (plan->bf16 &&
+        ((status = dg_cuda_alloc(be, x_count * sizeof(uint16_t), (void **)&plan->xh)) != DG_OK ||
+         (status = dg_cuda_alloc(be, y_count * sizeof(uint16_t), (void **)&plan->yh)) != DG_OK ||
+         (status = dg_cuda_alloc(be, w_count * sizeof(uint16_t), (void **)&plan->wh)) != DG_OK)) {
+        status = dg_error_prefix(status, "bf16 copies of a convolution's tensors");
+        goto fail;
+    }
     DG_TRY(cudnnCreateTensorDescriptor(&plan->x_desc));
     DG_TRY(cudnnCreateTensorDescriptor(&plan->y_desc));
     DG_TRY(cudnnCreateFilterDescriptor(&plan->w_desc));
-    DG_TRY(cudnnSetTensor4dDescriptor(plan->x_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
-                                      shape->batch, shape->in_channels, shape->height,
-                                      shape->width));
-    DG_TRY(cudnnSetTensor4dDescriptor(plan->y_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
-                                      shape->batch, shape->out_channels, shape->height,
-                                      shape->width));
-    DG_TRY(cudnnSetFilter4dDescriptor(plan->w_desc, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
-                                      shape->out_channels, shape->in_channels, shape->kernel,
-                                      shape->kernel));
+    DG_TRY(cudnnSetTensor4dDescriptor(plan->x_desc, CUDNN_TENSOR_NCHW, data, shape->batch,
+                                      shape->in_channels, shape->height, shape->width));
+    DG_TRY(cudnnSetTensor4dDescriptor(plan->y_desc, CUDNN_TENSOR_NCHW, data, shape->batch,
+                                      shape->out_channels, shape->height, shape->width));
+    DG_TRY(cudnnSetFilter4dDescriptor(plan->w_desc, data, CUDNN_TENSOR_NCHW, shape->out_channels,
+                                      shape->in_channels, shape->kernel, shape->kernel));
     for (int d = 0; d < 3; d++) {
         DG_TRY(cudnnCreateConvolutionDescriptor(&plan->desc[d]));
         DG_TRY(cudnnSetConvolution2dDescriptor(plan->desc[d], pad, pad, 1, 1, 1, 1,
@@ -480,12 +507,26 @@ enum dg_status dg_cuda_conv_fwd(struct dg_backend *be, void *handle, const float
     struct cuda_conv_plan *plan = handle;
     const struct dg_conv_shape *s = &plan->shape;
     enum dg_status status = DG_OK;
+    int hw = s->height * s->width;
+    if (plan->bf16) {
+        DG_LAUNCH(
+            cb, dg_launch_to_bf16((size_t)s->batch * s->in_channels * hw, x, plan->xh, cb->stream));
+        DG_LAUNCH(
+            cb, dg_launch_to_bf16((size_t)s->out_channels * s->in_channels * s->kernel * s->kernel,
+                                  w, plan->wh, cb->stream));
+        DG_LAUNCH(cb, cudnnConvolutionForward(
+                          cb->cudnn, &one, plan->x_desc, plan->xh, plan->w_desc, plan->wh,
+                          plan->desc[CONV_FWD], (cudnnConvolutionFwdAlgo_t)plan->algo[CONV_FWD],
+                          cb->workspace, plan->workspace[CONV_FWD], &zero, plan->y_desc, plan->yh));
+        DG_LAUNCH(cb, dg_launch_from_bf16(plan->yh, y, bias, s->batch, s->out_channels, hw, relu,
+                                          cb->stream));
+        return DG_OK;
+    }
     DG_LAUNCH(cb, cudnnConvolutionForward(
                       cb->cudnn, &one, plan->x_desc, x, plan->w_desc, w, plan->desc[CONV_FWD],
                       (cudnnConvolutionFwdAlgo_t)plan->algo[CONV_FWD], cb->workspace,
                       plan->workspace[CONV_FWD], &zero, plan->y_desc, y));
-    DG_LAUNCH(cb, dg_launch_bias_act(y, bias, s->batch, s->out_channels, s->height * s->width, relu,
-                                     cb->stream));
+    DG_LAUNCH(cb, dg_launch_bias_act(y, bias, s->batch, s->out_channels, hw, relu, cb->stream));
     return DG_OK;
 fail:
     return status;
@@ -496,7 +537,24 @@ enum dg_status dg_cuda_conv_bwd_data(struct dg_backend *be, void *handle, const 
 {
     struct cuda_backend *cb = cuda_of(be);
     struct cuda_conv_plan *plan = handle;
+    const struct dg_conv_shape *s = &plan->shape;
     enum dg_status status = DG_OK;
+    int hw = s->height * s->width;
+    if (plan->bf16) {
+        DG_LAUNCH(cb, dg_launch_to_bf16((size_t)s->batch * s->out_channels * hw, dy, plan->yh,
+                                        cb->stream));
+        DG_LAUNCH(
+            cb, dg_launch_to_bf16((size_t)s->out_channels * s->in_channels * s->kernel * s->kernel,
+                                  w, plan->wh, cb->stream));
+        DG_LAUNCH(cb, cudnnConvolutionBackwardData(
+                          cb->cudnn, &one, plan->w_desc, plan->wh, plan->y_desc, plan->yh,
+                          plan->desc[CONV_BWD_DATA],
+                          (cudnnConvolutionBwdDataAlgo_t)plan->algo[CONV_BWD_DATA], cb->workspace,
+                          plan->workspace[CONV_BWD_DATA], &zero, plan->x_desc, plan->xh));
+        DG_LAUNCH(cb, dg_launch_from_bf16(plan->xh, dx, NULL, s->batch, s->in_channels, hw, 0,
+                                          cb->stream));
+        return DG_OK;
+    }
     DG_LAUNCH(cb, cudnnConvolutionBackwardData(
                       cb->cudnn, &one, plan->w_desc, w, plan->y_desc, dy, plan->desc[CONV_BWD_DATA],
                       (cudnnConvolutionBwdDataAlgo_t)plan->algo[CONV_BWD_DATA], cb->workspace,
@@ -513,14 +571,31 @@ enum dg_status dg_cuda_conv_bwd_filter(struct dg_backend *be, void *handle, cons
     struct cuda_conv_plan *plan = handle;
     const struct dg_conv_shape *s = &plan->shape;
     enum dg_status status = DG_OK;
-    DG_LAUNCH(cb,
-              cudnnConvolutionBackwardFilter(
-                  cb->cudnn, &one, plan->x_desc, x, plan->y_desc, dy, plan->desc[CONV_BWD_FILTER],
-                  (cudnnConvolutionBwdFilterAlgo_t)plan->algo[CONV_BWD_FILTER], cb->workspace,
-                  plan->workspace[CONV_BWD_FILTER], &zero, plan->w_desc, dw));
+    int hw = s->height * s->width;
+    if (plan->bf16) {
+        int taps = s->kernel * s->kernel;
+        DG_LAUNCH(
+            cb, dg_launch_to_bf16((size_t)s->batch * s->in_channels * hw, x, plan->xh, cb->stream));
+        DG_LAUNCH(cb, dg_launch_to_bf16((size_t)s->batch * s->out_channels * hw, dy, plan->yh,
+                                        cb->stream));
+        DG_LAUNCH(cb,
+                  cudnnConvolutionBackwardFilter(
+                      cb->cudnn, &one, plan->x_desc, plan->xh, plan->y_desc, plan->yh,
+                      plan->desc[CONV_BWD_FILTER],
+                      (cudnnConvolutionBwdFilterAlgo_t)plan->algo[CONV_BWD_FILTER], cb->workspace,
+                      plan->workspace[CONV_BWD_FILTER], &zero, plan->w_desc, plan->wh));
+        /* (out_channels * in_channels, taps): the flat filter widened to float32 */
+        DG_LAUNCH(cb, dg_launch_from_bf16(plan->wh, dw, NULL, s->out_channels * s->in_channels, 1,
+                                          taps, 0, cb->stream));
+    } else {
+        DG_LAUNCH(
+            cb, cudnnConvolutionBackwardFilter(
+                    cb->cudnn, &one, plan->x_desc, x, plan->y_desc, dy, plan->desc[CONV_BWD_FILTER],
+                    (cudnnConvolutionBwdFilterAlgo_t)plan->algo[CONV_BWD_FILTER], cb->workspace,
+                    plan->workspace[CONV_BWD_FILTER], &zero, plan->w_desc, dw));
+    }
     if (db)
-        DG_LAUNCH(cb, dg_launch_channel_sum(dy, s->batch, s->out_channels, s->height * s->width, db,
-                                            cb->stream));
+        DG_LAUNCH(cb, dg_launch_channel_sum(dy, s->batch, s->out_channels, hw, db, cb->stream));
     return DG_OK;
 fail:
     return status;

@@ -60,8 +60,11 @@ struct cuda_backend {
     struct conv_choice choices[DG_CUDA_CHOICE_CACHE]; /* algorithms already chosen, by shape */
     int choice_count;
     int choice_next; /* the entry replaced when the cache is full */
-    unsigned long workspace_generation; /* counts replacements of `workspace` (graphs check it) */
+    unsigned long workspace_generation; /* counts replacements of `workspace` and `dense_bf16`
+                                           (graphs check it) */
     void *cublas_workspace; /* cublasSetWorkspace's, so that captured GEMMs allocate nothing */
+    uint16_t *dense_bf16;   /* --math bf16: the dense ops' bf16 operand copies (backend.c) */
+    size_t dense_bf16_elements;
     int capturing;          /* the compute stream is capturing (step.c) */
     struct cuda_step step;
     struct dg_backend_counters counters;

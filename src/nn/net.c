@@ -110,6 +110,12 @@ enum dg_status dg_net_create(struct dg_backend *be, const struct dg_model *model
     if ((status = create_plans(net, max_batch, net->plans)) != DG_OK)
         goto fail;
     net->plan_batch = max_batch;
+    for (int i = 0; i < model->layer_count && be->ops->dense_reserve; i++) {
+        const struct dg_layer *layer = &model->layers[i];
+        if (layer->spec.kind == DG_LAYER_DENSE &&
+            (status = be->ops->dense_reserve(be, max_batch, layer->in_c, layer->out_c)) != DG_OK)
+            goto fail;
+    }
     *out = net;
     return DG_OK;
 fail:

@@ -137,6 +137,25 @@ static const struct dg_tolerance *weights_tolerance(const struct run *r)
     return r->tf32 ? &dg_tol_weights_tf32 : &dg_tol_weights;
 }
 
+/* The bound of a bias after the steps under TF32 or bf16. Biases start at zero, so after a few
+ * steps they are nothing but RMSprop updates, and an update amplifies a gradient's error
+ * without limit where the accumulator is still small (a gradient near zero may change sign):
+ * NMSE against such a tensor is no bound a correct candidate keeps (the CPU's own bf16 path
+ * misses 4e-3 on dense1's bias for some seeds). What does hold: one RMSprop update is at most
+ * lr / sqrt(1 - rho) in size (the accumulator holds at least (1 - rho) g^2), and each step
+ * starts from the reference's state, so the two sides differ by at most twice that. The
+ * per-step weights line and the gradient lines above keep their tight bounds. */
+static const struct dg_tolerance *bias_after_steps_tolerance(const struct run *r,
+                                                             struct dg_tolerance *storage)
+{
+    if (!r->bf16 && !r->tf32)
+        return &dg_tol_weights;
+    storage->kind = DG_TOL_ELEMENTWISE;
+    storage->atol = 2.0 * DG_COMPARE_LR / sqrt(1.0 - DG_COMPARE_RHO) * (1.0 + 1e-5);
+    storage->rtol = 0.0;
+    return storage;
+}
+
 static size_t out_count(const struct dg_layer *layer, int n)
 {
     return (size_t)n * layer->out_c * layer->out_h * layer->out_w;
@@ -381,6 +400,13 @@ static enum dg_status compare_steps(struct run *r, const uint32_t *rows,
         r->failures += !ok;
     }
     fprintf(r->out, "\nweights after step %ld, per layer:\n", setup->steps);
+    struct dg_tolerance bias_storage;
+    const struct dg_tolerance *bias_tol = bias_after_steps_tolerance(r, &bias_storage);
+    if (bias_tol == &bias_storage)
+        fprintf(r->out,
+                "(biases: within 2 lr / sqrt(1 - rho) = %.3g, the most two RMSprop updates "
+                "differ)\n",
+                bias_storage.atol);
     print_header(r->out);
     for (int i = 0; i < model->layer_count; i++) {
         const struct dg_layer *layer = &model->layers[i];
@@ -391,7 +417,7 @@ static enum dg_status compare_steps(struct run *r, const uint32_t *rows,
                                  layer->weight_count, weights_tolerance(r), 0)) != DG_OK ||
              (status = compare_tensor(r, layer->name, "bias", ref->net->params + layer->bias_offset,
                                       NULL, cand->net->params + layer->bias_offset,
-                                      layer->bias_count, weights_tolerance(r), 0)) != DG_OK))
+                                      layer->bias_count, bias_tol, 0)) != DG_OK))
             goto done;
     }
 done:

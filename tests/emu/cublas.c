@@ -161,14 +161,6 @@ static int operand_ok(const char *call, const char *name, const void *p, size_t 
     return 0;
 }
 
-static float bf16_to_float(uint16_t h)
-{
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
 /* A column-major operand as floats (rounded to TF32 when asked), rows x cols with ld. */
 static float *operand_copy(const void *p, int bf16, int rows, int cols, int ld, int tf32)
 {
@@ -177,7 +169,7 @@ static float *operand_copy(const void *p, int bf16, int rows, int cols, int ld, 
     if (!out)
         return NULL;
     for (size_t i = 0; i < n; i++) {
-        float v = bf16 ? bf16_to_float(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+        float v = bf16 ? dg_emu_bf16_value(((const uint16_t *)p)[i]) : ((const float *)p)[i];
         out[i] = tf32 ? dg_emu_round_tf32(v) : v;
     }
     return out;

@@ -375,6 +375,7 @@ struct problem {
     int n, c, h, w, k, r, s, oh, ow;
     int pad_h, pad_w, stride_h, stride_w, dil_h, dil_w, flip;
     int tf32;
+    int bf16; /* PSEUDO_BFLOAT16: x, w, y bf16, float compute */
 };
 
 static cudnnStatus_t problem_make(const char *call, cudnnTensorDescriptor_t x,
@@ -397,16 +398,21 @@ static cudnnStatus_t problem_make(const char *call, cudnnTensorDescriptor_t x,
                     call, y->n, y->c, y->h, y->w, x->n, w->k, oh, ow, x->n, x->c, x->h, x->w,
                     w->k, w->c, w->h, w->w, conv->pad_h, conv->pad_w, conv->stride_h,
                     conv->stride_w);
-    if (x->type != CUDNN_DATA_FLOAT || y->type != CUDNN_DATA_FLOAT || w->type != CUDNN_DATA_FLOAT ||
-        conv->compute != CUDNN_DATA_FLOAT)
-        return fail(CUDNN_STATUS_NOT_SUPPORTED, "%s: the emulation computes float data only",
-                    call);
+    /* the FLOAT configuration, or PSEUDO_BFLOAT16 (bf16 tensors and filter, float compute) */
+    int bf16 = x->type == CUDNN_DATA_BFLOAT16;
+    cudnnDataType_t data = bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+    if (x->type != data || y->type != data || w->type != data || conv->compute != CUDNN_DATA_FLOAT)
+        return fail(CUDNN_STATUS_NOT_SUPPORTED,
+                    "%s: data types x %d, w %d, y %d, compute %d: the emulation computes the "
+                    "FLOAT and PSEUDO_BFLOAT16 configurations (x, w, y all float or all bf16, "
+                    "float compute)",
+                    call, (int)x->type, (int)w->type, (int)y->type, (int)conv->compute);
     if (x->format != CUDNN_TENSOR_NCHW || y->format != CUDNN_TENSOR_NCHW ||
         w->format != CUDNN_TENSOR_NCHW)
         return fail(CUDNN_STATUS_NOT_SUPPORTED, "%s: the emulation computes NCHW only", call);
     *p = (struct problem){x->n, x->c, x->h, x->w, w->k, w->h, w->w, oh, ow, conv->pad_h,
                           conv->pad_w, conv->stride_h, conv->stride_w, conv->dil_h, conv->dil_w,
-                          conv->mode == CUDNN_CONVOLUTION, conv->math != CUDNN_FMA_MATH};
+                          conv->mode == CUDNN_CONVOLUTION, conv->math != CUDNN_FMA_MATH, bf16};
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -648,14 +654,19 @@ static int device_ok(const void *p, size_t bytes)
     return bytes == 0 || dg_emu_range_ok(p, bytes, DG_EMU_DEVICE);
 }
 
+static size_t type_bytes(cudnnDataType_t t)
+{
+    return t == CUDNN_DATA_DOUBLE ? 8 : t == CUDNN_DATA_FLOAT ? 4 : 2;
+}
+
 static size_t tensor_bytes(cudnnTensorDescriptor_t t)
 {
-    return (size_t)t->n * t->c * t->h * t->w * sizeof(float);
+    return (size_t)t->n * t->c * t->h * t->w * type_bytes(t->type);
 }
 
 static size_t filter_bytes(cudnnFilterDescriptor_t f)
 {
-    return (size_t)f->k * f->c * f->h * f->w * sizeof(float);
+    return (size_t)f->k * f->c * f->h * f->w * type_bytes(f->type);
 }
 
 /* What every query checks; for Find also the buffers and the workspace. */
@@ -862,20 +873,35 @@ static void col2im(const struct problem *p, const float *col, float *dx)
             }
 }
 
-static float *copy_rounded(const float *src, size_t n, int tf32)
+/* An operand as floats: bf16 widened (exact), float rounded to TF32 when the math allows it
+ * (a bf16 value is already a TF32 one). */
+static float *copy_rounded(const void *src, size_t n, const struct problem *p)
 {
     float *out = malloc((n ? n : 1) * sizeof *out);
     if (out)
         for (size_t i = 0; i < n; i++)
-            out[i] = tf32 ? dg_emu_round_tf32(src[i]) : src[i];
+            out[i] = p->bf16  ? dg_emu_bf16_value(((const uint16_t *)src)[i])
+                     : p->tf32 ? dg_emu_round_tf32(((const float *)src)[i])
+                               : ((const float *)src)[i];
     return out;
 }
 
-/* out = alpha * result + beta * out (beta 0: out is not read) */
-static void blend(float *out, const float *result, size_t n, float alpha, float beta)
+/* out = alpha * result + beta * out (beta 0: out is not read), computed in float and stored
+ * in the output's type (bf16: rounded to nearest even). */
+static void blend(void *out, size_t offset, const float *result, size_t n, float alpha,
+                  float beta, const struct problem *p)
 {
-    for (size_t i = 0; i < n; i++)
-        out[i] = beta == 0.0f ? alpha * result[i] : alpha * result[i] + beta * out[i];
+    for (size_t i = 0; i < n; i++) {
+        if (p->bf16) {
+            uint16_t *o = (uint16_t *)out + offset + i;
+            float v = beta == 0.0f ? alpha * result[i]
+                                   : alpha * result[i] + beta * dg_emu_bf16_value(*o);
+            *o = dg_emu_round_bf16(v);
+        } else {
+            float *o = (float *)out + offset + i;
+            *o = beta == 0.0f ? alpha * result[i] : alpha * result[i] + beta * *o;
+        }
+    }
 }
 
 struct call_args {
@@ -1007,13 +1033,12 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void *alpha,
 static void conv_fwd_compute(const struct conv_work *c)
 {
     struct problem p = c->p;
-    const float *x = c->x, *w = c->w;
-    float *y = (float *)c->y;
+    void *y = (void *)c->y;
     cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
     size_t crs = (size_t)p.c * p.r * p.s, out = (size_t)p.oh * p.ow;
     size_t x_image = (size_t)p.c * p.h * p.w, y_image = (size_t)p.k * out;
-    float *wt = copy_rounded(w, (size_t)p.k * crs, p.tf32);
-    float *xt = copy_rounded(x, (size_t)p.n * x_image, p.tf32);
+    float *wt = copy_rounded(c->w, (size_t)p.k * crs, &p);
+    float *xt = copy_rounded(c->x, (size_t)p.n * x_image, &p);
     float *col = malloc(crs * out * sizeof *col);
     float *result = malloc(y_image * sizeof *result);
     if (!wt || !xt || !col || !result) {
@@ -1024,7 +1049,7 @@ static void conv_fwd_compute(const struct conv_work *c)
         im2col(&p, xt + n * x_image, col);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, p.k, (int)out, (int)crs, 1.0f, wt,
                     (int)crs, col, (int)out, 0.0f, result, (int)out);
-        blend(y + n * y_image, result, y_image, c->alpha, c->beta);
+        blend(y, n * y_image, result, y_image, c->alpha, c->beta, &p);
     }
 done:
     free(wt);
@@ -1055,13 +1080,12 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void *alp
 static void conv_bwd_data_compute(const struct conv_work *c)
 {
     struct problem p = c->p;
-    const float *w = c->w, *dy = c->y;
-    float *dx = (float *)c->x;
+    void *dx = (void *)c->x;
     cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
     size_t crs = (size_t)p.c * p.r * p.s, out = (size_t)p.oh * p.ow;
     size_t x_image = (size_t)p.c * p.h * p.w, y_image = (size_t)p.k * out;
-    float *wt = copy_rounded(w, (size_t)p.k * crs, p.tf32);
-    float *dyt = copy_rounded(dy, (size_t)p.n * y_image, p.tf32);
+    float *wt = copy_rounded(c->w, (size_t)p.k * crs, &p);
+    float *dyt = copy_rounded(c->y, (size_t)p.n * y_image, &p);
     float *col = malloc(crs * out * sizeof *col);
     float *result = malloc(x_image * sizeof *result);
     if (!wt || !dyt || !col || !result) {
@@ -1074,7 +1098,7 @@ static void conv_bwd_data_compute(const struct conv_work *c)
                     (int)crs, dyt + n * y_image, (int)out, 0.0f, col, (int)out);
         memset(result, 0, x_image * sizeof *result);
         col2im(&p, col, result);
-        blend(dx + n * x_image, result, x_image, c->alpha, c->beta);
+        blend(dx, n * x_image, result, x_image, c->alpha, c->beta, &p);
     }
 done:
     free(wt);
@@ -1105,13 +1129,12 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void *a
 static void conv_bwd_filter_compute(const struct conv_work *c)
 {
     struct problem p = c->p;
-    const float *x = c->x, *dy = c->y;
-    float *dw = (float *)c->w;
+    void *dw = (void *)c->w;
     cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
     size_t crs = (size_t)p.c * p.r * p.s, out = (size_t)p.oh * p.ow;
     size_t x_image = (size_t)p.c * p.h * p.w, y_image = (size_t)p.k * out;
-    float *xt = copy_rounded(x, (size_t)p.n * x_image, p.tf32);
-    float *dyt = copy_rounded(dy, (size_t)p.n * y_image, p.tf32);
+    float *xt = copy_rounded(c->x, (size_t)p.n * x_image, &p);
+    float *dyt = copy_rounded(c->y, (size_t)p.n * y_image, &p);
     float *col = malloc(crs * out * sizeof *col);
     float *result = calloc((size_t)p.k * crs, sizeof *result);
     if (!xt || !dyt || !col || !result) {
@@ -1124,7 +1147,7 @@ static void conv_bwd_filter_compute(const struct conv_work *c)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p.k, (int)crs, (int)out, 1.0f,
                     dyt + n * y_image, (int)out, col, (int)out, 1.0f, result, (int)crs);
     }
-    blend(dw, result, (size_t)p.k * crs, c->alpha, c->beta);
+    blend(dw, 0, result, (size_t)p.k * crs, c->alpha, c->beta, &p);
 done:
     free(xt);
     free(dyt);
@@ -1318,7 +1341,8 @@ cudnnStatus_t cudnnPoolingBackward(cudnnHandle_t handle, const cudnnPoolingDescr
                             grad[(size_t)yy * x_desc->w + xx] += gv / (float)count;
                     }
             }
-        blend((float *)dx + pl * in_plane, grad, in_plane, a, b);
+        const struct problem floats = {0};
+        blend(dx, pl * in_plane, grad, in_plane, a, b, &floats);
     }
     free(grad);
     return CUDNN_STATUS_SUCCESS;

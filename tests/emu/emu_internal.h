@@ -48,6 +48,11 @@ int dg_emu_stream_ok(cudaStream_t stream);
  * their inputs; used by cuBLAS and cuDNN when their math mode allows TF32. */
 float dg_emu_round_tf32(float value);
 
+/* float -> bf16 bits, nearest even, denormals kept, NaN the canonical 0x7fff (as a GPU's
+ * conversion and cuDNN's bf16 outputs round); and bf16 bits -> float (exact). */
+uint16_t dg_emu_round_bf16(float value);
+float dg_emu_bf16_value(uint16_t h);
+
 /* Kernel launches (launch.c). `entry(ctx)` runs one CUDA thread; `pointers` are the kernel's
  * pointer arguments (checked: NULL or inside device / pinned memory). Returns the launch
  * status (cudaErrorInvalidConfiguration and the like); execution errors become sticky. On a

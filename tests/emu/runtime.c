@@ -859,3 +859,23 @@ float dg_emu_round_tf32(float value)
     memcpy(&value, &bits, sizeof bits);
     return value;
 }
+
+/* ---- bf16 ---- */
+
+uint16_t dg_emu_round_bf16(float value)
+{
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    if ((bits & 0x7fffffffu) > 0x7f800000u)
+        return 0x7fffu; /* NaN: the canonical one, as __float2bfloat16_rn gives */
+    bits += 0x7fffu + ((bits >> 16) & 1u); /* nearest even; denormals stay denormal */
+    return (uint16_t)(bits >> 16);
+}
+
+float dg_emu_bf16_value(uint16_t h)
+{
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
