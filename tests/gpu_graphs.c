@@ -312,8 +312,7 @@ static void synthetic(struct dg_dataset *d, uint64_t seed)
     d->count = IMAGES;
     d->images = dg_test_bytes((size_t)IMAGES * DG_PIXELS);
     d->labels = dg_test_bytes(IMAGES);
-    for (size_t i = 0; i < (size_t)IMAGES * DG_PIXELS; i++)
-        d->images[i] = dg_test_below(&rng, 5) == 0 ? (uint8_t)dg_test_below(&rng, 256) : 0;
+    dg_test_sparse_pixels(&rng, d->images, (size_t)IMAGES * DG_PIXELS);
     for (size_t i = 0; i < IMAGES; i++)
         d->labels[i] = (uint8_t)dg_test_below(&rng, DG_CLASSES);
 }

@@ -134,6 +134,37 @@ struct conv_case {
     int batch, cin, cout, h, w, k;
 };
 
+/* The inputs of one conv case, seeded: x and dy in [-1, 1), w within 1 / sqrt(fan-in), the
+ * bias in [-0.5, 0.5). */
+struct conv_inputs {
+    size_t nx, ny, nw, nb;
+    float *x, *w, *b, *dy;
+};
+
+static struct conv_inputs conv_inputs_make(const struct dg_conv_shape *s, uint64_t seed)
+{
+    struct conv_inputs in;
+    size_t hw = (size_t)s->height * s->width;
+    in.nx = (size_t)s->batch * s->in_channels * hw;
+    in.ny = (size_t)s->batch * s->out_channels * hw;
+    in.nw = (size_t)s->out_channels * s->in_channels * s->kernel * s->kernel;
+    in.nb = (size_t)s->out_channels;
+    struct dg_test_rng rng = {seed};
+    in.x = dg_test_floats(in.nx), in.w = dg_test_floats(in.nw), in.b = dg_test_floats(in.nb);
+    in.dy = dg_test_floats(in.ny);
+    float scale = 1.0f / sqrtf((float)(s->in_channels * s->kernel * s->kernel));
+    dg_test_fill(&rng, in.x, in.nx, -1.0f, 1.0f);
+    dg_test_fill(&rng, in.w, in.nw, -scale, scale);
+    dg_test_fill(&rng, in.b, in.nb, -0.5f, 0.5f);
+    dg_test_fill(&rng, in.dy, in.ny, -1.0f, 1.0f);
+    return in;
+}
+
+static void conv_inputs_free(struct conv_inputs *in)
+{
+    free(in->x), free(in->w), free(in->b), free(in->dy);
+}
+
 /* Runs one conv case on `be` and compares every output with the CPU backend. */
 static void conv_compare(struct dg_backend *be, const struct dg_op_case *the_case,
                          const struct dg_tolerance *fwd_tol, const struct dg_tolerance *bwd_tol,
@@ -143,17 +174,9 @@ static void conv_compare(struct dg_backend *be, const struct dg_op_case *the_cas
     const struct conv_case cc = {shape.batch,  shape.in_channels, shape.out_channels,
                                  shape.height, shape.width,       shape.kernel};
     const struct conv_case *c = &cc;
-    size_t hw = (size_t)c->h * c->w;
-    size_t nx = (size_t)c->batch * c->cin * hw, ny = (size_t)c->batch * c->cout * hw;
-    size_t nw = (size_t)c->cout * c->cin * c->k * c->k, nb = (size_t)c->cout;
-    struct dg_test_rng rng = {seed};
-    float *x = dg_test_floats(nx), *w = dg_test_floats(nw), *b = dg_test_floats(nb);
-    float *dy = dg_test_floats(ny);
-    float scale = 1.0f / sqrtf((float)(c->cin * c->k * c->k));
-    dg_test_fill(&rng, x, nx, -1.0f, 1.0f);
-    dg_test_fill(&rng, w, nw, -scale, scale);
-    dg_test_fill(&rng, b, nb, -0.5f, 0.5f);
-    dg_test_fill(&rng, dy, ny, -1.0f, 1.0f);
+    struct conv_inputs in = conv_inputs_make(&shape, seed);
+    size_t nx = in.nx, ny = in.ny, nw = in.nw, nb = in.nb;
+    float *x = in.x, *w = in.w, *b = in.b, *dy = in.dy;
     printf("conv \"%s\": %d x %d -> %d, %dx%d, k %d on %s\n", the_case->name, c->batch, c->cin,
            c->cout, c->h, c->w, c->k, be->description);
 
@@ -187,7 +210,8 @@ static void conv_compare(struct dg_backend *be, const struct dg_op_case *the_cas
     float *bufs[] = {d_x, d_w, d_b, d_dy, d_y, d_dx, d_dw, d_db};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         be->ops->free(be, bufs[i]);
-    free(x), free(w), free(b), free(dy), free(y), free(y_relu), free(dx), free(dw), free(db);
+    conv_inputs_free(&in);
+    free(y), free(y_relu), free(dx), free(dw), free(db);
 }
 
 START_TEST(conv_fp32_measured)
@@ -253,20 +277,10 @@ static int agree_bf16_rounded(const char *what, struct dg_backend *be, const flo
 START_TEST(conv_bf16)
 {
     const struct dg_conv_shape shape = conv_cases.at[_i].conv;
-    size_t hw = (size_t)shape.height * shape.width;
-    size_t nx = (size_t)shape.batch * shape.in_channels * hw;
-    size_t ny = (size_t)shape.batch * shape.out_channels * hw;
-    size_t nw = (size_t)shape.out_channels * shape.in_channels * shape.kernel * shape.kernel;
-    size_t nb = (size_t)shape.out_channels;
-    struct dg_test_rng rng = {400 + (uint64_t)_i};
-    float *x = dg_test_floats(nx), *w = dg_test_floats(nw), *b = dg_test_floats(nb);
-    float *zero_b = dg_test_floats(nb), *dy = dg_test_floats(ny);
-    float scale = 1.0f / sqrtf((float)(shape.in_channels * shape.kernel * shape.kernel));
-    dg_test_fill(&rng, x, nx, -1.0f, 1.0f);
-    dg_test_fill(&rng, w, nw, -scale, scale);
-    dg_test_fill(&rng, b, nb, -0.5f, 0.5f);
-    dg_test_fill(&rng, dy, ny, -1.0f, 1.0f);
-    memset(zero_b, 0, nb * sizeof(float));
+    struct conv_inputs in = conv_inputs_make(&shape, 400 + (uint64_t)_i);
+    size_t nx = in.nx, ny = in.ny, nw = in.nw, nb = in.nb;
+    float *x = in.x, *w = in.w, *b = in.b, *dy = in.dy;
+    float *zero_b = dg_test_floats(nb); /* zeroed */
     printf("conv bf16 \"%s\": %d x %d -> %d, %dx%d, k %d\n", conv_cases.at[_i].name, shape.batch,
            shape.in_channels, shape.out_channels, shape.height, shape.width, shape.kernel);
 
@@ -303,8 +317,8 @@ START_TEST(conv_bf16)
     float *bufs[] = {d_x, d_w, d_b, d_zero_b, d_dy, d_y, d_dx, d_dw, d_db};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         be->ops->free(be, bufs[i]);
-    free(x), free(w), free(b), free(zero_b), free(dy), free(y), free(y_relu), free(dx), free(dw);
-    free(db);
+    conv_inputs_free(&in);
+    free(zero_b), free(y), free(y_relu), free(dx), free(dw), free(db);
 }
 END_TEST
 

@@ -502,8 +502,7 @@ static void synthetic_dataset(void)
     dataset.count = IMAGES;
     dataset.images = dg_test_bytes((size_t)IMAGES * DG_PIXELS);
     dataset.labels = dg_test_bytes(IMAGES);
-    for (size_t i = 0; i < (size_t)IMAGES * DG_PIXELS; i++)
-        dataset.images[i] = dg_test_below(&rng, 5) == 0 ? (uint8_t)dg_test_below(&rng, 256) : 0;
+    dg_test_sparse_pixels(&rng, dataset.images, (size_t)IMAGES * DG_PIXELS);
     for (size_t i = 0; i < IMAGES; i++)
         dataset.labels[i] = (uint8_t)dg_test_below(&rng, DG_CLASSES);
 }

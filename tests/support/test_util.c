@@ -31,6 +31,12 @@ void dg_test_fill(struct dg_test_rng *rng, float *x, size_t n, float lo, float h
         x[i] = (float)(lo + (hi - lo) * dg_test_uniform(rng));
 }
 
+void dg_test_sparse_pixels(struct dg_test_rng *rng, uint8_t *pixels, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        pixels[i] = dg_test_below(rng, 5) == 0 ? (uint8_t)dg_test_below(rng, 256) : 0;
+}
+
 void *dg_test_bytes(size_t n)
 {
     void *p = calloc(n ? n : 1, 1);

@@ -23,6 +23,9 @@ uint32_t dg_test_below(struct dg_test_rng *rng, uint32_t bound);
 /* x[i] ~ U(lo, hi). */
 void dg_test_fill(struct dg_test_rng *rng, float *x, size_t n, float lo, float hi);
 
+/* n bytes of digit-like noise: each pixel 0, or with probability 1/5 uniform in 0..255. */
+void dg_test_sparse_pixels(struct dg_test_rng *rng, uint8_t *pixels, size_t n);
+
 /* calloc that aborts the test on failure. */
 float *dg_test_floats(size_t n);
 double *dg_test_doubles(size_t n);
