@@ -26,14 +26,8 @@ __global__ void from_bf16_kernel(const uint16_t *in, float *out, const float *bi
                                  int c, int hw, int relu)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count;
-         i += (size_t)gridDim.x * blockDim.x) {
-        float v = dg_bf16_to_float(in[i]);
-        if (bias)
-            v = v + bias[(i / (size_t)hw) % (size_t)c];
-        if (relu)
-            v = v > 0.0f ? v : 0.0f;
-        out[i] = v;
-    }
+         i += (size_t)gridDim.x * blockDim.x)
+        out[i] = dg_bias_act_value(dg_bf16_to_float(in[i]), bias, i, c, hw, relu);
 }
 
 extern "C" cudaError_t dg_launch_from_bf16(const uint16_t *in, float *out, const float *bias, int n,

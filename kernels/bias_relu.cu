@@ -7,12 +7,7 @@ __global__ void bias_act_kernel(float *y, const float *bias, size_t count, int c
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count;
          i += (size_t)gridDim.x * blockDim.x) {
-        float v = y[i];
-        if (bias)
-            v = v + bias[(i / (size_t)hw) % (size_t)c];
-        if (relu)
-            v = v > 0.0f ? v : 0.0f;
-        y[i] = v;
+        y[i] = dg_bias_act_value(y[i], bias, i, c, hw, relu);
     }
 }
 

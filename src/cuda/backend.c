@@ -109,6 +109,31 @@ fail:
 static const float one = 1.0f;
 static const float zero = 0.0f;
 
+enum dg_status dg_cuda_scratch_grow(struct cuda_backend *cb, void **ptr, size_t *have_bytes,
+                                    size_t bytes, const char *what)
+{
+    enum dg_status status = DG_OK;
+    if (bytes <= *have_bytes)
+        return DG_OK;
+    if (cb->capturing)
+        return dg_error(DG_ERR_RUNTIME,
+                        "cuda: the %s would grow to %zu bytes inside a capture (it must be made "
+                        "before the capture)",
+                        what, bytes);
+    cb->counters.host_syncs++;
+    DG_TRY(cudaStreamSynchronize(cb->stream));
+    dg_cuda_free(&cb->base, *ptr);
+    *ptr = NULL;
+    *have_bytes = 0;
+    cb->workspace_generation++;
+    if ((status = dg_cuda_alloc(&cb->base, bytes, ptr)) != DG_OK)
+        return dg_error_prefix(status, "%s", what);
+    *have_bytes = bytes;
+    return DG_OK;
+fail:
+    return status;
+}
+
 /* ---- element-wise and pooling ---- */
 
 static enum dg_status cuda_relu_bwd(struct dg_backend *be, size_t n, const float *y, float *dy)
@@ -187,37 +212,15 @@ fail:
 
 /* The bf16 scratch of the dense ops (--math bf16): x (batch, in), w (in, out) and dy (batch,
  * out) rounded to bf16, one region each. Grown outside a capture only (dense_reserve makes it
- * before the net's first step); a replacement moves memory a graph may have captured, which
- * workspace_generation records. */
-static size_t dense_bf16_need(int batch, int in, int out)
-{
-    return (size_t)batch * in + (size_t)in * out + (size_t)batch * out;
-}
-
+ * before the net's first step). */
 static enum dg_status cuda_dense_reserve(struct dg_backend *be, int batch, int in, int out)
 {
     struct cuda_backend *cb = cuda_of(be);
-    enum dg_status status = DG_OK;
-    size_t need = dense_bf16_need(batch, in, out);
-    if (cb->options.math != DG_MATH_BF16 || need <= cb->dense_bf16_elements)
+    if (cb->options.math != DG_MATH_BF16)
         return DG_OK;
-    if (cb->capturing)
-        return dg_error(DG_ERR_RUNTIME,
-                        "cuda: a dense layer of batch %d, %d -> %d outgrew the bf16 scratch "
-                        "inside a capture (dense_reserve was not called for it)",
-                        batch, in, out);
-    cb->counters.host_syncs++;
-    DG_TRY(cudaStreamSynchronize(cb->stream));
-    dg_cuda_free(be, cb->dense_bf16);
-    cb->dense_bf16 = NULL;
-    cb->dense_bf16_elements = 0;
-    cb->workspace_generation++;
-    if ((status = dg_cuda_alloc(be, need * sizeof(uint16_t), (void **)&cb->dense_bf16)) != DG_OK)
-        return dg_error_prefix(status, "bf16 scratch of the dense layers");
-    cb->dense_bf16_elements = need;
-    return DG_OK;
-fail:
-    return status;
+    size_t elements = (size_t)batch * in + (size_t)in * out + (size_t)batch * out;
+    return dg_cuda_scratch_grow(cb, (void **)&cb->dense_bf16, &cb->dense_bf16_bytes,
+                                elements * sizeof(uint16_t), "bf16 scratch of the dense layers");
 }
 
 /* A GEMM of bf16 operands summed in float32 into float32 C (cublasGemmEx, CUBLAS_COMPUTE_32F:

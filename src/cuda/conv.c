@@ -28,6 +28,7 @@ struct cuda_conv_plan {
     cudnnConvolutionDescriptor_t desc[3];
     int algo[3];
     size_t workspace[3];
+    size_t x_count, y_count, w_count; /* elements of x, y and w */
     /* --math bf16: the descriptors are bf16 (cuDNN's PSEUDO_BFLOAT16 configuration: bf16 data,
      * float compute) and the float32 tensors pass through these bf16 copies, made with the
      * plan so that a captured step allocates nothing */
@@ -40,21 +41,8 @@ struct cuda_conv_plan {
 /* Grows the shared convolution workspace (nothing runs on it while it is replaced). */
 static enum dg_status workspace_reserve(struct cuda_backend *cb, size_t bytes)
 {
-    enum dg_status status = DG_OK;
-    if (bytes <= cb->workspace_bytes)
-        return DG_OK;
-    DG_TRY(cudaStreamSynchronize(cb->stream));
-    if (cb->workspace)
-        cudaFree(cb->workspace);
-    cb->workspace = NULL;
-    cb->workspace_bytes = 0;
-    cb->workspace_generation++;
-    if ((status = dg_cuda_alloc(&cb->base, bytes, &cb->workspace)) != DG_OK)
-        return dg_error_prefix(status, "convolution workspace");
-    cb->workspace_bytes = bytes;
-    return DG_OK;
-fail:
-    return status;
+    return dg_cuda_scratch_grow(cb, &cb->workspace, &cb->workspace_bytes, bytes,
+                                "convolution workspace");
 }
 
 /* algo_names.c names the algorithms by cuDNN's values without cudnn.h: they must match. */
@@ -335,10 +323,7 @@ static enum dg_status plan_search(struct cuda_backend *cb, struct cuda_conv_plan
     size_t scratch_bytes = 0;
     int measure = !cb->options.deterministic;
     if (measure) {
-        size_t x_count = (size_t)shape->batch * shape->in_channels * shape->height * shape->width;
-        size_t y_count = (size_t)shape->batch * shape->out_channels * shape->height * shape->width;
-        size_t w_count =
-            (size_t)shape->out_channels * shape->in_channels * shape->kernel * shape->kernel;
+        size_t x_count = plan->x_count, y_count = plan->y_count, w_count = plan->w_count;
         size_t free_bytes = 0, total_bytes = 0;
         DG_TRY(cudaMemGetInfo(&free_bytes, &total_bytes));
         scratch_bytes =
@@ -407,14 +392,17 @@ enum dg_status dg_cuda_conv_plan_create(struct dg_backend *be, const struct dg_c
     plan->bf16 = cb->options.math == DG_MATH_BF16;
     cudnnDataType_t data = plan->bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
     int pad = shape->kernel / 2;
-    size_t x_count = (size_t)shape->batch * shape->in_channels * shape->height * shape->width;
-    size_t y_count = (size_t)shape->batch * shape->out_channels * shape->height * shape->width;
-    size_t w_count =
+    plan->x_count = (size_t)shape->batch * shape->in_channels * shape->height * shape->width;
+    plan->y_count = (size_t)shape->batch * shape->out_channels * shape->height * shape->width;
+    plan->w_count =
         (size_t)shape->out_channels * shape->in_channels * shape->kernel * shape->kernel;
     if (plan->bf16 &&
-        ((status = dg_cuda_alloc(be, x_count * sizeof(uint16_t), (void **)&plan->xh)) != DG_OK ||
-         (status = dg_cuda_alloc(be, y_count * sizeof(uint16_t), (void **)&plan->yh)) != DG_OK ||
-         (status = dg_cuda_alloc(be, w_count * sizeof(uint16_t), (void **)&plan->wh)) != DG_OK)) {
+        ((status = dg_cuda_alloc(be, plan->x_count * sizeof(uint16_t), (void **)&plan->xh)) !=
+             DG_OK ||
+         (status = dg_cuda_alloc(be, plan->y_count * sizeof(uint16_t), (void **)&plan->yh)) !=
+             DG_OK ||
+         (status = dg_cuda_alloc(be, plan->w_count * sizeof(uint16_t), (void **)&plan->wh)) !=
+             DG_OK)) {
         status = dg_error_prefix(status, "bf16 copies of a convolution's tensors");
         goto fail;
     }
@@ -500,6 +488,10 @@ void dg_cuda_conv_describe(struct dg_backend *be, const struct dg_conv_shape *sh
 static const float one = 1.0f;
 static const float zero = 0.0f;
 
+/* Under bf16 each op rounds its float32 inputs into the plan's bf16 copies, cuDNN runs on the
+ * copies (x_op, w_op, y_op: the buffers it reads and writes, the copies or the caller's
+ * tensors), and the bf16 result is widened into the caller's output. */
+
 enum dg_status dg_cuda_conv_fwd(struct dg_backend *be, void *handle, const float *x, const float *w,
                                 const float *bias, float *y, int relu)
 {
@@ -508,25 +500,22 @@ enum dg_status dg_cuda_conv_fwd(struct dg_backend *be, void *handle, const float
     const struct dg_conv_shape *s = &plan->shape;
     enum dg_status status = DG_OK;
     int hw = s->height * s->width;
+    const void *x_op = x, *w_op = w;
+    void *y_op = y;
     if (plan->bf16) {
-        DG_LAUNCH(
-            cb, dg_launch_to_bf16((size_t)s->batch * s->in_channels * hw, x, plan->xh, cb->stream));
-        DG_LAUNCH(
-            cb, dg_launch_to_bf16((size_t)s->out_channels * s->in_channels * s->kernel * s->kernel,
-                                  w, plan->wh, cb->stream));
-        DG_LAUNCH(cb, cudnnConvolutionForward(
-                          cb->cudnn, &one, plan->x_desc, plan->xh, plan->w_desc, plan->wh,
-                          plan->desc[CONV_FWD], (cudnnConvolutionFwdAlgo_t)plan->algo[CONV_FWD],
-                          cb->workspace, plan->workspace[CONV_FWD], &zero, plan->y_desc, plan->yh));
-        DG_LAUNCH(cb, dg_launch_from_bf16(plan->yh, y, bias, s->batch, s->out_channels, hw, relu,
-                                          cb->stream));
-        return DG_OK;
+        DG_LAUNCH(cb, dg_launch_to_bf16(plan->x_count, x, plan->xh, cb->stream));
+        DG_LAUNCH(cb, dg_launch_to_bf16(plan->w_count, w, plan->wh, cb->stream));
+        x_op = plan->xh, w_op = plan->wh, y_op = plan->yh;
     }
     DG_LAUNCH(cb, cudnnConvolutionForward(
-                      cb->cudnn, &one, plan->x_desc, x, plan->w_desc, w, plan->desc[CONV_FWD],
+                      cb->cudnn, &one, plan->x_desc, x_op, plan->w_desc, w_op, plan->desc[CONV_FWD],
                       (cudnnConvolutionFwdAlgo_t)plan->algo[CONV_FWD], cb->workspace,
-                      plan->workspace[CONV_FWD], &zero, plan->y_desc, y));
-    DG_LAUNCH(cb, dg_launch_bias_act(y, bias, s->batch, s->out_channels, hw, relu, cb->stream));
+                      plan->workspace[CONV_FWD], &zero, plan->y_desc, y_op));
+    if (plan->bf16)
+        DG_LAUNCH(cb, dg_launch_from_bf16(plan->yh, y, bias, s->batch, s->out_channels, hw, relu,
+                                          cb->stream));
+    else
+        DG_LAUNCH(cb, dg_launch_bias_act(y, bias, s->batch, s->out_channels, hw, relu, cb->stream));
     return DG_OK;
 fail:
     return status;
@@ -539,26 +528,21 @@ enum dg_status dg_cuda_conv_bwd_data(struct dg_backend *be, void *handle, const 
     struct cuda_conv_plan *plan = handle;
     const struct dg_conv_shape *s = &plan->shape;
     enum dg_status status = DG_OK;
-    int hw = s->height * s->width;
+    const void *y_op = dy, *w_op = w;
+    void *x_op = dx;
     if (plan->bf16) {
-        DG_LAUNCH(cb, dg_launch_to_bf16((size_t)s->batch * s->out_channels * hw, dy, plan->yh,
-                                        cb->stream));
-        DG_LAUNCH(
-            cb, dg_launch_to_bf16((size_t)s->out_channels * s->in_channels * s->kernel * s->kernel,
-                                  w, plan->wh, cb->stream));
-        DG_LAUNCH(cb, cudnnConvolutionBackwardData(
-                          cb->cudnn, &one, plan->w_desc, plan->wh, plan->y_desc, plan->yh,
-                          plan->desc[CONV_BWD_DATA],
-                          (cudnnConvolutionBwdDataAlgo_t)plan->algo[CONV_BWD_DATA], cb->workspace,
-                          plan->workspace[CONV_BWD_DATA], &zero, plan->x_desc, plan->xh));
-        DG_LAUNCH(cb, dg_launch_from_bf16(plan->xh, dx, NULL, s->batch, s->in_channels, hw, 0,
-                                          cb->stream));
-        return DG_OK;
+        DG_LAUNCH(cb, dg_launch_to_bf16(plan->y_count, dy, plan->yh, cb->stream));
+        DG_LAUNCH(cb, dg_launch_to_bf16(plan->w_count, w, plan->wh, cb->stream));
+        x_op = plan->xh, w_op = plan->wh, y_op = plan->yh;
     }
     DG_LAUNCH(cb, cudnnConvolutionBackwardData(
-                      cb->cudnn, &one, plan->w_desc, w, plan->y_desc, dy, plan->desc[CONV_BWD_DATA],
+                      cb->cudnn, &one, plan->w_desc, w_op, plan->y_desc, y_op,
+                      plan->desc[CONV_BWD_DATA],
                       (cudnnConvolutionBwdDataAlgo_t)plan->algo[CONV_BWD_DATA], cb->workspace,
-                      plan->workspace[CONV_BWD_DATA], &zero, plan->x_desc, dx));
+                      plan->workspace[CONV_BWD_DATA], &zero, plan->x_desc, x_op));
+    if (plan->bf16)
+        DG_LAUNCH(cb, dg_launch_from_bf16(plan->xh, dx, NULL, s->batch, s->in_channels,
+                                          s->height * s->width, 0, cb->stream));
     return DG_OK;
 fail:
     return status;
@@ -571,31 +555,25 @@ enum dg_status dg_cuda_conv_bwd_filter(struct dg_backend *be, void *handle, cons
     struct cuda_conv_plan *plan = handle;
     const struct dg_conv_shape *s = &plan->shape;
     enum dg_status status = DG_OK;
-    int hw = s->height * s->width;
+    const void *x_op = x, *y_op = dy;
+    void *w_op = dw;
     if (plan->bf16) {
-        int taps = s->kernel * s->kernel;
-        DG_LAUNCH(
-            cb, dg_launch_to_bf16((size_t)s->batch * s->in_channels * hw, x, plan->xh, cb->stream));
-        DG_LAUNCH(cb, dg_launch_to_bf16((size_t)s->batch * s->out_channels * hw, dy, plan->yh,
-                                        cb->stream));
-        DG_LAUNCH(cb,
-                  cudnnConvolutionBackwardFilter(
-                      cb->cudnn, &one, plan->x_desc, plan->xh, plan->y_desc, plan->yh,
+        DG_LAUNCH(cb, dg_launch_to_bf16(plan->x_count, x, plan->xh, cb->stream));
+        DG_LAUNCH(cb, dg_launch_to_bf16(plan->y_count, dy, plan->yh, cb->stream));
+        x_op = plan->xh, w_op = plan->wh, y_op = plan->yh;
+    }
+    DG_LAUNCH(cb, cudnnConvolutionBackwardFilter(
+                      cb->cudnn, &one, plan->x_desc, x_op, plan->y_desc, y_op,
                       plan->desc[CONV_BWD_FILTER],
                       (cudnnConvolutionBwdFilterAlgo_t)plan->algo[CONV_BWD_FILTER], cb->workspace,
-                      plan->workspace[CONV_BWD_FILTER], &zero, plan->w_desc, plan->wh));
-        /* (out_channels * in_channels, taps): the flat filter widened to float32 */
+                      plan->workspace[CONV_BWD_FILTER], &zero, plan->w_desc, w_op));
+    /* the filter (out_channels * in_channels, taps) widened to float32 */
+    if (plan->bf16)
         DG_LAUNCH(cb, dg_launch_from_bf16(plan->wh, dw, NULL, s->out_channels * s->in_channels, 1,
-                                          taps, 0, cb->stream));
-    } else {
-        DG_LAUNCH(
-            cb, cudnnConvolutionBackwardFilter(
-                    cb->cudnn, &one, plan->x_desc, x, plan->y_desc, dy, plan->desc[CONV_BWD_FILTER],
-                    (cudnnConvolutionBwdFilterAlgo_t)plan->algo[CONV_BWD_FILTER], cb->workspace,
-                    plan->workspace[CONV_BWD_FILTER], &zero, plan->w_desc, dw));
-    }
+                                          s->kernel * s->kernel, 0, cb->stream));
     if (db)
-        DG_LAUNCH(cb, dg_launch_channel_sum(dy, s->batch, s->out_channels, hw, db, cb->stream));
+        DG_LAUNCH(cb, dg_launch_channel_sum(dy, s->batch, s->out_channels, s->height * s->width, db,
+                                            cb->stream));
     return DG_OK;
 fail:
     return status;

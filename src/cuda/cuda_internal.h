@@ -64,7 +64,7 @@ struct cuda_backend {
                                            (graphs check it) */
     void *cublas_workspace; /* cublasSetWorkspace's, so that captured GEMMs allocate nothing */
     uint16_t *dense_bf16;   /* --math bf16: the dense ops' bf16 operand copies (backend.c) */
-    size_t dense_bf16_elements;
+    size_t dense_bf16_bytes;
     int capturing;          /* the compute stream is capturing (step.c) */
     struct cuda_step step;
     struct dg_backend_counters counters;
@@ -97,6 +97,12 @@ static inline struct cuda_backend *cuda_of(struct dg_backend *be)
 /* Zeroed device memory; out of memory reports the bytes asked for and free. */
 enum dg_status dg_cuda_alloc(struct dg_backend *be, size_t bytes, void **ptr);
 void dg_cuda_free(struct dg_backend *be, void *ptr);
+/* Grows a scratch buffer the ops share (*ptr of *have_bytes) to at least `bytes`: waits for the
+ * stream (a host sync, counted), replaces the buffer (contents lost) and bumps
+ * workspace_generation, since a graph may have captured the old one. Refused inside a
+ * capture. */
+enum dg_status dg_cuda_scratch_grow(struct cuda_backend *cb, void **ptr, size_t *have_bytes,
+                                    size_t bytes, const char *what);
 
 /* ---- conv.c (struct dg_backend_ops entries) ---- */
 
