@@ -145,15 +145,12 @@ static const struct dg_tolerance *weights_tolerance(const struct run *r)
  * lr / sqrt(1 - rho) in size (the accumulator holds at least (1 - rho) g^2), and each step
  * starts from the reference's state, so the two sides differ by at most twice that. The
  * per-step weights line and the gradient lines above keep their tight bounds. */
-static const struct dg_tolerance *bias_after_steps_tolerance(const struct run *r,
-                                                             struct dg_tolerance *storage)
+static struct dg_tolerance bias_after_steps_tolerance(const struct run *r)
 {
     if (!r->bf16 && !r->tf32)
-        return &dg_tol_weights;
-    storage->kind = DG_TOL_ELEMENTWISE;
-    storage->atol = 2.0 * DG_COMPARE_LR / sqrt(1.0 - DG_COMPARE_RHO) * (1.0 + 1e-5);
-    storage->rtol = 0.0;
-    return storage;
+        return dg_tol_weights;
+    return (struct dg_tolerance){
+        DG_TOL_ELEMENTWISE, 2.0 * DG_COMPARE_LR / sqrt(1.0 - DG_COMPARE_RHO) * (1.0 + 1e-5), 0.0};
 }
 
 static size_t out_count(const struct dg_layer *layer, int n)
@@ -400,13 +397,12 @@ static enum dg_status compare_steps(struct run *r, const uint32_t *rows,
         r->failures += !ok;
     }
     fprintf(r->out, "\nweights after step %ld, per layer:\n", setup->steps);
-    struct dg_tolerance bias_storage;
-    const struct dg_tolerance *bias_tol = bias_after_steps_tolerance(r, &bias_storage);
-    if (bias_tol == &bias_storage)
+    struct dg_tolerance bias_tol = bias_after_steps_tolerance(r);
+    if (bias_tol.kind == DG_TOL_ELEMENTWISE)
         fprintf(r->out,
                 "(biases: within 2 lr / sqrt(1 - rho) = %.3g, the most two RMSprop updates "
                 "differ)\n",
-                bias_storage.atol);
+                bias_tol.atol);
     print_header(r->out);
     for (int i = 0; i < model->layer_count; i++) {
         const struct dg_layer *layer = &model->layers[i];
@@ -417,7 +413,7 @@ static enum dg_status compare_steps(struct run *r, const uint32_t *rows,
                                  layer->weight_count, weights_tolerance(r), 0)) != DG_OK ||
              (status = compare_tensor(r, layer->name, "bias", ref->net->params + layer->bias_offset,
                                       NULL, cand->net->params + layer->bias_offset,
-                                      layer->bias_count, bias_tol, 0)) != DG_OK))
+                                      layer->bias_count, &bias_tol, 0)) != DG_OK))
             goto done;
     }
 done:
