@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -120,6 +121,36 @@ START_TEST(destroyed_handles_are_refused)
     ck_assert_int_eq(cudaStreamSynchronize(s), cudaErrorInvalidResourceHandle);
     ck_assert_int_eq(cudaEventDestroy(e), cudaSuccess);
     ck_assert_int_eq(cudaEventSynchronize(e), cudaErrorInvalidResourceHandle);
+}
+END_TEST
+
+/* cudaEventElapsedTime as the driver has it: the time between two timing events recorded
+ * outside a capture; an event made with cudaEventDisableTiming, or never recorded, is refused. */
+START_TEST(events_time_the_work_between_them)
+{
+    cudaStream_t s;
+    cudaEvent_t a, b, untimed, fresh;
+    ck_assert_int_eq(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+    ck_assert_int_eq(cudaEventCreate(&a), cudaSuccess);
+    ck_assert_int_eq(cudaEventCreate(&b), cudaSuccess);
+    ck_assert_int_eq(cudaEventCreate(&fresh), cudaSuccess);
+    ck_assert_int_eq(cudaEventCreateWithFlags(&untimed, cudaEventDisableTiming), cudaSuccess);
+    ck_assert_int_eq(cudaEventRecord(a, s), cudaSuccess);
+    ck_assert_int_eq(cudaEventRecord(untimed, s), cudaSuccess);
+    struct timespec pause = {0, 20 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    ck_assert_int_eq(cudaEventRecord(b, s), cudaSuccess);
+    ck_assert_int_eq(cudaEventSynchronize(b), cudaSuccess);
+    float ms = -1.0f;
+    ck_assert_int_eq(cudaEventElapsedTime(&ms, a, b), cudaSuccess);
+    ck_assert_msg(ms >= 20.0f && ms < 5000.0f, "elapsed %g ms around a 20 ms pause", (double)ms);
+    ck_assert_int_eq(cudaEventElapsedTime(&ms, a, untimed), cudaErrorInvalidResourceHandle);
+    ck_assert_int_eq(cudaEventElapsedTime(&ms, a, fresh), cudaErrorInvalidValue);
+    ck_assert_int_eq(cudaEventElapsedTime(NULL, a, b), cudaErrorInvalidValue);
+    cudaEvent_t events[] = {a, b, untimed, fresh};
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(cudaEventDestroy(events[i]), cudaSuccess);
+    ck_assert_int_eq(cudaStreamDestroy(s), cudaSuccess);
 }
 END_TEST
 
@@ -861,6 +892,7 @@ static Suite *emu_suite(void)
     tcase_add_test(rt, memory_is_counted_and_limited);
     tcase_add_test(rt, fresh_device_memory_is_not_zero);
     tcase_add_test(rt, destroyed_handles_are_refused);
+    tcase_add_test(rt, events_time_the_work_between_them);
     tcase_add_test(rt, no_device_when_none_is_visible);
     suite_add_tcase(s, rt);
     TCase *k = tcase_create("kernels");

@@ -191,6 +191,14 @@ struct dg_backend_ops {
     enum dg_status (*graph_launch)(struct dg_backend *be, void *graph, int *stale);
     void (*graph_free)(struct dg_backend *be, void *graph);
     void (*counters)(struct dg_backend *be, struct dg_backend_counters *out);
+
+    /* Optional (NULL where the host clock times the work: the CPU runs every op as it is
+     * called): time measured by the device. timer_start marks the device's queue (a CUDA
+     * event on the compute stream); timer_stop marks it again, waits for that mark (one host
+     * sync, counted) and returns the seconds the device took between the two marks. Refused
+     * inside a capture; timer_stop without a timer_start is DG_ERR_RUNTIME. */
+    enum dg_status (*timer_start)(struct dg_backend *be);
+    enum dg_status (*timer_stop)(struct dg_backend *be, double *seconds);
 };
 
 struct dg_backend {

@@ -126,6 +126,10 @@ struct dg_bench_settings {
     int reps;        /* repetitions, 1..DG_BENCH_MAX_REPS; 0 (unset): 5, 3 quick */
     int warmup;      /* untimed steps (or loads) first; -1 (unset): 2, 1 quick */
     int augment;     /* training steps with the recipe's augmentation */
+    /* On a backend with step mode (CUDA): rows of the training run whose second epoch is
+     * counted (dg_train, 2 epochs, 10% validation, the first training batch); 0 (unset):
+     * 4300, 860 quick (at most the images there are); -1: no such run. */
+    int epoch_rows;
     int scaling;     /* the parse scaling study (temporary CSV files in $TMPDIR) */
     long scaling_rows[DG_BENCH_MAX_SCALING]; /* its row counts */
     int scaling_count;                       /* 0 (unset) with scaling: 10000,60000,600000 */
@@ -164,6 +168,14 @@ struct dg_bench_rate {
     double eager_launches_per_step, eager_syncs_per_step;
 };
 
+/* A whole epoch as dg_train runs it (the second of a 2-epoch run: its steps, the epoch-end
+ * read of the training statistics, the validation pass), on a backend with counters. */
+struct dg_bench_epoch {
+    int rows, train_rows, val_rows, batch, steps;
+    long launches, graph_launches, host_syncs;
+    double seconds; /* the epoch's wall time (host clock), validation included */
+};
+
 struct dg_bench_layer {
     char name[24];
     struct dg_bench_stats forward_ms; /* 0 for layers that issue no op */
@@ -177,6 +189,11 @@ struct dg_bench_backend_result {
     int train_count;
     struct dg_bench_rate infer;
     int have_infer;
+    /* The backend's device clock (CUDA events) timed the training and inference rates, not the
+     * host's. */
+    int device_timed;
+    struct dg_bench_epoch epoch;
+    int have_epoch;
     int layer_batch; /* 0 when there is no per-layer breakdown */
     struct dg_bench_layer layers[DG_MAX_LAYERS];
     int layer_count;

@@ -87,6 +87,8 @@ enum dg_status dg_bench_settings_resolve(struct dg_bench_settings *s)
     }
     if (s->layer_batch < 0)
         s->layer_batch = s->quick ? 86 : 256;
+    if (s->epoch_rows == 0)
+        s->epoch_rows = s->quick ? 860 : 4300;
     if (s->scaling && s->scaling_count == 0) {
         static const long rows[] = {10000, 60000, 600000};
         s->scaling_count = 3;
@@ -282,22 +284,26 @@ static enum dg_status time_throughput(const struct dg_bench_settings *s, struct 
         status = infer_steps(net, handle, source, rows, s->warmup, host_probs);
     if (status != DG_OK)
         goto fail;
+    int device_timed = be->ops->timer_start && be->ops->timer_stop;
     for (int rep = 0; rep < s->reps; rep++) {
         if ((status = be->ops->sync(be)) != DG_OK)
             goto fail;
         double start = dg_bench_now();
         struct dg_backend_counters before, after;
         counters_read(be, &before);
+        if (device_timed && (status = be->ops->timer_start(be)) != DG_OK)
+            goto fail;
         if (training)
             status = train_steps(net, handle, source, rows, steps, s->augment, &step_counter);
         else
             status = infer_steps(net, handle, source, rows, steps, host_probs);
         counters_read(be, &after);
         if (status == DG_OK)
-            status = be->ops->sync(be);
+            status = device_timed ? be->ops->timer_stop(be, &seconds[rep]) : be->ops->sync(be);
         if (status != DG_OK)
             goto fail;
-        seconds[rep] = dg_bench_now() - start;
+        if (!device_timed)
+            seconds[rep] = dg_bench_now() - start;
         total.launches += after.launches - before.launches;
         total.graph_launches += after.graph_launches - before.graph_launches;
         total.host_syncs += after.host_syncs - before.host_syncs;
@@ -408,6 +414,66 @@ static int device_memory_used(struct dg_backend *be, size_t *used_bytes, size_t 
     return 1;
 }
 
+struct epoch_count {
+    struct dg_backend *be;
+    struct dg_backend_counters at[2]; /* at the end of epochs 1 and 2 */
+    double seconds;
+};
+
+static void epoch_counted(const struct dg_epoch_report *report, void *ctx)
+{
+    struct epoch_count *c = ctx;
+    if (report->epoch >= 1 && report->epoch <= 2)
+        counters_read(c->be, &c->at[report->epoch - 1]);
+    if (report->epoch == 2)
+        c->seconds = report->seconds;
+}
+
+/* A 2-epoch dg_train on the first s->epoch_rows images (a copy of `model`), its second epoch
+ * counted between the two on_epoch reports: what one epoch issues and waits for once the run
+ * is set up. */
+static enum dg_status count_epoch(const struct dg_bench_settings *s, struct dg_backend *be,
+                                  const struct dg_model *model, const struct dg_dataset *dataset,
+                                  struct dg_bench_epoch *out)
+{
+    enum dg_status status;
+    struct dg_model copy = {0};
+    int layer_count;
+    const struct dg_layer_spec *specs = dg_arch_reference(&layer_count);
+    if ((status = dg_model_build(&copy, specs, layer_count)) != DG_OK)
+        return status;
+    memcpy(copy.params, model->params, model->param_count * sizeof *copy.params);
+    struct dg_dataset part = *dataset;
+    if (part.count > (size_t)s->epoch_rows)
+        part.count = (size_t)s->epoch_rows;
+    struct dg_train_options options;
+    dg_train_options_default(&options);
+    options.epochs = 2;
+    options.batch = s->batch_count ? (int)s->batches[0] : 86;
+    options.seed = BENCH_SEED;
+    options.augment = s->augment;
+    struct epoch_count count = {.be = be};
+    options.on_epoch = epoch_counted;
+    options.ctx = &count;
+    struct dg_train_result result;
+    note(s, "%s: a 2-epoch training run on %zu images, the second epoch counted", be->name,
+         part.count);
+    if ((status = dg_train(be, &copy, &part, &options, &result)) == DG_OK) {
+        memset(out, 0, sizeof *out);
+        out->rows = (int)part.count;
+        out->train_rows = (int)result.train_count;
+        out->val_rows = (int)result.val_count;
+        out->batch = options.batch;
+        out->steps = (int)((result.train_count + (size_t)options.batch - 1) / (size_t)options.batch);
+        out->launches = count.at[1].launches - count.at[0].launches;
+        out->graph_launches = count.at[1].graph_launches - count.at[0].graph_launches;
+        out->host_syncs = count.at[1].host_syncs - count.at[0].host_syncs;
+        out->seconds = count.seconds;
+    }
+    dg_model_free(&copy);
+    return status;
+}
+
 static enum dg_status bench_backend(const struct dg_bench_settings *s, const char *spec,
                                     const struct dg_dataset *dataset,
                                     struct dg_bench_backend_result *result)
@@ -481,6 +547,12 @@ static enum dg_status bench_backend(const struct dg_bench_settings *s, const cha
             rate->eager_syncs_per_step = counts.syncs;
         }
         result->train_count = i + 1;
+    }
+    result->device_timed = be->ops->timer_start && be->ops->timer_stop;
+    if (be->ops->counters && be->ops->step_begin && s->epoch_rows > 0 && dataset->labels) {
+        if ((status = count_epoch(s, be, &model, dataset, &result->epoch)) != DG_OK)
+            goto fail;
+        result->have_epoch = 1;
     }
     if (s->infer_batch > 0) {
         int steps = steps_for(s->infer_steps, s->quick ? 1024 : 2048, s->infer_batch);

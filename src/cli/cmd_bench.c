@@ -44,6 +44,9 @@ static const char *usage_text =
     "      --reps N           repetitions (5; 3 quick)\n"
     "      --warmup N         warm-up steps (or loads) before timing (2; 1 quick)\n"
     "      --augment          training steps with the recipe's augmentation\n"
+    "      --epoch-rows N     CUDA: images of the 2-epoch training run whose second epoch's\n"
+    "                         launches and host syncs are counted, 0 for none (4300;\n"
+    "                         860 quick)\n"
     "      --scaling          training at batch 32,86,256,1024 (unless --batch is given) and\n"
     "                         parse time of 10000, 60000 and 600000 rows (written to $TMPDIR)\n"
     "      --scaling-rows L   row counts of the parse scaling study\n"
@@ -214,6 +217,19 @@ static void print_json(FILE *out, const struct dg_bench_report *r)
             json_rate(out, &be->infer);
         else
             fputs("null", out);
+        fprintf(out, ",\n     \"clock\": \"%s\"", be->device_timed ? "device" : "host");
+        fputs(",\n     \"epoch\": ", out);
+        if (be->have_epoch) {
+            const struct dg_bench_epoch *e = &be->epoch;
+            fprintf(out,
+                    "{\"rows\": %d, \"train_rows\": %d, \"val_rows\": %d, \"batch\": %d, "
+                    "\"steps\": %d, \"launches\": %ld, \"graph_launches\": %ld, "
+                    "\"host_syncs\": %ld, \"seconds\": %.6f}",
+                    e->rows, e->train_rows, e->val_rows, e->batch, e->steps, e->launches,
+                    e->graph_launches, e->host_syncs, e->seconds);
+        } else {
+            fputs("null", out);
+        }
         fputs(",\n     \"layers\": ", out);
         if (be->layer_batch > 0) {
             fprintf(out, "{\"batch\": %d, \"assemble_ms\": ", be->layer_batch);
@@ -342,6 +358,17 @@ static void print_table(FILE *out, const struct dg_bench_report *r)
                             rate->images_per_second.median / rate->eager_images_per_second.median);
             }
         }
+        if (be->device_timed)
+            fprintf(out, "  (timed by the device's clock: CUDA events around each repetition)\n");
+        if (be->have_epoch) {
+            const struct dg_bench_epoch *e = &be->epoch;
+            fprintf(out,
+                    "  one epoch of dg_train (the 2nd of 2 on %d images: %d steps of %d, %d "
+                    "validation images):\n    %ld launches, %ld graph launches, %ld host syncs, "
+                    "%.3f s\n",
+                    e->rows, e->steps, e->batch, e->val_rows, e->launches, e->graph_launches,
+                    e->host_syncs, e->seconds);
+        }
         if (be->layer_batch > 0) {
             fprintf(out, "\n  one training step, batch %d, op by op (ms, median of %d)\n",
                     be->layer_batch, be->step_ms.count);
@@ -400,6 +427,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"reps", required_argument, NULL, 'r'},
         {"warmup", required_argument, NULL, 'w'},
         {"augment", no_argument, NULL, 'A'},
+        {"epoch-rows", required_argument, NULL, 'E'},
         {"synthetic", no_argument, NULL, 'Y'},
         {"scaling", no_argument, NULL, 'S'},
         {"scaling-rows", required_argument, NULL, 'R'},
@@ -462,6 +490,16 @@ static int parse_options(int argc, char **argv, struct options *o)
             if (!dg_cli_parse_int("bench", "--infer-steps", optarg, 1, 1000000, &value))
                 return 2;
             s->infer_steps = (int)value;
+            break;
+        case 'E':
+            if (!dg_cli_parse_int("bench", "--epoch-rows", optarg, 0, 100000000, &value))
+                return 2;
+            if (value != 0 && value < 20)
+                return dg_cli_usage_error("bench",
+                                          "--epoch-rows %ld: the run needs at least 20 images "
+                                          "(a training and a validation part), or 0 for none",
+                                          value);
+            s->epoch_rows = value ? (int)value : -1;
             break;
         case 'r':
             if (!dg_cli_parse_int("bench", "--reps", optarg, 1, DG_BENCH_MAX_REPS, &value))

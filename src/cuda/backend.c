@@ -388,6 +388,8 @@ static const struct dg_backend_ops cuda_ops = {
     .graph_launch = dg_cuda_graph_launch,
     .graph_free = dg_cuda_graph_free,
     .counters = dg_cuda_counters,
+    .timer_start = dg_cuda_timer_start,
+    .timer_stop = dg_cuda_timer_stop,
 };
 
 int dg_cuda_built(void)

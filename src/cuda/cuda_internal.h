@@ -43,6 +43,8 @@ struct cuda_step {
     cudaEvent_t ring_done[DG_CUDA_STEP_RING];
     int ring_used[DG_CUDA_STEP_RING];
     int ring_next;
+    cudaEvent_t timer[2]; /* timer_start's and timer_stop's events (with timing) */
+    int timer_started;
 };
 
 struct cuda_backend {
@@ -128,6 +130,8 @@ enum dg_status dg_cuda_capture_begin(struct dg_backend *be);
 enum dg_status dg_cuda_capture_end(struct dg_backend *be, int discard, void **graph);
 enum dg_status dg_cuda_graph_launch(struct dg_backend *be, void *graph, int *stale);
 void dg_cuda_graph_free(struct dg_backend *be, void *graph);
+enum dg_status dg_cuda_timer_start(struct dg_backend *be);
+enum dg_status dg_cuda_timer_stop(struct dg_backend *be, double *seconds);
 void dg_cuda_counters(struct dg_backend *be, struct dg_backend_counters *out);
 void dg_cuda_step_release(struct cuda_backend *cb);
 /* Inside a step: *vars = the step block, after checking that the op's epoch and step (or

@@ -1,5 +1,6 @@
 /* Step mode and CUDA Graphs on the CUDA backend (the optional struct dg_backend_ops entries
- * step_begin, step_end, capture_begin, capture_end, graph_launch, graph_free, counters).
+ * step_begin, step_end, capture_begin, capture_end, graph_launch, graph_free, counters,
+ * timer_start, timer_stop).
  *
  * A training step's ops differ from one step to the next only in a few values: the epoch and
  * step of the dropout and augmentation draws, the learning rate, and the batch's rows. In step
@@ -74,6 +75,9 @@ void dg_cuda_step_release(struct cuda_backend *cb)
         if (st->ring_done[r])
             cudaEventDestroy(st->ring_done[r]);
     }
+    for (int t = 0; t < 2; t++)
+        if (st->timer[t])
+            cudaEventDestroy(st->timer[t]);
     if (st->block)
         cudaFree(st->block);
     memset(st, 0, sizeof *st);
@@ -258,4 +262,44 @@ void dg_cuda_graph_free(struct dg_backend *be, void *handle)
 void dg_cuda_counters(struct dg_backend *be, struct dg_backend_counters *out)
 {
     *out = cuda_of(be)->counters;
+}
+
+/* ---- device timing (CUDA events on the compute stream) ---- */
+
+enum dg_status dg_cuda_timer_start(struct dg_backend *be)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    struct cuda_step *st = &cb->step;
+    enum dg_status status = DG_OK;
+    if (cb->capturing)
+        return dg_error(DG_ERR_RUNTIME, "cuda: timer_start inside a capture");
+    for (int t = 0; t < 2; t++)
+        if (!st->timer[t])
+            DG_TRY(cudaEventCreate(&st->timer[t]));
+    DG_TRY(cudaEventRecord(st->timer[0], cb->stream));
+    st->timer_started = 1;
+    return DG_OK;
+fail:
+    return status;
+}
+
+enum dg_status dg_cuda_timer_stop(struct dg_backend *be, double *seconds)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    struct cuda_step *st = &cb->step;
+    enum dg_status status = DG_OK;
+    float ms = 0;
+    if (cb->capturing)
+        return dg_error(DG_ERR_RUNTIME, "cuda: timer_stop inside a capture");
+    if (!st->timer_started)
+        return dg_error(DG_ERR_RUNTIME, "cuda: timer_stop without timer_start");
+    st->timer_started = 0;
+    DG_TRY(cudaEventRecord(st->timer[1], cb->stream));
+    DG_TRY(cudaEventSynchronize(st->timer[1]));
+    cb->counters.host_syncs++;
+    DG_TRY(cudaEventElapsedTime(&ms, st->timer[0], st->timer[1]));
+    *seconds = 1e-3 * (double)ms;
+    return DG_OK;
+fail:
+    return status;
 }

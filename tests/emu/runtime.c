@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cuda_runtime_api.h>
@@ -674,6 +675,10 @@ struct emu_handle {
     int alive;
     int recorded;            /* events */
     cudaStream_t captured_on; /* events: recorded into that stream's capture */
+    int timing;               /* events: created without cudaEventDisableTiming */
+    double recorded_at;       /* events: the host clock (seconds) at the last record outside a
+                                 capture: the emulated device runs work as it is issued, so
+                                 that is when the work before the event completed */
 };
 
 /* Handles are never returned to malloc, so a destroyed one stays recognisable. */
@@ -767,6 +772,8 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned int flags)
                                        cudaEventInterprocess)))
         return ret(cudaErrorInvalidValue);
     *event = handle_new(EMU_EVENT_MAGIC);
+    if (*event)
+        ((struct emu_handle *)*event)->timing = !(flags & cudaEventDisableTiming);
     return ret(*event ? cudaSuccess : cudaErrorMemoryAllocation);
 }
 
@@ -791,11 +798,43 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream)
         return ret(cudaErrorInvalidResourceHandle);
     struct emu_handle *e = (struct emu_handle *)event;
     int capturing = dg_emu_stream_capturing(stream);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
     pthread_mutex_lock(&lock);
     e->recorded = 1;
     e->captured_on = capturing ? stream : NULL;
+    if (!capturing)
+        e->recorded_at = (double)now.tv_sec + 1e-9 * (double)now.tv_nsec;
     pthread_mutex_unlock(&lock);
     return ret(cudaSuccess);
+}
+
+/* As the driver: both events recorded outside a capture (else cudaErrorInvalidResourceHandle
+ * for a captured one, cudaErrorInvalidValue for one never recorded), both created with timing
+ * (else cudaErrorInvalidResourceHandle); the time between the two records in milliseconds. */
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end)
+{
+    if (!ms)
+        return ret(cudaErrorInvalidValue);
+    if (!event_ok(start, "cudaEventElapsedTime") || !event_ok(end, "cudaEventElapsedTime"))
+        return ret(cudaErrorInvalidResourceHandle);
+    const struct emu_handle *a = (const struct emu_handle *)start;
+    const struct emu_handle *b = (const struct emu_handle *)end;
+    pthread_mutex_lock(&lock);
+    cudaError_t s = cudaSuccess;
+    if (!a->recorded || !b->recorded)
+        s = cudaErrorInvalidValue;
+    else if (!a->timing || !b->timing || a->captured_on || b->captured_on)
+        s = cudaErrorInvalidResourceHandle;
+    else
+        *ms = (float)((b->recorded_at - a->recorded_at) * 1e3);
+    pthread_mutex_unlock(&lock);
+    if (s != cudaSuccess)
+        dg_emu_report("cudaEventElapsedTime: %s",
+                      s == cudaErrorInvalidValue ? "an event that was never recorded"
+                                                 : "an event without timing or recorded in a "
+                                                   "capture");
+    return ret(s);
 }
 
 /* A host wait on an event: not while the event belongs to a capture, nor on a capturing
