@@ -1327,6 +1327,66 @@ static void agreement_args(char *args, size_t size, const char *file_option, con
 static const char *const models[2] = {"m", "e"};
 static const char *const model_words[2] = {"the model", "the ensemble of 2"};
 
+/* A network of --net (a convolution without ReLU, another kernel, dropout, a hidden dense
+ * layer): the safetensors and ONNX files carry its spec as metadata digits.net; import builds
+ * that network and predicts the same bytes; onnxruntime runs the ONNX graph and agrees with
+ * predict; a spec in the metadata that does not parse is refused, naming the key. */
+START_TEST(another_network_exports_and_imports)
+{
+    const char *source = getenv("DIGITS_SOURCE_DIR");
+    const char *spec = "8C3L-P2-16C5-P2-D0.3-32-10";
+    char err[512];
+    ck_assert_int_eq(run(err,
+                         "train '%s/data/sample/train.csv.gz' --limit 300 --epochs 1 --net %s "
+                         "-o n.dgt --no-checkpoint -q --threads 2 --device cpu",
+                         source, spec),
+                     0);
+    ck_assert_int_eq(run(err,
+                         "predict -m n.dgt '%s' -o n_sub.csv --probs n_probs.csv --device cpu "
+                         "--threads 2",
+                         sample_test),
+                     0);
+    ck_assert_int_eq(run(err, "export -m n.dgt -o n.onnx"), 0);
+    dg_test_expect_in(err, "digits: wrote n.onnx (ONNX opset 13, 28746 parameters)");
+    ck_assert_int_eq(run(err, "export -m n.dgt -o n.safetensors"), 0);
+    struct st_file f = st_read("n.safetensors");
+    ck_assert_msg(strstr(f.header, "\"digits.net\":\"8C3L-P2-16C5-P2-D0.3-F-32-10\"") != NULL,
+                  "%s", f.header);
+    ck_assert_int_eq(run(err, "import n.safetensors -o n_back.dgt"), 0);
+    ck_assert_int_eq(run(err,
+                         "predict -m n_back.dgt '%s' -o n_back_sub.csv --probs n_back_probs.csv "
+                         "--device cpu --threads 2",
+                         sample_test),
+                     0);
+    char *a = dg_test_slurp(at("n_probs.csv")), *b = dg_test_slurp(at("n_back_probs.csv"));
+    ck_assert_str_eq(a, b);
+    free(a);
+    free(b);
+    ck_assert_int_eq(run(err, "info --model n_back.dgt"), 0);
+    char *h = replace(f.header, "8C3L-P2-16C5", "8C4L-P2-16C5");
+    st_write(&f, "n_bad.safetensors", h);
+    free(h);
+    expect_refused("n_bad.safetensors",
+                   "metadata digits.net: --net '8C4L-P2-16C5-P2-D0.3-F-32-10': at character 3 "
+                   "('4'): expected an odd kernel size (\"same\" padding is kernel/2 each side)");
+    st_free(&f);
+    if (sanitized_skip("onnxruntime agreement of the --net model"))
+        return;
+    char python[1100], why[2048], args[2048];
+    if (!export_venv(python, sizeof python, why, sizeof why)) {
+        printf("SKIP onnxruntime agreement of the --net model: %s\n", why);
+        return;
+    }
+    snprintf(args, sizeof args,
+             "--model n.onnx --test '%s' --probs n_probs.csv --submission n_sub.csv",
+             sample_test);
+    if (check_script(python, "onnx", "n", args))
+        printf("ok   onnxruntime runs the %s network exported as ONNX and agrees with digits "
+               "predict\n",
+               spec);
+}
+END_TEST
+
 START_TEST(onnxruntime_agrees_with_predict)
 {
     if (sanitized_skip("onnxruntime agreement"))
@@ -1450,6 +1510,7 @@ int main(void)
     tcase_add_test(tc, json_parser_is_strict);
     tcase_add_test(tc, json_parser_handles_a_million_keys);
     tcase_add_test(tc, json_parser_bounds_a_100mb_array);
+    tcase_add_test(tc, another_network_exports_and_imports);
     tcase_add_test(tc, onnxruntime_agrees_with_predict);
     tcase_add_test(tc, numpy_reproduces_predict);
     tcase_add_test(tc, torch_reproduces_predict);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "cli_util.h"
 #include "digits/io.h"
@@ -274,20 +275,169 @@ START_TEST(refuses_trailing_bytes)
 }
 END_TEST
 
-START_TEST(refuses_other_architecture)
+/* Another network than the reference: saved and loaded with its table and parameters. */
+START_TEST(other_architectures_round_trip)
 {
     make_tmpdir();
     struct dg_layer_spec small[] = {{DG_LAYER_CONV, 4, 3, 1, 0.0f},
                                     {DG_LAYER_MAXPOOL, 0, 0, 0, 0.0f},
+                                    {DG_LAYER_DROPOUT, 0, 0, 0, 0.125f},
                                     {DG_LAYER_FLATTEN, 0, 0, 0, 0.0f},
                                     {DG_LAYER_DENSE, 10, 0, 0, 0.0f}};
     struct dg_model model, loaded;
-    ck_assert_int_eq(dg_model_build(&model, small, 4), DG_OK);
+    ck_assert_int_eq(dg_model_build(&model, small, 5), DG_OK);
+    ck_assert_uint_eq(model.param_count, 4 * 9 + 4 + 4 * 14 * 14 * 10 + 10);
+    dg_model_init_glorot(&model, 5);
     const char *path = path_in_tmp("small.dgt");
     ck_assert_int_eq(dg_model_save(path, &model, ""), DG_OK);
-    ck_assert_int_eq(dg_model_load(path, &loaded, NULL, 0), DG_ERR_INPUT);
-    ck_assert_ptr_nonnull(strstr(dg_error_message(), "another architecture"));
+    ck_assert_int_eq(dg_model_load(path, &loaded, NULL, 0), DG_OK);
+    ck_assert_int_eq(loaded.layer_count, 5);
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(loaded.layers[i].spec.kind, small[i].kind);
+        ck_assert_int_eq(loaded.layers[i].spec.units, small[i].units);
+        ck_assert(loaded.layers[i].spec.rate == small[i].rate);
+    }
+    ck_assert_uint_eq(loaded.param_count, model.param_count);
+    ck_assert_int_eq(memcmp(loaded.params, model.params, model.param_count * sizeof(float)), 0);
+    dg_model_free(&loaded);
+
+    /* a table that builds no network (the last layer made 9 units, the CRC written back) is
+     * refused as corrupted before anything is allocated */
+    size_t size;
+    unsigned char *data = read_file(path, &size);
+    unsigned char *units = data + 16 + 4 * 20 + 4; /* layer 5's units */
+    units[0] = 9;
+    uint32_t crc = (uint32_t)crc32(0L, data, (uInt)(size - 4));
+    for (int i = 0; i < 4; i++)
+        data[size - 4 + (size_t)i] = (unsigned char)(crc >> (8 * i));
+    const char *bad = path_in_tmp("nine.dgt");
+    FILE *fp = fopen(bad, "wb");
+    ck_assert_uint_eq(fwrite(data, 1, size, fp), size);
+    fclose(fp);
+    ck_assert_int_eq(dg_model_load(bad, &loaded, NULL, 0), DG_ERR_INPUT);
+    ck_assert_msg(strstr(dg_error_message(), "nine.dgt: corrupted model file: architecture: the "
+                                             "last layer must be a dense layer of 10 units") !=
+                      NULL,
+                  "%s", dg_error_message());
+    /* a table of more parameters than the file holds */
+    units[0] = 10;
+    data[16 + 4] = 5; /* conv1: 5 filters */
+    crc = (uint32_t)crc32(0L, data, (uInt)(size - 4));
+    for (int i = 0; i < 4; i++)
+        data[size - 4 + (size_t)i] = (unsigned char)(crc >> (8 * i));
+    fp = fopen(bad, "wb");
+    ck_assert_uint_eq(fwrite(data, 1, size, fp), size);
+    fclose(fp);
+    ck_assert_int_eq(dg_model_load(bad, &loaded, NULL, 0), DG_ERR_INPUT);
+    ck_assert_msg(strstr(dg_error_message(), "(7890 parameters, the architecture has 9860)") !=
+                      NULL,
+                  "%s", dg_error_message());
+    free(data);
     dg_model_free(&model);
+}
+END_TEST
+
+/* --net: the reference preset is the reference table; specs read back in canonical form. */
+START_TEST(net_spec_parses_and_formats)
+{
+    struct dg_layer_spec specs[DG_MAX_LAYERS];
+    int count, ref_count;
+    const struct dg_layer_spec *ref = dg_arch_reference(&ref_count);
+    ck_assert_int_eq(dg_net_spec_parse("reference", specs, &count), DG_OK);
+    ck_assert_int_eq(count, ref_count);
+    for (int i = 0; i < count; i++) {
+        ck_assert_int_eq(specs[i].kind, ref[i].kind);
+        ck_assert_int_eq(specs[i].units, ref[i].units);
+        ck_assert_int_eq(specs[i].kernel, ref[i].kernel);
+        ck_assert_int_eq(specs[i].relu, ref[i].relu);
+        ck_assert(specs[i].rate == ref[i].rate);
+    }
+    char text[DG_NET_SPEC_MAX + 1];
+    dg_net_spec_format(ref, ref_count, text, sizeof text);
+    ck_assert_str_eq(text, dg_net_preset("reference"));
+    ck_assert_str_eq(text, "32C5-32C5-P2-D0.25-64C3-64C3-P2-D0.25-F-256-D0.5-10");
+    /* lower case, flatten implied, L (no ReLU), the classifier's L optional */
+    static const struct {
+        const char *given, *canonical;
+        int layers;
+    } cases[] = {
+        {"32c3-p2-64-10", "32C3-P2-F-64-10", 5},
+        {"8C1L-D0.1-10L", "8C1L-D0.1-F-10", 4},
+        {"F-10", "F-10", 2},
+        {"10", "F-10", 2},
+        {"16C7-P2-P2-P2-F-D.5-128L-10", "16C7-P2-P2-P2-F-D0.5-128L-10", 8},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ck_assert_msg(dg_net_spec_parse(cases[i].given, specs, &count) == DG_OK, "%s: %s",
+                      cases[i].given, dg_error_message());
+        ck_assert_int_eq(count, cases[i].layers);
+        ck_assert_int_eq(specs[count - 1].relu, 0);
+        dg_net_spec_format(specs, count, text, sizeof text);
+        ck_assert_str_eq(text, cases[i].canonical);
+        struct dg_layer_spec again[DG_MAX_LAYERS];
+        int again_count;
+        ck_assert_int_eq(dg_net_spec_parse(text, again, &again_count), DG_OK);
+        ck_assert_int_eq(memcmp(again, specs, (size_t)count * sizeof *specs), 0);
+    }
+    /* 32 layers fit, 33 do not */
+    char many[DG_NET_SPEC_MAX + 1] = "";
+    for (int i = 0; i < 30; i++)
+        strcat(many, "1C1-");
+    strcat(many, "F-10");
+    ck_assert_int_eq(dg_net_spec_parse(many, specs, &count), DG_OK);
+    ck_assert_int_eq(count, 32);
+    char more[DG_NET_SPEC_MAX + 8];
+    snprintf(more, sizeof more, "1C1-%s", many);
+    ck_assert_int_eq(dg_net_spec_parse(more, specs, &count), DG_ERR_USAGE);
+    ck_assert_msg(strstr(dg_error_message(), "at character 127 ('1'): expected fewer layers (at "
+                                             "most 32, flatten included)") != NULL,
+                  "%s", dg_error_message());
+}
+END_TEST
+
+/* Every refusal names the character and what was expected there, or the layer whose shape
+ * does not fit 28x28. */
+START_TEST(net_spec_refusals)
+{
+    static const struct {
+        const char *spec, *message;
+    } cases[] = {
+        {"", "--net '': expected a preset (reference) or a layer spec such as 32C5-P2-F-128-10"},
+        {"referense", "--net 'referense': not a preset (reference) nor a layer spec"},
+        {"32C4-10", "--net '32C4-10': at character 4 ('4'): expected an odd kernel size"},
+        {"32C-10", "at character 4 ('-'): expected the kernel size after C (e.g. 32C5)"},
+        {"32C17-10", "at character 4 ('1'): expected the kernel size after C (e.g. 32C5) (at "
+                     "most 15)"},
+        {"0C3-10", "at character 1 ('0'): expected a filter or unit count"},
+        {"70000-10", "at character 1 ('7'): expected a filter or unit count (at most 65536)"},
+        {"32C5-P3-10", "at character 7 ('3'): expected '2' ending the layer (P2"},
+        {"32C5-P2-", "at character 9 (the end): expected a layer after '-'"},
+        {"32C5--10", "at character 6 ('-'): expected a layer: NcK (convolution), P2 (pooling)"},
+        {"32C5-D1.5-10", "at character 7 ('1'): expected a dropout rate 0 <= rate < 1"},
+        {"32C5-D-10", "at character 7 ('-'): expected a dropout rate after D"},
+        {"32C5-D0.2.1-10", "at character 7 ('0'): expected a dropout rate 0 <= rate < 1"},
+        {"32C5x-10", "at character 5 ('x'): expected '-', the end or L (no ReLU) after the "
+                     "convolution"},
+        {"32C5-128", "at character 6 ('1'): expected the last layer to be the classifier: "
+                     "dense 10"},
+        {"32C5-Fx-10", "at character 7 ('x'): expected '-' or the end after F (flatten)"},
+        {"32C5-P2-P2-P2-P2-P2-10", "--net '32C5-P2-P2-P2-P2-P2-10': the layer at character 18: "
+                                   "pool5: its input is 1x1, too small for a 2x2 window"},
+        {"32C5-10-P2-10", "the layer at character 9: pool1: pooling after flatten"},
+        {"64-F-10", "the layer at character 4: flatten2: already flat"},
+        {"10-32C3-10", "the layer at character 4: conv1: a convolution after flatten"},
+        {"4096C15-4096C15-4096-10", "the layer at character 9: conv2: more than 268435456 "
+                                    "parameters up to this layer"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct dg_layer_spec specs[DG_MAX_LAYERS];
+        int count = 99;
+        ck_assert_int_eq(dg_net_spec_parse(cases[i].spec, specs, &count), DG_ERR_USAGE);
+        ck_assert_int_eq(count, 0);
+        ck_assert_msg(strstr(dg_error_message(), cases[i].message) != NULL,
+                      "'%s': got \"%s\", expected \"%s\"", cases[i].spec, dg_error_message(),
+                      cases[i].message);
+    }
 }
 END_TEST
 
@@ -470,7 +620,9 @@ int main(void)
     tcase_add_test(tc, refuses_other_version);
     tcase_add_test(tc, refuses_not_a_model);
     tcase_add_test(tc, refuses_trailing_bytes);
-    tcase_add_test(tc, refuses_other_architecture);
+    tcase_add_test(tc, other_architectures_round_trip);
+    tcase_add_test(tc, net_spec_parses_and_formats);
+    tcase_add_test(tc, net_spec_refusals);
     tcase_add_loop_test(tc, refuses_non_finite_parameters, 0, 3);
     tcase_add_test(tc, refuses_settings_beyond_the_cli_ranges);
     tcase_add_test(tc, missing_file_is_io_error);

@@ -15,7 +15,10 @@
 extern "C" {
 #endif
 
-#define DG_MAX_LAYERS 16
+#define DG_MAX_LAYERS 32
+#define DG_MAX_UNITS 65536     /* conv filters, dense units */
+#define DG_MAX_KERNEL 15       /* conv kernel side (odd) */
+#define DG_MAX_PARAMS (1 << 28) /* the parameters of one network (1 GiB of floats) */
 
 enum dg_layer_kind {
     DG_LAYER_CONV = 1,    /* "same" convolution, stride 1, optional ReLU */
@@ -59,6 +62,40 @@ const struct dg_layer_spec *dg_arch_reference(int *layer_count);
  * allocates zeroed params. DG_ERR_INPUT when the specs do not make a valid network. */
 enum dg_status dg_model_build(struct dg_model *model, const struct dg_layer_spec *specs,
                               int layer_count);
+
+/* dg_model_build without the parameters (params NULL, nothing to free): the table, its shapes
+ * and param_count, so that a reader can check a file's parameter count before allocating.
+ * On DG_ERR_INPUT *bad_layer (may be NULL) is the index of the layer at fault, else -1. */
+enum dg_status dg_model_layout(struct dg_model *model, const struct dg_layer_spec *specs,
+                               int layer_count, int *bad_layer);
+
+/* ---- the text form of a layer table (`digits train --net`) ----
+ * Layers separated by '-', letters in either case:
+ *   NcK     convolution: N filters, K x K ("same" padding, stride 1, ReLU); NcKl: no ReLU
+ *   p2      2x2 max-pooling, stride 2
+ *   dR      dropout at rate R (0 <= R < 1), e.g. d0.25
+ *   f       flatten (written before the first dense layer when left out)
+ *   N       dense: N units with ReLU; Nl: no ReLU. The last layer is the dense layer of 10
+ *           classes that feeds softmax (no ReLU, whether or not written "10l").
+ * The presets: "reference" (the default network, 887,530 parameters):
+ *   32C5-32C5-P2-D0.25-64C3-64C3-P2-D0.25-F-256-D0.5-10 */
+#define DG_NET_SPEC_MAX 1024
+
+/* Parses a preset name or a spec into specs (DG_MAX_LAYERS entries) and checks that it makes
+ * a network for 28x28 images (dg_model_layout). DG_ERR_USAGE on any fault, with a message
+ * naming the character position in `text` (1-based) and what was expected there, or the layer
+ * whose shape does not fit. */
+enum dg_status dg_net_spec_parse(const char *text, struct dg_layer_spec *specs, int *layer_count);
+
+/* The spec of a layer table in the canonical spelling above (upper case, F written out);
+ * returns what snprintf returns. */
+int dg_net_spec_format(const struct dg_layer_spec *specs, int layer_count, char *out, size_t size);
+
+/* The spec text of a named preset, NULL when `name` is none. */
+const char *dg_net_preset(const char *name);
+
+/* "reference": the names of the presets, comma separated. */
+const char *dg_net_preset_names(void);
 
 /* Glorot-uniform weights (limit sqrt(6 / (fan_in + fan_out)), fans including the kernel
  * area), zero biases; a pure function of seed (Philox, purpose DG_RNG_INIT). */

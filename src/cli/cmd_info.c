@@ -16,18 +16,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *usage_text = "usage: digits info [-m FILE | --model [FILE]]\n"
+static const char *usage_text = "usage: digits info [-m FILE | --model [FILE] | --net SPEC]\n"
                                 "\n"
                                 "Prints the version, build options, the BLAS library, the CUDA\n"
                                 "runtime, cuDNN and cuBLAS versions and the CUDA devices found.\n"
                                 "\n"
                                 "options:\n"
                                 "  -m, --model [FILE]  the layer table of the network (of FILE, with its settings)\n"
+                                "      --net SPEC      the layer table of a network spec or preset (as train's --net)\n"
                                 "  -h, --help          this text\n"
     "\n"
     "examples:\n"
     "  digits info\n"
-    "  digits info --model model.dgt\n";
+    "  digits info --model model.dgt\n"
+    "  digits info --net 32C3-P2-32C3-P2-F-128-10\n";
 
 static void print_line(const char *line, void *ctx)
 {
@@ -61,11 +63,12 @@ int dg_cmd_info(int argc, char **argv)
 {
     static const struct option long_options[] = {
         {"model", optional_argument, NULL, 'm'},
+        {"net", required_argument, NULL, 'n'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int show_model = 0;
-    const char *model_path = NULL;
+    const char *model_path = NULL, *net = NULL;
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "m:h", long_options, NULL)) != -1) {
@@ -73,6 +76,10 @@ int dg_cmd_info(int argc, char **argv)
         case 'm':
             show_model = 1;
             model_path = optarg;
+            break;
+        case 'n':
+            show_model = 1;
+            net = optarg;
             break;
         case 'h':
             fputs(usage_text, stdout);
@@ -87,6 +94,8 @@ int dg_cmd_info(int argc, char **argv)
         model_path = argv[optind++];
     if (optind != argc)
         return dg_cli_usage_error("info", "unexpected argument '%s'", argv[optind]);
+    if (net && model_path)
+        return dg_cli_usage_error("info", "--net and --model FILE: one network at a time");
     if (show_model) {
         struct dg_model model;
         enum dg_status status;
@@ -112,8 +121,10 @@ int dg_cmd_info(int argc, char **argv)
             free(members);
             free(settings);
         } else {
+            struct dg_layer_spec specs[DG_MAX_LAYERS];
             int count;
-            const struct dg_layer_spec *specs = dg_arch_reference(&count);
+            if (dg_net_spec_parse(net ? net : "reference", specs, &count) != DG_OK)
+                return dg_cli_usage_error("info", "%s", dg_error_message());
             status = dg_model_build(&model, specs, count);
         }
         if (status != DG_OK)

@@ -189,6 +189,20 @@ static void say_written(const struct train_request *req, const struct train_prog
                 req->checkpoint_path, result->epochs_run);
 }
 
+/* 1 when the model's layer table is the one --net asked for. */
+static int same_net(const struct train_request *req, const struct dg_model *model)
+{
+    if (model->layer_count != req->net_count)
+        return 0;
+    for (int i = 0; i < req->net_count; i++) {
+        const struct dg_layer_spec *a = &req->net[i], *b = &model->layers[i].spec;
+        if (a->kind != b->kind || a->units != b->units || a->kernel != b->kernel ||
+            a->relu != b->relu || a->rate != b->rate)
+            return 0;
+    }
+    return 1;
+}
+
 /* The model file's settings: the run's, its outcome and its history. */
 static enum dg_status save_model(const struct train_request *req, const struct dg_backend *be,
                                  const struct dg_model *model,
@@ -225,9 +239,7 @@ static int train_one(struct train_request *req, struct dg_backend *be,
     struct dg_train_options *options = &req->options;
     enum dg_status status;
     if (!resumed) {
-        int layer_count;
-        const struct dg_layer_spec *specs = dg_arch_reference(&layer_count);
-        if ((status = dg_model_build(model, specs, layer_count)) != DG_OK)
+        if ((status = dg_model_build(model, req->net, req->net_count)) != DG_OK)
             return dg_cli_fail(status);
         dg_model_init_glorot(model, options->seed);
     }
@@ -382,6 +394,17 @@ int dg_cmd_train(int argc, char **argv)
             return dg_cli_fail(status);
         have_resumed = 1;
         status = resume_from(&req, &resumed);
+        if (status == DG_OK && (req.given & GIVEN_NET) && !same_net(&req, &model)) {
+            char theirs[DG_NET_SPEC_MAX + 1];
+            struct dg_layer_spec specs[DG_MAX_LAYERS];
+            for (int i = 0; i < model.layer_count; i++)
+                specs[i] = model.layers[i].spec;
+            dg_net_spec_format(specs, model.layer_count, theirs, sizeof theirs);
+            status = dg_error(DG_ERR_USAGE,
+                              "%s: --net %s contradicts the checkpoint (its network is %s); "
+                              "leave it out to use the checkpoint's",
+                              req.resume_path, req.net_text, theirs);
+        }
     }
     if (status == DG_OK && req.options.val_split == 0.0f &&
         (req.options.save_best || req.options.early_stop))

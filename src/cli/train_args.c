@@ -11,11 +11,17 @@
 static const char *usage_text =
     "usage: digits train TRAIN [options] [-o model.dgt]\n"
     "\n"
-    "Trains the reference network on TRAIN (Kaggle train.csv[.gz], or MNIST IDX images with\n"
-    "--labels) and writes the model file.\n"
+    "Trains a network (the reference network unless --net says otherwise) on TRAIN (Kaggle\n"
+    "train.csv[.gz], or MNIST IDX images with --labels) and writes the model file.\n"
     "\n"
     "options (defaults: the reference Keras recipe):\n"
     "  -o, --output FILE     model file to write (default model.dgt)\n"
+    "      --net SPEC        the network: a preset (reference) or layers joined by '-':\n"
+    "                        NcK convolution of N filters KxK (same padding, ReLU; NcKL\n"
+    "                        without ReLU), P2 2x2 max-pooling, DR dropout at rate R, F\n"
+    "                        flatten (implied before the first dense layer), N dense with\n"
+    "                        ReLU (NL without); the last layer is 10, the classifier.\n"
+    "                        reference = 32C5-32C5-P2-D0.25-64C3-64C3-P2-D0.25-F-256-D0.5-10\n"
     "      --labels FILE     IDX label file, when TRAIN is an IDX image file\n"
     "      --epochs N        epochs (30)\n"
     "      --batch N         batch size (86)\n"
@@ -188,6 +194,12 @@ static int apply_option(int opt, struct train_request *req, uint64_t *split_seed
         break;
     case 'G':
         options->no_graphs = 1;
+        break;
+    case 'T':
+        if (dg_net_spec_parse(optarg, req->net, &req->net_count) != DG_OK)
+            return dg_cli_usage_error("train", "%s", dg_error_message());
+        req->net_text = optarg;
+        req->given |= GIVEN_NET;
         break;
     case 'W':
         if (strcmp(optarg, "plateau") == 0) {
@@ -380,6 +392,7 @@ int train_parse_args(int argc, char **argv, struct train_request *req)
         {"no-augment", no_argument, NULL, 'A'},
         {"rotate", required_argument, NULL, 'O'},
         {"schedule", required_argument, NULL, 'W'},
+        {"net", required_argument, NULL, 'T'},
         {"zoom", required_argument, NULL, 'Z'},
         {"shift", required_argument, NULL, 'F'},
         {"limit", required_argument, NULL, 'l'},
@@ -410,6 +423,8 @@ int train_parse_args(int argc, char **argv, struct train_request *req)
     req->device = (struct dg_backend_spec){"auto", 0, DG_MATH_FP32, 0, 0};
     req->output = "model.dgt";
     req->ensemble = 1;
+    const struct dg_layer_spec *reference = dg_arch_reference(&req->net_count);
+    memcpy(req->net, reference, (size_t)req->net_count * sizeof *reference);
     int split_seed_given = 0;
     uint64_t split_seed = 0;
     int opt, code;

@@ -37,6 +37,7 @@ enum train_given {
     GIVEN_ZOOM = 1 << 11,
     GIVEN_SHIFT = 1 << 12,
     GIVEN_SCHEDULE = 1 << 13,
+    GIVEN_NET = 1 << 14,
 };
 
 /* The math a run computes with, as the model file and the checkpoint name it: "bf16", "tf32"
@@ -50,6 +51,10 @@ struct train_request {
     struct dg_backend_spec device;
     const char *train_path, *output, *labels, *log_path;
     const char *checkpoint_path, *resume_path; /* NULL: none */
+    /* --net: the layer table (the reference network unless given) and the text given */
+    struct dg_layer_spec net[DG_MAX_LAYERS];
+    int net_count;
+    const char *net_text;
     int no_checkpoint, checkpoint_given;
     int restart; /* --restart: a fresh run may replace an interrupted run's checkpoint */
     int ensemble, member_splits;

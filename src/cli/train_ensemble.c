@@ -259,9 +259,7 @@ enum dg_status train_ensemble(struct dg_backend *be, const struct dg_dataset *da
     int built = 0, locks = 0;
     double wall_start = train_wall_seconds();
     for (int m = 0; m < count && status == DG_OK; m++) {
-        int layer_count;
-        const struct dg_layer_spec *specs = dg_arch_reference(&layer_count);
-        if ((status = dg_model_build(&members[m], specs, layer_count)) != DG_OK)
+        if ((status = dg_model_build(&members[m], req->net, req->net_count)) != DG_OK)
             break;
         built = m + 1;
         dg_model_init_glorot(&members[m], base->seed + (uint64_t)m);

@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "digits/io.h"
 
@@ -125,4 +126,14 @@ int dg_export_architecture(const struct dg_model *model, char *text, size_t size
     SAY("; Softmax(dim=1)");
 #undef SAY
     return total;
+}
+
+void dg_export_net_spec(const struct dg_model *model, char *text, size_t size)
+{
+    struct dg_layer_spec specs[DG_MAX_LAYERS];
+    for (int i = 0; i < model->layer_count; i++)
+        specs[i] = model->layers[i].spec;
+    dg_net_spec_format(specs, model->layer_count, text, size);
+    if (size && strcmp(text, dg_net_preset("reference")) == 0)
+        text[0] = '\0';
 }

@@ -56,4 +56,12 @@ enum dg_status dg_io_check_finite(const char *path, const char *what, const stru
  * kernel_size=5, padding=2) ReLU; ..."). Returns the length (as snprintf). */
 int dg_export_architecture(const struct dg_model *model, char *text, size_t size);
 
+/* The metadata key of the network's --net spec (safetensors and ONNX): what the importer builds
+ * the tensors' network from (the reference network when a file has none). */
+#define DG_EXPORT_NET_KEY "digits.net"
+
+/* The --net spec of model's layer table (dg_net_spec_format) into text; "" for the reference
+ * network, whose files carry no such key (they stay byte for byte as before the key). */
+void dg_export_net_spec(const struct dg_model *model, char *text, size_t size);
+
 #endif

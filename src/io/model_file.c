@@ -35,36 +35,38 @@ enum dg_status dg_io_check_layers(const char *path, const char *kind, const unsi
                                   uint32_t layer_count, uint64_t param_count,
                                   struct dg_model *model)
 {
-    int ref_count;
-    const struct dg_layer_spec *ref = dg_arch_reference(&ref_count);
     struct dg_layer_spec specs[DG_MAX_LAYERS];
+    memset(model, 0, sizeof *model);
     if (layer_count < 1 || layer_count > DG_MAX_LAYERS)
         return dg_error(DG_ERR_INPUT, "%s: corrupted %s file (%u layers)", path, kind,
                         layer_count);
     for (uint32_t i = 0; i < layer_count; i++) {
         const unsigned char *q = table + (size_t)i * LAYER_BYTES;
-        specs[i].kind = (enum dg_layer_kind)get_u32(q);
-        specs[i].units = (int)get_u32(q + 4);
-        specs[i].kernel = (int)get_u32(q + 8);
-        specs[i].relu = (int)get_u32(q + 12);
+        uint32_t kind_value = get_u32(q), units = get_u32(q + 4), kernel = get_u32(q + 8),
+                 relu = get_u32(q + 12);
+        if (kind_value < DG_LAYER_CONV || kind_value > DG_LAYER_DENSE || units > DG_MAX_UNITS ||
+            kernel > DG_MAX_KERNEL || relu > 1)
+            return dg_error(DG_ERR_INPUT,
+                            "%s: corrupted %s file (layer %u: kind %u, units %u, kernel %u, "
+                            "relu %u)",
+                            path, kind, i + 1, kind_value, units, kernel, relu);
+        specs[i].kind = (enum dg_layer_kind)kind_value;
+        specs[i].units = (int)units;
+        specs[i].kernel = (int)kernel;
+        specs[i].relu = (int)relu;
         specs[i].rate = get_f32(q + 16);
     }
-    int same = (int)layer_count == ref_count;
-    for (uint32_t i = 0; same && i < layer_count; i++)
-        same = specs[i].kind == ref[i].kind && specs[i].units == ref[i].units &&
-               specs[i].kernel == ref[i].kernel && specs[i].relu == ref[i].relu &&
-               specs[i].rate == ref[i].rate;
-    if (!same)
-        return dg_error(DG_ERR_INPUT, "%s: another architecture (%u layers) than the one this "
-                                      "digits trains (the reference network, %d layers)",
-                        path, layer_count, ref_count);
-    enum dg_status status = dg_model_build(model, specs, (int)layer_count);
+    /* the table first, without parameters: a file's count must match before anything is
+     * allocated */
+    enum dg_status status = dg_model_layout(model, specs, (int)layer_count, NULL);
     if (status != DG_OK)
-        return dg_error_prefix(DG_ERR_INPUT, "%s", path);
+        return dg_error_prefix(DG_ERR_INPUT, "%s: corrupted %s file", path, kind);
     if (model->param_count != param_count)
         return dg_error(DG_ERR_INPUT, "%s: corrupted %s file (%llu parameters, the "
                                       "architecture has %zu)",
                         path, kind, (unsigned long long)param_count, model->param_count);
+    if ((status = dg_model_build(model, specs, (int)layer_count)) != DG_OK)
+        return dg_error_prefix(status, "%s", path);
     return DG_OK;
 }
 

@@ -398,6 +398,10 @@ enum dg_status dg_export_onnx_ensemble(const char *path, const struct dg_model *
     pb_int(&opset, OPSET_VERSION, DG_ONNX_OPSET);
     pb_message(&file, MODEL_OPSET_IMPORT, &opset);
     pb_string_entry(&file, MODEL_METADATA_PROPS, "digits.architecture", arch ? arch : "");
+    char net[DG_NET_SPEC_MAX + 1];
+    dg_export_net_spec(model, net, sizeof net);
+    if (net[0])
+        pb_string_entry(&file, MODEL_METADATA_PROPS, DG_EXPORT_NET_KEY, net);
     if (count > 1) {
         char text[16];
         snprintf(text, sizeof text, "%d", count);

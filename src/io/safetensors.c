@@ -73,6 +73,8 @@ enum dg_status dg_export_safetensors_ensemble(const char *path, const struct dg_
     char *arch = malloc((size_t)arch_len + 1);
     struct buffer header = {NULL, 0, 0}, file = {NULL, 0, 0};
     int failed = !arch;
+    char net[DG_NET_SPEC_MAX + 1];
+    dg_export_net_spec(model, net, sizeof net);
     if (arch) {
         char producer[64], member_count[16];
         dg_export_architecture(model, arch, (size_t)arch_len + 1);
@@ -83,6 +85,7 @@ enum dg_status dg_export_safetensors_ensemble(const char *path, const struct dg_
             put_text(&header, "{\"__metadata__\":{") || put_json_pair(&header, "format", "pt", 0) ||
             put_json_pair(&header, "producer", producer, 1) ||
             put_json_pair(&header, "digits.architecture", arch, 1) ||
+            (net[0] && put_json_pair(&header, DG_EXPORT_NET_KEY, net, 1)) ||
             (!one && put_json_pair(&header, DG_EXPORT_MEMBERS_KEY, member_count, 1)) ||
             put_json_pair(&header, "input",
                           "(N, 1, 28, 28) float32 = pixel / 255 (0 background, 1 ink), NCHW", 1) ||
@@ -446,6 +449,27 @@ static enum dg_status check_tensors(const char *path, const struct dg_json *root
     return check_tiling(path, found, total, data_size);
 }
 
+/* The network the file's tensors are for: its metadata's digits.net (a --net spec), else the
+ * reference network (files written before the key, or by other tools). */
+static enum dg_status metadata_net(const char *path, const struct dg_json *root,
+                                   struct dg_layer_spec *specs, int *layer_count)
+{
+    const struct dg_json *meta = dg_json_get(root, "__metadata__");
+    const struct dg_json *net = meta ? dg_json_get(meta, DG_EXPORT_NET_KEY) : NULL;
+    if (!net) {
+        const struct dg_layer_spec *ref = dg_arch_reference(layer_count);
+        memcpy(specs, ref, (size_t)*layer_count * sizeof *ref);
+        return DG_OK;
+    }
+    if (net->type != DG_JSON_STRING || net->length > DG_NET_SPEC_MAX ||
+        strlen(net->string) != net->length)
+        return dg_error(DG_ERR_INPUT, "%s: metadata " DG_EXPORT_NET_KEY " is not a network spec",
+                        path);
+    if (dg_net_spec_parse(net->string, specs, layer_count) != DG_OK)
+        return dg_error_prefix(DG_ERR_INPUT, "%s: metadata " DG_EXPORT_NET_KEY, path);
+    return DG_OK;
+}
+
 /* The metadata: a "digits.architecture" must be this digits' one, a "digits.members" the
  * number of members the tensors make; "digits.settings" is returned (malloc) when present. */
 static enum dg_status check_metadata(const char *path, const struct dg_json *root,
@@ -577,11 +601,13 @@ enum dg_status dg_import_safetensors_ensemble(const char *path, struct dg_model 
                               count, max_members);
         goto fail;
     }
-    int ref_count;
-    const struct dg_layer_spec *specs = dg_arch_reference(&ref_count);
+    struct dg_layer_spec specs[DG_MAX_LAYERS];
+    int layer_count;
+    if ((status = metadata_net(path, &root, specs, &layer_count)) != DG_OK)
+        goto fail;
     for (; built < count; built++) {
         memset(&members[built], 0, sizeof members[built]);
-        if ((status = dg_model_build(&members[built], specs, ref_count)) != DG_OK)
+        if ((status = dg_model_build(&members[built], specs, layer_count)) != DG_OK)
             goto fail;
     }
     struct dg_export_tensor tensors[DG_EXPORT_MAX_TENSORS];

@@ -43,10 +43,14 @@ static const char *kind_name(enum dg_layer_kind kind)
     return "?";
 }
 
-enum dg_status dg_model_build(struct dg_model *model, const struct dg_layer_spec *specs,
-                              int layer_count)
+enum dg_status dg_model_layout(struct dg_model *model, const struct dg_layer_spec *specs,
+                               int layer_count, int *bad_layer)
 {
     memset(model, 0, sizeof *model);
+    int bad = -1;
+    if (!bad_layer)
+        bad_layer = &bad;
+    *bad_layer = -1;
     if (layer_count < 1 || layer_count > DG_MAX_LAYERS)
         return dg_error(DG_ERR_INPUT, "architecture: %d layers (1..%d allowed)", layer_count,
                         DG_MAX_LAYERS);
@@ -55,6 +59,7 @@ enum dg_status dg_model_build(struct dg_model *model, const struct dg_layer_spec
     size_t offset = 0;
     for (int i = 0; i < layer_count; i++) {
         struct dg_layer *layer = &model->layers[i];
+        *bad_layer = i;
         layer->spec = specs[i];
         layer->in_c = c;
         layer->in_h = h;
@@ -68,15 +73,33 @@ enum dg_status dg_model_build(struct dg_model *model, const struct dg_layer_spec
                  ++ordinal[kind]);
         switch (specs[i].kind) {
         case DG_LAYER_CONV:
-            if (flat || specs[i].units < 1 || specs[i].kernel < 1 || specs[i].kernel % 2 == 0)
-                return dg_error(DG_ERR_INPUT, "architecture: %s: bad convolution", layer->name);
+            if (flat)
+                return dg_error(DG_ERR_INPUT,
+                                "architecture: %s: a convolution after flatten (its input is "
+                                "flat)",
+                                layer->name);
+            if (specs[i].units < 1 || specs[i].units > DG_MAX_UNITS)
+                return dg_error(DG_ERR_INPUT, "architecture: %s: %d filters (1..%d allowed)",
+                                layer->name, specs[i].units, DG_MAX_UNITS);
+            if (specs[i].kernel < 1 || specs[i].kernel > DG_MAX_KERNEL || specs[i].kernel % 2 == 0)
+                return dg_error(DG_ERR_INPUT,
+                                "architecture: %s: kernel %d (an odd size 1..%d: \"same\" "
+                                "padding is kernel/2 each side)",
+                                layer->name, specs[i].kernel, DG_MAX_KERNEL);
             layer->weight_count = (size_t)specs[i].units * c * specs[i].kernel * specs[i].kernel;
             layer->bias_count = (size_t)specs[i].units;
             c = specs[i].units;
             break;
         case DG_LAYER_MAXPOOL:
-            if (flat || h < 2 || w < 2)
-                return dg_error(DG_ERR_INPUT, "architecture: %s: bad pooling", layer->name);
+            if (flat)
+                return dg_error(DG_ERR_INPUT,
+                                "architecture: %s: pooling after flatten (its input is flat)",
+                                layer->name);
+            if (h < 2 || w < 2)
+                return dg_error(DG_ERR_INPUT,
+                                "architecture: %s: its input is %dx%d, too small for a 2x2 "
+                                "window",
+                                layer->name, h, w);
             h /= 2;
             w /= 2;
             break;
@@ -94,13 +117,24 @@ enum dg_status dg_model_build(struct dg_model *model, const struct dg_layer_spec
             flat = 1;
             break;
         case DG_LAYER_DENSE:
-            if (!flat || specs[i].units < 1)
-                return dg_error(DG_ERR_INPUT, "architecture: %s: bad dense layer", layer->name);
+            if (!flat)
+                return dg_error(DG_ERR_INPUT,
+                                "architecture: %s: a dense layer before flatten (its input is "
+                                "%dx%dx%d)",
+                                layer->name, c, h, w);
+            if (specs[i].units < 1 || specs[i].units > DG_MAX_UNITS)
+                return dg_error(DG_ERR_INPUT, "architecture: %s: %d units (1..%d allowed)",
+                                layer->name, specs[i].units, DG_MAX_UNITS);
             layer->weight_count = (size_t)c * specs[i].units;
             layer->bias_count = (size_t)specs[i].units;
             c = specs[i].units;
             break;
         }
+        if (offset + layer->weight_count + layer->bias_count > DG_MAX_PARAMS)
+            return dg_error(DG_ERR_INPUT,
+                            "architecture: %s: more than %d parameters up to this layer (%zu)",
+                            layer->name, DG_MAX_PARAMS,
+                            offset + layer->weight_count + layer->bias_count);
         layer->weight_offset = offset;
         offset += layer->weight_count;
         layer->bias_offset = offset;
@@ -109,13 +143,25 @@ enum dg_status dg_model_build(struct dg_model *model, const struct dg_layer_spec
         layer->out_h = h;
         layer->out_w = w;
     }
+    *bad_layer = layer_count - 1;
     const struct dg_layer *last = &model->layers[layer_count - 1];
     if (last->spec.kind != DG_LAYER_DENSE || last->out_c != DG_CLASSES || last->spec.relu)
         return dg_error(DG_ERR_INPUT, "architecture: the last layer must be a dense layer of %d "
                                       "units without ReLU (it feeds softmax)",
                         DG_CLASSES);
+    *bad_layer = -1;
     model->layer_count = layer_count;
     model->param_count = offset;
+    return DG_OK;
+}
+
+enum dg_status dg_model_build(struct dg_model *model, const struct dg_layer_spec *specs,
+                              int layer_count)
+{
+    enum dg_status status = dg_model_layout(model, specs, layer_count, NULL);
+    if (status != DG_OK)
+        return status;
+    size_t offset = model->param_count;
     model->params = calloc(offset, sizeof(float));
     if (!model->params)
         return dg_error(DG_ERR_NOMEM, "model: cannot allocate %zu parameters", offset);
@@ -157,6 +203,17 @@ void dg_model_print_summary(const struct dg_model *model, void (*print_line)(con
                             void *ctx)
 {
     char line[128];
+    struct dg_layer_spec specs[DG_MAX_LAYERS];
+    for (int i = 0; i < model->layer_count; i++)
+        specs[i] = model->layers[i].spec;
+    int length = dg_net_spec_format(specs, model->layer_count, NULL, 0);
+    char *text = malloc((size_t)length + 16);
+    if (text) {
+        memcpy(text, "network: ", 9);
+        dg_net_spec_format(specs, model->layer_count, text + 9, (size_t)length + 1);
+        print_line(text, ctx);
+        free(text);
+    }
     print_line("layer       output shape     parameters", ctx);
     snprintf(line, sizeof line, "%-11s %-16s %10d", "input", "(1, 28, 28)", 0);
     print_line(line, ctx);
