@@ -186,6 +186,34 @@ START_TEST(resume_after_an_epoch)
 }
 END_TEST
 
+/* Another network (--net): resumed after an epoch it gives the same predictions as the run
+ * left alone; the checkpoint's network is kept, and --net contradicting it is refused. */
+START_TEST(resume_of_another_network)
+{
+    const char *net = "--net 8C3-P2-16C3L-P2-D0.2-24-10";
+    ck_assert_int_eq(run("train %s %s %s --epochs 2 -o nref.dgt", train, TRAIN_ARGS, net), 0);
+    probs_of("nref.dgt", "nref.probs");
+    ck_assert_int_eq(run("train %s %s %s --epochs 1 -o npart.dgt", train, TRAIN_ARGS, net), 0);
+    ck_assert_int_eq(run("train %s --resume npart.dgt.ckpt --epochs 2 --device cpu", train), 0);
+    probs_of("npart.dgt", "npart.probs");
+    expect_same_file("nref.probs", "npart.probs");
+    char err[512];
+    ck_assert_int_eq(dg_test_run_digits(dir, NULL, err,
+                                        "train %s --resume nref.dgt.ckpt --epochs 3 --net "
+                                        "reference",
+                                        train),
+                     2);
+    dg_test_expect_in(err, "nref.dgt.ckpt: --net reference contradicts the checkpoint (its "
+                           "network is 8C3-P2-16C3L-P2-D0.2-F-24-10); leave it out to use the "
+                           "checkpoint's");
+    /* the same spelled otherwise is the same network */
+    ck_assert_int_eq(run("train %s --resume nref.dgt.ckpt --epochs 3 --net "
+                         "8c3-p2-16c3l-p2-d0.2-f-24-10",
+                         train),
+                     0);
+}
+END_TEST
+
 START_TEST(resume_after_kill_9)
 {
     reference_run();
@@ -592,6 +620,7 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, resume_after_an_epoch);
+    tcase_add_test(tc, resume_of_another_network);
     tcase_add_test(tc, resume_after_kill_9);
     tcase_add_loop_test(tc, resume_after_a_signal, 0, 2);
     tcase_add_test(tc, refusals);

@@ -634,6 +634,13 @@ START_TEST(usage_errors_exit_2)
         {"train %s/%s --schedule expo", "--schedule expects plateau or exp:GAMMA, got 'expo' "
                                         "(did you mean exp?)"},
         {"train %s/%s --schedule exp:0", "--schedule exp:GAMMA expects a number in"},
+        {"train %s/%s --net 32C4-10", "digits: train: --net '32C4-10': at character 4 ('4'): "
+                                      "expected an odd kernel size"},
+        {"train %s/%s --net 32C5-P2-P2-P2-P2-P2-10",
+         "--net '32C5-P2-P2-P2-P2-P2-10': the layer at character 18: pool5: its input is 1x1"},
+        {"info --net 32C5-P2", "digits: info: --net '32C5-P2': at character 6 ('P'): expected the "
+                               "last layer to be the classifier"},
+        {"info --net 10 --model %s/%s", "--net and --model FILE: one network at a time"},
         {"train %s/%s --zoom 0.2 --no-augment",
          "--zoom sets the augmentation that --no-augment turns off"},
         {"train %s/%s --bogus", "see `digits train --help`"},
