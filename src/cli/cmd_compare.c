@@ -21,7 +21,7 @@
 #include <string.h>
 
 static const char *usage_text =
-    "usage: digits compare [--data FILE] [--model FILE] [--steps K] [options]\n"
+    "usage: digits compare [--data FILE] [--model FILE | --net SPEC] [--steps K] [options]\n"
     "\n"
     "Runs one training batch through the CPU backend (the reference) and the CUDA backend\n"
     "with the same weights, dropout masks and augmentation, and prints per layer the max\n"
@@ -36,6 +36,7 @@ static const char *usage_text =
     "      --data FILE      labelled data for the batch (default: a deterministic synthetic\n"
     "                       batch); --labels FILE for IDX images\n"
     "  -m, --model FILE     start from trained weights (default: Glorot init of --seed)\n"
+    "      --net SPEC       the network, as train's --net (default: reference)\n"
     "      --steps K        also train K steps on both and compare losses and final weights\n"
     "      --batch N        batch size (86)\n"
     "      --seed N         seed of init, dropout and augmentation (42)\n"
@@ -52,6 +53,7 @@ static const char *usage_text =
     "examples:\n"
     "  digits compare --data train.csv --steps 5\n"
     "  digits compare --model model.dgt --math tf32\n"
+    "  digits compare --net 16C7-P2-32C1L-P2-D0.2-64-10 --steps 3\n"
     "  digits compare --math bf16 --steps 5\n"
     "  digits compare --device cpu --math bf16 --steps 20\n";
 
@@ -84,6 +86,7 @@ int dg_cmd_compare(int argc, char **argv)
         {"data", required_argument, NULL, 'D'},
         {"labels", required_argument, NULL, 'L'},
         {"model", required_argument, NULL, 'm'},
+        {"net", required_argument, NULL, 'n'},
         {"steps", required_argument, NULL, 'k'},
         {"batch", required_argument, NULL, 'b'},
         {"seed", required_argument, NULL, 's'},
@@ -95,7 +98,9 @@ int dg_cmd_compare(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *data_path = NULL, *labels_path = NULL, *model_path = NULL;
+    const char *data_path = NULL, *labels_path = NULL, *model_path = NULL, *net = NULL;
+    struct dg_layer_spec specs[DG_MAX_LAYERS];
+    int layer_count = 0;
     long steps = 0, batch = 86, value;
     uint64_t seed = 42;
     int augment = 1;
@@ -113,6 +118,11 @@ int dg_cmd_compare(int argc, char **argv)
             break;
         case 'm':
             model_path = optarg;
+            break;
+        case 'n':
+            if (dg_net_spec_parse(optarg, specs, &layer_count) != DG_OK)
+                return dg_cli_usage_error("compare", "%s", dg_error_message());
+            net = optarg;
             break;
         case 'k':
             if (!dg_cli_parse_int("compare", "--steps", optarg, 0, 100000, &steps))
@@ -158,6 +168,12 @@ int dg_cmd_compare(int argc, char **argv)
     }
     if (optind != argc)
         return dg_cli_usage_error("compare", "unexpected argument '%s'", argv[optind]);
+    if (net && model_path)
+        return dg_cli_usage_error("compare", "--net and --model: the model file has its network");
+    if (!net) {
+        const struct dg_layer_spec *ref = dg_arch_reference(&layer_count);
+        memcpy(specs, ref, (size_t)layer_count * sizeof *ref);
+    }
 
     struct dg_backend *ref_be = NULL, *cand_be = NULL;
     struct dg_dataset dataset = {0};
@@ -173,12 +189,8 @@ int dg_cmd_compare(int argc, char **argv)
         goto fail;
     if (model_path)
         status = dg_model_load(model_path, &model, NULL, 0);
-    else {
-        int count;
-        const struct dg_layer_spec *specs = dg_arch_reference(&count);
-        if ((status = dg_model_build(&model, specs, count)) == DG_OK)
-            dg_model_init_glorot(&model, seed);
-    }
+    else if ((status = dg_model_build(&model, specs, layer_count)) == DG_OK)
+        dg_model_init_glorot(&model, seed);
     if (status != DG_OK)
         goto fail;
     size_t needed = (size_t)batch * (size_t)(steps > 0 ? steps : 1);
