@@ -486,8 +486,15 @@ static enum dg_status put_augmentation(struct dg_text *t, const struct dg_report
 
 static void put_layers(struct dg_text *t, const struct dg_model *model)
 {
-    dg_text_add(t, "<section id=\"layers\"><h2>The network</h2>\n<table class=\"numbers\">"
-                   "<tr><th>layer</th><th>output</th><th>parameters</th></tr>\n");
+    struct dg_layer_spec specs[DG_MAX_LAYERS];
+    for (int i = 0; i < model->layer_count; i++)
+        specs[i] = model->layers[i].spec;
+    char spec[DG_NET_SPEC_MAX + 1];
+    dg_net_spec_format(specs, model->layer_count, spec, sizeof spec);
+    dg_text_add(t, "<section id=\"layers\"><h2>The network</h2>\n<p>--net <code>%s</code></p>\n"
+                   "<table class=\"numbers\">"
+                   "<tr><th>layer</th><th>output</th><th>parameters</th></tr>\n",
+                spec);
     for (int i = 0; i < model->layer_count; i++) {
         const struct dg_layer *l = &model->layers[i];
         char shape[64], what[64] = "";
@@ -501,7 +508,8 @@ static void put_layers(struct dg_text *t, const struct dg_model *model)
         else if (l->spec.kind == DG_LAYER_DROPOUT)
             snprintf(what, sizeof what, " (%g)", (double)l->spec.rate);
         else if (l->spec.kind == DG_LAYER_DENSE)
-            snprintf(what, sizeof what, "%s", l->spec.relu ? " (ReLU)" : " (softmax)");
+            snprintf(what, sizeof what, "%s",
+                     i == model->layer_count - 1 ? " (softmax)" : l->spec.relu ? " (ReLU)" : "");
         dg_text_add(t, "<tr><td class=\"name\">%s%s</td><td>%s</td><td>%zu</td></tr>\n", l->name,
                     what, shape, l->weight_count + l->bias_count);
     }

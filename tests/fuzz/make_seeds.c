@@ -293,5 +293,24 @@ int main(int argc, char **argv)
           "st ensemble");
     dg_model_free(&m[0]);
     dg_model_free(&m[1]);
+
+    /* a small network of --net (3,950 parameters: 16 KB files, fast to mutate): model,
+     * ensemble, checkpoint and safetensors (with its digits.net metadata) */
+    struct dg_layer_spec specs[DG_MAX_LAYERS];
+    int count;
+    check(dg_net_spec_parse("2C3L-P2-D0.5-F-10", specs, &count), "small spec");
+    for (int i = 0; i < 2; i++) {
+        memset(&m[i], 0, sizeof m[i]);
+        check(dg_model_build(&m[i], specs, count), "small build");
+        dg_model_init_glorot(&m[i], 3 + (uint64_t)i);
+    }
+    check(dg_model_save(at("model", "small-net"), &m[0], MODEL_SETTINGS), "small-net");
+    check(dg_ensemble_save(at("model", "small-net-ensemble-2"), m, 2, MODEL_SETTINGS),
+          "small ensemble");
+    checkpoint(&m[0], "small-net", 2, 1);
+    check(dg_export_safetensors_ensemble(at("safetensors", "small-net"), m, 2, MODEL_SETTINGS),
+          "small st");
+    dg_model_free(&m[0]);
+    dg_model_free(&m[1]);
     return 0;
 }
