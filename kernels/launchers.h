@@ -77,10 +77,11 @@ cudaError_t dg_launch_dropout(size_t count, float rate, struct dg_dropout_key ke
 /* probs (batch, 10) = softmax(logits). When labels != NULL: dlogits (may be NULL) = gradient of
  * the batch-mean loss, stats[0] += loss sum, stats[1] += correct count (stats: 2 doubles,
  * summed in a fixed order); with trace (stats then 3 doubles): trace[2k], trace[2k + 1] = the
- * new stats[0], stats[1] for k = stats[2], then stats[2] += 1. */
+ * new stats[0], stats[1] for k = stats[2], then stats[2] += 1. smoothing: label smoothing
+ * (src/math/softmax_xent.h; 0 for none). */
 cudaError_t dg_launch_softmax_xent(int batch, const float *logits, const uint8_t *labels,
-                                   float *probs, float *dlogits, double *stats, double *trace,
-                                   cudaStream_t stream);
+                                   float smoothing, float *probs, float *dlogits, double *stats,
+                                   double *trace, cudaStream_t stream);
 
 /* ---- RMSprop (kernels/rmsprop.cu) ---- */
 

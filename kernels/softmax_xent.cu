@@ -15,7 +15,8 @@ __global__ void softmax_kernel(int batch, const float *logits, float *probs)
 }
 
 __global__ void softmax_xent_kernel(int batch, const float *logits, const uint8_t *labels,
-                                    float *probs, float *dlogits, double *stats, double *trace)
+                                    float smoothing, float *probs, float *dlogits, double *stats,
+                                    double *trace)
 {
     __shared__ double loss_part[DG_BLOCK];
     __shared__ double hit_part[DG_BLOCK];
@@ -26,7 +27,8 @@ __global__ void softmax_xent_kernel(int batch, const float *logits, const uint8_
         size_t at = (size_t)row * DG_CLASSES;
         int correct = 0;
         loss += (double)dg_softmax_xent_row(logits + at, probs + at, dlogits ? dlogits + at : NULL,
-                                            DG_CLASSES, labels[row], inv_batch, &correct);
+                                            DG_CLASSES, labels[row], smoothing, inv_batch,
+                                            &correct);
         hits += correct;
     }
     loss_part[threadIdx.x] = loss;
@@ -52,14 +54,14 @@ __global__ void softmax_xent_kernel(int batch, const float *logits, const uint8_
 }
 
 extern "C" cudaError_t dg_launch_softmax_xent(int batch, const float *logits, const uint8_t *labels,
-                                              float *probs, float *dlogits, double *stats,
-                                              double *trace, cudaStream_t stream)
+                                              float smoothing, float *probs, float *dlogits,
+                                              double *stats, double *trace, cudaStream_t stream)
 {
     if (batch <= 0)
         return cudaSuccess;
     if (labels)
-        softmax_xent_kernel<<<1, DG_BLOCK, 0, stream>>>(batch, logits, labels, probs, dlogits,
-                                                        stats, trace);
+        softmax_xent_kernel<<<1, DG_BLOCK, 0, stream>>>(batch, logits, labels, smoothing, probs,
+                                                        dlogits, stats, trace);
     else
         softmax_kernel<<<dg_grid_for((size_t)batch), DG_BLOCK, 0, stream>>>(batch, logits, probs);
     return cudaGetLastError();

@@ -585,31 +585,38 @@ START_TEST(softmax_xent_vs_cpu)
     for (int i = 0; i < batch; i++)
         labels[i] = (uint8_t)dg_test_below(&rng, DG_CLASSES);
     labels[0] = 0; /* a sure hit, so that the count is never trivially zero */
-    double cpu_stats[2] = {0.5, 2.0}, gpu_stats[2] = {0.5, 2.0};
-    printf("softmax-xent batch %d\n", batch);
-    check_ok(cpu->ops->softmax_xent(cpu, batch, logits, labels, probs, dlogits, cpu_stats, NULL));
-    check_ok(cpu->ops->softmax_xent(cpu, batch, logits, labels, probs, dlogits, cpu_stats, NULL));
-
     float *d_logits = dev_floats(gpu, logits, n), *d_probs = dev_floats(gpu, NULL, n);
     float *d_dlogits = dev_floats(gpu, NULL, n);
     uint8_t *d_labels = dev_bytes(gpu, labels, (size_t)batch);
+    double cpu_stats[2] = {0.5, 2.0}, gpu_stats[2] = {0.5, 2.0};
     double *d_stats = dev_bytes(gpu, gpu_stats, sizeof gpu_stats);
-    check_ok(
-        gpu->ops->softmax_xent(gpu, batch, d_logits, d_labels, d_probs, d_dlogits, d_stats, NULL));
-    check_ok(
-        gpu->ops->softmax_xent(gpu, batch, d_logits, d_labels, d_probs, d_dlogits, d_stats, NULL));
-    ck_assert(agree_dev("softmax probs", gpu, d_probs, probs, n, &dg_tol_forward));
-    ck_assert(agree_dev("softmax dlogits", gpu, d_dlogits, dlogits, n, &dg_tol_backward_fp32));
-    check_ok(gpu->ops->download(gpu, gpu_stats, d_stats, sizeof gpu_stats));
-    printf("  stats (gpu, cpu): loss sum (%.12g, %.12g) correct (%g, %g)\n", gpu_stats[0],
-           cpu_stats[0], gpu_stats[1], cpu_stats[1]);
-    ck_assert(fabs(gpu_stats[0] - cpu_stats[0]) <= DG_TOL_LOSS_RTOL * fabs(cpu_stats[0]));
-    ck_assert(gpu_stats[1] == cpu_stats[1]);
-    ck_assert(cpu_stats[1] >= 4.0);
+    /* without and with label smoothing (0.1) */
+    for (int smoothed = 0; smoothed < 2; smoothed++) {
+        const float smoothing = smoothed ? 0.1f : 0.0f;
+        cpu_stats[0] = gpu_stats[0] = 0.5;
+        cpu_stats[1] = gpu_stats[1] = 2.0;
+        printf("softmax-xent batch %d, label smoothing %g\n", batch, (double)smoothing);
+        for (int twice = 0; twice < 2; twice++)
+            check_ok(cpu->ops->softmax_xent(cpu, batch, logits, labels, smoothing, probs, dlogits,
+                                            cpu_stats, NULL));
+        check_ok(gpu->ops->upload(gpu, d_stats, gpu_stats, sizeof gpu_stats));
+        for (int twice = 0; twice < 2; twice++)
+            check_ok(gpu->ops->softmax_xent(gpu, batch, d_logits, d_labels, smoothing, d_probs,
+                                            d_dlogits, d_stats, NULL));
+        ck_assert(agree_dev("softmax probs", gpu, d_probs, probs, n, &dg_tol_forward));
+        ck_assert(agree_dev("softmax dlogits", gpu, d_dlogits, dlogits, n, &dg_tol_backward_fp32));
+        check_ok(gpu->ops->download(gpu, gpu_stats, d_stats, sizeof gpu_stats));
+        printf("  stats (gpu, cpu): loss sum (%.12g, %.12g) correct (%g, %g)\n", gpu_stats[0],
+               cpu_stats[0], gpu_stats[1], cpu_stats[1]);
+        ck_assert(fabs(gpu_stats[0] - cpu_stats[0]) <= DG_TOL_LOSS_RTOL * fabs(cpu_stats[0]));
+        ck_assert(gpu_stats[1] == cpu_stats[1]);
+        ck_assert(cpu_stats[1] >= 4.0);
+    }
 
     /* inference: probabilities only, dlogits and stats untouched */
     float *d_probs2 = dev_floats(gpu, NULL, n);
-    check_ok(gpu->ops->softmax_xent(gpu, batch, d_logits, NULL, d_probs2, NULL, NULL, NULL));
+    check_ok(
+        gpu->ops->softmax_xent(gpu, batch, d_logits, NULL, 0.0f, d_probs2, NULL, NULL, NULL));
     ck_assert(agree_dev("softmax probs (no labels)", gpu, d_probs2, probs, n, &dg_tol_forward));
     double after[2];
     check_ok(gpu->ops->download(gpu, after, d_stats, sizeof after));

@@ -743,6 +743,25 @@ START_TEST(bench_options_steps_and_scaling)
     dg_test_expect_in(out_path, "training, batch 2");
     dg_test_expect_in(out_path, "one training step, batch 2, op by op");
     dg_test_expect_in(err_path, "bench: synthetic images");
+
+    /* --net: that network's layers are timed, the spec is in the table and the JSON */
+    ck_assert_int_eq(run("bench --data %s --device cpu --reps 1 --warmup 0 --batch 4 --steps 1 "
+                         "--infer-batch 4 --infer-steps 1 --layer-batch 4 --no-parse "
+                         "--net 4C3-P2-F-16-10",
+                         csv_path),
+                     0);
+    dg_test_expect_in(out_path, "network: --net 4C3-P2-F-16-10\n");
+    dg_test_expect_in(out_path, "  dense2 ");
+    char *table = dg_test_slurp(out_path);
+    ck_assert_msg(strstr(table, "conv2") == NULL, "the 1-convolution network timed a conv2");
+    free(table);
+    ck_assert_int_eq(run("bench --json -q --data %s --device cpu --reps 1 --warmup 0 --batch 2 "
+                         "--steps 1 --infer-batch 0 --layer-batch 0 --no-parse --net 4C3-P2-F-16-10",
+                         csv_path),
+                     0);
+    value = read_json_output();
+    ck_assert_str_eq(string_of(member(member(&value, "settings"), "net")), "4C3-P2-F-16-10");
+    json_free(&value);
 }
 END_TEST
 
@@ -970,6 +989,8 @@ START_TEST(bench_usage_and_input_errors)
     ck_assert_int_eq(run("bench --device gpu"), 2);
     dg_test_expect_in(err_path, "--device");
     ck_assert_int_eq(run("bench --frobnicate"), 2);
+    ck_assert_int_eq(run("bench --net 8C3-P3-10"), 2);
+    dg_test_expect_in(err_path, "--net '8C3-P3-10': at character 6 ('3'): expected '2'");
     ck_assert_int_eq(run("bench extra"), 2);
     dg_test_expect_in(err_path, "unexpected argument 'extra'");
     ck_assert_int_eq(run("bench --data %s/missing.csv --device cpu", tmpdir), 1);

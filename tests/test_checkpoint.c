@@ -214,6 +214,44 @@ START_TEST(resume_of_another_network)
 }
 END_TEST
 
+/* --label-smoothing: kept in the checkpoint and the model file's settings (resumed bit for
+ * bit), refused when it contradicts the checkpoint; it changes what is trained. */
+START_TEST(label_smoothing_resumes_and_is_kept)
+{
+    ck_assert_int_eq(
+        run("train %s %s --epochs 2 --label-smoothing 0.1 -o sref.dgt", train, TRAIN_ARGS), 0);
+    probs_of("sref.dgt", "sref.probs");
+    ck_assert_int_eq(
+        run("train %s %s --epochs 1 --label-smoothing 0.1 -o spart.dgt", train, TRAIN_ARGS), 0);
+    ck_assert_int_eq(run("train %s --resume spart.dgt.ckpt --epochs 2 --device cpu", train), 0);
+    probs_of("spart.dgt", "spart.probs");
+    expect_same_file("sref.probs", "spart.probs");
+    char out[512];
+    ck_assert_int_eq(dg_test_run_digits(dir, out, NULL, "info --model sref.dgt"), 0);
+    dg_test_expect_in(out, "label_smoothing=0.1\n");
+    char err[512];
+    ck_assert_int_eq(dg_test_run_digits(dir, NULL, err,
+                                        "train %s --resume sref.dgt.ckpt --epochs 3 "
+                                        "--label-smoothing 0.2",
+                                        train),
+                     2);
+    dg_test_expect_in(err, "sref.dgt.ckpt: --label-smoothing 0.2 (the checkpoint's is 0.1) "
+                           "contradicts the checkpoint");
+    /* without smoothing the same run ends elsewhere, and its file says nothing of it */
+    ck_assert_int_eq(run("train %s %s --epochs 2 -o plain.dgt", train, TRAIN_ARGS), 0);
+    probs_of("plain.dgt", "plain.probs");
+    size_t na, nb;
+    char *a = read_file("sref.probs", &na), *b = read_file("plain.probs", &nb);
+    ck_assert(na != nb || memcmp(a, b, na) != 0);
+    free(a);
+    free(b);
+    ck_assert_int_eq(dg_test_run_digits(dir, out, NULL, "info --model plain.dgt"), 0);
+    char *info = dg_test_slurp(out);
+    ck_assert_ptr_null(strstr(info, "label_smoothing"));
+    free(info);
+}
+END_TEST
+
 START_TEST(resume_after_kill_9)
 {
     reference_run();
@@ -621,6 +659,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, resume_after_an_epoch);
     tcase_add_test(tc, resume_of_another_network);
+    tcase_add_test(tc, label_smoothing_resumes_and_is_kept);
     tcase_add_test(tc, resume_after_kill_9);
     tcase_add_loop_test(tc, resume_after_a_signal, 0, 2);
     tcase_add_test(tc, refusals);

@@ -634,6 +634,8 @@ START_TEST(usage_errors_exit_2)
         {"train %s/%s --schedule expo", "--schedule expects plateau or exp:GAMMA, got 'expo' "
                                         "(did you mean exp?)"},
         {"train %s/%s --schedule exp:0", "--schedule exp:GAMMA expects a number in"},
+        {"train %s/%s --label-smoothing 1", "--label-smoothing expects a number in [0, 0.999], "
+                                            "got '1'"},
         {"train %s/%s --net 32C4-10", "digits: train: --net '32C4-10': at character 4 ('4'): "
                                       "expected an odd kernel size"},
         {"train %s/%s --net 32C5-P2-P2-P2-P2-P2-10",

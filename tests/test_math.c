@@ -155,7 +155,7 @@ START_TEST(softmax_large_logits)
     float logits[10] = {1000.0f, 0.0f, -1000.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
     float probs[10], grad[10];
     int correct;
-    float loss = dg_softmax_xent_row(logits, probs, grad, 10, 0, 1.0f, &correct);
+    float loss = dg_softmax_xent_row(logits, probs, grad, 10, 0, 0.0f, 1.0f, &correct);
     ck_assert_float_eq(loss, 0.0f);
     ck_assert_int_eq(correct, 1);
     ck_assert_float_eq(probs[0], 1.0f);
@@ -165,12 +165,12 @@ START_TEST(softmax_large_logits)
     }
     ck_assert_float_eq(grad[0], 0.0f);
 
-    loss = dg_softmax_xent_row(logits, probs, grad, 10, 1, 0.5f, &correct);
+    loss = dg_softmax_xent_row(logits, probs, grad, 10, 1, 0.0f, 0.5f, &correct);
     ck_assert_float_eq(loss, 1000.0f);
     ck_assert_int_eq(correct, 0);
     ck_assert_float_eq(grad[0], 0.5f);
     ck_assert_float_eq(grad[1], -0.5f);
-    loss = dg_softmax_xent_row(logits, probs, NULL, 10, 2, 0.5f, &correct);
+    loss = dg_softmax_xent_row(logits, probs, NULL, 10, 2, 0.0f, 0.5f, &correct);
     ck_assert_float_eq(loss, 2000.0f);
     for (int k = 0; k < 10; k++)
         ck_assert(!isnan(probs[k]) && !isinf(probs[k]));
@@ -179,13 +179,32 @@ START_TEST(softmax_large_logits)
     float equal[10];
     for (int k = 0; k < 10; k++)
         equal[k] = 5.0f;
-    loss = dg_softmax_xent_row(equal, probs, grad, 10, 3, 1.0f, &correct);
+    loss = dg_softmax_xent_row(equal, probs, grad, 10, 3, 0.0f, 1.0f, &correct);
     ck_assert_double_le(fabs(loss - log(10.0)), 1e-6 * log(10.0));
     ck_assert_int_eq(correct, 0);
-    dg_softmax_xent_row(equal, probs, grad, 10, 0, 1.0f, &correct);
+    dg_softmax_xent_row(equal, probs, grad, 10, 0, 0.0f, 1.0f, &correct);
     ck_assert_int_eq(correct, 1);
     for (int k = 0; k < 10; k++)
         ck_assert_float_eq(probs[k], 0.1f);
+
+    /* label smoothing 0.1: targets 0.91 for the label, 0.01 elsewhere. logits (1000, 0, ...):
+     * p = (1, 0, ...), loss = logz - sum t z = 1000 - (0.91 * 1000 - 0.01 * 1000) = 100 (label
+     * 0), the gradient p - t: 0.09 and -0.01; for label 1 the loss is 1000 - (0.01 * 1000 -
+     * 0.01 * 1000) = 1000 */
+    loss = dg_softmax_xent_row(logits, probs, grad, 10, 0, 0.1f, 1.0f, &correct);
+    ck_assert_double_le(fabs(loss - 100.0), 1e-3);
+    ck_assert_double_le(fabs(grad[0] - 0.09), 1e-7);
+    ck_assert_double_le(fabs(grad[1] + 0.01), 1e-9);
+    loss = dg_softmax_xent_row(logits, probs, grad, 10, 1, 0.1f, 0.5f, &correct);
+    ck_assert_double_le(fabs(loss - 1000.0), 1e-3);
+    ck_assert_double_le(fabs(grad[0] - 0.495), 1e-7);
+    ck_assert_double_le(fabs(grad[1] + 0.455), 1e-7);
+    /* equal logits: uniform p = t on average, loss log(10) whatever the smoothing, and the
+     * gradient p - t: 0.1 - 0.91 at the label, 0.1 - 0.01 elsewhere */
+    loss = dg_softmax_xent_row(equal, probs, grad, 10, 3, 0.1f, 1.0f, &correct);
+    ck_assert_double_le(fabs(loss - log(10.0)), 1e-5);
+    ck_assert_double_le(fabs(grad[3] + 0.81), 1e-7);
+    ck_assert_double_le(fabs(grad[4] - 0.09), 1e-7);
 }
 END_TEST
 

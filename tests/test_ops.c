@@ -541,8 +541,13 @@ START_TEST(softmax_xent_vs_reference)
     logits[3] = logits[7] = 50.0f;
     labels[0] = 7;
     double *ld = dg_test_to_double(logits, n), *p_ref = dg_test_doubles(n);
-    double *g_ref = dg_test_doubles(n), loss_ref = 0.0, correct_ref = 0.0;
-    dg_ref_softmax_xent(batch, ld, labels, p_ref, g_ref, &loss_ref, &correct_ref);
+    double *g_ref = dg_test_doubles(n);
+    /* without and with label smoothing (0.1, Keras' usual value) */
+    for (int smoothed = 0; smoothed < 2; smoothed++) {
+    const float smoothing = smoothed ? 0.1f : 0.0f;
+    double loss_ref = 0.0, correct_ref = 0.0;
+    dg_ref_softmax_xent(batch, ld, labels, (double)smoothing, p_ref, g_ref, &loss_ref,
+                        &correct_ref);
     for (int f = 0; f < FAMILIES; f++) {
         if (!element_family(f))
             continue;
@@ -552,7 +557,8 @@ START_TEST(softmax_xent_vs_reference)
         double stats[2] = {1.5, 2.0};
         poison(probs, n);
         poison(grad, n);
-        check_ok(be->ops->softmax_xent(be, batch, logits, labels, probs, grad, stats, NULL));
+        check_ok(
+            be->ops->softmax_xent(be, batch, logits, labels, smoothing, probs, grad, stats, NULL));
         ck_assert(
             dg_test_close("softmax probs", probs, p_ref, n, DG_TEST_FWD_ATOL, DG_TEST_FWD_RTOL));
         ck_assert(
@@ -563,15 +569,17 @@ START_TEST(softmax_xent_vs_reference)
         poison(probs, n);
         poison(grad, n);
         double before[2] = {stats[0], stats[1]};
-        check_ok(be->ops->softmax_xent(be, batch, logits, NULL, probs, grad, stats, NULL));
+        check_ok(be->ops->softmax_xent(be, batch, logits, NULL, smoothing, probs, grad, stats, NULL));
         ck_assert(dg_test_close("softmax probs (no labels)", probs, p_ref, n, DG_TEST_FWD_ATOL,
                                 DG_TEST_FWD_RTOL));
         ck_assert(isnan(grad[0]) && isnan(grad[n - 1]));
         ck_assert(stats[0] == before[0] && stats[1] == before[1]);
         /* labels without a gradient buffer */
-        check_ok(be->ops->softmax_xent(be, batch, logits, labels, probs, NULL, stats, NULL));
+        check_ok(be->ops->softmax_xent(be, batch, logits, labels, smoothing, probs, NULL, stats,
+                                       NULL));
         ck_assert_double_eq(stats[1], 2.0 + 2.0 * correct_ref);
         dg_backend_destroy(be);
+    }
     }
     free(logits), free(probs), free(grad), free(labels), free(ld), free(p_ref), free(g_ref);
 }
@@ -1113,7 +1121,7 @@ static double ref_xent_loss(void *opaque)
 {
     struct ref_elementwise_ctx *c = opaque;
     double loss = 0.0, correct = 0.0;
-    dg_ref_softmax_xent(c->batch, c->x, c->labels, c->y, NULL, &loss, &correct);
+    dg_ref_softmax_xent(c->batch, c->x, c->labels, 0.0, c->y, NULL, &loss, &correct);
     return loss / c->batch;
 }
 
@@ -1152,7 +1160,7 @@ START_TEST(fd_reference_pool_dropout_xent)
     for (size_t i = 0; i < c.n; i++)
         c.x[i] = dg_test_uniform(&rng) * 6 - 3;
     double loss = 0.0, correct = 0.0;
-    dg_ref_softmax_xent(c.batch, c.x, labels, c.y, dx, &loss, &correct);
+    dg_ref_softmax_xent(c.batch, c.x, labels, 0.0, c.y, dx, &loss, &correct);
     ck_assert(fd_check_double("ref softmax-xent logits", ref_xent_loss, &c, c.x, c.n, dx,
                               FD_DOUBLE_H, FD_DOUBLE_RTOL, FD_SAMPLES, &rng));
     free(c.x), free(c.r), free(c.y), free(dx);
@@ -1207,7 +1215,8 @@ static double fast_xent_loss(void *opaque)
 {
     struct fast_ctx *c = opaque;
     double stats[2] = {0, 0};
-    check_ok(c->be->ops->softmax_xent(c->be, c->batch, c->x, c->labels, c->y, NULL, stats, NULL));
+    check_ok(c->be->ops->softmax_xent(c->be, c->batch, c->x, c->labels, 0.0f, c->y, NULL, stats,
+                                      NULL));
     return stats[0] / c->batch;
 }
 
@@ -1348,7 +1357,7 @@ START_TEST(fd_fast_pool_dropout_xent)
         dg_test_fill(&rng, logits, 50, -3, 3);
         float *saved_x = c.x;
         c.x = logits;
-        check_ok(c.be->ops->softmax_xent(c.be, 5, logits, labels, probs, grad, NULL, NULL));
+        check_ok(c.be->ops->softmax_xent(c.be, 5, logits, labels, 0.0f, probs, grad, NULL, NULL));
         ck_assert(fd_check_float("softmax-xent logits", fast_xent_loss, &c, logits, 50, grad,
                                  FD_FLOAT_H, FD_FLOAT_RTOL, FD_SAMPLES, &rng));
         c.x = saved_x;

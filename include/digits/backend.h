@@ -154,10 +154,11 @@ struct dg_backend_ops {
      * stats[1] += number of rows whose first argmax equals the label (stats: 2 doubles). With
      * trace (may be NULL; stats then 3 doubles): trace[2k], trace[2k + 1] = the new stats[0],
      * stats[1] for k = stats[2], then stats[2] += 1 — the running statistics after every
-     * training step, read once per epoch instead of after each step. */
+     * training step, read once per epoch instead of after each step. smoothing (0 <= s < 1):
+     * label smoothing of the loss and its gradient (src/math/softmax_xent.h), 0 for none. */
     enum dg_status (*softmax_xent)(struct dg_backend *be, int batch, const float *logits,
-                                   const uint8_t *labels, float *probs, float *dlogits,
-                                   double *stats, double *trace);
+                                   const uint8_t *labels, float smoothing, float *probs,
+                                   float *dlogits, double *stats, double *trace);
 
     /* RMSprop over n parameters (src/math/rmsprop.h) */
     enum dg_status (*rmsprop)(struct dg_backend *be, size_t n, float *w, const float *g, float *acc,

@@ -116,6 +116,7 @@ struct dg_bench_settings {
     /* "all" (the CPU, and CUDA when usable), "auto", "cpu", "cuda" or "cuda:N" */
     const char *device_spec;
     int threads;                        /* CPU threads, 0 = all cores */
+    const char *net;                    /* the network (--net spec or preset); NULL: reference */
     enum dg_math math;             /* CUDA math */
     long batches[DG_BENCH_MAX_BATCHES]; /* training batch sizes */
     int batch_count;                    /* 0 (unset): 86,256; 32,86,256,1024 with scaling */

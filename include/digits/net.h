@@ -59,6 +59,9 @@ struct dg_net {
     /* Graphs (backends with step mode, CUDA): the full-batch training step, captured once and
      * replayed (graph_key: what it was captured with); no_graphs runs every step eagerly. */
     int no_graphs;
+    /* Label smoothing of the loss wherever labels are given (training and validation; 0, the
+     * default: none), set by dg_train from its options. */
+    float label_smoothing;
     void *graph;
     unsigned char graph_key[128];
     void *plans[DG_MAX_LAYERS]; /* conv plans for plan_batch images */

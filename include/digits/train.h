@@ -67,6 +67,9 @@ struct dg_train_options {
      * LearningRateScheduler(lambda e: lr * gamma ** e)). */
     int schedule;
     float gamma;
+    /* Label smoothing (Keras' CategoricalCrossentropy(label_smoothing)): targets (1 - s)
+     * onehot + s / 10, in the training and validation losses; 0 (the default): none. */
+    float label_smoothing;
     /* On a backend with graphs (CUDA): run every step eagerly instead of replaying the captured
      * full-batch step (--no-graphs; the results are the same bytes). */
     int no_graphs;

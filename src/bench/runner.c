@@ -438,9 +438,10 @@ static enum dg_status count_epoch(const struct dg_bench_settings *s, struct dg_b
 {
     enum dg_status status;
     struct dg_model copy = {0};
-    int layer_count;
-    const struct dg_layer_spec *specs = dg_arch_reference(&layer_count);
-    if ((status = dg_model_build(&copy, specs, layer_count)) != DG_OK)
+    struct dg_layer_spec specs[DG_MAX_LAYERS];
+    for (int i = 0; i < model->layer_count; i++)
+        specs[i] = model->layers[i].spec;
+    if ((status = dg_model_build(&copy, specs, model->layer_count)) != DG_OK)
         return status;
     memcpy(copy.params, model->params, model->param_count * sizeof *copy.params);
     struct dg_dataset part = *dataset;
@@ -497,9 +498,11 @@ static enum dg_status bench_backend(const struct dg_bench_settings *s, const cha
     }
     if ((status = dg_bench_memory_attach(be, &tracker)) != DG_OK)
         goto fail;
+    struct dg_layer_spec specs[DG_MAX_LAYERS];
     int layer_count;
-    const struct dg_layer_spec *specs = dg_arch_reference(&layer_count);
-    if ((status = dg_model_build(&model, specs, layer_count)) != DG_OK)
+    if ((status = dg_net_spec_parse(s->net ? s->net : "reference", specs, &layer_count)) !=
+            DG_OK ||
+        (status = dg_model_build(&model, specs, layer_count)) != DG_OK)
         goto fail;
     dg_model_init_glorot(&model, BENCH_SEED);
     dg_backend_describe_for(be, &model, s->batch_count ? (int)s->batches[0] : 86,

@@ -44,6 +44,7 @@ static const char *usage_text =
     "      --reps N           repetitions (5; 3 quick)\n"
     "      --warmup N         warm-up steps (or loads) before timing (2; 1 quick)\n"
     "      --augment          training steps with the recipe's augmentation\n"
+    "      --net SPEC         the network, as train's --net (reference)\n"
     "      --epoch-rows N     CUDA: images of the 2-epoch training run whose second epoch's\n"
     "                         launches and host syncs are counted, 0 for none (4300;\n"
     "                         860 quick)\n"
@@ -182,7 +183,9 @@ static void print_json(FILE *out, const struct dg_bench_report *r)
             s->reps, s->warmup, s->quick ? "true" : "false", s->augment ? "true" : "false",
             s->threads);
     dg_cli_json_string(out, s->device_spec);
-    fprintf(out, ", \"math\": \"%s\"},\n", dg_math_name(s->math));
+    fprintf(out, ", \"math\": \"%s\", \"net\": ", dg_math_name(s->math));
+    dg_cli_json_string(out, s->net ? s->net : "reference");
+    fputs("},\n", out);
     fputs("  \"data\": {\"source\": ", out);
     dg_cli_json_string(out, r->data_source);
     fprintf(out, ", \"synthetic\": %s, \"images\": %zu},\n", r->synthetic ? "true" : "false",
@@ -314,6 +317,8 @@ static void print_table(FILE *out, const struct dg_bench_report *r)
             "median (min..max) of %d repetitions after %d warm-up%s; training %s "
             "augmentation\n",
             s->reps, s->warmup, s->warmup == 1 ? "" : "s", s->augment ? "with" : "without");
+    if (s->net)
+        fprintf(out, "network: --net %s\n", s->net);
     fprintf(out, "images: %s%s (%zu); load average at the end: %s\n\n", r->data_source,
             r->synthetic ? " (synthetic)" : "", r->image_count, r->load_average);
     if (r->parse_count) {
@@ -427,6 +432,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"reps", required_argument, NULL, 'r'},
         {"warmup", required_argument, NULL, 'w'},
         {"augment", no_argument, NULL, 'A'},
+        {"net", required_argument, NULL, 'N'},
         {"epoch-rows", required_argument, NULL, 'E'},
         {"synthetic", no_argument, NULL, 'Y'},
         {"scaling", no_argument, NULL, 'S'},
@@ -491,6 +497,14 @@ static int parse_options(int argc, char **argv, struct options *o)
                 return 2;
             s->infer_steps = (int)value;
             break;
+        case 'N': {
+            struct dg_layer_spec specs[DG_MAX_LAYERS];
+            int count;
+            if (dg_net_spec_parse(optarg, specs, &count) != DG_OK)
+                return dg_cli_usage_error("bench", "%s", dg_error_message());
+            s->net = optarg;
+            break;
+        }
         case 'E':
             if (!dg_cli_parse_int("bench", "--epoch-rows", optarg, 0, 100000000, &value))
                 return 2;

@@ -29,6 +29,7 @@ static const char *usage_text =
     "      --schedule S      the learning rate over epochs: plateau (halved after 3 epochs\n"
     "                        without a better val_accuracy, down to 1e-5; the default) or\n"
     "                        exp:GAMMA (multiplied by GAMMA, in (0, 1], after every epoch)\n"
+    "      --label-smoothing S  targets (1 - S) onehot + S/10 in the loss, 0 <= S < 1 (0)\n"
     "      --val-split X     fraction held out for validation, seeded (0.1)\n"
     "      --seed N          seed of every random draw (42)\n"
     "      --no-augment      no augmentation (default: rotation 10, zoom 0.1, shifts 0.1)\n"
@@ -194,6 +195,12 @@ static int apply_option(int opt, struct train_request *req, uint64_t *split_seed
         break;
     case 'G':
         options->no_graphs = 1;
+        break;
+    case 'H':
+        if (!dg_cli_parse_float("train", "--label-smoothing", optarg, 0.0, 0.999, &real))
+            return 2;
+        options->label_smoothing = (float)real;
+        req->given |= GIVEN_LABEL_SMOOTHING;
         break;
     case 'T':
         if (dg_net_spec_parse(optarg, req->net, &req->net_count) != DG_OK)
@@ -393,6 +400,7 @@ int train_parse_args(int argc, char **argv, struct train_request *req)
         {"rotate", required_argument, NULL, 'O'},
         {"schedule", required_argument, NULL, 'W'},
         {"net", required_argument, NULL, 'T'},
+        {"label-smoothing", required_argument, NULL, 'H'},
         {"zoom", required_argument, NULL, 'Z'},
         {"shift", required_argument, NULL, 'F'},
         {"limit", required_argument, NULL, 'l'},
@@ -472,6 +480,9 @@ enum dg_status train_resume_settings(const char *path, const struct dg_checkpoin
             snprintf(theirs, sizeof theirs, "exp:%g", (double)c->gamma);
         snprintf(what, sizeof what, "--schedule (the checkpoint's is %s)", theirs);
     }
+    else if ((given & GIVEN_LABEL_SMOOTHING) && options->label_smoothing != c->label_smoothing)
+        snprintf(what, sizeof what, "--label-smoothing %g (the checkpoint's is %g)",
+                 (double)options->label_smoothing, (double)c->label_smoothing);
     else if ((given & GIVEN_ROTATE) && options->rotation_deg != c->rotation_deg)
         snprintf(what, sizeof what, "--rotate %g (the checkpoint's is %g)",
                  (double)options->rotation_deg, (double)c->rotation_deg);

@@ -38,6 +38,7 @@ enum train_given {
     GIVEN_SHIFT = 1 << 12,
     GIVEN_SCHEDULE = 1 << 13,
     GIVEN_NET = 1 << 14,
+    GIVEN_LABEL_SMOOTHING = 1 << 15,
 };
 
 /* The math a run computes with, as the model file and the checkpoint name it: "bf16", "tf32"

@@ -49,6 +49,11 @@ void train_settings_text(struct dg_text *t, const struct train_record *record)
         dg_text_add_float(t, o->gamma);
         dg_text_add(t, "\n");
     }
+    if (o->label_smoothing != 0.0f) {
+        dg_text_add(t, "label_smoothing=");
+        dg_text_add_float(t, o->label_smoothing);
+        dg_text_add(t, "\n");
+    }
     if (record->math)
         dg_text_add(t, "math=%s\n", record->math);
 }

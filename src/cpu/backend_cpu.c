@@ -407,8 +407,8 @@ static enum dg_status cpu_dense_bwd(struct dg_backend *be, int batch, int in, in
 /* ---- softmax + cross-entropy, RMSprop ---- */
 
 static enum dg_status cpu_softmax_xent(struct dg_backend *be, int batch, const float *logits,
-                                       const uint8_t *labels, float *probs, float *dlogits,
-                                       double *stats, double *trace)
+                                       const uint8_t *labels, float smoothing, float *probs,
+                                       float *dlogits, double *stats, double *trace)
 {
     (void)be;
     if (batch < 1)
@@ -430,7 +430,7 @@ static enum dg_status cpu_softmax_xent(struct dg_backend *be, int batch, const f
         float loss =
             dg_softmax_xent_row(logits + (size_t)r * DG_CLASSES, probs + (size_t)r * DG_CLASSES,
                                 dlogits ? dlogits + (size_t)r * DG_CLASSES : NULL, DG_CLASSES,
-                                labels[r], inv_batch, &correct);
+                                labels[r], smoothing, inv_batch, &correct);
         loss_sum += (double)loss;
         correct_sum += correct;
     }

@@ -294,12 +294,12 @@ fail:
 }
 
 static enum dg_status cuda_softmax_xent(struct dg_backend *be, int batch, const float *logits,
-                                        const uint8_t *labels, float *probs, float *dlogits,
-                                        double *stats, double *trace)
+                                        const uint8_t *labels, float smoothing, float *probs,
+                                        float *dlogits, double *stats, double *trace)
 {
     enum dg_status status = DG_OK;
-    DG_LAUNCH(cuda_of(be), dg_launch_softmax_xent(batch, logits, labels, probs, dlogits, stats,
-                                                  trace, cuda_of(be)->stream));
+    DG_LAUNCH(cuda_of(be), dg_launch_softmax_xent(batch, logits, labels, smoothing, probs,
+                                                  dlogits, stats, trace, cuda_of(be)->stream));
     return DG_OK;
 fail:
     return status;

@@ -41,6 +41,8 @@ static void settings_text(struct dg_text *t, const struct dg_checkpoint *ck)
     dg_text_add(t, "save_best=%d\nearly_stop=%d\n", o->save_best, o->early_stop);
     if (o->schedule == DG_SCHEDULE_EXP) /* (the default schedule writes nothing) */
         dg_text_add(t, "schedule=exp\ngamma=%.9g\n", (double)o->gamma);
+    if (o->label_smoothing != 0.0f) /* (none writes nothing) */
+        dg_text_add(t, "label_smoothing=%.9g\n", (double)o->label_smoothing);
     if (ck->math[0])
         dg_text_add(t, "math=%s\n", ck->math);
     dg_text_add(t, "state_epoch=%d\nstate_step=%d\nstate_lr=%.9g\nstate_wait=%d\n", s->epoch, s->step,
@@ -215,6 +217,12 @@ static void read_options(struct reader *r, struct dg_checkpoint *ck, uint32_t bl
             bad(r, "gamma");
     } else if (schedule) {
         bad(r, "schedule");
+    }
+    o->label_smoothing = 0.0f;
+    if (dg_settings_value(r->text, "label_smoothing")) {
+        o->label_smoothing = get_float(r, "label_smoothing");
+        if (r->status == DG_OK && !(o->label_smoothing >= 0.0f && o->label_smoothing < 1.0f))
+            bad(r, "label_smoothing");
     }
     /* math= only where a run was not fp32 (older checkpoints have none) */
     const char *math = dg_settings_value(r->text, "math");

@@ -26,10 +26,13 @@ DG_HOSTDEV static inline float dg_softmax_row(const float *logits, float *probs,
 }
 
 /* Loss of one row, its gradient (scaled by 1/batch) and whether argmax == label.
- * The argmax takes the first maximum. `dlogits` may be NULL (inference). */
+ * The argmax takes the first maximum. `dlogits` may be NULL (inference). With label smoothing
+ * s > 0 the target is (1 - s) onehot(label) + s / classes (Keras' label_smoothing): loss
+ * logz - sum_k t_k z_k, gradient (p - t) / batch; s = 0 is the plain cross-entropy, computed as
+ * it always was. */
 DG_HOSTDEV static inline float dg_softmax_xent_row(const float *logits, float *probs, float *dlogits,
-                                                  int classes, int label, float inv_batch,
-                                                  int *correct)
+                                                  int classes, int label, float smoothing,
+                                                  float inv_batch, int *correct)
 {
     float logz = dg_softmax_row(logits, probs, classes);
     int best = 0;
@@ -37,10 +40,21 @@ DG_HOSTDEV static inline float dg_softmax_xent_row(const float *logits, float *p
         if (logits[k] > logits[best])
             best = k;
     *correct = best == label;
+    if (smoothing == 0.0f) {
+        if (dlogits)
+            for (int k = 0; k < classes; k++)
+                dlogits[k] = (probs[k] - (k == label ? 1.0f : 0.0f)) * inv_batch;
+        return logz - logits[label];
+    }
+    float off = smoothing / (float)classes;
+    float on = 1.0f - smoothing + off;
+    float target_dot = 0.0f;
+    for (int k = 0; k < classes; k++)
+        target_dot += (k == label ? on : off) * logits[k];
     if (dlogits)
         for (int k = 0; k < classes; k++)
-            dlogits[k] = (probs[k] - (k == label ? 1.0f : 0.0f)) * inv_batch;
-    return logz - logits[label];
+            dlogits[k] = (probs[k] - (k == label ? on : off)) * inv_batch;
+    return logz - target_dot;
 }
 
 #endif

@@ -239,7 +239,8 @@ enum dg_status dg_net_forward(struct dg_net *net, int n, const struct dg_net_mod
     if ((status = hook(net, model->layer_count, 0, 0)) != DG_OK)
         return status;
     int traced = labels && mode->training && net->trace;
-    status = be->ops->softmax_xent(be, n, net->out[model->layer_count], labels, net->probs,
+    status = be->ops->softmax_xent(be, n, net->out[model->layer_count], labels,
+                                   labels ? net->label_smoothing : 0.0f, net->probs,
                                    labels && mode->training ? net->dlogits : NULL,
                                    labels ? net->stats : NULL, traced ? net->trace : NULL);
     if (status != DG_OK)
@@ -350,6 +351,7 @@ struct graph_key {
     uint64_t augment_seed;
     uint64_t seed;
     float rho, eps;
+    float label_smoothing;
     double *trace;
 };
 
@@ -374,6 +376,7 @@ static void graph_key_make(const struct dg_net *net, void *data_handle, int n,
     key.seed = mode->seed;
     key.rho = rho;
     key.eps = eps;
+    key.label_smoothing = net->label_smoothing;
     key.trace = net->trace;
     memset(out, 0, sizeof net->graph_key);
     memcpy(out, &key, sizeof key);

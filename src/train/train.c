@@ -328,6 +328,7 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
      * without step mode runs its ops on the host as they are called): no host sync inside an
      * epoch on a GPU. */
     net->no_graphs = options->no_graphs;
+    net->label_smoothing = options->label_smoothing;
     int read_every_step = be->ops->step_begin == NULL;
     if ((status = dg_net_trace_reserve(net, steps)) != DG_OK)
         goto fail;

@@ -184,11 +184,12 @@ static enum dg_status p_dropout_bwd(struct dg_backend *be, size_t n, float rate,
 }
 
 static enum dg_status p_softmax_xent(struct dg_backend *be, int batch, const float *logits,
-                                     const uint8_t *labels, float *probs, float *dlogits,
-                                     double *stats, double *trace)
+                                     const uint8_t *labels, float smoothing, float *probs,
+                                     float *dlogits, double *stats, double *trace)
 {
     struct dg_backend *in = self(be)->inner;
-    return in->ops->softmax_xent(in, batch, logits, labels, probs, dlogits, stats, trace);
+    return in->ops->softmax_xent(in, batch, logits, labels, smoothing, probs, dlogits, stats,
+                                 trace);
 }
 
 static enum dg_status p_rmsprop(struct dg_backend *be, size_t n, float *w, const float *g,

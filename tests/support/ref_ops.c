@@ -269,8 +269,9 @@ void dg_ref_dense_bwd(int batch, int in, int out, const double *x, const double 
             }
 }
 
-void dg_ref_softmax_xent(int batch, const double *logits, const uint8_t *labels, double *probs,
-                         double *dlogits, double *loss_sum, double *correct)
+void dg_ref_softmax_xent(int batch, const double *logits, const uint8_t *labels,
+                         double smoothing, double *probs, double *dlogits, double *loss_sum,
+                         double *correct)
 {
     for (int r = 0; r < batch; r++) {
         const double *z = logits + (size_t)r * DG_CLASSES;
@@ -287,11 +288,16 @@ void dg_ref_softmax_xent(int batch, const double *logits, const uint8_t *labels,
         if (!labels)
             continue;
         int label = labels[r];
-        *loss_sum += log(sum) + z[best] - z[label];
+        /* targets (1 - s) onehot + s / classes: loss -sum t log p */
+        double loss = 0.0;
+        for (int k = 0; k < DG_CLASSES; k++) {
+            double t = (1.0 - smoothing) * (k == label) + smoothing / DG_CLASSES;
+            loss -= t * (z[k] - z[best] - log(sum));
+            if (dlogits)
+                dlogits[(size_t)r * DG_CLASSES + k] = (p[k] - t) / batch;
+        }
+        *loss_sum += loss;
         *correct += best == label;
-        if (dlogits)
-            for (int k = 0; k < DG_CLASSES; k++)
-                dlogits[(size_t)r * DG_CLASSES + k] = (p[k] - (k == label)) / batch;
     }
 }
 

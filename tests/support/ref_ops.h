@@ -51,9 +51,10 @@ void dg_ref_dense_bwd(int batch, int in, int out, const double *x, const double 
 
 /* Softmax of (batch, 10) logits; with labels also dlogits (may be NULL) of the batch-mean
  * cross-entropy, *loss_sum (sum of row losses) and *correct (rows whose first argmax is the
- * label). */
-void dg_ref_softmax_xent(int batch, const double *logits, const uint8_t *labels, double *probs,
-                         double *dlogits, double *loss_sum, double *correct);
+ * label); smoothing s: the targets (1 - s) onehot + s / 10 (label smoothing). */
+void dg_ref_softmax_xent(int batch, const double *logits, const uint8_t *labels,
+                         double smoothing, double *probs, double *dlogits, double *loss_sum,
+                         double *correct);
 
 /* a = rho*a + (1-rho)*g^2; w -= lr*g / (sqrt(a) + eps). */
 void dg_ref_rmsprop(size_t n, double *w, const double *g, double *acc, double lr, double rho,
