@@ -65,18 +65,18 @@ END_TEST
 START_TEST(bad_architectures_refused)
 {
     struct dg_model model;
-    struct dg_layer_spec dense_first[] = {{DG_LAYER_DENSE, 10, 0, 0, 0.0f}};
+    struct dg_layer_spec dense_first[] = {{DG_LAYER_DENSE, 10, 0, 0, 0.0f, 0, 0}};
     ck_assert_int_eq(dg_model_build(&model, dense_first, 1), DG_ERR_INPUT);
-    struct dg_layer_spec even_kernel[] = {{DG_LAYER_CONV, 8, 4, 1, 0.0f},
-                                          {DG_LAYER_FLATTEN, 0, 0, 0, 0.0f},
-                                          {DG_LAYER_DENSE, 10, 0, 0, 0.0f}};
+    struct dg_layer_spec even_kernel[] = {{DG_LAYER_CONV, 8, 4, 1, 0.0f, 0, 0},
+                                          {DG_LAYER_FLATTEN, 0, 0, 0, 0.0f, 0, 0},
+                                          {DG_LAYER_DENSE, 10, 0, 0, 0.0f, 0, 0}};
     ck_assert_int_eq(dg_model_build(&model, even_kernel, 3), DG_ERR_INPUT);
-    struct dg_layer_spec wrong_classes[] = {{DG_LAYER_FLATTEN, 0, 0, 0, 0.0f},
-                                            {DG_LAYER_DENSE, 9, 0, 0, 0.0f}};
+    struct dg_layer_spec wrong_classes[] = {{DG_LAYER_FLATTEN, 0, 0, 0, 0.0f, 0, 0},
+                                            {DG_LAYER_DENSE, 9, 0, 0, 0.0f, 0, 0}};
     ck_assert_int_eq(dg_model_build(&model, wrong_classes, 2), DG_ERR_INPUT);
-    struct dg_layer_spec bad_rate[] = {{DG_LAYER_FLATTEN, 0, 0, 0, 0.0f},
-                                       {DG_LAYER_DROPOUT, 0, 0, 0, 1.0f},
-                                       {DG_LAYER_DENSE, 10, 0, 0, 0.0f}};
+    struct dg_layer_spec bad_rate[] = {{DG_LAYER_FLATTEN, 0, 0, 0, 0.0f, 0, 0},
+                                       {DG_LAYER_DROPOUT, 0, 0, 0, 1.0f, 0, 0},
+                                       {DG_LAYER_DENSE, 10, 0, 0, 0.0f, 0, 0}};
     ck_assert_int_eq(dg_model_build(&model, bad_rate, 3), DG_ERR_INPUT);
 }
 END_TEST
@@ -279,11 +279,11 @@ END_TEST
 START_TEST(other_architectures_round_trip)
 {
     make_tmpdir();
-    struct dg_layer_spec small[] = {{DG_LAYER_CONV, 4, 3, 1, 0.0f},
-                                    {DG_LAYER_MAXPOOL, 0, 0, 0, 0.0f},
-                                    {DG_LAYER_DROPOUT, 0, 0, 0, 0.125f},
-                                    {DG_LAYER_FLATTEN, 0, 0, 0, 0.0f},
-                                    {DG_LAYER_DENSE, 10, 0, 0, 0.0f}};
+    struct dg_layer_spec small[] = {{DG_LAYER_CONV, 4, 3, 1, 0.0f, 0, 0},
+                                    {DG_LAYER_MAXPOOL, 0, 0, 0, 0.0f, 0, 0},
+                                    {DG_LAYER_DROPOUT, 0, 0, 0, 0.125f, 0, 0},
+                                    {DG_LAYER_FLATTEN, 0, 0, 0, 0.0f, 0, 0},
+                                    {DG_LAYER_DENSE, 10, 0, 0, 0.0f, 0, 0}};
     struct dg_model model, loaded;
     ck_assert_int_eq(dg_model_build(&model, small, 5), DG_OK);
     ck_assert_uint_eq(model.param_count, 4 * 9 + 4 + 4 * 14 * 14 * 10 + 10);
@@ -402,8 +402,8 @@ START_TEST(net_spec_refusals)
     static const struct {
         const char *spec, *message;
     } cases[] = {
-        {"", "--net '': expected a preset (reference) or a layer spec such as 32C5-P2-F-128-10"},
-        {"referense", "--net 'referense': not a preset (reference) nor a layer spec"},
+        {"", "--net '': expected a preset (reference, deotte) or a layer spec such as 32C5-P2-F-128-10"},
+        {"referense", "--net 'referense': not a preset (reference, deotte) nor a layer spec"},
         {"32C4-10", "--net '32C4-10': at character 4 ('4'): expected an odd kernel size"},
         {"32C-10", "at character 4 ('-'): expected the kernel size after C (e.g. 32C5)"},
         {"32C17-10", "at character 4 ('1'): expected the kernel size after C (e.g. 32C5) (at "

@@ -52,9 +52,9 @@ static const struct family families[] = {
     {DG_CPU_ISA_AVX512, DG_CPU_KERNELS_WINOGRAD, "AVX-512 Winograd"},
 };
 #define FAMILIES ((int)(sizeof families / sizeof families[0]))
-/* Families whose convolutions sum in an order that does not depend on the thread count (all
- * but im2col + sgemm, whose weight gradient adds per-thread partial sums). */
-#define DETERMINISTIC_FAMILIES (FAMILIES * 2 / 3)
+/* Every family sums its convolutions in an order that does not depend on the thread count
+ * (the weight gradients of im2col + sgemm and Winograd add fixed image slots). */
+#define DETERMINISTIC_FAMILIES FAMILIES
 
 /* The backend of family f, or NULL (after a SKIP line) when its ISA cannot run here. */
 static struct dg_backend *family_backend(int f, int threads)
@@ -133,7 +133,8 @@ START_TEST(conv_vs_reference)
     const struct conv_case *c = &the_case;
     printf("conv case \"%s\"\n", conv_cases.at[_i].name);
     size_t hw = (size_t)c->h * c->w;
-    size_t nx = (size_t)c->batch * c->cin * hw, ny = (size_t)c->batch * c->cout * hw;
+    size_t nx = (size_t)c->batch * c->cin * hw;
+    size_t ny = (size_t)c->batch * c->cout * dg_conv_out_height(&shape) * dg_conv_out_width(&shape);
     size_t nw = (size_t)c->cout * c->cin * c->k * c->k;
     struct dg_test_rng rng = {1000 + (uint64_t)_i};
     float *x = dg_test_floats(nx), *w = dg_test_floats(nw), *b = dg_test_floats(c->cout);
@@ -160,8 +161,9 @@ START_TEST(conv_vs_reference)
         struct dg_backend *be = family_backend(f, 3);
         if (!be)
             continue;
-        printf("conv %d x %d -> %d, %dx%d, k %d, %s (%s)\n", c->batch, c->cin, c->cout, c->h, c->w,
-               c->k, families[f].name, be->description);
+        printf("conv %d x %d -> %d, %dx%d, k %d, stride %d%s, %s (%s)\n", c->batch, c->cin,
+               c->cout, c->h, c->w, c->k, dg_conv_stride(&shape), shape.valid ? ", valid" : "",
+               families[f].name, be->description);
         void *plan = NULL;
         check_ok(be->ops->conv_plan_create(be, &shape, &plan));
         for (int repeat = 0; repeat < 2; repeat++) {
@@ -196,13 +198,13 @@ END_TEST
  * bit-identical. */
 START_TEST(conv_deterministic)
 {
-    /* _i counts the direct and Winograd families: family 3 * (_i / 2) + 1 + _i % 2 */
-    const int f = 3 * (_i / 2) + 1 + _i % 2;
+    const int f = _i;
     for (int si = 0; si < conv_thread_cases.count; si++) {
         const struct dg_conv_shape *s = &conv_thread_cases.at[si].conv;
         size_t hw = (size_t)s->height * s->width;
         size_t nx = (size_t)s->batch * s->in_channels * hw;
-        size_t ny = (size_t)s->batch * s->out_channels * hw;
+        size_t ny = (size_t)s->batch * s->out_channels * dg_conv_out_height(s) *
+                    dg_conv_out_width(s);
         size_t nw = (size_t)s->out_channels * s->in_channels * s->kernel * s->kernel;
         size_t nb = (size_t)s->out_channels;
         struct dg_test_rng rng = {77};
@@ -262,7 +264,7 @@ START_TEST(conv_by_hand)
             continue;
         for (int cc = 0; cc < 2; cc++) {
             int cout = couts[cc];
-            struct dg_conv_shape shape = {1, 1, cout, 3, 3, 3};
+            struct dg_conv_shape shape = {1, 1, cout, 3, 3, 3, 1, 0};
             float w[16 * 9], bias[16], y[16 * 9];
             for (int c = 0; c < cout; c++) {
                 bias[c] = 0.5f;
@@ -889,12 +891,12 @@ START_TEST(net_describes_algorithms)
     /* a layer whose passes differ says so: 1 input channel, 16 outputs, kernel 5 */
     struct dg_backend *be = dg_test_cpu_backend(1, DG_CPU_KERNELS_AUTO);
     char name[96];
-    struct dg_conv_shape shape = {4, 1, 16, 9, 9, 5};
+    struct dg_conv_shape shape = {4, 1, 16, 9, 9, 5, 1, 0};
     be->ops->conv_algo_name(be, &shape, 1, name, sizeof name);
     ck_assert_str_eq(name, "direct (bwd-data im2col+sgemm, bwd-filter direct)");
     be->ops->conv_algo_name(be, &shape, 0, name, sizeof name);
     ck_assert_str_eq(name, "direct");
-    struct dg_conv_shape odd = {4, 32, 16, 9, 9, 3};
+    struct dg_conv_shape odd = {4, 32, 16, 9, 9, 3, 1, 0};
     be->ops->conv_algo_name(be, &odd, 1, name, sizeof name);
     ck_assert_str_eq(name, "direct (bwd-data Winograd, bwd-filter direct)");
     dg_backend_destroy(be);
@@ -1007,15 +1009,19 @@ static double ref_conv_loss(void *opaque)
     struct ref_conv_ctx *c = opaque;
     dg_ref_conv_fwd(&c->s, c->x, c->w, c->b, c->y, c->relu);
     return dot_double(c->y, c->r,
-                      (size_t)c->s.batch * c->s.out_channels * c->s.height * c->s.width);
+                      (size_t)c->s.batch * c->s.out_channels * dg_conv_out_height(&c->s) *
+                          dg_conv_out_width(&c->s));
 }
 
 START_TEST(fd_reference_conv)
 {
     struct dg_test_rng rng = {21};
-    for (int relu = 0; relu < 2; relu++) {
-        struct ref_conv_ctx c = {{2, 3, 4, 5, 6, 3}, 0, 0, 0, 0, 0, relu};
-        size_t nx = 2 * 3 * 30, ny = 2 * 4 * 30, nw = 4 * 3 * 9;
+    /* "same" stride 1, stride 2, "valid", "valid" stride 2 */
+    for (int variant = 0; variant < 8; variant++) {
+        int relu = variant & 1, stride = variant & 2 ? 2 : 1, valid = variant >> 2;
+        struct ref_conv_ctx c = {{2, 3, 4, 5, 6, 3, stride, valid}, 0, 0, 0, 0, 0, relu};
+        size_t nx = 2 * 3 * 30, nw = 4 * 3 * 9;
+        size_t ny = (size_t)2 * 4 * dg_conv_out_height(&c.s) * dg_conv_out_width(&c.s);
         c.x = dg_test_doubles(nx), c.w = dg_test_doubles(nw), c.b = dg_test_doubles(4);
         c.r = dg_test_doubles(ny), c.y = dg_test_doubles(ny);
         for (size_t i = 0; i < nx; i++)
@@ -1228,7 +1234,7 @@ START_TEST(fd_fast_conv)
     const struct dg_conv_shape *s = &c.conv;
     size_t hw = (size_t)s->height * s->width, nx = (size_t)s->batch * s->in_channels * hw;
     size_t nw = (size_t)s->out_channels * s->in_channels * s->kernel * s->kernel;
-    c.ny = (size_t)s->batch * s->out_channels * hw;
+    c.ny = (size_t)s->batch * s->out_channels * dg_conv_out_height(s) * dg_conv_out_width(s);
     c.x = dg_test_floats(nx), c.w = dg_test_floats(nw), c.b = dg_test_floats(s->out_channels);
     c.r = dg_test_floats(c.ny), c.y = dg_test_floats(c.ny);
     float *dx = dg_test_floats(nx), *dw = dg_test_floats(nw), *db = dg_test_floats(s->out_channels);
@@ -1262,7 +1268,7 @@ START_TEST(fd_fast_relu)
 {
     struct dg_test_rng rng = {41};
     struct fast_ctx c = {0};
-    c.conv = (struct dg_conv_shape){2, 16, 16, 5, 6, 1};
+    c.conv = (struct dg_conv_shape){2, 16, 16, 5, 6, 1, 1, 0};
     c.relu = 1;
     size_t n = 2 * 16 * 30;
     c.ny = n;

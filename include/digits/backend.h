@@ -5,7 +5,8 @@
  *
  * Shapes used here:
  *   conv weights  (out_channels, in_channels, kernel, kernel), bias (out_channels);
- *                 "same" padding (kernel/2 each side), stride 1.
+ *                 zero padding kernel/2 each side ("same") or none ("valid"), stride 1 or 2:
+ *                 output side (side + 2 pad - kernel) / stride + 1 (dg_conv_out_height).
  *   max-pool      2x2 window, stride 2; output (height/2, width/2), floor.
  *   dense weights (in, out) row-major so that y = x W + b; bias (out).
  * Every op overwrites its outputs (gradients are not accumulated across calls), except
@@ -29,9 +30,45 @@ struct dg_conv_shape {
     int batch;
     int in_channels;
     int out_channels;
-    int height; /* input = output height ("same") */
+    int height; /* input height and width */
     int width;
     int kernel; /* odd */
+    int stride; /* 1 or 2; 0 is read as 1 */
+    int valid;  /* 0: "same" padding (kernel / 2 each side), 1: no padding */
+};
+
+static inline int dg_conv_stride(const struct dg_conv_shape *s)
+{
+    return s->stride > 1 ? s->stride : 1;
+}
+
+static inline int dg_conv_pad(const struct dg_conv_shape *s)
+{
+    return s->valid ? 0 : s->kernel / 2;
+}
+
+static inline int dg_conv_out_height(const struct dg_conv_shape *s)
+{
+    return (s->height + 2 * dg_conv_pad(s) - s->kernel) / dg_conv_stride(s) + 1;
+}
+
+static inline int dg_conv_out_width(const struct dg_conv_shape *s)
+{
+    return (s->width + 2 * dg_conv_pad(s) - s->kernel) / dg_conv_stride(s) + 1;
+}
+
+/* The shape of the plain "same", stride-1 convolution, which every fast CPU kernel serves. */
+static inline int dg_conv_is_same_stride1(const struct dg_conv_shape *s)
+{
+    return dg_conv_stride(s) == 1 && !s->valid;
+}
+
+/* Batch normalisation of (batch, channels, spatial) tensors: statistics per channel over the
+ * batch and the `spatial` (= height * width, 1 after a dense layer) positions. */
+struct dg_bn_shape {
+    int batch;
+    int channels;
+    int spatial;
 };
 
 struct dg_pool_shape {
@@ -121,6 +158,29 @@ struct dg_backend_ops {
     /* dw = dL/dw, db = dL/dbias (sum of dy over batch, height, width) */
     enum dg_status (*conv_bwd_filter)(struct dg_backend *be, void *plan, const float *x,
                                       const float *dy, float *dw, float *db);
+
+    /* Batch normalisation, training mode: per channel c the batch mean m and the biased
+     * variance v over batch x spatial values; y = gamma (x - m) / sqrt(v + eps) + beta;
+     * running_mean = momentum running_mean + (1 - momentum) m, running_var likewise with
+     * the unbiased variance v M / (M - 1) (M = batch x spatial, as cuDNN and PyTorch);
+     * save_mean = m, save_invstd = 1 / sqrt(v + eps) for the backward pass. */
+    enum dg_status (*batchnorm_fwd_train)(struct dg_backend *be, const struct dg_bn_shape *shape,
+                                          const float *x, const float *gamma, const float *beta,
+                                          float *running_mean, float *running_var,
+                                          double momentum, double eps, float *y,
+                                          float *save_mean, float *save_invstd);
+    /* Inference mode: y = gamma (x - running_mean) / sqrt(running_var + eps) + beta. */
+    enum dg_status (*batchnorm_fwd_infer)(struct dg_backend *be, const struct dg_bn_shape *shape,
+                                          const float *x, const float *gamma, const float *beta,
+                                          const float *running_mean, const float *running_var,
+                                          double eps, float *y);
+    /* The training-mode gradient with the forward's save_mean / save_invstd: with
+     * xhat = (x - m) invstd, dbeta = sum dy, dgamma = sum dy xhat and
+     * dx = gamma invstd (dy - dbeta / M - xhat dgamma / M). */
+    enum dg_status (*batchnorm_bwd)(struct dg_backend *be, const struct dg_bn_shape *shape,
+                                    const float *x, const float *dy, const float *gamma,
+                                    const float *save_mean, const float *save_invstd, float *dx,
+                                    float *dgamma, float *dbeta);
 
     /* dy *= (y > 0), in place: the ReLU backward given the ReLU output y */
     enum dg_status (*relu_bwd)(struct dg_backend *be, size_t n, const float *y, float *dy);

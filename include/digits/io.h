@@ -1,6 +1,7 @@
 /* Output files that appear whole or not at all (temporary file + rename), and the model file:
  *   "DGTMODEL" magic (8 bytes), u32 format version, u32 layer count, per layer
- *   (u32 kind, u32 units, u32 kernel, u32 relu, f32 rate), u64 parameter count,
+ *   (u32 kind, u32 units, u32 kernel, u32 relu, f32 rate; the kernel word of a convolution
+ *   also holds bit 8 = stride 2 and bit 9 = "valid" padding), u64 parameter count,
  *   u32 settings length + settings text ("key=value\n" lines), the parameters as
  *   little-endian float32 in dg_model order, then the CRC32 (zlib) of everything before it. */
 #ifndef DIGITS_IO_H

@@ -2,6 +2,7 @@
  * and one contiguous float parameter vector. Per layer the weights come first, then the bias:
  *   conv  w (out_c, in_c, k, k), b (out_c)
  *   dense w (in, out) row-major, b (out)
+ *   batchnorm gamma (c), beta (c), running mean (c), running variance (c)
  * Activations are NCHW; flatten keeps NCHW order (index c*h*w + y*w + x). */
 #ifndef DIGITS_MODEL_H
 #define DIGITS_MODEL_H
@@ -21,12 +22,19 @@ extern "C" {
 #define DG_MAX_PARAMS (1 << 28) /* the parameters of one network (1 GiB of floats) */
 
 enum dg_layer_kind {
-    DG_LAYER_CONV = 1,    /* "same" convolution, stride 1, optional ReLU */
+    DG_LAYER_CONV = 1,    /* convolution: stride 1 or 2, "same" or "valid" padding, optional ReLU */
     DG_LAYER_MAXPOOL = 2, /* 2x2, stride 2 */
     DG_LAYER_DROPOUT = 3,
     DG_LAYER_FLATTEN = 4,
     DG_LAYER_DENSE = 5,   /* optional ReLU; the last dense layer feeds softmax */
+    DG_LAYER_BATCHNORM = 6, /* per channel (per unit after flatten), Keras' defaults below */
 };
+
+/* Batch normalisation's constants, Keras' BatchNormalization defaults: running statistics
+ * r = DG_BN_MOMENTUM r + (1 - DG_BN_MOMENTUM) batch statistic, and y = gamma (x - mean) /
+ * sqrt(var + DG_BN_EPSILON) + beta. */
+#define DG_BN_MOMENTUM 0.99
+#define DG_BN_EPSILON 1e-3
 
 struct dg_layer_spec {
     enum dg_layer_kind kind;
@@ -34,6 +42,8 @@ struct dg_layer_spec {
     int kernel;  /* conv only */
     int relu;    /* conv, dense */
     float rate;  /* dropout only */
+    int stride;  /* conv: 1 or 2 (0 is read as 1) */
+    int valid;   /* conv: 0 "same" padding (kernel/2 each side), 1 none ("valid") */
 };
 
 struct dg_layer {
@@ -45,6 +55,11 @@ struct dg_layer {
     size_t weight_count;
     size_t bias_offset;
     size_t bias_count;
+    /* batchnorm: gamma at weight_offset, beta at bias_offset (out_c each), then the running
+     * mean and variance at stat_offset (2 x out_c): parameters the optimiser never moves
+     * (their gradients are zero), 0 elsewhere */
+    size_t stat_offset;
+    size_t stat_count;
     int dropout_ordinal;     /* 0, 1, 2 for dropout layers, -1 otherwise */
 };
 
@@ -71,14 +86,21 @@ enum dg_status dg_model_layout(struct dg_model *model, const struct dg_layer_spe
 
 /* ---- the text form of a layer table (`digits train --net`) ----
  * Layers separated by '-', letters in either case:
- *   NcK     convolution: N filters, K x K ("same" padding, stride 1, ReLU); NcKl: no ReLU
+ *   NcK     convolution: N filters, K x K ("same" padding, stride 1, ReLU), then in this
+ *           order optionally S2 (stride 2), V ("valid": no padding) and L (no ReLU), e.g.
+ *           32C5S2, 32C3V, 64C3VL. Output side (side + 2 pad - K) / stride + 1, pad K/2
+ *           ("same", both sides, as PyTorch's padding=K//2) or 0 ("valid")
+ *   B       batch normalisation (per channel; per unit after flatten)
  *   p2      2x2 max-pooling, stride 2
  *   dR      dropout at rate R (0 <= R < 1), e.g. d0.25
  *   f       flatten (written before the first dense layer when left out)
  *   N       dense: N units with ReLU; Nl: no ReLU. The last layer is the dense layer of 10
  *           classes that feeds softmax (no ReLU, whether or not written "10l").
  * The presets: "reference" (the default network, 887,530 parameters):
- *   32C5-32C5-P2-D0.25-64C3-64C3-P2-D0.25-F-256-D0.5-10 */
+ *   32C5-32C5-P2-D0.25-64C3-64C3-P2-D0.25-F-256-D0.5-10
+ * and "deotte" (Chris Deotte's Kaggle CNN: batch normalisation after every layer, strided
+ * convolutions instead of pooling):
+ *   32C3V-B-32C3V-B-32C5S2-B-D0.4-64C3V-B-64C3V-B-64C5S2-B-D0.4-F-128-B-D0.4-10 */
 #define DG_NET_SPEC_MAX 1024
 
 /* Parses a preset name or a spec into specs (DG_MAX_LAYERS entries) and checks that it makes

@@ -5,7 +5,8 @@
  * Buffers (backend memory, NCHW):
  *   act[0]           input (max_batch, 1, 28, 28)
  *   act[i + 1]       output of layer i (max_batch, out_c, out_h, out_w)
- *   dact[i]          dL/d act[i] (same shape; dact[0] is not computed)
+ *   dact[i]          dL/d act[i] (same shape; dact[0] is not computed, except as the scratch
+ *                    gradient of a first batchnorm layer)
  *   probs, dlogits   (max_batch, 10)
  *   params, grads, rms_acc   param_count floats, same layout as dg_model.params
  *   labels           (max_batch) uint8, stats 3 doubles (loss sum, correct count, the trace
@@ -51,6 +52,9 @@ struct dg_net {
     float *dout[DG_MAX_LAYERS + 1];
     float *probs;
     float *dlogits;
+    /* batchnorm layers: the training forward's batch mean and 1 / sqrt(var + eps) per channel
+     * (2 x out_c), which the backward pass reads */
+    float *bn_save[DG_MAX_LAYERS];
     uint8_t *labels;
     double *stats;
     double *trace;

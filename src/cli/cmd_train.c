@@ -196,8 +196,10 @@ static int same_net(const struct train_request *req, const struct dg_model *mode
         return 0;
     for (int i = 0; i < req->net_count; i++) {
         const struct dg_layer_spec *a = &req->net[i], *b = &model->layers[i].spec;
+        int stride_a = a->stride > 1 ? a->stride : 1, stride_b = b->stride > 1 ? b->stride : 1;
         if (a->kind != b->kind || a->units != b->units || a->kernel != b->kernel ||
-            a->relu != b->relu || a->rate != b->rate)
+            a->relu != b->relu || a->rate != b->rate ||
+            (a->kind == DG_LAYER_CONV && (stride_a != stride_b || a->valid != b->valid)))
             return 0;
     }
     return 1;

@@ -1,4 +1,5 @@
-/* "Same" convolution (stride 1, odd kernel) on the CPU, NCHW float32 at the interface: the plan,
+/* Convolution on the CPU (odd kernel; "same" stride 1, or strided / "valid", which only the
+ * generic family serves), NCHW float32 at the interface: the plan,
  * the choice of algorithm and the ops. Three algorithms, chosen per pass when the plan is created
  * (dg_cpu_conv_choose) and called through the plan's function pointers; the kernels come from the
  * backend's ISA table (src/cpu/isa/kernels.c, one source compiled per instruction set):
@@ -23,9 +24,9 @@ static enum dg_status ensure_generic(struct conv_plan *p)
     if (p->col)
         return DG_OK;
     const struct dg_conv_shape *s = &p->s;
-    size_t hw = (size_t)s->height * s->width;
+    size_t hw = (size_t)dg_conv_out_height(s) * dg_conv_out_width(s);
     p->col = alloc_floats(conv_kdim(s) * hw * (size_t)p->threads);
-    p->dw_part = alloc_floats((size_t)s->out_channels * conv_kdim(s) * (size_t)p->threads);
+    p->dw_part = alloc_floats((size_t)s->out_channels * conv_kdim(s) * (size_t)wino_slots(p));
     if (!p->col || !p->dw_part) {
         free(p->col);
         free(p->dw_part);
@@ -108,6 +109,10 @@ struct dg_cpu_conv_algos dg_cpu_conv_choose(enum dg_cpu_kernels kernels,
 {
     int k = shape->kernel, cin = shape->in_channels, cout = shape->out_channels;
     struct dg_cpu_conv_algos a;
+    if (!dg_conv_is_same_stride1(shape)) {
+        a.fwd = a.bwd_data = a.bwd_filter = DG_CPU_CONV_GENERIC;
+        return a;
+    }
     a.fwd = choose(kernels, k, cin, cout);
     a.bwd_data = choose(kernels, k, cout, cin);
     a.bwd_filter = choose(kernels, k, cin, cout);
@@ -226,7 +231,7 @@ void dg_cpu_conv_bias_grad(struct dg_cpu *cpu, const struct conv_plan *p, const 
                            float *db)
 {
     struct bias_grad_job job = {dy, db, p->s.batch, p->s.out_channels,
-                                (size_t)p->s.height * p->s.width};
+                                (size_t)dg_conv_out_height(&p->s) * dg_conv_out_width(&p->s)};
     dg_cpu_threads_run(cpu->pool, bias_grad_task, &job);
 }
 
@@ -290,19 +295,25 @@ enum dg_status dg_cpu_conv_plan_create(struct dg_backend *be, const struct dg_co
     struct dg_cpu *cpu = be->impl;
     *plan = NULL;
     if (shape->batch < 1 || shape->in_channels < 1 || shape->out_channels < 1 ||
-        shape->height < 1 || shape->width < 1 || shape->kernel < 1 || shape->kernel % 2 == 0)
+        shape->height < 1 || shape->width < 1 || shape->kernel < 1 || shape->kernel % 2 == 0 ||
+        shape->stride < 0 || shape->stride > 2 || shape->valid < 0 || shape->valid > 1 ||
+        dg_conv_out_height(shape) < 1 || dg_conv_out_width(shape) < 1 ||
+        shape->height + 2 * dg_conv_pad(shape) < shape->kernel ||
+        shape->width + 2 * dg_conv_pad(shape) < shape->kernel)
         return dg_error(DG_ERR_RUNTIME,
-                        "cpu conv: bad shape batch %d, channels %d -> %d, %dx%d, kernel %d",
+                        "cpu conv: bad shape batch %d, channels %d -> %d, %dx%d, kernel %d, "
+                        "stride %d, valid %d",
                         shape->batch, shape->in_channels, shape->out_channels, shape->height,
-                        shape->width, shape->kernel);
+                        shape->width, shape->kernel, shape->stride, shape->valid);
     struct conv_plan *p = calloc(1, sizeof *p);
     if (!p)
         return dg_error(DG_ERR_NOMEM, "cpu conv: out of memory for a plan");
     p->s = *shape;
     p->isa = cpu->isa;
-    p->pad = shape->kernel / 2;
+    p->pad = dg_conv_pad(shape);
     p->threads = cpu->threads;
-    p->bf16 = cpu->bf16;
+    /* strided and "valid" convolutions run the generic float32 family under --math bf16 too */
+    p->bf16 = dg_conv_is_same_stride1(shape) ? cpu->bf16 : NULL;
     p->wm = !p->bf16 && shape->kernel == 3 ? 4 : !p->bf16 && shape->kernel == 5 ? 2 : 0;
     if (p->wm) {
         p->th = (shape->height + p->wm - 1) / p->wm;
@@ -339,7 +350,7 @@ void dg_cpu_conv_describe(struct dg_backend *be, const struct dg_conv_shape *sha
                           int with_bwd_data, char *out, size_t size)
 {
     struct dg_cpu *cpu = be->impl;
-    if (cpu->bf16) {
+    if (cpu->bf16 && dg_conv_is_same_stride1(shape)) {
         snprintf(out, size, "%s", dg_cpu_conv_algo_name(DG_CPU_CONV_BF16));
         return;
     }

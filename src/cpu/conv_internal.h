@@ -36,7 +36,7 @@ struct conv_plan {
     int th, tw; /* Winograd tiles per column, per row */
     /* generic */
     float *col;     /* per thread (cin*k*k, h*w) */
-    float *dw_part; /* per thread (cout, cin*k*k) */
+    float *dw_part; /* per image slot (wino_slots) (cout, cin*k*k) */
     /* direct */
     float *xpad;    /* weight gradient: (batch, hp, wp, cin) */
     float *gpad;    /* weight gradient: (batch, h, w, cout) */
@@ -65,7 +65,7 @@ struct conv_plan {
     size_t b_image, b_tiles; /* elements per thread of bx, of bacc */
 };
 
-/* Image slots of the Winograd weight gradient: slot j sums the images
+/* Image slots of the Winograd and the im2col weight gradients: slot j sums the images
  * [j*batch/slots, (j+1)*batch/slots) into its own S, whole slots go to threads, and the slots
  * are added in order at the end, so the result does not depend on the thread count. */
 static inline int wino_slots(const struct conv_plan *p)

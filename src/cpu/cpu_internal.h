@@ -146,4 +146,19 @@ enum dg_status dg_cpu_conv_bwd_data(struct dg_backend *be, void *plan, const flo
 enum dg_status dg_cpu_conv_bwd_filter(struct dg_backend *be, void *plan, const float *x,
                                       const float *dy, float *dw, float *db);
 
+/* ---- batch normalisation (batchnorm.c), the vtable entries of include/digits/backend.h ---- */
+enum dg_status dg_cpu_batchnorm_fwd_train(struct dg_backend *be, const struct dg_bn_shape *shape,
+                                          const float *x, const float *gamma, const float *beta,
+                                          float *running_mean, float *running_var,
+                                          double momentum, double eps, float *y,
+                                          float *save_mean, float *save_invstd);
+enum dg_status dg_cpu_batchnorm_fwd_infer(struct dg_backend *be, const struct dg_bn_shape *shape,
+                                          const float *x, const float *gamma, const float *beta,
+                                          const float *running_mean, const float *running_var,
+                                          double eps, float *y);
+enum dg_status dg_cpu_batchnorm_bwd(struct dg_backend *be, const struct dg_bn_shape *shape,
+                                    const float *x, const float *dy, const float *gamma,
+                                    const float *save_mean, const float *save_invstd, float *dx,
+                                    float *dgamma, float *dbeta);
+
 #endif

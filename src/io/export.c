@@ -38,7 +38,20 @@ void dg_export_member_tensors(const struct dg_model *model, int member,
         b->offset = layer->bias_offset;
         w->count = layer->weight_count;
         w->offset = layer->weight_offset;
-        if (layer->spec.kind == DG_LAYER_CONV) {
+        if (layer->spec.kind == DG_LAYER_BATCHNORM) {
+            w->transposed = 0;
+            w->rank = 1;
+            w->shape[0] = layer->out_c;
+            static const char *const stats[2] = {"running_mean", "running_var"};
+            for (int k = 0; k < 2; k++) {
+                struct dg_export_tensor *r = &tensors[n++];
+                *r = *b;
+                snprintf(r->name, sizeof r->name, "%s%s.%s", prefix, layer->name, stats[k]);
+                r->is_bias = 0;
+                r->offset = layer->stat_offset + (size_t)k * layer->out_c;
+                r->count = (size_t)layer->out_c;
+            }
+        } else if (layer->spec.kind == DG_LAYER_CONV) {
             w->transposed = 0;
             w->rank = 4;
             w->shape[0] = layer->out_c;
@@ -103,8 +116,14 @@ int dg_export_architecture(const struct dg_model *model, char *text, size_t size
         const struct dg_layer_spec *spec = &layer->spec;
         switch (spec->kind) {
         case DG_LAYER_CONV:
-            SAY("; %s Conv2d(%d, %d, kernel_size=%d, padding=%d)", layer->name, layer->in_c,
-                layer->out_c, spec->kernel, spec->kernel / 2);
+            SAY("; %s Conv2d(%d, %d, kernel_size=%d, %spadding=%d)", layer->name, layer->in_c,
+                layer->out_c, spec->kernel, spec->stride == 2 ? "stride=2, " : "",
+                spec->valid ? 0 : spec->kernel / 2);
+            break;
+        case DG_LAYER_BATCHNORM:
+            SAY("; %s BatchNorm%dd(%d, eps=%g, momentum=%g)", layer->name,
+                layer->out_h == 1 && layer->out_w == 1 && layer->in_h == 1 ? 1 : 2, layer->out_c,
+                DG_BN_EPSILON, 1.0 - DG_BN_MOMENTUM);
             break;
         case DG_LAYER_MAXPOOL:
             SAY("; %s MaxPool2d(2)", layer->name);

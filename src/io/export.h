@@ -2,6 +2,8 @@
  * parameters as named tensors in PyTorch's names and layouts, and the architecture in words.
  *   conv  "convK.weight" (out, in, k, k) (Digits' layout), "convK.bias" (out)
  *   dense "denseK.weight" (out, in) (Digits stores (in, out): transposed), "denseK.bias" (out)
+ *   batchnorm "batchnormK.weight", ".bias", ".running_mean", ".running_var" (c each), as
+ *         PyTorch's nn.BatchNorm2d / BatchNorm1d name them
  * K counts the layers of a kind from 1, as the layer table names them. Member m of an
  * ensemble of several: the same names behind "members.m." (PyTorch's nn.ModuleList named
  * `members`), e.g. "members.0.conv1.weight". */
@@ -14,7 +16,7 @@
 #include "digits/model.h"
 #include "digits/status.h"
 
-#define DG_EXPORT_MAX_TENSORS (2 * DG_MAX_LAYERS)
+#define DG_EXPORT_MAX_TENSORS (4 * DG_MAX_LAYERS)
 
 struct dg_export_tensor {
     char name[48]; /* "conv1.weight", "members.12.conv1.weight" */
@@ -27,7 +29,8 @@ struct dg_export_tensor {
     size_t offset; /* into model->params */
 };
 
-/* The tensors of model in layer order (weight, then bias), count into *count. */
+/* The tensors of model in layer order (weight, then bias; then a batchnorm layer's running mean
+ * and variance), count into *count. */
 void dg_export_tensors(const struct dg_model *model, struct dg_export_tensor *tensors, int *count);
 /* The same, named as member `member` of an ensemble ("members.M." before each name); member < 0:
  * no prefix (one model), as dg_export_tensors. */

@@ -24,8 +24,12 @@ int dg_io_put_layers(struct buffer *b, const struct dg_model *model)
     int failed = put_u32(b, (uint32_t)model->layer_count);
     for (int i = 0; i < model->layer_count && !failed; i++) {
         const struct dg_layer_spec *spec = &model->layers[i].spec;
+        /* the kernel word: the side in the low byte, bit 8 stride 2, bit 9 "valid" (0 for the
+         * stride-1 "same" convolutions, so files of such networks read as they always did) */
+        uint32_t kernel = (uint32_t)spec->kernel | (spec->stride == 2 ? 1u << 8 : 0u) |
+                          (spec->valid ? 1u << 9 : 0u);
         failed = put_u32(b, (uint32_t)spec->kind) || put_u32(b, (uint32_t)spec->units) ||
-                 put_u32(b, (uint32_t)spec->kernel) || put_u32(b, (uint32_t)spec->relu) ||
+                 put_u32(b, kernel) || put_u32(b, (uint32_t)spec->relu) ||
                  put_f32(b, spec->rate);
     }
     return failed;
@@ -42,10 +46,12 @@ enum dg_status dg_io_check_layers(const char *path, const char *kind, const unsi
                         layer_count);
     for (uint32_t i = 0; i < layer_count; i++) {
         const unsigned char *q = table + (size_t)i * LAYER_BYTES;
-        uint32_t kind_value = get_u32(q), units = get_u32(q + 4), kernel = get_u32(q + 8),
+        uint32_t kind_value = get_u32(q), units = get_u32(q + 4), word = get_u32(q + 8),
                  relu = get_u32(q + 12);
-        if (kind_value < DG_LAYER_CONV || kind_value > DG_LAYER_DENSE || units > DG_MAX_UNITS ||
-            kernel > DG_MAX_KERNEL || relu > 1)
+        uint32_t kernel = word & 0xffu;
+        if (kind_value < DG_LAYER_CONV || kind_value > DG_LAYER_BATCHNORM ||
+            units > DG_MAX_UNITS || kernel > DG_MAX_KERNEL || (word & ~0x3ffu) != 0 ||
+            (kind_value != DG_LAYER_CONV && word != kernel) || relu > 1)
             return dg_error(DG_ERR_INPUT,
                             "%s: corrupted %s file (layer %u: kind %u, units %u, kernel %u, "
                             "relu %u)",
@@ -53,6 +59,8 @@ enum dg_status dg_io_check_layers(const char *path, const char *kind, const unsi
         specs[i].kind = (enum dg_layer_kind)kind_value;
         specs[i].units = (int)units;
         specs[i].kernel = (int)kernel;
+        specs[i].stride = kind_value == DG_LAYER_CONV ? (word & (1u << 8) ? 2 : 1) : 0;
+        specs[i].valid = (word >> 9) & 1u;
         specs[i].relu = (int)relu;
         specs[i].rate = get_f32(q + 16);
     }

@@ -171,16 +171,22 @@ static void attr_ints(struct pb *node, const char *name, const int64_t *v, int n
 
 /* A node with up to three inputs (NULL ends the list early) and one output; the attributes
  * are added by the caller, then node_finish appends it to the graph. */
-static void node_start(struct pb *node, const char *op_type, const char *name, const char *in1,
-                       const char *in2, const char *in3, const char *out)
+static void node_start_n(struct pb *node, const char *op_type, const char *name,
+                         const char *const *inputs, int count, const char *out)
 {
     memset(node, 0, sizeof *node);
-    const char *inputs[3] = {in1, in2, in3};
-    for (int i = 0; i < 3 && inputs[i]; i++)
+    for (int i = 0; i < count && inputs[i]; i++)
         pb_string(node, NODE_INPUT, inputs[i]);
     pb_string(node, NODE_OUTPUT, out);
     pb_string(node, NODE_NAME, name);
     pb_string(node, NODE_OP_TYPE, op_type);
+}
+
+static void node_start(struct pb *node, const char *op_type, const char *name, const char *in1,
+                       const char *in2, const char *in3, const char *out)
+{
+    const char *inputs[3] = {in1, in2, in3};
+    node_start_n(node, op_type, name, inputs, 3, out);
 }
 
 static void node_finish(struct pb *graph, struct pb *node)
@@ -251,11 +257,12 @@ static enum dg_status member_nodes(struct pb *graph, const struct dg_model *mode
         switch (spec->kind) {
         case DG_LAYER_CONV: {
             int64_t k[2] = {spec->kernel, spec->kernel}, one[2] = {1, 1};
-            int64_t pad = spec->kernel / 2, pads[4] = {pad, pad, pad, pad};
+            int64_t stride = spec->stride == 2 ? 2 : 1, strides[2] = {stride, stride};
+            int64_t pad = spec->valid ? 0 : spec->kernel / 2, pads[4] = {pad, pad, pad, pad};
             node_start(&node, "Conv", name, current, tensors[t].name, tensors[t + 1].name, next);
             attr_ints(&node, "kernel_shape", k, 2);
             attr_ints(&node, "pads", pads, 4);
-            attr_ints(&node, "strides", one, 2);
+            attr_ints(&node, "strides", strides, 2);
             attr_ints(&node, "dilations", one, 2);
             attr_int(&node, "group", 1);
             node_finish(graph, &node);
@@ -268,6 +275,17 @@ static enum dg_status member_nodes(struct pb *graph, const struct dg_model *mode
             attr_ints(&node, "kernel_shape", two, 2);
             attr_ints(&node, "strides", two, 2);
             node_finish(graph, &node);
+            break;
+        }
+        case DG_LAYER_BATCHNORM: {
+            /* inference: the running statistics (X, scale, B, mean, var) */
+            const char *inputs[5] = {current, tensors[t].name, tensors[t + 1].name,
+                                     tensors[t + 2].name, tensors[t + 3].name};
+            node_start_n(&node, "BatchNormalization", name, inputs, 5, next);
+            attr_float(&node, "epsilon", (float)DG_BN_EPSILON);
+            attr_float(&node, "momentum", (float)DG_BN_MOMENTUM);
+            node_finish(graph, &node);
+            t += 4;
             break;
         }
         case DG_LAYER_DROPOUT:

@@ -3,6 +3,7 @@
  * dense w (in, out) row-major). Inputs 1x28x28, NCHW. */
 #include "digits/model.h"
 
+#include "digits/backend.h"
 #include "digits/data.h"
 #include "math/philox.h"
 
@@ -12,12 +13,12 @@
 #include <string.h>
 
 static const struct dg_layer_spec reference_arch[] = {
-    {DG_LAYER_CONV, 32, 5, 1, 0.0f},   {DG_LAYER_CONV, 32, 5, 1, 0.0f},
-    {DG_LAYER_MAXPOOL, 0, 0, 0, 0.0f}, {DG_LAYER_DROPOUT, 0, 0, 0, 0.25f},
-    {DG_LAYER_CONV, 64, 3, 1, 0.0f},   {DG_LAYER_CONV, 64, 3, 1, 0.0f},
-    {DG_LAYER_MAXPOOL, 0, 0, 0, 0.0f}, {DG_LAYER_DROPOUT, 0, 0, 0, 0.25f},
-    {DG_LAYER_FLATTEN, 0, 0, 0, 0.0f}, {DG_LAYER_DENSE, 256, 0, 1, 0.0f},
-    {DG_LAYER_DROPOUT, 0, 0, 0, 0.5f}, {DG_LAYER_DENSE, 10, 0, 0, 0.0f},
+    {DG_LAYER_CONV, 32, 5, 1, 0.0f, 1, 0},   {DG_LAYER_CONV, 32, 5, 1, 0.0f, 1, 0},
+    {DG_LAYER_MAXPOOL, 0, 0, 0, 0.0f, 0, 0}, {DG_LAYER_DROPOUT, 0, 0, 0, 0.25f, 0, 0},
+    {DG_LAYER_CONV, 64, 3, 1, 0.0f, 1, 0},   {DG_LAYER_CONV, 64, 3, 1, 0.0f, 1, 0},
+    {DG_LAYER_MAXPOOL, 0, 0, 0, 0.0f, 0, 0}, {DG_LAYER_DROPOUT, 0, 0, 0, 0.25f, 0, 0},
+    {DG_LAYER_FLATTEN, 0, 0, 0, 0.0f, 0, 0}, {DG_LAYER_DENSE, 256, 0, 1, 0.0f, 0, 0},
+    {DG_LAYER_DROPOUT, 0, 0, 0, 0.5f, 0, 0}, {DG_LAYER_DENSE, 10, 0, 0, 0.0f, 0, 0},
 };
 
 const struct dg_layer_spec *dg_arch_reference(int *layer_count)
@@ -39,6 +40,8 @@ static const char *kind_name(enum dg_layer_kind kind)
         return "flatten";
     case DG_LAYER_DENSE:
         return "dense";
+    case DG_LAYER_BATCHNORM:
+        return "batchnorm";
     }
     return "?";
 }
@@ -55,7 +58,7 @@ enum dg_status dg_model_layout(struct dg_model *model, const struct dg_layer_spe
         return dg_error(DG_ERR_INPUT, "architecture: %d layers (1..%d allowed)", layer_count,
                         DG_MAX_LAYERS);
     int c = 1, h = 28, w = 28, flat = 0, dropouts = 0;
-    int ordinal[6] = {0};
+    int ordinal[DG_LAYER_BATCHNORM + 1] = {0};
     size_t offset = 0;
     for (int i = 0; i < layer_count; i++) {
         struct dg_layer *layer = &model->layers[i];
@@ -66,7 +69,7 @@ enum dg_status dg_model_layout(struct dg_model *model, const struct dg_layer_spe
         layer->in_w = w;
         layer->dropout_ordinal = -1;
         int kind = specs[i].kind;
-        if (kind < DG_LAYER_CONV || kind > DG_LAYER_DENSE)
+        if (kind < DG_LAYER_CONV || kind > DG_LAYER_BATCHNORM)
             return dg_error(DG_ERR_INPUT, "architecture: layer %d has unknown kind %d", i + 1,
                             kind);
         snprintf(layer->name, sizeof layer->name, "%s%d", kind_name(specs[i].kind),
@@ -86,9 +89,32 @@ enum dg_status dg_model_layout(struct dg_model *model, const struct dg_layer_spe
                                 "architecture: %s: kernel %d (an odd size 1..%d: \"same\" "
                                 "padding is kernel/2 each side)",
                                 layer->name, specs[i].kernel, DG_MAX_KERNEL);
+            if (specs[i].stride < 0 || specs[i].stride > 2 || specs[i].valid < 0 ||
+                specs[i].valid > 1)
+                return dg_error(DG_ERR_INPUT, "architecture: %s: stride %d, valid %d (stride 1 "
+                                              "or 2, valid 0 or 1)",
+                                layer->name, specs[i].stride, specs[i].valid);
+            {
+                struct dg_conv_shape shape = {1, c, specs[i].units, h, w, specs[i].kernel,
+                                              specs[i].stride, specs[i].valid};
+                if (h + 2 * dg_conv_pad(&shape) < specs[i].kernel ||
+                    w + 2 * dg_conv_pad(&shape) < specs[i].kernel)
+                    return dg_error(DG_ERR_INPUT,
+                                    "architecture: %s: its input is %dx%d, smaller than the "
+                                    "%dx%d kernel without padding",
+                                    layer->name, h, w, specs[i].kernel, specs[i].kernel);
+                int oh = dg_conv_out_height(&shape), ow = dg_conv_out_width(&shape);
+                h = oh;
+                w = ow;
+            }
             layer->weight_count = (size_t)specs[i].units * c * specs[i].kernel * specs[i].kernel;
             layer->bias_count = (size_t)specs[i].units;
             c = specs[i].units;
+            break;
+        case DG_LAYER_BATCHNORM:
+            layer->weight_count = (size_t)c;
+            layer->bias_count = (size_t)c;
+            layer->stat_count = 2 * (size_t)c;
             break;
         case DG_LAYER_MAXPOOL:
             if (flat)
@@ -130,15 +156,17 @@ enum dg_status dg_model_layout(struct dg_model *model, const struct dg_layer_spe
             c = specs[i].units;
             break;
         }
-        if (offset + layer->weight_count + layer->bias_count > DG_MAX_PARAMS)
+        size_t layer_params = layer->weight_count + layer->bias_count + layer->stat_count;
+        if (offset + layer_params > DG_MAX_PARAMS)
             return dg_error(DG_ERR_INPUT,
                             "architecture: %s: more than %d parameters up to this layer (%zu)",
-                            layer->name, DG_MAX_PARAMS,
-                            offset + layer->weight_count + layer->bias_count);
+                            layer->name, DG_MAX_PARAMS, offset + layer_params);
         layer->weight_offset = offset;
         offset += layer->weight_count;
         layer->bias_offset = offset;
         offset += layer->bias_count;
+        layer->stat_offset = offset;
+        offset += layer->stat_count;
         layer->out_c = c;
         layer->out_h = h;
         layer->out_w = w;
@@ -174,6 +202,18 @@ void dg_model_init_glorot(struct dg_model *model, uint64_t seed)
         const struct dg_layer *layer = &model->layers[i];
         if (layer->weight_count == 0)
             continue;
+        if (layer->spec.kind == DG_LAYER_BATCHNORM) {
+            /* gamma 1, beta 0, running mean 0, running variance 1 (Keras, PyTorch) */
+            float *p = model->params + layer->weight_offset;
+            size_t c = (size_t)layer->out_c;
+            for (size_t k = 0; k < c; k++) {
+                p[k] = 1.0f;
+                p[c + k] = 0.0f;
+                p[2 * c + k] = 0.0f;
+                p[3 * c + k] = 1.0f;
+            }
+            continue;
+        }
         double fan_in, fan_out;
         if (layer->spec.kind == DG_LAYER_CONV) {
             double area = (double)layer->spec.kernel * layer->spec.kernel;
@@ -228,7 +268,7 @@ void dg_model_print_summary(const struct dg_model *model, void (*print_line)(con
             snprintf(shape, sizeof shape, "(%d, %d, %d)", layer->out_c, layer->out_h,
                      layer->out_w);
         snprintf(line, sizeof line, "%-11s %-16s %10zu", layer->name, shape,
-                 layer->weight_count + layer->bias_count);
+                 layer->weight_count + layer->bias_count + layer->stat_count);
         print_line(line, ctx);
     }
     snprintf(line, sizeof line, "total parameters: %zu", model->param_count);

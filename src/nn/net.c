@@ -40,8 +40,9 @@ static enum dg_status create_plans(struct dg_net *net, int batch, void **plans)
         const struct dg_layer *layer = &net->model->layers[i];
         if (layer->spec.kind != DG_LAYER_CONV)
             continue;
-        struct dg_conv_shape shape = {batch,         layer->in_c, layer->out_c,
-                                      layer->in_h,   layer->in_w, layer->spec.kernel};
+        struct dg_conv_shape shape = {batch,          layer->in_c,       layer->out_c,
+                                      layer->in_h,    layer->in_w,       layer->spec.kernel,
+                                      layer->spec.stride, layer->spec.valid};
         enum dg_status status = net->be->ops->conv_plan_create(net->be, &shape, &plans[i]);
         if (status != DG_OK) {
             free_plans(net, plans);
@@ -99,6 +100,23 @@ enum dg_status dg_net_create(struct dg_backend *be, const struct dg_model *model
         if (i + 1 < model->layer_count &&
             (status = alloc_floats(net, size, &net->dact[i + 1])) != DG_OK)
             goto fail;
+        if (layer->spec.kind == DG_LAYER_BATCHNORM &&
+            ((status = alloc_floats(net, 2 * (size_t)layer->out_c, &net->bn_save[i])) != DG_OK ||
+             (i == 0 && (status = alloc_floats(net, batch * DG_PIXELS, &net->dact[0])) != DG_OK)))
+            goto fail;
+    }
+    {
+        /* the gradients of what the optimiser must not move (batchnorm's running statistics)
+         * stay zero: no backward pass writes them */
+        float *zeros = calloc(model->param_count ? model->param_count : 1, sizeof(float));
+        if (!zeros) {
+            status = dg_error(DG_ERR_NOMEM, "net: out of memory");
+            goto fail;
+        }
+        status = be->ops->upload(be, net->grads, zeros, model->param_count * sizeof(float));
+        free(zeros);
+        if (status != DG_OK)
+            goto fail;
     }
     void *mem = NULL;
     if ((status = be->ops->alloc(be, batch, &mem)) != DG_OK)
@@ -143,6 +161,8 @@ void dg_net_free(struct dg_net *net)
             be->ops->free(be, net->act[i]);
         if (net->dact[i])
             be->ops->free(be, net->dact[i]);
+        if (i < DG_MAX_LAYERS && net->bn_save[i])
+            be->ops->free(be, net->bn_save[i]);
     }
     if (net->labels)
         be->ops->free(be, net->labels);
@@ -229,6 +249,18 @@ enum dg_status dg_net_forward(struct dg_net *net, int n, const struct dg_net_mod
             status = be->ops->dense_fwd(be, n, layer->in_c, layer->out_c, x, w, b, y,
                                         layer->spec.relu);
             break;
+        case DG_LAYER_BATCHNORM: {
+            struct dg_bn_shape shape = {n, layer->out_c, layer->out_h * layer->out_w};
+            float *stats = net->params + layer->stat_offset;
+            if (mode->training)
+                status = be->ops->batchnorm_fwd_train(
+                    be, &shape, x, w, b, stats, stats + layer->out_c, DG_BN_MOMENTUM,
+                    DG_BN_EPSILON, y, net->bn_save[i], net->bn_save[i] + layer->out_c);
+            else
+                status = be->ops->batchnorm_fwd_infer(be, &shape, x, w, b, stats,
+                                                      stats + layer->out_c, DG_BN_EPSILON, y);
+            break;
+        }
         }
         if (status != DG_OK)
             return dg_error_prefix(status, "%s forward", layer->name);
@@ -302,6 +334,13 @@ enum dg_status dg_net_backward(struct dg_net *net, int n, const struct dg_net_mo
                 break;
             status = be->ops->dense_bwd(be, n, layer->in_c, layer->out_c, x, w, dy, dx, dw, db);
             break;
+        case DG_LAYER_BATCHNORM: {
+            struct dg_bn_shape shape = {n, layer->out_c, layer->out_h * layer->out_w};
+            status = be->ops->batchnorm_bwd(be, &shape, x, dy, w, net->bn_save[i],
+                                            net->bn_save[i] + layer->out_c,
+                                            dx ? dx : net->dact[0], dw, db);
+            break;
+        }
         }
         if (status != DG_OK)
             return dg_error_prefix(status, "%s backward", layer->name);
@@ -557,8 +596,9 @@ void dg_backend_describe_for(struct dg_backend *be, const struct dg_model *model
         const struct dg_layer *layer = &model->layers[i];
         if (layer->spec.kind != DG_LAYER_CONV)
             continue;
-        struct dg_conv_shape shape = {batch,       layer->in_c, layer->out_c,
-                                      layer->in_h, layer->in_w, layer->spec.kernel};
+        struct dg_conv_shape shape = {batch,          layer->in_c,       layer->out_c,
+                                      layer->in_h,    layer->in_w,       layer->spec.kernel,
+                                      layer->spec.stride, layer->spec.valid};
         be->ops->conv_algo_name(be, &shape, i > 0, names[conv_count], sizeof names[0]);
         conv_count++;
     }

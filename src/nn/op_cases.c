@@ -21,6 +21,7 @@ struct entry {
         struct dg_conv_shape conv;
         struct dg_pool_shape pool;
         struct dg_op_dense_shape dense;
+        struct dg_bn_shape bn;
         int images; /* softmax, assembly (0 with DG_OP_NETWORK: the network batch) */
         size_t count;
     } shape;
@@ -47,6 +48,10 @@ struct entry {
         .kind = DG_OP_CONV, .name = nm, .tags = t, .reduced_batch = red, .shape.conv = {           \
             __VA_ARGS__                                                                            \
         }                                                                                          \
+    }
+#define BN(nm, t, ...)                                                                             \
+    {                                                                                              \
+        .kind = DG_OP_BATCHNORM, .name = nm, .tags = t, .shape.bn = { __VA_ARGS__ }                \
     }
 #define POOL(nm, t, ...)                                                                           \
     {                                                                                              \
@@ -79,19 +84,33 @@ static const struct entry table[] = {
     AT(DG_OP_CONV, "conv4 x3", "conv4", 3, REF | CPU, 2),
     NET(DG_OP_CONV, "conv1", REF | DG_OP_ALGO, 2),
     AT(DG_OP_CONV, "conv4 x1", "conv4", 1, REF, 0),
-    CONV("32 + 16 outputs, short rows", REF | CPU | ODD, 0, 2, 16, 48, 9, 11, 3),
-    CONV("1x1, channels off the vector width", REF | CPU | ODD, 2, 3, 3, 5, 6, 7, 1),
-    CONV("3 -> 7 channels, 13x11", REF | CPU | ODD, 2, 5, 3, 7, 13, 11, 3),
-    CONV("kernel wider than the image", REF | CPU | ODD, 0, 1, 2, 16, 4, 4, 7),
-    CONV("kernel wider than the image, 2 images", REF | CPU | ODD, 0, 2, 2, 16, 4, 4, 7),
-    CONV("rows of 14 + 14 + 3 pixels", REF | CPU | ODD, 0, 1, 5, 16, 30, 31, 3),
+    CONV("32 + 16 outputs, short rows", REF | CPU | ODD, 0, 2, 16, 48, 9, 11, 3, 1, 0),
+    CONV("1x1, channels off the vector width", REF | CPU | ODD, 2, 3, 3, 5, 6, 7, 1, 1, 0),
+    CONV("3 -> 7 channels, 13x11", REF | CPU | ODD, 2, 5, 3, 7, 13, 11, 3, 1, 0),
+    CONV("kernel wider than the image", REF | CPU | ODD, 0, 1, 2, 16, 4, 4, 7, 1, 0),
+    CONV("kernel wider than the image, 2 images", REF | CPU | ODD, 0, 2, 2, 16, 4, 4, 7, 1, 0),
+    CONV("rows of 14 + 14 + 3 pixels", REF | CPU | ODD, 0, 1, 5, 16, 30, 31, 3, 1, 0),
     NET(DG_OP_CONV, "conv4", DG_OP_ALGO, 0),
     AT(DG_OP_CONV, "conv4 x7", "conv4", 7, DG_OP_ALGO, 0),
     AT(DG_OP_CONV, "conv3 x29", "conv3", 29, DG_OP_THREADS, 5),
     AT(DG_OP_CONV, "conv2 x3", "conv2", 3, DG_OP_THREADS, 0),
-    CONV("grad 4 -> 16, 8x9", DG_OP_GRAD | ODD, 0, 2, 4, 16, 8, 9, 3),
-    CONV("grad 3 -> 32, 6x5, k 5", DG_OP_GRAD | ODD, 0, 2, 3, 32, 6, 5, 5),
-    CONV("grad 16 -> 3, 7x7", DG_OP_GRAD | ODD, 0, 1, 16, 3, 7, 7, 3),
+    CONV("threads 32C5S2, 29 images", DG_OP_THREADS | ODD, 5, 29, 32, 32, 12, 12, 5, 2, 0),
+    CONV("threads 64C3V, 29 images", DG_OP_THREADS | ODD, 5, 29, 32, 64, 10, 10, 3, 1, 1),
+    CONV("grad 4 -> 16, 8x9", DG_OP_GRAD | ODD, 0, 2, 4, 16, 8, 9, 3, 1, 0),
+    CONV("grad 3 -> 32, 6x5, k 5", DG_OP_GRAD | ODD, 0, 2, 3, 32, 6, 5, 5, 1, 0),
+    CONV("grad 16 -> 3, 7x7", DG_OP_GRAD | ODD, 0, 1, 16, 3, 7, 7, 3, 1, 0),
+    /* strided and "valid" convolutions (the im2col path on the CPU): the deotte preset's
+     * layers and odd sizes around them */
+    CONV("32C3V, 28x28", REF | CPU | ODD, 2, 3, 1, 32, 28, 28, 3, 1, 1),
+    CONV("32C5S2, 24x24", REF | CPU | ODD, 2, 3, 32, 32, 24, 24, 5, 2, 0),
+    CONV("64C5S2, 8x8", REF | CPU | ODD, 2, 5, 64, 64, 8, 8, 5, 2, 0),
+    CONV("stride 2, odd 13x11, k 3", REF | CPU | ODD, 0, 2, 3, 7, 13, 11, 3, 2, 0),
+    CONV("valid stride 2, 9x12, k 5", REF | CPU | ODD, 0, 2, 4, 5, 9, 12, 5, 2, 1),
+    CONV("valid, kernel as wide as the image", REF | CPU | ODD, 0, 2, 3, 4, 5, 5, 5, 1, 1),
+    CONV("valid 1x1 stride 2", REF | CPU | ODD, 0, 2, 3, 4, 7, 6, 1, 2, 1),
+    CONV("grad stride 2, 3 -> 8, 9x8, k 5", DG_OP_GRAD | ODD, 0, 2, 3, 8, 9, 8, 5, 2, 0),
+    CONV("grad valid, 4 -> 6, 8x7, k 3", DG_OP_GRAD | ODD, 0, 2, 4, 6, 8, 7, 3, 1, 1),
+    CONV("grad valid stride 2, 2 -> 5, 9x9", DG_OP_GRAD | ODD, 0, 2, 2, 5, 9, 9, 3, 2, 1),
 
     /* ---- max-pool (every case also with ties on the CUDA backend) ---- */
     POOL("1 x 1 x 4x4", REF | CPU | ODD | TIES, 1, 1, 4, 4),
@@ -121,6 +140,19 @@ static const struct entry table[] = {
     AT(DG_OP_DENSE, "dense1 x5", "dense1", 5, DG_OP_THREADS, 0),
     AT(DG_OP_DENSE, "dense1 x33", "dense1", 33, DG_OP_THREADS | FULL, 0),
     AT(DG_OP_DENSE, "dense1, threads", "dense1", 0, DG_OP_THREADS | DG_OP_NETWORK | FULL, 0),
+
+    /* ---- batch normalisation (batch, channels, spatial) ---- */
+    BN("2 x 3 x 25", REF | CPU | ODD, 2, 3, 25),
+    BN("1 image, 4 x 7", REF | CPU | ODD, 1, 4, 7),
+    BN("5 x 128 units", REF | CPU | ODD, 5, 128, 1),
+    BN("86 x 32 x 24x24", REF | CPU, 86, 32, 576),
+    BN("86 x 64 x 4x4", REF | CPU, 86, 64, 16),
+    BN("86 x 128 units", REF | CPU, 86, 128, 1),
+    BN("3 x 17 x 1037", REF | CPU | ODD, 3, 17, 1037),
+    BN("grad 3 x 4 x 6", DG_OP_GRAD | ODD, 3, 4, 6),
+    BN("grad 7 x 5 units", DG_OP_GRAD | ODD, 7, 5, 1),
+    BN("grad 2 x 3 x 17", DG_OP_GRAD | ODD, 2, 3, 17),
+    BN("threads 86 x 32 x 144", DG_OP_THREADS, 86, 32, 144),
 
     /* ---- softmax + cross-entropy ---- */
     IMAGES(DG_OP_SOFTMAX_XENT, "1 image", REF | CPU | ODD, 1),
@@ -181,8 +213,14 @@ enum dg_status dg_op_layer_case(const struct dg_model *model, int layer, enum dg
     case DG_OP_CONV:
         if (lk != DG_LAYER_CONV)
             break;
-        out->conv =
-            (struct dg_conv_shape){batch, l->in_c, l->out_c, l->in_h, l->in_w, l->spec.kernel};
+        out->conv = (struct dg_conv_shape){batch,          l->in_c,      l->out_c,
+                                           l->in_h,        l->in_w,      l->spec.kernel,
+                                           l->spec.stride, l->spec.valid};
+        return DG_OK;
+    case DG_OP_BATCHNORM:
+        if (lk != DG_LAYER_BATCHNORM)
+            break;
+        out->bn = (struct dg_bn_shape){batch, l->out_c, l->out_h * l->out_w};
         return DG_OK;
     case DG_OP_MAXPOOL:
         if (lk != DG_LAYER_MAXPOOL)
@@ -226,6 +264,8 @@ static int *batch_of(struct dg_op_case *c)
         return &c->pool.batch;
     case DG_OP_DENSE:
         return &c->dense.batch;
+    case DG_OP_BATCHNORM:
+        return &c->bn.batch;
     case DG_OP_SOFTMAX_XENT:
     case DG_OP_ASSEMBLE:
         return &c->batch;
@@ -276,6 +316,9 @@ int dg_op_cases(enum dg_op_kind kind, unsigned want, int network_batch, int redu
             case DG_OP_DENSE:
                 c->dense = e->shape.dense;
                 break;
+            case DG_OP_BATCHNORM:
+                c->bn = e->shape.bn;
+                break;
             case DG_OP_SOFTMAX_XENT:
             case DG_OP_ASSEMBLE:
                 c->batch = e->shape.images > 0 ? e->shape.images : network_batch;
@@ -301,8 +344,14 @@ void dg_op_case_describe(const struct dg_op_case *c, char *text, size_t size)
 {
     switch (c->kind) {
     case DG_OP_CONV:
-        snprintf(text, size, "conv %d x %d -> %d, %dx%d, k %d", c->conv.batch, c->conv.in_channels,
-                 c->conv.out_channels, c->conv.height, c->conv.width, c->conv.kernel);
+        snprintf(text, size, "conv %d x %d -> %d, %dx%d, k %d%s%s", c->conv.batch,
+                 c->conv.in_channels, c->conv.out_channels, c->conv.height, c->conv.width,
+                 c->conv.kernel, dg_conv_stride(&c->conv) == 2 ? ", stride 2" : "",
+                 c->conv.valid ? ", valid" : "");
+        break;
+    case DG_OP_BATCHNORM:
+        snprintf(text, size, "batchnorm %d x %d x %d", c->bn.batch, c->bn.channels,
+                 c->bn.spatial);
         break;
     case DG_OP_MAXPOOL:
         snprintf(text, size, "pool %d x %d x %dx%d", c->pool.batch, c->pool.channels,

@@ -32,6 +32,7 @@ enum dg_op_kind {
     DG_OP_RELU_BWD,     /* ReLU backward over count elements */
     DG_OP_RMSPROP,      /* RMSprop over count parameters */
     DG_OP_ASSEMBLE,     /* batch assembly of batch images */
+    DG_OP_BATCHNORM,    /* batch normalisation fwd (training, inference) and bwd */
     DG_OP_KIND_COUNT
 };
 
@@ -63,6 +64,7 @@ struct dg_op_case {
         struct dg_conv_shape conv;      /* DG_OP_CONV */
         struct dg_pool_shape pool;      /* DG_OP_MAXPOOL */
         struct dg_op_dense_shape dense; /* DG_OP_DENSE */
+        struct dg_bn_shape bn;          /* DG_OP_BATCHNORM */
         int batch;                      /* DG_OP_SOFTMAX_XENT, DG_OP_ASSEMBLE */
         size_t count;                   /* DG_OP_DROPOUT, DG_OP_RELU_BWD, DG_OP_RMSPROP */
     };

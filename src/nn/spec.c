@@ -16,6 +16,7 @@ static const struct {
     const char *spec;
 } presets[] = {
     {"reference", "32C5-32C5-P2-D0.25-64C3-64C3-P2-D0.25-F-256-D0.5-10"},
+    {"deotte", "32C3V-B-32C3V-B-32C5S2-B-D0.4-64C3V-B-64C3V-B-64C5S2-B-D0.4-F-128-B-D0.4-10"},
 };
 
 const char *dg_net_preset(const char *name)
@@ -28,7 +29,7 @@ const char *dg_net_preset(const char *name)
 
 const char *dg_net_preset_names(void)
 {
-    return "reference";
+    return "reference, deotte";
 }
 
 /* What the parser looks at: the text, and where the current layer began. */
@@ -89,6 +90,13 @@ static enum dg_status parse_layer(struct cursor *c, struct dg_layer_spec *spec)
         spec->kind = DG_LAYER_MAXPOOL;
         return DG_OK;
     }
+    if (letter == 'b') {
+        c->p++;
+        if (!layer_end(c->p))
+            return fault(c, c->p, "'-' or the end after B (batch normalisation)");
+        spec->kind = DG_LAYER_BATCHNORM;
+        return DG_OK;
+    }
     if (letter == 'f') {
         c->p++;
         if (!layer_end(c->p))
@@ -122,8 +130,8 @@ static enum dg_status parse_layer(struct cursor *c, struct dg_layer_spec *spec)
     }
     if (!isdigit((unsigned char)*c->p))
         return fault(c, start,
-                     "a layer: NcK (convolution), P2 (pooling), DR (dropout), F (flatten) or N "
-                     "(dense)");
+                     "a layer: NcK (convolution), B (batch normalisation), P2 (pooling), DR "
+                     "(dropout), F (flatten) or N (dense)");
     int units;
     if ((status = count_at(c, DG_MAX_UNITS, "a filter or unit count", &units)) != DG_OK)
         return status;
@@ -140,6 +148,18 @@ static enum dg_status parse_layer(struct cursor *c, struct dg_layer_spec *spec)
             return fault(c, at, "an odd kernel size (\"same\" padding is kernel/2 each side)");
         spec->kind = DG_LAYER_CONV;
         spec->kernel = kernel;
+        spec->stride = 1;
+        if (tolower((unsigned char)*c->p) == 's') {
+            c->p++;
+            if ((*c->p != '1' && *c->p != '2') || isdigit((unsigned char)c->p[1]))
+                return fault(c, c->p, "a stride of 1 or 2 after S (e.g. 32C5S2)");
+            spec->stride = *c->p - '0';
+            c->p++;
+        }
+        if (tolower((unsigned char)*c->p) == 'v') {
+            spec->valid = 1;
+            c->p++;
+        }
     } else {
         spec->kind = DG_LAYER_DENSE;
     }
@@ -150,7 +170,8 @@ static enum dg_status parse_layer(struct cursor *c, struct dg_layer_spec *spec)
     if (!layer_end(c->p))
         return fault(c, c->p,
                      spec->kind == DG_LAYER_CONV
-                         ? "'-', the end or L (no ReLU) after the convolution"
+                         ? "'-', the end, or S2 (stride 2), V (no padding), L (no ReLU) in this "
+                           "order after the convolution"
                          : "'-', the end, C (a convolution: NcK) or L (no ReLU) after the count");
     return DG_OK;
 }
@@ -189,9 +210,8 @@ enum dg_status dg_net_spec_parse(const char *text, struct dg_layer_spec *specs, 
             if (count == DG_MAX_LAYERS)
                 return fault(&c, start, "fewer layers (at most 32, flatten included)");
             starts[count] = start;
+            memset(&specs[count], 0, sizeof specs[count]);
             specs[count].kind = DG_LAYER_FLATTEN;
-            specs[count].units = specs[count].kernel = specs[count].relu = 0;
-            specs[count].rate = 0.0f;
             count++;
             flat = 1;
         }
@@ -250,7 +270,11 @@ int dg_net_spec_format(const struct dg_layer_spec *specs, int layer_count, char 
         const struct dg_layer_spec *s = &specs[i];
         switch (s->kind) {
         case DG_LAYER_CONV:
-            snprintf(layer, sizeof layer, "%dC%d%s", s->units, s->kernel, s->relu ? "" : "L");
+            snprintf(layer, sizeof layer, "%dC%d%s%s%s", s->units, s->kernel,
+                     s->stride == 2 ? "S2" : "", s->valid ? "V" : "", s->relu ? "" : "L");
+            break;
+        case DG_LAYER_BATCHNORM:
+            snprintf(layer, sizeof layer, "B");
             break;
         case DG_LAYER_MAXPOOL:
             snprintf(layer, sizeof layer, "P2");

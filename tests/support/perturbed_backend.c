@@ -368,6 +368,36 @@ static enum dg_status p_dense_bwd(struct dg_backend *be, int batch, int in_n, in
     return status;
 }
 
+static enum dg_status p_bn_fwd_train(struct dg_backend *be, const struct dg_bn_shape *shape,
+                                     const float *x, const float *gamma, const float *beta,
+                                     float *running_mean, float *running_var, double momentum,
+                                     double eps, float *y, float *save_mean, float *save_invstd)
+{
+    struct dg_backend *in = self(be)->inner;
+    return in->ops->batchnorm_fwd_train(in, shape, x, gamma, beta, running_mean, running_var,
+                                        momentum, eps, y, save_mean, save_invstd);
+}
+
+static enum dg_status p_bn_fwd_infer(struct dg_backend *be, const struct dg_bn_shape *shape,
+                                     const float *x, const float *gamma, const float *beta,
+                                     const float *running_mean, const float *running_var,
+                                     double eps, float *y)
+{
+    struct dg_backend *in = self(be)->inner;
+    return in->ops->batchnorm_fwd_infer(in, shape, x, gamma, beta, running_mean, running_var,
+                                        eps, y);
+}
+
+static enum dg_status p_bn_bwd(struct dg_backend *be, const struct dg_bn_shape *shape,
+                               const float *x, const float *dy, const float *gamma,
+                               const float *save_mean, const float *save_invstd, float *dx,
+                               float *dgamma, float *dbeta)
+{
+    struct dg_backend *in = self(be)->inner;
+    return in->ops->batchnorm_bwd(in, shape, x, dy, gamma, save_mean, save_invstd, dx, dgamma,
+                                  dbeta);
+}
+
 static const struct dg_backend_ops perturbed_ops = {
     .destroy = p_destroy,
     .alloc = p_alloc,
@@ -384,6 +414,9 @@ static const struct dg_backend_ops perturbed_ops = {
     .conv_fwd = p_conv_fwd,
     .conv_bwd_data = p_conv_bwd_data,
     .conv_bwd_filter = p_conv_bwd_filter,
+    .batchnorm_fwd_train = p_bn_fwd_train,
+    .batchnorm_fwd_infer = p_bn_fwd_infer,
+    .batchnorm_bwd = p_bn_bwd,
     .relu_bwd = p_relu_bwd,
     .maxpool_fwd = p_maxpool_fwd,
     .maxpool_bwd = p_maxpool_bwd,
@@ -412,6 +445,9 @@ static const struct dg_backend_ops perturbed_ops_unnamed = {
     .conv_fwd = p_conv_fwd,
     .conv_bwd_data = p_conv_bwd_data,
     .conv_bwd_filter = p_conv_bwd_filter,
+    .batchnorm_fwd_train = p_bn_fwd_train,
+    .batchnorm_fwd_infer = p_bn_fwd_infer,
+    .batchnorm_bwd = p_bn_bwd,
     .relu_bwd = p_relu_bwd,
     .maxpool_fwd = p_maxpool_fwd,
     .maxpool_bwd = p_maxpool_bwd,

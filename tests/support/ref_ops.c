@@ -16,9 +16,93 @@ static void tap_range(int size, int d, int *lo, int *hi)
     *hi = d > 0 ? size - d : size;
 }
 
+/* The general convolution (any padding and stride): output (r, c) reads input row
+ * r * stride - pad + ky, column c * stride - pad + kx, zero outside. */
+static int in_at(const struct dg_conv_shape *s, int out, int tap, int side)
+{
+    int i = out * dg_conv_stride(s) - dg_conv_pad(s) + tap;
+    return i >= 0 && i < side ? i : -1;
+}
+
+static void general_conv_fwd(const struct dg_conv_shape *s, const double *x, const double *w,
+                             const double *b, double *y, int relu)
+{
+    int h = s->height, wd = s->width, k = s->kernel;
+    int oh = dg_conv_out_height(s), ow = dg_conv_out_width(s);
+    size_t hw = (size_t)h * wd, ohw = (size_t)oh * ow;
+    for (int n = 0; n < s->batch; n++)
+        for (int co = 0; co < s->out_channels; co++)
+            for (int r = 0; r < oh; r++)
+                for (int c = 0; c < ow; c++) {
+                    double sum = b[co];
+                    for (int ci = 0; ci < s->in_channels; ci++) {
+                        const double *in = x + ((size_t)n * s->in_channels + ci) * hw;
+                        for (int ky = 0; ky < k; ky++) {
+                            int iy = in_at(s, r, ky, h);
+                            if (iy < 0)
+                                continue;
+                            for (int kx = 0; kx < k; kx++) {
+                                int ix = in_at(s, c, kx, wd);
+                                if (ix >= 0)
+                                    sum += w[(((size_t)co * s->in_channels + ci) * k + ky) * k +
+                                             kx] *
+                                           in[(size_t)iy * wd + ix];
+                            }
+                        }
+                    }
+                    y[((size_t)n * s->out_channels + co) * ohw + (size_t)r * ow + c] =
+                        relu && !(sum > 0.0) ? 0.0 : sum;
+                }
+}
+
+static void general_conv_bwd(const struct dg_conv_shape *s, const double *x, const double *dy,
+                             const double *w, double *dx, double *dw, double *db)
+{
+    int h = s->height, wd = s->width, k = s->kernel;
+    int oh = dg_conv_out_height(s), ow = dg_conv_out_width(s);
+    size_t hw = (size_t)h * wd, ohw = (size_t)oh * ow;
+    if (dx)
+        memset(dx, 0, sizeof(double) * (size_t)s->batch * s->in_channels * hw);
+    if (dw) {
+        memset(dw, 0, sizeof(double) * (size_t)s->out_channels * s->in_channels * k * k);
+        memset(db, 0, sizeof(double) * (size_t)s->out_channels);
+    }
+    for (int n = 0; n < s->batch; n++)
+        for (int co = 0; co < s->out_channels; co++)
+            for (int r = 0; r < oh; r++)
+                for (int c = 0; c < ow; c++) {
+                    double g = dy[((size_t)n * s->out_channels + co) * ohw + (size_t)r * ow + c];
+                    if (dw)
+                        db[co] += g;
+                    for (int ci = 0; ci < s->in_channels; ci++) {
+                        size_t plane = ((size_t)n * s->in_channels + ci) * hw;
+                        for (int ky = 0; ky < k; ky++) {
+                            int iy = in_at(s, r, ky, h);
+                            if (iy < 0)
+                                continue;
+                            for (int kx = 0; kx < k; kx++) {
+                                int ix = in_at(s, c, kx, wd);
+                                if (ix < 0)
+                                    continue;
+                                size_t wi = (((size_t)co * s->in_channels + ci) * k + ky) * k + kx;
+                                size_t xi = plane + (size_t)iy * wd + ix;
+                                if (dx)
+                                    dx[xi] += w[wi] * g;
+                                if (dw)
+                                    dw[wi] += x[xi] * g;
+                            }
+                        }
+                    }
+                }
+}
+
 void dg_ref_conv_fwd(const struct dg_conv_shape *s, const double *x, const double *w,
                      const double *b, double *y, int relu)
 {
+    if (!dg_conv_is_same_stride1(s)) {
+        general_conv_fwd(s, x, w, b, y, relu);
+        return;
+    }
     int h = s->height, wd = s->width, k = s->kernel, pad = k / 2;
     size_t hw = (size_t)h * wd;
     for (int n = 0; n < s->batch; n++)
@@ -48,6 +132,10 @@ void dg_ref_conv_fwd(const struct dg_conv_shape *s, const double *x, const doubl
 void dg_ref_conv_bwd_data(const struct dg_conv_shape *s, const double *dy, const double *w,
                           double *dx)
 {
+    if (!dg_conv_is_same_stride1(s)) {
+        general_conv_bwd(s, NULL, dy, w, dx, NULL, NULL);
+        return;
+    }
     int h = s->height, wd = s->width, k = s->kernel, pad = k / 2;
     size_t hw = (size_t)h * wd;
     memset(dx, 0, sizeof(double) * (size_t)s->batch * s->in_channels * hw);
@@ -73,6 +161,10 @@ void dg_ref_conv_bwd_data(const struct dg_conv_shape *s, const double *dy, const
 void dg_ref_conv_bwd_filter(const struct dg_conv_shape *s, const double *x, const double *dy,
                             double *dw, double *db)
 {
+    if (!dg_conv_is_same_stride1(s)) {
+        general_conv_bwd(s, x, dy, NULL, NULL, dw, db);
+        return;
+    }
     int h = s->height, wd = s->width, k = s->kernel, pad = k / 2;
     size_t hw = (size_t)h * wd;
     memset(dw, 0, sizeof(double) * (size_t)s->out_channels * s->in_channels * k * k);
@@ -97,6 +189,81 @@ void dg_ref_conv_bwd_filter(const struct dg_conv_shape *s, const double *x, cons
                     }
             }
         }
+}
+
+/* ---- batch normalisation ---- */
+
+static double bn_at(const struct dg_bn_shape *s, const double *t, int n, int c, int i)
+{
+    return t[((size_t)n * s->channels + c) * s->spatial + i];
+}
+
+void dg_ref_batchnorm_fwd_train(const struct dg_bn_shape *s, const double *x, const double *gamma,
+                                const double *beta, double *running_mean, double *running_var,
+                                double momentum, double eps, double *y, double *save_mean,
+                                double *save_invstd)
+{
+    double m = (double)s->batch * s->spatial;
+    for (int c = 0; c < s->channels; c++) {
+        double sum = 0.0, sq = 0.0;
+        for (int n = 0; n < s->batch; n++)
+            for (int i = 0; i < s->spatial; i++)
+                sum += bn_at(s, x, n, c, i);
+        double mean = sum / m;
+        for (int n = 0; n < s->batch; n++)
+            for (int i = 0; i < s->spatial; i++) {
+                double d = bn_at(s, x, n, c, i) - mean;
+                sq += d * d;
+            }
+        double var = sq / m, invstd = 1.0 / sqrt(var + eps);
+        for (int n = 0; n < s->batch; n++)
+            for (int i = 0; i < s->spatial; i++) {
+                size_t at = ((size_t)n * s->channels + c) * s->spatial + i;
+                y[at] = gamma[c] * (x[at] - mean) * invstd + beta[c];
+            }
+        running_mean[c] = momentum * running_mean[c] + (1.0 - momentum) * mean;
+        running_var[c] =
+            momentum * running_var[c] + (1.0 - momentum) * (m > 1.0 ? sq / (m - 1.0) : var);
+        save_mean[c] = mean;
+        save_invstd[c] = invstd;
+    }
+}
+
+void dg_ref_batchnorm_fwd_infer(const struct dg_bn_shape *s, const double *x, const double *gamma,
+                                const double *beta, const double *running_mean,
+                                const double *running_var, double eps, double *y)
+{
+    for (int n = 0; n < s->batch; n++)
+        for (int c = 0; c < s->channels; c++)
+            for (int i = 0; i < s->spatial; i++) {
+                size_t at = ((size_t)n * s->channels + c) * s->spatial + i;
+                y[at] = gamma[c] * (x[at] - running_mean[c]) / sqrt(running_var[c] + eps) +
+                        beta[c];
+            }
+}
+
+void dg_ref_batchnorm_bwd(const struct dg_bn_shape *s, const double *x, const double *dy,
+                          const double *gamma, const double *save_mean, const double *save_invstd,
+                          double *dx, double *dgamma, double *dbeta)
+{
+    double m = (double)s->batch * s->spatial;
+    for (int c = 0; c < s->channels; c++) {
+        double sum = 0.0, dot = 0.0;
+        for (int n = 0; n < s->batch; n++)
+            for (int i = 0; i < s->spatial; i++) {
+                double g = bn_at(s, dy, n, c, i);
+                sum += g;
+                dot += g * (bn_at(s, x, n, c, i) - save_mean[c]) * save_invstd[c];
+            }
+        dbeta[c] = sum;
+        dgamma[c] = dot;
+        for (int n = 0; n < s->batch; n++)
+            for (int i = 0; i < s->spatial; i++) {
+                size_t at = ((size_t)n * s->channels + c) * s->spatial + i;
+                double xhat = (x[at] - save_mean[c]) * save_invstd[c];
+                dx[at] = gamma[c] * save_invstd[c] * (dy[at] - sum / m - xhat * dot / m);
+            }
+    }
 }
 
 void dg_ref_relu_bwd(size_t n, const double *y, double *dy)

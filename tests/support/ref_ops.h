@@ -14,13 +14,27 @@
 
 #include "digits/backend.h"
 
-/* y = conv(x, w) + b ("same", stride 1), ReLU when relu != 0. */
+/* y = conv(x, w) + b (the shape's padding and stride), ReLU when relu != 0. */
 void dg_ref_conv_fwd(const struct dg_conv_shape *s, const double *x, const double *w,
                      const double *b, double *y, int relu);
 void dg_ref_conv_bwd_data(const struct dg_conv_shape *s, const double *dy, const double *w,
                           double *dx);
 void dg_ref_conv_bwd_filter(const struct dg_conv_shape *s, const double *x, const double *dy,
                             double *dw, double *db);
+
+/* Batch normalisation as include/digits/backend.h defines it, in double: training mode
+ * (batch statistics; running statistics updated; save_mean, save_invstd), inference mode
+ * (running statistics), and the training-mode gradient. */
+void dg_ref_batchnorm_fwd_train(const struct dg_bn_shape *s, const double *x, const double *gamma,
+                                const double *beta, double *running_mean, double *running_var,
+                                double momentum, double eps, double *y, double *save_mean,
+                                double *save_invstd);
+void dg_ref_batchnorm_fwd_infer(const struct dg_bn_shape *s, const double *x, const double *gamma,
+                                const double *beta, const double *running_mean,
+                                const double *running_var, double eps, double *y);
+void dg_ref_batchnorm_bwd(const struct dg_bn_shape *s, const double *x, const double *dy,
+                          const double *gamma, const double *save_mean, const double *save_invstd,
+                          double *dx, double *dgamma, double *dbeta);
 
 /* dy *= (y > 0). */
 void dg_ref_relu_bwd(size_t n, const double *y, double *dy);

@@ -1,0 +1,193 @@
+/* Batch normalisation on the CPU (include/digits/backend.h): per channel, over the batch and
+ * the spatial positions, channels split across threads. Every sum is a double accumulated in
+ * one fixed order (image, then position), so the result does not depend on the thread count
+ * or the ISA; the statistics are two-pass (the mean, then the squared deviations from it). */
+#include "cpu/cpu_internal.h"
+
+#include <math.h>
+#include <stddef.h>
+
+struct bn_job {
+    const struct dg_bn_shape *s;
+    const float *x, *dy, *gamma, *beta;
+    float *running_mean, *running_var; /* fwd train: updated; fwd infer: read */
+    const float *save_mean, *save_invstd;
+    double momentum, eps;
+    float *y, *out_mean, *out_invstd;
+    float *dx, *dgamma, *dbeta;
+};
+
+static const float *plane_of(const float *base, const struct dg_bn_shape *s, int n, size_t c)
+{
+    return base + ((size_t)n * s->channels + c) * (size_t)s->spatial;
+}
+
+/* y = x * scale + shift over channel c of every image, in double, rounded once. */
+static void normalise(const struct bn_job *job, size_t c, double scale, double shift)
+{
+    const struct dg_bn_shape *s = job->s;
+    for (int n = 0; n < s->batch; n++) {
+        const float *x = plane_of(job->x, s, n, c);
+        float *y = job->y + (x - job->x);
+        for (int i = 0; i < s->spatial; i++)
+            y[i] = (float)((double)x[i] * scale + shift);
+    }
+}
+
+static void fwd_train_task(void *ctx, int thread, int threads)
+{
+    const struct bn_job *job = ctx;
+    const struct dg_bn_shape *s = job->s;
+    double count = (double)s->batch * s->spatial;
+    size_t c0, c1;
+    dg_cpu_split((size_t)s->channels, 1, thread, threads, &c0, &c1);
+    for (size_t c = c0; c < c1; c++) {
+        double sum = 0.0;
+        for (int n = 0; n < s->batch; n++) {
+            const float *x = plane_of(job->x, s, n, c);
+            for (int i = 0; i < s->spatial; i++)
+                sum += x[i];
+        }
+        double mean = sum / count, squares = 0.0;
+        for (int n = 0; n < s->batch; n++) {
+            const float *x = plane_of(job->x, s, n, c);
+            for (int i = 0; i < s->spatial; i++) {
+                double d = x[i] - mean;
+                squares += d * d;
+            }
+        }
+        double var = squares / count;
+        double invstd = 1.0 / sqrt(var + job->eps);
+        double scale = job->gamma[c] * invstd;
+        normalise(job, c, scale, job->beta[c] - mean * scale);
+        double unbiased = count > 1.0 ? squares / (count - 1.0) : var;
+        job->running_mean[c] =
+            (float)(job->momentum * job->running_mean[c] + (1.0 - job->momentum) * mean);
+        job->running_var[c] =
+            (float)(job->momentum * job->running_var[c] + (1.0 - job->momentum) * unbiased);
+        job->out_mean[c] = (float)mean;
+        job->out_invstd[c] = (float)invstd;
+    }
+}
+
+static void fwd_infer_task(void *ctx, int thread, int threads)
+{
+    const struct bn_job *job = ctx;
+    size_t c0, c1;
+    dg_cpu_split((size_t)job->s->channels, 1, thread, threads, &c0, &c1);
+    for (size_t c = c0; c < c1; c++) {
+        double scale = job->gamma[c] / sqrt((double)job->running_var[c] + job->eps);
+        normalise(job, c, scale, job->beta[c] - job->running_mean[c] * scale);
+    }
+}
+
+static void bwd_task(void *ctx, int thread, int threads)
+{
+    const struct bn_job *job = ctx;
+    const struct dg_bn_shape *s = job->s;
+    double count = (double)s->batch * s->spatial;
+    size_t c0, c1;
+    dg_cpu_split((size_t)s->channels, 1, thread, threads, &c0, &c1);
+    for (size_t c = c0; c < c1; c++) {
+        double mean = job->save_mean[c], invstd = job->save_invstd[c];
+        double sum_dy = 0.0, sum_dy_xhat = 0.0;
+        for (int n = 0; n < s->batch; n++) {
+            const float *x = plane_of(job->x, s, n, c), *dy = plane_of(job->dy, s, n, c);
+            for (int i = 0; i < s->spatial; i++) {
+                sum_dy += dy[i];
+                sum_dy_xhat += dy[i] * ((x[i] - mean) * invstd);
+            }
+        }
+        double scale = job->gamma[c] * invstd;
+        double mean_dy = sum_dy / count, mean_dy_xhat = sum_dy_xhat / count;
+        for (int n = 0; n < s->batch; n++) {
+            const float *x = plane_of(job->x, s, n, c), *dy = plane_of(job->dy, s, n, c);
+            float *dx = job->dx + (x - job->x);
+            for (int i = 0; i < s->spatial; i++) {
+                double xhat = (x[i] - mean) * invstd;
+                dx[i] = (float)(scale * (dy[i] - mean_dy - xhat * mean_dy_xhat));
+            }
+        }
+        job->dgamma[c] = (float)sum_dy_xhat;
+        job->dbeta[c] = (float)sum_dy;
+    }
+}
+
+static enum dg_status check_shape(const struct dg_bn_shape *s)
+{
+    if (s->batch < 1 || s->channels < 1 || s->spatial < 1)
+        return dg_error(DG_ERR_RUNTIME, "cpu batchnorm: bad shape %d x %d x %d", s->batch,
+                        s->channels, s->spatial);
+    return DG_OK;
+}
+
+enum dg_status dg_cpu_batchnorm_fwd_train(struct dg_backend *be, const struct dg_bn_shape *shape,
+                                          const float *x, const float *gamma, const float *beta,
+                                          float *running_mean, float *running_var,
+                                          double momentum, double eps, float *y,
+                                          float *save_mean, float *save_invstd)
+{
+    struct dg_cpu *cpu = be->impl;
+    enum dg_status status = check_shape(shape);
+    if (status != DG_OK)
+        return status;
+    struct bn_job job = {0};
+    job.s = shape;
+    job.x = x;
+    job.gamma = gamma;
+    job.beta = beta;
+    job.running_mean = running_mean;
+    job.running_var = running_var;
+    job.momentum = momentum;
+    job.eps = eps;
+    job.y = y;
+    job.out_mean = save_mean;
+    job.out_invstd = save_invstd;
+    dg_cpu_threads_run(cpu->pool, fwd_train_task, &job);
+    return DG_OK;
+}
+
+enum dg_status dg_cpu_batchnorm_fwd_infer(struct dg_backend *be, const struct dg_bn_shape *shape,
+                                          const float *x, const float *gamma, const float *beta,
+                                          const float *running_mean, const float *running_var,
+                                          double eps, float *y)
+{
+    struct dg_cpu *cpu = be->impl;
+    enum dg_status status = check_shape(shape);
+    if (status != DG_OK)
+        return status;
+    struct bn_job job = {0};
+    job.s = shape;
+    job.x = x;
+    job.gamma = gamma;
+    job.beta = beta;
+    job.running_mean = (float *)running_mean; /* read only here */
+    job.running_var = (float *)running_var;
+    job.eps = eps;
+    job.y = y;
+    dg_cpu_threads_run(cpu->pool, fwd_infer_task, &job);
+    return DG_OK;
+}
+
+enum dg_status dg_cpu_batchnorm_bwd(struct dg_backend *be, const struct dg_bn_shape *shape,
+                                    const float *x, const float *dy, const float *gamma,
+                                    const float *save_mean, const float *save_invstd, float *dx,
+                                    float *dgamma, float *dbeta)
+{
+    struct dg_cpu *cpu = be->impl;
+    enum dg_status status = check_shape(shape);
+    if (status != DG_OK)
+        return status;
+    struct bn_job job = {0};
+    job.s = shape;
+    job.x = x;
+    job.dy = dy;
+    job.gamma = gamma;
+    job.save_mean = save_mean;
+    job.save_invstd = save_invstd;
+    job.dx = dx;
+    job.dgamma = dgamma;
+    job.dbeta = dbeta;
+    dg_cpu_threads_run(cpu->pool, bwd_task, &job);
+    return DG_OK;
+}
