@@ -51,7 +51,7 @@ struct case_list {
 
 /* CUDA against the CPU */
 static struct case_list conv_cases, pool_cases, dense_cases, softmax_cases, relu_cases;
-static struct case_list dropout_cases, rmsprop_cases, assemble_cases;
+static struct case_list dropout_cases, rmsprop_cases, assemble_cases, bn_cases;
 /* the deterministic backend's reruns; the algorithms chosen */
 static struct case_list conv_rerun_cases, conv_algo_cases;
 
@@ -146,7 +146,7 @@ static struct conv_inputs conv_inputs_make(const struct dg_conv_shape *s, uint64
     struct conv_inputs in;
     size_t hw = (size_t)s->height * s->width;
     in.nx = (size_t)s->batch * s->in_channels * hw;
-    in.ny = (size_t)s->batch * s->out_channels * hw;
+    in.ny = (size_t)s->batch * s->out_channels * dg_conv_out_height(s) * dg_conv_out_width(s);
     in.nw = (size_t)s->out_channels * s->in_channels * s->kernel * s->kernel;
     in.nb = (size_t)s->out_channels;
     struct dg_test_rng rng = {seed};
@@ -177,8 +177,9 @@ static void conv_compare(struct dg_backend *be, const struct dg_op_case *the_cas
     struct conv_inputs in = conv_inputs_make(&shape, seed);
     size_t nx = in.nx, ny = in.ny, nw = in.nw, nb = in.nb;
     float *x = in.x, *w = in.w, *b = in.b, *dy = in.dy;
-    printf("conv \"%s\": %d x %d -> %d, %dx%d, k %d on %s\n", the_case->name, c->batch, c->cin,
-           c->cout, c->h, c->w, c->k, be->description);
+    printf("conv \"%s\": %d x %d -> %d, %dx%d, k %d, stride %d%s on %s\n", the_case->name,
+           c->batch, c->cin, c->cout, c->h, c->w, c->k, dg_conv_stride(&shape),
+           shape.valid ? ", valid" : "", be->description);
 
     float *y = dg_test_floats(ny), *y_relu = dg_test_floats(ny), *dx = dg_test_floats(nx);
     float *dw = dg_test_floats(nw), *db = dg_test_floats(nb);
@@ -277,6 +278,14 @@ static int agree_bf16_rounded(const char *what, struct dg_backend *be, const flo
 START_TEST(conv_bf16)
 {
     const struct dg_conv_shape shape = conv_cases.at[_i].conv;
+    if (!dg_conv_is_same_stride1(&shape)) {
+        /* strided and "valid" convolutions stay float32 under --math bf16, on both backends */
+        printf("conv bf16 \"%s\": strided or valid, float32 on both backends\n",
+               conv_cases.at[_i].name);
+        conv_compare(gpu_bf16, &conv_cases.at[_i], &dg_tol_forward, &dg_tol_backward_fp32,
+                     400 + (uint64_t)_i);
+        return;
+    }
     struct conv_inputs in = conv_inputs_make(&shape, 400 + (uint64_t)_i);
     size_t nx = in.nx, ny = in.ny, nw = in.nw, nb = in.nb;
     float *x = in.x, *w = in.w, *b = in.b, *dy = in.dy;
@@ -328,7 +337,8 @@ START_TEST(conv_deterministic_reruns)
 {
     const struct dg_conv_shape shape = conv_rerun_cases.at[_i].conv;
     size_t nx = (size_t)shape.batch * shape.in_channels * shape.height * shape.width;
-    size_t ny = (size_t)shape.batch * shape.out_channels * shape.height * shape.width;
+    size_t ny = (size_t)shape.batch * shape.out_channels * dg_conv_out_height(&shape) *
+                dg_conv_out_width(&shape);
     size_t nw = (size_t)shape.out_channels * shape.in_channels * shape.kernel * shape.kernel;
     size_t nb = (size_t)shape.out_channels;
     struct dg_test_rng rng = {400 + (uint64_t)_i};
@@ -628,6 +638,68 @@ START_TEST(softmax_xent_vs_cpu)
 }
 END_TEST
 
+/* Batch normalisation through cuDNN (training forward, inference forward, backward) against the
+ * CPU within dg_tol_batchnorm, on the float32, deterministic and TF32 backends (it runs float32
+ * on each). The running statistics are a blend of the old value and a batch statistic: FP32
+ * forward bounds. */
+START_TEST(batchnorm_vs_cpu)
+{
+    const struct dg_bn_shape s = bn_cases.at[_i].bn;
+    struct dg_backend *backends[4] = {gpu, gpu_det, gpu_tf32, gpu_bf16};
+    struct dg_test_rng rng = {1200 + (uint64_t)_i};
+    size_t n = (size_t)s.batch * s.channels * s.spatial, c = (size_t)s.channels;
+    printf("batchnorm \"%s\": %d x %d x %d\n", bn_cases.at[_i].name, s.batch, s.channels,
+           s.spatial);
+    float *x = dg_test_floats(n), *dy = dg_test_floats(n), *gamma = dg_test_floats(c);
+    float *beta = dg_test_floats(c), *mean0 = dg_test_floats(c), *var0 = dg_test_floats(c);
+    dg_test_fill(&rng, x, n, -1.0f, 3.0f);
+    dg_test_fill(&rng, dy, n, -1.0f, 1.0f);
+    dg_test_fill(&rng, gamma, c, 0.5f, 1.5f);
+    dg_test_fill(&rng, beta, c, -0.5f, 0.5f);
+    dg_test_fill(&rng, mean0, c, -0.2f, 0.2f);
+    dg_test_fill(&rng, var0, c, 0.5f, 2.0f);
+    float *y = dg_test_floats(n), *yi = dg_test_floats(n), *dx = dg_test_floats(n);
+    float *rm = dg_test_floats(c), *rv = dg_test_floats(c), *sm = dg_test_floats(c);
+    float *si = dg_test_floats(c), *dgm = dg_test_floats(c), *dbt = dg_test_floats(c);
+    memcpy(rm, mean0, c * sizeof(float));
+    memcpy(rv, var0, c * sizeof(float));
+    check_ok(cpu->ops->batchnorm_fwd_infer(cpu, &s, x, gamma, beta, mean0, var0, DG_BN_EPSILON,
+                                           yi));
+    check_ok(cpu->ops->batchnorm_fwd_train(cpu, &s, x, gamma, beta, rm, rv, DG_BN_MOMENTUM,
+                                           DG_BN_EPSILON, y, sm, si));
+    check_ok(cpu->ops->batchnorm_bwd(cpu, &s, x, dy, gamma, sm, si, dx, dgm, dbt));
+    for (int b = 0; b < 4; b++) {
+        struct dg_backend *be = backends[b];
+        printf(" on %s\n", be->description);
+        float *d_x = dev_floats(be, x, n), *d_dy = dev_floats(be, dy, n);
+        float *d_g = dev_floats(be, gamma, c), *d_b = dev_floats(be, beta, c);
+        float *d_rm = dev_floats(be, mean0, c), *d_rv = dev_floats(be, var0, c);
+        float *d_y = dev_floats(be, NULL, n), *d_dx = dev_floats(be, NULL, n);
+        float *d_sm = dev_floats(be, NULL, c), *d_si = dev_floats(be, NULL, c);
+        float *d_dg = dev_floats(be, NULL, c), *d_db = dev_floats(be, NULL, c);
+        check_ok(be->ops->batchnorm_fwd_infer(be, &s, d_x, d_g, d_b, d_rm, d_rv, DG_BN_EPSILON,
+                                              d_y));
+        ck_assert(agree_dev("batchnorm infer y", be, d_y, yi, n, &dg_tol_batchnorm));
+        check_ok(be->ops->batchnorm_fwd_train(be, &s, d_x, d_g, d_b, d_rm, d_rv, DG_BN_MOMENTUM,
+                                              DG_BN_EPSILON, d_y, d_sm, d_si));
+        ck_assert(agree_dev("batchnorm train y", be, d_y, y, n, &dg_tol_batchnorm));
+        ck_assert(agree_dev("batchnorm running mean", be, d_rm, rm, c, &dg_tol_forward));
+        ck_assert(agree_dev("batchnorm running var", be, d_rv, rv, c, &dg_tol_forward));
+        ck_assert(agree_dev("batchnorm saved mean", be, d_sm, sm, c, &dg_tol_forward));
+        ck_assert(agree_dev("batchnorm saved invstd", be, d_si, si, c, &dg_tol_forward));
+        check_ok(be->ops->batchnorm_bwd(be, &s, d_x, d_dy, d_g, d_sm, d_si, d_dx, d_dg, d_db));
+        ck_assert(agree_dev("batchnorm bwd dx", be, d_dx, dx, n, &dg_tol_batchnorm));
+        ck_assert(agree_dev("batchnorm bwd dgamma", be, d_dg, dgm, c, &dg_tol_batchnorm));
+        ck_assert(agree_dev("batchnorm bwd dbeta", be, d_db, dbt, c, &dg_tol_batchnorm));
+        float *bufs[] = {d_x, d_dy, d_g, d_b, d_rm, d_rv, d_y, d_dx, d_sm, d_si, d_dg, d_db};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            be->ops->free(be, bufs[i]);
+    }
+    free(x), free(dy), free(gamma), free(beta), free(mean0), free(var0), free(y), free(yi);
+    free(dx), free(rm), free(rv), free(sm), free(si), free(dgm), free(dbt);
+}
+END_TEST
+
 START_TEST(rmsprop_exact)
 {
     const size_t n = rmsprop_cases.at[_i].count;
@@ -825,6 +897,7 @@ static Suite *gpu_ops_suite(void)
     load_cases(&dropout_cases, DG_OP_DROPOUT, DG_OP_VS_CPU);
     load_cases(&rmsprop_cases, DG_OP_RMSPROP, DG_OP_VS_CPU);
     load_cases(&assemble_cases, DG_OP_ASSEMBLE, DG_OP_VS_CPU);
+    load_cases(&bn_cases, DG_OP_BATCHNORM, DG_OP_VS_CPU);
     Suite *suite = suite_create("gpu_ops");
     TCase *conv = tcase_create("conv");
     int conv_count = conv_cases.count;
@@ -845,6 +918,7 @@ static Suite *gpu_ops_suite(void)
     tcase_add_loop_test(elementwise, dense_bf16, 0, dense_cases.count);
     tcase_add_loop_test(elementwise, softmax_xent_vs_cpu, 0, softmax_cases.count);
     tcase_add_loop_test(elementwise, rmsprop_exact, 0, rmsprop_cases.count);
+    tcase_add_loop_test(elementwise, batchnorm_vs_cpu, 0, bn_cases.count);
     tcase_set_timeout(elementwise, 300);
     suite_add_tcase(suite, elementwise);
 

@@ -395,6 +395,116 @@ START_TEST(net_spec_parses_and_formats)
 }
 END_TEST
 
+/* The deotte preset: Deotte's Keras CNN, its shapes (valid 3x3 convolutions 28 -> 26 -> 24,
+ * the stride-2 5x5 "same" one 24 -> 12, then 12 -> 10 -> 8 -> 4), batchnorm after every
+ * layer (four parameters per channel: gamma, beta, running mean and variance). */
+START_TEST(deotte_preset_layout)
+{
+    struct dg_layer_spec specs[DG_MAX_LAYERS];
+    int count;
+    ck_assert_int_eq(dg_net_spec_parse("deotte", specs, &count), DG_OK);
+    struct dg_model model;
+    ck_assert_int_eq(dg_model_build(&model, specs, count), DG_OK);
+    static const struct {
+        const char *name;
+        int c, h;
+        size_t params;
+    } want[] = {
+        {"conv1", 32, 26, 32 * 9 + 32},           {"batchnorm1", 32, 26, 4 * 32},
+        {"conv2", 32, 24, 32 * 32 * 9 + 32},      {"batchnorm2", 32, 24, 4 * 32},
+        {"conv3", 32, 12, 32 * 32 * 25 + 32},     {"batchnorm3", 32, 12, 4 * 32},
+        {"dropout1", 32, 12, 0},                  {"conv4", 64, 10, 64 * 32 * 9 + 64},
+        {"batchnorm4", 64, 10, 4 * 64},           {"conv5", 64, 8, 64 * 64 * 9 + 64},
+        {"batchnorm5", 64, 8, 4 * 64},            {"conv6", 64, 4, 64 * 64 * 25 + 64},
+        {"batchnorm6", 64, 4, 4 * 64},            {"dropout2", 64, 4, 0},
+        {"flatten1", 1024, 1, 0},                 {"dense1", 128, 1, 1024 * 128 + 128},
+        {"batchnorm7", 128, 1, 4 * 128},          {"dropout3", 128, 1, 0},
+        {"dense2", 10, 1, 128 * 10 + 10},
+    };
+    ck_assert_int_eq(count, (int)(sizeof want / sizeof want[0]));
+    size_t total = 0;
+    for (int i = 0; i < count; i++) {
+        const struct dg_layer *l = &model.layers[i];
+        size_t params = l->weight_count + l->bias_count + l->stat_count;
+        ck_assert_str_eq(l->name, want[i].name);
+        ck_assert_int_eq(l->out_c, want[i].c);
+        ck_assert_int_eq(l->out_h, want[i].h);
+        ck_assert_int_eq(l->out_w, want[i].h);
+        ck_assert_uint_eq(params, want[i].params);
+        total += params;
+    }
+    ck_assert_uint_eq(model.param_count, total);
+    ck_assert_uint_eq(model.param_count, 327242); /* Keras' model.summary() total for it */
+    /* batchnorm starts as the identity: gamma 1, beta 0, running mean 0, variance 1 */
+    dg_model_init_glorot(&model, 42);
+    const struct dg_layer *bn = &model.layers[1];
+    ck_assert_uint_eq(bn->bias_offset, bn->weight_offset + 32);
+    ck_assert_uint_eq(bn->stat_offset, bn->bias_offset + 32);
+    for (int k = 0; k < 32; k++) {
+        ck_assert(model.params[bn->weight_offset + (size_t)k] == 1.0f);
+        ck_assert(model.params[bn->bias_offset + (size_t)k] == 0.0f);
+        ck_assert(model.params[bn->stat_offset + (size_t)k] == 0.0f);
+        ck_assert(model.params[bn->stat_offset + 32 + (size_t)k] == 1.0f);
+    }
+    char text[DG_NET_SPEC_MAX + 1];
+    dg_net_spec_format(specs, count, text, sizeof text);
+    ck_assert_str_eq(text, dg_net_preset("deotte"));
+    dg_model_free(&model);
+}
+END_TEST
+
+/* Strides, "valid" padding and batchnorm survive the model file (the kernel word's bits 8 and
+ * 9), and a kernel word with other bits set is refused as corrupted. */
+START_TEST(strided_batchnorm_round_trip)
+{
+    make_tmpdir();
+    struct dg_layer_spec specs[DG_MAX_LAYERS];
+    int count;
+    ck_assert_int_eq(dg_net_spec_parse("8C5S2-B-8C3V-8C3S2VL-B-F-16-B-10", specs, &count), DG_OK);
+    struct dg_model model, loaded;
+    ck_assert_int_eq(dg_model_build(&model, specs, count), DG_OK);
+    ck_assert_int_eq(model.layers[0].out_h, 14); /* (28 + 4 - 5) / 2 + 1 */
+    ck_assert_int_eq(model.layers[2].out_h, 12);
+    ck_assert_int_eq(model.layers[3].out_h, 5); /* (12 - 3) / 2 + 1 */
+    ck_assert_int_eq(model.layers[6].in_c, 8 * 5 * 5);
+    dg_model_init_glorot(&model, 9);
+    for (size_t i = 0; i < model.param_count; i++)
+        model.params[i] += 0.001f * (float)(i % 7); /* running statistics away from 0 / 1 */
+    const char *path = path_in_tmp("strided.dgt");
+    ck_assert_int_eq(dg_model_save(path, &model, ""), DG_OK);
+    ck_assert_int_eq(dg_model_load(path, &loaded, NULL, 0), DG_OK);
+    ck_assert_int_eq(loaded.layer_count, count);
+    for (int i = 0; i < count; i++) {
+        const struct dg_layer_spec *a = &loaded.layers[i].spec, *b = &specs[i];
+        ck_assert_int_eq(a->kind, b->kind);
+        ck_assert_int_eq(a->kernel, b->kernel);
+        ck_assert_int_eq(a->relu, b->relu);
+        ck_assert_int_eq(a->valid, b->valid);
+        if (a->kind == DG_LAYER_CONV)
+            ck_assert_int_eq(a->stride, b->stride);
+    }
+    ck_assert_int_eq(memcmp(loaded.params, model.params, model.param_count * sizeof(float)), 0);
+    dg_model_free(&loaded);
+    /* bit 10 of conv1's kernel word */
+    size_t size;
+    unsigned char *data = read_file(path, &size);
+    data[16 + 4 + 8 + 1] |= 0x04;
+    uint32_t crc = (uint32_t)crc32(0L, data, (uInt)(size - 4));
+    for (int i = 0; i < 4; i++)
+        data[size - 4 + (size_t)i] = (unsigned char)(crc >> (8 * i));
+    const char *bad = path_in_tmp("bits.dgt");
+    FILE *fp = fopen(bad, "wb");
+    ck_assert_uint_eq(fwrite(data, 1, size, fp), size);
+    fclose(fp);
+    ck_assert_int_eq(dg_model_load(bad, &loaded, NULL, 0), DG_ERR_INPUT);
+    ck_assert_msg(strstr(dg_error_message(), "bits.dgt: corrupted model file (layer 1: kind 1, "
+                                             "units 8, kernel 5,") != NULL,
+                  "%s", dg_error_message());
+    free(data);
+    dg_model_free(&model);
+}
+END_TEST
+
 /* Every refusal names the character and what was expected there, or the layer whose shape
  * does not fit 28x28. */
 START_TEST(net_spec_refusals)
@@ -412,12 +522,25 @@ START_TEST(net_spec_refusals)
         {"70000-10", "at character 1 ('7'): expected a filter or unit count (at most 65536)"},
         {"32C5-P3-10", "at character 7 ('3'): expected '2' ending the layer (P2"},
         {"32C5-P2-", "at character 9 (the end): expected a layer after '-'"},
-        {"32C5--10", "at character 6 ('-'): expected a layer: NcK (convolution), P2 (pooling)"},
+        {"32C5--10", "at character 6 ('-'): expected a layer: NcK (convolution), B (batch "
+                     "normalisation), P2 (pooling)"},
         {"32C5-D1.5-10", "at character 7 ('1'): expected a dropout rate 0 <= rate < 1"},
         {"32C5-D-10", "at character 7 ('-'): expected a dropout rate after D"},
         {"32C5-D0.2.1-10", "at character 7 ('0'): expected a dropout rate 0 <= rate < 1"},
-        {"32C5x-10", "at character 5 ('x'): expected '-', the end or L (no ReLU) after the "
-                     "convolution"},
+        {"32C5x-10", "at character 5 ('x'): expected '-', the end, or S2 (stride 2), V (no "
+                     "padding), L (no ReLU) in this order after the convolution"},
+        {"32C5S3-10", "at character 6 ('3'): expected a stride of 1 or 2 after S (e.g. 32C5S2)"},
+        {"32C5S-10", "at character 6 ('-'): expected a stride of 1 or 2 after S"},
+        {"32C5S22-10", "at character 6 ('2'): expected a stride of 1 or 2 after S"},
+        {"32C5LV-10", "at character 6 ('V'): expected '-', the end, or S2 (stride 2)"},
+        {"32C5VS2-10", "at character 6 ('S'): expected '-', the end, or S2 (stride 2)"},
+        {"32C5-B2-10", "at character 7 ('2'): expected '-' or the end after B (batch "
+                       "normalisation)"},
+        {"32C5V-32C5V-32C5V-32C5V-32C5V-32C5V-32C5V-10",
+         "the layer at character 37: conv7: its input is 4x4, smaller than the 5x5 kernel "
+         "without padding"},
+        {"32C15V-32C15V-10", "the layer at character 8: conv2: its input is 14x14, smaller than "
+                             "the 15x15 kernel without padding"},
         {"32C5-128", "at character 6 ('1'): expected the last layer to be the classifier: "
                      "dense 10"},
         {"32C5-Fx-10", "at character 7 ('x'): expected '-' or the end after F (flatten)"},
@@ -623,6 +746,8 @@ int main(void)
     tcase_add_test(tc, other_architectures_round_trip);
     tcase_add_test(tc, net_spec_parses_and_formats);
     tcase_add_test(tc, net_spec_refusals);
+    tcase_add_test(tc, deotte_preset_layout);
+    tcase_add_test(tc, strided_batchnorm_round_trip);
     tcase_add_loop_test(tc, refuses_non_finite_parameters, 0, 3);
     tcase_add_test(tc, refuses_settings_beyond_the_cli_ranges);
     tcase_add_test(tc, missing_file_is_io_error);

@@ -106,9 +106,10 @@ struct case_list {
 
 /* Against the double reference (shapes as reduced runs shrink them) */
 static struct case_list conv_cases, pool_cases, dense_cases, softmax_cases, relu_cases;
-static struct case_list dropout_cases, rmsprop_cases, assemble_cases;
+static struct case_list dropout_cases, rmsprop_cases, assemble_cases, bn_cases;
 /* bit-identical with 1, 2 and 3 threads; finite differences */
 static struct case_list conv_thread_cases, dense_thread_cases, conv_grad_cases;
+static struct case_list bn_thread_cases, bn_grad_cases;
 
 static void load_cases(struct case_list *list, enum dg_op_kind kind, unsigned want)
 {
@@ -904,6 +905,168 @@ START_TEST(net_describes_algorithms)
 }
 END_TEST
 
+/* ---- batch normalisation ---- */
+
+/* Inputs of a batchnorm case: x off centre (mean 1, so that the centring matters), gamma,
+ * beta, running statistics away from their initial 0 / 1, and an upstream gradient. */
+struct bn_inputs {
+    size_t n, c;
+    float *x, *gamma, *beta, *mean, *var, *dy;
+};
+
+static struct bn_inputs bn_inputs_make(const struct dg_bn_shape *s, uint64_t seed)
+{
+    struct bn_inputs in;
+    struct dg_test_rng rng = {seed};
+    in.n = (size_t)s->batch * s->channels * s->spatial;
+    in.c = (size_t)s->channels;
+    in.x = dg_test_floats(in.n), in.dy = dg_test_floats(in.n);
+    in.gamma = dg_test_floats(in.c), in.beta = dg_test_floats(in.c);
+    in.mean = dg_test_floats(in.c), in.var = dg_test_floats(in.c);
+    dg_test_fill(&rng, in.x, in.n, -1.0f, 3.0f);
+    dg_test_fill(&rng, in.dy, in.n, -1.0f, 1.0f);
+    dg_test_fill(&rng, in.gamma, in.c, 0.5f, 1.5f);
+    dg_test_fill(&rng, in.beta, in.c, -0.5f, 0.5f);
+    dg_test_fill(&rng, in.mean, in.c, -0.2f, 0.2f);
+    dg_test_fill(&rng, in.var, in.c, 0.5f, 2.0f);
+    return in;
+}
+
+static void bn_inputs_free(struct bn_inputs *in)
+{
+    free(in->x), free(in->dy), free(in->gamma), free(in->beta), free(in->mean), free(in->var);
+}
+
+/* Training forward (output, running statistics, saved statistics), inference forward and the
+ * backward against the double reference, on every ISA. */
+START_TEST(batchnorm_vs_reference)
+{
+    const struct dg_bn_shape s = bn_cases.at[_i].bn;
+    printf("batchnorm case \"%s\"\n", bn_cases.at[_i].name);
+    struct bn_inputs in = bn_inputs_make(&s, 3000 + (uint64_t)_i);
+    size_t n = in.n, c = in.c;
+    double *xd = dg_test_to_double(in.x, n), *dyd = dg_test_to_double(in.dy, n);
+    double *gd = dg_test_to_double(in.gamma, c), *bd = dg_test_to_double(in.beta, c);
+    double *md = dg_test_to_double(in.mean, c), *vd = dg_test_to_double(in.var, c);
+    double *y_ref = dg_test_doubles(n), *yi_ref = dg_test_doubles(n), *dx_ref = dg_test_doubles(n);
+    double *sm_ref = dg_test_doubles(c), *si_ref = dg_test_doubles(c);
+    double *dg_ref = dg_test_doubles(c), *db_ref = dg_test_doubles(c);
+    dg_ref_batchnorm_fwd_infer(&s, xd, gd, bd, md, vd, DG_BN_EPSILON, yi_ref);
+    /* md, vd: the running statistics after one training step from in.mean, in.var */
+    dg_ref_batchnorm_fwd_train(&s, xd, gd, bd, md, vd, DG_BN_MOMENTUM, DG_BN_EPSILON, y_ref,
+                               sm_ref, si_ref);
+    dg_ref_batchnorm_bwd(&s, xd, dyd, gd, sm_ref, si_ref, dx_ref, dg_ref, db_ref);
+    float *y = dg_test_floats(n), *dx = dg_test_floats(n), *rm = dg_test_floats(c);
+    float *rv = dg_test_floats(c), *sm = dg_test_floats(c), *si = dg_test_floats(c);
+    float *dgm = dg_test_floats(c), *dbt = dg_test_floats(c);
+    for (int f = 0; f < FAMILIES; f++) {
+        if (!element_family(f))
+            continue;
+        struct dg_backend *be = family_backend(f, 3);
+        if (!be)
+            continue;
+        poison(y, n);
+        check_ok(be->ops->batchnorm_fwd_infer(be, &s, in.x, in.gamma, in.beta, in.mean, in.var,
+                                              DG_BN_EPSILON, y));
+        ck_assert(dg_test_close("bn infer y", y, yi_ref, n, DG_TEST_FWD_ATOL, DG_TEST_FWD_RTOL));
+        memcpy(rm, in.mean, c * sizeof(float));
+        memcpy(rv, in.var, c * sizeof(float));
+        poison(y, n), poison(sm, c), poison(si, c);
+        check_ok(be->ops->batchnorm_fwd_train(be, &s, in.x, in.gamma, in.beta, rm, rv,
+                                              DG_BN_MOMENTUM, DG_BN_EPSILON, y, sm, si));
+        ck_assert(dg_test_close("bn train y", y, y_ref, n, DG_TEST_FWD_ATOL, DG_TEST_FWD_RTOL));
+        ck_assert(dg_test_close("bn running mean", rm, md, c, DG_TEST_FWD_ATOL, DG_TEST_FWD_RTOL));
+        ck_assert(dg_test_close("bn running var", rv, vd, c, DG_TEST_FWD_ATOL, DG_TEST_FWD_RTOL));
+        ck_assert(dg_test_close("bn saved mean", sm, sm_ref, c, DG_TEST_FWD_ATOL,
+                                DG_TEST_FWD_RTOL));
+        ck_assert(dg_test_close("bn saved invstd", si, si_ref, c, DG_TEST_FWD_ATOL,
+                                DG_TEST_FWD_RTOL));
+        poison(dx, n), poison(dgm, c), poison(dbt, c);
+        check_ok(be->ops->batchnorm_bwd(be, &s, in.x, in.dy, in.gamma, sm, si, dx, dgm, dbt));
+        ck_assert(dg_test_close_max("bn bwd dx", dx, dx_ref, n, DG_TEST_BWD_RTOL));
+        ck_assert(dg_test_close_max("bn bwd dgamma", dgm, dg_ref, c, DG_TEST_BWD_RTOL));
+        ck_assert(dg_test_close_max("bn bwd dbeta", dbt, db_ref, c, DG_TEST_BWD_RTOL));
+        dg_backend_destroy(be);
+    }
+    bn_inputs_free(&in);
+    free(xd), free(dyd), free(gd), free(bd), free(md), free(vd), free(y_ref), free(yi_ref);
+    free(dx_ref), free(sm_ref), free(si_ref), free(dg_ref), free(db_ref);
+    free(y), free(dx), free(rm), free(rv), free(sm), free(si), free(dgm), free(dbt);
+}
+END_TEST
+
+/* Hand-worked: one channel of 4 values 1, 2, 3, 6 (mean 3, biased var 3.5, unbiased 14/3),
+ * gamma 2, beta 1, eps 1e-3, momentum 0.99 from running (0, 1). */
+START_TEST(batchnorm_by_hand)
+{
+    const struct dg_bn_shape s = {2, 1, 2};
+    const float x[4] = {1, 2, 3, 6}, gamma = 2.0f, beta = 1.0f;
+    double invstd = 1.0 / sqrt(3.5 + 1e-3);
+    for (int f = 0; f < FAMILIES; f++) {
+        if (!element_family(f))
+            continue;
+        struct dg_backend *be = family_backend(f, 2);
+        if (!be)
+            continue;
+        float y[4], rm = 0.0f, rv = 1.0f, sm, si;
+        check_ok(be->ops->batchnorm_fwd_train(be, &s, x, &gamma, &beta, &rm, &rv, 0.99, 1e-3, y,
+                                              &sm, &si));
+        for (int i = 0; i < 4; i++)
+            ck_assert_msg(fabs(y[i] - (2.0 * (x[i] - 3.0) * invstd + 1.0)) < 1e-6, "y[%d] = %.9g",
+                          i, (double)y[i]);
+        ck_assert(fabs(rm - 0.03) < 1e-7);
+        ck_assert(fabs(rv - (0.99 + 0.01 * 14.0 / 3.0)) < 1e-6);
+        ck_assert(fabs(sm - 3.0) < 1e-7 && fabs(si - invstd) < 1e-7);
+        /* dy = 1 everywhere: dbeta = 4, dgamma = sum xhat = 0, dx = 0 */
+        const float dy[4] = {1, 1, 1, 1};
+        float dx[4], dgm, dbt;
+        check_ok(be->ops->batchnorm_bwd(be, &s, x, dy, &gamma, &sm, &si, dx, &dgm, &dbt));
+        ck_assert(dbt == 4.0f && fabs(dgm) < 1e-6);
+        for (int i = 0; i < 4; i++)
+            ck_assert(fabs(dx[i]) < 1e-6);
+        dg_backend_destroy(be);
+    }
+}
+END_TEST
+
+/* Every channel is summed by one thread in one order: 1, 2 and 3 threads bit-identical. */
+START_TEST(batchnorm_deterministic)
+{
+    for (int k = 0; k < bn_thread_cases.count; k++) {
+        const struct dg_bn_shape s = bn_thread_cases.at[k].bn;
+        struct bn_inputs in = bn_inputs_make(&s, 3100 + (uint64_t)k);
+        size_t n = in.n, c = in.c;
+        float *out[3][6];
+        for (int run = 0; run < 3; run++) {
+            struct dg_backend *be = dg_test_cpu_backend(run + 1, DG_CPU_KERNELS_AUTO);
+            for (int j = 0; j < 6; j++)
+                out[run][j] = dg_test_floats(j < 2 ? n : c);
+            float *rm = out[run][2], *rv = out[run][3];
+            memcpy(rm, in.mean, c * sizeof(float));
+            memcpy(rv, in.var, c * sizeof(float));
+            float sm[256], si[256];
+            ck_assert(c <= 256);
+            check_ok(be->ops->batchnorm_fwd_train(be, &s, in.x, in.gamma, in.beta, rm, rv,
+                                                  DG_BN_MOMENTUM, DG_BN_EPSILON, out[run][0], sm,
+                                                  si));
+            check_ok(be->ops->batchnorm_bwd(be, &s, in.x, in.dy, in.gamma, sm, si, out[run][1],
+                                            out[run][4], out[run][5]));
+            dg_backend_destroy(be);
+        }
+        static const char *names[6] = {"y", "dx", "running mean", "running var", "dgamma",
+                                       "dbeta"};
+        for (int run = 1; run < 3; run++)
+            for (int j = 0; j < 6; j++)
+                ck_assert_msg(dg_test_equal(names[j], out[0][j], out[run][j], j < 2 ? n : c),
+                              "batchnorm %s: 1 vs %d threads differ", names[j], run + 1);
+        for (int run = 0; run < 3; run++)
+            for (int j = 0; j < 6; j++)
+                free(out[run][j]);
+        bn_inputs_free(&in);
+    }
+}
+END_TEST
+
 /* ---- finite differences ---- */
 
 /* A scalar loss of a layer, L = sum(f(theta) * r); evaluated with the current parameters. */
@@ -1048,6 +1211,56 @@ START_TEST(fd_reference_conv)
                                   FD_DOUBLE_RTOL, FD_SAMPLES, &rng));
         free(c.x), free(c.w), free(c.b), free(c.r), free(c.y), free(g), free(dx), free(dw),
             free(db);
+    }
+}
+END_TEST
+
+struct ref_bn_ctx {
+    struct dg_bn_shape s;
+    double *x, *gamma, *beta, *mean, *var, *y, *r, *save_mean, *save_invstd;
+};
+
+static double ref_bn_loss(void *opaque)
+{
+    struct ref_bn_ctx *c = opaque;
+    dg_ref_batchnorm_fwd_train(&c->s, c->x, c->gamma, c->beta, c->mean, c->var, DG_BN_MOMENTUM,
+                               DG_BN_EPSILON, c->y, c->save_mean, c->save_invstd);
+    return dot_double(c->y, c->r, (size_t)c->s.batch * c->s.channels * c->s.spatial);
+}
+
+/* The double reference's batchnorm gradient against its own forward, per-channel and per-unit
+ * shapes. */
+START_TEST(fd_reference_batchnorm)
+{
+    static const struct dg_bn_shape shapes[2] = {{3, 4, 5}, {6, 3, 1}};
+    struct dg_test_rng rng = {23};
+    for (int k = 0; k < 2; k++) {
+        struct ref_bn_ctx c = {shapes[k], 0, 0, 0, 0, 0, 0, 0, 0, 0};
+        size_t n = (size_t)c.s.batch * c.s.channels * c.s.spatial, ch = (size_t)c.s.channels;
+        c.x = dg_test_doubles(n), c.r = dg_test_doubles(n), c.y = dg_test_doubles(n);
+        c.gamma = dg_test_doubles(ch), c.beta = dg_test_doubles(ch), c.mean = dg_test_doubles(ch);
+        c.var = dg_test_doubles(ch), c.save_mean = dg_test_doubles(ch);
+        c.save_invstd = dg_test_doubles(ch);
+        for (size_t i = 0; i < n; i++) {
+            c.x[i] = dg_test_uniform(&rng) * 4 - 1;
+            c.r[i] = dg_test_uniform(&rng) * 2 - 1;
+        }
+        for (size_t i = 0; i < ch; i++) {
+            c.gamma[i] = 0.5 + dg_test_uniform(&rng);
+            c.beta[i] = dg_test_uniform(&rng) - 0.5;
+            c.var[i] = 1.0;
+        }
+        double *dx = dg_test_doubles(n), *dgm = dg_test_doubles(ch), *dbt = dg_test_doubles(ch);
+        ref_bn_loss(&c);
+        dg_ref_batchnorm_bwd(&c.s, c.x, c.r, c.gamma, c.save_mean, c.save_invstd, dx, dgm, dbt);
+        ck_assert(fd_check_double("ref batchnorm x", ref_bn_loss, &c, c.x, n, dx, FD_DOUBLE_H,
+                                  FD_DOUBLE_RTOL, FD_SAMPLES, &rng));
+        ck_assert(fd_check_double("ref batchnorm gamma", ref_bn_loss, &c, c.gamma, ch, dgm,
+                                  FD_DOUBLE_H, FD_DOUBLE_RTOL, FD_SAMPLES, &rng));
+        ck_assert(fd_check_double("ref batchnorm beta", ref_bn_loss, &c, c.beta, ch, dbt,
+                                  FD_DOUBLE_H, FD_DOUBLE_RTOL, FD_SAMPLES, &rng));
+        free(c.x), free(c.r), free(c.y), free(c.gamma), free(c.beta), free(c.mean), free(c.var);
+        free(c.save_mean), free(c.save_invstd), free(dx), free(dgm), free(dbt);
     }
 }
 END_TEST
@@ -1262,6 +1475,53 @@ START_TEST(fd_fast_conv)
 }
 END_TEST
 
+struct bn_fast_ctx {
+    struct dg_backend *be;
+    struct dg_bn_shape s;
+    float *x, *gamma, *beta, *mean, *var, *y, *r, *save_mean, *save_invstd;
+};
+
+static double fast_bn_loss(void *opaque)
+{
+    struct bn_fast_ctx *c = opaque;
+    check_ok(c->be->ops->batchnorm_fwd_train(c->be, &c->s, c->x, c->gamma, c->beta, c->mean,
+                                             c->var, DG_BN_MOMENTUM, DG_BN_EPSILON, c->y,
+                                             c->save_mean, c->save_invstd));
+    return dot_float(c->y, c->r, (size_t)c->s.batch * c->s.channels * c->s.spatial);
+}
+
+/* The training-mode gradient (through the batch statistics) by central differences. */
+START_TEST(fd_fast_batchnorm)
+{
+    struct bn_fast_ctx c = {0};
+    c.s = bn_grad_cases.at[_i].bn;
+    struct bn_inputs in = bn_inputs_make(&c.s, 3200 + (uint64_t)_i);
+    struct dg_test_rng rng = {3300 + (uint64_t)_i};
+    size_t n = in.n, ch = in.c;
+    c.x = in.x, c.gamma = in.gamma, c.beta = in.beta, c.mean = in.mean, c.var = in.var;
+    c.r = in.dy, c.y = dg_test_floats(n);
+    c.save_mean = dg_test_floats(ch), c.save_invstd = dg_test_floats(ch);
+    float *dx = dg_test_floats(n), *dgm = dg_test_floats(ch), *dbt = dg_test_floats(ch);
+    for (int f = 0; f < FAMILIES; f++) {
+        if (!element_family(f) || !(c.be = family_backend(f, 2)))
+            continue;
+        printf("fd batchnorm %s\n", families[f].name);
+        fast_bn_loss(&c);
+        check_ok(c.be->ops->batchnorm_bwd(c.be, &c.s, c.x, c.r, c.gamma, c.save_mean,
+                                          c.save_invstd, dx, dgm, dbt));
+        ck_assert(fd_check_float("batchnorm x", fast_bn_loss, &c, c.x, n, dx, FD_FLOAT_H,
+                                 FD_FLOAT_RTOL, FD_SAMPLES, &rng));
+        ck_assert(fd_check_float("batchnorm gamma", fast_bn_loss, &c, c.gamma, ch, dgm,
+                                 FD_FLOAT_H, FD_FLOAT_RTOL, FD_SAMPLES, &rng));
+        ck_assert(fd_check_float("batchnorm beta", fast_bn_loss, &c, c.beta, ch, dbt, FD_FLOAT_H,
+                                 FD_FLOAT_RTOL, FD_SAMPLES, &rng));
+        dg_backend_destroy(c.be);
+    }
+    bn_inputs_free(&in);
+    free(c.y), free(c.save_mean), free(c.save_invstd), free(dx), free(dgm), free(dbt);
+}
+END_TEST
+
 /* ReLU through the fused convolution epilogue: an identity 1x1 convolution of inputs at
  * least 0.1 away from zero, so that no perturbation crosses the kink. */
 START_TEST(fd_fast_relu)
@@ -1386,6 +1646,9 @@ int main(void)
     load_cases(&dropout_cases, DG_OP_DROPOUT, DG_OP_VS_REF);
     load_cases(&rmsprop_cases, DG_OP_RMSPROP, DG_OP_VS_REF);
     load_cases(&assemble_cases, DG_OP_ASSEMBLE, DG_OP_VS_REF);
+    load_cases(&bn_cases, DG_OP_BATCHNORM, DG_OP_VS_REF);
+    load_cases(&bn_thread_cases, DG_OP_BATCHNORM, DG_OP_THREADS);
+    load_cases(&bn_grad_cases, DG_OP_BATCHNORM, DG_OP_GRAD);
     Suite *suite = suite_create("ops");
     TCase *conv = tcase_create("conv");
     tcase_set_timeout(conv, 300);
@@ -1403,6 +1666,9 @@ int main(void)
     tcase_add_test(elementwise, dense_deterministic);
     tcase_add_loop_test(elementwise, softmax_xent_vs_reference, 0, softmax_cases.count);
     tcase_add_loop_test(elementwise, rmsprop_vs_element_math, 0, rmsprop_cases.count);
+    tcase_add_loop_test(elementwise, batchnorm_vs_reference, 0, bn_cases.count);
+    tcase_add_test(elementwise, batchnorm_by_hand);
+    tcase_add_test(elementwise, batchnorm_deterministic);
     tcase_add_test(elementwise, batch_assemble_vs_element_math);
     tcase_add_test(elementwise, sincos_polynomial_accuracy);
     tcase_add_test(elementwise, reference_philox_known_answers);
@@ -1415,6 +1681,8 @@ int main(void)
     tcase_set_timeout(fd, 120);
     tcase_add_test(fd, fd_reference_conv);
     tcase_add_test(fd, fd_reference_dense);
+    tcase_add_test(fd, fd_reference_batchnorm);
+    tcase_add_loop_test(fd, fd_fast_batchnorm, 0, bn_grad_cases.count);
     tcase_add_test(fd, fd_reference_pool_dropout_xent);
     tcase_add_loop_test(fd, fd_fast_conv, 0, conv_grad_cases.count);
     tcase_add_test(fd, fd_fast_relu);

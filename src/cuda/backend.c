@@ -165,6 +165,86 @@ fail:
     return status;
 }
 
+/* ---- batch normalisation: cuDNN's spatial mode (statistics per channel over the batch and
+ * the positions; a tensor (batch, c, spatial, 1), so that the per-unit normalisation after a
+ * dense layer is the spatial mode with spatial 1). cuDNN's running averages blend with
+ * factor 1 - momentum and keep the unbiased variance, as the interface asks. ---- */
+
+static enum dg_status bn_describe(struct cuda_backend *cb, const struct dg_bn_shape *shape,
+                                  double eps)
+{
+    enum dg_status status = DG_OK;
+    if (shape->batch < 1 || shape->channels < 1 || shape->spatial < 1)
+        return dg_error(DG_ERR_RUNTIME, "cuda: bad batchnorm shape %d x %d x %d", shape->batch,
+                        shape->channels, shape->spatial);
+    if (eps < CUDNN_BN_MIN_EPSILON)
+        return dg_error(DG_ERR_RUNTIME, "cuda: batchnorm epsilon %g below cuDNN's least, %g", eps,
+                        (double)CUDNN_BN_MIN_EPSILON);
+    DG_TRY(cudnnSetTensor4dDescriptor(cb->bn_x_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
+                                      shape->batch, shape->channels, shape->spatial, 1));
+    DG_TRY(cudnnSetTensor4dDescriptor(cb->bn_param_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1,
+                                      shape->channels, 1, 1));
+    return DG_OK;
+fail:
+    return status;
+}
+
+static enum dg_status cuda_bn_fwd_train(struct dg_backend *be, const struct dg_bn_shape *shape,
+                                        const float *x, const float *gamma, const float *beta,
+                                        float *running_mean, float *running_var, double momentum,
+                                        double eps, float *y, float *save_mean,
+                                        float *save_invstd)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    enum dg_status status = bn_describe(cb, shape, eps);
+    if (status != DG_OK)
+        return status;
+    DG_LAUNCH(cb, cudnnBatchNormalizationForwardTraining(
+                      cb->cudnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, cb->bn_x_desc, x,
+                      cb->bn_x_desc, y, cb->bn_param_desc, gamma, beta, 1.0 - momentum,
+                      running_mean, running_var, eps, save_mean, save_invstd));
+    return DG_OK;
+fail:
+    return status;
+}
+
+static enum dg_status cuda_bn_fwd_infer(struct dg_backend *be, const struct dg_bn_shape *shape,
+                                        const float *x, const float *gamma, const float *beta,
+                                        const float *running_mean, const float *running_var,
+                                        double eps, float *y)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    enum dg_status status = bn_describe(cb, shape, eps);
+    if (status != DG_OK)
+        return status;
+    DG_LAUNCH(cb, cudnnBatchNormalizationForwardInference(
+                      cb->cudnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, cb->bn_x_desc, x,
+                      cb->bn_x_desc, y, cb->bn_param_desc, gamma, beta, running_mean, running_var,
+                      eps));
+    return DG_OK;
+fail:
+    return status;
+}
+
+static enum dg_status cuda_bn_bwd(struct dg_backend *be, const struct dg_bn_shape *shape,
+                                  const float *x, const float *dy, const float *gamma,
+                                  const float *save_mean, const float *save_invstd, float *dx,
+                                  float *dgamma, float *dbeta)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    enum dg_status status = bn_describe(cb, shape, CUDNN_BN_MIN_EPSILON);
+    if (status != DG_OK)
+        return status;
+    /* epsilon is not used with the saved statistics, but cuDNN checks it */
+    DG_LAUNCH(cb, cudnnBatchNormalizationBackward(
+                      cb->cudnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, &one, &zero, cb->bn_x_desc,
+                      x, cb->bn_x_desc, dy, cb->bn_x_desc, dx, cb->bn_param_desc, gamma, dgamma,
+                      dbeta, CUDNN_BN_MIN_EPSILON, save_mean, save_invstd));
+    return DG_OK;
+fail:
+    return status;
+}
+
 /* Not cudnnPoolingBackward: cuDNN does not document which of several equal maxima receives the
  * gradient, and windows of equal values are common after ReLU (all zeros); the interface
  * promises the first maximum in row-major order, which this kernel implements. */
@@ -343,6 +423,10 @@ static void cuda_destroy(struct dg_backend *be)
         cudnnDestroyTensorDescriptor(cb->pool_in_desc);
     if (cb->pool_out_desc)
         cudnnDestroyTensorDescriptor(cb->pool_out_desc);
+    if (cb->bn_x_desc)
+        cudnnDestroyTensorDescriptor(cb->bn_x_desc);
+    if (cb->bn_param_desc)
+        cudnnDestroyTensorDescriptor(cb->bn_param_desc);
     if (cb->cudnn)
         cudnnDestroy(cb->cudnn);
     if (cb->cublas)
@@ -370,6 +454,9 @@ static const struct dg_backend_ops cuda_ops = {
     .conv_fwd = dg_cuda_conv_fwd,
     .conv_bwd_data = dg_cuda_conv_bwd_data,
     .conv_bwd_filter = dg_cuda_conv_bwd_filter,
+    .batchnorm_fwd_train = cuda_bn_fwd_train,
+    .batchnorm_fwd_infer = cuda_bn_fwd_infer,
+    .batchnorm_bwd = cuda_bn_bwd,
     .relu_bwd = cuda_relu_bwd,
     .maxpool_fwd = cuda_maxpool_fwd,
     .maxpool_bwd = cuda_maxpool_bwd,
@@ -558,6 +645,8 @@ enum dg_status dg_backend_cuda_create(const struct dg_cuda_options *options,
                                        CUDNN_NOT_PROPAGATE_NAN, 2, 2, 0, 0, 2, 2));
     DG_TRY(cudnnCreateTensorDescriptor(&cb->pool_in_desc));
     DG_TRY(cudnnCreateTensorDescriptor(&cb->pool_out_desc));
+    DG_TRY(cudnnCreateTensorDescriptor(&cb->bn_x_desc));
+    DG_TRY(cudnnCreateTensorDescriptor(&cb->bn_param_desc));
 
     char cudnn_text[32];
     cudnn_version_text(cudnnGetVersion(), cudnn_text, sizeof cudnn_text);

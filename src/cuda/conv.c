@@ -23,7 +23,7 @@
 struct cuda_conv_plan {
     struct dg_conv_shape shape;
     cudnnTensorDescriptor_t x_desc; /* (batch, in_channels, height, width) */
-    cudnnTensorDescriptor_t y_desc; /* (batch, out_channels, height, width) */
+    cudnnTensorDescriptor_t y_desc; /* (batch, out_channels, out height, out width) */
     cudnnFilterDescriptor_t w_desc; /* (out_channels, in_channels, kernel, kernel) */
     cudnnConvolutionDescriptor_t desc[3];
     int algo[3];
@@ -245,8 +245,9 @@ static enum dg_status conv_choose(struct cuda_backend *cb, struct cuda_conv_plan
                                   struct conv_choice *choice)
 {
     enum dg_status status = DG_OK;
-    int fp32 = cb->options.math == DG_MATH_FP32;
-    int bf16 = cb->options.math == DG_MATH_BF16;
+    /* a float32 plan under --math bf16 (strided, "valid") is held to the FP32 rules */
+    int bf16 = plan->bf16;
+    int fp32 = cb->options.math == DG_MATH_FP32 || (cb->options.math == DG_MATH_BF16 && !bf16);
     int need_deterministic = fp32 || cb->options.deterministic;
     struct algo_candidate candidates[DG_CUDA_MAX_ALGOS];
     int count = 0;
@@ -294,7 +295,8 @@ static const struct conv_choice *choice_find(const struct cuda_backend *cb,
         const struct dg_conv_shape *c = &cb->choices[i].shape;
         if (c->batch == shape->batch && c->in_channels == shape->in_channels &&
             c->out_channels == shape->out_channels && c->height == shape->height &&
-            c->width == shape->width && c->kernel == shape->kernel)
+            c->width == shape->width && c->kernel == shape->kernel &&
+            dg_conv_stride(c) == dg_conv_stride(shape) && c->valid == shape->valid)
             return &cb->choices[i];
     }
     return NULL;
@@ -379,21 +381,27 @@ enum dg_status dg_cuda_conv_plan_create(struct dg_backend *be, const struct dg_c
     enum dg_status status = DG_OK;
     *out = NULL;
     if (shape->batch <= 0 || shape->in_channels <= 0 || shape->out_channels <= 0 ||
-        shape->height <= 0 || shape->width <= 0 || shape->kernel <= 0 || shape->kernel % 2 == 0)
+        shape->height <= 0 || shape->width <= 0 || shape->kernel <= 0 || shape->kernel % 2 == 0 ||
+        shape->stride < 0 || shape->stride > 2 || shape->valid < 0 || shape->valid > 1 ||
+        dg_conv_out_height(shape) < 1 || dg_conv_out_width(shape) < 1 ||
+        shape->height + 2 * dg_conv_pad(shape) < shape->kernel ||
+        shape->width + 2 * dg_conv_pad(shape) < shape->kernel)
         return dg_error(DG_ERR_RUNTIME,
                         "cuda: bad convolution shape: batch %d, %d -> %d channels, %dx%d, "
-                        "kernel %d",
+                        "kernel %d, stride %d, valid %d",
                         shape->batch, shape->in_channels, shape->out_channels, shape->height,
-                        shape->width, shape->kernel);
+                        shape->width, shape->kernel, shape->stride, shape->valid);
     struct cuda_conv_plan *plan = calloc(1, sizeof *plan);
     if (!plan)
         return dg_error(DG_ERR_NOMEM, "cuda: out of host memory for a convolution plan");
     plan->shape = *shape;
-    plan->bf16 = cb->options.math == DG_MATH_BF16;
+    /* strided and "valid" convolutions stay float32 under --math bf16, as on the CPU */
+    plan->bf16 = cb->options.math == DG_MATH_BF16 && dg_conv_is_same_stride1(shape);
     cudnnDataType_t data = plan->bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
-    int pad = shape->kernel / 2;
+    int pad = dg_conv_pad(shape), stride = dg_conv_stride(shape);
+    int oh = dg_conv_out_height(shape), ow = dg_conv_out_width(shape);
     plan->x_count = (size_t)shape->batch * shape->in_channels * shape->height * shape->width;
-    plan->y_count = (size_t)shape->batch * shape->out_channels * shape->height * shape->width;
+    plan->y_count = (size_t)shape->batch * shape->out_channels * oh * ow;
     plan->w_count =
         (size_t)shape->out_channels * shape->in_channels * shape->kernel * shape->kernel;
     if (plan->bf16 &&
@@ -412,24 +420,22 @@ enum dg_status dg_cuda_conv_plan_create(struct dg_backend *be, const struct dg_c
     DG_TRY(cudnnSetTensor4dDescriptor(plan->x_desc, CUDNN_TENSOR_NCHW, data, shape->batch,
                                       shape->in_channels, shape->height, shape->width));
     DG_TRY(cudnnSetTensor4dDescriptor(plan->y_desc, CUDNN_TENSOR_NCHW, data, shape->batch,
-                                      shape->out_channels, shape->height, shape->width));
+                                      shape->out_channels, oh, ow));
     DG_TRY(cudnnSetFilter4dDescriptor(plan->w_desc, data, CUDNN_TENSOR_NCHW, shape->out_channels,
                                       shape->in_channels, shape->kernel, shape->kernel));
     for (int d = 0; d < 3; d++) {
         DG_TRY(cudnnCreateConvolutionDescriptor(&plan->desc[d]));
-        DG_TRY(cudnnSetConvolution2dDescriptor(plan->desc[d], pad, pad, 1, 1, 1, 1,
+        DG_TRY(cudnnSetConvolution2dDescriptor(plan->desc[d], pad, pad, stride, stride, 1, 1,
                                                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     }
     int out_n = 0, out_c = 0, out_h = 0, out_w = 0;
     DG_TRY(cudnnGetConvolution2dForwardOutputDim(plan->desc[CONV_FWD], plan->x_desc, plan->w_desc,
                                                  &out_n, &out_c, &out_h, &out_w));
-    if (out_n != shape->batch || out_c != shape->out_channels || out_h != shape->height ||
-        out_w != shape->width) {
+    if (out_n != shape->batch || out_c != shape->out_channels || out_h != oh || out_w != ow) {
         status = dg_error(DG_ERR_RUNTIME,
                           "cuda: cuDNN convolution output %dx%dx%dx%d is not "
-                          "the \"same\" shape %dx%dx%dx%d",
-                          out_n, out_c, out_h, out_w, shape->batch, shape->out_channels,
-                          shape->height, shape->width);
+                          "the layer's shape %dx%dx%dx%d",
+                          out_n, out_c, out_h, out_w, shape->batch, shape->out_channels, oh, ow);
         goto fail;
     }
 
@@ -499,7 +505,7 @@ enum dg_status dg_cuda_conv_fwd(struct dg_backend *be, void *handle, const float
     struct cuda_conv_plan *plan = handle;
     const struct dg_conv_shape *s = &plan->shape;
     enum dg_status status = DG_OK;
-    int hw = s->height * s->width;
+    int hw = dg_conv_out_height(s) * dg_conv_out_width(s);
     const void *x_op = x, *w_op = w;
     void *y_op = y;
     if (plan->bf16) {
@@ -572,7 +578,8 @@ enum dg_status dg_cuda_conv_bwd_filter(struct dg_backend *be, void *handle, cons
         DG_LAUNCH(cb, dg_launch_from_bf16(plan->wh, dw, NULL, s->out_channels * s->in_channels, 1,
                                           s->kernel * s->kernel, 0, cb->stream));
     if (db)
-        DG_LAUNCH(cb, dg_launch_channel_sum(dy, s->batch, s->out_channels, s->height * s->width, db,
+        DG_LAUNCH(cb, dg_launch_channel_sum(dy, s->batch, s->out_channels,
+                                            dg_conv_out_height(s) * dg_conv_out_width(s), db,
                                             cb->stream));
     return DG_OK;
 fail:

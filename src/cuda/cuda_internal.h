@@ -57,6 +57,8 @@ struct cuda_backend {
     cudnnPoolingDescriptor_t pool_desc;
     cudnnTensorDescriptor_t pool_in_desc;
     cudnnTensorDescriptor_t pool_out_desc;
+    cudnnTensorDescriptor_t bn_x_desc;     /* batch normalisation: (batch, c, spatial, 1) */
+    cudnnTensorDescriptor_t bn_param_desc; /* (1, c, 1, 1) */
     void *workspace; /* shared by every conv plan: the largest workspace any plan chose */
     size_t workspace_bytes;
     struct conv_choice choices[DG_CUDA_CHOICE_CACHE]; /* algorithms already chosen, by shape */

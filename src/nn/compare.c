@@ -10,6 +10,7 @@ const struct dg_tolerance dg_tol_backward_fp32 = {DG_TOL_NORMWISE, 0.0, 5e-5};
 const struct dg_tolerance dg_tol_forward_tf32 = {DG_TOL_NORMWISE, 0.0, 1.5e-3};
 const struct dg_tolerance dg_tol_backward_tf32 = {DG_TOL_NORMWISE, 0.0, 1.5e-3};
 const struct dg_tolerance dg_tol_exact = {DG_TOL_ELEMENTWISE, 0.0, 0.0};
+const struct dg_tolerance dg_tol_batchnorm = {DG_TOL_NORMWISE, 0.0, 5e-5};
 const struct dg_tolerance dg_tol_weights = {DG_TOL_NMSE, 0.0, 1e-6};
 const struct dg_tolerance dg_tol_weights_tf32 = {DG_TOL_NMSE, 0.0, 1e-3};
 const struct dg_tolerance dg_tol_forward_bf16 = {DG_TOL_NORMWISE, 0.0, 1e-2};

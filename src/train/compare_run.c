@@ -100,10 +100,13 @@ static int is_matmul(const struct dg_layer *layer)
 }
 
 /* Max-pool and dropout are exact (the same element math on both sides, given the same
- * inputs); convolutions and dense layers round differently. */
+ * inputs); convolutions and dense layers round differently; batch normalisation sums its
+ * statistics differently (float32 at every math mode). */
 static const struct dg_tolerance *forward_tolerance(const struct run *r,
                                                     const struct dg_layer *layer)
 {
+    if (layer->spec.kind == DG_LAYER_BATCHNORM)
+        return &dg_tol_batchnorm;
     if (!is_matmul(layer))
         return &dg_tol_exact;
     if (r->bf16)
@@ -114,6 +117,8 @@ static const struct dg_tolerance *forward_tolerance(const struct run *r,
 static const struct dg_tolerance *backward_tolerance(const struct run *r,
                                                      const struct dg_layer *layer)
 {
+    if (layer->spec.kind == DG_LAYER_BATCHNORM)
+        return &dg_tol_batchnorm;
     if (!is_matmul(layer))
         return &dg_tol_exact;
     if (r->bf16)

@@ -1,6 +1,7 @@
 /* The emulated cuDNN: handles, tensor / filter / convolution / pooling descriptors, the
  * algorithm queries (cudnnFind*AlgorithmEx, cudnnGet*Algorithm_v7), workspace sizes, and
- * convolution forward, backward-data and backward-filter and pooling forward / backward with
+ * convolution forward, backward-data and backward-filter, pooling forward / backward and batch
+ * normalisation (forward training / inference, backward; spatial mode) with
  * alpha / beta blending (beta 0: the output is not read), for float NCHW tensors with any
  * padding, stride and dilation, cross-correlation or convolution. Written from NVIDIA's cuDNN
  * API reference, independently of Digits' CPU backend: im2col per image with OpenBLAS's sgemm.
@@ -1346,4 +1347,266 @@ cudnnStatus_t cudnnPoolingBackward(cudnnHandle_t handle, const cudnnPoolingDescr
     }
     free(grad);
     return CUDNN_STATUS_SUCCESS;
+}
+
+/* ---- batch normalisation (the legacy API: spatial mode, per channel over N x H x W) ----
+ * Statistics in double, one fixed order (image, then position). Forward training blends the
+ * running mean and the unbiased variance with exponentialAverageFactor and saves the batch
+ * mean and 1 / sqrt(var + epsilon); backward uses the saved pair when given, else
+ * recomputes it from x. */
+
+enum bn_call { BN_FWD_TRAIN, BN_FWD_INFER, BN_BWD };
+
+static const char *bn_call_name[3] = {"cudnnBatchNormalizationForwardTraining",
+                                      "cudnnBatchNormalizationForwardInference",
+                                      "cudnnBatchNormalizationBackward"};
+
+struct bn_work {
+    enum bn_call call;
+    struct cudnnTensorStruct x_desc;
+    float alpha, beta, alpha_param, beta_param;
+    const float *x, *dy, *scale, *bias, *mean_in, *var_in;
+    float *y, *run_mean, *run_var, *save_mean, *save_invstd, *dscale, *dbias;
+    double factor, eps;
+};
+
+static cudnnStatus_t bn_check(const char *call, cudnnHandle_t handle, cudnnBatchNormMode_t mode,
+                              const cudnnTensorDescriptor_t x, const cudnnTensorDescriptor_t y,
+                              const cudnnTensorDescriptor_t param, double eps)
+{
+    if (!handle_ok(handle))
+        return fail(CUDNN_STATUS_BAD_PARAM, "%s: not a live handle", call);
+    if (!tensor_ok(x) || !tensor_ok(y) || !tensor_ok(param))
+        return fail(CUDNN_STATUS_BAD_PARAM, "%s: a descriptor is NULL, destroyed or never set",
+                    call);
+    if (mode != CUDNN_BATCHNORM_SPATIAL)
+        return fail(CUDNN_STATUS_NOT_SUPPORTED, "%s: the emulation runs the spatial mode only",
+                    call);
+    if (y->n != x->n || y->c != x->c || y->h != x->h || y->w != x->w)
+        return fail(CUDNN_STATUS_BAD_PARAM, "%s: x %dx%dx%dx%d and y %dx%dx%dx%d differ", call,
+                    x->n, x->c, x->h, x->w, y->n, y->c, y->h, y->w);
+    if (param->n != 1 || param->c != x->c || param->h != 1 || param->w != 1)
+        return fail(CUDNN_STATUS_BAD_PARAM,
+                    "%s: the scale/bias/mean/var descriptor %dx%dx%dx%d is not 1x%dx1x1", call,
+                    param->n, param->c, param->h, param->w, x->c);
+    if (x->type != CUDNN_DATA_FLOAT || y->type != CUDNN_DATA_FLOAT ||
+        param->type != CUDNN_DATA_FLOAT || x->format != CUDNN_TENSOR_NCHW ||
+        y->format != CUDNN_TENSOR_NCHW)
+        return fail(CUDNN_STATUS_NOT_SUPPORTED, "%s: the emulation normalises float NCHW only",
+                    call);
+    if (!(eps >= CUDNN_BN_MIN_EPSILON))
+        return fail(CUDNN_STATUS_BAD_PARAM, "%s: epsilon %g below CUDNN_BN_MIN_EPSILON", call,
+                    eps);
+    return CUDNN_STATUS_SUCCESS;
+}
+
+static void bn_blend(float *out, double value, float alpha, float beta)
+{
+    *out = beta == 0.0f ? (float)(alpha * value) : (float)(alpha * value + beta * *out);
+}
+
+/* The channel's mean and 1 / sqrt(biased var + eps), and its unbiased variance. */
+static void bn_stats(const struct bn_work *w, int c, double *mean, double *invstd,
+                     double *unbiased)
+{
+    const struct cudnnTensorStruct *d = &w->x_desc;
+    size_t plane = (size_t)d->h * d->w;
+    double count = (double)d->n * plane, sum = 0.0, squares = 0.0;
+    for (int n = 0; n < d->n; n++) {
+        const float *x = w->x + ((size_t)n * d->c + c) * plane;
+        for (size_t i = 0; i < plane; i++)
+            sum += x[i];
+    }
+    *mean = sum / count;
+    for (int n = 0; n < d->n; n++) {
+        const float *x = w->x + ((size_t)n * d->c + c) * plane;
+        for (size_t i = 0; i < plane; i++)
+            squares += (x[i] - *mean) * (x[i] - *mean);
+    }
+    *invstd = 1.0 / sqrt(squares / count + w->eps);
+    *unbiased = count > 1.0 ? squares / (count - 1.0) : squares / count;
+}
+
+static int bn_run(void *ctx)
+{
+    struct bn_work *w = ctx;
+    const struct cudnnTensorStruct *d = &w->x_desc;
+    size_t plane = (size_t)d->h * d->w, bytes = tensor_bytes(&w->x_desc);
+    size_t param_bytes = (size_t)d->c * sizeof(float);
+    if (dg_emu_sticky() != cudaSuccess)
+        return 0;
+    const void *tensors[] = {w->x, w->y, w->dy};
+    const void *params[] = {w->scale,     w->bias,     w->mean_in, w->var_in,
+                            w->run_mean,  w->run_var,  w->save_mean, w->save_invstd,
+                            w->dscale,    w->dbias};
+    for (size_t i = 0; i < sizeof tensors / sizeof tensors[0]; i++)
+        if (tensors[i] && !device_ok(tensors[i], bytes)) {
+            dg_emu_fault(cudaErrorIllegalAddress, "%s: a tensor is not inside device memory of "
+                                                  "its descriptor's size",
+                         bn_call_name[w->call]);
+            return 0;
+        }
+    for (size_t i = 0; i < sizeof params / sizeof params[0]; i++)
+        if (params[i] && !device_ok(params[i], param_bytes)) {
+            dg_emu_fault(cudaErrorIllegalAddress, "%s: a per-channel vector is not inside "
+                                                  "device memory of %zu bytes",
+                         bn_call_name[w->call], param_bytes);
+            return 0;
+        }
+    double count = (double)d->n * plane;
+    for (int c = 0; c < d->c; c++) {
+        double mean, invstd, unbiased = 0.0;
+        if (w->call == BN_FWD_INFER) {
+            mean = w->mean_in[c];
+            invstd = 1.0 / sqrt((double)w->var_in[c] + w->eps);
+        } else if (w->call == BN_BWD && w->save_mean) {
+            mean = w->save_mean[c];
+            invstd = w->save_invstd[c];
+        } else {
+            bn_stats(w, c, &mean, &invstd, &unbiased);
+        }
+        if (w->call != BN_BWD) {
+            double scale = w->scale[c] * invstd, shift = w->bias[c] - mean * scale;
+            for (int n = 0; n < d->n; n++) {
+                size_t at = ((size_t)n * d->c + c) * plane;
+                for (size_t i = 0; i < plane; i++)
+                    bn_blend(&w->y[at + i], w->x[at + i] * scale + shift, w->alpha, w->beta);
+            }
+            if (w->call == BN_FWD_TRAIN) {
+                if (w->run_mean) {
+                    w->run_mean[c] =
+                        (float)((1.0 - w->factor) * w->run_mean[c] + w->factor * mean);
+                    w->run_var[c] =
+                        (float)((1.0 - w->factor) * w->run_var[c] + w->factor * unbiased);
+                }
+                if (w->save_mean) {
+                    w->save_mean[c] = (float)mean;
+                    w->save_invstd[c] = (float)invstd;
+                }
+            }
+            continue;
+        }
+        double sum_dy = 0.0, sum_dy_xhat = 0.0;
+        for (int n = 0; n < d->n; n++) {
+            size_t at = ((size_t)n * d->c + c) * plane;
+            for (size_t i = 0; i < plane; i++) {
+                sum_dy += w->dy[at + i];
+                sum_dy_xhat += w->dy[at + i] * ((w->x[at + i] - mean) * invstd);
+            }
+        }
+        double k = w->scale[c] * invstd;
+        for (int n = 0; n < d->n; n++) {
+            size_t at = ((size_t)n * d->c + c) * plane;
+            for (size_t i = 0; i < plane; i++) {
+                double xhat = (w->x[at + i] - mean) * invstd;
+                bn_blend(&w->y[at + i],
+                         k * (w->dy[at + i] - sum_dy / count - xhat * sum_dy_xhat / count),
+                         w->alpha, w->beta);
+            }
+        }
+        bn_blend(&w->dscale[c], sum_dy_xhat, w->alpha_param, w->beta_param);
+        bn_blend(&w->dbias[c], sum_dy, w->alpha_param, w->beta_param);
+    }
+    return CUDNN_STATUS_SUCCESS;
+}
+
+static cudnnStatus_t bn_submit(cudnnHandle_t handle, struct bn_work *work)
+{
+    if (dg_emu_sticky() != cudaSuccess)
+        return CUDNN_STATUS_EXECUTION_FAILED;
+    int result = 0;
+    if (dg_emu_enqueue(handle->stream, bn_call_name[work->call], bn_run, work, sizeof *work, NULL,
+                       NULL, &result) != cudaSuccess)
+        return CUDNN_STATUS_EXECUTION_FAILED;
+    return (cudnnStatus_t)result;
+}
+
+cudnnStatus_t cudnnBatchNormalizationForwardTraining(
+    cudnnHandle_t handle, cudnnBatchNormMode_t mode, const void *alpha, const void *beta,
+    const cudnnTensorDescriptor_t xDesc, const void *x, const cudnnTensorDescriptor_t yDesc,
+    void *y, const cudnnTensorDescriptor_t bnScaleBiasMeanVarDesc, const void *bnScale,
+    const void *bnBias, double exponentialAverageFactor, void *resultRunningMean,
+    void *resultRunningVariance, double epsilon, void *resultSaveMean,
+    void *resultSaveInvVariance)
+{
+    const char *call = bn_call_name[BN_FWD_TRAIN];
+    cudnnStatus_t st = bn_check(call, handle, mode, xDesc, yDesc, bnScaleBiasMeanVarDesc, epsilon);
+    if (st != CUDNN_STATUS_SUCCESS)
+        return st;
+    if (!alpha || !beta || !x || !y || !bnScale || !bnBias)
+        return fail(CUDNN_STATUS_BAD_PARAM, "%s: alpha, beta, x, y, scale and bias must be given",
+                    call);
+    if (!resultRunningMean != !resultRunningVariance || !resultSaveMean != !resultSaveInvVariance)
+        return fail(CUDNN_STATUS_BAD_PARAM,
+                    "%s: the running mean and variance (and the saved mean and inverse "
+                    "variance) are given both or neither",
+                    call);
+    struct bn_work work = {0};
+    work.call = BN_FWD_TRAIN;
+    work.x_desc = *xDesc;
+    work.alpha = *(const float *)alpha, work.beta = *(const float *)beta;
+    work.x = x, work.y = y, work.scale = bnScale, work.bias = bnBias;
+    work.run_mean = resultRunningMean, work.run_var = resultRunningVariance;
+    work.save_mean = resultSaveMean, work.save_invstd = resultSaveInvVariance;
+    work.factor = exponentialAverageFactor, work.eps = epsilon;
+    return bn_submit(handle, &work);
+}
+
+cudnnStatus_t cudnnBatchNormalizationForwardInference(
+    cudnnHandle_t handle, cudnnBatchNormMode_t mode, const void *alpha, const void *beta,
+    const cudnnTensorDescriptor_t xDesc, const void *x, const cudnnTensorDescriptor_t yDesc,
+    void *y, const cudnnTensorDescriptor_t bnScaleBiasMeanVarDesc, const void *bnScale,
+    const void *bnBias, const void *estimatedMean, const void *estimatedVariance, double epsilon)
+{
+    const char *call = bn_call_name[BN_FWD_INFER];
+    cudnnStatus_t st = bn_check(call, handle, mode, xDesc, yDesc, bnScaleBiasMeanVarDesc, epsilon);
+    if (st != CUDNN_STATUS_SUCCESS)
+        return st;
+    if (!alpha || !beta || !x || !y || !bnScale || !bnBias || !estimatedMean ||
+        !estimatedVariance)
+        return fail(CUDNN_STATUS_BAD_PARAM, "%s: every tensor and alpha, beta must be given",
+                    call);
+    struct bn_work work = {0};
+    work.call = BN_FWD_INFER;
+    work.x_desc = *xDesc;
+    work.alpha = *(const float *)alpha, work.beta = *(const float *)beta;
+    work.x = x, work.y = y, work.scale = bnScale, work.bias = bnBias;
+    work.mean_in = estimatedMean, work.var_in = estimatedVariance;
+    work.eps = epsilon;
+    return bn_submit(handle, &work);
+}
+
+cudnnStatus_t cudnnBatchNormalizationBackward(
+    cudnnHandle_t handle, cudnnBatchNormMode_t mode, const void *alphaDataDiff,
+    const void *betaDataDiff, const void *alphaParamDiff, const void *betaParamDiff,
+    const cudnnTensorDescriptor_t xDesc, const void *x, const cudnnTensorDescriptor_t dyDesc,
+    const void *dy, const cudnnTensorDescriptor_t dxDesc, void *dx,
+    const cudnnTensorDescriptor_t dBnScaleBiasDesc, const void *bnScale, void *dBnScaleResult,
+    void *dBnBiasResult, double epsilon, const void *savedMean, const void *savedInvVariance)
+{
+    const char *call = bn_call_name[BN_BWD];
+    cudnnStatus_t st = bn_check(call, handle, mode, xDesc, dxDesc, dBnScaleBiasDesc, epsilon);
+    if (st != CUDNN_STATUS_SUCCESS)
+        return st;
+    if (!tensor_ok(dyDesc) || dyDesc->n != xDesc->n || dyDesc->c != xDesc->c ||
+        dyDesc->h != xDesc->h || dyDesc->w != xDesc->w)
+        return fail(CUDNN_STATUS_BAD_PARAM, "%s: dy must match x", call);
+    if (!alphaDataDiff || !betaDataDiff || !alphaParamDiff || !betaParamDiff || !x || !dy ||
+        !dx || !bnScale || !dBnScaleResult || !dBnBiasResult)
+        return fail(CUDNN_STATUS_BAD_PARAM, "%s: the blend factors and tensors must be given",
+                    call);
+    if (!savedMean != !savedInvVariance)
+        return fail(CUDNN_STATUS_BAD_PARAM,
+                    "%s: the saved mean and inverse variance are given both or neither", call);
+    struct bn_work work = {0};
+    work.call = BN_BWD;
+    work.x_desc = *xDesc;
+    work.alpha = *(const float *)alphaDataDiff, work.beta = *(const float *)betaDataDiff;
+    work.alpha_param = *(const float *)alphaParamDiff;
+    work.beta_param = *(const float *)betaParamDiff;
+    work.x = x, work.dy = dy, work.y = dx, work.scale = bnScale;
+    work.dscale = dBnScaleResult, work.dbias = dBnBiasResult;
+    work.save_mean = (float *)savedMean, work.save_invstd = (float *)savedInvVariance;
+    work.eps = epsilon;
+    return bn_submit(handle, &work);
 }
