@@ -6,7 +6,9 @@
           the probabilities must agree with `digits predict --probs` to 1e-5 (max abs)
   numpy   --weights W.safetensors --test ... --probs ... --submission ...
           the network rebuilt in numpy (float64) from the safetensors file (read by the
-          safetensors package when installed, else by the small reader below)
+          safetensors package when installed, else by the small reader below); another
+          network than the reference is built from its spec (metadata digits.net): strided
+          and "valid" convolutions, batchnorm in inference mode
   torch   --weights W.safetensors --test ... --probs ... --submission ...
           the network rebuilt as a torch.nn.Module, load_state_dict(strict=True), float32
   rewrite --weights W.safetensors --out OUT.safetensors [--alias]
@@ -193,10 +195,15 @@ def mode_onnx(args):
             fail(f"outputs {[o.name for o in model.graph.output]}")
         # a weight and a bias per convolution (NcK) and dense layer (N) of the network's spec
         # (metadata digits.net, written for every network but the reference: 6 such layers)
+        # and four per batchnorm layer (B: scale, bias, running mean and variance)
         spec = meta.get("digits.net")
-        weighted = 6 if spec is None else sum(
-            1 for t in spec.upper().split("-") if t[:1].isdigit())
-        if ops.count("Softmax") != members or len(model.graph.initializer) != 2 * weighted * members:
+        tokens = [] if spec is None else spec.upper().split("-")
+        weighted = 6 if spec is None else sum(1 for t in tokens if t[:1].isdigit())
+        initializers = 2 * weighted + 4 * tokens.count("B")
+        if ops.count("BatchNormalization") != tokens.count("B") * members:
+            fail(f"{ops.count('BatchNormalization')} BatchNormalization nodes for "
+                 f"{tokens.count('B')} batchnorm layers x {members}")
+        if ops.count("Softmax") != members or len(model.graph.initializer) != initializers * members:
             fail(f"{members} members, {ops.count('Softmax')} Softmax nodes, "
                  f"{len(model.graph.initializer)} initializers")
         if members > 1 and (ops[-1] != "Mean" or ops.count("Mean") != 1 or
@@ -241,6 +248,64 @@ def conv_same(np, x, w, b):
     return out.reshape(n, h, width, -1).transpose(0, 3, 1, 2)
 
 
+def conv_any(np, x, w, b, stride, valid):
+    """x (N, C, H, W), w (O, C, k, k): zero padding k // 2 ("same") or 0 ("valid") each side,
+    stride 1 or 2, output side (H + 2 pad - k) // stride + 1, as Digits' conv."""
+    k = w.shape[2]
+    p = 0 if valid else k // 2
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    patches = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(2, 3))
+    patches = patches[:, :, ::stride, ::stride]  # N C OH OW k k
+    n, c, oh, ow = patches.shape[:4]
+    cols = patches.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * k * k)
+    out = cols @ w.reshape(w.shape[0], -1).T + b
+    return out.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
+
+
+BN_EPSILON = 1e-3  # Keras' BatchNormalization default, as Digits states it
+
+
+def spec_forward(np, spec, t, x):
+    """The network of a --net spec (metadata digits.net) in numpy, in inference mode: dropout
+    the identity, batchnorm with its running statistics."""
+    relu = lambda v: np.maximum(v, 0)
+    counts = {}
+    tokens = spec.upper().split("-")
+
+    def name(kind):
+        counts[kind] = counts.get(kind, 0) + 1
+        return f"{kind}{counts[kind]}"
+
+    for i, tok in enumerate(tokens):
+        if tok == "B":
+            n = name("batchnorm")
+            shape = (1, -1, 1, 1) if x.ndim == 4 else (1, -1)
+            scale = t[f"{n}.weight"] / np.sqrt(t[f"{n}.running_var"] + BN_EPSILON)
+            x = (x - t[f"{n}.running_mean"].reshape(shape)) * scale.reshape(shape) + \
+                t[f"{n}.bias"].reshape(shape)
+        elif tok == "P2":
+            x = maxpool(np, x)
+        elif tok.startswith("D"):
+            pass
+        elif tok == "F":
+            x = x.reshape(x.shape[0], -1)
+        elif "C" in tok:
+            n = name("conv")
+            rest = tok.split("C", 1)[1]
+            x = conv_any(np, x, t[f"{n}.weight"], t[f"{n}.bias"], 2 if "S2" in rest else 1,
+                         "V" in rest)
+            if not rest.endswith("L"):
+                x = relu(x)
+        else:
+            n = name("dense")
+            x = x @ t[f"{n}.weight"].T + t[f"{n}.bias"]
+            if not tok.endswith("L") and i != len(tokens) - 1:
+                x = relu(x)
+    z = x - x.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def maxpool(np, x):
     n, c, h, w = x.shape
     return x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
@@ -274,11 +339,14 @@ def mode_numpy(args):
     members = split_members(tensors, metadata)
     images = load_images(np, args.test).astype(np.float64)
     probs = np.zeros((len(images), 10))
+    spec = metadata.get("digits.net")
     for member in members:  # in member order, in float64, as digits predict
-        check_tensors(member, metadata)
+        if spec is None:
+            check_tensors(member, metadata)
         t = {name: v.astype(np.float64) for name, v in member.items()}
-        probs += np.concatenate([numpy_forward(np, t, images[i:i + 50])
-                                 for i in range(0, len(images), 50)])
+        forward = (lambda v: numpy_forward(np, t, v)) if spec is None else \
+            (lambda v: spec_forward(np, spec, t, v))
+        probs += np.concatenate([forward(images[i:i + 50]) for i in range(0, len(images), 50)])
     probs /= len(members)
     diff, same = compare(np, f"numpy (float64{what_of(members)})", probs, probs.argmax(axis=1),
                          load_probs(np, args.probs), load_labels(np, args.submission))

@@ -214,6 +214,32 @@ START_TEST(resume_of_another_network)
 }
 END_TEST
 
+/* Batchnorm and strided / "valid" convolutions: the running statistics live in the parameters,
+ * so a resumed run gives the same predictions (inference mode, running statistics) as the run
+ * left alone; a spec differing only in a stride or the padding contradicts the checkpoint. */
+START_TEST(resume_of_a_batchnorm_network)
+{
+    const char *net = "--net 8C3V-B-8C5S2-B-D0.2-16-B-10";
+    ck_assert_int_eq(run("train %s %s %s --epochs 2 -o bref.dgt", train, TRAIN_ARGS, net), 0);
+    probs_of("bref.dgt", "bref.probs");
+    ck_assert_int_eq(run("train %s %s %s --epochs 1 -o bpart.dgt", train, TRAIN_ARGS, net), 0);
+    ck_assert_int_eq(run("train %s --resume bpart.dgt.ckpt --epochs 2 --device cpu", train), 0);
+    probs_of("bpart.dgt", "bpart.probs");
+    expect_same_file("bref.probs", "bpart.probs");
+    static const char *const others[2] = {"8C3-B-8C5S2-B-D0.2-16-B-10",
+                                          "8C3V-B-8C5-B-D0.2-16-B-10"};
+    for (int i = 0; i < 2; i++) {
+        char err[512];
+        ck_assert_int_eq(dg_test_run_digits(dir, NULL, err,
+                                            "train %s --resume bref.dgt.ckpt --epochs 3 --net %s",
+                                            train, others[i]),
+                         2);
+        dg_test_expect_in(err, "contradicts the checkpoint (its network is "
+                               "8C3V-B-8C5S2-B-D0.2-F-16-B-10)");
+    }
+}
+END_TEST
+
 /* --label-smoothing: kept in the checkpoint and the model file's settings (resumed bit for
  * bit), refused when it contradicts the checkpoint; it changes what is trained. */
 START_TEST(label_smoothing_resumes_and_is_kept)
@@ -660,6 +686,7 @@ int main(void)
     tcase_add_test(tc, resume_after_an_epoch);
     tcase_add_test(tc, resume_of_another_network);
     tcase_add_test(tc, label_smoothing_resumes_and_is_kept);
+    tcase_add_test(tc, resume_of_a_batchnorm_network);
     tcase_add_test(tc, resume_after_kill_9);
     tcase_add_loop_test(tc, resume_after_a_signal, 0, 2);
     tcase_add_test(tc, refusals);

@@ -1387,6 +1387,73 @@ START_TEST(another_network_exports_and_imports)
 }
 END_TEST
 
+/* The deotte preset (batchnorm after every layer, "valid" and stride-2 convolutions): ONNX
+ * BatchNormalization nodes with the running statistics and Conv pads / strides; safetensors
+ * tensors in nn.BatchNorm2d's names; import predicts the same bytes; onnxruntime, and numpy
+ * rebuilding the network from its spec, agree with predict. */
+START_TEST(deotte_exports_and_agrees)
+{
+    const char *source = getenv("DIGITS_SOURCE_DIR");
+    char err[512];
+    ck_assert_int_eq(run(err,
+                         "train '%s/data/sample/train.csv.gz' --limit 300 --epochs 2 --net deotte "
+                         "-o d.dgt --no-checkpoint -q --threads 2 --device cpu",
+                         source),
+                     0);
+    ck_assert_int_eq(run(err,
+                         "predict -m d.dgt '%s' -o d_sub.csv --probs d_probs.csv --device cpu "
+                         "--threads 2",
+                         sample_test),
+                     0);
+    ck_assert_int_eq(run(err, "export -m d.dgt -o d.onnx"), 0);
+    dg_test_expect_in(err, "digits: wrote d.onnx (ONNX opset 13, 327242 parameters)");
+    ck_assert_int_eq(run(err, "export -m d.dgt -o d.safetensors"), 0);
+    struct st_file f = st_read("d.safetensors");
+    static const char *const names[] = {
+        "\"batchnorm1.weight\":{\"dtype\":\"F32\",\"shape\":[32]",
+        "\"batchnorm1.running_mean\":{\"dtype\":\"F32\",\"shape\":[32]",
+        "\"batchnorm7.running_var\":{\"dtype\":\"F32\",\"shape\":[128]",
+        "\"conv3.weight\":{\"dtype\":\"F32\",\"shape\":[32,32,5,5]",
+        "\"dense1.weight\":{\"dtype\":\"F32\",\"shape\":[128,1024]",
+        "conv3 Conv2d(32, 32, kernel_size=5, stride=2, padding=2) ReLU",
+        "conv1 Conv2d(1, 32, kernel_size=3, padding=0) ReLU",
+        "batchnorm1 BatchNorm2d(32, eps=0.001, momentum=0.01)",
+        "batchnorm7 BatchNorm1d(128, eps=0.001, momentum=0.01)",
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        ck_assert_msg(strstr(f.header, names[i]) != NULL, "no %s in %s", names[i], f.header);
+    st_free(&f);
+    ck_assert_int_eq(run(err, "import d.safetensors -o d_back.dgt"), 0);
+    ck_assert_int_eq(run(err,
+                         "predict -m d_back.dgt '%s' -o d_back_sub.csv --probs d_back_probs.csv "
+                         "--device cpu --threads 2",
+                         sample_test),
+                     0);
+    char *a = dg_test_slurp(at("d_probs.csv")), *b = dg_test_slurp(at("d_back_probs.csv"));
+    ck_assert_str_eq(a, b);
+    free(a);
+    free(b);
+    if (sanitized_skip("onnxruntime and numpy agreement of the deotte model"))
+        return;
+    char python[1100], why[2048], args[2048];
+    if (!export_venv(python, sizeof python, why, sizeof why)) {
+        printf("SKIP onnxruntime and numpy agreement of the deotte model: %s\n", why);
+        return;
+    }
+    snprintf(args, sizeof args,
+             "--model d.onnx --test '%s' --probs d_probs.csv --submission d_sub.csv", sample_test);
+    if (check_script(python, "onnx", "d", args))
+        printf("ok   onnxruntime runs the deotte model exported as ONNX and agrees with digits "
+               "predict\n");
+    snprintf(args, sizeof args,
+             "--weights d.safetensors --test '%s' --probs d_probs.csv --submission d_sub.csv",
+             sample_test);
+    if (check_script(python, "numpy", "d", args))
+        printf("ok   numpy rebuilds the deotte model from its spec and agrees with digits "
+               "predict\n");
+}
+END_TEST
+
 START_TEST(onnxruntime_agrees_with_predict)
 {
     if (sanitized_skip("onnxruntime agreement"))
@@ -1511,6 +1578,7 @@ int main(void)
     tcase_add_test(tc, json_parser_handles_a_million_keys);
     tcase_add_test(tc, json_parser_bounds_a_100mb_array);
     tcase_add_test(tc, another_network_exports_and_imports);
+    tcase_add_test(tc, deotte_exports_and_agrees);
     tcase_add_test(tc, onnxruntime_agrees_with_predict);
     tcase_add_test(tc, numpy_reproduces_predict);
     tcase_add_test(tc, torch_reproduces_predict);

@@ -349,7 +349,10 @@ static enum dg_status compare_steps(struct run *r, const uint32_t *rows,
     float *w0 = malloc(count * sizeof(float)), *a0 = malloc(count * sizeof(float));
     float *g = malloc(count * sizeof(float)), *w1 = malloc(count * sizeof(float));
     float *a1 = malloc(count * sizeof(float)), *wr = malloc(count * sizeof(float));
-    if (!w0 || !a0 || !g || !w1 || !a1 || !wr) {
+    /* the candidate's parameters after its forward pass, before the update: batchnorm's
+     * running statistics (parameters the update leaves alone) move in the forward pass */
+    float *wp = malloc(count * sizeof(float));
+    if (!w0 || !a0 || !g || !w1 || !a1 || !wr || !wp) {
         status = dg_error(DG_ERR_NOMEM, "compare: out of memory");
         goto done;
     }
@@ -379,6 +382,7 @@ static enum dg_status compare_steps(struct run *r, const uint32_t *rows,
             (status = side_pass(ref, n, &mode, 1, &ref_loss)) != DG_OK ||
             (status = side_pass(cand, n, &mode, 1, &cand_loss)) != DG_OK ||
             (status = download(cand, g, cand->net->grads, count)) != DG_OK ||
+            (status = download(cand, wp, cand->net->params, count)) != DG_OK ||
             (status = dg_net_update(ref->net, DG_COMPARE_LR, DG_COMPARE_RHO, DG_COMPARE_EPS)) !=
                 DG_OK ||
             (status = dg_net_update(cand->net, DG_COMPARE_LR, DG_COMPARE_RHO, DG_COMPARE_EPS)) !=
@@ -389,7 +393,7 @@ static enum dg_status compare_steps(struct run *r, const uint32_t *rows,
             goto done;
         struct dg_diff weights;
         dg_diff_compute(w1, wr, count, weights_tolerance(r), &weights);
-        size_t at = 0, wrong = update_mismatches(w0, a0, g, w1, a1, count, &at);
+        size_t at = 0, wrong = update_mismatches(wp, a0, g, w1, a1, count, &at);
         double rel = fabs(cand_loss - ref_loss) / fabs(ref_loss);
         int ok = rel <= loss_bound(r) && weights.pass && wrong == 0;
         char update[32];
@@ -420,8 +424,21 @@ static enum dg_status compare_steps(struct run *r, const uint32_t *rows,
                                       NULL, cand->net->params + layer->bias_offset,
                                       layer->bias_count, &bias_tol, 0)) != DG_OK))
             goto done;
+        /* the running mean and variance: blends of batch statistics of the candidate's own
+         * forward pass from the same weights at each step, so within the forward bound of its
+         * math (the convolutions before them round as TF32 or bf16 there) */
+        const struct dg_tolerance *running_tol = r->bf16   ? &dg_tol_forward_bf16
+                                                 : r->tf32 ? &dg_tol_forward_tf32
+                                                           : &dg_tol_forward;
+        if (layer->stat_count &&
+            (status = compare_tensor(r, layer->name, "running",
+                                     ref->net->params + layer->stat_offset, NULL,
+                                     cand->net->params + layer->stat_offset, layer->stat_count,
+                                     running_tol, 0)) != DG_OK)
+            goto done;
     }
 done:
+    free(wp);
     free(w0);
     free(a0);
     free(g);
