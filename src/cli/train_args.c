@@ -114,10 +114,10 @@ static const char *usage_notes =
  * usage message otherwise. */
 static int parse_unit_interval(const char *option, const char *text, float *out)
 {
-    double real;
-    if (!dg_cli_parse_float("train", option, text, 0.0, 1.0, &real))
-        return 0;
-    if ((float)real >= 1.0f) {
+    char *end = NULL;
+    errno = 0;
+    double real = strtod(text, &end);
+    if (errno || end == text || *end != '\0' || !(real >= 0.0) || (float)real >= 1.0f) {
         dg_cli_usage_error("train", "%s expects a number in [0, 1), got '%s'", option, text);
         return 0;
     }
@@ -228,9 +228,14 @@ static int apply_option(int opt, struct train_request *req, uint64_t *split_seed
         break;
     case 'Q': {
         int kind;
-        if (!dg_optimizer_from_name(optarg, &kind))
-            return dg_cli_usage_error("train", "--optimizer expects rmsprop, adam or sgd, got '%s'",
-                                      optarg);
+        if (!dg_optimizer_from_name(optarg, &kind)) {
+            static const char *const names[] = {"rmsprop", "adam", "sgd"};
+            const char *near = dg_cli_closest(optarg, names, 3);
+            return dg_cli_usage_error("train",
+                                      "--optimizer expects rmsprop, adam or sgd, got '%s'%s%s%s",
+                                      optarg, near ? " (did you mean " : "", near ? near : "",
+                                      near ? "?)" : "");
+        }
         options->optimizer.kind = kind;
         req->given |= GIVEN_OPTIMIZER;
         break;
