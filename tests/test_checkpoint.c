@@ -562,6 +562,19 @@ START_TEST(refuses_non_finite_state_and_out_of_range_settings)
          "r.ckpt: corrupted checkpoint file (early_stop=100001: --early-stop expects an "
          "integer in 1..100000)"},
         {"\nrho=", "\nrho=inf\nold_rho=", "r.ckpt: corrupted checkpoint file (bad settings)"},
+        {"\nbatch=32\n", "\nbatch=32\noptimizer=adamw\n",
+         "r.ckpt: corrupted checkpoint file (bad optimizer)"},
+        {"\nbatch=32\n", "\nbatch=32\noptimizer=rmsprop\n",
+         "r.ckpt: corrupted checkpoint file (bad optimizer)"},
+        {"\nbatch=32\n", "\nbatch=32\noptimizer=sgd\nmomentum=1\nnesterov=0\n",
+         "r.ckpt: corrupted checkpoint file (bad SGD settings)"},
+        {"\nbatch=32\n", "\nbatch=32\noptimizer=sgd\nmomentum=0.9\n",
+         "r.ckpt: corrupted checkpoint file (no nesterov)"},
+        {"\nbatch=32\n", "\nbatch=32\noptimizer=adam\nbeta1=0.9\nbeta2=1\nadam_eps=1e-7\n",
+         "r.ckpt: corrupted checkpoint file (bad Adam settings)"},
+        /* Adam's settings on a checkpoint without its state */
+        {"\nbatch=32\n", "\nbatch=32\noptimizer=adam\nbeta1=0.9\nbeta2=0.999\nadam_eps=1e-7\n",
+         "r.ckpt: corrupted checkpoint file (no state_adam_t)"},
         {"\nstate_lr=", "\nstate_lr=nan\nold_state_lr=",
          "r.ckpt: corrupted checkpoint file (bad state)"},
     };
