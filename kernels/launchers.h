@@ -90,6 +90,23 @@ cudaError_t dg_launch_rmsprop(size_t count, float *w, const float *g, float *acc
                               float rho, float eps, const struct dg_step_block *vars,
                               cudaStream_t stream);
 
+/* ---- Adam (kernels/adam.cu) ---- */
+
+/* pow[0] *= beta1, pow[1] *= beta2 (device, 2 floats): the step's beta1^t, beta2^t. */
+cudaError_t dg_launch_adam_powers(float *pow, float beta1, float beta2, cudaStream_t stream);
+/* src/math/adam.h over count parameters with bias corrections 1 - pow[0], 1 - pow[1]; the
+ * learning rate is vars->lr when vars is not NULL. */
+cudaError_t dg_launch_adam(size_t count, float *w, const float *g, float *m, float *v,
+                           const float *pow, float lr, float beta1, float beta2, float eps,
+                           const struct dg_step_block *vars, cudaStream_t stream);
+
+/* ---- SGD with momentum (kernels/sgd.cu) ---- */
+
+/* src/math/sgd.h over count parameters; the learning rate is vars->lr when vars is not NULL. */
+cudaError_t dg_launch_sgd(size_t count, float *w, const float *g, float *b, float lr,
+                          float momentum, int nesterov, const struct dg_step_block *vars,
+                          cudaStream_t stream);
+
 /* ---- batch assembly (kernels/assemble.cu) ---- */
 
 /* x (n, 1, 28, 28) <- images[rows[i]] / 255 (rows == NULL: image i), warped with the draws of

@@ -24,6 +24,7 @@
 #include "digits/model.h"
 #include "digits/net.h"
 #include "digits/train.h"
+#include "math/adam.h"
 #include "test_util.h"
 
 #define BATCH 86
@@ -146,6 +147,50 @@ START_TEST(graph_replay_is_the_eager_step)
     dg_net_free(eager);
     gpu->ops->dataset_detach(gpu, handle);
     gpu = backends[0];
+}
+END_TEST
+
+/* Adam (its beta powers advanced inside the captured step) and SGD with Nesterov momentum:
+ * replay against eager over two epochs, the parameters and every state vector bit for bit,
+ * and Adam's powers after the 8 steps those of dg_adam_powers(8). */
+START_TEST(graph_replay_with_adam_and_sgd)
+{
+    gpu = backends[0];
+    struct dg_optimizer opt;
+    dg_optimizer_default(&opt, _i == 0 ? DG_OPTIMIZER_ADAM : DG_OPTIMIZER_SGD);
+    opt.nesterov = _i == 1;
+    printf("graph replay against eager with %s\n", dg_optimizer_name(opt.kind));
+    void *handle = NULL;
+    check_ok(gpu->ops->dataset_attach(gpu, &dataset, &handle));
+    struct dg_net *graphs = net_open(0), *eager = net_open(1);
+    check_ok(dg_net_set_optimizer(graphs, &opt));
+    check_ok(dg_net_set_optimizer(eager, &opt));
+    double trace_g[2][2 * STEPS], trace_e[2][2 * STEPS];
+    struct dg_backend_counters start = counters();
+    train_two_epochs(graphs, handle, trace_g, NULL);
+    ck_assert_int_eq(counters().graph_launches - start.graph_launches, 6);
+    train_two_epochs(eager, handle, trace_e, NULL);
+    ck_assert_mem_eq(trace_g, trace_e, sizeof trace_g);
+    float *pg = download_floats(graphs->params), *pe = download_floats(eager->params);
+    float *ag = download_floats(graphs->rms_acc), *ae = download_floats(eager->rms_acc);
+    ck_assert_mem_eq(pg, pe, model.param_count * sizeof(float));
+    ck_assert_mem_eq(ag, ae, model.param_count * sizeof(float));
+    ck_assert_int_ne(memcmp(pg, model.params, model.param_count * sizeof(float)), 0);
+    if (opt.kind == DG_OPTIMIZER_ADAM) {
+        float *vg = download_floats(graphs->opt_v), *ve = download_floats(eager->opt_v);
+        ck_assert_mem_eq(vg, ve, model.param_count * sizeof(float));
+        float powg[2], powe[2], want[2];
+        check_ok(gpu->ops->download(gpu, powg, graphs->opt_pow, sizeof powg));
+        check_ok(gpu->ops->download(gpu, powe, eager->opt_pow, sizeof powe));
+        dg_adam_powers(2 * STEPS, opt.beta1, opt.beta2, want);
+        ck_assert_mem_eq(powg, want, sizeof want);
+        ck_assert_mem_eq(powe, want, sizeof want);
+        free(vg), free(ve);
+    }
+    free(pg), free(pe), free(ag), free(ae);
+    dg_net_free(graphs);
+    dg_net_free(eager);
+    gpu->ops->dataset_detach(gpu, handle);
 }
 END_TEST
 
@@ -298,6 +343,7 @@ static Suite *graphs_suite(void)
     TCase *tc = tcase_create("graphs");
     tcase_set_timeout(tc, 1200);
     tcase_add_loop_test(tc, graph_replay_is_the_eager_step, 0, 2);
+    tcase_add_loop_test(tc, graph_replay_with_adam_and_sgd, 0, 2);
     tcase_add_test(tc, training_with_graphs_is_training_without);
     tcase_add_test(tc, a_graph_of_another_dataset_is_stale);
     tcase_add_test(tc, a_capture_refuses_host_reads);

@@ -6,8 +6,8 @@
  *
  * Tolerances (include/digits/compare.h, where they are derived): forward |gpu - cpu| <= 1e-5 +
  * 1e-4 |cpu| per element; backward (FP32) max |gpu - cpu| <= 5e-5 max |cpu|; loss sums rtol
- * 1e-5. Exact (bit for bit): ReLU backward, max-pool forward and backward, dropout, RMSprop
- * (the same element math under --fmad=false / -ffp-contract=off), batch assembly with and
+ * 1e-5. Exact (bit for bit): ReLU backward, max-pool forward and backward, dropout, RMSprop,
+ * Adam, SGD (the same element math under --fmad=false / -ffp-contract=off), batch assembly with and
  * without augmentation, and reruns of the deterministic backend. TF32 convolutions use the
  * normwise TF32 bound 1.5e-3 (forward and backward). bf16 (--math bf16) is checked against the
  * CPU's bf16 math on the same bf16 operands: the FP32 bounds plus, for cuDNN's bf16 results,
@@ -721,6 +721,58 @@ START_TEST(rmsprop_exact)
 }
 END_TEST
 
+/* Adam over three steps from zero moments (t = 1, 2, 3: the bias corrections from the powers
+ * each side keeps in its own memory), then the powers themselves: bit for bit. */
+START_TEST(adam_exact)
+{
+    const size_t n = rmsprop_cases.at[_i].count;
+    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-7f;
+    struct dg_test_rng rng = {1100 + (uint64_t)_i};
+    float *w = dg_test_floats(n), *g = dg_test_floats(n), *m = dg_test_floats(n);
+    float *v = dg_test_floats(n);
+    dg_test_fill(&rng, w, n, -0.1f, 0.1f);
+    float pow[2] = {1.0f, 1.0f};
+    float *d_w = dev_floats(gpu, w, n), *d_m = dev_floats(gpu, m, n), *d_v = dev_floats(gpu, v, n);
+    float *d_pow = dev_floats(gpu, pow, 2), *d_g = dev_floats(gpu, NULL, n);
+    for (int step = 0; step < 3; step++) {
+        dg_test_fill(&rng, g, n, -1.0f, 1.0f);
+        check_ok(gpu->ops->upload(gpu, d_g, g, n * sizeof(float)));
+        check_ok(cpu->ops->adam(cpu, n, w, g, m, v, pow, 1e-3f, b1, b2, eps));
+        check_ok(gpu->ops->adam(gpu, n, d_w, d_g, d_m, d_v, d_pow, 1e-3f, b1, b2, eps));
+    }
+    ck_assert(agree_dev("adam w", gpu, d_w, w, n, &dg_tol_exact));
+    ck_assert(agree_dev("adam m", gpu, d_m, m, n, &dg_tol_exact));
+    ck_assert(agree_dev("adam v", gpu, d_v, v, n, &dg_tol_exact));
+    ck_assert(agree_dev("adam powers", gpu, d_pow, pow, 2, &dg_tol_exact));
+    gpu->ops->free(gpu, d_w), gpu->ops->free(gpu, d_m), gpu->ops->free(gpu, d_v);
+    gpu->ops->free(gpu, d_pow), gpu->ops->free(gpu, d_g);
+    free(w), free(g), free(m), free(v);
+}
+END_TEST
+
+/* SGD with momentum 0.9, plain (even cases) and Nesterov (odd), three steps: bit for bit. */
+START_TEST(sgd_exact)
+{
+    const size_t n = rmsprop_cases.at[_i / 2].count;
+    const int nesterov = _i % 2;
+    struct dg_test_rng rng = {1200 + (uint64_t)_i};
+    float *w = dg_test_floats(n), *g = dg_test_floats(n), *b = dg_test_floats(n);
+    dg_test_fill(&rng, w, n, -0.1f, 0.1f);
+    float *d_w = dev_floats(gpu, w, n), *d_b = dev_floats(gpu, b, n);
+    float *d_g = dev_floats(gpu, NULL, n);
+    for (int step = 0; step < 3; step++) {
+        dg_test_fill(&rng, g, n, -1.0f, 1.0f);
+        check_ok(gpu->ops->upload(gpu, d_g, g, n * sizeof(float)));
+        check_ok(cpu->ops->sgd(cpu, n, w, g, b, 1e-2f, 0.9f, nesterov));
+        check_ok(gpu->ops->sgd(gpu, n, d_w, d_g, d_b, 1e-2f, 0.9f, nesterov));
+    }
+    ck_assert(agree_dev("sgd w", gpu, d_w, w, n, &dg_tol_exact));
+    ck_assert(agree_dev("sgd b", gpu, d_b, b, n, &dg_tol_exact));
+    gpu->ops->free(gpu, d_w), gpu->ops->free(gpu, d_b), gpu->ops->free(gpu, d_g);
+    free(w), free(g), free(b);
+}
+END_TEST
+
 /* ---- data ---- */
 
 /* Batches of odd sizes, plain and augmented, queued back to back before any download (so the
@@ -919,6 +971,8 @@ static Suite *gpu_ops_suite(void)
     tcase_add_loop_test(elementwise, softmax_xent_vs_cpu, 0, softmax_cases.count);
     tcase_add_loop_test(elementwise, rmsprop_exact, 0, rmsprop_cases.count);
     tcase_add_loop_test(elementwise, batchnorm_vs_cpu, 0, bn_cases.count);
+    tcase_add_loop_test(elementwise, adam_exact, 0, rmsprop_cases.count);
+    tcase_add_loop_test(elementwise, sgd_exact, 0, 2 * rmsprop_cases.count);
     tcase_set_timeout(elementwise, 300);
     suite_add_tcase(suite, elementwise);
 

@@ -278,6 +278,79 @@ START_TEST(label_smoothing_resumes_and_is_kept)
 }
 END_TEST
 
+static int contains_bytes(const char *data, size_t size, const char *what)
+{
+    size_t len = strlen(what);
+    for (size_t i = 0; i + len <= size; i++)
+        if (memcmp(data + i, what, len) == 0)
+            return 1;
+    return 0;
+}
+
+/* --optimizer adam (with --save-best: a checkpoint of four blocks) and sgd (Nesterov, another
+ * momentum): resumed after an epoch to the same model bit for bit (Adam's step count and
+ * moments, SGD's momentum buffer in the checkpoint), the optimizer and its constants in the
+ * model file, a contradicting --optimizer or constant refused on --resume. */
+START_TEST(optimizer_resumes_and_is_kept)
+{
+    static const char *const opts[] = {"--optimizer adam --save-best",
+                                       "--optimizer sgd --lr 0.02 --momentum 0.5 --nesterov"};
+    static const char *const kept[] = {"optimizer=adam\nbeta1=0.9\nbeta2=0.999\nadam_eps=1e-07\n",
+                                       "optimizer=sgd\nmomentum=0.5\nnesterov=1\n"};
+    const char *opt = opts[_i];
+    ck_assert_int_eq(run("train %s %s --epochs 2 %s -o oref.dgt", train, TRAIN_ARGS, opt), 0);
+    probs_of("oref.dgt", "oref.probs");
+    ck_assert_int_eq(run("train %s %s --epochs 1 %s -o opart.dgt", train, TRAIN_ARGS, opt), 0);
+    ck_assert_int_eq(run("train %s --resume opart.dgt.ckpt --epochs 2 --device cpu", train), 0);
+    probs_of("opart.dgt", "opart.probs");
+    expect_same_file("oref.probs", "opart.probs");
+    char out[512];
+    ck_assert_int_eq(dg_test_run_digits(dir, out, NULL, "info --model oref.dgt"), 0);
+    dg_test_expect_in(out, kept[_i]);
+    char err[512];
+    ck_assert_int_eq(dg_test_run_digits(dir, NULL, err,
+                                        "train %s --resume oref.dgt.ckpt --epochs 3 "
+                                        "--optimizer rmsprop",
+                                        train),
+                     2);
+    dg_test_expect_in(err, _i == 0 ? "oref.dgt.ckpt: --optimizer rmsprop (the checkpoint's is "
+                                     "adam) contradicts the checkpoint"
+                                   : "oref.dgt.ckpt: --optimizer rmsprop (the checkpoint's is "
+                                     "sgd) contradicts the checkpoint");
+    ck_assert_int_eq(dg_test_run_digits(dir, NULL, err,
+                                        "train %s --resume oref.dgt.ckpt --epochs 3 %s", train,
+                                        _i == 0 ? "--beta2 0.99" : "--momentum 0.9"),
+                     2);
+    dg_test_expect_in(err, _i == 0 ? "--beta2 0.99 (the checkpoint's is 0.999) contradicts"
+                                   : "--momentum 0.9 (the checkpoint's is 0.5) contradicts");
+    ck_assert_int_eq(dg_test_run_digits(dir, NULL, err,
+                                        "train %s --resume oref.dgt.ckpt --epochs 3 %s", train,
+                                        _i == 0 ? "--momentum 0.9" : "--beta1 0.8"),
+                     2);
+    dg_test_expect_in(err, _i == 0 ? "--momentum (the checkpoint's optimizer is adam)"
+                                   : "--beta1 (the checkpoint's optimizer is sgd)");
+    /* the same optimizer named again is no contradiction */
+    ck_assert_int_eq(run("train %s --resume oref.dgt.ckpt --epochs 3 --device cpu -q --optimizer %s",
+                         train, _i == 0 ? "adam" : "sgd"),
+                     0);
+    /* RMSprop's run ends elsewhere, and its files say nothing of an optimizer */
+    ck_assert_int_eq(run("train %s %s --epochs 2 -o orms.dgt", train, TRAIN_ARGS), 0);
+    probs_of("orms.dgt", "orms.probs");
+    size_t na, nb;
+    char *a = read_file("oref.probs", &na), *b = read_file("orms.probs", &nb);
+    ck_assert(na != nb || memcmp(a, b, na) != 0);
+    free(a);
+    free(b);
+    ck_assert_int_eq(dg_test_run_digits(dir, out, NULL, "info --model orms.dgt"), 0);
+    char *info = dg_test_slurp(out);
+    ck_assert_ptr_null(strstr(info, "optimizer"));
+    free(info);
+    char *ck = read_file("orms.dgt.ckpt", &na);
+    ck_assert(!contains_bytes(ck, na, "optimizer=") && !contains_bytes(ck, na, "state_adam_t"));
+    free(ck);
+}
+END_TEST
+
 START_TEST(resume_after_kill_9)
 {
     reference_run();
@@ -515,6 +588,19 @@ START_TEST(refuses_non_finite_state_and_out_of_range_settings)
          "r.ckpt: corrupted checkpoint file (early_stop=100001: --early-stop expects an "
          "integer in 1..100000)"},
         {"\nrho=", "\nrho=inf\nold_rho=", "r.ckpt: corrupted checkpoint file (bad settings)"},
+        {"\nbatch=32\n", "\nbatch=32\noptimizer=adamw\n",
+         "r.ckpt: corrupted checkpoint file (bad optimizer)"},
+        {"\nbatch=32\n", "\nbatch=32\noptimizer=rmsprop\n",
+         "r.ckpt: corrupted checkpoint file (bad optimizer)"},
+        {"\nbatch=32\n", "\nbatch=32\noptimizer=sgd\nmomentum=1\nnesterov=0\n",
+         "r.ckpt: corrupted checkpoint file (bad SGD settings)"},
+        {"\nbatch=32\n", "\nbatch=32\noptimizer=sgd\nmomentum=0.9\n",
+         "r.ckpt: corrupted checkpoint file (no nesterov)"},
+        {"\nbatch=32\n", "\nbatch=32\noptimizer=adam\nbeta1=0.9\nbeta2=1\nadam_eps=1e-7\n",
+         "r.ckpt: corrupted checkpoint file (bad Adam settings)"},
+        /* Adam's settings on a checkpoint without its state */
+        {"\nbatch=32\n", "\nbatch=32\noptimizer=adam\nbeta1=0.9\nbeta2=0.999\nadam_eps=1e-7\n",
+         "r.ckpt: corrupted checkpoint file (no state_adam_t)"},
         {"\nstate_lr=", "\nstate_lr=nan\nold_state_lr=",
          "r.ckpt: corrupted checkpoint file (bad state)"},
     };
@@ -687,6 +773,7 @@ int main(void)
     tcase_add_test(tc, resume_of_another_network);
     tcase_add_test(tc, label_smoothing_resumes_and_is_kept);
     tcase_add_test(tc, resume_of_a_batchnorm_network);
+    tcase_add_loop_test(tc, optimizer_resumes_and_is_kept, 0, 2);
     tcase_add_test(tc, resume_after_kill_9);
     tcase_add_loop_test(tc, resume_after_a_signal, 0, 2);
     tcase_add_test(tc, refusals);

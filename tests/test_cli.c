@@ -636,6 +636,24 @@ START_TEST(usage_errors_exit_2)
         {"train %s/%s --schedule exp:0", "--schedule exp:GAMMA expects a number in"},
         {"train %s/%s --label-smoothing 1", "--label-smoothing expects a number in [0, 0.999], "
                                             "got '1'"},
+        {"train %s/%s --optimizer adma", "digits: train: --optimizer expects rmsprop, adam or "
+                                         "sgd, got 'adma' (did you mean adam?)"},
+        {"train %s/%s --optimizer lbfgs", "--optimizer expects rmsprop, adam or sgd, got 'lbfgs'"},
+        {"train %s/%s --optimizer sgd --momentum 1", "--momentum expects a number in [0, 1), got "
+                                                     "'1'"},
+        {"train %s/%s --optimizer sgd --momentum 0.99999999", "--momentum expects a number in "
+                                                              "[0, 1), got '0.99999999'"},
+        {"train %s/%s --optimizer sgd --momentum -0.1", "--momentum expects a number in [0, 1), "
+                                                        "got '-0.1'"},
+        {"train %s/%s --momentum 0.5", "--momentum is for --optimizer sgd (the optimizer is "
+                                       "rmsprop)"},
+        {"train %s/%s --optimizer adam --nesterov", "--nesterov is for --optimizer sgd (the "
+                                                    "optimizer is adam)"},
+        {"train %s/%s --optimizer sgd --beta1 0.8", "--beta1 is for --optimizer adam (the "
+                                                    "optimizer is sgd)"},
+        {"train %s/%s --optimizer adam --beta2 1", "--beta2 expects a number in [0, 1), got '1'"},
+        {"train %s/%s --optimizer adam --adam-eps 0", "--adam-eps expects a number in [1e-12, 1], "
+                                                      "got '0'"},
         {"train %s/%s --net 32C4-10", "digits: train: --net '32C4-10': at character 4 ('4'): "
                                       "expected an odd kernel size"},
         {"train %s/%s --net 32C5-P2-P2-P2-P2-P2-10",

@@ -28,6 +28,8 @@
 #include "math/dropout.h"
 #include "ref_ops.h"
 #include "math/rmsprop.h"
+#include "math/adam.h"
+#include "math/sgd.h"
 #include "nn/op_cases.h"
 #include "test_util.h"
 
@@ -1633,6 +1635,167 @@ START_TEST(fd_fast_pool_dropout_xent)
 }
 END_TEST
 
+/* |got - ref| <= bound[i] for every element; prints the largest ratio to the bound. */
+static int within_bounds(const char *what, const float *got, const double *ref,
+                         const double *bound, size_t n)
+{
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double err = fabs((double)got[i] - ref[i]);
+        if (!(err <= bound[i])) {
+            printf("FAIL %s: [%zu] got %.9g ref %.17g, |diff| %.3g above the bound %.3g\n", what,
+                   i, (double)got[i], ref[i], err, bound[i]);
+            return 0;
+        }
+        if (bound[i] > 0.0 && err / bound[i] > worst)
+            worst = err / bound[i];
+    }
+    printf("ok   %s: %zu values within the derived bound (worst %.2f of it)\n", what, n, worst);
+    return 1;
+}
+
+#define U32 (1.0 / 16777216.0) /* 2^-24, float's unit roundoff */
+
+/* Adam from random moments at step t (1 and 10): every family's op bit-identical to the
+ * element math (the bias corrections from the float powers the state holds), and within
+ * bounds derived from float's rounding of the double reference. Bounds (first order, then
+ * doubled): m: 3u (|b1 m0| + |(1-b1) g|); v: 5u v (every term positive); w: u |w| for the
+ * subtraction, lr (3u M + |m| (u + e1)) / (bc1 D) for the numerator (M the sum above, e1 the
+ * relative error of the float bias correction 1 - fl(b1^t), computed here), and
+ * |dw| (8u + e2 / 2) for the roundings of the quotients, the sqrt, the eps addition and the
+ * float 1 - fl(b2^t) (e2), D = sqrt(vhat) + eps. */
+START_TEST(adam_vs_element_math)
+{
+    const size_t n = rmsprop_cases.at[_i / 2].count;
+    const unsigned long long t = _i % 2 ? 10 : 1;
+    const float lr = 0.001f, b1 = 0.9f, b2 = 0.999f, eps = 1e-7f;
+    struct dg_test_rng rng = {19 + (uint64_t)_i};
+    float *w0 = dg_test_floats(n), *g = dg_test_floats(n), *m0 = dg_test_floats(n);
+    float *v0 = dg_test_floats(n);
+    dg_test_fill(&rng, w0, n, -1, 1);
+    dg_test_fill(&rng, g, n, -0.1f, 0.1f);
+    dg_test_fill(&rng, m0, n, -0.01f, 0.01f);
+    dg_test_fill(&rng, v0, n, 0, 1e-4f);
+    for (size_t i = 0; i < n; i += 101)
+        g[i] = 0.0f;
+    if (t == 1)
+        for (size_t i = 0; i < n; i++)
+            m0[i] = v0[i] = 0.0f; /* the first step starts from zero moments */
+    float pow_before[2], pow_after[2];
+    dg_adam_powers(t - 1, b1, b2, pow_before);
+    dg_adam_powers(t, b1, b2, pow_after);
+    const float bc1 = 1.0f - pow_after[0], bc2 = 1.0f - pow_after[1];
+    float *w_want = dg_test_floats(n), *m_want = dg_test_floats(n), *v_want = dg_test_floats(n);
+    memcpy(w_want, w0, n * sizeof(float));
+    memcpy(m_want, m0, n * sizeof(float));
+    memcpy(v_want, v0, n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        dg_adam_element(&w_want[i], &m_want[i], &v_want[i], g[i], lr, b1, b2, eps, bc1, bc2);
+    double *w_ref = dg_test_to_double(w0, n), *m_ref = dg_test_to_double(m0, n);
+    double *v_ref = dg_test_to_double(v0, n), *gd = dg_test_to_double(g, n);
+    dg_ref_adam(n, w_ref, gd, m_ref, v_ref, lr, b1, b2, eps, t);
+    const double bc1_ref = 1.0 - pow((double)b1, (double)t);
+    const double bc2_ref = 1.0 - pow((double)b2, (double)t);
+    const double e1 = fabs((double)bc1 - bc1_ref) / bc1_ref;
+    const double e2 = fabs((double)bc2 - bc2_ref) / bc2_ref;
+    double *wb = calloc(n, sizeof(double)), *mb = calloc(n, sizeof(double));
+    double *vb = calloc(n, sizeof(double));
+    ck_assert(wb && mb && vb);
+    for (size_t i = 0; i < n; i++) {
+        double big_m = fabs((double)b1 * m0[i]) + fabs((1.0 - (double)b1) * g[i]);
+        double denom = sqrt(v_ref[i] / bc2_ref) + (double)eps;
+        double dw = fabs(w_ref[i] - (double)w0[i]);
+        mb[i] = 2.0 * 3.0 * U32 * big_m;
+        vb[i] = 2.0 * 5.0 * U32 * v_ref[i];
+        wb[i] = 2.0 * (U32 * fabs(w_ref[i]) +
+                       (double)lr * (3.0 * U32 * big_m + fabs(m_ref[i]) * (U32 + e1)) /
+                           (bc1_ref * denom) +
+                       dw * (8.0 * U32 + e2 / 2.0));
+    }
+    printf("adam n %zu t %llu: bias corrections' relative errors %.3g, %.3g\n", n, t, e1, e2);
+    float *w = dg_test_floats(n), *m = dg_test_floats(n), *v = dg_test_floats(n);
+    for (int f = 0; f < FAMILIES; f++) {
+        if (!element_family(f))
+            continue;
+        struct dg_backend *be = family_backend(f, 3);
+        if (!be)
+            continue;
+        memcpy(w, w0, n * sizeof(float));
+        memcpy(m, m0, n * sizeof(float));
+        memcpy(v, v0, n * sizeof(float));
+        float state_pow[2] = {pow_before[0], pow_before[1]};
+        check_ok(be->ops->adam(be, n, w, g, m, v, state_pow, lr, b1, b2, eps));
+        ck_assert(memcmp(state_pow, pow_after, sizeof state_pow) == 0);
+        ck_assert(dg_test_equal("adam w = element math", w, w_want, n));
+        ck_assert(dg_test_equal("adam m = element math", m, m_want, n));
+        ck_assert(dg_test_equal("adam v = element math", v, v_want, n));
+        ck_assert(within_bounds("adam w", w, w_ref, wb, n));
+        ck_assert(within_bounds("adam m", m, m_ref, mb, n));
+        ck_assert(within_bounds("adam v", v, v_ref, vb, n));
+        dg_backend_destroy(be);
+    }
+    free(w0), free(g), free(m0), free(v0), free(w_want), free(m_want), free(v_want);
+    free(w_ref), free(m_ref), free(v_ref), free(gd), free(wb), free(mb), free(vb);
+    free(w), free(m), free(v);
+}
+END_TEST
+
+/* SGD with momentum 0.9, plain and Nesterov, and momentum 0: every family's op bit-identical
+ * to the element math and within bounds derived from float's rounding of the double
+ * reference (first order, doubled): b: 2u B, B = |mu b0| + |g|; w: u |w| + lr (2u B (1 + mu)
+ * + 3u (|g| + mu |b| + |b|)). */
+START_TEST(sgd_vs_element_math)
+{
+    const size_t n = rmsprop_cases.at[_i / 3].count;
+    const float lr = 0.01f, mu = _i % 3 == 2 ? 0.0f : 0.9f;
+    const int nesterov = _i % 3 == 1;
+    struct dg_test_rng rng = {29 + (uint64_t)_i};
+    float *w0 = dg_test_floats(n), *g = dg_test_floats(n), *b0 = dg_test_floats(n);
+    dg_test_fill(&rng, w0, n, -1, 1);
+    dg_test_fill(&rng, g, n, -0.1f, 0.1f);
+    dg_test_fill(&rng, b0, n, -0.5f, 0.5f);
+    for (size_t i = 0; i < n; i += 101)
+        g[i] = 0.0f;
+    float *w_want = dg_test_floats(n), *b_want = dg_test_floats(n);
+    memcpy(w_want, w0, n * sizeof(float));
+    memcpy(b_want, b0, n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        dg_sgd_element(&w_want[i], &b_want[i], g[i], lr, mu, nesterov);
+    double *w_ref = dg_test_to_double(w0, n), *b_ref = dg_test_to_double(b0, n);
+    double *gd = dg_test_to_double(g, n);
+    dg_ref_sgd(n, w_ref, gd, b_ref, lr, mu, nesterov);
+    double *wb = calloc(n, sizeof(double)), *bb = calloc(n, sizeof(double));
+    ck_assert(wb && bb);
+    for (size_t i = 0; i < n; i++) {
+        double big_b = fabs((double)mu * b0[i]) + fabs((double)g[i]);
+        bb[i] = 2.0 * 2.0 * U32 * big_b;
+        wb[i] = 2.0 * (U32 * fabs(w_ref[i]) +
+                       (double)lr * (2.0 * U32 * big_b * (1.0 + (double)mu) +
+                                     3.0 * U32 *
+                                         (fabs((double)g[i]) + (double)mu * fabs(b_ref[i]) +
+                                          fabs(b_ref[i]))));
+    }
+    float *w = dg_test_floats(n), *b = dg_test_floats(n);
+    for (int f = 0; f < FAMILIES; f++) {
+        if (!element_family(f))
+            continue;
+        struct dg_backend *be = family_backend(f, 3);
+        if (!be)
+            continue;
+        memcpy(w, w0, n * sizeof(float));
+        memcpy(b, b0, n * sizeof(float));
+        check_ok(be->ops->sgd(be, n, w, g, b, lr, mu, nesterov));
+        ck_assert(dg_test_equal("sgd w = element math", w, w_want, n));
+        ck_assert(dg_test_equal("sgd b = element math", b, b_want, n));
+        ck_assert(within_bounds("sgd w", w, w_ref, wb, n));
+        ck_assert(within_bounds("sgd b", b, b_ref, bb, n));
+        dg_backend_destroy(be);
+    }
+    free(w0), free(g), free(b0), free(w_want), free(b_want), free(w_ref), free(b_ref), free(gd);
+    free(wb), free(bb), free(w), free(b);
+}
+END_TEST
+
 int main(void)
 {
     load_cases(&conv_cases, DG_OP_CONV, DG_OP_VS_REF);
@@ -1669,6 +1832,8 @@ int main(void)
     tcase_add_loop_test(elementwise, batchnorm_vs_reference, 0, bn_cases.count);
     tcase_add_test(elementwise, batchnorm_by_hand);
     tcase_add_test(elementwise, batchnorm_deterministic);
+    tcase_add_loop_test(elementwise, adam_vs_element_math, 0, 2 * rmsprop_cases.count);
+    tcase_add_loop_test(elementwise, sgd_vs_element_math, 0, 3 * rmsprop_cases.count);
     tcase_add_test(elementwise, batch_assemble_vs_element_math);
     tcase_add_test(elementwise, sincos_polynomial_accuracy);
     tcase_add_test(elementwise, reference_philox_known_answers);

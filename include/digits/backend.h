@@ -223,6 +223,15 @@ struct dg_backend_ops {
     /* RMSprop over n parameters (src/math/rmsprop.h) */
     enum dg_status (*rmsprop)(struct dg_backend *be, size_t n, float *w, const float *g, float *acc,
                               float lr, float rho, float eps);
+    /* Adam over n parameters (src/math/adam.h): m, v its moments (n each); pow (2 floats)
+     * beta1^t, beta2^t of the steps taken, first multiplied by beta1, beta2 (this step's t),
+     * then the update divides by the bias corrections 1 - pow[0], 1 - pow[1]. Starting state:
+     * m = v = 0, pow = {1, 1}. In step mode lr is the step's, as for rmsprop. */
+    enum dg_status (*adam)(struct dg_backend *be, size_t n, float *w, const float *g, float *m,
+                           float *v, float *pow, float lr, float beta1, float beta2, float eps);
+    /* SGD with momentum over n parameters (src/math/sgd.h): b the momentum buffer (n). */
+    enum dg_status (*sgd)(struct dg_backend *be, size_t n, float *w, const float *g, float *b,
+                          float lr, float momentum, int nesterov);
 
     /* Optional (NULL when the backend has no device memory of its own, as the CPU): free and
      * total bytes of the backend's device, as the driver counts them (every process). */

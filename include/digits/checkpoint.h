@@ -14,8 +14,9 @@ extern "C" {
 #endif
 
 /* The file: "DGTCKPT\0" magic (8 bytes), u32 format version, u32 layer count, the layer table (as
- * in the model file), u64 parameter count, u32 block count (2: weights and RMSprop accumulators; 3:
- * also the best epoch's weights), u32 text length + text ("key=value\n": every training
+ * in the model file), u64 parameter count, u32 block count (2: weights and the optimizer's first
+ * state vector (RMSprop's accumulators, Adam's m, SGD's momentum buffer); then Adam's v under
+ * optimizer=adam; then the best epoch's weights with --save-best), u32 text length + text ("key=value\n": every training
  * setting, the data fingerprint, the scalar state, one "history=" line per epoch, floats
  * printed to read back bit for bit), the blocks as little-endian float32, then the CRC32 of
  * everything before it. */

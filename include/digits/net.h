@@ -26,6 +26,23 @@
 extern "C" {
 #endif
 
+/* The optimizer a net's update runs (dg_net_set_optimizer; RMSprop after dg_net_create, with
+ * the rho and eps dg_net_update is given). */
+enum dg_optimizer_kind { DG_OPTIMIZER_RMSPROP, DG_OPTIMIZER_ADAM, DG_OPTIMIZER_SGD };
+
+struct dg_optimizer {
+    int kind;                     /* enum dg_optimizer_kind */
+    float beta1, beta2, adam_eps; /* Adam (src/math/adam.h): 0.9, 0.999, 1e-7 (Keras') */
+    float momentum;               /* SGD (src/math/sgd.h): 0.9 */
+    int nesterov;                 /* SGD: Nesterov momentum (0) */
+};
+
+/* The defaults of every optimizer's constants, kind set to `kind`. */
+void dg_optimizer_default(struct dg_optimizer *opt, int kind);
+/* "rmsprop", "adam", "sgd"; dg_optimizer_from_name returns 0 for any other name. */
+const char *dg_optimizer_name(int kind);
+int dg_optimizer_from_name(const char *name, int *kind);
+
 /* Training mode draws dropout masks from (seed, dropout ordinal, epoch, step). */
 struct dg_net_mode {
     int training;
@@ -66,6 +83,12 @@ struct dg_net {
     /* Label smoothing of the loss wherever labels are given (training and validation; 0, the
      * default: none), set by dg_train from its options. */
     float label_smoothing;
+    /* The optimizer (dg_net_set_optimizer). Its state: rms_acc (RMSprop's accumulators, Adam's
+     * first moments m, SGD's momentum buffer), opt_v (Adam's second moments v, param_count
+     * floats) and opt_pow (Adam's beta1^t, beta2^t: 2 floats), both NULL for the others. */
+    struct dg_optimizer optimizer;
+    float *opt_v;
+    float *opt_pow;
     void *graph;
     unsigned char graph_key[128];
     void *plans[DG_MAX_LAYERS]; /* conv plans for plan_batch images */
@@ -85,12 +108,20 @@ enum dg_status dg_net_create(struct dg_backend *be, const struct dg_model *model
                              struct dg_net **out);
 void dg_net_free(struct dg_net *net);
 
-/* Copies model->params to the backend (and zeroes the RMSprop accumulators when reset_rms). */
+/* Copies model->params to the backend (and zeroes the optimizer's state when reset_rms). */
 enum dg_status dg_net_upload_params(struct dg_net *net, const float *host_params, int reset_rms);
 enum dg_status dg_net_download_params(struct dg_net *net, float *host_params);
 /* The RMSprop accumulators (param_count floats), for checkpoints. */
 enum dg_status dg_net_upload_rms(struct dg_net *net, const float *host_rms);
 enum dg_status dg_net_download_rms(struct dg_net *net, float *host_rms);
+
+/* Sets the optimizer of every later update (allocating Adam's state, zeroed, with t = 0; call
+ * it before the first step, never inside one). */
+enum dg_status dg_net_set_optimizer(struct dg_net *net, const struct dg_optimizer *opt);
+/* Adam's second moments (param_count floats) and step count t, for checkpoints: the upload
+ * sets beta1^t, beta2^t as dg_adam_powers computes them (the products the steps make). */
+enum dg_status dg_net_upload_adam(struct dg_net *net, const float *host_v, uint64_t t);
+enum dg_status dg_net_download_adam_v(struct dg_net *net, float *host_v);
 
 /* Forward of n <= max_batch images in act[0]; leaves logits in out[layer_count] and the
  * softmax in probs. When labels != NULL (backend memory, n entries) adds the loss sum and
@@ -103,7 +134,7 @@ enum dg_status dg_net_backward(struct dg_net *net, int n, const struct dg_net_mo
 
 /* The one training step every caller uses (train, bench, compare, tests): assemble rows
  * (augmented when augment != NULL) with their labels, forward (adding the batch's loss and
- * correct count to stats), backward, RMSprop. */
+ * correct count to stats), backward, the optimizer step (dg_net_update). */
 enum dg_status dg_net_train_step(struct dg_net *net, void *data_handle, const uint32_t *rows, int n,
                                  const struct dg_net_mode *mode,
                                  const struct dg_augment_key *augment, float lr, float rho,
@@ -114,7 +145,8 @@ enum dg_status dg_net_train_step(struct dg_net *net, void *data_handle, const ui
 enum dg_status dg_net_infer(struct dg_net *net, void *data_handle, const uint32_t *rows, int n,
                             int with_labels);
 
-/* One RMSprop step over all parameters. */
+/* One optimizer step over all parameters: RMSprop with rho and eps, or the net's optimizer
+ * (Adam, SGD) with its own constants. */
 enum dg_status dg_net_update(struct dg_net *net, float lr, float rho, float eps);
 
 /* Zeroes stats; sets them (a resumed partial epoch); reads them back (loss sum, correct

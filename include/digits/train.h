@@ -70,6 +70,9 @@ struct dg_train_options {
     /* Label smoothing (Keras' CategoricalCrossentropy(label_smoothing)): targets (1 - s)
      * onehot + s / 10, in the training and validation losses; 0 (the default): none. */
     float label_smoothing;
+    /* The optimizer: RMSprop (the default, with lr, rho, eps above), Adam or SGD with momentum
+     * (their constants here; dg_train_options_default fills every optimizer's defaults). */
+    struct dg_optimizer optimizer;
     /* On a backend with graphs (CUDA): run every step eagerly instead of replaying the captured
      * full-batch step (--no-graphs; the results are the same bytes). */
     int no_graphs;
@@ -107,7 +110,10 @@ struct dg_train_state {
     int history_capacity;
     size_t param_count;
     float *params;        /* the weights now */
-    float *rms_acc;       /* RMSprop accumulators */
+    float *rms_acc;       /* the optimizer's first state vector: RMSprop's accumulators,
+                             Adam's first moments, SGD's momentum buffer */
+    float *opt_v;         /* Adam's second moments (allocated for every optimizer) */
+    uint64_t opt_steps;   /* optimizer steps taken (Adam's t) */
     float *best_params;   /* the weights of best_epoch (with save_best; NULL otherwise) */
 };
 

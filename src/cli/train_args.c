@@ -25,7 +25,14 @@ static const char *usage_text =
     "      --labels FILE     IDX label file, when TRAIN is an IDX image file\n"
     "      --epochs N        epochs (30)\n"
     "      --batch N         batch size (86)\n"
-    "      --lr X            RMSprop learning rate (0.001)\n"
+    "      --optimizer O     rmsprop (rho 0.9, eps 1e-8; the default), adam (Keras'\n"
+    "                        defaults: beta1 0.9, beta2 0.999, eps 1e-7, bias-corrected) or\n"
+    "                        sgd (momentum 0.9; PyTorch's form: b = M b + g, w -= lr b)\n"
+    "      --lr X            learning rate, every optimizer (0.001)\n"
+    "      --momentum M      sgd: the momentum, 0 <= M < 1 (0.9; 0: plain SGD)\n"
+    "      --nesterov        sgd: Nesterov momentum (w -= lr (g + M b))\n"
+    "      --beta1 B, --beta2 B  adam: the moments' decay rates, 0 <= B < 1 (0.9, 0.999)\n"
+    "      --adam-eps E      adam: eps of the denominator, in [1e-12, 1] (1e-7)\n"
     "      --schedule S      the learning rate over epochs: plateau (halved after 3 epochs\n"
     "                        without a better val_accuracy, down to 1e-5; the default) or\n"
     "                        exp:GAMMA (multiplied by GAMMA, in (0, 1], after every epoch)\n"
@@ -99,7 +106,24 @@ static const char *usage_notes =
     "  digits train train.csv --epochs 5 --device cpu -o quick.dgt\n"
     "  digits train train.csv --ensemble 5 -o ensemble.dgt\n"
     "  digits train train.csv --rotate 15 --zoom 0.15 --shift 0.1   (stronger augmentation)\n"
-    "  digits train train.csv --device cpu --math bf16     (on a CPU with AVX512-BF16)\n";
+    "  digits train train.csv --device cpu --math bf16     (on a CPU with AVX512-BF16)\n"
+    "  digits train train.csv --optimizer adam\n"
+    "  digits train train.csv --optimizer sgd --lr 0.01 --momentum 0.9 --nesterov\n";
+
+/* A number in [0, 1) as a float (a value that rounds to 1.0f is refused too); 0 after the
+ * usage message otherwise. */
+static int parse_unit_interval(const char *option, const char *text, float *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double real = strtod(text, &end);
+    if (errno || end == text || *end != '\0' || !(real >= 0.0) || (float)real >= 1.0f) {
+        dg_cli_usage_error("train", "%s expects a number in [0, 1), got '%s'", option, text);
+        return 0;
+    }
+    *out = (float)real;
+    return 1;
+}
 
 /* "--devices 0,2": distinct CUDA ordinals 0..1023, at most DG_MAX_MEMBERS of them; a usage
  * message and 0 otherwise. */
@@ -201,6 +225,45 @@ static int apply_option(int opt, struct train_request *req, uint64_t *split_seed
             return 2;
         options->label_smoothing = (float)real;
         req->given |= GIVEN_LABEL_SMOOTHING;
+        break;
+    case 'Q': {
+        int kind;
+        if (!dg_optimizer_from_name(optarg, &kind)) {
+            static const char *const names[] = {"rmsprop", "adam", "sgd"};
+            const char *near = dg_cli_closest(optarg, names, 3);
+            return dg_cli_usage_error("train",
+                                      "--optimizer expects rmsprop, adam or sgd, got '%s'%s%s%s",
+                                      optarg, near ? " (did you mean " : "", near ? near : "",
+                                      near ? "?)" : "");
+        }
+        options->optimizer.kind = kind;
+        req->given |= GIVEN_OPTIMIZER;
+        break;
+    }
+    case 'U':
+        if (!parse_unit_interval("--momentum", optarg, &options->optimizer.momentum))
+            return 2;
+        req->given |= GIVEN_MOMENTUM;
+        break;
+    case 'J':
+        options->optimizer.nesterov = 1;
+        req->given |= GIVEN_NESTEROV;
+        break;
+    case '1':
+        if (!parse_unit_interval("--beta1", optarg, &options->optimizer.beta1))
+            return 2;
+        req->given |= GIVEN_BETA1;
+        break;
+    case '2':
+        if (!parse_unit_interval("--beta2", optarg, &options->optimizer.beta2))
+            return 2;
+        req->given |= GIVEN_BETA2;
+        break;
+    case '3':
+        if (!dg_cli_parse_float("train", "--adam-eps", optarg, 1e-12, 1.0, &real))
+            return 2;
+        options->optimizer.adam_eps = (float)real;
+        req->given |= GIVEN_ADAM_EPS;
         break;
     case 'T':
         if (dg_net_spec_parse(optarg, req->net, &req->net_count) != DG_OK)
@@ -380,6 +443,24 @@ static int check_request(struct train_request *req, uint64_t split_seed, int spl
                                   (req->given & GIVEN_ROTATE) ? "--rotate"
                                   : (req->given & GIVEN_ZOOM) ? "--zoom"
                                                               : "--shift");
+    /* an optimizer's constants only with that optimizer (on --resume, with the checkpoint's:
+     * train_resume_settings) */
+    if (!req->resume_path || (req->given & GIVEN_OPTIMIZER)) {
+        int kind = options->optimizer.kind;
+        const char *sgd_only = (req->given & GIVEN_MOMENTUM)   ? "--momentum"
+                               : (req->given & GIVEN_NESTEROV) ? "--nesterov"
+                                                               : NULL;
+        const char *adam_only = (req->given & GIVEN_BETA1)      ? "--beta1"
+                                : (req->given & GIVEN_BETA2)    ? "--beta2"
+                                : (req->given & GIVEN_ADAM_EPS) ? "--adam-eps"
+                                                                : NULL;
+        if (sgd_only && kind != DG_OPTIMIZER_SGD)
+            return dg_cli_usage_error("train", "%s is for --optimizer sgd (the optimizer is %s)",
+                                      sgd_only, dg_optimizer_name(kind));
+        if (adam_only && kind != DG_OPTIMIZER_ADAM)
+            return dg_cli_usage_error("train", "%s is for --optimizer adam (the optimizer is %s)",
+                                      adam_only, dg_optimizer_name(kind));
+    }
     if (split_seed_given && req->resume_path)
         return dg_cli_usage_error("train", "--split-seed comes from the checkpoint on --resume");
     options->split_seed = split_seed_given ? split_seed : options->seed;
@@ -401,6 +482,12 @@ int train_parse_args(int argc, char **argv, struct train_request *req)
         {"schedule", required_argument, NULL, 'W'},
         {"net", required_argument, NULL, 'T'},
         {"label-smoothing", required_argument, NULL, 'H'},
+        {"optimizer", required_argument, NULL, 'Q'},
+        {"momentum", required_argument, NULL, 'U'},
+        {"nesterov", no_argument, NULL, 'J'},
+        {"beta1", required_argument, NULL, '1'},
+        {"beta2", required_argument, NULL, '2'},
+        {"adam-eps", required_argument, NULL, '3'},
         {"zoom", required_argument, NULL, 'Z'},
         {"shift", required_argument, NULL, 'F'},
         {"limit", required_argument, NULL, 'l'},
@@ -483,6 +570,34 @@ enum dg_status train_resume_settings(const char *path, const struct dg_checkpoin
     else if ((given & GIVEN_LABEL_SMOOTHING) && options->label_smoothing != c->label_smoothing)
         snprintf(what, sizeof what, "--label-smoothing %g (the checkpoint's is %g)",
                  (double)options->label_smoothing, (double)c->label_smoothing);
+    else if ((given & GIVEN_OPTIMIZER) && options->optimizer.kind != c->optimizer.kind)
+        snprintf(what, sizeof what, "--optimizer %s (the checkpoint's is %s)",
+                 dg_optimizer_name(options->optimizer.kind), dg_optimizer_name(c->optimizer.kind));
+    else if ((given & (GIVEN_MOMENTUM | GIVEN_NESTEROV)) && c->optimizer.kind != DG_OPTIMIZER_SGD)
+        snprintf(what, sizeof what, "%s (the checkpoint's optimizer is %s)",
+                 (given & GIVEN_MOMENTUM) ? "--momentum" : "--nesterov",
+                 dg_optimizer_name(c->optimizer.kind));
+    else if ((given & GIVEN_MOMENTUM) && options->optimizer.momentum != c->optimizer.momentum)
+        snprintf(what, sizeof what, "--momentum %g (the checkpoint's is %g)",
+                 (double)options->optimizer.momentum, (double)c->optimizer.momentum);
+    else if ((given & GIVEN_NESTEROV) && !c->optimizer.nesterov)
+        snprintf(what, sizeof what, "--nesterov (the checkpoint's run has plain momentum)");
+    else if ((given & (GIVEN_BETA1 | GIVEN_BETA2 | GIVEN_ADAM_EPS)) &&
+             c->optimizer.kind != DG_OPTIMIZER_ADAM)
+        snprintf(what, sizeof what, "%s (the checkpoint's optimizer is %s)",
+                 (given & GIVEN_BETA1)   ? "--beta1"
+                 : (given & GIVEN_BETA2) ? "--beta2"
+                                         : "--adam-eps",
+                 dg_optimizer_name(c->optimizer.kind));
+    else if ((given & GIVEN_BETA1) && options->optimizer.beta1 != c->optimizer.beta1)
+        snprintf(what, sizeof what, "--beta1 %g (the checkpoint's is %g)",
+                 (double)options->optimizer.beta1, (double)c->optimizer.beta1);
+    else if ((given & GIVEN_BETA2) && options->optimizer.beta2 != c->optimizer.beta2)
+        snprintf(what, sizeof what, "--beta2 %g (the checkpoint's is %g)",
+                 (double)options->optimizer.beta2, (double)c->optimizer.beta2);
+    else if ((given & GIVEN_ADAM_EPS) && options->optimizer.adam_eps != c->optimizer.adam_eps)
+        snprintf(what, sizeof what, "--adam-eps %g (the checkpoint's is %g)",
+                 (double)options->optimizer.adam_eps, (double)c->optimizer.adam_eps);
     else if ((given & GIVEN_ROTATE) && options->rotation_deg != c->rotation_deg)
         snprintf(what, sizeof what, "--rotate %g (the checkpoint's is %g)",
                  (double)options->rotation_deg, (double)c->rotation_deg);

@@ -39,6 +39,12 @@ enum train_given {
     GIVEN_SCHEDULE = 1 << 13,
     GIVEN_NET = 1 << 14,
     GIVEN_LABEL_SMOOTHING = 1 << 15,
+    GIVEN_OPTIMIZER = 1 << 16,
+    GIVEN_MOMENTUM = 1 << 17,
+    GIVEN_NESTEROV = 1 << 18,
+    GIVEN_BETA1 = 1 << 19,
+    GIVEN_BETA2 = 1 << 20,
+    GIVEN_ADAM_EPS = 1 << 21,
 };
 
 /* The math a run computes with, as the model file and the checkpoint name it: "bf16", "tf32"

@@ -56,6 +56,20 @@ void train_settings_text(struct dg_text *t, const struct train_record *record)
     }
     if (record->math)
         dg_text_add(t, "math=%s\n", record->math);
+    /* the optimizer where it is not RMSprop (default files stay as they were) */
+    if (o->optimizer.kind == DG_OPTIMIZER_ADAM) {
+        dg_text_add(t, "optimizer=adam\nbeta1=");
+        dg_text_add_float(t, o->optimizer.beta1);
+        dg_text_add(t, "\nbeta2=");
+        dg_text_add_float(t, o->optimizer.beta2);
+        dg_text_add(t, "\nadam_eps=");
+        dg_text_add_float(t, o->optimizer.adam_eps);
+        dg_text_add(t, "\n");
+    } else if (o->optimizer.kind == DG_OPTIMIZER_SGD) {
+        dg_text_add(t, "optimizer=sgd\nmomentum=");
+        dg_text_add_float(t, o->optimizer.momentum);
+        dg_text_add(t, "\nnesterov=%d\n", o->optimizer.nesterov);
+    }
 }
 
 const char *train_math_name(const struct dg_backend_spec *device, const struct dg_backend *be)

@@ -474,6 +474,64 @@ static enum dg_status cpu_rmsprop(struct dg_backend *be, size_t n, float *w, con
     return DG_OK;
 }
 
+struct adam_job {
+    const struct dg_cpu_isa_ops *isa;
+    size_t n;
+    float *w, *m, *v;
+    const float *g;
+    float lr, beta1, beta2, eps, bc1, bc2;
+};
+
+static void adam_task(void *ctx, int thread, int threads)
+{
+    const struct adam_job *job = ctx;
+    size_t i0, i1;
+    dg_cpu_split(job->n, 4096, thread, threads, &i0, &i1);
+    if (i1 > i0)
+        job->isa->adam(i1 - i0, job->w + i0, job->g + i0, job->m + i0, job->v + i0, job->lr,
+                       job->beta1, job->beta2, job->eps, job->bc1, job->bc2);
+}
+
+static enum dg_status cpu_adam(struct dg_backend *be, size_t n, float *w, const float *g, float *m,
+                               float *v, float *pow, float lr, float beta1, float beta2, float eps)
+{
+    struct dg_cpu *cpu = be->impl;
+    pow[0] *= beta1;
+    pow[1] *= beta2;
+    struct adam_job job = {cpu->isa, n, w,   m,   v,   g, lr, beta1, beta2, eps,
+                           1.0f - pow[0], 1.0f - pow[1]};
+    dg_cpu_threads_run(cpu->pool, adam_task, &job);
+    return DG_OK;
+}
+
+struct sgd_job {
+    const struct dg_cpu_isa_ops *isa;
+    size_t n;
+    float *w, *b;
+    const float *g;
+    float lr, momentum;
+    int nesterov;
+};
+
+static void sgd_task(void *ctx, int thread, int threads)
+{
+    const struct sgd_job *job = ctx;
+    size_t i0, i1;
+    dg_cpu_split(job->n, 4096, thread, threads, &i0, &i1);
+    if (i1 > i0)
+        job->isa->sgd(i1 - i0, job->w + i0, job->g + i0, job->b + i0, job->lr, job->momentum,
+                      job->nesterov);
+}
+
+static enum dg_status cpu_sgd(struct dg_backend *be, size_t n, float *w, const float *g, float *b,
+                              float lr, float momentum, int nesterov)
+{
+    struct dg_cpu *cpu = be->impl;
+    struct sgd_job job = {cpu->isa, n, w, b, g, lr, momentum, nesterov};
+    dg_cpu_threads_run(cpu->pool, sgd_task, &job);
+    return DG_OK;
+}
+
 /* ---- construction ---- */
 
 static const struct dg_backend_ops cpu_ops = {
@@ -504,6 +562,8 @@ static const struct dg_backend_ops cpu_ops = {
     .dense_bwd = cpu_dense_bwd,
     .softmax_xent = cpu_softmax_xent,
     .rmsprop = cpu_rmsprop,
+    .adam = cpu_adam,
+    .sgd = cpu_sgd,
 };
 
 /* DIGITS_CPU_KERNELS=auto|generic|direct|winograd chooses the convolution algorithms. */

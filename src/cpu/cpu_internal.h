@@ -62,12 +62,14 @@ struct dg_cpu_bf16_ops;
  *                 first maximum of each window (row-major, strict >), zero elsewhere,
  *                 including an odd last row or column
  *   rmsprop       src/math/rmsprop.h over n elements
+ *   adam, sgd     src/math/adam.h, src/math/sgd.h over n elements (bc1, bc2: the bias
+ *                 corrections of the step)
  *   relu_bwd      dy[i] = y[i] > 0 ? dy[i] : 0
  *   bias_act      y[i] = y[i] + bias, then ReLU when relu (NaN gives 0)
  *   im2col        col (cin*k*k, h*w) <- the "same"-padded windows of x (cin, h, w)
  *   col2im        x (cin, h, w) <- the sum of col's windows (the adjoint of im2col)
  *   assemble      out (784) <- image / 255, or the augmentation warp of it when affine != NULL
- * Element loops (dropout, pooling, RMSprop, ReLU, assembly) are bit-identical to the shared
+ * Element loops (dropout, pooling, RMSprop, Adam, SGD, ReLU, assembly) are bit-identical to the shared
  * element math on every ISA; convolutions agree with the double reference within the
  * tolerances (FMA on AVX-512, AVX2 and NEON; separate multiply and add in portable C). */
 struct dg_cpu_isa_ops {
@@ -94,6 +96,10 @@ struct dg_cpu_isa_ops {
     void (*maxpool_fwd)(const float *x, int h, int w, float *y);
     void (*maxpool_bwd)(const float *x, const float *dy, int h, int w, float *dx);
     void (*rmsprop)(size_t n, float *w, const float *g, float *acc, float lr, float rho, float eps);
+    void (*adam)(size_t n, float *w, const float *g, float *m, float *v, float lr, float beta1,
+                 float beta2, float eps, float bc1, float bc2);
+    void (*sgd)(size_t n, float *w, const float *g, float *b, float lr, float momentum,
+                int nesterov);
     void (*relu_bwd)(size_t n, const float *y, float *dy);
     void (*bias_act)(float *y, size_t n, float bias, int relu);
     void (*im2col)(const float *x, int cin, int h, int w, int k, float *col);

@@ -1,6 +1,6 @@
 /* The CUDA backend: struct dg_backend_ops over cuDNN (convolutions, max-pool forward), cuBLAS
  * (dense layers, row-major through the operand swap) and the custom kernels in kernels/
- * (bias + ReLU, ReLU / max-pool backward, dropout, softmax-xent, RMSprop, batch assembly).
+ * (bias + ReLU, ReLU / max-pool backward, dropout, softmax-xent, RMSprop, Adam, SGD, batch assembly).
  * Tensors are float32 NCHW, row-major, in device memory; dense weights (in, out) row-major.
  * All work is queued on one compute stream; batch uploads use a second (copy) stream.
  * This file: the vtable, memory, the element-wise, pooling and dense ops, devices and the
@@ -399,6 +399,36 @@ fail:
     return status;
 }
 
+static enum dg_status cuda_adam(struct dg_backend *be, size_t n, float *w, const float *g,
+                                float *m, float *v, float *pow, float lr, float beta1,
+                                float beta2, float eps)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    const struct dg_step_block *vars = NULL;
+    enum dg_status status = dg_cuda_step_lr(cb, lr, &vars);
+    if (status != DG_OK)
+        return status;
+    DG_LAUNCH(cb, dg_launch_adam_powers(pow, beta1, beta2, cb->stream));
+    DG_LAUNCH(cb, dg_launch_adam(n, w, g, m, v, pow, lr, beta1, beta2, eps, vars, cb->stream));
+    return DG_OK;
+fail:
+    return status;
+}
+
+static enum dg_status cuda_sgd(struct dg_backend *be, size_t n, float *w, const float *g,
+                               float *b, float lr, float momentum, int nesterov)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    const struct dg_step_block *vars = NULL;
+    enum dg_status status = dg_cuda_step_lr(cb, lr, &vars);
+    if (status != DG_OK)
+        return status;
+    DG_LAUNCH(cb, dg_launch_sgd(n, w, g, b, lr, momentum, nesterov, vars, cb->stream));
+    return DG_OK;
+fail:
+    return status;
+}
+
 /* ---- lifetime ---- */
 
 static void cuda_destroy(struct dg_backend *be)
@@ -467,6 +497,8 @@ static const struct dg_backend_ops cuda_ops = {
     .dense_reserve = cuda_dense_reserve,
     .softmax_xent = cuda_softmax_xent,
     .rmsprop = cuda_rmsprop,
+    .adam = cuda_adam,
+    .sgd = cuda_sgd,
     .device_memory = cuda_device_memory,
     .step_begin = dg_cuda_step_begin,
     .step_end = dg_cuda_step_end,

@@ -167,7 +167,8 @@ enum dg_status dg_cuda_step_lr(struct cuda_backend *cb, float lr, const struct d
     if (!cb->step.active)
         return DG_OK;
     if (memcmp(&lr, &cb->step.values.lr, sizeof lr) != 0)
-        return dg_error(DG_ERR_RUNTIME, "cuda: RMSprop at learning rate %g inside a step at %g",
+        return dg_error(DG_ERR_RUNTIME,
+                        "cuda: an optimizer step at learning rate %g inside a step at %g",
                         (double)lr, (double)cb->step.values.lr);
     *vars = cb->step.block;
     return DG_OK;

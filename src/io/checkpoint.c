@@ -45,6 +45,14 @@ static void settings_text(struct dg_text *t, const struct dg_checkpoint *ck)
         dg_text_add(t, "label_smoothing=%.9g\n", (double)o->label_smoothing);
     if (ck->math[0])
         dg_text_add(t, "math=%s\n", ck->math);
+    /* (RMSprop, the default, writes nothing) */
+    if (o->optimizer.kind == DG_OPTIMIZER_ADAM)
+        dg_text_add(t, "optimizer=adam\nbeta1=%.9g\nbeta2=%.9g\nadam_eps=%.9g\n",
+                    (double)o->optimizer.beta1, (double)o->optimizer.beta2,
+                    (double)o->optimizer.adam_eps);
+    else if (o->optimizer.kind == DG_OPTIMIZER_SGD)
+        dg_text_add(t, "optimizer=sgd\nmomentum=%.9g\nnesterov=%d\n", (double)o->optimizer.momentum,
+                    o->optimizer.nesterov);
     dg_text_add(t, "state_epoch=%d\nstate_step=%d\nstate_lr=%.9g\nstate_wait=%d\n", s->epoch, s->step,
         (double)s->lr, s->wait);
     dg_text_add(t, "state_best_monitor=%.17g\nstate_best_val_accuracy=%.17g\nstate_best_epoch=%d\n",
@@ -52,7 +60,24 @@ static void settings_text(struct dg_text *t, const struct dg_checkpoint *ck)
     dg_text_add(t, "state_since_best=%d\nstate_stopped_early=%d\n", s->since_best, s->stopped_early);
     dg_text_add(t, "state_loss_sum=%.17g\nstate_correct=%.17g\nstate_seconds=%.17g\n", s->loss_sum,
         s->correct, s->seconds);
+    if (o->optimizer.kind == DG_OPTIMIZER_ADAM)
+        dg_text_add(t, "state_adam_t=%" PRIu64 "\n", s->opt_steps);
     dg_history_text(t, "history", s->history, s->history_count);
+}
+
+/* The float blocks of a checkpoint in file order: weights, the optimizer's first state vector,
+ * Adam's second moments (Adam only), the best epoch's weights (when kept). */
+static uint32_t block_list(const struct dg_train_options *o, const struct dg_train_state *s,
+                           int has_best, float *block[4])
+{
+    uint32_t k = 0;
+    block[k++] = s->params;
+    block[k++] = s->rms_acc;
+    if (o->optimizer.kind == DG_OPTIMIZER_ADAM)
+        block[k++] = s->opt_v;
+    if (has_best)
+        block[k++] = s->best_params;
+    return k;
 }
 
 enum dg_status dg_checkpoint_save(const char *path, const struct dg_model *model,
@@ -65,8 +90,8 @@ enum dg_status dg_checkpoint_save(const char *path, const struct dg_model *model
     struct dg_text t = {0};
     settings_text(&t, ck);
     int has_best = s->best_params && s->best_epoch > 0;
-    uint32_t blocks = has_best ? 3 : 2;
-    const float *block[3] = {s->params, s->rms_acc, s->best_params};
+    float *block[4];
+    uint32_t blocks = block_list(&ck->options, s, has_best, block);
     struct buffer b = {NULL, 0, 0};
     uint64_t count = model->param_count;
     int failed = t.failed || buffer_put(&b, DG_CHECKPOINT_MAGIC, 8) ||
@@ -237,6 +262,37 @@ static void read_options(struct reader *r, struct dg_checkpoint *ck, uint32_t bl
             bad(r, "math");
         }
     }
+    /* optimizer= only where it is not RMSprop (older checkpoints have none) */
+    const char *optimizer = dg_settings_value(r->text, "optimizer");
+    dg_optimizer_default(&o->optimizer, DG_OPTIMIZER_RMSPROP);
+    if (optimizer) {
+        int kind = DG_OPTIMIZER_RMSPROP;
+        char name[16];
+        size_t len = strcspn(optimizer, "\n");
+        snprintf(name, sizeof name, "%.*s", (int)(len < sizeof name ? len : 0), optimizer);
+        if (!dg_optimizer_from_name(name, &kind) || kind == DG_OPTIMIZER_RMSPROP) {
+            bad(r, "optimizer");
+        } else if (kind == DG_OPTIMIZER_ADAM) {
+            o->optimizer.kind = kind;
+            o->optimizer.beta1 = get_float(r, "beta1");
+            o->optimizer.beta2 = get_float(r, "beta2");
+            o->optimizer.adam_eps = get_float(r, "adam_eps");
+            if (r->status == DG_OK &&
+                !(o->optimizer.beta1 >= 0.0f && o->optimizer.beta1 < 1.0f &&
+                  o->optimizer.beta2 >= 0.0f && o->optimizer.beta2 < 1.0f &&
+                  o->optimizer.adam_eps > 0.0f && isfinite(o->optimizer.adam_eps)))
+                bad(r, "Adam settings");
+        } else {
+            o->optimizer.kind = kind;
+            o->optimizer.momentum = get_float(r, "momentum");
+            o->optimizer.nesterov = get_int(r, "nesterov");
+            if (r->status == DG_OK &&
+                !(o->optimizer.momentum >= 0.0f && o->optimizer.momentum < 1.0f &&
+                  (o->optimizer.nesterov == 0 || o->optimizer.nesterov == 1)))
+                bad(r, "SGD settings");
+        }
+    }
+    uint32_t adam = o->optimizer.kind == DG_OPTIMIZER_ADAM;
     /* the settings without an option: finite, and the signs the recipe needs */
     if (r->status == DG_OK &&
         (!isfinite(o->rho) || !isfinite(o->eps) || !isfinite(o->rotation_deg) ||
@@ -244,7 +300,8 @@ static void read_options(struct reader *r, struct dg_checkpoint *ck, uint32_t bl
          !isfinite(o->min_delta) || !isfinite(o->min_lr) || o->rho < 0.0f || o->rho >= 1.0f ||
          o->eps <= 0.0f || o->patience < 0 || o->patience > DG_TRAIN_EPOCHS_MAX))
         bad(r, "settings");
-    if (r->status == DG_OK && blocks == 3 && !o->save_best)
+    if (r->status == DG_OK && (blocks < 2 + adam || blocks > 3 + adam ||
+                               (blocks == 3 + adam && !o->save_best)))
         bad(r, "settings");
 }
 
@@ -265,11 +322,13 @@ static void read_state(struct reader *r, struct dg_checkpoint *ck, uint32_t bloc
     s->loss_sum = get_double(r, "state_loss_sum");
     s->correct = get_double(r, "state_correct");
     s->seconds = get_double(r, "state_seconds");
+    uint32_t adam = o->optimizer.kind == DG_OPTIMIZER_ADAM;
+    s->opt_steps = adam ? get_u64(r, "state_adam_t", 10) : 0;
     read_history(r, s);
     if (r->status == DG_OK && (s->epoch < 0 || s->epoch > o->epochs || s->step < 0 ||
                               !isfinite(s->lr) || s->lr < 0.0f ||
                               s->history_count != s->epoch ||
-                              (blocks == 3) != (o->save_best && s->best_epoch > 0)))
+                              (blocks == 3 + adam) != (o->save_best && s->best_epoch > 0)))
         bad(r, "state");
 }
 
@@ -316,7 +375,7 @@ enum dg_status dg_checkpoint_load(const char *path, struct dg_model *model,
     const unsigned char *p = data + HEADER_BYTES + (size_t)layer_count * DG_IO_LAYER_BYTES;
     uint64_t param_count = (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
     uint32_t blocks = get_u32(p + 8), text_len = get_u32(p + 12);
-    if (text_len > MAX_TEXT || param_count > ((uint64_t)1 << 28) || blocks < 2 || blocks > 3) {
+    if (text_len > MAX_TEXT || param_count > ((uint64_t)1 << 28) || blocks < 2 || blocks > 4) {
         status = dg_error(DG_ERR_INPUT, "%s: corrupted checkpoint file (bad header sizes)", path);
         goto done;
     }
@@ -353,11 +412,15 @@ enum dg_status dg_checkpoint_load(const char *path, struct dg_model *model,
         goto done;
     }
     const unsigned char *floats = p + 16 + text_len;
-    float *out[3] = {s->params, s->rms_acc, s->best_params};
+    float *out[4];
+    int has_best = o->save_best && s->best_epoch > 0;
+    block_list(o, s, has_best, out);
     for (uint32_t k = 0; k < blocks; k++)
         for (size_t i = 0; i < model->param_count; i++)
             out[k][i] = get_f32(floats + ((size_t)k * model->param_count + i) * 4);
-    static const char *const vectors[3] = {"weights", "accumulators", "best weights"};
+    const char *vectors[4] = {"weights", "accumulators", "best weights", "best weights"};
+    if (o->optimizer.kind == DG_OPTIMIZER_ADAM)
+        vectors[1] = "first moments", vectors[2] = "second moments";
     for (uint32_t k = 0; k < blocks; k++)
         if ((status = dg_io_check_finite(path, vectors[k], model, -1, out[k])) != DG_OK)
             goto done;

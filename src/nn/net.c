@@ -3,6 +3,8 @@
  * Activations NCHW (batch, c, h, w); flatten keeps that order. */
 #include "digits/net.h"
 
+#include "math/adam.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,7 +154,8 @@ void dg_net_free(struct dg_net *net)
         be->ops->free(be, net->trace);
     free_plans(net, net->plans);
     free_plans(net, net->plans_alt);
-    float *buffers[] = {net->params, net->grads, net->rms_acc, net->probs, net->dlogits};
+    float *buffers[] = {net->params,  net->grads,  net->rms_acc, net->probs,
+                        net->dlogits, net->opt_v, net->opt_pow};
     for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++)
         if (buffers[i])
             be->ops->free(be, buffers[i]);
@@ -181,8 +184,77 @@ enum dg_status dg_net_upload_params(struct dg_net *net, const float *host_params
     if (!zeros)
         return dg_error(DG_ERR_NOMEM, "net: out of memory");
     status = net->be->ops->upload(net->be, net->rms_acc, zeros, bytes);
+    if (status == DG_OK && net->opt_v)
+        status = dg_net_upload_adam(net, zeros, 0);
     free(zeros);
     return status;
+}
+
+void dg_optimizer_default(struct dg_optimizer *opt, int kind)
+{
+    memset(opt, 0, sizeof *opt);
+    opt->kind = kind;
+    opt->beta1 = 0.9f;
+    opt->beta2 = 0.999f;
+    opt->adam_eps = 1e-7f;
+    opt->momentum = 0.9f;
+    opt->nesterov = 0;
+}
+
+static const char *const optimizer_names[] = {"rmsprop", "adam", "sgd"};
+
+const char *dg_optimizer_name(int kind)
+{
+    return kind >= 0 && kind < 3 ? optimizer_names[kind] : "unknown";
+}
+
+int dg_optimizer_from_name(const char *name, int *kind)
+{
+    for (int k = 0; k < 3; k++)
+        if (strcmp(name, optimizer_names[k]) == 0) {
+            *kind = k;
+            return 1;
+        }
+    return 0;
+}
+
+enum dg_status dg_net_set_optimizer(struct dg_net *net, const struct dg_optimizer *opt)
+{
+    enum dg_status status;
+    net->optimizer = *opt;
+    if (opt->kind != DG_OPTIMIZER_ADAM)
+        return DG_OK;
+    if (!net->opt_v && (status = alloc_floats(net, net->model->param_count, &net->opt_v)) != DG_OK)
+        return status;
+    if (!net->opt_pow && (status = alloc_floats(net, 2, &net->opt_pow)) != DG_OK)
+        return status;
+    float *zeros = calloc(net->model->param_count, sizeof(float));
+    if (!zeros)
+        return dg_error(DG_ERR_NOMEM, "net: out of memory");
+    status = dg_net_upload_adam(net, zeros, 0);
+    free(zeros);
+    return status;
+}
+
+enum dg_status dg_net_upload_adam(struct dg_net *net, const float *host_v, uint64_t t)
+{
+    if (!net->opt_v)
+        return dg_error(DG_ERR_RUNTIME, "net: Adam's state on a net without Adam");
+    float pow[2];
+    dg_adam_powers(t, net->optimizer.beta1, net->optimizer.beta2, pow);
+    enum dg_status status = net->be->ops->upload(net->be, net->opt_v, host_v,
+                                                 net->model->param_count * sizeof(float));
+    if (status == DG_OK)
+        status = net->be->ops->upload(net->be, net->opt_pow, pow, sizeof pow);
+    return status;
+}
+
+enum dg_status dg_net_download_adam_v(struct dg_net *net, float *host_v)
+{
+    if (!net->opt_v)
+        return dg_error(DG_ERR_RUNTIME, "net: Adam's state on a net without Adam");
+    return net->be->ops->download(net->be, host_v, net->opt_v,
+                                  net->model->param_count * sizeof(float));
 }
 
 enum dg_status dg_net_download_params(struct dg_net *net, float *host_params)
@@ -353,8 +425,21 @@ enum dg_status dg_net_backward(struct dg_net *net, int n, const struct dg_net_mo
 
 enum dg_status dg_net_update(struct dg_net *net, float lr, float rho, float eps)
 {
-    return net->be->ops->rmsprop(net->be, net->model->param_count, net->params, net->grads,
-                                 net->rms_acc, lr, rho, eps);
+    struct dg_backend *be = net->be;
+    const struct dg_optimizer *opt = &net->optimizer;
+    size_t n = net->model->param_count;
+    switch (opt->kind) {
+    case DG_OPTIMIZER_ADAM:
+        if (!net->opt_v || !net->opt_pow)
+            return dg_error(DG_ERR_RUNTIME, "net: Adam without its state (dg_net_set_optimizer)");
+        return be->ops->adam(be, n, net->params, net->grads, net->rms_acc, net->opt_v,
+                             net->opt_pow, lr, opt->beta1, opt->beta2, opt->adam_eps);
+    case DG_OPTIMIZER_SGD:
+        return be->ops->sgd(be, n, net->params, net->grads, net->rms_acc, lr, opt->momentum,
+                            opt->nesterov);
+    default:
+        return be->ops->rmsprop(be, n, net->params, net->grads, net->rms_acc, lr, rho, eps);
+    }
 }
 
 /* The ops of one training step, as they run (or are captured). */
@@ -391,6 +476,7 @@ struct graph_key {
     uint64_t seed;
     float rho, eps;
     float label_smoothing;
+    struct dg_optimizer optimizer;
     double *trace;
 };
 
@@ -416,6 +502,7 @@ static void graph_key_make(const struct dg_net *net, void *data_handle, int n,
     key.rho = rho;
     key.eps = eps;
     key.label_smoothing = net->label_smoothing;
+    key.optimizer = net->optimizer;
     key.trace = net->trace;
     memset(out, 0, sizeof net->graph_key);
     memcpy(out, &key, sizeof key);

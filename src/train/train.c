@@ -28,6 +28,7 @@ void dg_train_options_default(struct dg_train_options *options)
     options->lr = 1e-3f;
     options->rho = 0.9f;
     options->eps = 1e-8f;
+    dg_optimizer_default(&options->optimizer, DG_OPTIMIZER_RMSPROP);
     options->val_split = 0.1f;
     options->seed = 42;
     options->split_seed = 42;
@@ -101,8 +102,10 @@ enum dg_status dg_train_state_init(struct dg_train_state *state, size_t param_co
     state->history = calloc((size_t)state->history_capacity, sizeof *state->history);
     state->params = malloc(param_count * sizeof(float));
     state->rms_acc = calloc(param_count, sizeof(float));
+    state->opt_v = calloc(param_count, sizeof(float));
     state->best_params = save_best ? malloc(param_count * sizeof(float)) : NULL;
-    if (!state->history || !state->params || !state->rms_acc || (save_best && !state->best_params)) {
+    if (!state->history || !state->params || !state->rms_acc || !state->opt_v ||
+        (save_best && !state->best_params)) {
         dg_train_state_free(state);
         return dg_error(DG_ERR_NOMEM, "train: out of memory for the training state");
     }
@@ -114,6 +117,7 @@ void dg_train_state_free(struct dg_train_state *state)
     free(state->history);
     free(state->params);
     free(state->rms_acc);
+    free(state->opt_v);
     free(state->best_params);
     memset(state, 0, sizeof *state);
 }
@@ -123,23 +127,26 @@ static void state_copy(struct dg_train_state *to, const struct dg_train_state *f
 {
     struct dg_epoch_report *history = to->history;
     int capacity = to->history_capacity;
-    float *params = to->params, *rms = to->rms_acc, *best = to->best_params;
+    float *params = to->params, *rms = to->rms_acc, *v = to->opt_v, *best = to->best_params;
     *to = *from;
     to->history = history;
     to->history_capacity = capacity;
     to->params = params;
     to->rms_acc = rms;
+    to->opt_v = v;
     to->best_params = best;
     int count = from->history_count < capacity ? from->history_count : capacity;
     memcpy(history, from->history, (size_t)count * sizeof *history);
     to->history_count = count;
     memcpy(params, from->params, from->param_count * sizeof(float));
     memcpy(rms, from->rms_acc, from->param_count * sizeof(float));
+    if (from->opt_v)
+        memcpy(v, from->opt_v, from->param_count * sizeof(float));
     if (best && from->best_params)
         memcpy(best, from->best_params, from->param_count * sizeof(float));
 }
 
-/* The weights and RMSprop state from the device into the state, then the callback. */
+/* The weights and the optimizer's state from the device into the state, then the callback. */
 static enum dg_status checkpoint(struct dg_net *net, struct dg_train_state *state,
                                  const struct dg_train_options *options)
 {
@@ -148,6 +155,8 @@ static enum dg_status checkpoint(struct dg_net *net, struct dg_train_state *stat
     enum dg_status status = dg_net_download_params(net, state->params);
     if (status == DG_OK)
         status = dg_net_download_rms(net, state->rms_acc);
+    if (status == DG_OK && net->optimizer.kind == DG_OPTIMIZER_ADAM)
+        status = dg_net_download_adam_v(net, state->opt_v);
     if (status == DG_OK)
         status = options->on_checkpoint(state, options->ctx);
     return status;
@@ -307,12 +316,15 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
     if ((status = dg_train_state_init(&state, model->param_count, options->epochs,
                                       options->save_best)) != DG_OK)
         goto fail;
-    if ((status = dg_net_create(be, model, options->batch, &net)) != DG_OK)
+    if ((status = dg_net_create(be, model, options->batch, &net)) != DG_OK ||
+        (status = dg_net_set_optimizer(net, &options->optimizer)) != DG_OK)
         goto fail;
     if (resume) {
         state_copy(&state, resume);
         if ((status = dg_net_upload_params(net, state.params, 0)) != DG_OK ||
-            (status = dg_net_upload_rms(net, state.rms_acc)) != DG_OK)
+            (status = dg_net_upload_rms(net, state.rms_acc)) != DG_OK ||
+            (options->optimizer.kind == DG_OPTIMIZER_ADAM &&
+             (status = dg_net_upload_adam(net, state.opt_v, state.opt_steps)) != DG_OK))
             goto fail;
     } else {
         state.lr = options->lr;
@@ -363,6 +375,7 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
                                        options->eps);
             if (status != DG_OK)
                 goto fail;
+            state.opt_steps++;
             int stopping = options->stop && *options->stop;
             if (read_every_step || stopping) {
                 if ((status = trace_check(net, traced_from - first_step, step + 1 - traced_from,

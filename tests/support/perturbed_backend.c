@@ -199,6 +199,20 @@ static enum dg_status p_rmsprop(struct dg_backend *be, size_t n, float *w, const
     return in->ops->rmsprop(in, n, w, g, acc, lr, rho, eps);
 }
 
+static enum dg_status p_adam(struct dg_backend *be, size_t n, float *w, const float *g, float *m,
+                             float *v, float *pow, float lr, float beta1, float beta2, float eps)
+{
+    struct dg_backend *in = self(be)->inner;
+    return in->ops->adam(in, n, w, g, m, v, pow, lr, beta1, beta2, eps);
+}
+
+static enum dg_status p_sgd(struct dg_backend *be, size_t n, float *w, const float *g, float *b,
+                            float lr, float momentum, int nesterov)
+{
+    struct dg_backend *in = self(be)->inner;
+    return in->ops->sgd(in, n, w, g, b, lr, momentum, nesterov);
+}
+
 /* ---- convolution ---- */
 
 static enum dg_status p_conv_plan_create(struct dg_backend *be, const struct dg_conv_shape *shape,
@@ -426,6 +440,8 @@ static const struct dg_backend_ops perturbed_ops = {
     .dense_bwd = p_dense_bwd,
     .softmax_xent = p_softmax_xent,
     .rmsprop = p_rmsprop,
+    .adam = p_adam,
+    .sgd = p_sgd,
 };
 
 /* Without a conv_algo_name in the inner backend the wrapper has none either. */
@@ -457,6 +473,8 @@ static const struct dg_backend_ops perturbed_ops_unnamed = {
     .dense_bwd = p_dense_bwd,
     .softmax_xent = p_softmax_xent,
     .rmsprop = p_rmsprop,
+    .adam = p_adam,
+    .sgd = p_sgd,
 };
 
 enum dg_status dg_test_perturbed_backend(struct dg_backend *inner,

@@ -517,3 +517,23 @@ void dg_ref_batch_assemble(const struct dg_dataset *dataset, const uint32_t *row
             labels[i] = dataset->labels[rows[i]];
     }
 }
+
+void dg_ref_adam(size_t n, double *w, const double *g, double *m, double *v, double lr,
+                 double beta1, double beta2, double eps, unsigned long long t)
+{
+    double bc1 = 1.0 - pow(beta1, (double)t), bc2 = 1.0 - pow(beta2, (double)t);
+    for (size_t i = 0; i < n; i++) {
+        m[i] = beta1 * m[i] + (1.0 - beta1) * g[i];
+        v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i];
+        w[i] -= lr * (m[i] / bc1) / (sqrt(v[i] / bc2) + eps);
+    }
+}
+
+void dg_ref_sgd(size_t n, double *w, const double *g, double *b, double lr, double momentum,
+                int nesterov)
+{
+    for (size_t i = 0; i < n; i++) {
+        b[i] = momentum * b[i] + g[i];
+        w[i] -= lr * (nesterov ? g[i] + momentum * b[i] : b[i]);
+    }
+}

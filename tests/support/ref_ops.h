@@ -87,4 +87,12 @@ void dg_ref_batch_assemble_double(const struct dg_dataset *dataset, const uint32
 void dg_ref_batch_assemble(const struct dg_dataset *dataset, const uint32_t *rows, int n,
                            const struct dg_augment_key *augment, float *x, uint8_t *labels);
 
+/* Adam at step t (1-based), PyTorch's form: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+ * w -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps). */
+void dg_ref_adam(size_t n, double *w, const double *g, double *m, double *v, double lr,
+                 double beta1, double beta2, double eps, unsigned long long t);
+/* SGD with momentum, PyTorch's form: b = mu b + g; w -= lr (g + mu b) (nesterov) or lr b. */
+void dg_ref_sgd(size_t n, double *w, const double *g, double *b, double lr, double momentum,
+                int nesterov);
+
 #endif

@@ -21,6 +21,8 @@
 #include "math/augment.h"
 #include "math/dropout.h"
 #include "math/rmsprop.h"
+#include "math/adam.h"
+#include "math/sgd.h"
 
 #define DG_TILE 14 /* most pixels (rows) per conv_row (filter_tile) call */
 
@@ -640,6 +642,43 @@ static void rmsprop(size_t n, float *w, const float *g, float *acc, float lr, fl
         dg_rmsprop_element(&w[i], &acc[i], g[i], lr, rho, eps);
 }
 
+/* The operation order of src/math/adam.h, no fused operations. */
+static void adam(size_t n, float *w, const float *g, float *m, float *v, float lr, float beta1,
+                 float beta2, float eps, float bc1, float bc2)
+{
+    const vf vb1 = vset1(beta1), vone_minus_b1 = vset1(1.0f - beta1);
+    const vf vb2 = vset1(beta2), vone_minus_b2 = vset1(1.0f - beta2);
+    const vf vlr = vset1(lr), veps = vset1(eps), vbc1 = vset1(bc1), vbc2 = vset1(bc2);
+    size_t i = 0;
+    for (; i + DG_W <= n; i += DG_W) {
+        vf gv = vload(g + i);
+        vf mm = vb1 * vload(m + i) + vone_minus_b1 * gv;
+        vf vv = vb2 * vload(v + i) + (vone_minus_b2 * gv) * gv;
+        vstore(m + i, mm);
+        vstore(v + i, vv);
+        vstore(w + i, vload(w + i) - (vlr * (mm / vbc1)) / (vsqrt(vv / vbc2) + veps));
+    }
+    for (; i < n; i++)
+        dg_adam_element(&w[i], &m[i], &v[i], g[i], lr, beta1, beta2, eps, bc1, bc2);
+}
+
+/* The operation order of src/math/sgd.h, no fused operations. */
+static void sgd(size_t n, float *w, const float *g, float *b, float lr, float momentum,
+                int nesterov)
+{
+    const vf vmu = vset1(momentum), vlr = vset1(lr);
+    size_t i = 0;
+    for (; i + DG_W <= n; i += DG_W) {
+        vf gv = vload(g + i);
+        vf bb = vmu * vload(b + i) + gv;
+        vstore(b + i, bb);
+        vf step = nesterov ? vlr * (gv + vmu * bb) : vlr * bb;
+        vstore(w + i, vload(w + i) - step);
+    }
+    for (; i < n; i++)
+        dg_sgd_element(&w[i], &b[i], g[i], lr, momentum, nesterov);
+}
+
 static void relu_bwd(size_t n, const float *y, float *dy)
 {
     size_t i = 0;
@@ -757,6 +796,8 @@ const struct dg_cpu_isa_ops DG_ISA_TABLE = {
     .maxpool_fwd = maxpool_fwd,
     .maxpool_bwd = maxpool_bwd,
     .rmsprop = rmsprop,
+    .adam = adam,
+    .sgd = sgd,
     .relu_bwd = relu_bwd,
     .bias_act = bias_act,
     .im2col = im2col,
