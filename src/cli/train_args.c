@@ -16,12 +16,20 @@ static const char *usage_text =
     "\n"
     "options (defaults: the reference Keras recipe):\n"
     "  -o, --output FILE     model file to write (default model.dgt)\n"
-    "      --net SPEC        the network: a preset (reference) or layers joined by '-':\n"
-    "                        NcK convolution of N filters KxK (same padding, ReLU; NcKL\n"
-    "                        without ReLU), P2 2x2 max-pooling, DR dropout at rate R, F\n"
-    "                        flatten (implied before the first dense layer), N dense with\n"
-    "                        ReLU (NL without); the last layer is 10, the classifier.\n"
+    "      --net SPEC        the network: a preset (reference, deotte) or layers joined by\n"
+    "                        '-': NcK convolution of N filters KxK (same padding, stride 1,\n"
+    "                        ReLU), then optionally S2 (stride 2), V (valid: no padding), L\n"
+    "                        (no ReLU), in that order; B batch normalisation (momentum 0.99,\n"
+    "                        eps 1e-3); P2 2x2 max-pooling; DR dropout at rate R; F flatten\n"
+    "                        (implied before the first dense layer); N dense with ReLU (NL\n"
+    "                        without); the last layer is 10, the classifier.\n"
     "                        reference = 32C5-32C5-P2-D0.25-64C3-64C3-P2-D0.25-F-256-D0.5-10\n"
+    "                        deotte = 32C3V-B-32C3V-B-32C5S2-B-D0.4-64C3V-B-64C3V-B-64C5S2-B-\n"
+    "                        D0.4-F-128-B-D0.4-10 (with --optimizer adam --schedule exp:0.95)\n"
+    ;
+
+/* (the options go on in literals of their own: C11 promises 4095 characters per literal) */
+static const char *usage_text_options =
     "      --labels FILE     IDX label file, when TRAIN is an IDX image file\n"
     "      --epochs N        epochs (30)\n"
     "      --batch N         batch size (86)\n"
@@ -385,6 +393,7 @@ static int apply_option(int opt, struct train_request *req, uint64_t *split_seed
         break;
     case 'h':
         fputs(usage_text, stdout);
+        fputs(usage_text_options, stdout);
         fputs(usage_text_more, stdout);
         fputs(usage_notes, stdout);
         return 0;

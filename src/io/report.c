@@ -498,20 +498,24 @@ static void put_layers(struct dg_text *t, const struct dg_model *model)
     for (int i = 0; i < model->layer_count; i++) {
         const struct dg_layer *l = &model->layers[i];
         char shape[64], what[64] = "";
-        if (l->spec.kind == DG_LAYER_DENSE || l->spec.kind == DG_LAYER_FLATTEN)
+        if (l->spec.kind == DG_LAYER_DENSE || l->spec.kind == DG_LAYER_FLATTEN ||
+            (l->out_h == 1 && l->out_w == 1 && l->in_h == 1))
             snprintf(shape, sizeof shape, "%d", l->out_c);
         else
             snprintf(shape, sizeof shape, "%d &times; %d &times; %d", l->out_c, l->out_h, l->out_w);
         if (l->spec.kind == DG_LAYER_CONV)
-            snprintf(what, sizeof what, " (%dx%d, same%s)", l->spec.kernel, l->spec.kernel,
+            snprintf(what, sizeof what, " (%dx%d, %s%s%s)", l->spec.kernel, l->spec.kernel,
+                     l->spec.valid ? "valid" : "same", l->spec.stride == 2 ? ", stride 2" : "",
                      l->spec.relu ? ", ReLU" : "");
+        else if (l->spec.kind == DG_LAYER_BATCHNORM)
+            snprintf(what, sizeof what, " (momentum %g, eps %g)", DG_BN_MOMENTUM, DG_BN_EPSILON);
         else if (l->spec.kind == DG_LAYER_DROPOUT)
             snprintf(what, sizeof what, " (%g)", (double)l->spec.rate);
         else if (l->spec.kind == DG_LAYER_DENSE)
             snprintf(what, sizeof what, "%s",
                      i == model->layer_count - 1 ? " (softmax)" : l->spec.relu ? " (ReLU)" : "");
         dg_text_add(t, "<tr><td class=\"name\">%s%s</td><td>%s</td><td>%zu</td></tr>\n", l->name,
-                    what, shape, l->weight_count + l->bias_count);
+                    what, shape, l->weight_count + l->bias_count + l->stat_count);
     }
     dg_text_add(t, "<tr class=\"total\"><td>total</td><td></td><td>%zu</td></tr></table>"
                    "</section>\n",
