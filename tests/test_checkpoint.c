@@ -351,6 +351,26 @@ START_TEST(optimizer_resumes_and_is_kept)
 }
 END_TEST
 
+/* --schedule onecycle:MAX_LR sets the learning rate of every step from (epoch, step): a run
+ * killed after a checkpoint resumes to the model of the run left alone. */
+START_TEST(onecycle_resumes_after_kill_9)
+{
+    const char *opts = "--optimizer adam --schedule onecycle:0.005";
+    ck_assert_int_eq(run("train %s %s --epochs 3 %s -o cref.dgt", train, TRAIN_ARGS, opts), 0);
+    probs_of("cref.dgt", "cref.probs");
+    char args[2048];
+    snprintf(args, sizeof args, "train %s %s --epochs 3 %s -o ckill.dgt", train, TRAIN_ARGS,
+             opts);
+    pid_t pid = start("ckill.err", args);
+    ck_assert_msg(wait_for_file("ckill.dgt.ckpt", pid), "no checkpoint appeared");
+    kill(pid, SIGKILL);
+    finish(pid);
+    ck_assert_int_eq(run("train %s --resume ckill.dgt.ckpt --device cpu -q", train), 0);
+    probs_of("ckill.dgt", "ckill.probs");
+    expect_same_file("cref.probs", "ckill.probs");
+}
+END_TEST
+
 START_TEST(resume_after_kill_9)
 {
     reference_run();
@@ -775,6 +795,7 @@ int main(void)
     tcase_add_test(tc, resume_of_a_batchnorm_network);
     tcase_add_loop_test(tc, optimizer_resumes_and_is_kept, 0, 2);
     tcase_add_test(tc, resume_after_kill_9);
+    tcase_add_test(tc, onecycle_resumes_after_kill_9);
     tcase_add_loop_test(tc, resume_after_a_signal, 0, 2);
     tcase_add_test(tc, refusals);
     tcase_add_test(tc, refuses_non_finite_state_and_out_of_range_settings);

@@ -15,6 +15,7 @@
 #include <zlib.h>
 
 #include "cli_util.h"
+#include "digits/train.h"
 #include "cpu/cpu.h"
 #include "digits/backend.h"
 
@@ -631,8 +632,14 @@ START_TEST(usage_errors_exit_2)
         {"train %s/%s --rotate 200", "--rotate expects a number in [0, 180], got '200'"},
         {"train %s/%s --zoom 1", "--zoom expects a number in [0, 0.9], got '1'"},
         {"train %s/%s --shift -0.1", "--shift expects a number in [0, 0.5], got '-0.1'"},
-        {"train %s/%s --schedule expo", "--schedule expects plateau or exp:GAMMA, got 'expo' "
-                                        "(did you mean exp?)"},
+        {"train %s/%s --schedule expo", "--schedule expects plateau, exp:GAMMA or "
+                                        "onecycle:MAX_LR, got 'expo' (did you mean exp?)"},
+        {"train %s/%s --schedule onecycle", "--schedule expects plateau, exp:GAMMA or "
+                                            "onecycle:MAX_LR, got 'onecycle'"},
+        {"train %s/%s --schedule onecycle:0", "--schedule onecycle:MAX_LR expects a number in "
+                                              "[1e-12, 1e+06], got '0'"},
+        {"train %s/%s --schedule onecycle:0.01 --lr 0.1", "--lr and --schedule onecycle:MAX_LR "
+                                                          "both set the learning rate"},
         {"train %s/%s --schedule exp:0", "--schedule exp:GAMMA expects a number in"},
         {"train %s/%s --label-smoothing 1", "--label-smoothing expects a number in [0, 0.999], "
                                             "got '1'"},
@@ -955,6 +962,39 @@ START_TEST(exponential_schedule)
 }
 END_TEST
 
+/* --schedule onecycle:MAX_LR: the learning rate moves every step (the log shows each epoch's
+ * first step's: epoch 1 at MAX_LR / 25), the files say it, a resume refuses another schedule
+ * and another --epochs (the cycle spans the run). Resumed bit for bit: test_checkpoint. */
+START_TEST(onecycle_schedule)
+{
+    const char *train = "train %s/data/sample/train.csv.gz --limit 300 --device cpu --threads 1 "
+                        "--optimizer adam --schedule onecycle:0.01 --log c%d.csv";
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s --epochs 3 -q -o cwhole.dgt", train);
+    ck_assert_int_eq(run(cmd, source_dir(), 1), 0);
+    char *log = dg_test_slurp(dg_test_dir_path(tmpdir, "c1.csv"));
+    printf("%s", log);
+    /* 270 training rows: 4 steps an epoch, 12 in all; epoch 2 starts at step 4 of 12 */
+    char second[64];
+    snprintf(second, sizeof second, ",%g,", (double)dg_onecycle_lr(0.01f, 4, 12));
+    ck_assert_ptr_nonnull(strstr(log, ",0.0004,"));
+    ck_assert_msg(strstr(log, second) != NULL, "no %s in the log", second);
+    free(log);
+    ck_assert_int_eq(run("info -m cwhole.dgt"), 0);
+    dg_test_expect_in(out_path, "\nschedule=onecycle:0.01\n");
+    ck_assert_int_eq(run("train %s/data/sample/train.csv.gz --resume cwhole.dgt.ckpt --epochs 3 "
+                         "-q --schedule onecycle:0.02",
+                         source_dir()),
+                     2);
+    dg_test_expect_in(err_path, "--schedule (the checkpoint's is onecycle:0.01) contradicts");
+    ck_assert_int_eq(run("train %s/data/sample/train.csv.gz --resume cwhole.dgt.ckpt --epochs 4 -q",
+                         source_dir()),
+                     2);
+    dg_test_expect_in(err_path, "--epochs 4 (the checkpoint's one-cycle schedule spans its 3 "
+                                "epochs) contradicts");
+}
+END_TEST
+
 /* --rotate / --zoom / --shift: the model file says them, they change what is trained, a
  * resumed run keeps the checkpoint's and refuses others. */
 START_TEST(augmentation_strength)
@@ -1053,6 +1093,7 @@ int main(void)
     tcase_add_test(tc, bf16_math_on_the_cpu);
     tcase_add_test(tc, augmentation_strength);
     tcase_add_test(tc, exponential_schedule);
+    tcase_add_test(tc, onecycle_schedule);
     tcase_add_test(tc, cuda_device_without_gpu_fails_cleanly);
     suite_add_tcase(suite, tc);
     return dg_test_run_suite(suite);

@@ -63,12 +63,30 @@ static double batch_loss(struct dg_net *net, int n, const struct dg_net_mode *mo
     return loss_sum / n;
 }
 
+/* The whole network's gradient by central differences: the reference network (_i 0) and one
+ * with batchnorm after a "valid", a stride-2 convolution and a dense layer (_i 1; training
+ * mode, so through the batch statistics). */
 START_TEST(whole_network_gradient_check)
 {
     struct dg_backend *be;
     ck_assert_int_eq(dg_backend_cpu_create(1, &be), DG_OK);
     struct dg_model model;
-    build_reference(&model, 11);
+    int expected_layers = 6;
+    if (_i == 0) {
+        build_reference(&model, 11);
+    } else {
+        struct dg_layer_spec specs[DG_MAX_LAYERS];
+        int count;
+        ck_assert_int_eq(dg_net_spec_parse("8C3V-B-8C5S2-B-D0.2-16-B-10", specs, &count), DG_OK);
+        ck_assert_int_eq(dg_model_build(&model, specs, count), DG_OK);
+        dg_model_init_glorot(&model, 11);
+        expected_layers = 7;
+        /* gamma and beta off their initial 1 and 0 */
+        for (int i = 0; i < model.layer_count; i++)
+            if (model.layers[i].spec.kind == DG_LAYER_BATCHNORM)
+                for (size_t k = 0; k < model.layers[i].weight_count; k++)
+                    model.params[model.layers[i].weight_offset + k] = 0.8f + 0.05f * (float)(k % 5);
+    }
     /* non-zero biases so that their gradients are exercised from a generic point */
     for (int i = 0; i < model.layer_count; i++)
         for (size_t k = 0; k < model.layers[i].bias_count; k++)
@@ -151,7 +169,7 @@ START_TEST(whole_network_gradient_check)
             checked++;
         }
     }
-    ck_assert_int_eq(checked, 6 * 4);
+    ck_assert_int_eq(checked, expected_layers * 4);
     free(grads);
     free(params);
     dg_net_free(net);
@@ -174,6 +192,35 @@ static void record_epoch(const struct dg_epoch_report *report, void *ctx)
     h->last_val_accuracy = report->val_accuracy;
     h->epochs = report->epoch;
 }
+
+/* --schedule onecycle:MAX_LR against PyTorch's OneCycleLR (defaults, cycle_momentum=False),
+ * its formula written out: the ends, the peak, and points on both cosines. */
+START_TEST(onecycle_learning_rates)
+{
+    const double pi = 3.14159265358979323846;
+    const float max_lr = 0.01f;
+    const long total = 1000;
+    const double initial = 0.01 / 25.0, final = initial / 1e4, peak = 0.3 * total - 1.0;
+    ck_assert(fabs(dg_onecycle_lr(max_lr, 0, total) - initial) <= 1e-7 * initial);
+    ck_assert(fabs(dg_onecycle_lr(max_lr, 299, total) - 0.01) <= 1e-7 * 0.01);
+    ck_assert(fabs(dg_onecycle_lr(max_lr, total - 1, total) - final) <= 1e-7 * final);
+    for (long step = 0; step < total; step += 37) {
+        double want;
+        if (step <= peak)
+            want = 0.01 + (initial - 0.01) / 2.0 * (cos(pi * step / peak) + 1.0);
+        else
+            want = final + (0.01 - final) / 2.0 * (cos(pi * (step - peak) / (total - 1 - peak)) + 1.0);
+        ck_assert_msg(fabs(dg_onecycle_lr(max_lr, step, total) - want) <= 1e-6 * want,
+                      "step %ld: %.9g, want %.9g", step, (double)dg_onecycle_lr(max_lr, step, total),
+                      want);
+    }
+    /* rising, then falling */
+    for (long step = 1; step < total; step++) {
+        float a = dg_onecycle_lr(max_lr, step - 1, total), b = dg_onecycle_lr(max_lr, step, total);
+        ck_assert(step <= 299 ? b >= a : b <= a);
+    }
+}
+END_TEST
 
 START_TEST(short_training_on_sample_learns)
 {
@@ -287,7 +334,8 @@ int main(void)
     TCase *tc = tcase_create("train");
     tcase_set_timeout(tc, 900);
     tcase_add_test(tc, split_and_shuffle_are_seeded_permutations);
-    tcase_add_test(tc, whole_network_gradient_check);
+    tcase_add_loop_test(tc, whole_network_gradient_check, 0, 2);
+    tcase_add_test(tc, onecycle_learning_rates);
     tcase_add_test(tc, short_training_on_sample_learns);
     tcase_add_test(tc, same_seed_gives_bit_identical_weights);
     tcase_add_test(tc, training_refuses_unlabelled_data);

@@ -45,7 +45,13 @@ struct dg_train_state;
 #define DG_TRAIN_EARLY_STOP_MIN 1 /* a checkpoint also holds 0: never */
 #define DG_TRAIN_EARLY_STOP_MAX 100000
 
-enum dg_lr_schedule { DG_SCHEDULE_PLATEAU, DG_SCHEDULE_EXP };
+enum dg_lr_schedule { DG_SCHEDULE_PLATEAU, DG_SCHEDULE_EXP, DG_SCHEDULE_ONECYCLE };
+
+/* The one-cycle learning rate of step `step` (0-based, counted over the whole run) of `total`
+ * steps, PyTorch's OneCycleLR with its defaults and cycle_momentum=False: cosine from
+ * max_lr / 25 up to max_lr over the first 30% of the steps (the peak at step 0.3 total - 1),
+ * then cosine down to max_lr / 25 / 1e4 at the last step. Computed in double, rounded once. */
+float dg_onecycle_lr(float max_lr, long step, long total);
 
 struct dg_train_options {
     int epochs;
@@ -64,9 +70,13 @@ struct dg_train_options {
     /* The learning-rate schedule: DG_SCHEDULE_PLATEAU (the default: ReduceLROnPlateau with
      * lr_factor, patience, min_delta, min_lr, on val_accuracy) or DG_SCHEDULE_EXP (after each
      * epoch lr *= gamma, in float: epoch e runs at lr * gamma^e, as Keras'
-     * LearningRateScheduler(lambda e: lr * gamma ** e)). */
+     * LearningRateScheduler(lambda e: lr * gamma ** e)) or DG_SCHEDULE_ONECYCLE (per step,
+     * dg_onecycle_lr). */
     int schedule;
     float gamma;
+    /* DG_SCHEDULE_ONECYCLE: the learning rate of every step is dg_onecycle_lr(max_lr, ...)
+     * (lr is not used) */
+    float max_lr;
     /* Label smoothing (Keras' CategoricalCrossentropy(label_smoothing)): targets (1 - s)
      * onehot + s / 10, in the training and validation losses; 0 (the default): none. */
     float label_smoothing;

@@ -44,6 +44,9 @@ static const char *usage_text_options =
     "      --schedule S      the learning rate over epochs: plateau (halved after 3 epochs\n"
     "                        without a better val_accuracy, down to 1e-5; the default) or\n"
     "                        exp:GAMMA (multiplied by GAMMA, in (0, 1], after every epoch)\n"
+    "                        or onecycle:MAX_LR (every step: PyTorch's OneCycleLR, cosine\n"
+    "                        from MAX_LR/25 up to MAX_LR over the first 30% of the steps,\n"
+    "                        then down to MAX_LR/25e4; it sets the rate: not with --lr)\n"
     "      --label-smoothing S  targets (1 - S) onehot + S/10 in the loss, 0 <= S < 1 (0)\n"
     "      --val-split X     fraction held out for validation, seeded (0.1)\n"
     "      --seed N          seed of every random draw (42)\n"
@@ -287,11 +290,18 @@ static int apply_option(int opt, struct train_request *req, uint64_t *split_seed
                 return 2;
             options->schedule = DG_SCHEDULE_EXP;
             options->gamma = (float)real;
+        } else if (strncmp(optarg, "onecycle:", 9) == 0) {
+            if (!dg_cli_parse_float("train", "--schedule onecycle:MAX_LR", optarg + 9,
+                                    DG_TRAIN_LR_MIN, DG_TRAIN_LR_MAX, &real))
+                return 2;
+            options->schedule = DG_SCHEDULE_ONECYCLE;
+            options->max_lr = (float)real;
         } else {
-            static const char *const names[] = {"plateau", "exp"};
-            const char *near = dg_cli_closest(optarg, names, 2);
+            static const char *const names[] = {"plateau", "exp", "onecycle"};
+            const char *near = dg_cli_closest(optarg, names, 3);
             return dg_cli_usage_error("train",
-                                      "--schedule expects plateau or exp:GAMMA, got '%s'%s%s%s",
+                                      "--schedule expects plateau, exp:GAMMA or onecycle:MAX_LR, "
+                                      "got '%s'%s%s%s",
                                       optarg, near ? " (did you mean " : "", near ? near : "",
                                       near ? "?)" : "");
         }
@@ -452,6 +462,10 @@ static int check_request(struct train_request *req, uint64_t split_seed, int spl
                                   (req->given & GIVEN_ROTATE) ? "--rotate"
                                   : (req->given & GIVEN_ZOOM) ? "--zoom"
                                                               : "--shift");
+    if ((req->given & GIVEN_LR) && (req->given & GIVEN_SCHEDULE) &&
+        options->schedule == DG_SCHEDULE_ONECYCLE)
+        return dg_cli_usage_error("train", "--lr and --schedule onecycle:MAX_LR both set the "
+                                           "learning rate: give MAX_LR alone");
     /* an optimizer's constants only with that optimizer (on --resume, with the checkpoint's:
      * train_resume_settings) */
     if (!req->resume_path || (req->given & GIVEN_OPTIMIZER)) {
@@ -569,11 +583,14 @@ enum dg_status train_resume_settings(const char *path, const struct dg_checkpoin
         snprintf(what, sizeof what, "--no-augment (the checkpoint's run augments)");
     else if ((given & GIVEN_SCHEDULE) &&
              (options->schedule != c->schedule ||
-              (options->schedule == DG_SCHEDULE_EXP && options->gamma != c->gamma)))
+              (options->schedule == DG_SCHEDULE_EXP && options->gamma != c->gamma) ||
+              (options->schedule == DG_SCHEDULE_ONECYCLE && options->max_lr != c->max_lr)))
     {
         char theirs[32] = "plateau";
         if (c->schedule == DG_SCHEDULE_EXP)
             snprintf(theirs, sizeof theirs, "exp:%g", (double)c->gamma);
+        else if (c->schedule == DG_SCHEDULE_ONECYCLE)
+            snprintf(theirs, sizeof theirs, "onecycle:%g", (double)c->max_lr);
         snprintf(what, sizeof what, "--schedule (the checkpoint's is %s)", theirs);
     }
     else if ((given & GIVEN_LABEL_SMOOTHING) && options->label_smoothing != c->label_smoothing)
@@ -624,6 +641,11 @@ enum dg_status train_resume_settings(const char *path, const struct dg_checkpoin
     else if ((given & GIVEN_EPOCHS) && options->epochs < ck->state.epoch)
         snprintf(what, sizeof what, "--epochs %d (the checkpoint has done %d epochs already)",
                  options->epochs, ck->state.epoch);
+    else if ((given & GIVEN_EPOCHS) && c->schedule == DG_SCHEDULE_ONECYCLE &&
+             options->epochs != c->epochs)
+        snprintf(what, sizeof what,
+                 "--epochs %d (the checkpoint's one-cycle schedule spans its %d epochs)",
+                 options->epochs, c->epochs);
     if (what[0])
         return dg_error(DG_ERR_USAGE,
                         "%s: %s contradicts the checkpoint; leave it out to use "

@@ -48,6 +48,10 @@ void train_settings_text(struct dg_text *t, const struct train_record *record)
         dg_text_add(t, "schedule=exp:");
         dg_text_add_float(t, o->gamma);
         dg_text_add(t, "\n");
+    } else if (o->schedule == DG_SCHEDULE_ONECYCLE) {
+        dg_text_add(t, "schedule=onecycle:");
+        dg_text_add_float(t, o->max_lr);
+        dg_text_add(t, "\n");
     }
     if (o->label_smoothing != 0.0f) {
         dg_text_add(t, "label_smoothing=");

@@ -41,6 +41,8 @@ static void settings_text(struct dg_text *t, const struct dg_checkpoint *ck)
     dg_text_add(t, "save_best=%d\nearly_stop=%d\n", o->save_best, o->early_stop);
     if (o->schedule == DG_SCHEDULE_EXP) /* (the default schedule writes nothing) */
         dg_text_add(t, "schedule=exp\ngamma=%.9g\n", (double)o->gamma);
+    else if (o->schedule == DG_SCHEDULE_ONECYCLE)
+        dg_text_add(t, "schedule=onecycle\nmax_lr=%.9g\n", (double)o->max_lr);
     if (o->label_smoothing != 0.0f) /* (none writes nothing) */
         dg_text_add(t, "label_smoothing=%.9g\n", (double)o->label_smoothing);
     if (ck->math[0])
@@ -240,6 +242,11 @@ static void read_options(struct reader *r, struct dg_checkpoint *ck, uint32_t bl
         o->gamma = get_float(r, "gamma");
         if (r->status == DG_OK && !(o->gamma > 0.0f && o->gamma <= 1.0f))
             bad(r, "gamma");
+    } else if (schedule && strncmp(schedule, "onecycle\n", 9) == 0) {
+        o->schedule = DG_SCHEDULE_ONECYCLE;
+        o->max_lr = get_float(r, "max_lr");
+        if (r->status == DG_OK && !(o->max_lr >= DG_TRAIN_LR_MIN && o->max_lr <= DG_TRAIN_LR_MAX))
+            bad(r, "max_lr");
     } else if (schedule) {
         bad(r, "schedule");
     }

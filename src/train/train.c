@@ -213,6 +213,22 @@ static enum dg_status trace_check(struct dg_net *net, int entry, int count, int 
     return DG_OK;
 }
 
+float dg_onecycle_lr(float max_lr, long step, long total)
+{
+    const double pi = 3.14159265358979323846;
+    double initial = (double)max_lr / 25.0, final = initial / 1e4;
+    double peak = 0.3 * (double)total - 1.0, end = (double)total - 1.0;
+    double start_lr = initial, end_lr = max_lr, pct;
+    if ((double)step <= peak) {
+        pct = peak > 0.0 ? (double)step / peak : 1.0;
+    } else {
+        start_lr = max_lr;
+        end_lr = final;
+        pct = end > peak ? ((double)step - peak) / (end - peak) : 1.0;
+    }
+    return (float)(end_lr + (start_lr - end_lr) / 2.0 * (cos(pi * pct) + 1.0));
+}
+
 /* The end of an epoch with validation rows: their loss and accuracy into the report, then the
  * schedule (ReduceLROnPlateau), the best epoch (its weights kept with --save-best) and the
  * early stop, in the state. */
@@ -362,10 +378,17 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
             goto fail;
         double loss_sum = state.loss_sum, correct = state.correct;
         int traced_from = first_step; /* the first step whose stats are not read yet */
+        if (options->schedule == DG_SCHEDULE_ONECYCLE)
+            state.lr = dg_onecycle_lr(options->max_lr, (long)epoch * steps + first_step,
+                                      (long)options->epochs * steps);
+        float epoch_lr = state.lr; /* the epoch's first step's (one-cycle: it moves per step) */
         for (int step = first_step; step < steps; step++) {
             size_t first = (size_t)step * (size_t)options->batch;
             int n = (int)(train_count - first < (size_t)options->batch ? train_count - first
                                                                        : (size_t)options->batch);
+            if (options->schedule == DG_SCHEDULE_ONECYCLE)
+                state.lr = dg_onecycle_lr(options->max_lr, (long)epoch * steps + step,
+                                          (long)options->epochs * steps);
             struct dg_net_mode mode = {1, options->seed, (uint32_t)epoch, (uint32_t)step};
             struct dg_augment_key augment = {options->seed,  (uint32_t)epoch, (uint32_t)step,
                                              options->rotation_deg, options->shift,
@@ -414,7 +437,7 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
         report.epochs = options->epochs;
         report.loss = loss_sum / (double)train_count;
         report.accuracy = correct / (double)train_count;
-        report.lr = state.lr;
+        report.lr = epoch_lr;
         report.val_loss = NAN;
         report.val_accuracy = NAN;
         if (val_count > 0 &&
@@ -423,6 +446,9 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
             goto fail;
         if (options->schedule == DG_SCHEDULE_EXP)
             state.lr *= options->gamma;
+        else if (options->schedule == DG_SCHEDULE_ONECYCLE && epoch + 1 < options->epochs)
+            state.lr = dg_onecycle_lr(options->max_lr, (long)(epoch + 1) * steps,
+                                      (long)options->epochs * steps);
         report.next_lr = state.lr;
         report.images_per_second = (double)images / train_seconds;
         report.seconds = now_seconds() - start;
