@@ -107,6 +107,12 @@ cudaError_t dg_launch_sgd(size_t count, float *w, const float *g, float *b, floa
                           float momentum, int nesterov, const struct dg_step_block *vars,
                           cudaStream_t stream);
 
+/* ---- the moving average of the weights (kernels/ema.cu) ---- */
+
+/* src/math/ema.h over count parameters: shadow = decay shadow + (1 - decay) w. */
+cudaError_t dg_launch_ema(size_t count, float *shadow, const float *w, float decay,
+                          cudaStream_t stream);
+
 /* ---- batch assembly (kernels/assemble.cu) ---- */
 
 /* x (n, 1, 28, 28) <- images[rows[i]] / 255 (rows == NULL: image i), warped with the draws of

@@ -773,6 +773,27 @@ START_TEST(sgd_exact)
 }
 END_TEST
 
+/* The moving average of the weights: bit-identical to the CPU over three steps. */
+START_TEST(ema_exact)
+{
+    const size_t n = rmsprop_cases.at[_i].count;
+    struct dg_test_rng rng = {1300 + (uint64_t)_i};
+    float *e = dg_test_floats(n), *w = dg_test_floats(n);
+    dg_test_fill(&rng, e, n, -0.1f, 0.1f);
+    float *d_e = dev_floats(gpu, e, n), *d_w = dev_floats(gpu, NULL, n);
+    static const float decays[3] = {0.999f, 0.9f, 0.5f};
+    for (int step = 0; step < 3; step++) {
+        dg_test_fill(&rng, w, n, -1.0f, 1.0f);
+        check_ok(gpu->ops->upload(gpu, d_w, w, n * sizeof(float)));
+        check_ok(cpu->ops->ema(cpu, n, e, w, decays[step]));
+        check_ok(gpu->ops->ema(gpu, n, d_e, d_w, decays[step]));
+    }
+    ck_assert(agree_dev("ema", gpu, d_e, e, n, &dg_tol_exact));
+    gpu->ops->free(gpu, d_e), gpu->ops->free(gpu, d_w);
+    free(e), free(w);
+}
+END_TEST
+
 /* ---- data ---- */
 
 /* Batches of odd sizes, plain and augmented, queued back to back before any download (so the
@@ -971,6 +992,7 @@ static Suite *gpu_ops_suite(void)
     tcase_add_loop_test(elementwise, softmax_xent_vs_cpu, 0, softmax_cases.count);
     tcase_add_loop_test(elementwise, rmsprop_exact, 0, rmsprop_cases.count);
     tcase_add_loop_test(elementwise, batchnorm_vs_cpu, 0, bn_cases.count);
+    tcase_add_loop_test(elementwise, ema_exact, 0, rmsprop_cases.count);
     tcase_add_loop_test(elementwise, adam_exact, 0, rmsprop_cases.count);
     tcase_add_loop_test(elementwise, sgd_exact, 0, 2 * rmsprop_cases.count);
     tcase_set_timeout(elementwise, 300);

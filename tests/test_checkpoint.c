@@ -371,6 +371,42 @@ START_TEST(onecycle_resumes_after_kill_9)
 }
 END_TEST
 
+/* --ema: the average is a block of the checkpoint (resumed bit for bit, with Adam's two and
+ * --save-best's, five blocks), the model file holds the average and says so, another --ema
+ * on resume is refused, and the averaged model differs from the plain run's. */
+START_TEST(ema_resumes_and_is_kept)
+{
+    const char *opts = "--ema 0.9 --optimizer adam --save-best";
+    ck_assert_int_eq(run("train %s %s --epochs 2 %s -o eref.dgt", train, TRAIN_ARGS, opts), 0);
+    probs_of("eref.dgt", "eref.probs");
+    ck_assert_int_eq(run("train %s %s --epochs 1 %s -o epart.dgt", train, TRAIN_ARGS, opts), 0);
+    ck_assert_int_eq(run("train %s --resume epart.dgt.ckpt --epochs 2 --device cpu", train), 0);
+    probs_of("epart.dgt", "epart.probs");
+    expect_same_file("eref.probs", "epart.probs");
+    char out[512], err[512];
+    ck_assert_int_eq(dg_test_run_digits(dir, out, NULL, "info --model eref.dgt"), 0);
+    dg_test_expect_in(out, "\nema=0.9\n");
+    ck_assert_int_eq(dg_test_run_digits(dir, NULL, err,
+                                        "train %s --resume eref.dgt.ckpt --epochs 3 --ema 0.99",
+                                        train),
+                     2);
+    dg_test_expect_in(err, "eref.dgt.ckpt: --ema 0.99 (the checkpoint's is 0.9) contradicts");
+    ck_assert_int_eq(run("train %s %s --epochs 2 --optimizer adam --save-best -o eplain.dgt", train,
+                         TRAIN_ARGS),
+                     0);
+    probs_of("eplain.dgt", "eplain.probs");
+    size_t na, nb;
+    char *a = read_file("eref.probs", &na), *b = read_file("eplain.probs", &nb);
+    ck_assert(na != nb || memcmp(a, b, na) != 0);
+    free(a);
+    free(b);
+    ck_assert_int_eq(dg_test_run_digits(dir, out, NULL, "info --model eplain.dgt"), 0);
+    char *info = dg_test_slurp(out);
+    ck_assert_ptr_null(strstr(info, "ema="));
+    free(info);
+}
+END_TEST
+
 START_TEST(resume_after_kill_9)
 {
     reference_run();
@@ -796,6 +832,7 @@ int main(void)
     tcase_add_loop_test(tc, optimizer_resumes_and_is_kept, 0, 2);
     tcase_add_test(tc, resume_after_kill_9);
     tcase_add_test(tc, onecycle_resumes_after_kill_9);
+    tcase_add_test(tc, ema_resumes_and_is_kept);
     tcase_add_loop_test(tc, resume_after_a_signal, 0, 2);
     tcase_add_test(tc, refusals);
     tcase_add_test(tc, refuses_non_finite_state_and_out_of_range_settings);

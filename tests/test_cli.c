@@ -634,6 +634,8 @@ START_TEST(usage_errors_exit_2)
         {"train %s/%s --shift -0.1", "--shift expects a number in [0, 0.5], got '-0.1'"},
         {"train %s/%s --schedule expo", "--schedule expects plateau, exp:GAMMA or "
                                         "onecycle:MAX_LR, got 'expo' (did you mean exp?)"},
+        {"train %s/%s --ema 1", "--ema expects a number in [0.5, 0.999999], got '1'"},
+        {"train %s/%s --ema x", "--ema expects a number in [0.5, 0.999999], got 'x'"},
         {"train %s/%s --schedule onecycle", "--schedule expects plateau, exp:GAMMA or "
                                             "onecycle:MAX_LR, got 'onecycle'"},
         {"train %s/%s --schedule onecycle:0", "--schedule onecycle:MAX_LR expects a number in "

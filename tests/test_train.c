@@ -193,6 +193,59 @@ static void record_epoch(const struct dg_epoch_report *report, void *ctx)
     h->epochs = report->epoch;
 }
 
+/* --ema: after every training step the net's average is decay e + (1 - decay) w of the weights
+ * that step left (computed here on the host from the weights downloaded after each step, bit
+ * for bit; the average starts at the initial weights); dg_net_swap_ema exchanges the two. */
+START_TEST(ema_follows_the_weights)
+{
+    struct dg_backend *be;
+    ck_assert_int_eq(dg_backend_cpu_create(2, &be), DG_OK);
+    struct dg_model model;
+    build_reference(&model, 5);
+    enum { N = 8 };
+    struct dg_dataset data;
+    ck_assert_int_eq(dg_dataset_load(dg_test_sample_path(), NULL, NULL, &data), DG_OK);
+    struct dg_net *net;
+    ck_assert_int_eq(dg_net_create(be, &model, N, &net), DG_OK);
+    ck_assert_int_eq(dg_net_upload_params(net, model.params, 1), DG_OK);
+    const float decay = 0.75f;
+    ck_assert_int_eq(dg_net_set_ema(net, decay, model.params), DG_OK);
+    void *handle;
+    ck_assert_int_eq(be->ops->dataset_attach(be, &data, &handle), DG_OK);
+    size_t count = model.param_count;
+    float *expect = malloc(count * sizeof(float)), *w = malloc(count * sizeof(float));
+    float *got = malloc(count * sizeof(float));
+    memcpy(expect, model.params, count * sizeof(float));
+    for (uint32_t step = 0; step < 4; step++) {
+        uint32_t rows[N];
+        for (int i = 0; i < N; i++)
+            rows[i] = step * N + (uint32_t)i;
+        struct dg_net_mode mode = {1, 7, 0, step};
+        ck_assert_int_eq(dg_net_train_step(net, handle, rows, N, &mode, NULL, 1e-3f, 0.9f, 1e-8f),
+                         DG_OK);
+        ck_assert_int_eq(dg_net_download_params(net, w), DG_OK);
+        for (size_t i = 0; i < count; i++)
+            expect[i] = decay * expect[i] + (1.0f - decay) * w[i];
+    }
+    ck_assert_int_eq(dg_net_download_ema(net, got), DG_OK);
+    ck_assert_int_eq(memcmp(got, expect, count * sizeof(float)), 0);
+    ck_assert_int_ne(memcmp(got, w, count * sizeof(float)), 0);
+    /* swapped, the weights the net evaluates are the average; swapped back, the weights */
+    dg_net_swap_ema(net);
+    ck_assert_int_eq(dg_net_download_params(net, got), DG_OK);
+    ck_assert_int_eq(memcmp(got, expect, count * sizeof(float)), 0);
+    dg_net_swap_ema(net);
+    ck_assert_int_eq(dg_net_download_params(net, got), DG_OK);
+    ck_assert_int_eq(memcmp(got, w, count * sizeof(float)), 0);
+    free(expect), free(w), free(got);
+    be->ops->dataset_detach(be, handle);
+    dg_net_free(net);
+    dg_dataset_free(&data);
+    dg_model_free(&model);
+    dg_backend_destroy(be);
+}
+END_TEST
+
 /* --schedule onecycle:MAX_LR against PyTorch's OneCycleLR (defaults, cycle_momentum=False),
  * its formula written out: the ends, the peak, and points on both cosines. */
 START_TEST(onecycle_learning_rates)
@@ -336,6 +389,7 @@ int main(void)
     tcase_add_test(tc, split_and_shuffle_are_seeded_permutations);
     tcase_add_loop_test(tc, whole_network_gradient_check, 0, 2);
     tcase_add_test(tc, onecycle_learning_rates);
+    tcase_add_test(tc, ema_follows_the_weights);
     tcase_add_test(tc, short_training_on_sample_learns);
     tcase_add_test(tc, same_seed_gives_bit_identical_weights);
     tcase_add_test(tc, training_refuses_unlabelled_data);

@@ -232,6 +232,10 @@ struct dg_backend_ops {
     /* SGD with momentum over n parameters (src/math/sgd.h): b the momentum buffer (n). */
     enum dg_status (*sgd)(struct dg_backend *be, size_t n, float *w, const float *g, float *b,
                           float lr, float momentum, int nesterov);
+    /* The moving average of the weights over n parameters (src/math/ema.h): shadow = decay
+     * shadow + (1 - decay) w, elementwise, bit-identical on every backend. */
+    enum dg_status (*ema)(struct dg_backend *be, size_t n, float *shadow, const float *w,
+                          float decay);
 
     /* Optional (NULL when the backend has no device memory of its own, as the CPU): free and
      * total bytes of the backend's device, as the driver counts them (every process). */

@@ -89,6 +89,11 @@ struct dg_net {
     struct dg_optimizer optimizer;
     float *opt_v;
     float *opt_pow;
+    /* The moving average of the weights (dg_net_set_ema; NULL: none): param_count floats,
+     * ema = ema_decay ema + (1 - ema_decay) params after every update. dg_net_swap_ema
+     * exchanges it with params (evaluation on the averaged weights). */
+    float *ema;
+    float ema_decay;
     void *graph;
     unsigned char graph_key[128];
     void *plans[DG_MAX_LAYERS]; /* conv plans for plan_batch images */
@@ -122,6 +127,15 @@ enum dg_status dg_net_set_optimizer(struct dg_net *net, const struct dg_optimize
  * sets beta1^t, beta2^t as dg_adam_powers computes them (the products the steps make). */
 enum dg_status dg_net_upload_adam(struct dg_net *net, const float *host_v, uint64_t t);
 enum dg_status dg_net_download_adam_v(struct dg_net *net, float *host_v);
+
+/* Keeps a moving average of the weights from now on (0 < decay < 1), starting at host_init
+ * (param_count floats: the weights at the start, or a checkpoint's average). */
+enum dg_status dg_net_set_ema(struct dg_net *net, float decay, const float *host_init);
+enum dg_status dg_net_download_ema(struct dg_net *net, float *host);
+/* Exchanges the weights and their average (both in backend memory, nothing copied): called
+ * twice around an evaluation, it runs that evaluation on the average. Never across a training
+ * step (a captured step holds the pointers it was captured with). */
+void dg_net_swap_ema(struct dg_net *net);
 
 /* Forward of n <= max_batch images in act[0]; leaves logits in out[layer_count] and the
  * softmax in probs. When labels != NULL (backend memory, n entries) adds the loss sum and

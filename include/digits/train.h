@@ -80,6 +80,10 @@ struct dg_train_options {
     /* Label smoothing (Keras' CategoricalCrossentropy(label_smoothing)): targets (1 - s)
      * onehot + s / 10, in the training and validation losses; 0 (the default): none. */
     float label_smoothing;
+    /* A moving average of the weights, ema = decay ema + (1 - decay) w after every step
+     * (Keras' use_ema / ema_momentum; 0, the default: none). With it, validation (the
+     * schedule, --save-best, --early-stop) and the model written use the average. */
+    float ema;
     /* The optimizer: RMSprop (the default, with lr, rho, eps above), Adam or SGD with momentum
      * (their constants here; dg_train_options_default fills every optimizer's defaults). */
     struct dg_optimizer optimizer;
@@ -124,6 +128,7 @@ struct dg_train_state {
                              Adam's first moments, SGD's momentum buffer */
     float *opt_v;         /* Adam's second moments (allocated for every optimizer) */
     uint64_t opt_steps;   /* optimizer steps taken (Adam's t) */
+    float *ema_params;    /* the moving average of the weights (allocated for every run) */
     float *best_params;   /* the weights of best_epoch (with save_best; NULL otherwise) */
 };
 

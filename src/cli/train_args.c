@@ -48,6 +48,9 @@ static const char *usage_text_options =
     "                        from MAX_LR/25 up to MAX_LR over the first 30% of the steps,\n"
     "                        then down to MAX_LR/25e4; it sets the rate: not with --lr)\n"
     "      --label-smoothing S  targets (1 - S) onehot + S/10 in the loss, 0 <= S < 1 (0)\n"
+    "      --ema DECAY       keep a moving average of the weights, e = DECAY e + (1 - DECAY) w\n"
+    "                        after every step (0.5..0.999999, e.g. 0.999); validation, the\n"
+    "                        best epoch and the model file use the average (none)\n"
     "      --val-split X     fraction held out for validation, seeded (0.1)\n"
     "      --seed N          seed of every random draw (42)\n"
     "      --no-augment      no augmentation (default: rotation 10, zoom 0.1, shifts 0.1)\n"
@@ -177,6 +180,9 @@ static int parse_devices(const char *text, int *devices, int *count)
     }
 }
 
+/* Long options without a letter of their own. */
+enum { OPTION_EMA = 1000 };
+
 /* Applies one option of getopt_long to req; -1 to go on, else the exit code. */
 static int apply_option(int opt, struct train_request *req, uint64_t *split_seed,
                         int *split_seed_given)
@@ -230,6 +236,15 @@ static int apply_option(int opt, struct train_request *req, uint64_t *split_seed
         break;
     case 'G':
         options->no_graphs = 1;
+        break;
+    case OPTION_EMA:
+        if (!dg_cli_parse_float("train", "--ema", optarg, 0.5, 0.999999, &real))
+            return 2;
+        options->ema = (float)real;
+        if (!(options->ema < 1.0f))
+            return dg_cli_usage_error("train", "--ema %s rounds to 1 in float (no averaging)",
+                                      optarg);
+        req->given |= GIVEN_EMA;
         break;
     case 'H':
         if (!dg_cli_parse_float("train", "--label-smoothing", optarg, 0.0, 0.999, &real))
@@ -505,6 +520,7 @@ int train_parse_args(int argc, char **argv, struct train_request *req)
         {"schedule", required_argument, NULL, 'W'},
         {"net", required_argument, NULL, 'T'},
         {"label-smoothing", required_argument, NULL, 'H'},
+        {"ema", required_argument, NULL, OPTION_EMA},
         {"optimizer", required_argument, NULL, 'Q'},
         {"momentum", required_argument, NULL, 'U'},
         {"nesterov", no_argument, NULL, 'J'},
@@ -593,6 +609,9 @@ enum dg_status train_resume_settings(const char *path, const struct dg_checkpoin
             snprintf(theirs, sizeof theirs, "onecycle:%g", (double)c->max_lr);
         snprintf(what, sizeof what, "--schedule (the checkpoint's is %s)", theirs);
     }
+    else if ((given & GIVEN_EMA) && options->ema != c->ema)
+        snprintf(what, sizeof what, "--ema %g (the checkpoint's is %s%g)", (double)options->ema,
+                 c->ema > 0.0f ? "" : "none: ", (double)c->ema);
     else if ((given & GIVEN_LABEL_SMOOTHING) && options->label_smoothing != c->label_smoothing)
         snprintf(what, sizeof what, "--label-smoothing %g (the checkpoint's is %g)",
                  (double)options->label_smoothing, (double)c->label_smoothing);

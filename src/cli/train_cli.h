@@ -45,6 +45,7 @@ enum train_given {
     GIVEN_BETA1 = 1 << 19,
     GIVEN_BETA2 = 1 << 20,
     GIVEN_ADAM_EPS = 1 << 21,
+    GIVEN_EMA = 1 << 22,
 };
 
 /* The math a run computes with, as the model file and the checkpoint name it: "bf16", "tf32"

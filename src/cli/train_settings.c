@@ -53,6 +53,11 @@ void train_settings_text(struct dg_text *t, const struct train_record *record)
         dg_text_add_float(t, o->max_lr);
         dg_text_add(t, "\n");
     }
+    if (o->ema > 0.0f) {
+        dg_text_add(t, "ema=");
+        dg_text_add_float(t, o->ema);
+        dg_text_add(t, "\n");
+    }
     if (o->label_smoothing != 0.0f) {
         dg_text_add(t, "label_smoothing=");
         dg_text_add_float(t, o->label_smoothing);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "math/augment.h"
+#include "math/ema.h"
 #include "math/dropout.h"
 #include "math/rmsprop.h"
 #include "math/softmax_xent.h"
@@ -532,6 +533,31 @@ static enum dg_status cpu_sgd(struct dg_backend *be, size_t n, float *w, const f
     return DG_OK;
 }
 
+struct ema_job {
+    size_t n;
+    float *shadow;
+    const float *w;
+    float decay;
+};
+
+static void ema_task(void *ctx, int thread, int threads)
+{
+    const struct ema_job *job = ctx;
+    size_t i0, i1;
+    dg_cpu_split(job->n, 4096, thread, threads, &i0, &i1);
+    for (size_t i = i0; i < i1; i++)
+        dg_ema_element(&job->shadow[i], job->w[i], job->decay);
+}
+
+static enum dg_status cpu_ema(struct dg_backend *be, size_t n, float *shadow, const float *w,
+                              float decay)
+{
+    struct dg_cpu *cpu = be->impl;
+    struct ema_job job = {n, shadow, w, decay};
+    dg_cpu_threads_run(cpu->pool, ema_task, &job);
+    return DG_OK;
+}
+
 /* ---- construction ---- */
 
 static const struct dg_backend_ops cpu_ops = {
@@ -564,6 +590,7 @@ static const struct dg_backend_ops cpu_ops = {
     .rmsprop = cpu_rmsprop,
     .adam = cpu_adam,
     .sgd = cpu_sgd,
+    .ema = cpu_ema,
 };
 
 /* DIGITS_CPU_KERNELS=auto|generic|direct|winograd chooses the convolution algorithms. */

@@ -429,6 +429,17 @@ fail:
     return status;
 }
 
+static enum dg_status cuda_ema(struct dg_backend *be, size_t n, float *shadow, const float *w,
+                               float decay)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    enum dg_status status = DG_OK;
+    DG_LAUNCH(cb, dg_launch_ema(n, shadow, w, decay, cb->stream));
+    return DG_OK;
+fail:
+    return status;
+}
+
 /* ---- lifetime ---- */
 
 static void cuda_destroy(struct dg_backend *be)
@@ -499,6 +510,7 @@ static const struct dg_backend_ops cuda_ops = {
     .rmsprop = cuda_rmsprop,
     .adam = cuda_adam,
     .sgd = cuda_sgd,
+    .ema = cuda_ema,
     .device_memory = cuda_device_memory,
     .step_begin = dg_cuda_step_begin,
     .step_end = dg_cuda_step_end,

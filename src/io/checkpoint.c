@@ -43,6 +43,8 @@ static void settings_text(struct dg_text *t, const struct dg_checkpoint *ck)
         dg_text_add(t, "schedule=exp\ngamma=%.9g\n", (double)o->gamma);
     else if (o->schedule == DG_SCHEDULE_ONECYCLE)
         dg_text_add(t, "schedule=onecycle\nmax_lr=%.9g\n", (double)o->max_lr);
+    if (o->ema > 0.0f) /* (none writes nothing) */
+        dg_text_add(t, "ema=%.9g\n", (double)o->ema);
     if (o->label_smoothing != 0.0f) /* (none writes nothing) */
         dg_text_add(t, "label_smoothing=%.9g\n", (double)o->label_smoothing);
     if (ck->math[0])
@@ -68,15 +70,19 @@ static void settings_text(struct dg_text *t, const struct dg_checkpoint *ck)
 }
 
 /* The float blocks of a checkpoint in file order: weights, the optimizer's first state vector,
- * Adam's second moments (Adam only), the best epoch's weights (when kept). */
+ * Adam's second moments (Adam only), the moving average of the weights (--ema only), the best
+ * epoch's weights (when kept). */
+#define MAX_BLOCKS 5
 static uint32_t block_list(const struct dg_train_options *o, const struct dg_train_state *s,
-                           int has_best, float *block[4])
+                           int has_best, float *block[MAX_BLOCKS])
 {
     uint32_t k = 0;
     block[k++] = s->params;
     block[k++] = s->rms_acc;
     if (o->optimizer.kind == DG_OPTIMIZER_ADAM)
         block[k++] = s->opt_v;
+    if (o->ema > 0.0f)
+        block[k++] = s->ema_params;
     if (has_best)
         block[k++] = s->best_params;
     return k;
@@ -92,7 +98,7 @@ enum dg_status dg_checkpoint_save(const char *path, const struct dg_model *model
     struct dg_text t = {0};
     settings_text(&t, ck);
     int has_best = s->best_params && s->best_epoch > 0;
-    float *block[4];
+    float *block[MAX_BLOCKS];
     uint32_t blocks = block_list(&ck->options, s, has_best, block);
     struct buffer b = {NULL, 0, 0};
     uint64_t count = model->param_count;
@@ -250,6 +256,12 @@ static void read_options(struct reader *r, struct dg_checkpoint *ck, uint32_t bl
     } else if (schedule) {
         bad(r, "schedule");
     }
+    o->ema = 0.0f;
+    if (dg_settings_value(r->text, "ema")) {
+        o->ema = get_float(r, "ema");
+        if (r->status == DG_OK && !(o->ema >= 0.5f && o->ema < 1.0f))
+            bad(r, "ema");
+    }
     o->label_smoothing = 0.0f;
     if (dg_settings_value(r->text, "label_smoothing")) {
         o->label_smoothing = get_float(r, "label_smoothing");
@@ -299,7 +311,8 @@ static void read_options(struct reader *r, struct dg_checkpoint *ck, uint32_t bl
                 bad(r, "SGD settings");
         }
     }
-    uint32_t adam = o->optimizer.kind == DG_OPTIMIZER_ADAM;
+    /* the blocks besides the weights, the first state vector and the best weights */
+    uint32_t extra = (o->optimizer.kind == DG_OPTIMIZER_ADAM) + (o->ema > 0.0f);
     /* the settings without an option: finite, and the signs the recipe needs */
     if (r->status == DG_OK &&
         (!isfinite(o->rho) || !isfinite(o->eps) || !isfinite(o->rotation_deg) ||
@@ -307,8 +320,8 @@ static void read_options(struct reader *r, struct dg_checkpoint *ck, uint32_t bl
          !isfinite(o->min_delta) || !isfinite(o->min_lr) || o->rho < 0.0f || o->rho >= 1.0f ||
          o->eps <= 0.0f || o->patience < 0 || o->patience > DG_TRAIN_EPOCHS_MAX))
         bad(r, "settings");
-    if (r->status == DG_OK && (blocks < 2 + adam || blocks > 3 + adam ||
-                               (blocks == 3 + adam && !o->save_best)))
+    if (r->status == DG_OK && (blocks < 2 + extra || blocks > 3 + extra ||
+                               (blocks == 3 + extra && !o->save_best)))
         bad(r, "settings");
 }
 
@@ -329,13 +342,13 @@ static void read_state(struct reader *r, struct dg_checkpoint *ck, uint32_t bloc
     s->loss_sum = get_double(r, "state_loss_sum");
     s->correct = get_double(r, "state_correct");
     s->seconds = get_double(r, "state_seconds");
-    uint32_t adam = o->optimizer.kind == DG_OPTIMIZER_ADAM;
-    s->opt_steps = adam ? get_u64(r, "state_adam_t", 10) : 0;
+    uint32_t extra = (o->optimizer.kind == DG_OPTIMIZER_ADAM) + (o->ema > 0.0f);
+    s->opt_steps = o->optimizer.kind == DG_OPTIMIZER_ADAM ? get_u64(r, "state_adam_t", 10) : 0;
     read_history(r, s);
     if (r->status == DG_OK && (s->epoch < 0 || s->epoch > o->epochs || s->step < 0 ||
                               !isfinite(s->lr) || s->lr < 0.0f ||
                               s->history_count != s->epoch ||
-                              (blocks == 3 + adam) != (o->save_best && s->best_epoch > 0)))
+                              (blocks == 3 + extra) != (o->save_best && s->best_epoch > 0)))
         bad(r, "state");
 }
 
@@ -382,7 +395,8 @@ enum dg_status dg_checkpoint_load(const char *path, struct dg_model *model,
     const unsigned char *p = data + HEADER_BYTES + (size_t)layer_count * DG_IO_LAYER_BYTES;
     uint64_t param_count = (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
     uint32_t blocks = get_u32(p + 8), text_len = get_u32(p + 12);
-    if (text_len > MAX_TEXT || param_count > ((uint64_t)1 << 28) || blocks < 2 || blocks > 4) {
+    if (text_len > MAX_TEXT || param_count > ((uint64_t)1 << 28) || blocks < 2 ||
+        blocks > MAX_BLOCKS) {
         status = dg_error(DG_ERR_INPUT, "%s: corrupted checkpoint file (bad header sizes)", path);
         goto done;
     }
@@ -419,15 +433,22 @@ enum dg_status dg_checkpoint_load(const char *path, struct dg_model *model,
         goto done;
     }
     const unsigned char *floats = p + 16 + text_len;
-    float *out[4];
+    float *out[MAX_BLOCKS];
     int has_best = o->save_best && s->best_epoch > 0;
     block_list(o, s, has_best, out);
     for (uint32_t k = 0; k < blocks; k++)
         for (size_t i = 0; i < model->param_count; i++)
             out[k][i] = get_f32(floats + ((size_t)k * model->param_count + i) * 4);
-    const char *vectors[4] = {"weights", "accumulators", "best weights", "best weights"};
+    const char *vectors[MAX_BLOCKS];
+    uint32_t named = 0;
+    vectors[named++] = "weights";
+    vectors[named++] = o->optimizer.kind == DG_OPTIMIZER_ADAM ? "first moments" : "accumulators";
     if (o->optimizer.kind == DG_OPTIMIZER_ADAM)
-        vectors[1] = "first moments", vectors[2] = "second moments";
+        vectors[named++] = "second moments";
+    if (o->ema > 0.0f)
+        vectors[named++] = "moving average of the weights";
+    while (named < MAX_BLOCKS)
+        vectors[named++] = "best weights";
     for (uint32_t k = 0; k < blocks; k++)
         if ((status = dg_io_check_finite(path, vectors[k], model, -1, out[k])) != DG_OK)
             goto done;

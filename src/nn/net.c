@@ -155,7 +155,7 @@ void dg_net_free(struct dg_net *net)
     free_plans(net, net->plans);
     free_plans(net, net->plans_alt);
     float *buffers[] = {net->params,  net->grads,  net->rms_acc, net->probs,
-                        net->dlogits, net->opt_v, net->opt_pow};
+                        net->dlogits, net->opt_v, net->opt_pow, net->ema};
     for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++)
         if (buffers[i])
             be->ops->free(be, buffers[i]);
@@ -234,6 +234,33 @@ enum dg_status dg_net_set_optimizer(struct dg_net *net, const struct dg_optimize
     status = dg_net_upload_adam(net, zeros, 0);
     free(zeros);
     return status;
+}
+
+enum dg_status dg_net_set_ema(struct dg_net *net, float decay, const float *host_init)
+{
+    enum dg_status status;
+    if (!(decay > 0.0f && decay < 1.0f))
+        return dg_error(DG_ERR_RUNTIME, "net: a moving average of decay %g", (double)decay);
+    if (!net->ema && (status = alloc_floats(net, net->model->param_count, &net->ema)) != DG_OK)
+        return status;
+    net->ema_decay = decay;
+    return net->be->ops->upload(net->be, net->ema, host_init,
+                                net->model->param_count * sizeof(float));
+}
+
+enum dg_status dg_net_download_ema(struct dg_net *net, float *host)
+{
+    if (!net->ema)
+        return dg_error(DG_ERR_RUNTIME, "net: no moving average of the weights");
+    return net->be->ops->download(net->be, host, net->ema,
+                                  net->model->param_count * sizeof(float));
+}
+
+void dg_net_swap_ema(struct dg_net *net)
+{
+    float *params = net->params;
+    net->params = net->ema;
+    net->ema = params;
 }
 
 enum dg_status dg_net_upload_adam(struct dg_net *net, const float *host_v, uint64_t t)
@@ -462,6 +489,9 @@ static enum dg_status step_ops(struct dg_net *net, void *data_handle, const uint
     if ((status = hook(net, update_layer, 1, 0)) != DG_OK ||
         (status = dg_net_update(net, lr, rho, eps)) != DG_OK)
         return status;
+    if (net->ema && (status = be->ops->ema(be, net->model->param_count, net->ema, net->params,
+                                           net->ema_decay)) != DG_OK)
+        return dg_error_prefix(status, "the moving average of the weights");
     return hook(net, update_layer, 1, 1);
 }
 
@@ -478,6 +508,8 @@ struct graph_key {
     float label_smoothing;
     struct dg_optimizer optimizer;
     double *trace;
+    float *params, *ema;
+    float ema_decay;
 };
 
 _Static_assert(sizeof(struct graph_key) <= sizeof(((struct dg_net *)0)->graph_key),
@@ -504,6 +536,9 @@ static void graph_key_make(const struct dg_net *net, void *data_handle, int n,
     key.label_smoothing = net->label_smoothing;
     key.optimizer = net->optimizer;
     key.trace = net->trace;
+    key.params = net->params;
+    key.ema = net->ema;
+    key.ema_decay = net->ema_decay;
     memset(out, 0, sizeof net->graph_key);
     memcpy(out, &key, sizeof key);
 }

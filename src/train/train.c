@@ -103,9 +103,10 @@ enum dg_status dg_train_state_init(struct dg_train_state *state, size_t param_co
     state->params = malloc(param_count * sizeof(float));
     state->rms_acc = calloc(param_count, sizeof(float));
     state->opt_v = calloc(param_count, sizeof(float));
+    state->ema_params = calloc(param_count, sizeof(float));
     state->best_params = save_best ? malloc(param_count * sizeof(float)) : NULL;
     if (!state->history || !state->params || !state->rms_acc || !state->opt_v ||
-        (save_best && !state->best_params)) {
+        !state->ema_params || (save_best && !state->best_params)) {
         dg_train_state_free(state);
         return dg_error(DG_ERR_NOMEM, "train: out of memory for the training state");
     }
@@ -118,6 +119,7 @@ void dg_train_state_free(struct dg_train_state *state)
     free(state->params);
     free(state->rms_acc);
     free(state->opt_v);
+    free(state->ema_params);
     free(state->best_params);
     memset(state, 0, sizeof *state);
 }
@@ -128,7 +130,9 @@ static void state_copy(struct dg_train_state *to, const struct dg_train_state *f
     struct dg_epoch_report *history = to->history;
     int capacity = to->history_capacity;
     float *params = to->params, *rms = to->rms_acc, *v = to->opt_v, *best = to->best_params;
+    float *ema = to->ema_params;
     *to = *from;
+    to->ema_params = ema;
     to->history = history;
     to->history_capacity = capacity;
     to->params = params;
@@ -142,6 +146,8 @@ static void state_copy(struct dg_train_state *to, const struct dg_train_state *f
     memcpy(rms, from->rms_acc, from->param_count * sizeof(float));
     if (from->opt_v)
         memcpy(v, from->opt_v, from->param_count * sizeof(float));
+    if (from->ema_params)
+        memcpy(ema, from->ema_params, from->param_count * sizeof(float));
     if (best && from->best_params)
         memcpy(best, from->best_params, from->param_count * sizeof(float));
 }
@@ -157,6 +163,8 @@ static enum dg_status checkpoint(struct dg_net *net, struct dg_train_state *stat
         status = dg_net_download_rms(net, state->rms_acc);
     if (status == DG_OK && net->optimizer.kind == DG_OPTIMIZER_ADAM)
         status = dg_net_download_adam_v(net, state->opt_v);
+    if (status == DG_OK && net->ema)
+        status = dg_net_download_ema(net, state->ema_params);
     if (status == DG_OK)
         status = options->on_checkpoint(state, options->ctx);
     return status;
@@ -340,11 +348,15 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
         if ((status = dg_net_upload_params(net, state.params, 0)) != DG_OK ||
             (status = dg_net_upload_rms(net, state.rms_acc)) != DG_OK ||
             (options->optimizer.kind == DG_OPTIMIZER_ADAM &&
-             (status = dg_net_upload_adam(net, state.opt_v, state.opt_steps)) != DG_OK))
+             (status = dg_net_upload_adam(net, state.opt_v, state.opt_steps)) != DG_OK) ||
+            (options->ema > 0.0f &&
+             (status = dg_net_set_ema(net, options->ema, state.ema_params)) != DG_OK))
             goto fail;
     } else {
         state.lr = options->lr;
-        if ((status = dg_net_upload_params(net, model->params, 1)) != DG_OK)
+        if ((status = dg_net_upload_params(net, model->params, 1)) != DG_OK ||
+            (options->ema > 0.0f &&
+             (status = dg_net_set_ema(net, options->ema, model->params)) != DG_OK))
             goto fail;
     }
     if ((status = be->ops->dataset_attach(be, dataset, &handle)) != DG_OK)
@@ -440,10 +452,16 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
         report.lr = epoch_lr;
         report.val_loss = NAN;
         report.val_accuracy = NAN;
-        if (val_count > 0 &&
-            (status = validate(net, handle, val_rows, val_count, options, epoch, &state,
-                               &report)) != DG_OK)
-            goto fail;
+        /* with --ema, the averaged weights are what is validated (and kept as the best) */
+        if (val_count > 0) {
+            if (net->ema)
+                dg_net_swap_ema(net);
+            status = validate(net, handle, val_rows, val_count, options, epoch, &state, &report);
+            if (net->ema)
+                dg_net_swap_ema(net);
+            if (status != DG_OK)
+                goto fail;
+        }
         if (options->schedule == DG_SCHEDULE_EXP)
             state.lr *= options->gamma;
         else if (options->schedule == DG_SCHEDULE_ONECYCLE && epoch + 1 < options->epochs)
@@ -466,6 +484,8 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
     fill_result(&state, result);
     if (state.best_params && state.best_epoch > 0)
         memcpy(model->params, state.best_params, model->param_count * sizeof(float));
+    else if (net->ema)
+        status = dg_net_download_ema(net, model->params);
     else
         status = dg_net_download_params(net, model->params);
 fail:

@@ -213,6 +213,13 @@ static enum dg_status p_sgd(struct dg_backend *be, size_t n, float *w, const flo
     return in->ops->sgd(in, n, w, g, b, lr, momentum, nesterov);
 }
 
+static enum dg_status p_ema(struct dg_backend *be, size_t n, float *shadow, const float *w,
+                            float decay)
+{
+    struct dg_backend *in = self(be)->inner;
+    return in->ops->ema(in, n, shadow, w, decay);
+}
+
 /* ---- convolution ---- */
 
 static enum dg_status p_conv_plan_create(struct dg_backend *be, const struct dg_conv_shape *shape,
@@ -442,6 +449,7 @@ static const struct dg_backend_ops perturbed_ops = {
     .rmsprop = p_rmsprop,
     .adam = p_adam,
     .sgd = p_sgd,
+    .ema = p_ema,
 };
 
 /* Without a conv_algo_name in the inner backend the wrapper has none either. */
@@ -475,6 +483,7 @@ static const struct dg_backend_ops perturbed_ops_unnamed = {
     .rmsprop = p_rmsprop,
     .adam = p_adam,
     .sgd = p_sgd,
+    .ema = p_ema,
 };
 
 enum dg_status dg_test_perturbed_backend(struct dg_backend *inner,
