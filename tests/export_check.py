@@ -117,9 +117,13 @@ def read_safetensors(np, path):
     base = 8 + n
     tensors = {}
     for name, info in header.items():
+        begin, end = info["data_offsets"]
+        if info["dtype"] == "I64" and name.endswith(".num_batches_tracked"):
+            tensors[name] = np.frombuffer(data[base + begin:base + end], dtype="<i8").reshape(
+                info["shape"])
+            continue
         if info["dtype"] != "F32":
             fail(f"{name}: dtype {info['dtype']}")
-        begin, end = info["data_offsets"]
         tensors[name] = np.frombuffer(data[base + begin:base + end], dtype="<f4").reshape(
             info["shape"]).astype(np.float32)
     return tensors, metadata, "a plain reader (no safetensors package)"
@@ -343,7 +347,8 @@ def mode_numpy(args):
     for member in members:  # in member order, in float64, as digits predict
         if spec is None:
             check_tensors(member, metadata)
-        t = {name: v.astype(np.float64) for name, v in member.items()}
+        t = {name: v.astype(np.float64) for name, v in member.items()
+             if not name.endswith(".num_batches_tracked")}
         forward = (lambda v: numpy_forward(np, t, v)) if spec is None else \
             (lambda v: spec_forward(np, spec, t, v))
         probs += np.concatenate([forward(images[i:i + 50]) for i in range(0, len(images), 50)])

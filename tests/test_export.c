@@ -1418,10 +1418,18 @@ START_TEST(deotte_exports_and_agrees)
         "conv3 Conv2d(32, 32, kernel_size=5, stride=2, padding=2) ReLU",
         "conv1 Conv2d(1, 32, kernel_size=3, padding=0) ReLU",
         "batchnorm1 BatchNorm2d(32, eps=0.001, momentum=0.01)",
+        "\"batchnorm1.num_batches_tracked\":{\"dtype\":\"I64\",\"shape\":[]",
         "batchnorm7 BatchNorm1d(128, eps=0.001, momentum=0.01)",
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         ck_assert_msg(strstr(f.header, names[i]) != NULL, "no %s in %s", names[i], f.header);
+    /* the step counter is an I64 there, nothing else */
+    char *h = replace(f.header, "\"batchnorm3.num_batches_tracked\":{\"dtype\":\"I64\"",
+                      "\"batchnorm3.num_batches_tracked\":{\"dtype\":\"F64\"");
+    st_write(&f, "d_bad.safetensors", h);
+    free(h);
+    expect_refused("d_bad.safetensors", "tensor 'batchnorm3.num_batches_tracked' has dtype F64; "
+                                        "digits reads I64 there (a step counter)");
     st_free(&f);
     ck_assert_int_eq(run(err, "import d.safetensors -o d_back.dgt"), 0);
     ck_assert_int_eq(run(err,

@@ -26,6 +26,7 @@ void dg_export_member_tensors(const struct dg_model *model, int member,
         if (layer->weight_count == 0)
             continue;
         struct dg_export_tensor *w = &tensors[n++], *b = &tensors[n++];
+        w->is_counter = b->is_counter = 0;
         snprintf(w->name, sizeof w->name, "%s%s.weight", prefix, layer->name);
         snprintf(b->name, sizeof b->name, "%s%s.bias", prefix, layer->name);
         w->layer = b->layer = i;
@@ -51,6 +52,14 @@ void dg_export_member_tensors(const struct dg_model *model, int member,
                 r->offset = layer->stat_offset + (size_t)k * layer->out_c;
                 r->count = (size_t)layer->out_c;
             }
+            /* PyTorch's step counter, which its momentum=None (cumulative) mode reads and the
+             * exponential mode Digits runs does not: written 0 */
+            struct dg_export_tensor *counter = &tensors[n++];
+            memset(counter, 0, sizeof *counter);
+            snprintf(counter->name, sizeof counter->name, "%s%s.num_batches_tracked", prefix,
+                     layer->name);
+            counter->layer = i;
+            counter->is_counter = 1;
         } else if (layer->spec.kind == DG_LAYER_CONV) {
             w->transposed = 0;
             w->rank = 4;

@@ -2,8 +2,9 @@
  * parameters as named tensors in PyTorch's names and layouts, and the architecture in words.
  *   conv  "convK.weight" (out, in, k, k) (Digits' layout), "convK.bias" (out)
  *   dense "denseK.weight" (out, in) (Digits stores (in, out): transposed), "denseK.bias" (out)
- *   batchnorm "batchnormK.weight", ".bias", ".running_mean", ".running_var" (c each), as
- *         PyTorch's nn.BatchNorm2d / BatchNorm1d name them
+ *   batchnorm "batchnormK.weight", ".bias", ".running_mean", ".running_var" (c each) and
+ *         ".num_batches_tracked" (I64, shape []), as PyTorch's nn.BatchNorm2d / BatchNorm1d
+ *         name them
  * K counts the layers of a kind from 1, as the layer table names them. Member m of an
  * ensemble of several: the same names behind "members.m." (PyTorch's nn.ModuleList named
  * `members`), e.g. "members.0.conv1.weight". */
@@ -16,13 +17,15 @@
 #include "digits/model.h"
 #include "digits/status.h"
 
-#define DG_EXPORT_MAX_TENSORS (4 * DG_MAX_LAYERS)
+#define DG_EXPORT_MAX_TENSORS (5 * DG_MAX_LAYERS)
 
 struct dg_export_tensor {
     char name[48]; /* "conv1.weight", "members.12.conv1.weight" */
     int layer;     /* index into model->layers */
     int is_bias;
     int transposed; /* dense weight: stored (in, out) by Digits, (out, in) here */
+    int is_counter; /* batchnorm's num_batches_tracked: an I64 scalar, no parameters (count 0;
+                       written 0, ignored on import, optional there) */
     int rank;
     int64_t shape[4];
     size_t count;  /* elements */

@@ -285,7 +285,7 @@ static enum dg_status member_nodes(struct pb *graph, const struct dg_model *mode
             attr_float(&node, "epsilon", (float)DG_BN_EPSILON);
             attr_float(&node, "momentum", (float)DG_BN_MOMENTUM);
             node_finish(graph, &node);
-            t += 4;
+            t += 5; /* and num_batches_tracked, which inference does not read */
             break;
         }
         case DG_LAYER_DROPOUT:
@@ -359,7 +359,8 @@ static enum dg_status build_graph(struct pb *graph, const struct dg_model *membe
     for (int m = 0; m < count; m++) {
         dg_export_member_tensors(&members[m], count > 1 ? m : -1, tensors, &tensor_count);
         for (int i = 0; i < tensor_count; i++)
-            initializer(graph, &members[m], &tensors[i]);
+            if (!tensors[i].is_counter)
+                initializer(graph, &members[m], &tensors[i]);
     }
     const struct dg_model *model = &members[0];
     int64_t input_dims[4] = {-1, model->layers[0].in_c, model->layers[0].in_h,

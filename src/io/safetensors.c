@@ -113,15 +113,15 @@ enum dg_status dg_export_safetensors_ensemble(const char *path, const struct dg_
         for (int i = 0; i < count_per_member && !failed; i++) {
             const struct dg_export_tensor *t = &tensors[i];
             char entry[256];
-            int n =
-                snprintf(entry, sizeof entry, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[", t->name);
+            uint64_t bytes = t->is_counter ? 8 : (uint64_t)t->count * 4;
+            int n = snprintf(entry, sizeof entry, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[",
+                             t->name, t->is_counter ? "I64" : "F32");
             for (int d = 0; d < t->rank; d++)
                 n += snprintf(entry + n, sizeof entry - (size_t)n, "%s%" PRId64, d ? "," : "",
                               t->shape[d]);
             snprintf(entry + n, sizeof entry - (size_t)n,
-                     "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", offset,
-                     offset + (uint64_t)t->count * 4);
-            offset += (uint64_t)t->count * 4;
+                     "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", offset, offset + bytes);
+            offset += bytes;
             failed = put_text(&header, entry);
         }
     }
@@ -135,9 +135,12 @@ enum dg_status dg_export_safetensors_ensemble(const char *path, const struct dg_
              buffer_put(&file, header.data, header.size);
     for (int m = 0; m < count && !failed; m++) {
         dg_export_member_tensors(&members[m], count > 1 ? m : -1, tensors, &count_per_member);
-        for (int i = 0; i < count_per_member && !failed; i++)
+        for (int i = 0; i < count_per_member && !failed; i++) {
+            if (tensors[i].is_counter)
+                failed = put_u32(&file, 0) || put_u32(&file, 0);
             for (size_t k = 0; k < tensors[i].count && !failed; k++)
                 failed = put_f32(&file, members[m].params[dg_export_index(&tensors[i], k)]);
+        }
     }
     free(arch);
     free(header.data);
@@ -273,10 +276,15 @@ static void full_name(char *text, size_t size, int prefixed, int member, const c
 static enum dg_status check_tiling(const char *path, const struct found *found, int total,
                                    uint64_t data_size)
 {
-    struct found *sorted = malloc((size_t)total * sizeof *sorted);
+    struct found *sorted = malloc((size_t)(total ? total : 1) * sizeof *sorted);
     if (!sorted)
         return dg_error(DG_ERR_NOMEM, "%s: out of memory", path);
-    memcpy(sorted, found, (size_t)total * sizeof *found);
+    /* the tensors present (an optional step counter may be absent) */
+    int present = 0;
+    for (int t = 0; t < total; t++)
+        if (found[t].name)
+            sorted[present++] = found[t];
+    total = present;
     qsort(sorted, (size_t)total, sizeof *sorted, compare_found);
     uint64_t at = 0;
     enum dg_status status = DG_OK;
@@ -411,9 +419,11 @@ static enum dg_status check_tensors(const char *path, const struct dg_json *root
         if (slot->name)
             return dg_error(DG_ERR_INPUT, "%s: tensors '%s' and '%s' are the same parameter (%s)",
                             path, slot->name, name, canonical);
-        if (strcmp(dtype->string, "F32") != 0 || dtype->length != 3)
-            return dg_error(DG_ERR_INPUT, "%s: tensor '%s' has dtype %s; digits reads F32 only",
-                            path, name, dtype->string);
+        const char *want_dtype = t->is_counter ? "I64" : "F32";
+        if (strcmp(dtype->string, want_dtype) != 0 || dtype->length != 3)
+            return dg_error(DG_ERR_INPUT, "%s: tensor '%s' has dtype %s; digits reads %s", path,
+                            name, dtype->string,
+                            t->is_counter ? "I64 there (a step counter)" : "F32 only");
         int same = (int)shape->count == t->rank;
         for (int d = 0; same && d < t->rank; d++)
             same = shape->items[d].uint_value == (uint64_t)t->shape[d];
@@ -425,7 +435,13 @@ static enum dg_status check_tensors(const char *path, const struct dg_json *root
                             have, want);
         }
         uint64_t begin = offsets->items[0].uint_value, end = offsets->items[1].uint_value;
-        if (end < begin || end - begin != (uint64_t)t->count * 4)
+        if (t->is_counter && (end < begin || end - begin != 8))
+            return dg_error(DG_ERR_INPUT,
+                            "%s: bad safetensors header: tensor '%s': "
+                            "data_offsets [%" PRIu64 ", %" PRIu64 "] do not hold "
+                            "its one I64 value (8 bytes)",
+                            path, name, begin, end);
+        if (!t->is_counter && (end < begin || end - begin != (uint64_t)t->count * 4))
             return dg_error(DG_ERR_INPUT,
                             "%s: bad safetensors header: tensor '%s': "
                             "data_offsets [%" PRIu64 ", %" PRIu64 "] do not hold "
@@ -441,7 +457,7 @@ static enum dg_status check_tensors(const char *path, const struct dg_json *root
         slot->end = end;
     }
     for (int i = 0; i < total; i++)
-        if (!found[i].name) {
+        if (!found[i].name && !tensors[i % count].is_counter) {
             full_name(canonical, sizeof canonical, prefixed, i / count, tensors[i % count].name);
             return dg_error(DG_ERR_INPUT, "%s: tensor '%s' is missing", path, canonical);
         }
