@@ -45,7 +45,8 @@ static enum dg_status ensure_direct(struct conv_plan *p)
     size_t tile_floats = (size_t)DG_TILE_PIXELS * 32;
     size_t acc_floats = filter_tile_count(s) * DG_TILE_ROWS * 32;
     p->tiles_per_thread = acc_floats > tile_floats ? acc_floats : tile_floats;
-    p->priv_floats = (size_t)p->hp * p->wp * channels;
+    size_t padded = (size_t)p->hp * p->wp, padded_b = (size_t)p->hp_b * p->wp_b;
+    p->priv_floats = (padded > padded_b ? padded : padded_b) * channels;
     p->xpriv = alloc_floats(p->priv_floats * (size_t)p->threads);
     p->gpriv = alloc_floats(p->priv_floats * (size_t)p->threads);
     p->db_part = alloc_floats((size_t)s->batch * s->out_channels);
@@ -71,7 +72,8 @@ static enum dg_status ensure_direct_filter(struct conv_plan *p)
         return status;
     const struct dg_conv_shape *s = &p->s;
     p->xpad = alloc_floats((size_t)s->batch * p->hp * p->wp * s->in_channels);
-    p->gpad = alloc_floats((size_t)s->batch * s->height * s->width * s->out_channels);
+    p->gpad = alloc_floats((size_t)s->batch * dg_conv_out_height(s) * dg_conv_out_width(s) *
+                           s->out_channels);
     if (!p->xpad || !p->gpad) {
         free(p->xpad);
         free(p->gpad);
@@ -110,7 +112,12 @@ struct dg_cpu_conv_algos dg_cpu_conv_choose(enum dg_cpu_kernels kernels,
     int k = shape->kernel, cin = shape->in_channels, cout = shape->out_channels;
     struct dg_cpu_conv_algos a;
     if (!dg_conv_is_same_stride1(shape)) {
-        a.fwd = a.bwd_data = a.bwd_filter = DG_CPU_CONV_GENERIC;
+        /* "valid" stride 1: the direct kernels on unpadded (forward, weight gradient) and
+         * k - 1 padded (backward data) copies; stride 2: im2col + sgemm */
+        int direct = dg_conv_stride(shape) == 1 && kernels != DG_CPU_KERNELS_GENERIC;
+        a.fwd = a.bwd_filter = direct && direct_fits(cout) ? DG_CPU_CONV_DIRECT
+                                                           : DG_CPU_CONV_GENERIC;
+        a.bwd_data = direct && direct_fits(cin) ? DG_CPU_CONV_DIRECT : DG_CPU_CONV_GENERIC;
         return a;
     }
     a.fwd = choose(kernels, k, cin, cout);
@@ -323,6 +330,12 @@ enum dg_status dg_cpu_conv_plan_create(struct dg_backend *be, const struct dg_co
     } else {
         p->hp = shape->height + 2 * p->pad;
         p->wp = shape->width + 2 * p->pad;
+    }
+    p->pad_b = p->pad, p->hp_b = p->hp, p->wp_b = p->wp;
+    if (shape->valid) {
+        p->pad_b = shape->kernel - 1;
+        p->hp_b = dg_conv_out_height(shape) + 2 * p->pad_b;
+        p->wp_b = dg_conv_out_width(shape) + 2 * p->pad_b;
     }
     enum dg_status status;
     if (p->bf16) {

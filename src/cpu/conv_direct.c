@@ -1,5 +1,6 @@
-/* The direct family of the CPU convolution: each thread copies the images it works on into a
- * private padded NHWC buffer (hp, wp, c); a direct register-blocked kernel computes up to 14
+/* The direct family of the CPU convolution (stride 1, "same" or "valid"): each thread copies the
+ * images it works on into a private padded NHWC buffer (hp, wp, c); a direct register-blocked
+ * kernel computes up to 14
  * pixels x 32 channels per call (conv_row). Backward data is the same kernel on the padded
  * gradient with the weights transposed and flipped. The weight gradient copies the batch into
  * NHWC once, is tiled over (ky, kx*cin + ci) x cout, its tiles split across threads, every tile
@@ -26,15 +27,17 @@ static void pack_task(void *ctx, int thread, int threads)
     const struct pack_job *job = ctx;
     const struct conv_plan *p = job->p;
     const struct dg_conv_shape *s = &p->s;
-    size_t hw = (size_t)s->height * s->width, padded = (size_t)p->hp * p->wp;
+    int oh = dg_conv_out_height(s), ow = dg_conv_out_width(s);
+    size_t hw = (size_t)s->height * s->width, ohw = (size_t)oh * ow;
+    size_t padded = (size_t)p->hp * p->wp;
     size_t n0, n1;
     dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
     for (size_t n = n0; n < n1; n++) {
         dg_cpu_conv_pack_padded(p->isa, job->x + n * s->in_channels * hw, s->in_channels, s->height,
                                 s->width, p->pad, p->hp, p->wp,
                                 p->xpad + n * padded * s->in_channels);
-        pack_nhwc(p->isa, job->dy + n * s->out_channels * hw, s->out_channels, s->height, s->width,
-                  p->gpad + n * hw * s->out_channels);
+        pack_nhwc(p->isa, job->dy + n * s->out_channels * ohw, s->out_channels, oh, ow,
+                  p->gpad + n * ohw * s->out_channels);
     }
 }
 
@@ -43,32 +46,32 @@ static void direct_task(void *ctx, int thread, int threads)
     const struct direct_job *job = ctx;
     const struct conv_plan *p = job->p;
     const struct dg_conv_shape *s = &p->s;
-    int k = s->kernel, h = s->height, w = s->width;
-    size_t row_stride = (size_t)p->wp * job->cin;
-    size_t hw = (size_t)h * w;
+    int k = s->kernel, oh = job->oh, ow = job->ow;
+    size_t row_stride = (size_t)job->wp * job->cin;
+    size_t ihw = (size_t)job->ih * job->iw, ohw = (size_t)oh * ow;
     float *tile = p->tiles + p->tiles_per_thread * (size_t)thread;
     float *image = p->xpriv + p->priv_floats * (size_t)thread;
     size_t packed = (size_t)-1;
     size_t r0, r1;
-    dg_cpu_split((size_t)s->batch * h, 1, thread, threads, &r0, &r1);
+    dg_cpu_split((size_t)s->batch * oh, 1, thread, threads, &r0, &r1);
     for (size_t unit = r0; unit < r1; unit++) {
-        size_t n = unit / (size_t)h;
-        int y = (int)(unit % (size_t)h);
+        size_t n = unit / (size_t)oh;
+        int y = (int)(unit % (size_t)oh);
         if (n != packed) {
-            dg_cpu_conv_pack_padded(p->isa, job->in + n * job->cin * hw, job->cin, h, w, p->pad,
-                                    p->hp, p->wp, image);
+            dg_cpu_conv_pack_padded(p->isa, job->in + n * job->cin * ihw, job->cin, job->ih,
+                                    job->iw, job->pad, job->hp, job->wp, image);
             packed = n;
         }
         const float *row = image + (size_t)y * row_stride;
-        float *out_image = job->out + n * job->cout * hw + (size_t)y * w;
+        float *out_image = job->out + n * job->cout * ohw + (size_t)y * ow;
         for (int c0 = 0; c0 < job->cout; c0 += 32) {
             int couts = job->cout - c0 < 32 ? job->cout - c0 : 32;
-            for (int x0 = 0; x0 < w; x0 += DG_TILE_PIXELS) {
-                int pixels = w - x0 < DG_TILE_PIXELS ? w - x0 : DG_TILE_PIXELS;
+            for (int x0 = 0; x0 < ow; x0 += DG_TILE_PIXELS) {
+                int pixels = ow - x0 < DG_TILE_PIXELS ? ow - x0 : DG_TILE_PIXELS;
                 p->isa->conv_row(row + (size_t)x0 * job->cin, row_stride, job->cin, k,
                                  job->wpack + c0, job->cout, couts, pixels,
                                  job->bias ? job->bias + c0 : NULL, job->relu, tile);
-                p->isa->from_nhwc(tile, couts, pixels, out_image + (size_t)c0 * hw + x0, hw);
+                p->isa->from_nhwc(tile, couts, pixels, out_image + (size_t)c0 * ohw + x0, ohw);
             }
         }
     }
@@ -80,22 +83,22 @@ static void filter_task(void *ctx, int thread, int threads)
     const struct conv_plan *p = job->p;
     const struct dg_conv_shape *s = &p->s;
     int k = s->kernel, cin = s->in_channels, cout = s->out_channels;
+    int oh = dg_conv_out_height(s), ow = dg_conv_out_width(s);
     size_t row_stride = (size_t)p->wp * cin;
     size_t image_stride = (size_t)p->hp * row_stride;
-    size_t hw = (size_t)s->height * s->width;
+    size_t ohw = (size_t)oh * ow;
     float *acc = p->tiles + p->tiles_per_thread * (size_t)thread;
     size_t t0, t1;
     dg_cpu_split(filter_tile_count(s), 1, thread, threads, &t0, &t1);
     memset(acc, 0, sizeof(float) * (t1 - t0) * DG_TILE_ROWS * 32);
     for (int n = 0; n < s->batch; n++) {
         const float *xp = p->xpad + (size_t)n * image_stride;
-        const float *g = p->gpad + (size_t)n * hw * cout;
+        const float *g = p->gpad + (size_t)n * ohw * cout;
         for (size_t t = t0; t < t1; t++) {
             int ky, row0, rows, cout0, couts;
             filter_tile_at(s, t, &ky, &row0, &rows, &cout0, &couts);
             p->isa->filter_tile(xp + (size_t)ky * row_stride + row0, row_stride, cin, g + cout0,
-                                cout, s->height, s->width, rows, couts,
-                                acc + (t - t0) * DG_TILE_ROWS * 32);
+                                cout, oh, ow, rows, couts, acc + (t - t0) * DG_TILE_ROWS * 32);
         }
     }
     for (size_t t = t0; t < t1; t++) {
@@ -132,8 +135,11 @@ static void direct_pack_weights(struct conv_plan *p, const float *w, int flip)
 void dg_cpu_direct_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x, const float *w,
                        const float *bias, float *y, int relu)
 {
+    const struct dg_conv_shape *s = &p->s;
     direct_pack_weights(p, w, 0);
-    struct direct_job job = {p, x, p->wpack, bias, y, p->s.in_channels, p->s.out_channels, relu};
+    struct direct_job job = {p,     x,     p->wpack, bias,  y,     s->in_channels,
+                             s->out_channels, relu, s->height, s->width, p->pad, p->hp,
+                             p->wp, dg_conv_out_height(s), dg_conv_out_width(s)};
     dg_cpu_threads_run(cpu->pool, direct_task, &job);
 }
 
@@ -141,8 +147,23 @@ void dg_cpu_direct_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const float
                             const float *w, const float *bias, float *dx, int relu)
 {
     (void)bias, (void)relu;
+    const struct dg_conv_shape *s = &p->s;
     direct_pack_weights(p, w, 1);
-    struct direct_job job = {p, dy, p->wpack, NULL, dx, p->s.out_channels, p->s.in_channels, 0};
+    struct direct_job job = {p,
+                             dy,
+                             p->wpack,
+                             NULL,
+                             dx,
+                             s->out_channels,
+                             s->in_channels,
+                             0,
+                             dg_conv_out_height(s),
+                             dg_conv_out_width(s),
+                             p->pad_b,
+                             p->hp_b,
+                             p->wp_b,
+                             s->height,
+                             s->width};
     dg_cpu_threads_run(cpu->pool, direct_task, &job);
 }
 

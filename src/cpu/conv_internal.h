@@ -31,6 +31,9 @@ struct conv_plan {
     filter_pass_fn bwd_filter;
     int pad;
     int hp, wp; /* padded height, width: (tile rows) * m + k - 1 with Winograd tiles */
+    /* backward data (direct): the padding of dy and its padded sides; "same": pad, hp, wp;
+     * "valid": k - 1 each side (the full correlation that gives back h x w) */
+    int pad_b, hp_b, wp_b;
     int threads;
     int wm;     /* Winograd tile side m (k = 3: 4, k = 5: 2), 0 for other kernels */
     int th, tw; /* Winograd tiles per column, per row */
@@ -114,6 +117,8 @@ struct direct_job {
     const float *bias;
     float *out;
     int cin, cout, relu;
+    int ih, iw, pad, hp, wp; /* the input's sides, its padding and padded sides */
+    int oh, ow;              /* the output's sides */
 };
 
 struct filter_job {

@@ -296,7 +296,10 @@ void dg_cpu_winograd_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x
                          const float *bias, float *y, int relu)
 {
     wino_weights(cpu, p, w, 0);
-    struct direct_job job = {p, x, p->u, bias, y, p->s.in_channels, p->s.out_channels, relu};
+    const struct dg_conv_shape *s = &p->s;
+    struct direct_job job = {p,         x,        p->u,   bias,  y,     s->in_channels,
+                             s->out_channels, relu, s->height, s->width, p->pad, p->hp,
+                             p->wp,     s->height, s->width};
     dg_cpu_threads_run(cpu->pool, wino_conv_task, &job);
 }
 
@@ -305,7 +308,10 @@ void dg_cpu_winograd_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const flo
 {
     (void)bias, (void)relu;
     wino_weights(cpu, p, w, 1);
-    struct direct_job job = {p, dy, p->u, NULL, dx, p->s.out_channels, p->s.in_channels, 0};
+    const struct dg_conv_shape *s = &p->s;
+    struct direct_job job = {p,          dy,       p->u,   NULL,  dx,    s->out_channels,
+                             s->in_channels, 0,    s->height, s->width, p->pad, p->hp,
+                             p->wp,      s->height, s->width};
     dg_cpu_threads_run(cpu->pool, wino_conv_task, &job);
 }
 
