@@ -43,7 +43,38 @@ import torch.nn.functional as F  # noqa: E402
 CONFIGS = ("eager", "channels_last", "bf16", "compile")
 
 
-def build_model(channels_last):
+def build_deotte():
+    """`digits train --net deotte` in PyTorch: Chris Deotte's Kaggle CNN, "valid" 3x3 and
+    stride-2 5x5 (padding 2) convolutions, BatchNorm after every layer with Keras' constants
+    (eps 1e-3, momentum 0.99 = PyTorch's 0.01), dropout 0.4."""
+    def bn2(c):
+        return nn.BatchNorm2d(c, eps=1e-3, momentum=0.01)
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.ReLU(inplace=True), bn2(32),
+        nn.Conv2d(32, 32, 3), nn.ReLU(inplace=True), bn2(32),
+        nn.Conv2d(32, 32, 5, stride=2, padding=2), nn.ReLU(inplace=True), bn2(32),
+        nn.Dropout(0.4),
+        nn.Conv2d(32, 64, 3), nn.ReLU(inplace=True), bn2(64),
+        nn.Conv2d(64, 64, 3), nn.ReLU(inplace=True), bn2(64),
+        nn.Conv2d(64, 64, 5, stride=2, padding=2), nn.ReLU(inplace=True), bn2(64),
+        nn.Dropout(0.4),
+        nn.Flatten(),
+        nn.Linear(1024, 128), nn.ReLU(inplace=True),
+        nn.BatchNorm1d(128, eps=1e-3, momentum=0.01), nn.Dropout(0.4),
+        nn.Linear(128, 10),
+    )
+
+
+def build_model(channels_last, net="reference"):
+    if net == "deotte":
+        model = build_deotte()
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
     model = nn.Sequential(
         nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(inplace=True),
         nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(inplace=True),
@@ -141,6 +172,7 @@ def throughput(args):
     source = Batches(images, labels, device, args.seed)
     channels_last = args.config in ("channels_last", "bf16")
     result = {"framework": "pytorch", "version": torch.__version__, "device": str(device),
+              "net": args.net,
               "config": args.config, "cpu_capability": cpu_capability(),
               "threads": torch.get_num_threads(), "channels_last": channels_last,
               "rows": int(images.shape[0]), "train": [], "inference": None}
@@ -148,7 +180,7 @@ def throughput(args):
         raise SystemExit("torch_ref: --config bf16 is the CPU autocast configuration")
 
     for batch, steps in common.parse_batches(args.batches):
-        model, autocast = configure(build_model(channels_last).to(device), args.config)
+        model, autocast = configure(build_model(channels_last, args.net).to(device), args.config)
         optimizer = make_optimizer(model)
         model.train()
 
@@ -174,7 +206,7 @@ def throughput(args):
 
     if args.infer:
         batch, steps = common.parse_batches(args.infer)[0]
-        model, autocast = configure(build_model(channels_last).to(device), args.config)
+        model, autocast = configure(build_model(channels_last, args.net).to(device), args.config)
         model.eval()
 
         def infer(count):
@@ -344,6 +376,8 @@ def main():
                         help="NHWC memory format (--recipe; --config channels_last in "
                         "throughput runs)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--net", choices=["reference", "deotte"], default="reference",
+                        help="the network (throughput runs): Digits' preset of that name")
     parser.add_argument("--recipe", action="store_true")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch", type=int, default=86)
