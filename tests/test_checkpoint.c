@@ -144,6 +144,27 @@ static void reference_run(void)
     probs_of("ref.dgt", "ref.probs");
 }
 
+/* A run of 2 epochs with `opts` (TAGref.dgt) against one of 1 epoch resumed to 2 (TAGpart.dgt):
+ * the same predictions, byte for byte. */
+static void resumed_equals_whole(const char *tag, const char *opts)
+{
+    ck_assert_int_eq(run("train %s %s --epochs 2 %s -o %sref.dgt", train, TRAIN_ARGS, opts, tag),
+                     0);
+    char model[64], probs[64];
+    snprintf(model, sizeof model, "%sref.dgt", tag);
+    snprintf(probs, sizeof probs, "%sref.probs", tag);
+    probs_of(model, probs);
+    ck_assert_int_eq(run("train %s %s --epochs 1 %s -o %spart.dgt", train, TRAIN_ARGS, opts, tag),
+                     0);
+    ck_assert_int_eq(run("train %s --resume %spart.dgt.ckpt --epochs 2 --device cpu", train, tag),
+                     0);
+    char part_model[64], part_probs[64];
+    snprintf(part_model, sizeof part_model, "%spart.dgt", tag);
+    snprintf(part_probs, sizeof part_probs, "%spart.probs", tag);
+    probs_of(part_model, part_probs);
+    expect_same_file(probs, part_probs);
+}
+
 START_TEST(resume_after_an_epoch)
 {
     reference_run();
@@ -191,12 +212,7 @@ END_TEST
 START_TEST(resume_of_another_network)
 {
     const char *net = "--net 8C3-P2-16C3L-P2-D0.2-24-10";
-    ck_assert_int_eq(run("train %s %s %s --epochs 2 -o nref.dgt", train, TRAIN_ARGS, net), 0);
-    probs_of("nref.dgt", "nref.probs");
-    ck_assert_int_eq(run("train %s %s %s --epochs 1 -o npart.dgt", train, TRAIN_ARGS, net), 0);
-    ck_assert_int_eq(run("train %s --resume npart.dgt.ckpt --epochs 2 --device cpu", train), 0);
-    probs_of("npart.dgt", "npart.probs");
-    expect_same_file("nref.probs", "npart.probs");
+    resumed_equals_whole("n", net);
     char err[512];
     ck_assert_int_eq(dg_test_run_digits(dir, NULL, err,
                                         "train %s --resume nref.dgt.ckpt --epochs 3 --net "
@@ -220,12 +236,7 @@ END_TEST
 START_TEST(resume_of_a_batchnorm_network)
 {
     const char *net = "--net 8C3V-B-8C5S2-B-D0.2-16-B-10";
-    ck_assert_int_eq(run("train %s %s %s --epochs 2 -o bref.dgt", train, TRAIN_ARGS, net), 0);
-    probs_of("bref.dgt", "bref.probs");
-    ck_assert_int_eq(run("train %s %s %s --epochs 1 -o bpart.dgt", train, TRAIN_ARGS, net), 0);
-    ck_assert_int_eq(run("train %s --resume bpart.dgt.ckpt --epochs 2 --device cpu", train), 0);
-    probs_of("bpart.dgt", "bpart.probs");
-    expect_same_file("bref.probs", "bpart.probs");
+    resumed_equals_whole("b", net);
     static const char *const others[2] = {"8C3-B-8C5S2-B-D0.2-16-B-10",
                                           "8C3V-B-8C5-B-D0.2-16-B-10"};
     for (int i = 0; i < 2; i++) {
@@ -244,14 +255,7 @@ END_TEST
  * bit), refused when it contradicts the checkpoint; it changes what is trained. */
 START_TEST(label_smoothing_resumes_and_is_kept)
 {
-    ck_assert_int_eq(
-        run("train %s %s --epochs 2 --label-smoothing 0.1 -o sref.dgt", train, TRAIN_ARGS), 0);
-    probs_of("sref.dgt", "sref.probs");
-    ck_assert_int_eq(
-        run("train %s %s --epochs 1 --label-smoothing 0.1 -o spart.dgt", train, TRAIN_ARGS), 0);
-    ck_assert_int_eq(run("train %s --resume spart.dgt.ckpt --epochs 2 --device cpu", train), 0);
-    probs_of("spart.dgt", "spart.probs");
-    expect_same_file("sref.probs", "spart.probs");
+    resumed_equals_whole("s", "--label-smoothing 0.1");
     char out[512];
     ck_assert_int_eq(dg_test_run_digits(dir, out, NULL, "info --model sref.dgt"), 0);
     dg_test_expect_in(out, "label_smoothing=0.1\n");
@@ -298,12 +302,7 @@ START_TEST(optimizer_resumes_and_is_kept)
     static const char *const kept[] = {"optimizer=adam\nbeta1=0.9\nbeta2=0.999\nadam_eps=1e-07\n",
                                        "optimizer=sgd\nmomentum=0.5\nnesterov=1\n"};
     const char *opt = opts[_i];
-    ck_assert_int_eq(run("train %s %s --epochs 2 %s -o oref.dgt", train, TRAIN_ARGS, opt), 0);
-    probs_of("oref.dgt", "oref.probs");
-    ck_assert_int_eq(run("train %s %s --epochs 1 %s -o opart.dgt", train, TRAIN_ARGS, opt), 0);
-    ck_assert_int_eq(run("train %s --resume opart.dgt.ckpt --epochs 2 --device cpu", train), 0);
-    probs_of("opart.dgt", "opart.probs");
-    expect_same_file("oref.probs", "opart.probs");
+    resumed_equals_whole("o", opt);
     char out[512];
     ck_assert_int_eq(dg_test_run_digits(dir, out, NULL, "info --model oref.dgt"), 0);
     dg_test_expect_in(out, kept[_i]);
@@ -377,12 +376,7 @@ END_TEST
 START_TEST(ema_resumes_and_is_kept)
 {
     const char *opts = "--ema 0.9 --optimizer adam --save-best";
-    ck_assert_int_eq(run("train %s %s --epochs 2 %s -o eref.dgt", train, TRAIN_ARGS, opts), 0);
-    probs_of("eref.dgt", "eref.probs");
-    ck_assert_int_eq(run("train %s %s --epochs 1 %s -o epart.dgt", train, TRAIN_ARGS, opts), 0);
-    ck_assert_int_eq(run("train %s --resume epart.dgt.ckpt --epochs 2 --device cpu", train), 0);
-    probs_of("epart.dgt", "epart.probs");
-    expect_same_file("eref.probs", "epart.probs");
+    resumed_equals_whole("e", opts);
     char out[512], err[512];
     ck_assert_int_eq(dg_test_run_digits(dir, out, NULL, "info --model eref.dgt"), 0);
     dg_test_expect_in(out, "\nema=0.9\n");

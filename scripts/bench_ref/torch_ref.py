@@ -68,24 +68,18 @@ def build_deotte():
 def build_model(channels_last, net="reference"):
     if net == "deotte":
         model = build_deotte()
-        for module in model.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        return model
-    model = nn.Sequential(
-        nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(inplace=True),
-        nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(inplace=True),
-        nn.MaxPool2d(2), nn.Dropout(0.25),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(inplace=True),
-        nn.MaxPool2d(2, 2), nn.Dropout(0.25),
-        nn.Flatten(),
-        nn.Linear(3136, 256), nn.ReLU(inplace=True), nn.Dropout(0.5),
-        nn.Linear(256, 10),
-    )
+    else:
+        model = nn.Sequential(
+            nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2), nn.Dropout(0.25),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2, 2), nn.Dropout(0.25),
+            nn.Flatten(),
+            nn.Linear(3136, 256), nn.ReLU(inplace=True), nn.Dropout(0.5),
+            nn.Linear(256, 10),
+        )
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             nn.init.xavier_uniform_(module.weight)

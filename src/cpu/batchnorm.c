@@ -171,30 +171,29 @@ static enum dg_status check_shape(const struct dg_bn_shape *s)
     return DG_OK;
 }
 
+/* Runs `task` over the channels of a checked shape. */
+static enum dg_status run(struct dg_backend *be, void (*task)(void *, int, int),
+                          struct bn_job *job)
+{
+    enum dg_status status = check_shape(job->s);
+    if (status != DG_OK)
+        return status;
+    struct dg_cpu *cpu = be->impl;
+    dg_cpu_threads_run(cpu->pool, task, job);
+    return DG_OK;
+}
+
 enum dg_status dg_cpu_batchnorm_fwd_train(struct dg_backend *be, const struct dg_bn_shape *shape,
                                           const float *x, const float *gamma, const float *beta,
                                           float *running_mean, float *running_var,
                                           double momentum, double eps, float *y,
                                           float *save_mean, float *save_invstd)
 {
-    struct dg_cpu *cpu = be->impl;
-    enum dg_status status = check_shape(shape);
-    if (status != DG_OK)
-        return status;
-    struct bn_job job = {0};
-    job.s = shape;
-    job.x = x;
-    job.gamma = gamma;
-    job.beta = beta;
-    job.running_mean = running_mean;
-    job.running_var = running_var;
-    job.momentum = momentum;
-    job.eps = eps;
-    job.y = y;
-    job.out_mean = save_mean;
-    job.out_invstd = save_invstd;
-    dg_cpu_threads_run(cpu->pool, fwd_train_task, &job);
-    return DG_OK;
+    struct bn_job job = {.s = shape, .x = x, .gamma = gamma, .beta = beta,
+                         .running_mean = running_mean, .running_var = running_var,
+                         .momentum = momentum, .eps = eps, .y = y, .out_mean = save_mean,
+                         .out_invstd = save_invstd};
+    return run(be, fwd_train_task, &job);
 }
 
 enum dg_status dg_cpu_batchnorm_fwd_infer(struct dg_backend *be, const struct dg_bn_shape *shape,
@@ -202,21 +201,11 @@ enum dg_status dg_cpu_batchnorm_fwd_infer(struct dg_backend *be, const struct dg
                                           const float *running_mean, const float *running_var,
                                           double eps, float *y)
 {
-    struct dg_cpu *cpu = be->impl;
-    enum dg_status status = check_shape(shape);
-    if (status != DG_OK)
-        return status;
-    struct bn_job job = {0};
-    job.s = shape;
-    job.x = x;
-    job.gamma = gamma;
-    job.beta = beta;
-    job.running_mean = (float *)running_mean; /* read only here */
-    job.running_var = (float *)running_var;
-    job.eps = eps;
-    job.y = y;
-    dg_cpu_threads_run(cpu->pool, fwd_infer_task, &job);
-    return DG_OK;
+    /* the running statistics are only read here */
+    struct bn_job job = {.s = shape, .x = x, .gamma = gamma, .beta = beta,
+                         .running_mean = (float *)running_mean,
+                         .running_var = (float *)running_var, .eps = eps, .y = y};
+    return run(be, fwd_infer_task, &job);
 }
 
 enum dg_status dg_cpu_batchnorm_bwd(struct dg_backend *be, const struct dg_bn_shape *shape,
@@ -224,20 +213,7 @@ enum dg_status dg_cpu_batchnorm_bwd(struct dg_backend *be, const struct dg_bn_sh
                                     const float *save_mean, const float *save_invstd, float *dx,
                                     float *dgamma, float *dbeta)
 {
-    struct dg_cpu *cpu = be->impl;
-    enum dg_status status = check_shape(shape);
-    if (status != DG_OK)
-        return status;
-    struct bn_job job = {0};
-    job.s = shape;
-    job.x = x;
-    job.dy = dy;
-    job.gamma = gamma;
-    job.save_mean = save_mean;
-    job.save_invstd = save_invstd;
-    job.dx = dx;
-    job.dgamma = dgamma;
-    job.dbeta = dbeta;
-    dg_cpu_threads_run(cpu->pool, bwd_task, &job);
-    return DG_OK;
+    struct bn_job job = {.s = shape, .x = x, .dy = dy, .gamma = gamma, .save_mean = save_mean,
+                         .save_invstd = save_invstd, .dx = dx, .dgamma = dgamma, .dbeta = dbeta};
+    return run(be, bwd_task, &job);
 }
