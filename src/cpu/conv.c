@@ -113,7 +113,12 @@ struct dg_cpu_conv_algos dg_cpu_conv_choose(enum dg_cpu_kernels kernels,
     struct dg_cpu_conv_algos a;
     if (!dg_conv_is_same_stride1(shape)) {
         /* "valid" stride 1: the direct kernels on unpadded (forward, weight gradient) and
-         * k - 1 padded (backward data) copies; stride 2: im2col + sgemm */
+         * k - 1 padded (backward data) copies; stride 2: its four phases on a stride-1 plan
+         * where the output channels suit the direct kernels; else im2col + sgemm */
+        if (dg_conv_stride(shape) == 2 && kernels != DG_CPU_KERNELS_GENERIC && direct_fits(cout)) {
+            a.fwd = a.bwd_data = a.bwd_filter = DG_CPU_CONV_PHASES;
+            return a;
+        }
         int direct = dg_conv_stride(shape) == 1 && kernels != DG_CPU_KERNELS_GENERIC;
         a.fwd = a.bwd_filter = direct && direct_fits(cout) ? DG_CPU_CONV_DIRECT
                                                            : DG_CPU_CONV_GENERIC;
@@ -135,6 +140,8 @@ const char *dg_cpu_conv_algo_name(enum dg_cpu_conv_algo algo)
         return "direct";
     case DG_CPU_CONV_BF16:
         return "bf16 direct";
+    case DG_CPU_CONV_PHASES:
+        return "direct in 4 phases";
     default:
         return "im2col+sgemm";
     }
@@ -197,6 +204,11 @@ void dg_cpu_conv_plan_free(struct dg_backend *be, void *plan)
     free(p->bacc);
     free(p->bxp);
     free(p->bgp);
+    if (p->sub)
+        dg_cpu_conv_plan_free(be, p->sub);
+    free(p->ph_x);
+    free(p->ph_w);
+    free(p->ph_dw);
     free(p);
 }
 
@@ -346,10 +358,17 @@ enum dg_status dg_cpu_conv_plan_create(struct dg_backend *be, const struct dg_co
         status = dg_cpu_bf16_ensure(p);
     } else {
         p->algos = dg_cpu_conv_choose(cpu->kernels, shape);
-        p->fwd = fwd_of[p->algos.fwd];
-        p->bwd_data = bwd_data_of[p->algos.bwd_data];
-        p->bwd_filter = bwd_filter_of[p->algos.bwd_filter];
-        status = plan_workspaces(p);
+        if (p->algos.fwd == DG_CPU_CONV_PHASES) {
+            p->fwd = dg_cpu_phases_fwd;
+            p->bwd_data = dg_cpu_phases_bwd_data;
+            p->bwd_filter = dg_cpu_phases_bwd_filter;
+            status = dg_cpu_phases_ensure(be, p);
+        } else {
+            p->fwd = fwd_of[p->algos.fwd];
+            p->bwd_data = bwd_data_of[p->algos.bwd_data];
+            p->bwd_filter = bwd_filter_of[p->algos.bwd_filter];
+            status = plan_workspaces(p);
+        }
     }
     if (status != DG_OK) {
         dg_cpu_conv_plan_free(be, p);

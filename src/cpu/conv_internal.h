@@ -58,6 +58,10 @@ struct conv_plan {
     double *wsum; /* (36, cout / 32, cin, 32): the slots' total */
     float *wout;  /* per thread (14 * m * m, max channels): output rows of one unit */
     size_t wv_floats, ws_floats, wout_floats;
+    /* stride 2 in four phases (conv_phases.c): the stride-1 plan of the phases, the phase
+     * copies of the input (or its gradient), the weights and the weight gradient */
+    struct conv_plan *sub;
+    float *ph_x, *ph_w, *ph_dw;
     /* bf16 (conv_bf16.c): NULL bf16 for a float32 plan */
     const struct dg_cpu_bf16_ops *bf16;
     uint16_t *bw;      /* packed weights (k, k, in pairs, outs, 2) */
@@ -161,6 +165,17 @@ void dg_cpu_winograd_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const flo
                               const float *w, const float *bias, float *dx, int relu);
 void dg_cpu_winograd_bwd_filter(struct dg_cpu *cpu, struct conv_plan *p, const float *x,
                                 const float *dy, float *dw, float *db);
+
+/* conv_phases.c (stride 2) */
+int dg_cpu_phases_kernel(int kernel);
+struct dg_conv_shape dg_cpu_phases_shape(const struct dg_conv_shape *s);
+enum dg_status dg_cpu_phases_ensure(struct dg_backend *be, struct conv_plan *p);
+void dg_cpu_phases_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x, const float *w,
+                       const float *bias, float *y, int relu);
+void dg_cpu_phases_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const float *dy,
+                            const float *w, const float *bias, float *dx, int relu);
+void dg_cpu_phases_bwd_filter(struct dg_cpu *cpu, struct conv_plan *p, const float *x,
+                              const float *dy, float *dw, float *db);
 
 /* conv_bf16.c (plans with a bf16 unit) */
 enum dg_status dg_cpu_bf16_ensure(struct conv_plan *p);

@@ -44,8 +44,10 @@ enum dg_cpu_conv_algo {
                              backward data) */
     DG_CPU_CONV_BF16,     /* --math bf16: the direct scheme on bf16 operands, any shape
                              (conv_bf16.c) */
+    DG_CPU_CONV_PHASES,   /* stride 2 as a stride-1 convolution of the input's four phases
+                             (conv_phases.c), on the direct kernels: output channels % 16 */
 };
-/* "im2col+sgemm", "direct", "Winograd", "bf16 direct". */
+/* "im2col+sgemm", "direct", "Winograd", "bf16 direct", "direct in 4 phases". */
 const char *dg_cpu_conv_algo_name(enum dg_cpu_conv_algo algo);
 
 /* The algorithm request: DIGITS_CPU_KERNELS=auto|generic|direct|winograd. */

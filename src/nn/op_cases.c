@@ -110,10 +110,15 @@ static const struct entry table[] = {
     CONV("valid 1x1 stride 2", REF | CPU | ODD, 0, 2, 3, 4, 7, 6, 1, 2, 1),
     CONV("64C3V, 10x10 (direct)", REF | CPU | ODD, 2, 3, 32, 64, 10, 10, 3, 1, 1),
     CONV("16 -> 32 valid 5x5, 9x17 (direct)", REF | CPU | ODD, 0, 2, 16, 32, 9, 17, 5, 1, 1),
+    CONV("3 -> 16 stride 2, 13x10, k 3 (phases)", REF | CPU | ODD, 0, 2, 3, 16, 13, 10, 3, 2, 0),
+    CONV("8 -> 32 valid stride 2, 11x12, k 5 (phases)", REF | CPU | ODD, 0, 2, 8, 32, 11, 12, 5, 2,
+         1),
+    CONV("16 -> 16 stride 2, 7x7, k 7 (phases)", REF | CPU | ODD, 0, 1, 16, 16, 7, 7, 7, 2, 0),
     CONV("grad stride 2, 3 -> 8, 9x8, k 5", DG_OP_GRAD | ODD, 0, 2, 3, 8, 9, 8, 5, 2, 0),
     CONV("grad valid, 4 -> 6, 8x7, k 3", DG_OP_GRAD | ODD, 0, 2, 4, 6, 8, 7, 3, 1, 1),
     CONV("grad valid stride 2, 2 -> 5, 9x9", DG_OP_GRAD | ODD, 0, 2, 2, 5, 9, 9, 3, 2, 1),
     CONV("grad valid direct, 16 -> 16, 7x8", DG_OP_GRAD | ODD, 0, 2, 16, 16, 7, 8, 3, 1, 1),
+    CONV("grad stride 2 phases, 4 -> 16, 9x8, k 5", DG_OP_GRAD | ODD, 0, 2, 4, 16, 9, 8, 5, 2, 0),
 
     /* ---- max-pool (every case also with ties on the CUDA backend) ---- */
     POOL("1 x 1 x 4x4", REF | CPU | ODD | TIES, 1, 1, 4, 4),

@@ -1,0 +1,167 @@
+/* Stride-2 convolutions as four phases: with x' the zero-padded input and its phases
+ * x_ab[c][i][j] = x'[c][2i + a][2j + b] (a, b in {0, 1}), a stride-2 convolution of kernel k is
+ *   y[o][oy][ox] = sum over c, a, b, u, v of w[o][c][2u + a][2v + b] x_ab[c][oy + u][ox + v],
+ * a stride-1 "valid" convolution of the 4 cin phase channels (channel 4c + 2a + b) with a
+ * kernel of side K = ceil(k / 2) (made odd with a zero tap), whose taps 2u + a >= k are zero.
+ * That convolution runs on the plan `sub` (the direct kernels where its channels allow); here
+ * are the copies into and out of the phase layout: the input and its gradient, the weights and
+ * theirs. Each copy moves values and adds nothing, so the sums are the sub plan's: the result
+ * is as deterministic as it is. */
+#include "cpu/conv_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* The phases' kernel side: ceil(k / 2), odd. */
+int dg_cpu_phases_kernel(int kernel)
+{
+    int side = (kernel + 1) / 2;
+    return side % 2 ? side : side + 1;
+}
+
+/* The sub plan's shape: the phases of a stride-2 convolution, stride 1, "valid". */
+struct dg_conv_shape dg_cpu_phases_shape(const struct dg_conv_shape *s)
+{
+    int side = dg_cpu_phases_kernel(s->kernel);
+    struct dg_conv_shape sub = {s->batch,
+                                4 * s->in_channels,
+                                s->out_channels,
+                                dg_conv_out_height(s) + side - 1,
+                                dg_conv_out_width(s) + side - 1,
+                                side,
+                                1,
+                                1};
+    return sub;
+}
+
+struct phase_job {
+    const struct conv_plan *p;
+    const float *src;
+    float *dst;
+};
+
+/* xs (batch, 4 cin, H, W) <- the phases of x (zero outside x). */
+static void pack_input_task(void *ctx, int thread, int threads)
+{
+    const struct phase_job *job = ctx;
+    const struct dg_conv_shape *s = &job->p->s, *t = &job->p->sub->s;
+    int pad = dg_conv_pad(s), h = s->height, w = s->width;
+    size_t plane = (size_t)t->height * t->width;
+    size_t n0, n1;
+    dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
+    for (size_t n = n0; n < n1; n++)
+        for (int c = 0; c < s->in_channels; c++) {
+            const float *x = job->src + (n * s->in_channels + (size_t)c) * h * w;
+            for (int ab = 0; ab < 4; ab++) {
+                int a = ab / 2, b = ab % 2;
+                float *out = job->dst + (n * t->in_channels + (size_t)(4 * c + ab)) * plane;
+                for (int i = 0; i < t->height; i++) {
+                    int y = 2 * i + a - pad;
+                    float *row = out + (size_t)i * t->width;
+                    if (y < 0 || y >= h) {
+                        memset(row, 0, sizeof(float) * (size_t)t->width);
+                        continue;
+                    }
+                    for (int j = 0; j < t->width; j++) {
+                        int xx = 2 * j + b - pad;
+                        row[j] = xx >= 0 && xx < w ? x[(size_t)y * w + xx] : 0.0f;
+                    }
+                }
+            }
+        }
+}
+
+/* dx (batch, cin, h, w) <- its phases' gradient dxs (every input pixel is in one phase). */
+static void unpack_input_task(void *ctx, int thread, int threads)
+{
+    const struct phase_job *job = ctx;
+    const struct dg_conv_shape *s = &job->p->s, *t = &job->p->sub->s;
+    int pad = dg_conv_pad(s), h = s->height, w = s->width;
+    size_t plane = (size_t)t->height * t->width;
+    size_t n0, n1;
+    dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
+    for (size_t n = n0; n < n1; n++)
+        for (int c = 0; c < s->in_channels; c++) {
+            float *dx = job->dst + (n * s->in_channels + (size_t)c) * h * w;
+            const float *phases = job->src + (n * t->in_channels + (size_t)(4 * c)) * plane;
+            for (int y = 0; y < h; y++) {
+                int i = (y + pad) / 2, a = (y + pad) % 2;
+                for (int xx = 0; xx < w; xx++) {
+                    int j = (xx + pad) / 2, b = (xx + pad) % 2;
+                    dx[(size_t)y * w + xx] =
+                        i < t->height && j < t->width
+                            ? phases[(size_t)(2 * a + b) * plane + (size_t)i * t->width + j]
+                            : 0.0f;
+                }
+            }
+        }
+}
+
+/* ws (cout, 4 cin, K, K) <- w (cout, cin, k, k) at the phases' taps, zero elsewhere; or, with
+ * `back`, w <- ws at those taps (the weight gradient). */
+static void weights_between(const struct conv_plan *p, float *w, float *ws, int back)
+{
+    const struct dg_conv_shape *s = &p->s;
+    int k = s->kernel, side = p->sub->s.kernel, cin = s->in_channels;
+    for (int o = 0; o < s->out_channels; o++)
+        for (int c = 0; c < cin; c++)
+            for (int ab = 0; ab < 4; ab++)
+                for (int u = 0; u < side; u++)
+                    for (int v = 0; v < side; v++) {
+                        int ky = 2 * u + ab / 2, kx = 2 * v + ab % 2;
+                        float *phase = &ws[(((size_t)o * 4 * cin + (size_t)(4 * c + ab)) * side +
+                                            (size_t)u) * side + (size_t)v];
+                        int tap = ky < k && kx < k;
+                        float *orig = tap ? &w[(((size_t)o * cin + c) * k + ky) * k + kx] : NULL;
+                        if (back && tap)
+                            *orig = *phase;
+                        else if (!back)
+                            *phase = tap ? *orig : 0.0f;
+                    }
+}
+
+enum dg_status dg_cpu_phases_ensure(struct dg_backend *be, struct conv_plan *p)
+{
+    struct dg_conv_shape sub = dg_cpu_phases_shape(&p->s);
+    void *plan = NULL;
+    enum dg_status status = dg_cpu_conv_plan_create(be, &sub, &plan);
+    if (status != DG_OK)
+        return status;
+    p->sub = plan;
+    size_t image = (size_t)sub.in_channels * sub.height * sub.width;
+    size_t weights = (size_t)sub.out_channels * sub.in_channels * sub.kernel * sub.kernel;
+    p->ph_x = malloc(sizeof(float) * image * (size_t)sub.batch);
+    p->ph_w = malloc(sizeof(float) * weights);
+    p->ph_dw = malloc(sizeof(float) * weights);
+    if (!p->ph_x || !p->ph_w || !p->ph_dw)
+        return dg_error(DG_ERR_NOMEM, "cpu conv: out of memory for the stride-2 phases");
+    return DG_OK;
+}
+
+void dg_cpu_phases_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x, const float *w,
+                       const float *bias, float *y, int relu)
+{
+    struct phase_job job = {p, x, p->ph_x};
+    dg_cpu_threads_run(cpu->pool, pack_input_task, &job);
+    weights_between(p, (float *)w, p->ph_w, 0);
+    p->sub->fwd(cpu, p->sub, p->ph_x, p->ph_w, bias, y, relu);
+}
+
+void dg_cpu_phases_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const float *dy,
+                            const float *w, const float *bias, float *dx, int relu)
+{
+    (void)bias, (void)relu;
+    weights_between(p, (float *)w, p->ph_w, 0);
+    p->sub->bwd_data(cpu, p->sub, dy, p->ph_w, NULL, p->ph_x, 0);
+    struct phase_job job = {p, p->ph_x, dx};
+    dg_cpu_threads_run(cpu->pool, unpack_input_task, &job);
+}
+
+void dg_cpu_phases_bwd_filter(struct dg_cpu *cpu, struct conv_plan *p, const float *x,
+                              const float *dy, float *dw, float *db)
+{
+    struct phase_job job = {p, x, p->ph_x};
+    dg_cpu_threads_run(cpu->pool, pack_input_task, &job);
+    p->sub->bwd_filter(cpu, p->sub, p->ph_x, dy, p->ph_dw, db);
+    weights_between(p, dw, p->ph_dw, 1);
+}
