@@ -57,6 +57,13 @@ static inline int dg_conv_out_width(const struct dg_conv_shape *s)
     return (s->width + 2 * dg_conv_pad(s) - s->kernel) / dg_conv_stride(s) + 1;
 }
 
+/* 1 when the kernel fits the padded input (so every output side is at least 1). */
+static inline int dg_conv_fits(const struct dg_conv_shape *s)
+{
+    return s->height + 2 * dg_conv_pad(s) >= s->kernel &&
+           s->width + 2 * dg_conv_pad(s) >= s->kernel;
+}
+
 /* The shape of the plain "same", stride-1 convolution, which every fast CPU kernel serves. */
 static inline int dg_conv_is_same_stride1(const struct dg_conv_shape *s)
 {

@@ -177,6 +177,9 @@ enum dg_status dg_net_trace_reserve(struct dg_net *net, int steps);
  * and correct count after step first + k since the stats were reset or set. One read. */
 enum dg_status dg_net_trace_read(struct dg_net *net, int first, int count, double *out);
 
+/* The convolution that conv layer `layer` runs on a batch of `batch` images. */
+struct dg_conv_shape dg_layer_conv_shape(const struct dg_layer *layer, int batch);
+
 /* The backend's description and, where the backend names its convolution algorithms, which
  * convolution of the model runs which: "cpu: 2 threads, AVX2+FMA, OpenBLAS ...; direct conv1,
  * Winograd conv2-4". */

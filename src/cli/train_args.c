@@ -255,7 +255,9 @@ static int apply_option(int opt, struct train_request *req, uint64_t *split_seed
     case 'Q': {
         int kind;
         if (!dg_optimizer_from_name(optarg, &kind)) {
-            static const char *const names[] = {"rmsprop", "adam", "sgd"};
+            const char *names[] = {dg_optimizer_name(DG_OPTIMIZER_RMSPROP),
+                                   dg_optimizer_name(DG_OPTIMIZER_ADAM),
+                                   dg_optimizer_name(DG_OPTIMIZER_SGD)};
             const char *near = dg_cli_closest(optarg, names, 3);
             return dg_cli_usage_error("train",
                                       "--optimizer expects rmsprop, adam or sgd, got '%s'%s%s%s",

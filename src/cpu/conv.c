@@ -1,11 +1,12 @@
-/* Convolution on the CPU (odd kernel; "same" stride 1, or strided / "valid", which only the
- * generic family serves), NCHW float32 at the interface: the plan,
+/* Convolution on the CPU (odd kernel; stride 1 or 2, "same" or "valid": which family serves
+ * which shape is dg_cpu_conv_choose's), NCHW float32 at the interface: the plan,
  * the choice of algorithm and the ops. Three algorithms, chosen per pass when the plan is created
  * (dg_cpu_conv_choose) and called through the plan's function pointers; the kernels come from the
  * backend's ISA table (src/cpu/isa/kernels.c, one source compiled per instruction set):
  *   generic   im2col + OpenBLAS sgemm (conv_im2col.c);
  *   direct    a register-blocked kernel on padded NHWC copies (conv_direct.c);
- *   winograd  for 3x3 and 5x5 kernels, Winograd tiles with alpha = 6 (conv_winograd.c).
+ *   winograd  for 3x3 and 5x5 kernels, Winograd tiles with alpha = 6 (conv_winograd.c);
+ * and stride 2 as the four phases of its input on a stride-1 sub plan (conv_phases.c).
  * Shared here: the bias gradient (generic, direct) and the padded NHWC copy (direct, Winograd).
  * Buffers are sized once per plan (per family, on first use) and reused across calls. */
 #include "cpu/conv_internal.h"
@@ -316,9 +317,7 @@ enum dg_status dg_cpu_conv_plan_create(struct dg_backend *be, const struct dg_co
     if (shape->batch < 1 || shape->in_channels < 1 || shape->out_channels < 1 ||
         shape->height < 1 || shape->width < 1 || shape->kernel < 1 || shape->kernel % 2 == 0 ||
         shape->stride < 0 || shape->stride > 2 || shape->valid < 0 || shape->valid > 1 ||
-        dg_conv_out_height(shape) < 1 || dg_conv_out_width(shape) < 1 ||
-        shape->height + 2 * dg_conv_pad(shape) < shape->kernel ||
-        shape->width + 2 * dg_conv_pad(shape) < shape->kernel)
+        !dg_conv_fits(shape))
         return dg_error(DG_ERR_RUNTIME,
                         "cpu conv: bad shape batch %d, channels %d -> %d, %dx%d, kernel %d, "
                         "stride %d, valid %d",

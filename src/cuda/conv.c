@@ -383,9 +383,7 @@ enum dg_status dg_cuda_conv_plan_create(struct dg_backend *be, const struct dg_c
     if (shape->batch <= 0 || shape->in_channels <= 0 || shape->out_channels <= 0 ||
         shape->height <= 0 || shape->width <= 0 || shape->kernel <= 0 || shape->kernel % 2 == 0 ||
         shape->stride < 0 || shape->stride > 2 || shape->valid < 0 || shape->valid > 1 ||
-        dg_conv_out_height(shape) < 1 || dg_conv_out_width(shape) < 1 ||
-        shape->height + 2 * dg_conv_pad(shape) < shape->kernel ||
-        shape->width + 2 * dg_conv_pad(shape) < shape->kernel)
+        !dg_conv_fits(shape))
         return dg_error(DG_ERR_RUNTIME,
                         "cuda: bad convolution shape: batch %d, %d -> %d channels, %dx%d, "
                         "kernel %d, stride %d, valid %d",

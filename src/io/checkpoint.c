@@ -69,23 +69,38 @@ static void settings_text(struct dg_text *t, const struct dg_checkpoint *ck)
     dg_history_text(t, "history", s->history, s->history_count);
 }
 
-/* The float blocks of a checkpoint in file order: weights, the optimizer's first state vector,
- * Adam's second moments (Adam only), the moving average of the weights (--ema only), the best
- * epoch's weights (when kept). */
+/* The float blocks of a checkpoint in file order, with the names the finite check says:
+ * weights, the optimizer's first state vector, Adam's second moments (Adam only), the moving
+ * average of the weights (--ema only), the best epoch's weights (when kept). */
 #define MAX_BLOCKS 5
 static uint32_t block_list(const struct dg_train_options *o, const struct dg_train_state *s,
-                           int has_best, float *block[MAX_BLOCKS])
+                           int has_best, float *block[MAX_BLOCKS], const char *name[MAX_BLOCKS])
 {
+    int adam = o->optimizer.kind == DG_OPTIMIZER_ADAM;
+    float *blocks[MAX_BLOCKS];
+    const char *names[MAX_BLOCKS];
     uint32_t k = 0;
-    block[k++] = s->params;
-    block[k++] = s->rms_acc;
-    if (o->optimizer.kind == DG_OPTIMIZER_ADAM)
-        block[k++] = s->opt_v;
+    blocks[k] = s->params, names[k++] = "weights";
+    blocks[k] = s->rms_acc, names[k++] = adam ? "first moments" : "accumulators";
+    if (adam)
+        blocks[k] = s->opt_v, names[k++] = "second moments";
     if (o->ema > 0.0f)
-        block[k++] = s->ema_params;
+        blocks[k] = s->ema_params, names[k++] = "moving average of the weights";
     if (has_best)
-        block[k++] = s->best_params;
+        blocks[k] = s->best_params, names[k++] = "best weights";
+    for (uint32_t i = 0; i < k; i++) {
+        if (block)
+            block[i] = blocks[i];
+        if (name)
+            name[i] = names[i];
+    }
     return k;
+}
+
+/* The blocks a checkpoint of these settings holds without the best weights. */
+static uint32_t blocks_without_best(const struct dg_train_options *o)
+{
+    return block_list(o, &(struct dg_train_state){0}, 0, NULL, NULL);
 }
 
 enum dg_status dg_checkpoint_save(const char *path, const struct dg_model *model,
@@ -99,7 +114,7 @@ enum dg_status dg_checkpoint_save(const char *path, const struct dg_model *model
     settings_text(&t, ck);
     int has_best = s->best_params && s->best_epoch > 0;
     float *block[MAX_BLOCKS];
-    uint32_t blocks = block_list(&ck->options, s, has_best, block);
+    uint32_t blocks = block_list(&ck->options, s, has_best, block, NULL);
     struct buffer b = {NULL, 0, 0};
     uint64_t count = model->param_count;
     int failed = t.failed || buffer_put(&b, DG_CHECKPOINT_MAGIC, 8) ||
@@ -311,8 +326,7 @@ static void read_options(struct reader *r, struct dg_checkpoint *ck, uint32_t bl
                 bad(r, "SGD settings");
         }
     }
-    /* the blocks besides the weights, the first state vector and the best weights */
-    uint32_t extra = (o->optimizer.kind == DG_OPTIMIZER_ADAM) + (o->ema > 0.0f);
+    uint32_t plain = blocks_without_best(o);
     /* the settings without an option: finite, and the signs the recipe needs */
     if (r->status == DG_OK &&
         (!isfinite(o->rho) || !isfinite(o->eps) || !isfinite(o->rotation_deg) ||
@@ -320,8 +334,8 @@ static void read_options(struct reader *r, struct dg_checkpoint *ck, uint32_t bl
          !isfinite(o->min_delta) || !isfinite(o->min_lr) || o->rho < 0.0f || o->rho >= 1.0f ||
          o->eps <= 0.0f || o->patience < 0 || o->patience > DG_TRAIN_EPOCHS_MAX))
         bad(r, "settings");
-    if (r->status == DG_OK && (blocks < 2 + extra || blocks > 3 + extra ||
-                               (blocks == 3 + extra && !o->save_best)))
+    if (r->status == DG_OK && (blocks < plain || blocks > plain + 1 ||
+                               (blocks == plain + 1 && !o->save_best)))
         bad(r, "settings");
 }
 
@@ -342,13 +356,13 @@ static void read_state(struct reader *r, struct dg_checkpoint *ck, uint32_t bloc
     s->loss_sum = get_double(r, "state_loss_sum");
     s->correct = get_double(r, "state_correct");
     s->seconds = get_double(r, "state_seconds");
-    uint32_t extra = (o->optimizer.kind == DG_OPTIMIZER_ADAM) + (o->ema > 0.0f);
     s->opt_steps = o->optimizer.kind == DG_OPTIMIZER_ADAM ? get_u64(r, "state_adam_t", 10) : 0;
     read_history(r, s);
     if (r->status == DG_OK && (s->epoch < 0 || s->epoch > o->epochs || s->step < 0 ||
                               !isfinite(s->lr) || s->lr < 0.0f ||
                               s->history_count != s->epoch ||
-                              (blocks == 3 + extra) != (o->save_best && s->best_epoch > 0)))
+                              (blocks == blocks_without_best(o) + 1) !=
+                                  (o->save_best && s->best_epoch > 0)))
         bad(r, "state");
 }
 
@@ -434,21 +448,12 @@ enum dg_status dg_checkpoint_load(const char *path, struct dg_model *model,
     }
     const unsigned char *floats = p + 16 + text_len;
     float *out[MAX_BLOCKS];
+    const char *vectors[MAX_BLOCKS];
     int has_best = o->save_best && s->best_epoch > 0;
-    block_list(o, s, has_best, out);
+    block_list(o, s, has_best, out, vectors);
     for (uint32_t k = 0; k < blocks; k++)
         for (size_t i = 0; i < model->param_count; i++)
             out[k][i] = get_f32(floats + ((size_t)k * model->param_count + i) * 4);
-    const char *vectors[MAX_BLOCKS];
-    uint32_t named = 0;
-    vectors[named++] = "weights";
-    vectors[named++] = o->optimizer.kind == DG_OPTIMIZER_ADAM ? "first moments" : "accumulators";
-    if (o->optimizer.kind == DG_OPTIMIZER_ADAM)
-        vectors[named++] = "second moments";
-    if (o->ema > 0.0f)
-        vectors[named++] = "moving average of the weights";
-    while (named < MAX_BLOCKS)
-        vectors[named++] = "best weights";
     for (uint32_t k = 0; k < blocks; k++)
         if ((status = dg_io_check_finite(path, vectors[k], model, -1, out[k])) != DG_OK)
             goto done;

@@ -97,15 +97,13 @@ enum dg_status dg_model_layout(struct dg_model *model, const struct dg_layer_spe
             {
                 struct dg_conv_shape shape = {1, c, specs[i].units, h, w, specs[i].kernel,
                                               specs[i].stride, specs[i].valid};
-                if (h + 2 * dg_conv_pad(&shape) < specs[i].kernel ||
-                    w + 2 * dg_conv_pad(&shape) < specs[i].kernel)
+                if (!dg_conv_fits(&shape))
                     return dg_error(DG_ERR_INPUT,
                                     "architecture: %s: its input is %dx%d, smaller than the "
                                     "%dx%d kernel without padding",
                                     layer->name, h, w, specs[i].kernel, specs[i].kernel);
-                int oh = dg_conv_out_height(&shape), ow = dg_conv_out_width(&shape);
-                h = oh;
-                w = ow;
+                h = dg_conv_out_height(&shape);
+                w = dg_conv_out_width(&shape);
             }
             layer->weight_count = (size_t)specs[i].units * c * specs[i].kernel * specs[i].kernel;
             layer->bias_count = (size_t)specs[i].units;

@@ -27,6 +27,14 @@ static enum dg_status alloc_floats(struct dg_net *net, size_t count, float **ptr
     return status;
 }
 
+struct dg_conv_shape dg_layer_conv_shape(const struct dg_layer *layer, int batch)
+{
+    struct dg_conv_shape shape = {batch,       layer->in_c, layer->out_c,       layer->in_h,
+                                  layer->in_w, layer->spec.kernel, layer->spec.stride,
+                                  layer->spec.valid};
+    return shape;
+}
+
 static void free_plans(struct dg_net *net, void **plans)
 {
     for (int i = 0; i < net->model->layer_count; i++) {
@@ -42,9 +50,7 @@ static enum dg_status create_plans(struct dg_net *net, int batch, void **plans)
         const struct dg_layer *layer = &net->model->layers[i];
         if (layer->spec.kind != DG_LAYER_CONV)
             continue;
-        struct dg_conv_shape shape = {batch,          layer->in_c,       layer->out_c,
-                                      layer->in_h,    layer->in_w,       layer->spec.kernel,
-                                      layer->spec.stride, layer->spec.valid};
+        struct dg_conv_shape shape = dg_layer_conv_shape(layer, batch);
         enum dg_status status = net->be->ops->conv_plan_create(net->be, &shape, &plans[i]);
         if (status != DG_OK) {
             free_plans(net, plans);
@@ -107,19 +113,8 @@ enum dg_status dg_net_create(struct dg_backend *be, const struct dg_model *model
              (i == 0 && (status = alloc_floats(net, batch * DG_PIXELS, &net->dact[0])) != DG_OK)))
             goto fail;
     }
-    {
-        /* the gradients of what the optimiser must not move (batchnorm's running statistics)
-         * stay zero: no backward pass writes them */
-        float *zeros = calloc(model->param_count ? model->param_count : 1, sizeof(float));
-        if (!zeros) {
-            status = dg_error(DG_ERR_NOMEM, "net: out of memory");
-            goto fail;
-        }
-        status = be->ops->upload(be, net->grads, zeros, model->param_count * sizeof(float));
-        free(zeros);
-        if (status != DG_OK)
-            goto fail;
-    }
+    /* grads comes zeroed from alloc, and the gradients of what the optimiser must not move
+     * (batchnorm's running statistics) stay zero: no backward pass writes them */
     void *mem = NULL;
     if ((status = be->ops->alloc(be, batch, &mem)) != DG_OK)
         goto fail;
@@ -718,9 +713,7 @@ void dg_backend_describe_for(struct dg_backend *be, const struct dg_model *model
         const struct dg_layer *layer = &model->layers[i];
         if (layer->spec.kind != DG_LAYER_CONV)
             continue;
-        struct dg_conv_shape shape = {batch,          layer->in_c,       layer->out_c,
-                                      layer->in_h,    layer->in_w,       layer->spec.kernel,
-                                      layer->spec.stride, layer->spec.valid};
+        struct dg_conv_shape shape = dg_layer_conv_shape(layer, batch);
         be->ops->conv_algo_name(be, &shape, i > 0, names[conv_count], sizeof names[0]);
         conv_count++;
     }

@@ -6,6 +6,7 @@
 #include "nn/op_cases.h"
 
 #include "digits/data.h"
+#include "digits/net.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -99,8 +100,8 @@ static const struct entry table[] = {
     CONV("grad 4 -> 16, 8x9", DG_OP_GRAD | ODD, 0, 2, 4, 16, 8, 9, 3, 1, 0),
     CONV("grad 3 -> 32, 6x5, k 5", DG_OP_GRAD | ODD, 0, 2, 3, 32, 6, 5, 5, 1, 0),
     CONV("grad 16 -> 3, 7x7", DG_OP_GRAD | ODD, 0, 1, 16, 3, 7, 7, 3, 1, 0),
-    /* strided and "valid" convolutions (the im2col path on the CPU): the deotte preset's
-     * layers and odd sizes around them */
+    /* strided and "valid" convolutions (on the CPU: direct, four phases or im2col, as their
+     * channels allow): the deotte preset's layers and odd sizes around them */
     CONV("32C3V, 28x28", REF | CPU | ODD, 2, 3, 1, 32, 28, 28, 3, 1, 1),
     CONV("32C5S2, 24x24", REF | CPU | ODD, 2, 3, 32, 32, 24, 24, 5, 2, 0),
     CONV("64C5S2, 8x8", REF | CPU | ODD, 2, 5, 64, 64, 8, 8, 5, 2, 0),
@@ -221,9 +222,7 @@ enum dg_status dg_op_layer_case(const struct dg_model *model, int layer, enum dg
     case DG_OP_CONV:
         if (lk != DG_LAYER_CONV)
             break;
-        out->conv = (struct dg_conv_shape){batch,          l->in_c,      l->out_c,
-                                           l->in_h,        l->in_w,      l->spec.kernel,
-                                           l->spec.stride, l->spec.valid};
+        out->conv = dg_layer_conv_shape(l, batch);
         return DG_OK;
     case DG_OP_BATCHNORM:
         if (lk != DG_LAYER_BATCHNORM)

@@ -237,6 +237,13 @@ float dg_onecycle_lr(float max_lr, long step, long total)
     return (float)(end_lr + (start_lr - end_lr) / 2.0 * (cos(pi * pct) + 1.0));
 }
 
+/* One-cycle's learning rate at step `step` of epoch `epoch` (steps an epoch), over the run. */
+static float onecycle_at(const struct dg_train_options *options, int epoch, int step, int steps)
+{
+    return dg_onecycle_lr(options->max_lr, (long)epoch * steps + step,
+                          (long)options->epochs * steps);
+}
+
 /* The end of an epoch with validation rows: their loss and accuracy into the report, then the
  * schedule (ReduceLROnPlateau), the best epoch (its weights kept with --save-best) and the
  * early stop, in the state. */
@@ -390,17 +397,16 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
             goto fail;
         double loss_sum = state.loss_sum, correct = state.correct;
         int traced_from = first_step; /* the first step whose stats are not read yet */
-        if (options->schedule == DG_SCHEDULE_ONECYCLE)
-            state.lr = dg_onecycle_lr(options->max_lr, (long)epoch * steps + first_step,
-                                      (long)options->epochs * steps);
-        float epoch_lr = state.lr; /* the epoch's first step's (one-cycle: it moves per step) */
+        /* the epoch's first step's (one-cycle: it moves per step) */
+        float epoch_lr = options->schedule == DG_SCHEDULE_ONECYCLE
+                             ? onecycle_at(options, epoch, first_step, steps)
+                             : state.lr;
         for (int step = first_step; step < steps; step++) {
             size_t first = (size_t)step * (size_t)options->batch;
             int n = (int)(train_count - first < (size_t)options->batch ? train_count - first
                                                                        : (size_t)options->batch);
             if (options->schedule == DG_SCHEDULE_ONECYCLE)
-                state.lr = dg_onecycle_lr(options->max_lr, (long)epoch * steps + step,
-                                          (long)options->epochs * steps);
+                state.lr = onecycle_at(options, epoch, step, steps);
             struct dg_net_mode mode = {1, options->seed, (uint32_t)epoch, (uint32_t)step};
             struct dg_augment_key augment = {options->seed,  (uint32_t)epoch, (uint32_t)step,
                                              options->rotation_deg, options->shift,
@@ -465,8 +471,7 @@ enum dg_status dg_train(struct dg_backend *be, struct dg_model *model,
         if (options->schedule == DG_SCHEDULE_EXP)
             state.lr *= options->gamma;
         else if (options->schedule == DG_SCHEDULE_ONECYCLE && epoch + 1 < options->epochs)
-            state.lr = dg_onecycle_lr(options->max_lr, (long)(epoch + 1) * steps,
-                                      (long)options->epochs * steps);
+            state.lr = onecycle_at(options, epoch + 1, 0, steps);
         report.next_lr = state.lr;
         report.images_per_second = (double)images / train_seconds;
         report.seconds = now_seconds() - start;
