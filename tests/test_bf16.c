@@ -224,8 +224,10 @@ START_TEST(conv_vs_reference)
         check(be->ops->conv_plan_create(be, &s, &plan));
         check(be->ops->conv_fwd(be, plan, x, w, b, y, relu));
         if (!dg_conv_is_same_stride1(&s)) {
-            /* strided and "valid" convolutions stay float32 under --math bf16 */
-            ck_assert(dg_test_close("forward (float32)", y, yf, ny, FP32_FWD_ATOL, FP32_FWD_RTOL));
+            /* strided and "valid" convolutions stay float32 under --math bf16, on Winograd where
+             * the shape allows: its rounding error scales with the output's largest values
+             * (these weights are not scaled by the fan-in), so the bound is normwise */
+            ck_assert(dg_test_close_max("forward (float32)", y, yf, ny, FP32_BWD));
             check(be->ops->conv_bwd_data(be, plan, dy, w, dx));
             check(be->ops->conv_bwd_filter(be, plan, x, dy, dw, db));
             ck_assert(dg_test_close_max("bwd data (float32)", dx, dxf, nx, FP32_BWD));

@@ -113,17 +113,29 @@ struct dg_cpu_conv_algos dg_cpu_conv_choose(enum dg_cpu_kernels kernels,
     int k = shape->kernel, cin = shape->in_channels, cout = shape->out_channels;
     struct dg_cpu_conv_algos a;
     if (!dg_conv_is_same_stride1(shape)) {
-        /* "valid" stride 1: the direct kernels on unpadded (forward, weight gradient) and
-         * k - 1 padded (backward data) copies; stride 2: its four phases on a stride-1 plan
-         * where the output channels suit the direct kernels; else im2col + sgemm */
+        /* "valid" stride 1: Winograd or the direct kernels, as for "same", on unpadded
+         * (forward, weight gradient) and k - 1 padded (backward data) copies; stride 2: its
+         * four phases on a stride-1 "valid" plan where the output channels suit the direct
+         * kernels; else im2col + sgemm */
         if (dg_conv_stride(shape) == 2 && kernels != DG_CPU_KERNELS_GENERIC && direct_fits(cout)) {
             a.fwd = a.bwd_data = a.bwd_filter = DG_CPU_CONV_PHASES;
             return a;
         }
-        int direct = dg_conv_stride(shape) == 1 && kernels != DG_CPU_KERNELS_GENERIC;
-        a.fwd = a.bwd_filter = direct && direct_fits(cout) ? DG_CPU_CONV_DIRECT
-                                                           : DG_CPU_CONV_GENERIC;
-        a.bwd_data = direct && direct_fits(cin) ? DG_CPU_CONV_DIRECT : DG_CPU_CONV_GENERIC;
+        if (dg_conv_stride(shape) == 1) {
+            /* Winograd's weight transforms and slot sums grow with cin * cout, its useful work
+             * with the tiles: images of fewer than 4 tiles (the phases of a 8x8 stride-2 layer)
+             * stay direct */
+            int m = k == 3 ? 4 : 2;
+            int out_tiles = ((dg_conv_out_height(shape) + m - 1) / m) *
+                            ((dg_conv_out_width(shape) + m - 1) / m);
+            int in_tiles = ((shape->height + m - 1) / m) * ((shape->width + m - 1) / m);
+            enum dg_cpu_kernels few = kernels == DG_CPU_KERNELS_GENERIC ? kernels
+                                                                        : DG_CPU_KERNELS_DIRECT;
+            a.fwd = a.bwd_filter = choose(out_tiles < 4 ? few : kernels, k, cin, cout);
+            a.bwd_data = choose(in_tiles < 4 ? few : kernels, k, cout, cin);
+        } else {
+            a.fwd = a.bwd_data = a.bwd_filter = DG_CPU_CONV_GENERIC;
+        }
         return a;
     }
     a.fwd = choose(kernels, k, cin, cout);
@@ -333,11 +345,16 @@ enum dg_status dg_cpu_conv_plan_create(struct dg_backend *be, const struct dg_co
     /* strided and "valid" convolutions run the generic float32 family under --math bf16 too */
     p->bf16 = dg_conv_is_same_stride1(shape) ? cpu->bf16 : NULL;
     p->wm = !p->bf16 && shape->kernel == 3 ? 4 : !p->bf16 && shape->kernel == 5 ? 2 : 0;
+    int oh = dg_conv_out_height(shape), ow = dg_conv_out_width(shape);
     if (p->wm) {
-        p->th = (shape->height + p->wm - 1) / p->wm;
-        p->tw = (shape->width + p->wm - 1) / p->wm;
+        /* Winograd tiles: of the output (forward, weight gradient), of the input (backward
+         * data); "same" the two agree */
+        p->th = (oh + p->wm - 1) / p->wm;
+        p->tw = (ow + p->wm - 1) / p->wm;
         p->hp = p->th * p->wm + shape->kernel - 1;
         p->wp = p->tw * p->wm + shape->kernel - 1;
+        p->th_b = (shape->height + p->wm - 1) / p->wm;
+        p->tw_b = (shape->width + p->wm - 1) / p->wm;
     } else {
         p->hp = shape->height + 2 * p->pad;
         p->wp = shape->width + 2 * p->pad;
@@ -345,8 +362,8 @@ enum dg_status dg_cpu_conv_plan_create(struct dg_backend *be, const struct dg_co
     p->pad_b = p->pad, p->hp_b = p->hp, p->wp_b = p->wp;
     if (shape->valid) {
         p->pad_b = shape->kernel - 1;
-        p->hp_b = dg_conv_out_height(shape) + 2 * p->pad_b;
-        p->wp_b = dg_conv_out_width(shape) + 2 * p->pad_b;
+        p->hp_b = p->wm ? p->th_b * p->wm + shape->kernel - 1 : oh + 2 * p->pad_b;
+        p->wp_b = p->wm ? p->tw_b * p->wm + shape->kernel - 1 : ow + 2 * p->pad_b;
     }
     enum dg_status status;
     if (p->bf16) {
@@ -386,14 +403,22 @@ void dg_cpu_conv_describe(struct dg_backend *be, const struct dg_conv_shape *sha
         return;
     }
     struct dg_cpu_conv_algos a = dg_cpu_conv_choose(cpu->kernels, shape);
+    /* stride 2 in phases: the algorithms of the stride-1 plan of the phases */
+    const char *phases = "";
+    if (a.fwd == DG_CPU_CONV_PHASES) {
+        struct dg_conv_shape sub = dg_cpu_phases_shape(shape);
+        a = dg_cpu_conv_choose(cpu->kernels, &sub);
+        phases = " in 4 phases";
+    }
     const char *fwd = dg_cpu_conv_algo_name(a.fwd);
     int same_data = !with_bwd_data || a.bwd_data == a.fwd;
     if (same_data && a.bwd_filter == a.fwd)
-        snprintf(out, size, "%s", fwd);
+        snprintf(out, size, "%s%s", fwd, phases);
     else if (same_data)
-        snprintf(out, size, "%s (bwd-filter %s)", fwd, dg_cpu_conv_algo_name(a.bwd_filter));
+        snprintf(out, size, "%s%s (bwd-filter %s)", fwd, phases,
+                 dg_cpu_conv_algo_name(a.bwd_filter));
     else
-        snprintf(out, size, "%s (bwd-data %s, bwd-filter %s)", fwd,
+        snprintf(out, size, "%s%s (bwd-data %s, bwd-filter %s)", fwd, phases,
                  dg_cpu_conv_algo_name(a.bwd_data), dg_cpu_conv_algo_name(a.bwd_filter));
 }
 

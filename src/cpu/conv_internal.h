@@ -36,7 +36,8 @@ struct conv_plan {
     int pad_b, hp_b, wp_b;
     int threads;
     int wm;     /* Winograd tile side m (k = 3: 4, k = 5: 2), 0 for other kernels */
-    int th, tw; /* Winograd tiles per column, per row */
+    int th, tw;     /* Winograd tiles per column, per row of the output (forward, filter) */
+    int th_b, tw_b; /* those of backward data (its output is the input's size) */
     /* generic */
     float *col;     /* per thread (cin*k*k, h*w) */
     float *dw_part; /* per image slot (wino_slots) (cout, cin*k*k) */

@@ -71,63 +71,80 @@ static void wino_weights(struct dg_cpu *cpu, const struct conv_plan *p, const fl
 }
 
 /* Work units of the Winograd forward pass: whole tile rows of one image (as many as fit in 14
- * tiles, spread evenly), or segments of at most 14 tiles of one tile row. */
+ * tiles, spread evenly), or segments of at most 14 tiles of one tile row; or, where an image
+ * has at most 7 tiles, as many whole images as fit in 14 tiles (every tile is computed on its
+ * own, so the grouping does not change a bit of the result). */
 struct wino_units {
     int rows;     /* tile rows per unit */
     int groups;   /* row groups per image */
     int segments; /* column segments per tile row */
+    int images;   /* whole images per unit (1: the unit is part of one image) */
 };
 
-static struct wino_units wino_units_of(const struct conv_plan *p)
+static struct wino_units wino_units_of(int th, int tw)
 {
     struct wino_units u;
-    int most = p->tw >= DG_TILE_PIXELS ? 1 : DG_TILE_PIXELS / p->tw;
-    u.groups = (p->th + most - 1) / most;
-    u.rows = (p->th + u.groups - 1) / u.groups;
-    u.segments = (p->tw + DG_TILE_PIXELS - 1) / DG_TILE_PIXELS;
+    int most = tw >= DG_TILE_PIXELS ? 1 : DG_TILE_PIXELS / tw;
+    u.groups = (th + most - 1) / most;
+    u.rows = (th + u.groups - 1) / u.groups;
+    u.segments = (tw + DG_TILE_PIXELS - 1) / DG_TILE_PIXELS;
+    u.images = th * tw <= DG_TILE_PIXELS / 2 ? DG_TILE_PIXELS / (th * tw) : 1;
     return u;
 }
 
-/* Forward (or backward data) over tiles: in NCHW (batch, cin, h, w), copied image by image
- * into the thread's padded NHWC buffer; U from wino_weights; out NCHW (batch, cout, h, w).
- * Uses direct_job's fields. Per unit: input transforms V (36, tiles, cin), products
- * M (36, cout / 32, 14, 32), output tiles gathered into NHWC rows (rows*m, cols*m, cout), then
- * transposed into NCHW. */
+/* Forward (or backward data) over tiles: in NCHW (batch, cin, ih, iw), copied image by image
+ * into the thread's padded NHWC buffer (hp, wp) at (pad, pad); U from wino_weights; out NCHW
+ * (batch, cout, oh, ow), ceil(oh / m) x ceil(ow / m) tiles. Uses direct_job's fields. Per
+ * unit: input transforms V (36, tiles, cin), products M (36, cout / 32, 14, 32), output tiles
+ * gathered into NHWC rows (rows*m, cols*m, cout) per image, then transposed into NCHW. */
 static void wino_conv_task(void *ctx, int thread, int threads)
 {
     const struct direct_job *job = ctx;
     const struct conv_plan *p = job->p;
     const struct dg_conv_shape *s = &p->s;
-    int m = p->wm, cin = job->cin, cout = job->cout, h = s->height, w = s->width;
-    size_t row_stride = (size_t)p->wp * cin;
-    size_t hw = (size_t)h * w;
+    int m = p->wm, cin = job->cin, cout = job->cout, h = job->oh, w = job->ow;
+    int th = (h + m - 1) / m, tw = (w + m - 1) / m;
+    size_t row_stride = (size_t)job->wp * cin;
+    size_t hw = (size_t)h * w, ihw = (size_t)job->ih * job->iw;
     size_t xi_v = (size_t)DG_TILE_PIXELS * cin, xi_m = (size_t)DG_TILE_PIXELS * cout;
     float *v = p->wv + p->wv_floats * (size_t)thread;
     float *prod = p->wz + p->wv_floats * (size_t)thread;
     float *rows_out = p->wout + p->wout_floats * (size_t)thread;
     float *image = p->xpriv + p->priv_floats * (size_t)thread;
-    size_t packed = (size_t)-1;
-    struct wino_units units = wino_units_of(p);
+    struct wino_units units = wino_units_of(th, tw);
     size_t per_image = (size_t)units.groups * units.segments;
+    size_t total = units.images > 1 ? ((size_t)s->batch + units.images - 1) / units.images
+                                    : (size_t)s->batch * per_image;
     size_t u0, u1;
-    dg_cpu_split((size_t)s->batch * per_image, 1, thread, threads, &u0, &u1);
+    dg_cpu_split(total, 1, thread, threads, &u0, &u1);
     for (size_t unit = u0; unit < u1; unit++) {
-        size_t n = unit / per_image;
-        int group = (int)(unit % per_image / (size_t)units.segments);
-        int segment = (int)(unit % (size_t)units.segments);
-        int tr0 = group * units.rows, tc0 = segment * DG_TILE_PIXELS;
-        int rows = p->th - tr0 < units.rows ? p->th - tr0 : units.rows;
-        int cols = p->tw - tc0 < DG_TILE_PIXELS ? p->tw - tc0 : DG_TILE_PIXELS;
-        int count = rows * cols;
-        if (n != packed) {
-            dg_cpu_conv_pack_padded(p->isa, job->in + n * cin * hw, cin, h, w, p->pad, p->hp, p->wp,
-                                    image);
-            packed = n;
+        /* the unit's pieces: images n0 .. n0 + pieces - 1, each its tiles [tr0, tr0 + rows) x
+         * [tc0, tc0 + cols) */
+        size_t n0;
+        int pieces, tr0, tc0, rows, cols;
+        if (units.images > 1) {
+            n0 = unit * (size_t)units.images;
+            pieces = s->batch - (int)n0 < units.images ? s->batch - (int)n0 : units.images;
+            tr0 = tc0 = 0, rows = th, cols = tw;
+        } else {
+            n0 = unit / per_image;
+            pieces = 1;
+            int group = (int)(unit % per_image / (size_t)units.segments);
+            int segment = (int)(unit % (size_t)units.segments);
+            tr0 = group * units.rows, tc0 = segment * DG_TILE_PIXELS;
+            rows = th - tr0 < units.rows ? th - tr0 : units.rows;
+            cols = tw - tc0 < DG_TILE_PIXELS ? tw - tc0 : DG_TILE_PIXELS;
         }
-        for (int t = 0; t < count; t++) {
-            int tr = tr0 + t / cols, tc = tc0 + t % cols;
-            p->isa->wino_input(image + (size_t)tr * m * row_stride + (size_t)tc * m * cin,
-                               row_stride, cin, v + (size_t)t * cin, xi_v);
+        int per_piece = rows * cols, count = pieces * per_piece;
+        for (int piece = 0; piece < pieces; piece++) {
+            dg_cpu_conv_pack_padded(p->isa, job->in + (n0 + (size_t)piece) * cin * ihw, cin,
+                                    job->ih, job->iw, job->pad, job->hp, job->wp, image);
+            for (int t = 0; t < per_piece; t++) {
+                int tr = tr0 + t / cols, tc = tc0 + t % cols;
+                p->isa->wino_input(image + (size_t)tr * m * row_stride + (size_t)tc * m * cin,
+                                   row_stride, cin, v + (size_t)(piece * per_piece + t) * cin,
+                                   xi_v);
+            }
         }
         for (int xi = 0; xi < DG_WINO_XI; xi++)
             for (int co = 0; co < cout; co += 32)
@@ -135,20 +152,24 @@ static void wino_conv_task(void *ctx, int thread, int threads)
                                  job->wpack + (size_t)xi * cin * cout + co, cout, 32, count, NULL,
                                  0, prod + xi * xi_m + (size_t)co * DG_TILE_PIXELS);
         size_t out_row = (size_t)cols * m * cout;
-        for (int t = 0; t < count; t++) {
-            float *dst =
-                rows_out + (size_t)(t / cols) * m * out_row + (size_t)(t % cols) * m * cout;
-            for (int co = 0; co < cout; co += 16)
-                p->isa->wino_output(
-                    m, prod + (size_t)(co / 32) * 32 * DG_TILE_PIXELS + (size_t)t * 32 + co % 32,
-                    xi_m, job->bias ? job->bias + co : NULL, job->relu, dst + co, out_row,
-                    (size_t)cout);
-        }
         int y0 = tr0 * m, x0 = tc0 * m;
         int valid_cols = w - x0 < cols * m ? w - x0 : cols * m;
-        for (int y = y0; y < y0 + rows * m && y < h; y++)
-            p->isa->from_nhwc(rows_out + (size_t)(y - y0) * out_row, cout, valid_cols,
-                              job->out + n * cout * hw + (size_t)y * w + x0, hw);
+        for (int piece = 0; piece < pieces; piece++) {
+            for (int t = 0; t < per_piece; t++) {
+                float *dst =
+                    rows_out + (size_t)(t / cols) * m * out_row + (size_t)(t % cols) * m * cout;
+                size_t at = (size_t)(piece * per_piece + t) * 32;
+                for (int co = 0; co < cout; co += 16)
+                    p->isa->wino_output(m, prod + (size_t)(co / 32) * 32 * DG_TILE_PIXELS + at +
+                                               co % 32,
+                                        xi_m, job->bias ? job->bias + co : NULL, job->relu,
+                                        dst + co, out_row, (size_t)cout);
+            }
+            float *out = job->out + (n0 + (size_t)piece) * cout * hw;
+            for (int y = y0; y < y0 + rows * m && y < h; y++)
+                p->isa->from_nhwc(rows_out + (size_t)(y - y0) * out_row, cout, valid_cols,
+                                  out + (size_t)y * w + x0, hw);
+        }
     }
 }
 
@@ -161,15 +182,18 @@ static void row_block(int total, int block, int *first, int *rows)
 }
 
 /* S[slot][xi][co/32][ci][32] = sum over the slot's tiles of V[xi][t][ci] Z[xi][t][co], tiles
- * taken up to 28 at a time from one image. The thread that handles an image also sums its
- * gradient per channel into db_part[n]. */
+ * taken up to 28 at a time: from one image for "same" plans (the chunks the reference network's
+ * stored results were summed in), across the slot's images for "valid" ones (small images of a
+ * few tiles each). The thread that handles an image also sums its gradient per channel into
+ * db_part[n]. */
 static void wino_filter_task(void *ctx, int thread, int threads)
 {
     const struct filter_job *job = ctx;
     const struct conv_plan *p = job->p;
     const struct dg_conv_shape *s = &p->s;
     int m = p->wm, cin = s->in_channels, cout = s->out_channels, h = s->height, w = s->width;
-    size_t hw = (size_t)h * w;
+    int oh = dg_conv_out_height(s), ow = dg_conv_out_width(s);
+    size_t hw = (size_t)h * w, ohw = (size_t)oh * ow;
     size_t row_stride = (size_t)p->wp * cin;
     size_t grow = (size_t)p->tw * m * cout;
     size_t xi_v = (size_t)DG_WINO_FILTER_CHUNK * cin, xi_z = (size_t)DG_WINO_FILTER_CHUNK * cout;
@@ -187,34 +211,42 @@ static void wino_filter_task(void *ctx, int thread, int threads)
         memset(sums, 0, sizeof(float) * p->ws_floats);
         size_t n0 = slot * (size_t)s->batch / (size_t)slots;
         size_t n1 = (slot + 1) * (size_t)s->batch / (size_t)slots;
-        for (size_t n = n0; n < n1; n++) {
-            dg_cpu_conv_pack_padded(p->isa, job->x + n * cin * hw, cin, h, w, p->pad, p->hp, p->wp,
-                                    image);
-            dg_cpu_conv_pack_padded(p->isa, job->dy + n * cout * hw, cout, h, w, 0, p->th * m,
-                                    p->tw * m, grad);
-            p->isa->channel_sums(grad, (size_t)p->th * m * p->tw * m, cout, p->db_part + n * cout);
-            for (size_t q0 = 0; q0 < tiles; q0 += DG_WINO_FILTER_CHUNK) {
-                int count =
-                    tiles - q0 < DG_WINO_FILTER_CHUNK ? (int)(tiles - q0) : DG_WINO_FILTER_CHUNK;
-                for (int t = 0; t < count; t++) {
-                    int tr = (int)((q0 + (size_t)t) / (size_t)p->tw);
-                    int tc = (int)((q0 + (size_t)t) % (size_t)p->tw);
-                    p->isa->wino_input(image + (size_t)tr * m * row_stride + (size_t)tc * m * cin,
-                                       row_stride, cin, v + (size_t)t * cin, xi_v);
-                    p->isa->wino_grad(m, grad + (size_t)tr * m * grow + (size_t)tc * m * cout, grow,
-                                      cout, z + (size_t)t * cout, xi_z);
+        /* the slot's tiles in order, (image, tile row, tile column); a chunk ends at an image's
+         * end for "same" plans */
+        size_t span = (n1 - n0) * tiles, packed = (size_t)-1;
+        for (size_t q0 = 0; q0 < span;) {
+            size_t q1 = span - q0 < DG_WINO_FILTER_CHUNK ? span : q0 + DG_WINO_FILTER_CHUNK;
+            if (!s->valid && q1 > (q0 / tiles + 1) * tiles)
+                q1 = (q0 / tiles + 1) * tiles;
+            int count = (int)(q1 - q0);
+            for (int t = 0; t < count; t++) {
+                size_t n = n0 + (q0 + (size_t)t) / tiles, in_image = (q0 + (size_t)t) % tiles;
+                if (n != packed) {
+                    dg_cpu_conv_pack_padded(p->isa, job->x + n * cin * hw, cin, h, w, p->pad,
+                                            p->hp, p->wp, image);
+                    dg_cpu_conv_pack_padded(p->isa, job->dy + n * cout * ohw, cout, oh, ow, 0,
+                                            p->th * m, p->tw * m, grad);
+                    p->isa->channel_sums(grad, (size_t)p->th * m * p->tw * m, cout,
+                                         p->db_part + n * cout);
+                    packed = n;
                 }
-                for (int xi = 0; xi < DG_WINO_XI; xi++)
-                    for (int co = 0; co < cout; co += 32)
-                        for (int b = 0; b < ci_blocks; b++) {
-                            int ci0, rows;
-                            row_block(cin, b, &ci0, &rows);
-                            p->isa->filter_tile(v + xi * xi_v + ci0, 0, cin, z + xi * xi_z + co,
-                                                cout, 1, count, rows, 32,
-                                                sums + (size_t)xi * cin * cout + (size_t)co * cin +
-                                                    (size_t)ci0 * 32);
-                        }
+                int tr = (int)(in_image / (size_t)p->tw), tc = (int)(in_image % (size_t)p->tw);
+                p->isa->wino_input(image + (size_t)tr * m * row_stride + (size_t)tc * m * cin,
+                                   row_stride, cin, v + (size_t)t * cin, xi_v);
+                p->isa->wino_grad(m, grad + (size_t)tr * m * grow + (size_t)tc * m * cout, grow,
+                                  cout, z + (size_t)t * cout, xi_z);
             }
+            for (int xi = 0; xi < DG_WINO_XI; xi++)
+                for (int co = 0; co < cout; co += 32)
+                    for (int b = 0; b < ci_blocks; b++) {
+                        int ci0, rows;
+                        row_block(cin, b, &ci0, &rows);
+                        p->isa->filter_tile(v + xi * xi_v + ci0, 0, cin, z + xi * xi_z + co, cout,
+                                            1, count, rows, 32,
+                                            sums + (size_t)xi * cin * cout + (size_t)co * cin +
+                                                (size_t)ci0 * 32);
+                    }
+            q0 = q1;
         }
     }
 }
@@ -299,7 +331,7 @@ void dg_cpu_winograd_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x
     const struct dg_conv_shape *s = &p->s;
     struct direct_job job = {p,         x,        p->u,   bias,  y,     s->in_channels,
                              s->out_channels, relu, s->height, s->width, p->pad, p->hp,
-                             p->wp,     s->height, s->width};
+                             p->wp,     dg_conv_out_height(s), dg_conv_out_width(s)};
     dg_cpu_threads_run(cpu->pool, wino_conv_task, &job);
 }
 
@@ -310,8 +342,8 @@ void dg_cpu_winograd_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const flo
     wino_weights(cpu, p, w, 1);
     const struct dg_conv_shape *s = &p->s;
     struct direct_job job = {p,          dy,       p->u,   NULL,  dx,    s->out_channels,
-                             s->in_channels, 0,    s->height, s->width, p->pad, p->hp,
-                             p->wp,      s->height, s->width};
+                             s->in_channels, 0,    dg_conv_out_height(s), dg_conv_out_width(s),
+                             p->pad_b,   p->hp_b,  p->wp_b, s->height, s->width};
     dg_cpu_threads_run(cpu->pool, wino_conv_task, &job);
 }
 

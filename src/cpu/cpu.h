@@ -39,13 +39,15 @@ enum dg_cpu_conv_algo {
     DG_CPU_CONV_GENERIC,  /* per-image im2col + OpenBLAS sgemm: any shape */
     DG_CPU_CONV_DIRECT,   /* register-blocked direct convolution on padded NHWC copies:
                              output channels (input channels for backward data) % 16 == 0 */
-    DG_CPU_CONV_WINOGRAD, /* F(2x2,5x5) / F(4x4,3x3), alpha 6: kernels 3 and 5, input channels
-                             % 16 and output channels % 32 == 0 (the other way round for
-                             backward data) */
+    DG_CPU_CONV_WINOGRAD, /* F(2x2,5x5) / F(4x4,3x3), alpha 6: kernels 3 and 5, stride 1,
+                             input channels % 16 and output channels % 32 == 0 (the other way
+                             round for backward data); "valid" where the pass has 4 tiles or
+                             more */
     DG_CPU_CONV_BF16,     /* --math bf16: the direct scheme on bf16 operands, any shape
                              (conv_bf16.c) */
     DG_CPU_CONV_PHASES,   /* stride 2 as a stride-1 convolution of the input's four phases
-                             (conv_phases.c), on the direct kernels: output channels % 16 */
+                             (conv_phases.c), on Winograd or the direct kernels: output
+                             channels % 16 */
 };
 /* "im2col+sgemm", "direct", "Winograd", "bf16 direct", "direct in 4 phases". */
 const char *dg_cpu_conv_algo_name(enum dg_cpu_conv_algo algo);

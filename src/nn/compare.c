@@ -7,6 +7,7 @@
 /* The bounds and why: include/digits/compare.h and docs/DEVELOPING.md, "Tolerances". */
 const struct dg_tolerance dg_tol_forward = {DG_TOL_ELEMENTWISE, 1e-5, 1e-4};
 const struct dg_tolerance dg_tol_backward_fp32 = {DG_TOL_NORMWISE, 0.0, 5e-5};
+const struct dg_tolerance dg_tol_forward_winograd = {DG_TOL_NORMWISE, 0.0, 5e-5};
 const struct dg_tolerance dg_tol_forward_tf32 = {DG_TOL_NORMWISE, 0.0, 1.5e-3};
 const struct dg_tolerance dg_tol_backward_tf32 = {DG_TOL_NORMWISE, 0.0, 1.5e-3};
 const struct dg_tolerance dg_tol_exact = {DG_TOL_ELEMENTWISE, 0.0, 0.0};

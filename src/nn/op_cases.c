@@ -100,8 +100,8 @@ static const struct entry table[] = {
     CONV("grad 4 -> 16, 8x9", DG_OP_GRAD | ODD, 0, 2, 4, 16, 8, 9, 3, 1, 0),
     CONV("grad 3 -> 32, 6x5, k 5", DG_OP_GRAD | ODD, 0, 2, 3, 32, 6, 5, 5, 1, 0),
     CONV("grad 16 -> 3, 7x7", DG_OP_GRAD | ODD, 0, 1, 16, 3, 7, 7, 3, 1, 0),
-    /* strided and "valid" convolutions (on the CPU: direct, four phases or im2col, as their
-     * channels allow): the deotte preset's layers and odd sizes around them */
+    /* strided and "valid" convolutions (on the CPU: Winograd, direct, four phases or im2col, as
+     * their channels and sizes allow): the deotte preset's layers and odd sizes around them */
     CONV("32C3V, 28x28", REF | CPU | ODD, 2, 3, 1, 32, 28, 28, 3, 1, 1),
     CONV("32C5S2, 24x24", REF | CPU | ODD, 2, 3, 32, 32, 24, 24, 5, 2, 0),
     CONV("64C5S2, 8x8", REF | CPU | ODD, 2, 5, 64, 64, 8, 8, 5, 2, 0),
@@ -109,7 +109,11 @@ static const struct entry table[] = {
     CONV("valid stride 2, 9x12, k 5", REF | CPU | ODD, 0, 2, 4, 5, 9, 12, 5, 2, 1),
     CONV("valid, kernel as wide as the image", REF | CPU | ODD, 0, 2, 3, 4, 5, 5, 5, 1, 1),
     CONV("valid 1x1 stride 2", REF | CPU | ODD, 0, 2, 3, 4, 7, 6, 1, 2, 1),
-    CONV("64C3V, 10x10 (direct)", REF | CPU | ODD, 2, 3, 32, 64, 10, 10, 3, 1, 1),
+    CONV("64C3V, 10x10 (Winograd)", REF | CPU | ODD, 2, 3, 32, 64, 10, 10, 3, 1, 1),
+    CONV("32C3V, 26x26 (Winograd)", REF | CPU | ODD, 0, 2, 32, 32, 26, 26, 3, 1, 1),
+    CONV("32 -> 32 valid 5x5, 11x9 (Winograd)", REF | CPU | ODD, 0, 3, 32, 32, 11, 9, 5, 1, 1),
+    CONV("64C3V, 6x6: one tile (direct), bwd data Winograd", REF | CPU | ODD, 2, 3, 32, 64, 6, 6,
+         3, 1, 1),
     CONV("16 -> 32 valid 5x5, 9x17 (direct)", REF | CPU | ODD, 0, 2, 16, 32, 9, 17, 5, 1, 1),
     CONV("3 -> 16 stride 2, 13x10, k 3 (phases)", REF | CPU | ODD, 0, 2, 3, 16, 13, 10, 3, 2, 0),
     CONV("8 -> 32 valid stride 2, 11x12, k 5 (phases)", REF | CPU | ODD, 0, 2, 8, 32, 11, 12, 5, 2,
@@ -119,6 +123,7 @@ static const struct entry table[] = {
     CONV("grad valid, 4 -> 6, 8x7, k 3", DG_OP_GRAD | ODD, 0, 2, 4, 6, 8, 7, 3, 1, 1),
     CONV("grad valid stride 2, 2 -> 5, 9x9", DG_OP_GRAD | ODD, 0, 2, 2, 5, 9, 9, 3, 2, 1),
     CONV("grad valid direct, 16 -> 16, 7x8", DG_OP_GRAD | ODD, 0, 2, 16, 16, 7, 8, 3, 1, 1),
+    CONV("grad valid Winograd, 16 -> 32, 9x7", DG_OP_GRAD | ODD, 0, 2, 16, 32, 9, 7, 3, 1, 1),
     CONV("grad stride 2 phases, 4 -> 16, 9x8, k 5", DG_OP_GRAD | ODD, 0, 2, 4, 16, 9, 8, 5, 2, 0),
 
     /* ---- max-pool (every case also with ties on the CUDA backend) ---- */
