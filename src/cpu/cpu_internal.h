@@ -57,6 +57,13 @@ struct dg_cpu_bf16_ops;
  *   from_nhwc     dst[c*plane_stride + x] = src[x*channels + c], x < count, channels % 16 == 0
  *   channel_sums  sums[c] = sum over pixels of src[pixel*channels + c], channels % 16 == 0,
  *                 four interleaved partial sums per channel (the same order on every ISA)
+ *   bn_*          batch normalisation over one (image, channel) plane of n values, in double:
+ *                 bn_sum (sum v), bn_squares (sum (v - centre)^2), bn_grad_sums (sum dy,
+ *                 sum dy (x - mean)), each in 16 interleaved partial sums added in one fixed
+ *                 order, then the tail (the same steps on every ISA); bn_affine (y = x scale +
+ *                 shift), bn_input_grad (k = mean, invstd, scale, mean_dy, mean_dy_xhat:
+ *                 dx = scale (dy - mean_dy - (x - mean) invstd mean_dy_xhat)), each rounded
+ *                 to float once
  *   dropout       out[i] = in[i] * dg_dropout_scale(rate, key, i), i in [begin, end)
  *   maxpool_*     2x2 max-pool of one (h, w) plane into (h/2, w/2); backward routes dy to the
  *                 first maximum of each window (row-major, strict >), zero elsewhere,
@@ -91,6 +98,12 @@ struct dg_cpu_isa_ops {
     void (*to_nhwc)(const float *src, size_t plane_stride, int channels, int width, float *dst);
     void (*from_nhwc)(const float *src, int channels, int count, float *dst, size_t plane_stride);
     void (*channel_sums)(const float *src, size_t pixels, int channels, float *sums);
+    double (*bn_sum)(const float *v, size_t n);
+    double (*bn_squares)(const float *v, size_t n, double centre);
+    void (*bn_grad_sums)(const float *x, const float *dy, size_t n, double mean, double sums[2]);
+    void (*bn_affine)(const float *x, size_t n, double scale, double shift, float *y);
+    void (*bn_input_grad)(const float *x, const float *dy, size_t n, const double k[5],
+                          float *dx);
     void (*dropout)(size_t begin, size_t end, float rate, const struct dg_dropout_key *key,
                     const float *in, float *out);
     void (*maxpool_fwd)(const float *x, int h, int w, float *y);

@@ -475,6 +475,127 @@ static void channel_sums(const float *src, size_t pixels, int channels, float *s
     }
 }
 
+/* ---- batch normalisation (src/cpu/batchnorm.c): double sums and element loops ----
+ * vd4 is a GCC vector of 4 doubles on every ISA (AVX-512 and AVX2: ymm; portable C: what the
+ * compiler lowers it to), so the sums below take the same steps everywhere: element i of the
+ * first 16 * floor(n / 16) goes to partial sum i % 16 (lane i % 4 of accumulator i / 4 % 4),
+ * the partials are added as ((a0 + a1) + (a2 + a3)), lanes ((l0 + l1) + (l2 + l3)), and the
+ * tail, summed in order, last. */
+typedef double vd4 __attribute__((vector_size(32)));
+typedef float vf4 __attribute__((vector_size(16)));
+
+/* (by pointer: a 32-byte vector by value changes the ABI of the portable build) */
+DG_INLINE void load4d(const float *p, vd4 *out)
+{
+    vf4 v;
+    memcpy(&v, p, sizeof v);
+    *out = __builtin_convertvector(v, vd4);
+}
+
+DG_INLINE void store4f(float *p, const vd4 *v)
+{
+    vf4 f = __builtin_convertvector(*v, vf4);
+    memcpy(p, &f, sizeof f);
+}
+
+DG_INLINE double reduce4d(const vd4 a[4])
+{
+    vd4 t = (a[0] + a[1]) + (a[2] + a[3]);
+    return (t[0] + t[1]) + (t[2] + t[3]);
+}
+
+/* sum v[i] */
+static double bn_sum(const float *v, size_t n)
+{
+    vd4 a[4] = {{0}, {0}, {0}, {0}};
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 4; j++) {
+            vd4 d;
+            load4d(v + i + 4 * j, &d);
+            a[j] = a[j] + d;
+        }
+    double tail = 0.0;
+    for (; i < n; i++)
+        tail += v[i];
+    return reduce4d(a) + tail;
+}
+
+/* sum (v[i] - centre)^2 */
+static double bn_squares(const float *v, size_t n, double centre)
+{
+    vd4 a[4] = {{0}, {0}, {0}, {0}};
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 4; j++) {
+            vd4 d;
+            load4d(v + i + 4 * j, &d);
+            d = d - centre;
+            a[j] = a[j] + d * d;
+        }
+    double tail = 0.0;
+    for (; i < n; i++) {
+        double d = v[i] - centre;
+        tail += d * d;
+    }
+    return reduce4d(a) + tail;
+}
+
+/* sums[0] = sum dy[i], sums[1] = sum dy[i] (x[i] - mean) */
+static void bn_grad_sums(const float *x, const float *dy, size_t n, double mean, double sums[2])
+{
+    vd4 a[4] = {{0}, {0}, {0}, {0}}, b[4] = {{0}, {0}, {0}, {0}};
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 4; j++) {
+            vd4 g, xv;
+            load4d(dy + i + 4 * j, &g);
+            load4d(x + i + 4 * j, &xv);
+            a[j] = a[j] + g;
+            b[j] = b[j] + g * (xv - mean);
+        }
+    double ta = 0.0, tb = 0.0;
+    for (; i < n; i++) {
+        ta += dy[i];
+        tb += dy[i] * (x[i] - mean);
+    }
+    sums[0] = reduce4d(a) + ta;
+    sums[1] = reduce4d(b) + tb;
+}
+
+/* y[i] = x[i] * scale + shift, in double, rounded once */
+static void bn_affine(const float *x, size_t n, double scale, double shift, float *y)
+{
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        vd4 v;
+        load4d(x + i, &v);
+        v = v * scale + shift;
+        store4f(y + i, &v);
+    }
+    for (; i < n; i++)
+        y[i] = (float)((double)x[i] * scale + shift);
+}
+
+/* dx[i] = scale (dy[i] - mean_dy - (x[i] - mean) invstd mean_dy_xhat), in double */
+static void bn_input_grad(const float *x, const float *dy, size_t n, const double k[5], float *dx)
+{
+    double mean = k[0], invstd = k[1], scale = k[2], mean_dy = k[3], mean_dy_xhat = k[4];
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        vd4 xv, g;
+        load4d(x + i, &xv);
+        load4d(dy + i, &g);
+        vd4 xhat = (xv - mean) * invstd;
+        vd4 out = scale * (g - mean_dy - xhat * mean_dy_xhat);
+        store4f(dx + i, &out);
+    }
+    for (; i < n; i++) {
+        double xhat = (x[i] - mean) * invstd;
+        dx[i] = (float)(scale * (dy[i] - mean_dy - xhat * mean_dy_xhat));
+    }
+}
+
 /* ---- element loops ---- */
 
 /* DG_W Philox blocks (4 * DG_W elements) at a time: block b of an iteration gives elements
@@ -792,6 +913,11 @@ const struct dg_cpu_isa_ops DG_ISA_TABLE = {
     .to_nhwc = to_nhwc,
     .from_nhwc = from_nhwc,
     .channel_sums = channel_sums,
+    .bn_sum = bn_sum,
+    .bn_squares = bn_squares,
+    .bn_grad_sums = bn_grad_sums,
+    .bn_affine = bn_affine,
+    .bn_input_grad = bn_input_grad,
     .dropout = dropout,
     .maxpool_fwd = maxpool_fwd,
     .maxpool_bwd = maxpool_bwd,
