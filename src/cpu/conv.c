@@ -110,6 +110,13 @@ static enum dg_cpu_conv_algo choose(enum dg_cpu_kernels kernels, int kernel, int
 struct dg_cpu_conv_algos dg_cpu_conv_choose(enum dg_cpu_kernels kernels,
                                             const struct dg_conv_shape *shape)
 {
+    return dg_cpu_conv_choose_window(kernels, shape, shape->height, shape->width);
+}
+
+struct dg_cpu_conv_algos dg_cpu_conv_choose_window(enum dg_cpu_kernels kernels,
+                                                   const struct dg_conv_shape *shape, int bwd_h,
+                                                   int bwd_w)
+{
     int k = shape->kernel, cin = shape->in_channels, cout = shape->out_channels;
     struct dg_cpu_conv_algos a;
     if (!dg_conv_is_same_stride1(shape)) {
@@ -128,7 +135,7 @@ struct dg_cpu_conv_algos dg_cpu_conv_choose(enum dg_cpu_kernels kernels,
             int m = k == 3 ? 4 : 2;
             int out_tiles = ((dg_conv_out_height(shape) + m - 1) / m) *
                             ((dg_conv_out_width(shape) + m - 1) / m);
-            int in_tiles = ((shape->height + m - 1) / m) * ((shape->width + m - 1) / m);
+            int in_tiles = ((bwd_h + m - 1) / m) * ((bwd_w + m - 1) / m);
             enum dg_cpu_kernels few = kernels == DG_CPU_KERNELS_GENERIC ? kernels
                                                                         : DG_CPU_KERNELS_DIRECT;
             a.fwd = a.bwd_filter = choose(out_tiles < 4 ? few : kernels, k, cin, cout);
@@ -318,6 +325,13 @@ static enum dg_status plan_workspaces(struct conv_plan *p)
 enum dg_status dg_cpu_conv_plan_create(struct dg_backend *be, const struct dg_conv_shape *shape,
                                        void **plan)
 {
+    return dg_cpu_conv_plan_create_window(be, shape, 0, shape->height, shape->width, plan);
+}
+
+enum dg_status dg_cpu_conv_plan_create_window(struct dg_backend *be,
+                                              const struct dg_conv_shape *shape, int bwd_lo,
+                                              int bwd_h, int bwd_w, void **plan)
+{
     static const conv_pass_fn fwd_of[3] = {dg_cpu_im2col_fwd, dg_cpu_direct_fwd,
                                            dg_cpu_winograd_fwd};
     static const conv_pass_fn bwd_data_of[3] = {dg_cpu_im2col_bwd_data, dg_cpu_direct_bwd_data,
@@ -335,10 +349,17 @@ enum dg_status dg_cpu_conv_plan_create(struct dg_backend *be, const struct dg_co
                         "stride %d, valid %d",
                         shape->batch, shape->in_channels, shape->out_channels, shape->height,
                         shape->width, shape->kernel, shape->stride, shape->valid);
+    int whole = bwd_lo == 0 && bwd_h == shape->height && bwd_w == shape->width;
+    if (!whole && (!shape->valid || dg_conv_stride(shape) != 1 || bwd_lo < 0 ||
+                   bwd_lo > shape->kernel - 1 || bwd_h < 1 || bwd_w < 1 ||
+                   bwd_lo + bwd_h > shape->height || bwd_lo + bwd_w > shape->width))
+        return dg_error(DG_ERR_RUNTIME, "cpu conv: bad backward-data window %d, %dx%d", bwd_lo,
+                        bwd_h, bwd_w);
     struct conv_plan *p = calloc(1, sizeof *p);
     if (!p)
         return dg_error(DG_ERR_NOMEM, "cpu conv: out of memory for a plan");
     p->s = *shape;
+    p->bwd_lo = bwd_lo, p->bwd_h = bwd_h, p->bwd_w = bwd_w;
     p->isa = cpu->isa;
     p->pad = dg_conv_pad(shape);
     p->threads = cpu->threads;
@@ -353,17 +374,24 @@ enum dg_status dg_cpu_conv_plan_create(struct dg_backend *be, const struct dg_co
         p->tw = (ow + p->wm - 1) / p->wm;
         p->hp = p->th * p->wm + shape->kernel - 1;
         p->wp = p->tw * p->wm + shape->kernel - 1;
-        p->th_b = (shape->height + p->wm - 1) / p->wm;
-        p->tw_b = (shape->width + p->wm - 1) / p->wm;
+        p->th_b = (bwd_h + p->wm - 1) / p->wm;
+        p->tw_b = (bwd_w + p->wm - 1) / p->wm;
     } else {
         p->hp = shape->height + 2 * p->pad;
         p->wp = shape->width + 2 * p->pad;
     }
     p->pad_b = p->pad, p->hp_b = p->hp, p->wp_b = p->wp;
     if (shape->valid) {
-        p->pad_b = shape->kernel - 1;
-        p->hp_b = p->wm ? p->th_b * p->wm + shape->kernel - 1 : oh + 2 * p->pad_b;
-        p->wp_b = p->wm ? p->tw_b * p->wm + shape->kernel - 1 : ow + 2 * p->pad_b;
+        /* the full correlation of dy, padded by k - 1, from window row bwd_lo on: dy at
+         * k - 1 - bwd_lo, the padded sides covering the window's rows (or tiles) and dy */
+        int k = shape->kernel;
+        p->pad_b = k - 1 - bwd_lo;
+        p->hp_b = p->wm ? p->th_b * p->wm + k - 1 : bwd_h + k - 1;
+        p->wp_b = p->wm ? p->tw_b * p->wm + k - 1 : bwd_w + k - 1;
+        if (p->hp_b < p->pad_b + oh)
+            p->hp_b = p->pad_b + oh;
+        if (p->wp_b < p->pad_b + ow)
+            p->wp_b = p->pad_b + ow;
     }
     enum dg_status status;
     if (p->bf16) {
@@ -373,7 +401,12 @@ enum dg_status dg_cpu_conv_plan_create(struct dg_backend *be, const struct dg_co
         p->bwd_filter = dg_cpu_bf16_bwd_filter;
         status = dg_cpu_bf16_ensure(p);
     } else {
-        p->algos = dg_cpu_conv_choose(cpu->kernels, shape);
+        p->algos = dg_cpu_conv_choose_window(cpu->kernels, shape, bwd_h, bwd_w);
+        if (p->algos.bwd_data == DG_CPU_CONV_GENERIC && !whole) {
+            /* im2col + sgemm writes the whole input's gradient */
+            dg_cpu_conv_plan_free(be, p);
+            return dg_cpu_conv_plan_create(be, shape, plan);
+        }
         if (p->algos.fwd == DG_CPU_CONV_PHASES) {
             p->fwd = dg_cpu_phases_fwd;
             p->bwd_data = dg_cpu_phases_bwd_data;
@@ -407,7 +440,11 @@ void dg_cpu_conv_describe(struct dg_backend *be, const struct dg_conv_shape *sha
     const char *phases = "";
     if (a.fwd == DG_CPU_CONV_PHASES) {
         struct dg_conv_shape sub = dg_cpu_phases_shape(shape);
-        a = dg_cpu_conv_choose(cpu->kernels, &sub);
+        int lo, h, w;
+        dg_cpu_phases_window(shape, &lo, &h, &w);
+        a = dg_cpu_conv_choose_window(cpu->kernels, &sub, h, w);
+        if (a.bwd_data == DG_CPU_CONV_GENERIC)
+            a = dg_cpu_conv_choose(cpu->kernels, &sub);
         phases = " in 4 phases";
     }
     const char *fwd = dg_cpu_conv_algo_name(a.fwd);

@@ -162,8 +162,8 @@ void dg_cpu_direct_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const float
                              p->pad_b,
                              p->hp_b,
                              p->wp_b,
-                             s->height,
-                             s->width};
+                             p->bwd_h,
+                             p->bwd_w};
     dg_cpu_threads_run(cpu->pool, direct_task, &job);
 }
 

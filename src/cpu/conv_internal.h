@@ -37,7 +37,12 @@ struct conv_plan {
     int threads;
     int wm;     /* Winograd tile side m (k = 3: 4, k = 5: 2), 0 for other kernels */
     int th, tw;     /* Winograd tiles per column, per row of the output (forward, filter) */
-    int th_b, tw_b; /* those of backward data (its output is the input's size) */
+    int th_b, tw_b; /* those of backward data's output */
+    /* backward data's output window: rows [bwd_lo, bwd_lo + bwd_h) and columns [bwd_lo,
+     * bwd_lo + bwd_w) of the input's gradient, written as (batch, cin, bwd_h, bwd_w); the
+     * whole input (0, height, width) but in the sub plan of stride-2 phases, whose phase rows
+     * and columns outside the input (the padding) are not computed */
+    int bwd_lo, bwd_h, bwd_w;
     /* generic */
     float *col;     /* per thread (cin*k*k, h*w) */
     float *dw_part; /* per image slot (wino_slots) (cout, cin*k*k) */
@@ -167,9 +172,23 @@ void dg_cpu_winograd_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const flo
 void dg_cpu_winograd_bwd_filter(struct dg_cpu *cpu, struct conv_plan *p, const float *x,
                                 const float *dy, float *dw, float *db);
 
+/* A plan whose backward data writes only the window (lo, h, w) of the input's gradient
+ * (struct conv_plan's bwd_*): "valid" stride-1 shapes, lo <= kernel - 1; im2col + sgemm
+ * backward data ignores the window (the whole input). */
+enum dg_status dg_cpu_conv_plan_create_window(struct dg_backend *be,
+                                              const struct dg_conv_shape *shape, int lo, int h,
+                                              int w, void **plan);
+/* The algorithms of such a plan. */
+struct dg_cpu_conv_algos dg_cpu_conv_choose_window(enum dg_cpu_kernels kernels,
+                                                   const struct dg_conv_shape *shape, int h,
+                                                   int w);
+
 /* conv_phases.c (stride 2) */
 int dg_cpu_phases_kernel(int kernel);
 struct dg_conv_shape dg_cpu_phases_shape(const struct dg_conv_shape *s);
+/* The phase rows and columns that hold the input (the window of the sub plan's backward
+ * data): first *lo, then *h rows and *w columns. */
+void dg_cpu_phases_window(const struct dg_conv_shape *s, int *lo, int *h, int *w);
 enum dg_status dg_cpu_phases_ensure(struct dg_backend *be, struct conv_plan *p);
 void dg_cpu_phases_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x, const float *w,
                        const float *bias, float *y, int relu);

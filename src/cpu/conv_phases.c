@@ -34,6 +34,15 @@ struct dg_conv_shape dg_cpu_phases_shape(const struct dg_conv_shape *s)
     return sub;
 }
 
+void dg_cpu_phases_window(const struct dg_conv_shape *s, int *lo, int *h, int *w)
+{
+    /* input row y is phase row (y + pad) / 2 */
+    int pad = dg_conv_pad(s);
+    *lo = pad / 2;
+    *h = (s->height - 1 + pad) / 2 - *lo + 1;
+    *w = (s->width - 1 + pad) / 2 - *lo + 1;
+}
+
 struct phase_job {
     const struct conv_plan *p;
     const float *src;
@@ -71,13 +80,15 @@ static void pack_input_task(void *ctx, int thread, int threads)
         }
 }
 
-/* dx (batch, cin, h, w) <- its phases' gradient dxs (every input pixel is in one phase). */
+/* dx (batch, cin, h, w) <- its phases' gradient dxs, the sub plan's backward-data window
+ * (every input pixel is in one phase, inside the window). */
 static void unpack_input_task(void *ctx, int thread, int threads)
 {
     const struct phase_job *job = ctx;
     const struct dg_conv_shape *s = &job->p->s, *t = &job->p->sub->s;
-    int pad = dg_conv_pad(s), h = s->height, w = s->width;
-    size_t plane = (size_t)t->height * t->width;
+    const struct conv_plan *sub = job->p->sub;
+    int pad = dg_conv_pad(s), h = s->height, w = s->width, lo = sub->bwd_lo;
+    size_t plane = (size_t)sub->bwd_h * sub->bwd_w;
     size_t n0, n1;
     dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
     for (size_t n = n0; n < n1; n++)
@@ -85,12 +96,12 @@ static void unpack_input_task(void *ctx, int thread, int threads)
             float *dx = job->dst + (n * s->in_channels + (size_t)c) * h * w;
             const float *phases = job->src + (n * t->in_channels + (size_t)(4 * c)) * plane;
             for (int y = 0; y < h; y++) {
-                int i = (y + pad) / 2, a = (y + pad) % 2;
+                int i = (y + pad) / 2 - lo, a = (y + pad) % 2;
                 for (int xx = 0; xx < w; xx++) {
-                    int j = (xx + pad) / 2, b = (xx + pad) % 2;
+                    int j = (xx + pad) / 2 - lo, b = (xx + pad) % 2;
                     dx[(size_t)y * w + xx] =
-                        i < t->height && j < t->width
-                            ? phases[(size_t)(2 * a + b) * plane + (size_t)i * t->width + j]
+                        i < sub->bwd_h && j < sub->bwd_w
+                            ? phases[(size_t)(2 * a + b) * plane + (size_t)i * sub->bwd_w + j]
                             : 0.0f;
                 }
             }
@@ -124,7 +135,9 @@ enum dg_status dg_cpu_phases_ensure(struct dg_backend *be, struct conv_plan *p)
 {
     struct dg_conv_shape sub = dg_cpu_phases_shape(&p->s);
     void *plan = NULL;
-    enum dg_status status = dg_cpu_conv_plan_create(be, &sub, &plan);
+    int lo, h, w;
+    dg_cpu_phases_window(&p->s, &lo, &h, &w);
+    enum dg_status status = dg_cpu_conv_plan_create_window(be, &sub, lo, h, w, &plan);
     if (status != DG_OK)
         return status;
     p->sub = plan;

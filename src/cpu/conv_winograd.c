@@ -343,7 +343,7 @@ void dg_cpu_winograd_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const flo
     const struct dg_conv_shape *s = &p->s;
     struct direct_job job = {p,          dy,       p->u,   NULL,  dx,    s->out_channels,
                              s->in_channels, 0,    dg_conv_out_height(s), dg_conv_out_width(s),
-                             p->pad_b,   p->hp_b,  p->wp_b, s->height, s->width};
+                             p->pad_b,   p->hp_b,  p->wp_b, p->bwd_h, p->bwd_w};
     dg_cpu_threads_run(cpu->pool, wino_conv_task, &job);
 }
 
