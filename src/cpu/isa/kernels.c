@@ -504,8 +504,8 @@ DG_INLINE double reduce4d(const vd4 a[4])
     return (t[0] + t[1]) + (t[2] + t[3]);
 }
 
-/* sum v[i] */
-static double bn_sum(const float *v, size_t n)
+/* sum v[i] (square 0) or sum (v[i] - centre)^2 (square 1) */
+DG_INLINE double bn_reduce(const float *v, size_t n, double centre, const int square)
 {
     vd4 a[4] = {{0}, {0}, {0}, {0}};
     size_t i = 0;
@@ -513,32 +513,28 @@ static double bn_sum(const float *v, size_t n)
         for (int j = 0; j < 4; j++) {
             vd4 d;
             load4d(v + i + 4 * j, &d);
+            if (square) {
+                d = d - centre;
+                d = d * d;
+            }
             a[j] = a[j] + d;
         }
     double tail = 0.0;
-    for (; i < n; i++)
-        tail += v[i];
+    for (; i < n; i++) {
+        double d = square ? (v[i] - centre) * (v[i] - centre) : v[i];
+        tail += d;
+    }
     return reduce4d(a) + tail;
 }
 
-/* sum (v[i] - centre)^2 */
+static double bn_sum(const float *v, size_t n)
+{
+    return bn_reduce(v, n, 0.0, 0);
+}
+
 static double bn_squares(const float *v, size_t n, double centre)
 {
-    vd4 a[4] = {{0}, {0}, {0}, {0}};
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int j = 0; j < 4; j++) {
-            vd4 d;
-            load4d(v + i + 4 * j, &d);
-            d = d - centre;
-            a[j] = a[j] + d * d;
-        }
-    double tail = 0.0;
-    for (; i < n; i++) {
-        double d = v[i] - centre;
-        tail += d * d;
-    }
-    return reduce4d(a) + tail;
+    return bn_reduce(v, n, centre, 1);
 }
 
 /* sums[0] = sum dy[i], sums[1] = sum dy[i] (x[i] - mean) */
