@@ -97,6 +97,12 @@ static int winograd_fits(int kernel, int in_channels, int out_channels)
     return (kernel == 3 || kernel == 5) && in_channels % 16 == 0 && out_channels % 32 == 0;
 }
 
+/* The Winograd tile side m of a kernel: F(4x4, 3x3), F(2x2, 5x5); 0 for other kernels. */
+static int wino_tile(int kernel)
+{
+    return kernel == 3 ? 4 : kernel == 5 ? 2 : 0;
+}
+
 static enum dg_cpu_conv_algo choose(enum dg_cpu_kernels kernels, int kernel, int cin, int cout)
 {
     if (kernels != DG_CPU_KERNELS_GENERIC && kernels != DG_CPU_KERNELS_DIRECT &&
@@ -132,7 +138,7 @@ struct dg_cpu_conv_algos dg_cpu_conv_choose_window(enum dg_cpu_kernels kernels,
             /* Winograd's weight transforms and slot sums grow with cin * cout, its useful work
              * with the tiles: images of fewer than 4 tiles (the phases of a 8x8 stride-2 layer)
              * stay direct */
-            int m = k == 3 ? 4 : 2;
+            int m = wino_tile(k) ? wino_tile(k) : 1;
             int out_tiles = ((dg_conv_out_height(shape) + m - 1) / m) *
                             ((dg_conv_out_width(shape) + m - 1) / m);
             int in_tiles = ((bwd_h + m - 1) / m) * ((bwd_w + m - 1) / m);
@@ -161,7 +167,7 @@ const char *dg_cpu_conv_algo_name(enum dg_cpu_conv_algo algo)
     case DG_CPU_CONV_BF16:
         return "bf16 direct";
     case DG_CPU_CONV_PHASES:
-        return "direct in 4 phases";
+        return "4 phases";
     default:
         return "im2col+sgemm";
     }
@@ -355,6 +361,11 @@ enum dg_status dg_cpu_conv_plan_create_window(struct dg_backend *be,
                    bwd_lo + bwd_h > shape->height || bwd_lo + bwd_w > shape->width))
         return dg_error(DG_ERR_RUNTIME, "cpu conv: bad backward-data window %d, %dx%d", bwd_lo,
                         bwd_h, bwd_w);
+    struct dg_cpu_conv_algos algos = dg_cpu_conv_choose_window(cpu->kernels, shape, bwd_h, bwd_w);
+    if (algos.bwd_data == DG_CPU_CONV_GENERIC)
+        /* im2col + sgemm writes the whole input's gradient (the window changes no choice
+         * then: it only weighs Winograd against direct) */
+        bwd_lo = 0, bwd_h = shape->height, bwd_w = shape->width;
     struct conv_plan *p = calloc(1, sizeof *p);
     if (!p)
         return dg_error(DG_ERR_NOMEM, "cpu conv: out of memory for a plan");
@@ -365,7 +376,7 @@ enum dg_status dg_cpu_conv_plan_create_window(struct dg_backend *be,
     p->threads = cpu->threads;
     /* strided and "valid" convolutions run the generic float32 family under --math bf16 too */
     p->bf16 = dg_conv_is_same_stride1(shape) ? cpu->bf16 : NULL;
-    p->wm = !p->bf16 && shape->kernel == 3 ? 4 : !p->bf16 && shape->kernel == 5 ? 2 : 0;
+    p->wm = p->bf16 ? 0 : wino_tile(shape->kernel);
     int oh = dg_conv_out_height(shape), ow = dg_conv_out_width(shape);
     if (p->wm) {
         /* Winograd tiles: of the output (forward, weight gradient), of the input (backward
@@ -401,12 +412,7 @@ enum dg_status dg_cpu_conv_plan_create_window(struct dg_backend *be,
         p->bwd_filter = dg_cpu_bf16_bwd_filter;
         status = dg_cpu_bf16_ensure(p);
     } else {
-        p->algos = dg_cpu_conv_choose_window(cpu->kernels, shape, bwd_h, bwd_w);
-        if (p->algos.bwd_data == DG_CPU_CONV_GENERIC && !whole) {
-            /* im2col + sgemm writes the whole input's gradient */
-            dg_cpu_conv_plan_free(be, p);
-            return dg_cpu_conv_plan_create(be, shape, plan);
-        }
+        p->algos = algos;
         if (p->algos.fwd == DG_CPU_CONV_PHASES) {
             p->fwd = dg_cpu_phases_fwd;
             p->bwd_data = dg_cpu_phases_bwd_data;
@@ -443,8 +449,6 @@ void dg_cpu_conv_describe(struct dg_backend *be, const struct dg_conv_shape *sha
         int lo, h, w;
         dg_cpu_phases_window(shape, &lo, &h, &w);
         a = dg_cpu_conv_choose_window(cpu->kernels, &sub, h, w);
-        if (a.bwd_data == DG_CPU_CONV_GENERIC)
-            a = dg_cpu_conv_choose(cpu->kernels, &sub);
         phases = " in 4 phases";
     }
     const char *fwd = dg_cpu_conv_algo_name(a.fwd);

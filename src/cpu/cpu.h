@@ -49,7 +49,8 @@ enum dg_cpu_conv_algo {
                              (conv_phases.c), on Winograd or the direct kernels: output
                              channels % 16 */
 };
-/* "im2col+sgemm", "direct", "Winograd", "bf16 direct", "direct in 4 phases". */
+/* "im2col+sgemm", "direct", "Winograd", "bf16 direct", "4 phases" (dg_cpu_conv_describe names
+ * the phases' sub-plan algorithm: "Winograd in 4 phases"). */
 const char *dg_cpu_conv_algo_name(enum dg_cpu_conv_algo algo);
 
 /* The algorithm request: DIGITS_CPU_KERNELS=auto|generic|direct|winograd. */
