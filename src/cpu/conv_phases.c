@@ -49,39 +49,62 @@ struct phase_job {
     float *dst;
 };
 
+/* The phase-column copies of one row: phase column j of a row holds input column 2 j + b - pad
+ * (b the column phase); col0 is the first input column of phase b (0 or 1), j0 its phase
+ * column, count how many input columns the phase holds. */
+struct phase_cols {
+    int col0, j0, count;
+};
+
+static struct phase_cols phase_cols_of(int b, int pad, int lo, int w)
+{
+    struct phase_cols pc;
+    pc.col0 = ((b - pad) % 2 + 2) % 2;
+    pc.j0 = (pc.col0 + pad - b) / 2 - lo;
+    pc.count = (w - pc.col0 + 1) / 2;
+    return pc;
+}
+
 /* xs (batch, 4 cin, H, W) <- the phases of x (zero outside x). */
 static void pack_input_task(void *ctx, int thread, int threads)
 {
     const struct phase_job *job = ctx;
     const struct dg_conv_shape *s = &job->p->s, *t = &job->p->sub->s;
-    int pad = dg_conv_pad(s), h = s->height, w = s->width;
-    size_t plane = (size_t)t->height * t->width;
+    int pad = dg_conv_pad(s), h = s->height, w = s->width, width = t->width;
+    size_t plane = (size_t)t->height * width;
+    struct phase_cols pc[2] = {phase_cols_of(0, pad, 0, w), phase_cols_of(1, pad, 0, w)};
+    for (int b = 0; b < 2; b++) /* input columns past the phases' width are never read */
+        if (pc[b].count > width - pc[b].j0)
+            pc[b].count = width - pc[b].j0;
     size_t n0, n1;
     dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
     for (size_t n = n0; n < n1; n++)
         for (int c = 0; c < s->in_channels; c++) {
             const float *x = job->src + (n * s->in_channels + (size_t)c) * h * w;
+            float *out = job->dst + (n * t->in_channels + (size_t)(4 * c)) * plane;
             for (int ab = 0; ab < 4; ab++) {
                 int a = ab / 2, b = ab % 2;
-                float *out = job->dst + (n * t->in_channels + (size_t)(4 * c + ab)) * plane;
+                const struct phase_cols *cols = &pc[b];
                 for (int i = 0; i < t->height; i++) {
                     int y = 2 * i + a - pad;
-                    float *row = out + (size_t)i * t->width;
+                    float *row = out + (size_t)ab * plane + (size_t)i * width;
                     if (y < 0 || y >= h) {
-                        memset(row, 0, sizeof(float) * (size_t)t->width);
+                        memset(row, 0, sizeof(float) * (size_t)width);
                         continue;
                     }
-                    for (int j = 0; j < t->width; j++) {
-                        int xx = 2 * j + b - pad;
-                        row[j] = xx >= 0 && xx < w ? x[(size_t)y * w + xx] : 0.0f;
-                    }
+                    const float *in = x + (size_t)y * w + cols->col0;
+                    memset(row, 0, sizeof(float) * (size_t)cols->j0);
+                    for (int j = 0; j < cols->count; j++)
+                        row[cols->j0 + j] = in[2 * j];
+                    memset(row + cols->j0 + cols->count, 0,
+                           sizeof(float) * (size_t)(width - cols->j0 - cols->count));
                 }
             }
         }
 }
 
 /* dx (batch, cin, h, w) <- its phases' gradient dxs, the sub plan's backward-data window
- * (every input pixel is in one phase, inside the window). */
+ * (every input pixel is in one phase, inside the window: dg_cpu_phases_window). */
 static void unpack_input_task(void *ctx, int thread, int threads)
 {
     const struct phase_job *job = ctx;
@@ -89,6 +112,7 @@ static void unpack_input_task(void *ctx, int thread, int threads)
     const struct conv_plan *sub = job->p->sub;
     int pad = dg_conv_pad(s), h = s->height, w = s->width, lo = sub->bwd_lo;
     size_t plane = (size_t)sub->bwd_h * sub->bwd_w;
+    struct phase_cols pc[2] = {phase_cols_of(0, pad, lo, w), phase_cols_of(1, pad, lo, w)};
     size_t n0, n1;
     dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
     for (size_t n = n0; n < n1; n++)
@@ -97,12 +121,13 @@ static void unpack_input_task(void *ctx, int thread, int threads)
             const float *phases = job->src + (n * t->in_channels + (size_t)(4 * c)) * plane;
             for (int y = 0; y < h; y++) {
                 int i = (y + pad) / 2 - lo, a = (y + pad) % 2;
-                for (int xx = 0; xx < w; xx++) {
-                    int j = (xx + pad) / 2 - lo, b = (xx + pad) % 2;
-                    dx[(size_t)y * w + xx] =
-                        i < sub->bwd_h && j < sub->bwd_w
-                            ? phases[(size_t)(2 * a + b) * plane + (size_t)i * sub->bwd_w + j]
-                            : 0.0f;
+                for (int b = 0; b < 2; b++) {
+                    const struct phase_cols *cols = &pc[b];
+                    const float *in = phases + (size_t)(2 * a + b) * plane +
+                                      (size_t)i * sub->bwd_w + cols->j0;
+                    float *row = dx + (size_t)y * w + cols->col0;
+                    for (int j = 0; j < cols->count; j++)
+                        row[2 * j] = in[j];
                 }
             }
         }
