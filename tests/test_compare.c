@@ -264,6 +264,9 @@ static int sanitized(void)
 static char *run_compare_math(struct dg_backend *ref, struct dg_backend *cand, long steps,
                               int tf32, int bf16, int *failures);
 
+/* the optimizer of the steps of run_compare (zero: RMSprop) */
+static struct dg_optimizer steps_optimizer;
+
 static char *run_compare(struct dg_backend *ref, struct dg_backend *cand, long steps, int tf32,
                          int *failures)
 {
@@ -284,6 +287,7 @@ static char *run_compare_math(struct dg_backend *ref, struct dg_backend *cand, l
         .augment = 1,
         .tf32 = tf32,
         .bf16 = bf16,
+        .optimizer = steps_optimizer,
     };
     char *text = NULL;
     size_t size = 0;
@@ -559,6 +563,50 @@ static void expect_success(int code, const char *out_path, const char *err_path)
     ck_abort_msg("compare exited %d; stderr: %s; its output ends:\n%s", code, err, tail_of(out));
 }
 
+/* The steps with each optimizer: the candidate's update is checked against the element math,
+ * bit for bit, so one parameter nudged by 1e-6 (relative) after the update, far below any
+ * weights bound, fails the step as one wrong update, named; a correct candidate passes. */
+START_TEST(each_optimizer_steps_and_a_wrong_update_fails)
+{
+    load_fixture();
+    static const struct {
+        int kind, nesterov;
+        const char *words;
+    } cases[] = {
+        {DG_OPTIMIZER_RMSPROP, 0, "(RMSprop lr 1e-3)"},
+        {DG_OPTIMIZER_ADAM, 0, "(Adam lr 1e-3, betas 0.9 0.999, eps 1e-07)"},
+        {DG_OPTIMIZER_SGD, 0, "(SGD lr 1e-3, momentum 0.9)"},
+        {DG_OPTIMIZER_SGD, 1, "(SGD lr 1e-3, momentum 0.9, Nesterov)"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        dg_optimizer_default(&steps_optimizer, cases[c].kind);
+        steps_optimizer.nesterov = cases[c].nesterov;
+        for (int wrong = 0; wrong < 2; wrong++) {
+            struct dg_perturbation how = {wrong ? DG_PERTURB_UPDATE : DG_PERTURB_NONE,
+                                          1000, 0, 0, 1e-6, 1, 0, 0, 0};
+            struct dg_backend *ref = cpu_ref(), *cand = perturbed(&how);
+            int failures = 0;
+            char *text = run_compare(ref, cand, 2, 0, &failures);
+            ck_assert_ptr_nonnull(strstr(text, cases[c].words));
+            if (wrong) {
+                ck_assert_int_eq(failures, 2);
+                ck_assert_ptr_nonnull(
+                    strstr(text, "1 WRONG  FAIL (first wrong update at parameter 1000)"));
+            } else {
+                ck_assert_int_eq(failures, 0);
+                ck_assert_ptr_null(strstr(text, "WRONG"));
+                ck_assert_ptr_nonnull(strstr(text, "    2 "));
+            }
+            free(text);
+            dg_backend_destroy(cand);
+            dg_backend_destroy(ref);
+        }
+    }
+    memset(&steps_optimizer, 0, sizeof steps_optimizer);
+    free_fixture();
+}
+END_TEST
+
 START_TEST(cpu_against_itself_passes)
 {
     char dir[] = "/tmp/digits-compare-XXXXXX";
@@ -582,6 +630,23 @@ START_TEST(cpu_against_itself_passes)
     code = dg_test_run_digits(dir, out, err, "compare --device cpu --batch 5 --no-augment");
     expect_success(code, out, err);
     dg_test_expect_in(out, "synthetic");
+    /* the steps with Adam and with SGD */
+    code = dg_test_run_digits(dir, out, err,
+                              "compare --device cpu --batch 7 --steps 2 --optimizer sgd "
+                              "--nesterov --net 8C5S2-B-16C3V-10");
+    expect_success(code, out, err);
+    dg_test_expect_in(out, "2 training steps (SGD lr 1e-3, momentum 0.9, Nesterov)");
+    code = dg_test_run_digits(dir, out, err,
+                              "compare --device cpu --batch 7 --steps 2 --optimizer adam "
+                              "--net 8C5S2-B-16C3V-10");
+    expect_success(code, out, err);
+    dg_test_expect_in(out, "(biases: within 2 lr A(t) = 0.002, the most two Adam updates differ");
+    ck_assert_int_eq(dg_test_run_digits(dir, out, err, "compare --optimizer adam"), 2);
+    dg_test_expect_in(err, "--optimizer is the optimizer of --steps");
+    ck_assert_int_eq(dg_test_run_digits(dir, out, err, "compare --steps 1 --nesterov"), 2);
+    dg_test_expect_in(err, "--nesterov is for --optimizer sgd");
+    ck_assert_int_eq(dg_test_run_digits(dir, out, err, "compare --steps 1 --optimizer nadam"), 2);
+    dg_test_expect_in(err, "--optimizer expects rmsprop, adam or sgd, got 'nadam'");
     ck_assert_int_eq(dg_test_run_digits(dir, out, err, "compare --steps -1"), 2);
     dg_test_expect_in(err, "--steps expects an integer");
 }
@@ -601,6 +666,7 @@ int main(void)
     tcase_add_test(tc, a_nan_fails_on_either_side);
     tcase_add_test(tc, tf32_and_bf16_candidates);
     tcase_add_test(tc, bf16_candidate);
+    tcase_add_test(tc, each_optimizer_steps_and_a_wrong_update_fails);
     tcase_add_test(tc, cpu_against_itself_passes);
     suite_add_tcase(suite, tc);
     return dg_test_run_suite(suite);

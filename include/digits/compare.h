@@ -40,6 +40,7 @@
 #include "digits/backend.h"
 #include "digits/data.h"
 #include "digits/model.h"
+#include "digits/net.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -136,6 +137,11 @@ struct dg_compare_setup {
     int augment;
     int tf32; /* the candidate may use TF32: its conv / dense ops get the TF32 bounds */
     int bf16; /* the candidate computes with bf16 operands: the bf16 bounds (over tf32) */
+    /* the optimizer of the steps: kind DG_OPTIMIZER_RMSPROP (zero) is the recipe's RMSprop
+     * (lr 1e-3, rho 0.9, eps 1e-8, whatever the other fields hold); Adam and SGD take their
+     * constants from here (dg_optimizer_default), Adam with beta1^2 < beta2 (the bound of a
+     * bias after the steps needs it). The learning rate is 1e-3 for every kind. */
+    struct dg_optimizer optimizer;
 };
 
 /* Runs one training batch through `ref` and `cand` and prints to `out` one line per tensor:

@@ -38,6 +38,10 @@ static const char *usage_text =
     "  -m, --model FILE     start from trained weights (default: Glorot init of --seed)\n"
     "      --net SPEC       the network, as train's --net (default: reference)\n"
     "      --steps K        also train K steps on both and compare losses and final weights\n"
+    "      --optimizer O    the steps' optimizer, lr 1e-3: rmsprop (rho 0.9, eps 1e-8; the\n"
+    "                       default), adam (beta1 0.9, beta2 0.999, eps 1e-7) or sgd\n"
+    "                       (momentum 0.9), as train's defaults\n"
+    "      --nesterov       with --optimizer sgd: Nesterov momentum\n"
     "      --batch N        batch size (86)\n"
     "      --seed N         seed of init, dropout and augmentation (42)\n"
     "      --no-augment     no augmentation of the batch\n"
@@ -55,6 +59,7 @@ static const char *usage_text =
     "  digits compare --model model.dgt --math tf32\n"
     "  digits compare --net 16C7-P2-32C1L-P2-D0.2-64-10 --steps 3\n"
     "  digits compare --math bf16 --steps 5\n"
+    "  digits compare --net deotte --optimizer adam --steps 3\n"
     "  digits compare --device cpu --math bf16 --steps 20\n";
 
 /* A deterministic synthetic labelled batch when no --data is given: strokes of varying
@@ -95,6 +100,8 @@ int dg_cmd_compare(int argc, char **argv)
         {"math", required_argument, NULL, 'M'},
         {"threads", required_argument, NULL, 't'},
         {"candidate-threads", required_argument, NULL, 'c'},
+        {"optimizer", required_argument, NULL, 'O'},
+        {"nesterov", no_argument, NULL, 'N'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -103,7 +110,7 @@ int dg_cmd_compare(int argc, char **argv)
     int layer_count = 0;
     long steps = 0, batch = 86, value;
     uint64_t seed = 42;
-    int augment = 1;
+    int augment = 1, optimizer = DG_OPTIMIZER_RMSPROP, nesterov = 0;
     struct dg_backend_spec ref_device = {"cpu", 0, DG_MATH_FP32, 1, 0};
     struct dg_backend_spec cand_device = {"cuda", 1, DG_MATH_FP32, 1, 0};
     int opt;
@@ -159,6 +166,15 @@ int dg_cmd_compare(int argc, char **argv)
                 return 2;
             cand_device.threads = (int)value;
             break;
+        case 'O':
+            if (!dg_optimizer_from_name(optarg, &optimizer))
+                return dg_cli_usage_error("compare",
+                                          "--optimizer expects rmsprop, adam or sgd, got '%s'",
+                                          optarg);
+            break;
+        case 'N':
+            nesterov = 1;
+            break;
         case 'h':
             fputs(usage_text, stdout);
             return 0;
@@ -168,6 +184,13 @@ int dg_cmd_compare(int argc, char **argv)
     }
     if (optind != argc)
         return dg_cli_usage_error("compare", "unexpected argument '%s'", argv[optind]);
+    if (nesterov && optimizer != DG_OPTIMIZER_SGD)
+        return dg_cli_usage_error("compare", "--nesterov is for --optimizer sgd (the optimizer "
+                                             "is %s)",
+                                  dg_optimizer_name(optimizer));
+    if (optimizer != DG_OPTIMIZER_RMSPROP && steps == 0)
+        return dg_cli_usage_error("compare", "--optimizer is the optimizer of --steps; give "
+                                             "--steps K");
     if (net && model_path)
         return dg_cli_usage_error("compare", "--net and --model: the model file has its network");
     if (!net) {
@@ -218,6 +241,8 @@ int dg_cmd_compare(int argc, char **argv)
             cand_device.math == DG_MATH_TF32 && strncmp(cand_device.device, "cuda", 4) == 0,
         .bf16 = cand_device.math == DG_MATH_BF16,
     };
+    dg_optimizer_default(&setup.optimizer, optimizer);
+    setup.optimizer.nesterov = nesterov;
     status = dg_compare_backends(ref_be, cand_be, &setup, stdout, &failures);
 fail:
     if (cand_be)

@@ -14,7 +14,9 @@
 
 #include "digits/net.h"
 #include "digits/train.h"
+#include "math/adam.h"
 #include "math/rmsprop.h"
+#include "math/sgd.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -37,6 +39,7 @@ struct run {
     int failures;
     int n;
     int tf32, bf16;
+    struct dg_optimizer opt; /* the steps' optimizer (kind RMSprop: the recipe's) */
     struct side *ref, *cand;
     /* the reference's gradient of each layer's input right after that layer's backward (the
      * next layer's ReLU backward masks it in place later), host copies */
@@ -182,13 +185,62 @@ static int has_batchnorm(const struct dg_model *model)
     return 0;
 }
 
-static struct dg_tolerance bias_after_steps_tolerance(const struct run *r,
-                                                      const struct dg_model *model)
+/* The bound of the biases of one layer after step t (the last), where the note above says
+ * NMSE is none, else dg_tol_weights. Both sides start the step from the same weights and
+ * state, so they differ by the difference of their last updates:
+ * - RMSprop: each is at most lr / sqrt(1 - rho) in size, so 2 lr / sqrt(1 - rho).
+ * - Adam (from zero moments, as here): |m_t| <= (1 - b1) sum b1^(t-i) |g_i| and, by
+ *   Cauchy-Schwarz with r = b1^2 / b2 < 1, |m_t| <= (1 - b1) sqrt((1 - r^t) / (1 - r))
+ *   sqrt(v_t / (1 - b2)); with the bias corrections an update is at most lr A(t),
+ *   A(t) = (1 - b1) / sqrt(1 - b2) sqrt((1 - r^t) / (1 - r)) sqrt(1 - b2^t) / (1 - b1^t)
+ *   (A(1) = 1: the first step moves every parameter by at most lr; A grows to 7.3 with
+ *   Keras' constants), so 2 lr A(t).
+ * - SGD: lr (mu b + g) (Nesterov lr (g + mu (mu b + g))) from the same buffer b: they differ
+ *   by lr (1 + mu [Nesterov]) |g - g'|, at most that times max |g| + max |g'| over the layer's
+ *   biases (both sides' gradients of the step).
+ * The factor 1 + 1e-5 covers the rounding of the updates themselves. */
+static double adam_update_bound(const struct dg_optimizer *opt, long t)
 {
-    if (!r->bf16 && !r->tf32 && !has_batchnorm(model))
+    double b1 = opt->beta1, b2 = opt->beta2, ratio = b1 * b1 / b2;
+    return (1.0 - b1) / sqrt(1.0 - b2) * sqrt((1.0 - pow(ratio, (double)t)) / (1.0 - ratio)) *
+           sqrt(1.0 - pow(b2, (double)t)) / (1.0 - pow(b1, (double)t));
+}
+
+static int biases_elementwise(const struct run *r, const struct dg_model *model)
+{
+    return r->bf16 || r->tf32 || has_batchnorm(model);
+}
+
+static double max_abs(const float *x, size_t n)
+{
+    double most = 0.0;
+    for (size_t i = 0; i < n; i++)
+        most = fabs(x[i]) > most ? fabs(x[i]) : most;
+    return most;
+}
+
+static struct dg_tolerance bias_after_steps_tolerance(const struct run *r,
+                                                      const struct dg_model *model,
+                                                      const struct dg_layer *layer, long t,
+                                                      const float *g_ref, const float *g_cand)
+{
+    if (!biases_elementwise(r, model))
         return dg_tol_weights;
-    return (struct dg_tolerance){
-        DG_TOL_ELEMENTWISE, 2.0 * DG_COMPARE_LR / sqrt(1.0 - DG_COMPARE_RHO) * (1.0 + 1e-5), 0.0};
+    const struct dg_optimizer *opt = &r->opt;
+    double lr = DG_COMPARE_LR, bound;
+    switch (opt->kind) {
+    case DG_OPTIMIZER_ADAM:
+        bound = 2.0 * lr * adam_update_bound(opt, t);
+        break;
+    case DG_OPTIMIZER_SGD:
+        bound = lr * (1.0 + (opt->nesterov ? opt->momentum : 0.0)) *
+                (max_abs(g_ref + layer->bias_offset, layer->bias_count) +
+                 max_abs(g_cand + layer->bias_offset, layer->bias_count));
+        break;
+    default:
+        bound = 2.0 * lr / sqrt(1.0 - DG_COMPARE_RHO);
+    }
+    return (struct dg_tolerance){DG_TOL_ELEMENTWISE, bound * (1.0 + 1e-5), 0.0};
 }
 
 static size_t out_count(const struct dg_layer *layer, int n)
@@ -260,7 +312,9 @@ static enum dg_status side_open(struct side *s, struct dg_backend *be,
     enum dg_status status;
     s->be = be;
     if ((status = dg_net_create(be, setup->model, batch, &s->net)) != DG_OK ||
-        (status = dg_net_upload_params(s->net, setup->model->params, 1)) != DG_OK)
+        (status = dg_net_upload_params(s->net, setup->model->params, 1)) != DG_OK ||
+        (setup->optimizer.kind != DG_OPTIMIZER_RMSPROP &&
+         (status = dg_net_set_optimizer(s->net, &setup->optimizer)) != DG_OK))
         return status;
     return be->ops->dataset_attach(be, setup->dataset, &s->handle);
 }
@@ -342,14 +396,42 @@ static enum dg_status compare_batch(struct run *r, const uint32_t *rows,
 /* Elements where the candidate's update differs from the RMSprop element math
  * (src/math/rmsprop.h) applied to the weights and accumulators it started from and its own
  * gradient: the update is element math, bit-identical on every backend. */
-static size_t update_mismatches(const float *w0, const float *a0, const float *g, const float *w1,
-                                const float *a1, size_t n, size_t *first)
+/* The optimizer's state: the first vector (rms_acc: RMSprop's accumulators, Adam's m, SGD's
+ * buffer) and Adam's v and powers. */
+struct opt_state {
+    float *a, *v;
+    float pow[2];
+};
+
+/* The candidate's update against the element math on its own gradient g, from the state s0 the
+ * step started from (w0 its weights after the forward pass): the mismatching parameters (Adam's
+ * powers, when wrong, count as one more). */
+static size_t update_mismatches(const struct dg_optimizer *opt, const float *w0,
+                                const struct opt_state *s0, const float *g, const float *w1,
+                                const struct opt_state *s1, size_t n, size_t *first)
 {
     size_t bad = 0;
+    float pow1[2] = {s0->pow[0] * opt->beta1, s0->pow[1] * opt->beta2};
+    if (opt->kind == DG_OPTIMIZER_ADAM && memcmp(pow1, s1->pow, sizeof pow1) != 0) {
+        *first = n;
+        bad++;
+    }
     for (size_t i = 0; i < n; i++) {
-        float w = w0[i], a = a0[i];
-        dg_rmsprop_element(&w, &a, g[i], DG_COMPARE_LR, DG_COMPARE_RHO, DG_COMPARE_EPS);
-        if (memcmp(&w, &w1[i], sizeof w) != 0 || memcmp(&a, &a1[i], sizeof a) != 0) {
+        float w = w0[i], a = s0->a[i], v = 0.0f;
+        switch (opt->kind) {
+        case DG_OPTIMIZER_ADAM:
+            v = s0->v[i];
+            dg_adam_element(&w, &a, &v, g[i], DG_COMPARE_LR, opt->beta1, opt->beta2,
+                            opt->adam_eps, 1.0f - pow1[0], 1.0f - pow1[1]);
+            break;
+        case DG_OPTIMIZER_SGD:
+            dg_sgd_element(&w, &a, g[i], DG_COMPARE_LR, opt->momentum, opt->nesterov);
+            break;
+        default:
+            dg_rmsprop_element(&w, &a, g[i], DG_COMPARE_LR, DG_COMPARE_RHO, DG_COMPARE_EPS);
+        }
+        if (memcmp(&w, &w1[i], sizeof w) != 0 || memcmp(&a, &s1->a[i], sizeof a) != 0 ||
+            (opt->kind == DG_OPTIMIZER_ADAM && memcmp(&v, &s1->v[i], sizeof v) != 0)) {
             if (!bad)
                 *first = i;
             bad++;
@@ -364,36 +446,82 @@ static enum dg_status download(struct side *s, float *host, const float *ptr, si
 }
 
 /* setup->steps training steps along the reference's trajectory: before each step the candidate
- * takes the reference's weights and RMSprop accumulators, then both run the step (forward,
+ * takes the reference's weights and optimizer state, then both run the step (forward,
  * backward, update) on the same batch. Each step is judged alone: its loss (the same weights:
  * DG_TOL_LOSS_RTOL), the weights it leaves against the reference's (dg_tol_weights), and the
  * candidate's update against the element math on its own gradient (exact). Two correct FP32
  * implementations trained apart diverge within a few steps (docs/DEVELOPING.md,
  * "Tolerances"): independent trajectories cannot be judged by a tight bound. */
+
+/* The optimizer's state of one side to host (or from host). */
+static enum dg_status state_move(struct side *s, struct opt_state *st, size_t count, int up)
+{
+    struct dg_backend *be = s->be;
+    struct dg_net *net = s->net;
+    enum dg_status status;
+    if (up) {
+        if ((status = be->ops->upload(be, net->rms_acc, st->a, count * sizeof(float))) != DG_OK ||
+            (net->opt_v &&
+             (status = be->ops->upload(be, net->opt_v, st->v, count * sizeof(float))) != DG_OK))
+            return status;
+        return net->opt_pow ? be->ops->upload(be, net->opt_pow, st->pow, sizeof st->pow) : DG_OK;
+    }
+    if ((status = be->ops->download(be, st->a, net->rms_acc, count * sizeof(float))) != DG_OK ||
+        (net->opt_v &&
+         (status = be->ops->download(be, st->v, net->opt_v, count * sizeof(float))) != DG_OK))
+        return status;
+    return net->opt_pow ? be->ops->download(be, st->pow, net->opt_pow, sizeof st->pow) : DG_OK;
+}
+
+static void optimizer_words(const struct dg_optimizer *opt, char *text, size_t size)
+{
+    switch (opt->kind) {
+    case DG_OPTIMIZER_ADAM:
+        snprintf(text, size, "Adam lr 1e-3, betas %.7g %.7g, eps %.7g", opt->beta1,
+                 opt->beta2, opt->adam_eps);
+        break;
+    case DG_OPTIMIZER_SGD:
+        snprintf(text, size, "SGD lr 1e-3, momentum %.7g%s", opt->momentum,
+                 opt->nesterov ? ", Nesterov" : "");
+        break;
+    default:
+        snprintf(text, size, "RMSprop lr 1e-3");
+    }
+}
+
 static enum dg_status compare_steps(struct run *r, const uint32_t *rows,
                                     const struct dg_compare_setup *setup)
 {
     struct side *ref = r->ref, *cand = r->cand;
     const struct dg_model *model = setup->model;
     const struct dg_dataset *dataset = setup->dataset;
+    const struct dg_optimizer *opt = &r->opt;
     size_t count = model->param_count;
-    int n = r->n;
+    int n = r->n, adam = opt->kind == DG_OPTIMIZER_ADAM;
     enum dg_status status = DG_OK;
-    float *w0 = malloc(count * sizeof(float)), *a0 = malloc(count * sizeof(float));
-    float *g = malloc(count * sizeof(float)), *w1 = malloc(count * sizeof(float));
-    float *a1 = malloc(count * sizeof(float)), *wr = malloc(count * sizeof(float));
+    float *w0 = malloc(count * sizeof(float)), *g = malloc(count * sizeof(float));
+    float *gr = malloc(count * sizeof(float)), *w1 = malloc(count * sizeof(float));
+    float *wr = malloc(count * sizeof(float));
     /* the candidate's parameters after its forward pass, before the update: batchnorm's
      * running statistics (parameters the update leaves alone) move in the forward pass */
     float *wp = malloc(count * sizeof(float));
-    if (!w0 || !a0 || !g || !w1 || !a1 || !wr || !wp) {
+    struct opt_state s0 = {malloc(count * sizeof(float)),
+                           adam ? malloc(count * sizeof(float)) : NULL,
+                           {0.0f, 0.0f}};
+    struct opt_state s1 = {malloc(count * sizeof(float)),
+                           adam ? malloc(count * sizeof(float)) : NULL,
+                           {0.0f, 0.0f}};
+    if (!w0 || !g || !gr || !w1 || !wr || !wp || !s0.a || !s1.a || (adam && (!s0.v || !s1.v))) {
         status = dg_error(DG_ERR_NOMEM, "compare: out of memory");
         goto done;
     }
+    char words[128];
+    optimizer_words(opt, words, sizeof words);
     fprintf(r->out,
-            "\n%ld training steps (RMSprop lr 1e-3) along the reference's trajectory; before each\n"
-            "step the candidate takes the reference's weights and RMSprop state. update: the\n"
-            "candidate's RMSprop step against the element math on its own gradient (exact).\n",
-            setup->steps);
+            "\n%ld training steps (%s) along the reference's\ntrajectory; before each "
+            "step the candidate takes the reference's weights and optimizer state.\nupdate: the "
+            "candidate's step against the element math on its own gradient (exact).\n",
+            setup->steps, words);
     fprintf(r->out, "%5s %14s %14s %10s %12s %8s  %s\n", "step", "reference", "candidate",
             "loss_rel", "weights_nmse", "update", "result");
     if ((status = dg_net_upload_params(ref->net, model->params, 1)) != DG_OK)
@@ -406,48 +534,65 @@ static enum dg_status compare_steps(struct run *r, const uint32_t *rows,
         double ref_loss, cand_loss;
         struct dg_backend *cb = cand->be;
         if ((status = download(ref, w0, ref->net->params, count)) != DG_OK ||
-            (status = download(ref, a0, ref->net->rms_acc, count)) != DG_OK ||
+            (status = state_move(ref, &s0, count, 0)) != DG_OK ||
             (status = cb->ops->upload(cb, cand->net->params, w0, count * sizeof(float))) != DG_OK ||
-            (status = cb->ops->upload(cb, cand->net->rms_acc, a0, count * sizeof(float))) !=
-                DG_OK ||
+            (status = state_move(cand, &s0, count, 1)) != DG_OK ||
             (status = side_assemble(ref, rows + first, n, aug_key)) != DG_OK ||
             (status = side_assemble(cand, rows + first, n, aug_key)) != DG_OK ||
             (status = side_pass(ref, n, &mode, 1, &ref_loss)) != DG_OK ||
             (status = side_pass(cand, n, &mode, 1, &cand_loss)) != DG_OK ||
             (status = download(cand, g, cand->net->grads, count)) != DG_OK ||
+            (status = download(ref, gr, ref->net->grads, count)) != DG_OK ||
             (status = download(cand, wp, cand->net->params, count)) != DG_OK ||
             (status = dg_net_update(ref->net, DG_COMPARE_LR, DG_COMPARE_RHO, DG_COMPARE_EPS)) !=
                 DG_OK ||
             (status = dg_net_update(cand->net, DG_COMPARE_LR, DG_COMPARE_RHO, DG_COMPARE_EPS)) !=
                 DG_OK ||
             (status = download(cand, w1, cand->net->params, count)) != DG_OK ||
-            (status = download(cand, a1, cand->net->rms_acc, count)) != DG_OK ||
+            (status = state_move(cand, &s1, count, 0)) != DG_OK ||
             (status = download(ref, wr, ref->net->params, count)) != DG_OK)
             goto done;
         struct dg_diff weights;
         dg_diff_compute(w1, wr, count, weights_tolerance(r), &weights);
-        size_t at = 0, wrong = update_mismatches(wp, a0, g, w1, a1, count, &at);
+        size_t at = 0, wrong = update_mismatches(opt, wp, &s0, g, w1, &s1, count, &at);
         double rel = fabs(cand_loss - ref_loss) / fabs(ref_loss);
         int ok = rel <= loss_bound(r) && weights.pass && wrong == 0;
         char update[32];
         snprintf(update, sizeof update, wrong ? "%zu WRONG" : "exact", wrong);
         fprintf(r->out, "%5ld %14.9g %14.9g %10.3g %12.3g %8s  %s", k + 1, ref_loss, cand_loss, rel,
                 weights.nmse, update, ok ? "pass" : "FAIL");
-        if (wrong)
+        if (wrong && at == count)
+            fprintf(r->out, " (Adam's powers beta^t)");
+        else if (wrong)
             fprintf(r->out, " (first wrong update at parameter %zu)", at);
         fprintf(r->out, "\n");
         r->failures += !ok;
     }
     fprintf(r->out, "\nweights after step %ld, per layer:\n", setup->steps);
-    struct dg_tolerance bias_tol = bias_after_steps_tolerance(r, model);
-    if (bias_tol.kind == DG_TOL_ELEMENTWISE)
-        fprintf(r->out,
-                "(biases: within 2 lr / sqrt(1 - rho) = %.3g, the most two RMSprop updates "
-                "differ)\n",
-                bias_tol.atol);
+    if (biases_elementwise(r, model)) {
+        switch (opt->kind) {
+        case DG_OPTIMIZER_ADAM:
+            fprintf(r->out,
+                    "(biases: within 2 lr A(t) = %.3g, the most two Adam updates differ at step "
+                    "%ld)\n",
+                    2.0 * DG_COMPARE_LR * adam_update_bound(opt, setup->steps), setup->steps);
+            break;
+        case DG_OPTIMIZER_SGD:
+            fprintf(r->out, "(biases: within lr (1 + mu [Nesterov]) (max |g| + max |g'|) of the "
+                            "layer's last step, the most two SGD updates differ)\n");
+            break;
+        default:
+            fprintf(r->out,
+                    "(biases: within 2 lr / sqrt(1 - rho) = %.3g, the most two RMSprop updates "
+                    "differ)\n",
+                    2.0 * DG_COMPARE_LR / sqrt(1.0 - DG_COMPARE_RHO));
+        }
+    }
     print_header(r->out);
     for (int i = 0; i < model->layer_count; i++) {
         const struct dg_layer *layer = &model->layers[i];
+        struct dg_tolerance bias_tol =
+            bias_after_steps_tolerance(r, model, layer, setup->steps, gr, g);
         if (layer->weight_count &&
             ((status =
                   compare_tensor(r, layer->name, "weights", ref->net->params + layer->weight_offset,
@@ -473,11 +618,14 @@ static enum dg_status compare_steps(struct run *r, const uint32_t *rows,
 done:
     free(wp);
     free(w0);
-    free(a0);
     free(g);
+    free(gr);
     free(w1);
-    free(a1);
     free(wr);
+    free(s0.a);
+    free(s0.v);
+    free(s1.a);
+    free(s1.v);
     return status;
 }
 
@@ -496,6 +644,13 @@ enum dg_status dg_compare_backends(struct dg_backend *ref_be, struct dg_backend 
     int n = (int)((size_t)setup->batch < dataset->count ? (size_t)setup->batch : dataset->count);
     if (n < 1)
         return dg_error(DG_ERR_USAGE, "compare: batch of %d", setup->batch);
+    const struct dg_optimizer *opt = &setup->optimizer;
+    if (opt->kind == DG_OPTIMIZER_ADAM &&
+        !((double)opt->beta1 * opt->beta1 < opt->beta2 && opt->beta2 < 1.0f))
+        return dg_error(DG_ERR_USAGE,
+                        "compare: Adam with beta1^2 >= beta2 (%g, %g): the bound of the biases "
+                        "after the steps needs beta1^2 < beta2 < 1",
+                        opt->beta1, opt->beta2);
     if (!(rows = malloc(dataset->count * sizeof *rows)))
         return dg_error(DG_ERR_NOMEM, "compare: out of memory");
     size_t val_count;
@@ -516,6 +671,7 @@ enum dg_status dg_compare_backends(struct dg_backend *ref_be, struct dg_backend 
     r.n = n;
     r.tf32 = setup->tf32;
     r.bf16 = setup->bf16;
+    r.opt = setup->optimizer;
     r.ref = &ref;
     r.cand = &cand;
     if ((status = compare_batch(&r, rows, setup)) != DG_OK)

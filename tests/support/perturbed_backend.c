@@ -192,25 +192,36 @@ static enum dg_status p_softmax_xent(struct dg_backend *be, int batch, const flo
                                  trace);
 }
 
+/* DG_PERTURB_UPDATE: parameter `in` of w nudged by `relative` (or NaN) after the update; the
+ * inner backend is the CPU's, whose memory is the host's. */
+static enum dg_status nudge_update(struct dg_backend *be, size_t n, float *w, enum dg_status status)
+{
+    const struct dg_perturbation *how = &self(be)->how;
+    if (status != DG_OK || how->op != DG_PERTURB_UPDATE || (size_t)how->in >= n)
+        return status;
+    w[how->in] = how->nan ? NAN : (float)(w[how->in] * (1.0 + how->relative));
+    return DG_OK;
+}
+
 static enum dg_status p_rmsprop(struct dg_backend *be, size_t n, float *w, const float *g,
                                 float *acc, float lr, float rho, float eps)
 {
     struct dg_backend *in = self(be)->inner;
-    return in->ops->rmsprop(in, n, w, g, acc, lr, rho, eps);
+    return nudge_update(be, n, w, in->ops->rmsprop(in, n, w, g, acc, lr, rho, eps));
 }
 
 static enum dg_status p_adam(struct dg_backend *be, size_t n, float *w, const float *g, float *m,
                              float *v, float *pow, float lr, float beta1, float beta2, float eps)
 {
     struct dg_backend *in = self(be)->inner;
-    return in->ops->adam(in, n, w, g, m, v, pow, lr, beta1, beta2, eps);
+    return nudge_update(be, n, w, in->ops->adam(in, n, w, g, m, v, pow, lr, beta1, beta2, eps));
 }
 
 static enum dg_status p_sgd(struct dg_backend *be, size_t n, float *w, const float *g, float *b,
                             float lr, float momentum, int nesterov)
 {
     struct dg_backend *in = self(be)->inner;
-    return in->ops->sgd(in, n, w, g, b, lr, momentum, nesterov);
+    return nudge_update(be, n, w, in->ops->sgd(in, n, w, g, b, lr, momentum, nesterov));
 }
 
 static enum dg_status p_ema(struct dg_backend *be, size_t n, float *shadow, const float *w,

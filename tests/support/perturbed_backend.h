@@ -15,6 +15,7 @@ enum dg_perturb_op {
     DG_PERTURB_CONV_BWD_FILTER, /* dw of the matching convolution */
     DG_PERTURB_DENSE_FWD,       /* y of the matching dense layer */
     DG_PERTURB_DENSE_BWD_DW,    /* dw of the matching dense layer */
+    DG_PERTURB_UPDATE,          /* parameter `in` after every optimizer step (any optimizer) */
 };
 
 struct dg_perturbation {
