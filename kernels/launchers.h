@@ -37,6 +37,11 @@ cudaError_t dg_launch_bias_act(float *y, const float *bias, int n, int c, int hw
                                cudaStream_t stream);
 
 /* dy (count) *= (y > 0). */
+/* global average pooling (src/math/gap.h): one thread per output forward, per input backward */
+cudaError_t dg_launch_gap_fwd(size_t rows, int spatial, const float *x, float *y,
+                              cudaStream_t stream);
+cudaError_t dg_launch_gap_bwd(size_t rows, int spatial, const float *dy, float *dx,
+                              cudaStream_t stream);
 cudaError_t dg_launch_relu_bwd(size_t count, const float *y, float *dy, cudaStream_t stream);
 
 /* ---- bf16 conversions of --math bf16 (kernels/bf16.cu) ---- */

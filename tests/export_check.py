@@ -293,6 +293,8 @@ def spec_forward(np, spec, t, x):
             pass
         elif tok == "F":
             x = x.reshape(x.shape[0], -1)
+        elif tok == "G":
+            x = x.mean(axis=(2, 3))
         elif "C" in tok:
             n = name("conv")
             rest = tok.split("C", 1)[1]

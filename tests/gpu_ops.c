@@ -437,6 +437,36 @@ START_TEST(relu_bwd_exact)
 }
 END_TEST
 
+/* Global average pooling: the same element math (src/math/gap.h), so the same floats. */
+START_TEST(gap_exact)
+{
+    static const struct {
+        size_t rows;
+        int spatial;
+    } cases[] = {{86 * 64, 16}, {3 * 5, 49}, {7, 1}, {1, 784}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        size_t rows = cases[k].rows, n = rows * (size_t)cases[k].spatial;
+        int spatial = cases[k].spatial;
+        struct dg_test_rng rng = {800 + (uint64_t)k};
+        float *x = dg_test_floats(n), *dx = dg_test_floats(n);
+        float *y = dg_test_floats(rows), *g = dg_test_floats(rows);
+        dg_test_fill(&rng, x, n, -1.0f, 1.0f);
+        dg_test_fill(&rng, g, rows, -1.0f, 1.0f);
+        float *d_x = dev_floats(gpu, x, n), *d_dx = dev_floats(gpu, dx, n);
+        float *d_y = dev_floats(gpu, y, rows), *d_g = dev_floats(gpu, g, rows);
+        check_ok(cpu->ops->gap_fwd(cpu, rows, spatial, x, y));
+        check_ok(gpu->ops->gap_fwd(gpu, rows, spatial, d_x, d_y));
+        check_ok(cpu->ops->gap_bwd(cpu, rows, spatial, g, dx));
+        check_ok(gpu->ops->gap_bwd(gpu, rows, spatial, d_g, d_dx));
+        ck_assert(agree_dev("gap fwd", gpu, d_y, y, rows, &dg_tol_exact));
+        ck_assert(agree_dev("gap bwd", gpu, d_dx, dx, n, &dg_tol_exact));
+        gpu->ops->free(gpu, d_x), gpu->ops->free(gpu, d_dx), gpu->ops->free(gpu, d_y);
+        gpu->ops->free(gpu, d_g);
+        free(x), free(dx), free(y), free(g);
+    }
+}
+END_TEST
+
 /* Continuous inputs (_i even) and, for DG_OP_TIES cases, small integers (_i odd: windows full
  * of ties, like the zeros after a ReLU): both directions bit-identical to the CPU, first
  * maximum included. */
@@ -985,6 +1015,7 @@ static Suite *gpu_ops_suite(void)
 
     TCase *elementwise = tcase_create("elementwise");
     tcase_add_test(elementwise, relu_bwd_exact);
+    tcase_add_test(elementwise, gap_exact);
     tcase_add_loop_test(elementwise, maxpool_exact, 0, 2 * pool_cases.count);
     tcase_add_test(elementwise, dropout_exact);
     tcase_add_loop_test(elementwise, dense_vs_cpu, 0, dense_cases.count);

@@ -1387,6 +1387,64 @@ START_TEST(another_network_exports_and_imports)
 }
 END_TEST
 
+/* Global average pooling (G), then batchnorm per unit: ONNX GlobalAveragePool + Flatten, the
+ * architecture text, import predicting the same bytes; onnxruntime and numpy (the spec rebuilt
+ * from the safetensors file) agree with predict. */
+START_TEST(gap_network_exports_and_agrees)
+{
+    const char *source = getenv("DIGITS_SOURCE_DIR");
+    char err[512];
+    ck_assert_int_eq(run(err,
+                         "train '%s/data/sample/train.csv.gz' --limit 300 --epochs 2 --net "
+                         "16C3-B-32C3S2-G-B-10 -o g.dgt --no-checkpoint -q --threads 2 --device cpu",
+                         source),
+                     0);
+    ck_assert_int_eq(run(err,
+                         "predict -m g.dgt '%s' -o g_sub.csv --probs g_probs.csv --device cpu "
+                         "--threads 2",
+                         sample_test),
+                     0);
+    ck_assert_int_eq(run(err, "export -m g.dgt -o g.onnx"), 0);
+    dg_test_expect_in(err, "digits: wrote g.onnx (ONNX opset 13, 5322 parameters)");
+    ck_assert_int_eq(run(err, "export -m g.dgt -o g.safetensors"), 0);
+    struct st_file f = st_read("g.safetensors");
+    static const char *const names[] = {
+        "\"digits.net\":\"16C3-B-32C3S2-G-B-10\"",
+        "gap1 AdaptiveAvgPool2d(1) Flatten(1); batchnorm2 BatchNorm1d(32, eps=0.001",
+        "\"dense1.weight\":{\"dtype\":\"F32\",\"shape\":[10,32]",
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        ck_assert_msg(strstr(f.header, names[i]) != NULL, "no %s in %s", names[i], f.header);
+    st_free(&f);
+    ck_assert_int_eq(run(err, "import g.safetensors -o g_back.dgt"), 0);
+    ck_assert_int_eq(run(err,
+                         "predict -m g_back.dgt '%s' -o g_back_sub.csv --probs g_back_probs.csv "
+                         "--device cpu --threads 2",
+                         sample_test),
+                     0);
+    char *a = dg_test_slurp(at("g_probs.csv")), *b = dg_test_slurp(at("g_back_probs.csv"));
+    ck_assert_str_eq(a, b);
+    free(a);
+    free(b);
+    if (sanitized_skip("onnxruntime and numpy agreement of the pooled model"))
+        return;
+    char python[1100], why[2048], args[2048];
+    if (!export_venv(python, sizeof python, why, sizeof why)) {
+        printf("SKIP onnxruntime and numpy agreement of the pooled model: %s\n", why);
+        return;
+    }
+    snprintf(args, sizeof args,
+             "--model g.onnx --test '%s' --probs g_probs.csv --submission g_sub.csv", sample_test);
+    if (check_script(python, "onnx", "g", args))
+        printf("ok   onnxruntime runs the global-average-pooled model and agrees with predict\n");
+    snprintf(args, sizeof args,
+             "--weights g.safetensors --test '%s' --probs g_probs.csv --submission g_sub.csv",
+             sample_test);
+    if (check_script(python, "numpy", "g", args))
+        printf("ok   numpy rebuilds the global-average-pooled model and agrees with predict\n");
+}
+END_TEST
+
 /* The deotte preset (batchnorm after every layer, "valid" and stride-2 convolutions): ONNX
  * BatchNormalization nodes with the running statistics and Conv pads / strides; safetensors
  * tensors in nn.BatchNorm2d's names; import predicts the same bytes; onnxruntime, and numpy
@@ -1586,6 +1644,7 @@ int main(void)
     tcase_add_test(tc, json_parser_handles_a_million_keys);
     tcase_add_test(tc, json_parser_bounds_a_100mb_array);
     tcase_add_test(tc, another_network_exports_and_imports);
+    tcase_add_test(tc, gap_network_exports_and_agrees);
     tcase_add_test(tc, deotte_exports_and_agrees);
     tcase_add_test(tc, onnxruntime_agrees_with_predict);
     tcase_add_test(tc, numpy_reproduces_predict);

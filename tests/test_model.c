@@ -366,6 +366,8 @@ START_TEST(net_spec_parses_and_formats)
         {"F-10", "F-10", 2},
         {"10", "F-10", 2},
         {"16C7-P2-P2-P2-F-D.5-128L-10", "16C7-P2-P2-P2-F-D0.5-128L-10", 8},
+        /* global average pooling leaves the tensor flat: no flatten is implied after it */
+        {"16c3-g-b-10", "16C3-G-B-10", 4},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ck_assert_msg(dg_net_spec_parse(cases[i].given, specs, &count) == DG_OK, "%s: %s",
@@ -507,6 +509,39 @@ END_TEST
 
 /* Every refusal names the character and what was expected there, or the layer whose shape
  * does not fit 28x28. */
+/* Global average pooling: the mean of each channel, flat after (a dense or batchnorm layer
+ * follows directly), no parameters of its own; the model file keeps it. */
+START_TEST(gap_layout_and_round_trip)
+{
+    make_tmpdir();
+    struct dg_layer_spec specs[DG_MAX_LAYERS];
+    int count;
+    ck_assert_int_eq(dg_net_spec_parse("16C3S2-G-B-10", specs, &count), DG_OK);
+    ck_assert_int_eq(count, 4);
+    struct dg_model model, loaded;
+    ck_assert_int_eq(dg_model_build(&model, specs, count), DG_OK);
+    ck_assert_str_eq(model.layers[1].name, "gap1");
+    ck_assert_int_eq(model.layers[1].in_c, 16);
+    ck_assert_int_eq(model.layers[1].in_h, 14);
+    ck_assert_int_eq(model.layers[1].out_c, 16);
+    ck_assert_int_eq(model.layers[1].out_h, 1);
+    ck_assert_int_eq(model.layers[1].out_w, 1);
+    ck_assert_uint_eq(model.layers[1].weight_count + model.layers[1].bias_count, 0);
+    ck_assert_uint_eq(model.layers[2].stat_count, 2 * 16);
+    ck_assert_int_eq(model.layers[3].in_c, 16);
+    ck_assert_uint_eq(model.param_count, 16 * 9 + 16 + 4 * 16 + 16 * 10 + 10);
+    dg_model_init_glorot(&model, 3);
+    const char *path = path_in_tmp("gap.dgt");
+    ck_assert_int_eq(dg_model_save(path, &model, ""), DG_OK);
+    ck_assert_int_eq(dg_model_load(path, &loaded, NULL, 0), DG_OK);
+    ck_assert_int_eq(loaded.layer_count, count);
+    ck_assert_int_eq(loaded.layers[1].spec.kind, DG_LAYER_GAP);
+    ck_assert_int_eq(memcmp(loaded.params, model.params, model.param_count * sizeof(float)), 0);
+    dg_model_free(&loaded);
+    dg_model_free(&model);
+}
+END_TEST
+
 START_TEST(net_spec_refusals)
 {
     static const struct {
@@ -523,7 +558,7 @@ START_TEST(net_spec_refusals)
         {"32C5-P3-10", "at character 7 ('3'): expected '2' ending the layer (P2"},
         {"32C5-P2-", "at character 9 (the end): expected a layer after '-'"},
         {"32C5--10", "at character 6 ('-'): expected a layer: NcK (convolution), B (batch "
-                     "normalisation), P2 (pooling)"},
+                     "normalisation), P2 (pooling), G (global average pooling), DR (dropout)"},
         {"32C5-D1.5-10", "at character 7 ('1'): expected a dropout rate 0 <= rate < 1"},
         {"32C5-D-10", "at character 7 ('-'): expected a dropout rate after D"},
         {"32C5-D0.2.1-10", "at character 7 ('0'): expected a dropout rate 0 <= rate < 1"},
@@ -548,6 +583,12 @@ START_TEST(net_spec_refusals)
                                    "pool5: its input is 1x1, too small for a 2x2 window"},
         {"32C5-10-P2-10", "the layer at character 9: pool1: pooling after flatten"},
         {"64-F-10", "the layer at character 4: flatten2: already flat"},
+        {"32C5-G2-10", "at character 7 ('2'): expected '-' or the end after G (global average "
+                       "pooling)"},
+        {"32C5-G-F-10", "the layer at character 8: flatten1: already flat"},
+        {"32C5-F-G-10", "the layer at character 8: gap1: global average pooling after flatten"},
+        {"32C5-G-P2-10", "the layer at character 8: pool1: pooling after flatten"},
+        {"32C5-G-32C3-10", "the layer at character 8: conv2: a convolution after flatten"},
         {"10-32C3-10", "the layer at character 4: conv1: a convolution after flatten"},
         {"4096C15-4096C15-4096-10", "the layer at character 9: conv2: more than 268435456 "
                                     "parameters up to this layer"},
@@ -746,6 +787,7 @@ int main(void)
     tcase_add_test(tc, other_architectures_round_trip);
     tcase_add_test(tc, net_spec_parses_and_formats);
     tcase_add_test(tc, net_spec_refusals);
+    tcase_add_test(tc, gap_layout_and_round_trip);
     tcase_add_test(tc, deotte_preset_layout);
     tcase_add_test(tc, strided_batchnorm_round_trip);
     tcase_add_loop_test(tc, refuses_non_finite_parameters, 0, 3);

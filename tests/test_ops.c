@@ -327,6 +327,59 @@ START_TEST(relu_bwd_exact)
 }
 END_TEST
 
+/* Global average pooling against the mean in double (within half an ulp of it, and a hair for
+ * the double sum), the gradient against dy / spatial in double, the same floats for 1 and 3
+ * threads, and the backward the transpose of the forward (<gap_fwd(x), g> = <x, gap_bwd(g)>
+ * in double, within the rounding of both). Odd and edge sizes: one value per plane, one plane. */
+START_TEST(gap_vs_reference)
+{
+    static const struct {
+        size_t rows;
+        int spatial;
+    } cases[] = {{86 * 64, 16}, {3 * 5, 49}, {7, 1}, {1, 784}, {2 * 33, 169}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        size_t rows = cases[k].rows, n = rows * (size_t)cases[k].spatial;
+        int spatial = cases[k].spatial;
+        struct dg_test_rng rng = {700 + (uint64_t)k};
+        float *x = dg_test_floats(n), *dx = dg_test_floats(n), *dx3 = dg_test_floats(n);
+        float *y = dg_test_floats(rows), *y3 = dg_test_floats(rows), *g = dg_test_floats(rows);
+        dg_test_fill(&rng, x, n, -1.0f, 1.0f);
+        dg_test_fill(&rng, g, rows, -1.0f, 1.0f);
+        struct dg_backend *one = dg_test_cpu_backend(1, DG_CPU_KERNELS_AUTO);
+        struct dg_backend *three = dg_test_cpu_backend(3, DG_CPU_KERNELS_AUTO);
+        check_ok(one->ops->gap_fwd(one, rows, spatial, x, y));
+        check_ok(three->ops->gap_fwd(three, rows, spatial, x, y3));
+        check_ok(one->ops->gap_bwd(one, rows, spatial, g, dx));
+        check_ok(three->ops->gap_bwd(three, rows, spatial, g, dx3));
+        ck_assert(dg_test_equal("gap fwd, 1 and 3 threads", y3, y, rows));
+        ck_assert(dg_test_equal("gap bwd, 1 and 3 threads", dx3, dx, n));
+        double forward = 0.0, backward = 0.0, scale = 0.0;
+        for (size_t r = 0; r < rows; r++) {
+            double mean = 0.0;
+            for (int i = 0; i < spatial; i++)
+                mean += x[r * (size_t)spatial + (size_t)i];
+            mean /= spatial;
+            ck_assert_msg(fabs(y[r] - mean) <= 0.5 * 0x1p-23 * fabs(mean) + 1e-15,
+                          "gap fwd row %zu: %.9g, mean %.17g", r, (double)y[r], mean);
+            double grad = g[r] / (double)spatial;
+            for (int i = 0; i < spatial; i++) {
+                float got = dx[r * (size_t)spatial + (size_t)i];
+                ck_assert_msg(fabs(got - grad) <= 0.5 * 0x1p-23 * fabs(grad),
+                              "gap bwd row %zu: %.9g, dy / spatial %.17g", r, (double)got, grad);
+                backward += (double)x[r * (size_t)spatial + (size_t)i] * got;
+                scale += fabs((double)x[r * (size_t)spatial + (size_t)i] * got);
+            }
+            forward += (double)y[r] * g[r];
+        }
+        ck_assert_msg(fabs(forward - backward) <= 2.0 * 0x1p-24 * scale + 1e-12,
+                      "gap: <fwd x, g> %.17g, <x, bwd g> %.17g", forward, backward);
+        dg_backend_destroy(one);
+        dg_backend_destroy(three);
+        free(x), free(dx), free(dx3), free(y), free(y3), free(g);
+    }
+}
+END_TEST
+
 START_TEST(maxpool_vs_reference)
 {
     const struct dg_pool_shape *s = &pool_cases.at[_i].pool;
@@ -1822,6 +1875,7 @@ int main(void)
     TCase *elementwise = tcase_create("elementwise");
     tcase_set_timeout(elementwise, 120);
     tcase_add_loop_test(elementwise, relu_bwd_exact, 0, relu_cases.count);
+    tcase_add_test(elementwise, gap_vs_reference);
     tcase_add_loop_test(elementwise, maxpool_vs_reference, 0, pool_cases.count);
     tcase_add_test(elementwise, maxpool_ties_by_hand);
     tcase_add_test(elementwise, dropout_masks);

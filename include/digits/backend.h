@@ -192,6 +192,14 @@ struct dg_backend_ops {
     /* dy *= (y > 0), in place: the ReLU backward given the ReLU output y */
     enum dg_status (*relu_bwd)(struct dg_backend *be, size_t n, const float *y, float *dy);
 
+    /* Global average pooling over `rows` (batch x channels) planes of `spatial` values, NCHW:
+     * y[r] = the mean of x[r*spatial ..] (src/math/gap.h: summed in order in double, rounded
+     * once); backward dx[r*spatial + s] = dy[r] / spatial. */
+    enum dg_status (*gap_fwd)(struct dg_backend *be, size_t rows, int spatial, const float *x,
+                              float *y);
+    enum dg_status (*gap_bwd)(struct dg_backend *be, size_t rows, int spatial, const float *dy,
+                              float *dx);
+
     /* max-pool; backward routes each dy to the first maximum of its window (row-major) */
     enum dg_status (*maxpool_fwd)(struct dg_backend *be, const struct dg_pool_shape *shape,
                                   const float *x, float *y);

@@ -28,6 +28,7 @@ enum dg_layer_kind {
     DG_LAYER_FLATTEN = 4,
     DG_LAYER_DENSE = 5,   /* optional ReLU; the last dense layer feeds softmax */
     DG_LAYER_BATCHNORM = 6, /* per channel (per unit after flatten), Keras' defaults below */
+    DG_LAYER_GAP = 7,       /* global average pooling: the mean of each channel; flat after */
 };
 
 /* Batch normalisation's constants, Keras' BatchNormalization defaults: running statistics
@@ -92,6 +93,8 @@ enum dg_status dg_model_layout(struct dg_model *model, const struct dg_layer_spe
  *           ("same", both sides, as PyTorch's padding=K//2) or 0 ("valid")
  *   B       batch normalisation (per channel; per unit after flatten)
  *   p2      2x2 max-pooling, stride 2
+ *   g       global average pooling: the mean of each channel; the tensor is flat after it
+ *           (a dense or batchnorm layer may follow, no flatten)
  *   dR      dropout at rate R (0 <= R < 1), e.g. d0.25
  *   f       flatten (written before the first dense layer when left out)
  *   N       dense: N units with ReLU; Nl: no ReLU. The last layer is the dense layer of 10

@@ -18,6 +18,7 @@
 
 #include "math/augment.h"
 #include "math/ema.h"
+#include "math/gap.h"
 #include "math/dropout.h"
 #include "math/rmsprop.h"
 #include "math/softmax_xent.h"
@@ -152,6 +153,53 @@ static enum dg_status cpu_relu_bwd(struct dg_backend *be, size_t n, const float 
     struct dg_cpu *cpu = be->impl;
     struct relu_job job = {cpu->isa, n, y, dy};
     dg_cpu_threads_run(cpu->pool, relu_bwd_task, &job);
+    return DG_OK;
+}
+
+struct gap_job {
+    size_t rows;
+    int spatial;
+    const float *in;
+    float *out;
+};
+
+static void gap_fwd_task(void *ctx, int thread, int threads)
+{
+    const struct gap_job *job = ctx;
+    size_t r0, r1;
+    dg_cpu_split(job->rows, 64, thread, threads, &r0, &r1);
+    for (size_t r = r0; r < r1; r++)
+        job->out[r] = dg_gap_mean(job->in + r * (size_t)job->spatial, job->spatial);
+}
+
+static void gap_bwd_task(void *ctx, int thread, int threads)
+{
+    const struct gap_job *job = ctx;
+    size_t r0, r1;
+    dg_cpu_split(job->rows, 64, thread, threads, &r0, &r1);
+    for (size_t r = r0; r < r1; r++) {
+        float g = dg_gap_grad(job->in[r], job->spatial);
+        float *dx = job->out + r * (size_t)job->spatial;
+        for (int s = 0; s < job->spatial; s++)
+            dx[s] = g;
+    }
+}
+
+static enum dg_status cpu_gap_fwd(struct dg_backend *be, size_t rows, int spatial, const float *x,
+                                  float *y)
+{
+    struct dg_cpu *cpu = be->impl;
+    struct gap_job job = {rows, spatial, x, y};
+    dg_cpu_threads_run(cpu->pool, gap_fwd_task, &job);
+    return DG_OK;
+}
+
+static enum dg_status cpu_gap_bwd(struct dg_backend *be, size_t rows, int spatial, const float *dy,
+                                  float *dx)
+{
+    struct dg_cpu *cpu = be->impl;
+    struct gap_job job = {rows, spatial, dy, dx};
+    dg_cpu_threads_run(cpu->pool, gap_bwd_task, &job);
     return DG_OK;
 }
 
@@ -580,6 +628,8 @@ static const struct dg_backend_ops cpu_ops = {
     .batchnorm_fwd_infer = dg_cpu_batchnorm_fwd_infer,
     .batchnorm_bwd = dg_cpu_batchnorm_bwd,
     .relu_bwd = cpu_relu_bwd,
+    .gap_fwd = cpu_gap_fwd,
+    .gap_bwd = cpu_gap_bwd,
     .maxpool_fwd = cpu_maxpool_fwd,
     .maxpool_bwd = cpu_maxpool_bwd,
     .dropout_fwd = cpu_dropout_fwd,

@@ -136,6 +136,26 @@ fail:
 
 /* ---- element-wise and pooling ---- */
 
+static enum dg_status cuda_gap_fwd(struct dg_backend *be, size_t rows, int spatial, const float *x,
+                                   float *y)
+{
+    enum dg_status status = DG_OK;
+    DG_LAUNCH(cuda_of(be), dg_launch_gap_fwd(rows, spatial, x, y, cuda_of(be)->stream));
+    return DG_OK;
+fail:
+    return status;
+}
+
+static enum dg_status cuda_gap_bwd(struct dg_backend *be, size_t rows, int spatial,
+                                   const float *dy, float *dx)
+{
+    enum dg_status status = DG_OK;
+    DG_LAUNCH(cuda_of(be), dg_launch_gap_bwd(rows, spatial, dy, dx, cuda_of(be)->stream));
+    return DG_OK;
+fail:
+    return status;
+}
+
 static enum dg_status cuda_relu_bwd(struct dg_backend *be, size_t n, const float *y, float *dy)
 {
     enum dg_status status = DG_OK;
@@ -499,6 +519,8 @@ static const struct dg_backend_ops cuda_ops = {
     .batchnorm_fwd_infer = cuda_bn_fwd_infer,
     .batchnorm_bwd = cuda_bn_bwd,
     .relu_bwd = cuda_relu_bwd,
+    .gap_fwd = cuda_gap_fwd,
+    .gap_bwd = cuda_gap_bwd,
     .maxpool_fwd = cuda_maxpool_fwd,
     .maxpool_bwd = cuda_maxpool_bwd,
     .dropout_fwd = cuda_dropout_fwd,

@@ -143,6 +143,9 @@ int dg_export_architecture(const struct dg_model *model, char *text, size_t size
         case DG_LAYER_FLATTEN:
             SAY("; %s Flatten(1)", layer->name);
             break;
+        case DG_LAYER_GAP:
+            SAY("; %s AdaptiveAvgPool2d(1) Flatten(1)", layer->name);
+            break;
         case DG_LAYER_DENSE:
             SAY("; %s Linear(%d, %d)", layer->name, layer->in_c * layer->in_h * layer->in_w,
                 layer->out_c);

@@ -49,7 +49,7 @@ enum dg_status dg_io_check_layers(const char *path, const char *kind, const unsi
         uint32_t kind_value = get_u32(q), units = get_u32(q + 4), word = get_u32(q + 8),
                  relu = get_u32(q + 12);
         uint32_t kernel = word & 0xffu;
-        if (kind_value < DG_LAYER_CONV || kind_value > DG_LAYER_BATCHNORM ||
+        if (kind_value < DG_LAYER_CONV || kind_value > DG_LAYER_GAP ||
             units > DG_MAX_UNITS || kernel > DG_MAX_KERNEL || (word & ~0x3ffu) != 0 ||
             (kind_value != DG_LAYER_CONV && word != kernel) || relu > 1)
             return dg_error(DG_ERR_INPUT,

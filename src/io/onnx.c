@@ -288,6 +288,16 @@ static enum dg_status member_nodes(struct pb *graph, const struct dg_model *mode
             t += 5; /* and num_batches_tracked, which inference does not read */
             break;
         }
+        case DG_LAYER_GAP: {
+            /* GlobalAveragePool gives (N, C, 1, 1); Digits' layer is flat: (N, C) */
+            char pooled[80];
+            snprintf(pooled, sizeof pooled, "%s_pool", name);
+            simple_node(graph, "GlobalAveragePool", pooled, current, pooled);
+            node_start(&node, "Flatten", name, pooled, NULL, NULL, next);
+            attr_int(&node, "axis", 1);
+            node_finish(graph, &node);
+            break;
+        }
         case DG_LAYER_DROPOUT:
             continue; /* the identity at inference */
         case DG_LAYER_FLATTEN:

@@ -499,6 +499,7 @@ static void put_layers(struct dg_text *t, const struct dg_model *model)
         const struct dg_layer *l = &model->layers[i];
         char shape[64], what[64] = "";
         if (l->spec.kind == DG_LAYER_DENSE || l->spec.kind == DG_LAYER_FLATTEN ||
+            l->spec.kind == DG_LAYER_GAP ||
             (l->out_h == 1 && l->out_w == 1 && l->in_h == 1))
             snprintf(shape, sizeof shape, "%d", l->out_c);
         else

@@ -42,6 +42,8 @@ static const char *kind_name(enum dg_layer_kind kind)
         return "dense";
     case DG_LAYER_BATCHNORM:
         return "batchnorm";
+    case DG_LAYER_GAP:
+        return "gap";
     }
     return "?";
 }
@@ -58,7 +60,7 @@ enum dg_status dg_model_layout(struct dg_model *model, const struct dg_layer_spe
         return dg_error(DG_ERR_INPUT, "architecture: %d layers (1..%d allowed)", layer_count,
                         DG_MAX_LAYERS);
     int c = 1, h = 28, w = 28, flat = 0, dropouts = 0;
-    int ordinal[DG_LAYER_BATCHNORM + 1] = {0};
+    int ordinal[DG_LAYER_GAP + 1] = {0};
     size_t offset = 0;
     for (int i = 0; i < layer_count; i++) {
         struct dg_layer *layer = &model->layers[i];
@@ -69,7 +71,7 @@ enum dg_status dg_model_layout(struct dg_model *model, const struct dg_layer_spe
         layer->in_w = w;
         layer->dropout_ordinal = -1;
         int kind = specs[i].kind;
-        if (kind < DG_LAYER_CONV || kind > DG_LAYER_BATCHNORM)
+        if (kind < DG_LAYER_CONV || kind > DG_LAYER_GAP)
             return dg_error(DG_ERR_INPUT, "architecture: layer %d has unknown kind %d", i + 1,
                             kind);
         snprintf(layer->name, sizeof layer->name, "%s%d", kind_name(specs[i].kind),
@@ -132,6 +134,15 @@ enum dg_status dg_model_layout(struct dg_model *model, const struct dg_layer_spe
                 return dg_error(DG_ERR_INPUT, "architecture: %s: rate %g outside [0, 1)",
                                 layer->name, specs[i].rate);
             layer->dropout_ordinal = dropouts++;
+            break;
+        case DG_LAYER_GAP:
+            if (flat)
+                return dg_error(DG_ERR_INPUT,
+                                "architecture: %s: global average pooling after flatten (its "
+                                "input is flat)",
+                                layer->name);
+            h = w = 1;
+            flat = 1;
             break;
         case DG_LAYER_FLATTEN:
             if (flat)
@@ -260,6 +271,7 @@ void dg_model_print_summary(const struct dg_model *model, void (*print_line)(con
         char shape[32];
         if (layer->out_h == 1 && layer->out_w == 1 && (layer->spec.kind == DG_LAYER_DENSE ||
                                                        layer->spec.kind == DG_LAYER_FLATTEN ||
+                                                       layer->spec.kind == DG_LAYER_GAP ||
                                                        layer->in_h == 1))
             snprintf(shape, sizeof shape, "(%d)", layer->out_c);
         else

@@ -339,6 +339,9 @@ enum dg_status dg_net_forward(struct dg_net *net, int n, const struct dg_net_mod
         case DG_LAYER_FLATTEN:
             y = (float *)x;
             break;
+        case DG_LAYER_GAP:
+            status = be->ops->gap_fwd(be, (size_t)n * layer->in_c, layer->in_h * layer->in_w, x, y);
+            break;
         case DG_LAYER_DENSE:
             status = be->ops->dense_fwd(be, n, layer->in_c, layer->out_c, x, w, b, y,
                                         layer->spec.relu);
@@ -422,6 +425,11 @@ enum dg_status dg_net_backward(struct dg_net *net, int n, const struct dg_net_mo
             break;
         case DG_LAYER_FLATTEN:
             dx = dy;
+            break;
+        case DG_LAYER_GAP:
+            if (dx)
+                status = be->ops->gap_bwd(be, (size_t)n * layer->in_c, layer->in_h * layer->in_w,
+                                          dy, dx);
             break;
         case DG_LAYER_DENSE:
             if (layer->spec.relu && (status = be->ops->relu_bwd(be, out_count, y, dy)) != DG_OK)

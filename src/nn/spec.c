@@ -97,6 +97,13 @@ static enum dg_status parse_layer(struct cursor *c, struct dg_layer_spec *spec)
         spec->kind = DG_LAYER_BATCHNORM;
         return DG_OK;
     }
+    if (letter == 'g') {
+        c->p++;
+        if (!layer_end(c->p))
+            return fault(c, c->p, "'-' or the end after G (global average pooling)");
+        spec->kind = DG_LAYER_GAP;
+        return DG_OK;
+    }
     if (letter == 'f') {
         c->p++;
         if (!layer_end(c->p))
@@ -130,8 +137,8 @@ static enum dg_status parse_layer(struct cursor *c, struct dg_layer_spec *spec)
     }
     if (!isdigit((unsigned char)*c->p))
         return fault(c, start,
-                     "a layer: NcK (convolution), B (batch normalisation), P2 (pooling), DR "
-                     "(dropout), F (flatten) or N (dense)");
+                     "a layer: NcK (convolution), B (batch normalisation), P2 (pooling), G "
+                     "(global average pooling), DR (dropout), F (flatten) or N (dense)");
     int units;
     if ((status = count_at(c, DG_MAX_UNITS, "a filter or unit count", &units)) != DG_OK)
         return status;
@@ -215,7 +222,7 @@ enum dg_status dg_net_spec_parse(const char *text, struct dg_layer_spec *specs, 
             count++;
             flat = 1;
         }
-        if (layer.kind == DG_LAYER_FLATTEN)
+        if (layer.kind == DG_LAYER_FLATTEN || layer.kind == DG_LAYER_GAP)
             flat = 1;
         if (count == DG_MAX_LAYERS)
             return fault(&c, start, "fewer layers (at most 32, flatten included)");
@@ -287,6 +294,9 @@ int dg_net_spec_format(const struct dg_layer_spec *specs, int layer_count, char 
         }
         case DG_LAYER_FLATTEN:
             snprintf(layer, sizeof layer, "F");
+            break;
+        case DG_LAYER_GAP:
+            snprintf(layer, sizeof layer, "G");
             break;
         case DG_LAYER_DENSE:
             snprintf(layer, sizeof layer, "%d%s", s->units,

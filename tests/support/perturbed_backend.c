@@ -149,6 +149,20 @@ static enum dg_status p_batch_assemble(struct dg_backend *be, void *handle, cons
     return in->ops->batch_assemble(in, handle, rows, n, augment, x, labels);
 }
 
+static enum dg_status p_gap_fwd(struct dg_backend *be, size_t rows, int spatial, const float *x,
+                                float *y)
+{
+    struct dg_backend *in = self(be)->inner;
+    return in->ops->gap_fwd(in, rows, spatial, x, y);
+}
+
+static enum dg_status p_gap_bwd(struct dg_backend *be, size_t rows, int spatial, const float *dy,
+                                float *dx)
+{
+    struct dg_backend *in = self(be)->inner;
+    return in->ops->gap_bwd(in, rows, spatial, dy, dx);
+}
+
 static enum dg_status p_relu_bwd(struct dg_backend *be, size_t n, const float *y, float *dy)
 {
     struct dg_backend *in = self(be)->inner;
@@ -450,6 +464,8 @@ static const struct dg_backend_ops perturbed_ops = {
     .batchnorm_fwd_infer = p_bn_fwd_infer,
     .batchnorm_bwd = p_bn_bwd,
     .relu_bwd = p_relu_bwd,
+    .gap_fwd = p_gap_fwd,
+    .gap_bwd = p_gap_bwd,
     .maxpool_fwd = p_maxpool_fwd,
     .maxpool_bwd = p_maxpool_bwd,
     .dropout_fwd = p_dropout_fwd,
@@ -484,6 +500,8 @@ static const struct dg_backend_ops perturbed_ops_unnamed = {
     .batchnorm_fwd_infer = p_bn_fwd_infer,
     .batchnorm_bwd = p_bn_bwd,
     .relu_bwd = p_relu_bwd,
+    .gap_fwd = p_gap_fwd,
+    .gap_bwd = p_gap_bwd,
     .maxpool_fwd = p_maxpool_fwd,
     .maxpool_bwd = p_maxpool_bwd,
     .dropout_fwd = p_dropout_fwd,
