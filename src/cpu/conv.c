@@ -129,9 +129,17 @@ struct dg_cpu_conv_algos dg_cpu_conv_choose_window(enum dg_cpu_kernels kernels,
         /* "valid" stride 1: Winograd or the direct kernels, as for "same", on unpadded
          * (forward, weight gradient) and k - 1 padded (backward data) copies; stride 2: its
          * four phases on a stride-1 "valid" plan where the output channels suit the direct
-         * kernels; else im2col + sgemm */
+         * kernels, and where that plan would run direct (too few Winograd tiles), the
+         * strided direct kernels forward and for the weight gradient (the phases' kernel of
+         * ceil(k / 2), made odd, has 36 taps for 25 of a 5x5 kernel); else im2col + sgemm */
         if (dg_conv_stride(shape) == 2 && kernels != DG_CPU_KERNELS_GENERIC && direct_fits(cout)) {
+            struct dg_conv_shape sub = dg_cpu_phases_shape(shape);
+            int lo, h, w;
+            dg_cpu_phases_window(shape, &lo, &h, &w);
+            struct dg_cpu_conv_algos in_phases = dg_cpu_conv_choose_window(kernels, &sub, h, w);
             a.fwd = a.bwd_data = a.bwd_filter = DG_CPU_CONV_PHASES;
+            if (in_phases.fwd == DG_CPU_CONV_DIRECT && in_phases.bwd_filter == DG_CPU_CONV_DIRECT)
+                a.fwd = a.bwd_filter = DG_CPU_CONV_DIRECT;
             return a;
         }
         if (dg_conv_stride(shape) == 1) {
@@ -376,7 +384,7 @@ enum dg_status dg_cpu_conv_plan_create_window(struct dg_backend *be,
     p->threads = cpu->threads;
     /* strided and "valid" convolutions run the generic float32 family under --math bf16 too */
     p->bf16 = dg_conv_is_same_stride1(shape) ? cpu->bf16 : NULL;
-    p->wm = p->bf16 ? 0 : wino_tile(shape->kernel);
+    p->wm = p->bf16 || dg_conv_stride(shape) != 1 ? 0 : wino_tile(shape->kernel);
     int oh = dg_conv_out_height(shape), ow = dg_conv_out_width(shape);
     if (p->wm) {
         /* Winograd tiles: of the output (forward, weight gradient), of the input (backward
@@ -413,11 +421,15 @@ enum dg_status dg_cpu_conv_plan_create_window(struct dg_backend *be,
         status = dg_cpu_bf16_ensure(p);
     } else {
         p->algos = algos;
-        if (p->algos.fwd == DG_CPU_CONV_PHASES) {
-            p->fwd = dg_cpu_phases_fwd;
+        if (p->algos.bwd_data == DG_CPU_CONV_PHASES) {
+            /* the forward and weight gradient in phases too, or strided direct */
+            int phases = p->algos.fwd == DG_CPU_CONV_PHASES;
+            p->fwd = phases ? dg_cpu_phases_fwd : dg_cpu_direct_fwd;
             p->bwd_data = dg_cpu_phases_bwd_data;
-            p->bwd_filter = dg_cpu_phases_bwd_filter;
+            p->bwd_filter = phases ? dg_cpu_phases_bwd_filter : dg_cpu_direct_bwd_filter;
             status = dg_cpu_phases_ensure(be, p);
+            if (status == DG_OK && !phases)
+                status = plan_workspaces(p);
         } else {
             p->fwd = fwd_of[p->algos.fwd];
             p->bwd_data = bwd_data_of[p->algos.bwd_data];
@@ -444,11 +456,21 @@ void dg_cpu_conv_describe(struct dg_backend *be, const struct dg_conv_shape *sha
     struct dg_cpu_conv_algos a = dg_cpu_conv_choose(cpu->kernels, shape);
     /* stride 2 in phases: the algorithms of the stride-1 plan of the phases */
     const char *phases = "";
-    if (a.fwd == DG_CPU_CONV_PHASES) {
+    if (a.bwd_data == DG_CPU_CONV_PHASES) {
         struct dg_conv_shape sub = dg_cpu_phases_shape(shape);
         int lo, h, w;
         dg_cpu_phases_window(shape, &lo, &h, &w);
-        a = dg_cpu_conv_choose_window(cpu->kernels, &sub, h, w);
+        struct dg_cpu_conv_algos in_phases = dg_cpu_conv_choose_window(cpu->kernels, &sub, h, w);
+        if (a.fwd != DG_CPU_CONV_PHASES) {
+            /* strided direct forward and weight gradient, backward data in phases */
+            if (with_bwd_data)
+                snprintf(out, size, "%s (bwd-data %s in 4 phases)", dg_cpu_conv_algo_name(a.fwd),
+                         dg_cpu_conv_algo_name(in_phases.bwd_data));
+            else
+                snprintf(out, size, "%s", dg_cpu_conv_algo_name(a.fwd));
+            return;
+        }
+        a = in_phases;
         phases = " in 4 phases";
     }
     const char *fwd = dg_cpu_conv_algo_name(a.fwd);

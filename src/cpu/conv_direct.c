@@ -1,4 +1,5 @@
-/* The direct family of the CPU convolution (stride 1, "same" or "valid"): each thread copies the
+/* The direct family of the CPU convolution ("same" or "valid"; stride 1, or the forward and
+ * weight gradient of stride 2, whose backward data runs in phases): each thread copies the
  * images it works on into a private padded NHWC buffer (hp, wp, c); a direct register-blocked
  * kernel computes up to 14
  * pixels x 32 channels per call (conv_row). Backward data is the same kernel on the padded
@@ -46,7 +47,7 @@ static void direct_task(void *ctx, int thread, int threads)
     const struct direct_job *job = ctx;
     const struct conv_plan *p = job->p;
     const struct dg_conv_shape *s = &p->s;
-    int k = s->kernel, oh = job->oh, ow = job->ow;
+    int k = s->kernel, oh = job->oh, ow = job->ow, stride = job->stride;
     size_t row_stride = (size_t)job->wp * job->cin;
     size_t ihw = (size_t)job->ih * job->iw, ohw = (size_t)oh * ow;
     float *tile = p->tiles + p->tiles_per_thread * (size_t)thread;
@@ -62,13 +63,14 @@ static void direct_task(void *ctx, int thread, int threads)
                                     job->iw, job->pad, job->hp, job->wp, image);
             packed = n;
         }
-        const float *row = image + (size_t)y * row_stride;
+        const float *row = image + (size_t)y * stride * row_stride;
         float *out_image = job->out + n * job->cout * ohw + (size_t)y * ow;
         for (int c0 = 0; c0 < job->cout; c0 += 32) {
             int couts = job->cout - c0 < 32 ? job->cout - c0 : 32;
             for (int x0 = 0; x0 < ow; x0 += DG_TILE_PIXELS) {
                 int pixels = ow - x0 < DG_TILE_PIXELS ? ow - x0 : DG_TILE_PIXELS;
-                p->isa->conv_row(row + (size_t)x0 * job->cin, row_stride, job->cin, k,
+                p->isa->conv_row(row + (size_t)x0 * stride * job->cin, row_stride, job->cin,
+                                 stride * job->cin, k,
                                  job->wpack + c0, job->cout, couts, pixels,
                                  job->bias ? job->bias + c0 : NULL, job->relu, tile);
                 p->isa->from_nhwc(tile, couts, pixels, out_image + (size_t)c0 * ohw + x0, ohw);
@@ -83,7 +85,7 @@ static void filter_task(void *ctx, int thread, int threads)
     const struct conv_plan *p = job->p;
     const struct dg_conv_shape *s = &p->s;
     int k = s->kernel, cin = s->in_channels, cout = s->out_channels;
-    int oh = dg_conv_out_height(s), ow = dg_conv_out_width(s);
+    int oh = dg_conv_out_height(s), ow = dg_conv_out_width(s), stride = dg_conv_stride(s);
     size_t row_stride = (size_t)p->wp * cin;
     size_t image_stride = (size_t)p->hp * row_stride;
     size_t ohw = (size_t)oh * ow;
@@ -97,8 +99,9 @@ static void filter_task(void *ctx, int thread, int threads)
         for (size_t t = t0; t < t1; t++) {
             int ky, row0, rows, cout0, couts;
             filter_tile_at(s, t, &ky, &row0, &rows, &cout0, &couts);
-            p->isa->filter_tile(xp + (size_t)ky * row_stride + row0, row_stride, cin, g + cout0,
-                                cout, oh, ow, rows, couts, acc + (t - t0) * DG_TILE_ROWS * 32);
+            p->isa->filter_tile(xp + (size_t)ky * row_stride + row0, stride * row_stride,
+                                stride * cin, g + cout0, cout, oh, ow, rows, couts,
+                                acc + (t - t0) * DG_TILE_ROWS * 32);
         }
     }
     for (size_t t = t0; t < t1; t++) {
@@ -139,7 +142,8 @@ void dg_cpu_direct_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x, 
     direct_pack_weights(p, w, 0);
     struct direct_job job = {p,     x,     p->wpack, bias,  y,     s->in_channels,
                              s->out_channels, relu, s->height, s->width, p->pad, p->hp,
-                             p->wp, dg_conv_out_height(s), dg_conv_out_width(s)};
+                             p->wp, dg_conv_out_height(s), dg_conv_out_width(s),
+                             dg_conv_stride(s)};
     dg_cpu_threads_run(cpu->pool, direct_task, &job);
 }
 
@@ -163,7 +167,8 @@ void dg_cpu_direct_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const float
                              p->hp_b,
                              p->wp_b,
                              p->bwd_h,
-                             p->bwd_w};
+                             p->bwd_w,
+                             1};
     dg_cpu_threads_run(cpu->pool, direct_task, &job);
 }
 

@@ -129,6 +129,7 @@ struct direct_job {
     int cin, cout, relu;
     int ih, iw, pad, hp, wp; /* the input's sides, its padding and padded sides */
     int oh, ow;              /* the output's sides */
+    int stride;              /* 1, or 2 (the forward of a strided convolution) */
 };
 
 struct filter_job {

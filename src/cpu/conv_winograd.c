@@ -148,7 +148,7 @@ static void wino_conv_task(void *ctx, int thread, int threads)
         }
         for (int xi = 0; xi < DG_WINO_XI; xi++)
             for (int co = 0; co < cout; co += 32)
-                p->isa->conv_row(v + xi * xi_v, 0, cin, 1,
+                p->isa->conv_row(v + xi * xi_v, 0, cin, cin, 1,
                                  job->wpack + (size_t)xi * cin * cout + co, cout, 32, count, NULL,
                                  0, prod + xi * xi_m + (size_t)co * DG_TILE_PIXELS);
         size_t out_row = (size_t)cols * m * cout;
@@ -331,7 +331,7 @@ void dg_cpu_winograd_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x
     const struct dg_conv_shape *s = &p->s;
     struct direct_job job = {p,         x,        p->u,   bias,  y,     s->in_channels,
                              s->out_channels, relu, s->height, s->width, p->pad, p->hp,
-                             p->wp,     dg_conv_out_height(s), dg_conv_out_width(s)};
+                             p->wp,     dg_conv_out_height(s), dg_conv_out_width(s), 1};
     dg_cpu_threads_run(cpu->pool, wino_conv_task, &job);
 }
 
@@ -343,7 +343,7 @@ void dg_cpu_winograd_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const flo
     const struct dg_conv_shape *s = &p->s;
     struct direct_job job = {p,          dy,       p->u,   NULL,  dx,    s->out_channels,
                              s->in_channels, 0,    dg_conv_out_height(s), dg_conv_out_width(s),
-                             p->pad_b,   p->hp_b,  p->wp_b, p->bwd_h, p->bwd_w};
+                             p->pad_b,   p->hp_b,  p->wp_b, p->bwd_h, p->bwd_w, 1};
     dg_cpu_threads_run(cpu->pool, wino_conv_task, &job);
 }
 

@@ -33,14 +33,17 @@ struct dg_affine;
 struct dg_cpu_bf16_ops;
 
 /* One table per ISA, filled by kernels.c; the backend picks one at creation. Layouts:
- *   conv_row      one output row segment of a "same" convolution on padded NHWC input:
+ *   conv_row      one output row segment of a convolution on padded NHWC input:
  *                 xrow   padded input (Hp, Wp, cin) at (row, x0): the window of output pixel b,
- *                        tap (ky, kx) starts at xrow + ky*row_stride + (b + kx)*cin
+ *                        tap (ky, kx) starts at xrow + ky*row_stride + b*step + kx*cin (step
+ *                        cin, or stride*cin; the rows of a strided one: row_stride apart)
  *                 wp     packed weights (k, k, cin, cout_total) offset to the segment's couts
  *                 out    (pixels, couts) results for 1..14 pixels and 16 or 32 channels, bias
  *                        added and ReLU applied when bias / relu are given; row stride couts.
  *   filter_tile   acc (rows, couts) += sum over the pixels of one image of a[pixel][r] *
  *                 g[pixel][c], where for pixel (y, x) a = xp + y*row_stride + x*cin and
+ *                 (cin: the pixel step, stride*cin for a strided convolution, whose
+ *                 row_stride is then stride rows)
  *                 g = dyh + (y*width + x)*cout_total; rows 1..14, couts 16 or 32.
  *   wino_*        Winograd tile transforms, alpha = 6; xi = i*6 + j indexes the 6x6 transformed
  *                 tile, `xi_stride` floats apart; channels multiples of 16.
@@ -82,9 +85,9 @@ struct dg_cpu_bf16_ops;
 struct dg_cpu_isa_ops {
     enum dg_cpu_isa isa;
     int lanes; /* floats per vector */
-    void (*conv_row)(const float *xrow, size_t row_stride, int cin, int k, const float *wp,
-                     int cout_total, int couts, int pixels, const float *bias, int relu,
-                     float *out);
+    void (*conv_row)(const float *xrow, size_t row_stride, int cin, int step, int k,
+                     const float *wp, int cout_total, int couts, int pixels, const float *bias,
+                     int relu, float *out);
     void (*filter_tile)(const float *xp, size_t row_stride, int cin, const float *dyh,
                         int cout_total, int height, int width, int rows, int couts, float *acc);
     void (*wino_weights)(const double *g, int k, const float *kernels, int cols, float *u,

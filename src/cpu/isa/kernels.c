@@ -35,11 +35,12 @@ DG_INLINE void even_block(int total, int n, int i, int *first, int *count)
 
 /* ---- direct convolution ---- */
 
-/* out[b*ldo + v*W ..] = sum over (ky, j) of xrow[ky*row_stride + b*cin + j] *
- * wp[(ky*k*cin + j)*ldw + v*W ..] (+ bias, ReLU), for B pixels and V vectors. */
-DG_INLINE void conv_block(const float *xrow, size_t row_stride, int cin, int k, const float *wp,
-                          int ldw, const int B, const int V, const float *bias, int relu,
-                          float *out, int ldo)
+/* out[b*ldo + v*W ..] = sum over (ky, j) of xrow[ky*row_stride + b*step + j] *
+ * wp[(ky*k*cin + j)*ldw + v*W ..] (+ bias, ReLU), for B pixels and V vectors (step: cin, or
+ * stride * cin for a strided convolution). */
+DG_INLINE void conv_block(const float *xrow, size_t row_stride, int cin, int step, int k,
+                          const float *wp, int ldw, const int B, const int V, const float *bias,
+                          int relu, float *out, int ldo)
 {
     vf acc[DG_CONV_PIXELS][DG_CONV_VECS];
 #pragma GCC unroll 16
@@ -58,7 +59,7 @@ DG_INLINE void conv_block(const float *xrow, size_t row_stride, int cin, int k, 
                 w[v] = vload(wk + (size_t)j * ldw + v * DG_W);
 #pragma GCC unroll 16
             for (int b = 0; b < B; b++) {
-                vf s = vset1(in[b * cin + j]);
+                vf s = vset1(in[b * step + j]);
 #pragma GCC unroll 4
                 for (int v = 0; v < V; v++)
                     acc[b][v] = vfma(s, w[v], acc[b][v]);
@@ -115,17 +116,17 @@ DG_INLINE void filter_block(const float *xp, size_t row_stride, int cin, const f
         }
 }
 
-typedef void (*conv_block_fn)(const float *, size_t, int, int, const float *, int, const float *,
-                              int, float *, int);
+typedef void (*conv_block_fn)(const float *, size_t, int, int, int, const float *, int,
+                              const float *, int, float *, int);
 typedef void (*filter_block_fn)(const float *, size_t, int, const float *, int, int, int, float *,
                                 int);
 
 #define DG_BLOCKS(B, V)                                                                            \
-    static void conv_##B##_##V(const float *xrow, size_t row_stride, int cin, int k,               \
+    static void conv_##B##_##V(const float *xrow, size_t row_stride, int cin, int step, int k,     \
                                const float *wp, int ldw, const float *bias, int relu, float *out,  \
                                int ldo)                                                            \
     {                                                                                              \
-        conv_block(xrow, row_stride, cin, k, wp, ldw, B, V, bias, relu, out, ldo);                 \
+        conv_block(xrow, row_stride, cin, step, k, wp, ldw, B, V, bias, relu, out, ldo);           \
     }                                                                                              \
     static void filter_##B##_##V(const float *xp, size_t row_stride, int cin, const float *dyh,    \
                                  int ldg, int height, int width, float *acc, int lda)              \
@@ -195,8 +196,9 @@ static const filter_block_fn filter_blocks[4][DG_CONV_PIXELS] = {
     DG_ROW(filter_, 1), DG_ROW(filter_, 2), DG_ROW(filter_, 3), DG_ROW(filter_, 4)};
 #endif
 
-static void conv_row(const float *xrow, size_t row_stride, int cin, int k, const float *wp,
-                     int cout_total, int couts, int pixels, const float *bias, int relu, float *out)
+static void conv_row(const float *xrow, size_t row_stride, int cin, int step, int k,
+                     const float *wp, int cout_total, int couts, int pixels, const float *bias,
+                     int relu, float *out)
 {
     int vectors = couts / DG_W;
     int chunks = (pixels + DG_CONV_PIXELS - 1) / DG_CONV_PIXELS;
@@ -205,7 +207,7 @@ static void conv_row(const float *xrow, size_t row_stride, int cin, int k, const
         for (int c = 0; c < chunks; c++) {
             int b0, nb;
             even_block(pixels, chunks, c, &b0, &nb);
-            conv_blocks[nv - 1][nb - 1](xrow + (size_t)b0 * cin, row_stride, cin, k,
+            conv_blocks[nv - 1][nb - 1](xrow + (size_t)b0 * step, row_stride, cin, step, k,
                                         wp + v0 * DG_W, cout_total,
                                         bias ? bias + v0 * DG_W : NULL, relu,
                                         out + (size_t)b0 * couts + v0 * DG_W, couts);
