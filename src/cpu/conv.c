@@ -295,6 +295,13 @@ void dg_cpu_conv_pack_padded(const struct dg_cpu_isa_ops *isa, const float *src,
 {
     size_t row = (size_t)wp * c;
     size_t plane = (size_t)h * w;
+    if (pad == 0 && wp == w && c % 16 == 0) {
+        /* rows without padding: the image is one run of h * w pixels, transposed as one
+         * (fewer partial blocks than row by row), then the rows below it zeroed */
+        isa->to_nhwc(src, plane, c, h * w, dst);
+        memset(dst + row * (size_t)h, 0, sizeof(float) * row * (size_t)(hp - h));
+        return;
+    }
     memset(dst, 0, sizeof(float) * row * pad);
     memset(dst + row * (size_t)(pad + h), 0, sizeof(float) * row * (size_t)(hp - pad - h));
     for (int y = 0; y < h; y++) {
