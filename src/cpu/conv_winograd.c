@@ -166,7 +166,13 @@ static void wino_conv_task(void *ctx, int thread, int threads)
                                         dst + co, out_row, (size_t)cout);
             }
             float *out = job->out + (n0 + (size_t)piece) * cout * hw;
-            for (int y = y0; y < y0 + rows * m && y < h; y++)
+            int last = y0 + rows * m < h ? y0 + rows * m : h;
+            if (x0 == 0 && valid_cols == w && cols * m == w) {
+                /* whole rows, as wide as the image: one run of pixels, as in NCHW */
+                p->isa->from_nhwc(rows_out, cout, (last - y0) * w, out + (size_t)y0 * w, hw);
+                continue;
+            }
+            for (int y = y0; y < last; y++)
                 p->isa->from_nhwc(rows_out + (size_t)(y - y0) * out_row, cout, valid_cols,
                                   out + (size_t)y * w + x0, hw);
         }
