@@ -185,22 +185,25 @@ static void gap_bwd_task(void *ctx, int thread, int threads)
     }
 }
 
+static enum dg_status run_gap(struct dg_backend *be, void (*task)(void *, int, int), size_t rows,
+                              int spatial, const float *in, float *out)
+{
+    struct dg_cpu *cpu = be->impl;
+    struct gap_job job = {rows, spatial, in, out};
+    dg_cpu_threads_run(cpu->pool, task, &job);
+    return DG_OK;
+}
+
 static enum dg_status cpu_gap_fwd(struct dg_backend *be, size_t rows, int spatial, const float *x,
                                   float *y)
 {
-    struct dg_cpu *cpu = be->impl;
-    struct gap_job job = {rows, spatial, x, y};
-    dg_cpu_threads_run(cpu->pool, gap_fwd_task, &job);
-    return DG_OK;
+    return run_gap(be, gap_fwd_task, rows, spatial, x, y);
 }
 
 static enum dg_status cpu_gap_bwd(struct dg_backend *be, size_t rows, int spatial, const float *dy,
                                   float *dx)
 {
-    struct dg_cpu *cpu = be->impl;
-    struct gap_job job = {rows, spatial, dy, dx};
-    dg_cpu_threads_run(cpu->pool, gap_bwd_task, &job);
-    return DG_OK;
+    return run_gap(be, gap_bwd_task, rows, spatial, dy, dx);
 }
 
 struct pool_job {
