@@ -529,8 +529,11 @@ enum dg_status dg_test_perturbed_backend(struct dg_backend *inner,
     p->be.impl = p;
     p->be.host_allocator = inner->host_allocator;
     snprintf(p->be.name, sizeof p->be.name, "%s", inner->name);
-    static const char *const ops[] = {
-        "none", "conv_fwd", "conv_bwd_data", "conv_bwd_filter", "dense_fwd", "dense_bwd dw"};
+    static const char *const ops[] = {"none",      "conv_fwd",     "conv_bwd_data",
+                                      "conv_bwd_filter", "dense_fwd", "dense_bwd dw",
+                                      "update of parameter"};
+    _Static_assert(sizeof ops / sizeof ops[0] == DG_PERTURB_UPDATE + 1,
+                   "a name for every perturbation");
     if (how->mantissa_bits > 0)
         snprintf(p->be.description, sizeof p->be.description,
                  "test candidate, conv/dense inputs rounded to %d mantissa bits (%s) over %.150s",
