@@ -511,7 +511,8 @@ START_TEST(dropout_exact)
     for (size_t s = 0; s < (size_t)dropout_cases.count; s++) {
         for (int r = 0; r < 2; r++) {
             size_t n = dropout_cases.at[s].count;
-            struct dg_dropout_key key = {0x5eed0000ull + s, (uint32_t)r, 3, 17 + (uint32_t)s};
+            struct dg_dropout_key key = {0x5eed0000ull + s, (uint32_t)r, 3, 17 + (uint32_t)s,
+                                         0, 0};
             struct dg_test_rng rng = {700 + s};
             float *x = dg_test_floats(n), *y = dg_test_floats(n), *dx = dg_test_floats(n);
             float *dy = dg_test_floats(n);

@@ -267,7 +267,7 @@ START_TEST(conv_by_hand)
             continue;
         for (int cc = 0; cc < 2; cc++) {
             int cout = couts[cc];
-            struct dg_conv_shape shape = {1, 1, cout, 3, 3, 3, 1, 0};
+            struct dg_conv_shape shape = {1, 1, cout, 3, 3, 3, 1, 0, 0};
             float w[16 * 9], bias[16], y[16 * 9];
             for (int c = 0; c < cout; c++) {
                 bias[c] = 0.5f;
@@ -419,7 +419,7 @@ END_TEST
 /* Ties resolved by hand: window (a b / c d) routes to the first maximum in row-major order. */
 START_TEST(maxpool_ties_by_hand)
 {
-    const struct dg_pool_shape s = {1, 1, 2, 8};
+    const struct dg_pool_shape s = {1, 1, 2, 8, 0};
     const float x[16] = {1, 1, 0, 2, 5, 3, 0, 0, /* row 0 */
                          1, 0, 2, 2, 5, 5, 0, 0 /* row 1 */};
     const float dy[4] = {10, 20, 30, 40};
@@ -443,7 +443,7 @@ END_TEST
 START_TEST(dropout_masks)
 {
     const float rates[] = {0.25f, 0.5f};
-    struct dg_dropout_key key = {0x1234567890ull, 1, 3, 41};
+    struct dg_dropout_key key = {0x1234567890ull, 1, 3, 41, 0, 0};
     for (int si = 0; si < dropout_cases.count; si++)
         for (size_t ri = 0; ri < 2; ri++) {
             size_t n = dropout_cases.at[si].count;
@@ -947,12 +947,12 @@ START_TEST(net_describes_algorithms)
     /* a layer whose passes differ says so: 1 input channel, 16 outputs, kernel 5 */
     struct dg_backend *be = dg_test_cpu_backend(1, DG_CPU_KERNELS_AUTO);
     char name[96];
-    struct dg_conv_shape shape = {4, 1, 16, 9, 9, 5, 1, 0};
+    struct dg_conv_shape shape = {4, 1, 16, 9, 9, 5, 1, 0, 0};
     be->ops->conv_algo_name(be, &shape, 1, name, sizeof name);
     ck_assert_str_eq(name, "direct (bwd-data im2col+sgemm, bwd-filter direct)");
     be->ops->conv_algo_name(be, &shape, 0, name, sizeof name);
     ck_assert_str_eq(name, "direct");
-    struct dg_conv_shape odd = {4, 32, 16, 9, 9, 3, 1, 0};
+    struct dg_conv_shape odd = {4, 32, 16, 9, 9, 3, 1, 0, 0};
     be->ops->conv_algo_name(be, &odd, 1, name, sizeof name);
     ck_assert_str_eq(name, "direct (bwd-data Winograd, bwd-filter direct)");
     dg_backend_destroy(be);
@@ -1054,7 +1054,7 @@ END_TEST
  * gamma 2, beta 1, eps 1e-3, momentum 0.99 from running (0, 1). */
 START_TEST(batchnorm_by_hand)
 {
-    const struct dg_bn_shape s = {2, 1, 2};
+    const struct dg_bn_shape s = {2, 1, 2, 0};
     const float x[4] = {1, 2, 3, 6}, gamma = 2.0f, beta = 1.0f;
     double invstd = 1.0 / sqrt(3.5 + 1e-3);
     for (int f = 0; f < FAMILIES; f++) {
@@ -1237,7 +1237,7 @@ START_TEST(fd_reference_conv)
     /* "same" stride 1, stride 2, "valid", "valid" stride 2 */
     for (int variant = 0; variant < 8; variant++) {
         int relu = variant & 1, stride = variant & 2 ? 2 : 1, valid = variant >> 2;
-        struct ref_conv_ctx c = {{2, 3, 4, 5, 6, 3, stride, valid}, 0, 0, 0, 0, 0, relu};
+        struct ref_conv_ctx c = {{2, 3, 4, 5, 6, 3, stride, valid, 0}, 0, 0, 0, 0, 0, relu};
         size_t nx = 2 * 3 * 30, nw = 4 * 3 * 9;
         size_t ny = (size_t)2 * 4 * dg_conv_out_height(&c.s) * dg_conv_out_width(&c.s);
         c.x = dg_test_doubles(nx), c.w = dg_test_doubles(nw), c.b = dg_test_doubles(4);
@@ -1287,7 +1287,7 @@ static double ref_bn_loss(void *opaque)
  * shapes. */
 START_TEST(fd_reference_batchnorm)
 {
-    static const struct dg_bn_shape shapes[2] = {{3, 4, 5}, {6, 3, 1}};
+    static const struct dg_bn_shape shapes[2] = {{3, 4, 5, 0}, {6, 3, 1, 0}};
     struct dg_test_rng rng = {23};
     for (int k = 0; k < 2; k++) {
         struct ref_bn_ctx c = {shapes[k], 0, 0, 0, 0, 0, 0, 0, 0, 0};
@@ -1415,7 +1415,7 @@ static void fill_separated(struct dg_test_rng *rng, double *x, size_t n)
 START_TEST(fd_reference_pool_dropout_xent)
 {
     struct dg_test_rng rng = {23};
-    struct ref_elementwise_ctx c = {{2, 3, 6, 4}, {5, 0, 1, 2}, 0.5f, 0, NULL, 0, 0, 0, 144};
+    struct ref_elementwise_ctx c = {{2, 3, 6, 4, 0}, {5, 0, 1, 2, 0, 0}, 0.5f, 0, NULL, 0, 0, 0, 144};
     c.x = dg_test_doubles(c.n), c.r = dg_test_doubles(c.n), c.y = dg_test_doubles(c.n);
     double *dx = dg_test_doubles(c.n);
     fill_separated(&rng, c.x, c.n);
@@ -1583,7 +1583,7 @@ START_TEST(fd_fast_relu)
 {
     struct dg_test_rng rng = {41};
     struct fast_ctx c = {0};
-    c.conv = (struct dg_conv_shape){2, 16, 16, 5, 6, 1, 1, 0};
+    c.conv = (struct dg_conv_shape){2, 16, 16, 5, 6, 1, 1, 0, 0};
     c.relu = 1;
     size_t n = 2 * 16 * 30;
     c.ny = n;
@@ -1648,7 +1648,7 @@ START_TEST(fd_fast_pool_dropout_xent)
 {
     struct dg_test_rng rng = {61};
     struct fast_ctx c = {0};
-    c.pool = (struct dg_pool_shape){2, 3, 6, 8};
+    c.pool = (struct dg_pool_shape){2, 3, 6, 8, 0};
     size_t n = 2 * 3 * 6 * 8;
     c.x = dg_test_floats(n), c.r = dg_test_floats(n), c.y = dg_test_floats(n);
     float *dx = dg_test_floats(n);
@@ -1668,7 +1668,7 @@ START_TEST(fd_fast_pool_dropout_xent)
                                  FD_FLOAT_RTOL, FD_SAMPLES, &rng));
         c.ny = n;
         c.rate = 0.25f;
-        c.key = (struct dg_dropout_key){8, 2, 0, 3};
+        c.key = (struct dg_dropout_key){8, 2, 0, 3, 0, 0};
         check_ok(c.be->ops->dropout_bwd(c.be, n, c.rate, &c.key, c.r, dx));
         ck_assert(fd_check_float("dropout x", fast_dropout_loss, &c, c.x, n, dx, FD_FLOAT_H,
                                  FD_FLOAT_RTOL, FD_SAMPLES, &rng));

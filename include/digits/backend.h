@@ -35,6 +35,8 @@ struct dg_conv_shape {
     int kernel; /* odd */
     int stride; /* 1 or 2; 0 is read as 1 */
     int valid;  /* 0: "same" padding (kernel / 2 each side), 1: no padding */
+    int nhwc;   /* 0: x, y and their gradients are NCHW; 1: NHWC (batch, height, width,
+                   channels), on backends whose nhwc op says so (dg_backend_ops.nhwc) */
 };
 
 static inline int dg_conv_stride(const struct dg_conv_shape *s)
@@ -76,6 +78,7 @@ struct dg_bn_shape {
     int batch;
     int channels;
     int spatial;
+    int nhwc; /* 1: the tensors are (batch, spatial, channels), as struct dg_conv_shape's */
 };
 
 struct dg_pool_shape {
@@ -83,6 +86,7 @@ struct dg_pool_shape {
     int channels;
     int height; /* input height; output is height / 2 */
     int width;
+    int nhwc; /* 1: NHWC tensors, as struct dg_conv_shape's */
 };
 
 /* Which dropout mask: layer is the dropout layer's ordinal (0, 1, 2). */
@@ -91,6 +95,11 @@ struct dg_dropout_key {
     uint32_t layer;
     uint32_t epoch;
     uint32_t step;
+    /* NHWC tensors (channels > 0, on backends whose nhwc op says so): the element at flat
+     * index (b * spatial + p) * channels + c takes the mask of its NCHW index
+     * (b * channels + c) * spatial + p, so both layouts drop the same values; 0: the flat
+     * index is the element index */
+    int channels, spatial;
 };
 
 /* Which augmentation draws, and their ranges (rotation in degrees, shift as a fraction of the
@@ -199,6 +208,22 @@ struct dg_backend_ops {
                               float *y);
     enum dg_status (*gap_bwd)(struct dg_backend *be, size_t rows, int spatial, const float *dy,
                               float *dx);
+
+    /* Optional (NULL: NCHW only). 1 when the backend runs activations in NHWC: dg_net then
+     * gives its conv, batchnorm and pool ops NHWC shapes (the nhwc fields), its dropout ops
+     * NHWC keys, and uses the three ops below; every result is the same as in NCHW, bit for
+     * bit, only the order of the elements in memory differs. */
+    int (*nhwc)(struct dg_backend *be);
+    /* y (batch, b, a) = x (batch, a, b), each image's matrix transposed: NHWC (a = spatial,
+     * b = channels) to NCHW, the flatten of an NHWC tensor, and back for its gradient */
+    enum dg_status (*transpose)(struct dg_backend *be, int batch, int a, int b, const float *x,
+                                float *y);
+    /* gap_fwd and gap_bwd of NHWC (batch, spatial, channels) tensors: y (batch, channels),
+     * the same values */
+    enum dg_status (*gap_nhwc_fwd)(struct dg_backend *be, int batch, int channels, int spatial,
+                                   const float *x, float *y);
+    enum dg_status (*gap_nhwc_bwd)(struct dg_backend *be, int batch, int channels, int spatial,
+                                   const float *dy, float *dx);
 
     /* max-pool; backward routes each dy to the first maximum of its window (row-major) */
     enum dg_status (*maxpool_fwd)(struct dg_backend *be, const struct dg_pool_shape *shape,

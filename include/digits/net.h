@@ -67,6 +67,12 @@ struct dg_net {
      * gradient with respect to its pre-activation (relu_bwd works in place). */
     float *out[DG_MAX_LAYERS + 1];
     float *dout[DG_MAX_LAYERS + 1];
+    /* 1 when the backend runs activations in NHWC (its nhwc op): the tensors of layers with
+     * more than one pixel are (batch, h, w, c) from the input to flatten (which transposes to
+     * the NCHW order of the dense layers) or global average pooling; act[0] (one channel) and
+     * the flat tensors are the same either way. dg_net_layer_nchw gives a layer's output in
+     * NCHW. */
+    int nhwc;
     float *probs;
     float *dlogits;
     /* batchnorm layers: the training forward's batch mean and 1 / sqrt(var + eps) per channel

@@ -31,6 +31,7 @@ static void cpu_destroy(struct dg_backend *be)
     if (cpu) {
         dg_cpu_threads_destroy(cpu->pool);
         free(cpu->bf16_scratch);
+        free(cpu->bn_scratch);
         free(cpu);
     }
     free(be);
@@ -206,12 +207,172 @@ static enum dg_status cpu_gap_bwd(struct dg_backend *be, size_t rows, int spatia
     return run_gap(be, gap_bwd_task, rows, spatial, dy, dx);
 }
 
+/* NHWC (batch, spatial, channels): the same sums (src/math/gap.h's order), per channel. */
+struct gap_nhwc_job {
+    int batch, channels, spatial;
+    const float *in;
+    float *out;
+};
+
+static void gap_nhwc_fwd_task(void *ctx, int thread, int threads)
+{
+    const struct gap_nhwc_job *job = ctx;
+    size_t c = (size_t)job->channels, r0, r1;
+    dg_cpu_split((size_t)job->batch * c, 64, thread, threads, &r0, &r1);
+    for (size_t r = r0; r < r1; r++) {
+        const float *x = job->in + r / c * c * (size_t)job->spatial + r % c;
+        double sum = 0.0;
+        for (int s = 0; s < job->spatial; s++)
+            sum += (double)x[(size_t)s * c];
+        job->out[r] = (float)(sum / (double)job->spatial);
+    }
+}
+
+static void gap_nhwc_bwd_task(void *ctx, int thread, int threads)
+{
+    const struct gap_nhwc_job *job = ctx;
+    size_t c = (size_t)job->channels, n0, n1;
+    dg_cpu_split((size_t)job->batch, 1, thread, threads, &n0, &n1);
+    for (size_t n = n0; n < n1; n++)
+        for (int s = 0; s < job->spatial; s++)
+            for (size_t ch = 0; ch < c; ch++)
+                job->out[(n * (size_t)job->spatial + (size_t)s) * c + ch] =
+                    dg_gap_grad(job->in[n * c + ch], job->spatial);
+}
+
+static enum dg_status cpu_gap_nhwc(struct dg_backend *be, void (*task)(void *, int, int),
+                                   int batch, int channels, int spatial, const float *in,
+                                   float *out)
+{
+    struct dg_cpu *cpu = be->impl;
+    if (batch < 1 || channels < 1 || spatial < 1)
+        return dg_error(DG_ERR_RUNTIME, "cpu gap: bad shape %d x %d x %d", batch, channels,
+                        spatial);
+    struct gap_nhwc_job job = {batch, channels, spatial, in, out};
+    dg_cpu_threads_run(cpu->pool, task, &job);
+    return DG_OK;
+}
+
+static enum dg_status cpu_gap_nhwc_fwd(struct dg_backend *be, int batch, int channels,
+                                       int spatial, const float *x, float *y)
+{
+    return cpu_gap_nhwc(be, gap_nhwc_fwd_task, batch, channels, spatial, x, y);
+}
+
+static enum dg_status cpu_gap_nhwc_bwd(struct dg_backend *be, int batch, int channels,
+                                       int spatial, const float *dy, float *dx)
+{
+    return cpu_gap_nhwc(be, gap_nhwc_bwd_task, batch, channels, spatial, dy, dx);
+}
+
+/* y (batch, b, a) = x (batch, a, b) per image, blocks of 16 x 16 through the ISA's transposes
+ * where both sides are multiples of 16 */
+struct transpose_job {
+    const struct dg_cpu_isa_ops *isa;
+    int batch, a, b;
+    const float *x;
+    float *y;
+};
+
+static void transpose_task(void *ctx, int thread, int threads)
+{
+    const struct transpose_job *job = ctx;
+    size_t a = (size_t)job->a, b = (size_t)job->b, n0, n1;
+    dg_cpu_split((size_t)job->batch, 1, thread, threads, &n0, &n1);
+    for (size_t n = n0; n < n1; n++) {
+        const float *x = job->x + n * a * b;
+        float *y = job->y + n * a * b;
+        if (b % 16 == 0) {
+            job->isa->from_nhwc(x, (int)b, (int)a, y, a);
+            continue;
+        }
+        for (size_t i = 0; i < a; i++)
+            for (size_t j = 0; j < b; j++)
+                y[j * a + i] = x[i * b + j];
+    }
+}
+
+static enum dg_status cpu_transpose(struct dg_backend *be, int batch, int a, int b,
+                                    const float *x, float *y)
+{
+    struct dg_cpu *cpu = be->impl;
+    if (batch < 1 || a < 1 || b < 1)
+        return dg_error(DG_ERR_RUNTIME, "cpu transpose: bad shape %d x %d x %d", batch, a, b);
+    struct transpose_job job = {cpu->isa, batch, a, b, x, y};
+    dg_cpu_threads_run(cpu->pool, transpose_task, &job);
+    return DG_OK;
+}
+
+/* NHWC activations unless DIGITS_CPU_LAYOUT=nchw (or dg_backend_cpu_set_layout) says NCHW,
+ * and but for bf16 math and DIGITS_CPU_KERNELS=generic, whose convolutions work in NCHW */
+static int cpu_nhwc(struct dg_backend *be)
+{
+    const struct dg_cpu *cpu = be->impl;
+    return !cpu->nchw && !cpu->bf16 && cpu->kernels != DG_CPU_KERNELS_GENERIC;
+}
+
 struct pool_job {
     const struct dg_cpu_isa_ops *isa;
     struct dg_pool_shape s;
     const float *x, *dy;
     float *y, *dx;
 };
+
+/* NHWC (shape nhwc): the same windows and rules as the ISA's maxpool_fwd and maxpool_bwd
+ * (a later element only when strictly greater; the gradient to the first maximum, zero
+ * elsewhere and in an odd last row or column), images split across threads. */
+static void maxpool_nhwc_fwd_task(void *ctx, int thread, int threads)
+{
+    const struct pool_job *job = ctx;
+    int h = job->s.height, w = job->s.width, oh = h / 2, ow = w / 2, c = job->s.channels;
+    size_t n0, n1;
+    dg_cpu_split((size_t)job->s.batch, 1, thread, threads, &n0, &n1);
+    for (size_t n = n0; n < n1; n++)
+        for (int r = 0; r < oh; r++)
+            for (int q = 0; q < ow; q++) {
+                const float *tl = job->x + ((n * h + 2 * (size_t)r) * w + 2 * (size_t)q) * c;
+                const float *bl = tl + (size_t)w * c;
+                float *out = job->y + ((n * oh + (size_t)r) * ow + (size_t)q) * c;
+                for (int ch = 0; ch < c; ch++) {
+                    float m = tl[ch];
+                    if (tl[c + ch] > m)
+                        m = tl[c + ch];
+                    if (bl[ch] > m)
+                        m = bl[ch];
+                    if (bl[c + ch] > m)
+                        m = bl[c + ch];
+                    out[ch] = m;
+                }
+            }
+}
+
+static void maxpool_nhwc_bwd_task(void *ctx, int thread, int threads)
+{
+    const struct pool_job *job = ctx;
+    int h = job->s.height, w = job->s.width, oh = h / 2, ow = w / 2, c = job->s.channels;
+    size_t n0, n1;
+    dg_cpu_split((size_t)job->s.batch, 1, thread, threads, &n0, &n1);
+    for (size_t n = n0; n < n1; n++) {
+        memset(job->dx + n * (size_t)h * w * c, 0, sizeof(float) * (size_t)h * w * c);
+        for (int r = 0; r < oh; r++)
+            for (int q = 0; q < ow; q++) {
+                size_t at = ((n * h + 2 * (size_t)r) * w + 2 * (size_t)q) * c;
+                const float *win[4] = {job->x + at, job->x + at + c, job->x + at + (size_t)w * c,
+                                       job->x + at + (size_t)w * c + c};
+                float *dwin[4] = {job->dx + at, job->dx + at + c, job->dx + at + (size_t)w * c,
+                                  job->dx + at + (size_t)w * c + c};
+                const float *g = job->dy + ((n * oh + (size_t)r) * ow + (size_t)q) * c;
+                for (int ch = 0; ch < c; ch++) {
+                    int k = 0;
+                    float m = win[0][ch];
+                    for (int j = 1; j < 4; j++)
+                        if (win[j][ch] > m)
+                            m = win[j][ch], k = j;
+                    dwin[k][ch] = g[ch];
+                }
+            }
+    }
+}
 
 static void maxpool_fwd_task(void *ctx, int thread, int threads)
 {
@@ -239,7 +400,7 @@ static enum dg_status cpu_maxpool_fwd(struct dg_backend *be, const struct dg_poo
 {
     struct dg_cpu *cpu = be->impl;
     struct pool_job job = {cpu->isa, *shape, x, NULL, y, NULL};
-    dg_cpu_threads_run(cpu->pool, maxpool_fwd_task, &job);
+    dg_cpu_threads_run(cpu->pool, shape->nhwc ? maxpool_nhwc_fwd_task : maxpool_fwd_task, &job);
     return DG_OK;
 }
 
@@ -249,7 +410,7 @@ static enum dg_status cpu_maxpool_bwd(struct dg_backend *be, const struct dg_poo
     struct dg_cpu *cpu = be->impl;
     (void)y;
     struct pool_job job = {cpu->isa, *shape, x, dy, NULL, dx};
-    dg_cpu_threads_run(cpu->pool, maxpool_bwd_task, &job);
+    dg_cpu_threads_run(cpu->pool, shape->nhwc ? maxpool_nhwc_bwd_task : maxpool_bwd_task, &job);
     return DG_OK;
 }
 
@@ -260,7 +421,29 @@ struct dropout_job {
     struct dg_dropout_key key;
     const float *in;
     float *out;
+    float *scratch; /* NHWC: per thread 2 images (ones, scales) */
 };
+
+/* NHWC keys (channels > 0): per image, the masks of its NCHW indices (the ISA's dropout of
+ * ones: exactly the scales) into the thread's scratch, then in * scale at the NHWC places. */
+static void dropout_nhwc_task(void *ctx, int thread, int threads)
+{
+    const struct dropout_job *job = ctx;
+    size_t c = (size_t)job->key.channels, sp = (size_t)job->key.spatial, image = c * sp;
+    float *ones = job->scratch + 2 * image * (size_t)thread, *scale = ones + image;
+    for (size_t i = 0; i < image; i++)
+        ones[i] = 1.0f;
+    size_t n0, n1;
+    dg_cpu_split(job->n / image, 1, thread, threads, &n0, &n1);
+    for (size_t n = n0; n < n1; n++) {
+        job->isa->dropout_at(n * image, (n + 1) * image, job->rate, &job->key, ones, scale);
+        const float *in = job->in + n * image;
+        float *out = job->out + n * image;
+        for (size_t p = 0; p < sp; p++)
+            for (size_t ch = 0; ch < c; ch++)
+                out[p * c + ch] = in[p * c + ch] * scale[ch * sp + p];
+    }
+}
 
 /* Ranges of 256 elements (whole Philox blocks) per thread. */
 static void dropout_task(void *ctx, int thread, int threads)
@@ -278,7 +461,19 @@ static enum dg_status run_dropout(struct dg_backend *be, size_t n, float rate,
     struct dg_cpu *cpu = be->impl;
     if (!(rate >= 0.0f && rate < 1.0f))
         return dg_error(DG_ERR_RUNTIME, "cpu dropout: rate %g outside [0, 1)", (double)rate);
-    struct dropout_job job = {cpu->isa, n, rate, *key, in, out};
+    struct dropout_job job = {cpu->isa, n, rate, *key, in, out, NULL};
+    if (key->channels > 0) {
+        size_t image = (size_t)key->channels * (size_t)(key->spatial > 0 ? key->spatial : 0);
+        if (key->spatial < 1 || n % image)
+            return dg_error(DG_ERR_RUNTIME,
+                            "cpu dropout: %zu elements are not images of %d x %d (NHWC)", n,
+                            key->channels, key->spatial);
+        if (!(job.scratch = malloc(sizeof(float) * 2 * image * (size_t)cpu->threads)))
+            return dg_error(DG_ERR_NOMEM, "cpu dropout: out of memory");
+        dg_cpu_threads_run(cpu->pool, dropout_nhwc_task, &job);
+        free(job.scratch);
+        return DG_OK;
+    }
     dg_cpu_threads_run(cpu->pool, dropout_task, &job);
     return DG_OK;
 }
@@ -633,6 +828,10 @@ static const struct dg_backend_ops cpu_ops = {
     .relu_bwd = cpu_relu_bwd,
     .gap_fwd = cpu_gap_fwd,
     .gap_bwd = cpu_gap_bwd,
+    .nhwc = cpu_nhwc,
+    .transpose = cpu_transpose,
+    .gap_nhwc_fwd = cpu_gap_nhwc_fwd,
+    .gap_nhwc_bwd = cpu_gap_nhwc_bwd,
     .maxpool_fwd = cpu_maxpool_fwd,
     .maxpool_bwd = cpu_maxpool_bwd,
     .dropout_fwd = cpu_dropout_fwd,
@@ -667,6 +866,21 @@ static enum dg_status kernels_from_env(enum dg_cpu_kernels *kernels)
         }
     return dg_error(DG_ERR_USAGE,
                     "DIGITS_CPU_KERNELS=%s: expected auto, generic, direct or winograd", value);
+}
+
+/* DIGITS_CPU_LAYOUT=nhwc|nchw: the activations' layout (nhwc, the default, where cpu_nhwc
+ * allows it; the results are the same bits either way). */
+static enum dg_status layout_from_env(int *nchw)
+{
+    const char *value = getenv("DIGITS_CPU_LAYOUT");
+    *nchw = 0;
+    if (!value || !*value || strcmp(value, "nhwc") == 0)
+        return DG_OK;
+    if (strcmp(value, "nchw") == 0) {
+        *nchw = 1;
+        return DG_OK;
+    }
+    return dg_error(DG_ERR_USAGE, "DIGITS_CPU_LAYOUT=%s: expected nhwc or nchw", value);
 }
 
 static void describe(struct dg_backend *be)
@@ -707,6 +921,8 @@ enum dg_status dg_backend_cpu_create(int threads, struct dg_backend **out)
     cpu->isa = dg_cpu_isa_table(isa);
     if ((status = kernels_from_env(&cpu->kernels)) != DG_OK)
         goto fail;
+    if ((status = layout_from_env(&cpu->nchw)) != DG_OK)
+        goto fail;
     if ((status = dg_cpu_threads_create(threads, &cpu->pool)) != DG_OK)
         goto fail;
     openblas_set_num_threads(1);
@@ -730,6 +946,15 @@ enum dg_status dg_backend_cpu_set_kernels(struct dg_backend *be, enum dg_cpu_ker
     struct dg_cpu *cpu = be->impl;
     cpu->kernels = kernels;
     describe(be);
+    return DG_OK;
+}
+
+enum dg_status dg_backend_cpu_set_layout(struct dg_backend *be, int nhwc)
+{
+    if (!be || be->ops != &cpu_ops)
+        return dg_error(DG_ERR_RUNTIME, "not a cpu backend");
+    struct dg_cpu *cpu = be->impl;
+    cpu->nchw = !nhwc;
     return DG_OK;
 }
 

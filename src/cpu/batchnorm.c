@@ -2,11 +2,13 @@
  * the spatial positions, channels split across threads. Every sum is in double, per image
  * plane in the ISA's bn_* loops (16 interleaved partial sums in one fixed order, the same on
  * every ISA), planes added in image order, so the result does not depend on the thread count
- * or the ISA; the statistics are two-pass (the mean, then the squared deviations from it). */
+ * or the ISA; the statistics are two-pass (the mean, then the squared deviations from it).
+ * NHWC tensors take the same sums per channel in the same order (bit-identical results). */
 #include "cpu/cpu_internal.h"
 
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 struct bn_job {
     const struct dg_cpu_isa_ops *isa;
@@ -104,9 +106,9 @@ static void bwd_task(void *ctx, int thread, int threads)
 
 static enum dg_status check_shape(const struct dg_bn_shape *s)
 {
-    if (s->batch < 1 || s->channels < 1 || s->spatial < 1)
-        return dg_error(DG_ERR_RUNTIME, "cpu batchnorm: bad shape %d x %d x %d", s->batch,
-                        s->channels, s->spatial);
+    if (s->batch < 1 || s->channels < 1 || s->spatial < 1 || s->nhwc < 0 || s->nhwc > 1)
+        return dg_error(DG_ERR_RUNTIME, "cpu batchnorm: bad shape %d x %d x %d (nhwc %d)",
+                        s->batch, s->channels, s->spatial, s->nhwc);
     return DG_OK;
 }
 
@@ -123,6 +125,181 @@ static enum dg_status run(struct dg_backend *be, void (*task)(void *, int, int),
     return DG_OK;
 }
 
+/* ---- NHWC (shape nhwc) ----
+ * Every (image, channel) plane's sum is the NCHW one (the ISA's bn_*_nhwc), so the images are
+ * split across threads, each plane's sums kept (planes: batch x channels doubles, or twice
+ * that), and the planes added per channel in image order as above: the same bits. The
+ * elementwise passes split the images too, so each thread streams whole pixels. */
+
+struct bn_nhwc_job {
+    const struct bn_job *job;
+    const double *centre; /* squares: the means; grad sums: the means */
+    double *planes;
+    const double *scale, *shift; /* affine */
+    const double *k;             /* input grad: 5 planes of channels */
+};
+
+static void nhwc_sums_task(void *ctx, int thread, int threads)
+{
+    const struct bn_nhwc_job *nj = ctx;
+    const struct bn_job *job = nj->job;
+    const struct dg_bn_shape *s = job->s;
+    size_t c = (size_t)s->channels, image = (size_t)s->spatial * c, n0, n1;
+    dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
+    for (size_t n = n0; n < n1; n++)
+        job->isa->bn_sums_nhwc(job->x + n * image, (size_t)s->spatial, c, (int)c, nj->centre,
+                               nj->planes + n * c);
+}
+
+static void nhwc_grad_sums_task(void *ctx, int thread, int threads)
+{
+    const struct bn_nhwc_job *nj = ctx;
+    const struct bn_job *job = nj->job;
+    const struct dg_bn_shape *s = job->s;
+    size_t c = (size_t)s->channels, image = (size_t)s->spatial * c, n0, n1;
+    dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
+    for (size_t n = n0; n < n1; n++)
+        job->isa->bn_grad_sums_nhwc(job->x + n * image, job->dy + n * image, (size_t)s->spatial,
+                                    c, (int)c, nj->centre, nj->planes + 2 * n * c);
+}
+
+static void nhwc_affine_task(void *ctx, int thread, int threads)
+{
+    const struct bn_nhwc_job *nj = ctx;
+    const struct bn_job *job = nj->job;
+    const struct dg_bn_shape *s = job->s;
+    size_t c = (size_t)s->channels, image = (size_t)s->spatial * c, n0, n1;
+    dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
+    for (size_t n = n0; n < n1; n++)
+        job->isa->bn_affine_nhwc(job->x + n * image, (size_t)s->spatial, c, (int)c, nj->scale,
+                                 nj->shift, job->y + n * image);
+}
+
+static void nhwc_input_grad_task(void *ctx, int thread, int threads)
+{
+    const struct bn_nhwc_job *nj = ctx;
+    const struct bn_job *job = nj->job;
+    const struct dg_bn_shape *s = job->s;
+    size_t c = (size_t)s->channels, image = (size_t)s->spatial * c, n0, n1;
+    dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
+    for (size_t n = n0; n < n1; n++)
+        job->isa->bn_input_grad_nhwc(job->x + n * image, job->dy + n * image,
+                                     (size_t)s->spatial, c, (int)c, nj->k,
+                                     job->dx + n * image);
+}
+
+/* out[c] = the sum over images, in order, of planes[n * stride + c] */
+static void add_planes(const double *planes, int batch, int channels, size_t stride,
+                       double *out)
+{
+    for (int c = 0; c < channels; c++)
+        out[c] = 0.0;
+    for (int n = 0; n < batch; n++)
+        for (int c = 0; c < channels; c++)
+            out[c] += planes[(size_t)n * stride + (size_t)c];
+}
+
+/* The scratch of the NHWC passes: the planes (2 batch channels), then 8 channels. */
+static double *nhwc_scratch(struct dg_cpu *cpu, const struct dg_bn_shape *s)
+{
+    size_t need = (2 * (size_t)s->batch + 8) * (size_t)s->channels;
+    if (need > cpu->bn_scratch_doubles) {
+        double *grown = realloc(cpu->bn_scratch, sizeof(double) * need);
+        if (!grown)
+            return NULL;
+        cpu->bn_scratch = grown;
+        cpu->bn_scratch_doubles = need;
+    }
+    return cpu->bn_scratch;
+}
+
+static void nhwc_fwd_train(struct dg_cpu *cpu, struct bn_job *job, double *scratch)
+{
+    const struct dg_bn_shape *s = job->s;
+    int channels = s->channels;
+    double count = (double)s->batch * s->spatial;
+    double *planes = scratch, *mean = planes + 2 * (size_t)s->batch * channels;
+    double *squares = mean + channels, *scale = squares + channels, *shift = scale + channels;
+    struct bn_nhwc_job nj = {job, NULL, planes, scale, shift, NULL};
+    dg_cpu_threads_run(cpu->pool, nhwc_sums_task, &nj);
+    add_planes(planes, s->batch, channels, (size_t)channels, mean);
+    for (int c = 0; c < channels; c++)
+        mean[c] = mean[c] / count;
+    nj.centre = mean;
+    dg_cpu_threads_run(cpu->pool, nhwc_sums_task, &nj);
+    add_planes(planes, s->batch, channels, (size_t)channels, squares);
+    for (int c = 0; c < channels; c++) {
+        double var = squares[c] / count;
+        double invstd = 1.0 / sqrt(var + job->eps);
+        scale[c] = job->gamma[c] * invstd;
+        shift[c] = job->beta[c] - mean[c] * scale[c];
+        double unbiased = count > 1.0 ? squares[c] / (count - 1.0) : var;
+        job->running_mean[c] =
+            (float)(job->momentum * job->running_mean[c] + (1.0 - job->momentum) * mean[c]);
+        job->running_var[c] =
+            (float)(job->momentum * job->running_var[c] + (1.0 - job->momentum) * unbiased);
+        job->out_mean[c] = (float)mean[c];
+        job->out_invstd[c] = (float)invstd;
+    }
+    dg_cpu_threads_run(cpu->pool, nhwc_affine_task, &nj);
+}
+
+static void nhwc_fwd_infer(struct dg_cpu *cpu, struct bn_job *job, double *scratch)
+{
+    const struct dg_bn_shape *s = job->s;
+    double *scale = scratch, *shift = scale + s->channels;
+    for (int c = 0; c < s->channels; c++) {
+        scale[c] = job->gamma[c] / sqrt((double)job->running_var[c] + job->eps);
+        shift[c] = job->beta[c] - job->running_mean[c] * scale[c];
+    }
+    struct bn_nhwc_job nj = {job, NULL, NULL, scale, shift, NULL};
+    dg_cpu_threads_run(cpu->pool, nhwc_affine_task, &nj);
+}
+
+static void nhwc_bwd(struct dg_cpu *cpu, struct bn_job *job, double *scratch)
+{
+    const struct dg_bn_shape *s = job->s;
+    size_t channels = (size_t)s->channels;
+    double count = (double)s->batch * s->spatial;
+    double *planes = scratch, *mean = planes + 2 * (size_t)s->batch * channels;
+    double *sum_dy = mean + channels, *centred = sum_dy + channels, *k = centred + channels;
+    for (size_t c = 0; c < channels; c++)
+        mean[c] = job->save_mean[c];
+    struct bn_nhwc_job nj = {job, mean, planes, NULL, NULL, k};
+    dg_cpu_threads_run(cpu->pool, nhwc_grad_sums_task, &nj);
+    add_planes(planes, s->batch, s->channels, 2 * channels, sum_dy);
+    add_planes(planes + channels, s->batch, s->channels, 2 * channels, centred);
+    for (size_t c = 0; c < channels; c++) {
+        double invstd = job->save_invstd[c];
+        double sum_dy_xhat = centred[c] * invstd;
+        k[c] = mean[c];
+        k[channels + c] = invstd;
+        k[2 * channels + c] = job->gamma[c] * invstd;
+        k[3 * channels + c] = sum_dy[c] / count;
+        k[4 * channels + c] = sum_dy_xhat / count;
+        job->dgamma[c] = (float)sum_dy_xhat;
+        job->dbeta[c] = (float)sum_dy[c];
+    }
+    dg_cpu_threads_run(cpu->pool, nhwc_input_grad_task, &nj);
+}
+
+/* Runs one of the NHWC passes above on a checked shape. */
+static enum dg_status run_nhwc(struct dg_backend *be,
+                               void (*pass)(struct dg_cpu *, struct bn_job *, double *),
+                               struct bn_job *job)
+{
+    enum dg_status status = check_shape(job->s);
+    if (status != DG_OK)
+        return status;
+    struct dg_cpu *cpu = be->impl;
+    double *scratch = nhwc_scratch(cpu, job->s);
+    if (!scratch)
+        return dg_error(DG_ERR_NOMEM, "cpu batchnorm: out of memory");
+    job->isa = cpu->isa;
+    pass(cpu, job, scratch);
+    return DG_OK;
+}
+
 enum dg_status dg_cpu_batchnorm_fwd_train(struct dg_backend *be, const struct dg_bn_shape *shape,
                                           const float *x, const float *gamma, const float *beta,
                                           float *running_mean, float *running_var,
@@ -133,7 +310,7 @@ enum dg_status dg_cpu_batchnorm_fwd_train(struct dg_backend *be, const struct dg
                          .running_mean = running_mean, .running_var = running_var,
                          .momentum = momentum, .eps = eps, .y = y, .out_mean = save_mean,
                          .out_invstd = save_invstd};
-    return run(be, fwd_train_task, &job);
+    return shape->nhwc ? run_nhwc(be, nhwc_fwd_train, &job) : run(be, fwd_train_task, &job);
 }
 
 enum dg_status dg_cpu_batchnorm_fwd_infer(struct dg_backend *be, const struct dg_bn_shape *shape,
@@ -145,7 +322,7 @@ enum dg_status dg_cpu_batchnorm_fwd_infer(struct dg_backend *be, const struct dg
     struct bn_job job = {.s = shape, .x = x, .gamma = gamma, .beta = beta,
                          .running_mean = (float *)running_mean,
                          .running_var = (float *)running_var, .eps = eps, .y = y};
-    return run(be, fwd_infer_task, &job);
+    return shape->nhwc ? run_nhwc(be, nhwc_fwd_infer, &job) : run(be, fwd_infer_task, &job);
 }
 
 enum dg_status dg_cpu_batchnorm_bwd(struct dg_backend *be, const struct dg_bn_shape *shape,
@@ -155,5 +332,5 @@ enum dg_status dg_cpu_batchnorm_bwd(struct dg_backend *be, const struct dg_bn_sh
 {
     struct bn_job job = {.s = shape, .x = x, .dy = dy, .gamma = gamma, .save_mean = save_mean,
                          .save_invstd = save_invstd, .dx = dx, .dgamma = dgamma, .dbeta = dbeta};
-    return run(be, bwd_task, &job);
+    return shape->nhwc ? run_nhwc(be, nhwc_bwd, &job) : run(be, bwd_task, &job);
 }

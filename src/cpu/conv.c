@@ -243,6 +243,8 @@ void dg_cpu_conv_plan_free(struct dg_backend *be, void *plan)
     free(p->ph_x);
     free(p->ph_w);
     free(p->ph_dw);
+    free(p->t_in);
+    free(p->t_out);
     free(p);
 }
 
@@ -280,12 +282,83 @@ static void bias_grad_task(void *ctx, int thread, int threads)
     }
 }
 
+/* The same sums of NHWC dy: per channel the same additions in the same order, blocks of 64
+ * channels (split across threads) advancing together across the pixels. */
+#define DG_BIAS_BLOCK 64
+static void bias_grad_nhwc_task(void *ctx, int thread, int threads)
+{
+    const struct bias_grad_job *job = ctx;
+    size_t b0, b1, channels = (size_t)job->channels;
+    size_t blocks = (channels + DG_BIAS_BLOCK - 1) / DG_BIAS_BLOCK;
+    dg_cpu_split(blocks, 1, thread, threads, &b0, &b1);
+    for (size_t b = b0; b < b1; b++) {
+        size_t c0 = b * DG_BIAS_BLOCK, cn = channels - c0 < DG_BIAS_BLOCK ? channels - c0
+                                                                         : DG_BIAS_BLOCK;
+        float total[DG_BIAS_BLOCK] = {0};
+        for (int n = 0; n < job->batch; n++) {
+            const float *v = job->dy + (size_t)n * channels * job->plane + c0;
+            float part[8][DG_BIAS_BLOCK] = {{0}};
+            size_t i = 0;
+            for (; i + 8 <= job->plane; i += 8)
+                for (int l = 0; l < 8; l++)
+                    for (size_t c = 0; c < cn; c++)
+                        part[l][c] += v[(i + l) * channels + c];
+            for (; i < job->plane; i++)
+                for (size_t c = 0; c < cn; c++)
+                    part[0][c] += v[i * channels + c];
+            for (size_t c = 0; c < cn; c++)
+                total[c] += ((part[0][c] + part[1][c]) + (part[2][c] + part[3][c])) +
+                            ((part[4][c] + part[5][c]) + (part[6][c] + part[7][c]));
+        }
+        memcpy(job->db + c0, total, sizeof(float) * cn);
+    }
+}
+
 void dg_cpu_conv_bias_grad(struct dg_cpu *cpu, const struct conv_plan *p, const float *dy,
                            float *db)
 {
     struct bias_grad_job job = {dy, db, p->s.batch, p->s.out_channels,
                                 (size_t)dg_conv_out_height(&p->s) * dg_conv_out_width(&p->s)};
-    dg_cpu_threads_run(cpu->pool, bias_grad_task, &job);
+    dg_cpu_threads_run(cpu->pool, p->s.nhwc ? bias_grad_nhwc_task : bias_grad_task, &job);
+}
+
+void dg_cpu_conv_pack_image(const struct conv_plan *p, const float *src, int c, int h, int w,
+                            int pad, int hp, int wp, float *dst)
+{
+    if (!p->s.nhwc) {
+        dg_cpu_conv_pack_padded(p->isa, src, c, h, w, pad, hp, wp, dst);
+        return;
+    }
+    size_t row = (size_t)wp * c, line = (size_t)w * c;
+    if (pad == 0 && wp == w) {
+        memcpy(dst, src, sizeof(float) * line * (size_t)h);
+        memset(dst + row * (size_t)h, 0, sizeof(float) * row * (size_t)(hp - h));
+        return;
+    }
+    memset(dst, 0, sizeof(float) * row * pad);
+    memset(dst + row * (size_t)(pad + h), 0, sizeof(float) * row * (size_t)(hp - pad - h));
+    for (int y = 0; y < h; y++) {
+        float *out = dst + row * (size_t)(y + pad);
+        memset(out, 0, sizeof(float) * (size_t)pad * c);
+        memcpy(out + (size_t)pad * c, src + (size_t)y * line, sizeof(float) * line);
+        memset(out + (size_t)pad * c + line, 0, sizeof(float) * (size_t)(wp - pad - w) * c);
+    }
+}
+
+void dg_cpu_conv_store_pixels(const struct conv_plan *p, const float *src, int couts, int count,
+                              float *out, size_t at, size_t plane, int c0, int channels)
+{
+    if (!p->s.nhwc) {
+        p->isa->from_nhwc(src, couts, count, out + (size_t)c0 * plane + at, plane);
+        return;
+    }
+    float *dst = out + at * (size_t)channels + c0;
+    if (couts == channels) {
+        memcpy(dst, src, sizeof(float) * (size_t)count * couts);
+        return;
+    }
+    for (int j = 0; j < count; j++)
+        memcpy(dst + (size_t)j * channels, src + (size_t)j * couts, sizeof(float) * couts);
 }
 
 /* dst (hp, wp, c) NHWC <- src (c, h, w) placed at row `pad`, column `pad`; the rest zero.
@@ -343,6 +416,97 @@ static enum dg_status plan_workspaces(struct conv_plan *p)
     return DG_OK;
 }
 
+/* ---- NHWC plans on the NCHW passes (im2col + sgemm, bf16) ---- */
+
+/* dst <- src, each of the batch's images (c, pixels) NCHW to (pixels, c) NHWC, or back. */
+static void relayout(const struct dg_cpu_isa_ops *isa, const float *src, int batch, int c,
+                     size_t pixels, int to_nhwc, float *dst)
+{
+    for (int n = 0; n < batch; n++) {
+        const float *a = src + (size_t)n * c * pixels;
+        float *b = dst + (size_t)n * c * pixels;
+        if (c % 16 == 0) {
+            if (to_nhwc)
+                isa->to_nhwc(a, pixels, c, (int)pixels, b);
+            else
+                isa->from_nhwc(a, c, (int)pixels, b, pixels);
+            continue;
+        }
+        for (size_t q = 0; q < pixels; q++)
+            for (int ch = 0; ch < c; ch++) {
+                if (to_nhwc)
+                    b[q * c + ch] = a[(size_t)ch * pixels + q];
+                else
+                    b[(size_t)ch * pixels + q] = a[q * c + ch];
+            }
+    }
+}
+
+/* The wrapped pass runs as the NCHW plan it is on NCHW copies of its tensors. */
+static void nhwc_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x, const float *w,
+                     const float *bias, float *y, int relu)
+{
+    const struct dg_conv_shape *s = &p->s;
+    size_t out = (size_t)dg_conv_out_height(s) * dg_conv_out_width(s);
+    relayout(p->isa, x, s->batch, s->in_channels, (size_t)s->height * s->width, 0, p->t_in);
+    p->s.nhwc = 0;
+    p->nchw_fwd(cpu, p, p->t_in, w, bias, p->t_out, relu);
+    p->s.nhwc = 1;
+    relayout(p->isa, p->t_out, s->batch, s->out_channels, out, 1, y);
+}
+
+static void nhwc_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const float *dy,
+                          const float *w, const float *bias, float *dx, int relu)
+{
+    const struct dg_conv_shape *s = &p->s;
+    size_t out = (size_t)dg_conv_out_height(s) * dg_conv_out_width(s);
+    relayout(p->isa, dy, s->batch, s->out_channels, out, 0, p->t_in);
+    p->s.nhwc = 0;
+    p->nchw_bwd_data(cpu, p, p->t_in, w, bias, p->t_out, relu);
+    p->s.nhwc = 1;
+    relayout(p->isa, p->t_out, s->batch, s->in_channels, (size_t)p->bwd_h * p->bwd_w, 1, dx);
+}
+
+static void nhwc_bwd_filter(struct dg_cpu *cpu, struct conv_plan *p, const float *x,
+                            const float *dy, float *dw, float *db)
+{
+    const struct dg_conv_shape *s = &p->s;
+    size_t out = (size_t)dg_conv_out_height(s) * dg_conv_out_width(s);
+    relayout(p->isa, x, s->batch, s->in_channels, (size_t)s->height * s->width, 0, p->t_in);
+    relayout(p->isa, dy, s->batch, s->out_channels, out, 0, p->t_out);
+    p->s.nhwc = 0;
+    p->nchw_bwd_filter(cpu, p, p->t_in, p->t_out, dw, db);
+    p->s.nhwc = 1;
+}
+
+static int nchw_only(enum dg_cpu_conv_algo algo)
+{
+    return algo == DG_CPU_CONV_GENERIC || algo == DG_CPU_CONV_BF16;
+}
+
+/* An NHWC plan: its NCHW-only passes wrapped, with their copies. */
+static enum dg_status nhwc_wrap(struct conv_plan *p)
+{
+    const struct dg_cpu_conv_algos *a = &p->algos;
+    if (!nchw_only(a->fwd) && !nchw_only(a->bwd_data) && !nchw_only(a->bwd_filter))
+        return DG_OK;
+    const struct dg_conv_shape *s = &p->s;
+    size_t in = (size_t)s->in_channels * s->height * s->width;
+    size_t out = (size_t)s->out_channels * dg_conv_out_height(s) * dg_conv_out_width(s);
+    size_t most = (in > out ? in : out) * (size_t)s->batch;
+    p->t_in = alloc_floats(most);
+    p->t_out = alloc_floats(most);
+    if (!p->t_in || !p->t_out)
+        return dg_error(DG_ERR_NOMEM, "cpu conv: out of memory for the NCHW copies");
+    if (nchw_only(a->fwd))
+        p->nchw_fwd = p->fwd, p->fwd = nhwc_fwd;
+    if (nchw_only(a->bwd_data))
+        p->nchw_bwd_data = p->bwd_data, p->bwd_data = nhwc_bwd_data;
+    if (nchw_only(a->bwd_filter))
+        p->nchw_bwd_filter = p->bwd_filter, p->bwd_filter = nhwc_bwd_filter;
+    return DG_OK;
+}
+
 enum dg_status dg_cpu_conv_plan_create(struct dg_backend *be, const struct dg_conv_shape *shape,
                                        void **plan)
 {
@@ -364,7 +528,7 @@ enum dg_status dg_cpu_conv_plan_create_window(struct dg_backend *be,
     if (shape->batch < 1 || shape->in_channels < 1 || shape->out_channels < 1 ||
         shape->height < 1 || shape->width < 1 || shape->kernel < 1 || shape->kernel % 2 == 0 ||
         shape->stride < 0 || shape->stride > 2 || shape->valid < 0 || shape->valid > 1 ||
-        !dg_conv_fits(shape))
+        shape->nhwc < 0 || shape->nhwc > 1 || !dg_conv_fits(shape))
         return dg_error(DG_ERR_RUNTIME,
                         "cpu conv: bad shape batch %d, channels %d -> %d, %dx%d, kernel %d, "
                         "stride %d, valid %d",
@@ -444,6 +608,8 @@ enum dg_status dg_cpu_conv_plan_create_window(struct dg_backend *be,
             status = plan_workspaces(p);
         }
     }
+    if (status == DG_OK && shape->nhwc)
+        status = nhwc_wrap(p);
     if (status != DG_OK) {
         dg_cpu_conv_plan_free(be, p);
         return status;

@@ -10,14 +10,8 @@
 
 #include <string.h>
 
-/* dst (h, w, c) NHWC <- src (c, h, w). */
-static void pack_nhwc(const struct dg_cpu_isa_ops *isa, const float *src, int c, int h, int w,
-                      float *dst)
-{
-    dg_cpu_conv_pack_padded(isa, src, c, h, w, 0, h, w, dst);
-}
-
-/* The weight gradient's batch copies: xpad <- x padded, gpad <- dy in NHWC. */
+/* The weight gradient's batch copies: xpad <- x padded, gpad <- dy in NHWC (NHWC plans read
+ * dy itself). */
 struct pack_job {
     struct conv_plan *p;
     const float *x, *dy;
@@ -34,11 +28,12 @@ static void pack_task(void *ctx, int thread, int threads)
     size_t n0, n1;
     dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
     for (size_t n = n0; n < n1; n++) {
-        dg_cpu_conv_pack_padded(p->isa, job->x + n * s->in_channels * hw, s->in_channels, s->height,
-                                s->width, p->pad, p->hp, p->wp,
-                                p->xpad + n * padded * s->in_channels);
-        pack_nhwc(p->isa, job->dy + n * s->out_channels * ohw, s->out_channels, oh, ow,
-                  p->gpad + n * ohw * s->out_channels);
+        dg_cpu_conv_pack_image(p, job->x + n * s->in_channels * hw, s->in_channels, s->height,
+                               s->width, p->pad, p->hp, p->wp,
+                               p->xpad + n * padded * s->in_channels);
+        if (!s->nhwc)
+            dg_cpu_conv_pack_image(p, job->dy + n * s->out_channels * ohw, s->out_channels, oh,
+                                   ow, 0, oh, ow, p->gpad + n * ohw * s->out_channels);
     }
 }
 
@@ -59,12 +54,12 @@ static void direct_task(void *ctx, int thread, int threads)
         size_t n = unit / (size_t)oh;
         int y = (int)(unit % (size_t)oh);
         if (n != packed) {
-            dg_cpu_conv_pack_padded(p->isa, job->in + n * job->cin * ihw, job->cin, job->ih,
-                                    job->iw, job->pad, job->hp, job->wp, image);
+            dg_cpu_conv_pack_image(p, job->in + n * job->cin * ihw, job->cin, job->ih, job->iw,
+                                   job->pad, job->hp, job->wp, image);
             packed = n;
         }
         const float *row = image + (size_t)y * stride * row_stride;
-        float *out_image = job->out + n * job->cout * ohw + (size_t)y * ow;
+        float *out_image = job->out + n * job->cout * ohw;
         for (int c0 = 0; c0 < job->cout; c0 += 32) {
             int couts = job->cout - c0 < 32 ? job->cout - c0 : 32;
             for (int x0 = 0; x0 < ow; x0 += DG_TILE_PIXELS) {
@@ -73,7 +68,8 @@ static void direct_task(void *ctx, int thread, int threads)
                                  stride * job->cin, k,
                                  job->wpack + c0, job->cout, couts, pixels,
                                  job->bias ? job->bias + c0 : NULL, job->relu, tile);
-                p->isa->from_nhwc(tile, couts, pixels, out_image + (size_t)c0 * ohw + x0, ohw);
+                dg_cpu_conv_store_pixels(p, tile, couts, pixels, out_image,
+                                         (size_t)y * ow + x0, ohw, c0, job->cout);
             }
         }
     }
@@ -95,7 +91,7 @@ static void filter_task(void *ctx, int thread, int threads)
     memset(acc, 0, sizeof(float) * (t1 - t0) * DG_TILE_ROWS * 32);
     for (int n = 0; n < s->batch; n++) {
         const float *xp = p->xpad + (size_t)n * image_stride;
-        const float *g = p->gpad + (size_t)n * ohw * cout;
+        const float *g = (s->nhwc ? job->dy : p->gpad) + (size_t)n * ohw * cout;
         for (size_t t = t0; t < t1; t++) {
             int ky, row0, rows, cout0, couts;
             filter_tile_at(s, t, &ky, &row0, &rows, &cout0, &couts);

@@ -68,6 +68,12 @@ struct conv_plan {
      * copies of the input (or its gradient), the weights and the weight gradient */
     struct conv_plan *sub;
     float *ph_x, *ph_w, *ph_dw;
+    /* NHWC plans (s.nhwc) whose algorithm works on NCHW (im2col + sgemm, bf16): the passes
+     * themselves, run on the NCHW copies t_in, t_out (batch x the larger of the input and
+     * the output) that the wrappers in conv.c transpose */
+    conv_pass_fn nchw_fwd, nchw_bwd_data;
+    filter_pass_fn nchw_bwd_filter;
+    float *t_in, *t_out;
     /* bf16 (conv_bf16.c): NULL bf16 for a float32 plan */
     const struct dg_cpu_bf16_ops *bf16;
     uint16_t *bw;      /* packed weights (k, k, in pairs, outs, 2) */
@@ -148,6 +154,16 @@ void dg_cpu_conv_bias_grad(struct dg_cpu *cpu, const struct conv_plan *p, const 
 /* dst (hp, wp, c) NHWC <- src (c, h, w) placed at row `pad`, column `pad`; the rest zero. */
 void dg_cpu_conv_pack_padded(const struct dg_cpu_isa_ops *isa, const float *src, int c, int h,
                              int w, int pad, int hp, int wp, float *dst);
+
+/* dst (hp, wp, c) NHWC <- the image src in the plan's layout (s.nhwc: (h, w, c), else
+ * (c, h, w)) placed at row `pad`, column `pad`; the rest zero. */
+void dg_cpu_conv_pack_image(const struct conv_plan *p, const float *src, int c, int h, int w,
+                            int pad, int hp, int wp, float *dst);
+
+/* Pixels [at, at + count) of the image `out` (`plane` pixels of `channels` channels, in the
+ * plan's layout), channels [c0, c0 + couts) <- src (count, couts) NHWC. */
+void dg_cpu_conv_store_pixels(const struct conv_plan *p, const float *src, int couts, int count,
+                              float *out, size_t at, size_t plane, int c0, int channels);
 
 /* ---- the passes of each algorithm (conv_pass_fn, filter_pass_fn) ---- */
 

@@ -30,7 +30,8 @@ struct dg_conv_shape dg_cpu_phases_shape(const struct dg_conv_shape *s)
                                 dg_conv_out_width(s) + side - 1,
                                 side,
                                 1,
-                                1};
+                                1,
+                                s->nhwc};
     return sub;
 }
 
@@ -101,6 +102,60 @@ static void pack_input_task(void *ctx, int thread, int threads)
                 }
             }
         }
+}
+
+/* The same copies for NHWC plans: xs (batch, H, W, 4 cin) <- the phases of x (batch, h, w,
+ * cin), phase pixel (i, j) of phase (a, b) holding input pixel (2 i + a - pad, 2 j + b - pad). */
+static void pack_input_nhwc_task(void *ctx, int thread, int threads)
+{
+    const struct phase_job *job = ctx;
+    const struct dg_conv_shape *s = &job->p->s, *t = &job->p->sub->s;
+    int pad = dg_conv_pad(s), h = s->height, w = s->width, cin = s->in_channels;
+    size_t n0, n1;
+    dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
+    for (size_t n = n0; n < n1; n++) {
+        const float *x = job->src + n * (size_t)h * w * cin;
+        float *out = job->dst + n * (size_t)t->height * t->width * t->in_channels;
+        for (int i = 0; i < t->height; i++)
+            for (int j = 0; j < t->width; j++, out += t->in_channels)
+                for (int ab = 0; ab < 4; ab++) {
+                    int y = 2 * i + ab / 2 - pad, col = 2 * j + ab % 2 - pad;
+                    if (y < 0 || y >= h || col < 0 || col >= w) {
+                        for (int c = 0; c < cin; c++)
+                            out[4 * c + ab] = 0.0f;
+                        continue;
+                    }
+                    const float *in = x + ((size_t)y * w + (size_t)col) * cin;
+                    for (int c = 0; c < cin; c++)
+                        out[4 * c + ab] = in[c];
+                }
+    }
+}
+
+/* dx (batch, h, w, cin) <- its phases' gradient (batch, window, 4 cin), NHWC plans. */
+static void unpack_input_nhwc_task(void *ctx, int thread, int threads)
+{
+    const struct phase_job *job = ctx;
+    const struct dg_conv_shape *s = &job->p->s;
+    const struct conv_plan *sub = job->p->sub;
+    int pad = dg_conv_pad(s), h = s->height, w = s->width, cin = s->in_channels;
+    int lo = sub->bwd_lo, phase_channels = sub->s.in_channels;
+    size_t n0, n1;
+    dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
+    for (size_t n = n0; n < n1; n++) {
+        float *dx = job->dst + n * (size_t)h * w * cin;
+        const float *phases =
+            job->src + n * (size_t)sub->bwd_h * sub->bwd_w * (size_t)phase_channels;
+        for (int y = 0; y < h; y++)
+            for (int col = 0; col < w; col++, dx += cin) {
+                int i = (y + pad) / 2 - lo, ab = (y + pad) % 2 * 2 + (col + pad) % 2;
+                int j = (col + pad) / 2 - lo;
+                const float *in =
+                    phases + ((size_t)i * sub->bwd_w + (size_t)j) * phase_channels + ab;
+                for (int c = 0; c < cin; c++)
+                    dx[c] = in[4 * c];
+            }
+    }
 }
 
 /* dx (batch, cin, h, w) <- its phases' gradient dxs, the sub plan's backward-data window
@@ -180,7 +235,7 @@ void dg_cpu_phases_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x, 
                        const float *bias, float *y, int relu)
 {
     struct phase_job job = {p, x, p->ph_x};
-    dg_cpu_threads_run(cpu->pool, pack_input_task, &job);
+    dg_cpu_threads_run(cpu->pool, p->s.nhwc ? pack_input_nhwc_task : pack_input_task, &job);
     weights_between(p, (float *)w, p->ph_w, 0);
     p->sub->fwd(cpu, p->sub, p->ph_x, p->ph_w, bias, y, relu);
 }
@@ -192,14 +247,14 @@ void dg_cpu_phases_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const float
     weights_between(p, (float *)w, p->ph_w, 0);
     p->sub->bwd_data(cpu, p->sub, dy, p->ph_w, NULL, p->ph_x, 0);
     struct phase_job job = {p, p->ph_x, dx};
-    dg_cpu_threads_run(cpu->pool, unpack_input_task, &job);
+    dg_cpu_threads_run(cpu->pool, p->s.nhwc ? unpack_input_nhwc_task : unpack_input_task, &job);
 }
 
 void dg_cpu_phases_bwd_filter(struct dg_cpu *cpu, struct conv_plan *p, const float *x,
                               const float *dy, float *dw, float *db)
 {
     struct phase_job job = {p, x, p->ph_x};
-    dg_cpu_threads_run(cpu->pool, pack_input_task, &job);
+    dg_cpu_threads_run(cpu->pool, p->s.nhwc ? pack_input_nhwc_task : pack_input_task, &job);
     p->sub->bwd_filter(cpu, p->sub, p->ph_x, dy, p->ph_dw, db);
     weights_between(p, dw, p->ph_dw, 1);
 }

@@ -137,8 +137,8 @@ static void wino_conv_task(void *ctx, int thread, int threads)
         }
         int per_piece = rows * cols, count = pieces * per_piece;
         for (int piece = 0; piece < pieces; piece++) {
-            dg_cpu_conv_pack_padded(p->isa, job->in + (n0 + (size_t)piece) * cin * ihw, cin,
-                                    job->ih, job->iw, job->pad, job->hp, job->wp, image);
+            dg_cpu_conv_pack_image(p, job->in + (n0 + (size_t)piece) * cin * ihw, cin, job->ih,
+                                   job->iw, job->pad, job->hp, job->wp, image);
             for (int t = 0; t < per_piece; t++) {
                 int tr = tr0 + t / cols, tc = tc0 + t % cols;
                 p->isa->wino_input(image + (size_t)tr * m * row_stride + (size_t)tc * m * cin,
@@ -169,12 +169,13 @@ static void wino_conv_task(void *ctx, int thread, int threads)
             int last = y0 + rows * m < h ? y0 + rows * m : h;
             if (x0 == 0 && valid_cols == w && cols * m == w) {
                 /* whole rows, as wide as the image: one run of pixels, as in NCHW */
-                p->isa->from_nhwc(rows_out, cout, (last - y0) * w, out + (size_t)y0 * w, hw);
+                dg_cpu_conv_store_pixels(p, rows_out, cout, (last - y0) * w, out,
+                                         (size_t)y0 * w, hw, 0, cout);
                 continue;
             }
             for (int y = y0; y < last; y++)
-                p->isa->from_nhwc(rows_out + (size_t)(y - y0) * out_row, cout, valid_cols,
-                                  out + (size_t)y * w + x0, hw);
+                dg_cpu_conv_store_pixels(p, rows_out + (size_t)(y - y0) * out_row, cout,
+                                         valid_cols, out, (size_t)y * w + x0, hw, 0, cout);
         }
     }
 }
@@ -228,10 +229,10 @@ static void wino_filter_task(void *ctx, int thread, int threads)
             for (int t = 0; t < count; t++) {
                 size_t n = n0 + (q0 + (size_t)t) / tiles, in_image = (q0 + (size_t)t) % tiles;
                 if (n != packed) {
-                    dg_cpu_conv_pack_padded(p->isa, job->x + n * cin * hw, cin, h, w, p->pad,
-                                            p->hp, p->wp, image);
-                    dg_cpu_conv_pack_padded(p->isa, job->dy + n * cout * ohw, cout, oh, ow, 0,
-                                            p->th * m, p->tw * m, grad);
+                    dg_cpu_conv_pack_image(p, job->x + n * cin * hw, cin, h, w, p->pad, p->hp,
+                                           p->wp, image);
+                    dg_cpu_conv_pack_image(p, job->dy + n * cout * ohw, cout, oh, ow, 0,
+                                           p->th * m, p->tw * m, grad);
                     p->isa->channel_sums(grad, (size_t)p->th * m * p->tw * m, cout,
                                          p->db_part + n * cout);
                     packed = n;

@@ -71,6 +71,12 @@ enum dg_cpu_kernels {
  * `be` is not a CPU backend. */
 enum dg_status dg_backend_cpu_set_kernels(struct dg_backend *be, enum dg_cpu_kernels kernels);
 
+/* Chooses the activations' layout of nets created afterwards on a CPU backend: NHWC (nhwc 1,
+ * the default, where the math and kernels allow it) or NCHW (0; DIGITS_CPU_LAYOUT=nchw at
+ * creation). The results are the same bits either way. DG_ERR_RUNTIME when `be` is not a CPU
+ * backend. */
+enum dg_status dg_backend_cpu_set_layout(struct dg_backend *be, int nhwc);
+
 /* Chooses the instruction set of a CPU backend (for plans created afterwards). DG_ERR_DEVICE
  * when this build or CPU lacks it, DG_ERR_RUNTIME when `be` is not a CPU backend. */
 enum dg_status dg_backend_cpu_set_isa(struct dg_backend *be, enum dg_cpu_isa isa);

@@ -67,7 +67,13 @@ struct dg_cpu_bf16_ops;
  *                 shift), bn_input_grad (k = mean, invstd, scale, mean_dy, mean_dy_xhat:
  *                 dx = scale (dy - mean_dy - (x - mean) invstd mean_dy_xhat)), each rounded
  *                 to float once
+ *   bn_*_nhwc     the same for `channels` channels of one NHWC image of n pixels (pixel i at
+ *                 x[i*stride]): per channel the same partial sums and additions, so channel
+ *                 c's result is bn_*'s of its plane, bit for bit (bn_sums_nhwc: bn_sum, or
+ *                 bn_squares with centre[c]; bn_grad_sums_nhwc: sums[c], sums[channels + c];
+ *                 bn_input_grad_nhwc: k[j*channels + c], j < 5, per channel)
  *   dropout       out[i] = in[i] * dg_dropout_scale(rate, key, i), i in [begin, end)
+ *   dropout_at    the same with in and out at element `begin`: out[i - begin], in[i - begin]
  *   maxpool_*     2x2 max-pool of one (h, w) plane into (h/2, w/2); backward routes dy to the
  *                 first maximum of each window (row-major, strict >), zero elsewhere,
  *                 including an odd last row or column
@@ -107,8 +113,18 @@ struct dg_cpu_isa_ops {
     void (*bn_affine)(const float *x, size_t n, double scale, double shift, float *y);
     void (*bn_input_grad)(const float *x, const float *dy, size_t n, const double k[5],
                           float *dx);
+    void (*bn_sums_nhwc)(const float *x, size_t n, size_t stride, int channels,
+                         const double *centre, double *out);
+    void (*bn_grad_sums_nhwc)(const float *x, const float *dy, size_t n, size_t stride,
+                              int channels, const double *mean, double *sums);
+    void (*bn_affine_nhwc)(const float *x, size_t n, size_t stride, int channels,
+                           const double *scale, const double *shift, float *y);
+    void (*bn_input_grad_nhwc)(const float *x, const float *dy, size_t n, size_t stride,
+                               int channels, const double *k, float *dx);
     void (*dropout)(size_t begin, size_t end, float rate, const struct dg_dropout_key *key,
                     const float *in, float *out);
+    void (*dropout_at)(size_t begin, size_t end, float rate, const struct dg_dropout_key *key,
+                       const float *in, float *out);
     void (*maxpool_fwd)(const float *x, int h, int w, float *y);
     void (*maxpool_bwd)(const float *x, const float *dy, int h, int w, float *dx);
     void (*rmsprop)(size_t n, float *w, const float *g, float *acc, float lr, float rho, float eps);
@@ -142,8 +158,11 @@ struct dg_cpu {
     int threads;
     const struct dg_cpu_isa_ops *isa; /* chosen once, at creation (or by set_isa) */
     enum dg_cpu_kernels kernels;      /* convolution algorithm request */
+    int nchw;                         /* 1: NCHW activations (DIGITS_CPU_LAYOUT=nchw) */
     const struct dg_cpu_bf16_ops *bf16; /* --math bf16: the unit; NULL at float32 */
     float *bf16_scratch;                /* dense layers' bf16-rounded operands */
+    double *bn_scratch;                 /* NHWC batchnorm's per-image sums (batchnorm.c) */
+    size_t bn_scratch_doubles;
     size_t bf16_scratch_floats;
 };
 

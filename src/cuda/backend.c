@@ -165,11 +165,20 @@ fail:
     return status;
 }
 
+/* The CUDA backend's activations are NCHW (it has no nhwc op; dg_net never asks it for NHWC). */
+static enum dg_status nchw_only(const char *op)
+{
+    return dg_error(DG_ERR_RUNTIME, "cuda: %s of NHWC tensors: this backend's tensors are NCHW",
+                    op);
+}
+
 static enum dg_status cuda_maxpool_fwd(struct dg_backend *be, const struct dg_pool_shape *shape,
                                        const float *x, float *y)
 {
     struct cuda_backend *cb = cuda_of(be);
     enum dg_status status = DG_OK;
+    if (shape->nhwc)
+        return nchw_only("max-pool");
     if (shape->height < 2 || shape->width < 2)
         return dg_error(DG_ERR_RUNTIME, "cuda: max-pool input %dx%d is smaller than its window",
                         shape->height, shape->width);
@@ -197,6 +206,8 @@ static enum dg_status bn_describe(struct cuda_backend *cb, const struct dg_bn_sh
     if (shape->batch < 1 || shape->channels < 1 || shape->spatial < 1)
         return dg_error(DG_ERR_RUNTIME, "cuda: bad batchnorm shape %d x %d x %d", shape->batch,
                         shape->channels, shape->spatial);
+    if (shape->nhwc)
+        return nchw_only("batchnorm");
     if (eps < CUDNN_BN_MIN_EPSILON)
         return dg_error(DG_ERR_RUNTIME, "cuda: batchnorm epsilon %g below cuDNN's least, %g", eps,
                         (double)CUDNN_BN_MIN_EPSILON);
@@ -273,6 +284,8 @@ static enum dg_status cuda_maxpool_bwd(struct dg_backend *be, const struct dg_po
 {
     (void)y;
     enum dg_status status = DG_OK;
+    if (shape->nhwc)
+        return nchw_only("max-pool");
     DG_LAUNCH(cuda_of(be), dg_launch_maxpool_bwd(x, dy, dx, shape->batch, shape->channels,
                                                  shape->height, shape->width, cuda_of(be)->stream));
     return DG_OK;
@@ -285,6 +298,8 @@ static enum dg_status cuda_dropout_fwd(struct dg_backend *be, size_t n, float ra
 {
     struct cuda_backend *cb = cuda_of(be);
     const struct dg_step_block *vars = NULL;
+    if (key->channels)
+        return nchw_only("dropout");
     enum dg_status status = dg_cuda_step_vars(cb, key->epoch, key->step, "dropout", &vars);
     if (status != DG_OK)
         return status;
@@ -299,6 +314,8 @@ static enum dg_status cuda_dropout_bwd(struct dg_backend *be, size_t n, float ra
 {
     struct cuda_backend *cb = cuda_of(be);
     const struct dg_step_block *vars = NULL;
+    if (key->channels)
+        return nchw_only("dropout");
     enum dg_status status = dg_cuda_step_vars(cb, key->epoch, key->step, "dropout", &vars);
     if (status != DG_OK)
         return status;

@@ -383,12 +383,13 @@ enum dg_status dg_cuda_conv_plan_create(struct dg_backend *be, const struct dg_c
     if (shape->batch <= 0 || shape->in_channels <= 0 || shape->out_channels <= 0 ||
         shape->height <= 0 || shape->width <= 0 || shape->kernel <= 0 || shape->kernel % 2 == 0 ||
         shape->stride < 0 || shape->stride > 2 || shape->valid < 0 || shape->valid > 1 ||
-        !dg_conv_fits(shape))
+        shape->nhwc != 0 || !dg_conv_fits(shape))
         return dg_error(DG_ERR_RUNTIME,
                         "cuda: bad convolution shape: batch %d, %d -> %d channels, %dx%d, "
-                        "kernel %d, stride %d, valid %d",
+                        "kernel %d, stride %d, valid %d, nhwc %d (this backend's tensors are "
+                        "NCHW)",
                         shape->batch, shape->in_channels, shape->out_channels, shape->height,
-                        shape->width, shape->kernel, shape->stride, shape->valid);
+                        shape->width, shape->kernel, shape->stride, shape->valid, shape->nhwc);
     struct cuda_conv_plan *plan = calloc(1, sizeof *plan);
     if (!plan)
         return dg_error(DG_ERR_NOMEM, "cuda: out of host memory for a convolution plan");

@@ -98,7 +98,7 @@ enum dg_status dg_model_layout(struct dg_model *model, const struct dg_layer_spe
                                 layer->name, specs[i].stride, specs[i].valid);
             {
                 struct dg_conv_shape shape = {1, c, specs[i].units, h, w, specs[i].kernel,
-                                              specs[i].stride, specs[i].valid};
+                                              specs[i].stride, specs[i].valid, 0};
                 if (!dg_conv_fits(&shape))
                     return dg_error(DG_ERR_INPUT,
                                     "architecture: %s: its input is %dx%d, smaller than the "

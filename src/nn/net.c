@@ -1,6 +1,7 @@
 /* A model on a backend: buffers in backend memory and forward / backward / update over the
  * layer table, calling only the backend vtable (no backend-specific code here).
- * Activations NCHW (batch, c, h, w); flatten keeps that order. */
+ * Activations NCHW (batch, c, h, w), or NHWC (batch, h, w, c) where the backend says it runs
+ * them faster (its nhwc op: the CPU); flatten gives the NCHW order either way. */
 #include "digits/net.h"
 
 #include "math/adam.h"
@@ -31,8 +32,32 @@ struct dg_conv_shape dg_layer_conv_shape(const struct dg_layer *layer, int batch
 {
     struct dg_conv_shape shape = {batch,       layer->in_c, layer->out_c,       layer->in_h,
                                   layer->in_w, layer->spec.kernel, layer->spec.stride,
-                                  layer->spec.valid};
+                                  layer->spec.valid, 0};
     return shape;
+}
+
+/* 1 when layer's output is an NHWC tensor of more than one pixel in this net (its input for
+ * `input`). */
+static int nhwc_out(const struct dg_net *net, const struct dg_layer *layer, int input)
+{
+    if (!net->nhwc)
+        return 0;
+    if (input)
+        return layer->in_h * layer->in_w > 1 && layer->in_c > 1;
+    return layer->spec.kind != DG_LAYER_FLATTEN && layer->spec.kind != DG_LAYER_GAP &&
+           layer->spec.kind != DG_LAYER_DENSE && layer->out_h * layer->out_w > 1;
+}
+
+static struct dg_dropout_key dropout_key(const struct dg_net *net, const struct dg_layer *layer,
+                                         const struct dg_net_mode *mode)
+{
+    struct dg_dropout_key key = {mode->seed, (uint32_t)layer->dropout_ordinal, mode->epoch,
+                                 mode->step, 0, 0};
+    if (nhwc_out(net, layer, 0)) {
+        key.channels = layer->out_c;
+        key.spatial = layer->out_h * layer->out_w;
+    }
+    return key;
 }
 
 static void free_plans(struct dg_net *net, void **plans)
@@ -51,6 +76,7 @@ static enum dg_status create_plans(struct dg_net *net, int batch, void **plans)
         if (layer->spec.kind != DG_LAYER_CONV)
             continue;
         struct dg_conv_shape shape = dg_layer_conv_shape(layer, batch);
+        shape.nhwc = net->nhwc;
         enum dg_status status = net->be->ops->conv_plan_create(net->be, &shape, &plans[i]);
         if (status != DG_OK) {
             free_plans(net, plans);
@@ -92,6 +118,8 @@ enum dg_status dg_net_create(struct dg_backend *be, const struct dg_model *model
     net->be = be;
     net->model = model;
     net->max_batch = max_batch;
+    net->nhwc = be->ops->nhwc && be->ops->nhwc(be) && be->ops->transpose &&
+                be->ops->gap_nhwc_fwd && be->ops->gap_nhwc_bwd;
     size_t batch = (size_t)max_batch;
     if ((status = alloc_floats(net, model->param_count, &net->params)) != DG_OK ||
         (status = alloc_floats(net, model->param_count, &net->grads)) != DG_OK ||
@@ -322,14 +350,14 @@ enum dg_status dg_net_forward(struct dg_net *net, int n, const struct dg_net_mod
             status = be->ops->conv_fwd(be, plans[i], x, w, b, y, layer->spec.relu);
             break;
         case DG_LAYER_MAXPOOL: {
-            struct dg_pool_shape shape = {n, layer->in_c, layer->in_h, layer->in_w};
+            struct dg_pool_shape shape = {n, layer->in_c, layer->in_h, layer->in_w,
+                                          nhwc_out(net, layer, 1)};
             status = be->ops->maxpool_fwd(be, &shape, x, y);
             break;
         }
         case DG_LAYER_DROPOUT:
             if (mode->training && layer->spec.rate > 0.0f) {
-                struct dg_dropout_key key = {mode->seed, (uint32_t)layer->dropout_ordinal,
-                                             mode->epoch, mode->step};
+                struct dg_dropout_key key = dropout_key(net, layer, mode);
                 status = be->ops->dropout_fwd(be, (size_t)n * layer_out_size(layer),
                                               layer->spec.rate, &key, x, y);
             } else {
@@ -337,17 +365,26 @@ enum dg_status dg_net_forward(struct dg_net *net, int n, const struct dg_net_mod
             }
             break;
         case DG_LAYER_FLATTEN:
-            y = (float *)x;
+            if (nhwc_out(net, layer, 1))
+                status = be->ops->transpose(be, n, layer->in_h * layer->in_w, layer->in_c, x, y);
+            else
+                y = (float *)x;
             break;
         case DG_LAYER_GAP:
-            status = be->ops->gap_fwd(be, (size_t)n * layer->in_c, layer->in_h * layer->in_w, x, y);
+            if (nhwc_out(net, layer, 1))
+                status = be->ops->gap_nhwc_fwd(be, n, layer->in_c, layer->in_h * layer->in_w, x,
+                                               y);
+            else
+                status = be->ops->gap_fwd(be, (size_t)n * layer->in_c,
+                                          layer->in_h * layer->in_w, x, y);
             break;
         case DG_LAYER_DENSE:
             status = be->ops->dense_fwd(be, n, layer->in_c, layer->out_c, x, w, b, y,
                                         layer->spec.relu);
             break;
         case DG_LAYER_BATCHNORM: {
-            struct dg_bn_shape shape = {n, layer->out_c, layer->out_h * layer->out_w};
+            struct dg_bn_shape shape = {n, layer->out_c, layer->out_h * layer->out_w,
+                                        nhwc_out(net, layer, 0)};
             float *stats = net->params + layer->stat_offset;
             if (mode->training)
                 status = be->ops->batchnorm_fwd_train(
@@ -408,15 +445,15 @@ enum dg_status dg_net_backward(struct dg_net *net, int n, const struct dg_net_mo
                 status = be->ops->conv_bwd_data(be, plans[i], dy, w, dx);
             break;
         case DG_LAYER_MAXPOOL: {
-            struct dg_pool_shape shape = {n, layer->in_c, layer->in_h, layer->in_w};
+            struct dg_pool_shape shape = {n, layer->in_c, layer->in_h, layer->in_w,
+                                          nhwc_out(net, layer, 1)};
             if (dx)
                 status = be->ops->maxpool_bwd(be, &shape, x, y, dy, dx);
             break;
         }
         case DG_LAYER_DROPOUT:
             if (mode->training && layer->spec.rate > 0.0f) {
-                struct dg_dropout_key key = {mode->seed, (uint32_t)layer->dropout_ordinal,
-                                             mode->epoch, mode->step};
+                struct dg_dropout_key key = dropout_key(net, layer, mode);
                 if (dx)
                     status = be->ops->dropout_bwd(be, out_count, layer->spec.rate, &key, dy, dx);
             } else {
@@ -424,10 +461,16 @@ enum dg_status dg_net_backward(struct dg_net *net, int n, const struct dg_net_mo
             }
             break;
         case DG_LAYER_FLATTEN:
-            dx = dy;
+            if (!nhwc_out(net, layer, 1))
+                dx = dy;
+            else if (dx)
+                status = be->ops->transpose(be, n, layer->in_c, layer->in_h * layer->in_w, dy, dx);
             break;
         case DG_LAYER_GAP:
-            if (dx)
+            if (dx && nhwc_out(net, layer, 1))
+                status = be->ops->gap_nhwc_bwd(be, n, layer->in_c, layer->in_h * layer->in_w, dy,
+                                               dx);
+            else if (dx)
                 status = be->ops->gap_bwd(be, (size_t)n * layer->in_c, layer->in_h * layer->in_w,
                                           dy, dx);
             break;
@@ -437,7 +480,8 @@ enum dg_status dg_net_backward(struct dg_net *net, int n, const struct dg_net_mo
             status = be->ops->dense_bwd(be, n, layer->in_c, layer->out_c, x, w, dy, dx, dw, db);
             break;
         case DG_LAYER_BATCHNORM: {
-            struct dg_bn_shape shape = {n, layer->out_c, layer->out_h * layer->out_w};
+            struct dg_bn_shape shape = {n, layer->out_c, layer->out_h * layer->out_w,
+                                        nhwc_out(net, layer, 0)};
             status = be->ops->batchnorm_bwd(be, &shape, x, dy, w, net->bn_save[i],
                                             net->bn_save[i] + layer->out_c,
                                             dx ? dx : net->dact[0], dw, db);

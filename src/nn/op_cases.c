@@ -232,12 +232,12 @@ enum dg_status dg_op_layer_case(const struct dg_model *model, int layer, enum dg
     case DG_OP_BATCHNORM:
         if (lk != DG_LAYER_BATCHNORM)
             break;
-        out->bn = (struct dg_bn_shape){batch, l->out_c, l->out_h * l->out_w};
+        out->bn = (struct dg_bn_shape){batch, l->out_c, l->out_h * l->out_w, 0};
         return DG_OK;
     case DG_OP_MAXPOOL:
         if (lk != DG_LAYER_MAXPOOL)
             break;
-        out->pool = (struct dg_pool_shape){batch, l->in_c, l->in_h, l->in_w};
+        out->pool = (struct dg_pool_shape){batch, l->in_c, l->in_h, l->in_w, 0};
         return DG_OK;
     case DG_OP_DENSE:
         if (lk != DG_LAYER_DENSE)

@@ -632,12 +632,242 @@ static void bn_input_grad(const float *x, const float *dy, size_t n, const doubl
     }
 }
 
+/* ---- batch normalisation of NHWC images ----
+ * The sums above for `channels` channels of one image (pixel i at x[i * stride]), with the
+ * same partial sums per channel added in the same order: channel c's result is bn_sum's (or
+ * bn_squares', bn_grad_sums') of its plane, bit for bit. Partial sum j (the pixels i = j mod
+ * 16 before the tail) is summed for 4 * NV channels at once in NV vd4 registers, one partial
+ * after the other; then the tail, and the partials added as reduce4d adds them. */
+
+/* *out = the 16 partials p[j] added as reduce4d adds them, then *tail */
+DG_INLINE void partials_sum4(const vd4 *p, size_t step, const vd4 *tail, vd4 *out)
+{
+    vd4 t[4];
+    for (int l = 0; l < 4; l++)
+        t[l] = (p[l * step] + p[(4 + l) * step]) + (p[(8 + l) * step] + p[(12 + l) * step]);
+    *out = ((t[0] + t[1]) + (t[2] + t[3])) + *tail;
+}
+
+DG_INLINE void load_centred(const float *x, const vd4 *mid, int square, vd4 *d)
+{
+    load4d(x, d);
+    if (square) {
+        *d = *d - *mid;
+        *d = *d * *d;
+    }
+}
+
+/* out[0 .. 4 NV) for the channels at x (NV = 4 or 1): the pixels in order, pixel i added to
+ * partial i mod 16 (kept in L1) */
+DG_INLINE void sums_nhwc_block(const float *x, size_t n, size_t stride, const double *centre,
+                               const int NV, double *out)
+{
+    vd4 part[16 * 4], mid[4], tail[4];
+    int square = centre != NULL;
+    for (int j = 0; j < 16 * NV; j++)
+        part[j] = (vd4){0};
+    for (int v = 0; v < NV; v++) {
+        tail[v] = (vd4){0};
+        mid[v] = square ? (vd4){centre[4 * v], centre[4 * v + 1], centre[4 * v + 2],
+                                centre[4 * v + 3]}
+                        : (vd4){0};
+    }
+    size_t n16 = n / 16 * 16;
+    for (size_t i = 0; i < n16; i += 16)
+        for (int j = 0; j < 16; j++)
+            for (int v = 0; v < NV; v++) {
+                vd4 d;
+                load_centred(x + (i + (size_t)j) * stride + 4 * v, &mid[v], square, &d);
+                part[j * NV + v] = part[j * NV + v] + d;
+            }
+    for (size_t i = n16; i < n; i++)
+        for (int v = 0; v < NV; v++) {
+            vd4 d;
+            load_centred(x + i * stride + 4 * v, &mid[v], square, &d);
+            tail[v] = tail[v] + d;
+        }
+    for (int v = 0; v < NV; v++) {
+        vd4 r;
+        partials_sum4(part + v, (size_t)NV, &tail[v], &r);
+        for (int l = 0; l < 4; l++)
+            out[4 * v + l] = r[l];
+    }
+}
+
+/* One channel (the last channels of a count that is not a multiple of 4). */
+static double sums_nhwc_one(const float *x, size_t n, size_t stride, const double *centre)
+{
+    double a[16] = {0}, tail = 0.0, mid = centre ? *centre : 0.0;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) {
+            double d = x[(i + (size_t)j) * stride];
+            if (centre) {
+                d = d - mid;
+                d = d * d;
+            }
+            a[j] = a[j] + d;
+        }
+    for (; i < n; i++) {
+        double v = x[i * stride];
+        tail += centre ? (v - mid) * (v - mid) : v;
+    }
+    double t[4];
+    for (int l = 0; l < 4; l++)
+        t[l] = (a[l] + a[4 + l]) + (a[8 + l] + a[12 + l]);
+    return ((t[0] + t[1]) + (t[2] + t[3])) + tail;
+}
+
+/* out[c] = sum over the pixels of x[c], or with centre of (x[c] - centre[c])^2 */
+static void bn_sums_nhwc(const float *x, size_t n, size_t stride, int channels,
+                         const double *centre, double *out)
+{
+    int c = 0;
+    for (; c + 16 <= channels; c += 16)
+        sums_nhwc_block(x + c, n, stride, centre ? centre + c : NULL, 4, out + c);
+    for (; c + 4 <= channels; c += 4)
+        sums_nhwc_block(x + c, n, stride, centre ? centre + c : NULL, 1, out + c);
+    for (; c < channels; c++)
+        out[c] = sums_nhwc_one(x + c, n, stride, centre ? centre + c : NULL);
+}
+
+/* sums[0 .. 4 NV) = sum dy, centred[0 .. 4 NV) = sum dy (x - mean), for the channels at x
+ * and dy, the pixels in order as in sums_nhwc_block */
+DG_INLINE void grad_sums_nhwc_block(const float *x, const float *dy, size_t n, size_t stride,
+                                    const double *mean, const int NV, double *sums,
+                                    double *centred)
+{
+    vd4 pa[16 * 4], pb[16 * 4], mu[4], ta[4], tb[4];
+    for (int j = 0; j < 16 * NV; j++)
+        pa[j] = pb[j] = (vd4){0};
+    for (int v = 0; v < NV; v++) {
+        ta[v] = tb[v] = (vd4){0};
+        mu[v] = (vd4){mean[4 * v], mean[4 * v + 1], mean[4 * v + 2], mean[4 * v + 3]};
+    }
+    size_t n16 = n / 16 * 16;
+    for (size_t i = 0; i < n16; i += 16)
+        for (int j = 0; j < 16; j++)
+            for (int v = 0; v < NV; v++) {
+                vd4 g, xv;
+                size_t at = (i + (size_t)j) * stride + 4 * (size_t)v;
+                load4d(dy + at, &g);
+                load4d(x + at, &xv);
+                pa[j * NV + v] = pa[j * NV + v] + g;
+                pb[j * NV + v] = pb[j * NV + v] + g * (xv - mu[v]);
+            }
+    for (size_t i = n16; i < n; i++)
+        for (int v = 0; v < NV; v++) {
+            vd4 g, xv;
+            load4d(dy + i * stride + 4 * v, &g);
+            load4d(x + i * stride + 4 * v, &xv);
+            ta[v] = ta[v] + g;
+            tb[v] = tb[v] + g * (xv - mu[v]);
+        }
+    for (int v = 0; v < NV; v++) {
+        vd4 ra, rb;
+        partials_sum4(pa + v, (size_t)NV, &ta[v], &ra);
+        partials_sum4(pb + v, (size_t)NV, &tb[v], &rb);
+        for (int l = 0; l < 4; l++) {
+            sums[4 * v + l] = ra[l];
+            centred[4 * v + l] = rb[l];
+        }
+    }
+}
+
+/* sums[c] = sum dy[c], sums[channels + c] = sum dy[c] (x[c] - mean[c]) */
+static void bn_grad_sums_nhwc(const float *x, const float *dy, size_t n, size_t stride,
+                              int channels, const double *mean, double *sums)
+{
+    int c = 0;
+    for (; c + 16 <= channels; c += 16)
+        grad_sums_nhwc_block(x + c, dy + c, n, stride, mean + c, 4, sums + c,
+                             sums + channels + c);
+    for (; c + 4 <= channels; c += 4)
+        grad_sums_nhwc_block(x + c, dy + c, n, stride, mean + c, 1, sums + c,
+                             sums + channels + c);
+    for (; c < channels; c++) {
+        double a[16] = {0}, b[16] = {0}, ta = 0.0, tb = 0.0;
+        size_t i = 0;
+        for (; i + 16 <= n; i += 16)
+            for (int j = 0; j < 16; j++) {
+                double g = dy[(i + (size_t)j) * stride + c];
+                double xv = x[(i + (size_t)j) * stride + c];
+                a[j] = a[j] + g;
+                b[j] = b[j] + g * (xv - mean[c]);
+            }
+        for (; i < n; i++) {
+            ta += dy[i * stride + c];
+            tb += dy[i * stride + c] * (x[i * stride + c] - mean[c]);
+        }
+        double t[4], u[4];
+        for (int l = 0; l < 4; l++) {
+            t[l] = (a[l] + a[4 + l]) + (a[8 + l] + a[12 + l]);
+            u[l] = (b[l] + b[4 + l]) + (b[8 + l] + b[12 + l]);
+        }
+        sums[c] = ((t[0] + t[1]) + (t[2] + t[3])) + ta;
+        sums[channels + c] = ((u[0] + u[1]) + (u[2] + u[3])) + tb;
+    }
+}
+
+/* y[c] = x[c] scale[c] + shift[c], in double, rounded once */
+static void bn_affine_nhwc(const float *x, size_t n, size_t stride, int channels,
+                           const double *scale, const double *shift, float *y)
+{
+    int c4 = channels / 4 * 4;
+    for (size_t i = 0; i < n; i++) {
+        const float *xi = x + i * stride;
+        float *yi = y + i * stride;
+        for (int c = 0; c < c4; c += 4) {
+            vd4 v, sc, sh;
+            memcpy(&sc, scale + c, sizeof sc);
+            memcpy(&sh, shift + c, sizeof sh);
+            load4d(xi + c, &v);
+            v = v * sc + sh;
+            store4f(yi + c, &v);
+        }
+        for (int c = c4; c < channels; c++)
+            yi[c] = (float)((double)xi[c] * scale[c] + shift[c]);
+    }
+}
+
+/* bn_input_grad per channel: k[j * channels + c] is channel c's j-th of (mean, invstd,
+ * scale, mean_dy, mean_dy_xhat) */
+static void bn_input_grad_nhwc(const float *x, const float *dy, size_t n, size_t stride,
+                               int channels, const double *k, float *dx)
+{
+    int c4 = channels / 4 * 4;
+    const double *mean = k, *invstd = k + channels, *scale = k + 2 * (size_t)channels;
+    const double *mean_dy = k + 3 * (size_t)channels, *mean_dy_xhat = k + 4 * (size_t)channels;
+    for (size_t i = 0; i < n; i++) {
+        const float *xi = x + i * stride, *gi = dy + i * stride;
+        float *di = dx + i * stride;
+        for (int c = 0; c < c4; c += 4) {
+            vd4 mu, is, sc, md, mx, xv, g;
+            memcpy(&mu, mean + c, sizeof mu);
+            memcpy(&is, invstd + c, sizeof is);
+            memcpy(&sc, scale + c, sizeof sc);
+            memcpy(&md, mean_dy + c, sizeof md);
+            memcpy(&mx, mean_dy_xhat + c, sizeof mx);
+            load4d(xi + c, &xv);
+            load4d(gi + c, &g);
+            vd4 xhat = (xv - mu) * is;
+            vd4 out = sc * (g - md - xhat * mx);
+            store4f(di + c, &out);
+        }
+        for (int c = c4; c < channels; c++) {
+            double xhat = (xi[c] - mean[c]) * invstd[c];
+            di[c] = (float)(scale[c] * (gi[c] - mean_dy[c] - xhat * mean_dy_xhat[c]));
+        }
+    }
+}
+
 /* ---- element loops ---- */
 
 /* DG_W Philox blocks (4 * DG_W elements) at a time: block b of an iteration gives elements
  * 4b .. 4b + 3 (its four output words), exactly as dg_rng_bits. */
-static void dropout(size_t begin, size_t end, float rate, const struct dg_dropout_key *key,
-                    const float *in, float *out)
+/* in and out at element `begin` (out[i - begin] for element i) */
+DG_INLINE void dropout_core(size_t begin, size_t end, float rate,
+                            const struct dg_dropout_key *key, const float *in, float *out)
 {
     const vu m0 = (vu){0} + 0xD2511F53u, m1 = (vu){0} + 0xCD9E8D57u;
     const vf keep = vset1(1.0f / (1.0f - rate));
@@ -649,7 +879,8 @@ static void dropout(size_t begin, size_t end, float rate, const struct dg_dropou
         lanes[l] = (uint32_t)l;
     size_t i = begin;
     for (; i % 4 && i < end; i++)
-        out[i] = in[i] * dg_dropout_scale(rate, key->seed, key->layer, key->epoch, key->step, i);
+        out[i - begin] = in[i - begin] * dg_dropout_scale(rate, key->seed, key->layer,
+                                                          key->epoch, key->step, i);
     const size_t group = 4 * DG_W;
     for (; i + group <= end && (i >> 34) == ((i + group - 1) >> 34); i += group) {
         vu c0 = lanes + (uint32_t)(i >> 2);
@@ -679,10 +910,24 @@ static void dropout(size_t begin, size_t end, float rate, const struct dg_dropou
         vf c = vzip_lo(scale[1], scale[3]), d = vzip_hi(scale[1], scale[3]);
         const vf ordered[4] = {vzip_lo(a, c), vzip_hi(a, c), vzip_lo(b, d), vzip_hi(b, d)};
         for (int v = 0; v < 4; v++)
-            vstore(out + i + (size_t)v * DG_W, vload(in + i + (size_t)v * DG_W) * ordered[v]);
+            vstore(out + (i - begin) + (size_t)v * DG_W,
+                   vload(in + (i - begin) + (size_t)v * DG_W) * ordered[v]);
     }
     for (; i < end; i++)
-        out[i] = in[i] * dg_dropout_scale(rate, key->seed, key->layer, key->epoch, key->step, i);
+        out[i - begin] = in[i - begin] * dg_dropout_scale(rate, key->seed, key->layer,
+                                                          key->epoch, key->step, i);
+}
+
+static void dropout(size_t begin, size_t end, float rate, const struct dg_dropout_key *key,
+                    const float *in, float *out)
+{
+    dropout_core(begin, end, rate, key, in + begin, out + begin);
+}
+
+static void dropout_at(size_t begin, size_t end, float rate, const struct dg_dropout_key *key,
+                       const float *in, float *out)
+{
+    dropout_core(begin, end, rate, key, in, out);
 }
 
 /* 2n floats from p (n <= DG_W) as two vectors, the lanes past them zero. */
@@ -954,7 +1199,12 @@ const struct dg_cpu_isa_ops DG_ISA_TABLE = {
     .bn_grad_sums = bn_grad_sums,
     .bn_affine = bn_affine,
     .bn_input_grad = bn_input_grad,
+    .bn_sums_nhwc = bn_sums_nhwc,
+    .bn_grad_sums_nhwc = bn_grad_sums_nhwc,
+    .bn_affine_nhwc = bn_affine_nhwc,
+    .bn_input_grad_nhwc = bn_input_grad_nhwc,
     .dropout = dropout,
+    .dropout_at = dropout_at,
     .maxpool_fwd = maxpool_fwd,
     .maxpool_bwd = maxpool_bwd,
     .rmsprop = rmsprop,
