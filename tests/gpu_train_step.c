@@ -517,7 +517,9 @@ int main(void)
     struct dg_cuda_options options = {0, DG_MATH_FP32, 0, 0};
     int layer_count = 0;
     const struct dg_layer_spec *specs = dg_arch_reference(&layer_count);
-    if (dg_backend_cpu_create(0, &cpu) != DG_OK ||
+    /* the CPU nets in NCHW, as the GPU's: the steps compare and copy activations between
+     * the two sides as they lie in memory (NHWC CPU nets give the same bits, test_layout) */
+    if (dg_backend_cpu_create(0, &cpu) != DG_OK || dg_backend_cpu_set_layout(cpu, 0) != DG_OK ||
         dg_backend_cuda_create(&options, &gpu) != DG_OK ||
         dg_model_build(&model, specs, layer_count) != DG_OK) {
         fprintf(stderr, "gpu_train_step: %s\n", dg_error_message());

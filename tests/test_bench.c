@@ -911,10 +911,11 @@ START_TEST(runner_reports_what_the_settings_ask)
     ck_assert_str_eq(cpu->layers[0].name, "conv1");
     ck_assert_str_eq(cpu->layers[11].name, "dense2");
     ck_assert_int_eq(cpu->layers[0].forward_ms.count, 2);
-    /* flatten issues no op: exactly 0 */
+    /* flatten of the CPU's NHWC net transposes to NCHW and back: timed both ways (in an
+     * NCHW net it passes its tensor through, and the timer leaves such layers at 0) */
     ck_assert_str_eq(cpu->layers[8].name, "flatten1");
-    ck_assert_double_eq(cpu->layers[8].forward_ms.max, 0.0);
-    ck_assert_double_eq(cpu->layers[8].backward_ms.max, 0.0);
+    ck_assert(cpu->layers[8].forward_ms.max > 0.0);
+    ck_assert(cpu->layers[8].backward_ms.max > 0.0);
     ck_assert(cpu->step_ms.median > 0.0);
     ck_assert(cpu->net_peak_bytes >= 3u * 887530u * sizeof(float));
     ck_assert_int_eq(cpu->have_device_memory, 0); /* no device_memory entry on the CPU */

@@ -70,8 +70,7 @@ struct dg_net {
     /* 1 when the backend runs activations in NHWC (its nhwc op): the tensors of layers with
      * more than one pixel are (batch, h, w, c) from the input to flatten (which transposes to
      * the NCHW order of the dense layers) or global average pooling; act[0] (one channel) and
-     * the flat tensors are the same either way. dg_net_layer_nchw gives a layer's output in
-     * NCHW. */
+     * the flat tensors are the same either way (dg_net_nhwc_at tells which are NHWC). */
     int nhwc;
     float *probs;
     float *dlogits;
@@ -120,6 +119,10 @@ enum dg_status dg_net_create(struct dg_backend *be, const struct dg_model *model
 void dg_net_free(struct dg_net *net);
 
 /* Copies model->params to the backend (and zeroes the optimizer's state when reset_rms). */
+/* 1 when the output (input: 0) or the input (1) of layer `layer`, and its gradient, are NHWC
+ * in this net (struct dg_net's nhwc), 0 when they are NCHW or flat. */
+int dg_net_nhwc_at(const struct dg_net *net, int layer, int input);
+
 enum dg_status dg_net_upload_params(struct dg_net *net, const float *host_params, int reset_rms);
 enum dg_status dg_net_download_params(struct dg_net *net, float *host_params);
 /* The RMSprop accumulators (param_count floats), for checkpoints. */

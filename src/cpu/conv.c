@@ -345,6 +345,15 @@ void dg_cpu_conv_pack_image(const struct conv_plan *p, const float *src, int c, 
     }
 }
 
+const float *dg_cpu_conv_image(const struct conv_plan *p, const float *src, int c, int h, int w,
+                               int pad, int hp, int wp, float *dst)
+{
+    if (p->s.nhwc && pad == 0 && hp == h && wp == w)
+        return src;
+    dg_cpu_conv_pack_image(p, src, c, h, w, pad, hp, wp, dst);
+    return dst;
+}
+
 void dg_cpu_conv_store_pixels(const struct conv_plan *p, const float *src, int couts, int count,
                               float *out, size_t at, size_t plane, int c0, int channels)
 {

@@ -17,6 +17,12 @@ struct pack_job {
     const float *x, *dy;
 };
 
+/* NHWC plans without padding read x itself (the copy would be the same floats). */
+static int direct_x(const struct conv_plan *p)
+{
+    return p->s.nhwc && p->pad == 0 && p->hp == p->s.height && p->wp == p->s.width;
+}
+
 static void pack_task(void *ctx, int thread, int threads)
 {
     const struct pack_job *job = ctx;
@@ -28,9 +34,10 @@ static void pack_task(void *ctx, int thread, int threads)
     size_t n0, n1;
     dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
     for (size_t n = n0; n < n1; n++) {
-        dg_cpu_conv_pack_image(p, job->x + n * s->in_channels * hw, s->in_channels, s->height,
-                               s->width, p->pad, p->hp, p->wp,
-                               p->xpad + n * padded * s->in_channels);
+        if (!direct_x(p))
+            dg_cpu_conv_pack_image(p, job->x + n * s->in_channels * hw, s->in_channels,
+                                   s->height, s->width, p->pad, p->hp, p->wp,
+                                   p->xpad + n * padded * s->in_channels);
         if (!s->nhwc)
             dg_cpu_conv_pack_image(p, job->dy + n * s->out_channels * ohw, s->out_channels, oh,
                                    ow, 0, oh, ow, p->gpad + n * ohw * s->out_channels);
@@ -47,6 +54,7 @@ static void direct_task(void *ctx, int thread, int threads)
     size_t ihw = (size_t)job->ih * job->iw, ohw = (size_t)oh * ow;
     float *tile = p->tiles + p->tiles_per_thread * (size_t)thread;
     float *image = p->xpriv + p->priv_floats * (size_t)thread;
+    const float *img = image;
     size_t packed = (size_t)-1;
     size_t r0, r1;
     dg_cpu_split((size_t)s->batch * oh, 1, thread, threads, &r0, &r1);
@@ -54,11 +62,11 @@ static void direct_task(void *ctx, int thread, int threads)
         size_t n = unit / (size_t)oh;
         int y = (int)(unit % (size_t)oh);
         if (n != packed) {
-            dg_cpu_conv_pack_image(p, job->in + n * job->cin * ihw, job->cin, job->ih, job->iw,
-                                   job->pad, job->hp, job->wp, image);
+            img = dg_cpu_conv_image(p, job->in + n * job->cin * ihw, job->cin, job->ih, job->iw,
+                                    job->pad, job->hp, job->wp, image);
             packed = n;
         }
-        const float *row = image + (size_t)y * stride * row_stride;
+        const float *row = img + (size_t)y * stride * row_stride;
         float *out_image = job->out + n * job->cout * ohw;
         for (int c0 = 0; c0 < job->cout; c0 += 32) {
             int couts = job->cout - c0 < 32 ? job->cout - c0 : 32;
@@ -90,7 +98,7 @@ static void filter_task(void *ctx, int thread, int threads)
     dg_cpu_split(filter_tile_count(s), 1, thread, threads, &t0, &t1);
     memset(acc, 0, sizeof(float) * (t1 - t0) * DG_TILE_ROWS * 32);
     for (int n = 0; n < s->batch; n++) {
-        const float *xp = p->xpad + (size_t)n * image_stride;
+        const float *xp = (direct_x(p) ? job->x : p->xpad) + (size_t)n * image_stride;
         const float *g = (s->nhwc ? job->dy : p->gpad) + (size_t)n * ohw * cout;
         for (size_t t = t0; t < t1; t++) {
             int ky, row0, rows, cout0, couts;

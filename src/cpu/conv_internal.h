@@ -160,6 +160,11 @@ void dg_cpu_conv_pack_padded(const struct dg_cpu_isa_ops *isa, const float *src,
 void dg_cpu_conv_pack_image(const struct conv_plan *p, const float *src, int c, int h, int w,
                             int pad, int hp, int wp, float *dst);
 
+/* The image src as dg_cpu_conv_pack_image would copy it into dst: src itself where the plan is
+ * NHWC and there is no padding (pad 0, hp = h, wp = w), else dst after the copy. */
+const float *dg_cpu_conv_image(const struct conv_plan *p, const float *src, int c, int h, int w,
+                               int pad, int hp, int wp, float *dst);
+
 /* Pixels [at, at + count) of the image `out` (`plane` pixels of `channels` channels, in the
  * plan's layout), channels [c0, c0 + couts) <- src (count, couts) NHWC. */
 void dg_cpu_conv_store_pixels(const struct conv_plan *p, const float *src, int couts, int count,

@@ -137,11 +137,12 @@ static void wino_conv_task(void *ctx, int thread, int threads)
         }
         int per_piece = rows * cols, count = pieces * per_piece;
         for (int piece = 0; piece < pieces; piece++) {
-            dg_cpu_conv_pack_image(p, job->in + (n0 + (size_t)piece) * cin * ihw, cin, job->ih,
-                                   job->iw, job->pad, job->hp, job->wp, image);
+            const float *img =
+                dg_cpu_conv_image(p, job->in + (n0 + (size_t)piece) * cin * ihw, cin, job->ih,
+                                  job->iw, job->pad, job->hp, job->wp, image);
             for (int t = 0; t < per_piece; t++) {
                 int tr = tr0 + t / cols, tc = tc0 + t % cols;
-                p->isa->wino_input(image + (size_t)tr * m * row_stride + (size_t)tc * m * cin,
+                p->isa->wino_input(img + (size_t)tr * m * row_stride + (size_t)tc * m * cin,
                                    row_stride, cin, v + (size_t)(piece * per_piece + t) * cin,
                                    xi_v);
             }
@@ -151,13 +152,17 @@ static void wino_conv_task(void *ctx, int thread, int threads)
                 p->isa->conv_row(v + xi * xi_v, 0, cin, cin, 1,
                                  job->wpack + (size_t)xi * cin * cout + co, cout, 32, count, NULL,
                                  0, prod + xi * xi_m + (size_t)co * DG_TILE_PIXELS);
-        size_t out_row = (size_t)cols * m * cout;
         int y0 = tr0 * m, x0 = tc0 * m;
         int valid_cols = w - x0 < cols * m ? w - x0 : cols * m;
+        /* NHWC outputs whose tiles lie inside the image take the tiles where they belong */
+        int in_place = s->nhwc && y0 + rows * m <= h && x0 + cols * m <= w;
+        size_t out_row = in_place ? (size_t)w * cout : (size_t)cols * m * cout;
         for (int piece = 0; piece < pieces; piece++) {
+            float *out = job->out + (n0 + (size_t)piece) * cout * hw;
+            float *tiles = in_place ? out + ((size_t)y0 * w + (size_t)x0) * cout : rows_out;
             for (int t = 0; t < per_piece; t++) {
                 float *dst =
-                    rows_out + (size_t)(t / cols) * m * out_row + (size_t)(t % cols) * m * cout;
+                    tiles + (size_t)(t / cols) * m * out_row + (size_t)(t % cols) * m * cout;
                 size_t at = (size_t)(piece * per_piece + t) * 32;
                 for (int co = 0; co < cout; co += 16)
                     p->isa->wino_output(m, prod + (size_t)(co / 32) * 32 * DG_TILE_PIXELS + at +
@@ -165,7 +170,8 @@ static void wino_conv_task(void *ctx, int thread, int threads)
                                         xi_m, job->bias ? job->bias + co : NULL, job->relu,
                                         dst + co, out_row, (size_t)cout);
             }
-            float *out = job->out + (n0 + (size_t)piece) * cout * hw;
+            if (in_place)
+                continue;
             int last = y0 + rows * m < h ? y0 + rows * m : h;
             if (x0 == 0 && valid_cols == w && cols * m == w) {
                 /* whole rows, as wide as the image: one run of pixels, as in NCHW */
@@ -221,6 +227,7 @@ static void wino_filter_task(void *ctx, int thread, int threads)
         /* the slot's tiles in order, (image, tile row, tile column); a chunk ends at an image's
          * end for "same" plans */
         size_t span = (n1 - n0) * tiles, packed = (size_t)-1;
+        const float *ximg = image, *gimg = grad;
         for (size_t q0 = 0; q0 < span;) {
             size_t q1 = span - q0 < DG_WINO_FILTER_CHUNK ? span : q0 + DG_WINO_FILTER_CHUNK;
             if (!s->valid && q1 > (q0 / tiles + 1) * tiles)
@@ -229,18 +236,18 @@ static void wino_filter_task(void *ctx, int thread, int threads)
             for (int t = 0; t < count; t++) {
                 size_t n = n0 + (q0 + (size_t)t) / tiles, in_image = (q0 + (size_t)t) % tiles;
                 if (n != packed) {
-                    dg_cpu_conv_pack_image(p, job->x + n * cin * hw, cin, h, w, p->pad, p->hp,
-                                           p->wp, image);
-                    dg_cpu_conv_pack_image(p, job->dy + n * cout * ohw, cout, oh, ow, 0,
-                                           p->th * m, p->tw * m, grad);
-                    p->isa->channel_sums(grad, (size_t)p->th * m * p->tw * m, cout,
+                    ximg = dg_cpu_conv_image(p, job->x + n * cin * hw, cin, h, w, p->pad, p->hp,
+                                             p->wp, image);
+                    gimg = dg_cpu_conv_image(p, job->dy + n * cout * ohw, cout, oh, ow, 0,
+                                             p->th * m, p->tw * m, grad);
+                    p->isa->channel_sums(gimg, (size_t)p->th * m * p->tw * m, cout,
                                          p->db_part + n * cout);
                     packed = n;
                 }
                 int tr = (int)(in_image / (size_t)p->tw), tc = (int)(in_image % (size_t)p->tw);
-                p->isa->wino_input(image + (size_t)tr * m * row_stride + (size_t)tc * m * cin,
+                p->isa->wino_input(ximg + (size_t)tr * m * row_stride + (size_t)tc * m * cin,
                                    row_stride, cin, v + (size_t)t * cin, xi_v);
-                p->isa->wino_grad(m, grad + (size_t)tr * m * grow + (size_t)tc * m * cout, grow,
+                p->isa->wino_grad(m, gimg + (size_t)tr * m * grow + (size_t)tc * m * cout, grow,
                                   cout, z + (size_t)t * cout, xi_z);
             }
             for (int xi = 0; xi < DG_WINO_XI; xi++)

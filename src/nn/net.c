@@ -48,6 +48,13 @@ static int nhwc_out(const struct dg_net *net, const struct dg_layer *layer, int 
            layer->spec.kind != DG_LAYER_DENSE && layer->out_h * layer->out_w > 1;
 }
 
+int dg_net_nhwc_at(const struct dg_net *net, int layer, int input)
+{
+    if (layer < 0 || layer >= net->model->layer_count)
+        return 0;
+    return nhwc_out(net, &net->model->layers[layer], input);
+}
+
 static struct dg_dropout_key dropout_key(const struct dg_net *net, const struct dg_layer *layer,
                                          const struct dg_net_mode *mode)
 {

@@ -69,33 +69,93 @@ static void print_row(struct run *r, const char *layer, const char *what, const 
     fprintf(r->out, "\n");
 }
 
+/* The layouts of a compared tensor: NHWC on either side (dg_net_nhwc_at) of images of
+ * `channels` x `spatial`; NULL: flat or NCHW on both. */
+struct layout {
+    int ref_nhwc, cand_nhwc;
+    int channels, spatial;
+};
+
+/* t, `count` floats of images (channels, spatial), NHWC to NCHW (to_nhwc 0) or back. */
+static enum dg_status relayout(float *t, size_t count, int channels, int spatial, int to_nhwc)
+{
+    size_t c = (size_t)channels, sp = (size_t)spatial, image = c * sp;
+    float *copy = malloc(count * sizeof(float));
+    if (!copy)
+        return dg_error(DG_ERR_NOMEM, "compare: out of memory");
+    memcpy(copy, t, count * sizeof(float));
+    for (size_t n = 0; n < count / image; n++)
+        for (size_t p = 0; p < sp; p++)
+            for (size_t ch = 0; ch < c; ch++) {
+                size_t nhwc = n * image + p * c + ch, nchw = n * image + ch * sp + p;
+                if (to_nhwc)
+                    t[nhwc] = copy[nchw];
+                else
+                    t[nchw] = copy[nhwc];
+            }
+    free(copy);
+    return DG_OK;
+}
+
 /* Compares `count` floats of the candidate (cand_ptr) with the reference's (host copy
- * `ref_host`, or ref_ptr downloaded when ref_host is NULL); with `adopt`, then overwrites the
- * candidate's with the reference's. */
-static enum dg_status compare_tensor(struct run *r, const char *layer, const char *what,
-                                     const float *ref_ptr, const float *ref_host, float *cand_ptr,
-                                     size_t count, const struct dg_tolerance *tol, int adopt)
+ * `ref_host`, or ref_ptr downloaded when ref_host is NULL), both in NCHW order whatever each
+ * side's layout (lay); with `adopt`, then overwrites the candidate's with the reference's. */
+static enum dg_status compare_tensor_in(struct run *r, const char *layer, const char *what,
+                                        const float *ref_ptr, const float *ref_host,
+                                        float *cand_ptr, size_t count,
+                                        const struct dg_tolerance *tol, int adopt,
+                                        const struct layout *lay)
 {
     struct dg_backend *rb = r->ref->be, *cb = r->cand->be;
     float *a = malloc(count * sizeof(float));
-    float *b = ref_host ? NULL : malloc(count * sizeof(float));
+    float *b = malloc(count * sizeof(float));
     enum dg_status status = DG_OK;
-    if (!a || (!ref_host && !b)) {
+    if (!a || !b) {
         status = dg_error(DG_ERR_NOMEM, "compare: out of memory");
         goto done;
     }
-    if (!ref_host && (status = rb->ops->download(rb, b, ref_ptr, count * sizeof(float))) != DG_OK)
+    if (ref_host)
+        memcpy(b, ref_host, count * sizeof(float));
+    else if ((status = rb->ops->download(rb, b, ref_ptr, count * sizeof(float))) != DG_OK)
         goto done;
     if ((status = cb->ops->download(cb, a, cand_ptr, count * sizeof(float))) != DG_OK)
         goto done;
-    const float *want = ref_host ? ref_host : b;
-    print_row(r, layer, what, a, want, count, tol);
-    if (adopt && memcmp(a, want, count * sizeof(float)) != 0)
-        status = cb->ops->upload(cb, cand_ptr, want, count * sizeof(float));
+    if (lay && lay->ref_nhwc &&
+        (status = relayout(b, count, lay->channels, lay->spatial, 0)) != DG_OK)
+        goto done;
+    if (lay && lay->cand_nhwc &&
+        (status = relayout(a, count, lay->channels, lay->spatial, 0)) != DG_OK)
+        goto done;
+    print_row(r, layer, what, a, b, count, tol);
+    if (adopt && memcmp(a, b, count * sizeof(float)) != 0) {
+        if (lay && lay->cand_nhwc &&
+            (status = relayout(b, count, lay->channels, lay->spatial, 1)) != DG_OK)
+            goto done;
+        status = cb->ops->upload(cb, cand_ptr, b, count * sizeof(float));
+    }
 done:
     free(a);
     free(b);
     return status;
+}
+
+static enum dg_status compare_tensor(struct run *r, const char *layer, const char *what,
+                                     const float *ref_ptr, const float *ref_host, float *cand_ptr,
+                                     size_t count, const struct dg_tolerance *tol, int adopt)
+{
+    return compare_tensor_in(r, layer, what, ref_ptr, ref_host, cand_ptr, count, tol, adopt,
+                             NULL);
+}
+
+/* The layouts of layer i's output (input 0) or input (1) in the two nets. */
+static struct layout layout_at(const struct run *r, int i, int input)
+{
+    const struct dg_layer *layer = &r->ref->net->model->layers[i];
+    struct layout lay = {dg_net_nhwc_at(r->ref->net, i, input),
+                         dg_net_nhwc_at(r->cand->net, i, input),
+                         input ? layer->in_c : layer->out_c,
+                         input ? layer->in_h * layer->in_w : layer->out_h * layer->out_w};
+    return lay;
 }
 
 static int is_matmul(const struct dg_layer *layer)
@@ -258,8 +318,9 @@ static enum dg_status snapshot_hook(void *ctx, int i, int backward, int end)
 {
     struct run *r = ctx;
     struct dg_net *net = r->ref->net;
-    if (!backward || !end || i <= 0 || i >= net->model->layer_count ||
-        net->dout[i] == net->dout[i + 1])
+    /* every layer's, also where the reference passes the gradient through (flatten of an
+     * NCHW net): the candidate may not (flatten of an NHWC net transposes it) */
+    if (!backward || !end || i <= 0 || i >= net->model->layer_count)
         return DG_OK;
     size_t count = in_count(&net->model->layers[i], r->n);
     if (!r->snap[i] && !(r->snap[i] = malloc(count * sizeof(float))))
@@ -288,12 +349,15 @@ static enum dg_status compare_hook(void *ctx, int i, int backward, int end)
     if (!backward) {
         if (cn->out[i + 1] == cn->out[i])
             return DG_OK;
-        return compare_tensor(r, layer->name, "output", rn->out[i + 1], NULL, cn->out[i + 1],
-                              out_count(layer, r->n), forward_tolerance(r, layer), 1);
+        struct layout lay = layout_at(r, i, 0);
+        return compare_tensor_in(r, layer->name, "output", rn->out[i + 1], NULL, cn->out[i + 1],
+                                 out_count(layer, r->n), forward_tolerance(r, layer), 1, &lay);
     }
+    struct layout lay = layout_at(r, i, 1);
     if (i > 0 && cn->dout[i] != cn->dout[i + 1] &&
-        (status = compare_tensor(r, layer->name, "grad_in", NULL, r->snap[i], cn->dout[i],
-                                 in_count(layer, r->n), backward_tolerance(r, layer), 1)) != DG_OK)
+        (status = compare_tensor_in(r, layer->name, "grad_in", NULL, r->snap[i], cn->dout[i],
+                                    in_count(layer, r->n), backward_tolerance(r, layer), 1,
+                                    &lay)) != DG_OK)
         return status;
     if (layer->weight_count &&
         ((status = compare_tensor(r, layer->name, "grad_w", rn->grads + layer->weight_offset, NULL,
