@@ -282,9 +282,10 @@ static void bias_grad_task(void *ctx, int thread, int threads)
     }
 }
 
-/* The same sums of NHWC dy: per channel the same additions in the same order, blocks of 64
- * channels (split across threads) advancing together across the pixels. */
-#define DG_BIAS_BLOCK 64
+/* The same sums of NHWC dy: per channel the same additions in the same order, blocks of 16
+ * channels (a cache line of each pixel; split across threads) advancing together across the
+ * pixels. */
+#define DG_BIAS_BLOCK 16
 static void bias_grad_nhwc_task(void *ctx, int thread, int threads)
 {
     const struct bias_grad_job *job = ctx;

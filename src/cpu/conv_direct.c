@@ -122,16 +122,28 @@ static void filter_task(void *ctx, int thread, int threads)
 
 /* ---- the passes ---- */
 
-static void direct_pack_weights(struct conv_plan *p, const float *w, int flip)
+struct pack_weights_job {
+    struct conv_plan *p;
+    const float *w;
+    int flip;
+};
+
+/* wpack (k, k, cin, cout) <- w (cout, cin, k, k), or flipped (k, k, cout, cin) for backward
+ * data; output channels split across threads. */
+static void pack_weights_task(void *ctx, int thread, int threads)
 {
+    const struct pack_weights_job *job = ctx;
+    struct conv_plan *p = job->p;
     const struct dg_conv_shape *s = &p->s;
     int k = s->kernel, cin = s->in_channels, cout = s->out_channels;
-    for (int co = 0; co < cout; co++)
+    size_t c0, c1;
+    dg_cpu_split((size_t)cout, 1, thread, threads, &c0, &c1);
+    for (int co = (int)c0; co < (int)c1; co++)
         for (int ci = 0; ci < cin; ci++)
             for (int ky = 0; ky < k; ky++)
                 for (int kx = 0; kx < k; kx++) {
-                    float v = w[(((size_t)co * cin + ci) * k + ky) * k + kx];
-                    if (flip)
+                    float v = job->w[(((size_t)co * cin + ci) * k + ky) * k + kx];
+                    if (job->flip)
                         p->wpack[((size_t)((k - 1 - ky) * k + (k - 1 - kx)) * cout + co) * cin +
                                  ci] = v;
                     else
@@ -139,11 +151,18 @@ static void direct_pack_weights(struct conv_plan *p, const float *w, int flip)
                 }
 }
 
+static void direct_pack_weights(struct dg_cpu *cpu, struct conv_plan *p, const float *w,
+                                int flip)
+{
+    struct pack_weights_job job = {p, w, flip};
+    dg_cpu_threads_run(cpu->pool, pack_weights_task, &job);
+}
+
 void dg_cpu_direct_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x, const float *w,
                        const float *bias, float *y, int relu)
 {
     const struct dg_conv_shape *s = &p->s;
-    direct_pack_weights(p, w, 0);
+    direct_pack_weights(cpu, p, w, 0);
     struct direct_job job = {p,     x,     p->wpack, bias,  y,     s->in_channels,
                              s->out_channels, relu, s->height, s->width, p->pad, p->hp,
                              p->wp, dg_conv_out_height(s), dg_conv_out_width(s),
@@ -156,7 +175,7 @@ void dg_cpu_direct_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const float
 {
     (void)bias, (void)relu;
     const struct dg_conv_shape *s = &p->s;
-    direct_pack_weights(p, w, 1);
+    direct_pack_weights(cpu, p, w, 1);
     struct direct_job job = {p,
                              dy,
                              p->wpack,

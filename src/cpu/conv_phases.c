@@ -117,18 +117,29 @@ static void pack_input_nhwc_task(void *ctx, int thread, int threads)
         const float *x = job->src + n * (size_t)h * w * cin;
         float *out = job->dst + n * (size_t)t->height * t->width * t->in_channels;
         for (int i = 0; i < t->height; i++)
-            for (int j = 0; j < t->width; j++, out += t->in_channels)
+            for (int j = 0; j < t->width; j++, out += t->in_channels) {
+                const float *in[4];
+                int inside = 1;
                 for (int ab = 0; ab < 4; ab++) {
                     int y = 2 * i + ab / 2 - pad, col = 2 * j + ab % 2 - pad;
-                    if (y < 0 || y >= h || col < 0 || col >= w) {
-                        for (int c = 0; c < cin; c++)
-                            out[4 * c + ab] = 0.0f;
-                        continue;
-                    }
-                    const float *in = x + ((size_t)y * w + (size_t)col) * cin;
-                    for (int c = 0; c < cin; c++)
-                        out[4 * c + ab] = in[c];
+                    in[ab] = y < 0 || y >= h || col < 0 || col >= w
+                                 ? NULL
+                                 : x + ((size_t)y * w + (size_t)col) * cin;
+                    inside &= in[ab] != NULL;
                 }
+                if (inside) { /* the four pixels interleaved, channel by channel */
+                    for (int c = 0; c < cin; c++) {
+                        out[4 * c] = in[0][c];
+                        out[4 * c + 1] = in[1][c];
+                        out[4 * c + 2] = in[2][c];
+                        out[4 * c + 3] = in[3][c];
+                    }
+                    continue;
+                }
+                for (int ab = 0; ab < 4; ab++)
+                    for (int c = 0; c < cin; c++)
+                        out[4 * c + ab] = in[ab] ? in[ab][c] : 0.0f;
+            }
     }
 }
 
@@ -144,16 +155,34 @@ static void unpack_input_nhwc_task(void *ctx, int thread, int threads)
     dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
     for (size_t n = n0; n < n1; n++) {
         float *dx = job->dst + n * (size_t)h * w * cin;
-        const float *phases =
+        const float *in =
             job->src + n * (size_t)sub->bwd_h * sub->bwd_w * (size_t)phase_channels;
-        for (int y = 0; y < h; y++)
-            for (int col = 0; col < w; col++, dx += cin) {
-                int i = (y + pad) / 2 - lo, ab = (y + pad) % 2 * 2 + (col + pad) % 2;
-                int j = (col + pad) / 2 - lo;
-                const float *in =
-                    phases + ((size_t)i * sub->bwd_w + (size_t)j) * phase_channels + ab;
-                for (int c = 0; c < cin; c++)
-                    dx[c] = in[4 * c];
+        /* phase pixel (i, j) of the window holds input pixels (2 (i + lo) + a - pad,
+         * 2 (j + lo) + b - pad), those inside the input */
+        for (int i = 0; i < sub->bwd_h; i++)
+            for (int j = 0; j < sub->bwd_w; j++, in += phase_channels) {
+                float *out[4];
+                int inside = 1;
+                for (int ab = 0; ab < 4; ab++) {
+                    int y = 2 * (i + lo) + ab / 2 - pad, col = 2 * (j + lo) + ab % 2 - pad;
+                    out[ab] = y < 0 || y >= h || col < 0 || col >= w
+                                  ? NULL
+                                  : dx + ((size_t)y * w + (size_t)col) * cin;
+                    inside &= out[ab] != NULL;
+                }
+                if (inside) {
+                    for (int c = 0; c < cin; c++) {
+                        out[0][c] = in[4 * c];
+                        out[1][c] = in[4 * c + 1];
+                        out[2][c] = in[4 * c + 2];
+                        out[3][c] = in[4 * c + 3];
+                    }
+                    continue;
+                }
+                for (int ab = 0; ab < 4; ab++)
+                    if (out[ab])
+                        for (int c = 0; c < cin; c++)
+                            out[ab][c] = in[4 * c + ab];
             }
     }
 }
@@ -189,26 +218,47 @@ static void unpack_input_task(void *ctx, int thread, int threads)
 }
 
 /* ws (cout, 4 cin, K, K) <- w (cout, cin, k, k) at the phases' taps, zero elsewhere; or, with
- * `back`, w <- ws at those taps (the weight gradient). */
-static void weights_between(const struct conv_plan *p, float *w, float *ws, int back)
+ * `back`, w <- ws at those taps (the weight gradient); output channels split across threads. */
+struct weights_job {
+    const struct conv_plan *p;
+    float *w, *ws;
+    int back;
+};
+
+static void weights_task(void *ctx, int thread, int threads)
 {
+    const struct weights_job *job = ctx;
+    const struct conv_plan *p = job->p;
     const struct dg_conv_shape *s = &p->s;
     int k = s->kernel, side = p->sub->s.kernel, cin = s->in_channels;
-    for (int o = 0; o < s->out_channels; o++)
+    size_t o0, o1;
+    dg_cpu_split((size_t)s->out_channels, 1, thread, threads, &o0, &o1);
+    for (int o = (int)o0; o < (int)o1; o++)
         for (int c = 0; c < cin; c++)
             for (int ab = 0; ab < 4; ab++)
                 for (int u = 0; u < side; u++)
                     for (int v = 0; v < side; v++) {
                         int ky = 2 * u + ab / 2, kx = 2 * v + ab % 2;
-                        float *phase = &ws[(((size_t)o * 4 * cin + (size_t)(4 * c + ab)) * side +
-                                            (size_t)u) * side + (size_t)v];
+                        float *phase = &job->ws[(((size_t)o * 4 * cin + (size_t)(4 * c + ab)) *
+                                                     side +
+                                                 (size_t)u) *
+                                                    side +
+                                                (size_t)v];
                         int tap = ky < k && kx < k;
-                        float *orig = tap ? &w[(((size_t)o * cin + c) * k + ky) * k + kx] : NULL;
-                        if (back && tap)
+                        float *orig =
+                            tap ? &job->w[(((size_t)o * cin + c) * k + ky) * k + kx] : NULL;
+                        if (job->back && tap)
                             *orig = *phase;
-                        else if (!back)
+                        else if (!job->back)
                             *phase = tap ? *orig : 0.0f;
                     }
+}
+
+static void weights_between(struct dg_cpu *cpu, const struct conv_plan *p, float *w, float *ws,
+                            int back)
+{
+    struct weights_job job = {p, w, ws, back};
+    dg_cpu_threads_run(cpu->pool, weights_task, &job);
 }
 
 enum dg_status dg_cpu_phases_ensure(struct dg_backend *be, struct conv_plan *p)
@@ -236,7 +286,7 @@ void dg_cpu_phases_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x, 
 {
     struct phase_job job = {p, x, p->ph_x};
     dg_cpu_threads_run(cpu->pool, p->s.nhwc ? pack_input_nhwc_task : pack_input_task, &job);
-    weights_between(p, (float *)w, p->ph_w, 0);
+    weights_between(cpu, p, (float *)w, p->ph_w, 0);
     p->sub->fwd(cpu, p->sub, p->ph_x, p->ph_w, bias, y, relu);
 }
 
@@ -244,7 +294,7 @@ void dg_cpu_phases_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const float
                             const float *w, const float *bias, float *dx, int relu)
 {
     (void)bias, (void)relu;
-    weights_between(p, (float *)w, p->ph_w, 0);
+    weights_between(cpu, p, (float *)w, p->ph_w, 0);
     p->sub->bwd_data(cpu, p->sub, dy, p->ph_w, NULL, p->ph_x, 0);
     struct phase_job job = {p, p->ph_x, dx};
     dg_cpu_threads_run(cpu->pool, p->s.nhwc ? unpack_input_nhwc_task : unpack_input_task, &job);
@@ -256,5 +306,5 @@ void dg_cpu_phases_bwd_filter(struct dg_cpu *cpu, struct conv_plan *p, const flo
     struct phase_job job = {p, x, p->ph_x};
     dg_cpu_threads_run(cpu->pool, p->s.nhwc ? pack_input_nhwc_task : pack_input_task, &job);
     p->sub->bwd_filter(cpu, p->sub, p->ph_x, dy, p->ph_dw, db);
-    weights_between(p, dw, p->ph_dw, 1);
+    weights_between(cpu, p, dw, p->ph_dw, 1);
 }
