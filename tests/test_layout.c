@@ -61,13 +61,16 @@ static int same_nchw(const char *what, const float *got, const float *want, int 
  * and "valid" Winograd, stride 2 in phases on Winograd, strided direct with backward data in
  * phases, odd channel counts (direct forward, im2col backward data), a stride-2 "valid" im2col
  * convolution, deotte's first layer, and Winograd outputs whose last tiles overhang the image
- * ("valid" 12 -> 10, "same" 10x10: the tiles not written in place). */
+ * ("valid" 12 -> 10, "same" 10x10: the tiles not written in place), and stride-2 direct
+ * forwards of small images, run as groups of images side by side (7 images: a whole group of 5
+ * and a partial one; an odd width). */
 static const struct dg_conv_shape conv_shapes[] = {
     {3, 1, 32, 28, 28, 5, 1, 0, 0},  {3, 32, 32, 12, 12, 3, 1, 0, 0},
     {3, 32, 32, 26, 26, 3, 1, 1, 0}, {3, 32, 32, 24, 24, 5, 2, 0, 0},
     {3, 64, 64, 8, 8, 5, 2, 0, 0},   {2, 3, 16, 9, 7, 3, 1, 0, 0},
     {2, 16, 8, 7, 7, 3, 2, 1, 0},    {3, 1, 32, 28, 28, 3, 1, 1, 0},
     {3, 32, 64, 12, 12, 3, 1, 1, 0}, {2, 16, 32, 10, 10, 3, 1, 0, 0},
+    {7, 16, 32, 8, 8, 5, 2, 0, 0},   {7, 16, 32, 7, 7, 3, 2, 0, 0},
 };
 #define CONV_SHAPES ((int)(sizeof conv_shapes / sizeof conv_shapes[0]))
 

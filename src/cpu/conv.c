@@ -48,6 +48,17 @@ static enum dg_status ensure_direct(struct conv_plan *p)
     p->tiles_per_thread = acc_floats > tile_floats ? acc_floats : tile_floats;
     size_t padded = (size_t)p->hp * p->wp, padded_b = (size_t)p->hp_b * p->wp_b;
     p->priv_floats = (padded > padded_b ? padded : padded_b) * channels;
+    /* groups of images side by side (NHWC passes with short output rows) */
+    struct direct_group g = dg_cpu_direct_group(p, dg_conv_out_width(s), s->width, p->pad,
+                                                p->wp, dg_conv_stride(s));
+    struct direct_group g_b = dg_cpu_direct_group(p, p->bwd_w, dg_conv_out_width(s), p->pad_b,
+                                                  p->wp_b, 1);
+    size_t wide = g.images ? (size_t)p->hp * g.row * s->in_channels : 0;
+    size_t wide_b = g_b.images ? (size_t)p->hp_b * g_b.row * s->out_channels : 0;
+    if (wide > p->priv_floats)
+        p->priv_floats = wide;
+    if (wide_b > p->priv_floats)
+        p->priv_floats = wide_b;
     p->xpriv = alloc_floats(p->priv_floats * (size_t)p->threads);
     p->gpriv = alloc_floats(p->priv_floats * (size_t)p->threads);
     p->db_part = alloc_floats((size_t)s->batch * s->out_channels);

@@ -83,6 +83,100 @@ static void direct_task(void *ctx, int thread, int threads)
     }
 }
 
+struct direct_group dg_cpu_direct_group(const struct conv_plan *p, int ow, int iw, int pad,
+                                        int wp, int stride)
+{
+    struct direct_group g = {0, 0, 0, 0};
+    /* stride 1 (backward data of the phases) measured slower grouped: conv6's 2.29-2.69 ms
+     * backward against 2.14-2.48 one by one; its forward (stride 2) 1.01-1.08 against
+     * 1.08-1.27 */
+    if (!p->s.nhwc || ow >= DG_TILE_PIXELS || stride < 2)
+        return g;
+    /* the slot holds the left padding and the data, and the last kept pixel's window ends
+     * inside the next slot's left padding */
+    int k = p->s.kernel, slot = iw + pad, reach = (ow - 1) * stride + k - pad;
+    if (reach > slot)
+        slot = reach;
+    slot = (slot + stride - 1) / stride * stride;
+    g.q = slot / stride;
+    g.images = (2 * DG_TILE_PIXELS - ow) / g.q + 1;
+    if (g.images > p->s.batch)
+        g.images = p->s.batch;
+    if (g.images < 2) {
+        g.images = 0;
+        return g;
+    }
+    g.slot = slot;
+    g.row = g.images * slot + wp;
+    return g;
+}
+
+/* The rows of a group: images n0 .. n0 + count - 1 (NHWC (ih, iw, cin)) side by side, image
+ * i's padded row r from column i * slot of wide row r, zeros elsewhere. */
+static void pack_group(const struct direct_job *job, const struct direct_group *g, size_t n0,
+                       int count, float *wide)
+{
+    size_t cin = (size_t)job->cin, line = (size_t)job->iw * cin, row = (size_t)g->row * cin;
+    for (int r = 0; r < job->hp; r++) {
+        float *dst = wide + (size_t)r * row;
+        memset(dst, 0, sizeof(float) * row);
+        int y = r - job->pad;
+        if (y < 0 || y >= job->ih)
+            continue;
+        for (int i = 0; i < count; i++)
+            memcpy(dst + ((size_t)i * g->slot + (size_t)job->pad) * cin,
+                   job->in + ((n0 + (size_t)i) * job->ih + (size_t)y) * line,
+                   sizeof(float) * line);
+    }
+}
+
+/* direct_task over groups of images side by side (dg_cpu_direct_group): units (group, output
+ * row), split across threads. */
+static void direct_group_task(void *ctx, int thread, int threads)
+{
+    const struct direct_job *job = ctx;
+    const struct conv_plan *p = job->p;
+    const struct dg_conv_shape *s = &p->s;
+    struct direct_group g =
+        dg_cpu_direct_group(p, job->ow, job->iw, job->pad, job->wp, job->stride);
+    int per = g.images, q = g.q;
+    int k = s->kernel, oh = job->oh, ow = job->ow, stride = job->stride, cin = job->cin;
+    size_t wide_row = (size_t)g.row * cin;
+    size_t ohw = (size_t)oh * ow, groups = ((size_t)s->batch + per - 1) / (size_t)per;
+    float *tile = p->tiles + p->tiles_per_thread * (size_t)thread;
+    float *wide = p->xpriv + p->priv_floats * (size_t)thread;
+    size_t packed = (size_t)-1, r0, r1;
+    dg_cpu_split(groups * (size_t)oh, 1, thread, threads, &r0, &r1);
+    for (size_t unit = r0; unit < r1; unit++) {
+        size_t group = unit / (size_t)oh, n0 = group * (size_t)per;
+        int y = (int)(unit % (size_t)oh);
+        int count = s->batch - (int)n0 < per ? s->batch - (int)n0 : per;
+        if (group != packed) {
+            pack_group(job, &g, n0, count, wide);
+            packed = group;
+        }
+        const float *row = wide + (size_t)y * stride * wide_row;
+        int pixels = (count - 1) * q + ow;
+        for (int c0 = 0; c0 < job->cout; c0 += 32) {
+            int couts = job->cout - c0 < 32 ? job->cout - c0 : 32;
+            for (int x0 = 0; x0 < pixels; x0 += DG_TILE_PIXELS) {
+                int block = pixels - x0 < DG_TILE_PIXELS ? pixels - x0 : DG_TILE_PIXELS;
+                p->isa->conv_row(row + (size_t)x0 * stride * cin, wide_row, cin, stride * cin, k,
+                                 job->wpack + c0, job->cout, couts, block,
+                                 job->bias ? job->bias + c0 : NULL, job->relu, tile);
+                for (int j = 0; j < block; j++) {
+                    int image = (x0 + j) / q, x = (x0 + j) % q;
+                    if (x >= ow)
+                        continue;
+                    float *out = job->out + ((n0 + (size_t)image) * ohw + (size_t)y * ow +
+                                             (size_t)x) * job->cout + c0;
+                    memcpy(out, tile + (size_t)j * couts, sizeof(float) * couts);
+                }
+            }
+        }
+    }
+}
+
 static void filter_task(void *ctx, int thread, int threads)
 {
     const struct filter_job *job = ctx;
@@ -121,6 +215,13 @@ static void filter_task(void *ctx, int thread, int threads)
 }
 
 /* ---- the passes ---- */
+
+static void run_direct(struct dg_cpu *cpu, const struct direct_job *job)
+{
+    int grouped =
+        dg_cpu_direct_group(job->p, job->ow, job->iw, job->pad, job->wp, job->stride).images > 0;
+    dg_cpu_threads_run(cpu->pool, grouped ? direct_group_task : direct_task, (void *)job);
+}
 
 struct pack_weights_job {
     struct conv_plan *p;
@@ -167,7 +268,7 @@ void dg_cpu_direct_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x, 
                              s->out_channels, relu, s->height, s->width, p->pad, p->hp,
                              p->wp, dg_conv_out_height(s), dg_conv_out_width(s),
                              dg_conv_stride(s)};
-    dg_cpu_threads_run(cpu->pool, direct_task, &job);
+    run_direct(cpu, &job);
 }
 
 void dg_cpu_direct_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const float *dy,
@@ -192,7 +293,7 @@ void dg_cpu_direct_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const float
                              p->bwd_h,
                              p->bwd_w,
                              1};
-    dg_cpu_threads_run(cpu->pool, direct_task, &job);
+    run_direct(cpu, &job);
 }
 
 void dg_cpu_direct_bwd_filter(struct dg_cpu *cpu, struct conv_plan *p, const float *x,

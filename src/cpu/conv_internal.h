@@ -144,6 +144,21 @@ struct filter_job {
     float *dw, *db;
 };
 
+/* Images side by side in the rows of the direct kernels: an NHWC pass whose output rows (ow
+ * pixels) are shorter than a tile packs `images` images into one wide padded row, image i's
+ * columns from i * slot on (its left padding and data; its right padding is the next image's
+ * left padding, or the row's end), and the kernels run across the whole row: q = slot /
+ * stride output columns per image, of which the first ow are kept (every pixel's sum is the
+ * same as alone). row: the wide row's columns. */
+struct direct_group {
+    int images, q, slot, row;
+};
+
+/* The grouping of a pass (output width ow, input width iw, left padding pad, padded width wp);
+ * images 0 where the images go one by one. */
+struct direct_group dg_cpu_direct_group(const struct conv_plan *p, int ow, int iw, int pad,
+                                        int wp, int stride);
+
 /* ---- shared pieces (conv.c) ---- */
 
 /* db[c] = sum over images and pixels of dy[n][c] (the bias gradient of the generic and direct
