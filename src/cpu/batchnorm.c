@@ -131,61 +131,51 @@ static enum dg_status run(struct dg_backend *be, void (*task)(void *, int, int),
  * that), and the planes added per channel in image order as above: the same bits. The
  * elementwise passes split the images too, so each thread streams whole pixels. */
 
+enum bn_nhwc_pass { BN_SUMS, BN_GRAD_SUMS, BN_AFFINE, BN_INPUT_GRAD };
+
 struct bn_nhwc_job {
     const struct bn_job *job;
-    const double *centre; /* squares: the means; grad sums: the means */
+    enum bn_nhwc_pass pass;
+    const double *centre; /* sums: NULL, or the means (squares); grad sums: the means */
     double *planes;
     const double *scale, *shift; /* affine */
     const double *k;             /* input grad: 5 planes of channels */
 };
 
-static void nhwc_sums_task(void *ctx, int thread, int threads)
+/* One pass over the images split across threads. */
+static void nhwc_task(void *ctx, int thread, int threads)
 {
     const struct bn_nhwc_job *nj = ctx;
     const struct bn_job *job = nj->job;
+    const struct dg_cpu_isa_ops *isa = job->isa;
     const struct dg_bn_shape *s = job->s;
-    size_t c = (size_t)s->channels, image = (size_t)s->spatial * c, n0, n1;
+    size_t c = (size_t)s->channels, sp = (size_t)s->spatial, image = sp * c, n0, n1;
     dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
-    for (size_t n = n0; n < n1; n++)
-        job->isa->bn_sums_nhwc(job->x + n * image, (size_t)s->spatial, c, (int)c, nj->centre,
-                               nj->planes + n * c);
+    for (size_t n = n0; n < n1; n++) {
+        const float *x = job->x + n * image;
+        switch (nj->pass) {
+        case BN_SUMS:
+            isa->bn_sums_nhwc(x, sp, c, (int)c, nj->centre, nj->planes + n * c);
+            break;
+        case BN_GRAD_SUMS:
+            isa->bn_grad_sums_nhwc(x, job->dy + n * image, sp, c, (int)c, nj->centre,
+                                   nj->planes + 2 * n * c);
+            break;
+        case BN_AFFINE:
+            isa->bn_affine_nhwc(x, sp, c, (int)c, nj->scale, nj->shift, job->y + n * image);
+            break;
+        case BN_INPUT_GRAD:
+            isa->bn_input_grad_nhwc(x, job->dy + n * image, sp, c, (int)c, nj->k,
+                                    job->dx + n * image);
+            break;
+        }
+    }
 }
 
-static void nhwc_grad_sums_task(void *ctx, int thread, int threads)
+static void nhwc_run(struct dg_cpu *cpu, struct bn_nhwc_job *nj, enum bn_nhwc_pass pass)
 {
-    const struct bn_nhwc_job *nj = ctx;
-    const struct bn_job *job = nj->job;
-    const struct dg_bn_shape *s = job->s;
-    size_t c = (size_t)s->channels, image = (size_t)s->spatial * c, n0, n1;
-    dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
-    for (size_t n = n0; n < n1; n++)
-        job->isa->bn_grad_sums_nhwc(job->x + n * image, job->dy + n * image, (size_t)s->spatial,
-                                    c, (int)c, nj->centre, nj->planes + 2 * n * c);
-}
-
-static void nhwc_affine_task(void *ctx, int thread, int threads)
-{
-    const struct bn_nhwc_job *nj = ctx;
-    const struct bn_job *job = nj->job;
-    const struct dg_bn_shape *s = job->s;
-    size_t c = (size_t)s->channels, image = (size_t)s->spatial * c, n0, n1;
-    dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
-    for (size_t n = n0; n < n1; n++)
-        job->isa->bn_affine_nhwc(job->x + n * image, (size_t)s->spatial, c, (int)c, nj->scale,
-                                 nj->shift, job->y + n * image);
-}
-
-static void nhwc_input_grad_task(void *ctx, int thread, int threads)
-{
-    const struct bn_nhwc_job *nj = ctx;
-    const struct bn_job *job = nj->job;
-    const struct dg_bn_shape *s = job->s;
-    size_t c = (size_t)s->channels, image = (size_t)s->spatial * c, n0, n1;
-    dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
-    for (size_t n = n0; n < n1; n++)
-        job->isa->bn_input_grad_nhwc(job->x + n * image, job->dy + n * image,
-                                     (size_t)s->spatial, c, (int)c, nj->k,
-                                     job->dx + n * image);
+    nj->pass = pass;
+    dg_cpu_threads_run(cpu->pool, nhwc_task, nj);
 }
 
 /* out[c] = the sum over images, in order, of planes[n * stride + c] */
@@ -220,13 +210,13 @@ static void nhwc_fwd_train(struct dg_cpu *cpu, struct bn_job *job, double *scrat
     double count = (double)s->batch * s->spatial;
     double *planes = scratch, *mean = planes + 2 * (size_t)s->batch * channels;
     double *squares = mean + channels, *scale = squares + channels, *shift = scale + channels;
-    struct bn_nhwc_job nj = {job, NULL, planes, scale, shift, NULL};
-    dg_cpu_threads_run(cpu->pool, nhwc_sums_task, &nj);
+    struct bn_nhwc_job nj = {job, BN_SUMS, NULL, planes, scale, shift, NULL};
+    nhwc_run(cpu, &nj, BN_SUMS);
     add_planes(planes, s->batch, channels, (size_t)channels, mean);
     for (int c = 0; c < channels; c++)
         mean[c] = mean[c] / count;
     nj.centre = mean;
-    dg_cpu_threads_run(cpu->pool, nhwc_sums_task, &nj);
+    nhwc_run(cpu, &nj, BN_SUMS);
     add_planes(planes, s->batch, channels, (size_t)channels, squares);
     for (int c = 0; c < channels; c++) {
         double var = squares[c] / count;
@@ -241,7 +231,7 @@ static void nhwc_fwd_train(struct dg_cpu *cpu, struct bn_job *job, double *scrat
         job->out_mean[c] = (float)mean[c];
         job->out_invstd[c] = (float)invstd;
     }
-    dg_cpu_threads_run(cpu->pool, nhwc_affine_task, &nj);
+    nhwc_run(cpu, &nj, BN_AFFINE);
 }
 
 static void nhwc_fwd_infer(struct dg_cpu *cpu, struct bn_job *job, double *scratch)
@@ -252,8 +242,8 @@ static void nhwc_fwd_infer(struct dg_cpu *cpu, struct bn_job *job, double *scrat
         scale[c] = job->gamma[c] / sqrt((double)job->running_var[c] + job->eps);
         shift[c] = job->beta[c] - job->running_mean[c] * scale[c];
     }
-    struct bn_nhwc_job nj = {job, NULL, NULL, scale, shift, NULL};
-    dg_cpu_threads_run(cpu->pool, nhwc_affine_task, &nj);
+    struct bn_nhwc_job nj = {job, BN_AFFINE, NULL, NULL, scale, shift, NULL};
+    nhwc_run(cpu, &nj, BN_AFFINE);
 }
 
 static void nhwc_bwd(struct dg_cpu *cpu, struct bn_job *job, double *scratch)
@@ -265,8 +255,8 @@ static void nhwc_bwd(struct dg_cpu *cpu, struct bn_job *job, double *scratch)
     double *sum_dy = mean + channels, *centred = sum_dy + channels, *k = centred + channels;
     for (size_t c = 0; c < channels; c++)
         mean[c] = job->save_mean[c];
-    struct bn_nhwc_job nj = {job, mean, planes, NULL, NULL, k};
-    dg_cpu_threads_run(cpu->pool, nhwc_grad_sums_task, &nj);
+    struct bn_nhwc_job nj = {job, BN_GRAD_SUMS, mean, planes, NULL, NULL, k};
+    nhwc_run(cpu, &nj, BN_GRAD_SUMS);
     add_planes(planes, s->batch, s->channels, 2 * channels, sum_dy);
     add_planes(planes + channels, s->batch, s->channels, 2 * channels, centred);
     for (size_t c = 0; c < channels; c++) {
@@ -280,7 +270,7 @@ static void nhwc_bwd(struct dg_cpu *cpu, struct bn_job *job, double *scratch)
         job->dgamma[c] = (float)sum_dy_xhat;
         job->dbeta[c] = (float)sum_dy[c];
     }
-    dg_cpu_threads_run(cpu->pool, nhwc_input_grad_task, &nj);
+    nhwc_run(cpu, &nj, BN_INPUT_GRAD);
 }
 
 /* Runs one of the NHWC passes above on a checked shape. */

@@ -334,29 +334,6 @@ void dg_cpu_conv_bias_grad(struct dg_cpu *cpu, const struct conv_plan *p, const 
     dg_cpu_threads_run(cpu->pool, p->s.nhwc ? bias_grad_nhwc_task : bias_grad_task, &job);
 }
 
-void dg_cpu_conv_pack_image(const struct conv_plan *p, const float *src, int c, int h, int w,
-                            int pad, int hp, int wp, float *dst)
-{
-    if (!p->s.nhwc) {
-        dg_cpu_conv_pack_padded(p->isa, src, c, h, w, pad, hp, wp, dst);
-        return;
-    }
-    size_t row = (size_t)wp * c, line = (size_t)w * c;
-    if (pad == 0 && wp == w) {
-        memcpy(dst, src, sizeof(float) * line * (size_t)h);
-        memset(dst + row * (size_t)h, 0, sizeof(float) * row * (size_t)(hp - h));
-        return;
-    }
-    memset(dst, 0, sizeof(float) * row * pad);
-    memset(dst + row * (size_t)(pad + h), 0, sizeof(float) * row * (size_t)(hp - pad - h));
-    for (int y = 0; y < h; y++) {
-        float *out = dst + row * (size_t)(y + pad);
-        memset(out, 0, sizeof(float) * (size_t)pad * c);
-        memcpy(out + (size_t)pad * c, src + (size_t)y * line, sizeof(float) * line);
-        memset(out + (size_t)pad * c + line, 0, sizeof(float) * (size_t)(wp - pad - w) * c);
-    }
-}
-
 const float *dg_cpu_conv_image(const struct conv_plan *p, const float *src, int c, int h, int w,
                                int pad, int hp, int wp, float *dst)
 {
@@ -382,17 +359,23 @@ void dg_cpu_conv_store_pixels(const struct conv_plan *p, const float *src, int c
         memcpy(dst + (size_t)j * channels, src + (size_t)j * couts, sizeof(float) * couts);
 }
 
-/* dst (hp, wp, c) NHWC <- src (c, h, w) placed at row `pad`, column `pad`; the rest zero.
- * Channels that are a multiple of 16 go through the ISA's blocked transpose. */
-void dg_cpu_conv_pack_padded(const struct dg_cpu_isa_ops *isa, const float *src, int c, int h,
-                             int w, int pad, int hp, int wp, float *dst)
+/* dst (hp, wp, c) NHWC <- the image src placed at row `pad`, column `pad`; the rest zero. An
+ * NCHW image (c, h, w) is transposed (channels that are a multiple of 16 through the ISA's
+ * blocked transpose), an NHWC one (h, w, c) copied row by row. */
+void dg_cpu_conv_pack_image(const struct conv_plan *p, const float *src, int c, int h, int w,
+                            int pad, int hp, int wp, float *dst)
 {
-    size_t row = (size_t)wp * c;
+    const struct dg_cpu_isa_ops *isa = p->isa;
+    int nhwc = p->s.nhwc;
+    size_t row = (size_t)wp * c, line = (size_t)w * c;
     size_t plane = (size_t)h * w;
-    if (pad == 0 && wp == w && c % 16 == 0) {
-        /* rows without padding: the image is one run of h * w pixels, transposed as one
-         * (fewer partial blocks than row by row), then the rows below it zeroed */
-        isa->to_nhwc(src, plane, c, h * w, dst);
+    if (pad == 0 && wp == w && (nhwc || c % 16 == 0)) {
+        /* rows without padding: the image is one run of h * w pixels, copied (or transposed)
+         * as one (fewer partial blocks than row by row), then the rows below it zeroed */
+        if (nhwc)
+            memcpy(dst, src, sizeof(float) * line * (size_t)h);
+        else
+            isa->to_nhwc(src, plane, c, h * w, dst);
         memset(dst + row * (size_t)h, 0, sizeof(float) * row * (size_t)(hp - h));
         return;
     }
@@ -403,14 +386,16 @@ void dg_cpu_conv_pack_padded(const struct dg_cpu_isa_ops *isa, const float *src,
         memset(out, 0, sizeof(float) * (size_t)pad * c);
         memset(out + (size_t)(pad + w) * c, 0, sizeof(float) * (size_t)(wp - pad - w) * c);
         out += (size_t)pad * c;
-        if (c % 16 == 0) {
+        if (nhwc) {
+            memcpy(out, src + (size_t)y * line, sizeof(float) * line);
+        } else if (c % 16 == 0) {
             isa->to_nhwc(src + (size_t)y * w, plane, c, w, out);
-            continue;
-        }
-        for (int ch = 0; ch < c; ch++) {
-            const float *in = src + ch * plane + (size_t)y * w;
-            for (int x = 0; x < w; x++)
-                out[(size_t)x * c + ch] = in[x];
+        } else {
+            for (int ch = 0; ch < c; ch++) {
+                const float *in = src + ch * plane + (size_t)y * w;
+                for (int x = 0; x < w; x++)
+                    out[(size_t)x * c + ch] = in[x];
+            }
         }
     }
 }

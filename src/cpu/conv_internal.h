@@ -166,10 +166,6 @@ struct direct_group dg_cpu_direct_group(const struct conv_plan *p, int ow, int i
 void dg_cpu_conv_bias_grad(struct dg_cpu *cpu, const struct conv_plan *p, const float *dy,
                            float *db);
 
-/* dst (hp, wp, c) NHWC <- src (c, h, w) placed at row `pad`, column `pad`; the rest zero. */
-void dg_cpu_conv_pack_padded(const struct dg_cpu_isa_ops *isa, const float *src, int c, int h,
-                             int w, int pad, int hp, int wp, float *dst);
-
 /* dst (hp, wp, c) NHWC <- the image src in the plan's layout (s.nhwc: (h, w, c), else
  * (c, h, w)) placed at row `pad`, column `pad`; the rest zero. */
 void dg_cpu_conv_pack_image(const struct conv_plan *p, const float *src, int c, int h, int w,
