@@ -30,8 +30,7 @@ static void cpu_destroy(struct dg_backend *be)
     struct dg_cpu *cpu = be->impl;
     if (cpu) {
         dg_cpu_threads_destroy(cpu->pool);
-        free(cpu->bf16_scratch);
-        free(cpu->bn_scratch);
+        free(cpu->scratch);
         free(cpu);
     }
     free(be);
@@ -265,8 +264,18 @@ static enum dg_status cpu_gap_nhwc_bwd(struct dg_backend *be, int batch, int cha
     return cpu_gap_nhwc(be, gap_nhwc_bwd_task, batch, channels, spatial, dy, dx);
 }
 
-/* y (batch, b, a) = x (batch, a, b) per image, blocks of 16 x 16 through the ISA's transposes
- * where both sides are multiples of 16 */
+void *dg_cpu_scratch(struct dg_cpu *cpu, size_t bytes)
+{
+    if (bytes > cpu->scratch_bytes) {
+        void *grown = realloc(cpu->scratch, bytes);
+        if (!grown)
+            return NULL;
+        cpu->scratch = grown;
+        cpu->scratch_bytes = bytes;
+    }
+    return cpu->scratch;
+}
+
 struct transpose_job {
     const struct dg_cpu_isa_ops *isa;
     int batch, a, b;
@@ -282,29 +291,34 @@ static void transpose_task(void *ctx, int thread, int threads)
     for (size_t n = n0; n < n1; n++) {
         const float *x = job->x + n * a * b;
         float *y = job->y + n * a * b;
-        if (b % 16 == 0) {
+        if (b % 16 == 0) /* NHWC (a pixels, b channels) to NCHW */
             job->isa->from_nhwc(x, (int)b, (int)a, y, a);
-            continue;
-        }
-        for (size_t i = 0; i < a; i++)
-            for (size_t j = 0; j < b; j++)
-                y[j * a + i] = x[i * b + j];
+        else if (a % 16 == 0) /* NCHW (a channels, b pixels) to NHWC */
+            job->isa->to_nhwc(x, b, (int)a, (int)b, y);
+        else
+            for (size_t i = 0; i < a; i++)
+                for (size_t j = 0; j < b; j++)
+                    y[j * a + i] = x[i * b + j];
     }
+}
+
+void dg_cpu_transpose(struct dg_cpu *cpu, int batch, int a, int b, const float *x, float *y)
+{
+    struct transpose_job job = {cpu->isa, batch, a, b, x, y};
+    dg_cpu_threads_run(cpu->pool, transpose_task, &job);
 }
 
 static enum dg_status cpu_transpose(struct dg_backend *be, int batch, int a, int b,
                                     const float *x, float *y)
 {
-    struct dg_cpu *cpu = be->impl;
     if (batch < 1 || a < 1 || b < 1)
         return dg_error(DG_ERR_RUNTIME, "cpu transpose: bad shape %d x %d x %d", batch, a, b);
-    struct transpose_job job = {cpu->isa, batch, a, b, x, y};
-    dg_cpu_threads_run(cpu->pool, transpose_task, &job);
+    dg_cpu_transpose(be->impl, batch, a, b, x, y);
     return DG_OK;
 }
 
 /* NHWC activations unless DIGITS_CPU_LAYOUT=nchw (or dg_backend_cpu_set_layout) says NCHW,
- * and but for bf16 math and DIGITS_CPU_KERNELS=generic, whose convolutions work in NCHW */
+ * or the math is bf16, or DIGITS_CPU_KERNELS=generic: their convolutions work in NCHW */
 static int cpu_nhwc(struct dg_backend *be)
 {
     const struct dg_cpu *cpu = be->impl;
@@ -468,10 +482,10 @@ static enum dg_status run_dropout(struct dg_backend *be, size_t n, float rate,
             return dg_error(DG_ERR_RUNTIME,
                             "cpu dropout: %zu elements are not images of %d x %d (NHWC)", n,
                             key->channels, key->spatial);
-        if (!(job.scratch = malloc(sizeof(float) * 2 * image * (size_t)cpu->threads)))
+        job.scratch = dg_cpu_scratch(cpu, sizeof(float) * 2 * image * (size_t)cpu->threads);
+        if (!job.scratch)
             return dg_error(DG_ERR_NOMEM, "cpu dropout: out of memory");
         dg_cpu_threads_run(cpu->pool, dropout_nhwc_task, &job);
-        free(job.scratch);
         return DG_OK;
     }
     dg_cpu_threads_run(cpu->pool, dropout_task, &job);
@@ -556,14 +570,8 @@ static void round_task(void *ctx, int thread, int threads)
 
 static enum dg_status bf16_scratch(struct dg_cpu *cpu, size_t floats, float **out)
 {
-    if (cpu->bf16_scratch_floats < floats) {
-        float *grown = realloc(cpu->bf16_scratch, floats * sizeof(float));
-        if (!grown)
-            return dg_error(DG_ERR_NOMEM, "cpu dense: out of memory for the bf16 operands");
-        cpu->bf16_scratch = grown;
-        cpu->bf16_scratch_floats = floats;
-    }
-    *out = cpu->bf16_scratch;
+    if (!(*out = dg_cpu_scratch(cpu, floats * sizeof(float))))
+        return dg_error(DG_ERR_NOMEM, "cpu dense: out of memory for the bf16 operands");
     return DG_OK;
 }
 

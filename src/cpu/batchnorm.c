@@ -192,15 +192,7 @@ static void add_planes(const double *planes, int batch, int channels, size_t str
 /* The scratch of the NHWC passes: the planes (2 batch channels), then 8 channels. */
 static double *nhwc_scratch(struct dg_cpu *cpu, const struct dg_bn_shape *s)
 {
-    size_t need = (2 * (size_t)s->batch + 8) * (size_t)s->channels;
-    if (need > cpu->bn_scratch_doubles) {
-        double *grown = realloc(cpu->bn_scratch, sizeof(double) * need);
-        if (!grown)
-            return NULL;
-        cpu->bn_scratch = grown;
-        cpu->bn_scratch_doubles = need;
-    }
-    return cpu->bn_scratch;
+    return dg_cpu_scratch(cpu, sizeof(double) * (2 * (size_t)s->batch + 8) * (size_t)s->channels);
 }
 
 static void nhwc_fwd_train(struct dg_cpu *cpu, struct bn_job *job, double *scratch)

@@ -334,10 +334,15 @@ void dg_cpu_conv_bias_grad(struct dg_cpu *cpu, const struct conv_plan *p, const 
     dg_cpu_threads_run(cpu->pool, p->s.nhwc ? bias_grad_nhwc_task : bias_grad_task, &job);
 }
 
+int dg_cpu_conv_reads_in_place(const struct conv_plan *p, int h, int w, int pad, int hp, int wp)
+{
+    return p->s.nhwc && pad == 0 && hp == h && wp == w;
+}
+
 const float *dg_cpu_conv_image(const struct conv_plan *p, const float *src, int c, int h, int w,
                                int pad, int hp, int wp, float *dst)
 {
-    if (p->s.nhwc && pad == 0 && hp == h && wp == w)
+    if (dg_cpu_conv_reads_in_place(p, h, w, pad, hp, wp))
         return src;
     dg_cpu_conv_pack_image(p, src, c, h, w, pad, hp, wp, dst);
     return dst;
@@ -425,27 +430,13 @@ static enum dg_status plan_workspaces(struct conv_plan *p)
 /* ---- NHWC plans on the NCHW passes (im2col + sgemm, bf16) ---- */
 
 /* dst <- src, each of the batch's images (c, pixels) NCHW to (pixels, c) NHWC, or back. */
-static void relayout(const struct dg_cpu_isa_ops *isa, const float *src, int batch, int c,
-                     size_t pixels, int to_nhwc, float *dst)
+static void relayout(struct dg_cpu *cpu, const float *src, int batch, int c, size_t pixels,
+                     int to_nhwc, float *dst)
 {
-    for (int n = 0; n < batch; n++) {
-        const float *a = src + (size_t)n * c * pixels;
-        float *b = dst + (size_t)n * c * pixels;
-        if (c % 16 == 0) {
-            if (to_nhwc)
-                isa->to_nhwc(a, pixels, c, (int)pixels, b);
-            else
-                isa->from_nhwc(a, c, (int)pixels, b, pixels);
-            continue;
-        }
-        for (size_t q = 0; q < pixels; q++)
-            for (int ch = 0; ch < c; ch++) {
-                if (to_nhwc)
-                    b[q * c + ch] = a[(size_t)ch * pixels + q];
-                else
-                    b[(size_t)ch * pixels + q] = a[q * c + ch];
-            }
-    }
+    if (to_nhwc)
+        dg_cpu_transpose(cpu, batch, c, (int)pixels, src, dst);
+    else
+        dg_cpu_transpose(cpu, batch, (int)pixels, c, src, dst);
 }
 
 /* The wrapped pass runs as the NCHW plan it is on NCHW copies of its tensors. */
@@ -454,11 +445,11 @@ static void nhwc_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x, co
 {
     const struct dg_conv_shape *s = &p->s;
     size_t out = (size_t)dg_conv_out_height(s) * dg_conv_out_width(s);
-    relayout(p->isa, x, s->batch, s->in_channels, (size_t)s->height * s->width, 0, p->t_in);
+    relayout(cpu, x, s->batch, s->in_channels, (size_t)s->height * s->width, 0, p->t_in);
     p->s.nhwc = 0;
     p->nchw_fwd(cpu, p, p->t_in, w, bias, p->t_out, relu);
     p->s.nhwc = 1;
-    relayout(p->isa, p->t_out, s->batch, s->out_channels, out, 1, y);
+    relayout(cpu, p->t_out, s->batch, s->out_channels, out, 1, y);
 }
 
 static void nhwc_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const float *dy,
@@ -466,11 +457,11 @@ static void nhwc_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const float *
 {
     const struct dg_conv_shape *s = &p->s;
     size_t out = (size_t)dg_conv_out_height(s) * dg_conv_out_width(s);
-    relayout(p->isa, dy, s->batch, s->out_channels, out, 0, p->t_in);
+    relayout(cpu, dy, s->batch, s->out_channels, out, 0, p->t_in);
     p->s.nhwc = 0;
     p->nchw_bwd_data(cpu, p, p->t_in, w, bias, p->t_out, relu);
     p->s.nhwc = 1;
-    relayout(p->isa, p->t_out, s->batch, s->in_channels, (size_t)p->bwd_h * p->bwd_w, 1, dx);
+    relayout(cpu, p->t_out, s->batch, s->in_channels, (size_t)p->bwd_h * p->bwd_w, 1, dx);
 }
 
 static void nhwc_bwd_filter(struct dg_cpu *cpu, struct conv_plan *p, const float *x,
@@ -478,8 +469,8 @@ static void nhwc_bwd_filter(struct dg_cpu *cpu, struct conv_plan *p, const float
 {
     const struct dg_conv_shape *s = &p->s;
     size_t out = (size_t)dg_conv_out_height(s) * dg_conv_out_width(s);
-    relayout(p->isa, x, s->batch, s->in_channels, (size_t)s->height * s->width, 0, p->t_in);
-    relayout(p->isa, dy, s->batch, s->out_channels, out, 0, p->t_out);
+    relayout(cpu, x, s->batch, s->in_channels, (size_t)s->height * s->width, 0, p->t_in);
+    relayout(cpu, dy, s->batch, s->out_channels, out, 0, p->t_out);
     p->s.nhwc = 0;
     p->nchw_bwd_filter(cpu, p, p->t_in, p->t_out, dw, db);
     p->s.nhwc = 1;

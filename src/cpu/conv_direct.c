@@ -20,7 +20,7 @@ struct pack_job {
 /* NHWC plans without padding read x itself (the copy would be the same floats). */
 static int direct_x(const struct conv_plan *p)
 {
-    return p->s.nhwc && p->pad == 0 && p->hp == p->s.height && p->wp == p->s.width;
+    return dg_cpu_conv_reads_in_place(p, p->s.height, p->s.width, p->pad, p->hp, p->wp);
 }
 
 static void pack_task(void *ctx, int thread, int threads)

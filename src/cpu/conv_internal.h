@@ -171,8 +171,12 @@ void dg_cpu_conv_bias_grad(struct dg_cpu *cpu, const struct conv_plan *p, const 
 void dg_cpu_conv_pack_image(const struct conv_plan *p, const float *src, int c, int h, int w,
                             int pad, int hp, int wp, float *dst);
 
-/* The image src as dg_cpu_conv_pack_image would copy it into dst: src itself where the plan is
- * NHWC and there is no padding (pad 0, hp = h, wp = w), else dst after the copy. */
+/* 1 when the plan is NHWC and the image needs no padding (pad 0, hp = h, wp = w): the copy
+ * dg_cpu_conv_pack_image would make is the image itself, read where it lies. */
+int dg_cpu_conv_reads_in_place(const struct conv_plan *p, int h, int w, int pad, int hp, int wp);
+
+/* The image src as dg_cpu_conv_pack_image would copy it into dst: src itself where
+ * dg_cpu_conv_reads_in_place, else dst after the copy. */
 const float *dg_cpu_conv_image(const struct conv_plan *p, const float *src, int c, int h, int w,
                                int pad, int hp, int wp, float *dst);
 

@@ -160,11 +160,19 @@ struct dg_cpu {
     enum dg_cpu_kernels kernels;      /* convolution algorithm request */
     int nchw;                         /* 1: NCHW activations (DIGITS_CPU_LAYOUT=nchw) */
     const struct dg_cpu_bf16_ops *bf16; /* --math bf16: the unit; NULL at float32 */
-    float *bf16_scratch;                /* dense layers' bf16-rounded operands */
-    double *bn_scratch;                 /* NHWC batchnorm's per-image sums (batchnorm.c) */
-    size_t bn_scratch_doubles;
-    size_t bf16_scratch_floats;
+    /* the scratch of one op at a time (dg_cpu_scratch): the dense layers' bf16-rounded
+     * operands, NHWC batchnorm's per-image sums, NHWC dropout's masks */
+    void *scratch;
+    size_t scratch_bytes;
 };
+
+/* The backend's scratch, grown to at least `bytes` (aligned for doubles); NULL when out of
+ * memory. One op uses it at a time: its contents do not outlive the op. */
+void *dg_cpu_scratch(struct dg_cpu *cpu, size_t bytes);
+
+/* y (batch, b, a) = x (batch, a, b), each image's matrix transposed, images split across
+ * threads: the ISA's blocked transposes where b or a is a multiple of 16. */
+void dg_cpu_transpose(struct dg_cpu *cpu, int batch, int a, int b, const float *x, float *y);
 
 /* ---- convolution (conv.c, the algorithms in conv_im2col.c, conv_direct.c, conv_winograd.c) */
 

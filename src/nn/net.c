@@ -36,16 +36,14 @@ struct dg_conv_shape dg_layer_conv_shape(const struct dg_layer *layer, int batch
     return shape;
 }
 
-/* 1 when layer's output is an NHWC tensor of more than one pixel in this net (its input for
- * `input`). */
+/* 1 when layer's output (its input for `input`) is NHWC in this net: an image of more than
+ * one pixel and more than one channel (flat tensors are 1x1, and one channel lies the same in
+ * both layouts). */
 static int nhwc_out(const struct dg_net *net, const struct dg_layer *layer, int input)
 {
-    if (!net->nhwc)
-        return 0;
-    if (input)
-        return layer->in_h * layer->in_w > 1 && layer->in_c > 1;
-    return layer->spec.kind != DG_LAYER_FLATTEN && layer->spec.kind != DG_LAYER_GAP &&
-           layer->spec.kind != DG_LAYER_DENSE && layer->out_h * layer->out_w > 1;
+    int c = input ? layer->in_c : layer->out_c;
+    int pixels = input ? layer->in_h * layer->in_w : layer->out_h * layer->out_w;
+    return net->nhwc && pixels > 1 && c > 1;
 }
 
 int dg_net_nhwc_at(const struct dg_net *net, int layer, int input)

@@ -648,6 +648,15 @@ DG_INLINE void partials_sum4(const vd4 *p, size_t step, const vd4 *tail, vd4 *ou
     *out = ((t[0] + t[1]) + (t[2] + t[3])) + *tail;
 }
 
+/* The same for one channel: partials a[16], then tail */
+DG_INLINE double partials_sum1(const double a[16], double tail)
+{
+    double t[4];
+    for (int l = 0; l < 4; l++)
+        t[l] = (a[l] + a[4 + l]) + (a[8 + l] + a[12 + l]);
+    return ((t[0] + t[1]) + (t[2] + t[3])) + tail;
+}
+
 DG_INLINE void load_centred(const float *x, const vd4 *mid, int square, vd4 *d)
 {
     load4d(x, d);
@@ -712,10 +721,7 @@ static double sums_nhwc_one(const float *x, size_t n, size_t stride, const doubl
         double v = x[i * stride];
         tail += centre ? (v - mid) * (v - mid) : v;
     }
-    double t[4];
-    for (int l = 0; l < 4; l++)
-        t[l] = (a[l] + a[4 + l]) + (a[8 + l] + a[12 + l]);
-    return ((t[0] + t[1]) + (t[2] + t[3])) + tail;
+    return partials_sum1(a, tail);
 }
 
 /* out[c] = sum over the pixels of x[c], or with centre of (x[c] - centre[c])^2 */
@@ -799,13 +805,8 @@ static void bn_grad_sums_nhwc(const float *x, const float *dy, size_t n, size_t 
             ta += dy[i * stride + c];
             tb += dy[i * stride + c] * (x[i * stride + c] - mean[c]);
         }
-        double t[4], u[4];
-        for (int l = 0; l < 4; l++) {
-            t[l] = (a[l] + a[4 + l]) + (a[8 + l] + a[12 + l]);
-            u[l] = (b[l] + b[4 + l]) + (b[8 + l] + b[12 + l]);
-        }
-        sums[c] = ((t[0] + t[1]) + (t[2] + t[3])) + ta;
-        sums[channels + c] = ((u[0] + u[1]) + (u[2] + u[3])) + tb;
+        sums[c] = partials_sum1(a, ta);
+        sums[channels + c] = partials_sum1(b, tb);
     }
 }
 
