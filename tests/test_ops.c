@@ -20,8 +20,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli_util.h"
+#include "cpu/cpu_internal.h"
 #include "digits/model.h"
 #include "digits/net.h"
 #include "math/augment.h"
@@ -1849,6 +1851,78 @@ START_TEST(sgd_vs_element_math)
 }
 END_TEST
 
+/* dg_cpu_claim: every item of a run is taken by exactly one thread, in blocks of the grain,
+ * the counter starts again at each run, and a thread the machine slows takes fewer items. */
+struct claim_job {
+    size_t count, grain;
+    int slow_thread;
+    int taken[1000];
+    int by_thread[4];
+    int blocks_ok;
+};
+
+static void claim_task(void *ctx, int thread, int threads)
+{
+    struct claim_job *job = ctx;
+    struct dg_cpu_claims c = dg_cpu_claims(job->count, job->grain, thread, threads);
+    size_t last = (size_t)-1;
+    for (size_t item; dg_cpu_claim(&c, &item);) {
+        /* within a block the items come one after the other; a new block starts on a
+         * multiple of the grain */
+        if (item != last + 1 && item % (job->grain ? job->grain : 1) != 0)
+            __atomic_store_n(&job->blocks_ok, 0, __ATOMIC_RELAXED);
+        last = item;
+        __atomic_fetch_add(&job->taken[item], 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&job->by_thread[thread], 1, __ATOMIC_RELAXED);
+        if (thread == job->slow_thread) {
+            struct timespec pause = {0, 2000000};
+            nanosleep(&pause, NULL);
+        }
+    }
+}
+
+START_TEST(threads_claim_each_item_once)
+{
+    struct dg_cpu_threads *pool;
+    ck_assert_int_eq(dg_cpu_threads_create(3, &pool), DG_OK);
+    static struct claim_job job;
+    const size_t counts[] = {0, 1, 5, 999, 1000}, grains[] = {0, 1, 7, 64, 2000};
+    for (size_t a = 0; a < sizeof counts / sizeof *counts; a++)
+        for (size_t b = 0; b < sizeof grains / sizeof *grains; b++)
+            for (int run = 0; run < 2; run++) { /* the second run starts from item 0 again */
+                memset(&job, 0, sizeof job);
+                job.count = counts[a], job.grain = grains[b], job.slow_thread = -1;
+                job.blocks_ok = 1;
+                dg_cpu_threads_run(pool, claim_task, &job);
+                for (size_t i = 0; i < 1000; i++)
+                    ck_assert_msg(job.taken[i] == (i < job.count),
+                                  "count %zu grain %zu: item %zu taken %d times", job.count,
+                                  job.grain, i, job.taken[i]);
+                ck_assert_int_eq(job.by_thread[0] + job.by_thread[1] + job.by_thread[2],
+                                 (int)job.count);
+                ck_assert(job.blocks_ok);
+            }
+    dg_cpu_threads_destroy(pool);
+    /* two threads, thread 1 slowed by 2 ms an item: thread 0 takes most of the 200 items
+     * (thread 1 would need 200 ms for half of them) */
+    ck_assert_int_eq(dg_cpu_threads_create(2, &pool), DG_OK);
+    memset(&job, 0, sizeof job);
+    job.count = 200, job.grain = 1, job.slow_thread = 1, job.blocks_ok = 1;
+    dg_cpu_threads_run(pool, claim_task, &job);
+    ck_assert_int_eq(job.by_thread[0] + job.by_thread[1], 200);
+    ck_assert_msg(job.by_thread[1] < 100, "the slowed thread took %d of 200 items",
+                  job.by_thread[1]);
+    dg_cpu_threads_destroy(pool);
+    /* one thread: the caller takes every item */
+    ck_assert_int_eq(dg_cpu_threads_create(1, &pool), DG_OK);
+    memset(&job, 0, sizeof job);
+    job.count = 10, job.grain = 3, job.slow_thread = -1, job.blocks_ok = 1;
+    dg_cpu_threads_run(pool, claim_task, &job);
+    ck_assert_int_eq(job.by_thread[0], 10);
+    dg_cpu_threads_destroy(pool);
+}
+END_TEST
+
 int main(void)
 {
     load_cases(&conv_cases, DG_OP_CONV, DG_OP_VS_REF);
@@ -1892,6 +1966,7 @@ int main(void)
     tcase_add_test(elementwise, sincos_polynomial_accuracy);
     tcase_add_test(elementwise, reference_philox_known_answers);
     tcase_add_test(elementwise, backend_identity_and_memory);
+    tcase_add_test(elementwise, threads_claim_each_item_once);
     tcase_add_test(elementwise, kernels_from_environment);
     tcase_add_test(elementwise, isa_from_environment);
     tcase_add_test(elementwise, net_describes_algorithms);

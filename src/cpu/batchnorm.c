@@ -149,9 +149,9 @@ static void nhwc_task(void *ctx, int thread, int threads)
     const struct bn_job *job = nj->job;
     const struct dg_cpu_isa_ops *isa = job->isa;
     const struct dg_bn_shape *s = job->s;
-    size_t c = (size_t)s->channels, sp = (size_t)s->spatial, image = sp * c, n0, n1;
-    dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
-    for (size_t n = n0; n < n1; n++) {
+    size_t c = (size_t)s->channels, sp = (size_t)s->spatial, image = sp * c;
+    struct dg_cpu_claims images = dg_cpu_claims((size_t)s->batch, 1, thread, threads);
+    for (size_t n; dg_cpu_claim(&images, &n);) {
         const float *x = job->x + n * image;
         switch (nj->pass) {
         case BN_SUMS:

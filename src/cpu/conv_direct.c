@@ -31,9 +31,8 @@ static void pack_task(void *ctx, int thread, int threads)
     int oh = dg_conv_out_height(s), ow = dg_conv_out_width(s);
     size_t hw = (size_t)s->height * s->width, ohw = (size_t)oh * ow;
     size_t padded = (size_t)p->hp * p->wp;
-    size_t n0, n1;
-    dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
-    for (size_t n = n0; n < n1; n++) {
+    struct dg_cpu_claims images = dg_cpu_claims((size_t)s->batch, 1, thread, threads);
+    for (size_t n; dg_cpu_claim(&images, &n);) {
         if (!direct_x(p))
             dg_cpu_conv_pack_image(p, job->x + n * s->in_channels * hw, s->in_channels,
                                    s->height, s->width, p->pad, p->hp, p->wp,
@@ -56,9 +55,10 @@ static void direct_task(void *ctx, int thread, int threads)
     float *image = p->xpriv + p->priv_floats * (size_t)thread;
     const float *img = image;
     size_t packed = (size_t)-1;
-    size_t r0, r1;
-    dg_cpu_split((size_t)s->batch * oh, 1, thread, threads, &r0, &r1);
-    for (size_t unit = r0; unit < r1; unit++) {
+    struct dg_cpu_claims rows =
+        dg_cpu_claims((size_t)s->batch * oh,
+                      s->batch >= 2 * threads ? (size_t)oh : 1, thread, threads);
+    for (size_t unit; dg_cpu_claim(&rows, &unit);) {
         size_t n = unit / (size_t)oh;
         int y = (int)(unit % (size_t)oh);
         if (n != packed) {
@@ -145,9 +145,11 @@ static void direct_group_task(void *ctx, int thread, int threads)
     size_t ohw = (size_t)oh * ow, groups = ((size_t)s->batch + per - 1) / (size_t)per;
     float *tile = p->tiles + p->tiles_per_thread * (size_t)thread;
     float *wide = p->xpriv + p->priv_floats * (size_t)thread;
-    size_t packed = (size_t)-1, r0, r1;
-    dg_cpu_split(groups * (size_t)oh, 1, thread, threads, &r0, &r1);
-    for (size_t unit = r0; unit < r1; unit++) {
+    size_t packed = (size_t)-1;
+    struct dg_cpu_claims rows =
+        dg_cpu_claims(groups * (size_t)oh,
+                      groups >= 2 * (size_t)threads ? (size_t)oh : 1, thread, threads);
+    for (size_t unit; dg_cpu_claim(&rows, &unit);) {
         size_t group = unit / (size_t)oh, n0 = group * (size_t)per;
         int y = (int)(unit % (size_t)oh);
         int count = s->batch - (int)n0 < per ? s->batch - (int)n0 : per;

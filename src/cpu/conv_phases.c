@@ -77,9 +77,8 @@ static void pack_input_task(void *ctx, int thread, int threads)
     for (int b = 0; b < 2; b++) /* input columns past the phases' width are never read */
         if (pc[b].count > width - pc[b].j0)
             pc[b].count = width - pc[b].j0;
-    size_t n0, n1;
-    dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
-    for (size_t n = n0; n < n1; n++)
+    struct dg_cpu_claims images = dg_cpu_claims((size_t)s->batch, 1, thread, threads);
+    for (size_t n; dg_cpu_claim(&images, &n);)
         for (int c = 0; c < s->in_channels; c++) {
             const float *x = job->src + (n * s->in_channels + (size_t)c) * h * w;
             float *out = job->dst + (n * t->in_channels + (size_t)(4 * c)) * plane;
@@ -111,9 +110,8 @@ static void pack_input_nhwc_task(void *ctx, int thread, int threads)
     const struct phase_job *job = ctx;
     const struct dg_conv_shape *s = &job->p->s, *t = &job->p->sub->s;
     int pad = dg_conv_pad(s), h = s->height, w = s->width, cin = s->in_channels;
-    size_t n0, n1;
-    dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
-    for (size_t n = n0; n < n1; n++) {
+    struct dg_cpu_claims images = dg_cpu_claims((size_t)s->batch, 1, thread, threads);
+    for (size_t n; dg_cpu_claim(&images, &n);) {
         const float *x = job->src + n * (size_t)h * w * cin;
         float *out = job->dst + n * (size_t)t->height * t->width * t->in_channels;
         for (int i = 0; i < t->height; i++)
@@ -151,9 +149,8 @@ static void unpack_input_nhwc_task(void *ctx, int thread, int threads)
     const struct conv_plan *sub = job->p->sub;
     int pad = dg_conv_pad(s), h = s->height, w = s->width, cin = s->in_channels;
     int lo = sub->bwd_lo, phase_channels = sub->s.in_channels;
-    size_t n0, n1;
-    dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
-    for (size_t n = n0; n < n1; n++) {
+    struct dg_cpu_claims images = dg_cpu_claims((size_t)s->batch, 1, thread, threads);
+    for (size_t n; dg_cpu_claim(&images, &n);) {
         float *dx = job->dst + n * (size_t)h * w * cin;
         const float *in =
             job->src + n * (size_t)sub->bwd_h * sub->bwd_w * (size_t)phase_channels;
@@ -197,9 +194,8 @@ static void unpack_input_task(void *ctx, int thread, int threads)
     int pad = dg_conv_pad(s), h = s->height, w = s->width, lo = sub->bwd_lo;
     size_t plane = (size_t)sub->bwd_h * sub->bwd_w;
     struct phase_cols pc[2] = {phase_cols_of(0, pad, lo, w), phase_cols_of(1, pad, lo, w)};
-    size_t n0, n1;
-    dg_cpu_split((size_t)s->batch, 1, thread, threads, &n0, &n1);
-    for (size_t n = n0; n < n1; n++)
+    struct dg_cpu_claims images = dg_cpu_claims((size_t)s->batch, 1, thread, threads);
+    for (size_t n; dg_cpu_claim(&images, &n);)
         for (int c = 0; c < s->in_channels; c++) {
             float *dx = job->dst + (n * s->in_channels + (size_t)c) * h * w;
             const float *phases = job->src + (n * t->in_channels + (size_t)(4 * c)) * plane;

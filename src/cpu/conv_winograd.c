@@ -115,9 +115,13 @@ static void wino_conv_task(void *ctx, int thread, int threads)
     size_t per_image = (size_t)units.groups * units.segments;
     size_t total = units.images > 1 ? ((size_t)s->batch + units.images - 1) / units.images
                                     : (size_t)s->batch * per_image;
-    size_t u0, u1;
-    dg_cpu_split(total, 1, thread, threads, &u0, &u1);
-    for (size_t unit = u0; unit < u1; unit++) {
+    /* a thread takes all the units of an image at once where there are images enough, and
+     * copies the image (where it is not read in place) once for them */
+    struct dg_cpu_claims units_left = dg_cpu_claims(
+        total, units.images == 1 && s->batch >= 2 * threads ? per_image : 1, thread, threads);
+    size_t packed = (size_t)-1;
+    const float *img = image;
+    for (size_t unit; dg_cpu_claim(&units_left, &unit);) {
         /* the unit's pieces: images n0 .. n0 + pieces - 1, each its tiles [tr0, tr0 + rows) x
          * [tc0, tc0 + cols) */
         size_t n0;
@@ -137,9 +141,10 @@ static void wino_conv_task(void *ctx, int thread, int threads)
         }
         int per_piece = rows * cols, count = pieces * per_piece;
         for (int piece = 0; piece < pieces; piece++) {
-            const float *img =
-                dg_cpu_conv_image(p, job->in + (n0 + (size_t)piece) * cin * ihw, cin, job->ih,
-                                  job->iw, job->pad, job->hp, job->wp, image);
+            if (pieces > 1 || n0 != packed)
+                img = dg_cpu_conv_image(p, job->in + (n0 + (size_t)piece) * cin * ihw, cin,
+                                        job->ih, job->iw, job->pad, job->hp, job->wp, image);
+            packed = pieces > 1 ? (size_t)-1 : n0;
             for (int t = 0; t < per_piece; t++) {
                 int tr = tr0 + t / cols, tc = tc0 + t % cols;
                 p->isa->wino_input(img + (size_t)tr * m * row_stride + (size_t)tc * m * cin,
@@ -217,9 +222,8 @@ static void wino_filter_task(void *ctx, int thread, int threads)
     int ci_blocks = (cin + DG_TILE_ROWS - 1) / DG_TILE_ROWS;
     size_t tiles = (size_t)p->th * p->tw;
     int slots = wino_slots(p);
-    size_t j0, j1;
-    dg_cpu_split((size_t)slots, 1, thread, threads, &j0, &j1);
-    for (size_t slot = j0; slot < j1; slot++) {
+    struct dg_cpu_claims slots_left = dg_cpu_claims((size_t)slots, 1, thread, threads);
+    for (size_t slot; dg_cpu_claim(&slots_left, &slot);) {
         float *sums = p->ws + p->ws_floats * slot;
         memset(sums, 0, sizeof(float) * p->ws_floats);
         size_t n0 = slot * (size_t)s->batch / (size_t)slots;

@@ -26,6 +26,33 @@ void dg_cpu_threads_run(struct dg_cpu_threads *pool, dg_cpu_task task, void *ctx
 /* [begin, end) of thread `thread`'s share of `count` items, in blocks of `grain`. */
 void dg_cpu_split(size_t count, size_t grain, int thread, int threads, size_t *begin, size_t *end);
 
+/* Items split across the threads of a run as dg_cpu_split does, with work stealing: inside a
+ * task that dg_cpu_threads_run is running, each thread takes the blocks (`grain` items) of its
+ * own share from the front, and when that is done takes the other threads' last blocks from
+ * the back. So each thread keeps touching the images it touched in the ops before (its cache
+ * holds them), and a thread that the machine slows does less of the work. For items that are
+ * independent of each other and of the thread that runs them (per-thread scratch used only
+ * within an item): they give the same bits as the static split. One claimed loop per run,
+ * every thread of the run with the same count and grain:
+ *     struct dg_cpu_claims c = dg_cpu_claims(count, grain, thread, threads);
+ *     for (size_t item; dg_cpu_claim(&c, &item);) ... */
+struct dg_cpu_claims {
+    size_t count, grain;
+    int thread, threads;
+    size_t next, end; /* the block this thread holds */
+};
+
+static inline struct dg_cpu_claims dg_cpu_claims(size_t count, size_t grain, int thread,
+                                                 int threads)
+{
+    struct dg_cpu_claims c = {count, grain < 1 ? 1 : grain, thread, threads, 0, 0};
+    return c;
+}
+
+/* The next item of this thread's block, or of the next block it takes; 0 when every item is
+ * taken. */
+int dg_cpu_claim(struct dg_cpu_claims *c, size_t *item);
+
 /* ---- the per-instruction-set kernels (src/cpu/isa/kernels.c, compiled once per ISA) ---- */
 
 struct dg_dropout_key;

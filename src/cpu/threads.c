@@ -1,11 +1,14 @@
 /* The CPU backend's worker threads, a fixed thread pool (max-pooling is in backend_cpu.c):
  * run(task) executes task(ctx, t, threads) on every thread (the caller is thread 0) and returns
  * when all are done. Workers spin briefly on the generation counter before sleeping on a condition
- * variable, so back-to-back ops of a training step do not pay a wake-up each. */
+ * variable, so back-to-back ops of a training step do not pay a wake-up each. A task either
+ * splits its items statically (dg_cpu_split) or takes them in blocks from the run's counter
+ * (dg_cpu_claim), which the thread running the task finds through a thread-local pointer. */
 #include "cpu/cpu_internal.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #define DG_THREADS_SPINS 20000
@@ -28,7 +31,17 @@ struct dg_cpu_threads {
     atomic_int stopping;
     dg_cpu_task task;
     void *ctx;
+    struct claim_slot *slots; /* per thread: blocks of its share taken (dg_cpu_claim) */
 };
+
+/* Blocks taken of one thread's share in this run: from the front by the thread itself (low 32
+ * bits), from the back by the others (high 32 bits); one cache line each. */
+struct claim_slot {
+    _Alignas(64) atomic_uint_least64_t taken;
+};
+
+/* the pool whose run this thread is in (dg_cpu_claim) */
+static _Thread_local struct dg_cpu_threads *running_pool;
 
 static inline void cpu_relax(void)
 {
@@ -42,6 +55,7 @@ static void *worker_main(void *opaque)
     struct worker_arg *arg = opaque;
     struct dg_cpu_threads *pool = arg->pool;
     unsigned seen = 0;
+    running_pool = pool;
     for (;;) {
         unsigned generation = atomic_load(&pool->generation);
         for (int spin = 0; generation == seen && spin < DG_THREADS_SPINS; spin++) {
@@ -77,6 +91,13 @@ enum dg_status dg_cpu_threads_create(int threads, struct dg_cpu_threads **out)
     atomic_init(&pool->generation, 0);
     atomic_init(&pool->pending, 0);
     atomic_init(&pool->stopping, 0);
+    pool->slots = aligned_alloc(64, sizeof *pool->slots * (size_t)pool->threads);
+    if (!pool->slots) {
+        free(pool);
+        return dg_error(DG_ERR_NOMEM, "cpu backend: out of memory for the thread pool");
+    }
+    for (int t = 0; t < pool->threads; t++)
+        atomic_init(&pool->slots[t].taken, 0);
     pthread_mutex_init(&pool->mutex, NULL);
     pthread_cond_init(&pool->start_cond, NULL);
     pthread_cond_init(&pool->done_cond, NULL);
@@ -118,6 +139,7 @@ void dg_cpu_threads_destroy(struct dg_cpu_threads *pool)
     pthread_mutex_destroy(&pool->mutex);
     free(pool->args);
     free(pool->workers);
+    free(pool->slots);
     free(pool);
 }
 
@@ -128,8 +150,13 @@ int dg_cpu_threads_count(const struct dg_cpu_threads *pool)
 
 void dg_cpu_threads_run(struct dg_cpu_threads *pool, dg_cpu_task task, void *ctx)
 {
+    struct dg_cpu_threads *outer = running_pool;
+    running_pool = pool;
+    for (int t = 0; t < pool->threads; t++)
+        atomic_store(&pool->slots[t].taken, 0);
     if (pool->threads == 1) {
         task(ctx, 0, 1);
+        running_pool = outer;
         return;
     }
     pool->task = task;
@@ -148,6 +175,41 @@ void dg_cpu_threads_run(struct dg_cpu_threads *pool, dg_cpu_task task, void *ctx
             pthread_cond_wait(&pool->done_cond, &pool->mutex);
         pthread_mutex_unlock(&pool->mutex);
     }
+    running_pool = outer;
+}
+
+/* Takes a block of thread t's share: from the front when t is the caller, else from the
+ * back; SIZE_MAX when the share is used up. */
+static size_t take_block(struct dg_cpu_threads *pool, size_t blocks, int t, int own, int threads)
+{
+    size_t lo, hi;
+    dg_cpu_split(blocks, 1, t, threads, &lo, &hi);
+    atomic_uint_least64_t *slot = &pool->slots[t].taken;
+    uint_least64_t old = atomic_load(slot);
+    for (;;) {
+        size_t front = (size_t)(old & 0xffffffffu), back = (size_t)(old >> 32);
+        if (lo + front + back >= hi)
+            return SIZE_MAX;
+        uint_least64_t taken = own ? old + 1 : old + ((uint_least64_t)1 << 32);
+        if (atomic_compare_exchange_weak(slot, &old, taken))
+            return own ? lo + front : hi - back - 1;
+    }
+}
+
+int dg_cpu_claim(struct dg_cpu_claims *c, size_t *item)
+{
+    if (c->next >= c->end) {
+        struct dg_cpu_threads *pool = running_pool;
+        size_t blocks = (c->count + c->grain - 1) / c->grain, block = SIZE_MAX;
+        for (int k = 0; k < c->threads && block == SIZE_MAX; k++)
+            block = take_block(pool, blocks, (c->thread + k) % c->threads, k == 0, c->threads);
+        if (block == SIZE_MAX)
+            return 0;
+        c->next = block * c->grain;
+        c->end = c->count - c->next < c->grain ? c->count : c->next + c->grain;
+    }
+    *item = c->next++;
+    return 1;
 }
 
 void dg_cpu_split(size_t count, size_t grain, int thread, int threads, size_t *begin, size_t *end)
