@@ -7,11 +7,16 @@
 #include "cpu/cpu_internal.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 
-#define DG_THREADS_SPINS 20000
+/* A waiting thread first spins (pause), then yields its core (sched_yield: where another
+ * thread is runnable on it, often the pool's own thread that the waiter waits for, that one
+ * runs), then sleeps on the condition variable. */
+#define DG_THREADS_PAUSES 2000
+#define DG_THREADS_SPINS (DG_THREADS_PAUSES + 400)
 
 struct worker_arg {
     struct dg_cpu_threads *pool;
@@ -43,8 +48,13 @@ struct claim_slot {
 /* the pool whose run this thread is in (dg_cpu_claim) */
 static _Thread_local struct dg_cpu_threads *running_pool;
 
-static inline void cpu_relax(void)
+/* One wait step: `spin` is the number of steps taken so far. */
+static inline void wait_step(int spin)
 {
+    if (spin >= DG_THREADS_PAUSES) {
+        sched_yield();
+        return;
+    }
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
@@ -59,7 +69,7 @@ static void *worker_main(void *opaque)
     for (;;) {
         unsigned generation = atomic_load(&pool->generation);
         for (int spin = 0; generation == seen && spin < DG_THREADS_SPINS; spin++) {
-            cpu_relax();
+            wait_step(spin);
             generation = atomic_load(&pool->generation);
         }
         if (generation == seen) {
@@ -168,7 +178,7 @@ void dg_cpu_threads_run(struct dg_cpu_threads *pool, dg_cpu_task task, void *ctx
     pthread_mutex_unlock(&pool->mutex);
     task(ctx, 0, pool->threads);
     for (int spin = 0; atomic_load(&pool->pending) != 0 && spin < DG_THREADS_SPINS; spin++)
-        cpu_relax();
+        wait_step(spin);
     if (atomic_load(&pool->pending) != 0) {
         pthread_mutex_lock(&pool->mutex);
         while (atomic_load(&pool->pending) != 0)
