@@ -153,8 +153,9 @@ END_TEST
 
 /* ---- batchnorm, max-pool, GAP, dropout, transpose ---- */
 
-/* Channel counts with and without a multiple of 4, 8 or 16 (the element loops take 8, then 4,
- * then one channel), pixel counts with and without a tail after the 16 partial sums. */
+/* Channel counts with and without a multiple of 4, 8 or 16 (the element loops take 8 channels,
+ * then one at a time; the sums 16, then 4, then one), pixel counts with and without a tail
+ * after the 16 partial sums. */
 static const struct dg_bn_shape bn_shapes[] = {{5, 32, 144, 0}, {3, 21, 37, 0}, {4, 64, 16, 0},
                                                {2, 6, 15, 0},   {3, 16, 676, 0}, {3, 12, 20, 0}};
 

@@ -2,8 +2,9 @@
  * run(task) executes task(ctx, t, threads) on every thread (the caller is thread 0) and returns
  * when all are done. Workers spin briefly on the generation counter before sleeping on a condition
  * variable, so back-to-back ops of a training step do not pay a wake-up each. A task either
- * splits its items statically (dg_cpu_split) or takes them in blocks from the run's counter
- * (dg_cpu_claim), which the thread running the task finds through a thread-local pointer. */
+ * splits its items statically (dg_cpu_split) or claims them (dg_cpu_claim): its own share
+ * first, then blocks stolen from the others' shares, through per-thread counters of the run
+ * that the claiming thread finds through a thread-local pointer. */
 #include "cpu/cpu_internal.h"
 
 #include <pthread.h>

@@ -811,8 +811,8 @@ static void bn_grad_sums_nhwc(const float *x, const float *dy, size_t n, size_t 
 }
 
 /* The NHWC element loops take 8 channels at a time in vd8 (AVX-512: one zmm; elsewhere what
- * the compiler lowers it to), then 4 in vd4, then one: every lane does the same double
- * operations, so the width changes no bit. */
+ * the compiler lowers it to), then the rest one by one: every lane does the same double
+ * operations as the scalar tail, so the width changes no bit. */
 typedef double vd8 __attribute__((vector_size(64)));
 typedef float vf8 __attribute__((vector_size(32)));
 
@@ -833,7 +833,7 @@ DG_INLINE void store8f(float *p, const vd8 *v)
 static void bn_affine_nhwc(const float *x, size_t n, size_t stride, int channels,
                            const double *scale, const double *shift, float *y)
 {
-    int c8 = channels / 8 * 8, c4 = channels / 4 * 4;
+    int c8 = channels / 8 * 8;
     for (size_t i = 0; i < n; i++) {
         const float *xi = x + i * stride;
         float *yi = y + i * stride;
@@ -845,15 +845,7 @@ static void bn_affine_nhwc(const float *x, size_t n, size_t stride, int channels
             v = v * sc + sh;
             store8f(yi + c, &v);
         }
-        for (int c = c8; c < c4; c += 4) {
-            vd4 v, sc, sh;
-            memcpy(&sc, scale + c, sizeof sc);
-            memcpy(&sh, shift + c, sizeof sh);
-            load4d(xi + c, &v);
-            v = v * sc + sh;
-            store4f(yi + c, &v);
-        }
-        for (int c = c4; c < channels; c++)
+        for (int c = c8; c < channels; c++)
             yi[c] = (float)((double)xi[c] * scale[c] + shift[c]);
     }
 }
@@ -863,7 +855,6 @@ static void bn_affine_nhwc(const float *x, size_t n, size_t stride, int channels
 static void bn_input_grad_nhwc(const float *x, const float *dy, size_t n, size_t stride,
                                int channels, const double *k, float *dx)
 {
-    int c4 = channels / 4 * 4;
     const double *mean = k, *invstd = k + channels, *scale = k + 2 * (size_t)channels;
     const double *mean_dy = k + 3 * (size_t)channels, *mean_dy_xhat = k + 4 * (size_t)channels;
     int c8 = channels / 8 * 8;
@@ -883,20 +874,7 @@ static void bn_input_grad_nhwc(const float *x, const float *dy, size_t n, size_t
             vd8 out = sc * (g - md - xhat * mx);
             store8f(di + c, &out);
         }
-        for (int c = c8; c < c4; c += 4) {
-            vd4 mu, is, sc, md, mx, xv, g;
-            memcpy(&mu, mean + c, sizeof mu);
-            memcpy(&is, invstd + c, sizeof is);
-            memcpy(&sc, scale + c, sizeof sc);
-            memcpy(&md, mean_dy + c, sizeof md);
-            memcpy(&mx, mean_dy_xhat + c, sizeof mx);
-            load4d(xi + c, &xv);
-            load4d(gi + c, &g);
-            vd4 xhat = (xv - mu) * is;
-            vd4 out = sc * (g - md - xhat * mx);
-            store4f(di + c, &out);
-        }
-        for (int c = c4; c < channels; c++) {
+        for (int c = c8; c < channels; c++) {
             double xhat = (xi[c] - mean[c]) * invstd[c];
             di[c] = (float)(scale[c] * (gi[c] - mean_dy[c] - xhat * mean_dy_xhat[c]));
         }
