@@ -1923,6 +1923,57 @@ START_TEST(threads_claim_each_item_once)
 }
 END_TEST
 
+/* The stride-2 phase copies of every ISA this CPU runs: out[4c + k] = in[k][c] with the
+ * pixels outside the input (NULL) as zeros, and back, at channel counts around each vector
+ * width (the vector loop and the tail). */
+START_TEST(phase_interleave_by_hand)
+{
+    enum { MOST = 70 };
+    float src[4][MOST], packed[4 * MOST + 4], back[4][MOST + 1];
+    for (int k = 0; k < 4; k++)
+        for (int c = 0; c < MOST; c++)
+            src[k][c] = (float)(1000 * (k + 1) + c) + 0.25f;
+    for (int isa = 0; isa < DG_CPU_ISA_COUNT; isa++) {
+        const struct dg_cpu_isa_ops *ops = dg_cpu_isa_table((enum dg_cpu_isa)isa);
+        if (!ops)
+            continue;
+        const int counts[] = {1, 3, 4, 5, 8, 15, 16, 17, 31, 32, 33, 64, 70};
+        for (size_t n = 0; n < sizeof counts / sizeof *counts; n++)
+            for (int missing = 0; missing < 16; missing++) { /* bit k: in[k] is outside */
+                int channels = counts[n];
+                const float *in[4];
+                float *out[4];
+                for (int k = 0; k < 4; k++) {
+                    in[k] = missing >> k & 1 ? NULL : src[k];
+                    out[k] = missing >> k & 1 ? NULL : back[k];
+                }
+                for (int i = 0; i < 4 * MOST + 4; i++)
+                    packed[i] = -1.0f;
+                ops->interleave4(in, channels, packed);
+                for (int c = 0; c < channels; c++)
+                    for (int k = 0; k < 4; k++)
+                        ck_assert_msg(packed[4 * c + k] == (in[k] ? src[k][c] : 0.0f),
+                                      "%s, %d channels, missing %#x: lane %d of channel %d",
+                                      dg_cpu_isa_name((enum dg_cpu_isa)isa), channels, missing,
+                                      k, c);
+                ck_assert(packed[4 * channels] == -1.0f); /* nothing past the channels */
+                for (int k = 0; k < 4; k++)
+                    for (int c = 0; c <= MOST; c++)
+                        back[k][c] = -2.0f;
+                ops->deinterleave4(packed, channels, out);
+                for (int k = 0; k < 4; k++)
+                    for (int c = 0; c <= MOST; c++) {
+                        float want = in[k] && c < channels ? src[k][c] : -2.0f;
+                        ck_assert_msg(back[k][c] == want,
+                                      "%s, %d channels, missing %#x: back %d of channel %d",
+                                      dg_cpu_isa_name((enum dg_cpu_isa)isa), channels, missing,
+                                      k, c);
+                    }
+            }
+    }
+}
+END_TEST
+
 int main(void)
 {
     load_cases(&conv_cases, DG_OP_CONV, DG_OP_VS_REF);
@@ -1967,6 +2018,7 @@ int main(void)
     tcase_add_test(elementwise, reference_philox_known_answers);
     tcase_add_test(elementwise, backend_identity_and_memory);
     tcase_add_test(elementwise, threads_claim_each_item_once);
+    tcase_add_test(elementwise, phase_interleave_by_hand);
     tcase_add_test(elementwise, kernels_from_environment);
     tcase_add_test(elementwise, isa_from_environment);
     tcase_add_test(elementwise, net_describes_algorithms);

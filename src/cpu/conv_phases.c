@@ -117,26 +117,13 @@ static void pack_input_nhwc_task(void *ctx, int thread, int threads)
         for (int i = 0; i < t->height; i++)
             for (int j = 0; j < t->width; j++, out += t->in_channels) {
                 const float *in[4];
-                int inside = 1;
                 for (int ab = 0; ab < 4; ab++) {
                     int y = 2 * i + ab / 2 - pad, col = 2 * j + ab % 2 - pad;
                     in[ab] = y < 0 || y >= h || col < 0 || col >= w
                                  ? NULL
                                  : x + ((size_t)y * w + (size_t)col) * cin;
-                    inside &= in[ab] != NULL;
                 }
-                if (inside) { /* the four pixels interleaved, channel by channel */
-                    for (int c = 0; c < cin; c++) {
-                        out[4 * c] = in[0][c];
-                        out[4 * c + 1] = in[1][c];
-                        out[4 * c + 2] = in[2][c];
-                        out[4 * c + 3] = in[3][c];
-                    }
-                    continue;
-                }
-                for (int ab = 0; ab < 4; ab++)
-                    for (int c = 0; c < cin; c++)
-                        out[4 * c + ab] = in[ab] ? in[ab][c] : 0.0f;
+                job->p->isa->interleave4(in, cin, out);
             }
     }
 }
@@ -159,27 +146,13 @@ static void unpack_input_nhwc_task(void *ctx, int thread, int threads)
         for (int i = 0; i < sub->bwd_h; i++)
             for (int j = 0; j < sub->bwd_w; j++, in += phase_channels) {
                 float *out[4];
-                int inside = 1;
                 for (int ab = 0; ab < 4; ab++) {
                     int y = 2 * (i + lo) + ab / 2 - pad, col = 2 * (j + lo) + ab % 2 - pad;
                     out[ab] = y < 0 || y >= h || col < 0 || col >= w
                                   ? NULL
                                   : dx + ((size_t)y * w + (size_t)col) * cin;
-                    inside &= out[ab] != NULL;
                 }
-                if (inside) {
-                    for (int c = 0; c < cin; c++) {
-                        out[0][c] = in[4 * c];
-                        out[1][c] = in[4 * c + 1];
-                        out[2][c] = in[4 * c + 2];
-                        out[3][c] = in[4 * c + 3];
-                    }
-                    continue;
-                }
-                for (int ab = 0; ab < 4; ab++)
-                    if (out[ab])
-                        for (int c = 0; c < cin; c++)
-                            out[ab][c] = in[4 * c + ab];
+                job->p->isa->deinterleave4(in, cin, out);
             }
     }
 }

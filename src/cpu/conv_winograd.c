@@ -302,41 +302,28 @@ static void wino_slot_sum_task(void *ctx, int thread, int threads)
     }
 }
 
-/* dw[co][ci] = A^T (scale scale^T .* wsum) A, in double. */
+/* dw[co][ci] = A^T (scale scale^T .* wsum) A, in double: units of 32 output channels (one
+ * block of wsum, side by side) at one input channel. */
 static void wino_filter_out_task(void *ctx, int thread, int threads)
 {
     const struct filter_job *job = ctx;
     const struct conv_plan *p = job->p;
     const struct dg_conv_shape *s = &p->s;
     int k = s->kernel, cin = s->in_channels, cout = s->out_channels;
-    double at[5][6];
+    double at[5 * 6];
     for (int y = 0; y < k; y++)
         for (int i = 0; i < 6; i++)
-            at[y][i] = wino_eval(i, y, k);
-    size_t r0, r1;
-    dg_cpu_split((size_t)cout * cin, 1, thread, threads, &r0, &r1);
-    for (size_t pair = r0; pair < r1; pair++) {
-        int co = (int)(pair / (size_t)cin), ci = (int)(pair % (size_t)cin);
-        size_t offset = (size_t)(co / 32) * 32 * cin + (size_t)ci * 32 + (size_t)(co % 32);
-        double sum[36], half[5][6];
-        for (int xi = 0; xi < DG_WINO_XI; xi++)
-            sum[xi] =
-                p->wsum[(size_t)xi * cin * cout + offset] * wino_scale[xi / 6] * wino_scale[xi % 6];
-        for (int y = 0; y < k; y++)
-            for (int j = 0; j < 6; j++) {
-                double acc = 0.0;
-                for (int i = 0; i < 6; i++)
-                    acc += at[y][i] * sum[i * 6 + j];
-                half[y][j] = acc;
-            }
-        float *out = job->dw + pair * k * k;
-        for (int y = 0; y < k; y++)
-            for (int x = 0; x < k; x++) {
-                double acc = 0.0;
-                for (int j = 0; j < 6; j++)
-                    acc += half[y][j] * at[x][j];
-                out[y * k + x] = (float)acc;
-            }
+            at[y * 6 + i] = wino_eval(i, y, k);
+    size_t blocks = (size_t)(cout + 31) / 32, r0, r1;
+    dg_cpu_split(blocks * (size_t)cin, 1, thread, threads, &r0, &r1);
+    for (size_t unit = r0; unit < r1; unit++) {
+        int co0 = (int)(unit / (size_t)cin) * 32, ci = (int)(unit % (size_t)cin);
+        int lanes = cout - co0 < 32 ? cout - co0 : 32;
+        p->isa->wino_filter_out(k, at, wino_scale,
+                                p->wsum + (size_t)co0 * cin + (size_t)ci * 32,
+                                (size_t)cin * cout, lanes,
+                                job->dw + ((size_t)co0 * cin + (size_t)ci) * k * k,
+                                (size_t)cin * k * k);
     }
 }
 

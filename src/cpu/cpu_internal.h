@@ -85,6 +85,9 @@ struct dg_cpu_bf16_ops;
  *                         (6, k) row-major
  *   to_nhwc       dst[x*channels + c] = src[c*plane_stride + x], x < width, channels % 16 == 0
  *   from_nhwc     dst[c*plane_stride + x] = src[x*channels + c], x < count, channels % 16 == 0
+ *   interleave4   out[4*c + k] = in[k][c] for c < channels, k < 4 (0 where in[k] is NULL): the
+ *                 four phases of a stride-2 convolution's input pixel, channel by channel
+ *   deinterleave4 out[k][c] = in[4*c + k] for c < channels and the k whose out[k] is not NULL
  *   channel_sums  sums[c] = sum over pixels of src[pixel*channels + c], channels % 16 == 0,
  *                 four interleaved partial sums per channel (the same order on every ISA)
  *   bn_*          batch normalisation over one (image, channel) plane of n values, in double:
@@ -131,8 +134,12 @@ struct dg_cpu_isa_ops {
                         float *out, size_t row_stride, size_t pixel_stride);
     void (*wino_grad)(int m, const float *tile, size_t row_stride, int channels, float *z,
                       size_t xi_stride);
+    void (*wino_filter_out)(int k, const double *at, const double *scale, const double *wsum,
+                            size_t xi_stride, int lanes, float *dw, size_t lane_stride);
     void (*to_nhwc)(const float *src, size_t plane_stride, int channels, int width, float *dst);
     void (*from_nhwc)(const float *src, int channels, int count, float *dst, size_t plane_stride);
+    void (*interleave4)(const float *const in[4], int channels, float *out);
+    void (*deinterleave4)(const float *in, int channels, float *const out[4]);
     void (*channel_sums)(const float *src, size_t pixels, int channels, float *sums);
     double (*bn_sum)(const float *v, size_t n);
     double (*bn_squares)(const float *v, size_t n, double centre);

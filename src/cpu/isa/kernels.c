@@ -467,6 +467,50 @@ static void from_nhwc(const float *src, int channels, int count, float *dst, siz
         }
 }
 
+/* Two rounds of zips: (a0 c0 a1 c1 ..) and (b0 d0 b1 d1 ..) zipped give a0 b0 c0 d0 a1 b1 .. */
+static void interleave4(const float *const in[4], int channels, float *out)
+{
+    int c = 0;
+    for (; c + DG_W <= channels; c += DG_W) {
+        vf r[4];
+        for (int k = 0; k < 4; k++)
+            r[k] = in[k] ? vload(in[k] + c) : vzero();
+        vf ac_lo = vzip_lo(r[0], r[2]), ac_hi = vzip_hi(r[0], r[2]);
+        vf bd_lo = vzip_lo(r[1], r[3]), bd_hi = vzip_hi(r[1], r[3]);
+        float *o = out + 4 * (size_t)c;
+        vstore(o, vzip_lo(ac_lo, bd_lo));
+        vstore(o + DG_W, vzip_hi(ac_lo, bd_lo));
+        vstore(o + 2 * DG_W, vzip_lo(ac_hi, bd_hi));
+        vstore(o + 3 * DG_W, vzip_hi(ac_hi, bd_hi));
+    }
+    for (; c < channels; c++)
+        for (int k = 0; k < 4; k++)
+            out[4 * (size_t)c + k] = in[k] ? in[k][c] : 0.0f;
+}
+
+/* The inverse: even and odd lanes twice. */
+static void deinterleave4(const float *in, int channels, float *const out[4])
+{
+    int c = 0;
+    for (; c + DG_W <= channels; c += DG_W) {
+        const float *i = in + 4 * (size_t)c;
+        vf r0 = vload(i), r1 = vload(i + DG_W), r2 = vload(i + 2 * DG_W), r3 = vload(i + 3 * DG_W);
+        vf even0 = DG_SHUFFLE(r0, r1, DG_UNZIP_EVEN), odd0 = DG_SHUFFLE(r0, r1, DG_UNZIP_ODD);
+        vf even1 = DG_SHUFFLE(r2, r3, DG_UNZIP_EVEN), odd1 = DG_SHUFFLE(r2, r3, DG_UNZIP_ODD);
+        const vf phase[4] = {DG_SHUFFLE(even0, even1, DG_UNZIP_EVEN),
+                             DG_SHUFFLE(odd0, odd1, DG_UNZIP_EVEN),
+                             DG_SHUFFLE(even0, even1, DG_UNZIP_ODD),
+                             DG_SHUFFLE(odd0, odd1, DG_UNZIP_ODD)};
+        for (int k = 0; k < 4; k++)
+            if (out[k])
+                vstore(out[k] + c, phase[k]);
+    }
+    for (; c < channels; c++)
+        for (int k = 0; k < 4; k++)
+            if (out[k])
+                out[k][c] = in[4 * (size_t)c + k];
+}
+
 static void channel_sums(const float *src, size_t pixels, int channels, float *sums)
 {
     for (int c = 0; c < channels; c += DG_W) {
@@ -542,6 +586,55 @@ static void wino_weights(const double *g, int k, const float *kernels, int cols,
     }
     for (; c < cols; c++)
         wino_weights_col(g, k, kernels, cols, c, u, xi_stride);
+}
+
+/* dw = A^T (scale scale^T .* wsum) A in double for `lanes` kernels side by side: lane l's
+ * transformed sums at wsum[xi*xi_stride + l], its k x k kernel at dw + l*lane_stride. Four
+ * lanes at a time in vd4, then one by one, each lane with the same operations in the same
+ * order (products and sums rounded one by one, no fused multiply-add), so every ISA and
+ * every lane count give the same floats. */
+DG_INLINE void filter_out_lanes(int k, const double *at, const double *scale, const double *wsum,
+                                size_t xi_stride, int nl, float *dw, size_t lane_stride)
+{
+    vd4 sum[36], half[5][6];
+    for (int xi = 0; xi < 36; xi++) {
+        vd4 w = {0.0, 0.0, 0.0, 0.0};
+        for (int l = 0; l < nl; l++)
+            w[l] = wsum[(size_t)xi * xi_stride + (size_t)l];
+        double si = scale[xi / 6], sj = scale[xi % 6];
+        sum[xi] = w * (vd4){si, si, si, si} * (vd4){sj, sj, sj, sj};
+    }
+    for (int y = 0; y < k; y++)
+        for (int j = 0; j < 6; j++) {
+            vd4 acc = {0.0, 0.0, 0.0, 0.0};
+            for (int i = 0; i < 6; i++) {
+                double a = at[y * 6 + i];
+                acc += (vd4){a, a, a, a} * sum[i * 6 + j];
+            }
+            half[y][j] = acc;
+        }
+    for (int y = 0; y < k; y++)
+        for (int x = 0; x < k; x++) {
+            vd4 acc = {0.0, 0.0, 0.0, 0.0};
+            for (int j = 0; j < 6; j++) {
+                double a = at[x * 6 + j];
+                acc += half[y][j] * (vd4){a, a, a, a};
+            }
+            for (int l = 0; l < nl; l++)
+                dw[(size_t)l * lane_stride + (size_t)(y * k + x)] = (float)acc[l];
+        }
+}
+
+static void wino_filter_out(int k, const double *at, const double *scale, const double *wsum,
+                            size_t xi_stride, int lanes, float *dw, size_t lane_stride)
+{
+    int l = 0;
+    for (; l + 4 <= lanes; l += 4)
+        filter_out_lanes(k, at, scale, wsum + l, xi_stride, 4, dw + (size_t)l * lane_stride,
+                         lane_stride);
+    for (; l < lanes; l++)
+        filter_out_lanes(k, at, scale, wsum + l, xi_stride, 1, dw + (size_t)l * lane_stride,
+                         lane_stride);
 }
 
 /* sum v[i] (square 0) or sum (v[i] - centre)^2 (square 1) */
@@ -1211,8 +1304,11 @@ const struct dg_cpu_isa_ops DG_ISA_TABLE = {
     .wino_input = wino_input,
     .wino_output = wino_output,
     .wino_grad = wino_grad,
+    .wino_filter_out = wino_filter_out,
     .to_nhwc = to_nhwc,
     .from_nhwc = from_nhwc,
+    .interleave4 = interleave4,
+    .deinterleave4 = deinterleave4,
     .channel_sums = channel_sums,
     .bn_sum = bn_sum,
     .bn_squares = bn_squares,
