@@ -348,6 +348,19 @@ const float *dg_cpu_conv_image(const struct conv_plan *p, const float *src, int 
     return dst;
 }
 
+const float *dg_cpu_conv_input(const struct conv_plan *p, const float *in, size_t n, int c, int h,
+                               int w, int pad, int hp, int wp, float *dst)
+{
+    if (!in) {
+        const struct dg_conv_shape *s = &p->parent->s;
+        dg_cpu_phases_pack_image(p->parent,
+                                 p->phase_src + n * (size_t)s->height * s->width * s->in_channels,
+                                 dst);
+        return dst;
+    }
+    return dg_cpu_conv_image(p, in + n * (size_t)c * h * w, c, h, w, pad, hp, wp, dst);
+}
+
 void dg_cpu_conv_store_pixels(const struct conv_plan *p, const float *src, int couts, int count,
                               float *out, size_t at, size_t plane, int c0, int channels)
 {

@@ -68,6 +68,11 @@ struct conv_plan {
      * copies of the input (or its gradient), the weights and the weight gradient */
     struct conv_plan *sub;
     float *ph_x, *ph_w, *ph_dw;
+    /* in a sub plan of phases: its parent, and, while one of the parent's passes runs the sub
+     * plan with the input NULL, the parent's input, whose phases the kernels then copy image
+     * by image into their own buffers (dg_cpu_conv_input) instead of reading ph_x */
+    const struct conv_plan *parent;
+    const float *phase_src;
     /* NHWC plans (s.nhwc) whose algorithm works on NCHW (im2col + sgemm, bf16): the passes
      * themselves, run on the NCHW copies t_in, t_out (batch x the larger of the input and
      * the output) that the wrappers in conv.c transpose */
@@ -180,6 +185,13 @@ int dg_cpu_conv_reads_in_place(const struct conv_plan *p, int h, int w, int pad,
 const float *dg_cpu_conv_image(const struct conv_plan *p, const float *src, int c, int h, int w,
                                int pad, int hp, int wp, float *dst);
 
+/* Image n of a pass's input `in` (batch of (c, h, w) images in the plan's layout) as the
+ * kernels read it: dg_cpu_conv_image of image n; or, with `in` NULL (a sub plan of phases
+ * whose parent passed its own input, p->phase_src), image n's phases copied into dst, which
+ * holds them as the sub plan reads ph_x in place (pad 0, hp = h, wp = w). */
+const float *dg_cpu_conv_input(const struct conv_plan *p, const float *in, size_t n, int c, int h,
+                               int w, int pad, int hp, int wp, float *dst);
+
 /* Pixels [at, at + count) of the image `out` (`plane` pixels of `channels` channels, in the
  * plan's layout), channels [c0, c0 + couts) <- src (count, couts) NHWC. */
 void dg_cpu_conv_store_pixels(const struct conv_plan *p, const float *src, int couts, int count,
@@ -227,6 +239,9 @@ struct dg_conv_shape dg_cpu_phases_shape(const struct dg_conv_shape *s);
  * data): first *lo, then *h rows and *w columns. */
 void dg_cpu_phases_window(const struct dg_conv_shape *s, int *lo, int *h, int *w);
 enum dg_status dg_cpu_phases_ensure(struct dg_backend *be, struct conv_plan *p);
+/* out (H, W, 4 cin): the phases of one NHWC input image x (h, w, cin) of the plan p (the
+ * parent), as the sub plan's input image. */
+void dg_cpu_phases_pack_image(const struct conv_plan *p, const float *x, float *out);
 void dg_cpu_phases_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x, const float *w,
                        const float *bias, float *y, int relu);
 void dg_cpu_phases_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const float *dy,

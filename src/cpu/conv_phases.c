@@ -105,27 +105,32 @@ static void pack_input_task(void *ctx, int thread, int threads)
 
 /* The same copies for NHWC plans: xs (batch, H, W, 4 cin) <- the phases of x (batch, h, w,
  * cin), phase pixel (i, j) of phase (a, b) holding input pixel (2 i + a - pad, 2 j + b - pad). */
+void dg_cpu_phases_pack_image(const struct conv_plan *p, const float *x, float *out)
+{
+    const struct dg_conv_shape *s = &p->s, *t = &p->sub->s;
+    int pad = dg_conv_pad(s), h = s->height, w = s->width, cin = s->in_channels;
+    for (int i = 0; i < t->height; i++)
+        for (int j = 0; j < t->width; j++, out += t->in_channels) {
+            const float *in[4];
+            for (int ab = 0; ab < 4; ab++) {
+                int y = 2 * i + ab / 2 - pad, col = 2 * j + ab % 2 - pad;
+                in[ab] = y < 0 || y >= h || col < 0 || col >= w
+                             ? NULL
+                             : x + ((size_t)y * w + (size_t)col) * cin;
+            }
+            p->isa->interleave4(in, cin, out);
+        }
+}
+
 static void pack_input_nhwc_task(void *ctx, int thread, int threads)
 {
     const struct phase_job *job = ctx;
     const struct dg_conv_shape *s = &job->p->s, *t = &job->p->sub->s;
-    int pad = dg_conv_pad(s), h = s->height, w = s->width, cin = s->in_channels;
+    size_t image = (size_t)s->height * s->width * s->in_channels;
+    size_t phases = (size_t)t->height * t->width * t->in_channels;
     struct dg_cpu_claims images = dg_cpu_claims((size_t)s->batch, 1, thread, threads);
-    for (size_t n; dg_cpu_claim(&images, &n);) {
-        const float *x = job->src + n * (size_t)h * w * cin;
-        float *out = job->dst + n * (size_t)t->height * t->width * t->in_channels;
-        for (int i = 0; i < t->height; i++)
-            for (int j = 0; j < t->width; j++, out += t->in_channels) {
-                const float *in[4];
-                for (int ab = 0; ab < 4; ab++) {
-                    int y = 2 * i + ab / 2 - pad, col = 2 * j + ab % 2 - pad;
-                    in[ab] = y < 0 || y >= h || col < 0 || col >= w
-                                 ? NULL
-                                 : x + ((size_t)y * w + (size_t)col) * cin;
-                }
-                job->p->isa->interleave4(in, cin, out);
-            }
-    }
+    for (size_t n; dg_cpu_claim(&images, &n);)
+        dg_cpu_phases_pack_image(job->p, job->src + n * image, job->dst + n * phases);
 }
 
 /* dx (batch, h, w, cin) <- its phases' gradient (batch, window, 4 cin), NHWC plans. */
@@ -240,6 +245,7 @@ enum dg_status dg_cpu_phases_ensure(struct dg_backend *be, struct conv_plan *p)
     if (status != DG_OK)
         return status;
     p->sub = plan;
+    p->sub->parent = p;
     size_t image = (size_t)sub.in_channels * sub.height * sub.width;
     size_t weights = (size_t)sub.out_channels * sub.in_channels * sub.kernel * sub.kernel;
     p->ph_x = malloc(sizeof(float) * image * (size_t)sub.batch);
@@ -250,12 +256,31 @@ enum dg_status dg_cpu_phases_ensure(struct dg_backend *be, struct conv_plan *p)
     return DG_OK;
 }
 
+/* 1 where the sub plan's kernels copy the phases of each input image themselves
+ * (dg_cpu_conv_input), so that no pass writes and reads back the whole ph_x: NHWC Winograd
+ * sub plans, which read ph_x in place (a "valid" sub plan, pad 0) and so find an image's
+ * phases in their buffer exactly as they would find them in ph_x. */
+static int packs_per_image(const struct conv_plan *p, int filter)
+{
+    const struct conv_plan *sub = p->sub;
+    int winograd = filter ? sub->bwd_filter == dg_cpu_winograd_bwd_filter
+                          : sub->fwd == dg_cpu_winograd_fwd;
+    return winograd && dg_cpu_conv_reads_in_place(sub, sub->s.height, sub->s.width, sub->pad,
+                                                  sub->hp, sub->wp);
+}
+
 void dg_cpu_phases_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x, const float *w,
                        const float *bias, float *y, int relu)
 {
+    weights_between(cpu, p, (float *)w, p->ph_w, 0);
+    if (packs_per_image(p, 0)) {
+        p->sub->phase_src = x;
+        p->sub->fwd(cpu, p->sub, NULL, p->ph_w, bias, y, relu);
+        p->sub->phase_src = NULL;
+        return;
+    }
     struct phase_job job = {p, x, p->ph_x};
     dg_cpu_threads_run(cpu->pool, p->s.nhwc ? pack_input_nhwc_task : pack_input_task, &job);
-    weights_between(cpu, p, (float *)w, p->ph_w, 0);
     p->sub->fwd(cpu, p->sub, p->ph_x, p->ph_w, bias, y, relu);
 }
 
@@ -272,8 +297,14 @@ void dg_cpu_phases_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const float
 void dg_cpu_phases_bwd_filter(struct dg_cpu *cpu, struct conv_plan *p, const float *x,
                               const float *dy, float *dw, float *db)
 {
-    struct phase_job job = {p, x, p->ph_x};
-    dg_cpu_threads_run(cpu->pool, p->s.nhwc ? pack_input_nhwc_task : pack_input_task, &job);
-    p->sub->bwd_filter(cpu, p->sub, p->ph_x, dy, p->ph_dw, db);
+    if (packs_per_image(p, 1)) {
+        p->sub->phase_src = x;
+        p->sub->bwd_filter(cpu, p->sub, NULL, dy, p->ph_dw, db);
+        p->sub->phase_src = NULL;
+    } else {
+        struct phase_job job = {p, x, p->ph_x};
+        dg_cpu_threads_run(cpu->pool, p->s.nhwc ? pack_input_nhwc_task : pack_input_task, &job);
+        p->sub->bwd_filter(cpu, p->sub, p->ph_x, dy, p->ph_dw, db);
+    }
     weights_between(cpu, p, dw, p->ph_dw, 1);
 }

@@ -105,7 +105,7 @@ static void wino_conv_task(void *ctx, int thread, int threads)
     int m = p->wm, cin = job->cin, cout = job->cout, h = job->oh, w = job->ow;
     int th = (h + m - 1) / m, tw = (w + m - 1) / m;
     size_t row_stride = (size_t)job->wp * cin;
-    size_t hw = (size_t)h * w, ihw = (size_t)job->ih * job->iw;
+    size_t hw = (size_t)h * w;
     size_t xi_v = (size_t)DG_TILE_PIXELS * cin, xi_m = (size_t)DG_TILE_PIXELS * cout;
     float *v = p->wv + p->wv_floats * (size_t)thread;
     float *prod = p->wz + p->wv_floats * (size_t)thread;
@@ -142,8 +142,8 @@ static void wino_conv_task(void *ctx, int thread, int threads)
         int per_piece = rows * cols, count = pieces * per_piece;
         for (int piece = 0; piece < pieces; piece++) {
             if (pieces > 1 || n0 != packed)
-                img = dg_cpu_conv_image(p, job->in + (n0 + (size_t)piece) * cin * ihw, cin,
-                                        job->ih, job->iw, job->pad, job->hp, job->wp, image);
+                img = dg_cpu_conv_input(p, job->in, n0 + (size_t)piece, cin, job->ih, job->iw,
+                                        job->pad, job->hp, job->wp, image);
             packed = pieces > 1 ? (size_t)-1 : n0;
             for (int t = 0; t < per_piece; t++) {
                 int tr = tr0 + t / cols, tc = tc0 + t % cols;
@@ -211,7 +211,7 @@ static void wino_filter_task(void *ctx, int thread, int threads)
     const struct dg_conv_shape *s = &p->s;
     int m = p->wm, cin = s->in_channels, cout = s->out_channels, h = s->height, w = s->width;
     int oh = dg_conv_out_height(s), ow = dg_conv_out_width(s);
-    size_t hw = (size_t)h * w, ohw = (size_t)oh * ow;
+    size_t ohw = (size_t)oh * ow;
     size_t row_stride = (size_t)p->wp * cin;
     size_t grow = (size_t)p->tw * m * cout;
     size_t xi_v = (size_t)DG_WINO_FILTER_CHUNK * cin, xi_z = (size_t)DG_WINO_FILTER_CHUNK * cout;
@@ -240,8 +240,8 @@ static void wino_filter_task(void *ctx, int thread, int threads)
             for (int t = 0; t < count; t++) {
                 size_t n = n0 + (q0 + (size_t)t) / tiles, in_image = (q0 + (size_t)t) % tiles;
                 if (n != packed) {
-                    ximg = dg_cpu_conv_image(p, job->x + n * cin * hw, cin, h, w, p->pad, p->hp,
-                                             p->wp, image);
+                    ximg = dg_cpu_conv_input(p, job->x, n, cin, h, w, p->pad, p->hp, p->wp,
+                                             image);
                     gimg = dg_cpu_conv_image(p, job->dy + n * cout * ohw, cout, oh, ow, 0,
                                              p->th * m, p->tw * m, grad);
                     p->isa->channel_sums(gimg, (size_t)p->th * m * p->tw * m, cout,
