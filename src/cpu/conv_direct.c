@@ -192,8 +192,9 @@ static void filter_task(void *ctx, int thread, int threads)
     float *acc = p->tiles + p->tiles_per_thread * (size_t)thread;
     size_t t0, t1;
     dg_cpu_split(filter_tile_count(s), 1, thread, threads, &t0, &t1);
-    memset(acc, 0, sizeof(float) * (t1 - t0) * DG_TILE_ROWS * 32);
-    for (int n = 0; n < s->batch; n++) {
+    if (s->batch == 0)
+        memset(acc, 0, sizeof(float) * (t1 - t0) * DG_TILE_ROWS * 32);
+    for (int n = 0; n < s->batch; n++) { /* the first image's sums start the tiles */
         const float *xp = (direct_x(p) ? job->x : p->xpad) + (size_t)n * image_stride;
         const float *g = (s->nhwc ? job->dy : p->gpad) + (size_t)n * ohw * cout;
         for (size_t t = t0; t < t1; t++) {
@@ -201,7 +202,7 @@ static void filter_task(void *ctx, int thread, int threads)
             filter_tile_at(s, t, &ky, &row0, &rows, &cout0, &couts);
             p->isa->filter_tile(xp + (size_t)ky * row_stride + row0, stride * row_stride,
                                 stride * cin, g + cout0, cout, oh, ow, rows, couts,
-                                acc + (t - t0) * DG_TILE_ROWS * 32);
+                                acc + (t - t0) * DG_TILE_ROWS * 32, n == 0);
         }
     }
     for (size_t t = t0; t < t1; t++) {

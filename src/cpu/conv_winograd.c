@@ -224,8 +224,8 @@ static void wino_filter_task(void *ctx, int thread, int threads)
     int slots = wino_slots(p);
     struct dg_cpu_claims slots_left = dg_cpu_claims((size_t)slots, 1, thread, threads);
     for (size_t slot; dg_cpu_claim(&slots_left, &slot);) {
+        /* the slot's first chunk writes every sum (0 + its products), the others add */
         float *sums = p->ws + p->ws_floats * slot;
-        memset(sums, 0, sizeof(float) * p->ws_floats);
         size_t n0 = slot * (size_t)s->batch / (size_t)slots;
         size_t n1 = (slot + 1) * (size_t)s->batch / (size_t)slots;
         /* the slot's tiles in order, (image, tile row, tile column); a chunk ends at an image's
@@ -262,7 +262,8 @@ static void wino_filter_task(void *ctx, int thread, int threads)
                         p->isa->filter_tile(v + xi * xi_v + ci0, 0, cin, z + xi * xi_z + co, cout,
                                             1, count, rows, 32,
                                             sums + (size_t)xi * cin * cout + (size_t)co * cin +
-                                                (size_t)ci0 * 32);
+                                                (size_t)ci0 * 32,
+                                            q0 == 0);
                     }
             q0 = q1;
         }

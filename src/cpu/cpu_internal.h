@@ -71,7 +71,9 @@ struct dg_cpu_bf16_ops;
  *                 g[pixel][c], where for pixel (y, x) a = xp + y*row_stride + x*cin and
  *                 (cin: the pixel step, stride*cin for a strided convolution, whose
  *                 row_stride is then stride rows)
- *                 g = dyh + (y*width + x)*cout_total; rows 1..14, couts 16 or 32.
+ *                 g = dyh + (y*width + x)*cout_total; rows 1..14, couts 16 or 32. With
+ *                 `first`, acc (rows, couts) <- 0 + that sum: the floats a zeroed acc would
+ *                 hold, acc not read.
  *   wino_*        Winograd tile transforms, alpha = 6; xi = i*6 + j indexes the 6x6 transformed
  *                 tile, `xi_stride` floats apart; channels multiples of 16.
  *                 input   V[xi] <- (B^T d B)[xi] for the 6x6 patch d (rows row_stride floats
@@ -125,7 +127,8 @@ struct dg_cpu_isa_ops {
                      const float *wp, int cout_total, int couts, int pixels, const float *bias,
                      int relu, float *out);
     void (*filter_tile)(const float *xp, size_t row_stride, int cin, const float *dyh,
-                        int cout_total, int height, int width, int rows, int couts, float *acc);
+                        int cout_total, int height, int width, int rows, int couts, float *acc,
+                        int first);
     void (*wino_weights)(const double *g, int k, const float *kernels, int cols, float *u,
                          size_t xi_stride);
     void (*wino_input)(const float *patch, size_t row_stride, int channels, float *v,

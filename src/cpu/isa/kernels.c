@@ -77,10 +77,11 @@ DG_INLINE void conv_block(const float *xrow, size_t row_stride, int cin, int ste
     }
 }
 
-/* acc[r*lda + v*W ..] += sum over pixels of a[r] * g[v*W ..], R rows and V vectors. */
+/* acc[r*lda + v*W ..] += sum over pixels of a[r] * g[v*W ..], R rows and V vectors; with
+ * `first`, acc <- 0 + that sum (the floats a zeroed acc would hold, without reading it). */
 DG_INLINE void filter_block(const float *xp, size_t row_stride, int cin, const float *dyh, int ldg,
                             int height, int width, const int R, const int V, float *acc_out,
-                            int lda)
+                            int lda, int first)
 {
     vf acc[DG_CONV_PIXELS][DG_CONV_VECS];
 #pragma GCC unroll 16
@@ -112,14 +113,14 @@ DG_INLINE void filter_block(const float *xp, size_t row_stride, int cin, const f
 #pragma GCC unroll 4
         for (int v = 0; v < V; v++) {
             float *o = acc_out + r * lda + v * DG_W;
-            vstore(o, vload(o) + acc[r][v]);
+            vstore(o, (first ? vzero() : vload(o)) + acc[r][v]);
         }
 }
 
 typedef void (*conv_block_fn)(const float *, size_t, int, int, int, const float *, int,
                               const float *, int, float *, int);
 typedef void (*filter_block_fn)(const float *, size_t, int, const float *, int, int, int, float *,
-                                int);
+                                int, int);
 
 #define DG_BLOCKS(B, V)                                                                            \
     static void conv_##B##_##V(const float *xrow, size_t row_stride, int cin, int step, int k,     \
@@ -129,9 +130,9 @@ typedef void (*filter_block_fn)(const float *, size_t, int, const float *, int, 
         conv_block(xrow, row_stride, cin, step, k, wp, ldw, B, V, bias, relu, out, ldo);           \
     }                                                                                              \
     static void filter_##B##_##V(const float *xp, size_t row_stride, int cin, const float *dyh,    \
-                                 int ldg, int height, int width, float *acc, int lda)              \
+                                 int ldg, int height, int width, float *acc, int lda, int first)   \
     {                                                                                              \
-        filter_block(xp, row_stride, cin, dyh, ldg, height, width, B, V, acc, lda);                \
+        filter_block(xp, row_stride, cin, dyh, ldg, height, width, B, V, acc, lda, first);         \
     }
 
 /* Blocks of 1..DG_CONV_PIXELS pixels and 1..DG_CONV_VECS vectors (tables below). */
@@ -216,7 +217,8 @@ static void conv_row(const float *xrow, size_t row_stride, int cin, int step, in
 }
 
 static void filter_tile(const float *xp, size_t row_stride, int cin, const float *dyh,
-                        int cout_total, int height, int width, int rows, int couts, float *acc)
+                        int cout_total, int height, int width, int rows, int couts, float *acc,
+                        int first)
 {
     int vectors = couts / DG_W;
     int chunks = (rows + DG_CONV_PIXELS - 1) / DG_CONV_PIXELS;
@@ -227,7 +229,7 @@ static void filter_tile(const float *xp, size_t row_stride, int cin, const float
             even_block(rows, chunks, c, &r0, &nr);
             filter_blocks[nv - 1][nr - 1](xp + r0, row_stride, cin, dyh + v0 * DG_W, cout_total,
                                           height, width, acc + (size_t)r0 * couts + v0 * DG_W,
-                                          couts);
+                                          couts, first);
         }
     }
 }
