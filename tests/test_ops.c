@@ -957,6 +957,20 @@ START_TEST(net_describes_algorithms)
     struct dg_conv_shape odd = {4, 32, 16, 9, 9, 3, 1, 0, 0};
     be->ops->conv_algo_name(be, &odd, 1, name, sizeof name);
     ck_assert_str_eq(name, "direct (bwd-data Winograd, bwd-filter direct)");
+    /* stride 2 on 8x8 (deotte's conv6): one tile an image in phases, so Winograd forward and
+     * backward data where the batch has 4 tiles or more, the strided direct weight gradient */
+    struct dg_conv_shape strided = {86, 64, 64, 8, 8, 5, 2, 0, 0};
+    be->ops->conv_algo_name(be, &strided, 1, name, sizeof name);
+    ck_assert_str_eq(name, "Winograd in 4 phases (bwd-filter direct)");
+    be->ops->conv_algo_name(be, &strided, 0, name, sizeof name);
+    ck_assert_str_eq(name, "Winograd in 4 phases (bwd-filter direct)");
+    strided.batch = 3;
+    be->ops->conv_algo_name(be, &strided, 1, name, sizeof name);
+    ck_assert_str_eq(name, "direct (bwd-data direct in 4 phases, bwd-filter direct)");
+    /* 24x24 (deotte's conv3): every pass in phases on Winograd */
+    struct dg_conv_shape large = {86, 32, 32, 24, 24, 5, 2, 0, 0};
+    be->ops->conv_algo_name(be, &large, 1, name, sizeof name);
+    ck_assert_str_eq(name, "Winograd in 4 phases");
     dg_backend_destroy(be);
     dg_model_free(&model);
 }
