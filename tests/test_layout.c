@@ -284,15 +284,36 @@ END_TEST
 
 /* ---- whole nets ---- */
 
+/* The CPU's ops with batchnorm_bwd_relu counted (train_net_ops). */
+static const struct dg_backend_ops *counted_ops;
+static int fused_calls;
+
+static enum dg_status counted_bn_relu(struct dg_backend *be, const struct dg_bn_shape *shape,
+                                      const float *x, const float *dy, const float *gamma,
+                                      const float *save_mean, const float *save_invstd,
+                                      float *dx, float *dgamma, float *dbeta)
+{
+    fused_calls++;
+    return counted_ops->batchnorm_bwd_relu(be, shape, x, dy, gamma, save_mean, save_invstd, dx,
+                                           dgamma, dbeta);
+}
+
 /* Steps training steps of a net of `spec` (NULL: the reference) at batch 24 on the bundled
  * sample, with Adam for the spec nets, on a 2-thread backend of the given layout; returns the
  * parameters (weights, biases and running statistics) afterwards and the validation
- * probabilities of the first 16 rows. */
-static void train_net(const char *spec, int nhwc, int steps, float **params, size_t *count,
-                      float *probs)
+ * probabilities of the first 16 rows. With `separate`, the net runs every op on its own
+ * (dg_net.separate_ops); the fused batchnorm + ReLU backward calls are counted in fused_calls. */
+static void train_net_ops(const char *spec, int nhwc, int separate, int steps, float **params,
+                          size_t *count, float *probs)
 {
     struct dg_backend *be = dg_test_cpu_backend(2, DG_CPU_KERNELS_AUTO);
     check_ok(dg_backend_cpu_set_layout(be, nhwc));
+    static struct dg_backend_ops ops;
+    counted_ops = be->ops;
+    ops = *be->ops;
+    ck_assert(ops.batchnorm_bwd_relu != NULL);
+    ops.batchnorm_bwd_relu = counted_bn_relu;
+    be->ops = &ops;
     struct dg_model model;
     struct dg_layer_spec specs[DG_MAX_LAYERS];
     int layers;
@@ -310,6 +331,7 @@ static void train_net(const char *spec, int nhwc, int steps, float **params, siz
     struct dg_net *net;
     ck_assert_int_eq(dg_net_create(be, &model, N, &net), DG_OK);
     ck_assert_int_eq(net->nhwc, nhwc);
+    net->separate_ops = separate;
     ck_assert_int_eq(dg_net_upload_params(net, model.params, 1), DG_OK);
     if (spec) {
         struct dg_optimizer opt;
@@ -342,7 +364,14 @@ static void train_net(const char *spec, int nhwc, int steps, float **params, siz
     dg_net_free(net);
     dg_dataset_free(&data);
     dg_model_free(&model);
+    be->ops = counted_ops;
     dg_backend_destroy(be);
+}
+
+static void train_net(const char *spec, int nhwc, int steps, float **params, size_t *count,
+                      float *probs)
+{
+    train_net_ops(spec, nhwc, 0, steps, params, count, probs);
 }
 
 /* _i: deotte, max-pool + GAP + batchnorm, the reference network */
@@ -359,6 +388,37 @@ START_TEST(nets_train_the_same_in_both_layouts)
     ck_assert(dg_test_equal("parameters", p[1], p[0], count[0]));
     ck_assert(dg_test_equal("probabilities", probs[1], probs[0], 16 * DG_CLASSES));
     free(p[0]), free(p[1]);
+}
+END_TEST
+
+/* The batchnorm after a ReLU layer takes the ReLU's backward (batchnorm_bwd_relu, once per
+ * such batchnorm and step); the net trains to the same floats as with every op on its own.
+ * _i: deotte (7 batchnorms after ReLU layers), a net whose batchnorms follow a dense ReLU, a
+ * linear conv and a dropout (1 fused). */
+START_TEST(fused_batchnorm_relu_trains_the_same)
+{
+    static const char *const specs[] = {"deotte", "8C3L-B-P2-D0.2-B-F-32-B-10"};
+    static const int fused_per_step[] = {7, 1};
+    enum { STEPS = 3 };
+    for (int layout = 0; layout < 2; layout++) {
+        float *p[2], probs[2][16 * DG_CLASSES];
+        size_t count[2];
+        int calls[2];
+        for (int separate = 0; separate < 2; separate++) {
+            fused_calls = 0;
+            train_net_ops(specs[_i], layout, separate, STEPS, &p[separate], &count[separate],
+                          probs[separate]);
+            calls[separate] = fused_calls;
+        }
+        printf("%s, %s: %d fused batchnorm + ReLU backward calls in %d steps\n", specs[_i],
+               layout ? "NHWC" : "NCHW", calls[0], STEPS);
+        ck_assert_int_eq(calls[0], STEPS * fused_per_step[_i]);
+        ck_assert_int_eq(calls[1], 0);
+        ck_assert_uint_eq(count[0], count[1]);
+        ck_assert(dg_test_equal("parameters", p[0], p[1], count[0]));
+        ck_assert(dg_test_equal("probabilities", probs[0], probs[1], 16 * DG_CLASSES));
+        free(p[0]), free(p[1]);
+    }
 }
 END_TEST
 
@@ -403,6 +463,7 @@ int main(void)
     TCase *nets = tcase_create("nets");
     tcase_set_timeout(nets, 300);
     tcase_add_loop_test(nets, nets_train_the_same_in_both_layouts, 0, 3);
+    tcase_add_loop_test(nets, fused_batchnorm_relu_trains_the_same, 0, 2);
     suite_add_tcase(s, nets);
     SRunner *runner = srunner_create(s);
     srunner_run_all(runner, CK_NORMAL);

@@ -1066,6 +1066,65 @@ START_TEST(batchnorm_vs_reference)
 }
 END_TEST
 
+/* batchnorm_bwd_relu (the net's fused batchnorm + ReLU backward) against batchnorm_bwd then
+ * relu_bwd with y = x: the same floats, bit for bit, in both layouts on every ISA; x has exact
+ * zeros of both signs and negatives, so the mask takes values away. */
+START_TEST(batchnorm_bwd_relu_is_bn_then_relu)
+{
+    const struct dg_bn_shape base = bn_cases.at[_i].bn;
+    printf("batchnorm + ReLU backward case \"%s\"\n", bn_cases.at[_i].name);
+    struct bn_inputs in = bn_inputs_make(&base, 3200 + (uint64_t)_i);
+    size_t n = in.n, c = in.c, masked = 0;
+    for (size_t i = 0; i < n; i += 7)
+        in.x[i] = i % 2 ? -0.0f : 0.0f;
+    for (size_t i = 0; i < n; i++)
+        masked += !(in.x[i] > 0.0f);
+    ck_assert(masked > 0 && masked < n);
+    float *dx = dg_test_floats(n), *fused = dg_test_floats(n);
+    float *sm = dg_test_floats(c), *si = dg_test_floats(c), *rm = dg_test_floats(c);
+    float *rv = dg_test_floats(c), *y = dg_test_floats(n);
+    float *dgm = dg_test_floats(c), *dbt = dg_test_floats(c);
+    float *dgm_f = dg_test_floats(c), *dbt_f = dg_test_floats(c);
+    for (int f = 0; f < FAMILIES; f++) {
+        if (!element_family(f))
+            continue;
+        for (int layout = 0; layout < 2; layout++) {
+            struct dg_backend *be = family_backend(f, 3);
+            if (!be)
+                continue;
+            ck_assert(be->ops->batchnorm_bwd_relu != NULL);
+            struct dg_bn_shape s = base;
+            s.nhwc = layout && be->ops->nhwc && be->ops->nhwc(be);
+            memcpy(rm, in.mean, c * sizeof(float));
+            memcpy(rv, in.var, c * sizeof(float));
+            check_ok(be->ops->batchnorm_fwd_train(be, &s, in.x, in.gamma, in.beta, rm, rv,
+                                                  DG_BN_MOMENTUM, DG_BN_EPSILON, y, sm, si));
+            poison(dx, n), poison(fused, n), poison(dgm_f, c), poison(dbt_f, c);
+            check_ok(be->ops->batchnorm_bwd(be, &s, in.x, in.dy, in.gamma, sm, si, dx, dgm, dbt));
+            size_t nonzero = 0;
+            for (size_t i = 0; i < n; i++)
+                nonzero += !(in.x[i] > 0.0f) && dx[i] != 0.0f;
+            ck_assert_msg(nonzero > 0, "the unfused gradient is already zero where x <= 0");
+            check_ok(be->ops->relu_bwd(be, n, in.x, dx));
+            check_ok(be->ops->batchnorm_bwd_relu(be, &s, in.x, in.dy, in.gamma, sm, si, fused,
+                                                 dgm_f, dbt_f));
+            ck_assert(dg_test_equal("bn+relu dx", fused, dx, n));
+            ck_assert(dg_test_equal("bn+relu dgamma", dgm_f, dgm, c));
+            ck_assert(dg_test_equal("bn+relu dbeta", dbt_f, dbt, c));
+            for (size_t i = 0; i < n; i++)
+                if (!(in.x[i] > 0.0f))
+                    ck_assert_msg(fused[i] == 0.0f && !signbit(fused[i]),
+                                  "element %zu: %g where x = %g", i, (double)fused[i],
+                                  (double)in.x[i]);
+            dg_backend_destroy(be);
+        }
+    }
+    bn_inputs_free(&in);
+    free(dx), free(fused), free(sm), free(si), free(rm), free(rv), free(y);
+    free(dgm), free(dbt), free(dgm_f), free(dbt_f);
+}
+END_TEST
+
 /* Hand-worked: one channel of 4 values 1, 2, 3, 6 (mean 3, biased var 3.5, unbiased 14/3),
  * gamma 2, beta 1, eps 1e-3, momentum 0.99 from running (0, 1). */
 START_TEST(batchnorm_by_hand)
@@ -2023,6 +2082,7 @@ int main(void)
     tcase_add_loop_test(elementwise, softmax_xent_vs_reference, 0, softmax_cases.count);
     tcase_add_loop_test(elementwise, rmsprop_vs_element_math, 0, rmsprop_cases.count);
     tcase_add_loop_test(elementwise, batchnorm_vs_reference, 0, bn_cases.count);
+    tcase_add_loop_test(elementwise, batchnorm_bwd_relu_is_bn_then_relu, 0, bn_cases.count);
     tcase_add_test(elementwise, batchnorm_by_hand);
     tcase_add_test(elementwise, batchnorm_deterministic);
     tcase_add_loop_test(elementwise, adam_vs_element_math, 0, 2 * rmsprop_cases.count);

@@ -197,6 +197,13 @@ struct dg_backend_ops {
                                     const float *x, const float *dy, const float *gamma,
                                     const float *save_mean, const float *save_invstd, float *dx,
                                     float *dgamma, float *dbeta);
+    /* Optional (NULL: batchnorm_bwd, then relu_bwd): batchnorm_bwd where x is the output of a
+     * ReLU, dx the gradient of that ReLU's input: exactly the floats of batchnorm_bwd followed
+     * by relu_bwd(y = x) on dx, in one pass. */
+    enum dg_status (*batchnorm_bwd_relu)(struct dg_backend *be, const struct dg_bn_shape *shape,
+                                         const float *x, const float *dy, const float *gamma,
+                                         const float *save_mean, const float *save_invstd,
+                                         float *dx, float *dgamma, float *dbeta);
 
     /* dy *= (y > 0), in place: the ReLU backward given the ReLU output y */
     enum dg_status (*relu_bwd)(struct dg_backend *be, size_t n, const float *y, float *dy);

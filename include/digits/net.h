@@ -112,6 +112,12 @@ struct dg_net {
      * backward = 1). A status other than DG_OK stops the pass and is returned. */
     enum dg_status (*layer_hook)(void *ctx, int layer, int backward, int end);
     void *layer_hook_ctx;
+    /* 1: every layer runs its own ops (digits compare, which checks and replaces each layer's
+     * output and gradient). 0 (the default): where the backend has the fused op, a batchnorm
+     * whose input is a ReLU's output takes the ReLU's backward into its own
+     * (batchnorm_bwd_relu); the results are the same floats, but the batchnorm's gradient is
+     * then already the one with respect to the ReLU's input when its hook is called. */
+    int separate_ops;
 };
 
 enum dg_status dg_net_create(struct dg_backend *be, const struct dg_model *model, int max_batch,

@@ -833,6 +833,7 @@ static const struct dg_backend_ops cpu_ops = {
     .batchnorm_fwd_train = dg_cpu_batchnorm_fwd_train,
     .batchnorm_fwd_infer = dg_cpu_batchnorm_fwd_infer,
     .batchnorm_bwd = dg_cpu_batchnorm_bwd,
+    .batchnorm_bwd_relu = dg_cpu_batchnorm_bwd_relu,
     .relu_bwd = cpu_relu_bwd,
     .gap_fwd = cpu_gap_fwd,
     .gap_bwd = cpu_gap_bwd,

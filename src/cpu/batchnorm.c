@@ -19,6 +19,7 @@ struct bn_job {
     double momentum, eps;
     float *y, *out_mean, *out_invstd;
     float *dx, *dgamma, *dbeta;
+    int relu; /* bwd: x is a ReLU's output, dx the gradient of its input (dx = 0 where x <= 0) */
 };
 
 static const float *plane_of(const float *base, const struct dg_bn_shape *s, int n, size_t c)
@@ -97,7 +98,8 @@ static void bwd_task(void *ctx, int thread, int threads)
         double k[5] = {mean, invstd, scale, sum_dy / count, sum_dy_xhat / count};
         for (int n = 0; n < s->batch; n++) {
             const float *x = plane_of(job->x, s, n, c), *dy = plane_of(job->dy, s, n, c);
-            job->isa->bn_input_grad(x, dy, (size_t)s->spatial, k, job->dx + (x - job->x));
+            job->isa->bn_input_grad(x, dy, (size_t)s->spatial, k, job->relu,
+                                   job->dx + (x - job->x));
         }
         job->dgamma[c] = (float)sum_dy_xhat;
         job->dbeta[c] = (float)sum_dy;
@@ -165,7 +167,7 @@ static void nhwc_task(void *ctx, int thread, int threads)
             isa->bn_affine_nhwc(x, sp, c, (int)c, nj->scale, nj->shift, job->y + n * image);
             break;
         case BN_INPUT_GRAD:
-            isa->bn_input_grad_nhwc(x, job->dy + n * image, sp, c, (int)c, nj->k,
+            isa->bn_input_grad_nhwc(x, job->dy + n * image, sp, c, (int)c, nj->k, job->relu,
                                     job->dx + n * image);
             break;
         }
@@ -314,5 +316,18 @@ enum dg_status dg_cpu_batchnorm_bwd(struct dg_backend *be, const struct dg_bn_sh
 {
     struct bn_job job = {.s = shape, .x = x, .dy = dy, .gamma = gamma, .save_mean = save_mean,
                          .save_invstd = save_invstd, .dx = dx, .dgamma = dgamma, .dbeta = dbeta};
+    return shape->nhwc ? run_nhwc(be, nhwc_bwd, &job) : run(be, bwd_task, &job);
+}
+
+/* batchnorm_bwd with x the output of a ReLU: dx is the gradient of the ReLU's input, the floats
+ * batchnorm_bwd then relu_bwd (y = x) would leave, in the same pass. */
+enum dg_status dg_cpu_batchnorm_bwd_relu(struct dg_backend *be, const struct dg_bn_shape *shape,
+                                         const float *x, const float *dy, const float *gamma,
+                                         const float *save_mean, const float *save_invstd,
+                                         float *dx, float *dgamma, float *dbeta)
+{
+    struct bn_job job = {.s = shape, .x = x, .dy = dy, .gamma = gamma, .save_mean = save_mean,
+                         .save_invstd = save_invstd, .dx = dx, .dgamma = dgamma, .dbeta = dbeta,
+                         .relu = 1};
     return shape->nhwc ? run_nhwc(be, nhwc_bwd, &job) : run(be, bwd_task, &job);
 }

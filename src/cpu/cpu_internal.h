@@ -97,7 +97,8 @@ struct dg_cpu_bf16_ops;
  *                 sum dy (x - mean)), each in 16 interleaved partial sums added in one fixed
  *                 order, then the tail (the same steps on every ISA); bn_affine (y = x scale +
  *                 shift), bn_input_grad (k = mean, invstd, scale, mean_dy, mean_dy_xhat:
- *                 dx = scale (dy - mean_dy - (x - mean) invstd mean_dy_xhat)), each rounded
+ *                 dx = scale (dy - mean_dy - (x - mean) invstd mean_dy_xhat); with `relu`,
+ *                 then 0 where x > 0 does not hold, as relu_bwd with y = x), each rounded
  *                 to float once
  *   bn_*_nhwc     the same for `channels` channels of one NHWC image of n pixels (pixel i at
  *                 x[i*stride]): per channel the same partial sums and additions, so channel
@@ -148,7 +149,7 @@ struct dg_cpu_isa_ops {
     double (*bn_squares)(const float *v, size_t n, double centre);
     void (*bn_grad_sums)(const float *x, const float *dy, size_t n, double mean, double sums[2]);
     void (*bn_affine)(const float *x, size_t n, double scale, double shift, float *y);
-    void (*bn_input_grad)(const float *x, const float *dy, size_t n, const double k[5],
+    void (*bn_input_grad)(const float *x, const float *dy, size_t n, const double k[5], int relu,
                           float *dx);
     void (*bn_sums_nhwc)(const float *x, size_t n, size_t stride, int channels,
                          const double *centre, double *out);
@@ -157,7 +158,7 @@ struct dg_cpu_isa_ops {
     void (*bn_affine_nhwc)(const float *x, size_t n, size_t stride, int channels,
                            const double *scale, const double *shift, float *y);
     void (*bn_input_grad_nhwc)(const float *x, const float *dy, size_t n, size_t stride,
-                               int channels, const double *k, float *dx);
+                               int channels, const double *k, int relu, float *dx);
     void (*dropout)(size_t begin, size_t end, float rate, const struct dg_dropout_key *key,
                     const float *in, float *out);
     void (*dropout_at)(size_t begin, size_t end, float rate, const struct dg_dropout_key *key,
@@ -246,5 +247,9 @@ enum dg_status dg_cpu_batchnorm_bwd(struct dg_backend *be, const struct dg_bn_sh
                                     const float *x, const float *dy, const float *gamma,
                                     const float *save_mean, const float *save_invstd, float *dx,
                                     float *dgamma, float *dbeta);
+enum dg_status dg_cpu_batchnorm_bwd_relu(struct dg_backend *be, const struct dg_bn_shape *shape,
+                                         const float *x, const float *dy, const float *gamma,
+                                         const float *save_mean, const float *save_invstd,
+                                         float *dx, float *dgamma, float *dbeta);
 
 #endif

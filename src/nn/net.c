@@ -428,7 +428,10 @@ enum dg_status dg_net_backward(struct dg_net *net, int n, const struct dg_net_mo
     if ((status = plans_for(net, n, &plans)) != DG_OK)
         return status;
     net->dout[model->layer_count] = net->dlogits;
+    int relu_taken = 0; /* by the batchnorm after layer i: layer i's ReLU backward is done */
     for (int i = model->layer_count - 1; i >= 0; i--) {
+        int relu_done = relu_taken;
+        relu_taken = 0;
         const struct dg_layer *layer = &model->layers[i];
         const float *x = net->out[i];
         const float *y = net->out[i + 1];
@@ -442,7 +445,8 @@ enum dg_status dg_net_backward(struct dg_net *net, int n, const struct dg_net_mo
             return status;
         switch (layer->spec.kind) {
         case DG_LAYER_CONV:
-            if (layer->spec.relu && (status = be->ops->relu_bwd(be, out_count, y, dy)) != DG_OK)
+            if (layer->spec.relu && !relu_done &&
+                (status = be->ops->relu_bwd(be, out_count, y, dy)) != DG_OK)
                 break;
             if ((status = be->ops->conv_bwd_filter(be, plans[i], x, dy, dw, db)) != DG_OK)
                 break;
@@ -480,16 +484,24 @@ enum dg_status dg_net_backward(struct dg_net *net, int n, const struct dg_net_mo
                                           dy, dx);
             break;
         case DG_LAYER_DENSE:
-            if (layer->spec.relu && (status = be->ops->relu_bwd(be, out_count, y, dy)) != DG_OK)
+            if (layer->spec.relu && !relu_done &&
+                (status = be->ops->relu_bwd(be, out_count, y, dy)) != DG_OK)
                 break;
             status = be->ops->dense_bwd(be, n, layer->in_c, layer->out_c, x, w, dy, dx, dw, db);
             break;
         case DG_LAYER_BATCHNORM: {
             struct dg_bn_shape shape = {n, layer->out_c, layer->out_h * layer->out_w,
                                         nhwc_out(net, layer, 0)};
-            status = be->ops->batchnorm_bwd(be, &shape, x, dy, w, net->bn_save[i],
-                                            net->bn_save[i] + layer->out_c,
-                                            dx ? dx : net->dact[0], dw, db);
+            /* the ReLU of the layer before (whose output x is) in the same pass */
+            const struct dg_layer *before = i > 0 ? &model->layers[i - 1] : NULL;
+            int fuse = dx && !net->separate_ops && be->ops->batchnorm_bwd_relu && before &&
+                       (before->spec.kind == DG_LAYER_CONV ||
+                        before->spec.kind == DG_LAYER_DENSE) &&
+                       before->spec.relu;
+            status = (fuse ? be->ops->batchnorm_bwd_relu : be->ops->batchnorm_bwd)(
+                be, &shape, x, dy, w, net->bn_save[i], net->bn_save[i] + layer->out_c,
+                dx ? dx : net->dact[0], dw, db);
+            relu_taken = fuse;
             break;
         }
         }

@@ -380,6 +380,8 @@ static enum dg_status side_open(struct side *s, struct dg_backend *be,
         (setup->optimizer.kind != DG_OPTIMIZER_RMSPROP &&
          (status = dg_net_set_optimizer(s->net, &setup->optimizer)) != DG_OK))
         return status;
+    /* each layer's own output and gradient are checked and replaced: no fused ops */
+    s->net->separate_ops = 1;
     return be->ops->dataset_attach(be, setup->dataset, &s->handle);
 }
 

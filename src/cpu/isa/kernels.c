@@ -708,8 +708,12 @@ static void bn_affine(const float *x, size_t n, double scale, double shift, floa
         y[i] = (float)((double)x[i] * scale + shift);
 }
 
-/* dx[i] = scale (dy[i] - mean_dy - (x[i] - mean) invstd mean_dy_xhat), in double */
-static void bn_input_grad(const float *x, const float *dy, size_t n, const double k[5], float *dx)
+/* dx[i] = scale (dy[i] - mean_dy - (x[i] - mean) invstd mean_dy_xhat), in double; with
+ * `relu`, +0 where x[i] > 0 does not hold (relu_bwd's mask: the double of a float is > 0
+ * exactly when the float is, and all-ones or all-zeros keeps the double or makes it +0). */
+typedef long long vl4 __attribute__((vector_size(32)));
+static void bn_input_grad(const float *x, const float *dy, size_t n, const double k[5], int relu,
+                          float *dx)
 {
     double mean = k[0], invstd = k[1], scale = k[2], mean_dy = k[3], mean_dy_xhat = k[4];
     size_t i = 0;
@@ -719,11 +723,14 @@ static void bn_input_grad(const float *x, const float *dy, size_t n, const doubl
         load4d(dy + i, &g);
         vd4 xhat = (xv - mean) * invstd;
         vd4 out = scale * (g - mean_dy - xhat * mean_dy_xhat);
+        if (relu)
+            out = (vd4)((vl4)out & (vl4)(xv > 0.0));
         store4f(dx + i, &out);
     }
     for (; i < n; i++) {
         double xhat = (x[i] - mean) * invstd;
-        dx[i] = (float)(scale * (dy[i] - mean_dy - xhat * mean_dy_xhat));
+        float out = (float)(scale * (dy[i] - mean_dy - xhat * mean_dy_xhat));
+        dx[i] = relu && !(x[i] > 0.0f) ? 0.0f : out;
     }
 }
 
@@ -947,8 +954,9 @@ static void bn_affine_nhwc(const float *x, size_t n, size_t stride, int channels
 
 /* bn_input_grad per channel: k[j * channels + c] is channel c's j-th of (mean, invstd,
  * scale, mean_dy, mean_dy_xhat) */
+typedef long long vl8 __attribute__((vector_size(64)));
 static void bn_input_grad_nhwc(const float *x, const float *dy, size_t n, size_t stride,
-                               int channels, const double *k, float *dx)
+                               int channels, const double *k, int relu, float *dx)
 {
     const double *mean = k, *invstd = k + channels, *scale = k + 2 * (size_t)channels;
     const double *mean_dy = k + 3 * (size_t)channels, *mean_dy_xhat = k + 4 * (size_t)channels;
@@ -967,11 +975,14 @@ static void bn_input_grad_nhwc(const float *x, const float *dy, size_t n, size_t
             load8d(gi + c, &g);
             vd8 xhat = (xv - mu) * is;
             vd8 out = sc * (g - md - xhat * mx);
+            if (relu)
+                out = (vd8)((vl8)out & (vl8)(xv > 0.0));
             store8f(di + c, &out);
         }
         for (int c = c8; c < channels; c++) {
             double xhat = (xi[c] - mean[c]) * invstd[c];
-            di[c] = (float)(scale[c] * (gi[c] - mean_dy[c] - xhat * mean_dy_xhat[c]));
+            float out = (float)(scale[c] * (gi[c] - mean_dy[c] - xhat * mean_dy_xhat[c]));
+            di[c] = relu && !(xi[c] > 0.0f) ? 0.0f : out;
         }
     }
 }
