@@ -1999,6 +1999,88 @@ END_TEST
 /* The stride-2 phase copies of every ISA this CPU runs: out[4c + k] = in[k][c] with the
  * pixels outside the input (NULL) as zeros, and back, at channel counts around each vector
  * width (the vector loop and the tail). */
+/* The Winograd transforms done in double (the weights: U = G g G^T; the weight gradient's last
+ * step: dw = A^T (s s^T .* W) A) take 8, then 4 lanes at a time, then one: on every ISA and at
+ * every lane count each lane's floats are those of the plain double loops below, bit for bit. */
+START_TEST(winograd_double_transforms_by_lanes)
+{
+    struct dg_test_rng rng = {4242};
+    const int widths[] = {1, 3, 4, 5, 8, 9, 12, 13, 17, 32};
+    enum { MOST = 32 };
+    for (int k = 3; k <= 5; k += 2) {
+        double g[6 * 5], at[5 * 6], scale[6];
+        for (int i = 0; i < 6 * k; i++)
+            g[i] = dg_test_uniform(&rng) * 2.0 - 1.0;
+        for (int i = 0; i < 6 * k; i++)
+            at[i] = dg_test_uniform(&rng) * 4.0 - 2.0;
+        for (int i = 0; i < 6; i++)
+            scale[i] = dg_test_uniform(&rng) + 0.25;
+        for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++) {
+            int cols = widths[wi];
+            float kernels[5 * 5 * MOST], want_u[36 * MOST], want_dw[MOST * 25];
+            double wsum[36 * MOST];
+            for (int i = 0; i < k * k * cols; i++)
+                kernels[i] = (float)(dg_test_uniform(&rng) * 2.0 - 1.0);
+            for (int i = 0; i < 36 * cols; i++)
+                wsum[i] = dg_test_uniform(&rng) * 2.0 - 1.0;
+            for (int c = 0; c < cols; c++) {
+                double t[6][5], sum[36], half[5][6];
+                for (int i = 0; i < 6; i++)
+                    for (int b = 0; b < k; b++) {
+                        double acc = 0.0;
+                        for (int a = 0; a < k; a++)
+                            acc += g[i * k + a] * (double)kernels[(a * k + b) * cols + c];
+                        t[i][b] = acc;
+                    }
+                for (int i = 0; i < 6; i++)
+                    for (int j = 0; j < 6; j++) {
+                        double acc = 0.0;
+                        for (int b = 0; b < k; b++)
+                            acc += g[j * k + b] * t[i][b];
+                        want_u[(i * 6 + j) * cols + c] = (float)acc;
+                    }
+                for (int xi = 0; xi < 36; xi++)
+                    sum[xi] = wsum[xi * cols + c] * scale[xi / 6] * scale[xi % 6];
+                for (int y = 0; y < k; y++)
+                    for (int j = 0; j < 6; j++) {
+                        double acc = 0.0;
+                        for (int i = 0; i < 6; i++)
+                            acc += at[y * 6 + i] * sum[i * 6 + j];
+                        half[y][j] = acc;
+                    }
+                for (int y = 0; y < k; y++)
+                    for (int x = 0; x < k; x++) {
+                        double acc = 0.0;
+                        for (int j = 0; j < 6; j++)
+                            acc += half[y][j] * at[x * 6 + j];
+                        want_dw[c * 25 + y * k + x] = (float)acc;
+                    }
+            }
+            for (int isa = 0; isa < DG_CPU_ISA_COUNT; isa++) {
+                const struct dg_cpu_isa_ops *ops = dg_cpu_isa_table((enum dg_cpu_isa)isa);
+                if (!ops)
+                    continue;
+                float u[36 * MOST], dw[MOST * 25];
+                ops->wino_weights(g, k, kernels, cols, u, (size_t)cols);
+                ops->wino_filter_out(k, at, scale, wsum, (size_t)cols, cols, dw, 25);
+                for (int i = 0; i < 36 * cols; i++)
+                    ck_assert_msg(memcmp(&u[i], &want_u[i], sizeof(float)) == 0,
+                                  "%s, k %d, %d columns: U[%d] %a, want %a",
+                                  dg_cpu_isa_name((enum dg_cpu_isa)isa), k, cols, i,
+                                  (double)u[i], (double)want_u[i]);
+                for (int c = 0; c < cols; c++)
+                    for (int i = 0; i < k * k; i++)
+                        ck_assert_msg(memcmp(&dw[c * 25 + i], &want_dw[c * 25 + i],
+                                             sizeof(float)) == 0,
+                                      "%s, k %d, %d lanes: dw[%d][%d] %a, want %a",
+                                      dg_cpu_isa_name((enum dg_cpu_isa)isa), k, cols, c, i,
+                                      (double)dw[c * 25 + i], (double)want_dw[c * 25 + i]);
+            }
+        }
+    }
+}
+END_TEST
+
 START_TEST(phase_interleave_by_hand)
 {
     enum { MOST = 70 };
@@ -2093,6 +2175,7 @@ int main(void)
     tcase_add_test(elementwise, backend_identity_and_memory);
     tcase_add_test(elementwise, threads_claim_each_item_once);
     tcase_add_test(elementwise, phase_interleave_by_hand);
+    tcase_add_test(elementwise, winograd_double_transforms_by_lanes);
     tcase_add_test(elementwise, kernels_from_environment);
     tcase_add_test(elementwise, isa_from_environment);
     tcase_add_test(elementwise, net_describes_algorithms);

@@ -556,81 +556,111 @@ DG_INLINE double reduce4d(const vd4 a[4])
     return (t[0] + t[1]) + (t[2] + t[3]);
 }
 
+/* The Winograd transforms in double and the NHWC element loops take 8 lanes at a time in vd8
+ * (AVX-512: one zmm; elsewhere what the compiler lowers it to), then fewer: every lane does
+ * the same double operations as the scalar code, so the width changes no bit. */
+typedef double vd8 __attribute__((vector_size(64)));
+typedef float vf8 __attribute__((vector_size(32)));
+
+DG_INLINE void load8d(const float *p, vd8 *out)
+{
+    vf8 v;
+    memcpy(&v, p, sizeof v);
+    *out = __builtin_convertvector(v, vd8);
+}
+
+DG_INLINE void store8f(float *p, const vd8 *v)
+{
+    vf8 f = __builtin_convertvector(*v, vf8);
+    memcpy(p, &f, sizeof f);
+}
+
+/* U of `LANES` columns from column c: vd4 or vd8 lanes, each with wino_weights_col's
+ * operations in its order. */
+#define DG_WINO_WEIGHTS_LANES(NAME, VD, LOAD, STORE)                                              \
+    DG_INLINE void NAME(const double *g, int k, const float *kernels, int cols, int c, float *u,  \
+                        size_t xi_stride)                                                         \
+    {                                                                                             \
+        VD kv[5][5], t[6][5];                                                                     \
+        for (int a = 0; a < k; a++)                                                               \
+            for (int b = 0; b < k; b++)                                                           \
+                LOAD(kernels + (size_t)(a * k + b) * cols + c, &kv[a][b]);                        \
+        for (int i = 0; i < 6; i++)                                                               \
+            for (int b = 0; b < k; b++) {                                                         \
+                VD sum = {0.0};                                                                   \
+                for (int a = 0; a < k; a++)                                                       \
+                    sum += g[i * k + a] * kv[a][b];                                               \
+                t[i][b] = sum;                                                                    \
+            }                                                                                     \
+        for (int i = 0; i < 6; i++)                                                               \
+            for (int j = 0; j < 6; j++) {                                                         \
+                VD sum = {0.0};                                                                   \
+                for (int b = 0; b < k; b++)                                                       \
+                    sum += g[j * k + b] * t[i][b];                                                \
+                STORE(u + (size_t)(i * 6 + j) * xi_stride + c, &sum);                             \
+            }                                                                                     \
+    }
+DG_WINO_WEIGHTS_LANES(wino_weights8, vd8, load8d, store8f)
+DG_WINO_WEIGHTS_LANES(wino_weights4, vd4, load4d, store4f)
+
 static void wino_weights(const double *g, int k, const float *kernels, int cols, float *u,
                          size_t xi_stride)
 {
     int c = 0;
-    for (; c + 4 <= cols; c += 4) {
-        vd4 kv[5][5], t[6][5];
-        for (int a = 0; a < k; a++)
-            for (int b = 0; b < k; b++)
-                load4d(kernels + (size_t)(a * k + b) * cols + c, &kv[a][b]);
-        for (int i = 0; i < 6; i++)
-            for (int b = 0; b < k; b++) {
-                vd4 sum = {0.0, 0.0, 0.0, 0.0};
-                for (int a = 0; a < k; a++) {
-                    double gi = g[i * k + a];
-                    vd4 gv = {gi, gi, gi, gi};
-                    sum += gv * kv[a][b];
-                }
-                t[i][b] = sum;
-            }
-        for (int i = 0; i < 6; i++)
-            for (int j = 0; j < 6; j++) {
-                vd4 sum = {0.0, 0.0, 0.0, 0.0};
-                for (int b = 0; b < k; b++) {
-                    double gj = g[j * k + b];
-                    vd4 gv = {gj, gj, gj, gj};
-                    sum += gv * t[i][b];
-                }
-                store4f(u + (size_t)(i * 6 + j) * xi_stride + c, &sum);
-            }
-    }
+    for (; c + 8 <= cols; c += 8)
+        wino_weights8(g, k, kernels, cols, c, u, xi_stride);
+    for (; c + 4 <= cols; c += 4)
+        wino_weights4(g, k, kernels, cols, c, u, xi_stride);
     for (; c < cols; c++)
         wino_weights_col(g, k, kernels, cols, c, u, xi_stride);
 }
 
 /* dw = A^T (scale scale^T .* wsum) A in double for `lanes` kernels side by side: lane l's
- * transformed sums at wsum[xi*xi_stride + l], its k x k kernel at dw + l*lane_stride. Four
- * lanes at a time in vd4, then one by one, each lane with the same operations in the same
- * order (products and sums rounded one by one, no fused multiply-add), so every ISA and
- * every lane count give the same floats. */
-DG_INLINE void filter_out_lanes(int k, const double *at, const double *scale, const double *wsum,
-                                size_t xi_stride, int nl, float *dw, size_t lane_stride)
-{
-    vd4 sum[36], half[5][6];
-    for (int xi = 0; xi < 36; xi++) {
-        vd4 w = {0.0, 0.0, 0.0, 0.0};
-        for (int l = 0; l < nl; l++)
-            w[l] = wsum[(size_t)xi * xi_stride + (size_t)l];
-        double si = scale[xi / 6], sj = scale[xi % 6];
-        sum[xi] = w * (vd4){si, si, si, si} * (vd4){sj, sj, sj, sj};
+ * transformed sums at wsum[xi*xi_stride + l], its k x k kernel at dw + l*lane_stride. Eight
+ * lanes at a time in vd8, then four in vd4, then one by one, each lane with the same operations
+ * in the same order (products and sums rounded one by one, no fused multiply-add), so every
+ * ISA and every lane count give the same floats. */
+#define DG_FILTER_OUT_LANES(NAME, VD, WIDTH)                                                      \
+    DG_INLINE void NAME(int k, const double *at, const double *scale, const double *wsum,         \
+                        size_t xi_stride, int nl, float *dw, size_t lane_stride)                  \
+    {                                                                                             \
+        VD sum[36], half[5][6];                                                                   \
+        for (int xi = 0; xi < 36; xi++) {                                                         \
+            VD w = {0.0};                                                                         \
+            if (nl == WIDTH)                                                                      \
+                memcpy(&w, wsum + (size_t)xi * xi_stride, sizeof w);                              \
+            else                                                                                  \
+                for (int l = 0; l < nl; l++)                                                      \
+                    w[l] = wsum[(size_t)xi * xi_stride + (size_t)l];                              \
+            double si = scale[xi / 6], sj = scale[xi % 6];                                        \
+            sum[xi] = w * si * sj;                                                                \
+        }                                                                                         \
+        for (int y = 0; y < k; y++)                                                               \
+            for (int j = 0; j < 6; j++) {                                                         \
+                VD acc = {0.0};                                                                   \
+                for (int i = 0; i < 6; i++)                                                       \
+                    acc += at[y * 6 + i] * sum[i * 6 + j];                                        \
+                half[y][j] = acc;                                                                 \
+            }                                                                                     \
+        for (int y = 0; y < k; y++)                                                               \
+            for (int x = 0; x < k; x++) {                                                         \
+                VD acc = {0.0};                                                                   \
+                for (int j = 0; j < 6; j++)                                                       \
+                    acc += half[y][j] * at[x * 6 + j];                                            \
+                for (int l = 0; l < nl; l++)                                                      \
+                    dw[(size_t)l * lane_stride + (size_t)(y * k + x)] = (float)acc[l];            \
+            }                                                                                     \
     }
-    for (int y = 0; y < k; y++)
-        for (int j = 0; j < 6; j++) {
-            vd4 acc = {0.0, 0.0, 0.0, 0.0};
-            for (int i = 0; i < 6; i++) {
-                double a = at[y * 6 + i];
-                acc += (vd4){a, a, a, a} * sum[i * 6 + j];
-            }
-            half[y][j] = acc;
-        }
-    for (int y = 0; y < k; y++)
-        for (int x = 0; x < k; x++) {
-            vd4 acc = {0.0, 0.0, 0.0, 0.0};
-            for (int j = 0; j < 6; j++) {
-                double a = at[x * 6 + j];
-                acc += half[y][j] * (vd4){a, a, a, a};
-            }
-            for (int l = 0; l < nl; l++)
-                dw[(size_t)l * lane_stride + (size_t)(y * k + x)] = (float)acc[l];
-        }
-}
+DG_FILTER_OUT_LANES(filter_out_lanes8, vd8, 8)
+DG_FILTER_OUT_LANES(filter_out_lanes, vd4, 4)
 
 static void wino_filter_out(int k, const double *at, const double *scale, const double *wsum,
                             size_t xi_stride, int lanes, float *dw, size_t lane_stride)
 {
     int l = 0;
+    for (; l + 8 <= lanes; l += 8)
+        filter_out_lanes8(k, at, scale, wsum + l, xi_stride, 8, dw + (size_t)l * lane_stride,
+                          lane_stride);
     for (; l + 4 <= lanes; l += 4)
         filter_out_lanes(k, at, scale, wsum + l, xi_stride, 4, dw + (size_t)l * lane_stride,
                          lane_stride);
@@ -912,24 +942,6 @@ static void bn_grad_sums_nhwc(const float *x, const float *dy, size_t n, size_t 
     }
 }
 
-/* The NHWC element loops take 8 channels at a time in vd8 (AVX-512: one zmm; elsewhere what
- * the compiler lowers it to), then the rest one by one: every lane does the same double
- * operations as the scalar tail, so the width changes no bit. */
-typedef double vd8 __attribute__((vector_size(64)));
-typedef float vf8 __attribute__((vector_size(32)));
-
-DG_INLINE void load8d(const float *p, vd8 *out)
-{
-    vf8 v;
-    memcpy(&v, p, sizeof v);
-    *out = __builtin_convertvector(v, vd8);
-}
-
-DG_INLINE void store8f(float *p, const vd8 *v)
-{
-    vf8 f = __builtin_convertvector(*v, vf8);
-    memcpy(p, &f, sizeof f);
-}
 
 /* y[c] = x[c] scale[c] + shift[c], in double, rounded once */
 static void bn_affine_nhwc(const float *x, size_t n, size_t stride, int channels,
