@@ -18,6 +18,14 @@ as Digits' batch assembly does.
                        system C compiler during the warm-up steps, which are not timed)
       A configuration that fails (torch.compile without a compiler, say) is reported in the
       JSON as "error" instead of numbers.
+  --layers: one training step layer by layer at each --batches BATCH (eager or channels_last),
+      the layers grouped and named as Digits names them (a conv or dense layer with its ReLU:
+      convN, denseN; batchnormN, poolN, dropoutN, flattenN), each layer's forward timed
+      between forward hooks and its backward from the moment the gradient of its output is
+      ready (a backward pre-hook) to the moment the layer before it gets its own (for the
+      first layer: to the end of backward()); medians of --reps steps after --warmup, as
+      `digits bench`'s per-layer breakdown (which syncs after every op; on the CPU PyTorch's
+      ops are synchronous).
   --recipe: trains the default recipe (augmentation, ReduceLROnPlateau on validation accuracy)
       on exactly the rows Digits trains and validates on (its Philox split), for --epochs.
 Prints one JSON object."""
@@ -237,6 +245,90 @@ def throughput_or_error(args):
                 "error": reason[:500], "train": [], "inference": None}
 
 
+def layer_groups(model):
+    """[(name, module)]: the Sequential's children grouped as Digits' layers."""
+    kinds = ((nn.Conv2d, "conv"), (nn.Linear, "dense"), (nn.BatchNorm1d, "batchnorm"),
+             (nn.BatchNorm2d, "batchnorm"), (nn.MaxPool2d, "pool"), (nn.Dropout, "dropout"),
+             (nn.Flatten, "flatten"))
+    groups, counts = [], {}
+    for child in model.children():
+        if isinstance(child, nn.ReLU) and groups:
+            groups[-1][1].append(child)
+            continue
+        kind = next((k for t, k in kinds if isinstance(child, t)), None)
+        if kind is None:
+            raise SystemExit(f"torch_ref --layers: no Digits layer for {type(child).__name__}")
+        counts[kind] = counts.get(kind, 0) + 1
+        groups.append((f"{kind}{counts[kind]}", [child]))
+    return [(name, nn.Sequential(*modules)) for name, modules in groups]
+
+
+def layers(args):
+    device = setup(args)
+    if device.type != "cpu" or args.config not in ("eager", "channels_last"):
+        raise SystemExit("torch_ref --layers: the CPU, --config eager or channels_last "
+                         "(torch.compile fuses the layers)")
+    images, labels = common.load_csv(args.data, rows=args.rows)
+    if labels is None:
+        labels = np.zeros(images.shape[0], np.uint8)
+    source = Batches(images, labels, device, args.seed)
+    channels_last = args.config == "channels_last"
+    result = {"framework": "pytorch", "version": torch.__version__, "device": str(device),
+              "net": args.net, "config": args.config, "cpu_capability": cpu_capability(),
+              "threads": torch.get_num_threads(), "channels_last": channels_last,
+              "layers": []}
+    for batch, _ in common.parse_batches(args.batches):
+        groups = layer_groups(build_model(channels_last, args.net))
+        model = nn.Sequential(*(module for _, module in groups)).to(device)
+        optimizer = make_optimizer(model)
+        model.train()
+        marks = {}
+
+        def mark(key):
+            def hook(*_):
+                marks[key] = time.perf_counter()
+            return hook
+
+        for i, (_, module) in enumerate(groups):
+            module.register_forward_pre_hook(mark(("f0", i)))
+            module.register_forward_hook(mark(("f1", i)))
+            module.register_full_backward_pre_hook(mark(("b0", i)))
+        samples = {name: ([], []) for name, _ in groups}
+        extra = {"softmax_xent": [], "loss_backward": [], "update": [], "step": []}
+        for step in range(args.warmup + args.reps):
+            x, y = source.next(batch, channels_last)
+            optimizer.zero_grad(set_to_none=True)
+            marks.clear()
+            start = time.perf_counter()
+            logits = model(x)
+            loss_start = time.perf_counter()
+            loss = F.cross_entropy(logits, y)
+            backward_start = time.perf_counter()
+            loss.backward()
+            backward_end = time.perf_counter()
+            optimizer.step()
+            end = time.perf_counter()
+            if step < args.warmup:
+                continue
+            last = len(groups) - 1
+            for i, (name, _) in enumerate(groups):
+                samples[name][0].append((marks[("f1", i)] - marks[("f0", i)]) * 1e3)
+                done = marks[("b0", i - 1)] if i > 0 else backward_end
+                samples[name][1].append((done - marks[("b0", i)]) * 1e3)
+            extra["softmax_xent"].append((backward_start - loss_start) * 1e3)
+            extra["loss_backward"].append((marks[("b0", last)] - backward_start) * 1e3)
+            extra["update"].append((end - backward_end) * 1e3)
+            extra["step"].append((end - start) * 1e3)
+        result["layers"].append({
+            "batch": batch,
+            "rows": [{"name": name, "forward_ms": common.stats(f), "backward_ms": common.stats(b)}
+                     for name, (f, b) in samples.items()],
+            **{f"{key}_ms": common.stats(v) for key, v in extra.items()}})
+        print(f"torch {args.config}: layers at batch {batch}: step "
+              f"{result['layers'][-1]['step_ms']['median']:.2f} ms", file=sys.stderr)
+    return result
+
+
 def augment(x, generator, rotation_deg=10.0, shift=0.1, zoom=0.1):
     """Keras ImageDataGenerator(rotation 10, zoom 0.1, shifts 0.1) as Digits does it
     (shared/AUGMENTATION.md): output pixel -> input position, rotation . shift . zoom about
@@ -372,6 +464,8 @@ def main():
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--net", choices=["reference", "deotte"], default="reference",
                         help="the network (throughput runs): Digits' preset of that name")
+    parser.add_argument("--layers", action="store_true",
+                        help="one training step layer by layer at each --batches BATCH")
     parser.add_argument("--recipe", action="store_true")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch", type=int, default=86)
@@ -383,7 +477,12 @@ def main():
     args = parser.parse_args()
     if args.channels_last and args.config == "eager":
         args.config = "channels_last"
-    common.emit(recipe(args) if args.recipe else throughput_or_error(args), args.out)
+    if args.recipe:
+        common.emit(recipe(args), args.out)
+    elif args.layers:
+        common.emit(layers(args), args.out)
+    else:
+        common.emit(throughput_or_error(args), args.out)
 
 
 if __name__ == "__main__":
