@@ -483,6 +483,76 @@ START_TEST(dropout_masks)
 }
 END_TEST
 
+/* The CPU keeps the last DG_CPU_DROPOUT_MEMOS ops' masks: a backward with the forward's key
+ * multiplies by them. Every result is the element math's, whether the masks were kept, drawn
+ * again after being pushed out, or drawn for another rate; flat and NHWC keys. */
+START_TEST(dropout_backward_takes_the_forward_masks)
+{
+    enum { IMAGES = 3, C = 5, SP = 7, FLAT = 3000 };
+    for (int nhwc = 0; nhwc < 2; nhwc++) {
+        size_t n = nhwc ? (size_t)IMAGES * C * SP : FLAT;
+        struct dg_test_rng rng = {77 + (uint64_t)nhwc};
+        float *x = dg_test_floats(n), *dy = dg_test_floats(n), *y = dg_test_floats(n);
+        float *want = dg_test_floats(n);
+        dg_test_fill(&rng, x, n, -2, 2);
+        dg_test_fill(&rng, dy, n, -2, 2);
+        /* want[i] = v[i] * the scale of element i (NHWC: of its NCHW index) */
+#define WANT(v, rate, k)                                                                           \
+        for (size_t i = 0; i < n; i++) {                                                           \
+            size_t at = i;                                                                         \
+            if (nhwc) {                                                                            \
+                size_t b = i / (C * SP), p = i % (C * SP) / C, ch = i % C;                         \
+                at = (b * C + ch) * SP + p;                                                        \
+            }                                                                                      \
+            want[i] = (v)[i] * dg_dropout_scale(rate, (k).seed, (k).layer, (k).epoch,              \
+                                                (k).step, at);                                     \
+        }
+        for (int f = 0; f < FAMILIES; f++) {
+            if (!element_family(f))
+                continue;
+            struct dg_backend *be = family_backend(f, 2);
+            if (!be)
+                continue;
+            struct dg_cpu *cpu = be->impl;
+            struct dg_dropout_key first = {99, 2, 1, 5, nhwc ? C : 0, nhwc ? SP : 0};
+            poison(y, n);
+            check_ok(be->ops->dropout_fwd(be, n, 0.4f, &first, x, y));
+            WANT(x, 0.4f, first);
+            ck_assert(dg_test_equal("dropout fwd", y, want, n));
+            int kept = 0;
+            for (int m = 0; m < DG_CPU_DROPOUT_MEMOS; m++)
+                kept += cpu->dropout_memo[m].scale && cpu->dropout_memo[m].n == n &&
+                        cpu->dropout_memo[m].key.step == first.step;
+            ck_assert_int_eq(kept, 1);
+            poison(y, n);
+            check_ok(be->ops->dropout_bwd(be, n, 0.4f, &first, dy, y));
+            WANT(dy, 0.4f, first);
+            ck_assert(dg_test_equal("dropout bwd, kept masks", y, want, n));
+            /* the same key at another rate is drawn anew */
+            poison(y, n);
+            check_ok(be->ops->dropout_bwd(be, n, 0.25f, &first, dy, y));
+            WANT(dy, 0.25f, first);
+            ck_assert(dg_test_equal("dropout bwd, another rate", y, want, n));
+            /* more ops than kept masks: the first is pushed out and drawn again */
+            for (uint32_t step = 6; step < 6 + DG_CPU_DROPOUT_MEMOS + 1; step++) {
+                struct dg_dropout_key other = first;
+                other.step = step;
+                check_ok(be->ops->dropout_fwd(be, n, 0.4f, &other, x, y));
+                WANT(x, 0.4f, other);
+                ck_assert(dg_test_equal("dropout fwd, another step", y, want, n));
+            }
+            poison(y, n);
+            check_ok(be->ops->dropout_bwd(be, n, 0.4f, &first, dy, y));
+            WANT(dy, 0.4f, first);
+            ck_assert(dg_test_equal("dropout bwd, drawn again", y, want, n));
+            dg_backend_destroy(be);
+        }
+#undef WANT
+        free(x), free(dy), free(y), free(want);
+    }
+}
+END_TEST
+
 /* ---- dense ---- */
 
 START_TEST(dense_vs_reference)
@@ -2159,6 +2229,7 @@ int main(void)
     tcase_add_loop_test(elementwise, maxpool_vs_reference, 0, pool_cases.count);
     tcase_add_test(elementwise, maxpool_ties_by_hand);
     tcase_add_test(elementwise, dropout_masks);
+    tcase_add_test(elementwise, dropout_backward_takes_the_forward_masks);
     tcase_add_loop_test(elementwise, dense_vs_reference, 0, dense_cases.count);
     tcase_add_test(elementwise, dense_deterministic);
     tcase_add_loop_test(elementwise, softmax_xent_vs_reference, 0, softmax_cases.count);

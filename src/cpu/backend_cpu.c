@@ -31,6 +31,8 @@ static void cpu_destroy(struct dg_backend *be)
     if (cpu) {
         dg_cpu_threads_destroy(cpu->pool);
         free(cpu->scratch);
+        for (int i = 0; i < DG_CPU_DROPOUT_MEMOS; i++)
+            free(cpu->dropout_memo[i].scale);
         free(cpu);
     }
     free(be);
@@ -435,38 +437,73 @@ struct dropout_job {
     struct dg_dropout_key key;
     const float *in;
     float *out;
-    float *scratch; /* NHWC: per thread 2 images (ones, scales) */
+    float *scratch; /* per thread 2 images (ones, scales), or 1024 ones */
+    float *scale;   /* the masks' scales, written (a miss) or read (a hit) */
 };
 
 /* NHWC keys (channels > 0): per image, the masks of its NCHW indices (the ISA's dropout of
- * ones: exactly the scales) into the thread's scratch, then in * scale at the NHWC places. */
+ * ones: exactly the scales) into the thread's scratch, then kept at the NHWC places and
+ * in * scale there. */
 static void dropout_nhwc_task(void *ctx, int thread, int threads)
 {
     const struct dropout_job *job = ctx;
     size_t c = (size_t)job->key.channels, sp = (size_t)job->key.spatial, image = c * sp;
-    float *ones = job->scratch + 2 * image * (size_t)thread, *scale = ones + image;
+    float *ones = job->scratch + 2 * image * (size_t)thread, *nchw = ones + image;
     for (size_t i = 0; i < image; i++)
         ones[i] = 1.0f;
     size_t n0, n1;
     dg_cpu_split(job->n / image, 1, thread, threads, &n0, &n1);
     for (size_t n = n0; n < n1; n++) {
-        job->isa->dropout_at(n * image, (n + 1) * image, job->rate, &job->key, ones, scale);
+        job->isa->dropout_at(n * image, (n + 1) * image, job->rate, &job->key, ones, nchw);
+        float *scale = job->scale + n * image;
         const float *in = job->in + n * image;
         float *out = job->out + n * image;
         for (size_t p = 0; p < sp; p++)
-            for (size_t ch = 0; ch < c; ch++)
-                out[p * c + ch] = in[p * c + ch] * scale[ch * sp + p];
+            for (size_t ch = 0; ch < c; ch++) {
+                float v = nchw[ch * sp + p];
+                scale[p * c + ch] = v;
+                out[p * c + ch] = in[p * c + ch] * v;
+            }
     }
 }
 
-/* Ranges of 256 elements (whole Philox blocks) per thread. */
+/* Flat keys: ranges of 256 elements (whole Philox blocks) per thread, the scales drawn 1024
+ * at a time from ones, kept, and in * scale. */
 static void dropout_task(void *ctx, int thread, int threads)
 {
     const struct dropout_job *job = ctx;
+    float *ones = job->scratch + 1024 * (size_t)thread;
+    for (int i = 0; i < 1024; i++)
+        ones[i] = 1.0f;
     size_t i0, i1;
     dg_cpu_split(job->n, 256, thread, threads, &i0, &i1);
-    if (i1 > i0)
-        job->isa->dropout(i0, i1, job->rate, &job->key, job->in, job->out);
+    for (size_t b = i0; b < i1; b += 1024) {
+        size_t e = i1 - b < 1024 ? i1 : b + 1024;
+        job->isa->dropout_at(b, e, job->rate, &job->key, ones, job->scale + b);
+        for (size_t i = b; i < e; i++)
+            job->out[i] = job->in[i] * job->scale[i];
+    }
+}
+
+/* A hit: out = in * the kept scales (the same products as drawing them again). */
+static void dropout_scale_task(void *ctx, int thread, int threads)
+{
+    const struct dropout_job *job = ctx;
+    size_t i0, i1;
+    dg_cpu_split(job->n, 64, thread, threads, &i0, &i1);
+    const float *in = job->in, *scale = job->scale;
+    float *out = job->out;
+    for (size_t i = i0; i < i1; i++)
+        out[i] = in[i] * scale[i];
+}
+
+static int same_dropout(const struct dg_cpu_dropout_memo *m, size_t n, float rate,
+                        const struct dg_dropout_key *key)
+{
+    return m->scale && m->n == n && m->rate == rate && m->key.seed == key->seed &&
+           m->key.layer == key->layer && m->key.epoch == key->epoch &&
+           m->key.step == key->step && m->key.channels == key->channels &&
+           m->key.spatial == key->spatial;
 }
 
 static enum dg_status run_dropout(struct dg_backend *be, size_t n, float rate,
@@ -475,20 +512,40 @@ static enum dg_status run_dropout(struct dg_backend *be, size_t n, float rate,
     struct dg_cpu *cpu = be->impl;
     if (!(rate >= 0.0f && rate < 1.0f))
         return dg_error(DG_ERR_RUNTIME, "cpu dropout: rate %g outside [0, 1)", (double)rate);
-    struct dropout_job job = {cpu->isa, n, rate, *key, in, out, NULL};
+    size_t image = 0;
     if (key->channels > 0) {
-        size_t image = (size_t)key->channels * (size_t)(key->spatial > 0 ? key->spatial : 0);
+        image = (size_t)key->channels * (size_t)(key->spatial > 0 ? key->spatial : 0);
         if (key->spatial < 1 || n % image)
             return dg_error(DG_ERR_RUNTIME,
                             "cpu dropout: %zu elements are not images of %d x %d (NHWC)", n,
                             key->channels, key->spatial);
-        job.scratch = dg_cpu_scratch(cpu, sizeof(float) * 2 * image * (size_t)cpu->threads);
-        if (!job.scratch)
-            return dg_error(DG_ERR_NOMEM, "cpu dropout: out of memory");
-        dg_cpu_threads_run(cpu->pool, dropout_nhwc_task, &job);
-        return DG_OK;
     }
-    dg_cpu_threads_run(cpu->pool, dropout_task, &job);
+    struct dropout_job job = {cpu->isa, n, rate, *key, in, out, NULL, NULL};
+    for (int i = 0; i < DG_CPU_DROPOUT_MEMOS; i++)
+        if (same_dropout(&cpu->dropout_memo[i], n, rate, key)) {
+            job.scale = cpu->dropout_memo[i].scale;
+            dg_cpu_threads_run(cpu->pool, dropout_scale_task, &job);
+            return DG_OK;
+        }
+    struct dg_cpu_dropout_memo *m = &cpu->dropout_memo[cpu->dropout_next];
+    if (m->capacity < n) {
+        free(m->scale);
+        m->scale = malloc(sizeof(float) * (n ? n : 1));
+        m->capacity = m->scale ? n : 0;
+        if (!m->scale)
+            return dg_error(DG_ERR_NOMEM, "cpu dropout: out of memory for %zu masks", n);
+    }
+    m->n = 0; /* empty until drawn */
+    job.scale = m->scale;
+    job.scratch = dg_cpu_scratch(cpu, sizeof(float) * (size_t)cpu->threads *
+                                          (image ? 2 * image : 1024));
+    if (!job.scratch)
+        return dg_error(DG_ERR_NOMEM, "cpu dropout: out of memory");
+    dg_cpu_threads_run(cpu->pool, image ? dropout_nhwc_task : dropout_task, &job);
+    m->key = *key;
+    m->rate = rate;
+    m->n = n;
+    cpu->dropout_next = (cpu->dropout_next + 1) % DG_CPU_DROPOUT_MEMOS;
     return DG_OK;
 }
 

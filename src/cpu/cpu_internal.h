@@ -191,6 +191,8 @@ const struct dg_cpu_isa_ops *dg_cpu_isa_table(enum dg_cpu_isa isa);
 
 /* ---- backend state ---- */
 
+#define DG_CPU_DROPOUT_MEMOS 4 /* dropout layers of one step whose masks are kept */
+
 struct dg_cpu {
     struct dg_cpu_threads *pool;
     int threads;
@@ -202,6 +204,17 @@ struct dg_cpu {
      * operands, NHWC batchnorm's per-image sums, NHWC dropout's masks */
     void *scratch;
     size_t scratch_bytes;
+    /* The last dropout masks (backend_cpu.c): each op's scales (0 or 1 / (1 - rate)) in the
+     * tensor's own order, a pure function of (key, rate, n), so the backward of a training
+     * step multiplies by the forward's instead of drawing them again. */
+    struct dg_cpu_dropout_memo {
+        struct dg_dropout_key key;
+        float rate;
+        size_t n;
+        float *scale; /* NULL: empty */
+        size_t capacity;
+    } dropout_memo[DG_CPU_DROPOUT_MEMOS];
+    int dropout_next; /* the entry a miss replaces */
 };
 
 /* The backend's scratch, grown to at least `bytes` (aligned for doubles); NULL when out of
