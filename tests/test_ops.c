@@ -486,27 +486,36 @@ END_TEST
 /* The CPU keeps the last DG_CPU_DROPOUT_MEMOS ops' masks: a backward with the forward's key
  * multiplies by them. Every result is the element math's, whether the masks were kept, drawn
  * again after being pushed out, or drawn for another rate; flat and NHWC keys. */
+enum { DROP_IMAGES = 3, DROP_C = 5, DROP_SP = 7, DROP_FLAT = 3000 };
+
+/* One dropout pass (forward or backward) of v into y, against the element math: element i
+ * takes the scale of its index (NHWC: of its NCHW index). */
+static void check_dropout(struct dg_backend *be, int backward, const float *v, size_t n, int nhwc,
+                          float rate, const struct dg_dropout_key *k, float *y, float *want,
+                          const char *what)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t at = i;
+        if (nhwc) {
+            size_t b = i / (DROP_C * DROP_SP), p = i % (DROP_C * DROP_SP) / DROP_C;
+            at = (b * DROP_C + i % DROP_C) * DROP_SP + p;
+        }
+        want[i] = v[i] * dg_dropout_scale(rate, k->seed, k->layer, k->epoch, k->step, at);
+    }
+    poison(y, n);
+    check_ok((backward ? be->ops->dropout_bwd : be->ops->dropout_fwd)(be, n, rate, k, v, y));
+    ck_assert_msg(dg_test_equal(what, y, want, n), "%s", what);
+}
+
 START_TEST(dropout_backward_takes_the_forward_masks)
 {
-    enum { IMAGES = 3, C = 5, SP = 7, FLAT = 3000 };
     for (int nhwc = 0; nhwc < 2; nhwc++) {
-        size_t n = nhwc ? (size_t)IMAGES * C * SP : FLAT;
+        size_t n = nhwc ? (size_t)DROP_IMAGES * DROP_C * DROP_SP : DROP_FLAT;
         struct dg_test_rng rng = {77 + (uint64_t)nhwc};
         float *x = dg_test_floats(n), *dy = dg_test_floats(n), *y = dg_test_floats(n);
         float *want = dg_test_floats(n);
         dg_test_fill(&rng, x, n, -2, 2);
         dg_test_fill(&rng, dy, n, -2, 2);
-        /* want[i] = v[i] * the scale of element i (NHWC: of its NCHW index) */
-#define WANT(v, rate, k)                                                                           \
-        for (size_t i = 0; i < n; i++) {                                                           \
-            size_t at = i;                                                                         \
-            if (nhwc) {                                                                            \
-                size_t b = i / (C * SP), p = i % (C * SP) / C, ch = i % C;                         \
-                at = (b * C + ch) * SP + p;                                                        \
-            }                                                                                      \
-            want[i] = (v)[i] * dg_dropout_scale(rate, (k).seed, (k).layer, (k).epoch,              \
-                                                (k).step, at);                                     \
-        }
         for (int f = 0; f < FAMILIES; f++) {
             if (!element_family(f))
                 continue;
@@ -514,40 +523,26 @@ START_TEST(dropout_backward_takes_the_forward_masks)
             if (!be)
                 continue;
             struct dg_cpu *cpu = be->impl;
-            struct dg_dropout_key first = {99, 2, 1, 5, nhwc ? C : 0, nhwc ? SP : 0};
-            poison(y, n);
-            check_ok(be->ops->dropout_fwd(be, n, 0.4f, &first, x, y));
-            WANT(x, 0.4f, first);
-            ck_assert(dg_test_equal("dropout fwd", y, want, n));
+            struct dg_dropout_key first = {99, 2, 1, 5, nhwc ? DROP_C : 0, nhwc ? DROP_SP : 0};
+            check_dropout(be, 0, x, n, nhwc, 0.4f, &first, y, want, "dropout fwd");
             int kept = 0;
             for (int m = 0; m < DG_CPU_DROPOUT_MEMOS; m++)
                 kept += cpu->dropout_memo[m].scale && cpu->dropout_memo[m].n == n &&
                         cpu->dropout_memo[m].key.step == first.step;
             ck_assert_int_eq(kept, 1);
-            poison(y, n);
-            check_ok(be->ops->dropout_bwd(be, n, 0.4f, &first, dy, y));
-            WANT(dy, 0.4f, first);
-            ck_assert(dg_test_equal("dropout bwd, kept masks", y, want, n));
+            check_dropout(be, 1, dy, n, nhwc, 0.4f, &first, y, want, "dropout bwd, kept masks");
             /* the same key at another rate is drawn anew */
-            poison(y, n);
-            check_ok(be->ops->dropout_bwd(be, n, 0.25f, &first, dy, y));
-            WANT(dy, 0.25f, first);
-            ck_assert(dg_test_equal("dropout bwd, another rate", y, want, n));
+            check_dropout(be, 1, dy, n, nhwc, 0.25f, &first, y, want, "dropout bwd, another rate");
             /* more ops than kept masks: the first is pushed out and drawn again */
             for (uint32_t step = 6; step < 6 + DG_CPU_DROPOUT_MEMOS + 1; step++) {
                 struct dg_dropout_key other = first;
                 other.step = step;
-                check_ok(be->ops->dropout_fwd(be, n, 0.4f, &other, x, y));
-                WANT(x, 0.4f, other);
-                ck_assert(dg_test_equal("dropout fwd, another step", y, want, n));
+                check_dropout(be, 0, x, n, nhwc, 0.4f, &other, y, want,
+                              "dropout fwd, another step");
             }
-            poison(y, n);
-            check_ok(be->ops->dropout_bwd(be, n, 0.4f, &first, dy, y));
-            WANT(dy, 0.4f, first);
-            ck_assert(dg_test_equal("dropout bwd, drawn again", y, want, n));
+            check_dropout(be, 1, dy, n, nhwc, 0.4f, &first, y, want, "dropout bwd, drawn again");
             dg_backend_destroy(be);
         }
-#undef WANT
         free(x), free(dy), free(y), free(want);
     }
 }
