@@ -309,14 +309,24 @@ enum dg_status dg_cpu_batchnorm_fwd_infer(struct dg_backend *be, const struct dg
     return shape->nhwc ? run_nhwc(be, nhwc_fwd_infer, &job) : run(be, fwd_infer_task, &job);
 }
 
+/* The training-mode backward; with `relu`, dx masked where x > 0 does not hold. */
+static enum dg_status batchnorm_bwd(struct dg_backend *be, const struct dg_bn_shape *shape,
+                                    const float *x, const float *dy, const float *gamma,
+                                    const float *save_mean, const float *save_invstd, float *dx,
+                                    float *dgamma, float *dbeta, int relu)
+{
+    struct bn_job job = {.s = shape, .x = x, .dy = dy, .gamma = gamma, .save_mean = save_mean,
+                         .save_invstd = save_invstd, .dx = dx, .dgamma = dgamma, .dbeta = dbeta,
+                         .relu = relu};
+    return shape->nhwc ? run_nhwc(be, nhwc_bwd, &job) : run(be, bwd_task, &job);
+}
+
 enum dg_status dg_cpu_batchnorm_bwd(struct dg_backend *be, const struct dg_bn_shape *shape,
                                     const float *x, const float *dy, const float *gamma,
                                     const float *save_mean, const float *save_invstd, float *dx,
                                     float *dgamma, float *dbeta)
 {
-    struct bn_job job = {.s = shape, .x = x, .dy = dy, .gamma = gamma, .save_mean = save_mean,
-                         .save_invstd = save_invstd, .dx = dx, .dgamma = dgamma, .dbeta = dbeta};
-    return shape->nhwc ? run_nhwc(be, nhwc_bwd, &job) : run(be, bwd_task, &job);
+    return batchnorm_bwd(be, shape, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, 0);
 }
 
 /* batchnorm_bwd with x the output of a ReLU: dx is the gradient of the ReLU's input, the floats
@@ -326,8 +336,5 @@ enum dg_status dg_cpu_batchnorm_bwd_relu(struct dg_backend *be, const struct dg_
                                          const float *save_mean, const float *save_invstd,
                                          float *dx, float *dgamma, float *dbeta)
 {
-    struct bn_job job = {.s = shape, .x = x, .dy = dy, .gamma = gamma, .save_mean = save_mean,
-                         .save_invstd = save_invstd, .dx = dx, .dgamma = dgamma, .dbeta = dbeta,
-                         .relu = 1};
-    return shape->nhwc ? run_nhwc(be, nhwc_bwd, &job) : run(be, bwd_task, &job);
+    return batchnorm_bwd(be, shape, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, 1);
 }

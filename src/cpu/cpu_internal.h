@@ -105,8 +105,9 @@ struct dg_cpu_bf16_ops;
  *                 c's result is bn_*'s of its plane, bit for bit (bn_sums_nhwc: bn_sum, or
  *                 bn_squares with centre[c]; bn_grad_sums_nhwc: sums[c], sums[channels + c];
  *                 bn_input_grad_nhwc: k[j*channels + c], j < 5, per channel)
- *   dropout       out[i] = in[i] * dg_dropout_scale(rate, key, i), i in [begin, end)
- *   dropout_at    the same with in and out at element `begin`: out[i - begin], in[i - begin]
+ *   dropout_at    out[i - begin] = in[i - begin] * dg_dropout_scale(rate, key, i), i in
+ *                 [begin, end): in and out at element `begin` (backend_cpu.c draws the scales
+ *                 from ones and keeps them)
  *   maxpool_*     2x2 max-pool of one (h, w) plane into (h/2, w/2); backward routes dy to the
  *                 first maximum of each window (row-major, strict >), zero elsewhere,
  *                 including an odd last row or column
@@ -159,8 +160,6 @@ struct dg_cpu_isa_ops {
                            const double *scale, const double *shift, float *y);
     void (*bn_input_grad_nhwc)(const float *x, const float *dy, size_t n, size_t stride,
                                int channels, const double *k, int relu, float *dx);
-    void (*dropout)(size_t begin, size_t end, float rate, const struct dg_dropout_key *key,
-                    const float *in, float *out);
     void (*dropout_at)(size_t begin, size_t end, float rate, const struct dg_dropout_key *key,
                        const float *in, float *out);
     void (*maxpool_fwd)(const float *x, int h, int w, float *y);

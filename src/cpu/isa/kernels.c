@@ -1056,12 +1056,6 @@ DG_INLINE void dropout_core(size_t begin, size_t end, float rate,
                                                           key->epoch, key->step, i);
 }
 
-static void dropout(size_t begin, size_t end, float rate, const struct dg_dropout_key *key,
-                    const float *in, float *out)
-{
-    dropout_core(begin, end, rate, key, in + begin, out + begin);
-}
-
 static void dropout_at(size_t begin, size_t end, float rate, const struct dg_dropout_key *key,
                        const float *in, float *out)
 {
@@ -1344,7 +1338,6 @@ const struct dg_cpu_isa_ops DG_ISA_TABLE = {
     .bn_grad_sums_nhwc = bn_grad_sums_nhwc,
     .bn_affine_nhwc = bn_affine_nhwc,
     .bn_input_grad_nhwc = bn_input_grad_nhwc,
-    .dropout = dropout,
     .dropout_at = dropout_at,
     .maxpool_fwd = maxpool_fwd,
     .maxpool_bwd = maxpool_bwd,
