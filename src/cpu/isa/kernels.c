@@ -536,18 +536,30 @@ static void channel_sums(const float *src, size_t pixels, int channels, float *s
 typedef double vd4 __attribute__((vector_size(32)));
 typedef float vf4 __attribute__((vector_size(16)));
 
-/* (by pointer: a 32-byte vector by value changes the ABI of the portable build) */
+/* (by pointer: a 32-byte vector by value changes the ABI of the portable build). The
+ * conversions are exact (float to double) or round to nearest (double to float) everywhere;
+ * on x86 they are single vcvtps2pd / vcvtpd2ps instructions, because GCC lowers the generic
+ * __builtin_convertvector in halves with shuffles, which made the batchnorm loops and the
+ * Winograd transforms in double conversion-bound. */
 DG_INLINE void load4d(const float *p, vd4 *out)
 {
+#if defined(DG_ISA_AVX512) || defined(DG_ISA_AVX2)
+    *out = (vd4)_mm256_cvtps_pd(_mm_loadu_ps(p));
+#else
     vf4 v;
     memcpy(&v, p, sizeof v);
     *out = __builtin_convertvector(v, vd4);
+#endif
 }
 
 DG_INLINE void store4f(float *p, const vd4 *v)
 {
+#if defined(DG_ISA_AVX512) || defined(DG_ISA_AVX2)
+    _mm_storeu_ps(p, _mm256_cvtpd_ps((__m256d)*v));
+#else
     vf4 f = __builtin_convertvector(*v, vf4);
     memcpy(p, &f, sizeof f);
+#endif
 }
 
 DG_INLINE double reduce4d(const vd4 a[4])
@@ -564,15 +576,32 @@ typedef float vf8 __attribute__((vector_size(32)));
 
 DG_INLINE void load8d(const float *p, vd8 *out)
 {
+#if defined(DG_ISA_AVX512)
+    *out = (vd8)_mm512_cvtps_pd(_mm256_loadu_ps(p));
+#elif defined(DG_ISA_AVX2)
+    vd4 lo, hi;
+    load4d(p, &lo);
+    load4d(p + 4, &hi);
+    *out = (vd8){lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]};
+#else
     vf8 v;
     memcpy(&v, p, sizeof v);
     *out = __builtin_convertvector(v, vd8);
+#endif
 }
 
 DG_INLINE void store8f(float *p, const vd8 *v)
 {
+#if defined(DG_ISA_AVX512)
+    _mm256_storeu_ps(p, _mm512_cvtpd_ps((__m512d)*v));
+#elif defined(DG_ISA_AVX2)
+    vd4 lo = {(*v)[0], (*v)[1], (*v)[2], (*v)[3]}, hi = {(*v)[4], (*v)[5], (*v)[6], (*v)[7]};
+    store4f(p, &lo);
+    store4f(p + 4, &hi);
+#else
     vf8 f = __builtin_convertvector(*v, vf8);
     memcpy(p, &f, sizeof f);
+#endif
 }
 
 /* U of `LANES` columns from column c: vd4 or vd8 lanes, each with wino_weights_col's
