@@ -579,10 +579,10 @@ DG_INLINE void load8d(const float *p, vd8 *out)
 #if defined(DG_ISA_AVX512)
     *out = (vd8)_mm512_cvtps_pd(_mm256_loadu_ps(p));
 #elif defined(DG_ISA_AVX2)
-    vd4 lo, hi;
-    load4d(p, &lo);
-    load4d(p + 4, &hi);
-    *out = (vd8){lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]};
+    vd4 h[2];
+    load4d(p, &h[0]);
+    load4d(p + 4, &h[1]);
+    memcpy(out, h, sizeof h);
 #else
     vf8 v;
     memcpy(&v, p, sizeof v);
@@ -595,9 +595,10 @@ DG_INLINE void store8f(float *p, const vd8 *v)
 #if defined(DG_ISA_AVX512)
     _mm256_storeu_ps(p, _mm512_cvtpd_ps((__m512d)*v));
 #elif defined(DG_ISA_AVX2)
-    vd4 lo = {(*v)[0], (*v)[1], (*v)[2], (*v)[3]}, hi = {(*v)[4], (*v)[5], (*v)[6], (*v)[7]};
-    store4f(p, &lo);
-    store4f(p + 4, &hi);
+    vd4 h[2];
+    memcpy(h, v, sizeof h);
+    store4f(p, &h[0]);
+    store4f(p + 4, &h[1]);
 #else
     vf8 f = __builtin_convertvector(*v, vf8);
     memcpy(p, &f, sizeof f);
@@ -1004,6 +1005,23 @@ static void bn_affine_nhwc(const float *x, size_t n, size_t stride, int channels
 /* bn_input_grad per channel: k[j * channels + c] is channel c's j-th of (mean, invstd,
  * scale, mean_dy, mean_dy_xhat) */
 typedef long long vl8 __attribute__((vector_size(64)));
+
+/* *out where *x > 0, else +0 (bn_input_grad's mask, 8 lanes; by pointer as load8d). Below
+ * AVX-512 it is two 4-lane compares: GCC lowers a 64-byte comparison on 32-byte registers to
+ * scalar compares and moves. */
+DG_INLINE void relu_mask8(vd8 *out, const vd8 *x)
+{
+#if defined(DG_ISA_AVX512)
+    *out = (vd8)((vl8)*out & (vl8)(*x > 0.0));
+#else
+    vd4 o[2], xs[2];
+    memcpy(o, out, sizeof o);
+    memcpy(xs, x, sizeof xs);
+    for (int h = 0; h < 2; h++)
+        o[h] = (vd4)((vl4)o[h] & (vl4)(xs[h] > 0.0));
+    memcpy(out, o, sizeof o);
+#endif
+}
 static void bn_input_grad_nhwc(const float *x, const float *dy, size_t n, size_t stride,
                                int channels, const double *k, int relu, float *dx)
 {
@@ -1026,7 +1044,7 @@ static void bn_input_grad_nhwc(const float *x, const float *dy, size_t n, size_t
                 vd8 xhat = (xv - mu) * is;
                 vd8 out = sc * (g - md - xhat * mx);
                 if (relu)
-                    out = (vd8)((vl8)out & (vl8)(xv > 0.0));
+                    relu_mask8(&out, &xv);
                 store8f(dx + i * stride + c, &out);
             }
         }
