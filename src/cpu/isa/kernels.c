@@ -630,15 +630,19 @@ DG_INLINE void store8f(float *p, const vd8 *v)
                 STORE(u + (size_t)(i * 6 + j) * xi_stride + c, &sum);                             \
             }                                                                                     \
     }
+#if defined(DG_ISA_AVX512)
 DG_WINO_WEIGHTS_LANES(wino_weights8, vd8, load8d, store8f)
+#endif
 DG_WINO_WEIGHTS_LANES(wino_weights4, vd4, load4d, store4f)
 
 static void wino_weights(const double *g, int k, const float *kernels, int cols, float *u,
                          size_t xi_stride)
 {
     int c = 0;
+#if defined(DG_ISA_AVX512) /* vd8 in one zmm; elsewhere two halves spilled through GPRs */
     for (; c + 8 <= cols; c += 8)
         wino_weights8(g, k, kernels, cols, c, u, xi_stride);
+#endif
     for (; c + 4 <= cols; c += 4)
         wino_weights4(g, k, kernels, cols, c, u, xi_stride);
     for (; c < cols; c++)
@@ -681,16 +685,20 @@ static void wino_weights(const double *g, int k, const float *kernels, int cols,
                     dw[(size_t)l * lane_stride + (size_t)(y * k + x)] = (float)acc[l];            \
             }                                                                                     \
     }
+#if defined(DG_ISA_AVX512)
 DG_FILTER_OUT_LANES(filter_out_lanes8, vd8, 8)
+#endif
 DG_FILTER_OUT_LANES(filter_out_lanes, vd4, 4)
 
 static void wino_filter_out(int k, const double *at, const double *scale, const double *wsum,
                             size_t xi_stride, int lanes, float *dw, size_t lane_stride)
 {
     int l = 0;
+#if defined(DG_ISA_AVX512)
     for (; l + 8 <= lanes; l += 8)
         filter_out_lanes8(k, at, scale, wsum + l, xi_stride, 8, dw + (size_t)l * lane_stride,
                           lane_stride);
+#endif
     for (; l + 4 <= lanes; l += 4)
         filter_out_lanes(k, at, scale, wsum + l, xi_stride, 4, dw + (size_t)l * lane_stride,
                          lane_stride);
