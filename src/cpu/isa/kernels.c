@@ -568,9 +568,10 @@ DG_INLINE double reduce4d(const vd4 a[4])
     return (t[0] + t[1]) + (t[2] + t[3]);
 }
 
-/* The Winograd transforms in double and the NHWC element loops take 8 lanes at a time in vd8
- * (AVX-512: one zmm; elsewhere what the compiler lowers it to), then fewer: every lane does
- * the same double operations as the scalar code, so the width changes no bit. */
+/* The NHWC element loops take 8 lanes at a time in vd8 (AVX-512: one zmm; elsewhere what the
+ * compiler lowers it to), the Winograd transforms in double only on AVX-512 (elsewhere 4 in
+ * vd4), then fewer: every lane does the same double operations as the scalar code, so the
+ * width changes no bit. */
 typedef double vd8 __attribute__((vector_size(64)));
 typedef float vf8 __attribute__((vector_size(32)));
 
