@@ -844,7 +844,10 @@ DG_INLINE void sums_nhwc_block(const float *x, size_t n, size_t stride, const do
 {
     vd4 part[16 * 4], mid[4], tail[4];
     int square = centre != NULL;
-    for (int j = 0; j < 16 * NV; j++)
+    size_t n16 = n / 16 * 16;
+    /* fewer than 16 pixels (a dense layer's batchnorm: one): the partials stay +0, and zeroing
+     * and adding them would cost more than the tail */
+    for (int j = 0; j < (n16 ? 16 * NV : 0); j++)
         part[j] = (vd4){0};
     for (int v = 0; v < NV; v++) {
         tail[v] = (vd4){0};
@@ -852,7 +855,6 @@ DG_INLINE void sums_nhwc_block(const float *x, size_t n, size_t stride, const do
                                 centre[4 * v + 3]}
                         : (vd4){0};
     }
-    size_t n16 = n / 16 * 16;
     for (size_t i = 0; i < n16; i += 16)
         for (int j = 0; j < 16; j++)
             for (int v = 0; v < NV; v++) {
@@ -868,7 +870,10 @@ DG_INLINE void sums_nhwc_block(const float *x, size_t n, size_t stride, const do
         }
     for (int v = 0; v < NV; v++) {
         vd4 r;
-        partials_sum4(part + v, (size_t)NV, &tail[v], &r);
+        if (n16)
+            partials_sum4(part + v, (size_t)NV, &tail[v], &r);
+        else
+            r = (vd4){0} + tail[v]; /* partials_sum4 of +0 partials */
         for (int l = 0; l < 4; l++)
             out[4 * v + l] = r[l];
     }
@@ -915,13 +920,13 @@ DG_INLINE void grad_sums_nhwc_block(const float *x, const float *dy, size_t n, s
                                     double *centred)
 {
     vd4 pa[16 * 4], pb[16 * 4], mu[4], ta[4], tb[4];
-    for (int j = 0; j < 16 * NV; j++)
+    size_t n16 = n / 16 * 16;
+    for (int j = 0; j < (n16 ? 16 * NV : 0); j++) /* as in sums_nhwc_block */
         pa[j] = pb[j] = (vd4){0};
     for (int v = 0; v < NV; v++) {
         ta[v] = tb[v] = (vd4){0};
         mu[v] = (vd4){mean[4 * v], mean[4 * v + 1], mean[4 * v + 2], mean[4 * v + 3]};
     }
-    size_t n16 = n / 16 * 16;
     for (size_t i = 0; i < n16; i += 16)
         for (int j = 0; j < 16; j++)
             for (int v = 0; v < NV; v++) {
@@ -942,8 +947,13 @@ DG_INLINE void grad_sums_nhwc_block(const float *x, const float *dy, size_t n, s
         }
     for (int v = 0; v < NV; v++) {
         vd4 ra, rb;
-        partials_sum4(pa + v, (size_t)NV, &ta[v], &ra);
-        partials_sum4(pb + v, (size_t)NV, &tb[v], &rb);
+        if (n16) {
+            partials_sum4(pa + v, (size_t)NV, &ta[v], &ra);
+            partials_sum4(pb + v, (size_t)NV, &tb[v], &rb);
+        } else {
+            ra = (vd4){0} + ta[v];
+            rb = (vd4){0} + tb[v];
+        }
         for (int l = 0; l < 4; l++) {
             sums[4 * v + l] = ra[l];
             centred[4 * v + l] = rb[l];
