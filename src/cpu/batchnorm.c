@@ -284,17 +284,29 @@ static enum dg_status run_nhwc(struct dg_backend *be,
     return DG_OK;
 }
 
+/* One pixel an image (a dense layer's batchnorm): NCHW and NHWC are the same memory, and the
+ * NHWC passes take all channels of an image at once where the NCHW ones would make one call
+ * per element (the same bits either way). */
+static struct dg_bn_shape layout_of(const struct dg_bn_shape *shape)
+{
+    struct dg_bn_shape s = *shape;
+    if (s.spatial == 1 && s.nhwc == 0)
+        s.nhwc = 1;
+    return s;
+}
+
 enum dg_status dg_cpu_batchnorm_fwd_train(struct dg_backend *be, const struct dg_bn_shape *shape,
                                           const float *x, const float *gamma, const float *beta,
                                           float *running_mean, float *running_var,
                                           double momentum, double eps, float *y,
                                           float *save_mean, float *save_invstd)
 {
-    struct bn_job job = {.s = shape, .x = x, .gamma = gamma, .beta = beta,
+    struct dg_bn_shape s = layout_of(shape);
+    struct bn_job job = {.s = &s, .x = x, .gamma = gamma, .beta = beta,
                          .running_mean = running_mean, .running_var = running_var,
                          .momentum = momentum, .eps = eps, .y = y, .out_mean = save_mean,
                          .out_invstd = save_invstd};
-    return shape->nhwc ? run_nhwc(be, nhwc_fwd_train, &job) : run(be, fwd_train_task, &job);
+    return s.nhwc ? run_nhwc(be, nhwc_fwd_train, &job) : run(be, fwd_train_task, &job);
 }
 
 enum dg_status dg_cpu_batchnorm_fwd_infer(struct dg_backend *be, const struct dg_bn_shape *shape,
@@ -303,10 +315,11 @@ enum dg_status dg_cpu_batchnorm_fwd_infer(struct dg_backend *be, const struct dg
                                           double eps, float *y)
 {
     /* the running statistics are only read here */
-    struct bn_job job = {.s = shape, .x = x, .gamma = gamma, .beta = beta,
+    struct dg_bn_shape s = layout_of(shape);
+    struct bn_job job = {.s = &s, .x = x, .gamma = gamma, .beta = beta,
                          .running_mean = (float *)running_mean,
                          .running_var = (float *)running_var, .eps = eps, .y = y};
-    return shape->nhwc ? run_nhwc(be, nhwc_fwd_infer, &job) : run(be, fwd_infer_task, &job);
+    return s.nhwc ? run_nhwc(be, nhwc_fwd_infer, &job) : run(be, fwd_infer_task, &job);
 }
 
 /* The training-mode backward; with `relu`, dx masked where x > 0 does not hold. */
@@ -315,10 +328,11 @@ static enum dg_status batchnorm_bwd(struct dg_backend *be, const struct dg_bn_sh
                                     const float *save_mean, const float *save_invstd, float *dx,
                                     float *dgamma, float *dbeta, int relu)
 {
-    struct bn_job job = {.s = shape, .x = x, .dy = dy, .gamma = gamma, .save_mean = save_mean,
+    struct dg_bn_shape s = layout_of(shape);
+    struct bn_job job = {.s = &s, .x = x, .dy = dy, .gamma = gamma, .save_mean = save_mean,
                          .save_invstd = save_invstd, .dx = dx, .dgamma = dgamma, .dbeta = dbeta,
                          .relu = relu};
-    return shape->nhwc ? run_nhwc(be, nhwc_bwd, &job) : run(be, bwd_task, &job);
+    return s.nhwc ? run_nhwc(be, nhwc_bwd, &job) : run(be, bwd_task, &job);
 }
 
 enum dg_status dg_cpu_batchnorm_bwd(struct dg_backend *be, const struct dg_bn_shape *shape,
