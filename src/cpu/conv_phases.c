@@ -8,7 +8,6 @@
  * theirs. Each copy moves values and adds nothing, so the sums are the sub plan's: the result
  * is as deterministic as it is. */
 #include "cpu/conv_internal.h"
-#include "digits/model.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -206,29 +205,26 @@ static void weights_task(void *ctx, int thread, int threads)
     const struct conv_plan *p = job->p;
     const struct dg_conv_shape *s = &p->s;
     int k = s->kernel, side = p->sub->s.kernel, cin = s->in_channels;
-    /* tap[t]: the tap (ky, kx) of entry t = (ab, u, v) of one (o, c)'s 4 phase kernels, or -1 */
-    enum { SIDE_MAX = (DG_MAX_KERNEL + 1) / 2 + 1 };
-    int taps = 4 * side * side, tap[4 * SIDE_MAX * SIDE_MAX];
-    for (int ab = 0; ab < 4; ab++)
-        for (int u = 0; u < side; u++)
-            for (int v = 0; v < side; v++) {
-                int ky = 2 * u + ab / 2, kx = 2 * v + ab % 2;
-                tap[(ab * side + u) * side + v] = ky < k && kx < k ? ky * k + kx : -1;
-            }
+    size_t taps = 4 * (size_t)side * side;
     size_t o0, o1;
     dg_cpu_split((size_t)s->out_channels, 1, thread, threads, &o0, &o1);
     for (size_t o = o0; o < o1; o++)
         for (int c = 0; c < cin; c++) {
-            float *phase = job->ws + (o * (size_t)cin + (size_t)c) * (size_t)taps;
+            /* one (o, c)'s 4 phase kernels, entry (ab, u, v) in order: tap (2u + a, 2v + b) */
+            float *phase = job->ws + (o * (size_t)cin + (size_t)c) * taps;
             float *orig = job->w + (o * (size_t)cin + (size_t)c) * (size_t)(k * k);
-            if (job->back) {
-                for (int t = 0; t < taps; t++)
-                    if (tap[t] >= 0)
-                        orig[tap[t]] = phase[t];
-            } else {
-                for (int t = 0; t < taps; t++)
-                    phase[t] = tap[t] >= 0 ? orig[tap[t]] : 0.0f;
-            }
+            for (int ab = 0; ab < 4; ab++)
+                for (int u = 0; u < side; u++)
+                    for (int v = 0; v < side; v++, phase++) {
+                        int ky = 2 * u + ab / 2, kx = 2 * v + ab % 2;
+                        int tap = ky < k && kx < k;
+                        if (job->back) {
+                            if (tap)
+                                orig[ky * k + kx] = *phase;
+                        } else {
+                            *phase = tap ? orig[ky * k + kx] : 0.0f;
+                        }
+                    }
         }
 }
 
