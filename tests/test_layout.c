@@ -155,10 +155,12 @@ END_TEST
 
 /* Channel counts with and without a multiple of 4, 8 or 16 (the element loops take 8 channels,
  * then one at a time; the sums 16, then 4, then one), pixel counts with and without a tail
- * after the 16 partial sums, and with only a tail (under 16 pixels: a dense layer's one). */
+ * after the 16 partial sums, and with only a tail (under 16 pixels). One pixel (a dense layer's
+ * batchnorm) takes the NHWC passes in both layouts (batchnorm.c, layout_of): that shape checks
+ * only that an NCHW caller gets them too. */
 static const struct dg_bn_shape bn_shapes[] = {{5, 32, 144, 0}, {3, 21, 37, 0}, {4, 64, 16, 0},
                                                {2, 6, 15, 0},   {3, 16, 676, 0}, {3, 12, 20, 0},
-                                               {7, 40, 1, 0},   {3, 36, 9, 0}};
+                                               {7, 40, 1, 0},   {3, 36, 9, 0},   {7, 40, 3, 0}};
 
 START_TEST(batchnorm_layouts_agree)
 {

@@ -810,9 +810,15 @@ static void bn_input_grad(const float *x, const float *dy, size_t n, const doubl
  * 16 before the tail) is summed for 4 * NV channels at once in NV vd4 registers, one partial
  * after the other; then the tail, and the partials added as reduce4d adds them. */
 
-/* *out = the 16 partials p[j] added as reduce4d adds them, then *tail */
+/* *out = the 16 partials p[j] added as reduce4d adds them, then *tail. p NULL: partials that
+ * were never summed into (fewer than 16 pixels), all +0, whose sum is +0; the caller then
+ * need not zero them (2 KB per image and 16 channels: most of a dense layer's batchnorm). */
 DG_INLINE void partials_sum4(const vd4 *p, size_t step, const vd4 *tail, vd4 *out)
 {
+    if (!p) {
+        *out = (vd4){0} + *tail;
+        return;
+    }
     vd4 t[4];
     for (int l = 0; l < 4; l++)
         t[l] = (p[l * step] + p[(4 + l) * step]) + (p[(8 + l) * step] + p[(12 + l) * step]);
@@ -845,9 +851,7 @@ DG_INLINE void sums_nhwc_block(const float *x, size_t n, size_t stride, const do
     vd4 part[16 * 4], mid[4], tail[4];
     int square = centre != NULL;
     size_t n16 = n / 16 * 16;
-    /* fewer than 16 pixels (a dense layer's batchnorm: one): the partials stay +0, and zeroing
-     * and adding them would cost more than the tail */
-    for (int j = 0; j < (n16 ? 16 * NV : 0); j++)
+    for (int j = 0; j < (n16 ? 16 * NV : 0); j++) /* see partials_sum4 */
         part[j] = (vd4){0};
     for (int v = 0; v < NV; v++) {
         tail[v] = (vd4){0};
@@ -870,10 +874,7 @@ DG_INLINE void sums_nhwc_block(const float *x, size_t n, size_t stride, const do
         }
     for (int v = 0; v < NV; v++) {
         vd4 r;
-        if (n16)
-            partials_sum4(part + v, (size_t)NV, &tail[v], &r);
-        else
-            r = (vd4){0} + tail[v]; /* partials_sum4 of +0 partials */
+        partials_sum4(n16 ? part + v : NULL, (size_t)NV, &tail[v], &r);
         for (int l = 0; l < 4; l++)
             out[4 * v + l] = r[l];
     }
@@ -921,7 +922,7 @@ DG_INLINE void grad_sums_nhwc_block(const float *x, const float *dy, size_t n, s
 {
     vd4 pa[16 * 4], pb[16 * 4], mu[4], ta[4], tb[4];
     size_t n16 = n / 16 * 16;
-    for (int j = 0; j < (n16 ? 16 * NV : 0); j++) /* as in sums_nhwc_block */
+    for (int j = 0; j < (n16 ? 16 * NV : 0); j++) /* see partials_sum4 */
         pa[j] = pb[j] = (vd4){0};
     for (int v = 0; v < NV; v++) {
         ta[v] = tb[v] = (vd4){0};
@@ -947,13 +948,8 @@ DG_INLINE void grad_sums_nhwc_block(const float *x, const float *dy, size_t n, s
         }
     for (int v = 0; v < NV; v++) {
         vd4 ra, rb;
-        if (n16) {
-            partials_sum4(pa + v, (size_t)NV, &ta[v], &ra);
-            partials_sum4(pb + v, (size_t)NV, &tb[v], &rb);
-        } else {
-            ra = (vd4){0} + ta[v];
-            rb = (vd4){0} + tb[v];
-        }
+        partials_sum4(n16 ? pa + v : NULL, (size_t)NV, &ta[v], &ra);
+        partials_sum4(n16 ? pb + v : NULL, (size_t)NV, &tb[v], &rb);
         for (int l = 0; l < 4; l++) {
             sums[4 * v + l] = ra[l];
             centred[4 * v + l] = rb[l];
@@ -1021,8 +1017,6 @@ static void bn_affine_nhwc(const float *x, size_t n, size_t stride, int channels
     }
 }
 
-/* bn_input_grad per channel: k[j * channels + c] is channel c's j-th of (mean, invstd,
- * scale, mean_dy, mean_dy_xhat) */
 typedef long long vl8 __attribute__((vector_size(64)));
 
 /* *out where *x > 0, else +0 (bn_input_grad's mask, 8 lanes; by pointer as load8d). Below
@@ -1041,6 +1035,9 @@ DG_INLINE void relu_mask8(vd8 *out, const vd8 *x)
     memcpy(out, o, sizeof o);
 #endif
 }
+
+/* bn_input_grad per channel: k[j * channels + c] is channel c's j-th of (mean, invstd,
+ * scale, mean_dy, mean_dy_xhat) */
 static void bn_input_grad_nhwc(const float *x, const float *dy, size_t n, size_t stride,
                                int channels, const double *k, int relu, float *dx)
 {
