@@ -11,7 +11,15 @@
  * process is still writing (the temporary is listed from before it can be seen until after
  * the rename), so the signal (sent while it is stopped, delivered at SIGCONT) reaches it in
  * the middle of the write, deterministically. When the write ended before the stop, the run
- * is repeated, and after a few misses the case prints a SKIP line instead of passing. */
+ * is repeated, and after a few misses the case prints a SKIP line instead of passing.
+ *
+ * The signal goes to the main thread, the one that writes (tgkill), as the kernel sends a
+ * SIGINT/SIGTERM to a running process: to its main thread unless that one blocks it. Sent to
+ * the stopped process instead (kill), any thread may take it at SIGCONT, and the main thread
+ * may finish the rename while the handler runs on another one; then the destination is the
+ * whole new file, never part of one: one case checks that (the new file byte-identical to an
+ * uninterrupted run's), and the list's own cases check the rename claimed against a handler
+ * on another thread. */
 #define _GNU_SOURCE
 #include <check.h>
 #include <dirent.h>
@@ -19,10 +27,13 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/inotify.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -179,6 +190,130 @@ START_TEST(handler_removes_open_atomic_files)
 }
 END_TEST
 
+/* ---- the rename into place against a handler on another thread ---- */
+
+static void *unlink_all_thread(void *done)
+{
+    dg_temporaries_unlink_all();
+    atomic_store((atomic_int *)done, 1);
+    return NULL;
+}
+
+/* A handler on another thread while the rename is claimed waits for it and removes nothing:
+ * the file ends up in place, whole. */
+START_TEST(handler_waits_for_a_claimed_rename)
+{
+    write_text("dest.csv", "before\n");
+    write_text("dest.csv.tmp.abcdef", "after\n");
+    int slot = dg_temporary_add(at("dest.csv.tmp.abcdef"));
+    ck_assert_int_ge(slot, 0);
+    ck_assert_int_eq(dg_temporary_commit_begin(slot), 1);
+    atomic_int done = 0;
+    pthread_t thread;
+    ck_assert_int_eq(pthread_create(&thread, NULL, unlink_all_thread, &done), 0);
+    struct timespec pause = {0, 200 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    ck_assert_msg(!atomic_load(&done), "the handler did not wait for the claimed rename");
+    ck_assert_int_eq(access(at("dest.csv.tmp.abcdef"), F_OK), 0);
+    ck_assert_int_eq(rename(at("dest.csv.tmp.abcdef"), at("dest.csv")), 0);
+    dg_temporary_commit_end(slot, 1);
+    ck_assert_int_eq(pthread_join(thread, NULL), 0);
+    ck_assert_int_eq(atomic_load(&done), 1);
+    char *text = dg_test_slurp(at("dest.csv"));
+    ck_assert_str_eq(text, "after\n");
+    free(text);
+    ck_assert_int_eq(temporaries_left(), 0);
+    ck_assert_int_eq(dg_temporaries_count(), 0);
+    /* the slot is free again */
+    int again = dg_temporary_add(at("again"));
+    ck_assert_int_eq(again, slot);
+    dg_temporary_remove(again);
+}
+END_TEST
+
+/* A handler that interrupts the committing thread itself cannot wait for it: it removes the
+ * temporary at once (the rename never comes), and a rename that failed lists it again. */
+START_TEST(handler_on_the_committing_thread_removes_it)
+{
+    write_text("a.tmp.abcdef", "x");
+    int slot = dg_temporary_add(at("a.tmp.abcdef"));
+    ck_assert_int_ge(slot, 0);
+    ck_assert_int_eq(dg_temporary_commit_begin(slot), 1);
+    ck_assert_int_eq(dg_temporaries_count(), 0);
+    struct timespec start, end;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    dg_temporaries_unlink_all(); /* as from a handler on this thread */
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    ck_assert_int_eq(access(at("a.tmp.abcdef"), F_OK), -1);
+    /* its 5 s wait for other threads' renames was not taken */
+    ck_assert_int_lt(end.tv_sec - start.tv_sec, 3);
+    dg_temporary_commit_end(slot, 1);
+    /* a failed rename: listed again, and removed by the next handler */
+    write_text("b.tmp.abcdef", "x");
+    slot = dg_temporary_add(at("b.tmp.abcdef"));
+    ck_assert_int_eq(dg_temporary_commit_begin(slot), 1);
+    dg_temporary_commit_end(slot, 0);
+    ck_assert_int_eq(dg_temporaries_count(), 1);
+    dg_temporaries_unlink_all();
+    ck_assert_int_eq(access(at("b.tmp.abcdef"), F_OK), -1);
+    dg_temporary_remove(slot);
+    ck_assert_int_eq(dg_temporaries_count(), 0);
+}
+END_TEST
+
+/* Removed by a handler (on another thread) before the commit: dg_atomic_commit leaves the
+ * rename undone, says why, and the destination is as it was. */
+START_TEST(commit_after_the_handler_is_refused)
+{
+    write_text("dest.csv", "before\n");
+    struct dg_atomic_file file;
+    ck_assert_int_eq(dg_atomic_open(&file, at("dest.csv")), DG_OK);
+    fputs("after\n", file.fp);
+    dg_temporaries_unlink_all();
+    ck_assert_int_eq(temporaries_left(), 0);
+    ck_assert_int_ne(dg_atomic_commit(&file), DG_OK);
+    ck_assert_ptr_nonnull(strstr(dg_error_message(), "ending on a signal"));
+    char *text = dg_test_slurp(at("dest.csv"));
+    ck_assert_str_eq(text, "before\n");
+    free(text);
+    ck_assert_int_eq(temporaries_left(), 0);
+    dg_atomic_abort(&file);
+    ck_assert_int_eq(access(at("dest.csv"), F_OK), 0);
+    /* for an open file, commit_begin says so too */
+    write_text("c.tmp.abcdef", "x");
+    int slot = dg_temporary_add(at("c.tmp.abcdef"));
+    dg_temporaries_unlink_all();
+    ck_assert_int_eq(dg_temporary_commit_begin(slot), 0);
+    dg_temporary_remove(slot);
+}
+END_TEST
+
+/* Once the handler has begun (on any thread), no temporary is made: a thread that goes on
+ * meanwhile gets a clear refusal and leaves nothing that the handler's pass would miss. */
+START_TEST(no_temporary_after_the_handler_began)
+{
+    write_text("x.tmp.abcdef", "x");
+    int slot = dg_temporary_add(at("x.tmp.abcdef"));
+    ck_assert_int_ge(slot, 0);
+    ck_assert_int_eq(dg_temporaries_ending(), 0);
+    dg_temporaries_stop();
+    ck_assert_int_eq(dg_temporaries_ending(), 1);
+    ck_assert_int_eq(access(at("x.tmp.abcdef"), F_OK), -1);
+    ck_assert_int_eq(dg_temporary_begin(), -1);
+    struct dg_atomic_file file;
+    ck_assert_int_ne(dg_atomic_open(&file, at("out.csv")), DG_OK);
+    ck_assert_ptr_nonnull(strstr(dg_error_message(), "out.csv: not written: the process is ending"));
+    ck_assert_int_eq(temporaries_left(), 0);
+    ck_assert_int_eq(access(at("out.csv"), F_OK), -1);
+    /* and the signal mask is as it was */
+    sigset_t mask;
+    ck_assert_int_eq(pthread_sigmask(SIG_SETMASK, NULL, &mask), 0);
+    ck_assert_int_eq(sigismember(&mask, SIGINT), 0);
+    ck_assert_int_eq(sigismember(&mask, SIGTERM), 0);
+    dg_temporary_remove(slot);
+}
+END_TEST
+
 /* ---- the real commands ---- */
 
 /* `digits ARGS` in the folder, started in the background (stdout and stderr to files). */
@@ -277,8 +412,10 @@ static int signal_pending(pid_t pid, int signo)
  * 0, is sent once before the watch, after `ready` exists (train's graceful stop); then the
  * destination is what was in place when the process was stopped. 1 when
  * checked, 0 when the write was missed every time (SKIP printed). */
-static int signal_while_writing(const char *what, const char *args, const char *dest,
-                                const char *other, int first, const char *ready, int signo)
+static int signal_while_writing_to(const char *what, const char *args, const char *dest,
+                                   const char *other, int first, const char *ready, int signo,
+                                   int to_process, const char *whole_dest,
+                                   const char *whole_other)
 {
     static const char dest_text[] = "the destination before\n";
     static const char other_text[] = "the other output before\n";
@@ -323,7 +460,10 @@ static int signal_while_writing(const char *what, const char *args, const char *
         char *before = dg_test_slurp(at(dest));
         if (!first)
             ck_assert_str_eq(before, dest_text);
-        ck_assert_int_eq(kill(pid, signo), 0);
+        if (to_process)
+            ck_assert_int_eq(kill(pid, signo), 0);
+        else /* to the main thread, the writer */
+            ck_assert_int_eq(syscall(SYS_tgkill, (int)pid, (int)pid, signo), 0);
         ck_assert_int_eq(kill(pid, SIGCONT), 0);
         int status;
         ck_assert_int_eq(waitpid(pid, &status, 0), pid);
@@ -331,22 +471,46 @@ static int signal_while_writing(const char *what, const char *args, const char *
                       "%s: not ended by signal %d (status %#x)", what, signo, status);
         ck_assert_msg(temporaries_left() == 0, "%s: temporary files left behind", what);
         char *text = dg_test_slurp(at(dest));
-        ck_assert_msg(strcmp(text, before) == 0, "%s: %s changed", what, dest);
+        int unchanged = strcmp(text, before) == 0;
+        if (whole_dest && !unchanged) {
+            /* renamed into place by the main thread while the handler ran on another */
+            char *whole = dg_test_slurp(at(whole_dest));
+            ck_assert_msg(strcmp(text, whole) == 0, "%s: %s neither as before nor whole", what,
+                          dest);
+            free(whole);
+        } else {
+            ck_assert_msg(unchanged, "%s: %s changed", what, dest);
+        }
         free(text);
         free(before);
         if (other) {
             text = dg_test_slurp(at(other));
-            ck_assert_msg(strcmp(text, other_text) == 0, "%s: %s changed", what, other);
+            int other_unchanged = strcmp(text, other_text) == 0;
+            if (whole_other && !other_unchanged) {
+                char *whole = dg_test_slurp(at(whole_other));
+                ck_assert_msg(strcmp(text, whole) == 0, "%s: %s neither as before nor whole",
+                              what, other);
+                free(whole);
+            } else {
+                ck_assert_msg(other_unchanged, "%s: %s changed", what, other);
+            }
             free(text);
         }
-        printf("ok   %s: signal %d in the middle of writing %s: died by it, no temporary left, "
-               "%s unchanged\n",
-               what, signo, dest, dest);
+        printf("ok   %s: signal %d (to the %s) in the middle of writing %s: died by it, no "
+               "temporary left, %s %s\n",
+               what, signo, to_process ? "process" : "main thread", dest, dest,
+               unchanged ? "unchanged" : "whole (renamed before the handler ran)");
         return 1;
     }
     printf("SKIP %s: the write of %s ended before the process could be stopped, 6 times\n", what,
            dest);
     return 0;
+}
+
+static int signal_while_writing(const char *what, const char *args, const char *dest,
+                                const char *other, int first, const char *ready, int signo)
+{
+    return signal_while_writing_to(what, args, dest, other, first, ready, signo, 0, NULL, NULL);
 }
 
 static void make_model(void)
@@ -374,6 +538,28 @@ START_TEST(predict_signalled_while_writing)
                          "predict -m m.dgt big.csv --device cpu --threads 2 -o sub.csv --probs "
                          "probs.csv",
                          "sub.csv", "probs.csv", 0, NULL, test_signals[_i]);
+}
+END_TEST
+
+/* The signal to the stopped process: whichever thread takes it, each output is as before or
+ * whole, and no temporary is left. */
+START_TEST(predict_process_signalled_while_writing)
+{
+    make_model();
+    char command[4096];
+    int rows = getenv("DIGITS_TEST_SANITIZED") ? 3 : 10;
+    snprintf(command, sizeof command,
+             "cd '%s' && (gzip -dc '%s' | head -n 1; i=0; while [ $i -lt %d ]; do "
+             "gzip -dc '%s' | tail -n +2; i=$((i+1)); done) > big.csv",
+             dir, test_file, rows, test_file);
+    ck_assert_int_eq(system(command), 0);
+    static const char args[] =
+        "predict -m m.dgt big.csv --device cpu --threads 2 -o sub.csv --probs probs.csv";
+    ck_assert_int_eq(run("%s -q", args), 0);
+    ck_assert_int_eq(rename(at("sub.csv"), at("whole-sub.csv")), 0);
+    ck_assert_int_eq(rename(at("probs.csv"), at("whole-probs.csv")), 0);
+    signal_while_writing_to("predict", args, "sub.csv", "probs.csv", 0, NULL, test_signals[_i],
+                            1, "whole-sub.csv", "whole-probs.csv");
 }
 END_TEST
 
@@ -419,7 +605,12 @@ int main(void)
     tcase_add_test(tc, list_cleans_up_what_it_holds);
     tcase_add_test(tc, full_list_is_refused);
     tcase_add_loop_test(tc, handler_removes_open_atomic_files, 0, 2);
+    tcase_add_test(tc, handler_waits_for_a_claimed_rename);
+    tcase_add_test(tc, handler_on_the_committing_thread_removes_it);
+    tcase_add_test(tc, commit_after_the_handler_is_refused);
+    tcase_add_test(tc, no_temporary_after_the_handler_began);
     tcase_add_loop_test(tc, predict_signalled_while_writing, 0, 2);
+    tcase_add_loop_test(tc, predict_process_signalled_while_writing, 0, 2);
     tcase_add_loop_test(tc, report_signalled_while_writing, 0, 2);
     tcase_add_loop_test(tc, export_signalled_while_writing, 0, 2);
     tcase_add_loop_test(tc, train_second_signal_while_checkpointing, 0, 2);

@@ -60,19 +60,32 @@ void dg_atomic_abort(struct dg_atomic_file *file);
  * path too long (nothing listed). */
 int dg_temporary_add(const char *path);
 /* Before creating a temporary file: blocks SIGINT and SIGTERM in this thread and reserves a
- * slot; -1 when the list is full (mask restored). */
+ * slot; -1 when the list is full or the process is ending on a signal (mask restored;
+ * dg_temporaries_ending() tells which). */
 int dg_temporary_begin(void);
 /* After creating it (slot from dg_temporary_begin): lists `path` in it (NULL: nothing was
  * created; the slot is freed) and restores the thread's signal mask. The slot, or -1 when
  * nothing was listed. */
 int dg_temporary_end(int slot, const char *path);
+/* Before renaming a listed temporary into place: 1 when the rename may go ahead (until
+ * dg_temporary_commit_end, a handler on another thread waits for it), 0 when the SIGINT/SIGTERM
+ * handler has removed the temporary already (the process is ending: leave the rename undone).
+ * A slot of -1 gives 1. */
+int dg_temporary_commit_begin(int slot);
+/* After the rename: off the list when renamed, listed again (to be removed) when not. */
+void dg_temporary_commit_end(int slot, int renamed);
 /* Takes slot (from dg_temporary_add or dg_temporary_end; -1 is ignored) off the list. */
 void dg_temporary_remove(int slot);
 /* How many paths are listed. */
 int dg_temporaries_count(void);
 /* Unlinks every listed path (async-signal-safe). */
 void dg_temporaries_unlink_all(void);
-/* The handler: unlinks every listed path, restores the default action of signo and raises
+/* The handler's work before it raises the signal again (async-signal-safe): refuses every
+ * temporary from now on, then unlinks every listed path. */
+void dg_temporaries_stop(void);
+/* Whether dg_temporaries_stop has begun (the process is ending on a signal). */
+int dg_temporaries_ending(void);
+/* The handler: dg_temporaries_stop, restores the default action of signo and raises
  * it, so that the process ends by the signal (128 + signo from a shell). */
 void dg_temporaries_on_signal(int signo);
 /* Installs the handler for SIGINT and SIGTERM, once at start (src/cli/main.c). A signal that

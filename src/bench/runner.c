@@ -159,6 +159,8 @@ static enum dg_status time_parse_scaling(const struct dg_bench_settings *s,
         snprintf(path, sizeof path, "%s/digits-bench-XXXXXX", tmpdir);
         /* listed (before it exists, signals held off) so that SIGINT/SIGTERM removes it */
         int slot = dg_temporary_begin();
+        if (slot < 0 && dg_temporaries_ending())
+            return dg_error(DG_ERR_IO, "%s: not made: the process is ending on a signal", path);
         if (slot < 0)
             return dg_error(DG_ERR_IO, "%s: more than %d temporary files open at once", path,
                             DG_TEMPORARIES_MAX);

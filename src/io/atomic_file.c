@@ -71,6 +71,8 @@ enum dg_status dg_atomic_open(struct dg_atomic_file *file, const char *path)
     /* listed before the file exists (signals held off in this thread until it is), so that
      * SIGINT/SIGTERM finds every temporary there is */
     int slot = dg_temporary_begin();
+    if (slot < 0 && dg_temporaries_ending())
+        return dg_error(DG_ERR_IO, "%s: not written: the process is ending on a signal", path);
     if (slot < 0)
         return dg_error(DG_ERR_IO,
                         "%s: cannot create: more than %d temporary files open at once (the "
@@ -156,14 +158,24 @@ enum dg_status dg_atomic_commit(struct dg_atomic_file *file)
         return status;
     if (!file->tmp_path[0]) /* stdout */
         return DG_OK;
+    int slot = file->slot - 1;
+    if (!dg_temporary_commit_begin(slot)) {
+        /* the SIGINT/SIGTERM handler, on another thread, removed the temporary: the process
+         * ends by the signal, the destination as it was */
+        file->tmp_path[0] = '\0';
+        unlist(file);
+        return dg_error(DG_ERR_IO, "%s: not written: the process is ending on a signal",
+                        file->path);
+    }
     if (rename(file->tmp_path, file->path) != 0) {
         int saved = errno;
+        dg_temporary_commit_end(slot, 0);
         dg_atomic_abort(file);
         return dg_error(DG_ERR_IO, "%s: cannot rename into place: %s", file->path, strerror(saved));
     }
+    file->slot = 0;
+    dg_temporary_commit_end(slot, 1);
     file->tmp_path[0] = '\0';
-    /* after the rename: a signal in between unlinks a name that is gone */
-    unlist(file);
     return DG_OK;
 }
 

@@ -11,7 +11,20 @@
  * exists, dg_temporary_end publishes its path once it does. A signal delivered meanwhile goes
  * to another thread (the creating one blocks it), whose handler waits until no slot is
  * RESERVED any more (bounded: an open() or mkstemp() in progress), so that the file just
- * created is listed, and removed, too. */
+ * created is listed, and removed, too.
+ *
+ * The rename into place is claimed the same way (OPEN -> COMMITTING, dg_temporary_commit_begin):
+ * a handler on another thread waits until the rename is over (the file is then in place and
+ * the name gone), and one that finds the slot taken by such a handler first (CLEANING) makes
+ * the committing thread leave the rename undone. So a temporary is either removed or renamed
+ * into place, never both half-way (the rename failing on a name just unlinked). A handler that
+ * interrupts the committing thread itself (no other thread can finish that rename) unlinks the
+ * temporary as when it is open: interrupted before the rename, the rename never happens;
+ * after it, the name is gone already.
+ *
+ * The handler first marks the process as ending (dg_temporaries_stop): from then on no slot is
+ * reserved, so a thread that goes on while the handler runs elsewhere makes no temporary that
+ * the handler's one pass over the list would miss. */
 #define _POSIX_C_SOURCE 200809L
 #include "digits/io.h"
 
@@ -27,7 +40,15 @@
 #error "the list of temporaries needs lock-free atomic ints (used from a signal handler)"
 #endif
 
-enum { SLOT_FREE, SLOT_RESERVED, SLOT_WRITING, SLOT_OPEN, SLOT_CLEANING, SLOT_CLEANED };
+enum {
+    SLOT_FREE,
+    SLOT_RESERVED,
+    SLOT_WRITING,
+    SLOT_OPEN,
+    SLOT_COMMITTING,
+    SLOT_CLEANING,
+    SLOT_CLEANED
+};
 
 static atomic_int slot_state[DG_TEMPORARIES_MAX];
 static char slot_path[DG_TEMPORARIES_MAX][DG_TEMPORARY_PATH_MAX];
@@ -51,6 +72,14 @@ int dg_temporary_add(const char *path)
 /* the creating thread's signal mask between dg_temporary_begin and dg_temporary_end */
 static _Thread_local sigset_t saved_mask;
 
+/* set by the handler before it looks at the list: no temporary is made after that */
+static atomic_int ending;
+
+int dg_temporaries_ending(void)
+{
+    return atomic_load(&ending);
+}
+
 int dg_temporary_begin(void)
 {
     sigset_t stop_signals;
@@ -60,8 +89,14 @@ int dg_temporary_begin(void)
     pthread_sigmask(SIG_BLOCK, &stop_signals, &saved_mask);
     for (int i = 0; i < DG_TEMPORARIES_MAX; i++) {
         int expected = SLOT_FREE;
-        if (atomic_compare_exchange_strong(&slot_state[i], &expected, SLOT_RESERVED))
+        if (!atomic_compare_exchange_strong(&slot_state[i], &expected, SLOT_RESERVED))
+            continue;
+        /* reserved, then the flag read (both sequentially consistent): a handler that set
+         * the flag after this read sees the reservation and waits for it to be listed */
+        if (!atomic_load(&ending))
             return i;
+        atomic_store(&slot_state[i], SLOT_FREE);
+        break;
     }
     pthread_sigmask(SIG_SETMASK, &saved_mask, NULL);
     return -1;
@@ -79,6 +114,33 @@ int dg_temporary_end(int slot, const char *path)
     }
     pthread_sigmask(SIG_SETMASK, &saved_mask, NULL);
     return listed;
+}
+
+/* the slot this thread is renaming into place (-1: none), for a handler on this thread */
+static _Thread_local volatile sig_atomic_t committing_here = -1;
+
+int dg_temporary_commit_begin(int slot)
+{
+    if (slot < 0 || slot >= DG_TEMPORARIES_MAX)
+        return 1;
+    /* set before the claim: a handler on this thread that sees the claim sees this too */
+    committing_here = slot;
+    atomic_signal_fence(memory_order_seq_cst);
+    int expected = SLOT_OPEN;
+    if (atomic_compare_exchange_strong(&slot_state[slot], &expected, SLOT_COMMITTING))
+        return 1;
+    atomic_signal_fence(memory_order_seq_cst);
+    committing_here = -1;
+    return 0;
+}
+
+void dg_temporary_commit_end(int slot, int renamed)
+{
+    if (slot < 0 || slot >= DG_TEMPORARIES_MAX)
+        return;
+    atomic_store(&slot_state[slot], renamed ? SLOT_FREE : SLOT_OPEN);
+    atomic_signal_fence(memory_order_seq_cst);
+    committing_here = -1;
 }
 
 void dg_temporary_remove(int slot)
@@ -105,29 +167,41 @@ int dg_temporaries_count(void)
 /* Async-signal-safe: lock-free atomics and unlink() only. */
 void dg_temporaries_unlink_all(void)
 {
-    /* a file being created on another thread: wait until it is listed (poll() as a 1 ms
-     * sleep, both async-signal-safe; at most about 5 s, in case that thread is stuck) */
+    /* a file being created, or renamed into place, on another thread: wait until it is
+     * listed or in place (poll() as a 1 ms sleep, both async-signal-safe; at most about 5 s,
+     * in case that thread is stuck) */
+    int mine = committing_here;
     for (int waited = 0; waited < 5000; waited++) {
-        int reserved = 0;
-        for (int i = 0; i < DG_TEMPORARIES_MAX && !reserved; i++)
-            reserved = atomic_load(&slot_state[i]) == SLOT_RESERVED;
-        if (!reserved)
+        int busy = 0;
+        for (int i = 0; i < DG_TEMPORARIES_MAX && !busy; i++) {
+            int state = atomic_load(&slot_state[i]);
+            busy = state == SLOT_RESERVED || (state == SLOT_COMMITTING && i != mine);
+        }
+        if (!busy)
             break;
         poll(NULL, 0, 1);
     }
     for (int i = 0; i < DG_TEMPORARIES_MAX; i++) {
-        int expected = SLOT_OPEN;
-        if (!atomic_compare_exchange_strong(&slot_state[i], &expected, SLOT_CLEANING))
+        /* open, or being renamed into place by the thread this handler interrupted */
+        int state = atomic_load(&slot_state[i]);
+        if (!(state == SLOT_OPEN || (state == SLOT_COMMITTING && i == mine)) ||
+            !atomic_compare_exchange_strong(&slot_state[i], &state, SLOT_CLEANING))
             continue;
         unlink(slot_path[i]);
         atomic_store(&slot_state[i], SLOT_CLEANED);
     }
 }
 
+void dg_temporaries_stop(void)
+{
+    atomic_store(&ending, 1);
+    dg_temporaries_unlink_all();
+}
+
 void dg_temporaries_on_signal(int signo)
 {
     int saved = errno;
-    dg_temporaries_unlink_all();
+    dg_temporaries_stop();
     /* die by the signal, as without a handler: it is blocked while the handler runs, so the
      * raised one is delivered, with the default action, when the handler returns */
     struct sigaction action;
