@@ -11,7 +11,8 @@
  * same FMA path on every such CPU. On other architectures the hashes are not stored: SKIP.
  *
  * A change that moves these hashes changes what `digits train` computes by default: it must be
- * deliberate, said in the commit, and the hashes updated with the new values printed here. */
+ * deliberate, said in the commit, and the hashes updated with the new values printed here. The
+ * deotte preset's recipe (Adam, exponential decay) is pinned the same way, for its own kernels. */
 #define _POSIX_C_SOURCE 200809L
 #include <check.h>
 #include <stdint.h>
@@ -38,22 +39,34 @@ static uint64_t fnv1a(const void *data, size_t size)
     return h;
 }
 
-/* The hash of the parameters after the default recipe's short run on `isa`. */
-static uint64_t default_run(enum dg_cpu_isa isa, int threads)
+/* The hash of the parameters after the default recipe's short run on `isa` (deotte: the
+ * deotte preset's recipe instead, shorter). */
+static uint64_t default_run(enum dg_cpu_isa isa, int threads, int deotte)
 {
     struct dg_backend *be = dg_test_cpu_backend_isa(threads, isa, DG_CPU_KERNELS_AUTO);
     ck_assert_ptr_nonnull(be);
     struct dg_dataset dataset;
     ck_assert_int_eq(dg_dataset_load(dg_test_sample_path(), NULL, NULL, &dataset), DG_OK);
-    dg_dataset_truncate(&dataset, 600);
+    dg_dataset_truncate(&dataset, deotte ? 400 : 600);
     int count;
-    const struct dg_layer_spec *specs = dg_arch_reference(&count);
+    struct dg_layer_spec deotte_specs[DG_MAX_LAYERS];
+    const struct dg_layer_spec *specs = deotte_specs;
+    if (deotte)
+        ck_assert_int_eq(dg_net_spec_parse("deotte", deotte_specs, &count), DG_OK);
+    else
+        specs = dg_arch_reference(&count);
     struct dg_model model;
     ck_assert_int_eq(dg_model_build(&model, specs, count), DG_OK);
     dg_model_init_glorot(&model, 42);
     struct dg_train_options options;
     dg_train_options_default(&options);
     options.epochs = 2;
+    if (deotte) { /* the recipe of docs/ACCURACY.md: Adam, lr * 0.95^epoch */
+        options.epochs = 1;
+        dg_optimizer_default(&options.optimizer, DG_OPTIMIZER_ADAM);
+        options.schedule = DG_SCHEDULE_EXP;
+        options.gamma = 0.95f;
+    }
     struct dg_train_result result;
     ck_assert_int_eq(dg_train(be, &model, &dataset, &options, &result), DG_OK);
     uint64_t h = fnv1a(model.params, model.param_count * sizeof(float));
@@ -78,7 +91,7 @@ START_TEST(defaults_train_as_stored)
     enum dg_cpu_isa isa = stored[_i].isa;
     if (!dg_test_isa_available(isa))
         return;
-    uint64_t h = default_run(isa, 2);
+    uint64_t h = default_run(isa, 2, 0);
     printf("%s: parameters after the default recipe hash to 0x%016llxull (stored 0x%016llxull)\n",
            dg_cpu_isa_name(isa), (unsigned long long)h, (unsigned long long)stored[_i].hash);
     ck_assert_msg(h == stored[_i].hash,
@@ -87,7 +100,38 @@ START_TEST(defaults_train_as_stored)
                   dg_cpu_isa_name(isa), (unsigned long long)h,
                   (unsigned long long)stored[_i].hash);
     /* and with another thread count */
-    ck_assert_msg(default_run(isa, 3) == h, "%s: 3 threads train differently from 2",
+    ck_assert_msg(default_run(isa, 3, 0) == h, "%s: 3 threads train differently from 2",
+                  dg_cpu_isa_name(isa));
+}
+END_TEST
+
+/* The deotte preset's numbers are pinned the same way (its batchnorm, strided and "valid"
+ * kernels and Adam: none of them is in the reference network), so that a change meant to
+ * keep its bits (a faster kernel) is checked to: one epoch on 400 rows. */
+static const struct {
+    enum dg_cpu_isa isa;
+    uint64_t hash;
+} stored_deotte[] = {
+    {DG_CPU_ISA_SCALAR, 0x0eaf02fc69532065ull},
+    {DG_CPU_ISA_AVX2, 0xdf96088a72c40968ull},
+    {DG_CPU_ISA_AVX512, 0xdf96088a72c40968ull}, /* the same numbers as AVX2 */
+};
+#define STORED_DEOTTE ((int)(sizeof stored_deotte / sizeof stored_deotte[0]))
+
+START_TEST(deotte_trains_as_stored)
+{
+    enum dg_cpu_isa isa = stored_deotte[_i].isa;
+    if (!dg_test_isa_available(isa))
+        return;
+    uint64_t h = default_run(isa, 2, 1);
+    printf("%s: parameters after deotte's short run hash to 0x%016llxull (stored 0x%016llxull)\n",
+           dg_cpu_isa_name(isa), (unsigned long long)h, (unsigned long long)stored_deotte[_i].hash);
+    ck_assert_msg(h == stored_deotte[_i].hash,
+                  "%s: the deotte preset no longer trains as it did (hash 0x%016llx, stored "
+                  "0x%016llx): a change of its numbers must be deliberate",
+                  dg_cpu_isa_name(isa), (unsigned long long)h,
+                  (unsigned long long)stored_deotte[_i].hash);
+    ck_assert_msg(default_run(isa, 3, 1) == h, "%s: deotte: 3 threads train differently from 2",
                   dg_cpu_isa_name(isa));
 }
 END_TEST
@@ -109,6 +153,7 @@ int main(int argc, char **argv)
     TCase *tc = tcase_create("defaults");
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, defaults_train_as_stored, 0, STORED);
+    tcase_add_loop_test(tc, deotte_trains_as_stored, 0, STORED_DEOTTE);
     suite_add_tcase(suite, tc);
     return dg_test_run_suite(suite);
 #else

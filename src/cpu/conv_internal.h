@@ -73,6 +73,10 @@ struct conv_plan {
      * by image into their own buffers (dg_cpu_conv_input) instead of reading ph_x */
     const struct conv_plan *parent;
     const float *phase_src;
+    /* in a Winograd sub plan of phases, while the parent's forward or backward data runs it:
+     * 1 when its weights argument is the parent's own (cout, cin, k, k) kernels, whose phase
+     * taps the weight transform gathers itself instead of reading ph_w */
+    int phase_weights;
     /* NHWC plans (s.nhwc) whose algorithm works on NCHW (im2col + sgemm, bf16): the passes
      * themselves, run on the NCHW copies t_in, t_out (batch x the larger of the input and
      * the output) that the wrappers in conv.c transpose */

@@ -269,27 +269,47 @@ static int packs_per_image(const struct conv_plan *p, int filter)
                                                   sub->hp, sub->wp);
 }
 
+/* The sub plan's weights for a forward or backward-data pass: w itself where the sub plan is
+ * Winograd, whose weight transform gathers the phase taps from it (phase_weights, the same
+ * floats as ph_w holds), else ph_w, written here. Ends with phase_weights 0 again (after
+ * the pass). */
+static const float *sub_weights(struct dg_cpu *cpu, struct conv_plan *p, const float *w,
+                                int backward)
+{
+    int winograd = backward ? p->sub->bwd_data == dg_cpu_winograd_bwd_data
+                            : p->sub->fwd == dg_cpu_winograd_fwd;
+    if (winograd && p->sub->s.kernel * p->sub->s.kernel <= 5 * 5) {
+        p->sub->phase_weights = 1;
+        return w;
+    }
+    weights_between(cpu, p, (float *)w, p->ph_w, 0);
+    return p->ph_w;
+}
+
 void dg_cpu_phases_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x, const float *w,
                        const float *bias, float *y, int relu)
 {
-    weights_between(cpu, p, (float *)w, p->ph_w, 0);
+    const float *ws = sub_weights(cpu, p, w, 0);
     if (packs_per_image(p, 0)) {
         p->sub->phase_src = x;
-        p->sub->fwd(cpu, p->sub, NULL, p->ph_w, bias, y, relu);
+        p->sub->fwd(cpu, p->sub, NULL, ws, bias, y, relu);
         p->sub->phase_src = NULL;
+        p->sub->phase_weights = 0;
         return;
     }
     struct phase_job job = {p, x, p->ph_x};
     dg_cpu_threads_run(cpu->pool, p->s.nhwc ? pack_input_nhwc_task : pack_input_task, &job);
-    p->sub->fwd(cpu, p->sub, p->ph_x, p->ph_w, bias, y, relu);
+    p->sub->fwd(cpu, p->sub, p->ph_x, ws, bias, y, relu);
+    p->sub->phase_weights = 0;
 }
 
 void dg_cpu_phases_bwd_data(struct dg_cpu *cpu, struct conv_plan *p, const float *dy,
                             const float *w, const float *bias, float *dx, int relu)
 {
     (void)bias, (void)relu;
-    weights_between(cpu, p, (float *)w, p->ph_w, 0);
-    p->sub->bwd_data(cpu, p->sub, dy, p->ph_w, NULL, p->ph_x, 0);
+    const float *ws = sub_weights(cpu, p, w, 1);
+    p->sub->bwd_data(cpu, p->sub, dy, ws, NULL, p->ph_x, 0);
+    p->sub->phase_weights = 0;
     struct phase_job job = {p, p->ph_x, dx};
     dg_cpu_threads_run(cpu->pool, p->s.nhwc ? unpack_input_nhwc_task : unpack_input_task, &job);
 }

@@ -48,10 +48,40 @@ static void wino_weights_task(void *ctx, int thread, int threads)
         for (int a = 0; a < k; a++)
             g[i * k + a] = wino_scale[i] * wino_eval(i, a, k);
     float *gathered = p->wout + p->wout_floats * (size_t)thread;
+    /* phase weights: sub channel 4 c + ab's tap (a, b) is the parent's tap (2a + ab / 2,
+     * 2b + ab % 2) of channel c where that is inside its kernel, 0 elsewhere (the values
+     * conv_phases.c's weights_task writes into ph_w) */
+    int phase_tap[4][5 * 5];
+    int pk = p->phase_weights ? p->parent->s.kernel : 0;
+    for (int ab = 0; ab < (pk ? 4 : 0); ab++)
+        for (int t = 0; t < k * k; t++) {
+            int ky = 2 * (t / k) + ab / 2, kx = 2 * (t % k) + ab % 2;
+            phase_tap[ab][t] = ky < pk && kx < pk ? ky * pk + kx : -1;
+        }
     size_t r0, r1;
     dg_cpu_split((size_t)rows, 1, thread, threads, &r0, &r1);
+    size_t pkk = (size_t)pk * pk, per_co = (size_t)(cin / 4) * pkk;
     for (size_t row = r0; row < r1; row++) {
-        for (int col = 0; col < cols; col++) {
+        for (int t = 0; t < (pk ? k * k : 0); t++) {
+            /* gathered tap t of every column: the sub kernel's tap t, or flipped */
+            int st = job->flip ? k * k - 1 - t : t;
+            float *dst = gathered + (size_t)t * cols;
+            if (!job->flip) { /* row: sub input channel 4 c + ab; col: output channel */
+                int from = phase_tap[row % 4][st];
+                const float *src = job->w + row / 4 * pkk + (size_t)(from < 0 ? 0 : from);
+                for (int col = 0; col < cols; col++)
+                    dst[col] = from >= 0 ? src[(size_t)col * per_co] : 0.0f;
+            } else { /* row: output channel; col: sub input channel 4 c + ab */
+                const float *src = job->w + row * per_co;
+                int from[4];
+                for (int ab = 0; ab < 4; ab++)
+                    from[ab] = phase_tap[ab][st];
+                for (int c = 0; c < cols / 4; c++, src += pkk)
+                    for (int ab = 0; ab < 4; ab++)
+                        dst[4 * c + ab] = from[ab] >= 0 ? src[from[ab]] : 0.0f;
+            }
+        }
+        for (int col = 0; col < (pk ? 0 : cols); col++) {
             int co = job->flip ? (int)row : col, ci = job->flip ? col : (int)row;
             const float *kernel = job->w + ((size_t)co * cin + ci) * k * k;
             for (int a = 0; a < k; a++)
