@@ -69,8 +69,8 @@ int dg_temporary_begin(void);
 int dg_temporary_end(int slot, const char *path);
 /* Before renaming a listed temporary into place: 1 when the rename may go ahead (until
  * dg_temporary_commit_end, a handler on another thread waits for it), 0 when the SIGINT/SIGTERM
- * handler has removed the temporary already (the process is ending: leave the rename undone).
- * A slot of -1 gives 1. */
+ * handler has begun (the temporary removed, by it or here: leave the rename undone). A slot
+ * of -1 gives 1. */
 int dg_temporary_commit_begin(int slot);
 /* After the rename: off the list when renamed, listed again (to be removed) when not. */
 void dg_temporary_commit_end(int slot, int renamed);
@@ -80,11 +80,16 @@ void dg_temporary_remove(int slot);
 int dg_temporaries_count(void);
 /* Unlinks every listed path (async-signal-safe). */
 void dg_temporaries_unlink_all(void);
-/* The handler's work before it raises the signal again (async-signal-safe): refuses every
- * temporary from now on, then unlinks every listed path. */
+/* The handler's work before it raises the signal again (async-signal-safe): from now on
+ * dg_temporary_begin and dg_temporary_commit_begin refuse, then every listed path is unlinked.
+ * (dg_temporary_add, for files that exist already, does not look.) */
 void dg_temporaries_stop(void);
 /* Whether dg_temporaries_stop has begun (the process is ending on a signal). */
 int dg_temporaries_ending(void);
+/* When dg_temporaries_stop has begun on another thread: waits (up to about 10 s) for its
+ * handler to end the process by the signal; returns at once otherwise. For `main`, before it
+ * returns a command's status. */
+void dg_temporaries_await(void);
 /* The handler: dg_temporaries_stop, restores the default action of signo and raises
  * it, so that the process ends by the signal (128 + signo from a shell). */
 void dg_temporaries_on_signal(int signo);

@@ -14,17 +14,21 @@
  * created is listed, and removed, too.
  *
  * The rename into place is claimed the same way (OPEN -> COMMITTING, dg_temporary_commit_begin):
- * a handler on another thread waits until the rename is over (the file is then in place and
- * the name gone), and one that finds the slot taken by such a handler first (CLEANING) makes
- * the committing thread leave the rename undone. So a temporary is either removed or renamed
+ * a handler on another thread that sees the claim waits until the rename is over (the file is
+ * then in place and the name gone); a committing thread that finds its slot taken by a handler
+ * first (CLEANING, CLEANED), or the process ending once it has claimed it, leaves the rename
+ * undone (and removes the file itself in the second case, which the handler's pass may have
+ * gone by). So a temporary is either removed or renamed
  * into place, never both half-way (the rename failing on a name just unlinked). A handler that
  * interrupts the committing thread itself (no other thread can finish that rename) unlinks the
  * temporary as when it is open: interrupted before the rename, the rename never happens;
  * after it, the name is gone already.
  *
  * The handler first marks the process as ending (dg_temporaries_stop): from then on no slot is
- * reserved, so a thread that goes on while the handler runs elsewhere makes no temporary that
- * the handler's one pass over the list would miss. */
+ * reserved and no rename claimed, so a thread that goes on while the handler runs elsewhere
+ * makes no temporary that the handler's one pass over the list would miss, and renames nothing
+ * into place; `main` then waits for the signal (dg_temporaries_await) rather than exit with
+ * the status of a command that ran into the refusal. */
 #define _POSIX_C_SOURCE 200809L
 #include "digits/io.h"
 
@@ -51,6 +55,9 @@ enum {
 };
 
 static atomic_int slot_state[DG_TEMPORARIES_MAX];
+/* set by the handler before it looks at the list: no temporary is made nor renamed into place
+ * after that */
+static atomic_int ending;
 static char slot_path[DG_TEMPORARIES_MAX][DG_TEMPORARY_PATH_MAX];
 
 int dg_temporary_add(const char *path)
@@ -72,12 +79,17 @@ int dg_temporary_add(const char *path)
 /* the creating thread's signal mask between dg_temporary_begin and dg_temporary_end */
 static _Thread_local sigset_t saved_mask;
 
-/* set by the handler before it looks at the list: no temporary is made after that */
-static atomic_int ending;
-
 int dg_temporaries_ending(void)
 {
     return atomic_load(&ending);
+}
+
+void dg_temporaries_await(void)
+{
+    /* the handler, on another thread, raises the signal once its pass is over (at most
+     * about 5 s of waiting for other threads' files, then the unlinks) */
+    for (int waited = 0; atomic_load(&ending) && waited < 10000; waited += 10)
+        poll(NULL, 0, 10);
 }
 
 int dg_temporary_begin(void)
@@ -116,31 +128,45 @@ int dg_temporary_end(int slot, const char *path)
     return listed;
 }
 
-/* the slot this thread is renaming into place (-1: none), for a handler on this thread */
-static _Thread_local volatile sig_atomic_t committing_here = -1;
+/* the slot this thread is renaming into place (-1: none), for a handler on this thread (a
+ * lock-free atomic: what a handler may read) */
+static _Thread_local atomic_int committing_here = -1;
 
 int dg_temporary_commit_begin(int slot)
 {
     if (slot < 0 || slot >= DG_TEMPORARIES_MAX)
         return 1;
     /* set before the claim: a handler on this thread that sees the claim sees this too */
-    committing_here = slot;
-    atomic_signal_fence(memory_order_seq_cst);
+    atomic_store(&committing_here, slot);
     int expected = SLOT_OPEN;
-    if (atomic_compare_exchange_strong(&slot_state[slot], &expected, SLOT_COMMITTING))
-        return 1;
-    atomic_signal_fence(memory_order_seq_cst);
-    committing_here = -1;
-    return 0;
+    if (!atomic_compare_exchange_strong(&slot_state[slot], &expected, SLOT_COMMITTING)) {
+        atomic_store(&committing_here, -1);
+        return 0;
+    }
+    /* claimed, then the flag read (both sequentially consistent): a handler that set the
+     * flag after this read sees the claim and waits for the rename; one that set it before
+     * may have passed this slot already, so the claim is given up and the file removed here */
+    if (atomic_load(&ending)) {
+        expected = SLOT_COMMITTING;
+        if (atomic_compare_exchange_strong(&slot_state[slot], &expected, SLOT_CLEANING)) {
+            unlink(slot_path[slot]);
+            atomic_store(&slot_state[slot], SLOT_CLEANED);
+        }
+        atomic_store(&committing_here, -1);
+        return 0;
+    }
+    return 1;
 }
 
 void dg_temporary_commit_end(int slot, int renamed)
 {
     if (slot < 0 || slot >= DG_TEMPORARIES_MAX)
         return;
-    atomic_store(&slot_state[slot], renamed ? SLOT_FREE : SLOT_OPEN);
-    atomic_signal_fence(memory_order_seq_cst);
-    committing_here = -1;
+    /* from COMMITTING only: a handler on this thread may have taken it (CLEANING, CLEANED) */
+    int expected = SLOT_COMMITTING;
+    atomic_compare_exchange_strong(&slot_state[slot], &expected,
+                                   renamed ? SLOT_FREE : SLOT_OPEN);
+    atomic_store(&committing_here, -1);
 }
 
 void dg_temporary_remove(int slot)
@@ -170,7 +196,7 @@ void dg_temporaries_unlink_all(void)
     /* a file being created, or renamed into place, on another thread: wait until it is
      * listed or in place (poll() as a 1 ms sleep, both async-signal-safe; at most about 5 s,
      * in case that thread is stuck) */
-    int mine = committing_here;
+    int mine = atomic_load(&committing_here);
     for (int waited = 0; waited < 5000; waited++) {
         int busy = 0;
         for (int i = 0; i < DG_TEMPORARIES_MAX && !busy; i++) {
