@@ -130,6 +130,14 @@ static inline void filter_tile_at(const struct dg_conv_shape *s, size_t t, int *
     *couts = s->out_channels - *cout0 < 32 ? s->out_channels - *cout0 : 32;
 }
 
+/* The tap ky * k + kx of a stride-2 kernel of side k that phase ab's tap (u, v) stands for
+ * (ky = 2u + ab / 2, kx = 2v + ab % 2), or -1 where that is outside the kernel (conv_phases.c). */
+static inline int dg_cpu_phase_tap(int k, int ab, int u, int v)
+{
+    int ky = 2 * u + ab / 2, kx = 2 * v + ab % 2;
+    return ky < k && kx < k ? ky * k + kx : -1;
+}
+
 /* ---- jobs of the direct and Winograd families ---- */
 
 /* Rows (image, y) of a direct convolution of the NCHW batch `in` (cin channels), copied image

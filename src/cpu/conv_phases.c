@@ -216,13 +216,12 @@ static void weights_task(void *ctx, int thread, int threads)
             for (int ab = 0; ab < 4; ab++)
                 for (int u = 0; u < side; u++)
                     for (int v = 0; v < side; v++, phase++) {
-                        int ky = 2 * u + ab / 2, kx = 2 * v + ab % 2;
-                        int tap = ky < k && kx < k;
+                        int tap = dg_cpu_phase_tap(k, ab, u, v);
                         if (job->back) {
-                            if (tap)
-                                orig[ky * k + kx] = *phase;
+                            if (tap >= 0)
+                                orig[tap] = *phase;
                         } else {
-                            *phase = tap ? orig[ky * k + kx] : 0.0f;
+                            *phase = tap >= 0 ? orig[tap] : 0.0f;
                         }
                     }
         }
@@ -294,12 +293,11 @@ void dg_cpu_phases_fwd(struct dg_cpu *cpu, struct conv_plan *p, const float *x, 
         p->sub->phase_src = x;
         p->sub->fwd(cpu, p->sub, NULL, ws, bias, y, relu);
         p->sub->phase_src = NULL;
-        p->sub->phase_weights = 0;
-        return;
+    } else {
+        struct phase_job job = {p, x, p->ph_x};
+        dg_cpu_threads_run(cpu->pool, p->s.nhwc ? pack_input_nhwc_task : pack_input_task, &job);
+        p->sub->fwd(cpu, p->sub, p->ph_x, ws, bias, y, relu);
     }
-    struct phase_job job = {p, x, p->ph_x};
-    dg_cpu_threads_run(cpu->pool, p->s.nhwc ? pack_input_nhwc_task : pack_input_task, &job);
-    p->sub->fwd(cpu, p->sub, p->ph_x, ws, bias, y, relu);
     p->sub->phase_weights = 0;
 }
 

@@ -33,63 +33,82 @@ struct wino_weights_job {
     int flip; /* backward data: U[xi][co][ci] of the flipped kernel */
 };
 
-/* U[xi][row][col] = (G g G^T)[xi] in double, g the kernel of (row, col): forward rows are
- * input channels, columns output channels; backward data the other way round, flipped. The
- * kernels of one row are gathered (k, k, cols) into the thread's tile buffer first. */
+/* Row `row`'s kernels gathered (k, k, cols) for the transform: forward rows are input
+ * channels, columns output channels; backward data the other way round, flipped. */
+static void gather_row(const struct wino_weights_job *job, size_t row, float *gathered)
+{
+    const struct dg_conv_shape *s = &job->p->s;
+    int k = s->kernel, cin = s->in_channels;
+    int cols = job->flip ? cin : s->out_channels;
+    for (int col = 0; col < cols; col++) {
+        int co = job->flip ? (int)row : col, ci = job->flip ? col : (int)row;
+        const float *kernel = job->w + ((size_t)co * cin + ci) * k * k;
+        for (int a = 0; a < k; a++)
+            for (int b = 0; b < k; b++) {
+                int from = job->flip ? (k - 1 - a) * k + (k - 1 - b) : a * k + b;
+                gathered[(size_t)(a * k + b) * cols + col] = kernel[from];
+            }
+    }
+}
+
+/* The same for a Winograd sub plan of phases given its parent's kernels (phase_weights): sub
+ * channel 4 c + ab's tap t is the parent's tap tap_of[ab][t] of channel c, 0 where that is -1
+ * (the floats weights_task in conv_phases.c writes into ph_w). */
+static void gather_phase_row(const struct wino_weights_job *job, size_t row,
+                             int tap_of[4][5 * 5], float *gathered)
+{
+    const struct dg_conv_shape *s = &job->p->s;
+    int k = s->kernel, cols = job->flip ? s->in_channels : s->out_channels;
+    int pk = job->p->parent->s.kernel;
+    size_t pkk = (size_t)pk * pk, per_co = (size_t)(s->in_channels / 4) * pkk;
+    for (int t = 0; t < k * k; t++) {
+        /* gathered tap t of every column: the sub kernel's tap t, or flipped */
+        int st = job->flip ? k * k - 1 - t : t;
+        float *dst = gathered + (size_t)t * cols;
+        if (!job->flip) { /* row: sub input channel 4 c + ab; col: output channel */
+            int from = tap_of[row % 4][st];
+            const float *src = job->w + row / 4 * pkk + (size_t)(from < 0 ? 0 : from);
+            for (int col = 0; col < cols; col++)
+                dst[col] = from >= 0 ? src[(size_t)col * per_co] : 0.0f;
+        } else { /* row: output channel; col: sub input channel 4 c + ab */
+            const float *src = job->w + row * per_co;
+            int from[4];
+            for (int ab = 0; ab < 4; ab++)
+                from[ab] = tap_of[ab][st];
+            for (int c = 0; c < cols / 4; c++, src += pkk)
+                for (int ab = 0; ab < 4; ab++)
+                    dst[4 * c + ab] = from[ab] >= 0 ? src[from[ab]] : 0.0f;
+        }
+    }
+}
+
+/* U[xi][row][col] = (G g G^T)[xi] in double, g the kernel of (row, col) (gather_row's rows and
+ * columns). The kernels of one row are gathered (k, k, cols) into the thread's tile buffer
+ * first. */
 static void wino_weights_task(void *ctx, int thread, int threads)
 {
     const struct wino_weights_job *job = ctx;
     const struct conv_plan *p = job->p;
     const struct dg_conv_shape *s = &p->s;
-    int k = s->kernel, cin = s->in_channels, cout = s->out_channels;
-    int rows = job->flip ? cout : cin, cols = job->flip ? cin : cout;
+    int k = s->kernel;
+    int rows = job->flip ? s->out_channels : s->in_channels;
+    int cols = job->flip ? s->in_channels : s->out_channels;
     double g[6 * 5];
     for (int i = 0; i < 6; i++)
         for (int a = 0; a < k; a++)
             g[i * k + a] = wino_scale[i] * wino_eval(i, a, k);
     float *gathered = p->wout + p->wout_floats * (size_t)thread;
-    /* phase weights: sub channel 4 c + ab's tap (a, b) is the parent's tap (2a + ab / 2,
-     * 2b + ab % 2) of channel c where that is inside its kernel, 0 elsewhere (the values
-     * conv_phases.c's weights_task writes into ph_w) */
-    int phase_tap[4][5 * 5];
-    int pk = p->phase_weights ? p->parent->s.kernel : 0;
-    for (int ab = 0; ab < (pk ? 4 : 0); ab++)
-        for (int t = 0; t < k * k; t++) {
-            int ky = 2 * (t / k) + ab / 2, kx = 2 * (t % k) + ab % 2;
-            phase_tap[ab][t] = ky < pk && kx < pk ? ky * pk + kx : -1;
-        }
+    int tap_of[4][5 * 5];
+    for (int ab = 0; ab < (p->phase_weights ? 4 : 0); ab++)
+        for (int t = 0; t < k * k; t++)
+            tap_of[ab][t] = dg_cpu_phase_tap(p->parent->s.kernel, ab, t / k, t % k);
     size_t r0, r1;
     dg_cpu_split((size_t)rows, 1, thread, threads, &r0, &r1);
-    size_t pkk = (size_t)pk * pk, per_co = (size_t)(cin / 4) * pkk;
     for (size_t row = r0; row < r1; row++) {
-        for (int t = 0; t < (pk ? k * k : 0); t++) {
-            /* gathered tap t of every column: the sub kernel's tap t, or flipped */
-            int st = job->flip ? k * k - 1 - t : t;
-            float *dst = gathered + (size_t)t * cols;
-            if (!job->flip) { /* row: sub input channel 4 c + ab; col: output channel */
-                int from = phase_tap[row % 4][st];
-                const float *src = job->w + row / 4 * pkk + (size_t)(from < 0 ? 0 : from);
-                for (int col = 0; col < cols; col++)
-                    dst[col] = from >= 0 ? src[(size_t)col * per_co] : 0.0f;
-            } else { /* row: output channel; col: sub input channel 4 c + ab */
-                const float *src = job->w + row * per_co;
-                int from[4];
-                for (int ab = 0; ab < 4; ab++)
-                    from[ab] = phase_tap[ab][st];
-                for (int c = 0; c < cols / 4; c++, src += pkk)
-                    for (int ab = 0; ab < 4; ab++)
-                        dst[4 * c + ab] = from[ab] >= 0 ? src[from[ab]] : 0.0f;
-            }
-        }
-        for (int col = 0; col < (pk ? 0 : cols); col++) {
-            int co = job->flip ? (int)row : col, ci = job->flip ? col : (int)row;
-            const float *kernel = job->w + ((size_t)co * cin + ci) * k * k;
-            for (int a = 0; a < k; a++)
-                for (int b = 0; b < k; b++) {
-                    int from = job->flip ? (k - 1 - a) * k + (k - 1 - b) : a * k + b;
-                    gathered[(size_t)(a * k + b) * cols + col] = kernel[from];
-                }
-        }
+        if (p->phase_weights)
+            gather_phase_row(job, row, tap_of, gathered);
+        else
+            gather_row(job, row, gathered);
         p->isa->wino_weights(g, k, gathered, cols, p->u + row * cols, (size_t)rows * cols);
     }
 }

@@ -18,8 +18,8 @@
  * then in place and the name gone); a committing thread that finds its slot taken by a handler
  * first (CLEANING, CLEANED), or the process ending once it has claimed it, leaves the rename
  * undone (and removes the file itself in the second case, which the handler's pass may have
- * gone by). So a temporary is either removed or renamed
- * into place, never both half-way (the rename failing on a name just unlinked). A handler that
+ * gone by). So a temporary is either removed or renamed into place, never both half-way (the
+ * rename failing on a name just unlinked). A handler that
  * interrupts the committing thread itself (no other thread can finish that rename) unlinks the
  * temporary as when it is open: interrupted before the rename, the rename never happens;
  * after it, the name is gone already.
@@ -128,6 +128,16 @@ int dg_temporary_end(int slot, const char *path)
     return listed;
 }
 
+/* Removes slot i's file when the slot is in state `from` (async-signal-safe): from -> CLEANING,
+ * unlink, CLEANED. */
+static void clean_slot(int i, int from)
+{
+    if (!atomic_compare_exchange_strong(&slot_state[i], &from, SLOT_CLEANING))
+        return;
+    unlink(slot_path[i]);
+    atomic_store(&slot_state[i], SLOT_CLEANED);
+}
+
 /* the slot this thread is renaming into place (-1: none), for a handler on this thread (a
  * lock-free atomic: what a handler may read) */
 static _Thread_local atomic_int committing_here = -1;
@@ -147,11 +157,7 @@ int dg_temporary_commit_begin(int slot)
      * flag after this read sees the claim and waits for the rename; one that set it before
      * may have passed this slot already, so the claim is given up and the file removed here */
     if (atomic_load(&ending)) {
-        expected = SLOT_COMMITTING;
-        if (atomic_compare_exchange_strong(&slot_state[slot], &expected, SLOT_CLEANING)) {
-            unlink(slot_path[slot]);
-            atomic_store(&slot_state[slot], SLOT_CLEANED);
-        }
+        clean_slot(slot, SLOT_COMMITTING);
         atomic_store(&committing_here, -1);
         return 0;
     }
@@ -209,12 +215,9 @@ void dg_temporaries_unlink_all(void)
     }
     for (int i = 0; i < DG_TEMPORARIES_MAX; i++) {
         /* open, or being renamed into place by the thread this handler interrupted */
-        int state = atomic_load(&slot_state[i]);
-        if (!(state == SLOT_OPEN || (state == SLOT_COMMITTING && i == mine)) ||
-            !atomic_compare_exchange_strong(&slot_state[i], &state, SLOT_CLEANING))
-            continue;
-        unlink(slot_path[i]);
-        atomic_store(&slot_state[i], SLOT_CLEANED);
+        clean_slot(i, SLOT_OPEN);
+        if (i == mine)
+            clean_slot(i, SLOT_COMMITTING);
     }
 }
 
