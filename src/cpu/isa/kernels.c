@@ -807,12 +807,12 @@ static void bn_input_grad(const float *x, const float *dy, size_t n, const doubl
  * The sums above for `channels` channels of one image (pixel i at x[i * stride]), with the
  * same partial sums per channel added in the same order: channel c's result is bn_sum's (or
  * bn_squares', bn_grad_sums') of its plane, bit for bit. Partial sum j (the pixels i = j mod
- * 16 before the tail) is summed for 4 * NV channels at once in NV vd4 registers, one partial
- * after the other; then the tail, and the partials added as reduce4d adds them. */
+ * 16 before the tail) is summed for 4 channels at once in one vd4 lane by lane, pixel after
+ * pixel; then the tail, and the partials added as reduce4d adds them. */
 
 /* *out = the 16 partials p[j] added as reduce4d adds them, then *tail. p NULL: partials that
  * were never summed into (fewer than 16 pixels), all +0, whose sum is +0; the caller then
- * need not zero them (2 KB per image and 16 channels: most of a dense layer's batchnorm). */
+ * need not zero them (16 KB per image and 64 channels: most of a dense layer's batchnorm). */
 DG_INLINE void partials_sum4(const vd4 *p, size_t step, const vd4 *tail, vd4 *out)
 {
     if (!p) {
@@ -843,41 +843,59 @@ DG_INLINE void load_centred(const float *x, const vd4 *mid, int square, vd4 *d)
     }
 }
 
-/* out[0 .. 4 NV) for the channels at x (NV = 4 or 1): the pixels in order, pixel i added to
- * partial i mod 16 (kept in L1) */
-DG_INLINE void sums_nhwc_block(const float *x, size_t n, size_t stride, const double *centre,
-                               const int NV, double *out)
+/* The channels of an image are taken DG_BN_CHUNK at a time (the multiple-of-4 part), pixel
+ * after pixel: each pixel's chunk is contiguous, so the image streams through once, and the 16
+ * partials of the chunk's channels stay in L1 (part[j][v]: partial j of channels 4v .. 4v + 3;
+ * 16 KB for the two of the gradient sums). */
+#define DG_BN_CHUNK 64
+
+/* out[0 .. 4 nv) for the channels at x: the pixels in order, pixel i added to partial
+ * i mod 16; `square`: the squared deviations from centre */
+DG_INLINE void sums_nhwc_chunk(const float *x, size_t n, size_t stride, const double *centre,
+                               int nv, const int square, double *out)
 {
-    vd4 part[16 * 4], mid[4], tail[4];
-    int square = centre != NULL;
+    vd4 part[16][DG_BN_CHUNK / 4], mid[DG_BN_CHUNK / 4], tail[DG_BN_CHUNK / 4];
     size_t n16 = n / 16 * 16;
-    for (int j = 0; j < (n16 ? 16 * NV : 0); j++) /* see partials_sum4 */
-        part[j] = (vd4){0};
-    for (int v = 0; v < NV; v++) {
+    for (int j = 0; j < (n16 ? 16 : 0); j++) /* see partials_sum4 */
+        for (int v = 0; v < nv; v++)
+            part[j][v] = (vd4){0};
+    for (int v = 0; v < nv; v++) {
         tail[v] = (vd4){0};
         mid[v] = square ? (vd4){centre[4 * v], centre[4 * v + 1], centre[4 * v + 2],
                                 centre[4 * v + 3]}
                         : (vd4){0};
     }
     for (size_t i = 0; i < n16; i += 16)
-        for (int j = 0; j < 16; j++)
-            for (int v = 0; v < NV; v++) {
+        for (int j = 0; j < 16; j++) {
+            const float *row = x + (i + (size_t)j) * stride;
+            for (int v = 0; v < nv; v++) {
                 vd4 d;
-                load_centred(x + (i + (size_t)j) * stride + 4 * v, &mid[v], square, &d);
-                part[j * NV + v] = part[j * NV + v] + d;
+                load_centred(row + 4 * v, &mid[v], square, &d);
+                part[j][v] = part[j][v] + d;
             }
+        }
     for (size_t i = n16; i < n; i++)
-        for (int v = 0; v < NV; v++) {
+        for (int v = 0; v < nv; v++) {
             vd4 d;
             load_centred(x + i * stride + 4 * v, &mid[v], square, &d);
             tail[v] = tail[v] + d;
         }
-    for (int v = 0; v < NV; v++) {
+    for (int v = 0; v < nv; v++) {
         vd4 r;
-        partials_sum4(n16 ? part + v : NULL, (size_t)NV, &tail[v], &r);
+        partials_sum4(n16 ? &part[0][v] : NULL, DG_BN_CHUNK / 4, &tail[v], &r);
         for (int l = 0; l < 4; l++)
             out[4 * v + l] = r[l];
     }
+}
+
+/* sums_nhwc_chunk with or without centre */
+DG_INLINE void sums_nhwc_fixed(const float *x, size_t n, size_t stride, const double *centre,
+                               int nv, double *out)
+{
+    if (centre)
+        sums_nhwc_chunk(x, n, stride, centre, nv, 1, out);
+    else
+        sums_nhwc_chunk(x, n, stride, NULL, nv, 0, out);
 }
 
 /* One channel (the last channels of a count that is not a multiple of 4). */
@@ -905,51 +923,59 @@ static double sums_nhwc_one(const float *x, size_t n, size_t stride, const doubl
 static void bn_sums_nhwc(const float *x, size_t n, size_t stride, int channels,
                          const double *centre, double *out)
 {
-    int c = 0;
-    for (; c + 16 <= channels; c += 16)
-        sums_nhwc_block(x + c, n, stride, centre ? centre + c : NULL, 4, out + c);
-    for (; c + 4 <= channels; c += 4)
-        sums_nhwc_block(x + c, n, stride, centre ? centre + c : NULL, 1, out + c);
-    for (; c < channels; c++)
+    int c4 = channels / 4 * 4;
+    for (int c = 0; c < c4; c += DG_BN_CHUNK) {
+        int nv = (c4 - c < DG_BN_CHUNK ? c4 - c : DG_BN_CHUNK) / 4;
+        const double *mid = centre ? centre + c : NULL;
+        if (nv == 16) /* constant counts: the chunk's loops unrolled */
+            sums_nhwc_fixed(x + c, n, stride, mid, 16, out + c);
+        else if (nv == 8)
+            sums_nhwc_fixed(x + c, n, stride, mid, 8, out + c);
+        else
+            sums_nhwc_fixed(x + c, n, stride, mid, nv, out + c);
+    }
+    for (int c = c4; c < channels; c++)
         out[c] = sums_nhwc_one(x + c, n, stride, centre ? centre + c : NULL);
 }
 
-/* sums[0 .. 4 NV) = sum dy, centred[0 .. 4 NV) = sum dy (x - mean), for the channels at x
- * and dy, the pixels in order as in sums_nhwc_block */
-DG_INLINE void grad_sums_nhwc_block(const float *x, const float *dy, size_t n, size_t stride,
-                                    const double *mean, const int NV, double *sums,
-                                    double *centred)
+/* sums[0 .. 4 nv) = sum dy, centred[0 .. 4 nv) = sum dy (x - mean), for the channels at x
+ * and dy, the pixels in order as in sums_nhwc_chunk */
+DG_INLINE void grad_sums_nhwc_chunk(const float *x, const float *dy, size_t n, size_t stride,
+                                    const double *mean, int nv, double *sums, double *centred)
 {
-    vd4 pa[16 * 4], pb[16 * 4], mu[4], ta[4], tb[4];
+    vd4 pa[16][DG_BN_CHUNK / 4], pb[16][DG_BN_CHUNK / 4], mu[DG_BN_CHUNK / 4];
+    vd4 ta[DG_BN_CHUNK / 4], tb[DG_BN_CHUNK / 4];
     size_t n16 = n / 16 * 16;
-    for (int j = 0; j < (n16 ? 16 * NV : 0); j++) /* see partials_sum4 */
-        pa[j] = pb[j] = (vd4){0};
-    for (int v = 0; v < NV; v++) {
+    for (int j = 0; j < (n16 ? 16 : 0); j++) /* see partials_sum4 */
+        for (int v = 0; v < nv; v++)
+            pa[j][v] = pb[j][v] = (vd4){0};
+    for (int v = 0; v < nv; v++) {
         ta[v] = tb[v] = (vd4){0};
         mu[v] = (vd4){mean[4 * v], mean[4 * v + 1], mean[4 * v + 2], mean[4 * v + 3]};
     }
     for (size_t i = 0; i < n16; i += 16)
-        for (int j = 0; j < 16; j++)
-            for (int v = 0; v < NV; v++) {
+        for (int j = 0; j < 16; j++) {
+            size_t at = (i + (size_t)j) * stride;
+            for (int v = 0; v < nv; v++) {
                 vd4 g, xv;
-                size_t at = (i + (size_t)j) * stride + 4 * (size_t)v;
-                load4d(dy + at, &g);
-                load4d(x + at, &xv);
-                pa[j * NV + v] = pa[j * NV + v] + g;
-                pb[j * NV + v] = pb[j * NV + v] + g * (xv - mu[v]);
+                load4d(dy + at + 4 * (size_t)v, &g);
+                load4d(x + at + 4 * (size_t)v, &xv);
+                pa[j][v] = pa[j][v] + g;
+                pb[j][v] = pb[j][v] + g * (xv - mu[v]);
             }
+        }
     for (size_t i = n16; i < n; i++)
-        for (int v = 0; v < NV; v++) {
+        for (int v = 0; v < nv; v++) {
             vd4 g, xv;
-            load4d(dy + i * stride + 4 * v, &g);
-            load4d(x + i * stride + 4 * v, &xv);
+            load4d(dy + i * stride + 4 * (size_t)v, &g);
+            load4d(x + i * stride + 4 * (size_t)v, &xv);
             ta[v] = ta[v] + g;
             tb[v] = tb[v] + g * (xv - mu[v]);
         }
-    for (int v = 0; v < NV; v++) {
+    for (int v = 0; v < nv; v++) {
         vd4 ra, rb;
-        partials_sum4(n16 ? pa + v : NULL, (size_t)NV, &ta[v], &ra);
-        partials_sum4(n16 ? pb + v : NULL, (size_t)NV, &tb[v], &rb);
+        partials_sum4(n16 ? &pa[0][v] : NULL, DG_BN_CHUNK / 4, &ta[v], &ra);
+        partials_sum4(n16 ? &pb[0][v] : NULL, DG_BN_CHUNK / 4, &tb[v], &rb);
         for (int l = 0; l < 4; l++) {
             sums[4 * v + l] = ra[l];
             centred[4 * v + l] = rb[l];
@@ -961,14 +987,18 @@ DG_INLINE void grad_sums_nhwc_block(const float *x, const float *dy, size_t n, s
 static void bn_grad_sums_nhwc(const float *x, const float *dy, size_t n, size_t stride,
                               int channels, const double *mean, double *sums)
 {
-    int c = 0;
-    for (; c + 16 <= channels; c += 16)
-        grad_sums_nhwc_block(x + c, dy + c, n, stride, mean + c, 4, sums + c,
-                             sums + channels + c);
-    for (; c + 4 <= channels; c += 4)
-        grad_sums_nhwc_block(x + c, dy + c, n, stride, mean + c, 1, sums + c,
-                             sums + channels + c);
-    for (; c < channels; c++) {
+    int c4 = channels / 4 * 4;
+    for (int c = 0; c < c4; c += DG_BN_CHUNK) {
+        int nv = (c4 - c < DG_BN_CHUNK ? c4 - c : DG_BN_CHUNK) / 4;
+        double *a = sums + c, *b = sums + channels + c;
+        if (nv == 16) /* constant counts: the chunk's loops unrolled */
+            grad_sums_nhwc_chunk(x + c, dy + c, n, stride, mean + c, 16, a, b);
+        else if (nv == 8)
+            grad_sums_nhwc_chunk(x + c, dy + c, n, stride, mean + c, 8, a, b);
+        else
+            grad_sums_nhwc_chunk(x + c, dy + c, n, stride, mean + c, nv, a, b);
+    }
+    for (int c = c4; c < channels; c++) {
         double a[16] = {0}, b[16] = {0}, ta = 0.0, tb = 0.0;
         size_t i = 0;
         for (; i + 16 <= n; i += 16)
