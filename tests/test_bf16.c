@@ -74,7 +74,7 @@ static struct case_list {
 
 static void load(struct case_list *list, enum dg_op_kind kind, unsigned want)
 {
-    list->count = dg_op_cases(kind, want, DG_OP_TEST_BATCH, dg_test_reduced(), list->at,
+    list->count = dg_op_cases(kind, want, DG_OP_TEST_BATCH, dg_test_reduced_batches(), list->at,
                               DG_OP_MAX_CASES);
     if (list->count <= 0) {
         fprintf(stderr, "test_bf16: no op cases of kind %d: %s\n", (int)kind, dg_error_message());

@@ -546,27 +546,31 @@ START_TEST(train_predict_eval_on_the_sample)
     /* not a constant prediction (one epoch on 600 rows: 4 to 6 classes, by ISA rounding) */
     ck_assert_int_ge(classes, 3);
 
-    /* to standard output by default; a labelled file is accepted */
-    ck_assert_int_eq(run("predict -m m.dgt %s/data/sample/train.csv.gz --device cpu",
-                         source_dir()),
-                     0);
+    /* to standard output by default; a labelled file is accepted (gzip'd: the sample's first
+     * LABELLED rows) */
+    enum { LABELLED = 1000 };
+    char command[1024];
+    snprintf(command, sizeof command,
+             "gzip -dc '%s/data/sample/train.csv.gz' | head -n %d | gzip > '%s/head.csv.gz'",
+             source_dir(), LABELLED + 1, tmpdir);
+    ck_assert_int_eq(system(command), 0);
+    ck_assert_int_eq(run("predict -m m.dgt head.csv.gz --device cpu"), 0);
     dg_test_expect_in(out_path, "ImageId,Label\n1,");
-    dg_test_expect_in(out_path, "\n5000,");
+    dg_test_expect_in(out_path, "\n1000,");
 
     /* eval's accuracy is the fraction of predict's labels that equal the true labels */
     int correct = 0;
     {
         char *submission = dg_test_slurp(out_path);
-        char command[1024];
         snprintf(command, sizeof command,
-                 "gzip -dc '%s/data/sample/train.csv.gz' | tail -n +2 | cut -d, -f1 > '%s/truth'",
-                 source_dir(), tmpdir);
+                 "gzip -dc '%s/head.csv.gz' | tail -n +2 | cut -d, -f1 > '%s/truth'", tmpdir,
+                 tmpdir);
         ck_assert_int_eq(system(command), 0);
         snprintf(path, sizeof path, "%s/truth", tmpdir);
         FILE *truth = fopen(path, "r");
         ck_assert_ptr_nonnull(truth);
         char *p = strchr(submission, '\n') + 1;
-        for (int r = 0; r < 5000; r++) {
+        for (int r = 0; r < LABELLED; r++) {
             int want, got_id, got;
             ck_assert_int_eq(fscanf(truth, "%d", &want), 1);
             ck_assert_int_eq(sscanf(p, "%d,%d", &got_id, &got), 2);
@@ -576,13 +580,13 @@ START_TEST(train_predict_eval_on_the_sample)
         fclose(truth);
         free(submission);
     }
-    ck_assert_int_eq(
-        run("eval -m m.dgt %s/data/sample/train.csv.gz --all --device cpu", source_dir()), 0);
+    ck_assert_int_eq(run("eval -m m.dgt head.csv.gz --all --device cpu"), 0);
     char want_accuracy[64];
-    snprintf(want_accuracy, sizeof want_accuracy, "images: 5000\naccuracy: %.4f", correct / 5000.0);
-    printf("predict agrees with the labels on %d of 5000 rows\n", correct);
+    snprintf(want_accuracy, sizeof want_accuracy, "images: %d\naccuracy: %.4f", LABELLED,
+             correct / (double)LABELLED);
+    printf("predict agrees with the labels on %d of %d rows\n", correct, LABELLED);
     dg_test_expect_in(out_path, want_accuracy);
-    ck_assert_int_gt(correct, 1000); /* well above chance (500) after one epoch on 600 rows */
+    ck_assert_int_gt(correct, 200); /* well above chance (100) after one epoch on 600 rows */
     dg_test_expect_in(out_path, "class  precision  recall  support");
     dg_test_expect_in(out_path, "confusion matrix (rows: true label, columns: predicted)");
     ck_assert_int_eq(run("eval -m m.dgt %s/data/sample/test.csv.gz --device cpu", source_dir()),

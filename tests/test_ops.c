@@ -5,8 +5,8 @@
  * sizes included. The shapes are the DG_OP_VS_REF cases of the op table (src/nn/op_cases.c;
  * the thread-determinism and finite-difference shapes too). A family the machine cannot run
  * prints a SKIP line (a failure when DIGITS_REQUIRE_ISA names its ISA).
- * DIGITS_TEST_REDUCED=1 (emulators) shrinks the largest batches (each case's reduced batch
- * in the table). Plus
+ * DIGITS_TEST_REDUCED=1 (emulators) and the sanitizer pass shrink the largest batches (each
+ * case's reduced batch in the table; dg_test_reduced_batches). Plus
  * finite-difference gradient checks of the reference (double) and of the fast path (float).
  * Tensors NCHW, row-major.
  *
@@ -75,12 +75,6 @@ static int element_family(int f)
     return families[f].kernels == DG_CPU_KERNELS_WINOGRAD;
 }
 
-static int reduced(void)
-{
-    const char *v = getenv("DIGITS_TEST_REDUCED");
-    return v && *v && strcmp(v, "0") != 0;
-}
-
 /* Fill with NaN so that an op that leaves an output element unwritten fails its comparison. */
 static void poison(float *x, size_t n)
 {
@@ -117,7 +111,8 @@ static struct case_list bn_thread_cases, bn_grad_cases;
 
 static void load_cases(struct case_list *list, enum dg_op_kind kind, unsigned want)
 {
-    list->count = dg_op_cases(kind, want, DG_OP_TEST_BATCH, reduced(), list->at, DG_OP_MAX_CASES);
+    list->count = dg_op_cases(kind, want, DG_OP_TEST_BATCH, dg_test_reduced_batches(), list->at,
+                              DG_OP_MAX_CASES);
     if (list->count <= 0) {
         fprintf(stderr, "test_ops: no op cases of kind %d: %s\n", (int)kind, dg_error_message());
         exit(EXIT_FAILURE);

@@ -51,3 +51,39 @@ void dg_test_expect_same_history(const char *a, const char *key_a, const char *b
     printf("ok   %s (%s) and %s (%s): the same %d epochs of history\n", a, key_a, b, key_b,
            epochs);
 }
+
+/* members[0..*count) of `path` (fails the test when it cannot be read) */
+static struct dg_model *load_members(const char *path, int *count)
+{
+    struct dg_model *members = calloc(DG_MAX_MEMBERS, sizeof *members);
+    size_t size = 1u << 20;
+    char *settings = malloc(size);
+    ck_assert_ptr_nonnull(members);
+    ck_assert_ptr_nonnull(settings);
+    enum dg_status status = dg_ensemble_load(path, members, DG_MAX_MEMBERS, count, settings, size);
+    ck_assert_msg(status == DG_OK, "%s: %s", path, dg_error_message());
+    free(settings);
+    return members;
+}
+
+void dg_test_expect_same_params(const char *a, const char *b)
+{
+    int na = 0, nb = 0;
+    struct dg_model *ma = load_members(a, &na), *mb = load_members(b, &nb);
+    ck_assert_msg(na == nb, "%s has %d members, %s %d", a, na, b, nb);
+    for (int m = 0; m < na; m++) {
+        ck_assert_msg(ma[m].param_count == mb[m].param_count,
+                      "%s member %d: %zu parameters, %s: %zu", a, m + 1, ma[m].param_count, b,
+                      mb[m].param_count);
+        ck_assert_msg(memcmp(ma[m].params, mb[m].params, ma[m].param_count * sizeof(float)) == 0,
+                      "%s and %s: member %d's parameters differ", a, b, m + 1);
+    }
+    printf("ok   %s and %s: the same parameters, bit for bit (%d member%s)\n", a, b, na,
+           na == 1 ? "" : "s");
+    for (int m = 0; m < na; m++) {
+        dg_model_free(&ma[m]);
+        dg_model_free(&mb[m]);
+    }
+    free(ma);
+    free(mb);
+}

@@ -1,4 +1,5 @@
-/* The training history a model file stores ("history=" / "memberM_history=" lines). */
+/* What a model file stores: the training history ("history=" / "memberM_history=" lines) and
+ * the parameters. */
 #ifndef DIGITS_TEST_HISTORY_UTIL_H
 #define DIGITS_TEST_HISTORY_UTIL_H
 
@@ -14,5 +15,9 @@ int dg_test_model_history(const char *path, const char *key, struct dg_epoch_rep
  * (NaN equal to NaN); the timing fields may differ. */
 void dg_test_expect_same_history(const char *a, const char *key_a, const char *b,
                                  const char *key_b, int epochs);
+
+/* The model or ensemble files a and b hold the same members with the same parameters, bit for
+ * bit (batchnorm's running statistics included: they are parameters of the table). */
+void dg_test_expect_same_params(const char *a, const char *b);
 
 #endif

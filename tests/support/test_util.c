@@ -183,3 +183,8 @@ int dg_test_reduced(void)
     const char *value = getenv("DIGITS_TEST_REDUCED");
     return value && value[0] != '\0' && strcmp(value, "0") != 0;
 }
+
+int dg_test_reduced_batches(void)
+{
+    return dg_test_reduced() || getenv("DIGITS_TEST_SANITIZED") != NULL;
+}

@@ -66,6 +66,12 @@ const char *dg_test_sample_path(void);
  * slower than native) and print a SKIP line, saying why, for what they leave out. */
 int dg_test_reduced(void);
 
+/* 1 where the op table's cases take their reduced batches (dg_op_cases' `reduced`): with
+ * dg_test_reduced, and in the sanitizer pass (DIGITS_TEST_SANITIZED), whose instrumented scalar
+ * code is several times slower and checks memory at the same shapes; the plain passes run the
+ * full batches. */
+int dg_test_reduced_batches(void);
+
 /* Standard tolerances (docs/DESIGN): forward atol + rtol, backward rtol, loss rtol. */
 #define DG_TEST_FWD_ATOL 1e-5
 #define DG_TEST_FWD_RTOL 1e-4
