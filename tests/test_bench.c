@@ -528,7 +528,7 @@ START_TEST(written_csv_loads_back_cycling_the_store)
 
     char bad[600];
     snprintf(bad, sizeof bad, "%s/no/such/dir/x.csv", tmpdir);
-    ck_assert_int_eq(dg_bench_write_csv(bad, &source, 3), DG_ERR_IO);
+    ck_assert_int_eq(dg_bench_write_csv(bad, &source, 3), DG_ERR_USAGE);
     ck_assert_ptr_nonnull(strstr(dg_error_message(), bad));
     dg_dataset_free(&source);
     remove(path);
@@ -994,7 +994,7 @@ START_TEST(bench_usage_and_input_errors)
     dg_test_expect_in(err_path, "--net '8C3-P3-10': at character 6 ('3'): expected '2'");
     ck_assert_int_eq(run("bench extra"), 2);
     dg_test_expect_in(err_path, "unexpected argument 'extra'");
-    ck_assert_int_eq(run("bench --data %s/missing.csv --device cpu", tmpdir), 1);
+    ck_assert_int_eq(run("bench --data %s/missing.csv --device cpu", tmpdir), 2);
     dg_test_expect_in(err_path, "missing.csv");
     char reason[256];
     if (dg_cuda_probe(reason, sizeof reason) != DG_OK) {

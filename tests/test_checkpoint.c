@@ -99,7 +99,7 @@ static void expect_same_file(const char *a, const char *b)
  * predictions of each (a.probs, b.probs) byte for byte. */
 static void expect_same_model(const char *a, const char *b)
 {
-    char ma[1024], mb[1024], pa[64], pb[64];
+    char ma[1024], mb[1024], pa[128], pb[128];
     snprintf(ma, sizeof ma, "%s/%s.dgt", dir, a);
     snprintf(mb, sizeof mb, "%s/%s.dgt", dir, b);
     dg_test_expect_same_params(ma, mb);
@@ -225,6 +225,19 @@ START_TEST(resume_after_an_epoch)
     }
     free(ref_log);
     free(log);
+    /* resumed when all its epochs are done: it says so and how to train on, and writes the
+     * same model again */
+    char command[2048], err[512];
+    snprintf(command, sizeof command, "cp '%s' '%s'", at("part.dgt"), at("part_before.dgt"));
+    ck_assert_int_eq(system(command), 0);
+    ck_assert_int_eq(dg_test_run_digits(dir, NULL, err,
+                                        "train %s --resume part.dgt.ckpt --epochs 3 --device cpu",
+                                        train),
+                     0);
+    dg_test_expect_in(err, "digits: part.dgt.ckpt: its run has trained all 3 epochs, so nothing "
+                           "is left to train: its model is written again (raise --epochs to "
+                           "train on)\n");
+    expect_same_file("part_before.dgt", "part.dgt");
 }
 END_TEST
 

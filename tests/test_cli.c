@@ -94,6 +94,12 @@ START_TEST(did_you_mean_and_help)
         {"train x.csv --no-augment=1",
          "digits: train: --no-augment takes no value (got '--no-augment=1')\n"},
         {"check-data -x x.csv", "digits: check-data: unknown option '-x'\n"},
+        /* a letter that is no short option of the command, though a long option's internal
+         * code: unknown, not "needs a value" */
+        {"train x.csv -e 1", "digits: train: unknown option '-e'\n"},
+        {"eval -a x.csv", "digits: eval: unknown option '-a'\n"},
+        {"train x.csv -q1", "digits: train: unknown option '-1'\n"},
+        {"predict -m m.dgt x.csv -n 3", "digits: predict: unknown option '-n'\n"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ck_assert_msg(run("%s", cases[i].args) == 2, "%s: not exit 2", cases[i].args);
@@ -476,6 +482,11 @@ START_TEST(info_prints_the_model_table)
     dg_test_expect_in(out_path, "total parameters: 887530");
     dg_test_expect_in(out_path, "conv2       (32, 28, 28)          25632");
     dg_test_expect_in(out_path, "dense1      (256)                803072");
+    /* a convolution's 1x1 output keeps its three dimensions; flat from flatten on */
+    ck_assert_int_eq(run("info --net 8C3S2-8C3S2-8C3S2-8C3S2-8C3S2-8C3S2-F-10"), 0);
+    dg_test_expect_in(out_path, "conv5       (8, 1, 1)");
+    dg_test_expect_in(out_path, "conv6       (8, 1, 1)");
+    dg_test_expect_in(out_path, "flatten1    (8)");
     ck_assert_int_eq(run("info"), 0);
     dg_test_expect_in(out_path, "BLAS: OpenBLAS");
     dg_test_expect_in(out_path, "CUDA");
@@ -706,14 +717,44 @@ START_TEST(bad_inputs_leave_no_output)
                      2);
     dg_test_expect_in(err_path, "bad.dgt: ");
     ck_assert(!exists("sub.csv"));
-    /* a model that cannot be written is reported before any training */
+    /* a model that cannot be written is reported before any training: a path of the user's
+     * to fix, so exit 2, with what to do */
     ck_assert_int_eq(run("train %s/data/sample/train.csv.gz --device cpu -o /nonexistent/m.dgt",
                          source_dir()),
-                     1);
-    dg_test_expect_in(err_path, "/nonexistent/m.dgt: cannot create");
-    /* a missing data file */
-    ck_assert_int_eq(run("train missing.csv --device cpu -o m.dgt"), 1);
-    dg_test_expect_in(err_path, "missing.csv");
+                     2);
+    dg_test_expect_in(err_path, "digits: /nonexistent/m.dgt: cannot create: No such file or "
+                                "directory (its directory does not exist: create it, or choose "
+                                "another path)\n");
+    ck_assert_int_eq(run("train %s/data/sample/train.csv.gz --device cpu -o bad.dgt/m.dgt",
+                         source_dir()),
+                     2);
+    dg_test_expect_in(err_path, "bad.dgt/m.dgt: cannot create: Not a directory (a part of the "
+                                "path is a file, not a directory: check the path)");
+    ck_assert_int_eq(run("train %s/data/sample/train.csv.gz --device cpu -o .", source_dir()), 2);
+    dg_test_expect_in(err_path, "digits: .: cannot write: Is a directory (name a file, not a "
+                                "directory)");
+    ck_assert_int_eq(run("train %s/data/sample/train.csv.gz --device cpu -o m.dgt --log "
+                         "/nonexistent/log.csv",
+                         source_dir()),
+                     2);
+    dg_test_expect_in(err_path, "/nonexistent/log.csv: cannot create the log file: No such file");
+    /* a missing data file, model or checkpoint; a directory where a file is expected */
+    ck_assert_int_eq(run("train missing.csv --device cpu -o m.dgt"), 2);
+    dg_test_expect_in(err_path, "digits: missing.csv: cannot open: No such file or directory "
+                                "(check the path)\n");
+    ck_assert_int_eq(run("predict -m missing.dgt missing.csv -o sub.csv"), 2);
+    dg_test_expect_in(err_path, "missing.dgt: cannot open: No such file or directory (check the "
+                                "path)");
+    ck_assert_int_eq(run("train %s/data/sample/train.csv.gz --resume missing.ckpt",
+                         source_dir()),
+                     2);
+    dg_test_expect_in(err_path, "missing.ckpt: cannot open: No such file or directory");
+    ck_assert_int_eq(run("check-data ."), 2);
+    dg_test_expect_in(err_path, "digits: .: cannot read: Is a directory (name a file in it)");
+    ck_assert_int_eq(run("predict -m . %s/data/sample/test.csv.gz -o sub.csv", source_dir()), 2);
+    dg_test_expect_in(err_path, "digits: .: cannot read: Is a directory (name a file in it)");
+    ck_assert(!exists("sub.csv"));
+    ck_assert(!exists("m.dgt"));
     /* only the files this test wrote are in the directory */
     ck_assert_int_eq(run("--version"), 0);
     char command[700];
@@ -1078,6 +1119,38 @@ START_TEST(cuda_device_without_gpu_fails_cleanly)
 }
 END_TEST
 
+/* Standard output is one stream: two outputs may not both go there (the submission and
+ * --probs), and output that did not all get written (a full disk: /dev/full) fails the
+ * command, exit 1, whatever it printed; --version takes no operands. */
+START_TEST(standard_output_is_one_stream)
+{
+    ck_assert_int_eq(run("predict -m m.dgt x.csv -o - --probs -"), 2);
+    dg_test_expect_in(err_path, "digits: predict: --probs - and the predictions (-o, standard "
+                                "output unless given) would both go to standard output; give "
+                                "one of them a file (nothing was written)\n");
+    ck_assert_int_eq(run("predict -m m.dgt x.csv --probs -"), 2);
+    dg_test_expect_in(err_path, "would both go to standard output");
+    ck_assert_int_eq(run("--version extra"), 2);
+    dg_test_expect_in(err_path, "digits: --version takes no arguments (got 'extra')\n");
+    if (access("/dev/full", W_OK) != 0) {
+        printf("SKIP the writes to /dev/full: there is none\n");
+        return;
+    }
+    static const char *const commands[] = {"--version", "--help", "help train", "info",
+                                            "info --net deotte", "check-data --help"};
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        char command[1024];
+        snprintf(command, sizeof command, "cd '%s' && '%s' %s >/dev/full 2>'%s'", tmpdir,
+                 dg_test_bin(), commands[i], err_path);
+        int status = system(command);
+        ck_assert(WIFEXITED(status));
+        ck_assert_msg(WEXITSTATUS(status) == 1, "%s >/dev/full: exit %d", commands[i],
+                      WEXITSTATUS(status));
+        dg_test_expect_in(err_path, "digits: stdout: write failed: No space left on device\n");
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("cli");
@@ -1096,6 +1169,7 @@ int main(void)
     tcase_add_test(tc, usage_errors_exit_2);
     tcase_add_test(tc, bad_inputs_leave_no_output);
     tcase_add_test(tc, an_output_is_never_an_input);
+    tcase_add_test(tc, standard_output_is_one_stream);
     tcase_add_test(tc, bf16_math_on_the_cpu);
     tcase_add_test(tc, augmentation_strength);
     tcase_add_test(tc, exponential_schedule);

@@ -409,7 +409,7 @@ START_TEST(refuses_wrong_header)
     puts_text(&bom, "\xef\xbb\xbf");
     put(&bom, t.data, t.size);
     expect_refusal(&bom, "1:1: a UTF-8 byte order mark before the header (expected plain ASCII "
-                         "'label,pixel0,...' or 'pixel0,...')");
+                         "'label,pixel0,...' or 'pixel0,...': save the file without the mark)");
     free(bom.data);
     free(t.data);
     t = (struct text){0};
@@ -512,11 +512,13 @@ START_TEST(refuses_empty_line_inside)
     row(&t, 1, 0, "\n");
     puts_text(&t, "\n");
     row(&t, 1, 1, "\n");
-    expect_refusal(&t, "3:1: empty line");
+    expect_refusal(&t, "3:1: empty line (remove it: only the file's last line may be "
+                       "empty)");
     free(t.data);
     t = csv(1, 2, "\n");
     puts_text(&t, "\n\n"); /* two trailing empty lines */
-    expect_refusal(&t, "4:1: empty line");
+    expect_refusal(&t, "4:1: empty line (remove it: only the file's last line may be "
+                       "empty)");
     free(t.data);
 }
 END_TEST
@@ -625,12 +627,13 @@ START_TEST(refuses_bad_idx)
 }
 END_TEST
 
-START_TEST(missing_file_is_io_error)
+START_TEST(missing_file_is_a_path_error)
 {
     struct dg_dataset d;
-    ck_assert_int_eq(dg_dataset_load("/nonexistent/train.csv", NULL, NULL, &d), DG_ERR_IO);
+    ck_assert_int_eq(dg_dataset_load("/nonexistent/train.csv", NULL, NULL, &d), DG_ERR_USAGE);
     ck_assert_str_eq(dg_error_message(),
-                     "/nonexistent/train.csv: cannot open: No such file or directory");
+                     "/nonexistent/train.csv: cannot open: No such file or directory (check the "
+                     "path)");
 }
 END_TEST
 
@@ -1039,8 +1042,9 @@ START_TEST(check_data_command)
         ck_assert_ptr_nonnull(strstr(out, expected_rows));
     }
     free(big.data);
-    ck_assert_int_eq(run("/nonexistent.csv", out, sizeof out), 1);
-    ck_assert_str_eq(out, "digits: /nonexistent.csv: cannot open: No such file or directory\n");
+    ck_assert_int_eq(run("/nonexistent.csv", out, sizeof out), 2);
+    ck_assert_str_eq(out, "digits: /nonexistent.csv: cannot open: No such file or directory "
+                          "(check the path)\n");
     ck_assert_int_eq(run("", out, sizeof out), 2);
     ck_assert_int_eq(run("--bogus x", out, sizeof out), 2);
 }
@@ -1084,7 +1088,7 @@ int main(void)
     tcase_add_test(tc, refuses_empty_line_inside);
     tcase_add_test(tc, refuses_truncated_and_corrupt_gzip);
     tcase_add_test(tc, refuses_bad_idx);
-    tcase_add_test(tc, missing_file_is_io_error);
+    tcase_add_test(tc, missing_file_is_a_path_error);
     tcase_add_test(tc, leading_zeros_and_crlf_refusal);
     tcase_add_test(tc, refuses_bad_last_field_without_final_newline);
     tcase_add_test(tc, refuses_other_idx_kinds);

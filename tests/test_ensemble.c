@@ -347,7 +347,7 @@ START_TEST(concurrent_members)
     ck_assert_int_eq(run(err, "train %s --limit %d --epochs 1 --threads 2 --ensemble 3 "
                               "--concurrent 2 --device cpu --log bad.csv -o bad.dgt -q",
                          train, ROWS),
-                     1);
+                     2);
     dg_test_expect_in(err, "digits: member 2: ");
     dg_test_expect_in(err, "bad.member2.csv: cannot create the log file");
     ck_assert(access(at("bad.dgt"), F_OK) != 0);

@@ -309,8 +309,9 @@ START_TEST(export_refuses_other_formats_and_bad_usage)
     dg_test_expect_in(err, "missing -o FILE");
     ck_assert_int_eq(run(err, "export -o x.onnx"), 2);
     dg_test_expect_in(err, "missing -m MODEL");
-    ck_assert_int_eq(run(err, "export -m missing.dgt -o x.onnx"), 1);
-    dg_test_expect_in(err, "digits: missing.dgt: cannot open: No such file or directory");
+    ck_assert_int_eq(run(err, "export -m missing.dgt -o x.onnx"), 2);
+    dg_test_expect_in(err, "digits: missing.dgt: cannot open: No such file or directory (check "
+                           "the path)\n");
     ck_assert(!exists("x.onnx"));
     ck_assert_int_eq(run(err, "import m.safetensors"), 2);
     dg_test_expect_in(err, "missing -o FILE");
@@ -1363,6 +1364,29 @@ START_TEST(another_network_exports_and_imports)
     free(a);
     free(b);
     ck_assert_int_eq(run(err, "info --model n_back.dgt"), 0);
+    /* a network of as many parameters but another layer table (ReLU after the first
+     * convolution): one file cannot hold both, however the members are given */
+    ck_assert_int_eq(run(err,
+                         "train '%s/data/sample/train.csv.gz' --limit 300 --epochs 1 --net "
+                         "8C3-P2-16C5-P2-D0.3-32-10 -o r.dgt --no-checkpoint -q --threads 2 "
+                         "--device cpu",
+                         source),
+                     0);
+    static const char *const mixed[] = {"mix.safetensors", "mix.onnx"};
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(run(err, "export -m n.dgt -m r.dgt -o %s", mixed[i]), 2);
+        char expected[512];
+        snprintf(expected, sizeof expected,
+                 "digits: %s: the members are of different networks (member 1: "
+                 "8C3L-P2-16C5-P2-D0.3-F-32-10; member 2: 8C3-P2-16C5-P2-D0.3-F-32-10), and one "
+                 "file holds members of one network; write each network's models to a file of "
+                 "their own (digits predict and report combine files: -m A -m B)\n",
+                 mixed[i]);
+        char *text = dg_test_slurp(err);
+        ck_assert_str_eq(text, expected);
+        free(text);
+        ck_assert(!exists(mixed[i]));
+    }
     char *h = replace(f.header, "8C3L-P2-16C5", "8C4L-P2-16C5");
     st_write(&f, "n_bad.safetensors", h);
     free(h);

@@ -405,6 +405,14 @@ START_TEST(deotte_preset_layout)
     struct dg_layer_spec specs[DG_MAX_LAYERS];
     int count;
     ck_assert_int_eq(dg_net_spec_parse("deotte", specs, &count), DG_OK);
+    /* preset names in any case, as the layer letters */
+    struct dg_layer_spec upper[DG_MAX_LAYERS];
+    int upper_count;
+    ck_assert_int_eq(dg_net_spec_parse("DEOTTE", upper, &upper_count), DG_OK);
+    char lower_text[DG_NET_SPEC_MAX + 1], upper_text[DG_NET_SPEC_MAX + 1];
+    dg_net_spec_format(specs, count, lower_text, sizeof lower_text);
+    dg_net_spec_format(upper, upper_count, upper_text, sizeof upper_text);
+    ck_assert_str_eq(upper_text, lower_text);
     struct dg_model model;
     ck_assert_int_eq(dg_model_build(&model, specs, count), DG_OK);
     static const struct {
@@ -553,7 +561,11 @@ START_TEST(net_spec_refusals)
         {"32C-10", "at character 4 ('-'): expected the kernel size after C (e.g. 32C5)"},
         {"32C17-10", "at character 4 ('1'): expected the kernel size after C (e.g. 32C5) (at "
                      "most 15)"},
-        {"0C3-10", "at character 1 ('0'): expected a filter or unit count"},
+        {"0C3-10", "at character 1 ('0'): expected a filter or unit count (1..65536)"},
+        {"32C5-0-10", "at character 6 ('0'): expected a filter or unit count (1..65536)"},
+        /* a word with hyphens is a preset misspelt (no spec is without digits) */
+        {"deotte-x", "--net 'deotte-x': not a preset (reference, deotte) nor a layer spec"},
+        {"ref-net", "--net 'ref-net': not a preset (reference, deotte) nor a layer spec"},
         {"70000-10", "at character 1 ('7'): expected a filter or unit count (at most 65536)"},
         {"32C5-P3-10", "at character 7 ('3'): expected '2' ending the layer (P2"},
         {"32C5-P2-", "at character 9 (the end): expected a layer after '-'"},
@@ -605,10 +617,10 @@ START_TEST(net_spec_refusals)
 }
 END_TEST
 
-START_TEST(missing_file_is_io_error)
+START_TEST(missing_file_is_a_path_error)
 {
     struct dg_model loaded;
-    ck_assert_int_eq(dg_model_load("/nonexistent/m.dgt", &loaded, NULL, 0), DG_ERR_IO);
+    ck_assert_int_eq(dg_model_load("/nonexistent/m.dgt", &loaded, NULL, 0), DG_ERR_USAGE);
     ck_assert_ptr_nonnull(strstr(dg_error_message(), "/nonexistent/m.dgt: cannot open"));
 }
 END_TEST
@@ -617,7 +629,7 @@ START_TEST(save_into_missing_directory_fails_cleanly)
 {
     struct dg_model model;
     build_reference(&model);
-    ck_assert_int_eq(dg_model_save("/nonexistent/dir/m.dgt", &model, ""), DG_ERR_IO);
+    ck_assert_int_eq(dg_model_save("/nonexistent/dir/m.dgt", &model, ""), DG_ERR_USAGE);
     dg_model_free(&model);
 }
 END_TEST
@@ -792,7 +804,7 @@ int main(void)
     tcase_add_test(tc, strided_batchnorm_round_trip);
     tcase_add_loop_test(tc, refuses_non_finite_parameters, 0, 3);
     tcase_add_test(tc, refuses_settings_beyond_the_cli_ranges);
-    tcase_add_test(tc, missing_file_is_io_error);
+    tcase_add_test(tc, missing_file_is_a_path_error);
     tcase_add_test(tc, save_into_missing_directory_fails_cleanly);
     suite_add_tcase(suite, tc);
     return dg_test_run_suite(suite);

@@ -19,6 +19,13 @@
 #include "cli_util.h"
 #include "digits/data.h"
 
+/* the messages of an empty line inside a file (after its line number) and of a gzip stream cut
+ * short (after its byte offset) */
+#define EMPTY_LINE ":1: empty line (remove it: only the file's last line may be empty)"
+#define GZIP_CUT                                                                                   \
+    ": truncated gzip stream (the compressed data ends early: the file is incomplete; download "   \
+    "or copy it again)"
+
 #define CHUNK (1u << 20) /* the loader's buffer size */
 
 static const int thread_counts[] = {1, 2, 3, 7};
@@ -495,7 +502,7 @@ START_TEST(other_errors_in_later_chunks)
     puts_text(&e, "\n");
     put(&e, t.data + cut, t.size - cut);
     int empty_line = line_ending_before(&t, cut) + 1;
-    snprintf(message, sizeof message, "%d:1: empty line", empty_line);
+    snprintf(message, sizeof message, "%d" EMPTY_LINE, empty_line);
     expect_message(write_file("empty-at-cut.csv", e.data, e.size), DG_ERR_INPUT, message);
     expect_message(write_gz("empty-at-cut.csv.gz", e.data, e.size), DG_ERR_INPUT, message);
     free(e.data);
@@ -507,7 +514,7 @@ START_TEST(other_errors_in_later_chunks)
     put(&e, t.data, mid);
     puts_text(&e, "\r\n");
     put(&e, t.data + mid, t.size - mid);
-    snprintf(message, sizeof message, "%d:1: empty line", line_ending_before(&t, mid) + 1);
+    snprintf(message, sizeof message, "%d" EMPTY_LINE, line_ending_before(&t, mid) + 1);
     expect_message(write_file("empty-mid.csv", e.data, e.size), DG_ERR_INPUT, message);
     free(e.data);
     /* a line longer than a chunk, after several chunks of good rows */
@@ -527,7 +534,7 @@ START_TEST(other_errors_in_later_chunks)
     e = (struct text){0};
     put(&e, t.data, t.size);
     puts_text(&e, "\n\n");
-    snprintf(message, sizeof message, "%d:1: empty line", rows + 2);
+    snprintf(message, sizeof message, "%d" EMPTY_LINE, rows + 2);
     expect_message(write_file("two-trailing.csv", e.data, e.size), DG_ERR_INPUT, message);
     free(e.data);
     free(t.data);
@@ -556,12 +563,12 @@ START_TEST(truncated_and_corrupt_gzip)
     const char *cut = write_file("cut.csv.gz", gz.data, gz.size / 2);
     char message[256];
     snprintf(message, sizeof message,
-             " byte %zu: truncated gzip stream (the compressed data ends early)", gz.size / 2);
+             " byte %zu" GZIP_CUT, gz.size / 2);
     expect_message(cut, DG_ERR_INPUT, message);
     /* cut inside the 8-byte trailer: every row is there, the stream still ends early */
     const char *trailer = write_file("trailer.csv.gz", gz.data, gz.size - 3);
     snprintf(message, sizeof message,
-             " byte %zu: truncated gzip stream (the compressed data ends early)", gz.size - 3);
+             " byte %zu" GZIP_CUT, gz.size - 3);
     expect_message(trailer, DG_ERR_INPUT, message);
     /* a bad row before the cut wins over the cut */
     struct plant bad = {rows / 5, 9, "256", 0};
@@ -696,7 +703,7 @@ START_TEST(gzip_framing_as_zlib)
                        gz_message(g.size - 4, "incorrect data check"));
         char cut[128];
         snprintf(cut, sizeof cut,
-                 " byte %zu: truncated gzip stream (the compressed data ends early)", g.size - 6);
+                 " byte %zu" GZIP_CUT, g.size - 6);
         expect_message(write_file("crc-cut2.gz", g.data, g.size - 6), DG_ERR_INPUT, cut);
         free(g.data);
         g = (struct text){0};

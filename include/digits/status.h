@@ -12,7 +12,8 @@ enum dg_status {
     DG_OK = 0,
     DG_ERR_USAGE,       /* bad command line: exit 2 */
     DG_ERR_INPUT,       /* bad input data or model file: exit 2 */
-    DG_ERR_IO,          /* cannot read or write a file: exit 1 */
+    DG_ERR_IO,          /* reading or writing a file failed (dg_error_path: a bad path is
+                           DG_ERR_USAGE): exit 1 */
     DG_ERR_NOMEM,       /* out of host memory: exit 1 */
     DG_ERR_DEVICE,      /* CUDA / cuDNN / cuBLAS failure or no usable device: exit 1 */
     DG_ERR_RUNTIME,     /* anything else at run time: exit 1 */
@@ -32,6 +33,13 @@ enum dg_status dg_error_prefix(enum dg_status status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+
+/* "PATH: cannot VERB: strerror(err) (what to do)" for a file the user named that could not be
+ * opened for reading (to_write 0) or created or written in place (to_write 1). The errors
+ * of the path itself, which the user fixes (no such file or directory, not a directory, a
+ * directory, no permission, a read-only file system, a loop of links, a name too long), are
+ * DG_ERR_USAGE (exit 2); ENOMEM is DG_ERR_NOMEM, anything else DG_ERR_IO (exit 1). */
+enum dg_status dg_error_path(const char *path, const char *verb, int to_write, int err);
 
 /* The message recorded by the last failing call on this thread ("" if none). */
 const char *dg_error_message(void);

@@ -1,6 +1,7 @@
 /* Thread-local error message behind enum dg_status. */
 #include "digits/status.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -39,6 +40,43 @@ enum dg_status dg_error_prefix(enum dg_status status, const char *fmt, ...)
     memcpy(error_message + used + 2, previous, rest);
     error_message[used + 2 + rest] = '\0';
     return status;
+}
+
+enum dg_status dg_error_path(const char *path, const char *verb, int to_write, int err)
+{
+    const char *advice = NULL;
+    switch (err) {
+    case ENOENT:
+        advice = to_write ? "its directory does not exist: create it, or choose another path"
+                          : "check the path";
+        break;
+    case ENOTDIR:
+        advice = "a part of the path is a file, not a directory: check the path";
+        break;
+    case EISDIR:
+        advice = to_write ? "name a file, not a directory" : "name a file in it";
+        break;
+    case EACCES:
+    case EPERM:
+        advice = to_write ? "choose a directory you may write to"
+                          : "check the file's permissions";
+        break;
+    case EROFS:
+        advice = "a read-only file system: choose another directory";
+        break;
+    case ELOOP:
+        advice = "too many symbolic links: check the path";
+        break;
+    case ENAMETOOLONG:
+        advice = "shorten the path";
+        break;
+    default:
+        break;
+    }
+    if (advice)
+        return dg_error(DG_ERR_USAGE, "%s: cannot %s: %s (%s)", path, verb, strerror(err), advice);
+    return dg_error(err == ENOMEM ? DG_ERR_NOMEM : DG_ERR_IO, "%s: cannot %s: %s", path, verb,
+                    strerror(err));
 }
 
 const char *dg_error_message(void)

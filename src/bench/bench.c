@@ -105,7 +105,7 @@ enum dg_status dg_bench_write_csv(const char *path, const struct dg_dataset *dat
         return dg_error(DG_ERR_RUNTIME, "%s: no images to repeat", path);
     FILE *fp = fopen(path, "wb");
     if (!fp)
-        return dg_error(DG_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+        return dg_error_path(path, "create", 1, errno);
     struct decimal_table table;
     decimal_table_init(&table);
     int labelled = dataset->labels != NULL;

@@ -89,8 +89,11 @@ const char *dg_cli_closest(const char *word, const char *const *candidates, size
 
 /* After getopt_long returned '?' (opterr is 0: main sets it): "digits: COMMAND: unknown option
  * '--epocs' (did you mean --epochs?)", "'--de' is ambiguous: --device or --deterministic" or
- * "--epochs needs a value", and the --help hint; returns 2. */
+ * "--epochs needs a value", and the --help hint; returns 2. `shorts` is the command's getopt
+ * string: a letter outside it is an unknown option, even where a long option's code is that
+ * letter. */
 struct option;
-int dg_cli_bad_option(const char *command, char **argv, const struct option *options);
+int dg_cli_bad_option(const char *command, char **argv, const char *shorts,
+                      const struct option *options);
 
 #endif

@@ -447,8 +447,9 @@ static int parse_options(int argc, char **argv, struct options *o)
     long value;
     int opt;
     enum dg_status status;
+    static const char short_options[] = "qh";
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "qh", long_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, short_options, long_options, NULL)) != -1) {
         switch (opt) {
         case 'D':
             s->data_path = optarg;
@@ -554,7 +555,7 @@ static int parse_options(int argc, char **argv, struct options *o)
             fputs(usage_text, stdout);
             return 0;
         default:
-            return dg_cli_bad_option("bench", argv, long_options);
+            return dg_cli_bad_option("bench", argv, short_options, long_options);
         }
     }
     if (optind != argc)

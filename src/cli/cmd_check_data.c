@@ -40,8 +40,9 @@ int dg_cmd_check_data(int argc, char **argv)
     const char *labels = NULL;
     int json = 0, threads = 0, opt;
     long value;
+    static const char short_options[] = "h";
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, short_options, long_options, NULL)) != -1) {
         switch (opt) {
         case 'L':
             labels = optarg;
@@ -58,7 +59,7 @@ int dg_cmd_check_data(int argc, char **argv)
             fputs(usage_text, stdout);
             return 0;
         default:
-            return dg_cli_bad_option("check-data", argv, long_options);
+            return dg_cli_bad_option("check-data", argv, short_options, long_options);
         }
     }
     if (optind != argc - 1)

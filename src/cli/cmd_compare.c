@@ -114,8 +114,9 @@ int dg_cmd_compare(int argc, char **argv)
     struct dg_backend_spec ref_device = {"cpu", 0, DG_MATH_FP32, 1, 0};
     struct dg_backend_spec cand_device = {"cuda", 1, DG_MATH_FP32, 1, 0};
     int opt;
+    static const char short_options[] = "m:h";
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "m:h", long_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, short_options, long_options, NULL)) != -1) {
         switch (opt) {
         case 'D':
             data_path = optarg;
@@ -179,7 +180,7 @@ int dg_cmd_compare(int argc, char **argv)
             fputs(usage_text, stdout);
             return 0;
         default:
-            return dg_cli_bad_option("compare", argv, long_options);
+            return dg_cli_bad_option("compare", argv, short_options, long_options);
         }
     }
     if (optind != argc)

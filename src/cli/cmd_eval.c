@@ -185,10 +185,11 @@ int dg_cmd_eval(int argc, char **argv)
     struct dg_scoring_args args;
     dg_scoring_args_default(&args);
     int opt, taken, all = 0;
+    static const char short_options[] = "m:o:qvh";
     optind = 1;
     const char *output = "-", *answers = NULL;
     int json = 0;
-    while ((opt = getopt_long(argc, argv, "m:o:qvh", long_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, short_options, long_options, NULL)) != -1) {
         if ((taken = dg_scoring_option("eval", opt, optarg, &args)) != 0) {
             if (taken < 0)
                 return 2;
@@ -207,7 +208,7 @@ int dg_cmd_eval(int argc, char **argv)
                 answers = optarg;
             continue;
         }
-        return dg_cli_bad_option("eval", argv, long_options);
+        return dg_cli_bad_option("eval", argv, short_options, long_options);
     }
     int code;
     if (answers && args.model_path_count == 0) {

@@ -67,8 +67,9 @@ int dg_cmd_export(int argc, char **argv)
     int model_path_count = 0;
     const char *output = NULL;
     int quiet = 0, opt;
+    static const char short_options[] = "m:o:qh";
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "m:o:qh", long_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, short_options, long_options, NULL)) != -1) {
         switch (opt) {
         case 'm':
             if (model_path_count >= DG_MAX_MEMBERS)
@@ -85,7 +86,7 @@ int dg_cmd_export(int argc, char **argv)
             fputs(usage_text, stdout);
             return 0;
         default:
-            return dg_cli_bad_option("export", argv, long_options);
+            return dg_cli_bad_option("export", argv, short_options, long_options);
         }
     }
     if (optind != argc)

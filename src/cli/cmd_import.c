@@ -46,8 +46,9 @@ int dg_cmd_import(int argc, char **argv)
     };
     const char *output = NULL;
     int quiet = 0, opt;
+    static const char short_options[] = "o:qh";
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "o:qh", long_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, short_options, long_options, NULL)) != -1) {
         switch (opt) {
         case 'o':
             output = optarg;
@@ -59,7 +60,7 @@ int dg_cmd_import(int argc, char **argv)
             fputs(usage_text, stdout);
             return 0;
         default:
-            return dg_cli_bad_option("import", argv, long_options);
+            return dg_cli_bad_option("import", argv, short_options, long_options);
         }
     }
     if (optind >= argc)

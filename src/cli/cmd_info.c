@@ -70,8 +70,9 @@ int dg_cmd_info(int argc, char **argv)
     int show_model = 0;
     const char *model_path = NULL, *net = NULL;
     int opt;
+    static const char short_options[] = "m:h";
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "m:h", long_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, short_options, long_options, NULL)) != -1) {
         switch (opt) {
         case 'm':
             show_model = 1;
@@ -85,7 +86,7 @@ int dg_cmd_info(int argc, char **argv)
             fputs(usage_text, stdout);
             return 0;
         default:
-            return dg_cli_bad_option("info", argv, long_options);
+            return dg_cli_bad_option("info", argv, short_options, long_options);
         }
     }
     /* --model FILE as every other command takes it (and --model=FILE, -m FILE); --model alone

@@ -128,6 +128,11 @@ static enum dg_status write_outputs(const char *output, const char *probs_path,
 static int check_outputs(const struct dg_scoring_args *args, char *const *inputs, size_t count,
                          const char *what, const struct picture_options *opt)
 {
+    if (opt->probs_path && strcmp(opt->probs_path, "-") == 0 && strcmp(opt->output, "-") == 0)
+        return dg_cli_usage_error("predict",
+                                  "--probs - and the predictions (-o, standard output unless "
+                                  "given) would both go to standard output; give one of them "
+                                  "a file (nothing was written)");
     size_t n = 0, size = (size_t)args->model_path_count + count + 3;
     struct dg_cli_file *files = calloc(size, sizeof *files);
     if (!files)
@@ -241,8 +246,7 @@ static char **list_dir(const char *dir, size_t *count)
 {
     DIR *d = opendir(dir);
     if (!d) {
-        dg_error(errno == ENOMEM ? DG_ERR_NOMEM : DG_ERR_IO, "%s: cannot open the directory: %s",
-                 dir, strerror(errno));
+        dg_error_path(dir, "open the directory", 0, errno);
         return NULL;
     }
     char **names = NULL;
@@ -517,7 +521,8 @@ static int predict_pictures(int argc, char **argv, const struct dg_scoring_args 
         if (opt->show)
             show_pictures(&set, &scoring);
         if (strcmp(opt->output, "-") != 0 && !args->quiet)
-            fprintf(stderr, "digits: wrote %zu predictions to %s\n", good, opt->output);
+            fprintf(stderr, "digits: wrote %zu prediction%s to %s\n", good, good == 1 ? "" : "s",
+                    opt->output);
     }
     int code = status == DG_OK ? 0 : dg_cli_fail(status);
     if (status == DG_OK && set.failures > 0) {
@@ -565,8 +570,9 @@ int dg_cmd_predict(int argc, char **argv)
     dg_scoring_args_default(&args);
     struct picture_options popt = {"-", NULL, 0, 0};
     int opt, taken, pictures = 0;
+    static const char short_options[] = "m:o:qvh";
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "m:o:qvh", long_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, short_options, long_options, NULL)) != -1) {
         if ((taken = dg_scoring_option("predict", opt, optarg, &args)) != 0) {
             if (taken < 0)
                 return 2;
@@ -589,7 +595,7 @@ int dg_cmd_predict(int argc, char **argv)
             fputs(usage_text, stdout);
             return 0;
         default:
-            return dg_cli_bad_option("predict", argv, long_options);
+            return dg_cli_bad_option("predict", argv, short_options, long_options);
         }
     }
     if (args.model_path_count > 0 && optind < argc &&
@@ -619,7 +625,8 @@ int dg_cmd_predict(int argc, char **argv)
     if (status == DG_OK)
         status = write_outputs(output, probs_path, &scoring);
     if (status == DG_OK && strcmp(output, "-") != 0 && !args.quiet)
-        fprintf(stderr, "digits: wrote %zu predictions to %s\n", scoring.dataset.count, output);
+        fprintf(stderr, "digits: wrote %zu prediction%s to %s\n", scoring.dataset.count,
+                scoring.dataset.count == 1 ? "" : "s", output);
     /* Kaggle's test.csv has no labels: a labelled file is more likely train.csv by mistake */
     if (status == DG_OK && scoring.dataset.labels && !args.held_out && !args.quiet)
         fprintf(stderr,

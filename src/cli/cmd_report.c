@@ -133,8 +133,9 @@ int dg_cmd_report(int argc, char **argv)
     int all = 0;
     long top = 48;
     int opt, taken;
+    static const char short_options[] = "m:o:qvh";
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "m:o:qvh", long_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, short_options, long_options, NULL)) != -1) {
         if (opt != 'H' && (taken = dg_scoring_option("report", opt, optarg, &args)) != 0) {
             if (taken < 0)
                 return 2;
@@ -158,7 +159,7 @@ int dg_cmd_report(int argc, char **argv)
             fputs(usage_text, stdout);
             return 0;
         default:
-            return dg_cli_bad_option("report", argv, long_options);
+            return dg_cli_bad_option("report", argv, short_options, long_options);
         }
     }
     int code = dg_scoring_check_operands("report", "LABELLED", argc, &args);

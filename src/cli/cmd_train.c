@@ -256,7 +256,12 @@ static int train_one(struct train_request *req, struct dg_backend *be,
     if (!progress->quiet) {
         char described[512];
         dg_backend_describe_for(be, model, options->batch, described, sizeof described);
-        if (resumed)
+        if (resumed && resumed->state.epoch >= options->epochs && resumed->state.step == 0)
+            fprintf(stderr,
+                    "digits: %s: its run has trained all %d epochs, so nothing is left to train: "
+                    "its model is written again (raise --epochs to train on)\n",
+                    req->resume_path, resumed->state.epoch);
+        else if (resumed)
             fprintf(stderr, "digits: resuming %s at epoch %d, step %d (of %d epochs)\n",
                     req->resume_path, resumed->state.epoch + 1, resumed->state.step,
                     options->epochs);

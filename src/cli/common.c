@@ -286,12 +286,19 @@ const char *dg_cli_closest(const char *word, const char *const *candidates, size
     return best;
 }
 
-int dg_cli_bad_option(const char *command, char **argv, const struct option *options)
+int dg_cli_bad_option(const char *command, char **argv, const char *shorts,
+                      const struct option *options)
 {
     const char *arg = optind > 0 ? argv[optind - 1] : "";
+    int long_form = strncmp(arg, "--", 2) == 0;
+    /* optopt names a known option that lacks its value (or has one it takes none) when that
+     * option came as --NAME, or as a letter of `shorts` that takes a value; any other letter
+     * is no option of the command, whatever long option shares it as its internal code */
+    const char *letter = optopt > 0 && optopt != ':' ? strchr(shorts, optopt) : NULL;
+    int short_with_value = letter && letter[1] == ':';
     const struct option *known = NULL;
     for (const struct option *o = options; optopt && o->name; o++)
-        if (o->val == optopt)
+        if (o->val == optopt && (long_form || short_with_value))
             known = o;
     if (known) {
         /* a known option without its value, or a value on one that takes none */
@@ -303,8 +310,20 @@ int dg_cli_bad_option(const char *command, char **argv, const struct option *opt
             return dg_cli_usage_error(command, "%s needs a value", arg);
         return dg_cli_usage_error(command, "-%c (--%s) needs a value", optopt, known->name);
     }
-    if (optopt)
+    if (short_with_value)
+        return dg_cli_usage_error(command, "-%c needs a value", optopt);
+    if (optopt) {
+        /* a letter that begins exactly one long option's name: that option, presumably */
+        const struct option *guess = NULL;
+        int guesses = 0;
+        for (const struct option *o = options; o->name; o++)
+            if (o->name[0] == optopt && strlen(o->name) > 1)
+                guess = o, guesses++;
+        if (guesses == 1)
+            return dg_cli_usage_error(command, "unknown option '-%c' (did you mean --%s?)",
+                                      optopt, guess->name);
         return dg_cli_usage_error(command, "unknown option '-%c'", optopt);
+    }
     /* an unknown or ambiguous long option: its name without "--" and any "=VALUE" */
     char name[96];
     const char *start = strncmp(arg, "--", 2) == 0 ? arg + 2 : arg;

@@ -2,6 +2,7 @@
 #include "cli/cli.h"
 #include "digits/io.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <signal.h>
@@ -57,6 +58,23 @@ int dg_cli_usage_error(const char *command, const char *fmt, ...)
     return 2;
 }
 
+/* The command's exit code, or 1 where it succeeded but what it printed on standard output
+ * (tables, JSON, help) did not all get written: a full disk, a closed pipe (EPIPE, SIGPIPE
+ * being ignored), /dev/full. */
+static int stdout_written(int code)
+{
+    errno = 0;
+    int flushed = fflush(stdout) == 0, err = errno;
+    if (code == 0 && (!flushed || ferror(stdout))) {
+        if (!flushed && err)
+            fprintf(stderr, "digits: stdout: write failed: %s\n", strerror(err));
+        else
+            fprintf(stderr, "digits: stdout: write failed\n");
+        return 1;
+    }
+    return code;
+}
+
 int main(int argc, char **argv)
 {
     /* a closed pipe on an output makes the write fail (EPIPE), reported like any write error,
@@ -78,17 +96,21 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
             if (strcmp(argv[2], commands[i].name) == 0) {
                 char *help_argv[] = {argv[2], "--help", NULL};
-                return commands[i].run(2, help_argv);
+                return stdout_written(commands[i].run(2, help_argv));
             }
         name = argv[2];
     } else if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 ||
                strcmp(name, "help") == 0) {
         print_usage(stdout);
-        return 0;
+        return stdout_written(0);
     }
     if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0) {
+        if (argc > 2) {
+            fprintf(stderr, "digits: %s takes no arguments (got '%s')\n", name, argv[2]);
+            return 2;
+        }
         printf("digits %s\n", DIGITS_VERSION);
-        return 0;
+        return stdout_written(0);
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(name, commands[i].name) == 0) {
@@ -96,7 +118,7 @@ int main(int argc, char **argv)
             /* a SIGINT/SIGTERM being handled on another thread (whose removals may have made
              * the command fail) ends the process by the signal, not with this status */
             dg_temporaries_await();
-            return code;
+            return stdout_written(code);
         }
     const char *names[sizeof commands / sizeof commands[0]];
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)

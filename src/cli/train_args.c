@@ -77,9 +77,10 @@ static const char *usage_text_options =
     "      --no-checkpoint   write no checkpoint\n"
     "      --restart         start over where an interrupted run's checkpoint is (a fresh\n"
     "                        run refuses to replace it: --resume continues it)\n"
-    "      --resume FILE     continue from a checkpoint, bit for bit; the settings (and\n"
-    "                        --limit, --labels, -o) come from it; options that contradict\n"
-    "                        it are refused; --epochs may be raised to train longer\n"
+    "      --resume FILE     continue from a checkpoint, bit for bit; the settings, --limit\n"
+    "                        and --labels come from it, and -o unless given; options that\n"
+    "                        contradict it are refused; --epochs may be raised to train\n"
+    "                        longer\n"
     ;
 
 /* (the options continued: C11 promises 4095 characters per literal) */
@@ -565,10 +566,11 @@ int train_parse_args(int argc, char **argv, struct train_request *req)
     int split_seed_given = 0;
     uint64_t split_seed = 0;
     int opt, code;
+    static const char short_options[] = "o:qvh";
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "o:qvh", long_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, short_options, long_options, NULL)) != -1) {
         if (opt == '?')
-            return dg_cli_bad_option("train", argv, long_options);
+            return dg_cli_bad_option("train", argv, short_options, long_options);
         if ((code = apply_option(opt, req, &split_seed, &split_seed_given)) >= 0)
             return code;
     }

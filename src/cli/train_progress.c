@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cli/train_cli.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,7 +172,7 @@ enum dg_status train_log_open(struct train_progress *progress, const char *path)
 {
     progress->log = fopen(path, "w");
     if (!progress->log)
-        return dg_error(DG_ERR_IO, "%s: cannot create the log file", path);
+        return dg_error_path(path, "create the log file", 1, errno);
     fprintf(progress->log,
             "epoch,loss,accuracy,val_loss,val_accuracy,lr,images_per_second,seconds\n");
     return DG_OK;

@@ -396,7 +396,8 @@ enum dg_status dg_data_csv_header(struct csv *c, const unsigned char *line,
     if ((size_t)(end - p) >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
         return dg_error(DG_ERR_INPUT,
                         "%s:1:1: a UTF-8 byte order mark before the header "
-                        "(expected plain ASCII 'label,pixel0,...' or 'pixel0,...')",
+                        "(expected plain ASCII 'label,pixel0,...' or 'pixel0,...': save the "
+                        "file without the mark)",
                         c->path);
     c->labelled = (size_t)(end - p) >= 6 && memcmp(p, "label,", 6) == 0;
     c->fields = c->labelled ? DG_PIXELS + 1 : DG_PIXELS;

@@ -47,15 +47,15 @@ enum dg_status dg_data_source_open(struct source *s, const char *path)
     s->path = path;
     s->fd = open(path, O_RDONLY);
     if (s->fd < 0)
-        return dg_error(DG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        return dg_error_path(path, "open", 0, errno);
     struct stat st;
     if (fstat(s->fd, &st) == 0 && S_ISDIR(st.st_mode))
-        return dg_error(DG_ERR_IO, "%s: cannot read: Is a directory", path);
+        return dg_error_path(path, "read", 0, EISDIR);
     s->disk_bytes = fstat(s->fd, &st) == 0 && S_ISREG(st.st_mode) ? (size_t)st.st_size : 0;
     /* read, not pread: pipes and other streams are told apart the same way */
     ssize_t got = read_fully(s->fd, s->peek, 2);
     if (got < 0)
-        return dg_error(DG_ERR_IO, "%s: read failed: %s", path, strerror(errno));
+        return dg_error_path(path, "read", 0, errno);
     s->peek_len = (size_t)got;
     if (got == 2 && s->peek[0] == 0x1f && s->peek[1] == 0x8b) {
         s->gzipped = 1;
@@ -285,7 +285,8 @@ enum dg_status dg_data_source_read(struct source *s, unsigned char *buf, size_t 
             if (n == 0)
                 return dg_error(DG_ERR_INPUT,
                                 "%s: byte %zu: truncated gzip stream (the "
-                                "compressed data ends early)",
+                                "compressed data ends early: the file is incomplete; download "
+                                "or copy it again)",
                                 s->path, s->in_offset);
         }
         if (s->gz_phase == GZ_HEADER && (status = gz_read_header(s)) != DG_OK)

@@ -59,12 +59,12 @@ enum dg_status dg_atomic_open(struct dg_atomic_file *file, const char *path)
     snprintf(file->path, sizeof file->path, "%s", path);
     struct stat target;
     if (stat(path, &target) == 0 && S_ISDIR(target.st_mode))
-        return dg_error(DG_ERR_IO, "%s: is a directory", path);
+        return dg_error_path(path, "write", 1, EISDIR);
     if (stat(path, &target) == 0 && !S_ISREG(target.st_mode)) {
         /* a device or a FIFO: renaming over it would replace it; write it in place */
         file->fp = fopen(path, "wb");
         if (!file->fp)
-            return dg_error(DG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+            return dg_error_path(path, "open", 1, errno);
         file->direct = 1;
         return DG_OK;
     }
@@ -89,7 +89,7 @@ enum dg_status dg_atomic_open(struct dg_atomic_file *file, const char *path)
     }
     if (fd < 0) {
         file->tmp_path[0] = '\0';
-        return dg_error(DG_ERR_IO, "%s: cannot create: %s", path, strerror(saved));
+        return dg_error_path(path, "create", 1, saved);
     }
     file->slot = listed + 1;
     /* replacing a file: keep its permissions */

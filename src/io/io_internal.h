@@ -73,7 +73,7 @@ enum dg_status dg_io_check_layers(const char *path, const char *kind, const unsi
                                   struct dg_model *model);
 /* Writes size bytes to path atomically (dg_atomic_open / commit). */
 enum dg_status dg_io_write_atomic(const char *path, const void *data, size_t size);
-/* 1..DG_MAX_MEMBERS members of one size, or an error naming path. */
+/* 1..DG_MAX_MEMBERS members of one network (the same layer table), or an error naming path. */
 enum dg_status dg_io_check_members(const char *path, const struct dg_model *members, int count);
 
 /* The settings `text` ("key=value" lines) of a KIND file against the CLI's ranges for the

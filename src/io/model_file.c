@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include "digits/train.h"
@@ -118,15 +119,34 @@ enum dg_status dg_io_check_size_and_crc(const char *path, const char *kind,
     return DG_OK;
 }
 
+/* The canonical --net spec of a member's layer table (dg_net_spec_format). */
+static void member_net(const struct dg_model *model, char *text, size_t size)
+{
+    struct dg_layer_spec specs[DG_MAX_LAYERS];
+    for (int i = 0; i < model->layer_count; i++)
+        specs[i] = model->layers[i].spec;
+    if (dg_net_spec_format(specs, model->layer_count, text, size) < 0 && size)
+        text[0] = '\0';
+}
+
 enum dg_status dg_io_check_members(const char *path, const struct dg_model *members, int count)
 {
     if (count < 1 || count > DG_MAX_MEMBERS)
         return dg_error(DG_ERR_USAGE, "%s: an ensemble of %d members (1..%d)", path, count,
                         DG_MAX_MEMBERS);
-    for (int m = 1; m < count; m++)
-        if (members[m].param_count != members[0].param_count)
-            return dg_error(DG_ERR_INPUT, "%s: members of different sizes (%zu and %zu parameters)",
-                            path, members[0].param_count, members[m].param_count);
+    /* one layer table for all the members: a file records it once */
+    char first[DG_NET_SPEC_MAX + 1], other[DG_NET_SPEC_MAX + 1];
+    member_net(&members[0], first, sizeof first);
+    for (int m = 1; m < count; m++) {
+        member_net(&members[m], other, sizeof other);
+        if (strcmp(first, other) != 0 || members[m].param_count != members[0].param_count)
+            return dg_error(DG_ERR_USAGE,
+                            "%s: the members are of different networks (member 1: %s; member "
+                            "%d: %s), and one file holds members of one network; write each "
+                            "network's models to a file of their own (digits predict and "
+                            "report combine files: -m A -m B)",
+                            path, first, m + 1, other);
+    }
     return DG_OK;
 }
 
@@ -373,7 +393,12 @@ enum dg_status dg_io_read_whole(const char *path, const char *kind, unsigned cha
 {
     FILE *fp = fopen(path, "rb");
     if (!fp)
-        return dg_error(DG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        return dg_error_path(path, "open", 0, errno);
+    struct stat st;
+    if (fstat(fileno(fp), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(fp);
+        return dg_error_path(path, "read", 0, EISDIR);
+    }
     struct buffer b = {NULL, 0, 0};
     unsigned char chunk[65536];
     size_t got;
@@ -390,11 +415,11 @@ enum dg_status dg_io_read_whole(const char *path, const char *kind, unsigned cha
                             kind);
         }
     }
-    int error = ferror(fp);
+    int error = ferror(fp) ? (errno ? errno : EIO) : 0;
     fclose(fp);
     if (error) {
         free(b.data);
-        return dg_error(DG_ERR_IO, "%s: read failed", path);
+        return dg_error(DG_ERR_IO, "%s: read failed: %s", path, strerror(error));
     }
     *data = b.data;
     *size = b.size;

@@ -50,7 +50,7 @@ enum dg_status dg_picture_kind_of_file(const char *path, enum dg_picture_kind *k
     *kind = DG_PICTURE_UNKNOWN;
     FILE *fp = fopen(path, "rb");
     if (!fp)
-        return dg_error(DG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        return dg_error_path(path, "open", 0, errno);
     size_t got = fread(head, 1, sizeof head, fp);
     int failed = ferror(fp);
     fclose(fp);
@@ -401,7 +401,7 @@ enum dg_status dg_picture_load(const char *path, struct dg_picture *out)
     out->orientation = 1;
     FILE *fp = fopen(path, "rb");
     if (!fp)
-        return dg_error(DG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        return dg_error_path(path, "open", 0, errno);
     unsigned char head[8];
     size_t got = fread(head, 1, sizeof head, fp);
     enum dg_status status = DG_OK;

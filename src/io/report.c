@@ -495,12 +495,13 @@ static void put_layers(struct dg_text *t, const struct dg_model *model)
                    "<table class=\"numbers\">"
                    "<tr><th>layer</th><th>output</th><th>parameters</th></tr>\n",
                 spec);
+    int flat = 0; /* from the first flatten, dense or global average pooling on */
     for (int i = 0; i < model->layer_count; i++) {
         const struct dg_layer *l = &model->layers[i];
         char shape[64], what[64] = "";
-        if (l->spec.kind == DG_LAYER_DENSE || l->spec.kind == DG_LAYER_FLATTEN ||
-            l->spec.kind == DG_LAYER_GAP ||
-            (l->out_h == 1 && l->out_w == 1 && l->in_h == 1))
+        flat |= l->spec.kind == DG_LAYER_DENSE || l->spec.kind == DG_LAYER_FLATTEN ||
+                l->spec.kind == DG_LAYER_GAP;
+        if (flat)
             snprintf(shape, sizeof shape, "%d", l->out_c);
         else
             snprintf(shape, sizeof shape, "%d &times; %d &times; %d", l->out_c, l->out_h, l->out_w);

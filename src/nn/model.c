@@ -266,13 +266,15 @@ void dg_model_print_summary(const struct dg_model *model, void (*print_line)(con
     print_line("layer       output shape     parameters", ctx);
     snprintf(line, sizeof line, "%-11s %-16s %10d", "input", "(1, 28, 28)", 0);
     print_line(line, ctx);
+    /* flat from the first flatten, dense or global average pooling on: a convolution's 1x1
+     * output is still (channels, 1, 1) */
+    int flat = 0;
     for (int i = 0; i < model->layer_count; i++) {
         const struct dg_layer *layer = &model->layers[i];
         char shape[32];
-        if (layer->out_h == 1 && layer->out_w == 1 && (layer->spec.kind == DG_LAYER_DENSE ||
-                                                       layer->spec.kind == DG_LAYER_FLATTEN ||
-                                                       layer->spec.kind == DG_LAYER_GAP ||
-                                                       layer->in_h == 1))
+        flat |= layer->spec.kind == DG_LAYER_DENSE || layer->spec.kind == DG_LAYER_FLATTEN ||
+                layer->spec.kind == DG_LAYER_GAP;
+        if (flat)
             snprintf(shape, sizeof shape, "(%d)", layer->out_c);
         else
             snprintf(shape, sizeof shape, "(%d, %d, %d)", layer->out_c, layer->out_h,

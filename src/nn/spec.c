@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static const struct {
     const char *name;
@@ -22,7 +23,7 @@ static const struct {
 const char *dg_net_preset(const char *name)
 {
     for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
-        if (strcmp(name, presets[i].name) == 0)
+        if (strcasecmp(name, presets[i].name) == 0)
             return presets[i].spec;
     return NULL;
 }
@@ -52,10 +53,11 @@ static enum dg_status fault(const struct cursor *c, const char *at, const char *
 static enum dg_status count_at(struct cursor *c, int max, const char *what, int *out)
 {
     const char *start = c->p;
-    if (!isdigit((unsigned char)*c->p))
-        return fault(c, c->p, what);
-    if (*c->p == '0')
-        return fault(c, c->p, what);
+    if (!isdigit((unsigned char)*c->p) || *c->p == '0') {
+        char text[160];
+        snprintf(text, sizeof text, "%s (1..%d)", what, max);
+        return fault(c, c->p, text);
+    }
     long value = 0;
     while (isdigit((unsigned char)*c->p)) {
         value = value * 10 + (*c->p - '0');
@@ -204,8 +206,10 @@ enum dg_status dg_net_spec_parse(const char *text, struct dg_layer_spec *specs, 
         const char *start = c.p;
         enum dg_status status = parse_layer(&c, &layer);
         if (status != DG_OK) {
+            /* a word: no spec is without digits (it ends in the classifier's 10), so this is
+             * a preset misspelt rather than a spec */
             if (!preset && count == 0 && isalpha((unsigned char)*spec) &&
-                !strchr(spec, '-'))
+                (!strchr(spec, '-') || !strpbrk(spec, "0123456789")))
                 return dg_error(DG_ERR_USAGE,
                                 "--net '%s': not a preset (%s) nor a layer spec (such as "
                                 "32C5-P2-F-128-10)",
