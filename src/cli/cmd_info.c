@@ -16,13 +16,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *usage_text = "usage: digits info [-m FILE | --model [FILE] | --net SPEC]\n"
+static const char *usage_text = "usage: digits info [--model [FILE] | -m FILE | --net SPEC]\n"
                                 "\n"
                                 "Prints the version, build options, the BLAS library, the CUDA\n"
                                 "runtime, cuDNN and cuBLAS versions and the CUDA devices found.\n"
                                 "\n"
                                 "options:\n"
-                                "  -m, --model [FILE]  the layer table of the network (of FILE, with its settings)\n"
+                                "  -m FILE, --model [FILE]\n"
+                                "                      the layer table of the network (of FILE, with its settings;\n"
+                                "                      --model alone: the reference network's)\n"
                                 "      --net SPEC      the layer table of a network spec or preset (as train's --net)\n"
                                 "  -h, --help          this text\n"
     "\n"
