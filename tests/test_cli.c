@@ -688,6 +688,10 @@ START_TEST(usage_errors_exit_2)
         {"train %s/%s --zoom 0.2 --no-augment",
          "--zoom sets the augmentation that --no-augment turns off"},
         {"train %s/%s --bogus", "see `digits train --help`"},
+        {"train %s/%s --split-seed 3 --val-split 0", "--split-seed chooses the validation "
+                                                      "rows, and --val-split 0 holds none out"},
+        {"train %s/%s -q -v", "-q (--quiet) asks for fewer notes and -v (--verbose) for more"},
+        {"predict -m m.dgt %s/%s -q -v", "digits: predict: -q (--quiet) asks for fewer notes"},
         {"predict %s/%s", "missing -m MODEL"},
         {"eval %s/%s", "missing -m MODEL"},
     };
