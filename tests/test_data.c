@@ -627,6 +627,75 @@ START_TEST(refuses_bad_idx)
 }
 END_TEST
 
+/* A file compressed with something other than gzip, or gzip twice, is named as such with
+ * what to do (plain and gzip files are read as they are); lines ending in CR alone are named
+ * at the header's end. */
+START_TEST(other_compressions_and_cr_lines_are_named)
+{
+    static const struct {
+        const char *magic;
+        size_t length;
+        const char *message;
+    } kinds[] = {
+        {"BZh91AY&SY\x01\x02", 12, "a bzip2 file, not a Kaggle CSV or MNIST IDX file: decompress "
+                                    "it (bunzip2) (digits reads plain and gzip files)"},
+        {"\xfd" "7zXZ\x00\x00\x04", 9, "an xz file, not a Kaggle CSV or MNIST IDX file: "
+                                       "decompress it (unxz)"},
+        {"\x28\xb5\x2f\xfd\x24\x00", 6, "a zstd file, not a Kaggle CSV or MNIST IDX file: "
+                                        "decompress it (unzstd)"},
+    };
+    char message[256];
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        static const char tail[] = "\x80\x81 more compressed bytes\n";
+        unsigned char bytes[64];
+        memcpy(bytes, kinds[i].magic, kinds[i].length);
+        memcpy(bytes + kinds[i].length, tail, sizeof tail - 1);
+        snprintf(message, sizeof message, "1:1: %s", kinds[i].message);
+        struct dg_dataset d;
+        ck_assert_int_eq(dg_dataset_load(write_file("k.bin", bytes,
+                                                    kinds[i].length + sizeof tail - 1),
+                                         NULL, NULL, &d),
+                         DG_ERR_INPUT);
+        ck_assert_msg(strstr(dg_error_message(), message) != NULL, "%s", dg_error_message());
+    }
+    /* zlib data (deflate with zlib's header, not gzip's) */
+    struct text t = csv(1, 3, "\n");
+    unsigned char packed[65536];
+    uLongf packed_size = sizeof packed;
+    ck_assert_int_eq(compress(packed, &packed_size, (const Bytef *)t.data, t.size), Z_OK);
+    struct dg_dataset d;
+    ck_assert_int_eq(dg_dataset_load(write_file("z.bin", packed, packed_size), NULL, NULL, &d),
+                     DG_ERR_INPUT);
+    ck_assert_msg(strstr(dg_error_message(), ":1:1: zlib data (not gzip), not a Kaggle CSV or "
+                                             "MNIST IDX file: decompress it, or recompress it "
+                                             "with gzip") != NULL,
+                  "%s", dg_error_message());
+    /* gzip inside gzip */
+    const char *once = write_gz("once.csv.gz", t.data, t.size);
+    FILE *fp = fopen(once, "rb");
+    ck_assert_ptr_nonnull(fp);
+    size_t once_size = fread(packed, 1, sizeof packed, fp);
+    fclose(fp);
+    ck_assert_int_eq(dg_dataset_load(write_gz("twice.csv.gz", packed, once_size), NULL, NULL,
+                                     &d),
+                     DG_ERR_INPUT);
+    ck_assert_msg(strstr(dg_error_message(), ":1:1: gzip inside gzip (compressed twice), not a "
+                                             "Kaggle CSV or MNIST IDX file: gunzip it once") !=
+                      NULL,
+                  "%s", dg_error_message());
+    free(t.data);
+    /* lines that end in CR alone: the header's end is where the CR is */
+    struct text cr = csv(1, 3, "\r");
+    size_t header_length = strcspn(cr.data, "\r");
+    snprintf(message, sizeof message,
+             "1:%zu: a carriage return ending the header, with no line feed: lines that end in "
+             "CR alone (old Mac text); convert them to LF or CRLF",
+             header_length + 1);
+    expect_refusal(&cr, message);
+    free(cr.data);
+}
+END_TEST
+
 START_TEST(missing_file_is_a_path_error)
 {
     struct dg_dataset d;
@@ -1095,6 +1164,7 @@ int main(void)
     tcase_add_test(tc, store_grows_through_the_allocator);
     tcase_add_test(tc, matches_a_reference_parser);
     tcase_add_test(tc, matches_a_reference_parser_portable_path);
+    tcase_add_test(tc, other_compressions_and_cr_lines_are_named);
     tcase_add_test(tc, check_data_command);
     tcase_add_test(tc, get_data_script);
     suite_add_tcase(suite, tc);

@@ -431,13 +431,17 @@ START_TEST(import_refuses_malformed_files)
     st_write(&f, "shape.safetensors", h);
     free(h);
     expect_refused("shape.safetensors",
-                   "tensor 'conv1.weight' has shape [32, 1, 3, 3], expected [32, 1, 5, 5]");
+                   "tensor 'conv1.weight' has shape [32, 1, 3, 3], expected [32, 1, 5, 5] (the "
+                   "file has no digits.net metadata, so its tensors were read as the reference "
+                   "network's; a file of another network needs its --net spec there)");
 
     h = replace(f.header, "[256,3136]", "[3136,256]");
     st_write(&f, "layout.safetensors", h);
     free(h);
     expect_refused("layout.safetensors",
-                   "tensor 'dense1.weight' has shape [3136, 256], expected [256, 3136]");
+                   "tensor 'dense1.weight' has shape [3136, 256], expected [256, 3136] "
+                   "(transposed: a dense weight is (out, in), as PyTorch's Linear; Keras' Dense "
+                   "kernel is (in, out))");
 
     h = replace(f.header, "\"F32\"", "\"F64\"");
     st_write(&f, "dtype.safetensors", h);
@@ -1011,7 +1015,10 @@ START_TEST(import_refuses_malformed_ensembles)
     st_write(&f, "e_shape.safetensors", h);
     free(h);
     expect_refused("e_shape.safetensors", "tensor 'members.1.conv1.weight' has shape [32, 1, 3, "
-                                          "3], expected [32, 1, 5, 5]");
+                                          "3], expected [32, 1, 5, 5] (the file has no "
+                                          "digits.net metadata, so its tensors were read as the "
+                                          "reference network's; a file of another network needs "
+                                          "its --net spec there)");
 
     h = replace(f.header, "\"members.1.conv1.weight\"", "\"members.1.conv9.weight\"");
     st_write(&f, "e_unknown.safetensors", h);
@@ -1387,6 +1394,15 @@ START_TEST(another_network_exports_and_imports)
         free(text);
         ck_assert(!exists(mixed[i]));
     }
+    /* without digits.net the tensors are read as the reference network's, and the refusal
+     * says so */
+    char *unnamed = replace(f.header, "\"digits.net\"", "\"digits.nxt\"");
+    st_write(&f, "n_unnamed.safetensors", unnamed);
+    free(unnamed);
+    expect_refused("n_unnamed.safetensors",
+                   "tensor 'conv1.weight' has shape [8, 1, 3, 3], expected [32, 1, 5, 5] (the "
+                   "file has no digits.net metadata, so its tensors were read as the reference "
+                   "network's; a file of another network needs its --net spec there)");
     char *h = replace(f.header, "8C3L-P2-16C5", "8C4L-P2-16C5");
     st_write(&f, "n_bad.safetensors", h);
     free(h);

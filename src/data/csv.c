@@ -385,6 +385,33 @@ enum dg_status dg_data_csv_row(const struct csv *c, const unsigned char *line,
     return csv_parse_row(c, line, eol, image, label);
 }
 
+/* The compressed format that a file's first bytes name, and how to undo it; NULL for none
+ * (gzip is read as is: one here is gzip inside gzip). */
+static const char *compressed_kind(const unsigned char *p, size_t n, const char **undo)
+{
+    static const struct {
+        const char *magic;
+        size_t length;
+        const char *name, *undo;
+    } kinds[] = {
+        {"BZh", 3, "a bzip2 file", "decompress it (bunzip2)"},
+        {"\xfd" "7zXZ", 6, "an xz file", "decompress it (unxz)"},
+        {"\x28\xb5\x2f\xfd", 4, "a zstd file", "decompress it (unzstd)"},
+        {"\x1f\x8b", 2, "gzip inside gzip (compressed twice)", "gunzip it once"},
+    };
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (n >= kinds[i].length && memcmp(p, kinds[i].magic, kinds[i].length) == 0) {
+            *undo = kinds[i].undo;
+            return kinds[i].name;
+        }
+    /* zlib: CMF 0x78 (deflate, 32 KB window), FLG making the pair a multiple of 31 */
+    if (n >= 2 && p[0] == 0x78 && (p[0] * 256 + p[1]) % 31 == 0) {
+        *undo = "decompress it, or recompress it with gzip";
+        return "zlib data (not gzip)";
+    }
+    return NULL;
+}
+
 /* Checks the header line [line, eol) and sets the layout. */
 enum dg_status dg_data_csv_header(struct csv *c, const unsigned char *line,
                                   const unsigned char *eol)
@@ -393,6 +420,12 @@ enum dg_status dg_data_csv_header(struct csv *c, const unsigned char *line,
     if (end > line && end[-1] == '\r')
         end--;
     const unsigned char *p = line;
+    const char *undo, *kind = compressed_kind(p, (size_t)(end - p), &undo);
+    if (kind)
+        return dg_error(DG_ERR_INPUT,
+                        "%s:1:1: %s, not a Kaggle CSV or MNIST IDX file: %s (digits reads "
+                        "plain and gzip files)",
+                        c->path, kind, undo);
     if ((size_t)(end - p) >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
         return dg_error(DG_ERR_INPUT,
                         "%s:1:1: a UTF-8 byte order mark before the header "
@@ -425,6 +458,11 @@ enum dg_status dg_data_csv_header(struct csv *c, const unsigned char *line,
         }
         p += n;
     }
+    if (p != end && *p == '\r')
+        return dg_error(DG_ERR_INPUT,
+                        "%s:1:%zu: a carriage return ending the header, with no line feed: "
+                        "lines that end in CR alone (old Mac text); convert them to LF or CRLF",
+                        c->path, (size_t)(p - line) + 1);
     if (p != end)
         return dg_error(DG_ERR_INPUT, "%s:1:%zu: wrong header: unexpected text after pixel783",
                         c->path, (size_t)(p - line) + 1);

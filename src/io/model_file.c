@@ -109,13 +109,17 @@ enum dg_status dg_io_check_size_and_crc(const char *path, const char *kind,
                                         const unsigned char *data, size_t size, size_t expected)
 {
     if (size != expected)
-        return dg_error(DG_ERR_INPUT, "%s: %s %s file (%zu bytes, expected %zu)", path,
-                        size < expected ? "truncated" : "corrupted", kind, size, expected);
+        return dg_error(DG_ERR_INPUT, "%s: %s %s file (%zu bytes, expected %zu): %s", path,
+                        size < expected ? "truncated" : "corrupted", kind, size, expected,
+                        size < expected ? "the copy is incomplete; copy it again"
+                                        : "it was changed or is another file; copy it again");
     uint32_t stored_crc = get_u32(data + size - 4);
     uint32_t actual_crc = (uint32_t)crc32(0L, data, (uInt)(size - 4));
     if (stored_crc != actual_crc)
-        return dg_error(DG_ERR_INPUT, "%s: corrupted %s file (CRC32 %08x, expected %08x)", path,
-                        kind, actual_crc, stored_crc);
+        return dg_error(DG_ERR_INPUT,
+                        "%s: corrupted %s file (CRC32 %08x, expected %08x): its bytes changed "
+                        "since it was written; copy it again",
+                        path, kind, actual_crc, stored_crc);
     return DG_OK;
 }
 
@@ -284,7 +288,10 @@ static enum dg_status load_members(const char *path, struct dg_model *members, i
         goto done;
     }
     if (size < HEADER_BYTES) {
-        status = dg_error(DG_ERR_INPUT, "%s: truncated model file (%zu bytes)", path, size);
+        status = dg_error(DG_ERR_INPUT,
+                          "%s: truncated model file (%zu bytes): the copy is incomplete; copy "
+                          "it again",
+                          path, size);
         goto done;
     }
     uint32_t version = get_u32(data + 8);
@@ -303,7 +310,10 @@ static enum dg_status load_members(const char *path, struct dg_model *members, i
     size_t counts = version == DG_ENSEMBLE_VERSION ? 16 : 12;
     size_t fixed = HEADER_BYTES + (size_t)layer_count * LAYER_BYTES + counts;
     if (size < fixed + 4) {
-        status = dg_error(DG_ERR_INPUT, "%s: truncated model file (%zu bytes)", path, size);
+        status = dg_error(DG_ERR_INPUT,
+                          "%s: truncated model file (%zu bytes): the copy is incomplete; copy "
+                          "it again",
+                          path, size);
         goto done;
     }
     const unsigned char *p = data + HEADER_BYTES + (size_t)layer_count * LAYER_BYTES;

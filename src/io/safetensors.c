@@ -315,7 +315,8 @@ static enum dg_status check_tiling(const char *path, const struct found *found, 
  * in the model's tensor order. */
 static enum dg_status check_tensors(const char *path, const struct dg_json *root,
                                     const struct dg_export_tensor *tensors, int count, int members,
-                                    int prefixed, uint64_t data_size, struct found *found)
+                                    int prefixed, uint64_t data_size, int assumed,
+                                    struct found *found)
 {
     char names[512], canonical[96];
     const int total = members * count;
@@ -431,8 +432,17 @@ static enum dg_status check_tensors(const char *path, const struct dg_json *root
             char have[160], want[80];
             format_shape(have, sizeof have, NULL, shape, (int)shape->count);
             format_shape(want, sizeof want, t->shape, NULL, t->rank);
-            return dg_error(DG_ERR_INPUT, "%s: tensor '%s' has shape %s, expected %s", path, name,
-                            have, want);
+            int transposed = t->rank == 2 && (int)shape->count == 2 &&
+                             shape->items[0].uint_value == (uint64_t)t->shape[1] &&
+                             shape->items[1].uint_value == (uint64_t)t->shape[0];
+            return dg_error(DG_ERR_INPUT, "%s: tensor '%s' has shape %s, expected %s%s", path,
+                            name, have, want,
+                            transposed ? " (transposed: a dense weight is (out, in), as "
+                                         "PyTorch's Linear; Keras' Dense kernel is (in, out))"
+                            : assumed  ? " (the file has no " DG_EXPORT_NET_KEY " metadata, so "
+                                         "its tensors were read as the reference network's; a "
+                                         "file of another network needs its --net spec there)"
+                                       : "");
         }
         uint64_t begin = offsets->items[0].uint_value, end = offsets->items[1].uint_value;
         if (t->is_counter && (end < begin || end - begin != 8))
@@ -468,10 +478,11 @@ static enum dg_status check_tensors(const char *path, const struct dg_json *root
 /* The network the file's tensors are for: its metadata's digits.net (a --net spec), else the
  * reference network (files written before the key, or by other tools). */
 static enum dg_status metadata_net(const char *path, const struct dg_json *root,
-                                   struct dg_layer_spec *specs, int *layer_count)
+                                   struct dg_layer_spec *specs, int *layer_count, int *assumed)
 {
     const struct dg_json *meta = dg_json_get(root, "__metadata__");
     const struct dg_json *net = meta ? dg_json_get(meta, DG_EXPORT_NET_KEY) : NULL;
+    *assumed = !net;
     if (!net) {
         const struct dg_layer_spec *ref = dg_arch_reference(layer_count);
         memcpy(specs, ref, (size_t)*layer_count * sizeof *ref);
@@ -618,8 +629,8 @@ enum dg_status dg_import_safetensors_ensemble(const char *path, struct dg_model 
         goto fail;
     }
     struct dg_layer_spec specs[DG_MAX_LAYERS];
-    int layer_count;
-    if ((status = metadata_net(path, &root, specs, &layer_count)) != DG_OK)
+    int layer_count, assumed;
+    if ((status = metadata_net(path, &root, specs, &layer_count, &assumed)) != DG_OK)
         goto fail;
     for (; built < count; built++) {
         memset(&members[built], 0, sizeof members[built]);
@@ -637,7 +648,7 @@ enum dg_status dg_import_safetensors_ensemble(const char *path, struct dg_model 
     const unsigned char *tensor_data = data + 8 + header_length;
     uint64_t data_size = size - 8 - header_length;
     if ((status = check_tensors(path, &root, tensors, tensor_count, count, prefixed, data_size,
-                                found)) != DG_OK ||
+                                assumed, found)) != DG_OK ||
         (status = check_metadata(path, &root, &members[0], count, settings)) != DG_OK ||
         (settings && *settings &&
          (status = dg_io_check_setting_ranges(path, "safetensors", *settings)) != DG_OK))

@@ -187,7 +187,8 @@ static enum dg_status check_divergence(double loss_sum, double step_loss, int ep
                  DG_TRAIN_DIVERGED_LOSS);
     return dg_error(DG_ERR_RUNTIME,
                     "training diverged: the loss is %s at epoch %d, step %d of %d "
-                    "(learning rate %g)",
+                    "(learning rate %g); a lower learning rate (--lr, or onecycle:MAX_LR) usually "
+                    "keeps it finite",
                     what, epoch + 1, step + 1, steps, (double)lr);
 }
 
