@@ -116,6 +116,9 @@ enum dg_status dg_net_spec_parse(const char *text, struct dg_layer_spec *specs, 
  * returns what snprintf returns. */
 int dg_net_spec_format(const struct dg_layer_spec *specs, int layer_count, char *out, size_t size);
 
+/* dg_net_spec_format of a model's layer table. */
+int dg_model_net_spec(const struct dg_model *model, char *out, size_t size);
+
 /* The spec text of a named preset, NULL when `name` is none. */
 const char *dg_net_preset(const char *name);
 

@@ -45,6 +45,9 @@ int dg_cli_parse_u64(const char *command, const char *option, const char *text, 
 /* -v, --verbose (train, predict, eval, report): the notes left out by default. */
 extern int dg_cli_verbose;
 
+/* 0, or 2 after refusing -q with -v (fewer notes and more at once). */
+int dg_cli_check_quiet_verbose(const char *command, int quiet);
+
 /* Opens the backend named by device->device (dg_backend_open). "auto" picks CUDA when usable,
  * otherwise the CPU after one line on stderr saying why (unless quiet). Usage errors (bad
  * name) are DG_ERR_USAGE. */

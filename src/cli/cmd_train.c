@@ -403,10 +403,7 @@ int dg_cmd_train(int argc, char **argv)
         status = resume_from(&req, &resumed);
         if (status == DG_OK && (req.given & GIVEN_NET) && !same_net(&req, &model)) {
             char theirs[DG_NET_SPEC_MAX + 1];
-            struct dg_layer_spec specs[DG_MAX_LAYERS];
-            for (int i = 0; i < model.layer_count; i++)
-                specs[i] = model.layers[i].spec;
-            dg_net_spec_format(specs, model.layer_count, theirs, sizeof theirs);
+            dg_model_net_spec(&model, theirs, sizeof theirs);
             status = dg_error(DG_ERR_USAGE,
                               "%s: --net %s contradicts the checkpoint (its network is %s); "
                               "leave it out to use the checkpoint's",

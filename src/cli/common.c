@@ -68,6 +68,14 @@ int dg_cli_parse_math(const char *command, const char *text, enum dg_math *math)
 
 int dg_cli_verbose;
 
+int dg_cli_check_quiet_verbose(const char *command, int quiet)
+{
+    if (quiet && dg_cli_verbose)
+        return dg_cli_usage_error(command, "-q (--quiet) asks for fewer notes and -v (--verbose) "
+                                           "for more: give one of them");
+    return 0;
+}
+
 enum dg_status dg_cli_open_backend(const struct dg_backend_spec *device, int quiet,
                                    struct dg_backend **out)
 {

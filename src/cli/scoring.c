@@ -70,9 +70,8 @@ int dg_scoring_option(const char *command, int opt, const char *arg, struct dg_s
 int dg_scoring_check_operands(const char *command, const char *what, int argc,
                               const struct dg_scoring_args *args)
 {
-    if (args->quiet && dg_cli_verbose)
-        return dg_cli_usage_error(command, "-q (--quiet) asks for fewer notes and -v (--verbose) "
-                                           "for more: give one of them");
+    if (dg_cli_check_quiet_verbose(command, args->quiet))
+        return 2;
     if (args->model_path_count == 0)
         return dg_cli_usage_error(command, "missing -m MODEL");
     if (optind >= argc)

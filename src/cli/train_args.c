@@ -508,9 +508,8 @@ static int check_request(struct train_request *req, uint64_t split_seed, int spl
     if (split_seed_given && options->val_split == 0.0f)
         return dg_cli_usage_error("train", "--split-seed chooses the validation rows, and "
                                            "--val-split 0 holds none out: give one of them");
-    if (req->quiet && dg_cli_verbose)
-        return dg_cli_usage_error("train", "-q (--quiet) asks for fewer notes and -v (--verbose) "
-                                           "for more: give one of them");
+    if (dg_cli_check_quiet_verbose("train", req->quiet))
+        return 2;
     options->split_seed = split_seed_given ? split_seed : options->seed;
     return -1;
 }

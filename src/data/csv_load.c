@@ -113,10 +113,7 @@ static enum dg_status parse_chunk(const struct loader *ld, const struct chunk *c
         if (len == 0 || (len == 1 && p[0] == '\r')) {
             if (eol + 1 < stop) {
                 *line = c.line;
-                return dg_error(DG_ERR_INPUT,
-                                "%s:%zu:1: empty line (remove it: only the file's last line may "
-                                "be empty)",
-                                c.path, c.line);
+                return dg_error(DG_ERR_INPUT, DG_EMPTY_LINE_FORMAT, c.path, c.line);
             }
         } else {
             enum dg_status status = dg_data_csv_row(&c, p, eol, image, label);
@@ -307,9 +304,7 @@ static int feed_cut(struct loader *ld, struct feed *f, int index, size_t have, s
     if (f->pending_empty)
         return feed_refuse(
             ld, index, f->pending_empty,
-            dg_error(DG_ERR_INPUT,
-                     "%s:%zu:1: empty line (remove it: only the file's last line may be empty)",
-                     ld->csv.path, f->pending_empty));
+            dg_error(DG_ERR_INPUT, DG_EMPTY_LINE_FORMAT, ld->csv.path, f->pending_empty));
     data[*stop] = '\n'; /* ends a last line that has no newline */
     return FEED_ON;
 }

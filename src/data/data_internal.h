@@ -14,6 +14,9 @@
 #define CHUNK_PAD 128                 /* readable bytes past the data (word-at-a-time parsing) */
 #define MIN_ROW_BYTES (2 * DG_PIXELS) /* "0,0,...,0\n": bounds the row count from the size */
 #define MAX_DEFLATE_RATIO 1032u       /* deflate expands at most about 1032:1 */
+/* an empty line inside the file (PATH, LINE): the serial parse's words and the loader's */
+#define DG_EMPTY_LINE_FORMAT                                                                       \
+    "%s:%zu:1: empty line (remove it: only the file's last line may be empty)"
 #define IDX_IMAGES_MAGIC 0x00000803u
 #define IDX_LABELS_MAGIC 0x00000801u
 

@@ -161,10 +161,7 @@ int dg_export_architecture(const struct dg_model *model, char *text, size_t size
 
 void dg_export_net_spec(const struct dg_model *model, char *text, size_t size)
 {
-    struct dg_layer_spec specs[DG_MAX_LAYERS];
-    for (int i = 0; i < model->layer_count; i++)
-        specs[i] = model->layers[i].spec;
-    dg_net_spec_format(specs, model->layer_count, text, size);
+    dg_model_net_spec(model, text, size);
     if (size && strcmp(text, dg_net_preset("reference")) == 0)
         text[0] = '\0';
 }

@@ -105,6 +105,14 @@ enum dg_status dg_io_finish_file(const char *path, const char *what, struct buff
     return status;
 }
 
+/* A model file that ends before its header does. */
+static enum dg_status truncated(const char *path, size_t size)
+{
+    return dg_error(DG_ERR_INPUT,
+                    "%s: truncated model file (%zu bytes): the copy is incomplete; copy it again",
+                    path, size);
+}
+
 enum dg_status dg_io_check_size_and_crc(const char *path, const char *kind,
                                         const unsigned char *data, size_t size, size_t expected)
 {
@@ -123,16 +131,6 @@ enum dg_status dg_io_check_size_and_crc(const char *path, const char *kind,
     return DG_OK;
 }
 
-/* The canonical --net spec of a member's layer table (dg_net_spec_format). */
-static void member_net(const struct dg_model *model, char *text, size_t size)
-{
-    struct dg_layer_spec specs[DG_MAX_LAYERS];
-    for (int i = 0; i < model->layer_count; i++)
-        specs[i] = model->layers[i].spec;
-    if (dg_net_spec_format(specs, model->layer_count, text, size) < 0 && size)
-        text[0] = '\0';
-}
-
 enum dg_status dg_io_check_members(const char *path, const struct dg_model *members, int count)
 {
     if (count < 1 || count > DG_MAX_MEMBERS)
@@ -140,9 +138,9 @@ enum dg_status dg_io_check_members(const char *path, const struct dg_model *memb
                         DG_MAX_MEMBERS);
     /* one layer table for all the members: a file records it once */
     char first[DG_NET_SPEC_MAX + 1], other[DG_NET_SPEC_MAX + 1];
-    member_net(&members[0], first, sizeof first);
+    dg_model_net_spec(&members[0], first, sizeof first);
     for (int m = 1; m < count; m++) {
-        member_net(&members[m], other, sizeof other);
+        dg_model_net_spec(&members[m], other, sizeof other);
         if (strcmp(first, other) != 0 || members[m].param_count != members[0].param_count)
             return dg_error(DG_ERR_USAGE,
                             "%s: the members are of different networks (member 1: %s; member "
@@ -288,10 +286,7 @@ static enum dg_status load_members(const char *path, struct dg_model *members, i
         goto done;
     }
     if (size < HEADER_BYTES) {
-        status = dg_error(DG_ERR_INPUT,
-                          "%s: truncated model file (%zu bytes): the copy is incomplete; copy "
-                          "it again",
-                          path, size);
+        status = truncated(path, size);
         goto done;
     }
     uint32_t version = get_u32(data + 8);
@@ -310,10 +305,7 @@ static enum dg_status load_members(const char *path, struct dg_model *members, i
     size_t counts = version == DG_ENSEMBLE_VERSION ? 16 : 12;
     size_t fixed = HEADER_BYTES + (size_t)layer_count * LAYER_BYTES + counts;
     if (size < fixed + 4) {
-        status = dg_error(DG_ERR_INPUT,
-                          "%s: truncated model file (%zu bytes): the copy is incomplete; copy "
-                          "it again",
-                          path, size);
+        status = truncated(path, size);
         goto done;
     }
     const unsigned char *p = data + HEADER_BYTES + (size_t)layer_count * LAYER_BYTES;

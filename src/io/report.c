@@ -486,11 +486,8 @@ static enum dg_status put_augmentation(struct dg_text *t, const struct dg_report
 
 static void put_layers(struct dg_text *t, const struct dg_model *model)
 {
-    struct dg_layer_spec specs[DG_MAX_LAYERS];
-    for (int i = 0; i < model->layer_count; i++)
-        specs[i] = model->layers[i].spec;
     char spec[DG_NET_SPEC_MAX + 1];
-    dg_net_spec_format(specs, model->layer_count, spec, sizeof spec);
+    dg_model_net_spec(model, spec, sizeof spec);
     dg_text_add(t, "<section id=\"layers\"><h2>The network</h2>\n<p>--net <code>%s</code></p>\n"
                    "<table class=\"numbers\">"
                    "<tr><th>layer</th><th>output</th><th>parameters</th></tr>\n",

@@ -248,18 +248,23 @@ void dg_model_free(struct dg_model *model)
     model->params = NULL;
 }
 
+int dg_model_net_spec(const struct dg_model *model, char *out, size_t size)
+{
+    struct dg_layer_spec specs[DG_MAX_LAYERS];
+    for (int i = 0; i < model->layer_count; i++)
+        specs[i] = model->layers[i].spec;
+    return dg_net_spec_format(specs, model->layer_count, out, size);
+}
+
 void dg_model_print_summary(const struct dg_model *model, void (*print_line)(const char *, void *),
                             void *ctx)
 {
     char line[128];
-    struct dg_layer_spec specs[DG_MAX_LAYERS];
-    for (int i = 0; i < model->layer_count; i++)
-        specs[i] = model->layers[i].spec;
-    int length = dg_net_spec_format(specs, model->layer_count, NULL, 0);
+    int length = dg_model_net_spec(model, NULL, 0);
     char *text = malloc((size_t)length + 16);
     if (text) {
         memcpy(text, "network: ", 9);
-        dg_net_spec_format(specs, model->layer_count, text + 9, (size_t)length + 1);
+        dg_model_net_spec(model, text + 9, (size_t)length + 1);
         print_line(text, ctx);
         free(text);
     }
